@@ -1,0 +1,1115 @@
+//! A filing as the person gives it (`RawFiling`, lenient: every field optional,
+//! codes and dates as text) and the checked, normalized forms built from it
+//! (`Filing`, then `Dossier` once the system gives it a reference). A `Filing`
+//! or a `Dossier` is always valid: the only way to build one is `parse`.
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::calendar::{paris_date, parse_iso_date};
+use crate::codes::{AnswerChannel, DocumentKind, Motif, Procedure, TitleKind};
+use crate::prefecture::department_of_postal_code;
+use crate::{Channel, Reference, Violations};
+
+/// The version of the dossier's shape on the bus; consumers refuse others.
+pub const SCHEMA_VERSION: u32 = 1;
+
+pub const MAX_DOCUMENTS: usize = 40;
+pub const MAX_DOCUMENT_BYTES: u64 = 20 * 1024 * 1024;
+pub const ACCEPTED_MEDIA_TYPES: [&str; 4] =
+    ["application/pdf", "image/jpeg", "image/png", "image/tiff"];
+const MAX_NAME_CHARS: usize = 100;
+const MAX_AGE_YEARS: i32 = 130;
+
+// ---- what arrives ----------------------------------------------------------
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFiling {
+    pub procedure: Option<String>,
+    pub motif: Option<String>,
+    pub applicant: Option<RawApplicant>,
+    pub contact: Option<RawContact>,
+    pub current_title: Option<RawCurrentTitle>,
+    #[serde(default)]
+    pub documents: Vec<RawDocument>,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApplicant {
+    pub family_name: Option<String>,
+    pub given_names: Option<String>,
+    pub birth_date: Option<String>,
+    pub birth_place: Option<String>,
+    pub nationality: Option<String>,
+    pub foreigner_number: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawContact {
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub address: Option<RawAddress>,
+    pub answer_channel: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAddress {
+    pub line1: Option<String>,
+    pub line2: Option<String>,
+    pub postal_code: Option<String>,
+    pub city: Option<String>,
+    pub country: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCurrentTitle {
+    pub kind: Option<String>,
+    pub number: Option<String>,
+    pub expires_on: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDocument {
+    pub kind: Option<String>,
+    pub sha256: Option<String>,
+    pub media_type: Option<String>,
+    pub size_bytes: Option<u64>,
+    pub filename: Option<String>,
+}
+
+/// Channel provenance as a channel service states it.
+#[derive(Debug, Clone)]
+pub enum RawProvenance {
+    Web {
+        account_id: Option<String>,
+    },
+    Ccc {
+        agent_id: Option<String>,
+        call_id: Option<String>,
+        consent_recorded: bool,
+    },
+    Pan {
+        site_id: Option<String>,
+        desk_agent_id: Option<String>,
+        appointment_id: Option<String>,
+        identity_checked: bool,
+    },
+    Postal {
+        station_id: Option<String>,
+        envelope_id: Option<String>,
+        postmark_date: Option<String>,
+        reception_date: Option<String>,
+    },
+}
+
+// ---- what is kept ----------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Filing {
+    pub procedure: Procedure,
+    pub motif: Motif,
+    pub applicant: Applicant,
+    pub contact: Contact,
+    pub current_title: Option<CurrentTitle>,
+    pub documents: Vec<DocumentRef>,
+    pub provenance: Provenance,
+    pub idempotency_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Applicant {
+    pub family_name: String,
+    pub given_names: Option<String>,
+    pub birth_date: NaiveDate,
+    pub birth_place: Option<String>,
+    pub nationality: String,
+    pub foreigner_number: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Contact {
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub address: PostalAddress,
+    pub answer_channel: AnswerChannel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PostalAddress {
+    pub line1: String,
+    pub line2: Option<String>,
+    pub postal_code: String,
+    pub city: String,
+    pub country: String,
+    /// The département whose prefecture is in charge, read from the postal code.
+    pub department: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CurrentTitle {
+    pub kind: TitleKind,
+    pub number: String,
+    pub expires_on: NaiveDate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DocumentRef {
+    pub kind: DocumentKind,
+    pub sha256: String,
+    pub media_type: String,
+    pub size_bytes: u64,
+    pub filename: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "channel", rename_all = "snake_case")]
+pub enum Provenance {
+    Web {
+        account_id: Option<String>,
+    },
+    Ccc {
+        agent_id: String,
+        call_id: String,
+        consent_recorded: bool,
+    },
+    Pan {
+        site_id: String,
+        desk_agent_id: String,
+        appointment_id: Option<String>,
+        identity_checked: bool,
+    },
+    Postal {
+        station_id: String,
+        envelope_id: String,
+        postmark_date: Option<NaiveDate>,
+        reception_date: NaiveDate,
+    },
+}
+
+impl Provenance {
+    pub fn channel(&self) -> Channel {
+        match self {
+            Provenance::Web { .. } => Channel::Web,
+            Provenance::Ccc { .. } => Channel::Ccc,
+            Provenance::Pan { .. } => Channel::Pan,
+            Provenance::Postal { .. } => Channel::Postal,
+        }
+    }
+
+    /// The date that counts in law: the postmark for mail (the reception date
+    /// when there is none), otherwise the day the person filed, in Paris.
+    pub fn legal_filing_date(&self, filed_at: DateTime<Utc>) -> NaiveDate {
+        match self {
+            Provenance::Postal {
+                postmark_date,
+                reception_date,
+                ..
+            } => postmark_date.unwrap_or(*reception_date),
+            _ => paris_date(filed_at),
+        }
+    }
+}
+
+/// A filing with the reference the system gave it: what travels to instruction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dossier {
+    pub reference: Reference,
+    pub filing: Filing,
+    pub legal_filing_date: NaiveDate,
+    pub filed_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+}
+
+impl Dossier {
+    /// `filed_at` is when the person filed; `received_at` when this system got it.
+    pub fn new(
+        reference: Reference,
+        filing: Filing,
+        filed_at: DateTime<Utc>,
+        received_at: DateTime<Utc>,
+    ) -> Self {
+        let legal_filing_date = filing.provenance.legal_filing_date(filed_at);
+        Self {
+            reference,
+            filing,
+            legal_filing_date,
+            filed_at,
+            received_at,
+        }
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.filing.provenance.channel()
+    }
+
+    pub fn prefecture(&self) -> &str {
+        &self.filing.contact.address.department
+    }
+}
+
+// ---- parsing -----------------------------------------------------------------
+
+/// Trims and drops empty strings: an empty field is a missing field.
+fn clean(s: &Option<String>) -> Option<String> {
+    s.as_ref()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn required(v: &mut Violations, field: &str, s: &Option<String>) -> Option<String> {
+    let value = clean(s);
+    if value.is_none() {
+        v.add(field, "is required");
+    }
+    value
+}
+
+fn text(v: &mut Violations, field: &str, value: Option<String>, max: usize) -> Option<String> {
+    let value = value?;
+    if value.chars().count() > max {
+        v.add(field, format!("is longer than {max} characters"));
+        return None;
+    }
+    if value.chars().any(char::is_control) {
+        v.add(field, "contains control characters");
+        return None;
+    }
+    Some(value)
+}
+
+fn code<T>(
+    v: &mut Violations,
+    field: &str,
+    s: &Option<String>,
+    parse: fn(&str) -> Option<T>,
+    expected: fn() -> String,
+) -> Option<T> {
+    let value = required(v, field, s)?;
+    let parsed = parse(&value.to_ascii_lowercase());
+    if parsed.is_none() {
+        v.add(
+            field,
+            format!("unknown value {value:?}; expected one of: {}", expected()),
+        );
+    }
+    parsed
+}
+
+fn date(v: &mut Violations, field: &str, s: &Option<String>) -> Option<NaiveDate> {
+    let value = clean(s)?;
+    let parsed = parse_iso_date(&value);
+    if parsed.is_none() {
+        v.add(
+            field,
+            format!("{value:?} is not a date of the form YYYY-MM-DD"),
+        );
+    }
+    parsed
+}
+
+fn normalize_phone(raw: &str) -> Option<String> {
+    let compact: String = raw
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '.' | '-' | '(' | ')'))
+        .collect();
+    let international = if let Some(rest) = compact.strip_prefix("00") {
+        format!("+{rest}")
+    } else if compact.len() == 10 && compact.starts_with('0') {
+        // A French national number.
+        format!("+33{}", &compact[1..])
+    } else {
+        compact
+    };
+    let digits = international.strip_prefix('+')?;
+    let ok = (8..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    ok.then_some(international)
+}
+
+fn looks_like_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !s.chars().any(|c| c.is_whitespace() || c == ',')
+        && !domain.contains('@')
+        && s.len() <= 254
+}
+
+fn is_idempotency_key(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+impl RawProvenance {
+    fn parse(&self, v: &mut Violations) -> Option<Provenance> {
+        let before = v.len();
+        let provenance = match self {
+            RawProvenance::Web { account_id } => Provenance::Web {
+                account_id: text(v, "provenance.web.account_id", clean(account_id), 128),
+            },
+            RawProvenance::Ccc {
+                agent_id,
+                call_id,
+                consent_recorded,
+            } => {
+                let agent_id = required(v, "provenance.ccc.agent_id", agent_id);
+                let call_id = required(v, "provenance.ccc.call_id", call_id);
+                if !consent_recorded {
+                    v.add(
+                        "provenance.ccc.consent_recorded",
+                        "the caller's consent must be recorded before filing on their behalf",
+                    );
+                }
+                Provenance::Ccc {
+                    agent_id: agent_id.unwrap_or_default(),
+                    call_id: call_id.unwrap_or_default(),
+                    consent_recorded: *consent_recorded,
+                }
+            }
+            RawProvenance::Pan {
+                site_id,
+                desk_agent_id,
+                appointment_id,
+                identity_checked,
+            } => {
+                let site_id = required(v, "provenance.pan.site_id", site_id);
+                let desk_agent_id = required(v, "provenance.pan.desk_agent_id", desk_agent_id);
+                if !identity_checked {
+                    v.add(
+                        "provenance.pan.identity_checked",
+                        "identity must be checked in person before an assisted filing",
+                    );
+                }
+                Provenance::Pan {
+                    site_id: site_id.unwrap_or_default(),
+                    desk_agent_id: desk_agent_id.unwrap_or_default(),
+                    appointment_id: clean(appointment_id),
+                    identity_checked: *identity_checked,
+                }
+            }
+            RawProvenance::Postal {
+                station_id,
+                envelope_id,
+                postmark_date,
+                reception_date,
+            } => {
+                let station_id = required(v, "provenance.postal.station_id", station_id);
+                let envelope_id = required(v, "provenance.postal.envelope_id", envelope_id);
+                let postmark = date(v, "provenance.postal.postmark_date", postmark_date);
+                let reception = required(v, "provenance.postal.reception_date", reception_date)
+                    .and_then(|_| date(v, "provenance.postal.reception_date", reception_date));
+                if let (Some(p), Some(r)) = (postmark, reception)
+                    && p > r
+                {
+                    v.add(
+                        "provenance.postal.postmark_date",
+                        "is after the reception date",
+                    );
+                }
+                Provenance::Postal {
+                    station_id: station_id.unwrap_or_default(),
+                    envelope_id: envelope_id.unwrap_or_default(),
+                    postmark_date: postmark,
+                    reception_date: reception.unwrap_or_default(),
+                }
+            }
+        };
+        (v.len() == before).then_some(provenance)
+    }
+}
+
+impl Filing {
+    /// Checks and normalizes a filing. `today` is the date in Paris, for dates
+    /// that cannot be in the future. Every problem is reported, not just the first.
+    pub fn parse(
+        raw: &RawFiling,
+        provenance: &RawProvenance,
+        today: NaiveDate,
+    ) -> Result<Filing, Violations> {
+        let mut v = Violations::new();
+        let procedure = code(
+            &mut v,
+            "procedure",
+            &raw.procedure,
+            Procedure::parse,
+            Procedure::expected,
+        );
+        let motif = code(&mut v, "motif", &raw.motif, Motif::parse, Motif::expected);
+        let applicant = parse_applicant(&mut v, raw.applicant.as_ref(), today);
+        let contact = parse_contact(&mut v, raw.contact.as_ref());
+        let current_title = parse_title(&mut v, raw.current_title.as_ref(), procedure);
+        let documents = parse_documents(&mut v, &raw.documents);
+        let provenance = provenance.parse(&mut v);
+        let idempotency_key = required(&mut v, "idempotency_key", &raw.idempotency_key);
+        if let Some(key) = &idempotency_key
+            && !is_idempotency_key(key)
+        {
+            v.add(
+                "idempotency_key",
+                "must be 1 to 128 characters among letters, digits and - _ . :",
+            );
+        }
+        match (
+            procedure,
+            motif,
+            applicant,
+            contact,
+            provenance,
+            idempotency_key,
+        ) {
+            (
+                Some(procedure),
+                Some(motif),
+                Some(applicant),
+                Some(contact),
+                Some(provenance),
+                Some(key),
+            ) if v.is_empty() => Ok(Filing {
+                procedure,
+                motif,
+                applicant,
+                contact,
+                current_title,
+                documents,
+                provenance,
+                idempotency_key: key,
+            }),
+            _ => Err(v),
+        }
+    }
+
+    /// A digest of everything the person filed except the idempotency key: two
+    /// filings under one key are the same filing exactly when these are equal.
+    pub fn fingerprint(&self) -> String {
+        let mut copy = self.clone();
+        copy.idempotency_key.clear();
+        // Serializing plain structs and enums cannot fail.
+        let bytes = serde_json::to_vec(&copy).unwrap_or_default();
+        hex::encode(Sha256::digest(bytes))
+    }
+}
+
+fn parse_applicant(
+    v: &mut Violations,
+    raw: Option<&RawApplicant>,
+    today: NaiveDate,
+) -> Option<Applicant> {
+    let Some(raw) = raw else {
+        v.add("applicant", "is required");
+        return None;
+    };
+    let family_name = required(v, "applicant.family_name", &raw.family_name);
+    let family_name = text(v, "applicant.family_name", family_name, MAX_NAME_CHARS);
+    let given_names = text(
+        v,
+        "applicant.given_names",
+        clean(&raw.given_names),
+        MAX_NAME_CHARS,
+    );
+    let birth_place = text(
+        v,
+        "applicant.birth_place",
+        clean(&raw.birth_place),
+        MAX_NAME_CHARS,
+    );
+    let birth_date = required(v, "applicant.birth_date", &raw.birth_date)
+        .and_then(|_| date(v, "applicant.birth_date", &raw.birth_date));
+    if let Some(b) = birth_date {
+        if b > today {
+            v.add("applicant.birth_date", "is in the future");
+        } else if today.year() - b.year() > MAX_AGE_YEARS {
+            v.add("applicant.birth_date", "is more than 130 years ago");
+        }
+    }
+    let nationality =
+        required(v, "applicant.nationality", &raw.nationality).map(|n| n.to_ascii_uppercase());
+    if let Some(n) = &nationality
+        && (n.len() != 3 || !n.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        v.add(
+            "applicant.nationality",
+            "must be a three-letter ISO 3166-1 alpha-3 country code",
+        );
+    }
+    let foreigner_number = clean(&raw.foreigner_number).map(|n| n.replace(' ', ""));
+    if let Some(n) = &foreigner_number
+        && (n.len() != 10 || !n.bytes().all(|b| b.is_ascii_digit()))
+    {
+        v.add(
+            "applicant.foreigner_number",
+            "must be the ten digits of the foreigner number",
+        );
+    }
+    Some(Applicant {
+        family_name: family_name?,
+        given_names,
+        birth_date: birth_date?,
+        birth_place,
+        nationality: nationality?,
+        foreigner_number,
+    })
+}
+
+fn parse_contact(v: &mut Violations, raw: Option<&RawContact>) -> Option<Contact> {
+    let Some(raw) = raw else {
+        v.add("contact", "is required");
+        return None;
+    };
+    let email = clean(&raw.email).map(|e| e.to_ascii_lowercase());
+    if let Some(e) = &email
+        && !looks_like_email(e)
+    {
+        v.add("contact.email", "is not an e-mail address");
+    }
+    let phone = match clean(&raw.phone) {
+        Some(p) => {
+            let normalized = normalize_phone(&p);
+            if normalized.is_none() {
+                v.add(
+                    "contact.phone",
+                    "is not a phone number (+33612345678 or 06 12 34 56 78)",
+                );
+            }
+            normalized
+        }
+        None => None,
+    };
+    let address = parse_address(v, raw.address.as_ref());
+    let answer_channel = match clean(&raw.answer_channel) {
+        Some(_) => code(
+            v,
+            "contact.answer_channel",
+            &raw.answer_channel,
+            AnswerChannel::parse,
+            AnswerChannel::expected,
+        ),
+        // By default: e-mail if given, then SMS, then post, which always works.
+        None => Some(if email.is_some() {
+            AnswerChannel::Email
+        } else if phone.is_some() {
+            AnswerChannel::Sms
+        } else {
+            AnswerChannel::Post
+        }),
+    };
+    match answer_channel {
+        Some(AnswerChannel::Email) if email.is_none() => {
+            v.add("contact.email", "is required to get answers by e-mail")
+        }
+        Some(AnswerChannel::Sms) if phone.is_none() => {
+            v.add("contact.phone", "is required to get answers by SMS")
+        }
+        _ => {}
+    }
+    Some(Contact {
+        email,
+        phone,
+        address: address?,
+        answer_channel: answer_channel?,
+    })
+}
+
+fn parse_address(v: &mut Violations, raw: Option<&RawAddress>) -> Option<PostalAddress> {
+    let Some(raw) = raw else {
+        v.add(
+            "contact.address",
+            "is required: it decides the prefecture in charge and where paper answers go",
+        );
+        return None;
+    };
+    let line1 = required(v, "contact.address.line1", &raw.line1);
+    let line1 = text(v, "contact.address.line1", line1, 200);
+    let line2 = text(v, "contact.address.line2", clean(&raw.line2), 200);
+    let city = required(v, "contact.address.city", &raw.city);
+    let city = text(v, "contact.address.city", city, MAX_NAME_CHARS);
+    let country = clean(&raw.country)
+        .map(|c| c.to_ascii_uppercase())
+        .unwrap_or_else(|| "FR".to_string());
+    if country != "FR" {
+        v.add(
+            "contact.address.country",
+            "must be FR: the prefecture in charge is the one of the residence in France",
+        );
+    }
+    let postal_code = required(v, "contact.address.postal_code", &raw.postal_code);
+    let department = postal_code.as_deref().and_then(|pc| {
+        let d = department_of_postal_code(pc);
+        if d.is_none() {
+            v.add("contact.address.postal_code", "is not a French postal code");
+        }
+        d
+    });
+    Some(PostalAddress {
+        line1: line1?,
+        line2,
+        postal_code: postal_code?,
+        city: city?,
+        country,
+        department: department?,
+    })
+}
+
+/// Procedures that continue an existing title, so the title must be named.
+fn title_required(procedure: Procedure) -> bool {
+    matches!(
+        procedure,
+        Procedure::Renewal | Procedure::ChangeOfStatus | Procedure::Duplicate
+    )
+}
+
+fn parse_title(
+    v: &mut Violations,
+    raw: Option<&RawCurrentTitle>,
+    procedure: Option<Procedure>,
+) -> Option<CurrentTitle> {
+    let Some(raw) = raw else {
+        if let Some(p) = procedure
+            && title_required(p)
+        {
+            v.add("current_title", format!("is required for a {p}"));
+        }
+        return None;
+    };
+    let kind = code(
+        v,
+        "current_title.kind",
+        &raw.kind,
+        TitleKind::parse,
+        TitleKind::expected,
+    );
+    let number = required(v, "current_title.number", &raw.number).map(|n| n.replace(' ', ""));
+    if let Some(n) = &number
+        && (n.len() > 20 || !n.bytes().all(|b| b.is_ascii_alphanumeric()))
+    {
+        v.add(
+            "current_title.number",
+            "must be up to 20 letters and digits",
+        );
+    }
+    let expires_on = required(v, "current_title.expires_on", &raw.expires_on)
+        .and_then(|_| date(v, "current_title.expires_on", &raw.expires_on));
+    Some(CurrentTitle {
+        kind: kind?,
+        number: number?,
+        expires_on: expires_on?,
+    })
+}
+
+fn parse_documents(v: &mut Violations, raw: &[RawDocument]) -> Vec<DocumentRef> {
+    if raw.len() > MAX_DOCUMENTS {
+        v.add(
+            "documents",
+            format!("at most {MAX_DOCUMENTS} documents per filing"),
+        );
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, d) in raw.iter().enumerate() {
+        let f = |name: &str| format!("documents[{i}].{name}");
+        let kind = code(
+            v,
+            &f("kind"),
+            &d.kind,
+            DocumentKind::parse,
+            DocumentKind::expected,
+        );
+        let sha256 = required(v, &f("sha256"), &d.sha256).map(|s| s.to_ascii_lowercase());
+        if let Some(s) = &sha256
+            && (s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            v.add(f("sha256"), "must be 64 hexadecimal characters");
+        }
+        let media_type =
+            required(v, &f("media_type"), &d.media_type).map(|m| m.to_ascii_lowercase());
+        if let Some(m) = &media_type
+            && !ACCEPTED_MEDIA_TYPES.contains(&m.as_str())
+        {
+            v.add(
+                f("media_type"),
+                format!(
+                    "{m:?} is not accepted; expected one of: {}",
+                    ACCEPTED_MEDIA_TYPES.join(", ")
+                ),
+            );
+        }
+        match d.size_bytes {
+            None => v.add(f("size_bytes"), "is required"),
+            Some(0) => v.add(f("size_bytes"), "must be more than 0"),
+            Some(n) if n > MAX_DOCUMENT_BYTES => {
+                v.add(f("size_bytes"), "is over the 20 MiB limit per document")
+            }
+            Some(_) => {}
+        }
+        let filename = text(v, &f("filename"), clean(&d.filename), 255);
+        if let (Some(kind), Some(sha256), Some(media_type), Some(size_bytes)) =
+            (kind, sha256, media_type, d.size_bytes)
+        {
+            out.push(DocumentRef {
+                kind,
+                sha256,
+                media_type,
+                size_bytes,
+                filename,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 24).unwrap()
+    }
+
+    fn web() -> RawProvenance {
+        RawProvenance::Web { account_id: None }
+    }
+
+    fn valid() -> RawFiling {
+        serde_json::from_value(serde_json::json!({
+            "procedure": "renewal",
+            "motif": "employee",
+            "applicant": {
+                "family_name": "Benali",
+                "given_names": "Samira",
+                "birth_date": "1991-03-02",
+                "nationality": "dza",
+                "foreigner_number": "75 0312 3456"
+            },
+            "contact": {
+                "email": "Samira.Benali@example.org",
+                "phone": "06 12 34 56 78",
+                "address": {"line1": "12 rue de Paris", "postal_code": "59000", "city": "Lille"}
+            },
+            "current_title": {"kind": "temporary_card", "number": "AB1234567", "expires_on": "2027-01-10"},
+            "documents": [{"kind": "passport", "sha256": "AB".repeat(32), "media_type": "application/pdf", "size_bytes": 120000}],
+            "idempotency_key": "k-1"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_valid_filing_is_normalized() {
+        let f = Filing::parse(&valid(), &web(), today()).unwrap();
+        assert_eq!(f.procedure, Procedure::Renewal);
+        assert_eq!(f.applicant.nationality, "DZA");
+        assert_eq!(f.applicant.foreigner_number.as_deref(), Some("7503123456"));
+        assert_eq!(
+            f.contact.email.as_deref(),
+            Some("samira.benali@example.org")
+        );
+        assert_eq!(f.contact.phone.as_deref(), Some("+33612345678"));
+        assert_eq!(f.contact.answer_channel, AnswerChannel::Email);
+        assert_eq!(f.contact.address.department, "59");
+        assert_eq!(f.contact.address.country, "FR");
+        assert_eq!(f.documents[0].sha256, "ab".repeat(32));
+        assert_eq!(f.provenance.channel(), Channel::Web);
+    }
+
+    /// (what to break, the field that must be named)
+    #[test]
+    fn each_broken_field_is_named() {
+        type Breaker = fn(&mut RawFiling);
+        let table: Vec<(Breaker, &str)> = vec![
+            (|r| r.procedure = None, "procedure"),
+            (|r| r.procedure = Some("asylum".into()), "procedure"),
+            (|r| r.motif = Some("".into()), "motif"),
+            (|r| r.applicant = None, "applicant"),
+            (
+                |r| r.applicant.as_mut().unwrap().family_name = None,
+                "applicant.family_name",
+            ),
+            (
+                |r| r.applicant.as_mut().unwrap().family_name = Some("x".repeat(101)),
+                "applicant.family_name",
+            ),
+            (
+                |r| r.applicant.as_mut().unwrap().birth_date = Some("2030-01-01".into()),
+                "applicant.birth_date",
+            ),
+            (
+                |r| r.applicant.as_mut().unwrap().birth_date = Some("02/03/1991".into()),
+                "applicant.birth_date",
+            ),
+            (
+                |r| r.applicant.as_mut().unwrap().birth_date = Some("1890-01-01".into()),
+                "applicant.birth_date",
+            ),
+            (
+                |r| r.applicant.as_mut().unwrap().nationality = Some("DZ".into()),
+                "applicant.nationality",
+            ),
+            (
+                |r| r.applicant.as_mut().unwrap().foreigner_number = Some("12345".into()),
+                "applicant.foreigner_number",
+            ),
+            (|r| r.contact = None, "contact"),
+            (
+                |r| r.contact.as_mut().unwrap().email = Some("not-an-email".into()),
+                "contact.email",
+            ),
+            (
+                |r| r.contact.as_mut().unwrap().phone = Some("12".into()),
+                "contact.phone",
+            ),
+            (
+                |r| r.contact.as_mut().unwrap().address = None,
+                "contact.address",
+            ),
+            (
+                |r| {
+                    r.contact
+                        .as_mut()
+                        .unwrap()
+                        .address
+                        .as_mut()
+                        .unwrap()
+                        .postal_code = Some("98000".into())
+                },
+                "contact.address.postal_code",
+            ),
+            (
+                |r| {
+                    r.contact
+                        .as_mut()
+                        .unwrap()
+                        .address
+                        .as_mut()
+                        .unwrap()
+                        .country = Some("BE".into())
+                },
+                "contact.address.country",
+            ),
+            (
+                |r| r.contact.as_mut().unwrap().address.as_mut().unwrap().city = None,
+                "contact.address.city",
+            ),
+            (
+                |r| r.contact.as_mut().unwrap().answer_channel = Some("pigeon".into()),
+                "contact.answer_channel",
+            ),
+            (
+                |r| {
+                    let c = r.contact.as_mut().unwrap();
+                    c.email = None;
+                    c.answer_channel = Some("email".into());
+                },
+                "contact.email",
+            ),
+            (|r| r.current_title = None, "current_title"),
+            (
+                |r| r.current_title.as_mut().unwrap().kind = Some("passport".into()),
+                "current_title.kind",
+            ),
+            (
+                |r| r.current_title.as_mut().unwrap().expires_on = Some("2027-02-30".into()),
+                "current_title.expires_on",
+            ),
+            (
+                |r| r.current_title.as_mut().unwrap().number = Some("AB-12".into()),
+                "current_title.number",
+            ),
+            (
+                |r| r.documents[0].sha256 = Some("abc".into()),
+                "documents[0].sha256",
+            ),
+            (
+                |r| r.documents[0].media_type = Some("text/html".into()),
+                "documents[0].media_type",
+            ),
+            (
+                |r| r.documents[0].size_bytes = Some(0),
+                "documents[0].size_bytes",
+            ),
+            (
+                |r| r.documents[0].size_bytes = Some(MAX_DOCUMENT_BYTES + 1),
+                "documents[0].size_bytes",
+            ),
+            (|r| r.documents[0].kind = None, "documents[0].kind"),
+            (|r| r.idempotency_key = None, "idempotency_key"),
+            (
+                |r| r.idempotency_key = Some("has space".into()),
+                "idempotency_key",
+            ),
+        ];
+        for (i, (breaker, field)) in table.into_iter().enumerate() {
+            let mut raw = valid();
+            breaker(&mut raw);
+            let err = Filing::parse(&raw, &web(), today()).expect_err(&format!("row {i} accepted"));
+            assert!(
+                err.iter().any(|v| v.field == field),
+                "row {i}: expected {field}, got {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = Filing::parse(&RawFiling::default(), &web(), today()).unwrap_err();
+        let fields: Vec<&str> = err.iter().map(|v| v.field.as_str()).collect();
+        for f in [
+            "procedure",
+            "motif",
+            "applicant",
+            "contact",
+            "idempotency_key",
+        ] {
+            assert!(fields.contains(&f), "{f} missing from {fields:?}");
+        }
+    }
+
+    #[test]
+    fn a_first_application_needs_no_title() {
+        let mut raw = valid();
+        raw.procedure = Some("first_application".into());
+        raw.current_title = None;
+        assert!(Filing::parse(&raw, &web(), today()).is_ok());
+    }
+
+    #[test]
+    fn provenance_rules() {
+        let table = [
+            (
+                RawProvenance::Ccc {
+                    agent_id: Some("a1".into()),
+                    call_id: Some("c1".into()),
+                    consent_recorded: false,
+                },
+                Some("provenance.ccc.consent_recorded"),
+            ),
+            (
+                RawProvenance::Ccc {
+                    agent_id: Some("a1".into()),
+                    call_id: None,
+                    consent_recorded: true,
+                },
+                Some("provenance.ccc.call_id"),
+            ),
+            (
+                RawProvenance::Ccc {
+                    agent_id: Some("a1".into()),
+                    call_id: Some("c1".into()),
+                    consent_recorded: true,
+                },
+                None,
+            ),
+            (
+                RawProvenance::Pan {
+                    site_id: Some("59-lille".into()),
+                    desk_agent_id: Some("d1".into()),
+                    appointment_id: None,
+                    identity_checked: false,
+                },
+                Some("provenance.pan.identity_checked"),
+            ),
+            (
+                RawProvenance::Postal {
+                    station_id: Some("s1".into()),
+                    envelope_id: Some("e1".into()),
+                    postmark_date: Some("2026-11-20".into()),
+                    reception_date: Some("2026-11-19".into()),
+                },
+                Some("provenance.postal.postmark_date"),
+            ),
+            (
+                RawProvenance::Postal {
+                    station_id: Some("s1".into()),
+                    envelope_id: Some("e1".into()),
+                    postmark_date: None,
+                    reception_date: None,
+                },
+                Some("provenance.postal.reception_date"),
+            ),
+            (
+                RawProvenance::Postal {
+                    station_id: Some("s1".into()),
+                    envelope_id: Some("e1".into()),
+                    postmark_date: Some("2026-11-18".into()),
+                    reception_date: Some("2026-11-20".into()),
+                },
+                None,
+            ),
+        ];
+        for (i, (provenance, expected)) in table.into_iter().enumerate() {
+            let result = Filing::parse(&valid(), &provenance, today());
+            match expected {
+                None => assert!(result.is_ok(), "row {i}: {:?}", result.err()),
+                Some(field) => {
+                    let err = result.expect_err(&format!("row {i} accepted"));
+                    assert!(err.iter().any(|v| v.field == field), "row {i}: {err}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn legal_filing_date_table() {
+        let filed_at = Utc.with_ymd_and_hms(2026, 11, 23, 23, 30, 0).unwrap(); // 00:30 on the 24th in Paris
+        let d = |m, day| NaiveDate::from_ymd_opt(2026, m, day).unwrap();
+        let table = [
+            (Provenance::Web { account_id: None }, d(11, 24)),
+            (
+                Provenance::Postal {
+                    station_id: "s".into(),
+                    envelope_id: "e".into(),
+                    postmark_date: Some(d(11, 2)),
+                    reception_date: d(11, 5),
+                },
+                d(11, 2),
+            ),
+            (
+                Provenance::Postal {
+                    station_id: "s".into(),
+                    envelope_id: "e".into(),
+                    postmark_date: None,
+                    reception_date: d(11, 5),
+                },
+                d(11, 5),
+            ),
+        ];
+        for (provenance, expected) in table {
+            assert_eq!(
+                provenance.legal_filing_date(filed_at),
+                expected,
+                "{provenance:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fingerprint_ignores_the_key_but_not_the_content() {
+        let a = Filing::parse(&valid(), &web(), today()).unwrap();
+        let mut raw = valid();
+        raw.idempotency_key = Some("another".into());
+        let b = Filing::parse(&raw, &web(), today()).unwrap();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        raw.motif = Some("student".into());
+        let c = Filing::parse(&raw, &web(), today()).unwrap();
+        assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+
+    #[test]
+    fn unknown_json_fields_are_refused() {
+        let r: Result<RawFiling, _> =
+            serde_json::from_value(serde_json::json!({"procedur": "renewal"}));
+        assert!(r.is_err());
+    }
+}

@@ -1,0 +1,23 @@
+//! Guichet's pure domain: the normalized dossier, how a filing is parsed and
+//! checked, the dossier reference, and the legal rules on dates and urgency.
+//! No I/O here: no tokio, no database, no broker. Time is always an argument.
+#![forbid(unsafe_code)]
+
+pub mod calendar;
+pub mod channel;
+pub mod codes;
+pub mod filing;
+pub mod prefecture;
+pub mod reference;
+pub mod urgency;
+pub mod violations;
+
+pub use channel::Channel;
+pub use codes::{AnswerChannel, DocumentKind, Motif, Procedure, TitleKind};
+pub use filing::{
+    Applicant, Contact, CurrentTitle, DocumentRef, Dossier, Filing, PostalAddress, Provenance,
+    RawFiling, SCHEMA_VERSION,
+};
+pub use reference::Reference;
+pub use urgency::UrgencyClass;
+pub use violations::{FieldViolation, Violations};
