@@ -1,1 +1,14 @@
+//! Guichet's contracts: the protobuf messages and gRPC services of
+//! `proto/guichet/v1`, and their mapping to and from the domain types.
+#![forbid(unsafe_code)]
 
+#[allow(clippy::all, clippy::unwrap_used)]
+pub mod v1 {
+    tonic::include_proto!("guichet.v1");
+}
+
+/// Every message and service, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/guichet_descriptor.bin"));
+
+pub mod convert;

@@ -1,0 +1,456 @@
+//! Between the wire and the domain. Into the wire is total; out of it is a
+//! parse that reuses the domain's own checks, so a gRPC or AMQP message is held
+//! to exactly the rules of a JSON body.
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use guichet_dossier::filing::{
+    RawAddress, RawApplicant, RawContact, RawCurrentTitle, RawDocument, RawProvenance,
+};
+use guichet_dossier::{
+    AnswerChannel, Channel, DocumentKind, Dossier, Filing, Motif, Procedure, Provenance,
+    RawFiling, Reference, SCHEMA_VERSION, TitleKind, Violations,
+};
+
+use crate::v1 as pb;
+
+// ---- small pieces ------------------------------------------------------------
+
+pub fn date_to_pb(d: NaiveDate) -> pb::CalendarDate {
+    pb::CalendarDate {
+        year: d.year(),
+        month: d.month() as i32,
+        day: d.day() as i32,
+    }
+}
+
+/// The ISO text of a wire date, for the domain's parser; `None` when unset.
+fn date_text(d: &Option<pb::CalendarDate>) -> Option<String> {
+    let d = d.as_ref()?;
+    if d.year == 0 && d.month == 0 && d.day == 0 {
+        return None;
+    }
+    Some(format!("{:04}-{:02}-{:02}", d.year, d.month, d.day))
+}
+
+pub fn date_from_pb(d: &pb::CalendarDate) -> Option<NaiveDate> {
+    NaiveDate::from_ymd_opt(d.year, u32::try_from(d.month).ok()?, u32::try_from(d.day).ok()?)
+}
+
+pub fn timestamp_to_pb(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+pub fn timestamp_from_pb(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+}
+
+fn opt(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+pub fn channel_to_pb(c: Channel) -> pb::Channel {
+    match c {
+        Channel::Web => pb::Channel::Web,
+        Channel::Ccc => pb::Channel::Ccc,
+        Channel::Pan => pb::Channel::Pan,
+        Channel::Postal => pb::Channel::Postal,
+    }
+}
+
+pub fn channel_from_pb(c: pb::Channel) -> Option<Channel> {
+    match c {
+        pb::Channel::Unspecified => None,
+        pb::Channel::Web => Some(Channel::Web),
+        pb::Channel::Ccc => Some(Channel::Ccc),
+        pb::Channel::Pan => Some(Channel::Pan),
+        pb::Channel::Postal => Some(Channel::Postal),
+    }
+}
+
+/// Maps a domain code to its wire enum by name: `renewal` <-> `PROCEDURE_RENEWAL`.
+fn code_to_pb(prefix: &str, code: &str, from_name: fn(&str) -> Option<i32>) -> i32 {
+    from_name(&format!("{prefix}_{}", code.to_ascii_uppercase())).unwrap_or(0)
+}
+
+/// The domain code's text for a wire enum value, `None` when unspecified;
+/// an unknown number is passed on as-is so the domain names it in its error.
+fn code_from_pb(prefix: &str, value: i32, as_name: fn(i32) -> Option<&'static str>) -> Option<String> {
+    if value == 0 {
+        return None;
+    }
+    Some(match as_name(value) {
+        Some(name) => name
+            .strip_prefix(prefix)
+            .map(|s| s.trim_start_matches('_').to_ascii_lowercase())
+            .unwrap_or_default(),
+        None => value.to_string(),
+    })
+}
+
+macro_rules! wire_code {
+    ($to:ident, $from:ident, $domain:ty, $wire:ty, $prefix:literal) => {
+        pub fn $to(c: $domain) -> i32 {
+            code_to_pb($prefix, c.as_str(), |n| {
+                <$wire>::from_str_name(n).map(|e| e as i32)
+            })
+        }
+        fn $from(v: i32) -> Option<String> {
+            code_from_pb($prefix, v, |v| {
+                <$wire>::try_from(v).ok().map(|e| e.as_str_name())
+            })
+        }
+    };
+}
+
+wire_code!(procedure_to_pb, procedure_text, Procedure, pb::Procedure, "PROCEDURE");
+wire_code!(motif_to_pb, motif_text, Motif, pb::Motif, "MOTIF");
+wire_code!(title_kind_to_pb, title_kind_text, TitleKind, pb::TitleKind, "TITLE_KIND");
+wire_code!(document_kind_to_pb, document_kind_text, DocumentKind, pb::DocumentKind, "DOCUMENT_KIND");
+wire_code!(answer_channel_to_pb, answer_channel_text, AnswerChannel, pb::AnswerChannel, "ANSWER_CHANNEL");
+
+// ---- domain -> wire ----------------------------------------------------------
+
+pub fn provenance_to_pb(p: &Provenance) -> pb::Provenance {
+    use pb::provenance::Channel as C;
+    let channel = match p {
+        Provenance::Web { account_id } => C::Web(pb::WebProvenance {
+            account_id: account_id.clone().unwrap_or_default(),
+        }),
+        Provenance::Ccc {
+            agent_id,
+            call_id,
+            consent_recorded,
+        } => C::Ccc(pb::CccProvenance {
+            agent_id: agent_id.clone(),
+            call_id: call_id.clone(),
+            consent_recorded: *consent_recorded,
+        }),
+        Provenance::Pan {
+            site_id,
+            desk_agent_id,
+            appointment_id,
+            identity_checked,
+        } => C::Pan(pb::PanProvenance {
+            site_id: site_id.clone(),
+            desk_agent_id: desk_agent_id.clone(),
+            appointment_id: appointment_id.clone().unwrap_or_default(),
+            identity_checked: *identity_checked,
+        }),
+        Provenance::Postal {
+            station_id,
+            envelope_id,
+            postmark_date,
+            reception_date,
+        } => C::Postal(pb::PostalProvenance {
+            station_id: station_id.clone(),
+            envelope_id: envelope_id.clone(),
+            postmark_date: postmark_date.map(date_to_pb),
+            reception_date: Some(date_to_pb(*reception_date)),
+        }),
+    };
+    pb::Provenance {
+        channel: Some(channel),
+    }
+}
+
+pub fn filing_to_pb(f: &Filing) -> pb::Filing {
+    let a = &f.applicant;
+    let c = &f.contact;
+    pb::Filing {
+        procedure: procedure_to_pb(f.procedure),
+        motif: motif_to_pb(f.motif),
+        applicant: Some(pb::Applicant {
+            family_name: a.family_name.clone(),
+            given_names: a.given_names.clone().unwrap_or_default(),
+            birth_date: Some(date_to_pb(a.birth_date)),
+            birth_place: a.birth_place.clone().unwrap_or_default(),
+            nationality: a.nationality.clone(),
+            foreigner_number: a.foreigner_number.clone().unwrap_or_default(),
+        }),
+        contact: Some(pb::Contact {
+            email: c.email.clone().unwrap_or_default(),
+            phone: c.phone.clone().unwrap_or_default(),
+            address: Some(pb::PostalAddress {
+                line1: c.address.line1.clone(),
+                line2: c.address.line2.clone().unwrap_or_default(),
+                postal_code: c.address.postal_code.clone(),
+                city: c.address.city.clone(),
+                country: c.address.country.clone(),
+            }),
+            answer_channel: answer_channel_to_pb(c.answer_channel),
+        }),
+        current_title: f.current_title.as_ref().map(|t| pb::CurrentTitle {
+            kind: title_kind_to_pb(t.kind),
+            number: t.number.clone(),
+            expires_on: Some(date_to_pb(t.expires_on)),
+        }),
+        documents: f
+            .documents
+            .iter()
+            .map(|d| pb::DocumentRef {
+                kind: document_kind_to_pb(d.kind),
+                sha256: d.sha256.clone(),
+                media_type: d.media_type.clone(),
+                size_bytes: d.size_bytes,
+                filename: d.filename.clone().unwrap_or_default(),
+            })
+            .collect(),
+        provenance: Some(provenance_to_pb(&f.provenance)),
+        idempotency_key: f.idempotency_key.clone(),
+    }
+}
+
+pub fn dossier_to_pb(d: &Dossier) -> pb::Dossier {
+    pb::Dossier {
+        schema_version: SCHEMA_VERSION,
+        reference: d.reference.to_string(),
+        channel: channel_to_pb(d.channel()) as i32,
+        filing: Some(filing_to_pb(&d.filing)),
+        legal_filing_date: Some(date_to_pb(d.legal_filing_date)),
+        filed_at: Some(timestamp_to_pb(d.filed_at)),
+        received_at: Some(timestamp_to_pb(d.received_at)),
+        prefecture: d.prefecture().to_string(),
+    }
+}
+
+// ---- wire -> domain ------------------------------------------------------------
+
+/// The lenient forms of a wire filing, for `Filing::parse`.
+pub fn raw_filing_from_pb(f: &pb::Filing) -> (RawFiling, Option<RawProvenance>) {
+    let raw = RawFiling {
+        procedure: procedure_text(f.procedure),
+        motif: motif_text(f.motif),
+        applicant: f.applicant.as_ref().map(|a| RawApplicant {
+            family_name: opt(&a.family_name),
+            given_names: opt(&a.given_names),
+            birth_date: date_text(&a.birth_date),
+            birth_place: opt(&a.birth_place),
+            nationality: opt(&a.nationality),
+            foreigner_number: opt(&a.foreigner_number),
+        }),
+        contact: f.contact.as_ref().map(|c| RawContact {
+            email: opt(&c.email),
+            phone: opt(&c.phone),
+            address: c.address.as_ref().map(|a| RawAddress {
+                line1: opt(&a.line1),
+                line2: opt(&a.line2),
+                postal_code: opt(&a.postal_code),
+                city: opt(&a.city),
+                country: opt(&a.country),
+            }),
+            answer_channel: answer_channel_text(c.answer_channel),
+        }),
+        current_title: f.current_title.as_ref().map(|t| RawCurrentTitle {
+            kind: title_kind_text(t.kind),
+            number: opt(&t.number),
+            expires_on: date_text(&t.expires_on),
+        }),
+        documents: f
+            .documents
+            .iter()
+            .map(|d| RawDocument {
+                kind: document_kind_text(d.kind),
+                sha256: opt(&d.sha256),
+                media_type: opt(&d.media_type),
+                size_bytes: Some(d.size_bytes),
+                filename: opt(&d.filename),
+            })
+            .collect(),
+        idempotency_key: opt(&f.idempotency_key),
+    };
+    let provenance = f
+        .provenance
+        .as_ref()
+        .and_then(|p| p.channel.as_ref())
+        .map(raw_provenance_from_pb);
+    (raw, provenance)
+}
+
+fn raw_provenance_from_pb(p: &pb::provenance::Channel) -> RawProvenance {
+    use pb::provenance::Channel as C;
+    match p {
+        C::Web(w) => RawProvenance::Web {
+            account_id: opt(&w.account_id),
+        },
+        C::Ccc(c) => RawProvenance::Ccc {
+            agent_id: opt(&c.agent_id),
+            call_id: opt(&c.call_id),
+            consent_recorded: c.consent_recorded,
+        },
+        C::Pan(p) => RawProvenance::Pan {
+            site_id: opt(&p.site_id),
+            desk_agent_id: opt(&p.desk_agent_id),
+            appointment_id: opt(&p.appointment_id),
+            identity_checked: p.identity_checked,
+        },
+        C::Postal(p) => RawProvenance::Postal {
+            station_id: opt(&p.station_id),
+            envelope_id: opt(&p.envelope_id),
+            postmark_date: date_text(&p.postmark_date),
+            reception_date: date_text(&p.reception_date),
+        },
+    }
+}
+
+/// Parses a dossier read off the bus. `today` is the date in Paris.
+pub fn dossier_from_pb(d: &pb::Dossier, today: NaiveDate) -> Result<Dossier, Violations> {
+    if d.schema_version != SCHEMA_VERSION {
+        return Err(Violations::one(
+            "schema_version",
+            format!(
+                "version {} is not known here (this service reads version {SCHEMA_VERSION})",
+                d.schema_version
+            ),
+        ));
+    }
+    let mut v = Violations::new();
+    let reference = match Reference::parse(&d.reference) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            v.add("reference", e.to_string());
+            None
+        }
+    };
+    let filing = match &d.filing {
+        None => {
+            v.add("filing", "is required");
+            None
+        }
+        Some(f) => {
+            let (raw, provenance) = raw_filing_from_pb(f);
+            match provenance {
+                None => {
+                    v.add("filing.provenance", "is required");
+                    None
+                }
+                Some(p) => match Filing::parse(&raw, &p, today) {
+                    Ok(f) => Some(f),
+                    Err(errors) => {
+                        for e in errors.into_vec() {
+                            v.add(format!("filing.{}", e.field), e.problem);
+                        }
+                        None
+                    }
+                },
+            }
+        }
+    };
+    let filed_at = d.filed_at.as_ref().and_then(timestamp_from_pb);
+    if filed_at.is_none() {
+        v.add("filed_at", "is required");
+    }
+    let received_at = d.received_at.as_ref().and_then(timestamp_from_pb);
+    if received_at.is_none() {
+        v.add("received_at", "is required");
+    }
+    let (Some(reference), Some(filing), Some(filed_at), Some(received_at)) =
+        (reference, filing, filed_at, received_at)
+    else {
+        return Err(v);
+    };
+    let dossier = Dossier::new(reference, filing, filed_at, received_at);
+    let stated_channel = pb::Channel::try_from(d.channel).ok().and_then(channel_from_pb);
+    if stated_channel != Some(dossier.channel()) {
+        v.add("channel", "does not match the provenance");
+    }
+    if dossier.reference.channel() != dossier.channel() {
+        v.add("reference", "was not issued by the channel of the provenance");
+    }
+    let stated_date = d.legal_filing_date.as_ref().and_then(date_from_pb);
+    if stated_date != Some(dossier.legal_filing_date) {
+        v.add("legal_filing_date", "does not follow from the provenance and filing time");
+    }
+    if d.prefecture != dossier.prefecture() {
+        v.add("prefecture", "does not match the residence address");
+    }
+    v.into_result(dossier)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use prost::Message;
+
+    fn sample() -> Dossier {
+        let raw: RawFiling = serde_json::from_value(serde_json::json!({
+            "procedure": "change_of_status",
+            "motif": "international_protection",
+            "applicant": {"family_name": "Haidari", "birth_date": "1999-07-01", "nationality": "AFG"},
+            "contact": {"phone": "+33700000001", "address": {"line1": "3 place du Marché", "postal_code": "20200", "city": "Bastia"}, "answer_channel": "post"},
+            "current_title": {"kind": "receipt", "number": "R123", "expires_on": "2026-12-01"},
+            "documents": [{"kind": "protection_decision", "sha256": "0".repeat(64), "media_type": "image/png", "size_bytes": 5, "filename": "ofpra.png"}],
+            "idempotency_key": "abc"
+        }))
+        .unwrap();
+        let provenance = RawProvenance::Postal {
+            station_id: Some("st-2b".into()),
+            envelope_id: Some("env-1".into()),
+            postmark_date: Some("2026-11-18".into()),
+            reception_date: Some("2026-11-20".into()),
+        };
+        let today = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
+        let filing = Filing::parse(&raw, &provenance, today).unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap();
+        let reference = Reference::parse(&Reference::generate(Channel::Postal, 2026, &mut rand::rng()).to_string()).unwrap();
+        Dossier::new(reference, filing, at, at)
+    }
+
+    #[test]
+    fn a_dossier_survives_the_wire() {
+        let d = sample();
+        let bytes = dossier_to_pb(&d).encode_to_vec();
+        let back = pb::Dossier::decode(bytes.as_slice()).unwrap();
+        assert_eq!(back.prefecture, "2B");
+        assert_eq!(back.channel, pb::Channel::Postal as i32);
+        let today = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
+        assert_eq!(dossier_from_pb(&back, today).unwrap(), d);
+    }
+
+    #[test]
+    fn codes_map_by_name() {
+        for &p in Procedure::ALL {
+            assert_ne!(procedure_to_pb(p), 0, "{p}");
+            assert_eq!(procedure_text(procedure_to_pb(p)).as_deref(), Some(p.as_str()));
+        }
+        for &m in Motif::ALL {
+            assert_eq!(motif_text(motif_to_pb(m)).as_deref(), Some(m.as_str()));
+        }
+        for &k in TitleKind::ALL {
+            assert_eq!(title_kind_text(title_kind_to_pb(k)).as_deref(), Some(k.as_str()));
+        }
+        for &k in DocumentKind::ALL {
+            assert_eq!(document_kind_text(document_kind_to_pb(k)).as_deref(), Some(k.as_str()));
+        }
+        for &a in AnswerChannel::ALL {
+            assert_eq!(answer_channel_text(answer_channel_to_pb(a)).as_deref(), Some(a.as_str()));
+        }
+        assert_eq!(procedure_text(0), None);
+        assert_eq!(procedure_text(99).as_deref(), Some("99"));
+    }
+
+    #[test]
+    fn inconsistent_wire_dossiers_are_refused() {
+        let today = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
+        type Breaker = fn(&mut pb::Dossier);
+        let table: Vec<(Breaker, &str)> = vec![
+            (|d| d.schema_version = 2, "schema_version"),
+            (|d| d.reference = "nope".into(), "reference"),
+            (|d| d.channel = pb::Channel::Web as i32, "channel"),
+            (|d| d.legal_filing_date = Some(pb::CalendarDate { year: 2026, month: 11, day: 20 }), "legal_filing_date"),
+            (|d| d.prefecture = "75".into(), "prefecture"),
+            (|d| d.filed_at = None, "filed_at"),
+            (|d| d.filing.as_mut().unwrap().applicant.as_mut().unwrap().nationality = "X".into(), "filing.applicant.nationality"),
+            (|d| d.filing.as_mut().unwrap().provenance = None, "filing.provenance"),
+        ];
+        for (breaker, field) in table {
+            let mut d = dossier_to_pb(&sample());
+            breaker(&mut d);
+            let err = dossier_from_pb(&d, today).expect_err(field);
+            assert!(err.iter().any(|v| v.field == field), "{field}: {err}");
+        }
+    }
+}
