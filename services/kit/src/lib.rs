@@ -1,1 +1,20 @@
+//! Guichet's runtime kit: everything a service needs to run, and no business
+//! rule. Configuration, telemetry, shutdown, the clock, PostgreSQL pools and
+//! migrations, the AMQP bus with its topology, the transactional outbox and
+//! its relay, the inbox, and the one table that maps errors to HTTP and gRPC.
+#![forbid(unsafe_code)]
 
+pub mod bus;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod grpc;
+pub mod inbox;
+pub mod outbox;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use clock::{Clock, SystemClock};
+pub use config::Config;
+pub use error::{ErrorKind, ServiceError};

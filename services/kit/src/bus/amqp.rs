@@ -1,0 +1,443 @@
+//! RabbitMQ through lapin. One connection per bus, re-established on demand
+//! after the broker goes away; the topology is declared on every connect.
+//! Publishing is persistent and mandatory with publisher confirms: a message
+//! counts as published only once the broker has confirmed it and did not
+//! return it as unroutable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use tokio::sync::Mutex;
+
+use super::{
+    DEAD_EXCHANGE, DEAD_LETTER_QUEUE, DOSSIERS_EXCHANGE, EVENTS_EXCHANGE, INSTRUCTION_QUEUE,
+    OutgoingMessage, PROTOBUF_CONTENT_TYPE,
+};
+
+/// Longest wait for the broker's confirms of one batch before giving up on it.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot reach the broker")]
+    Connect(#[source] lapin::Error),
+    #[error("broker operation failed: {operation}")]
+    Amqp {
+        operation: &'static str,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("the broker returned the message as unroutable: {0}")]
+    Unroutable(String),
+    #[error("the broker did not confirm in time")]
+    ConfirmTimeout,
+    #[error("the bus is not connected: {0}")]
+    Unavailable(String),
+}
+
+fn amqp(operation: &'static str) -> impl FnOnce(lapin::Error) -> BusError {
+    move |source| BusError::Amqp { operation, source }
+}
+
+struct Link {
+    connection: Connection,
+    publisher: Channel,
+}
+
+pub struct AmqpBus {
+    url: String,
+    name: String,
+    delivery_limit: u32,
+    link: Mutex<Option<Link>>,
+}
+
+impl AmqpBus {
+    /// A bus for `url`; nothing is connected until first use. `name` shows in
+    /// the broker's connection list.
+    pub fn new(url: &str, name: &str, delivery_limit: u32) -> Self {
+        Self {
+            url: url.to_string(),
+            name: name.to_string(),
+            delivery_limit,
+            link: Mutex::new(None),
+        }
+    }
+
+    async fn open(&self) -> Result<Link, BusError> {
+        let props = ConnectionProperties::default()
+            .with_connection_name(LongString::from(self.name.clone()));
+        let connection = Connection::connect(&self.url, props)
+            .await
+            .map_err(BusError::Connect)?;
+        let setup = connection
+            .create_channel()
+            .await
+            .map_err(amqp("create channel"))?;
+        declare_topology(&setup, self.delivery_limit).await?;
+        let _ = setup.close(200, "topology declared".into()).await;
+        let publisher = connection
+            .create_channel()
+            .await
+            .map_err(amqp("create channel"))?;
+        publisher
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(amqp("confirm select"))?;
+        tracing::info!(bus = %self.name, "connected to the broker");
+        Ok(Link {
+            connection,
+            publisher,
+        })
+    }
+
+    /// The publishing channel, connecting first when needed.
+    async fn publisher(&self) -> Result<Channel, BusError> {
+        let mut link = self.link.lock().await;
+        if let Some(l) = link.as_ref()
+            && l.connection.status().connected()
+            && l.publisher.status().connected()
+        {
+            return Ok(l.publisher.clone());
+        }
+        if let Some(old) = link.take() {
+            let _ = old.connection.close(200, "reconnecting".into()).await;
+        }
+        let fresh = self.open().await?;
+        let channel = fresh.publisher.clone();
+        *link = Some(fresh);
+        Ok(channel)
+    }
+
+    /// Drops the link so the next operation reconnects.
+    async fn reset(&self) {
+        if let Some(old) = self.link.lock().await.take() {
+            let _ = old.connection.close(200, "reset after error".into()).await;
+        }
+    }
+
+    /// Connects (if not yet) and declares the topology; for readiness and start-up.
+    pub async fn ensure_connected(&self) -> Result<(), BusError> {
+        self.publisher().await.map(|_| ())
+    }
+
+    pub async fn is_connected(&self) -> bool {
+        let link = self.link.lock().await;
+        link.as_ref()
+            .is_some_and(|l| l.connection.status().connected())
+    }
+
+    /// Publishes every message and waits for every confirm. The result is per
+    /// message, in order: only `Ok` ones are known to be stored by the broker.
+    pub async fn publish(&self, messages: &[OutgoingMessage]) -> Vec<Result<(), BusError>> {
+        let channel = match self.publisher().await {
+            Ok(c) => c,
+            Err(e) => {
+                let reason = e.to_string();
+                return messages
+                    .iter()
+                    .map(|_| Err(BusError::Unavailable(reason.clone())))
+                    .collect();
+            }
+        };
+        let mut pending = Vec::with_capacity(messages.len());
+        for m in messages {
+            let sent = channel
+                .basic_publish(
+                    m.exchange.as_str().into(),
+                    m.routing_key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    &m.body,
+                    properties(m),
+                )
+                .await;
+            pending.push(sent);
+        }
+        let mut results = Vec::with_capacity(messages.len());
+        let mut broken = false;
+        for sent in pending {
+            let result = match sent {
+                Err(e) => Err(amqp("publish")(e)),
+                Ok(confirm) => match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+                    Err(_) => Err(BusError::ConfirmTimeout),
+                    Ok(Err(e)) => Err(amqp("confirm")(e)),
+                    Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+                    Ok(Ok(Confirmation::Ack(Some(returned)))) => Err(BusError::Unroutable(
+                        returned.reply_text.to_string(),
+                    )),
+                    Ok(Ok(Confirmation::Nack(_))) => Err(BusError::Nacked),
+                    Ok(Ok(Confirmation::NotRequested)) => Ok(()),
+                },
+            };
+            broken |= matches!(
+                result,
+                Err(BusError::Amqp { .. } | BusError::ConfirmTimeout)
+            );
+            results.push(result);
+        }
+        if broken {
+            self.reset().await;
+        }
+        results
+    }
+
+    /// A consumer on `queue` on its own channel, with manual acks and at most
+    /// `prefetch` unacknowledged deliveries.
+    pub async fn consume(
+        &self,
+        queue: &str,
+        consumer_tag: &str,
+        prefetch: u16,
+    ) -> Result<impl futures_util::Stream<Item = Result<Delivery, BusError>> + use<>, BusError> {
+        self.publisher().await?;
+        let channel = {
+            let link = self.link.lock().await;
+            let Some(l) = link.as_ref() else {
+                return Err(BusError::Unavailable("connection lost".into()));
+            };
+            l.connection
+                .create_channel()
+                .await
+                .map_err(amqp("create channel"))?
+        };
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await
+            .map_err(amqp("qos"))?;
+        let consumer = channel
+            .basic_consume(
+                queue.into(),
+                consumer_tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp("consume"))?;
+        // The stream owns the channel so it lives as long as the consumer.
+        Ok(consumer.map(move |d| {
+            let _keep = &channel;
+            d.map(Delivery::from).map_err(amqp("receive"))
+        }))
+    }
+
+    /// Messages ready in `queue` (a passive declare); for tests and figures.
+    pub async fn queue_depth(&self, queue: &str) -> Result<u32, BusError> {
+        self.publisher().await?;
+        let link = self.link.lock().await;
+        let Some(l) = link.as_ref() else {
+            return Ok(0);
+        };
+        let channel = l
+            .connection
+            .create_channel()
+            .await
+            .map_err(amqp("create channel"))?;
+        let q = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp("passive declare"))?;
+        let _ = channel.close(200, "done".into()).await;
+        Ok(q.message_count())
+    }
+
+    pub async fn close(&self) {
+        if let Some(old) = self.link.lock().await.take() {
+            let _ = old.connection.close(200, "shutting down".into()).await;
+        }
+    }
+}
+
+fn properties(m: &OutgoingMessage) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    for (k, v) in &m.headers {
+        headers.insert(
+            ShortString::from(k.as_str()),
+            AMQPValue::LongString(LongString::from(v.as_str())),
+        );
+    }
+    BasicProperties::default()
+        .with_message_id(m.message_id.as_str().into())
+        .with_content_type(PROTOBUF_CONTENT_TYPE.into())
+        .with_delivery_mode(2)
+        .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64)
+        .with_headers(headers)
+}
+
+/// Declares every exchange and queue Guichet uses. Idempotent; every service
+/// declares it all, so a publisher never finds its route missing.
+pub async fn declare_topology(channel: &Channel, delivery_limit: u32) -> Result<(), BusError> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    for exchange in [DOSSIERS_EXCHANGE, EVENTS_EXCHANGE, DEAD_EXCHANGE] {
+        channel
+            .exchange_declare(
+                exchange.into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp("declare exchange"))?;
+    }
+    let queue = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let mut instruction = quorum_args();
+    instruction.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongInt(delivery_limit.min(i32::MAX as u32) as i32),
+    );
+    instruction.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(DEAD_EXCHANGE.into()),
+    );
+    // At-least-once dead-lettering: a dead-lettered message is never dropped
+    // on its way to the dead-letter queue. It requires reject-publish overflow.
+    instruction.insert(
+        "x-dead-letter-strategy".into(),
+        AMQPValue::LongString("at-least-once".into()),
+    );
+    instruction.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    channel
+        .queue_declare(INSTRUCTION_QUEUE.into(), queue, instruction)
+        .await
+        .map_err(amqp("declare queue"))?;
+    channel
+        .queue_bind(
+            INSTRUCTION_QUEUE.into(),
+            DOSSIERS_EXCHANGE.into(),
+            "dossier.submitted.*".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp("bind queue"))?;
+    channel
+        .queue_declare(DEAD_LETTER_QUEUE.into(), queue, quorum_args())
+        .await
+        .map_err(amqp("declare queue"))?;
+    channel
+        .queue_bind(
+            DEAD_LETTER_QUEUE.into(),
+            DEAD_EXCHANGE.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(amqp("bind queue"))?;
+    Ok(())
+}
+
+fn quorum_args() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args
+}
+
+/// One message received, to be acknowledged once its effects are committed.
+pub struct Delivery {
+    pub message_id: Option<String>,
+    pub routing_key: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+    pub redelivered: bool,
+    /// How many times the broker delivered it before (quorum queues count).
+    pub delivery_count: u32,
+    inner: lapin::message::Delivery,
+}
+
+impl From<lapin::message::Delivery> for Delivery {
+    fn from(d: lapin::message::Delivery) -> Self {
+        let mut headers = BTreeMap::new();
+        let mut delivery_count = 0;
+        if let Some(table) = d.properties.headers() {
+            for (k, v) in table {
+                match v {
+                    AMQPValue::LongString(s) => {
+                        headers.insert(k.to_string(), String::from_utf8_lossy(s.as_bytes()).into_owned());
+                    }
+                    AMQPValue::ShortString(s) => {
+                        headers.insert(k.to_string(), s.to_string());
+                    }
+                    AMQPValue::LongLongInt(n) if k.as_str() == "x-delivery-count" => {
+                        delivery_count = u32::try_from(*n).unwrap_or(u32::MAX);
+                    }
+                    AMQPValue::LongInt(n) if k.as_str() == "x-delivery-count" => {
+                        delivery_count = u32::try_from(*n).unwrap_or(u32::MAX);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Self {
+            message_id: d.properties.message_id().as_ref().map(|s| s.to_string()),
+            routing_key: d.routing_key.to_string(),
+            headers,
+            body: d.data.clone(),
+            redelivered: d.redelivered,
+            delivery_count,
+            inner: d,
+        }
+    }
+}
+
+impl Delivery {
+    pub async fn ack(&self) -> Result<(), BusError> {
+        self.inner
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(|_| ())
+            .map_err(amqp("ack"))
+    }
+
+    /// Gives the message back for another try; the broker counts the delivery
+    /// and dead-letters it past the delivery limit.
+    pub async fn retry_later(&self) -> Result<(), BusError> {
+        self.inner
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+            .map_err(amqp("nack"))
+    }
+
+    /// The trace headers the publisher attached.
+    pub fn trace_carrier(&self) -> HashMap<String, String> {
+        crate::telemetry::TRACE_HEADERS
+            .iter()
+            .filter_map(|h| self.headers.get(*h).map(|v| (h.to_string(), v.clone())))
+            .collect()
+    }
+}

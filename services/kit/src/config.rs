@@ -1,0 +1,88 @@
+//! One typed configuration, read from `GUICHET_*` environment variables, each
+//! also a command-line flag. The same names in every service and every doc.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// RabbitMQ URL (amqp://user:pass@host:port/vhost). Unset: in-process bus.
+    #[arg(long, env = "GUICHET_AMQP_URL")]
+    pub amqp_url: Option<String>,
+
+    /// PostgreSQL URL. Unset: SQLite files in the data folder.
+    #[arg(long, env = "GUICHET_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Folder for embedded storage and documents.
+    #[arg(long, env = "GUICHET_DATA_DIR", default_value = "./.guichet")]
+    pub data_dir: PathBuf,
+
+    /// Gateway HTTP address: REST, pages, gRPC.
+    #[arg(long, env = "GUICHET_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// gRPC address of the online intake service (`serve intake-web`; the gateway's target).
+    #[arg(long, env = "GUICHET_INTAKE_WEB_ADDR", default_value = "127.0.0.1:50061")]
+    pub intake_web_addr: SocketAddr,
+
+    /// gRPC address of the instruction service (`serve instruction`; the gateway's target).
+    #[arg(long, env = "GUICHET_INSTRUCTION_ADDR", default_value = "127.0.0.1:50062")]
+    pub instruction_addr: SocketAddr,
+
+    /// Deliveries of one message before the broker dead-letters it.
+    #[arg(long, env = "GUICHET_DELIVERY_LIMIT", default_value_t = 5)]
+    pub delivery_limit: u32,
+
+    /// Unacknowledged messages a consumer may hold at once.
+    #[arg(long, env = "GUICHET_CONSUMER_PREFETCH", default_value_t = 256)]
+    pub consumer_prefetch: u16,
+
+    /// Messages the outbox relay publishes per round trip.
+    #[arg(long, env = "GUICHET_OUTBOX_BATCH", default_value_t = 256)]
+    pub outbox_batch: u32,
+
+    /// Connections per service to PostgreSQL.
+    #[arg(long, env = "GUICHET_DB_POOL_SIZE", default_value_t = 10)]
+    pub db_pool_size: u32,
+
+    /// Longest time a request may take at the gateway, in milliseconds.
+    #[arg(long, env = "GUICHET_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+
+    /// Log format: `text` for a terminal, `json` for collectors.
+    #[arg(long, env = "GUICHET_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Grace period to drain in-flight work at shutdown, in milliseconds.
+    #[arg(long, env = "GUICHET_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Config {
+    /// The configuration from the environment alone (no flags), as tests and
+    /// embedders use it.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            config: Config,
+        }
+        <Only as clap::Parser>::try_parse_from(["guichet"]).map(|o| o.config)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}

@@ -1,0 +1,61 @@
+//! Serving and calling gRPC the same way everywhere: listeners bound first,
+//! standard health and reflection, a span per call linked to the caller's
+//! trace, and trace context injected into every outgoing call.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tonic::service::Interceptor;
+use tonic::transport::Channel;
+
+/// Adds the current span's W3C trace context to an outgoing call's metadata.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TraceContextInjector;
+
+impl Interceptor for TraceContextInjector {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        for (name, value) in crate::telemetry::inject(&tracing::Span::current()) {
+            if let (Ok(name), Ok(value)) = (
+                tonic::metadata::MetadataKey::from_bytes(name.as_bytes()),
+                value.parse(),
+            ) {
+                request.metadata_mut().insert(name, value);
+            }
+        }
+        Ok(request)
+    }
+}
+
+pub type TracedChannel =
+    tonic::service::interceptor::InterceptedService<Channel, TraceContextInjector>;
+
+/// A lazy client channel to `addr`: it connects on first use and reconnects
+/// by itself, so a gateway can start before the services it calls.
+pub fn channel(addr: SocketAddr) -> TracedChannel {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("a socket address is a valid URI")
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .tcp_nodelay(true);
+    tonic::service::interceptor::InterceptedService::new(
+        endpoint.connect_lazy(),
+        TraceContextInjector,
+    )
+}
+
+/// Binds a listener now, so the real port (0 in tests) is known before serving.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
+}
+
+/// The gRPC reflection service for Guichet's protos.
+pub fn reflection() -> tonic_reflection::server::v1::ServerReflectionServer<
+    impl tonic_reflection::server::v1::ServerReflection,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(guichet_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the compiled descriptor set is valid")
+}
