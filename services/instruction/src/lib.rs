@@ -1,1 +1,11 @@
+//! The instruction service: where every channel's dossiers meet. It consumes
+//! `instruction.dossiers`, records each dossier and its history exactly once
+//! in PostgreSQL, and serves the queue ordered by urgency, then legal filing
+//! date, never by channel or arrival.
+#![forbid(unsafe_code)]
 
+pub mod consumer;
+pub mod server;
+pub mod store;
+
+pub use server::{Running, start};

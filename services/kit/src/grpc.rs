@@ -59,3 +59,36 @@ pub fn reflection() -> tonic_reflection::server::v1::ServerReflectionServer<
         .build_v1()
         .expect("the compiled descriptor set is valid")
 }
+
+/// Serves `routes` (plus health and reflection) on `listener` until
+/// `shutdown`, one span per call linked to the caller's trace.
+pub async fn serve(
+    listener: TcpListener,
+    routes: tonic::service::Routes,
+    shutdown: crate::shutdown::Shutdown,
+) -> Result<(), tonic::transport::Error> {
+    let trace = tower_http::trace::TraceLayer::new_for_grpc()
+        .make_span_with(crate::telemetry::server_span::<tonic::body::Body>);
+    tonic::transport::Server::builder()
+        .layer(trace)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown.cancelled_owned(),
+        )
+        .await
+}
+
+/// A health service that reports `service_name` as serving.
+pub async fn health(
+    service_name: &str,
+) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status(service_name, tonic_health::ServingStatus::Serving)
+        .await;
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    service
+}

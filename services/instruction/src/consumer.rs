@@ -1,0 +1,177 @@
+//! From the queue to the database. Each batch: decode and check every
+//! message; dead-letter (with the reason in its headers) what can never be
+//! recorded; record the rest in one transaction; ack only after the commit.
+//! While the database is down the batch is held and retried, never acked.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use guichet_kit::bus::{
+    AmqpBus, DEAD_EXCHANGE, DEATH_QUEUE_HEADER, DEATH_REASON_HEADER, Delivery, INSTRUCTION_QUEUE,
+    OutgoingMessage,
+};
+use guichet_kit::clock::SharedClock;
+use guichet_kit::error::error_chain;
+use guichet_kit::shutdown::Shutdown;
+use guichet_kit::{db, telemetry};
+use guichet_proto::{convert, v1 as pb};
+use prost::Message;
+use tracing::Instrument;
+
+use crate::store::{Incoming, Store};
+
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Why a message can never be recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Poison {
+    NoMessageId,
+    Undecodable(String),
+    UnknownSchemaVersion(u32),
+    BreaksRule(String),
+}
+
+impl Poison {
+    pub fn reason(&self) -> String {
+        match self {
+            Poison::NoMessageId => "no message id: it cannot be deduplicated".into(),
+            Poison::Undecodable(e) => format!("undecodable: {e}"),
+            Poison::UnknownSchemaVersion(v) => format!("unknown schema version {v}"),
+            Poison::BreaksRule(v) => format!("breaks a domain rule: {v}"),
+        }
+    }
+}
+
+/// Reads one delivery into a dossier, or says why it never will be one.
+pub fn decode(delivery: &Delivery, today: chrono::NaiveDate) -> Result<(String, guichet_dossier::Dossier), Poison> {
+    let message_id = delivery.message_id.clone().filter(|m| !m.is_empty()).ok_or(Poison::NoMessageId)?;
+    let wire = pb::Dossier::decode(delivery.body.as_slice())
+        .map_err(|e| Poison::Undecodable(e.to_string()))?;
+    if wire.schema_version != guichet_dossier::SCHEMA_VERSION {
+        return Err(Poison::UnknownSchemaVersion(wire.schema_version));
+    }
+    let dossier = convert::dossier_from_pb(&wire, today).map_err(|v| Poison::BreaksRule(v.to_string()))?;
+    Ok((message_id, dossier))
+}
+
+pub struct Consumer {
+    pub store: Store,
+    pub bus: Arc<AmqpBus>,
+    pub clock: SharedClock,
+    pub shutdown: Shutdown,
+}
+
+impl Consumer {
+    pub async fn handle(&self, batch: Vec<Delivery>) {
+        let today = self.clock.today();
+        let mut good = Vec::with_capacity(batch.len());
+        let mut held = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            let span = tracing::info_span!(
+                "consume",
+                otel.kind = "consumer",
+                messaging.system = "rabbitmq",
+                messaging.operation.type = "process",
+                messaging.destination.name = INSTRUCTION_QUEUE,
+                messaging.message.id = delivery.message_id.as_deref().unwrap_or(""),
+                dossier = tracing::field::Empty,
+            );
+            telemetry::set_parent(&span, &delivery.trace_carrier());
+            match decode(&delivery, today) {
+                Ok((message_id, dossier)) => {
+                    span.record("dossier", dossier.reference.as_str());
+                    good.push(Incoming {
+                        message_id,
+                        trace_id: telemetry::trace_id(&span),
+                        dossier,
+                        encoded: delivery.body.clone(),
+                    });
+                    held.push((delivery, span));
+                }
+                Err(poison) => {
+                    self.dead_letter(&delivery, &poison).instrument(span).await;
+                }
+            }
+        }
+        if good.is_empty() {
+            return;
+        }
+        let write = tracing::info_span!("instruction.record", dossiers = good.len());
+        if !self.record_with_retry(&good).instrument(write).await {
+            return; // shutting down: unacked deliveries come back to the next consumer
+        }
+        for (delivery, span) in held {
+            if let Err(e) = delivery.ack().instrument(span).await {
+                // The broker will redeliver; the inbox makes that harmless.
+                tracing::warn!(error = %e, "ack failed");
+            }
+        }
+    }
+
+    /// Records the batch, waiting out a database outage. Returns false only
+    /// when asked to shut down before it could record.
+    async fn record_with_retry(&self, batch: &[Incoming]) -> bool {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            match self.store.record(batch, self.clock.now()).await {
+                Ok(new) => {
+                    tracing::debug!(received = batch.len(), new, "dossiers recorded");
+                    return true;
+                }
+                Err(e) if db::is_unavailable(&e) || batch.len() == 1 => {
+                    tracing::warn!(error = %error_chain(&e), ?backoff, "cannot record dossiers, retrying");
+                }
+                Err(e) => {
+                    // Something in the batch fails on its own: record one by one
+                    // so the others are not held back by it.
+                    tracing::warn!(error = %error_chain(&e), "batch failed, recording one by one");
+                    for one in batch.chunks(1) {
+                        if !Box::pin(self.record_with_retry(one)).await {
+                            return false;
+                        }
+                    }
+                    return true;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.shutdown.cancelled() => return false,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Moves a message to the dead-letter queue with the reason in its
+    /// headers, then acks it. If that publish fails the message is given back,
+    /// and the broker's delivery limit dead-letters it all the same.
+    async fn dead_letter(&self, delivery: &Delivery, poison: &Poison) {
+        let reason = poison.reason();
+        tracing::warn!(reason = %reason, routing_key = %delivery.routing_key, "dead-lettering a message");
+        let mut headers = delivery.headers.clone();
+        headers.insert(DEATH_REASON_HEADER.into(), reason);
+        headers.insert(DEATH_QUEUE_HEADER.into(), INSTRUCTION_QUEUE.into());
+        let message = OutgoingMessage {
+            message_id: delivery
+                .message_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            exchange: DEAD_EXCHANGE.into(),
+            routing_key: delivery.routing_key.clone(),
+            headers,
+            body: delivery.body.clone(),
+        };
+        let published = self.bus.publish(std::slice::from_ref(&message)).await;
+        let outcome = match published.into_iter().next() {
+            Some(Ok(())) => delivery.ack().await,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "dead-letter publish failed, giving the message back");
+                delivery.retry_later().await
+            }
+            None => delivery.retry_later().await,
+        };
+        if let Err(e) = outcome {
+            tracing::warn!(error = %e, "ack after dead-lettering failed");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The filing ledger: idempotency, reference, receipt and outbox row, in one
+//! local transaction. Nothing here is specific to the web: the other channels
+//! are meant to reuse it as it is.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, Utc};
+use guichet_dossier::{Dossier, Filing, Reference, SCHEMA_VERSION};
+use guichet_kit::bus::{DOSSIERS_EXCHANGE, OutgoingMessage};
+use guichet_kit::clock::SharedClock;
+use guichet_kit::{ServiceError, db, outbox, telemetry};
+use guichet_proto::convert;
+use guichet_proto::v1 as pb;
+use prost::Message;
+use rand::Rng;
+use sqlx::PgPool;
+
+/// How many fresh references to try when one is already taken.
+const REFERENCE_ATTEMPTS: usize = 8;
+
+/// What the person is answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    pub receipt: pb::Receipt,
+    /// False when this answered a replay of an earlier identical filing.
+    pub created: bool,
+    pub trace_id: String,
+}
+
+#[derive(Clone)]
+pub struct Ledger {
+    pool: PgPool,
+    clock: SharedClock,
+}
+
+impl Ledger {
+    pub fn new(pool: PgPool, clock: SharedClock) -> Self {
+        Self { pool, clock }
+    }
+
+    /// Records `filing` once. The same idempotency key with the same filing
+    /// answers the saved receipt; with a different filing it is a conflict.
+    pub async fn accept(&self, filing: Filing) -> Result<Accepted, ServiceError> {
+        let fingerprint = filing.fingerprint();
+        if let Some(saved) = self.replay(&filing.idempotency_key, &fingerprint).await? {
+            return Ok(saved);
+        }
+        let trace_id = telemetry::current_trace_id();
+        for _ in 0..REFERENCE_ATTEMPTS {
+            let now = self.clock.now();
+            let reference =
+                Reference::generate(filing.provenance.channel(), now.year(), &mut rand::rng());
+            let dossier = Dossier::new(reference, filing.clone(), now, now);
+            match self.record(&dossier, &fingerprint, &trace_id, now).await {
+                Ok(receipt) => {
+                    tracing::info!(
+                        dossier = %dossier.reference,
+                        channel = %dossier.channel(),
+                        procedure = %dossier.filing.procedure,
+                        "filing accepted"
+                    );
+                    return Ok(Accepted {
+                        receipt,
+                        created: true,
+                        trace_id,
+                    });
+                }
+                Err(Recorded::KeyTaken) => {
+                    // A concurrent request with the same key won the race.
+                    if let Some(saved) = self.replay(&filing.idempotency_key, &fingerprint).await? {
+                        return Ok(saved);
+                    }
+                }
+                Err(Recorded::ReferenceTaken) => continue,
+                Err(Recorded::Failed(e)) => return Err(db_error("recording a filing", &e)),
+            }
+        }
+        Err(ServiceError::new(
+            guichet_kit::ErrorKind::Internal,
+            "could not allocate a unique reference",
+        ))
+    }
+
+    async fn replay(&self, key: &str, fingerprint: &str) -> Result<Option<Accepted>, ServiceError> {
+        let row: Option<(String, Vec<u8>, String)> = sqlx::query_as(
+            "SELECT fingerprint, receipt, trace_id FROM filings WHERE idempotency_key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| db_error("reading a filing", &e))?;
+        let Some((saved_fingerprint, receipt, trace_id)) = row else {
+            return Ok(None);
+        };
+        if saved_fingerprint != fingerprint {
+            return Err(ServiceError::conflict(
+                "this idempotency key was already used for a different filing; \
+                 use a new key for a new filing",
+            ));
+        }
+        let receipt = pb::Receipt::decode(receipt.as_slice())
+            .map_err(|e| ServiceError::internal("decoding a saved receipt", &e))?;
+        Ok(Some(Accepted {
+            receipt,
+            created: false,
+            trace_id,
+        }))
+    }
+
+    async fn record(
+        &self,
+        dossier: &Dossier,
+        fingerprint: &str,
+        trace_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<pb::Receipt, Recorded> {
+        let receipt = receipt_for(dossier, now);
+        let message = dossier_message(dossier);
+        let mut tx = self.pool.begin().await.map_err(Recorded::Failed)?;
+        let inserted = sqlx::query(
+            "INSERT INTO filings (idempotency_key, fingerprint, reference, legal_filing_date, \
+             filed_at, receipt, trace_id) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(&dossier.filing.idempotency_key)
+        .bind(fingerprint)
+        .bind(dossier.reference.as_str())
+        .bind(dossier.legal_filing_date)
+        .bind(dossier.filed_at)
+        .bind(receipt.encode_to_vec())
+        .bind(trace_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| {
+            if db::is_unique_violation(&e) {
+                Recorded::ReferenceTaken
+            } else {
+                Recorded::Failed(e)
+            }
+        })?;
+        if inserted.rows_affected() == 0 {
+            return Err(Recorded::KeyTaken);
+        }
+        outbox::enqueue(&mut tx, &message)
+            .await
+            .map_err(Recorded::Failed)?;
+        tx.commit().await.map_err(Recorded::Failed)?;
+        Ok(receipt)
+    }
+}
+
+enum Recorded {
+    KeyTaken,
+    ReferenceTaken,
+    Failed(sqlx::Error),
+}
+
+fn db_error(context: &str, e: &sqlx::Error) -> ServiceError {
+    if db::is_unavailable(e) {
+        tracing::warn!(error = %guichet_kit::error::error_chain(e), "{context}: database unavailable");
+        ServiceError::unavailable("the filing service cannot reach its database; try again shortly")
+    } else {
+        ServiceError::internal(context, e)
+    }
+}
+
+fn receipt_for(dossier: &Dossier, now: DateTime<Utc>) -> pb::Receipt {
+    pb::Receipt {
+        reference: dossier.reference.to_string(),
+        channel: convert::channel_to_pb(dossier.channel()) as i32,
+        legal_filing_date: Some(convert::date_to_pb(dossier.legal_filing_date)),
+        issued_at: Some(convert::timestamp_to_pb(now)),
+        documents: convert::filing_to_pb(&dossier.filing).documents,
+        verification_code: verification_code(),
+    }
+}
+
+/// Eight characters a third party types to check a receipt.
+fn verification_code() -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// The dossier as published on `guichet.dossiers`, with the current trace.
+pub fn dossier_message(dossier: &Dossier) -> OutgoingMessage {
+    let mut headers: BTreeMap<String, String> =
+        telemetry::inject(&tracing::Span::current()).into_iter().collect();
+    headers.insert("x-guichet-reference".into(), dossier.reference.to_string());
+    headers.insert("x-guichet-schema-version".into(), SCHEMA_VERSION.to_string());
+    OutgoingMessage {
+        message_id: uuid::Uuid::now_v7().to_string(),
+        exchange: DOSSIERS_EXCHANGE.to_string(),
+        routing_key: dossier.channel().submitted_routing_key(),
+        headers,
+        body: convert::dossier_to_pb(dossier).encode_to_vec(),
+    }
+}

@@ -1,0 +1,133 @@
+//! Start-up and the gRPC face of the online intake service.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use guichet_dossier::Filing;
+use guichet_dossier::filing::RawProvenance;
+use guichet_kit::bus::AmqpBus;
+use guichet_kit::clock::SharedClock;
+use guichet_kit::outbox::OutboxRelay;
+use guichet_kit::shutdown::Shutdown;
+use guichet_kit::{Config, ServiceError, db, grpc};
+use guichet_proto::convert;
+use guichet_proto::v1 as pb;
+use guichet_proto::v1::online_intake_server::{OnlineIntake, OnlineIntakeServer};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::ledger::Ledger;
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+pub const SCHEMA: &str = "intake_web";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("GUICHET_DATABASE_URL and GUICHET_AMQP_URL must be set for the online intake service")]
+    MissingBackends,
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The running service: its real gRPC address, and its tasks.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub pool: PgPool,
+    pub tasks: JoinSet<()>,
+}
+
+/// Connects, migrates, binds `addr` (port 0 picks one) and serves until `shutdown`.
+pub async fn start(
+    config: &Config,
+    addr: SocketAddr,
+    clock: SharedClock,
+    shutdown: Shutdown,
+) -> Result<Running, StartError> {
+    let (Some(db_url), Some(amqp_url)) = (&config.database_url, &config.amqp_url) else {
+        return Err(StartError::MissingBackends);
+    };
+    let pool = db::connect(db_url, SCHEMA, config.db_pool_size).await?;
+    db::migrate(&pool, &MIGRATIONS).await?;
+    let bus = Arc::new(AmqpBus::new(amqp_url, "intake-web", config.delivery_limit));
+    let relay = OutboxRelay::new(pool.clone(), bus.clone(), config.outbox_batch);
+    let wake = relay.waker();
+    let (listener, grpc_addr) = grpc::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+
+    let service = IntakeService {
+        ledger: Ledger::new(pool.clone(), clock.clone()),
+        clock,
+        wake,
+    };
+    let mut routes = tonic::service::Routes::new(OnlineIntakeServer::new(service));
+    routes = routes
+        .add_service(grpc::health("guichet.v1.OnlineIntake").await)
+        .add_service(grpc::reflection());
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(relay.run(shutdown.clone()));
+    let serve_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = grpc::serve(listener, routes, serve_shutdown).await {
+            tracing::error!(error = %e, "online intake gRPC server stopped");
+        }
+        bus.close().await;
+    });
+    tracing::info!(%grpc_addr, "online intake service ready");
+    Ok(Running {
+        grpc_addr,
+        pool,
+        tasks,
+    })
+}
+
+struct IntakeService {
+    ledger: Ledger,
+    clock: SharedClock,
+    wake: Arc<Notify>,
+}
+
+#[tonic::async_trait]
+impl OnlineIntake for IntakeService {
+    async fn submit_filing(
+        &self,
+        request: tonic::Request<pb::SubmitFilingRequest>,
+    ) -> Result<tonic::Response<pb::SubmitFilingResponse>, tonic::Status> {
+        let filing = request
+            .into_inner()
+            .filing
+            .ok_or_else(|| {
+                ServiceError::invalid(guichet_dossier::Violations::one("filing", "is required"))
+            })?;
+        let (raw, provenance) = convert::raw_filing_from_pb(&filing);
+        let provenance = match provenance {
+            None => RawProvenance::Web { account_id: None },
+            Some(p @ RawProvenance::Web { .. }) => p,
+            Some(_) => {
+                return Err(ServiceError::invalid(guichet_dossier::Violations::one(
+                    "filing.provenance",
+                    "the online intake service takes web filings only",
+                ))
+                .into());
+            }
+        };
+        let filing = Filing::parse(&raw, &provenance, self.clock.today()).map_err(ServiceError::invalid)?;
+        let accepted = self.ledger.accept(filing).await?;
+        if accepted.created {
+            self.wake.notify_one();
+        }
+        Ok(tonic::Response::new(pb::SubmitFilingResponse {
+            receipt: Some(accepted.receipt),
+            created: accepted.created,
+            trace_id: accepted.trace_id,
+        }))
+    }
+}
