@@ -1,1 +1,106 @@
-fn main() {}
+//! `guichet`: run the mesh, or one service of it.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use guichet_kit::shutdown::{Shutdown, cancel_on_signal};
+use guichet_kit::{Config, clock, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "guichet",
+    version,
+    about = "Residence-permit intake on every channel, one equal-rights queue"
+)]
+struct Cli {
+    #[command(flatten)]
+    config: Config,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway and every service in this process.
+    Up,
+    /// Run one service alone (the production shape: one process each).
+    Serve {
+        #[arg(value_enum)]
+        service: Service,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Service {
+    Gateway,
+    IntakeWeb,
+    Instruction,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init(cli.config.log_format);
+    let shutdown = Shutdown::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let config = cli.config;
+    let clock = clock::system();
+    let started = Instant::now();
+    let mut tasks = match cli.command {
+        Command::Up => {
+            let mesh = guichet::start_mesh(&config, config.http_addr, clock, shutdown.clone())
+                .await
+                .context("starting the mesh")?;
+            let url = format!("http://{}", mesh.http_addr);
+            println!(
+                "Guichet is up at {url} (ready in {} ms)",
+                started.elapsed().as_millis()
+            );
+            println!("  API description: {url}/api/openapi.json");
+            println!(
+                "  file a dossier:  curl -s -X POST {url}/api/v1/dossiers -H 'content-type: application/json' --data @examples/filings/renewal-employee.json"
+            );
+            mesh.tasks
+        }
+        Command::Serve { service } => match service {
+            Service::Gateway => {
+                let targets = guichet_gateway::Targets {
+                    intake_web: config.intake_web_addr,
+                    instruction: config.instruction_addr,
+                };
+                guichet_gateway::start(&config, config.http_addr, targets, clock, shutdown.clone())
+                    .await
+                    .context("starting the gateway")?
+                    .tasks
+            }
+            Service::IntakeWeb => {
+                guichet_intake_web::start(&config, config.intake_web_addr, clock, shutdown.clone())
+                    .await
+                    .context("starting the online intake service")?
+                    .tasks
+            }
+            Service::Instruction => {
+                guichet_instruction::start(
+                    &config,
+                    config.instruction_addr,
+                    clock,
+                    shutdown.clone(),
+                )
+                .await
+                .context("starting the instruction service")?
+                .tasks
+            }
+        },
+    };
+    shutdown.cancelled().await;
+    // Drain in-flight work, but not forever.
+    let grace = config.shutdown_grace();
+    if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::warn!(?grace, "shutdown grace period over, stopping anyway");
+    }
+    Ok(())
+}

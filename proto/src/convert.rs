@@ -7,8 +7,8 @@ use guichet_dossier::filing::{
     RawAddress, RawApplicant, RawContact, RawCurrentTitle, RawDocument, RawProvenance,
 };
 use guichet_dossier::{
-    AnswerChannel, Channel, DocumentKind, Dossier, Filing, Motif, Procedure, Provenance,
-    RawFiling, Reference, SCHEMA_VERSION, TitleKind, Violations,
+    AnswerChannel, Channel, DocumentKind, Dossier, Filing, Motif, Procedure, Provenance, RawFiling,
+    Reference, SCHEMA_VERSION, TitleKind, Violations,
 };
 
 use crate::v1 as pb;
@@ -33,7 +33,11 @@ fn date_text(d: &Option<pb::CalendarDate>) -> Option<String> {
 }
 
 pub fn date_from_pb(d: &pb::CalendarDate) -> Option<NaiveDate> {
-    NaiveDate::from_ymd_opt(d.year, u32::try_from(d.month).ok()?, u32::try_from(d.day).ok()?)
+    NaiveDate::from_ymd_opt(
+        d.year,
+        u32::try_from(d.month).ok()?,
+        u32::try_from(d.day).ok()?,
+    )
 }
 
 pub fn timestamp_to_pb(t: DateTime<Utc>) -> prost_types::Timestamp {
@@ -77,7 +81,11 @@ fn code_to_pb(prefix: &str, code: &str, from_name: fn(&str) -> Option<i32>) -> i
 
 /// The domain code's text for a wire enum value, `None` when unspecified;
 /// an unknown number is passed on as-is so the domain names it in its error.
-fn code_from_pb(prefix: &str, value: i32, as_name: fn(i32) -> Option<&'static str>) -> Option<String> {
+fn code_from_pb(
+    prefix: &str,
+    value: i32,
+    as_name: fn(i32) -> Option<&'static str>,
+) -> Option<String> {
     if value == 0 {
         return None;
     }
@@ -105,11 +113,35 @@ macro_rules! wire_code {
     };
 }
 
-wire_code!(procedure_to_pb, procedure_text, Procedure, pb::Procedure, "PROCEDURE");
+wire_code!(
+    procedure_to_pb,
+    procedure_text,
+    Procedure,
+    pb::Procedure,
+    "PROCEDURE"
+);
 wire_code!(motif_to_pb, motif_text, Motif, pb::Motif, "MOTIF");
-wire_code!(title_kind_to_pb, title_kind_text, TitleKind, pb::TitleKind, "TITLE_KIND");
-wire_code!(document_kind_to_pb, document_kind_text, DocumentKind, pb::DocumentKind, "DOCUMENT_KIND");
-wire_code!(answer_channel_to_pb, answer_channel_text, AnswerChannel, pb::AnswerChannel, "ANSWER_CHANNEL");
+wire_code!(
+    title_kind_to_pb,
+    title_kind_text,
+    TitleKind,
+    pb::TitleKind,
+    "TITLE_KIND"
+);
+wire_code!(
+    document_kind_to_pb,
+    document_kind_text,
+    DocumentKind,
+    pb::DocumentKind,
+    "DOCUMENT_KIND"
+);
+wire_code!(
+    answer_channel_to_pb,
+    answer_channel_text,
+    AnswerChannel,
+    pb::AnswerChannel,
+    "ANSWER_CHANNEL"
+);
 
 // ---- domain -> wire ----------------------------------------------------------
 
@@ -352,16 +384,24 @@ pub fn dossier_from_pb(d: &pb::Dossier, today: NaiveDate) -> Result<Dossier, Vio
         return Err(v);
     };
     let dossier = Dossier::new(reference, filing, filed_at, received_at);
-    let stated_channel = pb::Channel::try_from(d.channel).ok().and_then(channel_from_pb);
+    let stated_channel = pb::Channel::try_from(d.channel)
+        .ok()
+        .and_then(channel_from_pb);
     if stated_channel != Some(dossier.channel()) {
         v.add("channel", "does not match the provenance");
     }
     if dossier.reference.channel() != dossier.channel() {
-        v.add("reference", "was not issued by the channel of the provenance");
+        v.add(
+            "reference",
+            "was not issued by the channel of the provenance",
+        );
     }
     let stated_date = d.legal_filing_date.as_ref().and_then(date_from_pb);
     if stated_date != Some(dossier.legal_filing_date) {
-        v.add("legal_filing_date", "does not follow from the provenance and filing time");
+        v.add(
+            "legal_filing_date",
+            "does not follow from the provenance and filing time",
+        );
     }
     if d.prefecture != dossier.prefecture() {
         v.add("prefecture", "does not match the residence address");
@@ -395,7 +435,10 @@ mod tests {
         let today = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
         let filing = Filing::parse(&raw, &provenance, today).unwrap();
         let at = Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap();
-        let reference = Reference::parse(&Reference::generate(Channel::Postal, 2026, &mut rand::rng()).to_string()).unwrap();
+        let reference = Reference::parse(
+            &Reference::generate(Channel::Postal, 2026, &mut rand::rng()).to_string(),
+        )
+        .unwrap();
         Dossier::new(reference, filing, at, at)
     }
 
@@ -414,19 +457,31 @@ mod tests {
     fn codes_map_by_name() {
         for &p in Procedure::ALL {
             assert_ne!(procedure_to_pb(p), 0, "{p}");
-            assert_eq!(procedure_text(procedure_to_pb(p)).as_deref(), Some(p.as_str()));
+            assert_eq!(
+                procedure_text(procedure_to_pb(p)).as_deref(),
+                Some(p.as_str())
+            );
         }
         for &m in Motif::ALL {
             assert_eq!(motif_text(motif_to_pb(m)).as_deref(), Some(m.as_str()));
         }
         for &k in TitleKind::ALL {
-            assert_eq!(title_kind_text(title_kind_to_pb(k)).as_deref(), Some(k.as_str()));
+            assert_eq!(
+                title_kind_text(title_kind_to_pb(k)).as_deref(),
+                Some(k.as_str())
+            );
         }
         for &k in DocumentKind::ALL {
-            assert_eq!(document_kind_text(document_kind_to_pb(k)).as_deref(), Some(k.as_str()));
+            assert_eq!(
+                document_kind_text(document_kind_to_pb(k)).as_deref(),
+                Some(k.as_str())
+            );
         }
         for &a in AnswerChannel::ALL {
-            assert_eq!(answer_channel_text(answer_channel_to_pb(a)).as_deref(), Some(a.as_str()));
+            assert_eq!(
+                answer_channel_text(answer_channel_to_pb(a)).as_deref(),
+                Some(a.as_str())
+            );
         }
         assert_eq!(procedure_text(0), None);
         assert_eq!(procedure_text(99).as_deref(), Some("99"));
@@ -440,11 +495,34 @@ mod tests {
             (|d| d.schema_version = 2, "schema_version"),
             (|d| d.reference = "nope".into(), "reference"),
             (|d| d.channel = pb::Channel::Web as i32, "channel"),
-            (|d| d.legal_filing_date = Some(pb::CalendarDate { year: 2026, month: 11, day: 20 }), "legal_filing_date"),
+            (
+                |d| {
+                    d.legal_filing_date = Some(pb::CalendarDate {
+                        year: 2026,
+                        month: 11,
+                        day: 20,
+                    })
+                },
+                "legal_filing_date",
+            ),
             (|d| d.prefecture = "75".into(), "prefecture"),
             (|d| d.filed_at = None, "filed_at"),
-            (|d| d.filing.as_mut().unwrap().applicant.as_mut().unwrap().nationality = "X".into(), "filing.applicant.nationality"),
-            (|d| d.filing.as_mut().unwrap().provenance = None, "filing.provenance"),
+            (
+                |d| {
+                    d.filing
+                        .as_mut()
+                        .unwrap()
+                        .applicant
+                        .as_mut()
+                        .unwrap()
+                        .nationality = "X".into()
+                },
+                "filing.applicant.nationality",
+            ),
+            (
+                |d| d.filing.as_mut().unwrap().provenance = None,
+                "filing.provenance",
+            ),
         ];
         for (breaker, field) in table {
             let mut d = dossier_to_pb(&sample());

@@ -309,7 +309,7 @@ fn date(v: &mut Violations, field: &str, s: &Option<String>) -> Option<NaiveDate
     if parsed.is_none() {
         v.add(
             field,
-            format!("{value:?} is not a date of the form YYYY-MM-DD"),
+            format!("{value:?} is not a valid date in the form YYYY-MM-DD"),
         );
     }
     parsed

@@ -44,14 +44,22 @@ impl Poison {
 }
 
 /// Reads one delivery into a dossier, or says why it never will be one.
-pub fn decode(delivery: &Delivery, today: chrono::NaiveDate) -> Result<(String, guichet_dossier::Dossier), Poison> {
-    let message_id = delivery.message_id.clone().filter(|m| !m.is_empty()).ok_or(Poison::NoMessageId)?;
+pub fn decode(
+    delivery: &Delivery,
+    today: chrono::NaiveDate,
+) -> Result<(String, guichet_dossier::Dossier), Poison> {
+    let message_id = delivery
+        .message_id
+        .clone()
+        .filter(|m| !m.is_empty())
+        .ok_or(Poison::NoMessageId)?;
     let wire = pb::Dossier::decode(delivery.body.as_slice())
         .map_err(|e| Poison::Undecodable(e.to_string()))?;
     if wire.schema_version != guichet_dossier::SCHEMA_VERSION {
         return Err(Poison::UnknownSchemaVersion(wire.schema_version));
     }
-    let dossier = convert::dossier_from_pb(&wire, today).map_err(|v| Poison::BreaksRule(v.to_string()))?;
+    let dossier =
+        convert::dossier_from_pb(&wire, today).map_err(|v| Poison::BreaksRule(v.to_string()))?;
     Ok((message_id, dossier))
 }
 

@@ -149,7 +149,9 @@ impl InstructionReader for Reader {
             .dossier(reference.as_str())
             .await
             .map_err(|e| db_error("reading a dossier", &e))?
-            .ok_or_else(|| ServiceError::not_found(format!("no dossier {reference} in instruction")))?;
+            .ok_or_else(|| {
+                ServiceError::not_found(format!("no dossier {reference} in instruction"))
+            })?;
         let events = self
             .store
             .events(reference.as_str())

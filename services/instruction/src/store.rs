@@ -64,7 +64,11 @@ impl Store {
 
     /// Records a batch in one transaction: claims the message ids, inserts the
     /// dossiers not seen before and their first event. Returns how many were new.
-    pub async fn record(&self, batch: &[Incoming], now: DateTime<Utc>) -> Result<usize, sqlx::Error> {
+    pub async fn record(
+        &self,
+        batch: &[Incoming],
+        now: DateTime<Utc>,
+    ) -> Result<usize, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let ids: Vec<String> = batch.iter().map(|i| i.message_id.clone()).collect();
         let claimed = inbox::claim(&mut tx, &ids).await?;
@@ -152,14 +156,20 @@ impl Store {
     }
 
     pub async fn dossier(&self, reference: &str) -> Result<Option<DossierRow>, sqlx::Error> {
-        let row: Option<(String, String, Vec<u8>, DateTime<Utc>, Option<NaiveDate>, String)> =
-            sqlx::query_as(
-                "SELECT reference, state, dossier, recorded_at, cover_until, trace_id \
+        let row: Option<(
+            String,
+            String,
+            Vec<u8>,
+            DateTime<Utc>,
+            Option<NaiveDate>,
+            String,
+        )> = sqlx::query_as(
+            "SELECT reference, state, dossier, recorded_at, cover_until, trace_id \
                  FROM dossiers WHERE reference = $1",
-            )
-            .bind(reference)
-            .fetch_optional(&self.pool)
-            .await?;
+        )
+        .bind(reference)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(
             |(reference, state, encoded, recorded_at, cover_until, trace_id)| DossierRow {
                 reference,

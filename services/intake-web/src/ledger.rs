@@ -186,10 +186,14 @@ fn verification_code() -> String {
 
 /// The dossier as published on `guichet.dossiers`, with the current trace.
 pub fn dossier_message(dossier: &Dossier) -> OutgoingMessage {
-    let mut headers: BTreeMap<String, String> =
-        telemetry::inject(&tracing::Span::current()).into_iter().collect();
+    let mut headers: BTreeMap<String, String> = telemetry::inject(&tracing::Span::current())
+        .into_iter()
+        .collect();
     headers.insert("x-guichet-reference".into(), dossier.reference.to_string());
-    headers.insert("x-guichet-schema-version".into(), SCHEMA_VERSION.to_string());
+    headers.insert(
+        "x-guichet-schema-version".into(),
+        SCHEMA_VERSION.to_string(),
+    );
     OutgoingMessage {
         message_id: uuid::Uuid::now_v7().to_string(),
         exchange: DOSSIERS_EXCHANGE.to_string(),

@@ -101,12 +101,9 @@ impl OnlineIntake for IntakeService {
         &self,
         request: tonic::Request<pb::SubmitFilingRequest>,
     ) -> Result<tonic::Response<pb::SubmitFilingResponse>, tonic::Status> {
-        let filing = request
-            .into_inner()
-            .filing
-            .ok_or_else(|| {
-                ServiceError::invalid(guichet_dossier::Violations::one("filing", "is required"))
-            })?;
+        let filing = request.into_inner().filing.ok_or_else(|| {
+            ServiceError::invalid(guichet_dossier::Violations::one("filing", "is required"))
+        })?;
         let (raw, provenance) = convert::raw_filing_from_pb(&filing);
         let provenance = match provenance {
             None => RawProvenance::Web { account_id: None },
@@ -119,7 +116,8 @@ impl OnlineIntake for IntakeService {
                 .into());
             }
         };
-        let filing = Filing::parse(&raw, &provenance, self.clock.today()).map_err(ServiceError::invalid)?;
+        let filing =
+            Filing::parse(&raw, &provenance, self.clock.today()).map_err(ServiceError::invalid)?;
         let accepted = self.ledger.accept(filing).await?;
         if accepted.created {
             self.wake.notify_one();

@@ -24,11 +24,19 @@ pub struct Config {
     pub http_addr: SocketAddr,
 
     /// gRPC address of the online intake service (`serve intake-web`; the gateway's target).
-    #[arg(long, env = "GUICHET_INTAKE_WEB_ADDR", default_value = "127.0.0.1:50061")]
+    #[arg(
+        long,
+        env = "GUICHET_INTAKE_WEB_ADDR",
+        default_value = "127.0.0.1:50061"
+    )]
     pub intake_web_addr: SocketAddr,
 
     /// gRPC address of the instruction service (`serve instruction`; the gateway's target).
-    #[arg(long, env = "GUICHET_INSTRUCTION_ADDR", default_value = "127.0.0.1:50062")]
+    #[arg(
+        long,
+        env = "GUICHET_INSTRUCTION_ADDR",
+        default_value = "127.0.0.1:50062"
+    )]
     pub instruction_addr: SocketAddr,
 
     /// Deliveries of one message before the broker dead-letters it.

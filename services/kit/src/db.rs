@@ -33,7 +33,10 @@ pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<Pg
     let mut conn = sqlx::PgConnection::connect_with(&options)
         .await
         .map_err(DbError::Connect)?;
-    let create = format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", schema.replace('"', ""));
+    let create = format!(
+        "CREATE SCHEMA IF NOT EXISTS \"{}\"",
+        schema.replace('"', "")
+    );
     if let Err(source) = sqlx::query(&create).execute(&mut conn).await
         && !is_unique_violation(&source)
     {

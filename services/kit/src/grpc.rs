@@ -13,7 +13,10 @@ use tonic::transport::Channel;
 pub struct TraceContextInjector;
 
 impl Interceptor for TraceContextInjector {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         for (name, value) in crate::telemetry::inject(&tracing::Span::current()) {
             if let (Ok(name), Ok(value)) = (
                 tonic::metadata::MetadataKey::from_bytes(name.as_bytes()),

@@ -21,7 +21,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Records `message` for publication, in the caller's transaction.
-pub async fn enqueue(conn: &mut PgConnection, message: &OutgoingMessage) -> Result<(), sqlx::Error> {
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    message: &OutgoingMessage,
+) -> Result<(), sqlx::Error> {
     let headers = serde_json::to_value(&message.headers).unwrap_or_default();
     sqlx::query(
         "INSERT INTO outbox (message_id, exchange, routing_key, headers, body) \
@@ -183,10 +186,12 @@ impl OutboxRelay {
             }
         }
         if !sent.is_empty() {
-            sqlx::query("UPDATE outbox SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY($1)")
-                .bind(&sent)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE outbox SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY($1)",
+            )
+            .bind(&sent)
+            .execute(&mut *tx)
+            .await?;
         }
         if !failed.is_empty() {
             sqlx::query(

@@ -13,7 +13,9 @@ use lapin::options::{
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
 use tokio::sync::Mutex;
 
 use super::{
@@ -173,9 +175,9 @@ impl AmqpBus {
                     Err(_) => Err(BusError::ConfirmTimeout),
                     Ok(Err(e)) => Err(amqp("confirm")(e)),
                     Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-                    Ok(Ok(Confirmation::Ack(Some(returned)))) => Err(BusError::Unroutable(
-                        returned.reply_text.to_string(),
-                    )),
+                    Ok(Ok(Confirmation::Ack(Some(returned)))) => {
+                        Err(BusError::Unroutable(returned.reply_text.to_string()))
+                    }
                     Ok(Ok(Confirmation::Nack(_))) => Err(BusError::Nacked),
                     Ok(Ok(Confirmation::NotRequested)) => Ok(()),
                 },
@@ -199,7 +201,8 @@ impl AmqpBus {
         queue: &str,
         consumer_tag: &str,
         prefetch: u16,
-    ) -> Result<impl futures_util::Stream<Item = Result<Delivery, BusError>> + use<>, BusError> {
+    ) -> Result<impl futures_util::Stream<Item = Result<Delivery, BusError>> + use<>, BusError>
+    {
         self.publisher().await?;
         let channel = {
             let link = self.link.lock().await;
@@ -382,7 +385,10 @@ impl From<lapin::message::Delivery> for Delivery {
             for (k, v) in table {
                 match v {
                     AMQPValue::LongString(s) => {
-                        headers.insert(k.to_string(), String::from_utf8_lossy(s.as_bytes()).into_owned());
+                        headers.insert(
+                            k.to_string(),
+                            String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                        );
                     }
                     AMQPValue::ShortString(s) => {
                         headers.insert(k.to_string(), s.to_string());

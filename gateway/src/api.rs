@@ -1,0 +1,369 @@
+//! `/api/v1`: filing a dossier, reading where it stands, and the queue.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use guichet_dossier::filing::RawProvenance;
+use guichet_dossier::{Filing, RawFiling, Reference, Violations};
+use guichet_proto::{convert, v1 as pb};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::server::AppState;
+
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// Reads a JSON body into `T`, naming the field a type error is in.
+fn parse_json<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| {
+        ApiError::new(rejection.status(), Some("body"), rejection.body_text())
+    })?;
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Some("content-type"),
+            "send the filing as application/json",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "body".to_string()
+        } else {
+            path
+        };
+        ApiError::new(StatusCode::BAD_REQUEST, Some(&field), e.inner().to_string())
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReceiptView {
+    pub reference: String,
+    pub channel: &'static str,
+    pub legal_filing_date: String,
+    pub issued_at: String,
+    pub verification_code: String,
+    pub documents: Vec<DocumentView>,
+    pub trace_id: String,
+    pub links: Links,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DocumentView {
+    pub kind: String,
+    pub sha256: String,
+    pub media_type: String,
+    pub size_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Links {
+    #[serde(rename = "self")]
+    pub this: String,
+}
+
+fn date_text(d: &Option<pb::CalendarDate>) -> String {
+    d.as_ref()
+        .and_then(convert::date_from_pb)
+        .map(|d| d.to_string())
+        .unwrap_or_default()
+}
+
+fn time_text(t: &Option<prost_types::Timestamp>) -> String {
+    t.as_ref()
+        .and_then(convert::timestamp_from_pb)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+fn enum_text(name: Option<&'static str>, prefix: &str) -> String {
+    name.and_then(|n| n.strip_prefix(prefix))
+        .map(|n| n.trim_start_matches('_').to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+fn channel_text(c: i32) -> &'static str {
+    pb::Channel::try_from(c)
+        .ok()
+        .and_then(convert::channel_from_pb)
+        .map(|c| c.as_str())
+        .unwrap_or("")
+}
+
+/// `POST /api/v1/dossiers`: file a dossier online.
+pub async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let mut raw: RawFiling = parse_json(&headers, body)?;
+    let header_key = match headers.get(IDEMPOTENCY_KEY) {
+        None => None,
+        Some(v) => Some(v.to_str().map(str::to_string).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                Some("Idempotency-Key"),
+                "must be plain ASCII",
+            )
+        })?),
+    };
+    match (&header_key, &raw.idempotency_key) {
+        (Some(h), Some(b)) if h != b => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                Some("idempotency_key"),
+                "differs from the Idempotency-Key header; send one key",
+            ));
+        }
+        (Some(h), _) => raw.idempotency_key = Some(h.clone()),
+        // No key: this request cannot be recognised if retried; still accepted.
+        (None, None) => raw.idempotency_key = Some(uuid::Uuid::new_v4().to_string()),
+        (None, Some(_)) => {}
+    }
+    let filing = Filing::parse(
+        &raw,
+        &RawProvenance::Web { account_id: None },
+        state.clock.today(),
+    )?;
+    let mut client = state.intake.clone();
+    let answer = client
+        .submit_filing(pb::SubmitFilingRequest {
+            filing: Some(convert::filing_to_pb(&filing)),
+        })
+        .await?
+        .into_inner();
+    let receipt = answer.receipt.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            None,
+            "the intake service answered without a receipt",
+        )
+    })?;
+    let location = format!("/api/v1/dossiers/{}", receipt.reference);
+    let view = ReceiptView {
+        channel: channel_text(receipt.channel),
+        legal_filing_date: date_text(&receipt.legal_filing_date),
+        issued_at: time_text(&receipt.issued_at),
+        verification_code: receipt.verification_code,
+        documents: receipt
+            .documents
+            .into_iter()
+            .map(|d| DocumentView {
+                kind: enum_text(
+                    pb::DocumentKind::try_from(d.kind)
+                        .ok()
+                        .map(|k| k.as_str_name()),
+                    "DOCUMENT_KIND",
+                ),
+                sha256: d.sha256,
+                media_type: d.media_type,
+                size_bytes: d.size_bytes,
+            })
+            .collect(),
+        trace_id: answer.trace_id,
+        links: Links {
+            this: location.clone(),
+        },
+        reference: receipt.reference,
+    };
+    let mut response = (StatusCode::CREATED, Json(view)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    if !answer.created {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+#[derive(Debug, Serialize)]
+pub struct DossierView {
+    pub reference: String,
+    pub channel: &'static str,
+    pub procedure: String,
+    pub motif: String,
+    pub prefecture: String,
+    pub state: String,
+    pub urgency: String,
+    pub legal_filing_date: String,
+    pub filed_at: String,
+    pub recorded_at: String,
+    pub title_expires_on: Option<String>,
+    pub documents: usize,
+    pub events: Vec<EventView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EventView {
+    pub kind: String,
+    pub actor: String,
+    pub at: String,
+    pub reason: String,
+    pub trace_id: String,
+}
+
+fn parse_reference(s: &str) -> Result<Reference, ApiError> {
+    Reference::parse(s).map_err(|e| Violations::one("reference", e.to_string()).into())
+}
+
+/// `GET /api/v1/dossiers/{reference}`: where a dossier stands. No personal
+/// data: the reference alone must not reveal who filed.
+pub async fn get_dossier(
+    State(state): State<AppState>,
+    Path(reference): Path<String>,
+) -> Result<Json<DossierView>, ApiError> {
+    let reference = parse_reference(&reference)?;
+    let mut client = state.instruction.clone();
+    let view = client
+        .get_dossier(pb::GetDossierRequest {
+            reference: reference.to_string(),
+        })
+        .await?
+        .into_inner();
+    let dossier = view.dossier.unwrap_or_default();
+    let filing = dossier.filing.unwrap_or_default();
+    Ok(Json(DossierView {
+        reference: dossier.reference,
+        channel: channel_text(dossier.channel),
+        procedure: enum_text(
+            pb::Procedure::try_from(filing.procedure)
+                .ok()
+                .map(|p| p.as_str_name()),
+            "PROCEDURE",
+        ),
+        motif: enum_text(
+            pb::Motif::try_from(filing.motif)
+                .ok()
+                .map(|m| m.as_str_name()),
+            "MOTIF",
+        ),
+        prefecture: dossier.prefecture,
+        state: enum_text(
+            pb::CaseState::try_from(view.state)
+                .ok()
+                .map(|s| s.as_str_name()),
+            "CASE_STATE",
+        ),
+        urgency: enum_text(
+            pb::UrgencyClass::try_from(view.urgency)
+                .ok()
+                .map(|u| u.as_str_name()),
+            "URGENCY_CLASS",
+        ),
+        legal_filing_date: date_text(&dossier.legal_filing_date),
+        filed_at: time_text(&dossier.filed_at),
+        recorded_at: time_text(&view.recorded_at),
+        title_expires_on: filing
+            .current_title
+            .as_ref()
+            .map(|t| date_text(&t.expires_on)),
+        documents: filing.documents.len(),
+        events: view
+            .events
+            .into_iter()
+            .map(|e| EventView {
+                kind: e.kind,
+                actor: e.actor,
+                at: time_text(&e.at),
+                reason: e.reason,
+                trace_id: e.trace_id,
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueQuery {
+    pub prefecture: Option<String>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct QueueEntryView {
+    pub position: usize,
+    pub reference: String,
+    pub channel: &'static str,
+    pub procedure: String,
+    pub motif: String,
+    pub prefecture: String,
+    pub legal_filing_date: String,
+    pub urgency: String,
+    pub state: String,
+    pub title_expires_on: Option<String>,
+}
+
+/// `GET /api/v1/queue`: the equal-rights queue, most urgent and oldest first.
+pub async fn queue(
+    State(state): State<AppState>,
+    query: Result<Query<QueueQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<QueueEntryView>>, ApiError> {
+    let Query(query) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, Some("query"), e.body_text()))?;
+    if query.limit == Some(0) || query.limit.is_some_and(|l| l > 500) {
+        return Err(Violations::one("limit", "must be between 1 and 500").into());
+    }
+    let mut client = state.instruction.clone();
+    let entries = client
+        .list_queue(pb::ListQueueRequest {
+            prefecture: query.prefecture.unwrap_or_default(),
+            limit: query.limit.unwrap_or(50),
+        })
+        .await?
+        .into_inner()
+        .entries;
+    Ok(Json(
+        entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| QueueEntryView {
+                position: i + 1,
+                reference: e.reference,
+                channel: channel_text(e.channel),
+                procedure: enum_text(
+                    pb::Procedure::try_from(e.procedure)
+                        .ok()
+                        .map(|p| p.as_str_name()),
+                    "PROCEDURE",
+                ),
+                motif: enum_text(
+                    pb::Motif::try_from(e.motif).ok().map(|m| m.as_str_name()),
+                    "MOTIF",
+                ),
+                prefecture: e.prefecture,
+                legal_filing_date: date_text(&e.legal_filing_date),
+                urgency: enum_text(
+                    pb::UrgencyClass::try_from(e.urgency)
+                        .ok()
+                        .map(|u| u.as_str_name()),
+                    "URGENCY_CLASS",
+                ),
+                state: enum_text(
+                    pb::CaseState::try_from(e.state)
+                        .ok()
+                        .map(|s| s.as_str_name()),
+                    "CASE_STATE",
+                ),
+                title_expires_on: e.title_expires_on.as_ref().map(|d| date_text(&Some(*d))),
+            })
+            .collect(),
+    ))
+}

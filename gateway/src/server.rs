@@ -1,0 +1,123 @@
+//! The gateway's router, its tower stack, and start-up.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use guichet_kit::clock::SharedClock;
+use guichet_kit::grpc::{self, TracedChannel};
+use guichet_kit::shutdown::Shutdown;
+use guichet_kit::{Config, telemetry};
+use guichet_proto::v1::instruction_reader_client::InstructionReaderClient;
+use guichet_proto::v1::online_intake_client::OnlineIntakeClient;
+use tokio::task::JoinSet;
+use tonic_health::pb::health_client::HealthClient;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::{api, health, openapi};
+
+/// Largest JSON body accepted: a filing carries document references, not bytes.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Where the services behind the gateway listen.
+#[derive(Debug, Clone, Copy)]
+pub struct Targets {
+    pub intake_web: SocketAddr,
+    pub instruction: SocketAddr,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub intake: OnlineIntakeClient<TracedChannel>,
+    pub instruction: InstructionReaderClient<TracedChannel>,
+    pub intake_health: HealthClient<TracedChannel>,
+    pub instruction_health: HealthClient<TracedChannel>,
+    pub clock: SharedClock,
+}
+
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    let stack = ServiceBuilder::new()
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                tracing::error!("a request handler panicked");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, None, "internal error")
+                    .into_response()
+            },
+        ))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(telemetry::server_span::<axum::body::Body>),
+        )
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            request_timeout,
+        ));
+    Router::new()
+        .route("/api/v1/dossiers", post(api::submit))
+        .route("/api/v1/dossiers/{reference}", get(api::get_dossier))
+        .route("/api/v1/queue", get(api::queue))
+        .route("/api/openapi.json", get(openapi::document))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(stack)
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        None,
+        "no such route; see /api/openapi.json",
+    )
+    .into_response()
+}
+
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub tasks: JoinSet<()>,
+}
+
+/// Binds `config.http_addr` (or `addr` when given) and serves until `shutdown`.
+pub async fn start(
+    config: &Config,
+    addr: SocketAddr,
+    targets: Targets,
+    clock: SharedClock,
+    shutdown: Shutdown,
+) -> std::io::Result<Running> {
+    let intake = grpc::channel(targets.intake_web);
+    let instruction = grpc::channel(targets.instruction);
+    let state = AppState {
+        intake: OnlineIntakeClient::new(intake.clone()),
+        instruction: InstructionReaderClient::new(instruction.clone()),
+        intake_health: HealthClient::new(intake),
+        instruction_health: HealthClient::new(instruction),
+        clock,
+    };
+    let (listener, http_addr) = grpc::bind(addr).await?;
+    let app = router(state, config.request_timeout());
+    let mut tasks = JoinSet::new();
+    tasks.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "gateway stopped");
+        }
+    });
+    tracing::info!(%http_addr, "gateway ready");
+    Ok(Running { http_addr, tasks })
+}
