@@ -43,11 +43,9 @@ fn parse_json<T: serde::de::DeserializeOwned>(
     let mut de = serde_json::Deserializer::from_slice(&body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." {
-            "body".to_string()
-        } else {
-            path
-        };
+        // Syntax errors have no useful path: the body as a whole is wrong.
+        let whole = e.inner().is_syntax() || e.inner().is_eof() || path == "." || path == "?";
+        let field = if whole { "body".to_string() } else { path };
         ApiError::new(StatusCode::BAD_REQUEST, Some(&field), e.inner().to_string())
     })
 }

@@ -15,7 +15,7 @@ pub struct Incoming {
     pub trace_id: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DossierRow {
     pub reference: String,
     pub state: String,
@@ -156,30 +156,13 @@ impl Store {
     }
 
     pub async fn dossier(&self, reference: &str) -> Result<Option<DossierRow>, sqlx::Error> {
-        let row: Option<(
-            String,
-            String,
-            Vec<u8>,
-            DateTime<Utc>,
-            Option<NaiveDate>,
-            String,
-        )> = sqlx::query_as(
-            "SELECT reference, state, dossier, recorded_at, cover_until, trace_id \
-                 FROM dossiers WHERE reference = $1",
+        sqlx::query_as(
+            "SELECT reference, state, dossier AS encoded, recorded_at, cover_until, trace_id \
+             FROM dossiers WHERE reference = $1",
         )
         .bind(reference)
         .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(
-            |(reference, state, encoded, recorded_at, cover_until, trace_id)| DossierRow {
-                reference,
-                state,
-                encoded,
-                recorded_at,
-                cover_until,
-                trace_id,
-            },
-        ))
+        .await
     }
 
     pub async fn events(&self, reference: &str) -> Result<Vec<EventRow>, sqlx::Error> {

@@ -24,7 +24,10 @@ pub const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 /// so trace ids never depend on how verbose the logs are. Calling it again
 /// (tests start several services in one process) keeps the first set-up.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // lapin logs every failed reconnect at error level; the bus reports those
+    // itself, once, with context. sqlx's info lines are PostgreSQL notices.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,lapin=off,sqlx=warn"));
     let provider = SdkTracerProvider::builder().build();
     let tracer = provider.tracer("guichet");
     let otel = tracing_opentelemetry::layer()

@@ -1,0 +1,249 @@
+//! What every end-to-end test needs: a fresh PostgreSQL database and a fresh
+//! RabbitMQ vhost of its own (so tests run in parallel and share nothing),
+//! the mesh started in-process on free ports, and `eventually`.
+#![allow(dead_code)]
+
+pub mod proxy;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use guichet_kit::Config;
+use guichet_kit::shutdown::Shutdown;
+use sqlx::PgPool;
+
+pub fn database_admin_url() -> String {
+    std::env::var("GUICHET_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub fn amqp_base_url() -> String {
+    std::env::var("GUICHET_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".into())
+}
+
+pub fn rabbitmq_api() -> String {
+    std::env::var("GUICHET_TEST_RABBITMQ_API").unwrap_or_else(|_| "http://127.0.0.1:15672".into())
+}
+
+/// A database and a vhost that belong to one test.
+pub struct TestEnv {
+    pub name: String,
+    pub database_url: String,
+    pub amqp_url: String,
+    pub admin: PgPool,
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        guichet_kit::telemetry::init(guichet_kit::config::LogFormat::Text);
+        let name = format!("guichet_t_{}", uuid::Uuid::new_v4().simple());
+        let admin_url = database_admin_url();
+        let admin = PgPool::connect(&admin_url).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {admin_url} ({e}). Start it (bash .ci/run does) \
+                 or set GUICHET_TEST_DATABASE_URL."
+            )
+        });
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .expect("create the test database");
+        let database_url = replace_db_name(&admin_url, &name);
+
+        let api = rabbitmq_api();
+        let http = reqwest::Client::new();
+        let put = |path: String, body: serde_json::Value| {
+            http.put(format!("{api}{path}"))
+                .basic_auth("guest", Some("guest"))
+                .json(&body)
+                .send()
+        };
+        let created = put(format!("/api/vhosts/{name}"), serde_json::json!({}))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the RabbitMQ management API is not reachable at {api} ({e}). Run \
+                     `rabbitmq-plugins enable rabbitmq_management` (bash .ci/run does) or set \
+                     GUICHET_TEST_RABBITMQ_API."
+                )
+            });
+        assert!(
+            created.status().is_success(),
+            "create vhost: {}",
+            created.status()
+        );
+        let granted = put(
+            format!("/api/permissions/{name}/guest"),
+            serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}),
+        )
+        .await
+        .expect("grant vhost permissions");
+        assert!(
+            granted.status().is_success(),
+            "grant permissions: {}",
+            granted.status()
+        );
+        let amqp_url = format!("{}/{name}", amqp_base_url());
+        Self {
+            name,
+            database_url,
+            amqp_url,
+            admin,
+        }
+    }
+
+    pub fn config(&self) -> Config {
+        let mut config = Config::from_env().expect("default configuration");
+        config.database_url = Some(self.database_url.clone());
+        config.amqp_url = Some(self.amqp_url.clone());
+        config.delivery_limit = 3;
+        config.db_pool_size = 5;
+        config
+    }
+
+    /// A pool on this test's database, in `schema`.
+    pub async fn pool(&self, schema: &str) -> PgPool {
+        guichet_kit::db::connect(&self.database_url, schema, 2)
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// A bus on this test's vhost, to publish or inspect queues directly.
+    pub fn bus(&self) -> guichet_kit::bus::AmqpBus {
+        guichet_kit::bus::AmqpBus::new(&self.amqp_url, "test", 3)
+    }
+
+    pub async fn cleanup(self) {
+        let http = reqwest::Client::new();
+        let _ = http
+            .delete(format!("{}/api/vhosts/{}", rabbitmq_api(), self.name))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await;
+        let _ = sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&self.admin)
+        .await;
+    }
+}
+
+fn replace_db_name(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let base = match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// The mesh running in this test, and a client for its gateway.
+pub struct App {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub shutdown: Shutdown,
+    pub mesh: guichet::Mesh,
+}
+
+impl App {
+    pub async fn start(config: &Config) -> Self {
+        let shutdown = Shutdown::new();
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let mesh = guichet::start_mesh(config, any, guichet_kit::clock::system(), shutdown.clone())
+            .await
+            .expect("start the mesh");
+        Self {
+            base: format!("http://{}", mesh.http_addr),
+            http: reqwest::Client::new(),
+            shutdown,
+            mesh,
+        }
+    }
+
+    pub async fn file(&self, body: &serde_json::Value, key: Option<&str>) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(format!("{}/api/v1/dossiers", self.base))
+            .json(body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.send().await.expect("POST /api/v1/dossiers")
+    }
+
+    pub async fn dossier(&self, reference: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/api/v1/dossiers/{reference}", self.base))
+            .send()
+            .await
+            .expect("GET /api/v1/dossiers/{reference}")
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while self.mesh.tasks.join_next().await.is_some() {}
+        })
+        .await;
+    }
+}
+
+/// Polls `check` until it gives `Some`, or panics after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every example filing shipped in `examples/filings/`, by file name.
+pub fn example_filings() -> Vec<(String, serde_json::Value)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/filings");
+    let mut out: Vec<(String, serde_json::Value)> = std::fs::read_dir(&dir)
+        .expect("examples/filings exists")
+        .map(|e| e.expect("readable entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).expect("readable example");
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            (name, serde_json::from_str(&text).expect("example is JSON"))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+pub fn example(name: &str) -> serde_json::Value {
+    example_filings()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no example {name}"))
+}
+
+pub async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
+}

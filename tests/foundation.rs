@@ -1,0 +1,545 @@
+//! The foundation, end to end against real RabbitMQ and PostgreSQL: a web
+//! filing goes gateway -> intake -> outbox -> RabbitMQ -> instruction.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{App, TestEnv, count, eventually, example, example_filings, proxy::Proxy};
+use futures_util::StreamExt;
+use guichet_kit::bus::{
+    DEAD_LETTER_QUEUE, DEATH_REASON_HEADER, DOSSIERS_EXCHANGE, INSTRUCTION_QUEUE, OutgoingMessage,
+};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn instruction_has(app: &App, reference: &str) -> Option<Value> {
+    let r = app.dossier(reference).await;
+    if r.status() == 200 {
+        r.json().await.ok()
+    } else {
+        None
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filing_reaches_instruction_with_its_trace() {
+    let env = TestEnv::new().await;
+    let app = App::start(&env.config()).await;
+
+    let response = app
+        .file(&example("renewal-employee.json"), Some("trace-1"))
+        .await;
+    assert_eq!(response.status(), 201);
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let receipt: Value = response.json().await.unwrap();
+    let reference = receipt["reference"].as_str().unwrap().to_string();
+    assert_eq!(location, format!("/api/v1/dossiers/{reference}"));
+    assert!(reference.starts_with("W"), "{reference}");
+    assert_eq!(receipt["channel"], "web");
+    assert_eq!(receipt["documents"].as_array().unwrap().len(), 5);
+    let trace_id = receipt["trace_id"].as_str().unwrap().to_string();
+    assert_eq!(trace_id.len(), 32, "a W3C trace id: {trace_id}");
+
+    let view = eventually(WAIT, "the dossier in instruction", || {
+        instruction_has(&app, &reference)
+    })
+    .await;
+    assert_eq!(view["reference"], reference.as_str());
+    assert_eq!(view["channel"], "web");
+    assert_eq!(view["procedure"], "renewal");
+    assert_eq!(view["motif"], "employee");
+    assert_eq!(view["prefecture"], "59");
+    assert_eq!(view["state"], "filed");
+    assert_eq!(view["legal_filing_date"], receipt["legal_filing_date"]);
+    assert_eq!(view["title_expires_on"], "2027-01-10");
+    let events = view["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["kind"], "filed");
+    assert_eq!(events[0]["actor"], "channel:web");
+    // One trace from the gateway to the instruction database.
+    assert_eq!(events[0]["trace_id"], trace_id.as_str());
+    let pool = env.pool("intake_web").await;
+    let saved: String = sqlx::query_scalar("SELECT trace_id FROM filings WHERE reference = $1")
+        .bind(&reference)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(saved, trace_id);
+
+    // The queue lists it.
+    let queue: Value = app
+        .http
+        .get(format!("{}/api/v1/queue?prefecture=59", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(queue[0]["reference"], reference.as_str());
+    assert_eq!(queue[0]["position"], 1);
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_idempotency_key_is_one_dossier_and_a_different_body_is_a_conflict() {
+    let env = TestEnv::new().await;
+    let app = App::start(&env.config()).await;
+    let body = example("first-application-student.json");
+
+    let first = app.file(&body, Some("same-key")).await;
+    assert_eq!(first.status(), 201);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+    let second = app.file(&body, Some("same-key")).await;
+    assert_eq!(second.status(), 201);
+    assert_eq!(second.headers()["idempotent-replayed"], "true");
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(first["reference"], second["reference"]);
+    assert_eq!(first["verification_code"], second["verification_code"]);
+
+    let mut other = body.clone();
+    other["motif"] = "visitor".into();
+    let conflict = app.file(&other, Some("same-key")).await;
+    assert_eq!(conflict.status(), 409);
+    let problem: Value = conflict.json().await.unwrap();
+    assert!(
+        problem["errors"][0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("idempotency key"),
+        "{problem}"
+    );
+
+    let reference = first["reference"].as_str().unwrap().to_string();
+    eventually(WAIT, "the dossier in instruction", || {
+        instruction_has(&app, &reference)
+    })
+    .await;
+    let instruction = env.pool("instruction").await;
+    let intake = env.pool("intake_web").await;
+    // Let any duplicate that was wrongly published arrive before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count(&intake, "SELECT count(*) FROM filings").await, 1);
+    assert_eq!(count(&intake, "SELECT count(*) FROM outbox").await, 1);
+    assert_eq!(
+        count(&instruction, "SELECT count(*) FROM dossiers").await,
+        1
+    );
+    assert_eq!(
+        count(&instruction, "SELECT count(*) FROM dossier_events").await,
+        1
+    );
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filings_are_accepted_while_the_broker_is_unreachable_and_delivered_after() {
+    let env = TestEnv::new().await;
+    // Intake reaches RabbitMQ through a proxy the test can cut; instruction directly.
+    let broker: std::net::SocketAddr = "127.0.0.1:5672".parse().unwrap();
+    let proxy = Proxy::start(broker).await;
+    let mut intake_config = env.config();
+    intake_config.amqp_url = Some(format!("amqp://guest:guest@{}/{}", proxy.addr, env.name));
+    let config = env.config();
+    let shutdown = guichet_kit::shutdown::Shutdown::new();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let clock = guichet_kit::clock::system();
+    let instruction = guichet_instruction::start(&config, any, clock.clone(), shutdown.clone())
+        .await
+        .unwrap();
+    let intake = guichet_intake_web::start(&intake_config, any, clock.clone(), shutdown.clone())
+        .await
+        .unwrap();
+    let gateway = guichet_gateway::start(
+        &config,
+        any,
+        guichet_gateway::Targets {
+            intake_web: intake.grpc_addr,
+            instruction: instruction.grpc_addr,
+        },
+        clock,
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", gateway.http_addr);
+    let http = reqwest::Client::new();
+
+    proxy.cut().await;
+    let mut references = Vec::new();
+    for (i, (_, body)) in example_filings().into_iter().enumerate() {
+        let r = http
+            .post(format!("{base}/api/v1/dossiers"))
+            .header("Idempotency-Key", format!("outage-{i}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            201,
+            "filing {i} refused while the broker is away"
+        );
+        let receipt: Value = r.json().await.unwrap();
+        references.push(receipt["reference"].as_str().unwrap().to_string());
+    }
+    let intake_db = env.pool("intake_web").await;
+    let instruction_db = env.pool("instruction").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let unsent = count(
+        &intake_db,
+        "SELECT count(*) FROM outbox WHERE sent_at IS NULL",
+    )
+    .await;
+    assert_eq!(
+        unsent,
+        references.len() as i64,
+        "every filing waits in the outbox"
+    );
+    assert_eq!(
+        count(&instruction_db, "SELECT count(*) FROM dossiers").await,
+        0
+    );
+
+    proxy.restore();
+    let n = references.len() as i64;
+    eventually(WAIT, "every dossier in instruction", || {
+        let db = instruction_db.clone();
+        async move { (count(&db, "SELECT count(*) FROM dossiers").await == n).then_some(()) }
+    })
+    .await;
+    let recorded: Vec<String> =
+        sqlx::query_scalar("SELECT reference FROM dossiers ORDER BY reference")
+            .fetch_all(&instruction_db)
+            .await
+            .unwrap();
+    references.sort();
+    assert_eq!(recorded, references, "nothing lost, nothing doubled");
+    // The relay marks rows sent once confirmed, which may land just after delivery.
+    eventually(WAIT, "the outbox drained", || {
+        let db = intake_db.clone();
+        async move {
+            (count(&db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL").await == 0)
+                .then_some(())
+        }
+    })
+    .await;
+
+    shutdown.cancel();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_message_is_dead_lettered_and_consuming_goes_on() {
+    let env = TestEnv::new().await;
+    let app = App::start(&env.config()).await;
+    let bus = env.bus();
+    let garbage = OutgoingMessage {
+        message_id: "not-a-dossier-1".into(),
+        exchange: DOSSIERS_EXCHANGE.into(),
+        routing_key: "dossier.submitted.web".into(),
+        headers: BTreeMap::new(),
+        body: vec![0xff, 0x00, 0x13, 0x37, 0xde, 0xad],
+    };
+    let published = bus.publish(&[garbage]).await;
+    assert!(published[0].is_ok(), "{:?}", published[0]);
+
+    eventually(WAIT, "the message in the dead-letter queue", || {
+        let bus = &bus;
+        async move { (bus.queue_depth(DEAD_LETTER_QUEUE).await.ok()? == 1).then_some(()) }
+    })
+    .await;
+    let dead = bus
+        .consume(DEAD_LETTER_QUEUE, "test-reader", 1)
+        .await
+        .unwrap();
+    let mut dead = std::pin::pin!(dead);
+    let letter = tokio::time::timeout(WAIT, dead.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(letter.message_id.as_deref(), Some("not-a-dossier-1"));
+    assert!(
+        letter.headers[DEATH_REASON_HEADER].starts_with("undecodable"),
+        "{:?}",
+        letter.headers
+    );
+    assert_eq!(letter.body, vec![0xff, 0x00, 0x13, 0x37, 0xde, 0xad]);
+
+    // The consumer is still there: a real filing goes through.
+    let r = app.file(&example("renewal-employee.json"), None).await;
+    assert_eq!(r.status(), 201);
+    let reference = r.json::<Value>().await.unwrap()["reference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually(WAIT, "a later dossier in instruction", || {
+        instruction_has(&app, &reference)
+    })
+    .await;
+    assert_eq!(bus.queue_depth(INSTRUCTION_QUEUE).await.unwrap(), 0);
+
+    bus.close().await;
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_dead_letters_a_message_past_the_delivery_limit() {
+    // No instruction service here: a consumer that keeps failing (a crash
+    // loop) gives the message back each time, and the quorum queue's delivery
+    // limit moves it to the dead-letter queue instead of looping forever.
+    let env = TestEnv::new().await;
+    let bus = env.bus();
+    let limit = 3;
+    let message = OutgoingMessage {
+        message_id: "crash-loop-1".into(),
+        exchange: DOSSIERS_EXCHANGE.into(),
+        routing_key: "dossier.submitted.postal".into(),
+        headers: BTreeMap::new(),
+        body: b"whatever makes the consumer fall over".to_vec(),
+    };
+    assert!(bus.publish(&[message]).await[0].is_ok());
+    let stream = bus
+        .consume(INSTRUCTION_QUEUE, "failing-consumer", 1)
+        .await
+        .unwrap();
+    let mut stream = std::pin::pin!(stream);
+    let mut deliveries = 0;
+    while bus.queue_depth(DEAD_LETTER_QUEUE).await.unwrap() == 0 {
+        let next = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+        let Ok(Some(Ok(d))) = next else { continue };
+        deliveries += 1;
+        assert!(
+            deliveries <= limit + 1,
+            "delivered {deliveries} times, past the limit"
+        );
+        d.retry_later().await.unwrap();
+    }
+    assert!(
+        deliveries >= limit,
+        "dead-lettered after only {deliveries} deliveries"
+    );
+    assert_eq!(bus.queue_depth(INSTRUCTION_QUEUE).await.unwrap(), 0);
+    bus.close().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_is_accepted_and_a_broken_copy_names_its_field() {
+    let env = TestEnv::new().await;
+    let app = App::start(&env.config()).await;
+    let examples = example_filings();
+    assert!(examples.len() >= 5, "one example per procedure at least");
+    let mut procedures = std::collections::BTreeSet::new();
+    for (name, body) in &examples {
+        let r = app.file(body, Some(&format!("example-{name}"))).await;
+        assert_eq!(
+            r.status(),
+            201,
+            "{name}: {}",
+            r.text().await.unwrap_or_default()
+        );
+        procedures.insert(body["procedure"].as_str().unwrap().to_string());
+    }
+    for p in guichet_dossier::Procedure::ALL {
+        assert!(procedures.contains(p.as_str()), "no example for {p}");
+    }
+
+    let intake = env.pool("intake_web").await;
+    let before = count(&intake, "SELECT count(*) FROM outbox").await;
+    type Breaker = fn(&mut Value);
+    let broken: Vec<(&str, Breaker, &str)> = vec![
+        (
+            "renewal-employee.json",
+            |b| b["applicant"]["birth_date"] = "31/12/1990".into(),
+            "applicant.birth_date",
+        ),
+        (
+            "renewal-employee.json",
+            |b| b["current_title"] = Value::Null,
+            "current_title",
+        ),
+        (
+            "first-application-student.json",
+            |b| b["contact"]["address"]["postal_code"] = "ABCDE".into(),
+            "contact.address.postal_code",
+        ),
+        (
+            "duplicate-resident-card.json",
+            |b| b["documents"][1]["sha256"] = "xyz".into(),
+            "documents[1].sha256",
+        ),
+        (
+            "regularisation-private-family-life.json",
+            |b| b["motif"] = "tourism".into(),
+            "motif",
+        ),
+        (
+            "change-of-status-student-to-employee.json",
+            |b| b["applicant"]["nationality"] = 250.into(),
+            "applicant.nationality",
+        ),
+    ];
+    for (name, breaker, field) in broken {
+        let mut body = example(name);
+        breaker(&mut body);
+        let r = app.file(&body, None).await;
+        assert_eq!(r.status(), 400, "{name} broken at {field}");
+        let problem: Value = r.json().await.unwrap();
+        let fields: Vec<&str> = problem["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["field"].as_str())
+            .collect();
+        assert!(
+            fields.contains(&field),
+            "{name}: expected {field} in {problem}"
+        );
+    }
+    assert_eq!(
+        count(&intake, "SELECT count(*) FROM outbox").await,
+        before,
+        "nothing published"
+    );
+    assert_eq!(
+        count(&intake, "SELECT count(*) FROM filings").await,
+        examples.len() as i64
+    );
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_errors_never_a_500() {
+    let env = TestEnv::new().await;
+    let app = App::start(&env.config()).await;
+    let url = format!("{}/api/v1/dossiers", app.base);
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (app.http.post(&url).body("{}"), 415, "content-type"),
+        (
+            app.http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body("{not json"),
+            400,
+            "body",
+        ),
+        (
+            app.http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body("[]"),
+            400,
+            "body",
+        ),
+        (
+            app.http
+                .post(&url)
+                .json(&serde_json::json!({"procedure": "renewal", "surprise": 1})),
+            400,
+            "surprise",
+        ),
+        (
+            app.http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(vec![b' '; 300 * 1024]),
+            413,
+            "body",
+        ),
+        (
+            app.http
+                .post(&url)
+                .header("Idempotency-Key", "a")
+                .json(&serde_json::json!({"idempotency_key": "b"})),
+            400,
+            "idempotency_key",
+        ),
+        (
+            app.http.get(format!("{url}/W26-0000-0000-1")),
+            400,
+            "reference",
+        ),
+        (app.http.get(format!("{url}/nonsense")), 400, "reference"),
+        (
+            app.http.get(format!("{}/api/v1/queue?limit=0", app.base)),
+            400,
+            "limit",
+        ),
+    ];
+    for (i, (request, status, field)) in cases.into_iter().enumerate() {
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "case {i}");
+        let body: Value = r
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("case {i}: not JSON: {e}"));
+        assert!(
+            body["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["field"] == field),
+            "case {i}: expected field {field} in {body}"
+        );
+    }
+    // A well-formed reference that does not exist is a 404, with the JSON body.
+    let missing =
+        guichet_dossier::Reference::generate(guichet_dossier::Channel::Web, 2026, &mut rand_rng());
+    let r = app.dossier(missing.as_str()).await;
+    assert_eq!(r.status(), 404);
+    assert!(r.json::<Value>().await.unwrap()["errors"][0]["problem"].is_string());
+    let r = app
+        .http
+        .get(format!("{}/nowhere", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Health, readiness and the API description.
+    assert_eq!(
+        app.http
+            .get(format!("{}/healthz", app.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let doc: Value = app
+        .http
+        .get(format!("{}/api/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["paths"]["/api/v1/dossiers"]["post"].is_object());
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+fn rand_rng() -> impl rand::Rng {
+    rand::rng()
+}
