@@ -15,8 +15,8 @@ pub enum MeshError {
     IntakeWeb(#[from] guichet_intake_web::server::StartError),
     #[error("instruction service")]
     Instruction(#[from] guichet_instruction::server::StartError),
-    #[error("gateway: cannot listen")]
-    Gateway(#[source] std::io::Error),
+    #[error("gateway")]
+    Gateway(#[from] guichet_gateway::server::StartError),
 }
 
 /// Every service and the gateway, started in this process.
@@ -42,12 +42,10 @@ pub async fn start_mesh(
     let intake =
         guichet_intake_web::start(config, any_port, clock.clone(), shutdown.clone()).await?;
     let targets = guichet_gateway::Targets {
-        intake_web: intake.grpc_addr,
-        instruction: instruction.grpc_addr,
+        intake_web: guichet_kit::grpc::url_of(intake.grpc_addr),
+        instruction: guichet_kit::grpc::url_of(instruction.grpc_addr),
     };
-    let gateway = guichet_gateway::start(config, http_addr, targets, clock, shutdown)
-        .await
-        .map_err(MeshError::Gateway)?;
+    let gateway = guichet_gateway::start(config, http_addr, targets, clock, shutdown).await?;
     let mut tasks = JoinSet::new();
     for set in [instruction.tasks, intake.tasks, gateway.tasks] {
         tasks.spawn(async move {

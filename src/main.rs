@@ -66,8 +66,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { service } => match service {
             Service::Gateway => {
                 let targets = guichet_gateway::Targets {
-                    intake_web: config.intake_web_addr,
-                    instruction: config.instruction_addr,
+                    intake_web: config.intake_web_url.clone(),
+                    instruction: config.instruction_url.clone(),
                 };
                 guichet_gateway::start(&config, config.http_addr, targets, clock, shutdown.clone())
                     .await

@@ -162,8 +162,8 @@ async fn filings_are_accepted_while_the_broker_is_unreachable_and_delivered_afte
         &config,
         any,
         guichet_gateway::Targets {
-            intake_web: intake.grpc_addr,
-            instruction: instruction.grpc_addr,
+            intake_web: guichet_kit::grpc::url_of(intake.grpc_addr),
+            instruction: guichet_kit::grpc::url_of(instruction.grpc_addr),
         },
         clock,
         shutdown.clone(),

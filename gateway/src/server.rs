@@ -29,11 +29,27 @@ use crate::{api, health, openapi};
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Where the services behind the gateway listen.
-#[derive(Debug, Clone, Copy)]
+/// Where the services behind the gateway listen (`http://host:port`).
+#[derive(Debug, Clone)]
 pub struct Targets {
-    pub intake_web: SocketAddr,
-    pub instruction: SocketAddr,
+    pub intake_web: String,
+    pub instruction: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{url} is not a usable service URL")]
+    BadTarget {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[derive(Clone)]
@@ -90,16 +106,22 @@ pub struct Running {
     pub tasks: JoinSet<()>,
 }
 
-/// Binds `config.http_addr` (or `addr` when given) and serves until `shutdown`.
+/// Binds `addr` (port 0 picks one) and serves until `shutdown`.
 pub async fn start(
     config: &Config,
     addr: SocketAddr,
     targets: Targets,
     clock: SharedClock,
     shutdown: Shutdown,
-) -> std::io::Result<Running> {
-    let intake = grpc::channel(targets.intake_web);
-    let instruction = grpc::channel(targets.instruction);
+) -> Result<Running, StartError> {
+    let connect = |url: &str| {
+        grpc::channel(url).map_err(|source| StartError::BadTarget {
+            url: url.to_string(),
+            source,
+        })
+    };
+    let intake = connect(&targets.intake_web)?;
+    let instruction = connect(&targets.instruction)?;
     let state = AppState {
         intake: OnlineIntakeClient::new(intake.clone()),
         instruction: InstructionReaderClient::new(instruction.clone()),
@@ -107,7 +129,9 @@ pub async fn start(
         instruction_health: HealthClient::new(instruction),
         clock,
     };
-    let (listener, http_addr) = grpc::bind(addr).await?;
+    let (listener, http_addr) = grpc::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
     let app = router(state, config.request_timeout());
     let mut tasks = JoinSet::new();
     tasks.spawn(async move {

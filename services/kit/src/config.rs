@@ -23,7 +23,7 @@ pub struct Config {
     #[arg(long, env = "GUICHET_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
 
-    /// gRPC address of the online intake service (`serve intake-web`; the gateway's target).
+    /// Where `serve intake-web` listens for gRPC.
     #[arg(
         long,
         env = "GUICHET_INTAKE_WEB_ADDR",
@@ -31,13 +31,29 @@ pub struct Config {
     )]
     pub intake_web_addr: SocketAddr,
 
-    /// gRPC address of the instruction service (`serve instruction`; the gateway's target).
+    /// Where `serve instruction` listens for gRPC.
     #[arg(
         long,
         env = "GUICHET_INSTRUCTION_ADDR",
         default_value = "127.0.0.1:50062"
     )]
     pub instruction_addr: SocketAddr,
+
+    /// Where `serve gateway` finds the online intake service.
+    #[arg(
+        long,
+        env = "GUICHET_INTAKE_WEB_URL",
+        default_value = "http://127.0.0.1:50061"
+    )]
+    pub intake_web_url: String,
+
+    /// Where `serve gateway` finds the instruction service.
+    #[arg(
+        long,
+        env = "GUICHET_INSTRUCTION_URL",
+        default_value = "http://127.0.0.1:50062"
+    )]
+    pub instruction_url: String,
 
     /// Deliveries of one message before the broker dead-letters it.
     #[arg(long, env = "GUICHET_DELIVERY_LIMIT", default_value_t = 5)]

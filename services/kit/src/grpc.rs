@@ -32,17 +32,21 @@ impl Interceptor for TraceContextInjector {
 pub type TracedChannel =
     tonic::service::interceptor::InterceptedService<Channel, TraceContextInjector>;
 
-/// A lazy client channel to `addr`: it connects on first use and reconnects
-/// by itself, so a gateway can start before the services it calls.
-pub fn channel(addr: SocketAddr) -> TracedChannel {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("a socket address is a valid URI")
+/// A lazy client channel to `url` (`http://host:port`): it connects on first
+/// use and reconnects by itself, so a gateway can start before its services.
+pub fn channel(url: &str) -> Result<TracedChannel, tonic::transport::Error> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())?
         .connect_timeout(std::time::Duration::from_secs(2))
         .tcp_nodelay(true);
-    tonic::service::interceptor::InterceptedService::new(
+    Ok(tonic::service::interceptor::InterceptedService::new(
         endpoint.connect_lazy(),
         TraceContextInjector,
-    )
+    ))
+}
+
+/// The URL of a gRPC server listening on `addr`.
+pub fn url_of(addr: SocketAddr) -> String {
+    format!("http://{addr}")
 }
 
 /// Binds a listener now, so the real port (0 in tests) is known before serving.
