@@ -11,10 +11,8 @@ use tokio::task::JoinSet;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
-    #[error("online intake service")]
-    IntakeWeb(#[from] guichet_intake_web::server::StartError),
-    #[error("instruction service")]
-    Instruction(#[from] guichet_instruction::server::StartError),
+    #[error(transparent)]
+    Service(#[from] guichet_kit::service::StartError),
     #[error("gateway")]
     Gateway(#[from] guichet_gateway::server::StartError),
 }

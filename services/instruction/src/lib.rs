@@ -8,4 +8,5 @@ pub mod consumer;
 pub mod server;
 pub mod store;
 
-pub use server::{Running, start};
+pub use guichet_kit::service::Running;
+pub use server::start;

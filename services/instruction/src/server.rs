@@ -4,15 +4,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use guichet_dossier::UrgencyClass;
-use guichet_kit::bus::{AmqpBus, INSTRUCTION_QUEUE, consume_batches};
+use guichet_kit::bus::{INSTRUCTION_QUEUE, consume_batches};
 use guichet_kit::clock::SharedClock;
+use guichet_kit::service::{self, Foundations, Running, StartError};
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, ServiceError, db, grpc};
 use guichet_proto::convert;
 use guichet_proto::v1 as pb;
 use guichet_proto::v1::instruction_reader_server::{InstructionReader, InstructionReaderServer};
 use prost::Message;
-use sqlx::PgPool;
 use tokio::task::JoinSet;
 
 use crate::consumer::Consumer;
@@ -22,41 +22,19 @@ static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub const SCHEMA: &str = "instruction";
 const MAX_QUEUE_PAGE: u32 = 500;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("GUICHET_DATABASE_URL and GUICHET_AMQP_URL must be set for the instruction service")]
-    MissingBackends,
-    #[error(transparent)]
-    Db(#[from] db::DbError),
-    #[error("cannot listen on {addr}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-pub struct Running {
-    pub grpc_addr: SocketAddr,
-    pub pool: PgPool,
-    pub tasks: JoinSet<()>,
-}
-
 pub async fn start(
     config: &Config,
     addr: SocketAddr,
     clock: SharedClock,
     shutdown: Shutdown,
 ) -> Result<Running, StartError> {
-    let (Some(db_url), Some(amqp_url)) = (&config.database_url, &config.amqp_url) else {
-        return Err(StartError::MissingBackends);
-    };
-    let pool = db::connect(db_url, SCHEMA, config.db_pool_size).await?;
-    db::migrate(&pool, &MIGRATIONS).await?;
-    let bus = Arc::new(AmqpBus::new(amqp_url, "instruction", config.delivery_limit));
-    let (listener, grpc_addr) = grpc::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
+    let Foundations {
+        pool,
+        bus,
+        listener,
+        grpc_addr,
+    } = service::prepare(config, "instruction", SCHEMA, &MIGRATIONS, addr).await?;
+
     let store = Store::new(pool.clone());
 
     let consumer = Arc::new(Consumer {

@@ -6,4 +6,5 @@
 pub mod ledger;
 pub mod server;
 
-pub use server::{Running, start};
+pub use guichet_kit::service::Running;
+pub use server::start;

@@ -5,15 +5,14 @@ use std::sync::Arc;
 
 use guichet_dossier::Filing;
 use guichet_dossier::filing::RawProvenance;
-use guichet_kit::bus::AmqpBus;
 use guichet_kit::clock::SharedClock;
 use guichet_kit::outbox::OutboxRelay;
+use guichet_kit::service::{self, Foundations, Running, StartError};
 use guichet_kit::shutdown::Shutdown;
-use guichet_kit::{Config, ServiceError, db, grpc};
+use guichet_kit::{Config, ServiceError, grpc};
 use guichet_proto::convert;
 use guichet_proto::v1 as pb;
 use guichet_proto::v1::online_intake_server::{OnlineIntake, OnlineIntakeServer};
-use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
@@ -22,45 +21,20 @@ use crate::ledger::Ledger;
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub const SCHEMA: &str = "intake_web";
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("GUICHET_DATABASE_URL and GUICHET_AMQP_URL must be set for the online intake service")]
-    MissingBackends,
-    #[error(transparent)]
-    Db(#[from] db::DbError),
-    #[error("cannot listen on {addr}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// The running service: its real gRPC address, and its tasks.
-pub struct Running {
-    pub grpc_addr: SocketAddr,
-    pub pool: PgPool,
-    pub tasks: JoinSet<()>,
-}
-
-/// Connects, migrates, binds `addr` (port 0 picks one) and serves until `shutdown`.
 pub async fn start(
     config: &Config,
     addr: SocketAddr,
     clock: SharedClock,
     shutdown: Shutdown,
 ) -> Result<Running, StartError> {
-    let (Some(db_url), Some(amqp_url)) = (&config.database_url, &config.amqp_url) else {
-        return Err(StartError::MissingBackends);
-    };
-    let pool = db::connect(db_url, SCHEMA, config.db_pool_size).await?;
-    db::migrate(&pool, &MIGRATIONS).await?;
-    let bus = Arc::new(AmqpBus::new(amqp_url, "intake-web", config.delivery_limit));
+    let Foundations {
+        pool,
+        bus,
+        listener,
+        grpc_addr,
+    } = service::prepare(config, "intake-web", SCHEMA, &MIGRATIONS, addr).await?;
     let relay = OutboxRelay::new(pool.clone(), bus.clone(), config.outbox_batch);
     let wake = relay.waker();
-    let (listener, grpc_addr) = grpc::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
 
     let service = IntakeService {
         ledger: Ledger::new(pool.clone(), clock.clone()),

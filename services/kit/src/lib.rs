@@ -12,6 +12,7 @@ pub mod error;
 pub mod grpc;
 pub mod inbox;
 pub mod outbox;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 
