@@ -19,15 +19,16 @@ pub enum MeshError {
 
 /// Every service and the gateway, started in this process.
 pub struct Mesh {
+    pub bus: guichet_kit::bus::SharedBus,
     pub http_addr: SocketAddr,
     pub intake_web_addr: SocketAddr,
     pub instruction_addr: SocketAddr,
     pub tasks: JoinSet<()>,
 }
 
-/// Starts instruction, intake and the gateway. Services listen on free
-/// loopback ports (they are reached through the gateway); the gateway on
-/// `http_addr`.
+/// Starts instruction, intake and the gateway over one bus: RabbitMQ when
+/// configured, else the in-process bus. Services listen on free loopback
+/// ports (they are reached through the gateway); the gateway on `http_addr`.
 pub async fn start_mesh(
     config: &Config,
     http_addr: SocketAddr,
@@ -35,10 +36,23 @@ pub async fn start_mesh(
     shutdown: Shutdown,
 ) -> Result<Mesh, MeshError> {
     let any_port: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let instruction =
-        guichet_instruction::start(config, any_port, clock.clone(), shutdown.clone()).await?;
-    let intake =
-        guichet_intake_web::start(config, any_port, clock.clone(), shutdown.clone()).await?;
+    let bus = guichet_kit::service::open_bus(config, "guichet").await?;
+    let instruction = guichet_instruction::start(
+        config,
+        any_port,
+        bus.clone(),
+        clock.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let intake = guichet_intake_web::start(
+        config,
+        any_port,
+        bus.clone(),
+        clock.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     let targets = guichet_gateway::Targets {
         intake_web: guichet_kit::grpc::url_of(intake.grpc_addr),
         instruction: guichet_kit::grpc::url_of(instruction.grpc_addr),
@@ -52,6 +66,7 @@ pub async fn start_mesh(
         });
     }
     Ok(Mesh {
+        bus,
         http_addr: gateway.http_addr,
         intake_web_addr: intake.grpc_addr,
         instruction_addr: instruction.grpc_addr,

@@ -54,7 +54,8 @@ async fn main() -> anyhow::Result<()> {
                 .context("starting the mesh")?;
             let url = format!("http://{}", mesh.http_addr);
             println!(
-                "Guichet is up at {url} (ready in {} ms)",
+                "Guichet is up at {url} ({}; ready in {} ms)",
+                backends(&config),
                 started.elapsed().as_millis()
             );
             println!("  API description: {url}/api/openapi.json");
@@ -75,21 +76,20 @@ async fn main() -> anyhow::Result<()> {
                     .tasks
             }
             Service::IntakeWeb => {
-                guichet_intake_web::start(&config, config.intake_web_addr, clock, shutdown.clone())
+                let bus = shared_broker(&config, "intake-web").await?;
+                let addr = config.intake_web_addr;
+                guichet_intake_web::start(&config, addr, bus, clock, shutdown.clone())
                     .await
                     .context("starting the online intake service")?
                     .tasks
             }
             Service::Instruction => {
-                guichet_instruction::start(
-                    &config,
-                    config.instruction_addr,
-                    clock,
-                    shutdown.clone(),
-                )
-                .await
-                .context("starting the instruction service")?
-                .tasks
+                let bus = shared_broker(&config, "instruction").await?;
+                let addr = config.instruction_addr;
+                guichet_instruction::start(&config, addr, bus, clock, shutdown.clone())
+                    .await
+                    .context("starting the instruction service")?
+                    .tasks
             }
         },
     };
@@ -103,4 +103,23 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!(?grace, "shutdown grace period over, stopping anyway");
     }
     Ok(())
+}
+
+/// `serve` runs one service per process: they can only meet on a real broker.
+async fn shared_broker(config: &Config, name: &str) -> anyhow::Result<guichet_kit::bus::SharedBus> {
+    if config.amqp_url.is_none() {
+        return Err(guichet_kit::service::StartError::NeedsBroker(name.to_string()).into());
+    }
+    Ok(guichet_kit::service::open_bus(config, name).await?)
+}
+
+/// What `up` runs on, in words.
+fn backends(config: &Config) -> String {
+    let dir = config.data_dir.display();
+    match (&config.database_url, &config.amqp_url) {
+        (None, None) => format!("embedded: SQLite and the in-process bus in {dir}"),
+        (Some(_), Some(_)) => "PostgreSQL and RabbitMQ".to_string(),
+        (Some(_), None) => format!("PostgreSQL, and the in-process bus in {dir}"),
+        (None, Some(_)) => format!("RabbitMQ, and SQLite in {dir}"),
+    }
 }

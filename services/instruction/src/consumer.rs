@@ -3,12 +3,11 @@
 //! recorded; record the rest in one transaction; ack only after the commit.
 //! While the database is down the batch is held and retried, never acked.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use guichet_kit::bus::{
-    AmqpBus, DEAD_EXCHANGE, DEATH_QUEUE_HEADER, DEATH_REASON_HEADER, Delivery, INSTRUCTION_QUEUE,
-    OutgoingMessage,
+    DEAD_EXCHANGE, DEATH_QUEUE_HEADER, DEATH_REASON_HEADER, Delivery, INSTRUCTION_QUEUE,
+    OutgoingMessage, SharedBus,
 };
 use guichet_kit::clock::SharedClock;
 use guichet_kit::error::error_chain;
@@ -65,7 +64,7 @@ pub fn decode(
 
 pub struct Consumer {
     pub store: Store,
-    pub bus: Arc<AmqpBus>,
+    pub bus: SharedBus,
     pub clock: SharedClock,
     pub shutdown: Shutdown,
 }

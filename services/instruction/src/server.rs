@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use guichet_dossier::UrgencyClass;
-use guichet_kit::bus::{INSTRUCTION_QUEUE, consume_batches};
+use guichet_kit::bus::{INSTRUCTION_QUEUE, SharedBus, consume_batches};
 use guichet_kit::clock::SharedClock;
+use guichet_kit::db::Migrations;
 use guichet_kit::service::{self, Foundations, Running, StartError};
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, ServiceError, db, grpc};
@@ -18,24 +19,29 @@ use tokio::task::JoinSet;
 use crate::consumer::Consumer;
 use crate::store::Store;
 
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+static MIGRATIONS: Migrations = Migrations {
+    postgres: &POSTGRES,
+    sqlite: &SQLITE,
+};
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 pub const SCHEMA: &str = "instruction";
 const MAX_QUEUE_PAGE: u32 = 500;
 
 pub async fn start(
     config: &Config,
     addr: SocketAddr,
+    bus: SharedBus,
     clock: SharedClock,
     shutdown: Shutdown,
 ) -> Result<Running, StartError> {
     let Foundations {
-        pool,
-        bus,
+        db,
         listener,
         grpc_addr,
-    } = service::prepare(config, "instruction", SCHEMA, &MIGRATIONS, addr).await?;
+    } = service::prepare(config, SCHEMA, &MIGRATIONS, addr).await?;
 
-    let store = Store::new(pool.clone());
+    let store = Store::new(db.clone());
 
     let consumer = Arc::new(Consumer {
         store: store.clone(),
@@ -72,12 +78,11 @@ pub async fn start(
         if let Err(e) = grpc::serve(listener, routes, serve_shutdown).await {
             tracing::error!(error = %e, "instruction gRPC server stopped");
         }
-        bus.close().await;
     });
     tracing::info!(%grpc_addr, "instruction service ready");
     Ok(Running {
         grpc_addr,
-        pool,
+        db,
         tasks,
     })
 }

@@ -8,12 +8,12 @@ use chrono::{DateTime, Datelike, Utc};
 use guichet_dossier::{Dossier, Filing, Reference, SCHEMA_VERSION};
 use guichet_kit::bus::{DOSSIERS_EXCHANGE, OutgoingMessage};
 use guichet_kit::clock::SharedClock;
+use guichet_kit::db::Database;
 use guichet_kit::{ServiceError, db, outbox, telemetry};
 use guichet_proto::convert;
 use guichet_proto::v1 as pb;
 use prost::Message;
 use rand::Rng;
-use sqlx::PgPool;
 
 /// How many fresh references to try when one is already taken.
 const REFERENCE_ATTEMPTS: usize = 8;
@@ -27,15 +27,54 @@ pub struct Accepted {
     pub trace_id: String,
 }
 
+/// Inserts the filing unless its idempotency key is already there: the same
+/// statement on both backends. True when inserted.
+macro_rules! insert_filing {
+    ($conn:expr, $row:expr) => {{
+        let row: &FilingRow<'_> = $row;
+        let d = row.dossier;
+        sqlx::query(
+            "INSERT INTO filings (idempotency_key, fingerprint, reference, legal_filing_date, \
+             filed_at, receipt, trace_id) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(&d.filing.idempotency_key)
+        .bind(row.fingerprint)
+        .bind(d.reference.as_str())
+        .bind(d.legal_filing_date)
+        .bind(d.filed_at)
+        .bind(&row.receipt)
+        .bind(row.trace_id)
+        .execute($conn)
+        .await
+        .map(|done| done.rows_affected() == 1)
+        .map_err(|e| {
+            if db::is_unique_violation(&e) {
+                Recorded::ReferenceTaken
+            } else {
+                Recorded::Failed(e)
+            }
+        })
+    }};
+}
+
 #[derive(Clone)]
 pub struct Ledger {
-    pool: PgPool,
+    db: Database,
     clock: SharedClock,
 }
 
+/// One row of `filings`, as both backends store it.
+struct FilingRow<'a> {
+    dossier: &'a Dossier,
+    fingerprint: &'a str,
+    receipt: Vec<u8>,
+    trace_id: &'a str,
+}
+
 impl Ledger {
-    pub fn new(pool: PgPool, clock: SharedClock) -> Self {
-        Self { pool, clock }
+    pub fn new(db: Database, clock: SharedClock) -> Self {
+        Self { db, clock }
     }
 
     /// Records `filing` once. The same idempotency key with the same filing
@@ -82,12 +121,12 @@ impl Ledger {
     }
 
     async fn replay(&self, key: &str, fingerprint: &str) -> Result<Option<Accepted>, ServiceError> {
-        let row: Option<(String, Vec<u8>, String)> = sqlx::query_as(
-            "SELECT fingerprint, receipt, trace_id FROM filings WHERE idempotency_key = $1",
-        )
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await
+        const SQL: &str =
+            "SELECT fingerprint, receipt, trace_id FROM filings WHERE idempotency_key = $1";
+        let row: Option<(String, Vec<u8>, String)> = match &self.db {
+            Database::Postgres(p) => sqlx::query_as(SQL).bind(key).fetch_optional(p).await,
+            Database::Sqlite(p) => sqlx::query_as(SQL).bind(key).fetch_optional(p).await,
+        }
         .map_err(|e| db_error("reading a filing", &e))?;
         let Some((saved_fingerprint, receipt, trace_id)) = row else {
             return Ok(None);
@@ -116,36 +155,37 @@ impl Ledger {
     ) -> Result<pb::Receipt, Recorded> {
         let receipt = receipt_for(dossier, now);
         let message = dossier_message(dossier);
-        let mut tx = self.pool.begin().await.map_err(Recorded::Failed)?;
-        let inserted = sqlx::query(
-            "INSERT INTO filings (idempotency_key, fingerprint, reference, legal_filing_date, \
-             filed_at, receipt, trace_id) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (idempotency_key) DO NOTHING",
-        )
-        .bind(&dossier.filing.idempotency_key)
-        .bind(fingerprint)
-        .bind(dossier.reference.as_str())
-        .bind(dossier.legal_filing_date)
-        .bind(dossier.filed_at)
-        .bind(receipt.encode_to_vec())
-        .bind(trace_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| {
-            if db::is_unique_violation(&e) {
-                Recorded::ReferenceTaken
-            } else {
-                Recorded::Failed(e)
+        let row = FilingRow {
+            dossier,
+            fingerprint,
+            receipt: receipt.encode_to_vec(),
+            trace_id,
+        };
+        let inserted = match &self.db {
+            Database::Postgres(pool) => {
+                let mut tx = pool.begin().await.map_err(Recorded::from)?;
+                let inserted = insert_filing!(&mut *tx, &row)?;
+                if inserted {
+                    outbox::enqueue_postgres(&mut tx, &message).await?;
+                    tx.commit().await?;
+                }
+                inserted
             }
-        })?;
-        if inserted.rows_affected() == 0 {
-            return Err(Recorded::KeyTaken);
+            Database::Sqlite(pool) => {
+                let mut tx = pool.begin().await.map_err(Recorded::from)?;
+                let inserted = insert_filing!(&mut *tx, &row)?;
+                if inserted {
+                    outbox::enqueue_sqlite(&mut tx, &message).await?;
+                    tx.commit().await?;
+                }
+                inserted
+            }
+        };
+        if inserted {
+            Ok(receipt)
+        } else {
+            Err(Recorded::KeyTaken)
         }
-        outbox::enqueue(&mut tx, &message)
-            .await
-            .map_err(Recorded::Failed)?;
-        tx.commit().await.map_err(Recorded::Failed)?;
-        Ok(receipt)
     }
 }
 
@@ -153,6 +193,12 @@ enum Recorded {
     KeyTaken,
     ReferenceTaken,
     Failed(sqlx::Error),
+}
+
+impl From<sqlx::Error> for Recorded {
+    fn from(e: sqlx::Error) -> Self {
+        Recorded::Failed(e)
+    }
 }
 
 fn db_error(context: &str, e: &sqlx::Error) -> ServiceError {

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use guichet_dossier::Filing;
 use guichet_dossier::filing::RawProvenance;
+use guichet_kit::bus::SharedBus;
 use guichet_kit::clock::SharedClock;
+use guichet_kit::db::Migrations;
 use guichet_kit::outbox::OutboxRelay;
 use guichet_kit::service::{self, Foundations, Running, StartError};
 use guichet_kit::shutdown::Shutdown;
@@ -18,26 +20,31 @@ use tokio::task::JoinSet;
 
 use crate::ledger::Ledger;
 
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+static MIGRATIONS: Migrations = Migrations {
+    postgres: &POSTGRES,
+    sqlite: &SQLITE,
+};
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 pub const SCHEMA: &str = "intake_web";
 
 pub async fn start(
     config: &Config,
     addr: SocketAddr,
+    bus: SharedBus,
     clock: SharedClock,
     shutdown: Shutdown,
 ) -> Result<Running, StartError> {
     let Foundations {
-        pool,
-        bus,
+        db,
         listener,
         grpc_addr,
-    } = service::prepare(config, "intake-web", SCHEMA, &MIGRATIONS, addr).await?;
-    let relay = OutboxRelay::new(pool.clone(), bus.clone(), config.outbox_batch);
+    } = service::prepare(config, SCHEMA, &MIGRATIONS, addr).await?;
+    let relay = OutboxRelay::new(db.clone(), bus, config.outbox_batch);
     let wake = relay.waker();
 
     let service = IntakeService {
-        ledger: Ledger::new(pool.clone(), clock.clone()),
+        ledger: Ledger::new(db.clone(), clock.clone()),
         clock,
         wake,
     };
@@ -53,12 +60,11 @@ pub async fn start(
         if let Err(e) = grpc::serve(listener, routes, serve_shutdown).await {
             tracing::error!(error = %e, "online intake gRPC server stopped");
         }
-        bus.close().await;
     });
     tracing::info!(%grpc_addr, "online intake service ready");
     Ok(Running {
         grpc_addr,
-        pool,
+        db,
         tasks,
     })
 }

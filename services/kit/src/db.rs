@@ -1,21 +1,39 @@
-//! PostgreSQL: one schema per service, its own migrations run at start-up
-//! beside the kit's (outbox, inbox), and the helpers every service uses.
+//! Storage: PostgreSQL in production (one schema per service), SQLite files
+//! in the embedded default (one file per service). Each service keeps its SQL
+//! for both in its own store; this module opens them, runs the migrations
+//! (the kit's outbox and inbox, then the service's own) and recognises errors
+//! the same way for both.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgPool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, PgPool, SqlitePool};
 
-/// The outbox and inbox tables, created in each service's own schema.
-static KIT_MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+static KIT_POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+static KIT_SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// A service's database: the same store code runs on either.
+#[derive(Clone, Debug)]
+pub enum Database {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// A service's own migrations, one set per backend.
+pub struct Migrations {
+    pub postgres: &'static Migrator,
+    pub sqlite: &'static Migrator,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("GUICHET_DATABASE_URL is not a PostgreSQL URL")]
     BadUrl(#[source] sqlx::Error),
-    #[error("cannot reach PostgreSQL")]
+    #[error("cannot reach the database")]
     Connect(#[source] sqlx::Error),
     #[error("cannot create schema {schema}")]
     Schema {
@@ -23,12 +41,70 @@ pub enum DbError {
         #[source]
         source: sqlx::Error,
     },
+    #[error("cannot create the data folder {0}")]
+    DataDir(PathBuf, #[source] std::io::Error),
     #[error("migrations failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
 
-/// A pool whose connections see only `schema` (and create it if needed).
-pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<PgPool, DbError> {
+impl Database {
+    /// PostgreSQL when `database_url` is set (in `schema`), otherwise the
+    /// SQLite file `<data_dir>/<schema>.sqlite`. Migrated either way.
+    pub async fn open(
+        database_url: Option<&str>,
+        data_dir: &Path,
+        schema: &str,
+        pool_size: u32,
+        migrations: &Migrations,
+    ) -> Result<Self, DbError> {
+        match database_url {
+            Some(url) => {
+                let pool = postgres_pool(url, schema, pool_size).await?;
+                run(&pool, &KIT_POSTGRES, migrations.postgres).await?;
+                Ok(Database::Postgres(pool))
+            }
+            None => {
+                std::fs::create_dir_all(data_dir)
+                    .map_err(|e| DbError::DataDir(data_dir.to_path_buf(), e))?;
+                let pool =
+                    sqlite_pool(&data_dir.join(format!("{schema}.sqlite")), pool_size.min(4))
+                        .await
+                        .map_err(DbError::Connect)?;
+                run(&pool, &KIT_SQLITE, migrations.sqlite).await?;
+                Ok(Database::Sqlite(pool))
+            }
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Database::Postgres(_) => "postgres",
+            Database::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// For tests and tools that look at the tables directly.
+    pub fn postgres(&self) -> Option<&PgPool> {
+        match self {
+            Database::Postgres(p) => Some(p),
+            Database::Sqlite(_) => None,
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Database::Postgres(p) => p.close().await,
+            Database::Sqlite(p) => p.close().await,
+        }
+    }
+}
+
+/// A pool whose connections see only `schema` (created if needed).
+pub async fn postgres_pool(
+    url: &str,
+    schema: &str,
+    max_connections: u32,
+) -> Result<PgPool, DbError> {
     let options = PgConnectOptions::from_str(url).map_err(DbError::BadUrl)?;
     let mut conn = sqlx::PgConnection::connect_with(&options)
         .await
@@ -54,32 +130,51 @@ pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<Pg
         .map_err(DbError::Connect)
 }
 
-/// Runs the kit's migrations and then the service's, in the pool's schema.
-/// Both sets share the schema's `_sqlx_migrations` table, so each must ignore
-/// the other's rows; the copies below only switch that on (the fields are the
-/// ones `sqlx::migrate!` itself fills, pinned by the lock file).
-pub async fn migrate(pool: &PgPool, service: &Migrator) -> Result<(), DbError> {
-    let mut kit = Migrator {
-        migrations: KIT_MIGRATIONS.migrations.clone(),
-        ..Migrator::DEFAULT
-    };
-    kit.set_ignore_missing(true);
-    kit.run(pool).await.map_err(DbError::Migrate)?;
-    let mut own = Migrator {
-        migrations: service.migrations.clone(),
-        ..Migrator::DEFAULT
-    };
-    own.set_ignore_missing(true);
-    own.run(pool).await.map_err(DbError::Migrate)?;
+/// A SQLite pool in WAL mode: readers never wait for the writer, and a
+/// committed transaction survives the process being killed.
+pub async fn sqlite_pool(path: &Path, max_connections: u32) -> Result<SqlitePool, sqlx::Error> {
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    SqlitePoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+}
+
+/// Runs the kit's migrations and then the service's, in one schema or file.
+/// Both sets share its `_sqlx_migrations` table, so each must ignore the
+/// other's rows; the copies below only switch that on (the fields are the ones
+/// `sqlx::migrate!` itself fills, pinned by the lock file).
+async fn run<DB>(pool: &sqlx::Pool<DB>, kit: &Migrator, own: &Migrator) -> Result<(), DbError>
+where
+    DB: sqlx::Database,
+    <DB as sqlx::Database>::Connection: sqlx::migrate::Migrate,
+    for<'c> &'c mut <DB as sqlx::Database>::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    for set in [kit, own] {
+        let mut m = Migrator {
+            migrations: set.migrations.clone(),
+            ..Migrator::DEFAULT
+        };
+        m.set_ignore_missing(true);
+        m.run(pool).await.map_err(DbError::Migrate)?;
+    }
     Ok(())
 }
 
-/// SQLSTATE 23505: the one place a unique violation is recognised.
+/// A unique or primary-key violation, on either backend.
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
-/// Errors that mean the database is unreachable rather than the query wrong.
+/// Errors that mean the database is unreachable or busy rather than the
+/// query wrong: worth retrying, and a 503 for the person meanwhile.
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
     matches!(
         err,
@@ -89,6 +184,8 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
             | sqlx::Error::Tls(_)
             | sqlx::Error::Protocol(_)
     ) || matches!(err, sqlx::Error::Database(db)
-        // admin_shutdown, crash_shutdown, cannot_connect_now, connection_failure
-        if matches!(db.code().as_deref(), Some("57P01" | "57P02" | "57P03" | "08006" | "08003" | "08001")))
+        // PostgreSQL: admin_shutdown, crash_shutdown, cannot_connect_now,
+        // connection failures. SQLite: busy, locked.
+        if matches!(db.code().as_deref(),
+            Some("57P01" | "57P02" | "57P03" | "08006" | "08003" | "08001" | "5" | "6" | "517" | "261")))
 }

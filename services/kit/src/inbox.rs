@@ -3,11 +3,11 @@
 
 use std::collections::HashSet;
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, SqliteConnection};
 
-/// Claims every id it can; returns the ids claimed now (the others were
-/// applied before and must be skipped).
-pub async fn claim(
+/// Claims every id it can, in the caller's PostgreSQL transaction; returns
+/// the ids claimed now (the others were applied before and must be skipped).
+pub async fn claim_postgres(
     conn: &mut PgConnection,
     message_ids: &[String],
 ) -> Result<HashSet<String>, sqlx::Error> {
@@ -19,4 +19,22 @@ pub async fn claim(
     .fetch_all(conn)
     .await?;
     Ok(claimed.into_iter().map(|(id,)| id).collect())
+}
+
+/// The same, in the caller's SQLite transaction.
+pub async fn claim_sqlite(
+    conn: &mut SqliteConnection,
+    message_ids: &[String],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let mut claimed = HashSet::with_capacity(message_ids.len());
+    for id in message_ids {
+        let done = sqlx::query("INSERT INTO inbox (message_id) VALUES (?) ON CONFLICT DO NOTHING")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        if done.rows_affected() == 1 {
+            claimed.insert(id.clone());
+        }
+    }
+    Ok(claimed)
 }

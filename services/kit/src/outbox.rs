@@ -7,11 +7,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, SqliteConnection};
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use crate::bus::{AmqpBus, OutgoingMessage};
+use crate::bus::{OutgoingMessage, SharedBus};
+use crate::db::Database;
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 
@@ -20,31 +21,55 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Records `message` for publication, in the caller's transaction.
-pub async fn enqueue(
+fn headers_json(message: &OutgoingMessage) -> String {
+    serde_json::to_string(&message.headers).unwrap_or_else(|_| "{}".into())
+}
+
+/// Records `message` for publication, in the caller's PostgreSQL transaction.
+pub async fn enqueue_postgres(
     conn: &mut PgConnection,
     message: &OutgoingMessage,
 ) -> Result<(), sqlx::Error> {
-    let headers = serde_json::to_value(&message.headers).unwrap_or_default();
     sqlx::query(
         "INSERT INTO outbox (message_id, exchange, routing_key, headers, body) \
-         VALUES ($1, $2, $3, $4, $5)",
+         VALUES ($1, $2, $3, $4::jsonb, $5)",
     )
     .bind(&message.message_id)
     .bind(&message.exchange)
     .bind(&message.routing_key)
-    .bind(headers)
+    .bind(headers_json(message))
     .bind(&message.body)
     .execute(conn)
     .await?;
     Ok(())
 }
 
-/// Rows not yet confirmed by the broker.
-pub async fn backlog(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-        .fetch_one(pool)
-        .await
+/// Records `message` for publication, in the caller's SQLite transaction.
+pub async fn enqueue_sqlite(
+    conn: &mut SqliteConnection,
+    message: &OutgoingMessage,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO outbox (message_id, exchange, routing_key, headers, body) \
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&message.message_id)
+    .bind(&message.exchange)
+    .bind(&message.routing_key)
+    .bind(headers_json(message))
+    .bind(&message.body)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Rows not yet confirmed by the bus.
+pub async fn backlog(db: &Database) -> Result<i64, sqlx::Error> {
+    const SQL: &str = "SELECT count(*) FROM outbox WHERE sent_at IS NULL";
+    match db {
+        Database::Postgres(p) => sqlx::query_scalar(SQL).fetch_one(p).await,
+        Database::Sqlite(p) => sqlx::query_scalar(SQL).fetch_one(p).await,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,20 +79,21 @@ pub enum RelayError {
 }
 
 pub struct OutboxRelay {
-    pool: PgPool,
-    bus: Arc<AmqpBus>,
+    db: Database,
+    bus: SharedBus,
     batch: i64,
     wake: Arc<Notify>,
     /// Sent rows are kept this long for audit, then purged.
     retention: Duration,
 }
 
-type Row = (i64, String, String, String, serde_json::Value, Vec<u8>);
+/// id, message id, exchange, routing key, headers (JSON text), body.
+type Row = (i64, String, String, String, String, Vec<u8>);
 
 impl OutboxRelay {
-    pub fn new(pool: PgPool, bus: Arc<AmqpBus>, batch: u32) -> Self {
+    pub fn new(db: Database, bus: SharedBus, batch: u32) -> Self {
         Self {
-            pool,
+            db,
             bus,
             batch: i64::from(batch.max(1)),
             wake: Arc::new(Notify::new()),
@@ -122,28 +148,89 @@ impl OutboxRelay {
         }
     }
 
-    /// Publishes one batch of unsent rows. Rows are locked (SKIP LOCKED) so
-    /// several relays can share one table.
+    /// Publishes one batch of unsent rows. On PostgreSQL the rows stay locked
+    /// (SKIP LOCKED) while they are published, so several relays can share one
+    /// table. SQLite has one writer, and one relay per file: no lock is held
+    /// while publishing, so filings are never blocked behind the bus.
     pub async fn relay_once(&self) -> Result<RelayOutcome, RelayError> {
-        let mut tx = self.pool.begin().await?;
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, message_id, exchange, routing_key, headers, body FROM outbox \
-             WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(self.batch)
-        .fetch_all(&mut *tx)
-        .await?;
+        const PICK_PG: &str = "SELECT id, message_id, exchange, routing_key, headers::text, body \
+             FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED";
+        const PICK_SQLITE: &str = "SELECT id, message_id, exchange, routing_key, headers, body \
+             FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT ?";
+        match &self.db {
+            Database::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let rows: Vec<Row> = sqlx::query_as(PICK_PG)
+                    .bind(self.batch)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let outcome = self.publish(&rows).await;
+                if !outcome.sent.is_empty() {
+                    sqlx::query(
+                        "UPDATE outbox SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY($1)",
+                    )
+                    .bind(&outcome.sent)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                if !outcome.failed.is_empty() {
+                    let (ids, errors): (Vec<i64>, Vec<String>) =
+                        outcome.failed.iter().cloned().unzip();
+                    sqlx::query(
+                        "UPDATE outbox SET attempts = attempts + 1, last_error = e.err \
+                         FROM UNNEST($1::bigint[], $2::text[]) AS e(id, err) WHERE outbox.id = e.id",
+                    )
+                    .bind(&ids)
+                    .bind(&errors)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(outcome.summary())
+            }
+            Database::Sqlite(pool) => {
+                let rows: Vec<Row> = sqlx::query_as(PICK_SQLITE)
+                    .bind(self.batch)
+                    .fetch_all(pool)
+                    .await?;
+                let outcome = self.publish(&rows).await;
+                let mut tx = pool.begin().await?;
+                for id in &outcome.sent {
+                    sqlx::query(
+                        "UPDATE outbox SET sent_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), \
+                         attempts = attempts + 1 WHERE id = ?",
+                    )
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for (id, error) in &outcome.failed {
+                    sqlx::query(
+                        "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                    )
+                    .bind(error)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(outcome.summary())
+            }
+        }
+    }
+
+    /// Publishes the rows, each under a producer span that continues the
+    /// trace of the request that wrote it.
+    async fn publish(&self, rows: &[Row]) -> Published {
         if rows.is_empty() {
-            tx.commit().await?;
-            return Ok(RelayOutcome::default());
+            return Published::default();
         }
         let mut spans = Vec::with_capacity(rows.len());
         let messages: Vec<OutgoingMessage> = rows
             .iter()
             .map(|(_, message_id, exchange, routing_key, headers, body)| {
                 let mut headers: BTreeMap<String, String> =
-                    serde_json::from_value(headers.clone()).unwrap_or_default();
-                // A producer span per message, child of the request that wrote it.
+                    serde_json::from_str(headers).unwrap_or_default();
                 let span = tracing::info_span!(
                     "publish",
                     otel.kind = "producer",
@@ -172,53 +259,55 @@ impl OutboxRelay {
             .collect();
         let batch_span = tracing::info_span!("outbox.relay", messages = messages.len());
         let results = self.bus.publish(&messages).instrument(batch_span).await;
-        let mut sent = Vec::new();
-        let mut failed = Vec::new();
-        let mut errors = Vec::new();
+        let mut outcome = Published::default();
         for ((row, result), span) in rows.iter().zip(results).zip(spans) {
             match result {
-                Ok(()) => sent.push(row.0),
+                Ok(()) => outcome.sent.push(row.0),
                 Err(e) => {
                     span.in_scope(|| tracing::warn!(error = %e, "publish failed"));
-                    failed.push(row.0);
-                    errors.push(e.to_string());
+                    outcome.failed.push((row.0, e.to_string()));
                 }
             }
         }
-        if !sent.is_empty() {
-            sqlx::query(
-                "UPDATE outbox SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY($1)",
-            )
-            .bind(&sent)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !failed.is_empty() {
-            sqlx::query(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = e.err \
-                 FROM UNNEST($1::bigint[], $2::text[]) AS e(id, err) WHERE outbox.id = e.id",
-            )
-            .bind(&failed)
-            .bind(&errors)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(RelayOutcome {
-            sent: sent.len(),
-            failed: failed.len(),
-            first_error: errors.into_iter().next().unwrap_or_default(),
-        })
+        outcome
     }
 
     async fn purge(&self) -> Result<u64, sqlx::Error> {
         let cutoff = chrono::Utc::now()
             - chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::days(7));
-        let done = sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
-            .bind(cutoff)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+        let purged = match &self.db {
+            Database::Postgres(p) => {
+                sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
+                    .bind(cutoff)
+                    .execute(p)
+                    .await?
+                    .rows_affected()
+            }
+            Database::Sqlite(p) => {
+                sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?")
+                    .bind(cutoff.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+                    .execute(p)
+                    .await?
+                    .rows_affected()
+            }
+        };
+        Ok(purged)
+    }
+}
+
+#[derive(Default)]
+struct Published {
+    sent: Vec<i64>,
+    failed: Vec<(i64, String)>,
+}
+
+impl Published {
+    fn summary(&self) -> RelayOutcome {
+        RelayOutcome {
+            sent: self.sent.len(),
+            failed: self.failed.len(),
+            first_error: self.failed.first().map(|f| f.1.clone()).unwrap_or_default(),
+        }
     }
 }
 

@@ -1,67 +1,87 @@
-//! What every service does first: connect its database (own schema) and run
-//! its migrations, make its bus, and bind its gRPC listener, so start-up reads
-//! the same everywhere and tests can pass port 0.
+//! What every service does first: open its database (own schema or own
+//! file) and run its migrations, and bind its gRPC listener, so start-up reads
+//! the same everywhere and tests can pass port 0. The bus is made once per
+//! process (`open_bus`) and shared by the services in it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use sqlx::PgPool;
-use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::bus::AmqpBus;
-use crate::{Config, db, grpc};
+use crate::bus::{AmqpBus, LocalBus, SharedBus};
+use crate::db::{Database, DbError, Migrations};
+use crate::{Config, grpc};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("GUICHET_DATABASE_URL and GUICHET_AMQP_URL must be set for the {service} service")]
-    MissingBackends { service: &'static str },
     #[error(transparent)]
-    Db(#[from] db::DbError),
+    Db(#[from] DbError),
+    #[error("cannot open the in-process bus")]
+    Bus(#[from] crate::bus::BusError),
+    #[error("cannot create the data folder {0}")]
+    DataDir(std::path::PathBuf, #[source] std::io::Error),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "`serve {0}` runs one service per process, which needs a shared broker: set GUICHET_AMQP_URL (or use `guichet up`)"
+    )]
+    NeedsBroker(String),
 }
 
-/// A service's connections and listener, ready to build on.
+/// RabbitMQ when `GUICHET_AMQP_URL` is set; otherwise the in-process bus in
+/// `<data_dir>/bus.sqlite`, which only one process may open.
+pub async fn open_bus(config: &Config, name: &str) -> Result<SharedBus, StartError> {
+    match &config.amqp_url {
+        Some(url) => Ok(Arc::new(AmqpBus::new(url, name, config.delivery_limit))),
+        None => {
+            std::fs::create_dir_all(&config.data_dir)
+                .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;
+            let bus =
+                LocalBus::open(&config.data_dir.join("bus.sqlite"), config.delivery_limit).await?;
+            Ok(Arc::new(bus))
+        }
+    }
+}
+
+/// A service's database and listener, ready to build on.
 pub struct Foundations {
-    pub pool: PgPool,
-    pub bus: Arc<AmqpBus>,
+    pub db: Database,
     pub listener: TcpListener,
     pub grpc_addr: SocketAddr,
 }
 
 pub async fn prepare(
     config: &Config,
-    service: &'static str,
     schema: &str,
-    migrations: &Migrator,
+    migrations: &Migrations,
     addr: SocketAddr,
 ) -> Result<Foundations, StartError> {
-    let (Some(db_url), Some(amqp_url)) = (&config.database_url, &config.amqp_url) else {
-        return Err(StartError::MissingBackends { service });
-    };
-    let pool = db::connect(db_url, schema, config.db_pool_size).await?;
-    db::migrate(&pool, migrations).await?;
-    let bus = Arc::new(AmqpBus::new(amqp_url, service, config.delivery_limit));
+    let db = Database::open(
+        config.database_url.as_deref(),
+        &config.data_dir,
+        schema,
+        config.db_pool_size,
+        migrations,
+    )
+    .await?;
     let (listener, grpc_addr) = grpc::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
     Ok(Foundations {
-        pool,
-        bus,
+        db,
         listener,
         grpc_addr,
     })
 }
 
-/// A started service: its real gRPC address, its pool, and its tasks.
+/// A started service: its real gRPC address, its database, and its tasks.
 pub struct Running {
     pub grpc_addr: SocketAddr,
-    pub pool: PgPool,
+    pub db: Database,
     pub tasks: JoinSet<()>,
 }

@@ -4,7 +4,7 @@
 //! counts as published only once the broker has confirmed it and did not
 //! return it as unroutable.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -19,32 +19,12 @@ use lapin::{
 use tokio::sync::Mutex;
 
 use super::{
-    DEAD_EXCHANGE, DEAD_LETTER_QUEUE, DOSSIERS_EXCHANGE, EVENTS_EXCHANGE, INSTRUCTION_QUEUE,
-    OutgoingMessage, PROTOBUF_CONTENT_TYPE,
+    Acker, Bus, BusError, DEAD_EXCHANGE, Delivery, DeliveryStream, EXCHANGES, OutgoingMessage,
+    PROTOBUF_CONTENT_TYPE, QUEUES,
 };
 
 /// Longest wait for the broker's confirms of one batch before giving up on it.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
-
-#[derive(Debug, thiserror::Error)]
-pub enum BusError {
-    #[error("cannot reach the broker")]
-    Connect(#[source] lapin::Error),
-    #[error("broker operation failed: {operation}")]
-    Amqp {
-        operation: &'static str,
-        #[source]
-        source: lapin::Error,
-    },
-    #[error("the broker refused the message (nack)")]
-    Nacked,
-    #[error("the broker returned the message as unroutable: {0}")]
-    Unroutable(String),
-    #[error("the broker did not confirm in time")]
-    ConfirmTimeout,
-    #[error("the bus is not connected: {0}")]
-    Unavailable(String),
-}
 
 fn amqp(operation: &'static str) -> impl FnOnce(lapin::Error) -> BusError {
     move |source| BusError::Amqp { operation, source }
@@ -126,20 +106,22 @@ impl AmqpBus {
         }
     }
 
-    /// Connects (if not yet) and declares the topology; for readiness and start-up.
-    pub async fn ensure_connected(&self) -> Result<(), BusError> {
-        self.publisher().await.map(|_| ())
-    }
-
     pub async fn is_connected(&self) -> bool {
         let link = self.link.lock().await;
         link.as_ref()
             .is_some_and(|l| l.connection.status().connected())
     }
+}
 
-    /// Publishes every message and waits for every confirm. The result is per
-    /// message, in order: only `Ok` ones are known to be stored by the broker.
-    pub async fn publish(&self, messages: &[OutgoingMessage]) -> Vec<Result<(), BusError>> {
+#[async_trait::async_trait]
+impl Bus for AmqpBus {
+    async fn ensure_ready(&self) -> Result<(), BusError> {
+        self.publisher().await.map(|_| ())
+    }
+
+    /// Publishes every message and waits for every confirm; a returned
+    /// (unroutable) message is a failure even though the broker acked it.
+    async fn publish(&self, messages: &[OutgoingMessage]) -> Vec<Result<(), BusError>> {
         let channel = match self.publisher().await {
             Ok(c) => c,
             Err(e) => {
@@ -194,15 +176,13 @@ impl AmqpBus {
         results
     }
 
-    /// A consumer on `queue` on its own channel, with manual acks and at most
-    /// `prefetch` unacknowledged deliveries.
-    pub async fn consume(
+    /// A consumer on its own channel, with manual acks.
+    async fn consume(
         &self,
         queue: &str,
         consumer_tag: &str,
         prefetch: u16,
-    ) -> Result<impl futures_util::Stream<Item = Result<Delivery, BusError>> + use<>, BusError>
-    {
+    ) -> Result<DeliveryStream, BusError> {
         self.publisher().await?;
         let channel = {
             let link = self.link.lock().await;
@@ -228,14 +208,16 @@ impl AmqpBus {
             .await
             .map_err(amqp("consume"))?;
         // The stream owns the channel so it lives as long as the consumer.
-        Ok(consumer.map(move |d| {
-            let _keep = &channel;
-            d.map(Delivery::from).map_err(amqp("receive"))
-        }))
+        Ok(consumer
+            .map(move |d| {
+                let _keep = &channel;
+                d.map(delivery).map_err(amqp("receive"))
+            })
+            .boxed())
     }
 
-    /// Messages ready in `queue` (a passive declare); for tests and figures.
-    pub async fn queue_depth(&self, queue: &str) -> Result<u32, BusError> {
+    /// Messages ready in `queue` (a passive declare).
+    async fn queue_depth(&self, queue: &str) -> Result<u32, BusError> {
         self.publisher().await?;
         let link = self.link.lock().await;
         let Some(l) = link.as_ref() else {
@@ -261,7 +243,7 @@ impl AmqpBus {
         Ok(q.message_count())
     }
 
-    pub async fn close(&self) {
+    async fn close(&self) {
         if let Some(old) = self.link.lock().await.take() {
             let _ = old.connection.close(200, "shutting down".into()).await;
         }
@@ -284,14 +266,14 @@ fn properties(m: &OutgoingMessage) -> BasicProperties {
         .with_headers(headers)
 }
 
-/// Declares every exchange and queue Guichet uses. Idempotent; every service
-/// declares it all, so a publisher never finds its route missing.
+/// Declares every exchange and queue of the topology table. Idempotent;
+/// every service declares it all, so a publisher never finds its route missing.
 pub async fn declare_topology(channel: &Channel, delivery_limit: u32) -> Result<(), BusError> {
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
     };
-    for exchange in [DOSSIERS_EXCHANGE, EVENTS_EXCHANGE, DEAD_EXCHANGE] {
+    for exchange in EXCHANGES {
         channel
             .exchange_declare(
                 exchange.into(),
@@ -302,57 +284,49 @@ pub async fn declare_topology(channel: &Channel, delivery_limit: u32) -> Result<
             .await
             .map_err(amqp("declare exchange"))?;
     }
-    let queue = QueueDeclareOptions {
+    let durable = QueueDeclareOptions {
         durable: true,
         ..Default::default()
     };
-    let mut instruction = quorum_args();
-    instruction.insert(
-        "x-delivery-limit".into(),
-        AMQPValue::LongInt(delivery_limit.min(i32::MAX as u32) as i32),
-    );
-    instruction.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(DEAD_EXCHANGE.into()),
-    );
-    // At-least-once dead-lettering: a dead-lettered message is never dropped
-    // on its way to the dead-letter queue. It requires reject-publish overflow.
-    instruction.insert(
-        "x-dead-letter-strategy".into(),
-        AMQPValue::LongString("at-least-once".into()),
-    );
-    instruction.insert(
-        "x-overflow".into(),
-        AMQPValue::LongString("reject-publish".into()),
-    );
-    channel
-        .queue_declare(INSTRUCTION_QUEUE.into(), queue, instruction)
-        .await
-        .map_err(amqp("declare queue"))?;
-    channel
-        .queue_bind(
-            INSTRUCTION_QUEUE.into(),
-            DOSSIERS_EXCHANGE.into(),
-            "dossier.submitted.*".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(amqp("bind queue"))?;
-    channel
-        .queue_declare(DEAD_LETTER_QUEUE.into(), queue, quorum_args())
-        .await
-        .map_err(amqp("declare queue"))?;
-    channel
-        .queue_bind(
-            DEAD_LETTER_QUEUE.into(),
-            DEAD_EXCHANGE.into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(amqp("bind queue"))?;
+    for queue in &QUEUES {
+        let mut args = quorum_args();
+        if queue.dead_letters {
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongInt(delivery_limit.min(i32::MAX as u32) as i32),
+            );
+            args.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString(DEAD_EXCHANGE.into()),
+            );
+            // At-least-once dead-lettering: a dead-lettered message is never
+            // dropped on its way. It requires reject-publish overflow.
+            args.insert(
+                "x-dead-letter-strategy".into(),
+                AMQPValue::LongString("at-least-once".into()),
+            );
+            args.insert(
+                "x-overflow".into(),
+                AMQPValue::LongString("reject-publish".into()),
+            );
+        }
+        channel
+            .queue_declare(queue.name.into(), durable, args)
+            .await
+            .map_err(amqp("declare queue"))?;
+        for (exchange, pattern) in queue.bindings {
+            channel
+                .queue_bind(
+                    queue.name.into(),
+                    (*exchange).into(),
+                    (*pattern).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(amqp("bind queue"))?;
+        }
+    }
     Ok(())
 }
 
@@ -365,85 +339,58 @@ fn quorum_args() -> FieldTable {
     args
 }
 
-/// One message received, to be acknowledged once its effects are committed.
-pub struct Delivery {
-    pub message_id: Option<String>,
-    pub routing_key: String,
-    pub headers: BTreeMap<String, String>,
-    pub body: Vec<u8>,
-    pub redelivered: bool,
-    /// How many times the broker delivered it before (quorum queues count).
-    pub delivery_count: u32,
-    inner: lapin::message::Delivery,
-}
-
-impl From<lapin::message::Delivery> for Delivery {
-    fn from(d: lapin::message::Delivery) -> Self {
-        let mut headers = BTreeMap::new();
-        let mut delivery_count = 0;
-        if let Some(table) = d.properties.headers() {
-            for (k, v) in table {
-                match v {
-                    AMQPValue::LongString(s) => {
-                        headers.insert(
-                            k.to_string(),
-                            String::from_utf8_lossy(s.as_bytes()).into_owned(),
-                        );
-                    }
-                    AMQPValue::ShortString(s) => {
-                        headers.insert(k.to_string(), s.to_string());
-                    }
-                    AMQPValue::LongLongInt(n) if k.as_str() == "x-delivery-count" => {
-                        delivery_count = u32::try_from(*n).unwrap_or(u32::MAX);
-                    }
-                    AMQPValue::LongInt(n) if k.as_str() == "x-delivery-count" => {
-                        delivery_count = u32::try_from(*n).unwrap_or(u32::MAX);
-                    }
-                    _ => {}
+fn delivery(d: lapin::message::Delivery) -> Delivery {
+    let mut headers = BTreeMap::new();
+    let mut delivery_count = 0;
+    if let Some(table) = d.properties.headers() {
+        for (k, v) in table {
+            match v {
+                AMQPValue::LongString(s) => {
+                    headers.insert(
+                        k.to_string(),
+                        String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                    );
                 }
+                AMQPValue::ShortString(s) => {
+                    headers.insert(k.to_string(), s.to_string());
+                }
+                // Quorum queues count earlier deliveries in this header.
+                AMQPValue::LongLongInt(n) if k.as_str() == "x-delivery-count" => {
+                    delivery_count = u32::try_from(*n).unwrap_or(u32::MAX);
+                }
+                AMQPValue::LongInt(n) if k.as_str() == "x-delivery-count" => {
+                    delivery_count = u32::try_from(*n).unwrap_or(u32::MAX);
+                }
+                _ => {}
             }
         }
-        Self {
-            message_id: d.properties.message_id().as_ref().map(|s| s.to_string()),
-            routing_key: d.routing_key.to_string(),
-            headers,
-            body: d.data.clone(),
-            redelivered: d.redelivered,
-            delivery_count,
-            inner: d,
-        }
+    }
+    Delivery {
+        message_id: d.properties.message_id().as_ref().map(|s| s.to_string()),
+        routing_key: d.routing_key.to_string(),
+        headers,
+        redelivered: d.redelivered,
+        delivery_count,
+        body: d.data,
+        acker: Acker::Amqp(d.acker),
     }
 }
 
-impl Delivery {
-    pub async fn ack(&self) -> Result<(), BusError> {
-        self.inner
-            .acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map(|_| ())
-            .map_err(amqp("ack"))
-    }
+pub(super) async fn ack(acker: &lapin::Acker) -> Result<(), BusError> {
+    acker
+        .ack(BasicAckOptions::default())
+        .await
+        .map(|_| ())
+        .map_err(amqp("ack"))
+}
 
-    /// Gives the message back for another try; the broker counts the delivery
-    /// and dead-letters it past the delivery limit.
-    pub async fn retry_later(&self) -> Result<(), BusError> {
-        self.inner
-            .acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await
-            .map(|_| ())
-            .map_err(amqp("nack"))
-    }
-
-    /// The trace headers the publisher attached.
-    pub fn trace_carrier(&self) -> HashMap<String, String> {
-        crate::telemetry::TRACE_HEADERS
-            .iter()
-            .filter_map(|h| self.headers.get(*h).map(|v| (h.to_string(), v.clone())))
-            .collect()
-    }
+pub(super) async fn retry_later(acker: &lapin::Acker) -> Result<(), BusError> {
+    acker
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+        .map_err(amqp("nack"))
 }

@@ -1,12 +1,20 @@
 //! The message bus: the topology every service agrees on, what a message is,
-//! and the AMQP implementation over RabbitMQ (lapin).
+//! and one contract with two implementations: RabbitMQ (`amqp`, production)
+//! and a durable in-process bus on SQLite (`local`, the embedded default).
+//! Both give at-least-once delivery with manual acks, a delivery limit and a
+//! dead-letter queue; the inbox on the consuming side makes repeats harmless.
 
 pub mod amqp;
+pub mod local;
 pub mod worker;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-pub use amqp::{AmqpBus, BusError, Delivery};
+use futures_util::stream::BoxStream;
+
+pub use amqp::AmqpBus;
+pub use local::LocalBus;
 pub use worker::consume_batches;
 
 /// Where channels publish normalized dossiers (`dossier.submitted.<channel>`).
@@ -20,12 +28,92 @@ pub const INSTRUCTION_QUEUE: &str = "instruction.dossiers";
 /// Every dead-lettered message, kept for inspection and replay.
 pub const DEAD_LETTER_QUEUE: &str = "guichet.dead.letters";
 
-/// Header naming why a consumer dead-lettered a message.
+/// Header naming why a message was dead-lettered.
 pub const DEATH_REASON_HEADER: &str = "x-guichet-death-reason";
 /// Header naming the queue a dead-lettered message came from.
 pub const DEATH_QUEUE_HEADER: &str = "x-guichet-death-queue";
 
 pub const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
+
+/// Every exchange (all topic exchanges).
+pub const EXCHANGES: [&str; 3] = [DOSSIERS_EXCHANGE, EVENTS_EXCHANGE, DEAD_EXCHANGE];
+
+/// A queue, what it is bound to, and whether it has a delivery limit with
+/// dead-lettering to `guichet.dead`.
+pub struct QueueSpec {
+    pub name: &'static str,
+    pub bindings: &'static [(&'static str, &'static str)],
+    pub dead_letters: bool,
+}
+
+/// The queues, as data: both buses declare and route from this one table.
+pub const QUEUES: [QueueSpec; 2] = [
+    QueueSpec {
+        name: INSTRUCTION_QUEUE,
+        bindings: &[(DOSSIERS_EXCHANGE, "dossier.submitted.*")],
+        dead_letters: true,
+    },
+    QueueSpec {
+        name: DEAD_LETTER_QUEUE,
+        bindings: &[(DEAD_EXCHANGE, "#")],
+        dead_letters: false,
+    },
+];
+
+/// The queues a message published to `exchange` with `routing_key` reaches.
+pub fn route(exchange: &str, routing_key: &str) -> Vec<&'static str> {
+    QUEUES
+        .iter()
+        .filter(|q| {
+            q.bindings
+                .iter()
+                .any(|(e, pattern)| *e == exchange && topic_matches(pattern, routing_key))
+        })
+        .map(|q| q.name)
+        .collect()
+}
+
+/// AMQP topic matching: words split on dots, `*` is one word, `#` any number.
+pub fn topic_matches(pattern: &str, key: &str) -> bool {
+    fn go(p: &[&str], k: &[&str]) -> bool {
+        match (p.first(), k.first()) {
+            (None, None) => true,
+            (Some(&"#"), _) => go(&p[1..], k) || (!k.is_empty() && go(p, &k[1..])),
+            (Some(&"*"), Some(_)) => go(&p[1..], &k[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &k[1..]),
+            _ => false,
+        }
+    }
+    let p: Vec<&str> = pattern.split('.').collect();
+    let k: Vec<&str> = key.split('.').collect();
+    go(&p, &k)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("cannot reach the broker")]
+    Connect(#[source] lapin::Error),
+    #[error("broker operation failed: {operation}")]
+    Amqp {
+        operation: &'static str,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("in-process bus storage failed: {operation}")]
+    Local {
+        operation: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("the message is unroutable: {0}")]
+    Unroutable(String),
+    #[error("the broker did not confirm in time")]
+    ConfirmTimeout,
+    #[error("the bus is not connected: {0}")]
+    Unavailable(String),
+}
 
 /// A message ready to publish: persistent, mandatory, confirmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +122,116 @@ pub struct OutgoingMessage {
     pub message_id: String,
     pub exchange: String,
     pub routing_key: String,
-    /// Text headers: trace context, message type, schema version.
+    /// Text headers: trace context, reference, schema version.
     pub headers: BTreeMap<String, String>,
     pub body: Vec<u8>,
+}
+
+pub type DeliveryStream = BoxStream<'static, Result<Delivery, BusError>>;
+
+/// The contract both buses keep.
+#[async_trait::async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes every message; the result is per message, in order. `Ok`
+    /// means stored by the bus (confirmed): only then may the sender forget it.
+    async fn publish(&self, messages: &[OutgoingMessage]) -> Vec<Result<(), BusError>>;
+
+    /// Deliveries from `queue`, at most `prefetch` unacknowledged at once.
+    async fn consume(
+        &self,
+        queue: &str,
+        consumer_tag: &str,
+        prefetch: u16,
+    ) -> Result<DeliveryStream, BusError>;
+
+    /// Messages waiting in `queue` (not counting those being delivered).
+    async fn queue_depth(&self, queue: &str) -> Result<u32, BusError>;
+
+    /// Connects (if needed) and declares the topology.
+    async fn ensure_ready(&self) -> Result<(), BusError>;
+
+    async fn close(&self);
+}
+
+pub type SharedBus = Arc<dyn Bus>;
+
+/// One message received, to be acknowledged once its effects are committed.
+pub struct Delivery {
+    pub message_id: Option<String>,
+    pub routing_key: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+    pub redelivered: bool,
+    /// Deliveries of this message before this one.
+    pub delivery_count: u32,
+    acker: Acker,
+}
+
+enum Acker {
+    Amqp(lapin::Acker),
+    Local(local::LocalAcker),
+}
+
+impl Delivery {
+    /// Done with: the bus forgets the message.
+    pub async fn ack(&self) -> Result<(), BusError> {
+        match &self.acker {
+            Acker::Amqp(a) => amqp::ack(a).await,
+            Acker::Local(a) => a.ack().await,
+        }
+    }
+
+    /// Gives the message back for another try; the bus counts the delivery
+    /// and dead-letters it past the delivery limit.
+    pub async fn retry_later(&self) -> Result<(), BusError> {
+        match &self.acker {
+            Acker::Amqp(a) => amqp::retry_later(a).await,
+            Acker::Local(a) => a.retry_later().await,
+        }
+    }
+
+    /// The trace headers the publisher attached.
+    pub fn trace_carrier(&self) -> HashMap<String, String> {
+        crate::telemetry::TRACE_HEADERS
+            .iter()
+            .filter_map(|h| self.headers.get(*h).map(|v| (h.to_string(), v.clone())))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_matching_table() {
+        let table = [
+            ("dossier.submitted.*", "dossier.submitted.web", true),
+            ("dossier.submitted.*", "dossier.submitted", false),
+            ("dossier.submitted.*", "dossier.submitted.web.extra", false),
+            ("#", "anything.at.all", true),
+            ("#", "", true),
+            ("dossier.#", "dossier", true),
+            ("dossier.#", "dossier.a.b", true),
+            ("*.submitted.#", "dossier.submitted", true),
+            ("a.b", "a.c", false),
+        ];
+        for (pattern, key, expected) in table {
+            assert_eq!(topic_matches(pattern, key), expected, "{pattern} ~ {key}");
+        }
+    }
+
+    #[test]
+    fn routes_follow_the_topology() {
+        assert_eq!(
+            route(DOSSIERS_EXCHANGE, "dossier.submitted.postal"),
+            vec![INSTRUCTION_QUEUE]
+        );
+        assert_eq!(
+            route(DEAD_EXCHANGE, "dossier.submitted.web"),
+            vec![DEAD_LETTER_QUEUE]
+        );
+        assert!(route(DOSSIERS_EXCHANGE, "nothing.here").is_empty());
+        assert!(route(EVENTS_EXCHANGE, "attestation.issued").is_empty());
+    }
 }

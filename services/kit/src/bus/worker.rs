@@ -4,12 +4,11 @@
 //! lost connection come back from the broker; the inbox makes that harmless.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 
-use super::{AmqpBus, Delivery};
+use super::{Delivery, SharedBus};
 use crate::shutdown::Shutdown;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -18,7 +17,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Runs until `shutdown`: every batch is given to `handle`, which acks each
 /// delivery once its effects are committed.
 pub async fn consume_batches<F, Fut>(
-    bus: Arc<AmqpBus>,
+    bus: SharedBus,
     queue: &str,
     consumer_tag: &str,
     prefetch: u16,
@@ -45,7 +44,7 @@ pub async fn consume_batches<F, Fut>(
         };
         tracing::info!(queue, "consuming");
         backoff = MIN_BACKOFF;
-        let mut stream = std::pin::pin!(stream);
+        let mut stream = stream;
         loop {
             let first = tokio::select! {
                 next = stream.next() => next,

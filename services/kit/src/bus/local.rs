@@ -1,0 +1,343 @@
+//! The in-process bus of the embedded default: the same contract as
+//! RabbitMQ, kept in a SQLite file so a publish is "confirmed" once it is
+//! committed there and survives a crash. Consumers lease messages; an ack
+//! deletes, a retry gives the message back and counts the delivery; past the
+//! delivery limit it moves to the dead-letter queue. A restart voids every
+//! lease, so what was in flight is delivered again (at least once).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+
+use super::{
+    Acker, Bus, BusError, DEAD_EXCHANGE, DEATH_QUEUE_HEADER, DEATH_REASON_HEADER, Delivery,
+    DeliveryStream, OutgoingMessage, QUEUES, route,
+};
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/local_bus");
+
+/// A fallback poll, in case a wake-up is missed.
+const POLL: Duration = Duration::from_millis(250);
+
+fn local(operation: &'static str) -> impl FnOnce(sqlx::Error) -> BusError {
+    move |source| BusError::Local { operation, source }
+}
+
+struct Inner {
+    pool: SqlitePool,
+    delivery_limit: u32,
+    published: Notify,
+}
+
+#[derive(Clone)]
+pub struct LocalBus {
+    inner: Arc<Inner>,
+}
+
+type Row = (i64, String, String, String, Vec<u8>, i64);
+
+impl LocalBus {
+    /// Opens (or creates) the bus file. Only one process may use it at a time.
+    pub async fn open(path: &Path, delivery_limit: u32) -> Result<Self, BusError> {
+        let pool = crate::db::sqlite_pool(path, 4)
+            .await
+            .map_err(local("open"))?;
+        MIGRATIONS
+            .run(&pool)
+            .await
+            .map_err(|e| local("migrate")(e.into()))?;
+        // Leases belong to the process that took them; that process is gone.
+        sqlx::query("UPDATE bus_messages SET leased = 0 WHERE leased = 1")
+            .execute(&pool)
+            .await
+            .map_err(local("release leases"))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                delivery_limit,
+                published: Notify::new(),
+            }),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Bus for LocalBus {
+    async fn publish(&self, messages: &[OutgoingMessage]) -> Vec<Result<(), BusError>> {
+        let mut results: Vec<Result<(), BusError>> = Vec::with_capacity(messages.len());
+        let stored = async {
+            let mut tx = self.inner.pool.begin().await?;
+            for m in messages {
+                let queues = route(&m.exchange, &m.routing_key);
+                if queues.is_empty() {
+                    results.push(Err(BusError::Unroutable(format!(
+                        "no queue bound to {} for {}",
+                        m.exchange, m.routing_key
+                    ))));
+                    continue;
+                }
+                for queue in queues {
+                    insert(&mut tx, queue, m, &m.headers, 0).await?;
+                }
+                results.push(Ok(()));
+            }
+            tx.commit().await
+        }
+        .await;
+        match stored {
+            Ok(()) => {
+                self.inner.published.notify_waiters();
+                results
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                messages
+                    .iter()
+                    .map(|_| Err(BusError::Unavailable(reason.clone())))
+                    .collect()
+            }
+        }
+    }
+
+    async fn consume(
+        &self,
+        queue: &str,
+        _consumer_tag: &str,
+        prefetch: u16,
+    ) -> Result<DeliveryStream, BusError> {
+        if !QUEUES.iter().any(|q| q.name == queue) {
+            return Err(BusError::Unavailable(format!("no queue {queue}")));
+        }
+        let prefetch = usize::from(prefetch.max(1));
+        let (tx, rx) = mpsc::channel(prefetch);
+        let inner = self.inner.clone();
+        let queue = queue.to_string();
+        tokio::spawn(feed(inner, queue, prefetch, tx));
+        Ok(Box::pin(futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|d| (d, rx)) },
+        )))
+    }
+
+    async fn queue_depth(&self, queue: &str) -> Result<u32, BusError> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM bus_messages WHERE queue = ? AND leased = 0")
+                .bind(queue)
+                .fetch_one(&self.inner.pool)
+                .await
+                .map_err(local("count"))?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    async fn ensure_ready(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    async fn close(&self) {}
+}
+
+async fn insert(
+    tx: &mut sqlx::SqliteConnection,
+    queue: &str,
+    m: &OutgoingMessage,
+    headers: &BTreeMap<String, String>,
+    delivery_count: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO bus_messages (queue, message_id, exchange, routing_key, headers, body, delivery_count) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(queue)
+    .bind(&m.message_id)
+    .bind(&m.exchange)
+    .bind(&m.routing_key)
+    .bind(serde_json::to_string(headers).unwrap_or_default())
+    .bind(&m.body)
+    .bind(delivery_count)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Leases ready messages while the consumer has room, and hands them over.
+async fn feed(
+    inner: Arc<Inner>,
+    queue: String,
+    prefetch: usize,
+    tx: mpsc::Sender<Result<Delivery, BusError>>,
+) {
+    let room = Arc::new(Semaphore::new(prefetch));
+    loop {
+        let Ok(first) = room.clone().acquire_owned().await else {
+            return;
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = room.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        // Listen before looking, so a publish in between is not missed.
+        let published = inner.published.notified();
+        tokio::pin!(published);
+        published.as_mut().enable();
+        let leased: Result<Vec<Row>, sqlx::Error> = sqlx::query_as(
+            "UPDATE bus_messages SET leased = 1, delivery_count = delivery_count + 1 \
+             WHERE seq IN (SELECT seq FROM bus_messages WHERE queue = ? AND leased = 0 \
+                           ORDER BY seq LIMIT ?) \
+             RETURNING seq, message_id, routing_key, headers, body, delivery_count",
+        )
+        .bind(&queue)
+        .bind(permits.len() as i64)
+        .fetch_all(&inner.pool)
+        .await;
+        let mut rows = match leased {
+            Ok(rows) => rows,
+            Err(e) => {
+                if tx.send(Err(local("lease")(e))).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+        };
+        if rows.is_empty() {
+            drop(permits);
+            tokio::select! {
+                _ = &mut published => {}
+                _ = tokio::time::sleep(POLL) => {}
+                _ = tx.closed() => return,
+            }
+            continue;
+        }
+        rows.sort_by_key(|r| r.0);
+        let deliveries: Vec<Delivery> = rows
+            .into_iter()
+            .zip(permits.drain(..))
+            .map(
+                |((seq, message_id, routing_key, headers, body, count), permit)| Delivery {
+                    message_id: Some(message_id),
+                    routing_key,
+                    headers: serde_json::from_str(&headers).unwrap_or_default(),
+                    body,
+                    redelivered: count > 1,
+                    delivery_count: u32::try_from(count - 1).unwrap_or(0),
+                    acker: Acker::Local(LocalAcker {
+                        inner: inner.clone(),
+                        seq,
+                        queue: queue.clone(),
+                        settled: AtomicBool::new(false),
+                        _permit: permit,
+                    }),
+                },
+            )
+            .collect();
+        for delivery in deliveries {
+            // If the consumer is gone, the deliveries not handed over are
+            // dropped here, and dropping gives their leases back.
+            if tx.send(Ok(delivery)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Settles one leased message.
+pub struct LocalAcker {
+    inner: Arc<Inner>,
+    seq: i64,
+    queue: String,
+    settled: AtomicBool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl LocalAcker {
+    pub(super) async fn ack(&self) -> Result<(), BusError> {
+        sqlx::query("DELETE FROM bus_messages WHERE seq = ?")
+            .bind(self.seq)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(local("ack"))?;
+        self.settled.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    pub(super) async fn retry_later(&self) -> Result<(), BusError> {
+        let limited = QUEUES
+            .iter()
+            .any(|q| q.name == self.queue && q.dead_letters);
+        let mut tx = self.inner.pool.begin().await.map_err(local("retry"))?;
+        let row: Option<(String, String, String, String, Vec<u8>, i64)> = sqlx::query_as(
+            "SELECT message_id, exchange, routing_key, headers, body, delivery_count \
+             FROM bus_messages WHERE seq = ?",
+        )
+        .bind(self.seq)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(local("retry"))?;
+        let Some((message_id, exchange, routing_key, headers, body, count)) = row else {
+            return Ok(());
+        };
+        if limited && count > i64::from(self.inner.delivery_limit) {
+            // Past the limit: to the dead-letter queue, with the reason.
+            let mut headers: BTreeMap<String, String> =
+                serde_json::from_str(&headers).unwrap_or_default();
+            headers
+                .entry(DEATH_REASON_HEADER.into())
+                .or_insert_with(|| format!("delivery limit reached ({count} deliveries)"));
+            headers.insert(DEATH_QUEUE_HEADER.into(), self.queue.clone());
+            let dead = OutgoingMessage {
+                message_id,
+                exchange,
+                routing_key,
+                headers,
+                body,
+            };
+            for queue in route(DEAD_EXCHANGE, &dead.routing_key) {
+                insert(&mut tx, queue, &dead, &dead.headers, 0)
+                    .await
+                    .map_err(local("dead-letter"))?;
+            }
+            sqlx::query("DELETE FROM bus_messages WHERE seq = ?")
+                .bind(self.seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(local("dead-letter"))?;
+        } else {
+            sqlx::query("UPDATE bus_messages SET leased = 0 WHERE seq = ?")
+                .bind(self.seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(local("retry"))?;
+        }
+        tx.commit().await.map_err(local("retry"))?;
+        self.settled.store(true, Ordering::SeqCst);
+        self.inner.published.notify_waiters();
+        Ok(())
+    }
+}
+
+impl Drop for LocalAcker {
+    /// A delivery dropped without being settled goes back to the queue, as
+    /// RabbitMQ does when a consumer's channel closes.
+    fn drop(&mut self) {
+        if self.settled.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // no runtime: the lease is voided at the next start
+        };
+        let inner = self.inner.clone();
+        let seq = self.seq;
+        runtime.spawn(async move {
+            let _ = sqlx::query("UPDATE bus_messages SET leased = 0 WHERE seq = ?")
+                .bind(seq)
+                .execute(&inner.pool)
+                .await;
+            inner.published.notify_waiters();
+        });
+    }
+}
