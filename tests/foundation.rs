@@ -6,10 +6,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{App, TestEnv, count, eventually, example, example_filings, proxy::Proxy};
+use common::{App, Backend, TestEnv, count, eventually, example, example_filings, proxy::Proxy};
 use futures_util::StreamExt;
 use guichet_kit::bus::{
-    DEAD_LETTER_QUEUE, DEATH_REASON_HEADER, DOSSIERS_EXCHANGE, INSTRUCTION_QUEUE, OutgoingMessage,
+    AmqpBus, Bus, DEAD_LETTER_QUEUE, DEATH_REASON_HEADER, DOSSIERS_EXCHANGE, INSTRUCTION_QUEUE,
+    OutgoingMessage, SharedBus,
 };
 use serde_json::Value;
 
@@ -24,9 +25,9 @@ async fn instruction_has(app: &App, reference: &str) -> Option<Value> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_filing_reaches_instruction_with_its_trace() {
-    let env = TestEnv::new().await;
+on_both_backends!(a_filing_reaches_instruction_with_its_trace);
+async fn a_filing_reaches_instruction_with_its_trace(backend: Backend) {
+    let env = TestEnv::on(backend).await;
     let app = App::start(&env.config()).await;
 
     let response = app
@@ -61,13 +62,15 @@ async fn a_filing_reaches_instruction_with_its_trace() {
     assert_eq!(events[0]["actor"], "channel:web");
     // One trace from the gateway to the instruction database.
     assert_eq!(events[0]["trace_id"], trace_id.as_str());
-    let pool = env.pool("intake_web").await;
-    let saved: String = sqlx::query_scalar("SELECT trace_id FROM filings WHERE reference = $1")
-        .bind(&reference)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(saved, trace_id);
+    let intake = env.db("intake_web").await;
+    let sql = format!(
+        "SELECT count(*) FROM filings WHERE reference = '{reference}' AND trace_id = '{trace_id}'"
+    );
+    assert_eq!(
+        count(&intake, &sql).await,
+        1,
+        "intake recorded the same trace"
+    );
 
     // The queue lists it.
     let queue: Value = app
@@ -86,9 +89,9 @@ async fn a_filing_reaches_instruction_with_its_trace() {
     env.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_idempotency_key_is_one_dossier_and_a_different_body_is_a_conflict() {
-    let env = TestEnv::new().await;
+on_both_backends!(one_idempotency_key_is_one_dossier_and_a_different_body_is_a_conflict);
+async fn one_idempotency_key_is_one_dossier_and_a_different_body_is_a_conflict(backend: Backend) {
+    let env = TestEnv::on(backend).await;
     let app = App::start(&env.config()).await;
     let body = example("first-application-student.json");
 
@@ -121,8 +124,8 @@ async fn one_idempotency_key_is_one_dossier_and_a_different_body_is_a_conflict()
         instruction_has(&app, &reference)
     })
     .await;
-    let instruction = env.pool("instruction").await;
-    let intake = env.pool("intake_web").await;
+    let instruction = env.db("instruction").await;
+    let intake = env.db("intake_web").await;
     // Let any duplicate that was wrongly published arrive before counting.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(count(&intake, "SELECT count(*) FROM filings").await, 1);
@@ -146,18 +149,24 @@ async fn filings_are_accepted_while_the_broker_is_unreachable_and_delivered_afte
     // Intake reaches RabbitMQ through a proxy the test can cut; instruction directly.
     let broker: std::net::SocketAddr = "127.0.0.1:5672".parse().unwrap();
     let proxy = Proxy::start(broker).await;
-    let mut intake_config = env.config();
-    intake_config.amqp_url = Some(format!("amqp://guest:guest@{}/{}", proxy.addr, env.name));
+    let intake_bus: SharedBus = std::sync::Arc::new(AmqpBus::new(
+        &format!("amqp://guest:guest@{}/{}", proxy.addr, env.name),
+        "intake-web",
+        3,
+    ));
+    let direct_bus: SharedBus = std::sync::Arc::new(env.amqp_bus());
     let config = env.config();
     let shutdown = guichet_kit::shutdown::Shutdown::new();
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
     let clock = guichet_kit::clock::system();
-    let instruction = guichet_instruction::start(&config, any, clock.clone(), shutdown.clone())
-        .await
-        .unwrap();
-    let intake = guichet_intake_web::start(&intake_config, any, clock.clone(), shutdown.clone())
-        .await
-        .unwrap();
+    let instruction =
+        guichet_instruction::start(&config, any, direct_bus, clock.clone(), shutdown.clone())
+            .await
+            .unwrap();
+    let intake =
+        guichet_intake_web::start(&config, any, intake_bus, clock.clone(), shutdown.clone())
+            .await
+            .unwrap();
     let gateway = guichet_gateway::start(
         &config,
         any,
@@ -191,8 +200,8 @@ async fn filings_are_accepted_while_the_broker_is_unreachable_and_delivered_afte
         let receipt: Value = r.json().await.unwrap();
         references.push(receipt["reference"].as_str().unwrap().to_string());
     }
-    let intake_db = env.pool("intake_web").await;
-    let instruction_db = env.pool("instruction").await;
+    let intake_db = env.db("intake_web").await;
+    let instruction_db = env.db("instruction").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let unsent = count(
         &intake_db,
@@ -218,7 +227,7 @@ async fn filings_are_accepted_while_the_broker_is_unreachable_and_delivered_afte
     .await;
     let recorded: Vec<String> =
         sqlx::query_scalar("SELECT reference FROM dossiers ORDER BY reference")
-            .fetch_all(&instruction_db)
+            .fetch_all(instruction_db.postgres().unwrap())
             .await
             .unwrap();
     references.sort();
@@ -237,11 +246,11 @@ async fn filings_are_accepted_while_the_broker_is_unreachable_and_delivered_afte
     env.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_malformed_message_is_dead_lettered_and_consuming_goes_on() {
-    let env = TestEnv::new().await;
+on_both_backends!(a_malformed_message_is_dead_lettered_and_consuming_goes_on);
+async fn a_malformed_message_is_dead_lettered_and_consuming_goes_on(backend: Backend) {
+    let env = TestEnv::on(backend).await;
     let app = App::start(&env.config()).await;
-    let bus = env.bus();
+    let bus = app.mesh.bus.clone();
     let garbage = OutgoingMessage {
         message_id: "not-a-dossier-1".into(),
         exchange: DOSSIERS_EXCHANGE.into(),
@@ -257,11 +266,10 @@ async fn a_malformed_message_is_dead_lettered_and_consuming_goes_on() {
         async move { (bus.queue_depth(DEAD_LETTER_QUEUE).await.ok()? == 1).then_some(()) }
     })
     .await;
-    let dead = bus
+    let mut dead = bus
         .consume(DEAD_LETTER_QUEUE, "test-reader", 1)
         .await
         .unwrap();
-    let mut dead = std::pin::pin!(dead);
     let letter = tokio::time::timeout(WAIT, dead.next())
         .await
         .unwrap()
@@ -288,7 +296,6 @@ async fn a_malformed_message_is_dead_lettered_and_consuming_goes_on() {
     .await;
     assert_eq!(bus.queue_depth(INSTRUCTION_QUEUE).await.unwrap(), 0);
 
-    bus.close().await;
     app.stop().await;
     env.cleanup().await;
 }
@@ -299,7 +306,7 @@ async fn the_broker_dead_letters_a_message_past_the_delivery_limit() {
     // loop) gives the message back each time, and the quorum queue's delivery
     // limit moves it to the dead-letter queue instead of looping forever.
     let env = TestEnv::new().await;
-    let bus = env.bus();
+    let bus = env.amqp_bus();
     let limit = 3;
     let message = OutgoingMessage {
         message_id: "crash-loop-1".into(),
@@ -334,9 +341,9 @@ async fn the_broker_dead_letters_a_message_past_the_delivery_limit() {
     env.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_example_is_accepted_and_a_broken_copy_names_its_field() {
-    let env = TestEnv::new().await;
+on_both_backends!(every_example_is_accepted_and_a_broken_copy_names_its_field);
+async fn every_example_is_accepted_and_a_broken_copy_names_its_field(backend: Backend) {
+    let env = TestEnv::on(backend).await;
     let app = App::start(&env.config()).await;
     let examples = example_filings();
     assert!(examples.len() >= 5, "one example per procedure at least");
@@ -355,7 +362,7 @@ async fn every_example_is_accepted_and_a_broken_copy_names_its_field() {
         assert!(procedures.contains(p.as_str()), "no example for {p}");
     }
 
-    let intake = env.pool("intake_web").await;
+    let intake = env.db("intake_web").await;
     let before = count(&intake, "SELECT count(*) FROM outbox").await;
     type Breaker = fn(&mut Value);
     let broken: Vec<(&str, Breaker, &str)> = vec![
@@ -421,9 +428,9 @@ async fn every_example_is_accepted_and_a_broken_copy_names_its_field() {
     env.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_requests_get_clear_errors_never_a_500() {
-    let env = TestEnv::new().await;
+on_both_backends!(bad_requests_get_clear_errors_never_a_500);
+async fn bad_requests_get_clear_errors_never_a_500(backend: Backend) {
+    let env = TestEnv::on(backend).await;
     let app = App::start(&env.config()).await;
     let url = format!("{}/api/v1/dossiers", app.base);
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use guichet_kit::Config;
+use guichet_kit::db::Database;
 use guichet_kit::shutdown::Shutdown;
 use sqlx::PgPool;
 
@@ -27,18 +28,61 @@ pub fn rabbitmq_api() -> String {
     std::env::var("GUICHET_TEST_RABBITMQ_API").unwrap_or_else(|_| "http://127.0.0.1:15672".into())
 }
 
-/// A database and a vhost that belong to one test.
+/// Which backends a test runs on: the production servers, or the embedded
+/// default (SQLite files and the in-process bus).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Servers,
+    Embedded,
+}
+
+/// Runs one async test body on both backends, as two tests.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn on_servers() {
+                super::$name($crate::common::Backend::Servers).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                super::$name($crate::common::Backend::Embedded).await;
+            }
+        }
+    };
+}
+
+/// What belongs to one test: a database and a vhost (servers), or a data
+/// folder (embedded).
 pub struct TestEnv {
+    pub backend: Backend,
     pub name: String,
-    pub database_url: String,
-    pub amqp_url: String,
-    pub admin: PgPool,
+    pub data_dir: std::path::PathBuf,
+    pub database_url: Option<String>,
+    pub amqp_url: Option<String>,
+    admin: Option<PgPool>,
 }
 
 impl TestEnv {
     pub async fn new() -> Self {
+        Self::on(Backend::Servers).await
+    }
+
+    pub async fn on(backend: Backend) -> Self {
         guichet_kit::telemetry::init(guichet_kit::config::LogFormat::Text);
         let name = format!("guichet_t_{}", uuid::Uuid::new_v4().simple());
+        let data_dir = std::env::temp_dir().join(&name);
+        if backend == Backend::Embedded {
+            return Self {
+                backend,
+                name,
+                data_dir,
+                database_url: None,
+                amqp_url: None,
+                admin: None,
+            };
+        }
         let admin_url = database_admin_url();
         let admin = PgPool::connect(&admin_url).await.unwrap_or_else(|e| {
             panic!(
@@ -87,35 +131,58 @@ impl TestEnv {
         );
         let amqp_url = format!("{}/{name}", amqp_base_url());
         Self {
+            backend,
             name,
-            database_url,
-            amqp_url,
-            admin,
+            data_dir,
+            database_url: Some(database_url),
+            amqp_url: Some(amqp_url),
+            admin: Some(admin),
         }
     }
 
     pub fn config(&self) -> Config {
         let mut config = Config::from_env().expect("default configuration");
-        config.database_url = Some(self.database_url.clone());
-        config.amqp_url = Some(self.amqp_url.clone());
+        config.database_url = self.database_url.clone();
+        config.amqp_url = self.amqp_url.clone();
+        config.data_dir = self.data_dir.clone();
         config.delivery_limit = 3;
         config.db_pool_size = 5;
         config
     }
 
-    /// A pool on this test's database, in `schema`.
-    pub async fn pool(&self, schema: &str) -> PgPool {
-        guichet_kit::db::connect(&self.database_url, schema, 2)
-            .await
-            .expect("connect to the test database")
+    /// This test's database for `schema` (its PostgreSQL schema, or its file).
+    pub async fn db(&self, schema: &str) -> Database {
+        match &self.database_url {
+            Some(url) => Database::Postgres(
+                guichet_kit::db::postgres_pool(url, schema, 2)
+                    .await
+                    .expect("connect to the test database"),
+            ),
+            None => {
+                std::fs::create_dir_all(&self.data_dir).expect("create the data folder");
+                Database::Sqlite(
+                    guichet_kit::db::sqlite_pool(
+                        &self.data_dir.join(format!("{schema}.sqlite")),
+                        2,
+                    )
+                    .await
+                    .expect("open the test database"),
+                )
+            }
+        }
     }
 
-    /// A bus on this test's vhost, to publish or inspect queues directly.
-    pub fn bus(&self) -> guichet_kit::bus::AmqpBus {
-        guichet_kit::bus::AmqpBus::new(&self.amqp_url, "test", 3)
+    /// A new RabbitMQ bus on this test's vhost (servers only).
+    pub fn amqp_bus(&self) -> guichet_kit::bus::AmqpBus {
+        let url = self.amqp_url.as_deref().expect("an AMQP test");
+        guichet_kit::bus::AmqpBus::new(url, "test", 3)
     }
 
     pub async fn cleanup(self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        let Some(admin) = self.admin else {
+            return;
+        };
         let http = reqwest::Client::new();
         let _ = http
             .delete(format!("{}/api/vhosts/{}", rabbitmq_api(), self.name))
@@ -126,7 +193,7 @@ impl TestEnv {
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.name
         ))
-        .execute(&self.admin)
+        .execute(&admin)
         .await;
     }
 }
@@ -244,6 +311,10 @@ pub fn example(name: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no example {name}"))
 }
 
-pub async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.expect(sql)
+/// One number from either backend (plain SQL both understand).
+pub async fn count(db: &Database, sql: &str) -> i64 {
+    match db {
+        Database::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await.expect(sql),
+        Database::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await.expect(sql),
+    }
 }
