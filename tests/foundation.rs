@@ -1,6 +1,8 @@
 //! The foundation, end to end against real RabbitMQ and PostgreSQL: a web
 //! filing goes gateway -> intake -> outbox -> RabbitMQ -> instruction.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -172,6 +172,22 @@ impl TestEnv {
         }
     }
 
+    /// A new bus of this test's backend: RabbitMQ on its vhost, or the
+    /// in-process bus in its data folder.
+    pub async fn open_bus(&self) -> guichet_kit::bus::SharedBus {
+        match self.backend {
+            Backend::Servers => std::sync::Arc::new(self.amqp_bus()),
+            Backend::Embedded => {
+                std::fs::create_dir_all(&self.data_dir).expect("create the data folder");
+                std::sync::Arc::new(
+                    guichet_kit::bus::LocalBus::open(&self.data_dir.join("bus.sqlite"), 3)
+                        .await
+                        .expect("open the in-process bus"),
+                )
+            }
+        }
+    }
+
     /// A new RabbitMQ bus on this test's vhost (servers only).
     pub fn amqp_bus(&self) -> guichet_kit::bus::AmqpBus {
         let url = self.amqp_url.as_deref().expect("an AMQP test");

@@ -230,7 +230,7 @@ async fn feed(
                         seq,
                         queue: queue.clone(),
                         settled: AtomicBool::new(false),
-                        _permit: permit,
+                        room: std::sync::Mutex::new(Some(permit)),
                     }),
                 },
             )
@@ -251,17 +251,25 @@ pub struct LocalAcker {
     seq: i64,
     queue: String,
     settled: AtomicBool,
-    _permit: OwnedSemaphorePermit,
+    /// The consumer's prefetch slot, freed as soon as the message is settled.
+    room: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 impl LocalAcker {
+    fn settle(&self) {
+        self.settled.store(true, Ordering::SeqCst);
+        if let Ok(mut room) = self.room.lock() {
+            room.take();
+        }
+    }
+
     pub(super) async fn ack(&self) -> Result<(), BusError> {
         sqlx::query("DELETE FROM bus_messages WHERE seq = ?")
             .bind(self.seq)
             .execute(&self.inner.pool)
             .await
             .map_err(local("ack"))?;
-        self.settled.store(true, Ordering::SeqCst);
+        self.settle();
         Ok(())
     }
 
@@ -314,7 +322,7 @@ impl LocalAcker {
                 .map_err(local("retry"))?;
         }
         tx.commit().await.map_err(local("retry"))?;
-        self.settled.store(true, Ordering::SeqCst);
+        self.settle();
         self.inner.published.notify_waiters();
         Ok(())
     }
