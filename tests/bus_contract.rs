@@ -37,6 +37,12 @@ fn message(id: &str) -> OutgoingMessage {
     }
 }
 
+/// The next delivery, which must come within `WAIT`.
+async fn next(stream: &mut guichet_kit::bus::DeliveryStream) -> guichet_kit::bus::Delivery {
+    let next = tokio::time::timeout(WAIT, stream.next()).await;
+    next.unwrap().unwrap().unwrap()
+}
+
 async fn depth_becomes(bus: &SharedBus, queue: &str, n: u32) {
     common::eventually(WAIT, &format!("{queue} holding {n}"), || async {
         (bus.queue_depth(queue).await.ok()? == n).then_some(())
@@ -57,11 +63,7 @@ async fn a_message_is_delivered_whole_and_an_ack_removes_it(backend: Backend) {
         .consume(INSTRUCTION_QUEUE, "contract", 10)
         .await
         .unwrap();
-    let d = tokio::time::timeout(WAIT, stream.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let d = next(&mut stream).await;
     assert_eq!(d.message_id.as_deref(), Some("m-1"));
     assert_eq!(d.routing_key, "dossier.submitted.web");
     assert_eq!(d.body, sent.body);
@@ -100,17 +102,9 @@ async fn a_message_given_back_comes_again_counted(backend: Backend) {
     bus.ensure_ready().await.unwrap();
     assert!(bus.publish(&[message("m-4")]).await[0].is_ok());
     let mut stream = bus.consume(INSTRUCTION_QUEUE, "contract", 1).await.unwrap();
-    let first = tokio::time::timeout(WAIT, stream.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let first = next(&mut stream).await;
     first.retry_later().await.unwrap();
-    let second = tokio::time::timeout(WAIT, stream.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let second = next(&mut stream).await;
     assert_eq!(second.message_id.as_deref(), Some("m-4"));
     assert!(second.redelivered);
     assert_eq!(second.delivery_count, 1);
@@ -145,11 +139,7 @@ async fn past_the_delivery_limit_a_message_is_dead_lettered(backend: Backend) {
         .consume(DEAD_LETTER_QUEUE, "contract-dead", 1)
         .await
         .unwrap();
-    let d = tokio::time::timeout(WAIT, dead.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let d = next(&mut dead).await;
     assert_eq!(d.message_id.as_deref(), Some("m-5"));
     assert_eq!(d.body, message("m-5").body, "dead-lettered whole");
     if backend == Backend::Embedded {
@@ -174,13 +164,7 @@ async fn prefetch_bounds_what_a_consumer_holds(backend: Backend) {
     let mut stream = bus.consume(INSTRUCTION_QUEUE, "contract", 2).await.unwrap();
     let mut held = Vec::new();
     for _ in 0..2 {
-        held.push(
-            tokio::time::timeout(WAIT, stream.next())
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap(),
-        );
+        held.push(next(&mut stream).await);
     }
     // Nothing more while two are unacknowledged.
     assert!(
@@ -189,11 +173,7 @@ async fn prefetch_bounds_what_a_consumer_holds(backend: Backend) {
             .is_err()
     );
     held.remove(0).ack().await.unwrap();
-    let third = tokio::time::timeout(WAIT, stream.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let third = next(&mut stream).await;
     assert_eq!(third.message_id.as_deref(), Some("p-2"), "in order");
     bus.close().await;
     env.cleanup().await;
@@ -210,11 +190,7 @@ async fn what_a_vanished_consumer_held_is_delivered_again(backend: Backend) {
             .consume(INSTRUCTION_QUEUE, "vanishing", 1)
             .await
             .unwrap();
-        let d = tokio::time::timeout(WAIT, stream.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let d = next(&mut stream).await;
         assert_eq!(d.message_id.as_deref(), Some("m-6"));
         // Dropped without ack: the consumer is gone.
     }
@@ -227,11 +203,7 @@ async fn what_a_vanished_consumer_held_is_delivered_again(backend: Backend) {
         Backend::Embedded => bus,
     };
     let mut stream = bus.consume(INSTRUCTION_QUEUE, "second", 1).await.unwrap();
-    let d = tokio::time::timeout(WAIT, stream.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let d = next(&mut stream).await;
     assert_eq!(d.message_id.as_deref(), Some("m-6"));
     d.ack().await.unwrap();
     bus.close().await;
@@ -246,11 +218,7 @@ async fn a_confirmed_message_survives_a_restart(backend: Backend) {
     assert!(bus.publish(&[message("m-7")]).await[0].is_ok());
     // Leased by a consumer, never acked, then the process "dies".
     let mut stream = bus.consume(INSTRUCTION_QUEUE, "doomed", 1).await.unwrap();
-    let d = tokio::time::timeout(WAIT, stream.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let d = next(&mut stream).await;
     std::mem::forget(d); // no ack, no clean give-back
     drop(stream);
     bus.close().await;
@@ -262,11 +230,7 @@ async fn a_confirmed_message_survives_a_restart(backend: Backend) {
         .consume(INSTRUCTION_QUEUE, "after-restart", 1)
         .await
         .unwrap();
-    let d = tokio::time::timeout(WAIT, stream.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let d = next(&mut stream).await;
     assert_eq!(d.message_id.as_deref(), Some("m-7"));
     d.ack().await.unwrap();
     reopened.close().await;

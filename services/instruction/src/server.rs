@@ -70,15 +70,15 @@ pub async fn start(
     });
 
     let reader = Reader { store, clock };
-    let routes = tonic::service::Routes::new(InstructionReaderServer::new(reader))
-        .add_service(grpc::health("guichet.v1.InstructionReader").await)
-        .add_service(grpc::reflection());
-    let serve_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        if let Err(e) = grpc::serve(listener, routes, serve_shutdown).await {
-            tracing::error!(error = %e, "instruction gRPC server stopped");
-        }
-    });
+    let routes = tonic::service::Routes::new(InstructionReaderServer::new(reader));
+    grpc::spawn_server(
+        &mut tasks,
+        listener,
+        routes,
+        "guichet.v1.InstructionReader",
+        shutdown.clone(),
+    )
+    .await;
     tracing::info!(%grpc_addr, "instruction service ready");
     Ok(Running {
         grpc_addr,

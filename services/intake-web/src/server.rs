@@ -48,19 +48,17 @@ pub async fn start(
         clock,
         wake,
     };
-    let mut routes = tonic::service::Routes::new(OnlineIntakeServer::new(service));
-    routes = routes
-        .add_service(grpc::health("guichet.v1.OnlineIntake").await)
-        .add_service(grpc::reflection());
-
     let mut tasks = JoinSet::new();
     tasks.spawn(relay.run(shutdown.clone()));
-    let serve_shutdown = shutdown.clone();
-    tasks.spawn(async move {
-        if let Err(e) = grpc::serve(listener, routes, serve_shutdown).await {
-            tracing::error!(error = %e, "online intake gRPC server stopped");
-        }
-    });
+    let routes = tonic::service::Routes::new(OnlineIntakeServer::new(service));
+    grpc::spawn_server(
+        &mut tasks,
+        listener,
+        routes,
+        "guichet.v1.OnlineIntake",
+        shutdown.clone(),
+    )
+    .await;
     tracing::info!(%grpc_addr, "online intake service ready");
     Ok(Running {
         grpc_addr,

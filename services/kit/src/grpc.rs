@@ -99,3 +99,22 @@ pub async fn health(
         .await;
     service
 }
+
+/// Serves `routes`, with the standard health (reporting `service_name` as
+/// serving) and reflection services, as one more task of a service.
+pub async fn spawn_server(
+    tasks: &mut tokio::task::JoinSet<()>,
+    listener: TcpListener,
+    routes: tonic::service::Routes,
+    service_name: &'static str,
+    shutdown: crate::shutdown::Shutdown,
+) {
+    let routes = routes
+        .add_service(health(service_name).await)
+        .add_service(reflection());
+    tasks.spawn(async move {
+        if let Err(e) = serve(listener, routes, shutdown).await {
+            tracing::error!(error = %e, service = service_name, "gRPC server stopped");
+        }
+    });
+}
