@@ -3,12 +3,16 @@
 //! No I/O here: no tokio, no database, no broker. Time is always an argument.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod calendar;
 pub mod channel;
 pub mod codes;
 pub mod filing;
+pub mod lifecycle;
 pub mod prefecture;
 pub mod reference;
+pub mod requirements;
+pub mod rights;
 pub mod urgency;
 pub mod violations;
 
@@ -18,6 +22,7 @@ pub use filing::{
     Applicant, Contact, CurrentTitle, DocumentRef, Dossier, Filing, PostalAddress, Provenance,
     RawFiling, SCHEMA_VERSION,
 };
+pub use lifecycle::{CaseState, Step};
 pub use reference::Reference;
 pub use urgency::UrgencyClass;
 pub use violations::{FieldViolation, Violations};

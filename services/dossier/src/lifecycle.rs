@@ -1,0 +1,261 @@
+//! The case lifecycle as a table: from which state each step may be taken
+//! and where it leads. Anything not in the table is refused.
+//!
+//! ```text
+//! filed ─► incomplete ◄─► documents_requested ─► complete ─► under_review ─► favourable
+//!   └──────────────────────────────────────────►    ▲                    └─► unfavourable
+//! any open state ─► closed (withdrawn, or the deadline for documents passed)
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseState {
+    Filed,
+    Incomplete,
+    DocumentsRequested,
+    Complete,
+    UnderReview,
+    Favourable,
+    Unfavourable,
+    Closed,
+}
+
+impl CaseState {
+    pub const ALL: [CaseState; 8] = [
+        CaseState::Filed,
+        CaseState::Incomplete,
+        CaseState::DocumentsRequested,
+        CaseState::Complete,
+        CaseState::UnderReview,
+        CaseState::Favourable,
+        CaseState::Unfavourable,
+        CaseState::Closed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaseState::Filed => "filed",
+            CaseState::Incomplete => "incomplete",
+            CaseState::DocumentsRequested => "documents_requested",
+            CaseState::Complete => "complete",
+            CaseState::UnderReview => "under_review",
+            CaseState::Favourable => "favourable",
+            CaseState::Unfavourable => "unfavourable",
+            CaseState::Closed => "closed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// Still waiting for a decision: in the queue, and owed proof of stay.
+    pub fn is_open(self) -> bool {
+        !matches!(
+            self,
+            CaseState::Favourable | CaseState::Unfavourable | CaseState::Closed
+        )
+    }
+
+    /// Verified complete and not yet decided.
+    pub fn is_complete_pending(self) -> bool {
+        matches!(self, CaseState::Complete | CaseState::UnderReview)
+    }
+}
+
+impl std::fmt::Display for CaseState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A step in the life of a case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Completeness checked (on arrival, or when a document arrives): all there.
+    FoundComplete,
+    /// Completeness checked: something is missing.
+    FoundIncomplete,
+    /// An agent asks for documents, with a deadline.
+    RequestDocuments,
+    /// An agent takes the complete case up.
+    StartReview,
+    DecideFavourable,
+    DecideUnfavourable,
+    /// The person withdraws.
+    Withdraw,
+    /// The deadline for requested documents passed without them.
+    DeadlinePassed,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::FoundComplete => "found_complete",
+            Step::FoundIncomplete => "found_incomplete",
+            Step::RequestDocuments => "documents_requested",
+            Step::StartReview => "review_started",
+            Step::DecideFavourable => "decided_favourable",
+            Step::DecideUnfavourable => "decided_unfavourable",
+            Step::Withdraw => "withdrawn",
+            Step::DeadlinePassed => "closed_deadline_passed",
+        }
+    }
+
+    /// The step in words, for refusals: "cannot be {described}".
+    pub fn described(self) -> &'static str {
+        match self {
+            Step::FoundComplete => "found complete",
+            Step::FoundIncomplete => "found incomplete",
+            Step::RequestDocuments => "asked for documents",
+            Step::StartReview => "taken up for review",
+            Step::DecideFavourable => "decided favourably",
+            Step::DecideUnfavourable => "decided unfavourably",
+            Step::Withdraw => "withdrawn",
+            Step::DeadlinePassed => "closed for a missed deadline",
+        }
+    }
+}
+
+use CaseState::*;
+use Step::*;
+
+/// (from, step, to): the whole lifecycle.
+pub const TRANSITIONS: &[(CaseState, Step, CaseState)] = &[
+    (Filed, FoundComplete, Complete),
+    (Filed, FoundIncomplete, Incomplete),
+    (Incomplete, FoundComplete, Complete),
+    (Incomplete, FoundIncomplete, Incomplete),
+    (DocumentsRequested, FoundComplete, Complete),
+    (DocumentsRequested, FoundIncomplete, DocumentsRequested),
+    (Complete, FoundComplete, Complete),
+    (UnderReview, FoundComplete, UnderReview),
+    (Filed, RequestDocuments, DocumentsRequested),
+    (Incomplete, RequestDocuments, DocumentsRequested),
+    (DocumentsRequested, RequestDocuments, DocumentsRequested),
+    (Complete, RequestDocuments, DocumentsRequested),
+    (UnderReview, RequestDocuments, DocumentsRequested),
+    (Complete, StartReview, UnderReview),
+    (UnderReview, DecideFavourable, Favourable),
+    (UnderReview, DecideUnfavourable, Unfavourable),
+    (Filed, Withdraw, Closed),
+    (Incomplete, Withdraw, Closed),
+    (DocumentsRequested, Withdraw, Closed),
+    (Complete, Withdraw, Closed),
+    (UnderReview, Withdraw, Closed),
+    (DocumentsRequested, DeadlinePassed, Closed),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a dossier that is {} cannot be {}", from.as_str().replace('_', " "), step.described())]
+pub struct ImpossibleStep {
+    pub from: CaseState,
+    pub step: Step,
+}
+
+/// Where `step` leads from `from`, or why it cannot be taken.
+pub fn next(from: CaseState, step: Step) -> Result<CaseState, ImpossibleStep> {
+    TRANSITIONS
+        .iter()
+        .find(|(f, s, _)| *f == from && *s == step)
+        .map(|(_, _, to)| *to)
+        .ok_or(ImpossibleStep { from, step })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STEPS: [Step; 8] = [
+        FoundComplete,
+        FoundIncomplete,
+        RequestDocuments,
+        StartReview,
+        DecideFavourable,
+        DecideUnfavourable,
+        Withdraw,
+        DeadlinePassed,
+    ];
+
+    #[test]
+    fn every_state_and_step_is_allowed_exactly_as_the_table_says() {
+        for from in CaseState::ALL {
+            for step in STEPS {
+                let listed: Vec<CaseState> = TRANSITIONS
+                    .iter()
+                    .filter(|(f, s, _)| *f == from && *s == step)
+                    .map(|(_, _, t)| *t)
+                    .collect();
+                assert!(listed.len() <= 1, "{from} {step:?} listed twice");
+                match listed.first() {
+                    Some(to) => assert_eq!(next(from, step), Ok(*to)),
+                    None => assert_eq!(next(from, step), Err(ImpossibleStep { from, step })),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn decided_and_closed_cases_take_no_step() {
+        for from in [Favourable, Unfavourable, Closed] {
+            assert!(!from.is_open());
+            for step in STEPS {
+                assert!(next(from, step).is_err(), "{from} {step:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_happy_path_and_the_detours() {
+        let walk = |steps: &[Step]| {
+            steps
+                .iter()
+                .try_fold(Filed, |state, step| next(state, *step))
+        };
+        assert_eq!(
+            walk(&[FoundComplete, StartReview, DecideFavourable]),
+            Ok(Favourable)
+        );
+        assert_eq!(
+            walk(&[
+                FoundIncomplete,
+                RequestDocuments,
+                FoundComplete,
+                StartReview,
+                DecideUnfavourable
+            ]),
+            Ok(Unfavourable)
+        );
+        assert_eq!(
+            walk(&[FoundIncomplete, RequestDocuments, DeadlinePassed]),
+            Ok(Closed)
+        );
+        assert_eq!(
+            walk(&[FoundComplete, StartReview, RequestDocuments, FoundComplete]),
+            Ok(Complete)
+        );
+        // A decision needs a review first.
+        assert!(walk(&[FoundComplete, DecideFavourable]).is_err());
+        // Only requested documents have a deadline.
+        assert!(walk(&[FoundIncomplete, DeadlinePassed]).is_err());
+    }
+
+    #[test]
+    fn refusals_say_what_is_wrong() {
+        let e = next(Closed, StartReview).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "a dossier that is closed cannot be taken up for review"
+        );
+    }
+
+    #[test]
+    fn states_round_trip_by_name() {
+        for s in CaseState::ALL {
+            assert_eq!(CaseState::parse(s.as_str()), Some(s));
+        }
+    }
+}

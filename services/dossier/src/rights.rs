@@ -1,0 +1,614 @@
+//! Rights continuity: until when a person's legal stay is proven while their
+//! file is pending, by what, and which attestation is due today so that a
+//! complete pending file never leaves anyone without proof.
+//!
+//! Sources of cover, the latest wins:
+//! - the current title, until it expires;
+//! - CESEDA L.433-3: for the renewal of a multi-year card, a resident card or a
+//!   title of more than one year under an international agreement, the expired
+//!   title proves legal stay for 3 more months;
+//! - an attestation de prolongation d'instruction (API): 3 months, renewed
+//!   while a complete renewal is pending;
+//! - a rights-creating attestation for a regularisation verified complete;
+//! - a favourable-decision attestation, valid until the card is handed over.
+
+use chrono::{Months, NaiveDate};
+use serde::{Deserialize, Serialize};
+
+use crate::codes::{Procedure, TitleKind};
+use crate::lifecycle::CaseState;
+
+/// The extension L.433-3 gives an expired long-stay title, in months.
+pub const LEGAL_EXTENSION_MONTHS: u32 = 3;
+/// How long one API or rights-creating attestation runs, in months.
+pub const ATTESTATION_MONTHS: u32 = 3;
+/// Issue or renew when cover would end within this many days.
+pub const DEFAULT_HORIZON_DAYS: i64 = 15;
+
+/// Titles whose renewal L.433-3 covers.
+pub const EXTENDED_TITLES: [TitleKind; 3] = [
+    TitleKind::MultiYearCard,
+    TitleKind::ResidentCard,
+    TitleKind::AgreementTitle,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttestationKind {
+    /// Attestation de prolongation d'instruction (API).
+    Prolongation,
+    /// Attestation de décision favorable.
+    FavourableDecision,
+    /// Rights-creating attestation for a regularisation file verified complete.
+    RightsCreating,
+}
+
+impl AttestationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttestationKind::Prolongation => "prolongation",
+            AttestationKind::FavourableDecision => "favourable_decision",
+            AttestationKind::RightsCreating => "rights_creating",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            AttestationKind::Prolongation,
+            AttestationKind::FavourableDecision,
+            AttestationKind::RightsCreating,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// An attestation as issued: from when, and until when (`None`: until the
+/// card is handed over).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attestation {
+    pub kind: AttestationKind,
+    pub valid_from: NaiveDate,
+    pub valid_until: Option<NaiveDate>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CoverBasis {
+    CurrentTitle,
+    /// CESEDA L.433-3.
+    LegalExtension,
+    Attestation(AttestationKind),
+}
+
+impl CoverBasis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CoverBasis::CurrentTitle => "current_title",
+            CoverBasis::LegalExtension => "legal_extension",
+            CoverBasis::Attestation(k) => k.as_str(),
+        }
+    }
+}
+
+/// Until when legal stay is proven, and by what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cover {
+    /// Nothing proves legal stay.
+    None,
+    Until {
+        date: NaiveDate,
+        basis: CoverBasis,
+    },
+    /// Until the card is handed over.
+    Open {
+        basis: CoverBasis,
+    },
+}
+
+impl Cover {
+    /// Legal stay is proven on `day`.
+    pub fn covers(self, day: NaiveDate) -> bool {
+        match self {
+            Cover::None => false,
+            Cover::Until { date, .. } => day <= date,
+            Cover::Open { .. } => true,
+        }
+    }
+
+    /// The last day proven, when there is one.
+    pub fn until(self) -> Option<NaiveDate> {
+        match self {
+            Cover::Until { date, .. } => Some(date),
+            _ => None,
+        }
+    }
+
+    pub fn basis(self) -> Option<CoverBasis> {
+        match self {
+            Cover::None => None,
+            Cover::Until { basis, .. } | Cover::Open { basis } => Some(basis),
+        }
+    }
+
+    /// The later of two covers.
+    fn max(self, other: Cover) -> Cover {
+        match (self, other) {
+            (Cover::Open { .. }, _) => self,
+            (_, Cover::Open { .. }) => other,
+            (Cover::None, _) => other,
+            (_, Cover::None) => self,
+            (Cover::Until { date: a, .. }, Cover::Until { date: b, .. }) => {
+                if b > a {
+                    other
+                } else {
+                    self
+                }
+            }
+        }
+    }
+}
+
+/// What the rules need to know of a case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaseFacts {
+    pub procedure: Procedure,
+    pub state: CaseState,
+    /// The title held at filing: kind and expiry.
+    pub title: Option<(TitleKind, NaiveDate)>,
+}
+
+/// `date` plus `months`, clamped to the month's last day (31 Jan + 1 month
+/// is 28 or 29 Feb).
+pub fn add_months(date: NaiveDate, months: u32) -> NaiveDate {
+    date.checked_add_months(Months::new(months))
+        .unwrap_or(NaiveDate::MAX)
+}
+
+/// Does L.433-3 extend this case's title?
+pub fn legal_extension_applies(facts: &CaseFacts) -> bool {
+    facts.procedure == Procedure::Renewal
+        && facts.state.is_open()
+        && facts
+            .title
+            .is_some_and(|(kind, _)| EXTENDED_TITLES.contains(&kind))
+}
+
+/// The cover today, from the title, the law and the attestations issued.
+pub fn cover(facts: &CaseFacts, attestations: &[Attestation], today: NaiveDate) -> Cover {
+    let mut best = Cover::None;
+    if let Some((_, expires)) = facts.title {
+        best = best.max(Cover::Until {
+            date: expires,
+            basis: CoverBasis::CurrentTitle,
+        });
+        if legal_extension_applies(facts) {
+            best = best.max(Cover::Until {
+                date: add_months(expires, LEGAL_EXTENSION_MONTHS),
+                basis: CoverBasis::LegalExtension,
+            });
+        }
+    }
+    for a in attestations.iter().filter(|a| a.valid_from <= today) {
+        let basis = CoverBasis::Attestation(a.kind);
+        best = best.max(match a.valid_until {
+            Some(date) => Cover::Until { date, basis },
+            None => Cover::Open { basis },
+        });
+    }
+    best
+}
+
+/// The attestation to issue today, if any. Issued automatically:
+/// - on a favourable decision, once;
+/// - for a complete pending renewal whose cover ends within `horizon_days`
+///   (or has ended), an API running 3 months past the later of today and the
+///   current cover, so the new one joins the old with no gap; again each time
+///   the last one nears its end;
+/// - for a regularisation verified complete, a rights-creating attestation at
+///   once, renewed the same way.
+pub fn attestation_due(
+    facts: &CaseFacts,
+    attestations: &[Attestation],
+    today: NaiveDate,
+    horizon_days: i64,
+) -> Option<Attestation> {
+    let has = |kind| attestations.iter().any(|a| a.kind == kind);
+    if facts.state == CaseState::Favourable {
+        return (!has(AttestationKind::FavourableDecision)).then_some(Attestation {
+            kind: AttestationKind::FavourableDecision,
+            valid_from: today,
+            valid_until: None,
+        });
+    }
+    if !facts.state.is_complete_pending() {
+        return None;
+    }
+    let kind = match facts.procedure {
+        Procedure::Renewal => AttestationKind::Prolongation,
+        Procedure::Regularisation => AttestationKind::RightsCreating,
+        _ => return None,
+    };
+    let current = cover(facts, attestations, today);
+    let first_regularisation = kind == AttestationKind::RightsCreating && !has(kind);
+    let ends_soon = match current {
+        Cover::None => true,
+        Cover::Open { .. } => false,
+        Cover::Until { date, .. } => (date - today).num_days() <= horizon_days,
+    };
+    if !(ends_soon || first_regularisation) {
+        return None;
+    }
+    let base = current.until().map_or(today, |d| d.max(today));
+    Some(Attestation {
+        kind,
+        valid_from: today,
+        valid_until: Some(add_months(base, ATTESTATION_MONTHS)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use CaseState::*;
+
+    fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, day).unwrap()
+    }
+
+    fn facts(
+        procedure: Procedure,
+        state: CaseState,
+        title: Option<(TitleKind, NaiveDate)>,
+    ) -> CaseFacts {
+        CaseFacts {
+            procedure,
+            state,
+            title,
+        }
+    }
+
+    #[test]
+    fn adding_months_clamps_to_month_ends() {
+        let table = [
+            (d(2026, 1, 31), 1, d(2026, 2, 28)),
+            (d(2028, 1, 31), 1, d(2028, 2, 29)), // leap year
+            (d(2026, 11, 30), 3, d(2027, 2, 28)),
+            (d(2027, 11, 30), 3, d(2028, 2, 29)),
+            (d(2026, 12, 31), 3, d(2027, 3, 31)),
+            (d(2026, 3, 31), 3, d(2026, 6, 30)),
+            (d(2028, 2, 29), 12, d(2029, 2, 28)),
+            (d(2026, 5, 15), 3, d(2026, 8, 15)),
+        ];
+        for (from, months, expected) in table {
+            assert_eq!(add_months(from, months), expected, "{from} + {months}");
+        }
+    }
+
+    #[test]
+    fn cover_table() {
+        let today = d(2026, 11, 24);
+        let multi = Some((TitleKind::MultiYearCard, d(2026, 11, 30)));
+        let temp = Some((TitleKind::TemporaryCard, d(2026, 11, 30)));
+        let api = |from, until| Attestation {
+            kind: AttestationKind::Prolongation,
+            valid_from: from,
+            valid_until: Some(until),
+        };
+        let table: Vec<(&str, CaseFacts, Vec<Attestation>, Cover)> = vec![
+            (
+                "no title, nothing",
+                facts(Procedure::FirstApplication, Filed, None),
+                vec![],
+                Cover::None,
+            ),
+            (
+                "temporary card: the title alone",
+                facts(Procedure::Renewal, Complete, temp),
+                vec![],
+                Cover::Until {
+                    date: d(2026, 11, 30),
+                    basis: CoverBasis::CurrentTitle,
+                },
+            ),
+            (
+                "multi-year renewal: L.433-3, 3 months past expiry, month end kept",
+                facts(Procedure::Renewal, Filed, multi),
+                vec![],
+                Cover::Until {
+                    date: d(2027, 2, 28),
+                    basis: CoverBasis::LegalExtension,
+                },
+            ),
+            (
+                "resident card renewal",
+                facts(
+                    Procedure::Renewal,
+                    Incomplete,
+                    Some((TitleKind::ResidentCard, d(2027, 8, 31))),
+                ),
+                vec![],
+                Cover::Until {
+                    date: d(2027, 11, 30),
+                    basis: CoverBasis::LegalExtension,
+                },
+            ),
+            (
+                "agreement title renewal",
+                facts(
+                    Procedure::Renewal,
+                    UnderReview,
+                    Some((TitleKind::AgreementTitle, d(2027, 1, 15))),
+                ),
+                vec![],
+                Cover::Until {
+                    date: d(2027, 4, 15),
+                    basis: CoverBasis::LegalExtension,
+                },
+            ),
+            (
+                "L.433-3 is for renewals only",
+                facts(Procedure::ChangeOfStatus, Filed, multi),
+                vec![],
+                Cover::Until {
+                    date: d(2026, 11, 30),
+                    basis: CoverBasis::CurrentTitle,
+                },
+            ),
+            (
+                "L.433-3 ends with the case",
+                facts(Procedure::Renewal, Unfavourable, multi),
+                vec![],
+                Cover::Until {
+                    date: d(2026, 11, 30),
+                    basis: CoverBasis::CurrentTitle,
+                },
+            ),
+            (
+                "an API beyond the title wins",
+                facts(Procedure::Renewal, Complete, temp),
+                vec![api(d(2026, 11, 20), d(2027, 2, 28))],
+                Cover::Until {
+                    date: d(2027, 2, 28),
+                    basis: CoverBasis::Attestation(AttestationKind::Prolongation),
+                },
+            ),
+            (
+                "an API not yet valid does not count",
+                facts(Procedure::Renewal, Complete, temp),
+                vec![api(d(2026, 12, 1), d(2027, 3, 1))],
+                Cover::Until {
+                    date: d(2026, 11, 30),
+                    basis: CoverBasis::CurrentTitle,
+                },
+            ),
+            (
+                "favourable decision: open-ended",
+                facts(Procedure::Renewal, Favourable, temp),
+                vec![Attestation {
+                    kind: AttestationKind::FavourableDecision,
+                    valid_from: today,
+                    valid_until: None,
+                }],
+                Cover::Open {
+                    basis: CoverBasis::Attestation(AttestationKind::FavourableDecision),
+                },
+            ),
+        ];
+        for (name, f, atts, expected) in table {
+            assert_eq!(cover(&f, &atts, today), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn covers_is_inclusive_of_the_last_day() {
+        let c = Cover::Until {
+            date: d(2026, 2, 28),
+            basis: CoverBasis::CurrentTitle,
+        };
+        assert!(c.covers(d(2026, 2, 28)));
+        assert!(!c.covers(d(2026, 3, 1)));
+        assert!(!Cover::None.covers(d(2026, 1, 1)));
+        assert!(
+            Cover::Open {
+                basis: CoverBasis::CurrentTitle
+            }
+            .covers(d(2099, 1, 1))
+        );
+    }
+
+    #[test]
+    fn attestation_due_table() {
+        let h = DEFAULT_HORIZON_DAYS;
+        let temp = |expires| Some((TitleKind::TemporaryCard, expires));
+        let api = |from, until| Attestation {
+            kind: AttestationKind::Prolongation,
+            valid_from: from,
+            valid_until: Some(until),
+        };
+        let due = |kind, from, until: Option<NaiveDate>| {
+            Some(Attestation {
+                kind,
+                valid_from: from,
+                valid_until: until,
+            })
+        };
+        let table: Vec<(
+            &str,
+            CaseFacts,
+            Vec<Attestation>,
+            NaiveDate,
+            Option<Attestation>,
+        )> = vec![
+            (
+                "complete renewal, title ends in 16 days: not yet",
+                facts(Procedure::Renewal, Complete, temp(d(2026, 12, 10))),
+                vec![],
+                d(2026, 11, 24),
+                None,
+            ),
+            (
+                "complete renewal, title ends in 15 days: API to 3 months past the title",
+                facts(Procedure::Renewal, Complete, temp(d(2026, 12, 9))),
+                vec![],
+                d(2026, 11, 24),
+                due(
+                    AttestationKind::Prolongation,
+                    d(2026, 11, 24),
+                    Some(d(2027, 3, 9)),
+                ),
+            ),
+            (
+                "complete renewal, title long expired: API from today",
+                facts(Procedure::Renewal, UnderReview, temp(d(2026, 1, 31))),
+                vec![],
+                d(2026, 11, 30),
+                due(
+                    AttestationKind::Prolongation,
+                    d(2026, 11, 30),
+                    Some(d(2027, 2, 28)),
+                ),
+            ),
+            (
+                "incomplete renewal: no API (the file must be complete)",
+                facts(Procedure::Renewal, Incomplete, temp(d(2026, 11, 30))),
+                vec![],
+                d(2026, 11, 24),
+                None,
+            ),
+            (
+                "API running, far from its end: nothing",
+                facts(Procedure::Renewal, UnderReview, temp(d(2026, 11, 30))),
+                vec![api(d(2026, 11, 20), d(2027, 2, 28))],
+                d(2026, 12, 1),
+                None,
+            ),
+            (
+                "API ending within the horizon: renewed, joining the old one",
+                facts(Procedure::Renewal, UnderReview, temp(d(2026, 11, 30))),
+                vec![api(d(2026, 11, 20), d(2027, 2, 28))],
+                d(2027, 2, 13),
+                due(
+                    AttestationKind::Prolongation,
+                    d(2027, 2, 13),
+                    Some(d(2027, 5, 28)),
+                ),
+            ),
+            (
+                "multi-year card: L.433-3 covers first, API when it nears its end",
+                facts(
+                    Procedure::Renewal,
+                    Complete,
+                    Some((TitleKind::MultiYearCard, d(2026, 11, 30))),
+                ),
+                vec![],
+                d(2027, 2, 14),
+                due(
+                    AttestationKind::Prolongation,
+                    d(2027, 2, 14),
+                    Some(d(2027, 5, 28)),
+                ),
+            ),
+            (
+                "multi-year card: within L.433-3's months, nothing yet",
+                facts(
+                    Procedure::Renewal,
+                    Complete,
+                    Some((TitleKind::MultiYearCard, d(2026, 11, 30))),
+                ),
+                vec![],
+                d(2026, 12, 15),
+                None,
+            ),
+            (
+                "favourable decision: its attestation, once",
+                facts(Procedure::Renewal, Favourable, temp(d(2026, 11, 30))),
+                vec![],
+                d(2026, 12, 1),
+                due(AttestationKind::FavourableDecision, d(2026, 12, 1), None),
+            ),
+            (
+                "favourable decision already attested",
+                facts(Procedure::Renewal, Favourable, temp(d(2026, 11, 30))),
+                vec![Attestation {
+                    kind: AttestationKind::FavourableDecision,
+                    valid_from: d(2026, 12, 1),
+                    valid_until: None,
+                }],
+                d(2026, 12, 2),
+                None,
+            ),
+            (
+                "regularisation verified complete: rights-creating attestation at once",
+                facts(Procedure::Regularisation, Complete, None),
+                vec![],
+                d(2026, 11, 24),
+                due(
+                    AttestationKind::RightsCreating,
+                    d(2026, 11, 24),
+                    Some(d(2027, 2, 24)),
+                ),
+            ),
+            (
+                "regularisation not complete: nothing",
+                facts(Procedure::Regularisation, Incomplete, None),
+                vec![],
+                d(2026, 11, 24),
+                None,
+            ),
+            (
+                "first application: no automatic attestation",
+                facts(Procedure::FirstApplication, Complete, temp(d(2026, 11, 25))),
+                vec![],
+                d(2026, 11, 24),
+                None,
+            ),
+            (
+                "unfavourable decision: nothing",
+                facts(Procedure::Renewal, Unfavourable, temp(d(2026, 11, 25))),
+                vec![],
+                d(2026, 11, 24),
+                None,
+            ),
+            (
+                "leap day: API from 29 Feb",
+                facts(Procedure::Renewal, Complete, temp(d(2028, 2, 29))),
+                vec![],
+                d(2028, 2, 20),
+                due(
+                    AttestationKind::Prolongation,
+                    d(2028, 2, 20),
+                    Some(d(2028, 5, 29)),
+                ),
+            ),
+        ];
+        for (name, f, atts, today, expected) in table {
+            assert_eq!(attestation_due(&f, &atts, today, h), expected, "{name}");
+        }
+    }
+
+    /// Day by day over two years, a complete renewal pending with the
+    /// automatic rules applied daily is never without cover.
+    #[test]
+    fn automatic_rules_leave_no_gap_day() {
+        for kind in [TitleKind::TemporaryCard, TitleKind::MultiYearCard] {
+            let f = facts(
+                Procedure::Renewal,
+                UnderReview,
+                Some((kind, d(2026, 3, 31))),
+            );
+            let mut issued = Vec::new();
+            let mut day = d(2026, 1, 1);
+            while day < d(2028, 1, 1) {
+                if let Some(a) = attestation_due(&f, &issued, day, DEFAULT_HORIZON_DAYS) {
+                    issued.push(a);
+                }
+                assert!(
+                    cover(&f, &issued, day).covers(day),
+                    "{kind} uncovered on {day}"
+                );
+                day = day.succ_opt().unwrap();
+            }
+        }
+    }
+}
