@@ -2,6 +2,8 @@
 //! (`guichet serve <service>`): the same library code either way.
 #![forbid(unsafe_code)]
 
+pub mod simulate;
+
 use std::net::SocketAddr;
 
 use guichet_kit::Config;

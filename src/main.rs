@@ -29,6 +29,9 @@ enum Command {
         #[arg(value_enum)]
         service: Service,
     },
+    /// Replay a synthetic year of filings through the real rules: days to
+    /// decision and gap days per channel, Guichet beside the manual baseline.
+    Simulate(guichet::simulate::SimulateArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -63,6 +66,10 @@ async fn main() -> anyhow::Result<()> {
                 "  file a dossier:  curl -s -X POST {url}/api/v1/dossiers -H 'content-type: application/json' --data @examples/filings/renewal-employee.json"
             );
             mesh.tasks
+        }
+        Command::Simulate(args) => {
+            println!("{}", guichet::simulate::run(&args).context("simulating")?);
+            return Ok(());
         }
         Command::Serve { service } => match service {
             Service::Gateway => {
