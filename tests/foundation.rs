@@ -55,12 +55,15 @@ async fn a_filing_reaches_instruction_with_its_trace(backend: Backend) {
     assert_eq!(view["procedure"], "renewal");
     assert_eq!(view["motif"], "employee");
     assert_eq!(view["prefecture"], "59");
-    assert_eq!(view["state"], "filed");
+    assert_eq!(view["state"], "complete");
     assert_eq!(view["legal_filing_date"], receipt["legal_filing_date"]);
     assert_eq!(view["title_expires_on"], "2027-01-10");
     let events = view["events"].as_array().unwrap();
-    assert_eq!(events.len(), 1);
+    // Filed, then checked: the example carries every document a renewal for
+    // an employee needs.
+    assert_eq!(events.len(), 2, "{events:?}");
     assert_eq!(events[0]["kind"], "filed");
+    assert_eq!(events[1]["kind"], "found_complete");
     assert_eq!(events[0]["actor"], "channel:web");
     // One trace from the gateway to the instruction database.
     assert_eq!(events[0]["trace_id"], trace_id.as_str());
@@ -137,7 +140,7 @@ async fn one_idempotency_key_is_one_dossier_and_a_different_body_is_a_conflict(b
         1
     );
     assert_eq!(
-        count(&instruction, "SELECT count(*) FROM dossier_events").await,
+        count(&instruction, "SELECT count(*) FROM dossier_events WHERE kind = 'filed'").await,
         1
     );
 

@@ -324,6 +324,7 @@ pub async fn queue(
         .list_queue(pb::ListQueueRequest {
             prefecture: query.prefecture.unwrap_or_default(),
             limit: query.limit.unwrap_or(50),
+            ..Default::default()
         })
         .await?
         .into_inner()

@@ -134,6 +134,41 @@ pub struct Applicant {
     pub foreigner_number: Option<String>,
 }
 
+impl Applicant {
+    /// Who the person is, for spotting the same request filed twice (say
+    /// online, then by post because the site failed them): a digest of the
+    /// folded family name, birth date and nationality, so no name is kept in
+    /// clear in an index. The foreigner number is left out: paper filers
+    /// often do not give it.
+    pub fn person_key(&self) -> String {
+        let name: String = self
+            .family_name
+            .chars()
+            .map(fold_accent)
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_uppercase)
+            .collect();
+        let text = format!("{name}|{}|{}", self.birth_date, self.nationality);
+        hex::encode(Sha256::digest(text.as_bytes()))
+    }
+}
+
+/// The letter without its accent, for the Latin letters names in French
+/// records commonly carry.
+fn fold_accent(c: char) -> char {
+    match c {
+        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'À' | 'Á' | 'Â' | 'Ã' | 'Ä' | 'Å' => 'a',
+        'ç' | 'Ç' => 'c',
+        'è' | 'é' | 'ê' | 'ë' | 'È' | 'É' | 'Ê' | 'Ë' => 'e',
+        'ì' | 'í' | 'î' | 'ï' | 'Ì' | 'Í' | 'Î' | 'Ï' => 'i',
+        'ñ' | 'Ñ' => 'n',
+        'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'Ò' | 'Ó' | 'Ô' | 'Õ' | 'Ö' => 'o',
+        'ù' | 'ú' | 'û' | 'ü' | 'Ù' | 'Ú' | 'Û' | 'Ü' => 'u',
+        'ý' | 'ÿ' | 'Ý' => 'y',
+        other => other,
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Contact {
     pub email: Option<String>,
@@ -717,57 +752,65 @@ fn parse_documents(v: &mut Violations, raw: &[RawDocument]) -> Vec<DocumentRef> 
         );
         return Vec::new();
     }
-    let mut out = Vec::with_capacity(raw.len());
-    for (i, d) in raw.iter().enumerate() {
-        let f = |name: &str| format!("documents[{i}].{name}");
-        let kind = code(
-            v,
-            &f("kind"),
-            &d.kind,
-            DocumentKind::parse,
-            DocumentKind::expected,
-        );
-        let sha256 = required(v, &f("sha256"), &d.sha256).map(|s| s.to_ascii_lowercase());
-        if let Some(s) = &sha256
-            && (s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()))
-        {
-            v.add(f("sha256"), "must be 64 hexadecimal characters");
-        }
-        let media_type =
-            required(v, &f("media_type"), &d.media_type).map(|m| m.to_ascii_lowercase());
-        if let Some(m) = &media_type
-            && !ACCEPTED_MEDIA_TYPES.contains(&m.as_str())
-        {
-            v.add(
-                f("media_type"),
-                format!(
-                    "{m:?} is not accepted; expected one of: {}",
-                    ACCEPTED_MEDIA_TYPES.join(", ")
-                ),
-            );
-        }
-        match d.size_bytes {
-            None => v.add(f("size_bytes"), "is required"),
-            Some(0) => v.add(f("size_bytes"), "must be more than 0"),
-            Some(n) if n > MAX_DOCUMENT_BYTES => {
-                v.add(f("size_bytes"), "is over the 20 MiB limit per document")
-            }
-            Some(_) => {}
-        }
-        let filename = text(v, &f("filename"), clean(&d.filename), 255);
-        if let (Some(kind), Some(sha256), Some(media_type), Some(size_bytes)) =
-            (kind, sha256, media_type, d.size_bytes)
-        {
-            out.push(DocumentRef {
-                kind,
-                sha256,
-                media_type,
-                size_bytes,
-                filename,
-            });
-        }
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, d)| document(v, &format!("documents[{i}]"), d))
+        .collect()
+}
+
+/// Checks one document sent after filing; fields are named `document.*`.
+pub fn parse_document(raw: &RawDocument) -> Result<DocumentRef, Violations> {
+    let mut v = Violations::new();
+    let parsed = document(&mut v, "document", raw);
+    match parsed {
+        Some(d) if v.is_empty() => Ok(d),
+        _ => Err(v),
     }
-    out
+}
+
+fn document(v: &mut Violations, at: &str, d: &RawDocument) -> Option<DocumentRef> {
+    let f = |name: &str| format!("{at}.{name}");
+    let kind = code(
+        v,
+        &f("kind"),
+        &d.kind,
+        DocumentKind::parse,
+        DocumentKind::expected,
+    );
+    let sha256 = required(v, &f("sha256"), &d.sha256).map(|s| s.to_ascii_lowercase());
+    if let Some(s) = &sha256
+        && (s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        v.add(f("sha256"), "must be 64 hexadecimal characters");
+    }
+    let media_type = required(v, &f("media_type"), &d.media_type).map(|m| m.to_ascii_lowercase());
+    if let Some(m) = &media_type
+        && !ACCEPTED_MEDIA_TYPES.contains(&m.as_str())
+    {
+        v.add(
+            f("media_type"),
+            format!(
+                "{m:?} is not accepted; expected one of: {}",
+                ACCEPTED_MEDIA_TYPES.join(", ")
+            ),
+        );
+    }
+    match d.size_bytes {
+        None => v.add(f("size_bytes"), "is required"),
+        Some(0) => v.add(f("size_bytes"), "must be more than 0"),
+        Some(n) if n > MAX_DOCUMENT_BYTES => {
+            v.add(f("size_bytes"), "is over the 20 MiB limit per document")
+        }
+        Some(_) => {}
+    }
+    let filename = text(v, &f("filename"), clean(&d.filename), 255);
+    Some(DocumentRef {
+        kind: kind?,
+        sha256: sha256?,
+        media_type: media_type?,
+        size_bytes: d.size_bytes?,
+        filename,
+    })
 }
 
 #[cfg(test)]
@@ -1104,6 +1147,27 @@ mod tests {
         raw.motif = Some("student".into());
         let c = Filing::parse(&raw, &web(), today()).unwrap();
         assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+
+    #[test]
+    fn the_same_person_is_recognised_across_spellings() {
+        let base = Filing::parse(&valid(), &web(), today()).unwrap().applicant;
+        let key = base.person_key();
+        let same = |name: &str| Applicant {
+            family_name: name.into(),
+            ..base.clone()
+        };
+        for spelling in ["BENALI", "benali", "Bénali", "Ben-Ali", "Ben Ali"] {
+            assert_eq!(same(spelling).person_key(), key, "{spelling}");
+        }
+        assert_ne!(same("Benalla").person_key(), key);
+        let other_birth = Applicant {
+            birth_date: NaiveDate::from_ymd_opt(1991, 3, 3).unwrap(),
+            ..base.clone()
+        };
+        assert_ne!(other_birth.person_key(), key);
+        assert_eq!(key.len(), 64);
+        assert!(!key.to_lowercase().contains("benali"));
     }
 
     #[test]

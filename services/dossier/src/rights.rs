@@ -295,7 +295,7 @@ mod tests {
             valid_from: from,
             valid_until: Some(until),
         };
-        let table: Vec<(&str, CaseFacts, Vec<Attestation>, Cover)> = vec![
+        let table: Vec<CoverRow> = vec![
             (
                 "no title, nothing",
                 facts(Procedure::FirstApplication, Filed, None),
@@ -417,6 +417,15 @@ mod tests {
         );
     }
 
+    type DueRow = (
+        &'static str,
+        CaseFacts,
+        Vec<Attestation>,
+        NaiveDate,
+        Option<Attestation>,
+    );
+    type CoverRow = (&'static str, CaseFacts, Vec<Attestation>, Cover);
+
     #[test]
     fn attestation_due_table() {
         let h = DEFAULT_HORIZON_DAYS;
@@ -433,13 +442,7 @@ mod tests {
                 valid_until: until,
             })
         };
-        let table: Vec<(
-            &str,
-            CaseFacts,
-            Vec<Attestation>,
-            NaiveDate,
-            Option<Attestation>,
-        )> = vec![
+        let table: Vec<DueRow> = vec![
             (
                 "complete renewal, title ends in 16 days: not yet",
                 facts(Procedure::Renewal, Complete, temp(d(2026, 12, 10))),

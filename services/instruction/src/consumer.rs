@@ -67,6 +67,8 @@ pub struct Consumer {
     pub bus: SharedBus,
     pub clock: SharedClock,
     pub shutdown: Shutdown,
+    /// Pokes the events relay once new case events are committed.
+    pub wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Consumer {
@@ -108,6 +110,7 @@ impl Consumer {
         if !self.record_with_retry(&good).instrument(write).await {
             return; // shutting down: unacked deliveries come back to the next consumer
         }
+        self.wake.notify_one();
         for (delivery, span) in held {
             if let Err(e) = delivery.ack().instrument(span).await {
                 // The broker will redeliver; the inbox makes that harmless.
@@ -121,7 +124,11 @@ impl Consumer {
     async fn record_with_retry(&self, batch: &[Incoming]) -> bool {
         let mut backoff = MIN_BACKOFF;
         loop {
-            match self.store.record(batch, self.clock.now()).await {
+            match self
+                .store
+                .record(batch, self.clock.now(), self.clock.today())
+                .await
+            {
                 Ok(new) => {
                     tracing::debug!(received = batch.len(), new, "dossiers recorded");
                     return true;

@@ -4,6 +4,8 @@
 //! date, never by channel or arrival.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod cases;
 pub mod consumer;
 pub mod server;
 pub mod store;

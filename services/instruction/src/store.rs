@@ -1,10 +1,233 @@
-//! The instruction schema: dossiers and their events. Plain SQL, batched.
+//! The instruction schema: dossiers, their events, attestations, documents
+//! received later and agents' reads. Plain SQL that both backends run (only
+//! the urgency arithmetic, row locks and the batch insert differ); the body of
+//! each transaction is written once and expanded for each backend by `in_tx!`.
+
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
+use guichet_dossier::lifecycle::{self, ImpossibleStep};
+use guichet_dossier::rights::{self, Attestation, Cover};
 use guichet_dossier::urgency::URGENCY_HORIZONS;
-use guichet_dossier::{Dossier, UrgencyClass};
+use guichet_dossier::{CaseState, DocumentKind, Dossier, Step, UrgencyClass, requirements};
 use guichet_kit::db::Database;
-use guichet_kit::inbox;
+use guichet_kit::inbox::Claim;
+use guichet_kit::outbox::Enqueue;
+use guichet_proto::{convert, v1 as pb};
+use prost::Message;
+
+use crate::cases::{self, EventFacts, join_kinds, split_kinds};
+
+/// States a dossier can still move from: in the queue, owed proof of stay.
+const OPEN: &str = "state NOT IN ('favourable', 'unfavourable', 'closed')";
+
+/// Runs a transaction body on whichever backend the store has. The body is
+/// compiled once per backend, so it may only use what both understand.
+macro_rules! in_tx {
+    ($db:expr, |$tx:ident| $body:block) => {
+        match $db {
+            Database::Postgres(pool) => {
+                let mut $tx = pool.begin().await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+            Database::Sqlite(pool) => {
+                let mut $tx = pool.begin().await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+        }
+    };
+}
+
+/// Runs one query on whichever backend the store has.
+macro_rules! on_db {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            Database::Postgres($pool) => $body,
+            Database::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// After the dossiers are in: their first events, the case events for the
+/// person's channel, and the link of a second filing of the same request to
+/// the first (one place in the queue, at the earlier legal filing date).
+macro_rules! after_insert {
+    ($conn:expr, $fresh:expr, $inserted:expr, $now:expr, $today:expr) => {{
+        let conn = $conn;
+        let mut new = 0usize;
+        for i in $fresh.iter().filter(|i| $inserted.contains(i.dossier.reference.as_str())) {
+            new += 1;
+            let d = &i.dossier;
+            let reference = d.reference.as_str();
+            let arrival = cases::on_arrival(d, $today);
+            let found = if arrival.state == CaseState::Complete {
+                Step::FoundComplete
+            } else {
+                Step::FoundIncomplete
+            };
+            for (kind, reason) in [
+                ("filed", String::new()),
+                (found.as_str(), join_kinds(&arrival.missing)),
+            ] {
+                sqlx::query(
+                    "INSERT INTO dossier_events (reference, kind, actor, at, reason, trace_id, message_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(reference)
+                .bind(kind)
+                .bind(actor_of(d))
+                .bind($now)
+                .bind(&reason)
+                .bind(&i.trace_id)
+                .bind(&i.message_id)
+                .execute(&mut *conn)
+                .await?;
+            }
+            let wire = convert::dossier_to_pb(d);
+            conn.enqueue(&cases::event_message(EventFacts {
+                reference,
+                kind: found.as_str(),
+                dossier: &wire,
+                state: arrival.state,
+                at: $now,
+                reason: "",
+                attestation: None,
+                missing: &arrival.missing,
+                documents_deadline: None,
+            }))
+            .await?;
+            let first: Option<(String, Option<NaiveDate>)> = sqlx::query_as(&format!(
+                "SELECT reference, queue_date FROM dossiers WHERE person_key = $1 AND procedure = $2 \
+                 AND reference <> $3 AND linked_to IS NULL AND {OPEN} ORDER BY queue_date, reference LIMIT 1"
+            ))
+            .bind(d.filing.applicant.person_key())
+            .bind(d.filing.procedure.as_str())
+            .bind(reference)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some((primary, queue_date)) = first {
+                let earliest = queue_date.map_or(d.legal_filing_date, |q| q.min(d.legal_filing_date));
+                sqlx::query("UPDATE dossiers SET linked_to = $2, updated_at = $3 WHERE reference = $1")
+                    .bind(reference)
+                    .bind(&primary)
+                    .bind($now)
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("UPDATE dossiers SET queue_date = $2, updated_at = $3 WHERE reference = $1")
+                    .bind(&primary)
+                    .bind(earliest)
+                    .bind($now)
+                    .execute(&mut *conn)
+                    .await?;
+                for (r, other) in [(reference, primary.as_str()), (primary.as_str(), reference)] {
+                    sqlx::query(
+                        "INSERT INTO dossier_events (reference, kind, actor, at, reason, trace_id) \
+                         VALUES ($1, 'linked', 'system', $2, $3, $4)",
+                    )
+                    .bind(r)
+                    .bind($now)
+                    .bind(format!("same request as {other}; an agent confirms"))
+                    .bind(&i.trace_id)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+        }
+        new
+    }};
+}
+/// Issues the attestation due for `row` in state `state`, if any, in the
+/// transaction `conn`; updates the cover. Evaluates to whether one was issued.
+macro_rules! issue_due {
+    ($conn:expr, $row:expr, $state:expr, $now:expr, $today:expr) => {{
+        let conn = $conn;
+        let row: &CaseRow = $row;
+        let dossier = row.dossier();
+        let facts = cases::facts_of(&dossier, $state);
+        let held: Vec<AttestationRow> = sqlx::query_as(
+            "SELECT id, kind, valid_from, valid_until, issued_at, verification_code \
+             FROM attestations WHERE reference = $1 ORDER BY id",
+        )
+        .bind(&row.reference)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut attestations: Vec<Attestation> = held
+            .iter()
+            .filter_map(AttestationRow::attestation)
+            .collect();
+        let due =
+            rights::attestation_due(&facts, &attestations, $today, rights::DEFAULT_HORIZON_DAYS);
+        if let Some(a) = due {
+            let code = cases::verification_code();
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO attestations (reference, kind, valid_from, valid_until, issued_at, \
+                 verification_code) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(&row.reference)
+            .bind(a.kind.as_str())
+            .bind(a.valid_from)
+            .bind(a.valid_until)
+            .bind($now)
+            .bind(&code)
+            .fetch_one(&mut *conn)
+            .await?;
+            attestations.push(a);
+            sqlx::query(
+                "INSERT INTO dossier_events (reference, kind, actor, at, reason, trace_id) \
+                 VALUES ($1, 'attestation_issued', 'system', $2, $3, '')",
+            )
+            .bind(&row.reference)
+            .bind($now)
+            .bind(a.kind.as_str())
+            .execute(&mut *conn)
+            .await?;
+            let view = AttestationRow {
+                id,
+                kind: a.kind.as_str().to_string(),
+                valid_from: a.valid_from,
+                valid_until: a.valid_until,
+                issued_at: $now,
+                verification_code: code,
+            }
+            .to_pb();
+            conn.enqueue(&cases::event_message(EventFacts {
+                reference: &row.reference,
+                kind: "attestation_issued",
+                dossier: &dossier,
+                state: $state,
+                at: $now,
+                reason: a.kind.as_str(),
+                attestation: Some(view),
+                missing: &[],
+                documents_deadline: None,
+            }))
+            .await?;
+        }
+        let cover: Cover = rights::cover(&facts, &attestations, $today);
+        sqlx::query("UPDATE dossiers SET cover_until = $2, cover_basis = $3 WHERE reference = $1")
+            .bind(&row.reference)
+            .bind(cover.until())
+            .bind(cover.basis().map(|b| b.as_str()))
+            .execute(&mut *conn)
+            .await?;
+        due.is_some()
+    }};
+}
+#[derive(Debug, thiserror::Error)]
+pub enum CaseError {
+    #[error("no dossier {0} in instruction")]
+    NotFound(String),
+    #[error(transparent)]
+    Impossible(#[from] ImpossibleStep),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+}
 
 /// A dossier received from the bus, with what is needed to record it.
 pub struct Incoming {
@@ -16,14 +239,43 @@ pub struct Incoming {
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct DossierRow {
+pub struct CaseRow {
     pub reference: String,
     pub state: String,
     pub encoded: Vec<u8>,
     pub recorded_at: DateTime<Utc>,
+    pub legal_filing_date: NaiveDate,
+    pub filed_at: DateTime<Utc>,
+    pub prefecture: String,
+    pub procedure: String,
     pub cover_until: Option<NaiveDate>,
+    pub cover_basis: Option<String>,
     pub trace_id: String,
+    pub missing: String,
+    pub documents_deadline: Option<NaiveDate>,
+    pub linked_to: Option<String>,
+    pub link_confirmed: bool,
+    pub queue_date: Option<NaiveDate>,
+    pub taken_by: Option<String>,
 }
+
+impl CaseRow {
+    pub fn state(&self) -> CaseState {
+        CaseState::parse(&self.state).unwrap_or(CaseState::Filed)
+    }
+
+    pub fn dossier(&self) -> pb::Dossier {
+        pb::Dossier::decode(self.encoded.as_slice()).unwrap_or_default()
+    }
+
+    pub fn missing(&self) -> Vec<DocumentKind> {
+        split_kinds(&self.missing)
+    }
+}
+
+const CASE_COLUMNS: &str = "reference, state, dossier AS encoded, recorded_at, legal_filing_date, \
+    filed_at, prefecture, procedure, cover_until, cover_basis, trace_id, missing, documents_deadline, \
+    linked_to, link_confirmed, queue_date, taken_by";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventRow {
@@ -36,6 +288,33 @@ pub struct EventRow {
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AttestationRow {
+    pub id: i64,
+    pub kind: String,
+    pub valid_from: NaiveDate,
+    pub valid_until: Option<NaiveDate>,
+    pub issued_at: DateTime<Utc>,
+    pub verification_code: String,
+}
+
+impl AttestationRow {
+    pub fn attestation(&self) -> Option<Attestation> {
+        cases::attestation_from_row(&self.kind, self.valid_from, self.valid_until)
+    }
+
+    pub fn to_pb(&self) -> pb::AttestationView {
+        pb::AttestationView {
+            id: self.id as u64,
+            kind: self.kind.clone(),
+            valid_from: Some(convert::date_to_pb(self.valid_from)),
+            valid_until: self.valid_until.map(convert::date_to_pb),
+            issued_at: Some(convert::timestamp_to_pb(self.issued_at)),
+            verification_code: self.verification_code.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct QueueRow {
     pub reference: String,
     pub channel: String,
@@ -43,9 +322,32 @@ pub struct QueueRow {
     pub motif: String,
     pub prefecture: String,
     pub legal_filing_date: NaiveDate,
+    pub queue_date: Option<NaiveDate>,
+    pub cover_until: Option<NaiveDate>,
+    pub taken_by: Option<String>,
     pub urgency: i16,
     pub state: String,
     pub title_expires_on: Option<NaiveDate>,
+}
+
+/// Filters of the queue; `None` is "any".
+#[derive(Debug, Clone, Default)]
+pub struct QueueFilter {
+    pub prefecture: Option<String>,
+    pub procedure: Option<String>,
+    pub motif: Option<String>,
+    pub channel: Option<String>,
+    pub state: Option<String>,
+    pub cover_ends_before: Option<NaiveDate>,
+}
+
+/// What a step carries besides its kind.
+#[derive(Debug, Clone, Default)]
+pub struct StepDetails {
+    pub actor: String,
+    pub reason: String,
+    pub documents: Vec<DocumentKind>,
+    pub deadline: Option<NaiveDate>,
 }
 
 #[derive(Clone)]
@@ -53,14 +355,34 @@ pub struct Store {
     db: Database,
 }
 
-/// Runs the same query on whichever backend the store has.
-macro_rules! on_db {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            Database::Postgres($pool) => $body,
-            Database::Sqlite($pool) => $body,
-        }
+/// The urgency class of a row, from its cover's end: `$1` is today, `$2`
+/// and `$3` the horizons, `$4..$6` the class ranks.
+fn urgency_sql(db: &Database) -> String {
+    let days_left = match db {
+        Database::Postgres(_) => "(cover_until - $1::date)",
+        Database::Sqlite(_) => "(julianday(cover_until) - julianday($1))",
     };
+    format!(
+        "CAST(CASE WHEN cover_until IS NULL THEN $6 WHEN {days_left} <= $2 THEN $4 \
+         WHEN {days_left} <= $3 THEN $5 ELSE $6 END AS SMALLINT)"
+    )
+}
+
+/// The six parameters `urgency_sql` expects, in order.
+fn urgency_params(today: NaiveDate) -> (NaiveDate, i32, i32, i16, i16, i16) {
+    let [(critical_class, critical), (soon_class, soon)] = URGENCY_HORIZONS;
+    (
+        today,
+        critical as i32,
+        soon as i32,
+        critical_class.rank(),
+        soon_class.rank(),
+        UrgencyClass::Routine.rank(),
+    )
+}
+
+fn actor_of(d: &Dossier) -> String {
+    format!("channel:{}", d.channel())
 }
 
 impl Store {
@@ -72,23 +394,43 @@ impl Store {
         &self.db
     }
 
+    // ---- arrival ---------------------------------------------------------------
+
     /// Records a batch in one transaction: claims the message ids, inserts the
-    /// dossiers not seen before and their first event. Returns how many were new.
+    /// dossiers not seen before with their state on arrival and their first
+    /// events, and links a second filing of the same request to the first.
+    /// Returns how many were new.
     pub async fn record(
         &self,
         batch: &[Incoming],
         now: DateTime<Utc>,
+        today: NaiveDate,
     ) -> Result<usize, sqlx::Error> {
         match &self.db {
-            Database::Postgres(pool) => record_postgres(pool, batch, now).await,
-            Database::Sqlite(pool) => record_sqlite(pool, batch, now).await,
+            Database::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let fresh = claim_fresh(&mut *tx, batch).await?;
+                let inserted = insert_postgres(&mut tx, &fresh, now, today).await?;
+                let new = after_insert!(&mut *tx, &fresh, &inserted, now, today);
+                tx.commit().await?;
+                Ok(new)
+            }
+            Database::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let fresh = claim_fresh(&mut *tx, batch).await?;
+                let inserted = insert_sqlite(&mut tx, &fresh, now, today).await?;
+                let new = after_insert!(&mut *tx, &fresh, &inserted, now, today);
+                tx.commit().await?;
+                Ok(new)
+            }
         }
     }
 
-    pub async fn dossier(&self, reference: &str) -> Result<Option<DossierRow>, sqlx::Error> {
-        const SQL: &str = "SELECT reference, state, dossier AS encoded, recorded_at, \
-             cover_until, trace_id FROM dossiers WHERE reference = $1";
-        on_db!(&self.db, |p| sqlx::query_as(SQL)
+    // ---- reads -----------------------------------------------------------------
+
+    pub async fn case(&self, reference: &str) -> Result<Option<CaseRow>, sqlx::Error> {
+        let sql = format!("SELECT {CASE_COLUMNS} FROM dossiers WHERE reference = $1");
+        on_db!(&self.db, |p| sqlx::query_as(&sql)
             .bind(reference)
             .fetch_optional(p)
             .await)
@@ -103,159 +445,600 @@ impl Store {
             .await)
     }
 
-    /// Open dossiers by urgency class, then legal filing date, then the time
-    /// the person filed; the reference only breaks exact ties.
+    pub async fn attestations(&self, reference: &str) -> Result<Vec<AttestationRow>, sqlx::Error> {
+        const SQL: &str = "SELECT id, kind, valid_from, valid_until, issued_at, verification_code \
+             FROM attestations WHERE reference = $1 ORDER BY id";
+        on_db!(&self.db, |p| sqlx::query_as(SQL)
+            .bind(reference)
+            .fetch_all(p)
+            .await)
+    }
+
+    /// The other filings linked to this one.
+    pub async fn linked(&self, reference: &str) -> Result<Vec<String>, sqlx::Error> {
+        const SQL: &str = "SELECT reference FROM dossiers WHERE linked_to = $1 ORDER BY reference";
+        on_db!(&self.db, |p| sqlx::query_scalar(SQL)
+            .bind(reference)
+            .fetch_all(p)
+            .await)
+    }
+
+    /// Records that `agent` read `reference`.
+    pub async fn record_read(
+        &self,
+        reference: &str,
+        agent: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        const SQL: &str = "INSERT INTO agent_reads (reference, agent, at) VALUES ($1, $2, $3)";
+        on_db!(&self.db, |p| sqlx::query(SQL)
+            .bind(reference)
+            .bind(agent)
+            .bind(now)
+            .execute(p)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Open dossiers by urgency class, then the queue date (the earliest legal
+    /// filing date of linked filings), then the time the person filed; the
+    /// reference only breaks exact ties. Never by channel or arrival.
     pub async fn queue(
         &self,
-        prefecture: Option<&str>,
+        filter: &QueueFilter,
         limit: i64,
         today: NaiveDate,
     ) -> Result<Vec<QueueRow>, sqlx::Error> {
-        let [(critical_class, critical), (soon_class, soon)] = URGENCY_HORIZONS;
-        // Days of cover left: date subtraction in PostgreSQL, julianday in SQLite.
-        let days_left = match &self.db {
-            Database::Postgres(_) => "(cover_until - $1::date)",
-            Database::Sqlite(_) => "(julianday(cover_until) - julianday($1))",
-        };
         let sql = format!(
-            "SELECT reference, channel, procedure, motif, prefecture, legal_filing_date, \
-             CAST(CASE WHEN cover_until IS NULL THEN $6 \
-                  WHEN {days_left} <= $2 THEN $4 \
-                  WHEN {days_left} <= $3 THEN $5 \
-                  ELSE $6 END AS SMALLINT) AS urgency, \
-             state, title_expires_on \
-             FROM dossiers \
-             WHERE state NOT IN ('favourable', 'unfavourable', 'closed') \
-               AND ($7 IS NULL OR prefecture = $7) \
-             ORDER BY urgency, legal_filing_date, filed_at, reference \
-             LIMIT $8"
+            "SELECT reference, channel, procedure, motif, prefecture, legal_filing_date, queue_date, \
+             cover_until, taken_by, {} AS urgency, state, title_expires_on FROM dossiers \
+             WHERE {OPEN} AND linked_to IS NULL \
+               AND ($7 IS NULL OR prefecture = $7) AND ($8 IS NULL OR procedure = $8) \
+               AND ($9 IS NULL OR motif = $9) AND ($10 IS NULL OR channel = $10) \
+               AND ($11 IS NULL OR state = $11) AND ($12 IS NULL OR cover_until <= $12) \
+             ORDER BY urgency, queue_date, filed_at, reference LIMIT $13",
+            urgency_sql(&self.db)
         );
+        let u = urgency_params(today);
         on_db!(&self.db, |p| sqlx::query_as(&sql)
-            .bind(today)
-            .bind(critical as i32)
-            .bind(soon as i32)
-            .bind(critical_class.rank())
-            .bind(soon_class.rank())
-            .bind(UrgencyClass::Routine.rank())
-            .bind(prefecture)
+            .bind(u.0)
+            .bind(u.1)
+            .bind(u.2)
+            .bind(u.3)
+            .bind(u.4)
+            .bind(u.5)
+            .bind(filter.prefecture.as_deref())
+            .bind(filter.procedure.as_deref())
+            .bind(filter.motif.as_deref())
+            .bind(filter.channel.as_deref())
+            .bind(filter.state.as_deref())
+            .bind(filter.cover_ends_before)
             .bind(limit)
             .fetch_all(p)
             .await)
     }
+
+    /// How many open dossiers of the same prefecture come before this one.
+    pub async fn files_ahead(&self, row: &CaseRow, today: NaiveDate) -> Result<i64, sqlx::Error> {
+        let urgency = urgency_sql(&self.db);
+        let sql = format!(
+            "SELECT count(*) FROM dossiers WHERE {OPEN} AND linked_to IS NULL AND prefecture = $7 \
+             AND reference <> $11 \
+             AND ({urgency} < $8 OR ({urgency} = $8 AND (queue_date < $9 \
+                  OR (queue_date = $9 AND (filed_at < $10 OR (filed_at = $10 AND reference < $11))))))"
+        );
+        let u = urgency_params(today);
+        let rank = UrgencyClass::for_cover(row.cover_until, today).rank();
+        let queue_date = row.queue_date.unwrap_or(row.legal_filing_date);
+        on_db!(&self.db, |p| sqlx::query_scalar(&sql)
+            .bind(u.0)
+            .bind(u.1)
+            .bind(u.2)
+            .bind(u.3)
+            .bind(u.4)
+            .bind(u.5)
+            .bind(&row.prefecture)
+            .bind(rank)
+            .bind(queue_date)
+            .bind(row.filed_at)
+            .bind(&row.reference)
+            .fetch_one(p)
+            .await)
+    }
+
+    /// Days from legal filing to decision of the decisions since `since`, for
+    /// one procedure and prefecture.
+    pub async fn decision_days(
+        &self,
+        procedure: Option<&str>,
+        prefecture: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        const SQL: &str = "SELECT procedure, legal_filing_date, decided_at FROM dossiers \
+             WHERE prefecture = $1 AND ($2 IS NULL OR procedure = $2) AND decided_at IS NOT NULL \
+             AND decided_at >= $3 AND linked_to IS NULL";
+        let rows: Vec<(String, NaiveDate, DateTime<Utc>)> =
+            on_db!(&self.db, |p| sqlx::query_as(SQL)
+                .bind(prefecture)
+                .bind(procedure)
+                .bind(since)
+                .fetch_all(p)
+                .await)?;
+        Ok(rows
+            .into_iter()
+            .map(|(procedure, filed, decided)| {
+                let decided = guichet_dossier::calendar::paris_date(decided);
+                (procedure, (decided - filed).num_days().max(0))
+            })
+            .collect())
+    }
+
+    /// Open dossiers per procedure in a prefecture.
+    pub async fn open_counts(
+        &self,
+        prefecture: &str,
+    ) -> Result<BTreeMap<String, i64>, sqlx::Error> {
+        let sql = format!(
+            "SELECT procedure, count(*) FROM dossiers WHERE {OPEN} AND linked_to IS NULL \
+             AND prefecture = $1 GROUP BY procedure"
+        );
+        let rows: Vec<(String, i64)> = on_db!(&self.db, |p| sqlx::query_as(&sql)
+            .bind(prefecture)
+            .fetch_all(p)
+            .await)?;
+        Ok(rows.into_iter().collect())
+    }
+
+    // ---- agents' work -------------------------------------------------------------
+
+    /// Takes the first untaken dossier of the prefecture's queue for `agent`.
+    /// Concurrent calls get different dossiers: PostgreSQL skips rows another
+    /// transaction holds; SQLite runs one writer at a time.
+    pub async fn take_next(
+        &self,
+        agent: &str,
+        prefecture: &str,
+        now: DateTime<Utc>,
+        today: NaiveDate,
+    ) -> Result<Option<String>, sqlx::Error> {
+        let lock = match self.db {
+            Database::Postgres(_) => "FOR UPDATE SKIP LOCKED",
+            Database::Sqlite(_) => "",
+        };
+        let sql = format!(
+            "UPDATE dossiers SET taken_by = $7, taken_at = $8, updated_at = $8 \
+             WHERE taken_by IS NULL AND reference = (SELECT reference FROM dossiers \
+                 WHERE {OPEN} AND linked_to IS NULL AND taken_by IS NULL AND prefecture = $9 \
+                 ORDER BY {} , queue_date, filed_at, reference LIMIT 1 {lock}) \
+             RETURNING reference",
+            urgency_sql(&self.db)
+        );
+        let u = urgency_params(today);
+        on_db!(&self.db, |p| sqlx::query_scalar(&sql)
+            .bind(u.0)
+            .bind(u.1)
+            .bind(u.2)
+            .bind(u.3)
+            .bind(u.4)
+            .bind(u.5)
+            .bind(agent)
+            .bind(now)
+            .bind(prefecture)
+            .fetch_optional(p)
+            .await)
+    }
+
+    /// Takes one lifecycle step, with its event, the case event for the
+    /// person's channel, the same step mirrored on linked filings, and any
+    /// attestation it makes due. Refused when the lifecycle does not allow it.
+    pub async fn step(
+        &self,
+        reference: &str,
+        step: Step,
+        details: &StepDetails,
+        now: DateTime<Utc>,
+        today: NaiveDate,
+    ) -> Result<CaseState, CaseError> {
+        let lock = match self.db {
+            Database::Postgres(_) => "FOR UPDATE",
+            Database::Sqlite(_) => "",
+        };
+        let select = format!("SELECT {CASE_COLUMNS} FROM dossiers WHERE reference = $1 {lock}");
+        let state = in_tx!(&self.db, |tx| {
+            let row: Option<CaseRow> = sqlx::query_as(&select)
+                .bind(reference)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let row = row.ok_or_else(|| CaseError::NotFound(reference.to_string()))?;
+            if let Some(primary) = &row.linked_to {
+                return Err(CaseError::Invalid(format!(
+                    "{reference} is linked to {primary}: act on {primary}"
+                )));
+            }
+            let to = lifecycle::next(row.state(), step)?;
+            let missing = match step {
+                Step::RequestDocuments => details.documents.clone(),
+                _ => row.missing(),
+            };
+            let deadline = match step {
+                Step::RequestDocuments => details.deadline,
+                _ => row.documents_deadline,
+            };
+            let decided = matches!(step, Step::DecideFavourable | Step::DecideUnfavourable);
+            let mut targets = vec![row.clone()];
+            let linked: Vec<CaseRow> = sqlx::query_as(&format!(
+                "SELECT {CASE_COLUMNS} FROM dossiers WHERE linked_to = $1"
+            ))
+            .bind(reference)
+            .fetch_all(&mut *tx)
+            .await?;
+            targets.extend(linked);
+            for target in &targets {
+                sqlx::query(
+                    "UPDATE dossiers SET state = $2, missing = $3, documents_deadline = $4, \
+                     decided_at = CASE WHEN $5 THEN $6 ELSE decided_at END, \
+                     taken_by = CASE WHEN $7 THEN NULL ELSE taken_by END, updated_at = $6 \
+                     WHERE reference = $1",
+                )
+                .bind(&target.reference)
+                .bind(to.as_str())
+                .bind(join_kinds(&missing))
+                .bind(deadline)
+                .bind(decided)
+                .bind(now)
+                .bind(!to.is_open())
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO dossier_events (reference, kind, actor, at, reason, trace_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&target.reference)
+                .bind(step.as_str())
+                .bind(&details.actor)
+                .bind(now)
+                .bind(&details.reason)
+                .bind(guichet_kit::telemetry::current_trace_id())
+                .execute(&mut *tx)
+                .await?;
+                let dossier = target.dossier();
+                tx.enqueue(&cases::event_message(EventFacts {
+                    reference: &target.reference,
+                    kind: step.as_str(),
+                    dossier: &dossier,
+                    state: to,
+                    at: now,
+                    reason: &details.reason,
+                    attestation: None,
+                    missing: &missing,
+                    documents_deadline: deadline,
+                }))
+                .await?;
+                let _issued = issue_due!(&mut *tx, target, to, now, today);
+            }
+            to
+        });
+        Ok(state)
+    }
+
+    /// A document arrived for a dossier, from any channel: kept, and
+    /// completeness recomputed.
+    pub async fn add_document(
+        &self,
+        reference: &str,
+        document: &guichet_dossier::DocumentRef,
+        channel: guichet_dossier::Channel,
+        actor: &str,
+        now: DateTime<Utc>,
+        today: NaiveDate,
+    ) -> Result<CaseState, CaseError> {
+        let row = self
+            .case(reference)
+            .await?
+            .ok_or_else(|| CaseError::NotFound(reference.to_string()))?;
+        let primary = row
+            .linked_to
+            .clone()
+            .unwrap_or_else(|| reference.to_string());
+        const INSERT: &str = "INSERT INTO dossier_documents (reference, kind, sha256, media_type, \
+             size_bytes, channel, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        in_tx!(&self.db, |tx| {
+            sqlx::query(INSERT)
+                .bind(&primary)
+                .bind(document.kind.as_str())
+                .bind(&document.sha256)
+                .bind(&document.media_type)
+                .bind(document.size_bytes as i64)
+                .bind(channel.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        });
+        let received = self.received_kinds(&primary).await?;
+        let primary_row = self
+            .case(&primary)
+            .await?
+            .ok_or_else(|| CaseError::NotFound(primary.clone()))?;
+        let facts = cases::facts_of(&primary_row.dossier(), primary_row.state());
+        let motif = primary_row
+            .dossier()
+            .filing
+            .and_then(|f| pb::Motif::try_from(f.motif).ok())
+            .and_then(|m| {
+                guichet_dossier::Motif::parse(
+                    &m.as_str_name().strip_prefix("MOTIF_")?.to_ascii_lowercase(),
+                )
+            })
+            .unwrap_or(guichet_dossier::Motif::Other);
+        let missing = requirements::missing(facts.procedure, motif, &received);
+        let step = if missing.is_empty() {
+            Step::FoundComplete
+        } else {
+            Step::FoundIncomplete
+        };
+        let details = StepDetails {
+            actor: actor.to_string(),
+            reason: format!("{} received", document.kind),
+            documents: missing.clone(),
+            deadline: primary_row.documents_deadline,
+        };
+        // Keep the list of what is still missing current, whatever the step.
+        let set_missing = "UPDATE dossiers SET missing = $2 WHERE reference = $1";
+        on_db!(&self.db, |p| sqlx::query(set_missing)
+            .bind(&primary)
+            .bind(join_kinds(&missing))
+            .execute(p)
+            .await
+            .map(|_| ()))?;
+        self.step(&primary, step, &details, now, today).await
+    }
+
+    /// Every document kind a dossier has: filed with it, or received since.
+    async fn received_kinds(&self, reference: &str) -> Result<Vec<DocumentKind>, CaseError> {
+        let row = self
+            .case(reference)
+            .await?
+            .ok_or_else(|| CaseError::NotFound(reference.to_string()))?;
+        let mut kinds: Vec<DocumentKind> = row
+            .dossier()
+            .filing
+            .map(|f| f.documents)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|d| {
+                let k = pb::DocumentKind::try_from(d.kind).ok()?;
+                DocumentKind::parse(
+                    &k.as_str_name()
+                        .strip_prefix("DOCUMENT_KIND_")?
+                        .to_ascii_lowercase(),
+                )
+            })
+            .collect();
+        const SQL: &str = "SELECT kind FROM dossier_documents WHERE reference = $1";
+        let later: Vec<String> = on_db!(&self.db, |p| sqlx::query_scalar(SQL)
+            .bind(reference)
+            .fetch_all(p)
+            .await)?;
+        kinds.extend(later.iter().filter_map(|k| DocumentKind::parse(k)));
+        Ok(kinds)
+    }
+
+    /// Confirms that a second filing is the same request, or undoes the link
+    /// so each filing gets its own place in the queue.
+    pub async fn confirm_link(
+        &self,
+        reference: &str,
+        same_request: bool,
+        agent: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), CaseError> {
+        let row = self
+            .case(reference)
+            .await?
+            .ok_or_else(|| CaseError::NotFound(reference.to_string()))?;
+        let Some(primary) = row.linked_to.clone() else {
+            return Err(CaseError::Invalid(format!(
+                "{reference} is not linked to another filing"
+            )));
+        };
+        in_tx!(&self.db, |tx| {
+            if same_request {
+                sqlx::query("UPDATE dossiers SET link_confirmed = true, updated_at = $2 WHERE reference = $1")
+                    .bind(reference)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                sqlx::query(
+                    "UPDATE dossiers SET linked_to = NULL, link_confirmed = false, \
+                     queue_date = legal_filing_date, updated_at = $2 WHERE reference = $1",
+                )
+                .bind(reference)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                // The first filing keeps the earliest date of what stays linked.
+                sqlx::query(
+                    "UPDATE dossiers SET queue_date = (SELECT min(d.legal_filing_date) FROM dossiers d \
+                     WHERE d.reference = $1 OR d.linked_to = $1), updated_at = $2 WHERE reference = $1",
+                )
+                .bind(&primary)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let kind = if same_request {
+                "link_confirmed"
+            } else {
+                "link_undone"
+            };
+            for r in [reference, primary.as_str()] {
+                sqlx::query(
+                    "INSERT INTO dossier_events (reference, kind, actor, at, reason, trace_id) \
+                     VALUES ($1, $2, $3, $4, $5, '')",
+                )
+                .bind(r)
+                .bind(kind)
+                .bind(agent)
+                .bind(now)
+                .bind(format!("{reference} and {primary}"))
+                .execute(&mut *tx)
+                .await?;
+            }
+        });
+        Ok(())
+    }
+
+    // ---- rights continuity ---------------------------------------------------------
+
+    /// Issues every attestation due today and closes the dossiers whose
+    /// deadline for documents passed. Returns (attestations issued, closed).
+    pub async fn sweep(
+        &self,
+        now: DateTime<Utc>,
+        today: NaiveDate,
+        horizon_days: i64,
+    ) -> Result<(usize, usize), CaseError> {
+        let soon = today + chrono::Duration::days(horizon_days);
+        let sql = format!(
+            "SELECT {CASE_COLUMNS} FROM dossiers WHERE linked_to IS NULL AND (\
+               (state IN ('complete', 'under_review') AND procedure IN ('renewal', 'regularisation') \
+                  AND (cover_until IS NULL OR cover_until <= $1)) \
+               OR (state = 'favourable' AND (cover_basis IS NULL OR cover_basis <> 'favourable_decision')) \
+               OR (state = 'documents_requested' AND documents_deadline < $2))"
+        );
+        let rows: Vec<CaseRow> = on_db!(&self.db, |p| sqlx::query_as(&sql)
+            .bind(soon)
+            .bind(today)
+            .fetch_all(p)
+            .await)?;
+        let (mut issued, mut closed) = (0, 0);
+        for row in rows {
+            if row.state() == CaseState::DocumentsRequested {
+                let details = StepDetails {
+                    actor: "system".into(),
+                    reason: "the deadline for the requested documents passed".into(),
+                    documents: row.missing(),
+                    deadline: row.documents_deadline,
+                };
+                self.step(&row.reference, Step::DeadlinePassed, &details, now, today)
+                    .await?;
+                closed += 1;
+                continue;
+            }
+            let state = row.state();
+            let done = in_tx!(&self.db, |tx| {
+                issue_due!(&mut *tx, &row, state, now, today)
+            });
+            issued += usize::from(done);
+        }
+        Ok((issued, closed))
+    }
 }
 
-fn actor_of(d: &Dossier) -> String {
-    format!("channel:{}", d.channel())
-}
-
-/// PostgreSQL: the whole batch in a few array statements.
-async fn record_postgres(
-    pool: &sqlx::PgPool,
-    batch: &[Incoming],
-    now: DateTime<Utc>,
-) -> Result<usize, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+/// Claims the batch's message ids; the deliveries seen before are dropped.
+async fn claim_fresh<'a, C: Claim>(
+    conn: &mut C,
+    batch: &'a [Incoming],
+) -> Result<Vec<&'a Incoming>, sqlx::Error> {
     let ids: Vec<String> = batch.iter().map(|i| i.message_id.clone()).collect();
-    let claimed = inbox::claim_postgres(&mut tx, &ids).await?;
-    let fresh: Vec<&Incoming> = batch
+    let claimed = conn.claim(&ids).await?;
+    Ok(batch
         .iter()
         .filter(|i| claimed.contains(&i.message_id))
-        .collect();
+        .collect())
+}
+
+/// PostgreSQL: the whole batch in two array statements. Returns the
+/// references inserted (a reference seen under another message id, a channel
+/// re-sending, is kept as first recorded).
+async fn insert_postgres(
+    tx: &mut sqlx::PgConnection,
+    fresh: &[&Incoming],
+    now: DateTime<Utc>,
+    today: NaiveDate,
+) -> Result<HashSet<String>, sqlx::Error> {
     if fresh.is_empty() {
-        tx.commit().await?;
-        return Ok(0);
+        return Ok(HashSet::new());
     }
-    let mut reference = Vec::with_capacity(fresh.len());
-    let mut channel = Vec::with_capacity(fresh.len());
-    let mut procedure = Vec::with_capacity(fresh.len());
-    let mut motif = Vec::with_capacity(fresh.len());
-    let mut prefecture = Vec::with_capacity(fresh.len());
-    let mut legal_date = Vec::with_capacity(fresh.len());
-    let mut filed_at = Vec::with_capacity(fresh.len());
-    let mut received_at = Vec::with_capacity(fresh.len());
-    let mut expires = Vec::with_capacity(fresh.len());
-    let mut encoded = Vec::with_capacity(fresh.len());
-    let mut trace = Vec::with_capacity(fresh.len());
-    let mut message = Vec::with_capacity(fresh.len());
-    let mut actor = Vec::with_capacity(fresh.len());
-    for i in &fresh {
+    let n = fresh.len();
+    let mut cols: [Vec<String>; 10] = Default::default();
+    let mut dates: [Vec<NaiveDate>; 1] = Default::default();
+    let mut times: [Vec<DateTime<Utc>>; 2] = Default::default();
+    let mut opt_dates: [Vec<Option<NaiveDate>>; 2] = Default::default();
+    let mut opt_text: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut encoded = Vec::with_capacity(n);
+    for i in fresh {
         let d = &i.dossier;
-        reference.push(d.reference.to_string());
-        channel.push(d.channel().as_str().to_string());
-        procedure.push(d.filing.procedure.as_str().to_string());
-        motif.push(d.filing.motif.as_str().to_string());
-        prefecture.push(d.prefecture().to_string());
-        legal_date.push(d.legal_filing_date);
-        filed_at.push(d.filed_at);
-        received_at.push(d.received_at);
-        expires.push(d.filing.current_title.as_ref().map(|t| t.expires_on));
+        let arrival = cases::on_arrival(d, today);
+        cols[0].push(d.reference.to_string());
+        cols[1].push(d.channel().as_str().to_string());
+        cols[2].push(d.filing.procedure.as_str().to_string());
+        cols[3].push(d.filing.motif.as_str().to_string());
+        cols[4].push(d.prefecture().to_string());
+        cols[5].push(i.trace_id.clone());
+        cols[6].push(arrival.state.as_str().to_string());
+        cols[7].push(join_kinds(&arrival.missing));
+        cols[8].push(d.filing.applicant.person_key());
+        cols[9].push(i.message_id.clone());
+        dates[0].push(d.legal_filing_date);
+        times[0].push(d.filed_at);
+        times[1].push(d.received_at);
+        opt_dates[0].push(d.filing.current_title.as_ref().map(|t| t.expires_on));
+        opt_dates[1].push(arrival.cover.until());
+        opt_text.push(arrival.cover.basis().map(|b| b.as_str().to_string()));
         encoded.push(i.encoded.clone());
-        trace.push(i.trace_id.clone());
-        message.push(i.message_id.clone());
-        actor.push(actor_of(d));
     }
-    // A reference seen under another message id (a channel re-sent it) is
-    // kept as first recorded.
-    let inserted: Vec<(String,)> = sqlx::query_as(
-            "INSERT INTO dossiers (reference, channel, procedure, motif, prefecture, \
-             legal_filing_date, filed_at, received_at, title_expires_on, cover_until, dossier, trace_id) \
-             SELECT r, c, p, m, pf, lfd, fa, ra, te, te, d, t FROM UNNEST(\
-             $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::date[], \
-             $7::timestamptz[], $8::timestamptz[], $9::date[], $10::bytea[], $11::text[]) \
-             AS u(r, c, p, m, pf, lfd, fa, ra, te, d, t) \
-             ON CONFLICT (reference) DO NOTHING RETURNING reference",
-        )
-        .bind(&reference)
-        .bind(&channel)
-        .bind(&procedure)
-        .bind(&motif)
-        .bind(&prefecture)
-        .bind(&legal_date)
-        .bind(&filed_at)
-        .bind(&received_at)
-        .bind(&expires)
-        .bind(&encoded)
-        .bind(&trace)
-        .fetch_all(&mut *tx)
-        .await?;
-    let inserted: std::collections::HashSet<String> = inserted.into_iter().map(|(r,)| r).collect();
-    let keep: Vec<usize> = (0..reference.len())
-        .filter(|&k| inserted.contains(&reference[k]))
-        .collect();
-    let pick = |v: &Vec<String>| keep.iter().map(|&k| v[k].clone()).collect::<Vec<_>>();
-    sqlx::query(
-            "INSERT INTO dossier_events (reference, kind, actor, at, reason, trace_id, message_id) \
-             SELECT r, 'filed', a, $4, '', t, m FROM UNNEST($1::text[], $2::text[], $3::text[], $5::text[]) \
-             AS u(r, a, t, m)",
-        )
-        .bind(pick(&reference))
-        .bind(pick(&actor))
-        .bind(pick(&trace))
-        .bind(now)
-        .bind(pick(&message))
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(inserted.len())
+    let inserted: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO dossiers (reference, channel, procedure, motif, prefecture, legal_filing_date, \
+         queue_date, filed_at, received_at, recorded_at, title_expires_on, cover_until, cover_basis, \
+         dossier, trace_id, state, missing, person_key, updated_at) \
+         SELECT r, c, p, m, pf, lfd, lfd, fa, ra, $15, te, cu, cb, d, t, s, mi, pk, $15 FROM UNNEST(\
+         $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::date[], \
+         $7::timestamptz[], $8::timestamptz[], $9::date[], $10::date[], $11::text[], $12::bytea[], \
+         $13::text[], $14::text[], $16::text[], $17::text[]) \
+         AS u(r, c, p, m, pf, lfd, fa, ra, te, cu, cb, d, t, s, mi, pk) \
+         ON CONFLICT (reference) DO NOTHING RETURNING reference",
+    )
+    .bind(&cols[0])
+    .bind(&cols[1])
+    .bind(&cols[2])
+    .bind(&cols[3])
+    .bind(&cols[4])
+    .bind(&dates[0])
+    .bind(&times[0])
+    .bind(&times[1])
+    .bind(&opt_dates[0])
+    .bind(&opt_dates[1])
+    .bind(&opt_text)
+    .bind(&encoded)
+    .bind(&cols[5])
+    .bind(&cols[6])
+    .bind(now)
+    .bind(&cols[7])
+    .bind(&cols[8])
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(inserted.into_iter().collect())
 }
 
 /// SQLite: one writer, no arrays; row by row inside one transaction is fast.
-async fn record_sqlite(
-    pool: &sqlx::SqlitePool,
-    batch: &[Incoming],
+async fn insert_sqlite(
+    tx: &mut sqlx::SqliteConnection,
+    fresh: &[&Incoming],
     now: DateTime<Utc>,
-) -> Result<usize, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let ids: Vec<String> = batch.iter().map(|i| i.message_id.clone()).collect();
-    let claimed = inbox::claim_sqlite(&mut tx, &ids).await?;
-    let mut new = 0;
-    for i in batch.iter().filter(|i| claimed.contains(&i.message_id)) {
+    today: NaiveDate,
+) -> Result<HashSet<String>, sqlx::Error> {
+    let mut inserted = HashSet::new();
+    for i in fresh {
         let d = &i.dossier;
-        let expires = d.filing.current_title.as_ref().map(|t| t.expires_on);
-        let inserted = sqlx::query(
+        let arrival = cases::on_arrival(d, today);
+        let done = sqlx::query(
             "INSERT INTO dossiers (reference, channel, procedure, motif, prefecture, \
-             legal_filing_date, filed_at, received_at, recorded_at, title_expires_on, cover_until, \
-             dossier, trace_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12) \
+             legal_filing_date, queue_date, filed_at, received_at, recorded_at, title_expires_on, \
+             cover_until, cover_basis, dossier, trace_id, state, missing, person_key, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $9) \
              ON CONFLICT (reference) DO NOTHING",
         )
         .bind(d.reference.as_str())
@@ -267,27 +1050,19 @@ async fn record_sqlite(
         .bind(d.filed_at)
         .bind(d.received_at)
         .bind(now)
-        .bind(expires)
+        .bind(d.filing.current_title.as_ref().map(|t| t.expires_on))
+        .bind(arrival.cover.until())
+        .bind(arrival.cover.basis().map(|b| b.as_str()))
         .bind(&i.encoded)
         .bind(&i.trace_id)
+        .bind(arrival.state.as_str())
+        .bind(join_kinds(&arrival.missing))
+        .bind(d.filing.applicant.person_key())
         .execute(&mut *tx)
         .await?;
-        if inserted.rows_affected() == 0 {
-            continue;
+        if done.rows_affected() == 1 {
+            inserted.insert(d.reference.to_string());
         }
-        new += 1;
-        sqlx::query(
-            "INSERT INTO dossier_events (reference, kind, actor, at, reason, trace_id, message_id) \
-             VALUES ($1, 'filed', $2, $3, '', $4, $5)",
-        )
-        .bind(d.reference.as_str())
-        .bind(actor_of(d))
-        .bind(now)
-        .bind(&i.trace_id)
-        .bind(&i.message_id)
-        .execute(&mut *tx)
-        .await?;
     }
-    tx.commit().await?;
-    Ok(new)
+    Ok(inserted)
 }

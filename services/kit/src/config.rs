@@ -75,6 +75,11 @@ pub struct Config {
     #[arg(long, env = "GUICHET_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
 
+    /// Seconds between two sweeps that issue due attestations and close files
+    /// whose deadline passed.
+    #[arg(long, env = "GUICHET_SWEEP_INTERVAL_S", default_value_t = 300)]
+    pub sweep_interval_s: u64,
+
     /// Log format: `text` for a terminal, `json` for collectors.
     #[arg(long, env = "GUICHET_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,

@@ -38,3 +38,21 @@ pub async fn claim_sqlite(
     }
     Ok(claimed)
 }
+
+/// Claiming in whichever transaction a store holds.
+#[allow(async_fn_in_trait)]
+pub trait Claim {
+    async fn claim(&mut self, message_ids: &[String]) -> Result<HashSet<String>, sqlx::Error>;
+}
+
+impl Claim for PgConnection {
+    async fn claim(&mut self, message_ids: &[String]) -> Result<HashSet<String>, sqlx::Error> {
+        claim_postgres(self, message_ids).await
+    }
+}
+
+impl Claim for SqliteConnection {
+    async fn claim(&mut self, message_ids: &[String]) -> Result<HashSet<String>, sqlx::Error> {
+        claim_sqlite(self, message_ids).await
+    }
+}

@@ -317,3 +317,22 @@ pub struct RelayOutcome {
     pub failed: usize,
     pub first_error: String,
 }
+
+/// Enqueuing in whichever transaction a store holds, so one piece of store
+/// code can run on both backends.
+#[allow(async_fn_in_trait)]
+pub trait Enqueue {
+    async fn enqueue(&mut self, message: &OutgoingMessage) -> Result<(), sqlx::Error>;
+}
+
+impl Enqueue for PgConnection {
+    async fn enqueue(&mut self, message: &OutgoingMessage) -> Result<(), sqlx::Error> {
+        enqueue_postgres(self, message).await
+    }
+}
+
+impl Enqueue for SqliteConnection {
+    async fn enqueue(&mut self, message: &OutgoingMessage) -> Result<(), sqlx::Error> {
+        enqueue_sqlite(self, message).await
+    }
+}

@@ -27,6 +27,9 @@ pub const DEAD_EXCHANGE: &str = "guichet.dead";
 pub const INSTRUCTION_QUEUE: &str = "instruction.dossiers";
 /// Every dead-lettered message, kept for inspection and replay.
 pub const DEAD_LETTER_QUEUE: &str = "guichet.dead.letters";
+/// What happened to each case, for the notifier to answer the person on
+/// their channel (routing key `case.<kind>.<channel>`).
+pub const NOTIFIER_QUEUE: &str = "notifier.case-events";
 
 /// Header naming why a message was dead-lettered.
 pub const DEATH_REASON_HEADER: &str = "x-guichet-death-reason";
@@ -47,10 +50,15 @@ pub struct QueueSpec {
 }
 
 /// The queues, as data: both buses declare and route from this one table.
-pub const QUEUES: [QueueSpec; 2] = [
+pub const QUEUES: [QueueSpec; 3] = [
     QueueSpec {
         name: INSTRUCTION_QUEUE,
         bindings: &[(DOSSIERS_EXCHANGE, "dossier.submitted.*")],
+        dead_letters: true,
+    },
+    QueueSpec {
+        name: NOTIFIER_QUEUE,
+        bindings: &[(EVENTS_EXCHANGE, "case.#")],
         dead_letters: true,
     },
     QueueSpec {
@@ -232,6 +240,10 @@ mod tests {
             vec![DEAD_LETTER_QUEUE]
         );
         assert!(route(DOSSIERS_EXCHANGE, "nothing.here").is_empty());
+        assert_eq!(
+            route(EVENTS_EXCHANGE, "case.attestation_issued.postal"),
+            vec![NOTIFIER_QUEUE]
+        );
         assert!(route(EVENTS_EXCHANGE, "attestation.issued").is_empty());
     }
 }

@@ -1,0 +1,610 @@
+//! The instruction service over gRPC: what a person may read of their file
+//! (`InstructionReader`), and what agents do (`InstructionDesk`).
+
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use guichet_dossier::filing::RawDocument;
+use guichet_dossier::{
+    CaseState, Channel, DocumentKind, Reference, Step, UrgencyClass, Violations,
+};
+use guichet_kit::clock::SharedClock;
+use guichet_kit::{ErrorKind, ServiceError, db};
+use guichet_proto::v1::instruction_desk_server::InstructionDesk;
+use guichet_proto::v1::instruction_reader_server::InstructionReader;
+use guichet_proto::{convert, v1 as pb};
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+
+use crate::cases::{self, MIN_DECISIONS_FOR_ESTIMATE, percentile};
+use crate::store::{CaseError, CaseRow, QueueFilter, StepDetails, Store};
+
+const MAX_QUEUE_PAGE: u32 = 500;
+/// Decisions older than this do not count towards delay estimates.
+const ESTIMATE_WINDOW_DAYS: i64 = 365;
+
+#[derive(Clone)]
+pub struct Api {
+    pub store: Store,
+    pub clock: SharedClock,
+    /// Pokes the events relay after a change wrote to the outbox.
+    pub wake: Arc<Notify>,
+}
+
+fn db_error(context: &str, e: &sqlx::Error) -> Status {
+    if db::is_unavailable(e) {
+        ServiceError::unavailable("instruction cannot reach its database; try again shortly").into()
+    } else {
+        ServiceError::internal(context, e).into()
+    }
+}
+
+fn case_error(e: CaseError) -> Status {
+    match e {
+        CaseError::NotFound(r) => {
+            ServiceError::not_found(format!("no dossier {r} in instruction")).into()
+        }
+        CaseError::Impossible(i) => ServiceError::new(ErrorKind::WrongState, i.to_string()).into(),
+        CaseError::Invalid(m) => ServiceError::new(ErrorKind::WrongState, m).into(),
+        CaseError::Db(e) => db_error("changing a case", &e),
+    }
+}
+
+fn invalid(field: &str, problem: impl Into<String>) -> Status {
+    ServiceError::invalid(Violations::one(field, problem)).into()
+}
+
+fn parse_reference(s: &str) -> Result<Reference, Status> {
+    Reference::parse(s).map_err(|e| invalid("reference", e.to_string()))
+}
+
+fn agent(id: &str, field: &str) -> Result<String, Status> {
+    let id = id.trim();
+    if id.is_empty() || id.len() > 64 || id.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            "is required: who does this (1 to 64 characters)",
+        ));
+    }
+    Ok(id.to_string())
+}
+
+/// `PROCEDURE_RENEWAL` -> `renewal`, for enum filters; `None` when unset.
+fn code_of(name: Option<&str>, prefix: &str) -> Option<String> {
+    let name = name?
+        .strip_prefix(prefix)?
+        .trim_start_matches('_')
+        .to_ascii_lowercase();
+    (name != "unspecified").then_some(name)
+}
+
+fn document_kind_of(value: i32) -> Option<DocumentKind> {
+    let kind = pb::DocumentKind::try_from(value).ok()?;
+    DocumentKind::parse(&code_of(Some(kind.as_str_name()), "DOCUMENT_KIND")?)
+}
+
+fn urgency_to_pb(u: UrgencyClass) -> pb::UrgencyClass {
+    match u {
+        UrgencyClass::Critical => pb::UrgencyClass::Critical,
+        UrgencyClass::Soon => pb::UrgencyClass::Soon,
+        UrgencyClass::Routine => pb::UrgencyClass::Routine,
+    }
+}
+
+impl Api {
+    fn wake_relay(&self) {
+        self.wake.notify_one();
+    }
+
+    async fn row(&self, reference: &Reference) -> Result<CaseRow, Status> {
+        self.store
+            .case(reference.as_str())
+            .await
+            .map_err(|e| db_error("reading a dossier", &e))?
+            .ok_or_else(|| {
+                ServiceError::not_found(format!("no dossier {reference} in instruction")).into()
+            })
+    }
+
+    async fn dossier_view(&self, row: &CaseRow) -> Result<pb::DossierView, Status> {
+        let events = self
+            .store
+            .events(&row.reference)
+            .await
+            .map_err(|e| db_error("reading dossier events", &e))?;
+        let urgency = UrgencyClass::for_cover(row.cover_until, self.clock.today());
+        Ok(pb::DossierView {
+            dossier: Some(row.dossier()),
+            state: cases::state_to_pb(row.state()) as i32,
+            urgency: urgency_to_pb(urgency) as i32,
+            events: events
+                .into_iter()
+                .map(|e| pb::DossierEvent {
+                    sequence: e.id as u64,
+                    kind: e.kind,
+                    actor: e.actor,
+                    at: Some(convert::timestamp_to_pb(e.at)),
+                    reason: e.reason,
+                    trace_id: e.trace_id,
+                })
+                .collect(),
+            recorded_at: Some(convert::timestamp_to_pb(row.recorded_at)),
+        })
+    }
+
+    async fn case_view(&self, reference: &Reference) -> Result<pb::CaseView, Status> {
+        let row = self.row(reference).await?;
+        let attestations = self
+            .store
+            .attestations(&row.reference)
+            .await
+            .map_err(|e| db_error("reading attestations", &e))?;
+        let linked = self
+            .store
+            .linked(&row.reference)
+            .await
+            .map_err(|e| db_error("reading linked filings", &e))?;
+        Ok(pb::CaseView {
+            dossier: Some(self.dossier_view(&row).await?),
+            missing: row
+                .missing()
+                .into_iter()
+                .map(convert::document_kind_to_pb)
+                .collect(),
+            documents_deadline: row.documents_deadline.map(convert::date_to_pb),
+            cover: Some(cases::cover_from_columns(
+                row.cover_until,
+                row.cover_basis.as_deref(),
+            )),
+            attestations: attestations.iter().map(|a| a.to_pb()).collect(),
+            linked_to: row.linked_to.clone().unwrap_or_default(),
+            link_confirmed: row.link_confirmed,
+            linked,
+            taken_by: row.taken_by.clone().unwrap_or_default(),
+            queue_date: row.queue_date.map(convert::date_to_pb),
+        })
+    }
+
+    async fn step(
+        &self,
+        reference: &Reference,
+        step: Step,
+        details: StepDetails,
+    ) -> Result<Response<pb::CaseView>, Status> {
+        self.store
+            .step(
+                reference.as_str(),
+                step,
+                &details,
+                self.clock.now(),
+                self.clock.today(),
+            )
+            .await
+            .map_err(case_error)?;
+        self.wake_relay();
+        Ok(Response::new(self.case_view(reference).await?))
+    }
+}
+
+#[tonic::async_trait]
+impl InstructionReader for Api {
+    async fn get_dossier(
+        &self,
+        request: Request<pb::GetDossierRequest>,
+    ) -> Result<Response<pb::DossierView>, Status> {
+        let reference = parse_reference(&request.into_inner().reference)?;
+        let row = self.row(&reference).await?;
+        Ok(Response::new(self.dossier_view(&row).await?))
+    }
+
+    async fn list_queue(
+        &self,
+        request: Request<pb::ListQueueRequest>,
+    ) -> Result<Response<pb::ListQueueResponse>, Status> {
+        let r = request.into_inner();
+        let limit = match r.limit {
+            0 => 50,
+            n => n.min(MAX_QUEUE_PAGE),
+        };
+        let filter = QueueFilter {
+            prefecture: (!r.prefecture.is_empty()).then(|| r.prefecture.clone()),
+            procedure: code_of(
+                pb::Procedure::try_from(r.procedure)
+                    .ok()
+                    .map(|p| p.as_str_name()),
+                "PROCEDURE",
+            ),
+            motif: code_of(
+                pb::Motif::try_from(r.motif).ok().map(|m| m.as_str_name()),
+                "MOTIF",
+            ),
+            channel: code_of(
+                pb::Channel::try_from(r.channel)
+                    .ok()
+                    .map(|c| c.as_str_name()),
+                "CHANNEL",
+            ),
+            state: code_of(
+                pb::CaseState::try_from(r.state)
+                    .ok()
+                    .map(|s| s.as_str_name()),
+                "CASE_STATE",
+            ),
+            cover_ends_before: r.cover_ends_before.as_ref().and_then(convert::date_from_pb),
+        };
+        let rows = self
+            .store
+            .queue(&filter, i64::from(limit), self.clock.today())
+            .await
+            .map_err(|e| db_error("reading the queue", &e))?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for r in rows {
+            let linked = self
+                .store
+                .linked(&r.reference)
+                .await
+                .map_err(|e| db_error("reading linked filings", &e))?;
+            let code = |name: &str, prefix: &str, parse: fn(&str) -> Option<i32>| {
+                parse(&format!("{prefix}_{}", name.to_ascii_uppercase())).unwrap_or(0)
+            };
+            entries.push(pb::QueueEntry {
+                channel: Channel::parse(&r.channel)
+                    .map(|c| convert::channel_to_pb(c) as i32)
+                    .unwrap_or(0),
+                procedure: code(&r.procedure, "PROCEDURE", |n| {
+                    pb::Procedure::from_str_name(n).map(|p| p as i32)
+                }),
+                motif: code(&r.motif, "MOTIF", |n| {
+                    pb::Motif::from_str_name(n).map(|m| m as i32)
+                }),
+                prefecture: r.prefecture,
+                legal_filing_date: Some(convert::date_to_pb(r.legal_filing_date)),
+                urgency: urgency_to_pb(UrgencyClass::from_rank(r.urgency)) as i32,
+                state: CaseState::parse(&r.state)
+                    .map(|s| cases::state_to_pb(s) as i32)
+                    .unwrap_or(0),
+                title_expires_on: r.title_expires_on.map(convert::date_to_pb),
+                queue_date: r.queue_date.map(convert::date_to_pb),
+                cover_until: r.cover_until.map(convert::date_to_pb),
+                taken_by: r.taken_by.unwrap_or_default(),
+                linked,
+                reference: r.reference,
+            });
+        }
+        Ok(Response::new(pb::ListQueueResponse { entries }))
+    }
+
+    async fn get_status(
+        &self,
+        request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::StatusView>, Status> {
+        let r = request.into_inner();
+        let reference = parse_reference(&r.reference)?;
+        let birth_date = r
+            .birth_date
+            .as_ref()
+            .and_then(convert::date_from_pb)
+            .ok_or_else(|| invalid("birth_date", "is required, as an identity check"))?;
+        // Same answer for a wrong birth date as for no such file: the
+        // reference alone must not reveal that a file exists.
+        let not_found = || {
+            Status::from(ServiceError::not_found(
+                "no dossier matches this reference and birth date",
+            ))
+        };
+        let row = self
+            .store
+            .case(reference.as_str())
+            .await
+            .map_err(|e| db_error("reading a dossier", &e))?;
+        let row = row.ok_or_else(not_found)?;
+        let dossier = row.dossier();
+        let filed_birth = dossier
+            .filing
+            .as_ref()
+            .and_then(|f| f.applicant.as_ref())
+            .and_then(|a| a.birth_date.as_ref())
+            .and_then(convert::date_from_pb);
+        if filed_birth != Some(birth_date) {
+            return Err(not_found());
+        }
+        let today = self.clock.today();
+        // A linked filing stands where its first filing stands.
+        let place = match &row.linked_to {
+            Some(primary) => self
+                .store
+                .case(primary)
+                .await
+                .map_err(|e| db_error("reading a dossier", &e))?
+                .unwrap_or_else(|| row.clone()),
+            None => row.clone(),
+        };
+        let files_ahead = if place.state().is_open() {
+            self.store
+                .files_ahead(&place, today)
+                .await
+                .map_err(|e| db_error("reading the queue", &e))?
+        } else {
+            0
+        };
+        let since = self.clock.now() - chrono::Duration::days(ESTIMATE_WINDOW_DAYS);
+        let decided = self
+            .store
+            .decision_days(Some(&place.procedure), &place.prefecture, since)
+            .await
+            .map_err(|e| db_error("reading decisions", &e))?;
+        let days: Vec<i64> = decided.into_iter().map(|(_, d)| d).collect();
+        let estimate = if days.len() >= MIN_DECISIONS_FOR_ESTIMATE {
+            percentile(&days, 80).unwrap_or(0)
+        } else {
+            0
+        };
+        let attestations = self
+            .store
+            .attestations(&place.reference)
+            .await
+            .map_err(|e| db_error("reading attestations", &e))?;
+        let mut linked = self
+            .store
+            .linked(&place.reference)
+            .await
+            .map_err(|e| db_error("reading linked filings", &e))?;
+        if place.reference != row.reference {
+            linked.retain(|l| *l != row.reference);
+            linked.push(place.reference.clone());
+        }
+        Ok(Response::new(pb::StatusView {
+            reference: row.reference.clone(),
+            state: cases::state_to_pb(row.state()) as i32,
+            missing: place
+                .missing()
+                .into_iter()
+                .map(convert::document_kind_to_pb)
+                .collect(),
+            documents_deadline: place.documents_deadline.map(convert::date_to_pb),
+            cover: Some(cases::cover_from_columns(
+                place.cover_until,
+                place.cover_basis.as_deref(),
+            )),
+            attestations: attestations.iter().map(|a| a.to_pb()).collect(),
+            files_ahead: u32::try_from(files_ahead).unwrap_or(u32::MAX),
+            estimated_days_to_decision: u32::try_from(estimate).unwrap_or(0),
+            decisions_observed: u32::try_from(days.len()).unwrap_or(u32::MAX),
+            legal_filing_date: Some(convert::date_to_pb(row.legal_filing_date)),
+            channel: dossier.channel,
+            linked,
+        }))
+    }
+
+    async fn processing_times(
+        &self,
+        request: Request<pb::ProcessingTimesRequest>,
+    ) -> Result<Response<pb::ProcessingTimesResponse>, Status> {
+        let prefecture = request.into_inner().prefecture;
+        if prefecture.is_empty() {
+            return Err(invalid(
+                "prefecture",
+                "is required (a département code such as 59)",
+            ));
+        }
+        let since = self.clock.now() - chrono::Duration::days(ESTIMATE_WINDOW_DAYS);
+        let decided = self
+            .store
+            .decision_days(None, &prefecture, since)
+            .await
+            .map_err(|e| db_error("reading decisions", &e))?;
+        let open = self
+            .store
+            .open_counts(&prefecture)
+            .await
+            .map_err(|e| db_error("reading the queue", &e))?;
+        let rows = guichet_dossier::Procedure::ALL
+            .iter()
+            .map(|p| {
+                let days: Vec<i64> = decided
+                    .iter()
+                    .filter(|(q, _)| q == p.as_str())
+                    .map(|(_, d)| *d)
+                    .collect();
+                pb::ProcessingTime {
+                    procedure: convert::procedure_to_pb(*p),
+                    decisions: days.len() as u32,
+                    median_days: percentile(&days, 50).unwrap_or(0) as u32,
+                    p80_days: percentile(&days, 80).unwrap_or(0) as u32,
+                    open: open.get(p.as_str()).copied().unwrap_or(0) as u32,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ProcessingTimesResponse {
+            prefecture,
+            rows,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl InstructionDesk for Api {
+    async fn take_next(
+        &self,
+        request: Request<pb::TakeNextRequest>,
+    ) -> Result<Response<pb::CaseView>, Status> {
+        let r = request.into_inner();
+        let agent = agent(&r.agent_id, "agent_id")?;
+        if r.prefecture.is_empty() {
+            return Err(invalid(
+                "prefecture",
+                "is required: agents take from their own prefecture's queue",
+            ));
+        }
+        let taken = self
+            .store
+            .take_next(&agent, &r.prefecture, self.clock.now(), self.clock.today())
+            .await
+            .map_err(|e| db_error("taking the next dossier", &e))?;
+        let Some(reference) = taken else {
+            return Err(ServiceError::not_found(format!(
+                "the queue of prefecture {} is empty",
+                r.prefecture
+            ))
+            .into());
+        };
+        let reference = parse_reference(&reference)?;
+        self.store
+            .record_read(reference.as_str(), &agent, self.clock.now())
+            .await
+            .map_err(|e| db_error("recording a read", &e))?;
+        let row = self.row(&reference).await?;
+        if row.state() == CaseState::Complete {
+            let details = StepDetails {
+                actor: agent,
+                reason: "taken from the queue".into(),
+                ..Default::default()
+            };
+            return self.step(&reference, Step::StartReview, details).await;
+        }
+        Ok(Response::new(self.case_view(&reference).await?))
+    }
+
+    async fn read_case(
+        &self,
+        request: Request<pb::ReadCaseRequest>,
+    ) -> Result<Response<pb::CaseView>, Status> {
+        let r = request.into_inner();
+        let agent = agent(&r.agent_id, "agent_id")?;
+        let reference = parse_reference(&r.reference)?;
+        let view = self.case_view(&reference).await?;
+        self.store
+            .record_read(reference.as_str(), &agent, self.clock.now())
+            .await
+            .map_err(|e| db_error("recording a read", &e))?;
+        Ok(Response::new(view))
+    }
+
+    async fn request_documents(
+        &self,
+        request: Request<pb::RequestDocumentsRequest>,
+    ) -> Result<Response<pb::CaseView>, Status> {
+        let r = request.into_inner();
+        let agent = agent(&r.agent_id, "agent_id")?;
+        let reference = parse_reference(&r.reference)?;
+        let mut v = Violations::new();
+        let kinds: Vec<DocumentKind> = r
+            .kinds
+            .iter()
+            .filter_map(|k| document_kind_of(*k))
+            .collect();
+        if kinds.is_empty() || kinds.len() != r.kinds.len() {
+            v.add("kinds", "name at least one document, each a known kind");
+        }
+        let deadline: Option<NaiveDate> = r.deadline.as_ref().and_then(convert::date_from_pb);
+        match deadline {
+            None => v.add("deadline", "is required: the person must know by when"),
+            Some(d) if d <= self.clock.today() => v.add("deadline", "must be after today"),
+            Some(_) => {}
+        }
+        if !v.is_empty() {
+            return Err(ServiceError::invalid(v).into());
+        }
+        let details = StepDetails {
+            actor: agent,
+            reason: r.reason,
+            documents: kinds,
+            deadline,
+        };
+        self.step(&reference, Step::RequestDocuments, details).await
+    }
+
+    async fn add_document(
+        &self,
+        request: Request<pb::AddDocumentRequest>,
+    ) -> Result<Response<pb::CaseView>, Status> {
+        let r = request.into_inner();
+        let actor = agent(&r.actor, "actor")?;
+        let reference = parse_reference(&r.reference)?;
+        let channel = pb::Channel::try_from(r.channel)
+            .ok()
+            .and_then(convert::channel_from_pb)
+            .ok_or_else(|| invalid("channel", "is required: web, ccc, pan or postal"))?;
+        let Some(doc) = r.document else {
+            return Err(invalid("document", "is required"));
+        };
+        // The same checks as a document filed with the dossier.
+        let raw = RawDocument {
+            kind: document_kind_of(doc.kind).map(|k| k.as_str().to_string()),
+            sha256: (!doc.sha256.is_empty()).then_some(doc.sha256),
+            media_type: (!doc.media_type.is_empty()).then_some(doc.media_type),
+            size_bytes: Some(doc.size_bytes),
+            filename: (!doc.filename.is_empty()).then_some(doc.filename),
+        };
+        let document =
+            guichet_dossier::filing::parse_document(&raw).map_err(ServiceError::invalid)?;
+        self.store
+            .add_document(
+                reference.as_str(),
+                &document,
+                channel,
+                &actor,
+                self.clock.now(),
+                self.clock.today(),
+            )
+            .await
+            .map_err(case_error)?;
+        self.wake_relay();
+        Ok(Response::new(self.case_view(&reference).await?))
+    }
+
+    async fn decide(
+        &self,
+        request: Request<pb::DecideRequest>,
+    ) -> Result<Response<pb::CaseView>, Status> {
+        let r = request.into_inner();
+        let agent = agent(&r.agent_id, "agent_id")?;
+        let reference = parse_reference(&r.reference)?;
+        if !r.favourable && r.reason.trim().is_empty() {
+            return Err(invalid(
+                "reason",
+                "an unfavourable decision must give its reasons",
+            ));
+        }
+        let step = if r.favourable {
+            Step::DecideFavourable
+        } else {
+            Step::DecideUnfavourable
+        };
+        let details = StepDetails {
+            actor: agent,
+            reason: r.reason,
+            ..Default::default()
+        };
+        self.step(&reference, step, details).await
+    }
+
+    async fn withdraw(
+        &self,
+        request: Request<pb::WithdrawRequest>,
+    ) -> Result<Response<pb::CaseView>, Status> {
+        let r = request.into_inner();
+        let actor = agent(&r.actor, "actor")?;
+        let reference = parse_reference(&r.reference)?;
+        let details = StepDetails {
+            actor,
+            reason: r.reason,
+            ..Default::default()
+        };
+        self.step(&reference, Step::Withdraw, details).await
+    }
+
+    async fn confirm_link(
+        &self,
+        request: Request<pb::ConfirmLinkRequest>,
+    ) -> Result<Response<pb::CaseView>, Status> {
+        let r = request.into_inner();
+        let agent = agent(&r.agent_id, "agent_id")?;
+        let reference = parse_reference(&r.reference)?;
+        self.store
+            .confirm_link(reference.as_str(), r.same_request, &agent, self.clock.now())
+            .await
+            .map_err(case_error)?;
+        Ok(Response::new(self.case_view(&reference).await?))
+    }
+}
