@@ -169,7 +169,11 @@ async fn every_filing_accepted_before_a_kill_9_is_in_instruction_once_after_rest
     assert_eq!(recorded, committed, "nothing lost");
     assert!(accepted.is_subset(&recorded));
     assert_eq!(
-        count(&instruction, "SELECT count(*) FROM dossier_events WHERE kind = 'filed'").await,
+        count(
+            &instruction,
+            "SELECT count(*) FROM dossier_events WHERE kind = 'filed'"
+        )
+        .await,
         committed.len() as i64,
         "nothing doubled"
     );

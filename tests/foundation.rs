@@ -140,7 +140,11 @@ async fn one_idempotency_key_is_one_dossier_and_a_different_body_is_a_conflict(b
         1
     );
     assert_eq!(
-        count(&instruction, "SELECT count(*) FROM dossier_events WHERE kind = 'filed'").await,
+        count(
+            &instruction,
+            "SELECT count(*) FROM dossier_events WHERE kind = 'filed'"
+        )
+        .await,
         1
     );
 

@@ -29,6 +29,14 @@ pub enum Poison {
     Undecodable(String),
     UnknownSchemaVersion(u32),
     BreaksRule(String),
+    /// The database refuses it, alone, for a reason other than being down.
+    Rejected(String),
+}
+
+enum Recorded {
+    Done,
+    ShuttingDown,
+    Failed(String),
 }
 
 impl Poison {
@@ -38,6 +46,7 @@ impl Poison {
             Poison::Undecodable(e) => format!("undecodable: {e}"),
             Poison::UnknownSchemaVersion(v) => format!("unknown schema version {v}"),
             Poison::BreaksRule(v) => format!("breaks a domain rule: {v}"),
+            Poison::Rejected(e) => format!("refused by the instruction database: {e}"),
         }
     }
 }
@@ -107,21 +116,51 @@ impl Consumer {
             return;
         }
         let write = tracing::info_span!("instruction.record", dossiers = good.len());
-        if !self.record_with_retry(&good).instrument(write).await {
-            return; // shutting down: unacked deliveries come back to the next consumer
-        }
-        self.wake.notify_one();
-        for (delivery, span) in held {
-            if let Err(e) = delivery.ack().instrument(span).await {
-                // The broker will redeliver; the inbox makes that harmless.
-                tracing::warn!(error = %e, "ack failed");
+        match self
+            .record_with_retry(&good)
+            .instrument(write.clone())
+            .await
+        {
+            Recorded::Done => {
+                self.wake.notify_one();
+                for (delivery, span) in held {
+                    if let Err(e) = delivery.ack().instrument(span).await {
+                        // The broker will redeliver; the inbox makes that harmless.
+                        tracing::warn!(error = %e, "ack failed");
+                    }
+                }
+            }
+            Recorded::ShuttingDown => {} // unacked deliveries come back to the next consumer
+            Recorded::Failed(_) => {
+                // Something in the batch fails on its own: one by one, so the
+                // others are not held back, and what still fails alone is
+                // dead-lettered with the database's reason.
+                for (incoming, (delivery, span)) in good.iter().zip(held) {
+                    match self
+                        .record_with_retry(std::slice::from_ref(incoming))
+                        .instrument(write.clone())
+                        .await
+                    {
+                        Recorded::Done => {
+                            if let Err(e) = delivery.ack().instrument(span).await {
+                                tracing::warn!(error = %e, "ack failed");
+                            }
+                        }
+                        Recorded::ShuttingDown => return,
+                        Recorded::Failed(reason) => {
+                            let poison = Poison::Rejected(reason);
+                            self.dead_letter(&delivery, &poison).instrument(span).await;
+                        }
+                    }
+                }
+                self.wake.notify_one();
             }
         }
     }
 
-    /// Records the batch, waiting out a database outage. Returns false only
-    /// when asked to shut down before it could record.
-    async fn record_with_retry(&self, batch: &[Incoming]) -> bool {
+    /// Records the batch, waiting out a database outage (never giving up on
+    /// it); any other failure is reported for the caller to split the batch.
+    async fn record_with_retry(&self, batch: &[Incoming]) -> Recorded {
         let mut backoff = MIN_BACKOFF;
         loop {
             match self
@@ -131,26 +170,19 @@ impl Consumer {
             {
                 Ok(new) => {
                     tracing::debug!(received = batch.len(), new, "dossiers recorded");
-                    return true;
+                    return Recorded::Done;
                 }
-                Err(e) if db::is_unavailable(&e) || batch.len() == 1 => {
+                Err(e) if db::is_unavailable(&e) || db::is_retryable(&e) => {
                     tracing::warn!(error = %error_chain(&e), ?backoff, "cannot record dossiers, retrying");
                 }
                 Err(e) => {
-                    // Something in the batch fails on its own: record one by one
-                    // so the others are not held back by it.
-                    tracing::warn!(error = %error_chain(&e), "batch failed, recording one by one");
-                    for one in batch.chunks(1) {
-                        if !Box::pin(self.record_with_retry(one)).await {
-                            return false;
-                        }
-                    }
-                    return true;
+                    tracing::warn!(error = %error_chain(&e), records = batch.len(), "recording failed");
+                    return Recorded::Failed(error_chain(&e));
                 }
             }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = self.shutdown.cancelled() => return false,
+                _ = self.shutdown.cancelled() => return Recorded::ShuttingDown,
             }
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }

@@ -59,7 +59,9 @@ macro_rules! after_insert {
     ($conn:expr, $fresh:expr, $inserted:expr, $now:expr, $today:expr) => {{
         let conn = $conn;
         let mut new = 0usize;
-        for i in $fresh.iter().filter(|i| $inserted.contains(i.dossier.reference.as_str())) {
+        let mut pending: HashSet<String> = $inserted.clone();
+        // Each inserted reference once, even if two messages carried it.
+        for i in $fresh.iter().filter(|i| pending.remove(i.dossier.reference.as_str())) {
             new += 1;
             let d = &i.dossier;
             let reference = d.reference.as_str();
@@ -100,13 +102,19 @@ macro_rules! after_insert {
                 documents_deadline: None,
             }))
             .await?;
+            // The first filing of the request is the one filed first; looking
+            // only at earlier ones makes the choice the same whatever the
+            // order dossiers arrive in, or are batched in.
             let first: Option<(String, Option<NaiveDate>)> = sqlx::query_as(&format!(
                 "SELECT reference, queue_date FROM dossiers WHERE person_key = $1 AND procedure = $2 \
-                 AND reference <> $3 AND linked_to IS NULL AND {OPEN} ORDER BY queue_date, reference LIMIT 1"
+                 AND reference <> $3 AND linked_to IS NULL AND {OPEN} \
+                 AND (filed_at < $4 OR (filed_at = $4 AND reference < $3)) \
+                 ORDER BY filed_at, reference LIMIT 1"
             ))
             .bind(d.filing.applicant.person_key())
             .bind(d.filing.procedure.as_str())
             .bind(reference)
+            .bind(d.filed_at)
             .fetch_optional(&mut *conn)
             .await?;
             if let Some((primary, queue_date)) = first {
@@ -943,10 +951,12 @@ async fn claim_fresh<'a, C: Claim>(
     batch: &'a [Incoming],
 ) -> Result<Vec<&'a Incoming>, sqlx::Error> {
     let ids: Vec<String> = batch.iter().map(|i| i.message_id.clone()).collect();
-    let claimed = conn.claim(&ids).await?;
+    let mut claimed = conn.claim(&ids).await?;
+    // A message republished by an outbox can come twice in one batch: the
+    // first copy is the one applied.
     Ok(batch
         .iter()
-        .filter(|i| claimed.contains(&i.message_id))
+        .filter(|i| claimed.remove(&i.message_id))
         .collect())
 }
 

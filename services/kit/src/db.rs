@@ -189,3 +189,9 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
         if matches!(db.code().as_deref(),
             Some("57P01" | "57P02" | "57P03" | "08006" | "08003" | "08001" | "5" | "6" | "517" | "261")))
 }
+
+/// Errors where the same transaction may well succeed if tried again:
+/// serialization failures and deadlocks (PostgreSQL).
+pub fn is_retryable(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
+}

@@ -132,10 +132,14 @@ impl Bus for AmqpBus {
                     .collect();
             }
         };
+        // One deadline for the whole batch, sends and confirms alike: a
+        // broker under a resource alarm blocks publishes indefinitely.
+        let deadline = tokio::time::Instant::now() + CONFIRM_TIMEOUT;
         let mut pending = Vec::with_capacity(messages.len());
         for m in messages {
-            let sent = channel
-                .basic_publish(
+            let sent = tokio::time::timeout_at(
+                deadline,
+                channel.basic_publish(
                     m.exchange.as_str().into(),
                     m.routing_key.as_str().into(),
                     BasicPublishOptions {
@@ -144,16 +148,18 @@ impl Bus for AmqpBus {
                     },
                     &m.body,
                     properties(m),
-                )
-                .await;
+                ),
+            )
+            .await;
             pending.push(sent);
         }
         let mut results = Vec::with_capacity(messages.len());
         let mut broken = false;
         for sent in pending {
             let result = match sent {
-                Err(e) => Err(amqp("publish")(e)),
-                Ok(confirm) => match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+                Err(_) => Err(BusError::ConfirmTimeout),
+                Ok(Err(e)) => Err(amqp("publish")(e)),
+                Ok(Ok(confirm)) => match tokio::time::timeout_at(deadline, confirm).await {
                     Err(_) => Err(BusError::ConfirmTimeout),
                     Ok(Err(e)) => Err(amqp("confirm")(e)),
                     Ok(Ok(Confirmation::Ack(None))) => Ok(()),

@@ -176,6 +176,11 @@ async fn feed(
         let Ok(first) = room.clone().acquire_owned().await else {
             return;
         };
+        // A consumer that went away must not have messages leased (and their
+        // deliveries counted) on its behalf.
+        if tx.is_closed() {
+            return;
+        }
         let mut permits = vec![first];
         while let Ok(p) = room.clone().try_acquire_owned() {
             permits.push(p);
@@ -200,7 +205,10 @@ async fn feed(
                 if tx.send(Err(local("lease")(e))).await.is_err() {
                     return;
                 }
-                tokio::time::sleep(POLL).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = tx.closed() => return,
+                }
                 continue;
             }
         };
@@ -278,9 +286,11 @@ impl LocalAcker {
             .iter()
             .any(|q| q.name == self.queue && q.dead_letters);
         let mut tx = self.inner.pool.begin().await.map_err(local("retry"))?;
+        // Write first: a read-then-write transaction in WAL mode fails at
+        // once (SQLITE_BUSY_SNAPSHOT) when another connection wrote between.
         let row: Option<(String, String, String, String, Vec<u8>, i64)> = sqlx::query_as(
-            "SELECT message_id, exchange, routing_key, headers, body, delivery_count \
-             FROM bus_messages WHERE seq = ?",
+            "UPDATE bus_messages SET leased = 0 WHERE seq = ? \
+             RETURNING message_id, exchange, routing_key, headers, body, delivery_count",
         )
         .bind(self.seq)
         .fetch_optional(&mut *tx)
@@ -314,12 +324,6 @@ impl LocalAcker {
                 .execute(&mut *tx)
                 .await
                 .map_err(local("dead-letter"))?;
-        } else {
-            sqlx::query("UPDATE bus_messages SET leased = 0 WHERE seq = ?")
-                .bind(self.seq)
-                .execute(&mut *tx)
-                .await
-                .map_err(local("retry"))?;
         }
         tx.commit().await.map_err(local("retry"))?;
         self.settle();
