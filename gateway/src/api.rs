@@ -3,13 +3,13 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use guichet_dossier::filing::RawProvenance;
 use guichet_dossier::{Filing, RawFiling, Reference, Violations};
 use guichet_proto::{convert, v1 as pb};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::ApiError;
 use crate::server::AppState;
@@ -18,7 +18,7 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
 /// Reads a JSON body into `T`, naming the field a type error is in.
-fn parse_json<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
@@ -76,27 +76,27 @@ pub struct Links {
     pub this: String,
 }
 
-fn date_text(d: &Option<pb::CalendarDate>) -> String {
+pub(crate) fn date_text(d: &Option<pb::CalendarDate>) -> String {
     d.as_ref()
         .and_then(convert::date_from_pb)
         .map(|d| d.to_string())
         .unwrap_or_default()
 }
 
-fn time_text(t: &Option<prost_types::Timestamp>) -> String {
+pub(crate) fn time_text(t: &Option<prost_types::Timestamp>) -> String {
     t.as_ref()
         .and_then(convert::timestamp_from_pb)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
 }
 
-fn enum_text(name: Option<&'static str>, prefix: &str) -> String {
+pub(crate) fn enum_text(name: Option<&'static str>, prefix: &str) -> String {
     name.and_then(|n| n.strip_prefix(prefix))
         .map(|n| n.trim_start_matches('_').to_ascii_lowercase())
         .unwrap_or_default()
 }
 
-fn channel_text(c: i32) -> &'static str {
+pub(crate) fn channel_text(c: i32) -> &'static str {
     pb::Channel::try_from(c)
         .ok()
         .and_then(convert::channel_from_pb)
@@ -236,9 +236,14 @@ pub async fn get_dossier(
         })
         .await?
         .into_inner();
+    Ok(Json(dossier_view(view)))
+}
+
+/// The JSON form of a dossier's state and history, without personal data.
+pub(crate) fn dossier_view(view: pb::DossierView) -> DossierView {
     let dossier = view.dossier.unwrap_or_default();
     let filing = dossier.filing.unwrap_or_default();
-    Ok(Json(DossierView {
+    DossierView {
         reference: dossier.reference,
         channel: channel_text(dossier.channel),
         procedure: enum_text(
@@ -285,84 +290,5 @@ pub async fn get_dossier(
                 trace_id: e.trace_id,
             })
             .collect(),
-    }))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QueueQuery {
-    pub prefecture: Option<String>,
-    pub limit: Option<u32>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct QueueEntryView {
-    pub position: usize,
-    pub reference: String,
-    pub channel: &'static str,
-    pub procedure: String,
-    pub motif: String,
-    pub prefecture: String,
-    pub legal_filing_date: String,
-    pub urgency: String,
-    pub state: String,
-    pub title_expires_on: Option<String>,
-}
-
-/// `GET /api/v1/queue`: the equal-rights queue, most urgent and oldest first.
-pub async fn queue(
-    State(state): State<AppState>,
-    query: Result<Query<QueueQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<QueueEntryView>>, ApiError> {
-    let Query(query) =
-        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, Some("query"), e.body_text()))?;
-    if query.limit == Some(0) || query.limit.is_some_and(|l| l > 500) {
-        return Err(Violations::one("limit", "must be between 1 and 500").into());
     }
-    let mut client = state.instruction.clone();
-    let entries = client
-        .list_queue(pb::ListQueueRequest {
-            prefecture: query.prefecture.unwrap_or_default(),
-            limit: query.limit.unwrap_or(50),
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .entries;
-    Ok(Json(
-        entries
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| QueueEntryView {
-                position: i + 1,
-                reference: e.reference,
-                channel: channel_text(e.channel),
-                procedure: enum_text(
-                    pb::Procedure::try_from(e.procedure)
-                        .ok()
-                        .map(|p| p.as_str_name()),
-                    "PROCEDURE",
-                ),
-                motif: enum_text(
-                    pb::Motif::try_from(e.motif).ok().map(|m| m.as_str_name()),
-                    "MOTIF",
-                ),
-                prefecture: e.prefecture,
-                legal_filing_date: date_text(&e.legal_filing_date),
-                urgency: enum_text(
-                    pb::UrgencyClass::try_from(e.urgency)
-                        .ok()
-                        .map(|u| u.as_str_name()),
-                    "URGENCY_CLASS",
-                ),
-                state: enum_text(
-                    pb::CaseState::try_from(e.state)
-                        .ok()
-                        .map(|s| s.as_str_name()),
-                    "CASE_STATE",
-                ),
-                title_expires_on: e.title_expires_on.as_ref().map(|d| date_text(&Some(*d))),
-            })
-            .collect(),
-    ))
 }

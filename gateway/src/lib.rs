@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cases;
 pub mod error;
 pub mod health;
 pub mod openapi;

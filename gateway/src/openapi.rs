@@ -22,6 +22,18 @@ mod tests {
             ("/api/v1/queue", "get"),
             ("/healthz", "get"),
             ("/readyz", "get"),
+            ("/api/v1/dossiers/{reference}/status", "get"),
+            ("/api/v1/processing-times", "get"),
+            ("/api/v1/agent/queue/next", "post"),
+            ("/api/v1/agent/dossiers/{reference}", "get"),
+            (
+                "/api/v1/agent/dossiers/{reference}/document-requests",
+                "post",
+            ),
+            ("/api/v1/agent/dossiers/{reference}/documents", "post"),
+            ("/api/v1/agent/dossiers/{reference}/decision", "post"),
+            ("/api/v1/agent/dossiers/{reference}/withdrawal", "post"),
+            ("/api/v1/agent/dossiers/{reference}/link", "post"),
         ] {
             assert!(
                 doc["paths"][path][method].is_object(),

@@ -12,6 +12,7 @@ use guichet_kit::clock::SharedClock;
 use guichet_kit::grpc::{self, TracedChannel};
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, telemetry};
+use guichet_proto::v1::instruction_desk_client::InstructionDeskClient;
 use guichet_proto::v1::instruction_reader_client::InstructionReaderClient;
 use guichet_proto::v1::online_intake_client::OnlineIntakeClient;
 use tokio::task::JoinSet;
@@ -23,7 +24,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-use crate::{api, health, openapi};
+use crate::{api, cases, health, openapi};
 
 /// Largest JSON body accepted: a filing carries document references, not bytes.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -56,6 +57,7 @@ pub enum StartError {
 pub struct AppState {
     pub intake: OnlineIntakeClient<TracedChannel>,
     pub instruction: InstructionReaderClient<TracedChannel>,
+    pub desk: InstructionDeskClient<TracedChannel>,
     pub intake_health: HealthClient<TracedChannel>,
     pub instruction_health: HealthClient<TracedChannel>,
     pub clock: SharedClock,
@@ -82,7 +84,31 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     Router::new()
         .route("/api/v1/dossiers", post(api::submit))
         .route("/api/v1/dossiers/{reference}", get(api::get_dossier))
-        .route("/api/v1/queue", get(api::queue))
+        .route("/api/v1/dossiers/{reference}/status", get(cases::status))
+        .route("/api/v1/queue", get(cases::queue))
+        .route("/api/v1/processing-times", get(cases::processing_times))
+        .route("/api/v1/agent/queue/next", post(cases::take_next))
+        .route("/api/v1/agent/dossiers/{reference}", get(cases::read_case))
+        .route(
+            "/api/v1/agent/dossiers/{reference}/document-requests",
+            post(cases::request_documents),
+        )
+        .route(
+            "/api/v1/agent/dossiers/{reference}/documents",
+            post(cases::add_document),
+        )
+        .route(
+            "/api/v1/agent/dossiers/{reference}/decision",
+            post(cases::decide),
+        )
+        .route(
+            "/api/v1/agent/dossiers/{reference}/withdrawal",
+            post(cases::withdraw),
+        )
+        .route(
+            "/api/v1/agent/dossiers/{reference}/link",
+            post(cases::confirm_link),
+        )
         .route("/api/openapi.json", get(openapi::document))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -125,6 +151,7 @@ pub async fn start(
     let state = AppState {
         intake: OnlineIntakeClient::new(intake.clone()),
         instruction: InstructionReaderClient::new(instruction.clone()),
+        desk: InstructionDeskClient::new(instruction.clone()),
         intake_health: HealthClient::new(intake),
         instruction_health: HealthClient::new(instruction),
         clock,

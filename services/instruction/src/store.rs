@@ -33,7 +33,10 @@ macro_rules! in_tx {
                 out
             }
             Database::Sqlite(pool) => {
-                let mut $tx = pool.begin().await?;
+                // IMMEDIATE: take the write lock up front. A deferred
+                // transaction that reads then writes fails at once
+                // (SQLITE_BUSY_SNAPSHOT) when another connection wrote between.
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 let out = $body;
                 $tx.commit().await?;
                 out

@@ -75,7 +75,8 @@ pub async fn serve(
     shutdown: crate::shutdown::Shutdown,
 ) -> Result<(), tonic::transport::Error> {
     let trace = tower_http::trace::TraceLayer::new_for_grpc()
-        .make_span_with(crate::telemetry::server_span::<tonic::body::Body>);
+        .make_span_with(crate::telemetry::server_span::<tonic::body::Body>)
+        .on_failure(log_failure);
     tonic::transport::Server::builder()
         .layer(trace)
         .add_routes(routes)
@@ -117,4 +118,24 @@ pub async fn spawn_server(
             tracing::error!(error = %e, service = service_name, "gRPC server stopped");
         }
     });
+}
+
+/// A refusal (not found, invalid argument, wrong state) is the service doing
+/// its job, not a failure worth an error line; a bug or an outage is.
+fn log_failure(
+    class: tower_http::classify::GrpcFailureClass,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    use tower_http::classify::GrpcFailureClass;
+    match class {
+        // UNKNOWN, INTERNAL, UNAVAILABLE, DATA_LOSS
+        GrpcFailureClass::Code(code) if matches!(code.get(), 2 | 13 | 14 | 15) => {
+            tracing::error!(code = code.get(), ?latency, "grpc call failed")
+        }
+        GrpcFailureClass::Code(code) => {
+            tracing::debug!(code = code.get(), ?latency, "grpc call refused")
+        }
+        GrpcFailureClass::Error(e) => tracing::error!(error = %e, ?latency, "grpc call failed"),
+    }
 }

@@ -1,0 +1,657 @@
+//! `/api/v1` for instruction: the queue with its filters, where a person's
+//! file stands, processing times, and the agents' desk (`/api/v1/agent/…`).
+//!
+//! Agents name themselves with the `X-Agent-Id` header, which the agents'
+//! front-end sets after sign-in; every read and every act is recorded
+//! against it.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use guichet_dossier::calendar::parse_iso_date;
+use guichet_dossier::{Reference, Violations};
+use guichet_proto::{convert, v1 as pb};
+use serde::{Deserialize, Serialize};
+
+use crate::api::{
+    DossierView, channel_text, date_text, dossier_view, enum_text, parse_json, time_text,
+};
+use crate::error::ApiError;
+use crate::server::AppState;
+
+pub const AGENT_HEADER: &str = "x-agent-id";
+
+fn bad_query(e: QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, Some("query"), e.body_text())
+}
+
+fn parse_reference(s: &str) -> Result<Reference, ApiError> {
+    Reference::parse(s).map_err(|e| Violations::one("reference", e.to_string()).into())
+}
+
+/// `renewal` -> `PROCEDURE_RENEWAL`'s number; a clear error for an unknown name.
+fn enum_value(
+    field: &str,
+    text: &Option<String>,
+    prefix: &str,
+    from_name: fn(&str) -> Option<i32>,
+) -> Result<i32, ApiError> {
+    let Some(text) = text.as_deref().filter(|t| !t.is_empty()) else {
+        return Ok(0);
+    };
+    from_name(&format!("{prefix}_{}", text.to_ascii_uppercase()))
+        .filter(|v| *v != 0)
+        .ok_or_else(|| Violations::one(field, format!("unknown value {text:?}")).into())
+}
+
+fn date_param(field: &str, text: &Option<String>) -> Result<Option<pb::CalendarDate>, ApiError> {
+    match text.as_deref() {
+        None | Some("") => Ok(None),
+        Some(t) => parse_iso_date(t)
+            .map(|d| Some(convert::date_to_pb(d)))
+            .ok_or_else(|| Violations::one(field, "must be a date of the form YYYY-MM-DD").into()),
+    }
+}
+
+// ---- the queue -----------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueQuery {
+    pub prefecture: Option<String>,
+    pub procedure: Option<String>,
+    pub motif: Option<String>,
+    pub channel: Option<String>,
+    pub state: Option<String>,
+    /// Only files whose proof of stay ends on or before this date.
+    pub cover_ends_before: Option<String>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct QueueEntryView {
+    pub position: usize,
+    pub reference: String,
+    pub channel: &'static str,
+    pub procedure: String,
+    pub motif: String,
+    pub prefecture: String,
+    pub legal_filing_date: String,
+    pub queue_date: String,
+    pub urgency: String,
+    pub state: String,
+    pub cover_until: Option<String>,
+    pub title_expires_on: Option<String>,
+    pub taken_by: Option<String>,
+    pub linked: Vec<String>,
+}
+
+/// `GET /api/v1/queue`: the equal-rights queue, most urgent and oldest first.
+pub async fn queue(
+    State(state): State<AppState>,
+    query: Result<Query<QueueQuery>, QueryRejection>,
+) -> Result<Json<Vec<QueueEntryView>>, ApiError> {
+    let Query(q) = query.map_err(bad_query)?;
+    if q.limit == Some(0) || q.limit.is_some_and(|l| l > 500) {
+        return Err(Violations::one("limit", "must be between 1 and 500").into());
+    }
+    let request = pb::ListQueueRequest {
+        prefecture: q.prefecture.clone().unwrap_or_default(),
+        limit: q.limit.unwrap_or(50),
+        procedure: enum_value("procedure", &q.procedure, "PROCEDURE", |n| {
+            pb::Procedure::from_str_name(n).map(|v| v as i32)
+        })?,
+        motif: enum_value("motif", &q.motif, "MOTIF", |n| {
+            pb::Motif::from_str_name(n).map(|v| v as i32)
+        })?,
+        channel: enum_value("channel", &q.channel, "CHANNEL", |n| {
+            pb::Channel::from_str_name(n).map(|v| v as i32)
+        })?,
+        state: enum_value("state", &q.state, "CASE_STATE", |n| {
+            pb::CaseState::from_str_name(n).map(|v| v as i32)
+        })?,
+        cover_ends_before: date_param("cover_ends_before", &q.cover_ends_before)?,
+    };
+    let entries = state
+        .instruction
+        .clone()
+        .list_queue(request)
+        .await?
+        .into_inner()
+        .entries;
+    Ok(Json(
+        entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| QueueEntryView {
+                position: i + 1,
+                channel: channel_text(e.channel),
+                procedure: enum_text(
+                    pb::Procedure::try_from(e.procedure)
+                        .ok()
+                        .map(|p| p.as_str_name()),
+                    "PROCEDURE",
+                ),
+                motif: enum_text(
+                    pb::Motif::try_from(e.motif).ok().map(|m| m.as_str_name()),
+                    "MOTIF",
+                ),
+                legal_filing_date: date_text(&e.legal_filing_date),
+                queue_date: date_text(&e.queue_date),
+                urgency: enum_text(
+                    pb::UrgencyClass::try_from(e.urgency)
+                        .ok()
+                        .map(|u| u.as_str_name()),
+                    "URGENCY_CLASS",
+                ),
+                state: enum_text(
+                    pb::CaseState::try_from(e.state)
+                        .ok()
+                        .map(|s| s.as_str_name()),
+                    "CASE_STATE",
+                ),
+                cover_until: e.cover_until.as_ref().map(|d| date_text(&Some(*d))),
+                title_expires_on: e.title_expires_on.as_ref().map(|d| date_text(&Some(*d))),
+                taken_by: (!e.taken_by.is_empty()).then_some(e.taken_by),
+                linked: e.linked,
+                prefecture: e.prefecture,
+                reference: e.reference,
+            })
+            .collect(),
+    ))
+}
+
+// ---- the person's view -------------------------------------------------------------
+
+#[derive(Debug, Serialize)]
+pub struct CoverView {
+    /// What proves legal stay: current_title, legal_extension, prolongation,
+    /// rights_creating, favourable_decision; null when nothing does.
+    pub basis: Option<String>,
+    pub until: Option<String>,
+    pub open_ended: bool,
+}
+
+fn cover_view(c: Option<pb::Cover>) -> CoverView {
+    let c = c.unwrap_or_default();
+    CoverView {
+        basis: (!c.basis.is_empty()).then_some(c.basis),
+        until: c.until.as_ref().map(|d| date_text(&Some(*d))),
+        open_ended: c.open_ended,
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct AttestationJson {
+    pub id: u64,
+    pub kind: String,
+    pub valid_from: String,
+    /// Null: until the card is handed over.
+    pub valid_until: Option<String>,
+    pub issued_at: String,
+    pub verification_code: String,
+}
+
+fn attestation_json(a: pb::AttestationView) -> AttestationJson {
+    AttestationJson {
+        id: a.id,
+        kind: a.kind,
+        valid_from: date_text(&a.valid_from),
+        valid_until: a.valid_until.as_ref().map(|d| date_text(&Some(*d))),
+        issued_at: time_text(&a.issued_at),
+        verification_code: a.verification_code,
+    }
+}
+
+fn kinds_text(kinds: &[i32]) -> Vec<String> {
+    kinds
+        .iter()
+        .map(|k| {
+            enum_text(
+                pb::DocumentKind::try_from(*k).ok().map(|d| d.as_str_name()),
+                "DOCUMENT_KIND",
+            )
+        })
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusQuery {
+    pub birth_date: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusJson {
+    pub reference: String,
+    pub channel: &'static str,
+    pub state: String,
+    pub legal_filing_date: String,
+    pub missing: Vec<String>,
+    pub documents_deadline: Option<String>,
+    pub cover: CoverView,
+    pub attestations: Vec<AttestationJson>,
+    pub files_ahead: u32,
+    /// 80th percentile of observed days to decision; null until enough
+    /// decisions were observed for a figure worth giving.
+    pub estimated_days_to_decision: Option<u32>,
+    pub decisions_observed: u32,
+    pub linked: Vec<String>,
+}
+
+/// `GET /api/v1/dossiers/{reference}/status?birth_date=YYYY-MM-DD`: where my
+/// file stands. The birth date is the identity check.
+pub async fn status(
+    State(state): State<AppState>,
+    Path(reference): Path<String>,
+    query: Result<Query<StatusQuery>, QueryRejection>,
+) -> Result<Json<StatusJson>, ApiError> {
+    let reference = parse_reference(&reference)?;
+    let Query(q) = query.map_err(bad_query)?;
+    let birth_date = date_param("birth_date", &q.birth_date)?.ok_or_else(|| {
+        ApiError::from(Violations::one(
+            "birth_date",
+            "is required, as an identity check",
+        ))
+    })?;
+    let s = state
+        .instruction
+        .clone()
+        .get_status(pb::GetStatusRequest {
+            reference: reference.to_string(),
+            birth_date: Some(birth_date),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(StatusJson {
+        channel: channel_text(s.channel),
+        state: enum_text(
+            pb::CaseState::try_from(s.state)
+                .ok()
+                .map(|v| v.as_str_name()),
+            "CASE_STATE",
+        ),
+        legal_filing_date: date_text(&s.legal_filing_date),
+        missing: kinds_text(&s.missing),
+        documents_deadline: s.documents_deadline.as_ref().map(|d| date_text(&Some(*d))),
+        cover: cover_view(s.cover),
+        attestations: s.attestations.into_iter().map(attestation_json).collect(),
+        files_ahead: s.files_ahead,
+        estimated_days_to_decision: (s.decisions_observed > 0 && s.estimated_days_to_decision > 0)
+            .then_some(s.estimated_days_to_decision),
+        decisions_observed: s.decisions_observed,
+        linked: s.linked,
+        reference: s.reference,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefectureQuery {
+    pub prefecture: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProcessingTimeJson {
+    pub procedure: String,
+    pub decisions: u32,
+    pub median_days: Option<u32>,
+    pub p80_days: Option<u32>,
+    pub open: u32,
+}
+
+/// `GET /api/v1/processing-times?prefecture=59`: observed delays, published.
+pub async fn processing_times(
+    State(state): State<AppState>,
+    query: Result<Query<PrefectureQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query.map_err(bad_query)?;
+    let prefecture = q.prefecture.filter(|p| !p.is_empty()).ok_or_else(|| {
+        ApiError::from(Violations::one(
+            "prefecture",
+            "is required (a département code such as 59)",
+        ))
+    })?;
+    let r = state
+        .instruction
+        .clone()
+        .processing_times(pb::ProcessingTimesRequest { prefecture })
+        .await?
+        .into_inner();
+    let rows: Vec<ProcessingTimeJson> = r
+        .rows
+        .into_iter()
+        .map(|t| ProcessingTimeJson {
+            procedure: enum_text(
+                pb::Procedure::try_from(t.procedure)
+                    .ok()
+                    .map(|p| p.as_str_name()),
+                "PROCEDURE",
+            ),
+            decisions: t.decisions,
+            median_days: (t.decisions > 0).then_some(t.median_days),
+            p80_days: (t.decisions > 0).then_some(t.p80_days),
+            open: t.open,
+        })
+        .collect();
+    Ok(Json(
+        serde_json::json!({"prefecture": r.prefecture, "procedures": rows}),
+    ))
+}
+
+// ---- the agents' desk ------------------------------------------------------------------
+
+fn agent_of(headers: &HeaderMap) -> Result<String, ApiError> {
+    headers
+        .get(AGENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                Some("X-Agent-Id"),
+                "agents must say who they are",
+            )
+        })
+}
+
+#[derive(Debug, Serialize)]
+pub struct CaseJson {
+    pub dossier: DossierView,
+    pub applicant: ApplicantJson,
+    pub missing: Vec<String>,
+    pub documents_deadline: Option<String>,
+    pub cover: CoverView,
+    pub attestations: Vec<AttestationJson>,
+    pub linked_to: Option<String>,
+    pub link_confirmed: bool,
+    pub linked: Vec<String>,
+    pub taken_by: Option<String>,
+    pub queue_date: Option<String>,
+}
+
+/// Who the file is about, as an agent (or an attestation) needs it.
+#[derive(Debug, Serialize)]
+pub struct ApplicantJson {
+    pub family_name: String,
+    pub given_names: String,
+    pub birth_date: String,
+    pub nationality: String,
+    pub foreigner_number: Option<String>,
+    pub answer_channel: String,
+}
+
+fn case_json(c: pb::CaseView) -> CaseJson {
+    let view = c.dossier.unwrap_or_default();
+    let filing = view
+        .dossier
+        .as_ref()
+        .and_then(|d| d.filing.clone())
+        .unwrap_or_default();
+    let a = filing.applicant.unwrap_or_default();
+    let answer = filing.contact.map(|c| c.answer_channel).unwrap_or(0);
+    CaseJson {
+        dossier: dossier_view(view),
+        applicant: ApplicantJson {
+            family_name: a.family_name,
+            given_names: a.given_names,
+            birth_date: date_text(&a.birth_date),
+            nationality: a.nationality,
+            foreigner_number: (!a.foreigner_number.is_empty()).then_some(a.foreigner_number),
+            answer_channel: enum_text(
+                pb::AnswerChannel::try_from(answer)
+                    .ok()
+                    .map(|v| v.as_str_name()),
+                "ANSWER_CHANNEL",
+            ),
+        },
+        missing: kinds_text(&c.missing),
+        documents_deadline: c.documents_deadline.as_ref().map(|d| date_text(&Some(*d))),
+        cover: cover_view(c.cover),
+        attestations: c.attestations.into_iter().map(attestation_json).collect(),
+        linked_to: (!c.linked_to.is_empty()).then_some(c.linked_to),
+        link_confirmed: c.link_confirmed,
+        linked: c.linked,
+        taken_by: (!c.taken_by.is_empty()).then_some(c.taken_by),
+        queue_date: c.queue_date.as_ref().map(|d| date_text(&Some(*d))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TakeNextBody {
+    pub prefecture: Option<String>,
+}
+
+/// `POST /api/v1/agent/queue/next`: take the next file of my prefecture.
+pub async fn take_next(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<CaseJson>, ApiError> {
+    let agent_id = agent_of(&headers)?;
+    let body: TakeNextBody = parse_json(&headers, body)?;
+    let case = state
+        .desk
+        .clone()
+        .take_next(pb::TakeNextRequest {
+            agent_id,
+            prefecture: body.prefecture.unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(case_json(case)))
+}
+
+/// `GET /api/v1/agent/dossiers/{reference}`: the whole file; the read is recorded.
+pub async fn read_case(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(reference): Path<String>,
+) -> Result<Json<CaseJson>, ApiError> {
+    let agent_id = agent_of(&headers)?;
+    let reference = parse_reference(&reference)?;
+    let case = state
+        .desk
+        .clone()
+        .read_case(pb::ReadCaseRequest {
+            agent_id,
+            reference: reference.to_string(),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(case_json(case)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentRequestBody {
+    pub kinds: Vec<String>,
+    pub deadline: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// `POST /api/v1/agent/dossiers/{reference}/document-requests`
+pub async fn request_documents(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(reference): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<CaseJson>, ApiError> {
+    let agent_id = agent_of(&headers)?;
+    let reference = parse_reference(&reference)?;
+    let body: DocumentRequestBody = parse_json(&headers, body)?;
+    let mut kinds = Vec::with_capacity(body.kinds.len());
+    for (i, k) in body.kinds.iter().enumerate() {
+        kinds.push(enum_value(
+            &format!("kinds[{i}]"),
+            &Some(k.clone()),
+            "DOCUMENT_KIND",
+            |n| pb::DocumentKind::from_str_name(n).map(|v| v as i32),
+        )?);
+    }
+    let case = state
+        .desk
+        .clone()
+        .request_documents(pb::RequestDocumentsRequest {
+            agent_id,
+            reference: reference.to_string(),
+            kinds,
+            deadline: date_param("deadline", &body.deadline)?,
+            reason: body.reason.unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(case_json(case)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentBody {
+    pub kind: Option<String>,
+    pub sha256: Option<String>,
+    pub media_type: Option<String>,
+    pub size_bytes: Option<u64>,
+    pub filename: Option<String>,
+    /// Where the document came from: web, ccc, pan or postal.
+    pub channel: Option<String>,
+}
+
+/// `POST /api/v1/agent/dossiers/{reference}/documents`: a document arrived.
+pub async fn add_document(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(reference): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<CaseJson>, ApiError> {
+    let actor = agent_of(&headers)?;
+    let reference = parse_reference(&reference)?;
+    let body: DocumentBody = parse_json(&headers, body)?;
+    let channel = enum_value("channel", &body.channel, "CHANNEL", |n| {
+        pb::Channel::from_str_name(n).map(|v| v as i32)
+    })?;
+    let kind = enum_value("document.kind", &body.kind, "DOCUMENT_KIND", |n| {
+        pb::DocumentKind::from_str_name(n).map(|v| v as i32)
+    })?;
+    let case = state
+        .desk
+        .clone()
+        .add_document(pb::AddDocumentRequest {
+            actor,
+            reference: reference.to_string(),
+            document: Some(pb::DocumentRef {
+                kind,
+                sha256: body.sha256.unwrap_or_default(),
+                media_type: body.media_type.unwrap_or_default(),
+                size_bytes: body.size_bytes.unwrap_or(0),
+                filename: body.filename.unwrap_or_default(),
+            }),
+            channel,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(case_json(case)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    pub favourable: Option<bool>,
+    pub reason: Option<String>,
+}
+
+/// `POST /api/v1/agent/dossiers/{reference}/decision`
+pub async fn decide(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(reference): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<CaseJson>, ApiError> {
+    let agent_id = agent_of(&headers)?;
+    let reference = parse_reference(&reference)?;
+    let body: DecisionBody = parse_json(&headers, body)?;
+    let favourable = body.favourable.ok_or_else(|| {
+        ApiError::from(Violations::one("favourable", "is required: true or false"))
+    })?;
+    let case = state
+        .desk
+        .clone()
+        .decide(pb::DecideRequest {
+            agent_id,
+            reference: reference.to_string(),
+            favourable,
+            reason: body.reason.unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(case_json(case)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawalBody {
+    pub reason: Option<String>,
+}
+
+/// `POST /api/v1/agent/dossiers/{reference}/withdrawal`
+pub async fn withdraw(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(reference): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<CaseJson>, ApiError> {
+    let actor = agent_of(&headers)?;
+    let reference = parse_reference(&reference)?;
+    let body: WithdrawalBody = parse_json(&headers, body)?;
+    let case = state
+        .desk
+        .clone()
+        .withdraw(pb::WithdrawRequest {
+            actor,
+            reference: reference.to_string(),
+            reason: body.reason.unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(case_json(case)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkBody {
+    pub same_request: Option<bool>,
+}
+
+/// `POST /api/v1/agent/dossiers/{reference}/link`: confirm (or undo) that a
+/// second filing is the same request as its first.
+pub async fn confirm_link(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(reference): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<CaseJson>, ApiError> {
+    let agent_id = agent_of(&headers)?;
+    let reference = parse_reference(&reference)?;
+    let body: LinkBody = parse_json(&headers, body)?;
+    let same_request = body.same_request.ok_or_else(|| {
+        ApiError::from(Violations::one(
+            "same_request",
+            "is required: true or false",
+        ))
+    })?;
+    let case = state
+        .desk
+        .clone()
+        .confirm_link(pb::ConfirmLinkRequest {
+            agent_id,
+            reference: reference.to_string(),
+            same_request,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(case_json(case)))
+}

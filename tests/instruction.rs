@@ -1,0 +1,502 @@
+//! The instruction service end to end, on both backends: one equal-rights
+//! queue, take-next under concurrency, the same request filed on two
+//! channels, attestations issued without asking, and where a file stands.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{Days, NaiveDate, Utc};
+use common::{App, Backend, TestEnv, count, eventually, example};
+use futures_util::StreamExt;
+use guichet_dossier::filing::RawProvenance;
+use guichet_dossier::{Channel, Dossier, Filing, RawFiling, Reference};
+use guichet_kit::bus::NOTIFIER_QUEUE;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn today() -> NaiveDate {
+    guichet_dossier::calendar::paris_date(Utc::now())
+}
+
+/// A complete renewal for an employee, for `name`, whose title expires on `expires`.
+fn renewal(name: &str, expires: NaiveDate) -> Value {
+    let mut body = example("renewal-employee.json");
+    body["applicant"]["family_name"] = name.into();
+    body["current_title"]["expires_on"] = expires.to_string().into();
+    body
+}
+
+async fn start(backend: Backend) -> (TestEnv, App) {
+    let env = TestEnv::on(backend).await;
+    let mut config = env.config();
+    config.sweep_interval_s = 1;
+    let app = App::start(&config).await;
+    (env, app)
+}
+
+async fn file(app: &App, body: &Value) -> String {
+    let r = app.file(body, None).await;
+    assert_eq!(r.status(), 201);
+    let reference = r.json::<Value>().await.unwrap()["reference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually(WAIT, "the dossier in instruction", || async {
+        (app.dossier(&reference).await.status() == 200).then_some(())
+    })
+    .await;
+    reference
+}
+
+/// Files by post, as the postal channel will: the dossier straight on the bus.
+async fn file_by_post(app: &App, body: &Value, postmarked: NaiveDate) -> String {
+    let raw: RawFiling = serde_json::from_value(body.clone()).unwrap();
+    let mut raw = raw;
+    raw.idempotency_key = Some(uuid::Uuid::new_v4().to_string());
+    let provenance = RawProvenance::Postal {
+        station_id: Some("station-59-1".into()),
+        envelope_id: Some(uuid::Uuid::new_v4().to_string()),
+        postmark_date: Some(postmarked.to_string()),
+        reception_date: Some(today().to_string()),
+    };
+    let filing = Filing::parse(&raw, &provenance, today()).unwrap();
+    let now = Utc::now();
+    let reference = Reference::generate(Channel::Postal, 2026, &mut rand::rng());
+    let dossier = Dossier::new(reference.clone(), filing, now, now);
+    let message = guichet_intake_web::ledger::dossier_message(&dossier);
+    assert!(app.mesh.bus.publish(&[message]).await[0].is_ok());
+    let reference = reference.to_string();
+    eventually(WAIT, "the postal dossier in instruction", || async {
+        (app.dossier(&reference).await.status() == 200).then_some(())
+    })
+    .await;
+    reference
+}
+
+async fn queue(app: &App, query: &str) -> Vec<Value> {
+    let r = app
+        .http
+        .get(format!("{}/api/v1/queue?{query}", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+async fn agent_post(app: &App, agent: &str, path: &str, body: Value) -> reqwest::Response {
+    app.http
+        .post(format!("{}{path}", app.base))
+        .header("X-Agent-Id", agent)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+on_both_backends!(a_letter_postmarked_first_sorts_ahead_of_a_web_filing_scanned_before_it);
+async fn a_letter_postmarked_first_sorts_ahead_of_a_web_filing_scanned_before_it(backend: Backend) {
+    let (env, app) = start(backend).await;
+    let expires = today() + Days::new(45); // same urgency class for both
+    let web = file(&app, &renewal("Martin", expires)).await;
+    let postal = file_by_post(&app, &renewal("Nguyen", expires), today() - Days::new(6)).await;
+
+    let entries = queue(&app, "prefecture=59").await;
+    let order: Vec<&str> = entries
+        .iter()
+        .map(|e| e["reference"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        vec![postal.as_str(), web.as_str()],
+        "by legal filing date, not by arrival"
+    );
+    assert_eq!(entries[0]["channel"], "postal");
+    assert_eq!(
+        entries[0]["legal_filing_date"],
+        (today() - Days::new(6)).to_string()
+    );
+    assert_eq!(entries[0]["urgency"], entries[1]["urgency"]);
+    // Filters.
+    assert_eq!(queue(&app, "prefecture=59&channel=web").await.len(), 1);
+    assert_eq!(
+        queue(&app, "prefecture=59&procedure=first_application")
+            .await
+            .len(),
+        0
+    );
+    let before = (expires + Days::new(1)).to_string();
+    assert_eq!(
+        queue(&app, &format!("prefecture=59&cover_ends_before={before}"))
+            .await
+            .len(),
+        2
+    );
+    let r = app
+        .http
+        .get(format!("{}/api/v1/queue?channel=fax", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    app.stop().await;
+    env.cleanup().await;
+}
+
+on_both_backends!(eight_agents_taking_next_at_once_get_eight_different_dossiers);
+async fn eight_agents_taking_next_at_once_get_eight_different_dossiers(backend: Backend) {
+    let (env, app) = start(backend).await;
+    let expires = today() + Days::new(200);
+    let mut filed = BTreeSet::new();
+    for i in 0..10 {
+        filed.insert(file(&app, &renewal(&format!("Person{i}"), expires)).await);
+    }
+    let taken: Vec<(u16, Value)> = futures_util::stream::iter(0..8)
+        .map(|i| {
+            let app = &app;
+            async move {
+                let r = agent_post(
+                    app,
+                    &format!("agent-{i}"),
+                    "/api/v1/agent/queue/next",
+                    json!({"prefecture": "59"}),
+                )
+                .await;
+                let status = r.status().as_u16();
+                (status, r.json::<Value>().await.unwrap())
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let references: BTreeSet<String> = taken
+        .iter()
+        .map(|(status, case)| {
+            assert_eq!(*status, 200, "{case}");
+            assert_eq!(
+                case["dossier"]["state"], "under_review",
+                "a complete file taken is under review"
+            );
+            case["dossier"]["reference"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(references.len(), 8, "eight different dossiers");
+    assert!(references.is_subset(&filed));
+    let instruction = env.db("instruction").await;
+    assert_eq!(
+        count(
+            &instruction,
+            "SELECT count(DISTINCT taken_by) FROM dossiers WHERE taken_by IS NOT NULL"
+        )
+        .await,
+        8
+    );
+    assert_eq!(
+        count(&instruction, "SELECT count(*) FROM agent_reads").await,
+        8,
+        "each take is an audited read"
+    );
+    // Two are left; a ninth and tenth agent get them; then the queue is empty.
+    for agent in ["agent-8", "agent-9"] {
+        let r = agent_post(
+            &app,
+            agent,
+            "/api/v1/agent/queue/next",
+            json!({"prefecture": "59"}),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    let r = agent_post(
+        &app,
+        "agent-10",
+        "/api/v1/agent/queue/next",
+        json!({"prefecture": "59"}),
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    let r = agent_post(
+        &app,
+        "agent-10",
+        "/api/v1/agent/queue/next",
+        json!({"prefecture": "75"}),
+    )
+    .await;
+    assert_eq!(r.status(), 404, "other prefectures' files are not theirs");
+    app.stop().await;
+    env.cleanup().await;
+}
+
+on_both_backends!(the_same_renewal_online_and_by_post_has_one_place_at_the_earlier_date);
+async fn the_same_renewal_online_and_by_post_has_one_place_at_the_earlier_date(backend: Backend) {
+    let (env, app) = start(backend).await;
+    let expires = today() + Days::new(90);
+    let body = renewal("Benali", expires);
+    let online = file(&app, &body).await;
+    // The site failed them (they think): they post the same renewal too,
+    // postmarked before they managed online.
+    let mut by_post = body.clone();
+    by_post["applicant"]["family_name"] = "BÉNALI".into();
+    let postmarked = today() - Days::new(4);
+    let postal = file_by_post(&app, &by_post, postmarked).await;
+
+    let entries = queue(&app, "prefecture=59").await;
+    assert_eq!(entries.len(), 1, "one place in the queue: {entries:?}");
+    assert_eq!(entries[0]["reference"], online.as_str());
+    assert_eq!(
+        entries[0]["queue_date"],
+        postmarked.to_string(),
+        "the earlier filing date holds"
+    );
+    assert_eq!(entries[0]["linked"], json!([postal]));
+
+    // An agent confirms they are the same request, then decides.
+    let r = agent_post(
+        &app,
+        "agent-1",
+        &format!("/api/v1/agent/dossiers/{postal}/link"),
+        json!({"same_request": true}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["link_confirmed"], true);
+    let taken = agent_post(
+        &app,
+        "agent-1",
+        "/api/v1/agent/queue/next",
+        json!({"prefecture": "59"}),
+    )
+    .await;
+    assert_eq!(
+        taken.json::<Value>().await.unwrap()["dossier"]["reference"],
+        online.as_str()
+    );
+    let decided = agent_post(
+        &app,
+        "agent-1",
+        &format!("/api/v1/agent/dossiers/{online}/decision"),
+        json!({"favourable": true}),
+    )
+    .await;
+    assert_eq!(decided.status(), 200);
+    let case: Value = decided.json().await.unwrap();
+    assert_eq!(case["dossier"]["state"], "favourable");
+    assert_eq!(case["cover"]["basis"], "favourable_decision");
+    assert_eq!(case["cover"]["open_ended"], true);
+    // The answer reaches the person on both channels.
+    let status = |r: String| {
+        let app = &app;
+        async move {
+            app.http
+                .get(format!(
+                    "{}/api/v1/dossiers/{r}/status?birth_date=1991-03-02",
+                    app.base
+                ))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(status(postal.clone()).await["state"], "favourable");
+    let mut stream = app
+        .mesh
+        .bus
+        .consume(NOTIFIER_QUEUE, "test-notifier", 100)
+        .await
+        .unwrap();
+    let mut keys = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !(keys.contains("case.decided_favourable.web")
+        && keys.contains("case.decided_favourable.postal"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the decision not announced on both channels: {keys:?}"
+        );
+        if let Ok(Some(Ok(d))) =
+            tokio::time::timeout(Duration::from_millis(200), stream.next()).await
+        {
+            keys.insert(d.routing_key.clone());
+            d.ack().await.unwrap();
+        }
+    }
+    // Drain what else is there.
+    while let Ok(Some(Ok(d))) =
+        tokio::time::timeout(Duration::from_millis(300), stream.next()).await
+    {
+        keys.insert(d.routing_key.clone());
+        d.ack().await.unwrap();
+    }
+    assert!(keys.contains("case.attestation_issued.web"), "{keys:?}");
+    app.stop().await;
+    env.cleanup().await;
+}
+
+on_both_backends!(a_complete_renewal_near_expiry_is_covered_without_asking);
+async fn a_complete_renewal_near_expiry_is_covered_without_asking(backend: Backend) {
+    let (env, app) = start(backend).await;
+    let expires = today() + Days::new(10);
+    let reference = file(&app, &renewal("Okafor", expires)).await;
+    let url = format!(
+        "{}/api/v1/dossiers/{reference}/status?birth_date=1991-03-02",
+        app.base
+    );
+    let status: Value = eventually(WAIT, "an attestation issued by the sweep", || async {
+        let s: Value = app.http.get(&url).send().await.ok()?.json().await.ok()?;
+        (s["attestations"].as_array()?.len() == 1).then_some(s)
+    })
+    .await;
+    let api = &status["attestations"][0];
+    assert_eq!(api["kind"], "prolongation");
+    assert_eq!(api["valid_from"], today().to_string());
+    let until = guichet_dossier::rights::add_months(expires, 3);
+    assert_eq!(
+        api["valid_until"],
+        until.to_string(),
+        "joins the title with no gap"
+    );
+    assert_eq!(api["verification_code"].as_str().unwrap().len(), 8);
+    assert_eq!(status["cover"]["basis"], "prolongation");
+    assert_eq!(status["cover"]["until"], until.to_string());
+    assert_eq!(status["state"], "complete");
+    assert_eq!(status["files_ahead"], 0);
+    assert!(
+        status["estimated_days_to_decision"].is_null(),
+        "no estimate from no decisions"
+    );
+    // A wrong birth date is as good as no file.
+    let wrong = app
+        .http
+        .get(url.replace("1991-03-02", "1991-03-03"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 404);
+    // The sweep does not issue twice.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let instruction = env.db("instruction").await;
+    assert_eq!(
+        count(&instruction, "SELECT count(*) FROM attestations").await,
+        1
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
+
+on_both_backends!(the_lifecycle_refuses_what_it_does_not_allow_and_documents_complete_a_file);
+async fn the_lifecycle_refuses_what_it_does_not_allow_and_documents_complete_a_file(
+    backend: Backend,
+) {
+    let (env, app) = start(backend).await;
+    let mut body = renewal("Diallo", today() + Days::new(200));
+    // No employment contract: incomplete.
+    body["documents"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|d| d["kind"] != "employment_contract");
+    let reference = file(&app, &body).await;
+    let read = app
+        .http
+        .get(format!("{}/api/v1/agent/dossiers/{reference}", app.base))
+        .header("X-Agent-Id", "agent-7")
+        .send()
+        .await
+        .unwrap();
+    let case: Value = read.json().await.unwrap();
+    assert_eq!(case["dossier"]["state"], "incomplete");
+    assert_eq!(case["missing"], json!(["employment_contract"]));
+    assert_eq!(case["applicant"]["family_name"], "Diallo");
+
+    let decide = agent_post(
+        &app,
+        "agent-7",
+        &format!("/api/v1/agent/dossiers/{reference}/decision"),
+        json!({"favourable": true}),
+    )
+    .await;
+    assert_eq!(decide.status(), 409);
+    let problem: Value = decide.json().await.unwrap();
+    assert!(
+        problem["errors"][0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be decided favourably"),
+        "{problem}"
+    );
+
+    let deadline = (today() + Days::new(30)).to_string();
+    let asked = agent_post(
+        &app,
+        "agent-7",
+        &format!("/api/v1/agent/dossiers/{reference}/document-requests"),
+        json!({"kinds": ["employment_contract"], "deadline": deadline, "reason": "contract missing"}),
+    )
+    .await;
+    assert_eq!(asked.status(), 200);
+    let case: Value = asked.json().await.unwrap();
+    assert_eq!(case["dossier"]["state"], "documents_requested");
+    assert_eq!(case["documents_deadline"], deadline);
+
+    let arrived = agent_post(
+        &app,
+        "agent-7",
+        &format!("/api/v1/agent/dossiers/{reference}/documents"),
+        json!({"kind": "employment_contract", "sha256": "ab".repeat(32), "media_type": "application/pdf", "size_bytes": 1234, "channel": "postal"}),
+    )
+    .await;
+    assert_eq!(arrived.status(), 200);
+    let case: Value = arrived.json().await.unwrap();
+    assert_eq!(case["dossier"]["state"], "complete");
+    assert_eq!(case["missing"], json!([]));
+    let kinds: Vec<&str> = case["dossier"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "filed",
+            "found_incomplete",
+            "documents_requested",
+            "found_complete"
+        ]
+    );
+
+    // Bad input is named.
+    let bad = agent_post(
+        &app,
+        "agent-7",
+        &format!("/api/v1/agent/dossiers/{reference}/document-requests"),
+        json!({"kinds": ["passport"], "deadline": "2020-01-01"}),
+    )
+    .await;
+    assert_eq!(bad.status(), 400);
+    let nobody = app
+        .http
+        .get(format!("{}/api/v1/agent/dossiers/{reference}", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nobody.status(), 401);
+    let instruction = env.db("instruction").await;
+    assert_eq!(
+        count(
+            &instruction,
+            "SELECT count(*) FROM agent_reads WHERE agent = 'agent-7'"
+        )
+        .await,
+        1
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
