@@ -372,6 +372,31 @@ async fn a_complete_renewal_near_expiry_is_covered_without_asking(backend: Backe
         status["estimated_days_to_decision"].is_null(),
         "no estimate from no decisions"
     );
+    assert_eq!(status["holder"]["family_name"], "Okafor");
+    assert_eq!(status["holder"]["birth_date"], "1991-03-02");
+    assert_eq!(status["holder"]["foreigner_number"], "7503123456");
+    // An employer checks the paper with its code.
+    let code = api["verification_code"].as_str().unwrap();
+    let check: Value = app
+        .http
+        .get(format!("{}/api/v1/attestations/{code}", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(check["valid_today"], true);
+    assert_eq!(check["reference"], reference.as_str());
+    assert_eq!(check["holder"]["family_name"], "Okafor");
+    assert_eq!(check["attestation"]["valid_until"], until.to_string());
+    let unknown = app
+        .http
+        .get(format!("{}/api/v1/attestations/ZZZZZZZZ", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
     // A wrong birth date is as good as no file.
     let wrong = app
         .http

@@ -239,6 +239,58 @@ pub struct StatusJson {
     pub estimated_days_to_decision: Option<u32>,
     pub decisions_observed: u32,
     pub linked: Vec<String>,
+    /// Whom the attestations name, as an employer or benefits office needs it.
+    pub holder: HolderJson,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HolderJson {
+    pub family_name: String,
+    pub given_names: String,
+    pub birth_date: String,
+    pub nationality: String,
+    pub foreigner_number: Option<String>,
+}
+
+fn holder_json(h: Option<pb::AttestationHolder>) -> HolderJson {
+    let h = h.unwrap_or_default();
+    HolderJson {
+        family_name: h.family_name,
+        given_names: h.given_names,
+        birth_date: date_text(&h.birth_date),
+        nationality: h.nationality,
+        foreigner_number: (!h.foreigner_number.is_empty()).then_some(h.foreigner_number),
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct AttestationCheckJson {
+    pub valid_today: bool,
+    pub reference: String,
+    pub attestation: AttestationJson,
+    pub holder: HolderJson,
+}
+
+/// `GET /api/v1/attestations/{verification_code}`: for an employer or a
+/// benefits office holding the paper, is it genuine, valid today, and whose.
+pub async fn verify_attestation(
+    State(state): State<AppState>,
+    Path(code): Path<String>,
+) -> Result<Json<AttestationCheckJson>, ApiError> {
+    let check = state
+        .instruction
+        .clone()
+        .verify_attestation(pb::VerifyAttestationRequest {
+            verification_code: code,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(AttestationCheckJson {
+        valid_today: check.valid_today,
+        reference: check.reference,
+        attestation: attestation_json(check.attestation.unwrap_or_default()),
+        holder: holder_json(check.holder),
+    }))
 }
 
 /// `GET /api/v1/dossiers/{reference}/status?birth_date=YYYY-MM-DD`: where my
@@ -283,6 +335,7 @@ pub async fn status(
             .then_some(s.estimated_days_to_decision),
         decisions_observed: s.decisions_observed,
         linked: s.linked,
+        holder: holder_json(s.holder),
         reference: s.reference,
     }))
 }

@@ -87,6 +87,10 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/api/v1/dossiers/{reference}/status", get(cases::status))
         .route("/api/v1/queue", get(cases::queue))
         .route("/api/v1/processing-times", get(cases::processing_times))
+        .route(
+            "/api/v1/attestations/{code}",
+            get(cases::verify_attestation),
+        )
         .route("/api/v1/agent/queue/next", post(cases::take_next))
         .route("/api/v1/agent/dossiers/{reference}", get(cases::read_case))
         .route(

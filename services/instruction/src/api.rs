@@ -353,7 +353,9 @@ impl InstructionReader for Api {
             linked.retain(|l| *l != row.reference);
             linked.push(place.reference.clone());
         }
+        let holder = holder_of(&dossier);
         Ok(Response::new(pb::StatusView {
+            holder: Some(holder),
             reference: row.reference.clone(),
             state: cases::state_to_pb(row.state()) as i32,
             missing: place
@@ -373,6 +375,47 @@ impl InstructionReader for Api {
             legal_filing_date: Some(convert::date_to_pb(row.legal_filing_date)),
             channel: dossier.channel,
             linked,
+        }))
+    }
+
+    async fn verify_attestation(
+        &self,
+        request: Request<pb::VerifyAttestationRequest>,
+    ) -> Result<Response<pb::AttestationCheck>, Status> {
+        let code = request
+            .into_inner()
+            .verification_code
+            .trim()
+            .to_ascii_uppercase();
+        if code.len() != 8 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(invalid(
+                "verification_code",
+                "is the eight characters printed on the attestation",
+            ));
+        }
+        let found = self
+            .store
+            .attestation_by_code(&code)
+            .await
+            .map_err(|e| db_error("reading an attestation", &e))?;
+        let Some((reference, attestation)) = found else {
+            return Err(
+                ServiceError::not_found("no attestation has this verification code").into(),
+            );
+        };
+        let today = self.clock.today();
+        let row = self.row(&parse_reference(&reference)?).await?;
+        // A favourable-decision attestation stands until the card is handed
+        // over; the others until their end date, while the file is not closed
+        // against the person.
+        let dated_ok =
+            attestation.valid_from <= today && attestation.valid_until.is_none_or(|u| today <= u);
+        let state_ok = row.state() != CaseState::Unfavourable && row.state() != CaseState::Closed;
+        Ok(Response::new(pb::AttestationCheck {
+            valid_today: dated_ok && state_ok,
+            reference,
+            attestation: Some(attestation.to_pb()),
+            holder: Some(holder_of(&row.dossier())),
         }))
     }
 
@@ -419,6 +462,22 @@ impl InstructionReader for Api {
             prefecture,
             rows,
         }))
+    }
+}
+
+/// The person an attestation names, from the dossier as filed.
+fn holder_of(dossier: &pb::Dossier) -> pb::AttestationHolder {
+    let a = dossier
+        .filing
+        .as_ref()
+        .and_then(|f| f.applicant.clone())
+        .unwrap_or_default();
+    pb::AttestationHolder {
+        family_name: a.family_name,
+        given_names: a.given_names,
+        birth_date: a.birth_date,
+        nationality: a.nationality,
+        foreigner_number: a.foreigner_number,
     }
 }
 

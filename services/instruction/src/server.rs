@@ -40,7 +40,7 @@ pub async fn start(
         listener,
         grpc_addr,
     } = service::prepare(config, SCHEMA, &MIGRATIONS, addr).await?;
-    let store = Store::new(db.clone());
+    let store = Store::new(db.clone(), config.attestation_horizon_days);
     let relay = OutboxRelay::new(db.clone(), bus.clone(), config.outbox_batch);
     let wake = relay.waker();
     let mut tasks = JoinSet::new();
@@ -108,14 +108,7 @@ async fn sweep_forever(
     shutdown: Shutdown,
 ) {
     loop {
-        match store
-            .sweep(
-                clock.now(),
-                clock.today(),
-                guichet_dossier::rights::DEFAULT_HORIZON_DAYS,
-            )
-            .await
-        {
+        match store.sweep(clock.now(), clock.today()).await {
             Ok((issued, closed)) => {
                 if issued + closed > 0 {
                     tracing::info!(issued, closed, "rights sweep");

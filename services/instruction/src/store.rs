@@ -154,7 +154,7 @@ macro_rules! after_insert {
 /// Issues the attestation due for `row` in state `state`, if any, in the
 /// transaction `conn`; updates the cover. Evaluates to whether one was issued.
 macro_rules! issue_due {
-    ($conn:expr, $row:expr, $state:expr, $now:expr, $today:expr) => {{
+    ($conn:expr, $row:expr, $state:expr, $now:expr, $today:expr, $horizon:expr) => {{
         let conn = $conn;
         let row: &CaseRow = $row;
         let dossier = row.dossier();
@@ -364,6 +364,8 @@ pub struct StepDetails {
 #[derive(Clone)]
 pub struct Store {
     db: Database,
+    /// Issue or renew an attestation when cover ends within this many days.
+    horizon_days: i64,
 }
 
 /// The urgency class of a row, from its cover's end: `$1` is today, `$2`
@@ -397,8 +399,45 @@ fn actor_of(d: &Dossier) -> String {
 }
 
 impl Store {
-    pub fn new(db: Database) -> Self {
-        Self { db }
+    pub fn new(db: Database, horizon_days: i64) -> Self {
+        Self { db, horizon_days }
+    }
+
+    /// The attestation with this verification code, and its dossier.
+    pub async fn attestation_by_code(
+        &self,
+        code: &str,
+    ) -> Result<Option<(String, AttestationRow)>, sqlx::Error> {
+        const SQL: &str = "SELECT reference, id, kind, valid_from, valid_until, issued_at, \
+             verification_code FROM attestations WHERE verification_code = $1";
+        type Row = (
+            String,
+            i64,
+            String,
+            NaiveDate,
+            Option<NaiveDate>,
+            DateTime<Utc>,
+            String,
+        );
+        let row: Option<Row> = on_db!(&self.db, |p| sqlx::query_as(SQL)
+            .bind(code)
+            .fetch_optional(p)
+            .await)?;
+        Ok(row.map(
+            |(reference, id, kind, valid_from, valid_until, issued_at, verification_code)| {
+                (
+                    reference,
+                    AttestationRow {
+                        id,
+                        kind,
+                        valid_from,
+                        valid_until,
+                        issued_at,
+                        verification_code,
+                    },
+                )
+            },
+        ))
     }
 
     pub fn db(&self) -> &Database {
@@ -726,7 +765,7 @@ impl Store {
                     documents_deadline: deadline,
                 }))
                 .await?;
-                let _issued = issue_due!(&mut *tx, target, to, now, today);
+                let _issued = issue_due!(&mut *tx, target, to, now, today, self.horizon_days);
             }
             to
         });
@@ -909,9 +948,8 @@ impl Store {
         &self,
         now: DateTime<Utc>,
         today: NaiveDate,
-        horizon_days: i64,
     ) -> Result<(usize, usize), CaseError> {
-        let soon = today + chrono::Duration::days(horizon_days);
+        let soon = today + chrono::Duration::days(self.horizon_days);
         let sql = format!(
             "SELECT {CASE_COLUMNS} FROM dossiers WHERE linked_to IS NULL AND (\
                (state IN ('complete', 'under_review') AND procedure IN ('renewal', 'regularisation') \
@@ -940,7 +978,7 @@ impl Store {
             }
             let state = row.state();
             let done = in_tx!(&self.db, |tx| {
-                issue_due!(&mut *tx, &row, state, now, today)
+                issue_due!(&mut *tx, &row, state, now, today, self.horizon_days)
             });
             issued += usize::from(done);
         }

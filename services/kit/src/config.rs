@@ -80,6 +80,11 @@ pub struct Config {
     #[arg(long, env = "GUICHET_SWEEP_INTERVAL_S", default_value_t = 300)]
     pub sweep_interval_s: u64,
 
+    /// Issue or renew an attestation (API) when a complete renewal's proof of
+    /// stay ends within this many days.
+    #[arg(long, env = "GUICHET_ATTESTATION_HORIZON_DAYS", default_value_t = 15)]
+    pub attestation_horizon_days: i64,
+
     /// Log format: `text` for a terminal, `json` for collectors.
     #[arg(long, env = "GUICHET_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
