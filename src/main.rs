@@ -32,6 +32,18 @@ enum Command {
     /// Replay a synthetic year of filings through the real rules: days to
     /// decision and gap days per channel, Guichet beside the manual baseline.
     Simulate(guichet::simulate::SimulateArgs),
+    /// Titles known to the system, whose holders are warned before expiry.
+    Titles {
+        #[command(subcommand)]
+        command: TitlesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TitlesCommand {
+    /// Import titles from the legacy system: a CSV file with a header line,
+    /// or a JSON array, one title per row (see examples/titles/).
+    Import { file: std::path::PathBuf },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -70,6 +82,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Simulate(args) => {
             println!("{}", guichet::simulate::run(&args).context("simulating")?);
             return Ok(());
+        }
+        Command::Titles {
+            command: TitlesCommand::Import { file },
+        } => {
+            return import_titles(&config, &file, clock.as_ref()).await;
         }
         Command::Serve { service } => match service {
             Service::Gateway => {
@@ -129,4 +146,31 @@ fn backends(config: &Config) -> String {
         (Some(_), None) => format!("PostgreSQL, and the in-process bus in {dir}"),
         (None, Some(_)) => format!("RabbitMQ, and SQLite in {dir}"),
     }
+}
+
+/// `guichet titles import FILE`: checks every row, records the good ones,
+/// and says which lines were refused and why.
+async fn import_titles(
+    config: &Config,
+    file: &std::path::Path,
+    clock: &dyn guichet_kit::Clock,
+) -> anyhow::Result<()> {
+    use guichet_instruction::titles;
+    let (records, rejected) = titles::read_file(file, clock.today())?;
+    let db = guichet_instruction::server::open_database(config)
+        .await
+        .context("opening the instruction database")?;
+    let (imported, known) = titles::record(&db, &records, "imported", None, clock.now()).await?;
+    println!(
+        "{imported} titles imported, {known} already known, {} rows refused",
+        rejected.len()
+    );
+    for r in &rejected {
+        println!("  line {}: {}", r.line, r.problems);
+    }
+    db.close().await;
+    if !rejected.is_empty() {
+        anyhow::bail!("{} rows of {} were refused", rejected.len(), file.display());
+    }
+    Ok(())
 }

@@ -525,3 +525,94 @@ async fn the_lifecycle_refuses_what_it_does_not_allow_and_documents_complete_a_f
     app.stop().await;
     env.cleanup().await;
 }
+
+on_both_backends!(holders_are_warned_once_before_their_title_expires);
+async fn holders_are_warned_once_before_their_title_expires(backend: Backend) {
+    let (env, app) = start(backend).await;
+    std::fs::create_dir_all(&env.data_dir).unwrap();
+    let csv = env.data_dir.join("legacy.csv");
+    let in_60 = today() + Days::new(60);
+    let in_200 = today() + Days::new(200);
+    std::fs::write(
+        &csv,
+        format!(
+            "kind,number,expires_on,family_name,given_names,birth_date,nationality,email,phone,address_line1,postal_code,city,answer_channel\n\
+             temporary_card,FR59T1,{in_60},Benali,Samira,1991-03-02,DZA,s.benali@example.org,,12 rue Solférino,59000,Lille,email\n\
+             resident_card,FR59R2,{in_200},Diallo,Mamadou,1985-06-11,GIN,,,15 rue de la Paix,59100,Roubaix,post\n\
+             passport,X,{in_60},Nobody,,1990-01-01,FRA,,,1 rue,59000,Lille,\n"
+        ),
+    )
+    .unwrap();
+    let (records, rejected) = guichet_instruction::titles::read_file(&csv, today()).unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].line, 4);
+    assert!(rejected[0].problems.contains("kind"), "{:?}", rejected[0]);
+    let db = env.db("instruction").await;
+    let (imported, known) =
+        guichet_instruction::titles::record(&db, &records, "imported", None, Utc::now())
+            .await
+            .unwrap();
+    assert_eq!((imported, known), (2, 0));
+
+    // The sweep warns the one 60 days from expiry, by e-mail as they asked.
+    let mut stream = app
+        .mesh
+        .bus
+        .consume(NOTIFIER_QUEUE, "test-notifier", 10)
+        .await
+        .unwrap();
+    let alert = loop {
+        let d = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        d.ack().await.unwrap();
+        if d.routing_key.starts_with("title.") {
+            break d;
+        }
+    };
+    assert_eq!(alert.routing_key, "title.expiry_alert.email");
+    let body =
+        <guichet_proto::v1::TitleExpiryAlert as prost::Message>::decode(alert.body.as_slice())
+            .unwrap();
+    assert_eq!(body.offset_days, 60);
+    assert_eq!(
+        body.number_ending, "59T1",
+        "only the end of the number travels"
+    );
+    assert_eq!(body.family_name, "Benali");
+    // Sweeps go on every second: still one alert, not one per sweep.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(count(&db, "SELECT count(*) FROM title_alerts").await, 1);
+
+    // A favourable decision with the title granted: that title is watched too.
+    let reference = file(&app, &renewal("Okafor", today() + Days::new(300))).await;
+    agent_post(
+        &app,
+        "agent-1",
+        "/api/v1/agent/queue/next",
+        json!({"prefecture": "59"}),
+    )
+    .await;
+    let granted_until = (today() + Days::new(4 * 365)).to_string();
+    let decided = agent_post(
+        &app,
+        "agent-1",
+        &format!("/api/v1/agent/dossiers/{reference}/decision"),
+        json!({"favourable": true, "new_title": {"kind": "multi_year_card", "number": "FR59M9", "expires_on": granted_until}}),
+    )
+    .await;
+    assert_eq!(decided.status(), 200);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM titles WHERE source = 'decided' AND number = 'FR59M9'"
+        )
+        .await,
+        1
+    );
+    app.stop().await;
+    env.cleanup().await;
+}

@@ -615,6 +615,16 @@ pub async fn add_document(
 pub struct DecisionBody {
     pub favourable: Option<bool>,
     pub reason: Option<String>,
+    /// The title granted, when known, so its holder is warned before it expires.
+    pub new_title: Option<NewTitleBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTitleBody {
+    pub kind: Option<String>,
+    pub number: Option<String>,
+    pub expires_on: Option<String>,
 }
 
 /// `POST /api/v1/agent/dossiers/{reference}/decision`
@@ -638,6 +648,16 @@ pub async fn decide(
             reference: reference.to_string(),
             favourable,
             reason: body.reason.unwrap_or_default(),
+            new_title: match body.new_title {
+                None => None,
+                Some(t) => Some(pb::CurrentTitle {
+                    kind: enum_value("new_title.kind", &t.kind, "TITLE_KIND", |n| {
+                        pb::TitleKind::from_str_name(n).map(|v| v as i32)
+                    })?,
+                    number: t.number.unwrap_or_default(),
+                    expires_on: date_param("new_title.expires_on", &t.expires_on)?,
+                }),
+            },
         })
         .await?
         .into_inner();

@@ -7,8 +7,8 @@ use guichet_dossier::filing::{
     RawAddress, RawApplicant, RawContact, RawCurrentTitle, RawDocument, RawProvenance,
 };
 use guichet_dossier::{
-    AnswerChannel, Channel, DocumentKind, Dossier, Filing, Motif, Procedure, Provenance, RawFiling,
-    Reference, SCHEMA_VERSION, TitleKind, Violations,
+    AnswerChannel, Applicant, Channel, Contact, DocumentKind, Dossier, Filing, Motif, Procedure,
+    Provenance, RawFiling, Reference, SCHEMA_VERSION, TitleKind, Violations,
 };
 
 use crate::v1 as pb;
@@ -188,32 +188,38 @@ pub fn provenance_to_pb(p: &Provenance) -> pb::Provenance {
     }
 }
 
+pub fn applicant_to_pb(a: &Applicant) -> pb::Applicant {
+    pb::Applicant {
+        family_name: a.family_name.clone(),
+        given_names: a.given_names.clone().unwrap_or_default(),
+        birth_date: Some(date_to_pb(a.birth_date)),
+        birth_place: a.birth_place.clone().unwrap_or_default(),
+        nationality: a.nationality.clone(),
+        foreigner_number: a.foreigner_number.clone().unwrap_or_default(),
+    }
+}
+
+pub fn contact_to_pb(c: &Contact) -> pb::Contact {
+    pb::Contact {
+        email: c.email.clone().unwrap_or_default(),
+        phone: c.phone.clone().unwrap_or_default(),
+        address: Some(pb::PostalAddress {
+            line1: c.address.line1.clone(),
+            line2: c.address.line2.clone().unwrap_or_default(),
+            postal_code: c.address.postal_code.clone(),
+            city: c.address.city.clone(),
+            country: c.address.country.clone(),
+        }),
+        answer_channel: answer_channel_to_pb(c.answer_channel),
+    }
+}
+
 pub fn filing_to_pb(f: &Filing) -> pb::Filing {
-    let a = &f.applicant;
-    let c = &f.contact;
     pb::Filing {
         procedure: procedure_to_pb(f.procedure),
         motif: motif_to_pb(f.motif),
-        applicant: Some(pb::Applicant {
-            family_name: a.family_name.clone(),
-            given_names: a.given_names.clone().unwrap_or_default(),
-            birth_date: Some(date_to_pb(a.birth_date)),
-            birth_place: a.birth_place.clone().unwrap_or_default(),
-            nationality: a.nationality.clone(),
-            foreigner_number: a.foreigner_number.clone().unwrap_or_default(),
-        }),
-        contact: Some(pb::Contact {
-            email: c.email.clone().unwrap_or_default(),
-            phone: c.phone.clone().unwrap_or_default(),
-            address: Some(pb::PostalAddress {
-                line1: c.address.line1.clone(),
-                line2: c.address.line2.clone().unwrap_or_default(),
-                postal_code: c.address.postal_code.clone(),
-                city: c.address.city.clone(),
-                country: c.address.country.clone(),
-            }),
-            answer_channel: answer_channel_to_pb(c.answer_channel),
-        }),
+        applicant: Some(applicant_to_pb(&f.applicant)),
+        contact: Some(contact_to_pb(&f.contact)),
         current_title: f.current_title.as_ref().map(|t| pb::CurrentTitle {
             kind: title_kind_to_pb(t.kind),
             number: t.number.clone(),

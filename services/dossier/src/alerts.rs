@@ -18,15 +18,13 @@ pub fn alerts_due(
     if days_left < 0 {
         return Vec::new();
     }
-    // Only the nearest due offset: three alerts on one day say nothing more.
-    let mut due: Vec<i64> = offsets
-        .iter()
-        .copied()
-        .filter(|o| days_left <= *o && !already_sent.contains(o))
-        .collect();
-    due.sort_unstable();
-    due.truncate(1);
-    due
+    // Only the nearest offset reached counts: three alerts on one day say
+    // nothing more, and an earlier window missed is not sent afterwards.
+    let nearest = offsets.iter().copied().filter(|o| days_left <= *o).min();
+    match nearest {
+        Some(o) if !already_sent.contains(&o) => vec![o],
+        _ => Vec::new(),
+    }
 }
 
 #[cfg(test)]

@@ -290,6 +290,104 @@ impl Dossier {
     }
 }
 
+// ---- titles known to the system ------------------------------------------------
+
+/// A title held by someone, as imported from the legacy system (one CSV row
+/// or JSON object), flat so a spreadsheet can carry it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTitleRecord {
+    pub kind: Option<String>,
+    pub number: Option<String>,
+    pub expires_on: Option<String>,
+    pub family_name: Option<String>,
+    pub given_names: Option<String>,
+    pub birth_date: Option<String>,
+    pub nationality: Option<String>,
+    pub foreigner_number: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub address_line1: Option<String>,
+    pub postal_code: Option<String>,
+    pub city: Option<String>,
+    pub answer_channel: Option<String>,
+}
+
+/// A title whose holder is warned before it expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TitleRecord {
+    pub title: CurrentTitle,
+    pub holder: Applicant,
+    pub contact: Contact,
+}
+
+impl TitleRecord {
+    /// The same checks as a filing's title, applicant and contact.
+    pub fn parse(raw: &RawTitleRecord, today: NaiveDate) -> Result<Self, Violations> {
+        let mut v = Violations::new();
+        let title = parse_title(
+            &mut v,
+            Some(&RawCurrentTitle {
+                kind: raw.kind.clone(),
+                number: raw.number.clone(),
+                expires_on: raw.expires_on.clone(),
+            }),
+            None,
+        );
+        let holder = parse_applicant(
+            &mut v,
+            Some(&RawApplicant {
+                family_name: raw.family_name.clone(),
+                given_names: raw.given_names.clone(),
+                birth_date: raw.birth_date.clone(),
+                birth_place: None,
+                nationality: raw.nationality.clone(),
+                foreigner_number: raw.foreigner_number.clone(),
+            }),
+            today,
+        );
+        let contact = parse_contact(
+            &mut v,
+            Some(&RawContact {
+                email: raw.email.clone(),
+                phone: raw.phone.clone(),
+                address: Some(RawAddress {
+                    line1: raw.address_line1.clone(),
+                    line2: None,
+                    postal_code: raw.postal_code.clone(),
+                    city: raw.city.clone(),
+                    country: None,
+                }),
+                answer_channel: raw.answer_channel.clone(),
+            }),
+        );
+        // Field names as in the flat record.
+        let v: Violations = v
+            .into_vec()
+            .into_iter()
+            .map(|f| crate::FieldViolation {
+                field: f
+                    .field
+                    .trim_start_matches("current_title.")
+                    .trim_start_matches("applicant.")
+                    .trim_start_matches("contact.address.")
+                    .trim_start_matches("contact.")
+                    .replace("line1", "address_line1"),
+                problem: f.problem,
+            })
+            .collect::<Vec<_>>()
+            .into();
+        match (title, holder, contact) {
+            (Some(title), Some(holder), Some(contact)) if v.is_empty() => Ok(TitleRecord {
+                title,
+                holder,
+                contact,
+            }),
+            _ => Err(v),
+        }
+    }
+}
+
 // ---- parsing -----------------------------------------------------------------
 
 /// Trims and drops empty strings: an empty field is a missing field.
@@ -1168,6 +1266,38 @@ mod tests {
         assert_ne!(other_birth.person_key(), key);
         assert_eq!(key.len(), 64);
         assert!(!key.to_lowercase().contains("benali"));
+    }
+
+    #[test]
+    fn title_records_are_checked_like_filings() {
+        let raw = RawTitleRecord {
+            kind: Some("multi_year_card".into()),
+            number: Some("FR59X123".into()),
+            expires_on: Some("2027-03-31".into()),
+            family_name: Some("Haidari".into()),
+            birth_date: Some("1999-07-01".into()),
+            nationality: Some("afg".into()),
+            phone: Some("07 00 00 00 01".into()),
+            address_line1: Some("3 place du Marché".into()),
+            postal_code: Some("59000".into()),
+            city: Some("Lille".into()),
+            ..Default::default()
+        };
+        let t = TitleRecord::parse(&raw, today()).unwrap();
+        assert_eq!(t.title.kind, TitleKind::MultiYearCard);
+        assert_eq!(t.holder.nationality, "AFG");
+        assert_eq!(t.contact.answer_channel, AnswerChannel::Sms);
+        let broken = RawTitleRecord {
+            expires_on: Some("31/03/2027".into()),
+            postal_code: None,
+            ..raw
+        };
+        let err = TitleRecord::parse(&broken, today()).unwrap_err();
+        let fields: Vec<&str> = err.iter().map(|v| v.field.as_str()).collect();
+        assert!(
+            fields.contains(&"expires_on") && fields.contains(&"postal_code"),
+            "{fields:?}"
+        );
     }
 
     #[test]

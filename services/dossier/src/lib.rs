@@ -20,7 +20,7 @@ pub use channel::Channel;
 pub use codes::{AnswerChannel, DocumentKind, Motif, Procedure, TitleKind};
 pub use filing::{
     Applicant, Contact, CurrentTitle, DocumentRef, Dossier, Filing, PostalAddress, Provenance,
-    RawFiling, SCHEMA_VERSION,
+    RawFiling, RawTitleRecord, SCHEMA_VERSION, TitleRecord,
 };
 pub use lifecycle::{CaseState, Step};
 pub use reference::Reference;

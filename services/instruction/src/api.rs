@@ -630,12 +630,46 @@ impl InstructionDesk for Api {
         } else {
             Step::DecideUnfavourable
         };
+        // The title granted, checked before anything changes.
+        let granted = match (&r.new_title, r.favourable) {
+            (Some(title), true) => {
+                let row = self.row(&reference).await?;
+                let record =
+                    crate::titles::record_from_decision(&row.dossier(), title, self.clock.today())
+                        .ok_or_else(|| {
+                            invalid(
+                                "new_title",
+                                "needs a known kind, a number and an expiry date",
+                            )
+                        })?;
+                Some(record)
+            }
+            (Some(_), false) => {
+                return Err(invalid(
+                    "new_title",
+                    "only a favourable decision grants a title",
+                ));
+            }
+            (None, _) => None,
+        };
         let details = StepDetails {
             actor: agent,
             reason: r.reason,
             ..Default::default()
         };
-        self.step(&reference, step, details).await
+        let view = self.step(&reference, step, details).await?;
+        if let Some(record) = granted {
+            crate::titles::record(
+                self.store.db(),
+                &[record],
+                "decided",
+                Some(reference.as_str()),
+                self.clock.now(),
+            )
+            .await
+            .map_err(|e| db_error("recording the title granted", &e))?;
+        }
+        Ok(view)
     }
 
     async fn withdraw(

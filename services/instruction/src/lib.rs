@@ -9,6 +9,7 @@ pub mod cases;
 pub mod consumer;
 pub mod server;
 pub mod store;
+pub mod titles;
 
 pub use guichet_kit::service::Running;
 pub use server::start;

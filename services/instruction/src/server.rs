@@ -28,6 +28,18 @@ static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 pub const SCHEMA: &str = "instruction";
 
+/// The instruction database, migrated: for tools such as the titles import.
+pub async fn open_database(config: &Config) -> Result<guichet_kit::db::Database, StartError> {
+    Ok(guichet_kit::db::Database::open(
+        config.database_url.as_deref(),
+        &config.data_dir,
+        SCHEMA,
+        2,
+        &MIGRATIONS,
+    )
+    .await?)
+}
+
 pub async fn start(
     config: &Config,
     addr: SocketAddr,
@@ -75,6 +87,7 @@ pub async fn start(
         store.clone(),
         clock.clone(),
         wake.clone(),
+        config.alert_offsets_days.clone(),
         Duration::from_secs(config.sweep_interval_s.max(1)),
         shutdown.clone(),
     ));
@@ -98,16 +111,28 @@ pub async fn start(
     })
 }
 
-/// Issues every attestation that falls due and closes files whose deadline
-/// passed, at start and then every `every`: nobody has to ask for them.
+/// Issues every attestation that falls due, closes files whose deadline
+/// passed and warns holders whose title nears expiry, at start and then every
+/// `every`: nobody has to ask for any of it.
 async fn sweep_forever(
     store: Store,
     clock: SharedClock,
     wake: Arc<tokio::sync::Notify>,
+    alert_offsets: Vec<i64>,
     every: Duration,
     shutdown: Shutdown,
 ) {
     loop {
+        match crate::titles::send_due_alerts(store.db(), &alert_offsets, clock.now(), clock.today())
+            .await
+        {
+            Ok(0) => {}
+            Ok(sent) => {
+                tracing::info!(sent, "expiry alerts");
+                wake.notify_one();
+            }
+            Err(e) => tracing::warn!(error = %e, "expiry alerts failed, will retry"),
+        }
         match store.sweep(clock.now(), clock.today()).await {
             Ok((issued, closed)) => {
                 if issued + closed > 0 {

@@ -85,6 +85,15 @@ pub struct Config {
     #[arg(long, env = "GUICHET_ATTESTATION_HORIZON_DAYS", default_value_t = 15)]
     pub attestation_horizon_days: i64,
 
+    /// Days before a title expires at which its holder is warned.
+    #[arg(
+        long,
+        env = "GUICHET_ALERT_OFFSETS_DAYS",
+        value_delimiter = ',',
+        default_value = "120,60,30"
+    )]
+    pub alert_offsets_days: Vec<i64>,
+
     /// Log format: `text` for a terminal, `json` for collectors.
     #[arg(long, env = "GUICHET_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,

@@ -27,8 +27,9 @@ pub const DEAD_EXCHANGE: &str = "guichet.dead";
 pub const INSTRUCTION_QUEUE: &str = "instruction.dossiers";
 /// Every dead-lettered message, kept for inspection and replay.
 pub const DEAD_LETTER_QUEUE: &str = "guichet.dead.letters";
-/// What happened to each case, for the notifier to answer the person on
-/// their channel (routing key `case.<kind>.<channel>`).
+/// What happened to each case (routing key `case.<kind>.<channel>`) and
+/// titles nearing expiry (`title.expiry_alert.<channel>`), for the notifier
+/// to tell the person on their channel.
 pub const NOTIFIER_QUEUE: &str = "notifier.case-events";
 
 /// Header naming why a message was dead-lettered.
@@ -58,7 +59,7 @@ pub const QUEUES: [QueueSpec; 3] = [
     },
     QueueSpec {
         name: NOTIFIER_QUEUE,
-        bindings: &[(EVENTS_EXCHANGE, "case.#")],
+        bindings: &[(EVENTS_EXCHANGE, "case.#"), (EVENTS_EXCHANGE, "title.#")],
         dead_letters: true,
     },
     QueueSpec {

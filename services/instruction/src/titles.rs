@@ -1,0 +1,292 @@
+//! Titles known to the system and the alerts before they expire: the holder
+//! is warned at set offsets (120, 60 and 30 days by default) on their own
+//! channel, and told by when to file the renewal.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use guichet_dossier::alerts::alerts_due;
+use guichet_dossier::{RawTitleRecord, TitleRecord};
+use guichet_kit::bus::{EVENTS_EXCHANGE, OutgoingMessage};
+use guichet_kit::db::Database;
+use guichet_kit::outbox::Enqueue;
+use guichet_proto::{convert, v1 as pb};
+use prost::Message;
+
+/// File the renewal this many months before expiry: the usual two months
+/// instruction takes, so the new title is ready in time.
+pub const RENEW_MONTHS_BEFORE: u32 = 2;
+
+/// A row with its line (CSV) or position (JSON) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub line: usize,
+    pub problems: String,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ImportReport {
+    pub imported: usize,
+    /// Already known (same kind and number).
+    pub known: usize,
+    pub rejected: Vec<Rejected>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("cannot read {0}")]
+    Read(String, #[source] std::io::Error),
+    #[error("{0} is neither .csv nor .json")]
+    Format(String),
+    #[error("{0} is not a JSON array of titles")]
+    Json(String, #[source] serde_json::Error),
+    #[error("{0}: the CSV header must name the columns of a title record")]
+    Csv(String, #[source] csv::Error),
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Reads a CSV (with a header line) or a JSON array of title records; each
+/// record is checked like a filing, and bad rows are reported by line.
+pub fn read_file(
+    path: &Path,
+    today: NaiveDate,
+) -> Result<(Vec<TitleRecord>, Vec<Rejected>), ImportError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ImportError::Read(name.clone(), e))?;
+    let raws: Vec<(usize, Result<RawTitleRecord, String>)> =
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("json") => {
+                let values: Vec<serde_json::Value> =
+                    serde_json::from_str(&text).map_err(|e| ImportError::Json(name.clone(), e))?;
+                values
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| (i + 1, serde_json::from_value(v).map_err(|e| e.to_string())))
+                    .collect()
+            }
+            Some("csv") => {
+                let mut reader = csv::ReaderBuilder::new()
+                    .trim(csv::Trim::All)
+                    .from_reader(text.as_bytes());
+                reader
+                    .headers()
+                    .map_err(|e| ImportError::Csv(name.clone(), e))?;
+                reader
+                    .deserialize::<RawTitleRecord>()
+                    .enumerate()
+                    // Line 1 is the header.
+                    .map(|(i, r)| (i + 2, r.map_err(|e| e.to_string())))
+                    .collect()
+            }
+            _ => return Err(ImportError::Format(name)),
+        };
+    let mut records = Vec::new();
+    let mut rejected = Vec::new();
+    for (line, raw) in raws {
+        match raw.and_then(|r| TitleRecord::parse(&r, today).map_err(|v| v.to_string())) {
+            Ok(record) => records.push(record),
+            Err(problems) => rejected.push(Rejected { line, problems }),
+        }
+    }
+    Ok((records, rejected))
+}
+
+const INSERT: &str = "INSERT INTO titles (kind, number, expires_on, prefecture, holder, contact, \
+    source, reference, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+    ON CONFLICT (kind, number) DO NOTHING";
+
+/// Records titles; those already known are left as they are.
+pub async fn record(
+    db: &Database,
+    records: &[TitleRecord],
+    source: &str,
+    reference: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(usize, usize), sqlx::Error> {
+    let mut inserted = 0;
+    macro_rules! insert_all {
+        ($pool:expr) => {{
+            let mut tx = $pool.begin().await?;
+            for r in records {
+                let done = sqlx::query(INSERT)
+                    .bind(r.title.kind.as_str())
+                    .bind(&r.title.number)
+                    .bind(r.title.expires_on)
+                    .bind(&r.contact.address.department)
+                    .bind(convert::applicant_to_pb(&r.holder).encode_to_vec())
+                    .bind(convert::contact_to_pb(&r.contact).encode_to_vec())
+                    .bind(source)
+                    .bind(reference)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                inserted += done.rows_affected() as usize;
+            }
+            tx.commit().await?;
+        }};
+    }
+    match db {
+        Database::Postgres(p) => insert_all!(p),
+        Database::Sqlite(p) => insert_all!(p),
+    }
+    Ok((inserted, records.len() - inserted))
+}
+
+type TitleRow = (i64, String, String, NaiveDate, String, Vec<u8>, Vec<u8>);
+
+/// Sends every alert due today, each once. Returns how many were sent.
+pub async fn send_due_alerts(
+    db: &Database,
+    offsets: &[i64],
+    now: DateTime<Utc>,
+    today: NaiveDate,
+) -> Result<usize, sqlx::Error> {
+    let Some(furthest) = offsets.iter().max() else {
+        return Ok(0);
+    };
+    let until = today + chrono::Duration::days(*furthest);
+    const DUE: &str = "SELECT id, kind, number, expires_on, prefecture, holder, contact FROM titles \
+         WHERE expires_on >= $1 AND expires_on <= $2 ORDER BY expires_on, id";
+    const SENT: &str = "SELECT offset_days FROM title_alerts WHERE title_id = $1";
+    const MARK: &str = "INSERT INTO title_alerts (title_id, offset_days, sent_at) VALUES ($1, $2, $3) \
+         ON CONFLICT DO NOTHING";
+    let mut sent_now = 0;
+    macro_rules! sweep {
+        ($pool:expr, $begin:expr) => {{
+            let rows: Vec<TitleRow> = sqlx::query_as(DUE)
+                .bind(today)
+                .bind(until)
+                .fetch_all($pool)
+                .await?;
+            for (id, kind, number, expires_on, prefecture, holder, contact) in rows {
+                let mut tx = $begin.await?;
+                let sent: Vec<i32> = sqlx::query_scalar(SENT)
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let sent: Vec<i64> = sent.into_iter().map(i64::from).collect();
+                for offset in alerts_due(expires_on, offsets, &sent, today) {
+                    let marked = sqlx::query(MARK)
+                        .bind(id)
+                        .bind(offset as i32)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    if marked.rows_affected() == 0 {
+                        continue;
+                    }
+                    let message = alert_message(
+                        &kind,
+                        &number,
+                        expires_on,
+                        offset,
+                        &prefecture,
+                        &holder,
+                        &contact,
+                    );
+                    tx.enqueue(&message).await?;
+                    sent_now += 1;
+                }
+                tx.commit().await?;
+            }
+        }};
+    }
+    match db {
+        Database::Postgres(p) => sweep!(p, p.begin()),
+        Database::Sqlite(p) => sweep!(p, p.begin_with("BEGIN IMMEDIATE")),
+    }
+    Ok(sent_now)
+}
+
+fn alert_message(
+    kind: &str,
+    number: &str,
+    expires_on: NaiveDate,
+    offset: i64,
+    prefecture: &str,
+    holder: &[u8],
+    contact: &[u8],
+) -> OutgoingMessage {
+    let holder = pb::Applicant::decode(holder).unwrap_or_default();
+    let contact = pb::Contact::decode(contact).unwrap_or_default();
+    let answer = pb::AnswerChannel::try_from(contact.answer_channel)
+        .ok()
+        .and_then(|a| {
+            a.as_str_name()
+                .strip_prefix("ANSWER_CHANNEL_")
+                .map(str::to_ascii_lowercase)
+        })
+        .unwrap_or_else(|| "post".into());
+    let renew_by = expires_on
+        .checked_sub_months(chrono::Months::new(RENEW_MONTHS_BEFORE))
+        .unwrap_or(expires_on);
+    let ending: String = number
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let body = pb::TitleExpiryAlert {
+        kind: guichet_dossier::TitleKind::parse(kind)
+            .map(convert::title_kind_to_pb)
+            .unwrap_or(0),
+        number_ending: ending,
+        expires_on: Some(convert::date_to_pb(expires_on)),
+        offset_days: offset as i32,
+        renew_by: Some(convert::date_to_pb(renew_by)),
+        family_name: holder.family_name,
+        given_names: holder.given_names,
+        contact: Some(contact),
+        prefecture: prefecture.to_string(),
+    };
+    OutgoingMessage {
+        message_id: uuid::Uuid::now_v7().to_string(),
+        exchange: EVENTS_EXCHANGE.to_string(),
+        routing_key: format!("title.expiry_alert.{answer}"),
+        headers: BTreeMap::new(),
+        body: body.encode_to_vec(),
+    }
+}
+
+/// The title a favourable decision grants, recorded so its holder is warned
+/// in time for the next renewal.
+pub fn record_from_decision(
+    dossier: &pb::Dossier,
+    title: &pb::CurrentTitle,
+    today: NaiveDate,
+) -> Option<TitleRecord> {
+    let (raw, _) = convert::raw_filing_from_pb(dossier.filing.as_ref()?);
+    let a = raw.applicant?;
+    let c = raw.contact?;
+    let address = c.address.clone().unwrap_or_default();
+    let kind = pb::TitleKind::try_from(title.kind)
+        .ok()?
+        .as_str_name()
+        .strip_prefix("TITLE_KIND_")?
+        .to_ascii_lowercase();
+    let record = RawTitleRecord {
+        kind: Some(kind),
+        number: Some(title.number.clone()),
+        expires_on: title
+            .expires_on
+            .as_ref()
+            .and_then(convert::date_from_pb)
+            .map(|d| d.to_string()),
+        family_name: a.family_name,
+        given_names: a.given_names,
+        birth_date: a.birth_date,
+        nationality: a.nationality,
+        foreigner_number: a.foreigner_number,
+        email: c.email,
+        phone: c.phone,
+        address_line1: address.line1,
+        postal_code: address.postal_code,
+        city: address.city,
+        answer_channel: c.answer_channel,
+    };
+    TitleRecord::parse(&record, today).ok()
+}
