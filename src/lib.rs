@@ -7,8 +7,7 @@ pub mod simulate;
 use std::net::SocketAddr;
 
 use guichet_kit::Config;
-use guichet_kit::clock::SharedClock;
-use guichet_kit::shutdown::Shutdown;
+use guichet_kit::service::Shared;
 use tokio::task::JoinSet;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,38 +27,31 @@ pub struct Mesh {
     pub tasks: JoinSet<()>,
 }
 
-/// Starts instruction, intake and the gateway over one bus: RabbitMQ when
-/// configured, else the in-process bus. Services listen on free loopback
-/// ports (they are reached through the gateway); the gateway on `http_addr`.
+/// Starts instruction, intake and the gateway over the shared bus (RabbitMQ
+/// or the in-process bus, see `guichet_kit::service::open_bus`). Services
+/// listen on free loopback ports (they are reached through the gateway); the
+/// gateway on `http_addr`, where its `/metrics` shows every service's figures.
 pub async fn start_mesh(
     config: &Config,
     http_addr: SocketAddr,
-    clock: SharedClock,
-    shutdown: Shutdown,
+    shared: &Shared,
 ) -> Result<Mesh, MeshError> {
     let any_port: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let bus = guichet_kit::service::open_bus(config, "guichet").await?;
-    let instruction = guichet_instruction::start(
-        config,
-        any_port,
-        bus.clone(),
-        clock.clone(),
-        shutdown.clone(),
-    )
-    .await?;
-    let intake = guichet_intake_web::start(
-        config,
-        any_port,
-        bus.clone(),
-        clock.clone(),
-        shutdown.clone(),
-    )
-    .await?;
+    let instruction = guichet_instruction::start(config, any_port, shared).await?;
+    let intake = guichet_intake_web::start(config, any_port, shared).await?;
     let targets = guichet_gateway::Targets {
         intake_web: guichet_kit::grpc::url_of(intake.grpc_addr),
         instruction: guichet_kit::grpc::url_of(instruction.grpc_addr),
     };
-    let gateway = guichet_gateway::start(config, http_addr, targets, clock, shutdown).await?;
+    let gateway = guichet_gateway::start(
+        config,
+        http_addr,
+        targets,
+        shared.clock.clone(),
+        shared.metrics.clone(),
+        shared.shutdown.clone(),
+    )
+    .await?;
     let mut tasks = JoinSet::new();
     for set in [instruction.tasks, intake.tasks, gateway.tasks] {
         tasks.spawn(async move {
@@ -68,7 +60,7 @@ pub async fn start_mesh(
         });
     }
     Ok(Mesh {
-        bus,
+        bus: shared.bus.clone(),
         http_addr: gateway.http_addr,
         intake_web_addr: intake.grpc_addr,
         instruction_addr: instruction.grpc_addr,

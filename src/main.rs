@@ -4,8 +4,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use guichet_kit::service::Shared;
 use guichet_kit::shutdown::{Shutdown, cancel_on_signal};
-use guichet_kit::{Config, clock, telemetry};
+use guichet_kit::{Config, Metrics, clock, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -56,15 +57,30 @@ enum Service {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(cli.config.log_format);
+    let service_name = match &cli.command {
+        Command::Serve { service } => match service {
+            Service::Gateway => "guichet-gateway",
+            Service::IntakeWeb => "guichet-intake-web",
+            Service::Instruction => "guichet-instruction",
+        },
+        _ => "guichet",
+    };
+    let _telemetry = telemetry::init(&cli.config, service_name);
     let shutdown = Shutdown::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let config = cli.config;
     let clock = clock::system();
     let started = Instant::now();
+    let metrics = Metrics::new();
     let mut tasks = match cli.command {
         Command::Up => {
-            let mesh = guichet::start_mesh(&config, config.http_addr, clock, shutdown.clone())
+            let shared = Shared {
+                bus: guichet_kit::service::open_bus(&config, "guichet").await?,
+                clock,
+                shutdown: shutdown.clone(),
+                metrics,
+            };
+            let mesh = guichet::start_mesh(&config, config.http_addr, &shared)
                 .await
                 .context("starting the mesh")?;
             let url = format!("http://{}", mesh.http_addr);
@@ -74,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
                 started.elapsed().as_millis()
             );
             println!("  API description: {url}/api/openapi.json");
+            println!("  operators:       {url}/ops and {url}/metrics");
             println!(
                 "  file a dossier:  curl -s -X POST {url}/api/v1/dossiers -H 'content-type: application/json' --data @examples/filings/renewal-employee.json"
             );
@@ -94,26 +111,46 @@ async fn main() -> anyhow::Result<()> {
                     intake_web: config.intake_web_url.clone(),
                     instruction: config.instruction_url.clone(),
                 };
-                guichet_gateway::start(&config, config.http_addr, targets, clock, shutdown.clone())
-                    .await
-                    .context("starting the gateway")?
-                    .tasks
+                guichet_gateway::start(
+                    &config,
+                    config.http_addr,
+                    targets,
+                    clock,
+                    metrics,
+                    shutdown.clone(),
+                )
+                .await
+                .context("starting the gateway")?
+                .tasks
             }
             Service::IntakeWeb => {
-                let bus = shared_broker(&config, "intake-web").await?;
-                let addr = config.intake_web_addr;
-                guichet_intake_web::start(&config, addr, bus, clock, shutdown.clone())
+                let shared = Shared {
+                    bus: shared_broker(&config, "intake-web").await?,
+                    clock,
+                    shutdown: shutdown.clone(),
+                    metrics,
+                };
+                let mut tasks = guichet_intake_web::start(&config, config.intake_web_addr, &shared)
                     .await
                     .context("starting the online intake service")?
-                    .tasks
+                    .tasks;
+                serve_metrics(&config, &shared, ([127, 0, 0, 1], 9161).into(), &mut tasks).await?;
+                tasks
             }
             Service::Instruction => {
-                let bus = shared_broker(&config, "instruction").await?;
-                let addr = config.instruction_addr;
-                guichet_instruction::start(&config, addr, bus, clock, shutdown.clone())
-                    .await
-                    .context("starting the instruction service")?
-                    .tasks
+                let shared = Shared {
+                    bus: shared_broker(&config, "instruction").await?,
+                    clock,
+                    shutdown: shutdown.clone(),
+                    metrics,
+                };
+                let mut tasks =
+                    guichet_instruction::start(&config, config.instruction_addr, &shared)
+                        .await
+                        .context("starting the instruction service")?
+                        .tasks;
+                serve_metrics(&config, &shared, ([127, 0, 0, 1], 9162).into(), &mut tasks).await?;
+                tasks
             }
         },
     };
@@ -126,6 +163,26 @@ async fn main() -> anyhow::Result<()> {
     {
         tracing::warn!(?grace, "shutdown grace period over, stopping anyway");
     }
+    Ok(())
+}
+
+/// A service run alone answers `/metrics` on its own address.
+async fn serve_metrics(
+    config: &Config,
+    shared: &Shared,
+    default: std::net::SocketAddr,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> anyhow::Result<()> {
+    let addr = config.metrics_addr.unwrap_or(default);
+    let (listener, bound) = guichet_kit::grpc::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for /metrics on {addr}"))?;
+    tracing::info!(%bound, "metrics at /metrics");
+    tasks.spawn(guichet_kit::metrics::serve(
+        shared.metrics.clone(),
+        listener,
+        shared.shutdown.clone(),
+    ));
     Ok(())
 }
 

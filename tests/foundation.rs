@@ -168,14 +168,19 @@ async fn filings_are_accepted_while_the_broker_is_unreachable_and_delivered_afte
     let shutdown = guichet_kit::shutdown::Shutdown::new();
     let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
     let clock = guichet_kit::clock::system();
-    let instruction =
-        guichet_instruction::start(&config, any, direct_bus, clock.clone(), shutdown.clone())
-            .await
-            .unwrap();
-    let intake =
-        guichet_intake_web::start(&config, any, intake_bus, clock.clone(), shutdown.clone())
-            .await
-            .unwrap();
+    let metrics = guichet_kit::Metrics::new();
+    let shared = |bus: SharedBus| guichet_kit::service::Shared {
+        bus,
+        clock: clock.clone(),
+        shutdown: shutdown.clone(),
+        metrics: metrics.clone(),
+    };
+    let instruction = guichet_instruction::start(&config, any, &shared(direct_bus))
+        .await
+        .unwrap();
+    let intake = guichet_intake_web::start(&config, any, &shared(intake_bus))
+        .await
+        .unwrap();
     let gateway = guichet_gateway::start(
         &config,
         any,
@@ -183,7 +188,8 @@ async fn filings_are_accepted_while_the_broker_is_unreachable_and_delivered_afte
             intake_web: guichet_kit::grpc::url_of(intake.grpc_addr),
             instruction: guichet_kit::grpc::url_of(instruction.grpc_addr),
         },
-        clock,
+        clock.clone(),
+        metrics.clone(),
         shutdown.clone(),
     )
     .await

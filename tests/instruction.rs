@@ -12,8 +12,6 @@ use std::time::Duration;
 use chrono::{Days, NaiveDate, Utc};
 use common::{App, Backend, TestEnv, count, eventually, example};
 use futures_util::StreamExt;
-use guichet_dossier::filing::RawProvenance;
-use guichet_dossier::{Channel, Dossier, Filing, RawFiling, Reference};
 use guichet_kit::bus::NOTIFIER_QUEUE;
 use serde_json::{Value, json};
 
@@ -53,31 +51,6 @@ async fn file(app: &App, body: &Value) -> String {
     reference
 }
 
-/// Files by post, as the postal channel will: the dossier straight on the bus.
-async fn file_by_post(app: &App, body: &Value, postmarked: NaiveDate) -> String {
-    let raw: RawFiling = serde_json::from_value(body.clone()).unwrap();
-    let mut raw = raw;
-    raw.idempotency_key = Some(uuid::Uuid::new_v4().to_string());
-    let provenance = RawProvenance::Postal {
-        station_id: Some("station-59-1".into()),
-        envelope_id: Some(uuid::Uuid::new_v4().to_string()),
-        postmark_date: Some(postmarked.to_string()),
-        reception_date: Some(today().to_string()),
-    };
-    let filing = Filing::parse(&raw, &provenance, today()).unwrap();
-    let now = Utc::now();
-    let reference = Reference::generate(Channel::Postal, 2026, &mut rand::rng());
-    let dossier = Dossier::new(reference.clone(), filing, now, now);
-    let message = guichet_intake_web::ledger::dossier_message(&dossier);
-    assert!(app.mesh.bus.publish(&[message]).await[0].is_ok());
-    let reference = reference.to_string();
-    eventually(WAIT, "the postal dossier in instruction", || async {
-        (app.dossier(&reference).await.status() == 200).then_some(())
-    })
-    .await;
-    reference
-}
-
 async fn queue(app: &App, query: &str) -> Vec<Value> {
     let r = app
         .http
@@ -104,7 +77,9 @@ async fn a_letter_postmarked_first_sorts_ahead_of_a_web_filing_scanned_before_it
     let (env, app) = start(backend).await;
     let expires = today() + Days::new(45); // same urgency class for both
     let web = file(&app, &renewal("Martin", expires)).await;
-    let postal = file_by_post(&app, &renewal("Nguyen", expires), today() - Days::new(6)).await;
+    let postal = app
+        .file_by_post(&renewal("Nguyen", expires), today() - Days::new(6), today())
+        .await;
 
     let entries = queue(&app, "prefecture=59").await;
     let order: Vec<&str> = entries
@@ -243,7 +218,7 @@ async fn the_same_renewal_online_and_by_post_has_one_place_at_the_earlier_date(b
     let mut by_post = body.clone();
     by_post["applicant"]["family_name"] = "BÉNALI".into();
     let postmarked = today() - Days::new(4);
-    let postal = file_by_post(&app, &by_post, postmarked).await;
+    let postal = app.file_by_post(&by_post, postmarked, today()).await;
 
     let entries = queue(&app, "prefecture=59").await;
     assert_eq!(entries.len(), 1, "one place in the queue: {entries:?}");

@@ -138,7 +138,19 @@ pub async fn submit(
         &raw,
         &RawProvenance::Web { account_id: None },
         state.clock.today(),
-    )?;
+    )
+    .inspect_err(|violations| {
+        for v in violations.iter() {
+            state
+                .metrics
+                .validation_failures
+                .get_or_create(&guichet_kit::metrics::ValidationLabels {
+                    channel: "web",
+                    field: guichet_kit::metrics::field_label(&v.field),
+                })
+                .inc();
+        }
+    })?;
     let mut client = state.intake.clone();
     let answer = client
         .submit_filing(pb::SubmitFilingRequest {

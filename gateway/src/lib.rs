@@ -9,6 +9,7 @@ pub mod cases;
 pub mod error;
 pub mod health;
 pub mod openapi;
+pub mod ops;
 pub mod server;
 
 pub use server::{Running, Targets, start};

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use guichet_kit::clock::SharedClock;
 use guichet_kit::grpc::{self, TracedChannel};
 use guichet_kit::shutdown::Shutdown;
-use guichet_kit::{Config, telemetry};
+use guichet_kit::{Config, Metrics, telemetry};
 use guichet_proto::v1::instruction_desk_client::InstructionDeskClient;
 use guichet_proto::v1::instruction_reader_client::InstructionReaderClient;
 use guichet_proto::v1::online_intake_client::OnlineIntakeClient;
@@ -24,7 +24,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-use crate::{api, cases, health, openapi};
+use crate::{api, cases, health, openapi, ops};
 
 /// Largest JSON body accepted: a filing carries document references, not bytes.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -61,6 +61,8 @@ pub struct AppState {
     pub intake_health: HealthClient<TracedChannel>,
     pub instruction_health: HealthClient<TracedChannel>,
     pub clock: SharedClock,
+    /// This process's figures: in `guichet up`, every service's.
+    pub metrics: Metrics,
 }
 
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
@@ -113,10 +115,17 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
             "/api/v1/agent/dossiers/{reference}/link",
             post(cases::confirm_link),
         )
+        .route("/api/v1/equity", get(ops::equity))
         .route("/api/openapi.json", get(openapi::document))
+        .route("/ops", get(ops::page))
+        .route("/metrics", get(ops::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::count_request,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(stack)
         .with_state(state)
@@ -142,6 +151,7 @@ pub async fn start(
     addr: SocketAddr,
     targets: Targets,
     clock: SharedClock,
+    metrics: Metrics,
     shutdown: Shutdown,
 ) -> Result<Running, StartError> {
     let connect = |url: &str| {
@@ -159,6 +169,7 @@ pub async fn start(
         intake_health: HealthClient::new(intake),
         instruction_health: HealthClient::new(instruction),
         clock,
+        metrics,
     };
     let (listener, http_addr) = grpc::bind(addr)
         .await

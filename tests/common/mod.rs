@@ -70,7 +70,11 @@ impl TestEnv {
     }
 
     pub async fn on(backend: Backend) -> Self {
-        guichet_kit::telemetry::init(guichet_kit::config::LogFormat::Text);
+        let _ = guichet_kit::telemetry::init_with(
+            guichet_kit::config::LogFormat::Text,
+            None,
+            "guichet-tests",
+        );
         let name = format!("guichet_t_{}", uuid::Uuid::new_v4().simple());
         let data_dir = std::env::temp_dir().join(&name);
         if backend == Backend::Embedded {
@@ -235,13 +239,23 @@ pub struct App {
     pub http: reqwest::Client,
     pub shutdown: Shutdown,
     pub mesh: guichet::Mesh,
+    /// This mesh's figures alone: each test's mesh counts its own.
+    pub metrics: guichet_kit::Metrics,
 }
 
 impl App {
     pub async fn start(config: &Config) -> Self {
         let shutdown = Shutdown::new();
         let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-        let mesh = guichet::start_mesh(config, any, guichet_kit::clock::system(), shutdown.clone())
+        let shared = guichet_kit::service::Shared {
+            bus: guichet_kit::service::open_bus(config, "guichet")
+                .await
+                .expect("open the bus"),
+            clock: guichet_kit::clock::system(),
+            shutdown: shutdown.clone(),
+            metrics: guichet_kit::Metrics::new(),
+        };
+        let mesh = guichet::start_mesh(config, any, &shared)
             .await
             .expect("start the mesh");
         Self {
@@ -249,6 +263,7 @@ impl App {
             http: reqwest::Client::new(),
             shutdown,
             mesh,
+            metrics: shared.metrics,
         }
     }
 
@@ -269,6 +284,60 @@ impl App {
             .send()
             .await
             .expect("GET /api/v1/dossiers/{reference}")
+    }
+
+    /// Files by post, as the postal channel will: the dossier straight on the
+    /// bus, postmarked and received on the dates given; waits until
+    /// instruction has it.
+    pub async fn file_by_post(
+        &self,
+        body: &serde_json::Value,
+        postmarked: chrono::NaiveDate,
+        received: chrono::NaiveDate,
+    ) -> String {
+        use guichet_dossier::filing::RawProvenance;
+        use guichet_dossier::{Channel, Dossier, Filing, RawFiling, Reference};
+        let mut raw: RawFiling = serde_json::from_value(body.clone()).expect("a filing body");
+        raw.idempotency_key = Some(uuid::Uuid::new_v4().to_string());
+        let provenance = RawProvenance::Postal {
+            station_id: Some("station-59-1".into()),
+            envelope_id: Some(uuid::Uuid::new_v4().to_string()),
+            postmark_date: Some(postmarked.to_string()),
+            reception_date: Some(received.to_string()),
+        };
+        let filing = Filing::parse(&raw, &provenance, received).expect("a valid postal filing");
+        let now = chrono::Utc::now();
+        let reference = Reference::generate(Channel::Postal, 2026, &mut rand::rng());
+        let dossier = Dossier::new(reference.clone(), filing, now, now);
+        let message = guichet_intake_web::ledger::dossier_message(&dossier);
+        assert!(self.mesh.bus.publish(&[message]).await[0].is_ok());
+        let reference = reference.to_string();
+        eventually(
+            Duration::from_secs(20),
+            "the postal dossier in instruction",
+            || async { (self.dossier(&reference).await.status() == 200).then_some(()) },
+        )
+        .await;
+        reference
+    }
+
+    /// The value of one series on the gateway's `/metrics` (`name{labels}`), 0 if absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|line| {
+                let rest = line.strip_prefix(series)?;
+                rest.strip_prefix(' ')?.split(' ').next()?.parse().ok()
+            })
+            .unwrap_or(0.0)
     }
 
     pub async fn stop(mut self) {

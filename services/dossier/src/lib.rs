@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod calendar;
 pub mod channel;
 pub mod codes;
+pub mod equity;
 pub mod filing;
 pub mod lifecycle;
 pub mod prefecture;

@@ -29,6 +29,7 @@ pub struct Api {
     pub clock: SharedClock,
     /// Pokes the events relay after a change wrote to the outbox.
     pub wake: Arc<Notify>,
+    pub equity: crate::equity::EquitySettings,
 }
 
 fn db_error(context: &str, e: &sqlx::Error) -> Status {
@@ -417,6 +418,38 @@ impl InstructionReader for Api {
             attestation: Some(attestation.to_pb()),
             holder: Some(holder_of(&row.dossier())),
         }))
+    }
+
+    async fn equity(
+        &self,
+        request: Request<pb::EquityRequest>,
+    ) -> Result<Response<pb::EquityReport>, Status> {
+        let r = request.into_inner();
+        // 0 is proto3's "not given": the configured margin.
+        let margin = if r.margin == 0.0 {
+            self.equity.margin
+        } else if r.margin.is_finite() && r.margin > 0.0 && r.margin < 10.0 {
+            r.margin
+        } else {
+            return Err(invalid(
+                "margin",
+                "must be a number above 0 and below 10 (0.2 = 20 %)",
+            ));
+        };
+        let settings = crate::equity::EquitySettings {
+            margin,
+            ..self.equity
+        };
+        let report = crate::equity::report(
+            &self.store,
+            &r.prefecture,
+            settings,
+            self.clock.now(),
+            self.clock.today(),
+        )
+        .await
+        .map_err(|e| db_error("reading the equity figures", &e))?;
+        Ok(Response::new(report))
     }
 
     async fn processing_times(

@@ -10,9 +10,11 @@ use guichet_kit::bus::{
     OutgoingMessage, SharedBus,
 };
 use guichet_kit::clock::SharedClock;
+use guichet_kit::db::Database;
 use guichet_kit::error::error_chain;
+use guichet_kit::metrics::{ChannelLabels, DeadLetterLabels, QueueLabels};
 use guichet_kit::shutdown::Shutdown;
-use guichet_kit::{db, telemetry};
+use guichet_kit::{Metrics, db, telemetry};
 use guichet_proto::{convert, v1 as pb};
 use prost::Message;
 use tracing::Instrument;
@@ -34,7 +36,8 @@ pub enum Poison {
 }
 
 enum Recorded {
-    Done,
+    /// Committed; the references recorded for the first time.
+    Done(Vec<String>),
     ShuttingDown,
     Failed(String),
 }
@@ -49,6 +52,36 @@ impl Poison {
             Poison::Rejected(e) => format!("refused by the instruction database: {e}"),
         }
     }
+
+    /// The reason as a metric label: a short, bounded name.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Poison::NoMessageId => "no_message_id",
+            Poison::Undecodable(_) => "undecodable",
+            Poison::UnknownSchemaVersion(_) => "unknown_schema",
+            Poison::BreaksRule(_) => "breaks_rule",
+            Poison::Rejected(_) => "rejected",
+        }
+    }
+}
+
+/// A span for the database write of one message's dossier, child of its
+/// consumer span, so each dossier's trace runs down to the write even though
+/// a batch is written in one transaction.
+fn write_span(parent: &tracing::Span, db: &Database, batch: usize) -> tracing::Span {
+    let system = match db {
+        Database::Postgres(_) => "postgresql",
+        Database::Sqlite(_) => "sqlite",
+    };
+    tracing::info_span!(
+        parent: parent,
+        "INSERT dossiers",
+        otel.kind = "client",
+        db.system.name = system,
+        db.operation.name = "INSERT",
+        db.collection.name = "dossiers",
+        db.operation.batch.size = batch,
+    )
 }
 
 /// Reads one delivery into a dossier, or says why it never will be one.
@@ -78,6 +111,7 @@ pub struct Consumer {
     pub shutdown: Shutdown,
     /// Pokes the events relay once new case events are committed.
     pub wake: std::sync::Arc<tokio::sync::Notify>,
+    pub metrics: Metrics,
 }
 
 impl Consumer {
@@ -88,8 +122,10 @@ impl Consumer {
         for delivery in batch {
             let span = tracing::info_span!(
                 "consume",
+                otel.name = %format!("process {INSTRUCTION_QUEUE}"),
                 otel.kind = "consumer",
                 messaging.system = "rabbitmq",
+                messaging.operation.name = "process",
                 messaging.operation.type = "process",
                 messaging.destination.name = INSTRUCTION_QUEUE,
                 messaging.message.id = delivery.message_id.as_deref().unwrap_or(""),
@@ -115,39 +151,41 @@ impl Consumer {
         if good.is_empty() {
             return;
         }
-        let write = tracing::info_span!("instruction.record", dossiers = good.len());
-        match self
-            .record_with_retry(&good)
-            .instrument(write.clone())
-            .await
-        {
-            Recorded::Done => {
+        let writes: Vec<tracing::Span> = held
+            .iter()
+            .map(|(_, span)| write_span(span, self.store.db(), good.len()))
+            .collect();
+        let first = writes.first().cloned().unwrap_or_else(tracing::Span::none);
+        match self.record_with_retry(&good).instrument(first).await {
+            Recorded::Done(new) => {
+                drop(writes);
+                self.count_recorded(&good, &new);
                 self.wake.notify_one();
                 for (delivery, span) in held {
-                    if let Err(e) = delivery.ack().instrument(span).await {
-                        // The broker will redeliver; the inbox makes that harmless.
-                        tracing::warn!(error = %e, "ack failed");
-                    }
+                    self.settle(delivery.ack().instrument(span).await);
                 }
             }
             Recorded::ShuttingDown => {} // unacked deliveries come back to the next consumer
             Recorded::Failed(_) => {
+                drop(writes);
                 // Something in the batch fails on its own: one by one, so the
                 // others are not held back, and what still fails alone is
                 // dead-lettered with the database's reason.
                 for (incoming, (delivery, span)) in good.iter().zip(held) {
+                    let write = write_span(&span, self.store.db(), 1);
                     match self
                         .record_with_retry(std::slice::from_ref(incoming))
                         .instrument(write.clone())
                         .await
                     {
-                        Recorded::Done => {
-                            if let Err(e) = delivery.ack().instrument(span).await {
-                                tracing::warn!(error = %e, "ack failed");
-                            }
+                        Recorded::Done(new) => {
+                            drop(write);
+                            self.count_recorded(std::slice::from_ref(incoming), &new);
+                            self.settle(delivery.ack().instrument(span).await);
                         }
                         Recorded::ShuttingDown => return,
                         Recorded::Failed(reason) => {
+                            drop(write);
                             let poison = Poison::Rejected(reason);
                             self.dead_letter(&delivery, &poison).instrument(span).await;
                         }
@@ -155,6 +193,44 @@ impl Consumer {
                 }
                 self.wake.notify_one();
             }
+        }
+    }
+
+    /// Counts an acknowledged delivery; a failed ack is only logged, since
+    /// the broker will redeliver and the inbox makes that harmless.
+    fn settle(&self, acked: Result<(), guichet_kit::bus::BusError>) {
+        match acked {
+            Ok(()) => {
+                self.metrics
+                    .messages_consumed
+                    .get_or_create(&QueueLabels {
+                        queue: INSTRUCTION_QUEUE,
+                    })
+                    .inc();
+            }
+            Err(e) => tracing::warn!(error = %e, "ack failed"),
+        }
+    }
+
+    /// Dossiers recorded for the first time, and how long they took from
+    /// their receipt; a redelivered one is not counted twice.
+    fn count_recorded(&self, batch: &[Incoming], new: &[String]) {
+        let now = self.clock.now();
+        for incoming in batch
+            .iter()
+            .filter(|i| new.iter().any(|r| r == i.dossier.reference.as_str()))
+        {
+            let labels = ChannelLabels {
+                channel: incoming.dossier.channel().as_str(),
+            };
+            self.metrics.dossiers_recorded.get_or_create(&labels).inc();
+            let waited = (now - incoming.dossier.received_at)
+                .to_std()
+                .unwrap_or_default();
+            self.metrics
+                .filing_to_instruction
+                .get_or_create(&labels)
+                .observe(waited.as_secs_f64());
         }
     }
 
@@ -169,8 +245,8 @@ impl Consumer {
                 .await
             {
                 Ok(new) => {
-                    tracing::debug!(received = batch.len(), new, "dossiers recorded");
-                    return Recorded::Done;
+                    tracing::debug!(received = batch.len(), new = new.len(), "dossiers recorded");
+                    return Recorded::Done(new);
                 }
                 Err(e) if db::is_unavailable(&e) || db::is_retryable(&e) => {
                     tracing::warn!(error = %error_chain(&e), ?backoff, "cannot record dossiers, retrying");
@@ -209,7 +285,16 @@ impl Consumer {
         };
         let published = self.bus.publish(std::slice::from_ref(&message)).await;
         let outcome = match published.into_iter().next() {
-            Some(Ok(())) => delivery.ack().await,
+            Some(Ok(())) => {
+                self.metrics
+                    .dead_letters
+                    .get_or_create(&DeadLetterLabels {
+                        queue: INSTRUCTION_QUEUE,
+                        reason: poison.label(),
+                    })
+                    .inc();
+                delivery.ack().await
+            }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "dead-letter publish failed, giving the message back");
                 delivery.retry_later().await

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod cases;
 pub mod consumer;
+pub mod equity;
 pub mod server;
 pub mod store;
 pub mod titles;

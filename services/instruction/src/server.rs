@@ -5,11 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use guichet_kit::bus::{INSTRUCTION_QUEUE, SharedBus, consume_batches};
+use guichet_kit::bus::{INSTRUCTION_QUEUE, consume_batches};
 use guichet_kit::clock::SharedClock;
 use guichet_kit::db::Migrations;
 use guichet_kit::outbox::OutboxRelay;
-use guichet_kit::service::{self, Foundations, Running, StartError};
+use guichet_kit::service::{self, Foundations, Running, Shared, StartError};
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, grpc};
 use guichet_proto::v1::instruction_desk_server::InstructionDeskServer;
@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::api::Api;
 use crate::consumer::Consumer;
+use crate::equity::{EquitySettings, observe_forever};
 use crate::store::Store;
 
 static MIGRATIONS: Migrations = Migrations {
@@ -43,17 +44,26 @@ pub async fn open_database(config: &Config) -> Result<guichet_kit::db::Database,
 pub async fn start(
     config: &Config,
     addr: SocketAddr,
-    bus: SharedBus,
-    clock: SharedClock,
-    shutdown: Shutdown,
+    shared: &Shared,
 ) -> Result<Running, StartError> {
+    let Shared {
+        bus,
+        clock,
+        shutdown,
+        metrics,
+    } = shared.clone();
     let Foundations {
         db,
         listener,
         grpc_addr,
     } = service::prepare(config, SCHEMA, &MIGRATIONS, addr).await?;
     let store = Store::new(db.clone(), config.attestation_horizon_days);
-    let relay = OutboxRelay::new(db.clone(), bus.clone(), config.outbox_batch);
+    let relay = OutboxRelay::new(db.clone(), bus.clone(), config.outbox_batch)
+        .with_metrics(metrics.clone(), SCHEMA);
+    let equity = EquitySettings {
+        margin: config.equity_margin,
+        min_sample: config.equity_min_sample,
+    };
     let wake = relay.waker();
     let mut tasks = JoinSet::new();
     tasks.spawn(relay.run(shutdown.clone()));
@@ -64,9 +74,18 @@ pub async fn start(
         clock: clock.clone(),
         shutdown: shutdown.clone(),
         wake: wake.clone(),
+        metrics: metrics.clone(),
     });
     let prefetch = config.consumer_prefetch;
     let consume_shutdown = shutdown.clone();
+    tasks.spawn(observe_forever(
+        store.clone(),
+        bus.clone(),
+        clock.clone(),
+        metrics.clone(),
+        equity,
+        shutdown.clone(),
+    ));
     tasks.spawn(async move {
         consume_batches(
             bus,
@@ -92,7 +111,12 @@ pub async fn start(
         shutdown.clone(),
     ));
 
-    let api = Api { store, clock, wake };
+    let api = Api {
+        store,
+        clock,
+        wake,
+        equity,
+    };
     let routes = tonic::service::Routes::new(InstructionReaderServer::new(api.clone()))
         .add_service(InstructionDeskServer::new(api));
     grpc::spawn_server(

@@ -61,11 +61,11 @@ macro_rules! on_db {
 macro_rules! after_insert {
     ($conn:expr, $fresh:expr, $inserted:expr, $now:expr, $today:expr) => {{
         let conn = $conn;
-        let mut new = 0usize;
+        let mut new: Vec<String> = Vec::new();
         let mut pending: HashSet<String> = $inserted.clone();
         // Each inserted reference once, even if two messages carried it.
         for i in $fresh.iter().filter(|i| pending.remove(i.dossier.reference.as_str())) {
-            new += 1;
+            new.push(i.dossier.reference.as_str().to_string());
             let d = &i.dossier;
             let reference = d.reference.as_str();
             let arrival = cases::on_arrival(d, $today);
@@ -455,7 +455,7 @@ impl Store {
         batch: &[Incoming],
         now: DateTime<Utc>,
         today: NaiveDate,
-    ) -> Result<usize, sqlx::Error> {
+    ) -> Result<Vec<String>, sqlx::Error> {
         match &self.db {
             Database::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
@@ -622,6 +622,69 @@ impl Store {
                 (procedure, (decided - filed).num_days().max(0))
             })
             .collect())
+    }
+
+    /// What the equity comparison needs of each dossier received since
+    /// `since` (linked second filings are counted with their first).
+    pub async fn equity_facts(
+        &self,
+        prefecture: &str,
+        since: DateTime<Utc>,
+        today: NaiveDate,
+    ) -> Result<Vec<guichet_dossier::equity::CaseFacts>, sqlx::Error> {
+        type Row = (
+            String,
+            NaiveDate,
+            DateTime<Utc>,
+            Option<DateTime<Utc>>,
+            bool,
+            String,
+            Option<NaiveDate>,
+            Option<NaiveDate>,
+        );
+        const SQL: &str = "SELECT d.channel, d.legal_filing_date, d.received_at, d.decided_at, \
+             EXISTS (SELECT 1 FROM dossier_events e WHERE e.reference = d.reference \
+                     AND e.kind = 'found_complete'), \
+             d.state, d.title_expires_on, d.cover_until \
+             FROM dossiers d WHERE d.received_at >= $1 AND ($2 = '' OR d.prefecture = $2) \
+             AND d.linked_to IS NULL";
+        let rows: Vec<Row> = on_db!(&self.db, |p| sqlx::query_as(SQL)
+            .bind(since)
+            .bind(prefecture)
+            .fetch_all(p)
+            .await)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(
+                |(channel, filed, received, decided, complete, state, expires, cover)| {
+                    let channel = guichet_dossier::Channel::parse(&channel)?;
+                    let open = CaseState::parse(&state).is_some_and(CaseState::is_open);
+                    Some(guichet_dossier::equity::CaseFacts {
+                        channel,
+                        legal_filing_date: filed,
+                        receipt_date: guichet_dossier::calendar::paris_date(received),
+                        decided_on: decided.map(guichet_dossier::calendar::paris_date),
+                        complete_at_filing: complete,
+                        needs_cover: open && expires.is_some_and(|e| e < today),
+                        covered: cover.is_some_and(|c| c >= today),
+                    })
+                },
+            )
+            .collect())
+    }
+
+    /// Open dossiers by state, for the operators' figures.
+    pub async fn open_by_state(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        let sql = format!("SELECT state, count(*) FROM dossiers WHERE {OPEN} GROUP BY state");
+        on_db!(&self.db, |p| sqlx::query_as(&sql).fetch_all(p).await)
+    }
+
+    /// Attestations issued by kind: (kind, all, renewals), a renewal being
+    /// one that follows an earlier attestation of the same kind for the same dossier.
+    pub async fn attestation_counts(&self) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+        const SQL: &str = "SELECT kind, count(*), count(*) - count(DISTINCT reference) \
+             FROM attestations GROUP BY kind";
+        on_db!(&self.db, |p| sqlx::query_as(SQL).fetch_all(p).await)
     }
 
     /// Open dossiers per procedure in a prefecture.

@@ -94,6 +94,26 @@ pub struct Config {
     )]
     pub alert_offsets_days: Vec<i64>,
 
+    /// Relative margin past which a channel doing worse than the best one is
+    /// flagged on the equity report (0.2 = 20 %).
+    #[arg(long, env = "GUICHET_EQUITY_MARGIN", default_value_t = 0.2)]
+    pub equity_margin: f64,
+
+    /// Figures resting on fewer dossiers are not compared for equity.
+    #[arg(long, env = "GUICHET_EQUITY_MIN_SAMPLE", default_value_t = 5)]
+    pub equity_min_sample: u32,
+
+    /// Where `serve intake-web` and `serve instruction` answer `/metrics`
+    /// (the gateway serves it on its HTTP address). Unset: 127.0.0.1:9161
+    /// for intake-web, 127.0.0.1:9162 for instruction.
+    #[arg(long, env = "GUICHET_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// OTLP/gRPC collector to export traces to (`http://127.0.0.1:4317`).
+    /// Unset: spans still carry trace ids through every hop, nothing is exported.
+    #[arg(long, env = "GUICHET_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Log format: `text` for a terminal, `json` for collectors.
     #[arg(long, env = "GUICHET_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,

@@ -5,32 +5,68 @@
 use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
-use tonic::service::Interceptor;
 use tonic::transport::Channel;
+use tracing::Instrument as _;
 
-/// Adds the current span's W3C trace context to an outgoing call's metadata.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TraceContextInjector;
-
-impl Interceptor for TraceContextInjector {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        for (name, value) in crate::telemetry::inject(&tracing::Span::current()) {
-            if let (Ok(name), Ok(value)) = (
-                tonic::metadata::MetadataKey::from_bytes(name.as_bytes()),
-                value.parse(),
-            ) {
-                request.metadata_mut().insert(name, value);
-            }
-        }
-        Ok(request)
-    }
+/// A client channel that makes a client span for every call, child of the
+/// current span, and sends its W3C trace context in the call's metadata, so
+/// the server's span continues the caller's trace.
+#[derive(Debug, Clone)]
+pub struct TracedChannel {
+    inner: Channel,
 }
 
-pub type TracedChannel =
-    tonic::service::interceptor::InterceptedService<Channel, TraceContextInjector>;
+impl tower::Service<http::Request<tonic::body::Body>> for TracedChannel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        let path = request.uri().path().trim_start_matches('/').to_string();
+        let (service, method) = path.split_once('/').unwrap_or((path.as_str(), ""));
+        let span = tracing::info_span!(
+            "grpc client",
+            otel.name = %path,
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+            rpc.grpc.status_code = tracing::field::Empty,
+        );
+        for (name, value) in crate::telemetry::inject(&span) {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_str(&value),
+            ) {
+                request.headers_mut().insert(name, value);
+            }
+        }
+        let call = self.inner.call(request);
+        Box::pin(
+            async move {
+                let response = call.await;
+                if let Ok(r) = &response
+                    && let Some(code) = r.headers().get("grpc-status")
+                {
+                    // Present here only for answers without a body (errors).
+                    tracing::Span::current()
+                        .record("rpc.grpc.status_code", code.to_str().unwrap_or(""));
+                }
+                response
+            }
+            .instrument(span),
+        )
+    }
+}
 
 /// A lazy client channel to `url` (`http://host:port`): it connects on first
 /// use and reconnects by itself, so a gateway can start before its services.
@@ -38,10 +74,9 @@ pub fn channel(url: &str) -> Result<TracedChannel, tonic::transport::Error> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())?
         .connect_timeout(std::time::Duration::from_secs(2))
         .tcp_nodelay(true);
-    Ok(tonic::service::interceptor::InterceptedService::new(
-        endpoint.connect_lazy(),
-        TraceContextInjector,
-    ))
+    Ok(TracedChannel {
+        inner: endpoint.connect_lazy(),
+    })
 }
 
 /// The URL of a gRPC server listening on `addr`.

@@ -1,7 +1,8 @@
 //! Guichet's runtime kit: everything a service needs to run, and no business
 //! rule. Configuration, telemetry, shutdown, the clock, PostgreSQL pools and
 //! migrations, the AMQP bus with its topology, the transactional outbox and
-//! its relay, the inbox, and the one table that maps errors to HTTP and gRPC.
+//! its relay, the inbox, the Prometheus figures, and the one table that maps
+//! errors to HTTP and gRPC.
 #![forbid(unsafe_code)]
 
 pub mod bus;
@@ -11,6 +12,7 @@ pub mod db;
 pub mod error;
 pub mod grpc;
 pub mod inbox;
+pub mod metrics;
 pub mod outbox;
 pub mod service;
 pub mod shutdown;
@@ -19,3 +21,4 @@ pub mod telemetry;
 pub use clock::{Clock, SystemClock};
 pub use config::Config;
 pub use error::{ErrorKind, ServiceError};
+pub use metrics::Metrics;

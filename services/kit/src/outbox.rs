@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use crate::bus::{OutgoingMessage, SharedBus};
 use crate::db::Database;
+use crate::metrics::{ExchangeLabels, Metrics, ServiceLabels};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 
@@ -20,6 +21,8 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
+/// How often the backlog gauge is refreshed.
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 
 fn headers_json(message: &OutgoingMessage) -> String {
     serde_json::to_string(&message.headers).unwrap_or_else(|_| "{}".into())
@@ -85,6 +88,8 @@ pub struct OutboxRelay {
     wake: Arc<Notify>,
     /// Sent rows are kept this long for audit, then purged.
     retention: Duration,
+    /// Where to count what is published, and under which service name.
+    metrics: Option<(Metrics, &'static str)>,
 }
 
 /// id, message id, exchange, routing key, headers (JSON text), body.
@@ -98,6 +103,28 @@ impl OutboxRelay {
             batch: i64::from(batch.max(1)),
             wake: Arc::new(Notify::new()),
             retention: Duration::from_secs(7 * 24 * 3600),
+            metrics: None,
+        }
+    }
+
+    /// Counts confirmed messages and keeps the backlog gauge of `service`.
+    pub fn with_metrics(mut self, metrics: Metrics, service: &'static str) -> Self {
+        self.metrics = Some((metrics, service));
+        self
+    }
+
+    async fn sample_backlog(&self) {
+        let Some((metrics, service)) = &self.metrics else {
+            return;
+        };
+        match backlog(&self.db).await {
+            Ok(n) => {
+                metrics
+                    .outbox_backlog
+                    .get_or_create(&ServiceLabels { service })
+                    .set(n);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot count the outbox backlog"),
         }
     }
 
@@ -109,7 +136,12 @@ impl OutboxRelay {
     pub async fn run(self, shutdown: Shutdown) {
         let mut backoff = MIN_BACKOFF;
         let mut last_purge = tokio::time::Instant::now();
+        let mut last_sample: Option<tokio::time::Instant> = None;
         while !shutdown.is_cancelled() {
+            if last_sample.is_none_or(|t| t.elapsed() > BACKLOG_EVERY) {
+                last_sample = Some(tokio::time::Instant::now());
+                self.sample_backlog().await;
+            }
             match self.relay_once().await {
                 Ok(outcome) if outcome.failed == 0 => {
                     backoff = MIN_BACKOFF;
@@ -232,10 +264,13 @@ impl OutboxRelay {
             .map(|(_, message_id, exchange, routing_key, headers, body)| {
                 let mut headers: BTreeMap<String, String> =
                     serde_json::from_str(headers).unwrap_or_default();
+                // Named and described as OpenTelemetry's messaging conventions say.
                 let span = tracing::info_span!(
                     "publish",
+                    otel.name = %format!("publish {exchange}"),
                     otel.kind = "producer",
                     messaging.system = "rabbitmq",
+                    messaging.operation.name = "publish",
                     messaging.operation.type = "send",
                     messaging.destination.name = %exchange,
                     messaging.rabbitmq.destination.routing_key = %routing_key,
@@ -258,12 +293,23 @@ impl OutboxRelay {
                 }
             })
             .collect();
-        let batch_span = tracing::info_span!("outbox.relay", messages = messages.len());
+        // Debug level: not exported, so a relay round is not a trace of its own.
+        let batch_span = tracing::debug_span!("outbox.relay", messages = messages.len());
         let results = self.bus.publish(&messages).instrument(batch_span).await;
         let mut outcome = Published::default();
         for ((row, result), span) in rows.iter().zip(results).zip(spans) {
             match result {
-                Ok(()) => outcome.sent.push(row.0),
+                Ok(()) => {
+                    outcome.sent.push(row.0);
+                    if let Some((metrics, _)) = &self.metrics {
+                        metrics
+                            .messages_published
+                            .get_or_create(&ExchangeLabels {
+                                exchange: row.2.clone(),
+                            })
+                            .inc();
+                    }
+                }
                 Err(e) => {
                     span.in_scope(|| tracing::warn!(error = %e, "publish failed"));
                     outcome.failed.push((row.0, e.to_string()));

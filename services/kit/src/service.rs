@@ -79,6 +79,16 @@ pub async fn prepare(
     })
 }
 
+/// What the services of one process share: the bus, the clock, the shutdown
+/// signal and the figures for `/metrics`.
+#[derive(Clone)]
+pub struct Shared {
+    pub bus: SharedBus,
+    pub clock: crate::clock::SharedClock,
+    pub shutdown: crate::shutdown::Shutdown,
+    pub metrics: crate::Metrics,
+}
+
 /// A started service: its real gRPC address, its database, and its tasks.
 pub struct Running {
     pub grpc_addr: SocketAddr,

@@ -14,21 +14,69 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, filter::LevelFilter};
 
-use crate::config::LogFormat;
+use std::sync::OnceLock;
+
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, JsonFields};
+use tracing_subscriber::fmt::{FmtContext, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::config::{Config, LogFormat};
 
 /// The W3C headers that carry trace context.
 pub const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
+/// Keeps the tracer provider of the process, to flush spans before exit.
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// Flushes exported spans when dropped: hold it for the life of `main`.
+pub struct Telemetry;
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        flush();
+    }
+}
+
+/// Sends every finished span to the collector now, if one is configured.
+pub fn flush() {
+    if let Some(provider) = PROVIDER.get() {
+        let _ = provider.force_flush();
+    }
+}
+
 /// Installs the global subscriber: readable or JSON logs filtered by
 /// `RUST_LOG`, and OpenTelemetry spans at info level whatever the log filter,
-/// so trace ids never depend on how verbose the logs are. Calling it again
-/// (tests start several services in one process) keeps the first set-up.
-pub fn init(format: LogFormat) {
+/// so trace ids never depend on how verbose the logs are. Spans are exported
+/// over OTLP/gRPC when `GUICHET_OTLP_ENDPOINT` is set. Calling it again (tests
+/// start several services in one process) keeps the first set-up.
+pub fn init(config: &Config, service: &str) -> Telemetry {
+    init_with(config.log_format, config.otlp_endpoint.as_deref(), service)
+}
+
+pub fn init_with(format: LogFormat, otlp_endpoint: Option<&str>, service: &str) -> Telemetry {
     // lapin logs every failed reconnect at error level; the bus reports those
     // itself, once, with context. sqlx's info lines are PostgreSQL notices.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,lapin=off,sqlx=warn"));
-    let provider = SdkTracerProvider::builder().build();
+    let mut builder = SdkTracerProvider::builder().with_resource(
+        Resource::builder()
+            .with_service_name(service.to_string())
+            .build(),
+    );
+    let mut export_error = None;
+    if let Some(endpoint) = otlp_endpoint {
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build()
+        {
+            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+            Err(e) => export_error = Some(e.to_string()),
+        }
+    }
+    let provider = builder.build();
     let tracer = provider.tracer("guichet");
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
@@ -39,9 +87,8 @@ pub fn init(format: LogFormat) {
             .with_filter(filter)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonWithTrace)
             .with_filter(filter)
             .boxed(),
     };
@@ -52,7 +99,90 @@ pub fn init(format: LogFormat) {
         .is_ok()
     {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-        opentelemetry::global::set_tracer_provider(provider);
+        opentelemetry::global::set_tracer_provider(provider.clone());
+        let _ = PROVIDER.set(provider);
+        match (otlp_endpoint, export_error) {
+            (Some(endpoint), None) => tracing::info!(%endpoint, "exporting traces over OTLP"),
+            (Some(endpoint), Some(error)) => {
+                tracing::warn!(%endpoint, %error, "cannot export traces to this endpoint")
+            }
+            _ => {}
+        }
+    }
+    Telemetry
+}
+
+/// One JSON object per line, with the trace and span ids of the span the
+/// event happened in, so a log line leads to its trace.
+struct JsonWithTrace;
+
+impl<S, N> FormatEvent<S, N> for JsonWithTrace
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let meta = event.metadata();
+        let mut line = serde_json::Map::new();
+        line.insert(
+            "timestamp".into(),
+            chrono::Utc::now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                .into(),
+        );
+        line.insert("level".into(), meta.level().as_str().into());
+        line.insert("target".into(), meta.target().into());
+        event.record(&mut JsonVisitor(&mut line));
+        if let Some(span) = ctx.lookup_current() {
+            line.insert("span".into(), span.name().into());
+            let extensions = span.extensions();
+            if let Some(fields) = extensions.get::<FormattedFields<N>>()
+                && let Ok(serde_json::Value::Object(map)) =
+                    serde_json::from_str::<serde_json::Value>(fields.as_str())
+            {
+                for (k, v) in map {
+                    line.entry(k).or_insert(v);
+                }
+            }
+            if let Some(otel) = extensions.get::<tracing_opentelemetry::OtelData>() {
+                if let Some(trace_id) = otel.trace_id() {
+                    line.insert("trace_id".into(), trace_id.to_string().into());
+                }
+                if let Some(span_id) = otel.span_id() {
+                    line.insert("span_id".into(), span_id.to_string().into());
+                }
+            }
+        }
+        writeln!(writer, "{}", serde_json::Value::Object(line))
+    }
+}
+
+struct JsonVisitor<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl tracing::field::Visit for JsonVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .insert(field.name().into(), format!("{value:?}").into());
     }
 }
 
@@ -102,14 +232,41 @@ pub fn carrier_from_headers(headers: &http::HeaderMap) -> HashMap<String, String
 }
 
 /// A tower `make_span` for servers: one span per request, child of the
-/// caller's trace when it sent one.
+/// caller's trace when it sent one, named as OpenTelemetry's conventions say
+/// (`POST /api/v1/dossiers`, `guichet.v1.OnlineIntake/SubmitFiling`).
 pub fn server_span<B>(request: &http::Request<B>) -> Span {
-    let span = tracing::info_span!(
-        "request",
-        method = %request.method(),
-        path = %request.uri().path(),
-        otel.kind = "server",
-    );
+    let path = request.uri().path();
+    let is_grpc = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let span = if is_grpc {
+        let name = path.trim_start_matches('/');
+        let (service, method) = name.split_once('/').unwrap_or((name, ""));
+        tracing::info_span!(
+            "grpc server",
+            otel.name = %name,
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+        )
+    } else {
+        // The route template when routing has happened (never the raw path,
+        // which would carry references).
+        let route = request
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map_or(path, |m| m.as_str());
+        tracing::info_span!(
+            "request",
+            otel.name = %format!("{} {route}", request.method()),
+            otel.kind = "server",
+            http.request.method = %request.method(),
+            http.route = %route,
+            url.path = %path,
+        )
+    };
     set_parent(&span, &carrier_from_headers(request.headers()));
     span
 }

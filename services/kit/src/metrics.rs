@@ -1,0 +1,364 @@
+//! The operators' figures, in Prometheus form. One `Metrics` per process
+//! (`guichet up` shares it between the services it runs), passed explicitly to
+//! each service so two meshes in one test process never mix their counts.
+//!
+//! Names follow Prometheus conventions: a `guichet_` prefix, base units in
+//! the name (`_seconds`), `_total` on counters (added by the encoder).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// The content type of `encode`'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabels {
+    pub channel: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ValidationLabels {
+    pub channel: &'static str,
+    /// The field path with list indexes removed (`documents[].sha256`), so
+    /// the label has a bounded set of values.
+    pub field: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExchangeLabels {
+    pub exchange: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub queue: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadLetterLabels {
+    pub queue: &'static str,
+    /// `undecodable`, `unknown_schema`, `breaks_rule` or `rejected`.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttestationLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    /// The route template (`/api/v1/dossiers/{reference}`), never the raw path.
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EquityLabels {
+    pub channel: &'static str,
+    pub measure: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: &'static str,
+}
+
+/// Histogram buckets, in seconds.
+#[derive(Clone)]
+pub struct Buckets(fn() -> Vec<f64>);
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new((self.0)())
+    }
+}
+
+/// 1 ms to about 16 s: an answer to a person waiting at a screen.
+fn receipt_buckets() -> Vec<f64> {
+    exponential_buckets(0.001, 2.0, 15).collect()
+}
+
+/// 5 ms to about 45 min: from a receipt to the instruction service, which is
+/// quick unless the broker or a database was away.
+fn delivery_buckets() -> Vec<f64> {
+    exponential_buckets(0.005, 2.0, 20).collect()
+}
+
+pub type GaugeF64 = Gauge<f64, AtomicU64>;
+
+/// Every figure Guichet exports. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+pub struct Inner {
+    registry: Registry,
+    /// Filings an intake service accepted (a retry of the same filing is not counted again).
+    pub filings_accepted: Family<ChannelLabels, Counter>,
+    /// Filings refused for bad input, by field.
+    pub validation_failures: Family<ValidationLabels, Counter>,
+    /// From a filing reaching intake to its receipt being committed.
+    pub time_to_receipt: Family<ChannelLabels, Histogram, Buckets>,
+    /// Outbox rows not yet confirmed by the broker.
+    pub outbox_backlog: Family<ServiceLabels, Gauge>,
+    /// Messages the broker confirmed.
+    pub messages_published: Family<ExchangeLabels, Counter>,
+    /// Messages consumed and acknowledged.
+    pub messages_consumed: Family<QueueLabels, Counter>,
+    /// Messages waiting in a queue, sampled.
+    pub queue_depth: Family<QueueLabels, Gauge>,
+    /// Messages the consumer sent to the dead-letter queue, by reason.
+    pub dead_letters: Family<DeadLetterLabels, Counter>,
+    /// Dossiers instruction recorded for the first time.
+    pub dossiers_recorded: Family<ChannelLabels, Counter>,
+    /// From the receipt to the dossier being committed in instruction.
+    pub filing_to_instruction: Family<ChannelLabels, Histogram, Buckets>,
+    /// Open dossiers by state, sampled.
+    pub open_dossiers: Family<StateLabels, Gauge>,
+    /// Attestations issued since the start, first ones and renewals, sampled
+    /// from the database so every instance and every restart agree.
+    pub attestations_issued: Family<AttestationLabels, Gauge>,
+    pub attestations_renewed: Family<AttestationLabels, Gauge>,
+    /// The equity figures per channel (see `guichet_dossier::equity`).
+    pub equity: Family<EquityLabels, GaugeF64>,
+    /// 1 where a channel is worse than the best by more than the margin.
+    pub equity_flagged: Family<EquityLabels, Gauge>,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_duration: Family<HttpLabels, Histogram, Buckets>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("guichet");
+        let inner = Inner {
+            filings_accepted: Family::default(),
+            validation_failures: Family::default(),
+            time_to_receipt: Family::new_with_constructor(Buckets(receipt_buckets)),
+            outbox_backlog: Family::default(),
+            messages_published: Family::default(),
+            messages_consumed: Family::default(),
+            queue_depth: Family::default(),
+            dead_letters: Family::default(),
+            dossiers_recorded: Family::default(),
+            filing_to_instruction: Family::new_with_constructor(Buckets(delivery_buckets)),
+            open_dossiers: Family::default(),
+            attestations_issued: Family::default(),
+            attestations_renewed: Family::default(),
+            equity: Family::default(),
+            equity_flagged: Family::default(),
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(Buckets(receipt_buckets)),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "filings_accepted",
+            "Filings accepted by an intake service",
+            inner.filings_accepted.clone(),
+        );
+        r.register(
+            "validation_failures",
+            "Filings refused for bad input, by field",
+            inner.validation_failures.clone(),
+        );
+        r.register_with_unit(
+            "time_to_receipt",
+            "From a filing reaching intake to its receipt being committed",
+            Unit::Seconds,
+            inner.time_to_receipt.clone(),
+        );
+        r.register(
+            "outbox_backlog",
+            "Outbox rows not yet confirmed by the broker",
+            inner.outbox_backlog.clone(),
+        );
+        r.register(
+            "messages_published",
+            "Messages confirmed by the broker",
+            inner.messages_published.clone(),
+        );
+        r.register(
+            "messages_consumed",
+            "Messages consumed and acknowledged",
+            inner.messages_consumed.clone(),
+        );
+        r.register(
+            "queue_messages",
+            "Messages waiting in a queue",
+            inner.queue_depth.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Messages sent to the dead-letter queue by the consumer, by reason",
+            inner.dead_letters.clone(),
+        );
+        r.register(
+            "dossiers_recorded",
+            "Dossiers recorded by instruction for the first time",
+            inner.dossiers_recorded.clone(),
+        );
+        r.register_with_unit(
+            "filing_to_instruction",
+            "From the receipt to the dossier being committed in instruction",
+            Unit::Seconds,
+            inner.filing_to_instruction.clone(),
+        );
+        r.register(
+            "open_dossiers",
+            "Open dossiers by state",
+            inner.open_dossiers.clone(),
+        );
+        r.register(
+            "attestations_issued",
+            "Attestations issued, first ones",
+            inner.attestations_issued.clone(),
+        );
+        r.register(
+            "attestations_renewed",
+            "Attestations issued as renewals of an earlier one",
+            inner.attestations_renewed.clone(),
+        );
+        r.register(
+            "equity",
+            "Per-channel figures compared for equity (days, or a share between 0 and 1)",
+            inner.equity.clone(),
+        );
+        r.register(
+            "equity_flagged",
+            "1 where a channel is worse than the best channel by more than the margin",
+            inner.equity_flagged.clone(),
+        );
+        r.register(
+            "http_requests",
+            "HTTP requests answered by the gateway",
+            inner.http_requests.clone(),
+        );
+        r.register_with_unit(
+            "http_request_duration",
+            "Time to answer an HTTP request at the gateway",
+            Unit::Seconds,
+            inner.http_duration.clone(),
+        );
+        Metrics(Arc::new(Inner { registry, ..inner }))
+    }
+
+    /// The text exposition, for `/metrics`.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.0.registry);
+        out
+    }
+}
+
+impl std::ops::Deref for Metrics {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// `documents[2].sha256` → `documents[].sha256`: one label value per field.
+pub fn field_label(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_index = false;
+    for c in path.chars() {
+        match c {
+            '[' => {
+                in_index = true;
+                out.push('[');
+            }
+            ']' => {
+                in_index = false;
+                out.push(']');
+            }
+            _ if in_index => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Serves `/metrics` alone, for a service run by `guichet serve` (the gateway
+/// serves its own on its HTTP address).
+pub async fn serve(
+    metrics: Metrics,
+    listener: tokio::net::TcpListener,
+    shutdown: crate::shutdown::Shutdown,
+) {
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(http::header::CONTENT_TYPE, CONTENT_TYPE)],
+                    metrics.encode(),
+                )
+            }
+        }),
+    );
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "the metrics listener stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_labels_drop_list_indexes() {
+        for (path, label) in [
+            ("applicant.birth_date", "applicant.birth_date"),
+            ("documents[2].sha256", "documents[].sha256"),
+            ("documents[12].kind", "documents[].kind"),
+            ("", ""),
+        ] {
+            assert_eq!(field_label(path), label, "{path}");
+        }
+    }
+
+    #[test]
+    fn counters_appear_with_their_labels() {
+        let m = Metrics::new();
+        m.filings_accepted
+            .get_or_create(&ChannelLabels { channel: "web" })
+            .inc_by(3);
+        m.time_to_receipt
+            .get_or_create(&ChannelLabels { channel: "web" })
+            .observe(0.004);
+        let text = m.encode();
+        assert!(
+            text.contains("guichet_filings_accepted_total{channel=\"web\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("guichet_time_to_receipt_seconds_count{channel=\"web\"} 1"),
+            "{text}"
+        );
+    }
+}
