@@ -35,6 +35,9 @@ mod tests {
             ("/api/v1/agent/dossiers/{reference}/decision", "post"),
             ("/api/v1/agent/dossiers/{reference}/withdrawal", "post"),
             ("/api/v1/agent/dossiers/{reference}/link", "post"),
+            ("/api/v1/equity", "get"),
+            ("/metrics", "get"),
+            ("/ops", "get"),
         ] {
             assert!(
                 doc["paths"][path][method].is_object(),
