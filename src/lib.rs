@@ -23,6 +23,8 @@ pub struct Mesh {
     pub bus: guichet_kit::bus::SharedBus,
     pub http_addr: SocketAddr,
     pub intake_web_addr: SocketAddr,
+    pub intake_ccc_addr: SocketAddr,
+    pub intake_pan_addr: SocketAddr,
     pub instruction_addr: SocketAddr,
     pub tasks: JoinSet<()>,
 }
@@ -39,9 +41,14 @@ pub async fn start_mesh(
     let any_port: SocketAddr = ([127, 0, 0, 1], 0).into();
     let instruction = guichet_instruction::start(config, any_port, shared).await?;
     let intake = guichet_intake_web::start(config, any_port, shared).await?;
+    let instruction_url = guichet_kit::grpc::url_of(instruction.grpc_addr);
+    let ccc = guichet_intake_ccc::start(config, any_port, &instruction_url, shared).await?;
+    let pan = guichet_intake_pan::start(config, any_port, shared).await?;
     let targets = guichet_gateway::Targets {
         intake_web: guichet_kit::grpc::url_of(intake.grpc_addr),
-        instruction: guichet_kit::grpc::url_of(instruction.grpc_addr),
+        instruction: instruction_url,
+        intake_ccc: guichet_kit::grpc::url_of(ccc.grpc_addr),
+        intake_pan: guichet_kit::grpc::url_of(pan.grpc_addr),
     };
     let gateway = guichet_gateway::start(
         config,
@@ -53,7 +60,13 @@ pub async fn start_mesh(
     )
     .await?;
     let mut tasks = JoinSet::new();
-    for set in [instruction.tasks, intake.tasks, gateway.tasks] {
+    for set in [
+        instruction.tasks,
+        intake.tasks,
+        ccc.tasks,
+        pan.tasks,
+        gateway.tasks,
+    ] {
         tasks.spawn(async move {
             let mut set = set;
             while set.join_next().await.is_some() {}
@@ -63,6 +76,8 @@ pub async fn start_mesh(
         bus: shared.bus.clone(),
         http_addr: gateway.http_addr,
         intake_web_addr: intake.grpc_addr,
+        intake_ccc_addr: ccc.grpc_addr,
+        intake_pan_addr: pan.grpc_addr,
         instruction_addr: instruction.grpc_addr,
         tasks,
     })

@@ -51,6 +51,8 @@ enum TitlesCommand {
 enum Service {
     Gateway,
     IntakeWeb,
+    IntakeCcc,
+    IntakePan,
     Instruction,
 }
 
@@ -61,6 +63,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { service } => match service {
             Service::Gateway => "guichet-gateway",
             Service::IntakeWeb => "guichet-intake-web",
+            Service::IntakeCcc => "guichet-intake-ccc",
+            Service::IntakePan => "guichet-intake-pan",
             Service::Instruction => "guichet-instruction",
         },
         _ => "guichet",
@@ -110,6 +114,8 @@ async fn main() -> anyhow::Result<()> {
                 let targets = guichet_gateway::Targets {
                     intake_web: config.intake_web_url.clone(),
                     instruction: config.instruction_url.clone(),
+                    intake_ccc: config.intake_ccc_url.clone(),
+                    intake_pan: config.intake_pan_url.clone(),
                 };
                 guichet_gateway::start(
                     &config,
@@ -135,6 +141,39 @@ async fn main() -> anyhow::Result<()> {
                     .context("starting the online intake service")?
                     .tasks;
                 serve_metrics(&config, &shared, ([127, 0, 0, 1], 9161).into(), &mut tasks).await?;
+                tasks
+            }
+            Service::IntakeCcc => {
+                let shared = Shared {
+                    bus: shared_broker(&config, "intake-ccc").await?,
+                    clock,
+                    shutdown: shutdown.clone(),
+                    metrics,
+                };
+                let mut tasks = guichet_intake_ccc::start(
+                    &config,
+                    config.intake_ccc_addr,
+                    &config.instruction_url,
+                    &shared,
+                )
+                .await
+                .context("starting the call-centre service")?
+                .tasks;
+                serve_metrics(&config, &shared, ([127, 0, 0, 1], 9163).into(), &mut tasks).await?;
+                tasks
+            }
+            Service::IntakePan => {
+                let shared = Shared {
+                    bus: shared_broker(&config, "intake-pan").await?,
+                    clock,
+                    shutdown: shutdown.clone(),
+                    metrics,
+                };
+                let mut tasks = guichet_intake_pan::start(&config, config.intake_pan_addr, &shared)
+                    .await
+                    .context("starting the desk service")?
+                    .tasks;
+                serve_metrics(&config, &shared, ([127, 0, 0, 1], 9164).into(), &mut tasks).await?;
                 tasks
             }
             Service::Instruction => {

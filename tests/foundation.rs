@@ -187,6 +187,9 @@ async fn filings_are_accepted_while_the_broker_is_unreachable_and_delivered_afte
         guichet_gateway::Targets {
             intake_web: guichet_kit::grpc::url_of(intake.grpc_addr),
             instruction: guichet_kit::grpc::url_of(instruction.grpc_addr),
+            // Not started here: this test files online only.
+            intake_ccc: "http://127.0.0.1:9".into(),
+            intake_pan: "http://127.0.0.1:9".into(),
         },
         clock.clone(),
         metrics.clone(),

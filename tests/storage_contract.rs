@@ -15,10 +15,9 @@ use guichet_kit::db::{Database, Migrations};
 use guichet_kit::outbox::{self, OutboxRelay};
 use guichet_kit::{inbox, telemetry};
 
-static NONE: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
 static KIT_ONLY: Migrations = Migrations {
-    postgres: &NONE,
-    sqlite: &NONE,
+    postgres: &[],
+    sqlite: &[],
 };
 
 async fn database(env: &TestEnv) -> Database {

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use crate::server::AppState;
 
@@ -29,6 +30,16 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             "instruction",
             "guichet.v1.InstructionReader",
             state.instruction_health.clone(),
+        ),
+        (
+            "intake-ccc",
+            "guichet.v1.CallCentre",
+            HealthClient::new(state.ccc_channel.clone()),
+        ),
+        (
+            "intake-pan",
+            "guichet.v1.Desk",
+            HealthClient::new(state.pan_channel.clone()),
         ),
     ] {
         let mut client = client;

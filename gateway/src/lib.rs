@@ -5,8 +5,10 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod appointments;
 pub mod cases;
 pub mod error;
+pub mod grpc_proxy;
 pub mod health;
 pub mod openapi;
 pub mod ops;

@@ -12,6 +12,8 @@ use guichet_kit::clock::SharedClock;
 use guichet_kit::grpc::{self, TracedChannel};
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, Metrics, telemetry};
+use guichet_proto::v1::call_centre_client::CallCentreClient;
+use guichet_proto::v1::desk_client::DeskClient;
 use guichet_proto::v1::instruction_desk_client::InstructionDeskClient;
 use guichet_proto::v1::instruction_reader_client::InstructionReaderClient;
 use guichet_proto::v1::online_intake_client::OnlineIntakeClient;
@@ -24,7 +26,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-use crate::{api, cases, health, openapi, ops};
+use crate::{api, appointments, cases, grpc_proxy, health, openapi, ops};
 
 /// Largest JSON body accepted: a filing carries document references, not bytes.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -35,6 +37,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct Targets {
     pub intake_web: String,
     pub instruction: String,
+    pub intake_ccc: String,
+    pub intake_pan: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,12 +64,22 @@ pub struct AppState {
     pub desk: InstructionDeskClient<TracedChannel>,
     pub intake_health: HealthClient<TracedChannel>,
     pub instruction_health: HealthClient<TracedChannel>,
+    pub ccc: CallCentreClient<TracedChannel>,
+    pub ccc_channel: TracedChannel,
+    pub pan: DeskClient<TracedChannel>,
+    pub pan_channel: TracedChannel,
     pub clock: SharedClock,
     /// This process's figures: in `guichet up`, every service's.
     pub metrics: Metrics,
 }
 
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
+pub fn router(
+    state: AppState,
+    request_timeout: Duration,
+    grpc_health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+) -> Router {
     let stack = ServiceBuilder::new()
         .layer(CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
@@ -116,6 +130,31 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
             post(cases::confirm_link),
         )
         .route("/api/v1/equity", get(ops::equity))
+        .route("/api/v1/sites", get(appointments::sites))
+        .route("/api/v1/sites/{site}/slots", get(appointments::slots))
+        .route("/api/v1/appointments", post(appointments::book))
+        .route("/api/v1/appointments/{id}", get(appointments::get))
+        .route(
+            "/api/v1/appointments/{id}/move",
+            post(appointments::move_to),
+        )
+        .route(
+            "/api/v1/appointments/{id}/cancellation",
+            post(appointments::cancel),
+        )
+        .route("/api/v1/reports/{id}", get(appointments::report))
+        // gRPC for call-centre and desk software, passed on as it is.
+        .route("/guichet.v1.CallCentre/{method}", post(grpc_proxy::pass_on))
+        .route("/guichet.v1.Desk/{method}", post(grpc_proxy::pass_on))
+        .route_service("/grpc.health.v1.Health/{method}", grpc_health)
+        .route_service(
+            "/grpc.reflection.v1.ServerReflection/{method}",
+            guichet_kit::grpc::reflection(),
+        )
+        .route_service(
+            "/grpc.reflection.v1alpha.ServerReflection/{method}",
+            guichet_kit::grpc::reflection_v1alpha(),
+        )
         .route("/api/openapi.json", get(openapi::document))
         .route("/ops", get(ops::page))
         .route("/metrics", get(ops::metrics))
@@ -162,19 +201,25 @@ pub async fn start(
     };
     let intake = connect(&targets.intake_web)?;
     let instruction = connect(&targets.instruction)?;
+    let ccc = connect(&targets.intake_ccc)?;
+    let pan = connect(&targets.intake_pan)?;
     let state = AppState {
         intake: OnlineIntakeClient::new(intake.clone()),
         instruction: InstructionReaderClient::new(instruction.clone()),
         desk: InstructionDeskClient::new(instruction.clone()),
         intake_health: HealthClient::new(intake),
         instruction_health: HealthClient::new(instruction),
+        ccc: CallCentreClient::new(ccc.clone()),
+        ccc_channel: ccc,
+        pan: DeskClient::new(pan.clone()),
+        pan_channel: pan,
         clock,
         metrics,
     };
     let (listener, http_addr) = grpc::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
-    let app = router(state, config.request_timeout());
+    let app = router(state, config.request_timeout(), grpc_proxy::health().await);
     let mut tasks = JoinSet::new();
     tasks.spawn(async move {
         let served = axum::serve(listener, app)

@@ -105,7 +105,7 @@ macro_rules! wire_code {
                 <$wire>::from_str_name(n).map(|e| e as i32)
             })
         }
-        fn $from(v: i32) -> Option<String> {
+        pub fn $from(v: i32) -> Option<String> {
             code_from_pb($prefix, v, |v| {
                 <$wire>::try_from(v).ok().map(|e| e.as_str_name())
             })

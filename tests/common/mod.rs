@@ -243,15 +243,41 @@ pub struct App {
     pub metrics: guichet_kit::Metrics,
 }
 
+/// A clock the test moves forward: deadlines can pass without waiting days.
+#[derive(Default)]
+pub struct ShiftedClock {
+    ahead_seconds: std::sync::atomic::AtomicI64,
+}
+
+impl ShiftedClock {
+    pub fn advance(&self, by: chrono::Duration) {
+        self.ahead_seconds
+            .fetch_add(by.num_seconds(), std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl guichet_kit::Clock for ShiftedClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now()
+            + chrono::Duration::seconds(
+                self.ahead_seconds.load(std::sync::atomic::Ordering::SeqCst),
+            )
+    }
+}
+
 impl App {
     pub async fn start(config: &Config) -> Self {
+        Self::start_with(config, guichet_kit::clock::system()).await
+    }
+
+    pub async fn start_with(config: &Config, clock: guichet_kit::clock::SharedClock) -> Self {
         let shutdown = Shutdown::new();
         let any: SocketAddr = ([127, 0, 0, 1], 0).into();
         let shared = guichet_kit::service::Shared {
             bus: guichet_kit::service::open_bus(config, "guichet")
                 .await
                 .expect("open the bus"),
-            clock: guichet_kit::clock::system(),
+            clock,
             shutdown: shutdown.clone(),
             metrics: guichet_kit::Metrics::new(),
         };
@@ -309,7 +335,7 @@ impl App {
         let now = chrono::Utc::now();
         let reference = Reference::generate(Channel::Postal, 2026, &mut rand::rng());
         let dossier = Dossier::new(reference.clone(), filing, now, now);
-        let message = guichet_intake_web::ledger::dossier_message(&dossier);
+        let message = guichet_intake::ledger::dossier_message(&dossier);
         assert!(self.mesh.bus.publish(&[message]).await[0].is_ok());
         let reference = reference.to_string();
         eventually(

@@ -1,7 +1,7 @@
 //! Dates in law are French calendar dates: an instant becomes a date in
 //! Europe/Paris, whatever the server's time zone.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Days, NaiveDate, Utc, Weekday};
 use chrono_tz::Europe::Paris;
 
 /// The calendar date in Paris at this instant.
@@ -17,10 +17,136 @@ pub fn parse_iso_date(s: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
 }
 
+/// Easter Sunday of `year` (Gregorian calendar, the anonymous algorithm).
+pub fn easter(year: i32) -> NaiveDate {
+    let a = year % 19;
+    let b = year / 100;
+    let c = year % 100;
+    let d = b / 4;
+    let e = b % 4;
+    let f = (b + 8) / 25;
+    let g = (b - f + 1) / 3;
+    let h = (19 * a + b - d - g + 15) % 30;
+    let i = c / 4;
+    let k = c % 4;
+    let l = (32 + 2 * e + 2 * i - h - k) % 7;
+    let m = (a + 11 * h + 22 * l) / 451;
+    let month = (h + l - 7 * m + 114) / 31;
+    let day = (h + l - 7 * m + 114) % 31 + 1;
+    NaiveDate::from_ymd_opt(year, month as u32, day as u32).unwrap_or(NaiveDate::MIN)
+}
+
+/// The eleven national public holidays of metropolitan France.
+pub fn is_public_holiday(d: NaiveDate) -> bool {
+    let fixed = [
+        (1, 1),
+        (5, 1),
+        (5, 8),
+        (7, 14),
+        (8, 15),
+        (11, 1),
+        (11, 11),
+        (12, 25),
+    ];
+    if fixed.contains(&(d.month(), d.day())) {
+        return true;
+    }
+    let easter = easter(d.year());
+    // Easter Monday, Ascension Thursday, Whit Monday.
+    [1, 39, 50]
+        .iter()
+        .any(|&offset| easter.checked_add_days(Days::new(offset)) == Some(d))
+}
+
+/// Monday to Friday, and not a public holiday: a day a prefecture works.
+pub fn is_working_day(d: NaiveDate) -> bool {
+    !matches!(d.weekday(), Weekday::Sat | Weekday::Sun) && !is_public_holiday(d)
+}
+
+/// The `n`-th working day after `from` (`from` itself does not count).
+pub fn add_working_days(from: NaiveDate, n: u32) -> NaiveDate {
+    let mut d = from;
+    let mut left = n;
+    while left > 0 {
+        d = d.succ_opt().unwrap_or(d);
+        if is_working_day(d) {
+            left -= 1;
+        }
+    }
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    fn date(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    #[test]
+    fn easter_table() {
+        for (year, (m, d)) in [
+            (2024, (3, 31)),
+            (2025, (4, 20)),
+            (2026, (4, 5)),
+            (2027, (3, 28)),
+            (2038, (4, 25)),
+        ] {
+            assert_eq!(easter(year), date(year, m, d), "{year}");
+        }
+    }
+
+    #[test]
+    fn working_days_table() {
+        // (from, n, expected, why)
+        let table = [
+            (
+                date(2026, 11, 23),
+                5,
+                date(2026, 11, 30),
+                "a plain week: Monday + 5 = next Monday",
+            ),
+            (
+                date(2026, 11, 27),
+                1,
+                date(2026, 11, 30),
+                "Friday + 1 skips the weekend",
+            ),
+            (date(2026, 11, 28), 1, date(2026, 11, 30), "from a Saturday"),
+            (
+                date(2026, 11, 6),
+                5,
+                date(2026, 11, 16),
+                "11 November is not worked",
+            ),
+            (
+                date(2026, 12, 24),
+                2,
+                date(2026, 12, 29),
+                "Christmas, then the weekend",
+            ),
+            (date(2026, 4, 3), 1, date(2026, 4, 7), "Easter Monday 2026"),
+            (
+                date(2026, 5, 13),
+                1,
+                date(2026, 5, 15),
+                "Ascension Thursday 2026",
+            ),
+            (date(2026, 5, 22), 1, date(2026, 5, 26), "Whit Monday 2026"),
+            (date(2026, 4, 30), 1, date(2026, 5, 4), "1 May on a Friday"),
+            (
+                date(2026, 11, 23),
+                0,
+                date(2026, 11, 23),
+                "no days: the same day",
+            ),
+        ];
+        for (from, n, expected, why) in table {
+            assert_eq!(add_working_days(from, n), expected, "{why}");
+        }
+    }
 
     #[test]
     fn paris_date_table() {

@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod calendar;
 pub mod channel;
 pub mod codes;
+pub mod desk;
 pub mod equity;
 pub mod filing;
 pub mod lifecycle;
@@ -14,6 +15,7 @@ pub mod prefecture;
 pub mod reference;
 pub mod requirements;
 pub mod rights;
+pub mod signalement;
 pub mod urgency;
 pub mod violations;
 

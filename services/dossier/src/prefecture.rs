@@ -1,6 +1,21 @@
 //! Which prefecture is in charge: the département of the person's residence,
 //! read from a French postal code.
 
+/// Whether `code` names a département: "01" to "95" (Corsica being "2A" and
+/// "2B"), or an overseas one ("971" to "974", "976").
+pub fn is_department_code(code: &str) -> bool {
+    match code {
+        "2A" | "2B" | "971" | "972" | "973" | "974" | "976" => true,
+        _ => {
+            code.len() == 2
+                && code.bytes().all(|b| b.is_ascii_digit())
+                && code != "00"
+                && code != "20"
+                && code < "96"
+        }
+    }
+}
+
 /// The département code for a five-digit French postal code ("59000" -> "59",
 /// "20090" -> "2A", "97400" -> "974"), or `None` when it is not one.
 pub fn department_of_postal_code(postal_code: &str) -> Option<String> {

@@ -22,8 +22,8 @@ use crate::equity::{EquitySettings, observe_forever};
 use crate::store::Store;
 
 static MIGRATIONS: Migrations = Migrations {
-    postgres: &POSTGRES,
-    sqlite: &SQLITE,
+    postgres: &[&POSTGRES],
+    sqlite: &[&SQLITE],
 };
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

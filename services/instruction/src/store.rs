@@ -13,6 +13,7 @@ use guichet_dossier::{CaseState, DocumentKind, Dossier, Step, UrgencyClass, requ
 use guichet_kit::db::Database;
 use guichet_kit::inbox::Claim;
 use guichet_kit::outbox::Enqueue;
+use guichet_kit::{in_tx, on_db};
 use guichet_proto::{convert, v1 as pb};
 use prost::Message;
 
@@ -20,40 +21,6 @@ use crate::cases::{self, EventFacts, join_kinds, split_kinds};
 
 /// States a dossier can still move from: in the queue, owed proof of stay.
 const OPEN: &str = "state NOT IN ('favourable', 'unfavourable', 'closed')";
-
-/// Runs a transaction body on whichever backend the store has. The body is
-/// compiled once per backend, so it may only use what both understand.
-macro_rules! in_tx {
-    ($db:expr, |$tx:ident| $body:block) => {
-        match $db {
-            Database::Postgres(pool) => {
-                let mut $tx = pool.begin().await?;
-                let out = $body;
-                $tx.commit().await?;
-                out
-            }
-            Database::Sqlite(pool) => {
-                // IMMEDIATE: take the write lock up front. A deferred
-                // transaction that reads then writes fails at once
-                // (SQLITE_BUSY_SNAPSHOT) when another connection wrote between.
-                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let out = $body;
-                $tx.commit().await?;
-                out
-            }
-        }
-    };
-}
-
-/// Runs one query on whichever backend the store has.
-macro_rules! on_db {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            Database::Postgres($pool) => $body,
-            Database::Sqlite($pool) => $body,
-        }
-    };
-}
 
 /// After the dossiers are in: their first events, the case events for the
 /// person's channel, and the link of a second filing of the same request to

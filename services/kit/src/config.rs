@@ -94,6 +94,43 @@ pub struct Config {
     )]
     pub alert_offsets_days: Vec<i64>,
 
+    /// Working days a prefecture has to offer an alternative (a desk
+    /// appointment or a paper kit) to a blocked-user report.
+    #[arg(long, env = "GUICHET_REPORT_DEADLINE_DAYS", default_value_t = 5)]
+    pub report_deadline_days: u32,
+
+    /// Where `serve intake-ccc` listens for gRPC.
+    #[arg(
+        long,
+        env = "GUICHET_INTAKE_CCC_ADDR",
+        default_value = "127.0.0.1:50063"
+    )]
+    pub intake_ccc_addr: std::net::SocketAddr,
+
+    /// Where `serve intake-pan` listens for gRPC.
+    #[arg(
+        long,
+        env = "GUICHET_INTAKE_PAN_ADDR",
+        default_value = "127.0.0.1:50064"
+    )]
+    pub intake_pan_addr: std::net::SocketAddr,
+
+    /// Where `serve gateway` finds the call-centre service.
+    #[arg(
+        long,
+        env = "GUICHET_INTAKE_CCC_URL",
+        default_value = "http://127.0.0.1:50063"
+    )]
+    pub intake_ccc_url: String,
+
+    /// Where `serve gateway` finds the desk service.
+    #[arg(
+        long,
+        env = "GUICHET_INTAKE_PAN_URL",
+        default_value = "http://127.0.0.1:50064"
+    )]
+    pub intake_pan_url: String,
+
     /// Relative margin past which a channel doing worse than the best one is
     /// flagged on the equity report (0.2 = 20 %).
     #[arg(long, env = "GUICHET_EQUITY_MARGIN", default_value_t = 0.2)]

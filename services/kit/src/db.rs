@@ -23,10 +23,48 @@ pub enum Database {
     Sqlite(SqlitePool),
 }
 
-/// A service's own migrations, one set per backend.
+/// Runs a transaction body on whichever backend the store has. The body is
+/// compiled once per backend, so it may only use what both understand.
+#[macro_export]
+macro_rules! in_tx {
+    ($db:expr, |$tx:ident| $body:block) => {
+        match $db {
+            $crate::db::Database::Postgres(pool) => {
+                let mut $tx = pool.begin().await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+            $crate::db::Database::Sqlite(pool) => {
+                // IMMEDIATE: take the write lock up front. A deferred
+                // transaction that reads then writes fails at once
+                // (SQLITE_BUSY_SNAPSHOT) when another connection wrote between.
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+        }
+    };
+}
+
+/// Runs one query on whichever backend the store has.
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::db::Database::Postgres($pool) => $body,
+            $crate::db::Database::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// A service's own migrations, per backend: one or more sets (a channel
+/// service runs the shared intake ledger's and its own), applied in order.
+/// Versions must be unique across the sets of one service.
 pub struct Migrations {
-    pub postgres: &'static Migrator,
-    pub sqlite: &'static Migrator,
+    pub postgres: &'static [&'static Migrator],
+    pub sqlite: &'static [&'static Migrator],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,13 +189,17 @@ pub async fn sqlite_pool(path: &Path, max_connections: u32) -> Result<SqlitePool
 /// Both sets share its `_sqlx_migrations` table, so each must ignore the
 /// other's rows; the copies below only switch that on (the fields are the ones
 /// `sqlx::migrate!` itself fills, pinned by the lock file).
-async fn run<DB>(pool: &sqlx::Pool<DB>, kit: &Migrator, own: &Migrator) -> Result<(), DbError>
+async fn run<DB>(
+    pool: &sqlx::Pool<DB>,
+    kit: &'static Migrator,
+    own: &[&'static Migrator],
+) -> Result<(), DbError>
 where
     DB: sqlx::Database,
     <DB as sqlx::Database>::Connection: sqlx::migrate::Migrate,
     for<'c> &'c mut <DB as sqlx::Database>::Connection: sqlx::Executor<'c, Database = DB>,
 {
-    for set in [kit, own] {
+    for set in std::iter::once(kit).chain(own.iter().copied()) {
         let mut m = Migrator {
             migrations: set.migrations.clone(),
             ..Migrator::DEFAULT

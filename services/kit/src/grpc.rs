@@ -102,6 +102,18 @@ pub fn reflection() -> tonic_reflection::server::v1::ServerReflectionServer<
         .expect("the compiled descriptor set is valid")
 }
 
+/// The same, in the older `v1alpha` form that many tools still ask for
+/// (grpcurl, Python's grpcio-reflection).
+pub fn reflection_v1alpha() -> tonic_reflection::server::v1alpha::ServerReflectionServer<
+    impl tonic_reflection::server::v1alpha::ServerReflection,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(guichet_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("the compiled descriptor set is valid")
+}
+
 /// Serves `routes` (plus health and reflection) on `listener` until
 /// `shutdown`, one span per call linked to the caller's trace.
 pub async fn serve(
@@ -147,7 +159,8 @@ pub async fn spawn_server(
 ) {
     let routes = routes
         .add_service(health(service_name).await)
-        .add_service(reflection());
+        .add_service(reflection())
+        .add_service(reflection_v1alpha());
     tasks.spawn(async move {
         if let Err(e) = serve(listener, routes, shutdown).await {
             tracing::error!(error = %e, service = service_name, "gRPC server stopped");

@@ -73,6 +73,16 @@ pub struct EquityLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PrefectureLabels {
+    pub prefecture: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SiteLabels {
+    pub site: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
     pub state: &'static str,
 }
@@ -138,6 +148,18 @@ pub struct Inner {
     pub equity_flagged: Family<EquityLabels, Gauge>,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_duration: Family<HttpLabels, Histogram, Buckets>,
+    /// Blocked-user reports still waiting for an alternative, sampled.
+    pub reports_waiting: Family<PrefectureLabels, Gauge>,
+    /// Of those, past their deadline.
+    pub reports_overdue: Family<PrefectureLabels, Gauge>,
+    /// Median time from a report to the alternative offered.
+    pub report_time_to_alternative: Family<PrefectureLabels, GaugeF64>,
+    /// Booked places over places offered, in the last 30 days' slots.
+    pub appointment_fill: Family<SiteLabels, GaugeF64>,
+    /// Appointments the person did not come to, in the last 30 days.
+    pub appointment_no_shows: Family<SiteLabels, Gauge>,
+    /// Appointments booked, by site, in the last 30 days.
+    pub appointments_booked: Family<SiteLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -167,6 +189,12 @@ impl Metrics {
             equity_flagged: Family::default(),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(Buckets(receipt_buckets)),
+            reports_waiting: Family::default(),
+            reports_overdue: Family::default(),
+            report_time_to_alternative: Family::default(),
+            appointment_fill: Family::default(),
+            appointment_no_shows: Family::default(),
+            appointments_booked: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -257,6 +285,38 @@ impl Metrics {
             "Time to answer an HTTP request at the gateway",
             Unit::Seconds,
             inner.http_duration.clone(),
+        );
+        r.register(
+            "reports_open",
+            "Blocked-user reports still waiting for an alternative",
+            inner.reports_waiting.clone(),
+        );
+        r.register(
+            "reports_overdue",
+            "Blocked-user reports past their deadline without an alternative",
+            inner.reports_overdue.clone(),
+        );
+        r.register_with_unit(
+            "report_time_to_alternative_median",
+            "Median time from a blocked-user report to the alternative offered",
+            Unit::Seconds,
+            inner.report_time_to_alternative.clone(),
+        );
+        r.register_with_unit(
+            "appointment_fill",
+            "Booked places over places offered in the last 30 days' slots",
+            Unit::Ratios,
+            inner.appointment_fill.clone(),
+        );
+        r.register(
+            "appointment_no_shows",
+            "Appointments the person did not come to, last 30 days",
+            inner.appointment_no_shows.clone(),
+        );
+        r.register(
+            "appointments_booked",
+            "Appointments booked, last 30 days",
+            inner.appointments_booked.clone(),
         );
         Metrics(Arc::new(Inner { registry, ..inner }))
     }

@@ -27,6 +27,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0} is not a usable service URL: {1}")]
+    Target(String, String),
     #[error(
         "`serve {0}` runs one service per process, which needs a shared broker: set GUICHET_AMQP_URL (or use `guichet up`)"
     )]

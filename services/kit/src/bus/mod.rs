@@ -27,9 +27,11 @@ pub const DEAD_EXCHANGE: &str = "guichet.dead";
 pub const INSTRUCTION_QUEUE: &str = "instruction.dossiers";
 /// Every dead-lettered message, kept for inspection and replay.
 pub const DEAD_LETTER_QUEUE: &str = "guichet.dead.letters";
-/// What happened to each case (routing key `case.<kind>.<channel>`) and
-/// titles nearing expiry (`title.expiry_alert.<channel>`), for the notifier
-/// to tell the person on their channel.
+/// What happened to each case (routing key `case.<kind>.<channel>`), titles
+/// nearing expiry (`title.expiry_alert.<channel>`), blocked-user reports
+/// (`report.<step>.<prefecture>`) and appointments
+/// (`appointment.<step>.<site>`), for the notifier to tell the person on
+/// their channel.
 pub const NOTIFIER_QUEUE: &str = "notifier.case-events";
 
 /// Header naming why a message was dead-lettered.
@@ -59,7 +61,12 @@ pub const QUEUES: [QueueSpec; 3] = [
     },
     QueueSpec {
         name: NOTIFIER_QUEUE,
-        bindings: &[(EVENTS_EXCHANGE, "case.#"), (EVENTS_EXCHANGE, "title.#")],
+        bindings: &[
+            (EVENTS_EXCHANGE, "case.#"),
+            (EVENTS_EXCHANGE, "title.#"),
+            (EVENTS_EXCHANGE, "report.#"),
+            (EVENTS_EXCHANGE, "appointment.#"),
+        ],
         dead_letters: true,
     },
     QueueSpec {

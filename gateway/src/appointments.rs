@@ -1,0 +1,373 @@
+//! REST for what a browser needs of the desk and call-centre channels: find
+//! a site and a free slot, book, move or cancel an appointment online, and
+//! read a report. Agents' software uses the same operations over gRPC.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, Utc};
+use guichet_dossier::Violations;
+use guichet_dossier::calendar::parse_iso_date;
+use guichet_proto::{convert, v1 as pb};
+use serde::{Deserialize, Serialize};
+
+use crate::api::parse_json;
+use crate::error::ApiError;
+use crate::server::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SitesQuery {
+    pub prefecture: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OpeningHoursJson {
+    pub weekday: u32,
+    pub opens: String,
+    pub closes: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SiteJson {
+    pub id: String,
+    pub name: String,
+    pub prefecture: String,
+    pub kind: &'static str,
+    pub opening_hours: Vec<OpeningHoursJson>,
+    pub slot_minutes: u32,
+}
+
+fn bad_query(e: QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, Some("query"), e.body_text())
+}
+
+/// `GET /api/v1/sites?prefecture=59`: where one can be received.
+pub async fn sites(
+    State(state): State<AppState>,
+    query: Result<Query<SitesQuery>, QueryRejection>,
+) -> Result<Json<Vec<SiteJson>>, ApiError> {
+    let Query(q) = query.map_err(bad_query)?;
+    let sites = state
+        .pan
+        .clone()
+        .list_sites(pb::ListSitesRequest {
+            prefecture: q.prefecture.unwrap_or_default(),
+        })
+        .await?
+        .into_inner()
+        .sites;
+    Ok(Json(
+        sites
+            .into_iter()
+            .map(|s| SiteJson {
+                kind: match pb::SiteKind::try_from(s.kind) {
+                    Ok(pb::SiteKind::SubPrefecture) => "sub_prefecture",
+                    _ => "prefecture",
+                },
+                opening_hours: s
+                    .opening_hours
+                    .into_iter()
+                    .map(|h| OpeningHoursJson {
+                        weekday: h.weekday,
+                        opens: h.opens,
+                        closes: h.closes,
+                    })
+                    .collect(),
+                id: s.id,
+                name: s.name,
+                prefecture: s.prefecture,
+                slot_minutes: s.slot_minutes,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotsQuery {
+    pub date: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SlotJson {
+    pub starts_at: String,
+    pub free: u32,
+}
+
+/// `GET /api/v1/sites/{site}/slots?date=YYYY-MM-DD`: the slots of a day
+/// with a place free to book online.
+pub async fn slots(
+    State(state): State<AppState>,
+    Path(site): Path<String>,
+    query: Result<Query<SlotsQuery>, QueryRejection>,
+) -> Result<Json<Vec<SlotJson>>, ApiError> {
+    let Query(q) = query.map_err(bad_query)?;
+    let date = q
+        .date
+        .as_deref()
+        .and_then(parse_iso_date)
+        .ok_or_else(|| Violations::one("date", "is required, of the form YYYY-MM-DD"))?;
+    let slots = state
+        .pan
+        .clone()
+        .list_slots(pb::ListSlotsRequest {
+            site_id: site,
+            date: Some(convert::date_to_pb(date)),
+        })
+        .await?
+        .into_inner()
+        .slots;
+    Ok(Json(
+        slots
+            .into_iter()
+            .filter(|s| s.free > 0)
+            .filter_map(|s| {
+                let at = s.starts_at.as_ref().and_then(convert::timestamp_from_pb)?;
+                Some(SlotJson {
+                    starts_at: at.to_rfc3339(),
+                    free: s.free,
+                })
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonJson {
+    pub family_name: String,
+    #[serde(default)]
+    pub given_names: String,
+    #[serde(default)]
+    pub phone: String,
+    #[serde(default)]
+    pub email: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookJson {
+    pub site_id: String,
+    pub starts_at: String,
+    pub person: PersonJson,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AppointmentJson {
+    pub id: String,
+    pub site_id: String,
+    pub starts_at: Option<String>,
+    pub state: String,
+    pub route: String,
+}
+
+fn appointment_json(a: pb::Appointment) -> AppointmentJson {
+    let name = |n: &str, prefix: &str| {
+        n.strip_prefix(prefix)
+            .unwrap_or(n)
+            .trim_start_matches('_')
+            .to_ascii_lowercase()
+    };
+    AppointmentJson {
+        starts_at: a
+            .starts_at
+            .as_ref()
+            .and_then(convert::timestamp_from_pb)
+            .map(|t| t.to_rfc3339()),
+        state: pb::AppointmentState::try_from(a.state)
+            .map(|s| name(s.as_str_name(), "APPOINTMENT_STATE"))
+            .unwrap_or_default(),
+        route: pb::BookingRoute::try_from(a.route)
+            .map(|s| name(s.as_str_name(), "BOOKING_ROUTE"))
+            .unwrap_or_default(),
+        id: a.id,
+        site_id: a.site_id,
+    }
+}
+
+fn instant(field: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            Violations::one(
+                field,
+                "must be a date and time with its offset (2026-12-01T09:00:00+01:00)",
+            )
+            .into()
+        })
+}
+
+/// `POST /api/v1/appointments` (with an `Idempotency-Key`): books online.
+pub async fn book(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<AppointmentJson>), ApiError> {
+    let b: BookJson = parse_json(&headers, body)?;
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                Some("Idempotency-Key"),
+                "is required, so that a retried booking is not booked twice",
+            )
+        })?;
+    let starts_at = instant("starts_at", &b.starts_at)?;
+    let a = state
+        .pan
+        .clone()
+        .book(pb::BookRequest {
+            site_id: b.site_id,
+            starts_at: Some(convert::timestamp_to_pb(starts_at)),
+            person: Some(pb::Person {
+                family_name: b.person.family_name,
+                given_names: b.person.given_names,
+                phone: b.person.phone,
+                email: b.person.email,
+            }),
+            route: pb::BookingRoute::Online as i32,
+            booked_by: String::new(),
+            report_id: String::new(),
+            idempotency_key: format!("online:{key}"),
+        })
+        .await?
+        .into_inner();
+    Ok((StatusCode::CREATED, Json(appointment_json(a))))
+}
+
+/// `GET /api/v1/appointments/{id}`
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<AppointmentJson>, ApiError> {
+    let a = state
+        .pan
+        .clone()
+        .get_appointment(pb::GetAppointmentRequest { id })
+        .await?
+        .into_inner();
+    Ok(Json(appointment_json(a)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveJson {
+    pub starts_at: String,
+}
+
+/// `POST /api/v1/appointments/{id}/move`: to another free slot of the same site.
+pub async fn move_to(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<AppointmentJson>, ApiError> {
+    let m: MoveJson = parse_json(&headers, body)?;
+    let starts_at = instant("starts_at", &m.starts_at)?;
+    let a = state
+        .pan
+        .clone()
+        .r#move(pb::MoveRequest {
+            id,
+            starts_at: Some(convert::timestamp_to_pb(starts_at)),
+            route: pb::BookingRoute::Online as i32,
+            by: String::new(),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(appointment_json(a)))
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CancelJson {
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /api/v1/appointments/{id}/cancellation`
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<AppointmentJson>, ApiError> {
+    let empty = matches!(&body, Ok(b) if b.is_empty());
+    let c: CancelJson = if empty {
+        CancelJson::default()
+    } else {
+        parse_json(&headers, body)?
+    };
+    let a = state
+        .pan
+        .clone()
+        .cancel(pb::CancelRequest {
+            id,
+            route: pb::BookingRoute::Online as i32,
+            by: String::new(),
+            reason: c.reason,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(appointment_json(a)))
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReportJson {
+    pub id: String,
+    pub state: String,
+    pub prefecture: String,
+    pub deadline: Option<String>,
+    pub overdue: bool,
+    pub alternative: Option<String>,
+    pub appointment_id: Option<String>,
+}
+
+/// `GET /api/v1/reports/{id}`: where a report stands: who must answer, by
+/// when, and what was offered.
+pub async fn report(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ReportJson>, ApiError> {
+    let r = state
+        .ccc
+        .clone()
+        .get_report(pb::GetReportRequest { id })
+        .await?
+        .into_inner();
+    let lower = |n: &str, prefix: &str| {
+        n.strip_prefix(prefix)
+            .unwrap_or(n)
+            .trim_start_matches('_')
+            .to_ascii_lowercase()
+    };
+    Ok(Json(ReportJson {
+        state: pb::ReportState::try_from(r.state)
+            .map(|s| lower(s.as_str_name(), "REPORT_STATE"))
+            .unwrap_or_default(),
+        deadline: r
+            .deadline
+            .as_ref()
+            .and_then(convert::date_from_pb)
+            .map(|d| d.to_string()),
+        overdue: r.overdue,
+        alternative: r.alternative.as_ref().and_then(|a| {
+            pb::AlternativeKind::try_from(a.kind)
+                .ok()
+                .map(|k| lower(k.as_str_name(), "ALTERNATIVE_KIND"))
+        }),
+        appointment_id: r
+            .alternative
+            .as_ref()
+            .map(|a| a.appointment_id.clone())
+            .filter(|s| !s.is_empty()),
+        id: r.id,
+        prefecture: r.prefecture,
+    }))
+}

@@ -1,0 +1,404 @@
+//! Start-up and the gRPC face of the call-centre service.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use guichet_dossier::filing::RawProvenance;
+use guichet_dossier::signalement::{self, ReportStep};
+use guichet_dossier::{Channel, Violations};
+use guichet_intake::{Intake, Ledger};
+use guichet_kit::clock::SharedClock;
+use guichet_kit::db::Migrations;
+use guichet_kit::grpc::{self, TracedChannel};
+use guichet_kit::metrics::PrefectureLabels;
+use guichet_kit::outbox::OutboxRelay;
+use guichet_kit::service::{self, Foundations, Running, Shared, StartError};
+use guichet_kit::shutdown::Shutdown;
+use guichet_kit::{Config, ErrorKind, Metrics, ServiceError};
+use guichet_proto::v1::call_centre_server::{CallCentre, CallCentreServer};
+use guichet_proto::v1::instruction_reader_client::InstructionReaderClient;
+use guichet_proto::{convert, v1 as pb};
+use tokio::task::JoinSet;
+use tonic::{Request, Response, Status};
+
+use crate::reports::{self, NewReport, ReportError, Reports, StepChange};
+
+static MIGRATIONS: Migrations = Migrations {
+    postgres: &[&guichet_intake::POSTGRES, &POSTGRES],
+    sqlite: &[&guichet_intake::SQLITE, &SQLITE],
+};
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+pub const SCHEMA: &str = "intake_ccc";
+
+/// `instruction_url`: where status look-ups are answered.
+pub async fn start(
+    config: &Config,
+    addr: SocketAddr,
+    instruction_url: &str,
+    shared: &Shared,
+) -> Result<Running, StartError> {
+    let Foundations {
+        db,
+        listener,
+        grpc_addr,
+    } = service::prepare(config, SCHEMA, &MIGRATIONS, addr).await?;
+    let relay = OutboxRelay::new(db.clone(), shared.bus.clone(), config.outbox_batch)
+        .with_metrics(shared.metrics.clone(), SCHEMA);
+    let instruction = grpc::channel(instruction_url)
+        .map_err(|e| StartError::Target(instruction_url.to_string(), e.to_string()))?;
+    let service = CallCentreService {
+        intake: Intake {
+            channel: Channel::Ccc,
+            ledger: Ledger::new(db.clone(), shared.clock.clone()),
+            clock: shared.clock.clone(),
+            metrics: shared.metrics.clone(),
+            wake: relay.waker(),
+        },
+        reports: Reports::new(db.clone()),
+        instruction: InstructionReaderClient::new(instruction),
+        deadline_days: config.report_deadline_days,
+    };
+    let mut tasks = JoinSet::new();
+    tasks.spawn(watch_deadlines(
+        service.clone(),
+        Duration::from_secs(config.sweep_interval_s.max(1)),
+        shared.shutdown.clone(),
+    ));
+    tasks.spawn(relay.run(shared.shutdown.clone()));
+    let routes = tonic::service::Routes::new(CallCentreServer::new(service));
+    grpc::spawn_server(
+        &mut tasks,
+        listener,
+        routes,
+        "guichet.v1.CallCentre",
+        shared.shutdown.clone(),
+    )
+    .await;
+    tracing::info!(%grpc_addr, "call-centre service ready");
+    Ok(Running {
+        grpc_addr,
+        db,
+        tasks,
+    })
+}
+
+#[derive(Clone)]
+struct CallCentreService {
+    intake: Intake,
+    reports: Reports,
+    instruction: InstructionReaderClient<TracedChannel>,
+    deadline_days: u32,
+}
+
+impl CallCentreService {
+    fn clock(&self) -> &SharedClock {
+        &self.intake.clock
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.intake.metrics
+    }
+
+    async fn report_pb(&self, row: &reports::ReportRow) -> Result<pb::Report, Status> {
+        let events = self
+            .reports
+            .events(&row.id)
+            .await
+            .map_err(|e| db_error("reading a report", &e))?;
+        Ok(reports::to_pb(row, &events, self.clock().today()))
+    }
+
+    /// Refreshes the report figures on `/metrics`.
+    async fn sample(&self) -> Result<(), sqlx::Error> {
+        for f in self.reports.figures(self.clock().today()).await? {
+            let labels = PrefectureLabels {
+                prefecture: f.prefecture,
+            };
+            let m = self.metrics();
+            m.reports_waiting.get_or_create(&labels).set(f.waiting);
+            m.reports_overdue.get_or_create(&labels).set(f.overdue);
+            if let Some(s) = f.median_seconds_to_alternative {
+                m.report_time_to_alternative.get_or_create(&labels).set(s);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Escalates reports past their deadline and refreshes the figures, at
+/// start and then every `every`.
+async fn watch_deadlines(service: CallCentreService, every: Duration, shutdown: Shutdown) {
+    loop {
+        let (now, today) = (service.clock().now(), service.clock().today());
+        match service.reports.escalate_overdue(now, today).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(escalated = n, "reports past their deadline escalated"),
+            Err(e) => tracing::warn!(error = %e, "cannot escalate overdue reports, will retry"),
+        }
+        if let Err(e) = service.sample().await {
+            tracing::debug!(error = %e, "cannot sample the report figures");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+fn invalid(field: &str, problem: &str) -> Status {
+    ServiceError::invalid(Violations::one(field, problem)).into()
+}
+
+fn db_error(context: &str, e: &sqlx::Error) -> Status {
+    if guichet_kit::db::is_unavailable(e) {
+        ServiceError::unavailable("the call-centre service cannot reach its database; try again")
+            .into()
+    } else {
+        ServiceError::internal(context, e).into()
+    }
+}
+
+impl From<ReportError> for ServiceError {
+    fn from(e: ReportError) -> Self {
+        match e {
+            ReportError::NotFound(id) => ServiceError::not_found(format!("no report {id}")),
+            ReportError::WrongState(why) => ServiceError::new(ErrorKind::WrongState, why),
+            ReportError::Db(e) if guichet_kit::db::is_unavailable(&e) => {
+                ServiceError::unavailable("the call-centre service cannot reach its database")
+            }
+            ReportError::Db(e) => ServiceError::internal("a report", &e),
+        }
+    }
+}
+
+fn required(v: &mut Violations, field: &str, value: &str) -> String {
+    let value = value.trim();
+    if value.is_empty() {
+        v.add(field, "is required");
+    }
+    value.to_string()
+}
+
+#[tonic::async_trait]
+impl CallCentre for CallCentreService {
+    async fn file_on_behalf(
+        &self,
+        request: Request<pb::FileOnBehalfRequest>,
+    ) -> Result<Response<pb::FileOnBehalfResponse>, Status> {
+        let r = request.into_inner();
+        let filing = r.filing.ok_or_else(|| invalid("filing", "is required"))?;
+        let (raw, _) = convert::raw_filing_from_pb(&filing);
+        let provenance = RawProvenance::Ccc {
+            agent_id: Some(r.agent_id),
+            call_id: Some(r.call_id),
+            consent_recorded: r.consent_recorded,
+        };
+        let accepted = self.intake.accept(&raw, &provenance).await?;
+        Ok(Response::new(pb::FileOnBehalfResponse {
+            receipt: Some(accepted.receipt),
+            created: accepted.created,
+            trace_id: accepted.trace_id,
+        }))
+    }
+
+    async fn open_report(
+        &self,
+        request: Request<pb::OpenReportRequest>,
+    ) -> Result<Response<pb::Report>, Status> {
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let category = pb::ReportCategory::try_from(r.category)
+            .ok()
+            .and_then(reports::category_from_pb);
+        if category.is_none() {
+            v.add(
+                "category",
+                "is required: cannot_create_account, upload_fails, appointment_impossible, \
+                 two_procedures_at_once, no_receipt or other",
+            );
+        }
+        let what_was_tried = required(&mut v, "what_was_tried", &r.what_was_tried);
+        let family_name = required(&mut v, "family_name", &r.family_name);
+        let agent_id = required(&mut v, "agent_id", &r.agent_id);
+        let idempotency_key = required(&mut v, "idempotency_key", &r.idempotency_key);
+        let contact = r.contact.unwrap_or_default();
+        if contact.phone.trim().is_empty() && contact.email.trim().is_empty() {
+            v.add(
+                "contact",
+                "a phone number or an e-mail address is needed to reach the person back",
+            );
+        }
+        let postal_code = contact
+            .address
+            .as_ref()
+            .map(|a| a.postal_code.trim().to_string())
+            .unwrap_or_default();
+        let prefecture = guichet_dossier::prefecture::department_of_postal_code(&postal_code);
+        if prefecture.is_none() {
+            v.add(
+                "contact.address.postal_code",
+                "a French postal code of residence is needed: it decides which prefecture answers",
+            );
+        }
+        let procedure = convert::procedure_text(r.procedure);
+        let (Some(category), Some(prefecture)) = (category, prefecture) else {
+            return Err(ServiceError::invalid(v).into());
+        };
+        if !v.is_empty() {
+            return Err(ServiceError::invalid(v).into());
+        }
+        let now = self.clock().now();
+        let today = self.clock().today();
+        let new = NewReport {
+            id: uuid::Uuid::now_v7().to_string(),
+            idempotency_key,
+            category,
+            what_was_tried,
+            family_name,
+            given_names: r.given_names.trim().to_string(),
+            contact,
+            procedure,
+            prefecture,
+            opened_by: agent_id,
+            call_id: r.call_id,
+            deadline: signalement::deadline(today, self.deadline_days),
+        };
+        let row = self
+            .reports
+            .open(new, now, today)
+            .await
+            .map_err(ServiceError::from)?;
+        tracing::info!(report = %row.id, prefecture = %row.prefecture, deadline = %row.deadline, "report opened");
+        Ok(Response::new(self.report_pb(&row).await?))
+    }
+
+    async fn get_report(
+        &self,
+        request: Request<pb::GetReportRequest>,
+    ) -> Result<Response<pb::Report>, Status> {
+        let id = request.into_inner().id;
+        let row = self
+            .reports
+            .get(&id)
+            .await
+            .map_err(|e| db_error("reading a report", &e))?
+            .ok_or_else(|| Status::from(ServiceError::not_found(format!("no report {id}"))))?;
+        Ok(Response::new(self.report_pb(&row).await?))
+    }
+
+    async fn list_reports(
+        &self,
+        request: Request<pb::ListReportsRequest>,
+    ) -> Result<Response<pb::ListReportsResponse>, Status> {
+        let r = request.into_inner();
+        let state = pb::ReportState::try_from(r.state)
+            .map_err(|_| invalid("state", "is not a report state"))?;
+        let limit = i64::from(if r.limit == 0 { 100 } else { r.limit.min(1000) });
+        let rows = self
+            .reports
+            .list(&r.prefecture, reports::state_from_pb(state), limit)
+            .await
+            .map_err(|e| db_error("listing reports", &e))?;
+        let today = self.clock().today();
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            if r.overdue_only && !signalement::is_overdue(row.state(), row.deadline, today) {
+                continue;
+            }
+            out.push(self.report_pb(&row).await?);
+        }
+        Ok(Response::new(pb::ListReportsResponse { reports: out }))
+    }
+
+    async fn offer_alternative(
+        &self,
+        request: Request<pb::OfferAlternativeRequest>,
+    ) -> Result<Response<pb::Report>, Status> {
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let agent_id = required(&mut v, "agent_id", &r.agent_id);
+        let change = match pb::AlternativeKind::try_from(r.kind) {
+            Ok(pb::AlternativeKind::PanAppointment) => {
+                let appointment_id = required(&mut v, "appointment_id", &r.appointment_id);
+                StepChange::Offer {
+                    kind: "pan_appointment",
+                    appointment_id: Some(appointment_id),
+                    kit_sent_to: None,
+                }
+            }
+            Ok(pb::AlternativeKind::PaperKit) => StepChange::Offer {
+                kind: "paper_kit",
+                appointment_id: None,
+                kit_sent_to: r.kit_sent_to,
+            },
+            _ => {
+                v.add("kind", "is required: pan_appointment or paper_kit");
+                StepChange::Escalate
+            }
+        };
+        if !v.is_empty() {
+            return Err(ServiceError::invalid(v).into());
+        }
+        let row = self
+            .reports
+            .step(
+                &r.id,
+                ReportStep::OfferAlternative,
+                change,
+                &agent_id,
+                self.clock().now(),
+                self.clock().today(),
+            )
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(Response::new(self.report_pb(&row).await?))
+    }
+
+    async fn record_outcome(
+        &self,
+        request: Request<pb::RecordOutcomeRequest>,
+    ) -> Result<Response<pb::Report>, Status> {
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let agent_id = required(&mut v, "agent_id", &r.agent_id);
+        let outcome = match pb::ReportOutcome::try_from(r.outcome) {
+            Ok(pb::ReportOutcome::Filed) => "filed",
+            Ok(pb::ReportOutcome::Declined) => "declined",
+            Ok(pb::ReportOutcome::Unreachable) => "unreachable",
+            _ => {
+                v.add("outcome", "is required: filed, declined or unreachable");
+                ""
+            }
+        };
+        if !v.is_empty() {
+            return Err(ServiceError::invalid(v).into());
+        }
+        let row = self
+            .reports
+            .step(
+                &r.id,
+                ReportStep::Close,
+                StepChange::Close {
+                    outcome,
+                    note: r.note,
+                },
+                &agent_id,
+                self.clock().now(),
+                self.clock().today(),
+            )
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(Response::new(self.report_pb(&row).await?))
+    }
+
+    async fn look_up_status(
+        &self,
+        request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::StatusView>, Status> {
+        // Instruction checks the birth date and answers; the call centre
+        // passes the deadline and the trace along.
+        let mut client = self.instruction.clone();
+        client.get_status(request).await
+    }
+}

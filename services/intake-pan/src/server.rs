@@ -1,0 +1,366 @@
+//! Start-up and the gRPC face of the desk service.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use guichet_dossier::filing::RawProvenance;
+use guichet_dossier::{Channel, Violations};
+use guichet_intake::{Intake, Ledger};
+use guichet_kit::db::Migrations;
+use guichet_kit::grpc;
+use guichet_kit::metrics::SiteLabels;
+use guichet_kit::outbox::OutboxRelay;
+use guichet_kit::service::{self, Foundations, Running, Shared, StartError};
+use guichet_kit::shutdown::Shutdown;
+use guichet_kit::{Config, ErrorKind, ServiceError};
+use guichet_proto::v1::desk_server::{Desk, DeskServer};
+use guichet_proto::{convert, v1 as pb};
+use tokio::task::JoinSet;
+use tonic::{Request, Response, Status};
+
+use crate::desks::{self, DeskError, Desks, NewBooking};
+
+static MIGRATIONS: Migrations = Migrations {
+    postgres: &[&guichet_intake::POSTGRES, &POSTGRES],
+    sqlite: &[&guichet_intake::SQLITE, &SQLITE],
+};
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+pub const SCHEMA: &str = "intake_pan";
+
+/// How often the desk figures on `/metrics` are refreshed.
+const SAMPLE_EVERY: Duration = Duration::from_secs(60);
+
+pub async fn start(
+    config: &Config,
+    addr: SocketAddr,
+    shared: &Shared,
+) -> Result<Running, StartError> {
+    let Foundations {
+        db,
+        listener,
+        grpc_addr,
+    } = service::prepare(config, SCHEMA, &MIGRATIONS, addr).await?;
+    let relay = OutboxRelay::new(db.clone(), shared.bus.clone(), config.outbox_batch)
+        .with_metrics(shared.metrics.clone(), SCHEMA);
+    let service = DeskService {
+        intake: Intake {
+            channel: Channel::Pan,
+            ledger: Ledger::new(db.clone(), shared.clock.clone()),
+            clock: shared.clock.clone(),
+            metrics: shared.metrics.clone(),
+            wake: relay.waker(),
+        },
+        desks: Desks::new(db.clone()),
+    };
+    let mut tasks = JoinSet::new();
+    tasks.spawn(relay.run(shared.shutdown.clone()));
+    tasks.spawn(sample_forever(service.clone(), shared.shutdown.clone()));
+    let routes = tonic::service::Routes::new(DeskServer::new(service));
+    grpc::spawn_server(
+        &mut tasks,
+        listener,
+        routes,
+        "guichet.v1.Desk",
+        shared.shutdown.clone(),
+    )
+    .await;
+    tracing::info!(%grpc_addr, "desk service ready");
+    Ok(Running {
+        grpc_addr,
+        db,
+        tasks,
+    })
+}
+
+#[derive(Clone)]
+struct DeskService {
+    intake: Intake,
+    desks: Desks,
+}
+
+/// Fill rate, bookings and no-shows per site on `/metrics`.
+async fn sample_forever(service: DeskService, shutdown: Shutdown) {
+    loop {
+        match service.desks.figures(service.intake.clock.today()).await {
+            Ok(figures) => {
+                let m = &service.intake.metrics;
+                for f in figures {
+                    let labels = SiteLabels { site: f.site_id };
+                    if f.places_offered > 0 {
+                        m.appointment_fill
+                            .get_or_create(&labels)
+                            .set(f.booked as f64 / f.places_offered as f64);
+                    }
+                    m.appointments_booked
+                        .get_or_create(&labels)
+                        .set(f.booked as i64);
+                    m.appointment_no_shows
+                        .get_or_create(&labels)
+                        .set(f.no_shows as i64);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot sample the desk figures"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SAMPLE_EVERY) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+impl From<DeskError> for ServiceError {
+    fn from(e: DeskError) -> Self {
+        match e {
+            DeskError::NoSite(id) => ServiceError::not_found(format!("no site {id}")),
+            DeskError::NoAppointment(id) => ServiceError::not_found(format!("no appointment {id}")),
+            DeskError::BadSlot(why) => ServiceError::invalid(Violations::one("starts_at", why)),
+            DeskError::SlotFull => ServiceError::new(
+                ErrorKind::WrongState,
+                "this slot is full: choose another one",
+            ),
+            DeskError::WrongState(why) => ServiceError::new(ErrorKind::WrongState, why),
+            DeskError::Db(e) if guichet_kit::db::is_unavailable(&e) => {
+                ServiceError::unavailable("the desk service cannot reach its database; try again")
+            }
+            DeskError::Db(e) => ServiceError::internal("the desks", &e),
+        }
+    }
+}
+
+fn err(e: DeskError) -> Status {
+    ServiceError::from(e).into()
+}
+
+fn when(
+    v: &mut Violations,
+    field: &str,
+    t: &Option<prost_types::Timestamp>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let at = t.as_ref().and_then(convert::timestamp_from_pb);
+    if at.is_none() {
+        v.add(field, "is required: the slot's start time");
+    }
+    at
+}
+
+fn route(v: &mut Violations, value: i32) -> &'static str {
+    desks::route_from_pb(value).unwrap_or_else(|| {
+        v.add("route", "is required: online, phone or front_desk");
+        "online"
+    })
+}
+
+#[tonic::async_trait]
+impl Desk for DeskService {
+    async fn upsert_site(&self, request: Request<pb::Site>) -> Result<Response<pb::Site>, Status> {
+        let site = request.into_inner();
+        desks::rules_of(&site).map_err(ServiceError::invalid)?;
+        self.desks
+            .upsert_site(&site, self.intake.clock.now())
+            .await
+            .map_err(err)?;
+        Ok(Response::new(site))
+    }
+
+    async fn list_sites(
+        &self,
+        request: Request<pb::ListSitesRequest>,
+    ) -> Result<Response<pb::ListSitesResponse>, Status> {
+        let sites = self
+            .desks
+            .sites(&request.into_inner().prefecture)
+            .await
+            .map_err(err)?;
+        Ok(Response::new(pb::ListSitesResponse { sites }))
+    }
+
+    async fn list_slots(
+        &self,
+        request: Request<pb::ListSlotsRequest>,
+    ) -> Result<Response<pb::ListSlotsResponse>, Status> {
+        let r = request.into_inner();
+        let date = r
+            .date
+            .as_ref()
+            .and_then(convert::date_from_pb)
+            .ok_or_else(|| {
+                Status::from(ServiceError::invalid(Violations::one(
+                    "date",
+                    "is required, a valid calendar date",
+                )))
+            })?;
+        let slots = self.desks.slots(&r.site_id, date).await.map_err(err)?;
+        Ok(Response::new(pb::ListSlotsResponse {
+            site_id: r.site_id,
+            slots: slots
+                .into_iter()
+                .map(|s| pb::Slot {
+                    starts_at: Some(convert::timestamp_to_pb(s.starts_at)),
+                    places: s.places,
+                    booked: s.booked,
+                    free: s.free,
+                    free_for_reports: s.free_for_reports,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn book(
+        &self,
+        request: Request<pb::BookRequest>,
+    ) -> Result<Response<pb::Appointment>, Status> {
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let starts_at = when(&mut v, "starts_at", &r.starts_at);
+        let route = route(&mut v, r.route);
+        let person = r.person.unwrap_or_default();
+        if person.family_name.trim().is_empty() {
+            v.add("person.family_name", "is required");
+        }
+        if person.phone.trim().is_empty() && person.email.trim().is_empty() {
+            v.add(
+                "person",
+                "a phone number or an e-mail address is needed to confirm the appointment",
+            );
+        }
+        if route != "online" && r.booked_by.trim().is_empty() {
+            v.add(
+                "booked_by",
+                "is required when an agent books by phone or at the front desk",
+            );
+        }
+        if r.idempotency_key.trim().is_empty() {
+            v.add("idempotency_key", "is required");
+        }
+        let Some(starts_at) = starts_at.filter(|_| v.is_empty()) else {
+            return Err(ServiceError::invalid(v).into());
+        };
+        let row = self
+            .desks
+            .book(
+                NewBooking {
+                    idempotency_key: r.idempotency_key,
+                    site_id: r.site_id,
+                    starts_at,
+                    person,
+                    route,
+                    booked_by: r.booked_by.trim().to_string(),
+                    report_id: Some(r.report_id).filter(|s| !s.trim().is_empty()),
+                },
+                self.intake.clock.now(),
+            )
+            .await
+            .map_err(err)?;
+        Ok(Response::new(desks::to_pb(&row)))
+    }
+
+    async fn r#move(
+        &self,
+        request: Request<pb::MoveRequest>,
+    ) -> Result<Response<pb::Appointment>, Status> {
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let starts_at = when(&mut v, "starts_at", &r.starts_at);
+        let route = route(&mut v, r.route);
+        let Some(starts_at) = starts_at.filter(|_| v.is_empty()) else {
+            return Err(ServiceError::invalid(v).into());
+        };
+        let by = if r.by.trim().is_empty() {
+            "the person"
+        } else {
+            r.by.trim()
+        };
+        let row = self
+            .desks
+            .move_to(&r.id, starts_at, route, by, self.intake.clock.now())
+            .await
+            .map_err(err)?;
+        Ok(Response::new(desks::to_pb(&row)))
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<pb::CancelRequest>,
+    ) -> Result<Response<pb::Appointment>, Status> {
+        let r = request.into_inner();
+        let mut v = Violations::default();
+        let route = route(&mut v, r.route);
+        if !v.is_empty() {
+            return Err(ServiceError::invalid(v).into());
+        }
+        let by = if r.by.trim().is_empty() {
+            "the person"
+        } else {
+            r.by.trim()
+        };
+        let row = self
+            .desks
+            .cancel(&r.id, route, by, &r.reason, self.intake.clock.now())
+            .await
+            .map_err(err)?;
+        Ok(Response::new(desks::to_pb(&row)))
+    }
+
+    async fn record_attendance(
+        &self,
+        request: Request<pb::RecordAttendanceRequest>,
+    ) -> Result<Response<pb::Appointment>, Status> {
+        let r = request.into_inner();
+        if r.by.trim().is_empty() {
+            return Err(ServiceError::invalid(Violations::one(
+                "by",
+                "is required: the desk agent",
+            ))
+            .into());
+        }
+        let row = self
+            .desks
+            .record_attendance(&r.id, r.attended, r.by.trim(), self.intake.clock.now())
+            .await
+            .map_err(err)?;
+        Ok(Response::new(desks::to_pb(&row)))
+    }
+
+    async fn get_appointment(
+        &self,
+        request: Request<pb::GetAppointmentRequest>,
+    ) -> Result<Response<pb::Appointment>, Status> {
+        let row = self
+            .desks
+            .appointment(&request.into_inner().id)
+            .await
+            .map_err(err)?;
+        Ok(Response::new(desks::to_pb(&row)))
+    }
+
+    async fn file_assisted(
+        &self,
+        request: Request<pb::FileAssistedRequest>,
+    ) -> Result<Response<pb::FileAssistedResponse>, Status> {
+        let r = request.into_inner();
+        let filing = r.filing.ok_or_else(|| {
+            Status::from(ServiceError::invalid(Violations::one(
+                "filing",
+                "is required",
+            )))
+        })?;
+        // The site must be one of ours: the filing names where it was taken.
+        if !r.site_id.trim().is_empty() {
+            self.desks.site(r.site_id.trim()).await.map_err(err)?;
+        }
+        let (raw, _) = convert::raw_filing_from_pb(&filing);
+        let provenance = RawProvenance::Pan {
+            site_id: Some(r.site_id),
+            desk_agent_id: Some(r.desk_agent_id),
+            appointment_id: Some(r.appointment_id),
+            identity_checked: r.identity_checked,
+        };
+        let accepted = self.intake.accept(&raw, &provenance).await?;
+        Ok(Response::new(pb::FileAssistedResponse {
+            receipt: Some(accepted.receipt),
+            created: accepted.created,
+            trace_id: accepted.trace_id,
+        }))
+    }
+}

@@ -1,0 +1,88 @@
+//! What every intake channel shares. A channel service (web, call centre,
+//! desk, post) states its own provenance; from there the path is the same
+//! for all: the domain's checks, a reference, the receipt and the outbox row
+//! in one transaction (`ledger`), and the same figures on `/metrics`.
+#![forbid(unsafe_code)]
+
+pub mod ledger;
+
+use std::sync::Arc;
+
+use guichet_dossier::filing::RawProvenance;
+use guichet_dossier::{Channel, Filing, RawFiling, Violations};
+use guichet_kit::clock::SharedClock;
+use guichet_kit::db::Migrations;
+use guichet_kit::metrics::{ChannelLabels, ValidationLabels, field_label};
+use guichet_kit::{Metrics, ServiceError};
+use tokio::sync::Notify;
+
+pub use ledger::{Accepted, Ledger};
+
+/// The `filings` table, the same in each channel's own schema: what a channel
+/// service with no table of its own runs.
+pub static MIGRATIONS: Migrations = Migrations {
+    postgres: &[&POSTGRES],
+    sqlite: &[&SQLITE],
+};
+/// The ledger's migrations alone, for a channel service that adds its own.
+pub static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+pub static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// One channel's intake: checks a filing with that channel's provenance,
+/// records it once, and wakes the outbox relay.
+#[derive(Clone)]
+pub struct Intake {
+    pub channel: Channel,
+    pub ledger: Ledger,
+    pub clock: SharedClock,
+    pub metrics: Metrics,
+    /// The outbox relay's waker: a new receipt is published at once.
+    pub wake: Arc<Notify>,
+}
+
+impl Intake {
+    /// Parses and records `raw` as filed through this channel. Bad input is
+    /// refused with every field at fault, and counted per field.
+    pub async fn accept(
+        &self,
+        raw: &RawFiling,
+        provenance: &RawProvenance,
+    ) -> Result<Accepted, ServiceError> {
+        let started = std::time::Instant::now();
+        let filing = Filing::parse(raw, provenance, self.clock.today()).map_err(|v| {
+            self.count_refusal(&v);
+            ServiceError::invalid(v)
+        })?;
+        if filing.provenance.channel() != self.channel {
+            return Err(ServiceError::invalid(Violations::one(
+                "filing.provenance",
+                format!("this service takes {} filings only", self.channel),
+            )));
+        }
+        let accepted = self.ledger.accept(filing).await?;
+        if accepted.created {
+            self.wake.notify_one();
+            let labels = ChannelLabels {
+                channel: self.channel.as_str(),
+            };
+            self.metrics.filings_accepted.get_or_create(&labels).inc();
+            self.metrics
+                .time_to_receipt
+                .get_or_create(&labels)
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(accepted)
+    }
+
+    fn count_refusal(&self, violations: &Violations) {
+        for v in violations.iter() {
+            self.metrics
+                .validation_failures
+                .get_or_create(&ValidationLabels {
+                    channel: self.channel.as_str(),
+                    field: field_label(&v.field),
+                })
+                .inc();
+        }
+    }
+}
