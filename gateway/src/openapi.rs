@@ -38,6 +38,13 @@ mod tests {
             ("/api/v1/equity", "get"),
             ("/metrics", "get"),
             ("/ops", "get"),
+            ("/api/v1/sites", "get"),
+            ("/api/v1/sites/{site}/slots", "get"),
+            ("/api/v1/appointments", "post"),
+            ("/api/v1/appointments/{id}", "get"),
+            ("/api/v1/appointments/{id}/move", "post"),
+            ("/api/v1/appointments/{id}/cancellation", "post"),
+            ("/api/v1/reports/{id}", "get"),
         ] {
             assert!(
                 doc["paths"][path][method].is_object(),

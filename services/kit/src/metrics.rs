@@ -302,10 +302,9 @@ impl Metrics {
             Unit::Seconds,
             inner.report_time_to_alternative.clone(),
         );
-        r.register_with_unit(
-            "appointment_fill",
+        r.register(
+            "appointment_fill_ratio",
             "Booked places over places offered in the last 30 days' slots",
-            Unit::Ratios,
             inner.appointment_fill.clone(),
         );
         r.register(
