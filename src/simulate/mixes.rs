@@ -3,7 +3,7 @@
 //! "Assumption" means nobody published it and we chose a plausible value:
 //! change it here, and docs/simulation.md, when better figures exist.
 
-use chrono::{Datelike, NaiveDate, Weekday};
+use chrono::{Datelike, NaiveDate};
 use guichet_dossier::{Channel, Motif, Procedure, TitleKind};
 use rand::Rng;
 
@@ -258,24 +258,9 @@ pub const AGENT_MONTH_FACTOR: [f64; 12] = [
     0.9, // Dec
 ];
 
-/// Public holidays on a fixed date (month, day): no decisions. Easter
-/// Monday, Ascension and Whit Monday move and are left out.
-pub const FIXED_PUBLIC_HOLIDAYS: &[(u32, u32)] = &[
-    (1, 1),
-    (5, 1),
-    (5, 8),
-    (7, 14),
-    (8, 15),
-    (11, 1),
-    (11, 11),
-    (12, 25),
-];
-
-/// Agents decide on weekdays that are not public holidays.
-pub fn is_working_day(day: NaiveDate) -> bool {
-    !matches!(day.weekday(), Weekday::Sat | Weekday::Sun)
-        && !FIXED_PUBLIC_HOLIDAYS.contains(&(day.month(), day.day()))
-}
+/// Agents decide on working days: weekdays that are not French public
+/// holidays (moving ones included), the calendar the rules use.
+pub use guichet_dossier::calendar::is_working_day;
 
 /// Days from an agent taking a case up to the decision (checks with other
 /// services, a work-permit opinion, card ordering), percent.
@@ -393,22 +378,6 @@ mod tests {
         let filed = |pct: u32| (1..=100).contains(&pct);
         assert!(COMPLETE_AT_FILING_PERCENT.iter().all(|(_, p)| filed(*p)));
         assert!(FAVOURABLE_PERCENT.iter().all(|(_, p)| filed(*p)));
-    }
-
-    #[test]
-    fn working_days() {
-        let d = |m, day| NaiveDate::from_ymd_opt(2026, m, day).unwrap();
-        let table = [
-            (d(1, 1), false),  // New Year's Day, a Thursday
-            (d(1, 2), true),   // Friday
-            (d(1, 3), false),  // Saturday
-            (d(1, 4), false),  // Sunday
-            (d(7, 14), false), // Bastille Day, a Tuesday
-            (d(7, 15), true),
-        ];
-        for (day, working) in table {
-            assert_eq!(is_working_day(day), working, "{day}");
-        }
     }
 
     #[test]

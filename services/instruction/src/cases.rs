@@ -2,14 +2,11 @@
 //! what a dossier's facts are, what happens on arrival, and the event each
 //! change publishes on `guichet.events`.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, NaiveDate, Utc};
 use guichet_dossier::requirements;
 use guichet_dossier::rights::{self, Attestation, CaseFacts, Cover};
 use guichet_dossier::{CaseState, Channel, DocumentKind, Dossier, Procedure, TitleKind};
 use guichet_kit::bus::{EVENTS_EXCHANGE, OutgoingMessage};
-use guichet_kit::telemetry;
 use guichet_proto::{convert, v1 as pb};
 use prost::Message;
 
@@ -131,17 +128,12 @@ pub fn event_message(e: EventFacts<'_>) -> OutgoingMessage {
             .collect(),
         documents_deadline: e.documents_deadline.map(convert::date_to_pb),
     };
-    let mut headers: BTreeMap<String, String> = telemetry::inject(&tracing::Span::current())
-        .into_iter()
-        .collect();
-    headers.insert("x-guichet-reference".into(), e.reference.to_string());
-    OutgoingMessage {
-        message_id: uuid::Uuid::now_v7().to_string(),
-        exchange: EVENTS_EXCHANGE.to_string(),
-        routing_key: format!("case.{}.{}", e.kind, channel.as_str()),
-        headers,
-        body: body.encode_to_vec(),
-    }
+    OutgoingMessage::traced(
+        EVENTS_EXCHANGE,
+        format!("case.{}.{}", e.kind, channel.as_str()),
+        body.encode_to_vec(),
+    )
+    .with_header("x-guichet-reference", e.reference)
 }
 
 pub fn state_to_pb(state: CaseState) -> pb::CaseState {

@@ -2,7 +2,6 @@
 //! is warned at set offsets (120, 60 and 30 days by default) on their own
 //! channel, and told by when to file the renewal.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -243,13 +242,11 @@ fn alert_message(
         contact: Some(contact),
         prefecture: prefecture.to_string(),
     };
-    OutgoingMessage {
-        message_id: uuid::Uuid::now_v7().to_string(),
-        exchange: EVENTS_EXCHANGE.to_string(),
-        routing_key: format!("title.expiry_alert.{answer}"),
-        headers: BTreeMap::new(),
-        body: body.encode_to_vec(),
-    }
+    OutgoingMessage::traced(
+        EVENTS_EXCHANGE,
+        format!("title.expiry_alert.{answer}"),
+        body.encode_to_vec(),
+    )
 }
 
 /// The title a favourable decision grants, recorded so its holder is warned

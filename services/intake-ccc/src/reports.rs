@@ -11,7 +11,7 @@ use guichet_dossier::signalement::{self, ReportState, ReportStep};
 use guichet_kit::bus::{EVENTS_EXCHANGE, OutgoingMessage};
 use guichet_kit::db::Database;
 use guichet_kit::outbox::Enqueue;
-use guichet_kit::{in_tx, on_db, telemetry};
+use guichet_kit::{in_tx, on_db};
 use guichet_proto::{convert, v1 as pb};
 use prost::Message;
 
@@ -151,16 +151,11 @@ pub struct Reports {
 
 /// The event published for a step, with the report as it stands after it.
 fn event_message(report: &pb::Report, kind: &str) -> OutgoingMessage {
-    let headers: BTreeMap<String, String> = telemetry::inject(&tracing::Span::current())
-        .into_iter()
-        .collect();
-    OutgoingMessage {
-        message_id: uuid::Uuid::now_v7().to_string(),
-        exchange: EVENTS_EXCHANGE.to_string(),
-        routing_key: format!("report.{kind}.{}", report.prefecture),
-        headers,
-        body: report.encode_to_vec(),
-    }
+    OutgoingMessage::traced(
+        EVENTS_EXCHANGE,
+        format!("report.{kind}.{}", report.prefecture),
+        report.encode_to_vec(),
+    )
 }
 
 impl Reports {

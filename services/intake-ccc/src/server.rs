@@ -6,13 +6,12 @@ use std::time::Duration;
 use guichet_dossier::filing::RawProvenance;
 use guichet_dossier::signalement::{self, ReportStep};
 use guichet_dossier::{Channel, Violations};
-use guichet_intake::{Intake, Ledger};
+use guichet_intake::{ChannelFoundations, Intake, prepare_channel};
 use guichet_kit::clock::SharedClock;
 use guichet_kit::db::Migrations;
 use guichet_kit::grpc::{self, TracedChannel};
 use guichet_kit::metrics::PrefectureLabels;
-use guichet_kit::outbox::OutboxRelay;
-use guichet_kit::service::{self, Foundations, Running, Shared, StartError};
+use guichet_kit::service::{Running, Shared, StartError};
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, ErrorKind, Metrics, ServiceError};
 use guichet_proto::v1::call_centre_server::{CallCentre, CallCentreServer};
@@ -38,23 +37,17 @@ pub async fn start(
     instruction_url: &str,
     shared: &Shared,
 ) -> Result<Running, StartError> {
-    let Foundations {
+    let ChannelFoundations {
         db,
         listener,
         grpc_addr,
-    } = service::prepare(config, SCHEMA, &MIGRATIONS, addr).await?;
-    let relay = OutboxRelay::new(db.clone(), shared.bus.clone(), config.outbox_batch)
-        .with_metrics(shared.metrics.clone(), SCHEMA);
+        relay,
+        intake,
+    } = prepare_channel(config, SCHEMA, &MIGRATIONS, addr, shared, Channel::Ccc).await?;
     let instruction = grpc::channel(instruction_url)
         .map_err(|e| StartError::Target(instruction_url.to_string(), e.to_string()))?;
     let service = CallCentreService {
-        intake: Intake {
-            channel: Channel::Ccc,
-            ledger: Ledger::new(db.clone(), shared.clock.clone()),
-            clock: shared.clock.clone(),
-            metrics: shared.metrics.clone(),
-            wake: relay.waker(),
-        },
+        intake,
         reports: Reports::new(db.clone()),
         instruction: InstructionReaderClient::new(instruction),
         deadline_days: config.report_deadline_days,

@@ -5,14 +5,12 @@
 //! Every step is a row in `appointment_events` and an event on
 //! `guichet.events` (`appointment.<step>.<site>`), through the outbox.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use guichet_dossier::desk::{RawSite, SiteRules};
 use guichet_kit::bus::{EVENTS_EXCHANGE, OutgoingMessage};
 use guichet_kit::db::Database;
 use guichet_kit::outbox::Enqueue;
-use guichet_kit::{in_tx, on_db, telemetry};
+use guichet_kit::{in_tx, on_db};
 use guichet_proto::{convert, v1 as pb};
 use prost::Message;
 
@@ -182,16 +180,11 @@ macro_rules! record_step {
 }
 
 fn event_message(a: &pb::Appointment, kind: &str) -> OutgoingMessage {
-    let headers: BTreeMap<String, String> = telemetry::inject(&tracing::Span::current())
-        .into_iter()
-        .collect();
-    OutgoingMessage {
-        message_id: uuid::Uuid::now_v7().to_string(),
-        exchange: EVENTS_EXCHANGE.to_string(),
-        routing_key: format!("appointment.{kind}.{}", a.site_id),
-        headers,
-        body: a.encode_to_vec(),
-    }
+    OutgoingMessage::traced(
+        EVENTS_EXCHANGE,
+        format!("appointment.{kind}.{}", a.site_id),
+        a.encode_to_vec(),
+    )
 }
 
 #[derive(Clone)]

@@ -5,12 +5,11 @@ use std::time::Duration;
 
 use guichet_dossier::filing::RawProvenance;
 use guichet_dossier::{Channel, Violations};
-use guichet_intake::{Intake, Ledger};
+use guichet_intake::{ChannelFoundations, Intake, prepare_channel};
 use guichet_kit::db::Migrations;
 use guichet_kit::grpc;
 use guichet_kit::metrics::SiteLabels;
-use guichet_kit::outbox::OutboxRelay;
-use guichet_kit::service::{self, Foundations, Running, Shared, StartError};
+use guichet_kit::service::{Running, Shared, StartError};
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, ErrorKind, ServiceError};
 use guichet_proto::v1::desk_server::{Desk, DeskServer};
@@ -36,21 +35,15 @@ pub async fn start(
     addr: SocketAddr,
     shared: &Shared,
 ) -> Result<Running, StartError> {
-    let Foundations {
+    let ChannelFoundations {
         db,
         listener,
         grpc_addr,
-    } = service::prepare(config, SCHEMA, &MIGRATIONS, addr).await?;
-    let relay = OutboxRelay::new(db.clone(), shared.bus.clone(), config.outbox_batch)
-        .with_metrics(shared.metrics.clone(), SCHEMA);
+        relay,
+        intake,
+    } = prepare_channel(config, SCHEMA, &MIGRATIONS, addr, shared, Channel::Pan).await?;
     let service = DeskService {
-        intake: Intake {
-            channel: Channel::Pan,
-            ledger: Ledger::new(db.clone(), shared.clock.clone()),
-            clock: shared.clock.clone(),
-            metrics: shared.metrics.clone(),
-            wake: relay.waker(),
-        },
+        intake,
         desks: Desks::new(db.clone()),
     };
     let mut tasks = JoinSet::new();

@@ -4,9 +4,8 @@ use std::net::SocketAddr;
 
 use guichet_dossier::Channel;
 use guichet_dossier::filing::RawProvenance;
-use guichet_intake::{Intake, Ledger, MIGRATIONS};
-use guichet_kit::outbox::OutboxRelay;
-use guichet_kit::service::{self, Foundations, Running, Shared, StartError};
+use guichet_intake::{ChannelFoundations, Intake, MIGRATIONS, prepare_channel};
+use guichet_kit::service::{Running, Shared, StartError};
 use guichet_kit::{Config, ServiceError, grpc};
 use guichet_proto::convert;
 use guichet_proto::v1 as pb;
@@ -20,22 +19,14 @@ pub async fn start(
     addr: SocketAddr,
     shared: &Shared,
 ) -> Result<Running, StartError> {
-    let Foundations {
+    let ChannelFoundations {
         db,
         listener,
         grpc_addr,
-    } = service::prepare(config, SCHEMA, &MIGRATIONS, addr).await?;
-    let relay = OutboxRelay::new(db.clone(), shared.bus.clone(), config.outbox_batch)
-        .with_metrics(shared.metrics.clone(), SCHEMA);
-    let service = IntakeService {
-        intake: Intake {
-            channel: Channel::Web,
-            ledger: Ledger::new(db.clone(), shared.clock.clone()),
-            clock: shared.clock.clone(),
-            metrics: shared.metrics.clone(),
-            wake: relay.waker(),
-        },
-    };
+        relay,
+        intake,
+    } = prepare_channel(config, SCHEMA, &MIGRATIONS, addr, shared, Channel::Web).await?;
+    let service = IntakeService { intake };
     let mut tasks = JoinSet::new();
     tasks.spawn(relay.run(shared.shutdown.clone()));
     let routes = tonic::service::Routes::new(OnlineIntakeServer::new(service));

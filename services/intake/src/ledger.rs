@@ -2,8 +2,6 @@
 //! local transaction. Nothing here is specific to the web: the other channels
 //! are meant to reuse it as it is.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Datelike, Utc};
 use guichet_dossier::{Dossier, Filing, Reference, SCHEMA_VERSION};
 use guichet_kit::bus::{DOSSIERS_EXCHANGE, OutgoingMessage};
@@ -232,19 +230,11 @@ fn verification_code() -> String {
 
 /// The dossier as published on `guichet.dossiers`, with the current trace.
 pub fn dossier_message(dossier: &Dossier) -> OutgoingMessage {
-    let mut headers: BTreeMap<String, String> = telemetry::inject(&tracing::Span::current())
-        .into_iter()
-        .collect();
-    headers.insert("x-guichet-reference".into(), dossier.reference.to_string());
-    headers.insert(
-        "x-guichet-schema-version".into(),
-        SCHEMA_VERSION.to_string(),
-    );
-    OutgoingMessage {
-        message_id: uuid::Uuid::now_v7().to_string(),
-        exchange: DOSSIERS_EXCHANGE.to_string(),
-        routing_key: dossier.channel().submitted_routing_key(),
-        headers,
-        body: convert::dossier_to_pb(dossier).encode_to_vec(),
-    }
+    OutgoingMessage::traced(
+        DOSSIERS_EXCHANGE,
+        dossier.channel().submitted_routing_key(),
+        convert::dossier_to_pb(dossier).encode_to_vec(),
+    )
+    .with_header("x-guichet-reference", dossier.reference.to_string())
+    .with_header("x-guichet-schema-version", SCHEMA_VERSION.to_string())
 }

@@ -13,7 +13,9 @@ use guichet_dossier::{Channel, Filing, RawFiling, Violations};
 use guichet_kit::clock::SharedClock;
 use guichet_kit::db::Migrations;
 use guichet_kit::metrics::{ChannelLabels, ValidationLabels, field_label};
-use guichet_kit::{Metrics, ServiceError};
+use guichet_kit::outbox::OutboxRelay;
+use guichet_kit::service::{self, Foundations, Shared, StartError};
+use guichet_kit::{Config, Metrics, ServiceError};
 use tokio::sync::Notify;
 
 pub use ledger::{Accepted, Ledger};
@@ -27,6 +29,49 @@ pub static MIGRATIONS: Migrations = Migrations {
 /// The ledger's migrations alone, for a channel service that adds its own.
 pub static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 pub static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// What a channel service starts from: its database (migrated with the
+/// ledger's tables and its own), its gRPC listener, its outbox relay (not yet
+/// running) and its `Intake`.
+pub struct ChannelFoundations {
+    pub db: guichet_kit::db::Database,
+    pub listener: tokio::net::TcpListener,
+    pub grpc_addr: std::net::SocketAddr,
+    pub relay: OutboxRelay,
+    pub intake: Intake,
+}
+
+/// Opens what every channel service needs, the same way for all of them.
+pub async fn prepare_channel(
+    config: &Config,
+    schema: &'static str,
+    migrations: &Migrations,
+    addr: std::net::SocketAddr,
+    shared: &Shared,
+    channel: Channel,
+) -> Result<ChannelFoundations, StartError> {
+    let Foundations {
+        db,
+        listener,
+        grpc_addr,
+    } = service::prepare(config, schema, migrations, addr).await?;
+    let relay = OutboxRelay::new(db.clone(), shared.bus.clone(), config.outbox_batch)
+        .with_metrics(shared.metrics.clone(), schema);
+    let intake = Intake {
+        channel,
+        ledger: Ledger::new(db.clone(), shared.clock.clone()),
+        clock: shared.clock.clone(),
+        metrics: shared.metrics.clone(),
+        wake: relay.waker(),
+    };
+    Ok(ChannelFoundations {
+        db,
+        listener,
+        grpc_addr,
+        relay,
+        intake,
+    })
+}
 
 /// One channel's intake: checks a filing with that channel's provenance,
 /// records it once, and wakes the outbox relay.

@@ -143,6 +143,28 @@ pub struct OutgoingMessage {
     pub body: Vec<u8>,
 }
 
+impl OutgoingMessage {
+    /// A new message (fresh id) carrying the current span's trace context,
+    /// so whoever consumes it continues the trace.
+    pub fn traced(exchange: &str, routing_key: String, body: Vec<u8>) -> Self {
+        OutgoingMessage {
+            message_id: uuid::Uuid::now_v7().to_string(),
+            exchange: exchange.to_string(),
+            routing_key,
+            headers: crate::telemetry::inject(&tracing::Span::current())
+                .into_iter()
+                .collect(),
+            body,
+        }
+    }
+
+    /// The same, with one more header.
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.insert(name.to_string(), value.into());
+        self
+    }
+}
+
 pub type DeliveryStream = BoxStream<'static, Result<Delivery, BusError>>;
 
 /// The contract both buses keep.
