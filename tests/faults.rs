@@ -733,3 +733,238 @@ async fn intake_without_its_database_answers_503_and_never_half_records_a_filing
     services.stop().await;
     env.cleanup().await;
 }
+
+// ---- 4. poison messages, and `guichet dlq` ------------------------------------
+
+const POISON_LOAD: usize = 200;
+
+/// A valid web dossier, as intake would publish it.
+fn dossier_message() -> (String, guichet_kit::bus::OutgoingMessage) {
+    use guichet_dossier::filing::RawProvenance;
+    use guichet_dossier::{Channel, Dossier, Filing, RawFiling, Reference};
+    let today = guichet_dossier::calendar::paris_date(chrono::Utc::now());
+    let mut raw: RawFiling =
+        serde_json::from_value(common::example("renewal-employee.json")).unwrap();
+    raw.idempotency_key = Some(uuid::Uuid::new_v4().to_string());
+    let filing = Filing::parse(&raw, &RawProvenance::Web { account_id: None }, today).unwrap();
+    let now = chrono::Utc::now();
+    let reference = Reference::generate(Channel::Web, 2026, &mut rand::rng());
+    let dossier = Dossier::new(reference.clone(), filing, now, now);
+    (
+        reference.to_string(),
+        guichet_intake_web::ledger::dossier_message(&dossier),
+    )
+}
+
+/// The three kinds of poison: bytes that are no dossier, a dossier of a
+/// schema version nobody reads, and a dossier that breaks a domain rule
+/// (its reference fails its check character).
+fn poisons() -> Vec<guichet_kit::bus::OutgoingMessage> {
+    use guichet_proto::v1 as pb;
+    use prost::Message;
+    let (_, mut undecodable) = dossier_message();
+    undecodable.message_id = "poison-undecodable".into();
+    undecodable.body = vec![0xff, 0x00, 0x13, 0x37, 0xde, 0xad];
+
+    let (_, mut future) = dossier_message();
+    let mut wire = pb::Dossier::decode(future.body.as_slice()).unwrap();
+    wire.schema_version = 99;
+    future.message_id = "poison-schema".into();
+    future.body = wire.encode_to_vec();
+
+    let (_, mut broken) = dossier_message();
+    let mut wire = pb::Dossier::decode(broken.body.as_slice()).unwrap();
+    let check = wire.reference.pop().unwrap();
+    wire.reference.push(if check == 'A' { 'B' } else { 'A' });
+    broken.message_id = "poison-rule".into();
+    broken.body = wire.encode_to_vec();
+    vec![undecodable, future, broken]
+}
+
+/// `guichet dlq ...` on this test's bus; its exit status and standard output.
+fn dlq(env: &TestEnv, args: &[&str]) -> (bool, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_guichet"));
+    command
+        .arg("dlq")
+        .args(args)
+        .env_remove("GUICHET_DATABASE_URL")
+        .env_remove("GUICHET_AMQP_URL")
+        .env("GUICHET_DATA_DIR", &env.data_dir)
+        .env(
+            "GUICHET_DELIVERY_LIMIT",
+            env.config().delivery_limit.to_string(),
+        )
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::inherit());
+    if let Some(url) = &env.amqp_url {
+        command.env("GUICHET_AMQP_URL", url);
+    }
+    let out = command.output().expect("run guichet dlq");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The dead letters by message id, as `guichet dlq list --json` gives them.
+fn dead_letters(env: &TestEnv) -> BTreeMap<String, Value> {
+    let (ok, out) = dlq(env, &["list", "--json"]);
+    assert!(ok, "guichet dlq list: {out}");
+    let letters: Vec<Value> = serde_json::from_str(&out).unwrap();
+    letters
+        .into_iter()
+        .map(|l| (l["message_id"].as_str().unwrap().to_string(), l))
+        .collect()
+}
+
+on_both_backends!(poison_messages_are_dead_lettered_with_their_reason_and_guichet_dlq_replays_them);
+async fn poison_messages_are_dead_lettered_with_their_reason_and_guichet_dlq_replays_them(
+    backend: common::Backend,
+) {
+    use guichet_kit::bus::{DEAD_LETTER_QUEUE, INSTRUCTION_QUEUE};
+    let env = TestEnv::on(backend).await;
+    let config = env.config();
+
+    // A good dossier caught in a crash loop: a consumer that falls over on
+    // it every time, until the delivery limit sends it to the dead letters.
+    let (crashed_reference, crashed) = dossier_message();
+    {
+        let bus = env.open_bus().await;
+        assert!(bus.publish(std::slice::from_ref(&crashed)).await[0].is_ok());
+        let mut stream = bus
+            .consume(INSTRUCTION_QUEUE, "crash-loop", 1)
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + DRAIN;
+        while bus.queue_depth(DEAD_LETTER_QUEUE).await.unwrap() == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the crash loop never ended in the dead letters"
+            );
+            if let Ok(Some(Ok(d))) =
+                tokio::time::timeout(Duration::from_millis(500), stream.next()).await
+            {
+                d.retry_later().await.unwrap();
+            }
+        }
+        drop(stream);
+        bus.close().await;
+    }
+
+    // Poison in the middle of a load: each goes to the dead letters with its
+    // reason, and every good filing around it is recorded.
+    let app = common::App::start(&config).await;
+    let load = file_all(&app.http, &app.base, keys("poison", POISON_LOAD), 16);
+    let poison = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for result in app.mesh.bus.publish(&poisons()).await {
+            assert!(result.is_ok(), "{result:?}");
+        }
+    };
+    let (answers, ()) = tokio::join!(load, poison);
+    assert_eq!(statuses(&answers), BTreeMap::from([(201, POISON_LOAD)]));
+    let accepted = accepted_references(&answers);
+    let instruction = env.db("instruction").await;
+    let bus = app.mesh.bus.clone();
+    eventually(DRAIN, "four dead letters", || async {
+        (bus.queue_depth(DEAD_LETTER_QUEUE).await.unwrap() == 4).then_some(())
+    })
+    .await;
+    let filed = match &instruction {
+        Database::Postgres(_) => tally(&instruction, &accepted).await,
+        Database::Sqlite(_) => {
+            let n = accepted.len() as i64;
+            eventually(DRAIN, "every good filing in instruction", || async {
+                (count(&instruction, "SELECT count(*) FROM dossiers").await == n).then_some(())
+            })
+            .await;
+            let distinct = count(
+                &instruction,
+                "SELECT count(DISTINCT reference) FROM dossier_events WHERE kind = 'filed'",
+            )
+            .await as usize;
+            let events = count(
+                &instruction,
+                "SELECT count(*) FROM dossier_events WHERE kind = 'filed'",
+            )
+            .await as usize;
+            Tally {
+                accepted: accepted.len(),
+                delivered: distinct,
+                lost: accepted.len() - distinct,
+                doubled: events - distinct,
+            }
+        }
+    };
+    assert_exactly_once(&format!("poison messages ({backend:?})"), &filed);
+    app.stop().await;
+
+    // What an operator sees.
+    let letters = dead_letters(&env);
+    assert_eq!(letters.len(), 4, "{letters:?}");
+    let reason = |id: &str| letters[id]["reason"].as_str().unwrap().to_string();
+    assert!(reason("poison-undecodable").starts_with("undecodable"));
+    assert_eq!(reason("poison-schema"), "unknown schema version 99");
+    assert!(
+        reason("poison-rule").starts_with("breaks a domain rule: reference"),
+        "{}",
+        reason("poison-rule")
+    );
+    let crash = reason(&crashed.message_id);
+    assert!(
+        crash == "broker: delivery_limit" || crash.starts_with("delivery limit reached"),
+        "{crash}"
+    );
+    assert_eq!(letters["poison-undecodable"]["size"], 6);
+    for (id, l) in &letters {
+        assert_eq!(l["routing_key"], "dossier.submitted.web", "{id}");
+        assert_eq!(l["original_exchange"], "guichet.dossiers", "{id}");
+        assert_eq!(l["queue"], INSTRUCTION_QUEUE, "{id}");
+        assert!(
+            l["first_death"].as_str().is_some_and(|t| t.len() >= 20),
+            "{id}: {l}"
+        );
+    }
+    let (ok, table) = dlq(&env, &["list"]);
+    assert!(ok && table.contains("4 dead letters"), "{table}");
+
+    // Replay: an unknown id changes nothing; the crash-looped dossier goes back.
+    let (ok, out) = dlq(&env, &["replay", "no-such-message", &crashed.message_id]);
+    assert!(!ok, "{out}");
+    assert_eq!(dead_letters(&env).len(), 4);
+    let (ok, out) = dlq(&env, &["replay", &crashed.message_id]);
+    assert!(ok && out.contains("1 replayed, 0 kept"), "{out}");
+
+    // Drop: only with --yes.
+    let (ok, out) = dlq(&env, &["drop", "poison-undecodable"]);
+    assert!(!ok && out.contains("poison-undecodable"), "{out}");
+    assert_eq!(dead_letters(&env).len(), 3);
+    let (ok, out) = dlq(&env, &["drop", "poison-undecodable", "--yes"]);
+    assert!(ok && out.contains("1 dropped"), "{out}");
+    let left: BTreeSet<String> = dead_letters(&env).into_keys().collect();
+    assert_eq!(
+        left,
+        BTreeSet::from(["poison-rule".to_string(), "poison-schema".to_string()])
+    );
+
+    // The replayed dossier is recorded, once; the consumer is still there.
+    let app = common::App::start(&config).await;
+    eventually(DRAIN, "the replayed dossier in instruction", || async {
+        (app.dossier(&crashed_reference).await.status() == 200).then_some(())
+    })
+    .await;
+    let once = format!(
+        "SELECT count(*) FROM dossier_events WHERE kind = 'filed' AND reference = '{crashed_reference}'"
+    );
+    assert_eq!(count(&instruction, &once).await, 1);
+    assert_eq!(
+        count(&instruction, "SELECT count(*) FROM dossiers").await,
+        POISON_LOAD as i64 + 1
+    );
+    app.stop().await;
+
+    let (ok, out) = dlq(&env, &["drop", "--all", "--yes"]);
+    assert!(ok && out.contains("2 dropped"), "{out}");
+    assert!(dead_letters(&env).is_empty());
+    env.cleanup().await;
+}
