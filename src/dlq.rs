@@ -99,17 +99,15 @@ pub struct Outcome {
     pub failed: Vec<(DeadLetter, String)>,
 }
 
-/// Up to `limit` dead letters, oldest first; all of them stay in the queue.
-pub async fn list(bus: &SharedBus, limit: usize) -> Result<Vec<DeadLetter>, DlqError> {
+/// Up to `limit` dead letters, oldest first, and how many more wait beyond
+/// them; all of them stay in the queue.
+pub async fn list(bus: &SharedBus, limit: usize) -> Result<(Vec<DeadLetter>, u32), DlqError> {
     let taken = bus.take(DEAD_LETTER_QUEUE, limit).await?;
     let letters = taken.iter().map(DeadLetter::of).collect();
+    // Counted while the taken ones are held, so they are not counted twice.
+    let more = bus.queue_depth(DEAD_LETTER_QUEUE).await;
     give_back(taken).await;
-    Ok(letters)
-}
-
-/// Messages waiting in the dead-letter queue beyond those just taken.
-pub async fn remaining(bus: &SharedBus) -> Result<u32, DlqError> {
-    Ok(bus.queue_depth(DEAD_LETTER_QUEUE).await?)
+    Ok((letters, more?))
 }
 
 /// Publishes each selected message again to the exchange and routing key it
@@ -221,7 +219,10 @@ async fn give_back(deliveries: Vec<Delivery>) {
 fn replayed(d: &Delivery, exchange: &str) -> OutgoingMessage {
     let mut headers = d.headers.clone();
     headers.retain(|name, _| !is_death_header(name));
-    headers.insert(REPLAYED_AT_HEADER.into(), chrono::Utc::now().to_rfc3339());
+    headers.insert(
+        REPLAYED_AT_HEADER.into(),
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    );
     OutgoingMessage {
         message_id: d
             .message_id

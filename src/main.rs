@@ -114,7 +114,11 @@ enum Service {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init(cli.config.log_format);
+    match cli.command {
+        // Its standard output is the answer (a table, or JSON).
+        Command::Dlq { .. } => telemetry::init_for_tool(cli.config.log_format),
+        _ => telemetry::init(cli.config.log_format),
+    }
     let shutdown = Shutdown::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let config = cli.config;
@@ -245,8 +249,7 @@ async fn dead_letters(config: &Config, command: DlqCommand) -> anyhow::Result<()
     bus.ensure_ready().await.context("connecting to the bus")?;
     let result = match command {
         DlqCommand::List { json, limit } => {
-            let letters = dlq::list(&bus, limit).await?;
-            let more = dlq::remaining(&bus).await?;
+            let (letters, more) = dlq::list(&bus, limit).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&letters)?);
             } else {
@@ -266,7 +269,7 @@ async fn dead_letters(config: &Config, command: DlqCommand) -> anyhow::Result<()
             selection,
             yes: false,
         } => {
-            let letters = dlq::list(&bus, selection.limit).await?;
+            let (letters, _) = dlq::list(&bus, selection.limit).await?;
             let chosen = selection.selection();
             let would: Vec<_> = letters
                 .into_iter()

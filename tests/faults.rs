@@ -810,7 +810,7 @@ fn dlq(env: &TestEnv, args: &[&str]) -> (bool, String) {
 fn dead_letters(env: &TestEnv) -> BTreeMap<String, Value> {
     let (ok, out) = dlq(env, &["list", "--json"]);
     assert!(ok, "guichet dlq list: {out}");
-    let letters: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let letters: Vec<Value> = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     letters
         .into_iter()
         .map(|l| (l["message_id"].as_str().unwrap().to_string(), l))
@@ -927,6 +927,8 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_guichet_dlq_rep
     }
     let (ok, table) = dlq(&env, &["list"]);
     assert!(ok && table.contains("4 dead letters"), "{table}");
+    assert!(!table.contains("more not shown"), "{table}");
+    eprintln!("guichet dlq list ({backend:?}):\n{table}");
 
     // Replay: an unknown id changes nothing; the crash-looped dossier goes back.
     let (ok, out) = dlq(&env, &["replay", "no-such-message", &crashed.message_id]);

@@ -201,7 +201,12 @@ impl Consumer {
         headers.insert(DEATH_REASON_HEADER.into(), reason);
         headers.insert(DEATH_QUEUE_HEADER.into(), INSTRUCTION_QUEUE.into());
         headers.insert(DEATH_EXCHANGE_HEADER.into(), delivery.exchange.clone());
-        headers.insert(DEATH_TIME_HEADER.into(), self.clock.now().to_rfc3339());
+        headers.insert(
+            DEATH_TIME_HEADER.into(),
+            self.clock
+                .now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        );
         let message = OutgoingMessage {
             message_id: delivery
                 .message_id

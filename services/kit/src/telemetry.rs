@@ -24,6 +24,21 @@ pub const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 /// so trace ids never depend on how verbose the logs are. Calling it again
 /// (tests start several services in one process) keeps the first set-up.
 pub fn init(format: LogFormat) {
+    install(format, Output::Stdout)
+}
+
+/// The same for a command-line tool whose standard output is its answer
+/// (`guichet dlq list --json`): logs go to standard error.
+pub fn init_for_tool(format: LogFormat) {
+    install(format, Output::Stderr)
+}
+
+enum Output {
+    Stdout,
+    Stderr,
+}
+
+fn install(format: LogFormat, output: Output) {
     // lapin logs every failed reconnect at error level; the bus reports those
     // itself, once, with context. sqlx's info lines are PostgreSQL notices.
     let filter = EnvFilter::try_from_default_env()
@@ -33,12 +48,18 @@ pub fn init(format: LogFormat) {
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_filter(LevelFilter::INFO);
+    let writer = match output {
+        Output::Stdout => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout),
+        Output::Stderr => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+    };
     let fmt = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
             .with_target(false)
             .with_filter(filter)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
             .json()
             .flatten_event(true)
             .with_current_span(true)

@@ -443,7 +443,7 @@ fn json(value: &AMQPValue) -> serde_json::Value {
         AMQPValue::Timestamp(t) => i64::try_from(*t)
             .ok()
             .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
-            .map(|t| Value::from(t.to_rfc3339()))
+            .map(|t| Value::from(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
             .unwrap_or(Value::Null),
         AMQPValue::FieldArray(a) => Value::Array(a.as_slice().iter().map(json).collect()),
         AMQPValue::FieldTable(t) => Value::Object(

@@ -353,7 +353,10 @@ impl LocalAcker {
                 .or_insert_with(|| format!("delivery limit reached ({count} deliveries)"));
             headers.insert(DEATH_QUEUE_HEADER.into(), self.queue.clone());
             headers.insert(DEATH_EXCHANGE_HEADER.into(), exchange.clone());
-            headers.insert(DEATH_TIME_HEADER.into(), chrono::Utc::now().to_rfc3339());
+            headers.insert(
+                DEATH_TIME_HEADER.into(),
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            );
             let dead = OutgoingMessage {
                 message_id,
                 exchange,
