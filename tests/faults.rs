@@ -794,7 +794,7 @@ fn dlq(env: &TestEnv, args: &[&str]) -> (bool, String) {
             "GUICHET_DELIVERY_LIMIT",
             env.config().delivery_limit.to_string(),
         )
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn,lapin=off")
         .stderr(Stdio::inherit());
     if let Some(url) = &env.amqp_url {
         command.env("GUICHET_AMQP_URL", url);
@@ -968,5 +968,67 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_guichet_dlq_rep
     let (ok, out) = dlq(&env, &["drop", "--all", "--yes"]);
     assert!(ok && out.contains("2 dropped"), "{out}");
     assert!(dead_letters(&env).is_empty());
+    env.cleanup().await;
+}
+
+/// RabbitMQ 3.x counts a delivery given back by a lost connection towards the
+/// delivery limit, so a good dossier held through that many connection losses
+/// in a row is dead-lettered. It is not lost: it waits in the dead letters,
+/// and a replay records it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dossier_dead_lettered_by_lost_connections_is_replayed_and_recorded_once() {
+    use guichet_kit::bus::{Bus, DEAD_LETTER_QUEUE, INSTRUCTION_QUEUE};
+    let env = TestEnv::new().await;
+    let config = env.config();
+    let (reference, message) = dossier_message();
+    let bus = env.amqp_bus();
+    assert!(bus.publish(std::slice::from_ref(&message)).await[0].is_ok());
+    bus.close().await;
+
+    // Each round: a consumer takes the dossier, and its connection is lost
+    // before it can ack.
+    let mut losses = 0;
+    let deadline = tokio::time::Instant::now() + DRAIN;
+    loop {
+        let bus = env.amqp_bus();
+        if bus.queue_depth(DEAD_LETTER_QUEUE).await.unwrap() == 1 {
+            bus.close().await;
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never dead-lettered"
+        );
+        let mut stream = bus.consume(INSTRUCTION_QUEUE, "doomed", 1).await.unwrap();
+        if let Ok(Some(Ok(_held))) =
+            tokio::time::timeout(Duration::from_secs(2), stream.next()).await
+        {
+            losses += 1;
+        }
+        drop(stream);
+        bus.close().await;
+    }
+    eprintln!("dead-lettered after {losses} lost connections");
+    assert_eq!(losses, config.delivery_limit + 1);
+    let letters = dead_letters(&env);
+    assert_eq!(
+        letters[&message.message_id]["reason"],
+        "broker: delivery_limit"
+    );
+
+    let (ok, out) = dlq(&env, &["replay", "--all"]);
+    assert!(ok && out.contains("1 replayed, 0 kept"), "{out}");
+    let app = common::App::start(&config).await;
+    eventually(DRAIN, "the replayed dossier in instruction", || async {
+        (app.dossier(&reference).await.status() == 200).then_some(())
+    })
+    .await;
+    let instruction = env.db("instruction").await;
+    assert_eq!(
+        count(&instruction, "SELECT count(*) FROM dossiers").await,
+        1
+    );
+    assert!(dead_letters(&env).is_empty());
+    app.stop().await;
     env.cleanup().await;
 }
