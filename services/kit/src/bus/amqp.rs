@@ -30,6 +30,8 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest wait to connect and declare the topology. Without it a broker that
 /// accepts TCP but never answers would hold every caller waiting on the link.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the broker to acknowledge closing a connection.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn amqp(operation: &'static str) -> impl FnOnce(lapin::Error) -> BusError {
     move |source| BusError::Amqp { operation, source }
@@ -103,7 +105,7 @@ impl AmqpBus {
             return Ok((l.publisher.clone(), l.generation));
         }
         if let Some(old) = link.take() {
-            let _ = old.connection.close(200, "reconnecting".into()).await;
+            close_quietly(&old.connection, "reconnecting").await;
         }
         let fresh = tokio::time::timeout(CONNECT_TIMEOUT, self.open())
             .await
@@ -133,7 +135,7 @@ impl AmqpBus {
         if link.as_ref().is_some_and(|l| l.generation == generation)
             && let Some(old) = link.take()
         {
-            let _ = old.connection.close(200, "reset after error".into()).await;
+            close_quietly(&old.connection, "reset after error").await;
         }
     }
 
@@ -279,9 +281,15 @@ impl Bus for AmqpBus {
 
     async fn close(&self) {
         if let Some(old) = self.link.lock().await.take() {
-            let _ = old.connection.close(200, "shutting down".into()).await;
+            close_quietly(&old.connection, "shutting down").await;
         }
     }
+}
+
+/// Closes a connection politely, but does not wait on a broker that does not
+/// answer: callers hold the link lock meanwhile.
+async fn close_quietly(connection: &Connection, reason: &str) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, reason.into())).await;
 }
 
 fn properties(m: &OutgoingMessage) -> BasicProperties {
