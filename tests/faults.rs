@@ -829,10 +829,13 @@ fn dead_letters(env: &TestEnv) -> BTreeMap<String, Value> {
     let (ok, out) = dlq(env, &["list", "--json"]);
     assert!(ok, "guichet dlq list: {out}");
     let letters: Vec<Value> = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    letters
+    let n = letters.len();
+    let by_id: BTreeMap<String, Value> = letters
         .into_iter()
         .map(|l| (l["message_id"].as_str().unwrap().to_string(), l))
-        .collect()
+        .collect();
+    assert_eq!(by_id.len(), n, "one copy of each dead letter: {by_id:#?}");
+    by_id
 }
 
 on_both_backends!(poison_messages_are_dead_lettered_with_their_reason_and_guichet_dlq_replays_them);
@@ -958,7 +961,8 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_guichet_dlq_rep
     // Drop: only with --yes.
     let (ok, out) = dlq(&env, &["drop", "poison-undecodable"]);
     assert!(!ok && out.contains("poison-undecodable"), "{out}");
-    assert_eq!(dead_letters(&env).len(), 3);
+    let after_replay = dead_letters(&env);
+    assert_eq!(after_replay.len(), 3, "{after_replay:#?}");
     let (ok, out) = dlq(&env, &["drop", "poison-undecodable", "--yes"]);
     assert!(ok && out.contains("1 dropped"), "{out}");
     let left: BTreeSet<String> = dead_letters(&env).into_keys().collect();

@@ -385,7 +385,7 @@ fn quorum_args() -> FieldTable {
 /// also keeps its channel open: closing it would give the message back.
 pub(super) struct AmqpAcker {
     acker: lapin::Acker,
-    _channel: Option<Channel>,
+    taken_on: Option<Channel>,
 }
 
 fn delivery(d: lapin::message::Delivery, channel: Option<Channel>) -> Delivery {
@@ -428,7 +428,7 @@ fn delivery(d: lapin::message::Delivery, channel: Option<Channel>) -> Delivery {
         body: d.data,
         acker: Acker::Amqp(AmqpAcker {
             acker: d.acker,
-            _channel: channel,
+            taken_on: channel,
         }),
     }
 }
@@ -468,8 +468,8 @@ pub(super) async fn ack(acker: &AmqpAcker) -> Result<(), BusError> {
         .acker
         .ack(BasicAckOptions::default())
         .await
-        .map(|_| ())
-        .map_err(amqp("ack"))
+        .map_err(amqp("ack"))?;
+    settled(acker).await
 }
 
 pub(super) async fn retry_later(acker: &AmqpAcker) -> Result<(), BusError> {
@@ -480,6 +480,23 @@ pub(super) async fn retry_later(acker: &AmqpAcker) -> Result<(), BusError> {
             ..Default::default()
         })
         .await
-        .map(|_| ())
-        .map_err(amqp("nack"))
+        .map_err(amqp("nack"))?;
+    settled(acker).await
+}
+
+/// An ack has no answer in AMQP: it is sent, not confirmed, and a tool that
+/// exits right after could lose it with its connection (seen: `guichet dlq
+/// drop` said "dropped" and the message was still there). For a delivery
+/// taken outside a consumer, one synchronous method on the same channel
+/// (the broker handles a channel's methods in order) proves the broker has
+/// processed the ack. Consumers do not need it: a lost ack only means a
+/// redelivery, which the inbox absorbs.
+async fn settled(acker: &AmqpAcker) -> Result<(), BusError> {
+    if let Some(channel) = &acker.taken_on {
+        channel
+            .basic_qos(1, BasicQosOptions::default())
+            .await
+            .map_err(amqp("settle"))?;
+    }
+    Ok(())
 }
