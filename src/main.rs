@@ -38,6 +38,64 @@ enum Command {
         #[command(subcommand)]
         command: TitlesCommand,
     },
+    /// The dead-letter queue (guichet.dead.letters): what is in it and why,
+    /// replay to where it came from, or drop.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Every dead letter: message id, routing key, reason, first death, size.
+    List {
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Look at this many messages at most.
+        #[arg(long, default_value_t = 10_000)]
+        limit: usize,
+    },
+    /// Publish the selected messages again to the exchange and routing key
+    /// they were first published with; each leaves the dead-letter queue
+    /// only once that publish is confirmed.
+    Replay {
+        #[command(flatten)]
+        selection: DlqSelection,
+    },
+    /// Remove the selected messages for good. Without --yes, only says what
+    /// would be dropped.
+    Drop {
+        #[command(flatten)]
+        selection: DlqSelection,
+        /// Really drop them.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct DlqSelection {
+    /// Message ids, as `guichet dlq list` shows them.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    ids: Vec<String>,
+    /// Every message in the dead-letter queue.
+    #[arg(long)]
+    all: bool,
+    /// Look at this many messages at most.
+    #[arg(long, default_value_t = 10_000)]
+    limit: usize,
+}
+
+impl DlqSelection {
+    fn selection(&self) -> guichet::dlq::Selection {
+        if self.all {
+            guichet::dlq::Selection::All
+        } else {
+            guichet::dlq::Selection::Ids(self.ids.iter().cloned().collect())
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -69,7 +127,11 @@ async fn main() -> anyhow::Result<()> {
         },
         _ => "guichet",
     };
-    let _telemetry = telemetry::init(&cli.config, service_name);
+    let _telemetry = match cli.command {
+        // Its standard output is the answer (a table, or JSON).
+        Command::Dlq { .. } => telemetry::init_for_tool(cli.config.log_format),
+        _ => telemetry::init(&cli.config, service_name),
+    };
     let shutdown = Shutdown::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let config = cli.config;
@@ -109,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             return import_titles(&config, &file, clock.as_ref()).await;
         }
+        Command::Dlq { command } => return dead_letters(&config, command).await,
         Command::Serve { service } => match service {
             Service::Gateway => {
                 let targets = guichet_gateway::Targets {
@@ -269,4 +332,101 @@ async fn import_titles(
         anyhow::bail!("{} rows of {} were refused", rejected.len(), file.display());
     }
     Ok(())
+}
+
+/// `guichet dlq list|replay|drop`, on the configured bus (RabbitMQ, or the
+/// embedded bus in the data folder, which only one process may open: stop
+/// `guichet up` first).
+async fn dead_letters(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
+    use guichet::dlq;
+    let bus = guichet_kit::service::open_bus(config, "guichet-dlq")
+        .await
+        .context("opening the bus")?;
+    bus.ensure_ready().await.context("connecting to the bus")?;
+    let result = match command {
+        DlqCommand::List { json, limit } => {
+            let (letters, more) = dlq::list(&bus, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&letters)?);
+            } else {
+                print_letters(&letters);
+                println!("{} dead letters", letters.len());
+                if more > 0 {
+                    println!("{more} more not shown (raise --limit)");
+                }
+            }
+            Ok(())
+        }
+        DlqCommand::Replay { selection } => {
+            let outcome = dlq::replay(&bus, &selection.selection(), selection.limit).await?;
+            report("replayed", &outcome)
+        }
+        DlqCommand::Drop {
+            selection,
+            yes: false,
+        } => {
+            let (letters, _) = dlq::list(&bus, selection.limit).await?;
+            let chosen = selection.selection();
+            let would: Vec<_> = letters
+                .into_iter()
+                .filter(|l| match &chosen {
+                    dlq::Selection::All => true,
+                    dlq::Selection::Ids(ids) => ids.contains(&l.message_id),
+                })
+                .collect();
+            print_letters(&would);
+            Err(anyhow::anyhow!(
+                "nothing dropped: add --yes to drop these {} messages for good",
+                would.len()
+            ))
+        }
+        DlqCommand::Drop {
+            selection,
+            yes: true,
+        } => {
+            let outcome = dlq::discard(&bus, &selection.selection(), selection.limit).await?;
+            report("dropped", &outcome)
+        }
+    };
+    bus.close().await;
+    result
+}
+
+fn print_letters(letters: &[guichet::dlq::DeadLetter]) {
+    println!(
+        "{:<38} {:<28} {:<26} {:>7}  reason",
+        "message id", "routing key", "first death", "bytes"
+    );
+    for l in letters {
+        println!(
+            "{:<38} {:<28} {:<26} {:>7}  {}",
+            l.message_id,
+            l.routing_key,
+            l.first_death.as_deref().unwrap_or("-"),
+            l.size,
+            l.reason
+        );
+    }
+}
+
+fn report(done: &str, outcome: &guichet::dlq::Outcome) -> anyhow::Result<()> {
+    for l in &outcome.done {
+        println!("{done} {} ({})", l.message_id, l.routing_key);
+    }
+    for (l, why) in &outcome.failed {
+        println!("kept {}: {why}", l.message_id);
+    }
+    println!(
+        "{} {done}, {} kept",
+        outcome.done.len(),
+        outcome.failed.len()
+    );
+    if outcome.failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} messages stay in the dead-letter queue",
+            outcome.failed.len()
+        )
+    }
 }

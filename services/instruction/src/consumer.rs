@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use guichet_kit::bus::{
-    DEAD_EXCHANGE, DEATH_QUEUE_HEADER, DEATH_REASON_HEADER, Delivery, INSTRUCTION_QUEUE,
-    OutgoingMessage, SharedBus,
+    DEAD_EXCHANGE, DEATH_EXCHANGE_HEADER, DEATH_QUEUE_HEADER, DEATH_REASON_HEADER,
+    DEATH_TIME_HEADER, Delivery, INSTRUCTION_QUEUE, OutgoingMessage, SharedBus,
 };
 use guichet_kit::clock::SharedClock;
 use guichet_kit::db::Database;
@@ -267,12 +267,22 @@ impl Consumer {
     /// Moves a message to the dead-letter queue with the reason in its
     /// headers, then acks it. If that publish fails the message is given back,
     /// and the broker's delivery limit dead-letters it all the same.
+    ///
+    /// This is the one place instruction dead-letters a message: a counter of
+    /// dead letters by reason belongs here, after the publish is confirmed.
     async fn dead_letter(&self, delivery: &Delivery, poison: &Poison) {
         let reason = poison.reason();
         tracing::warn!(reason = %reason, routing_key = %delivery.routing_key, "dead-lettering a message");
         let mut headers = delivery.headers.clone();
         headers.insert(DEATH_REASON_HEADER.into(), reason);
         headers.insert(DEATH_QUEUE_HEADER.into(), INSTRUCTION_QUEUE.into());
+        headers.insert(DEATH_EXCHANGE_HEADER.into(), delivery.exchange.clone());
+        headers.insert(
+            DEATH_TIME_HEADER.into(),
+            self.clock
+                .now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        );
         let message = OutgoingMessage {
             message_id: delivery
                 .message_id

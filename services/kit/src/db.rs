@@ -160,12 +160,21 @@ pub async fn postgres_pool(
         });
     }
     let _ = conn.close().await;
+    // Named after the service, so `pg_stat_activity` says who holds what.
+    let options = options
+        .application_name(&application_name(schema))
+        .options([("search_path", schema)]);
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options.options([("search_path", schema)]))
+        .connect_with(options)
         .await
         .map_err(DbError::Connect)
+}
+
+/// The `application_name` a service's connections carry: `guichet/<schema>`.
+pub fn application_name(schema: &str) -> String {
+    format!("guichet/{schema}")
 }
 
 /// A SQLite pool in WAL mode: readers never wait for the writer, and a
@@ -227,9 +236,12 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
             | sqlx::Error::Protocol(_)
     ) || matches!(err, sqlx::Error::Database(db)
         // PostgreSQL: admin_shutdown, crash_shutdown, cannot_connect_now,
-        // connection failures. SQLite: busy, locked.
+        // connection failures, too many connections, and the database not
+        // accepting connections (55000, what `ALLOW_CONNECTIONS false` answers
+        // at connect). SQLite: busy, locked.
         if matches!(db.code().as_deref(),
-            Some("57P01" | "57P02" | "57P03" | "08006" | "08003" | "08001" | "5" | "6" | "517" | "261")))
+            Some("57P01" | "57P02" | "57P03" | "08006" | "08003" | "08001" | "53300" | "55000"
+                | "5" | "6" | "517" | "261")))
 }
 
 /// Errors where the same transaction may well succeed if tried again:

@@ -52,10 +52,36 @@ pub fn flush() {
 /// over OTLP/gRPC when `GUICHET_OTLP_ENDPOINT` is set. Calling it again (tests
 /// start several services in one process) keeps the first set-up.
 pub fn init(config: &Config, service: &str) -> Telemetry {
-    init_with(config.log_format, config.otlp_endpoint.as_deref(), service)
+    install(
+        config.log_format,
+        config.otlp_endpoint.as_deref(),
+        service,
+        Output::Stdout,
+    )
 }
 
+/// The same with explicit settings (tests).
 pub fn init_with(format: LogFormat, otlp_endpoint: Option<&str>, service: &str) -> Telemetry {
+    install(format, otlp_endpoint, service, Output::Stdout)
+}
+
+/// For a command-line tool whose standard output is its answer
+/// (`guichet dlq list --json`): logs go to standard error, nothing is exported.
+pub fn init_for_tool(format: LogFormat) -> Telemetry {
+    install(format, None, "guichet", Output::Stderr)
+}
+
+enum Output {
+    Stdout,
+    Stderr,
+}
+
+fn install(
+    format: LogFormat,
+    otlp_endpoint: Option<&str>,
+    service: &str,
+    output: Output,
+) -> Telemetry {
     // lapin logs every failed reconnect at error level; the bus reports those
     // itself, once, with context. sqlx's info lines are PostgreSQL notices.
     let filter = EnvFilter::try_from_default_env()
@@ -81,12 +107,18 @@ pub fn init_with(format: LogFormat, otlp_endpoint: Option<&str>, service: &str) 
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_filter(LevelFilter::INFO);
+    let writer = match output {
+        Output::Stdout => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout),
+        Output::Stderr => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+    };
     let fmt = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
             .with_target(false)
             .with_filter(filter)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
             .fmt_fields(JsonFields::new())
             .event_format(JsonWithTrace)
             .with_filter(filter)

@@ -5,12 +5,14 @@
 //! return it as unroutable.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
+    BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{
@@ -19,12 +21,17 @@ use lapin::{
 use tokio::sync::Mutex;
 
 use super::{
-    Acker, Bus, BusError, DEAD_EXCHANGE, Delivery, DeliveryStream, EXCHANGES, OutgoingMessage,
-    PROTOBUF_CONTENT_TYPE, QUEUES,
+    Acker, BROKER_DEATH_HEADER, Bus, BusError, DEAD_EXCHANGE, Delivery, DeliveryStream, EXCHANGES,
+    OutgoingMessage, PROTOBUF_CONTENT_TYPE, QUEUES,
 };
 
 /// Longest wait for the broker's confirms of one batch before giving up on it.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest wait to connect and declare the topology. Without it a broker that
+/// accepts TCP but never answers would hold every caller waiting on the link.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the broker to acknowledge closing a connection.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn amqp(operation: &'static str) -> impl FnOnce(lapin::Error) -> BusError {
     move |source| BusError::Amqp { operation, source }
@@ -33,6 +40,9 @@ fn amqp(operation: &'static str) -> impl FnOnce(lapin::Error) -> BusError {
 struct Link {
     connection: Connection,
     publisher: Channel,
+    /// Which link this is: a failure seen on one link must not reset the
+    /// fresh one made since.
+    generation: u64,
 }
 
 pub struct AmqpBus {
@@ -40,6 +50,7 @@ pub struct AmqpBus {
     name: String,
     delivery_limit: u32,
     link: Mutex<Option<Link>>,
+    generations: AtomicU64,
 }
 
 impl AmqpBus {
@@ -51,6 +62,7 @@ impl AmqpBus {
             name: name.to_string(),
             delivery_limit,
             link: Mutex::new(None),
+            generations: AtomicU64::new(0),
         }
     }
 
@@ -78,31 +90,52 @@ impl AmqpBus {
         Ok(Link {
             connection,
             publisher,
+            generation: self.generations.fetch_add(1, Ordering::SeqCst) + 1,
         })
     }
 
-    /// The publishing channel, connecting first when needed.
-    async fn publisher(&self) -> Result<Channel, BusError> {
+    /// The publishing channel and its link's generation, connecting first
+    /// when needed.
+    async fn publisher(&self) -> Result<(Channel, u64), BusError> {
         let mut link = self.link.lock().await;
         if let Some(l) = link.as_ref()
             && l.connection.status().connected()
             && l.publisher.status().connected()
         {
-            return Ok(l.publisher.clone());
+            return Ok((l.publisher.clone(), l.generation));
         }
         if let Some(old) = link.take() {
-            let _ = old.connection.close(200, "reconnecting".into()).await;
+            close_quietly(&old.connection, "reconnecting").await;
         }
-        let fresh = self.open().await?;
-        let channel = fresh.publisher.clone();
+        let fresh = tokio::time::timeout(CONNECT_TIMEOUT, self.open())
+            .await
+            .map_err(|_| BusError::Unavailable("connecting to the broker timed out".into()))??;
+        let current = (fresh.publisher.clone(), fresh.generation);
         *link = Some(fresh);
-        Ok(channel)
+        Ok(current)
     }
 
-    /// Drops the link so the next operation reconnects.
-    async fn reset(&self) {
-        if let Some(old) = self.link.lock().await.take() {
-            let _ = old.connection.close(200, "reset after error".into()).await;
+    /// A new channel on the current link, connecting first when needed.
+    async fn channel(&self) -> Result<Channel, BusError> {
+        self.publisher().await?;
+        let link = self.link.lock().await;
+        let Some(l) = link.as_ref() else {
+            return Err(BusError::Unavailable("connection lost".into()));
+        };
+        l.connection
+            .create_channel()
+            .await
+            .map_err(amqp("create channel"))
+    }
+
+    /// Drops link `generation` so the next operation reconnects; a newer
+    /// link is left alone.
+    async fn reset(&self, generation: u64) {
+        let mut link = self.link.lock().await;
+        if link.as_ref().is_some_and(|l| l.generation == generation)
+            && let Some(old) = link.take()
+        {
+            close_quietly(&old.connection, "reset after error").await;
         }
     }
 
@@ -122,7 +155,7 @@ impl Bus for AmqpBus {
     /// Publishes every message and waits for every confirm; a returned
     /// (unroutable) message is a failure even though the broker acked it.
     async fn publish(&self, messages: &[OutgoingMessage]) -> Vec<Result<(), BusError>> {
-        let channel = match self.publisher().await {
+        let (channel, generation) = match self.publisher().await {
             Ok(c) => c,
             Err(e) => {
                 let reason = e.to_string();
@@ -177,7 +210,7 @@ impl Bus for AmqpBus {
             results.push(result);
         }
         if broken {
-            self.reset().await;
+            self.reset(generation).await;
         }
         results
     }
@@ -189,17 +222,7 @@ impl Bus for AmqpBus {
         consumer_tag: &str,
         prefetch: u16,
     ) -> Result<DeliveryStream, BusError> {
-        self.publisher().await?;
-        let channel = {
-            let link = self.link.lock().await;
-            let Some(l) = link.as_ref() else {
-                return Err(BusError::Unavailable("connection lost".into()));
-            };
-            l.connection
-                .create_channel()
-                .await
-                .map_err(amqp("create channel"))?
-        };
+        let channel = self.channel().await?;
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await
@@ -217,23 +240,14 @@ impl Bus for AmqpBus {
         Ok(consumer
             .map(move |d| {
                 let _keep = &channel;
-                d.map(delivery).map_err(amqp("receive"))
+                d.map(|d| delivery(d, None)).map_err(amqp("receive"))
             })
             .boxed())
     }
 
     /// Messages ready in `queue` (a passive declare).
     async fn queue_depth(&self, queue: &str) -> Result<u32, BusError> {
-        self.publisher().await?;
-        let link = self.link.lock().await;
-        let Some(l) = link.as_ref() else {
-            return Ok(0);
-        };
-        let channel = l
-            .connection
-            .create_channel()
-            .await
-            .map_err(amqp("create channel"))?;
+        let channel = self.channel().await?;
         let q = channel
             .queue_declare(
                 queue.into(),
@@ -249,11 +263,33 @@ impl Bus for AmqpBus {
         Ok(q.message_count())
     }
 
+    /// Gets messages one by one on a channel of their own, which they keep
+    /// open until each is settled or dropped.
+    async fn take(&self, queue: &str, max: usize) -> Result<Vec<Delivery>, BusError> {
+        let channel = self.channel().await?;
+        let mut taken = Vec::new();
+        while taken.len() < max {
+            let got = channel
+                .basic_get(queue.into(), BasicGetOptions::default())
+                .await
+                .map_err(amqp("get"))?;
+            let Some(message) = got else { break };
+            taken.push(delivery(message.delivery, Some(channel.clone())));
+        }
+        Ok(taken)
+    }
+
     async fn close(&self) {
         if let Some(old) = self.link.lock().await.take() {
-            let _ = old.connection.close(200, "shutting down".into()).await;
+            close_quietly(&old.connection, "shutting down").await;
         }
     }
+}
+
+/// Closes a connection politely, but does not wait on a broker that does not
+/// answer: callers hold the link lock meanwhile.
+async fn close_quietly(connection: &Connection, reason: &str) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, reason.into())).await;
 }
 
 fn properties(m: &OutgoingMessage) -> BasicProperties {
@@ -345,12 +381,23 @@ fn quorum_args() -> FieldTable {
     args
 }
 
-fn delivery(d: lapin::message::Delivery) -> Delivery {
+/// Settles one AMQP delivery. A delivery taken outside a consumer (`take`)
+/// also keeps its channel open: closing it would give the message back.
+pub(super) struct AmqpAcker {
+    acker: lapin::Acker,
+    taken_on: Option<Channel>,
+}
+
+fn delivery(d: lapin::message::Delivery, channel: Option<Channel>) -> Delivery {
     let mut headers = BTreeMap::new();
     let mut delivery_count = 0;
     if let Some(table) = d.properties.headers() {
         for (k, v) in table {
             match v {
+                // The broker's dead-lettering history, kept readable.
+                AMQPValue::FieldArray(_) if k.as_str() == BROKER_DEATH_HEADER => {
+                    headers.insert(k.to_string(), json(v).to_string());
+                }
                 AMQPValue::LongString(s) => {
                     headers.insert(
                         k.to_string(),
@@ -373,30 +420,83 @@ fn delivery(d: lapin::message::Delivery) -> Delivery {
     }
     Delivery {
         message_id: d.properties.message_id().as_ref().map(|s| s.to_string()),
+        exchange: d.exchange.to_string(),
         routing_key: d.routing_key.to_string(),
         headers,
         redelivered: d.redelivered,
         delivery_count,
         body: d.data,
-        acker: Acker::Amqp(d.acker),
+        acker: Acker::Amqp(AmqpAcker {
+            acker: d.acker,
+            taken_on: channel,
+        }),
     }
 }
 
-pub(super) async fn ack(acker: &lapin::Acker) -> Result<(), BusError> {
-    acker
-        .ack(BasicAckOptions::default())
-        .await
-        .map(|_| ())
-        .map_err(amqp("ack"))
+/// An AMQP header value as plain JSON: text, numbers, times (RFC 3339),
+/// arrays and tables.
+fn json(value: &AMQPValue) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        AMQPValue::LongString(s) => Value::from(String::from_utf8_lossy(s.as_bytes())),
+        AMQPValue::ShortString(s) => Value::from(s.to_string()),
+        AMQPValue::Boolean(b) => Value::from(*b),
+        AMQPValue::ShortShortInt(n) => Value::from(*n),
+        AMQPValue::ShortShortUInt(n) => Value::from(*n),
+        AMQPValue::ShortInt(n) => Value::from(*n),
+        AMQPValue::ShortUInt(n) => Value::from(*n),
+        AMQPValue::LongInt(n) => Value::from(*n),
+        AMQPValue::LongUInt(n) => Value::from(*n),
+        AMQPValue::LongLongInt(n) => Value::from(*n),
+        AMQPValue::Timestamp(t) => i64::try_from(*t)
+            .ok()
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .map(|t| Value::from(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+            .unwrap_or(Value::Null),
+        AMQPValue::FieldArray(a) => Value::Array(a.as_slice().iter().map(json).collect()),
+        AMQPValue::FieldTable(t) => Value::Object(
+            t.into_iter()
+                .map(|(k, v)| (k.to_string(), json(v)))
+                .collect(),
+        ),
+        _ => Value::Null,
+    }
 }
 
-pub(super) async fn retry_later(acker: &lapin::Acker) -> Result<(), BusError> {
+pub(super) async fn ack(acker: &AmqpAcker) -> Result<(), BusError> {
     acker
+        .acker
+        .ack(BasicAckOptions::default())
+        .await
+        .map_err(amqp("ack"))?;
+    settled(acker).await
+}
+
+pub(super) async fn retry_later(acker: &AmqpAcker) -> Result<(), BusError> {
+    acker
+        .acker
         .nack(BasicNackOptions {
             requeue: true,
             ..Default::default()
         })
         .await
-        .map(|_| ())
-        .map_err(amqp("nack"))
+        .map_err(amqp("nack"))?;
+    settled(acker).await
+}
+
+/// An ack has no answer in AMQP: it is sent, not confirmed, and a tool that
+/// exits right after could lose it with its connection (seen: `guichet dlq
+/// drop` said "dropped" and the message was still there). For a delivery
+/// taken outside a consumer, one synchronous method on the same channel
+/// (the broker handles a channel's methods in order) proves the broker has
+/// processed the ack. Consumers do not need it: a lost ack only means a
+/// redelivery, which the inbox absorbs.
+async fn settled(acker: &AmqpAcker) -> Result<(), BusError> {
+    if let Some(channel) = &acker.taken_on {
+        channel
+            .basic_qos(1, BasicQosOptions::default())
+            .await
+            .map_err(amqp("settle"))?;
+    }
+    Ok(())
 }

@@ -15,8 +15,9 @@ use sqlx::SqlitePool;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::{
-    Acker, Bus, BusError, DEAD_EXCHANGE, DEATH_QUEUE_HEADER, DEATH_REASON_HEADER, Delivery,
-    DeliveryStream, OutgoingMessage, QUEUES, route,
+    Acker, Bus, BusError, DEAD_EXCHANGE, DEATH_EXCHANGE_HEADER, DEATH_QUEUE_HEADER,
+    DEATH_REASON_HEADER, DEATH_TIME_HEADER, Delivery, DeliveryStream, OutgoingMessage, QUEUES,
+    route,
 };
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/local_bus");
@@ -39,7 +40,8 @@ pub struct LocalBus {
     inner: Arc<Inner>,
 }
 
-type Row = (i64, String, String, String, Vec<u8>, i64);
+/// seq, message id, exchange, routing key, headers (JSON), body, deliveries.
+type Row = (i64, String, String, String, String, Vec<u8>, i64);
 
 impl LocalBus {
     /// Opens (or creates) the bus file. Only one process may use it at a time.
@@ -134,6 +136,46 @@ impl Bus for LocalBus {
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
+    /// Leases up to `max` ready messages, oldest first; a delivery dropped
+    /// unsettled gives its lease back.
+    async fn take(&self, queue: &str, max: usize) -> Result<Vec<Delivery>, BusError> {
+        let rows: Vec<Row> = sqlx::query_as(
+            "UPDATE bus_messages SET leased = 1, delivery_count = delivery_count + 1 \
+             WHERE seq IN (SELECT seq FROM bus_messages WHERE queue = ? AND leased = 0 \
+                           ORDER BY seq LIMIT ?) \
+             RETURNING seq, message_id, exchange, routing_key, headers, body, delivery_count",
+        )
+        .bind(queue)
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(local("take"))?;
+        let mut rows = rows;
+        rows.sort_by_key(|r| r.0);
+        let taken: Vec<Delivery> = rows
+            .into_iter()
+            .map(
+                |(seq, message_id, exchange, routing_key, headers, body, count)| Delivery {
+                    message_id: Some(message_id),
+                    exchange,
+                    routing_key,
+                    headers: serde_json::from_str(&headers).unwrap_or_default(),
+                    body,
+                    redelivered: count > 1,
+                    delivery_count: u32::try_from(count - 1).unwrap_or(0),
+                    acker: Acker::Local(LocalAcker {
+                        inner: self.inner.clone(),
+                        seq,
+                        queue: queue.to_string(),
+                        settled: AtomicBool::new(false),
+                        room: std::sync::Mutex::new(None),
+                    }),
+                },
+            )
+            .collect();
+        Ok(taken)
+    }
+
     async fn ensure_ready(&self) -> Result<(), BusError> {
         Ok(())
     }
@@ -193,7 +235,7 @@ async fn feed(
             "UPDATE bus_messages SET leased = 1, delivery_count = delivery_count + 1 \
              WHERE seq IN (SELECT seq FROM bus_messages WHERE queue = ? AND leased = 0 \
                            ORDER BY seq LIMIT ?) \
-             RETURNING seq, message_id, routing_key, headers, body, delivery_count",
+             RETURNING seq, message_id, exchange, routing_key, headers, body, delivery_count",
         )
         .bind(&queue)
         .bind(permits.len() as i64)
@@ -226,20 +268,23 @@ async fn feed(
             .into_iter()
             .zip(permits.drain(..))
             .map(
-                |((seq, message_id, routing_key, headers, body, count), permit)| Delivery {
-                    message_id: Some(message_id),
-                    routing_key,
-                    headers: serde_json::from_str(&headers).unwrap_or_default(),
-                    body,
-                    redelivered: count > 1,
-                    delivery_count: u32::try_from(count - 1).unwrap_or(0),
-                    acker: Acker::Local(LocalAcker {
-                        inner: inner.clone(),
-                        seq,
-                        queue: queue.clone(),
-                        settled: AtomicBool::new(false),
-                        room: std::sync::Mutex::new(Some(permit)),
-                    }),
+                |((seq, message_id, exchange, routing_key, headers, body, count), permit)| {
+                    Delivery {
+                        message_id: Some(message_id),
+                        exchange,
+                        routing_key,
+                        headers: serde_json::from_str(&headers).unwrap_or_default(),
+                        body,
+                        redelivered: count > 1,
+                        delivery_count: u32::try_from(count - 1).unwrap_or(0),
+                        acker: Acker::Local(LocalAcker {
+                            inner: inner.clone(),
+                            seq,
+                            queue: queue.clone(),
+                            settled: AtomicBool::new(false),
+                            room: std::sync::Mutex::new(Some(permit)),
+                        }),
+                    }
                 },
             )
             .collect();
@@ -307,6 +352,11 @@ impl LocalAcker {
                 .entry(DEATH_REASON_HEADER.into())
                 .or_insert_with(|| format!("delivery limit reached ({count} deliveries)"));
             headers.insert(DEATH_QUEUE_HEADER.into(), self.queue.clone());
+            headers.insert(DEATH_EXCHANGE_HEADER.into(), exchange.clone());
+            headers.insert(
+                DEATH_TIME_HEADER.into(),
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            );
             let dead = OutgoingMessage {
                 message_id,
                 exchange,

@@ -38,6 +38,18 @@ pub const NOTIFIER_QUEUE: &str = "notifier.case-events";
 pub const DEATH_REASON_HEADER: &str = "x-guichet-death-reason";
 /// Header naming the queue a dead-lettered message came from.
 pub const DEATH_QUEUE_HEADER: &str = "x-guichet-death-queue";
+/// Header naming the exchange a dead-lettered message was first published to,
+/// where a replay sends it back.
+pub const DEATH_EXCHANGE_HEADER: &str = "x-guichet-death-exchange";
+/// Header with the time (RFC 3339) a message was dead-lettered.
+pub const DEATH_TIME_HEADER: &str = "x-guichet-death-time";
+/// RabbitMQ's own dead-lettering history (every death: queue, reason,
+/// count, time), as JSON text in `Delivery::headers`.
+pub const BROKER_DEATH_HEADER: &str = "x-death";
+/// RabbitMQ's reason for the first death (`delivery_limit`, `rejected`, ...).
+pub const BROKER_FIRST_DEATH_REASON: &str = "x-first-death-reason";
+/// RabbitMQ's record of the exchange the message was first published to.
+pub const BROKER_FIRST_DEATH_EXCHANGE: &str = "x-first-death-exchange";
 
 pub const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
 
@@ -185,6 +197,11 @@ pub trait Bus: Send + Sync + 'static {
     /// Messages waiting in `queue` (not counting those being delivered).
     async fn queue_depth(&self, queue: &str) -> Result<u32, BusError>;
 
+    /// Takes up to `max` messages waiting in `queue`, without a consumer, for
+    /// an operator's tool (`guichet dlq`) to look at and settle one by one:
+    /// `ack` removes a message; dropping a delivery gives it back.
+    async fn take(&self, queue: &str, max: usize) -> Result<Vec<Delivery>, BusError>;
+
     /// Connects (if needed) and declares the topology.
     async fn ensure_ready(&self) -> Result<(), BusError>;
 
@@ -196,6 +213,8 @@ pub type SharedBus = Arc<dyn Bus>;
 /// One message received, to be acknowledged once its effects are committed.
 pub struct Delivery {
     pub message_id: Option<String>,
+    /// The exchange the message was published to.
+    pub exchange: String,
     pub routing_key: String,
     pub headers: BTreeMap<String, String>,
     pub body: Vec<u8>,
@@ -206,7 +225,7 @@ pub struct Delivery {
 }
 
 enum Acker {
-    Amqp(lapin::Acker),
+    Amqp(amqp::AmqpAcker),
     Local(local::LocalAcker),
 }
 

@@ -43,7 +43,6 @@ pub async fn consume_batches<F, Fut>(
             }
         };
         tracing::info!(queue, "consuming");
-        backoff = MIN_BACKOFF;
         let mut stream = stream;
         loop {
             let first = tokio::select! {
@@ -57,7 +56,13 @@ pub async fn consume_batches<F, Fut>(
             let mut batch = Vec::with_capacity(max_batch);
             let mut failed = false;
             match first {
-                Ok(d) => batch.push(d),
+                Ok(d) => {
+                    // Only a delivery proves the link works: a consume that
+                    // succeeds on a connection about to drop must not reset
+                    // the backoff, or a flapping broker is hammered.
+                    backoff = MIN_BACKOFF;
+                    batch.push(d);
+                }
                 Err(e) => {
                     tracing::warn!(queue, error = %crate::error::error_chain(&e), "consumer failed, reconnecting");
                     failed = true;
@@ -86,5 +91,6 @@ pub async fn consume_batches<F, Fut>(
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.cancelled() => return,
         }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
