@@ -30,6 +30,9 @@ enum Command {
         #[arg(value_enum)]
         service: Service,
     },
+    /// End-to-end throughput and latency of the mesh on RabbitMQ and
+    /// PostgreSQL, beside the bare pipeline measured in the same run.
+    Bench(guichet::bench::BenchArgs),
     /// Replay a synthetic year of filings through the real rules: days to
     /// decision and gap days per channel, Guichet beside the manual baseline.
     Simulate(guichet::simulate::SimulateArgs),
@@ -65,7 +68,20 @@ async fn main() -> anyhow::Result<()> {
         },
         _ => "guichet",
     };
-    let _telemetry = telemetry::init(&cli.config, service_name);
+    // The bench prints its figures on stdout (JSON with --json): its own
+    // logs go to stderr, warnings only unless RUST_LOG says otherwise.
+    let _telemetry = match &cli.command {
+        Command::Bench(_) => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,lapin=off,sqlx=error".into());
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_env_filter(filter)
+                .init();
+            None
+        }
+        _ => Some(telemetry::init(&cli.config, service_name)),
+    };
     let shutdown = Shutdown::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let config = cli.config;
@@ -95,6 +111,15 @@ async fn main() -> anyhow::Result<()> {
                 "  file a dossier:  curl -s -X POST {url}/api/v1/dossiers -H 'content-type: application/json' --data @examples/filings/renewal-employee.json"
             );
             mesh.tasks
+        }
+        Command::Bench(args) => {
+            let report = guichet::bench::run(&args).await.context("benchmarking")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}", report.table());
+            }
+            return Ok(());
         }
         Command::Simulate(args) => {
             println!("{}", guichet::simulate::run(&args).context("simulating")?);
