@@ -3,6 +3,7 @@
 //! are meant to reuse it as it is.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Utc};
 use guichet_dossier::{Dossier, Filing, Reference, SCHEMA_VERSION};
@@ -14,6 +15,8 @@ use guichet_proto::convert;
 use guichet_proto::v1 as pb;
 use prost::Message;
 use rand::Rng;
+
+use crate::group_commit;
 
 /// How many fresh references to try when one is already taken.
 const REFERENCE_ATTEMPTS: usize = 8;
@@ -52,7 +55,7 @@ macro_rules! insert_filing {
             if db::is_unique_violation(&e) {
                 Recorded::ReferenceTaken
             } else {
-                Recorded::Failed(e)
+                Recorded::Failed(Arc::new(e))
             }
         })
     }};
@@ -62,6 +65,9 @@ macro_rules! insert_filing {
 pub struct Ledger {
     db: Database,
     clock: SharedClock,
+    /// PostgreSQL: the group-commit writer (see `group_commit`). SQLite has
+    /// one writer anyway and commits locally, one filing per transaction.
+    writer: Option<tokio::sync::mpsc::Sender<group_commit::Pending>>,
 }
 
 /// One row of `filings`, as both backends store it.
@@ -73,8 +79,14 @@ struct FilingRow<'a> {
 }
 
 impl Ledger {
+    /// On PostgreSQL this starts the group-commit writer: call it within
+    /// the runtime.
     pub fn new(db: Database, clock: SharedClock) -> Self {
-        Self { db, clock }
+        let writer = match &db {
+            Database::Postgres(pool) => Some(group_commit::spawn(pool.clone())),
+            Database::Sqlite(_) => None,
+        };
+        Self { db, clock, writer }
     }
 
     /// Records `filing` once. The same idempotency key with the same filing
@@ -163,14 +175,32 @@ impl Ledger {
             trace_id,
         };
         let inserted = match &self.db {
-            Database::Postgres(pool) => {
-                let mut tx = pool.begin().await.map_err(Recorded::from)?;
-                let inserted = insert_filing!(&mut *tx, &row)?;
-                if inserted {
-                    outbox::enqueue_postgres(&mut tx, &message).await?;
-                    tx.commit().await?;
-                }
+            Database::Postgres(_) => {
+                let Some(writer) = &self.writer else {
+                    return Err(Recorded::from(sqlx::Error::PoolClosed));
+                };
+                let (answer, inserted) = tokio::sync::oneshot::channel();
+                let pending = group_commit::Pending {
+                    idempotency_key: dossier.filing.idempotency_key.clone(),
+                    fingerprint: fingerprint.to_string(),
+                    reference: dossier.reference.to_string(),
+                    legal_filing_date: dossier.legal_filing_date,
+                    filed_at: dossier.filed_at,
+                    receipt: row.receipt,
+                    trace_id: trace_id.to_string(),
+                    message,
+                    answer,
+                };
+                // A writer that is gone (shutting down) is an unavailable
+                // database for the person: try again shortly.
+                writer
+                    .send(pending)
+                    .await
+                    .map_err(|_| Recorded::from(sqlx::Error::PoolClosed))?;
                 inserted
+                    .await
+                    .map_err(|_| Recorded::from(sqlx::Error::PoolClosed))?
+                    .map_err(Recorded::Failed)?
             }
             Database::Sqlite(pool) => {
                 let mut tx = pool.begin().await.map_err(Recorded::from)?;
@@ -193,12 +223,13 @@ impl Ledger {
 enum Recorded {
     KeyTaken,
     ReferenceTaken,
-    Failed(sqlx::Error),
+    /// Shared: one failed group commit answers every filing in it.
+    Failed(Arc<sqlx::Error>),
 }
 
 impl From<sqlx::Error> for Recorded {
     fn from(e: sqlx::Error) -> Self {
-        Recorded::Failed(e)
+        Recorded::Failed(Arc::new(e))
     }
 }
 

@@ -3,6 +3,7 @@
 //! outbox, all in one transaction. The gateway calls it over gRPC.
 #![forbid(unsafe_code)]
 
+mod group_commit;
 pub mod ledger;
 pub mod server;
 
