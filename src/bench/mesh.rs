@@ -95,7 +95,11 @@ impl Mesh {
             services,
             logs,
         };
-        mesh.wait_ready(Duration::from_secs(60)).await?;
+        // A mesh that never got ready is stopped, not left running.
+        if let Err(e) = mesh.wait_ready(Duration::from_secs(60)).await {
+            mesh.stop();
+            return Err(e);
+        }
         Ok(mesh)
     }
 

@@ -119,7 +119,7 @@ impl Report {
         let _ = writeln!(w);
         let _ = writeln!(
             w,
-            "end to end (max rate)   {:>9.0} filings/s",
+            "end to end              {:>9.0} filings/s (maximum-rate phase, else the first)",
             self.filings_per_s
         );
         let runs: Vec<String> = self
