@@ -218,7 +218,7 @@ async fn run_phases(
             "maximum rate".into()
         };
         progress(&format!("phase {}: {filings} filings at {offered}", k + 1));
-        let prepared = load::prepare(&format!("{}-p{k}", scratch.name), &routes, today)?;
+        let prepared = load::prepare(&scratch.name, &routes, k * filings, today)?;
         let before = Sample::take(scratch, mesh).await;
         let driven = load::drive(&targets, prepared, rate, args.concurrency as usize).await;
         let references: Vec<String> = driven

@@ -39,7 +39,7 @@ pub enum Prepared {
         idempotency_key: String,
         body: Vec<u8>,
     },
-    Grpc(pb::SubmitFilingRequest),
+    Grpc(Box<pb::SubmitFilingRequest>),
 }
 
 /// The `i`-th filing of a run named `run`: an example with its own
@@ -80,25 +80,29 @@ fn parse(json: serde_json::Value, today: chrono::NaiveDate) -> anyhow::Result<Fi
         .map_err(|v| anyhow::anyhow!("an example filing is refused: {v}"))
 }
 
-/// The filings of one phase, each for the route the mix gives it.
+/// The filings of one phase, each for the route the mix gives it. `first`
+/// numbers the applicants: phases take distinct ranges, so a later phase
+/// never files again for an earlier phase's applicants (which instruction
+/// would rightly link as second filings of the same request).
 pub fn prepare(
     run: &str,
     routes: &[Route],
+    first: usize,
     today: chrono::NaiveDate,
 ) -> anyhow::Result<Vec<Prepared>> {
     routes
         .iter()
         .enumerate()
         .map(|(i, route)| {
-            let json = filing_json(run, i);
+            let json = filing_json(run, first + i);
             Ok(match route {
                 Route::Web => Prepared::Web {
-                    idempotency_key: format!("{run}-{i}"),
+                    idempotency_key: format!("{run}-{}", first + i),
                     body: serde_json::to_vec(&json)?,
                 },
-                Route::Grpc => Prepared::Grpc(pb::SubmitFilingRequest {
+                Route::Grpc => Prepared::Grpc(Box::new(pb::SubmitFilingRequest {
                     filing: Some(convert::filing_to_pb(&parse(json, today)?)),
-                }),
+                })),
             })
         })
         .collect()
@@ -158,7 +162,7 @@ impl Targets {
             Prepared::Grpc(request) => {
                 let mut client = self.intake.clone();
                 let answer = client
-                    .submit_filing(request)
+                    .submit_filing(*request)
                     .await
                     .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
                     .and_then(|r| {
