@@ -2,6 +2,7 @@
 //! (`guichet serve <service>`): the same library code either way.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod dlq;
 pub mod simulate;
 

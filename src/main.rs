@@ -30,6 +30,9 @@ enum Command {
         #[arg(value_enum)]
         service: Service,
     },
+    /// End-to-end throughput and latency of the mesh on RabbitMQ and
+    /// PostgreSQL, beside the bare pipeline measured in the same run.
+    Bench(guichet::bench::BenchArgs),
     /// Replay a synthetic year of filings through the real rules: days to
     /// decision and gap days per channel, Guichet beside the manual baseline.
     Simulate(guichet::simulate::SimulateArgs),
@@ -128,8 +131,9 @@ async fn main() -> anyhow::Result<()> {
         _ => "guichet",
     };
     let _telemetry = match cli.command {
-        // Its standard output is the answer (a table, or JSON).
-        Command::Dlq { .. } => telemetry::init_for_tool(cli.config.log_format),
+        // Their standard output is the answer (a table, or JSON): logs go to
+        // standard error, warnings only unless RUST_LOG says otherwise.
+        Command::Dlq { .. } | Command::Bench(_) => telemetry::init_for_tool(cli.config.log_format),
         _ => telemetry::init(&cli.config, service_name),
     };
     let shutdown = Shutdown::new();
@@ -161,6 +165,15 @@ async fn main() -> anyhow::Result<()> {
                 "  file a dossier:  curl -s -X POST {url}/api/v1/dossiers -H 'content-type: application/json' --data @examples/filings/renewal-employee.json"
             );
             mesh.tasks
+        }
+        Command::Bench(args) => {
+            let report = guichet::bench::run(&args).await.context("benchmarking")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}", report.table());
+            }
+            return Ok(());
         }
         Command::Simulate(args) => {
             println!("{}", guichet::simulate::run(&args).context("simulating")?);

@@ -10,9 +10,10 @@ use guichet_dossier::lifecycle::{self, ImpossibleStep};
 use guichet_dossier::rights::{self, Attestation, Cover};
 use guichet_dossier::urgency::URGENCY_HORIZONS;
 use guichet_dossier::{CaseState, DocumentKind, Dossier, Step, UrgencyClass, requirements};
+use guichet_kit::bus::OutgoingMessage;
 use guichet_kit::db::Database;
 use guichet_kit::inbox::Claim;
-use guichet_kit::outbox::Enqueue;
+use guichet_kit::outbox::{self, Enqueue};
 use guichet_kit::{in_tx, on_db};
 use guichet_proto::{convert, v1 as pb};
 use prost::Message;
@@ -25,26 +26,17 @@ const OPEN: &str = "state NOT IN ('favourable', 'unfavourable', 'closed')";
 /// After the dossiers are in: their first events, the case events for the
 /// person's channel, and the link of a second filing of the same request to
 /// the first (one place in the queue, at the earlier legal filing date).
+/// SQLite, row by row (one writer, no round trips to save); PostgreSQL has
+/// `after_insert_postgres`, which does the same in a few array statements.
 macro_rules! after_insert {
     ($conn:expr, $fresh:expr, $inserted:expr, $now:expr, $today:expr) => {{
         let conn = $conn;
         let mut new: Vec<String> = Vec::new();
-        let mut pending: HashSet<String> = $inserted.clone();
-        // Each inserted reference once, even if two messages carried it.
-        for i in $fresh.iter().filter(|i| pending.remove(i.dossier.reference.as_str())) {
+        for (i, arrival) in first_arrivals($fresh, $inserted, $today) {
             new.push(i.dossier.reference.as_str().to_string());
             let d = &i.dossier;
             let reference = d.reference.as_str();
-            let arrival = cases::on_arrival(d, $today);
-            let found = if arrival.state == CaseState::Complete {
-                Step::FoundComplete
-            } else {
-                Step::FoundIncomplete
-            };
-            for (kind, reason) in [
-                ("filed", String::new()),
-                (found.as_str(), join_kinds(&arrival.missing)),
-            ] {
+            for (kind, reason) in arrival_events(&arrival) {
                 sqlx::query(
                     "INSERT INTO dossier_events (reference, kind, actor, at, reason, trace_id, message_id) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -59,65 +51,188 @@ macro_rules! after_insert {
                 .execute(&mut *conn)
                 .await?;
             }
-            let wire = convert::dossier_to_pb(d);
-            conn.enqueue(&cases::event_message(EventFacts {
-                reference,
-                kind: found.as_str(),
-                dossier: &wire,
-                state: arrival.state,
-                at: $now,
-                reason: "",
-                attestation: None,
-                missing: &arrival.missing,
-                documents_deadline: None,
-            }))
-            .await?;
-            // The first filing of the request is the one filed first; looking
-            // only at earlier ones makes the choice the same whatever the
-            // order dossiers arrive in, or are batched in.
-            let first: Option<(String, Option<NaiveDate>)> = sqlx::query_as(&format!(
-                "SELECT reference, queue_date FROM dossiers WHERE person_key = $1 AND procedure = $2 \
-                 AND reference <> $3 AND linked_to IS NULL AND {OPEN} \
-                 AND (filed_at < $4 OR (filed_at = $4 AND reference < $3)) \
-                 ORDER BY filed_at, reference LIMIT 1"
-            ))
-            .bind(d.filing.applicant.person_key())
-            .bind(d.filing.procedure.as_str())
-            .bind(reference)
-            .bind(d.filed_at)
-            .fetch_optional(&mut *conn)
-            .await?;
-            if let Some((primary, queue_date)) = first {
-                let earliest = queue_date.map_or(d.legal_filing_date, |q| q.min(d.legal_filing_date));
-                sqlx::query("UPDATE dossiers SET linked_to = $2, updated_at = $3 WHERE reference = $1")
-                    .bind(reference)
-                    .bind(&primary)
-                    .bind($now)
-                    .execute(&mut *conn)
-                    .await?;
-                sqlx::query("UPDATE dossiers SET queue_date = $2, updated_at = $3 WHERE reference = $1")
-                    .bind(&primary)
-                    .bind(earliest)
-                    .bind($now)
-                    .execute(&mut *conn)
-                    .await?;
-                for (r, other) in [(reference, primary.as_str()), (primary.as_str(), reference)] {
-                    sqlx::query(
-                        "INSERT INTO dossier_events (reference, kind, actor, at, reason, trace_id) \
-                         VALUES ($1, 'linked', 'system', $2, $3, $4)",
-                    )
-                    .bind(r)
-                    .bind($now)
-                    .bind(format!("same request as {other}; an agent confirms"))
-                    .bind(&i.trace_id)
-                    .execute(&mut *conn)
-                    .await?;
-                }
-            }
+            conn.enqueue(&arrival_message(d, &arrival, $now)).await?;
+            link_to_first!(&mut *conn, i, $now);
         }
         new
     }};
 }
+
+/// Links the dossier `$i` to the first open filing of the same request by
+/// the same person, if there is one. The first is the one filed first;
+/// looking only at earlier ones makes the choice the same whatever the order
+/// dossiers arrive in, or are batched in.
+macro_rules! link_to_first {
+    ($conn:expr, $i:expr, $now:expr) => {{
+        let conn = $conn;
+        let i: &Incoming = $i;
+        let d = &i.dossier;
+        let reference = d.reference.as_str();
+        let first: Option<(String, Option<NaiveDate>)> = sqlx::query_as(&format!(
+            "SELECT reference, queue_date FROM dossiers WHERE person_key = $1 AND procedure = $2 \
+             AND reference <> $3 AND linked_to IS NULL AND {OPEN} \
+             AND (filed_at < $4 OR (filed_at = $4 AND reference < $3)) \
+             ORDER BY filed_at, reference LIMIT 1"
+        ))
+        .bind(d.filing.applicant.person_key())
+        .bind(d.filing.procedure.as_str())
+        .bind(reference)
+        .bind(d.filed_at)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some((primary, queue_date)) = first {
+            let earliest = queue_date.map_or(d.legal_filing_date, |q| q.min(d.legal_filing_date));
+            sqlx::query("UPDATE dossiers SET linked_to = $2, updated_at = $3 WHERE reference = $1")
+                .bind(reference)
+                .bind(&primary)
+                .bind($now)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(
+                "UPDATE dossiers SET queue_date = $2, updated_at = $3 WHERE reference = $1",
+            )
+            .bind(&primary)
+            .bind(earliest)
+            .bind($now)
+            .execute(&mut *conn)
+            .await?;
+            for (r, other) in [(reference, primary.as_str()), (primary.as_str(), reference)] {
+                sqlx::query(
+                    "INSERT INTO dossier_events (reference, kind, actor, at, reason, trace_id) \
+                     VALUES ($1, 'linked', 'system', $2, $3, $4)",
+                )
+                .bind(r)
+                .bind($now)
+                .bind(format!("same request as {other}; an agent confirms"))
+                .bind(&i.trace_id)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+    }};
+}
+
+/// The dossiers of a batch recorded for the first time, each once even if
+/// two messages carried it, with their state on arrival.
+fn first_arrivals<'a>(
+    fresh: &[&'a Incoming],
+    inserted: &HashSet<String>,
+    today: NaiveDate,
+) -> Vec<(&'a Incoming, cases::Arrival)> {
+    let mut pending = inserted.clone();
+    fresh
+        .iter()
+        .filter(|i| pending.remove(i.dossier.reference.as_str()))
+        .map(|i| (*i, cases::on_arrival(&i.dossier, today)))
+        .collect()
+}
+
+/// A new dossier's first two events: filed, then found complete or not.
+fn arrival_events(arrival: &cases::Arrival) -> [(&'static str, String); 2] {
+    let found = if arrival.state == CaseState::Complete {
+        Step::FoundComplete
+    } else {
+        Step::FoundIncomplete
+    };
+    [
+        ("filed", String::new()),
+        (found.as_str(), join_kinds(&arrival.missing)),
+    ]
+}
+
+/// The case event telling the person's channel how their dossier was found.
+fn arrival_message(d: &Dossier, arrival: &cases::Arrival, now: DateTime<Utc>) -> OutgoingMessage {
+    let [_, (kind, _)] = arrival_events(arrival);
+    cases::event_message(EventFacts {
+        reference: d.reference.as_str(),
+        kind,
+        dossier: &convert::dossier_to_pb(d),
+        state: arrival.state,
+        at: now,
+        reason: "",
+        attestation: None,
+        missing: &arrival.missing,
+        documents_deadline: None,
+    })
+}
+
+/// PostgreSQL: what `after_insert!` does, with the events and the case
+/// messages of the whole batch in one statement each, and the search for a
+/// first filing in one statement too. That search only narrows the per-
+/// dossier linking down to the dossiers that have a candidate at all: no
+/// candidate before linking means none after (linking only takes dossiers
+/// out of the candidates), so the outcome is the row-by-row one.
+async fn after_insert_postgres(
+    conn: &mut sqlx::PgConnection,
+    fresh: &[&Incoming],
+    inserted: &HashSet<String>,
+    now: DateTime<Utc>,
+    today: NaiveDate,
+) -> Result<Vec<String>, sqlx::Error> {
+    let arrivals = first_arrivals(fresh, inserted, today);
+    if arrivals.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut events: [Vec<String>; 6] = Default::default();
+    let mut messages = Vec::with_capacity(arrivals.len());
+    for (i, arrival) in &arrivals {
+        let d = &i.dossier;
+        for (kind, reason) in arrival_events(arrival) {
+            events[0].push(d.reference.to_string());
+            events[1].push(kind.to_string());
+            events[2].push(actor_of(d));
+            events[3].push(reason);
+            events[4].push(i.trace_id.clone());
+            events[5].push(i.message_id.clone());
+        }
+        messages.push(arrival_message(d, arrival, now));
+    }
+    sqlx::query(
+        "INSERT INTO dossier_events (reference, kind, actor, at, reason, trace_id, message_id) \
+         SELECT r, k, a, $7, re, t, m FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+         $5::text[], $6::text[]) AS u(r, k, a, re, t, m)",
+    )
+    .bind(&events[0])
+    .bind(&events[1])
+    .bind(&events[2])
+    .bind(&events[3])
+    .bind(&events[4])
+    .bind(&events[5])
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    outbox::enqueue_all_postgres(&mut *conn, &messages).await?;
+
+    let (mut refs, mut keys, mut procedures, mut filed) = (vec![], vec![], vec![], vec![]);
+    for (i, _) in &arrivals {
+        let d = &i.dossier;
+        refs.push(d.reference.to_string());
+        keys.push(d.filing.applicant.person_key());
+        procedures.push(d.filing.procedure.as_str().to_string());
+        filed.push(d.filed_at);
+    }
+    let with_candidate: HashSet<String> = sqlx::query_scalar(&format!(
+        "SELECT u.r FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS u(r, pk, p, fa) \
+         WHERE EXISTS (SELECT 1 FROM dossiers WHERE person_key = u.pk AND procedure = u.p \
+         AND reference <> u.r AND linked_to IS NULL AND {OPEN} \
+         AND (filed_at < u.fa OR (filed_at = u.fa AND reference < u.r)))"
+    ))
+    .bind(&refs)
+    .bind(&keys)
+    .bind(&procedures)
+    .bind(&filed)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+    for (i, _) in &arrivals {
+        if with_candidate.contains(i.dossier.reference.as_str()) {
+            link_to_first!(&mut *conn, *i, now);
+        }
+    }
+    Ok(refs)
+}
+
 /// Issues the attestation due for `row` in state `state`, if any, in the
 /// transaction `conn`; updates the cover. Evaluates to whether one was issued.
 macro_rules! issue_due {
@@ -428,7 +543,7 @@ impl Store {
                 let mut tx = pool.begin().await?;
                 let fresh = claim_fresh(&mut *tx, batch).await?;
                 let inserted = insert_postgres(&mut tx, &fresh, now, today).await?;
-                let new = after_insert!(&mut *tx, &fresh, &inserted, now, today);
+                let new = after_insert_postgres(&mut tx, &fresh, &inserted, now, today).await?;
                 tx.commit().await?;
                 Ok(new)
             }

@@ -2,6 +2,8 @@
 //! local transaction. Nothing here is specific to the web: the other channels
 //! are meant to reuse it as it is.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Datelike, Utc};
 use guichet_dossier::{Dossier, Filing, Reference, SCHEMA_VERSION};
 use guichet_kit::bus::{DOSSIERS_EXCHANGE, OutgoingMessage};
@@ -12,6 +14,8 @@ use guichet_proto::convert;
 use guichet_proto::v1 as pb;
 use prost::Message;
 use rand::Rng;
+
+use crate::group_commit;
 
 /// How many fresh references to try when one is already taken.
 const REFERENCE_ATTEMPTS: usize = 8;
@@ -50,7 +54,7 @@ macro_rules! insert_filing {
             if db::is_unique_violation(&e) {
                 Recorded::ReferenceTaken
             } else {
-                Recorded::Failed(e)
+                Recorded::Failed(Arc::new(e))
             }
         })
     }};
@@ -60,6 +64,9 @@ macro_rules! insert_filing {
 pub struct Ledger {
     db: Database,
     clock: SharedClock,
+    /// PostgreSQL: the group-commit writer (see `group_commit`). SQLite has
+    /// one writer anyway and commits locally, one filing per transaction.
+    writer: Option<tokio::sync::mpsc::Sender<group_commit::Pending>>,
 }
 
 /// One row of `filings`, as both backends store it.
@@ -71,17 +78,23 @@ struct FilingRow<'a> {
 }
 
 impl Ledger {
+    /// On PostgreSQL this starts the group-commit writer: call it within
+    /// the runtime.
     pub fn new(db: Database, clock: SharedClock) -> Self {
-        Self { db, clock }
+        let writer = match &db {
+            Database::Postgres(pool) => Some(group_commit::spawn(pool.clone())),
+            Database::Sqlite(_) => None,
+        };
+        Self { db, clock, writer }
     }
 
     /// Records `filing` once. The same idempotency key with the same filing
     /// answers the saved receipt; with a different filing it is a conflict.
     pub async fn accept(&self, filing: Filing) -> Result<Accepted, ServiceError> {
         let fingerprint = filing.fingerprint();
-        if let Some(saved) = self.replay(&filing.idempotency_key, &fingerprint).await? {
-            return Ok(saved);
-        }
+        // No lookup of the key first: nearly every filing is new, and the
+        // insert itself says when the key is taken (then the saved receipt is
+        // answered), so a new filing costs one round trip less.
         let trace_id = telemetry::current_trace_id();
         for _ in 0..REFERENCE_ATTEMPTS {
             let now = self.clock.now();
@@ -103,7 +116,8 @@ impl Ledger {
                     });
                 }
                 Err(Recorded::KeyTaken) => {
-                    // A concurrent request with the same key won the race.
+                    // A retry of an earlier filing, or a concurrent request
+                    // with the same key that won the race.
                     if let Some(saved) = self.replay(&filing.idempotency_key, &fingerprint).await? {
                         return Ok(saved);
                     }
@@ -160,14 +174,32 @@ impl Ledger {
             trace_id,
         };
         let inserted = match &self.db {
-            Database::Postgres(pool) => {
-                let mut tx = pool.begin().await.map_err(Recorded::from)?;
-                let inserted = insert_filing!(&mut *tx, &row)?;
-                if inserted {
-                    outbox::enqueue_postgres(&mut tx, &message).await?;
-                    tx.commit().await?;
-                }
+            Database::Postgres(_) => {
+                let Some(writer) = &self.writer else {
+                    return Err(Recorded::from(sqlx::Error::PoolClosed));
+                };
+                let (answer, inserted) = tokio::sync::oneshot::channel();
+                let pending = group_commit::Pending {
+                    idempotency_key: dossier.filing.idempotency_key.clone(),
+                    fingerprint: fingerprint.to_string(),
+                    reference: dossier.reference.to_string(),
+                    legal_filing_date: dossier.legal_filing_date,
+                    filed_at: dossier.filed_at,
+                    receipt: row.receipt,
+                    trace_id: trace_id.to_string(),
+                    message,
+                    answer,
+                };
+                // A writer that is gone (shutting down) is an unavailable
+                // database for the person: try again shortly.
+                writer
+                    .send(pending)
+                    .await
+                    .map_err(|_| Recorded::from(sqlx::Error::PoolClosed))?;
                 inserted
+                    .await
+                    .map_err(|_| Recorded::from(sqlx::Error::PoolClosed))?
+                    .map_err(Recorded::Failed)?
             }
             Database::Sqlite(pool) => {
                 let mut tx = pool.begin().await.map_err(Recorded::from)?;
@@ -190,12 +222,13 @@ impl Ledger {
 enum Recorded {
     KeyTaken,
     ReferenceTaken,
-    Failed(sqlx::Error),
+    /// Shared: one failed group commit answers every filing in it.
+    Failed(Arc<sqlx::Error>),
 }
 
 impl From<sqlx::Error> for Recorded {
     fn from(e: sqlx::Error) -> Self {
-        Recorded::Failed(e)
+        Recorded::Failed(Arc::new(e))
     }
 }
 

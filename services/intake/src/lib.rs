@@ -4,6 +4,7 @@
 //! in one transaction (`ledger`), and the same figures on `/metrics`.
 #![forbid(unsafe_code)]
 
+mod group_commit;
 pub mod ledger;
 
 use std::sync::Arc;

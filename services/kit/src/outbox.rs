@@ -47,6 +47,42 @@ pub async fn enqueue_postgres(
     Ok(())
 }
 
+/// Records every message for publication in one statement, in the caller's
+/// PostgreSQL transaction: a batch of N costs one round trip, not N.
+pub async fn enqueue_all_postgres(
+    conn: &mut PgConnection,
+    messages: &[OutgoingMessage],
+) -> Result<(), sqlx::Error> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(messages.len());
+    let mut exchanges = Vec::with_capacity(messages.len());
+    let mut keys = Vec::with_capacity(messages.len());
+    let mut headers = Vec::with_capacity(messages.len());
+    let mut bodies = Vec::with_capacity(messages.len());
+    for m in messages {
+        ids.push(m.message_id.as_str());
+        exchanges.push(m.exchange.as_str());
+        keys.push(m.routing_key.as_str());
+        headers.push(headers_json(m));
+        bodies.push(m.body.as_slice());
+    }
+    sqlx::query(
+        "INSERT INTO outbox (message_id, exchange, routing_key, headers, body) \
+         SELECT i, e, k, h::jsonb, b FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
+         $5::bytea[]) AS u(i, e, k, h, b)",
+    )
+    .bind(&ids)
+    .bind(&exchanges)
+    .bind(&keys)
+    .bind(&headers)
+    .bind(&bodies)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Records `message` for publication, in the caller's SQLite transaction.
 pub async fn enqueue_sqlite(
     conn: &mut SqliteConnection,

@@ -66,7 +66,8 @@ pub fn init_with(format: LogFormat, otlp_endpoint: Option<&str>, service: &str) 
 }
 
 /// For a command-line tool whose standard output is its answer
-/// (`guichet dlq list --json`): logs go to standard error, nothing is exported.
+/// (`guichet dlq list --json`, `guichet bench --json`): warnings and errors go
+/// to standard error, nothing is exported.
 pub fn init_for_tool(format: LogFormat) -> Telemetry {
     install(format, None, "guichet", Output::Stderr)
 }
@@ -84,8 +85,11 @@ fn install(
 ) -> Telemetry {
     // lapin logs every failed reconnect at error level; the bus reports those
     // itself, once, with context. sqlx's info lines are PostgreSQL notices.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,lapin=off,sqlx=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| match output {
+        Output::Stdout => EnvFilter::new("info,lapin=off,sqlx=warn"),
+        // A tool's own output is its answer; its logs only say what went wrong.
+        Output::Stderr => EnvFilter::new("warn,lapin=off,sqlx=error"),
+    });
     let mut builder = SdkTracerProvider::builder().with_resource(
         Resource::builder()
             .with_service_name(service.to_string())

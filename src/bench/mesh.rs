@@ -1,0 +1,156 @@
+//! The real mesh, one process per service as in production (`guichet serve
+//! instruction`, `serve intake-web`, `serve gateway`), on the bench's own
+//! vhost and database and on free ports, so each process's CPU time and
+//! memory can be read on its own.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+/// One service process of the mesh.
+pub struct Service {
+    pub name: &'static str,
+    child: Child,
+}
+
+impl Service {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// The running mesh: where to reach it, and its processes.
+pub struct Mesh {
+    pub gateway_url: String,
+    pub intake_web_url: String,
+    pub services: Vec<Service>,
+    pub logs: PathBuf,
+}
+
+/// A free loopback port, found by binding port 0 and letting it go. Another
+/// process could take it in between; start-up then fails and says which.
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?)
+}
+
+impl Mesh {
+    /// Starts the three services and waits until the gateway's `/readyz`
+    /// answers 200 (every service behind it answering its health check).
+    pub async fn start(
+        database_url: &str,
+        amqp_url: &str,
+        work: &Path,
+        log_filter: &str,
+    ) -> anyhow::Result<Mesh> {
+        let exe = std::env::current_exe().context("finding the guichet binary")?;
+        let http = free_port()?;
+        let intake_web = free_port()?;
+        let instruction = free_port()?;
+        let logs = work.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let common = [
+            ("GUICHET_DATABASE_URL", database_url.to_string()),
+            ("GUICHET_AMQP_URL", amqp_url.to_string()),
+            (
+                "GUICHET_DATA_DIR",
+                work.join("data").to_string_lossy().into_owned(),
+            ),
+            ("GUICHET_HTTP_ADDR", http.to_string()),
+            ("GUICHET_INTAKE_WEB_ADDR", intake_web.to_string()),
+            ("GUICHET_INSTRUCTION_ADDR", instruction.to_string()),
+            ("GUICHET_INTAKE_WEB_URL", format!("http://{intake_web}")),
+            ("GUICHET_INSTRUCTION_URL", format!("http://{instruction}")),
+            ("RUST_LOG", log_filter.to_string()),
+        ];
+        let mut services = Vec::new();
+        // Instruction first: it declares the topology its queue needs.
+        for (name, service) in [
+            ("instruction", "instruction"),
+            ("intake-web", "intake-web"),
+            ("gateway", "gateway"),
+        ] {
+            let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
+            let mut command = Command::new(&exe);
+            command
+                .args(["serve", service])
+                .envs(common.iter().map(|(k, v)| (*k, v.as_str())))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log);
+            if service != "gateway" {
+                command.env("GUICHET_METRICS_ADDR", free_port()?.to_string());
+            }
+            let child = command
+                .spawn()
+                .with_context(|| format!("starting `guichet serve {service}`"))?;
+            services.push(Service { name, child });
+        }
+        let mut mesh = Mesh {
+            gateway_url: format!("http://{http}"),
+            intake_web_url: format!("http://{intake_web}"),
+            services,
+            logs,
+        };
+        // A mesh that never got ready is stopped, not left running.
+        if let Err(e) = mesh.wait_ready(Duration::from_secs(60)).await {
+            mesh.stop();
+            return Err(e);
+        }
+        Ok(mesh)
+    }
+
+    async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + within;
+        let url = format!("{}/readyz", self.gateway_url);
+        loop {
+            if let Ok(r) = http.get(&url).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            for s in &mut self.services {
+                if let Ok(Some(status)) = s.child.try_wait() {
+                    anyhow::bail!(
+                        "`guichet serve {}` stopped during start-up ({status}); see {}",
+                        s.name,
+                        self.logs.join(format!("{}.log", s.name)).display()
+                    );
+                }
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the mesh was not ready within {within:?}; see the logs in {}",
+                self.logs.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Asks every service to stop (SIGTERM, so they drain), then makes sure.
+    pub fn stop(mut self) {
+        for s in self.services.iter().rev() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &s.pid().to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for s in &mut self.services {
+            loop {
+                match s.child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() > deadline => {
+                        let _ = s.child.kill();
+                        let _ = s.child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! CPU time and peak memory of processes, and how busy the whole machine
+//! was, read from Linux's /proc. Elsewhere the figures are simply absent.
+
+use std::time::Duration;
+
+/// Clock ticks per second of /proc's CPU times (`getconf CLK_TCK`; 100 on
+/// every Linux the project runs on).
+fn ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// User plus system CPU time a process has used so far.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: count fields
+    // after the last `)`. utime and stime are fields 14 and 15 of the line.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_secs_f64(
+        (utime + stime) / ticks_per_second(),
+    ))
+}
+
+/// The most resident memory the process has held (VmHWM), in bytes.
+pub fn peak_rss(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:").map(|k| k * 1024)
+}
+
+fn status_kib(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Processes whose command name (`/proc/<pid>/comm`) is `name`.
+pub fn pids_named(name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .collect()
+}
+
+/// Cumulative busy and total CPU time of the whole machine, all cores.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MachineCpu {
+    busy: f64,
+    total: f64,
+}
+
+impl MachineCpu {
+    pub fn now() -> Self {
+        let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+            return Self::default();
+        };
+        let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+            return Self::default();
+        };
+        let v: Vec<f64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal (guest is in user).
+        let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
+        let total: f64 = v.iter().take(8).sum();
+        Self {
+            busy: (total - idle) / ticks_per_second(),
+            total: total / ticks_per_second(),
+        }
+    }
+
+    /// Busy CPU seconds (all cores) between `earlier` and `self`, and the
+    /// share of the machine's capacity that was.
+    pub fn since(&self, earlier: &MachineCpu) -> (f64, f64) {
+        let busy = self.busy - earlier.busy;
+        let total = self.total - earlier.total;
+        let share = if total > 0.0 { busy / total } else { 0.0 };
+        (busy, share)
+    }
+}
+
+/// The one-minute load average.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_measured() {
+        if !std::path::Path::new("/proc/self/stat").exists() {
+            return;
+        }
+        let me = std::process::id();
+        // Spin a little so there is CPU time to see.
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        assert!(x > 0);
+        assert!(cpu_time(me).is_some());
+        assert!(peak_rss(me).is_some_and(|b| b > 1024 * 1024));
+        let a = MachineCpu::now();
+        let b = MachineCpu::now();
+        let (_, share) = b.since(&a);
+        assert!((0.0..=1.0).contains(&share));
+    }
+}
