@@ -1,5 +1,5 @@
 //! The real mesh, one process per service as in production (`guichet serve
-//! instruction`, `serve intake-web`, `serve gateway`), on the bench's own
+//! instruction`, `serve intake-web`, the other channel services, `serve gateway`), on the bench's own
 //! vhost and database and on free ports, so each process's CPU time and
 //! memory can be read on its own.
 
@@ -50,6 +50,8 @@ impl Mesh {
         let http = free_port()?;
         let intake_web = free_port()?;
         let instruction = free_port()?;
+        let intake_ccc = free_port()?;
+        let intake_pan = free_port()?;
         let logs = work.join("logs");
         std::fs::create_dir_all(&logs)?;
         let common = [
@@ -64,6 +66,10 @@ impl Mesh {
             ("GUICHET_INSTRUCTION_ADDR", instruction.to_string()),
             ("GUICHET_INTAKE_WEB_URL", format!("http://{intake_web}")),
             ("GUICHET_INSTRUCTION_URL", format!("http://{instruction}")),
+            ("GUICHET_INTAKE_CCC_ADDR", intake_ccc.to_string()),
+            ("GUICHET_INTAKE_PAN_ADDR", intake_pan.to_string()),
+            ("GUICHET_INTAKE_CCC_URL", format!("http://{intake_ccc}")),
+            ("GUICHET_INTAKE_PAN_URL", format!("http://{intake_pan}")),
             ("RUST_LOG", log_filter.to_string()),
         ];
         let mut services = Vec::new();
@@ -71,6 +77,10 @@ impl Mesh {
         for (name, service) in [
             ("instruction", "instruction"),
             ("intake-web", "intake-web"),
+            // Not loaded yet, but the gateway is ready only when every
+            // channel service behind it answers.
+            ("intake-ccc", "intake-ccc"),
+            ("intake-pan", "intake-pan"),
             ("gateway", "gateway"),
         ] {
             let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
