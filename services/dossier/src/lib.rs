@@ -11,6 +11,7 @@ pub mod desk;
 pub mod equity;
 pub mod filing;
 pub mod lifecycle;
+pub mod postal;
 pub mod prefecture;
 pub mod reference;
 pub mod requirements;
