@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "guichet/v1/instruction.proto",
         "guichet/v1/call_centre.proto",
         "guichet/v1/desk.proto",
+        "guichet/v1/postal.proto",
     ];
     let descriptors = protox::compile(files, ["."])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

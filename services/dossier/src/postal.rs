@@ -29,6 +29,9 @@ const SIGNATURE_BYTES: usize = 10;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FormField {
     pub key: &'static str,
+    /// Its name inside the code: short, so the code stays small and its
+    /// modules large on the page.
+    pub short: &'static str,
     pub label: &'static str,
 }
 
@@ -36,70 +39,87 @@ pub struct FormField {
 pub const FORM_FIELDS: [FormField; 17] = [
     FormField {
         key: "procedure",
+        short: "pr",
         label: "Démarche",
     },
     FormField {
         key: "motif",
+        short: "mo",
         label: "Motif du séjour",
     },
     FormField {
         key: "family_name",
+        short: "fn",
         label: "Nom",
     },
     FormField {
         key: "given_names",
+        short: "gn",
         label: "Prénoms",
     },
     FormField {
         key: "birth_date",
+        short: "bd",
         label: "Date de naissance",
     },
     FormField {
         key: "birth_place",
+        short: "bp",
         label: "Lieu de naissance",
     },
     FormField {
         key: "nationality",
+        short: "na",
         label: "Nationalité",
     },
     FormField {
         key: "foreigner_number",
+        short: "fo",
         label: "Numéro étranger",
     },
     FormField {
         key: "address_line1",
+        short: "ad",
         label: "Adresse",
     },
     FormField {
         key: "postal_code",
+        short: "pc",
         label: "Code postal",
     },
     FormField {
         key: "city",
+        short: "ci",
         label: "Ville",
     },
     FormField {
         key: "email",
+        short: "em",
         label: "Courriel",
     },
     FormField {
         key: "phone",
+        short: "ph",
         label: "Téléphone",
     },
     FormField {
         key: "title_kind",
+        short: "tk",
         label: "Titre actuel",
     },
     FormField {
         key: "title_number",
+        short: "tn",
         label: "Numéro du titre",
     },
     FormField {
         key: "title_expires_on",
+        short: "te",
         label: "Titre valable jusqu'au",
     },
     FormField {
         key: "document_kinds",
+        short: "dk",
         label: "Pièces jointes",
     },
 ];
@@ -151,7 +171,7 @@ pub fn form_code_text(code: &FormCode, key: &[u8]) -> String {
     let fields: Vec<String> = code
         .fields
         .iter()
-        .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
+        .filter_map(|(k, v)| form_field(k).map(|f| format!("{}={}", f.short, escape(v))))
         .collect();
     let body = format!(
         "{CODE_PREFIX}|F|{}|{}|{}",
@@ -193,11 +213,14 @@ pub fn read_code(text: &str, key: &[u8]) -> Result<PageCode, CodeProblem> {
                 let (k, v) = pair
                     .split_once('=')
                     .ok_or(CodeProblem::Malformed("a field without '='"))?;
-                let k = unescape(k).ok_or(CodeProblem::Malformed("bad escape"))?;
-                if form_field(&k).is_none() {
-                    return Err(CodeProblem::Malformed("unknown field"));
-                }
-                map.insert(k, unescape(v).ok_or(CodeProblem::Malformed("bad escape"))?);
+                let field = FORM_FIELDS
+                    .iter()
+                    .find(|f| f.short == k)
+                    .ok_or(CodeProblem::Malformed("unknown field"))?;
+                map.insert(
+                    field.key.to_string(),
+                    unescape(v).ok_or(CodeProblem::Malformed("bad escape"))?,
+                );
             }
             Ok(PageCode::Form(FormCode {
                 form_id: unescape(form_id).ok_or(CodeProblem::Malformed("bad escape"))?,

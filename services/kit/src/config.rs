@@ -131,6 +131,44 @@ pub struct Config {
     )]
     pub intake_pan_url: String,
 
+    /// Where `serve intake-postal` listens for gRPC.
+    #[arg(
+        long,
+        env = "GUICHET_INTAKE_POSTAL_ADDR",
+        default_value = "127.0.0.1:50065"
+    )]
+    pub intake_postal_addr: std::net::SocketAddr,
+
+    /// Where `serve gateway` finds the postal service.
+    #[arg(
+        long,
+        env = "GUICHET_INTAKE_POSTAL_URL",
+        default_value = "http://127.0.0.1:50065"
+    )]
+    pub intake_postal_url: String,
+
+    /// Key that signs the QR codes of printed forms (any text, 32 bytes or
+    /// more). Unset: a random key is made once and kept in the data folder.
+    #[arg(long, env = "GUICHET_FORM_SIGNING_KEY", hide_env_values = true)]
+    pub form_signing_key: Option<String>,
+
+    /// Pages the postal service reads (QR decoding, OCR) at once.
+    #[arg(long, env = "GUICHET_POSTAL_READERS", default_value_t = 2)]
+    pub postal_readers: usize,
+
+    /// SMTP relay for the e-mail copy of letters (`smtp://host:25`). Unset:
+    /// each e-mail is written as an .eml file under the data folder's `mail/`.
+    #[arg(long, env = "GUICHET_SMTP_URL")]
+    pub smtp_url: Option<String>,
+
+    /// Sender of the e-mail copy of letters.
+    #[arg(
+        long,
+        env = "GUICHET_MAIL_FROM",
+        default_value = "Guichet <ne-pas-repondre@guichet.example>"
+    )]
+    pub mail_from: String,
+
     /// Relative margin past which a channel doing worse than the best one is
     /// flagged on the equity report (0.2 = 20 %).
     #[arg(long, env = "GUICHET_EQUITY_MARGIN", default_value_t = 0.2)]

@@ -160,6 +160,23 @@ pub struct Inner {
     pub appointment_no_shows: Family<SiteLabels, Gauge>,
     /// Appointments booked, by site, in the last 30 days.
     pub appointments_booked: Family<SiteLabels, Gauge>,
+    /// Scanned pages read, by what their code said (form, separator, none,
+    /// forged, damaged).
+    pub postal_pages_read: Family<PageLabels, Counter>,
+    /// Envelopes by state (keying, filed, routed), sampled.
+    pub postal_envelopes: Family<StateLabels, Gauge>,
+    /// Letters produced for postal filers, by kind.
+    pub postal_letters: Family<LetterLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PageLabels {
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LetterLabels {
+    pub kind: String,
 }
 
 impl Default for Metrics {
@@ -195,6 +212,9 @@ impl Metrics {
             appointment_fill: Family::default(),
             appointment_no_shows: Family::default(),
             appointments_booked: Family::default(),
+            postal_pages_read: Family::default(),
+            postal_envelopes: Family::default(),
+            postal_letters: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -316,6 +336,21 @@ impl Metrics {
             "appointments_booked",
             "Appointments booked, last 30 days",
             inner.appointments_booked.clone(),
+        );
+        r.register(
+            "postal_pages_read",
+            "Scanned pages read, by what their code said",
+            inner.postal_pages_read.clone(),
+        );
+        r.register(
+            "postal_envelopes",
+            "Scanned envelopes by state (keying, filed, routed)",
+            inner.postal_envelopes.clone(),
+        );
+        r.register(
+            "postal_letters",
+            "Letters produced for postal filers, by kind",
+            inner.postal_letters.clone(),
         );
         Metrics(Arc::new(Inner { registry, ..inner }))
     }

@@ -33,6 +33,9 @@ pub const DEAD_LETTER_QUEUE: &str = "guichet.dead.letters";
 /// (`appointment.<step>.<site>`), for the notifier to tell the person on
 /// their channel.
 pub const NOTIFIER_QUEUE: &str = "notifier.case-events";
+/// What happened to postal filers' cases (`case.<kind>.postal`): the postal
+/// service answers each on paper.
+pub const POSTAL_LETTERS_QUEUE: &str = "postal.letters";
 
 /// Header naming why a message was dead-lettered.
 pub const DEATH_REASON_HEADER: &str = "x-guichet-death-reason";
@@ -65,7 +68,7 @@ pub struct QueueSpec {
 }
 
 /// The queues, as data: both buses declare and route from this one table.
-pub const QUEUES: [QueueSpec; 3] = [
+pub const QUEUES: [QueueSpec; 4] = [
     QueueSpec {
         name: INSTRUCTION_QUEUE,
         bindings: &[(DOSSIERS_EXCHANGE, "dossier.submitted.*")],
@@ -79,6 +82,11 @@ pub const QUEUES: [QueueSpec; 3] = [
             (EVENTS_EXCHANGE, "report.#"),
             (EVENTS_EXCHANGE, "appointment.#"),
         ],
+        dead_letters: true,
+    },
+    QueueSpec {
+        name: POSTAL_LETTERS_QUEUE,
+        bindings: &[(EVENTS_EXCHANGE, "case.*.postal")],
         dead_letters: true,
     },
     QueueSpec {
