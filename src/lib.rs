@@ -27,6 +27,7 @@ pub struct Mesh {
     pub intake_web_addr: SocketAddr,
     pub intake_ccc_addr: SocketAddr,
     pub intake_pan_addr: SocketAddr,
+    pub intake_postal_addr: SocketAddr,
     pub instruction_addr: SocketAddr,
     pub tasks: JoinSet<()>,
 }
@@ -46,11 +47,13 @@ pub async fn start_mesh(
     let instruction_url = guichet_kit::grpc::url_of(instruction.grpc_addr);
     let ccc = guichet_intake_ccc::start(config, any_port, &instruction_url, shared).await?;
     let pan = guichet_intake_pan::start(config, any_port, shared).await?;
+    let postal = guichet_intake_postal::start(config, any_port, shared).await?;
     let targets = guichet_gateway::Targets {
         intake_web: guichet_kit::grpc::url_of(intake.grpc_addr),
         instruction: instruction_url,
         intake_ccc: guichet_kit::grpc::url_of(ccc.grpc_addr),
         intake_pan: guichet_kit::grpc::url_of(pan.grpc_addr),
+        intake_postal: guichet_kit::grpc::url_of(postal.grpc_addr),
     };
     let gateway = guichet_gateway::start(
         config,
@@ -67,6 +70,7 @@ pub async fn start_mesh(
         intake.tasks,
         ccc.tasks,
         pan.tasks,
+        postal.tasks,
         gateway.tasks,
     ] {
         tasks.spawn(async move {
@@ -80,6 +84,7 @@ pub async fn start_mesh(
         intake_web_addr: intake.grpc_addr,
         intake_ccc_addr: ccc.grpc_addr,
         intake_pan_addr: pan.grpc_addr,
+        intake_postal_addr: postal.grpc_addr,
         instruction_addr: instruction.grpc_addr,
         tasks,
     })

@@ -114,6 +114,7 @@ enum Service {
     IntakeWeb,
     IntakeCcc,
     IntakePan,
+    IntakePostal,
     Instruction,
 }
 
@@ -126,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
             Service::IntakeWeb => "guichet-intake-web",
             Service::IntakeCcc => "guichet-intake-ccc",
             Service::IntakePan => "guichet-intake-pan",
+            Service::IntakePostal => "guichet-intake-postal",
             Service::Instruction => "guichet-instruction",
         },
         _ => "guichet",
@@ -192,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
                     instruction: config.instruction_url.clone(),
                     intake_ccc: config.intake_ccc_url.clone(),
                     intake_pan: config.intake_pan_url.clone(),
+                    intake_postal: config.intake_postal_url.clone(),
                 };
                 guichet_gateway::start(
                     &config,
@@ -250,6 +253,21 @@ async fn main() -> anyhow::Result<()> {
                     .context("starting the desk service")?
                     .tasks;
                 serve_metrics(&config, &shared, ([127, 0, 0, 1], 9164).into(), &mut tasks).await?;
+                tasks
+            }
+            Service::IntakePostal => {
+                let shared = Shared {
+                    bus: shared_broker(&config, "intake-postal").await?,
+                    clock,
+                    shutdown: shutdown.clone(),
+                    metrics,
+                };
+                let mut tasks =
+                    guichet_intake_postal::start(&config, config.intake_postal_addr, &shared)
+                        .await
+                        .context("starting the postal service")?
+                        .tasks;
+                serve_metrics(&config, &shared, ([127, 0, 0, 1], 9165).into(), &mut tasks).await?;
                 tasks
             }
             Service::Instruction => {

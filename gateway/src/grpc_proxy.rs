@@ -1,6 +1,6 @@
 //! gRPC through the gateway: calls to the channel services are passed on
 //! as they are (metadata, deadline and trace context included), so
-//! call-centre and desk software need one address, the gateway's, for REST
+//! call-centre, desk and mailroom software need one address, the gateway's, for REST
 //! and gRPC alike. The gateway also answers the standard health and
 //! reflection services, so grpcurl and generated clients can discover it.
 
@@ -13,13 +13,18 @@ use tower::ServiceExt;
 use crate::server::AppState;
 
 /// The services the gateway passes on, and where each one is.
-pub const PASSED_ON: [&str; 2] = ["guichet.v1.CallCentre", "guichet.v1.Desk"];
+pub const PASSED_ON: [&str; 3] = [
+    "guichet.v1.CallCentre",
+    "guichet.v1.Desk",
+    "guichet.v1.Postal",
+];
 
 fn target(state: &AppState, path: &str) -> Option<TracedChannel> {
     let service = path.trim_start_matches('/').split('/').next()?;
     match service {
         "guichet.v1.CallCentre" => Some(state.ccc_channel.clone()),
         "guichet.v1.Desk" => Some(state.pan_channel.clone()),
+        "guichet.v1.Postal" => Some(state.postal_channel.clone()),
         _ => None,
     }
 }

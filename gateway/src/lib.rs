@@ -12,6 +12,7 @@ pub mod grpc_proxy;
 pub mod health;
 pub mod openapi;
 pub mod ops;
+pub mod postal;
 pub mod server;
 
 pub use server::{Running, Targets, start};

@@ -1,5 +1,6 @@
 //! The gateway's router, its tower stack, and start-up.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use guichet_proto::v1::desk_client::DeskClient;
 use guichet_proto::v1::instruction_desk_client::InstructionDeskClient;
 use guichet_proto::v1::instruction_reader_client::InstructionReaderClient;
 use guichet_proto::v1::online_intake_client::OnlineIntakeClient;
+use guichet_proto::v1::postal_client::PostalClient;
 use tokio::task::JoinSet;
 use tonic_health::pb::health_client::HealthClient;
 use tower::ServiceBuilder;
@@ -26,10 +28,14 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
-use crate::{api, appointments, cases, grpc_proxy, health, openapi, ops};
+use crate::{api, appointments, cases, grpc_proxy, health, openapi, ops, postal};
 
 /// Largest JSON body accepted: a filing carries document references, not bytes.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Largest scanned batch accepted: a stack of envelopes at 300 dpi.
+pub const MAX_UPLOAD_BYTES: usize = 256 * 1024 * 1024;
+/// A stack's pages are stored (and a PDF's rasterised) before the answer.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Where the services behind the gateway listen (`http://host:port`).
@@ -39,6 +45,7 @@ pub struct Targets {
     pub instruction: String,
     pub intake_ccc: String,
     pub intake_pan: String,
+    pub intake_postal: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +75,8 @@ pub struct AppState {
     pub ccc_channel: TracedChannel,
     pub pan: DeskClient<TracedChannel>,
     pub pan_channel: TracedChannel,
+    pub postal: PostalClient<TracedChannel>,
+    pub postal_channel: TracedChannel,
     pub clock: SharedClock,
     /// This process's figures: in `guichet up`, every service's.
     pub metrics: Metrics,
@@ -92,11 +101,8 @@ pub fn router(
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http().make_span_with(telemetry::server_span::<axum::body::Body>),
-        )
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            request_timeout,
-        ));
+        );
+    let timeout = |t| TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, t);
     Router::new()
         .route("/api/v1/dossiers", post(api::submit))
         .route("/api/v1/dossiers/{reference}", get(api::get_dossier))
@@ -160,6 +166,31 @@ pub fn router(
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/api/v1/postal/forms", post(postal::print_form))
+        .route("/api/v1/postal/separators", get(postal::print_separators))
+        .route("/api/v1/postal/batches/{id}", get(postal::batch))
+        .route("/api/v1/postal/keying", get(postal::keying))
+        .route("/api/v1/postal/envelopes/{id}", get(postal::envelope))
+        .route(
+            "/api/v1/postal/envelopes/{id}/confirmation",
+            post(postal::confirm),
+        )
+        .route("/api/v1/postal/envelopes/{id}/routing", post(postal::route))
+        .route("/api/v1/postal/pages/{sha256}", get(postal::page))
+        .route("/api/v1/postal/letters", get(postal::letters))
+        .route("/api/v1/postal/letters/{id}", get(postal::letter))
+        .route_layer(timeout(request_timeout))
+        // Scanned batches: large bodies, and time to store every page.
+        .route(
+            "/api/v1/postal/batches",
+            post(postal::upload)
+                .layer::<_, Infallible>(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+                .layer::<_, Infallible>(timeout(UPLOAD_TIMEOUT)),
+        )
+        .route(
+            "/guichet.v1.Postal/{method}",
+            post(grpc_proxy::pass_on).layer::<_, Infallible>(timeout(UPLOAD_TIMEOUT)),
+        )
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -203,6 +234,7 @@ pub async fn start(
     let instruction = connect(&targets.instruction)?;
     let ccc = connect(&targets.intake_ccc)?;
     let pan = connect(&targets.intake_pan)?;
+    let postal = connect(&targets.intake_postal)?;
     let state = AppState {
         intake: OnlineIntakeClient::new(intake.clone()),
         instruction: InstructionReaderClient::new(instruction.clone()),
@@ -213,6 +245,10 @@ pub async fn start(
         ccc_channel: ccc,
         pan: DeskClient::new(pan.clone()),
         pan_channel: pan,
+        postal: PostalClient::new(postal.clone())
+            .max_decoding_message_size(MAX_UPLOAD_BYTES)
+            .max_encoding_message_size(MAX_UPLOAD_BYTES),
+        postal_channel: postal,
         clock,
         metrics,
     };

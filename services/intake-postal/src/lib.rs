@@ -8,3 +8,11 @@
 pub mod corpus;
 pub mod render;
 pub mod scan;
+pub mod documents;
+pub mod letters;
+pub mod reader;
+pub mod server;
+pub mod store;
+
+pub use guichet_kit::service::Running;
+pub use server::start;

@@ -59,7 +59,12 @@ pub async fn pages_of(
             PdfError::Failed(m) => unreadable(m),
             PdfError::Io(e) => ScanError::Io(e),
         }),
-        "image/png" | "image/tiff" => {
+        // A PNG page is kept as the station sent it, once its header reads.
+        "image/png" => image::ImageReader::with_format(Cursor::new(&content), ImageFormat::Png)
+            .into_dimensions()
+            .map(|_| vec![content])
+            .map_err(|e| unreadable(format!("not a readable PNG: {e}"))),
+        "image/tiff" => {
             let kind = media_type.to_string();
             tokio::task::spawn_blocking(move || image_pages(&kind, &content))
                 .await
@@ -74,14 +79,8 @@ pub async fn pages_of(
 }
 
 fn image_pages(media_type: &str, content: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    let images = if media_type == "image/tiff" {
-        tiff_pages(content)?
-    } else {
-        let img = image::load_from_memory_with_format(content, ImageFormat::Png)
-            .map_err(|e| format!("not a readable PNG: {e}"))?;
-        vec![img.into_luma8()]
-    };
-    images.iter().map(encode_png).collect()
+    debug_assert_eq!(media_type, "image/tiff");
+    tiff_pages(content)?.iter().map(encode_png).collect()
 }
 
 /// Every page of a (possibly multi-page) TIFF, in greyscale.

@@ -1,0 +1,478 @@
+//! REST for the mailroom: print forms and separator sheets, upload a scanned
+//! batch (multipart), follow every page to its envelope and outcome, key
+//! envelopes, and print the letters for postal filers. Scanning-station and
+//! mailroom software may use gRPC (`guichet.v1.Postal`) through the gateway
+//! instead.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::multipart::{Multipart, MultipartRejection};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use guichet_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+
+use crate::api::parse_json;
+use crate::error::ApiError;
+use crate::server::AppState;
+
+fn document(d: pb::PrintedDocument, filename: &str) -> Response {
+    let mut response = d.content.into_response();
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&d.media_type) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{filename}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&d.id) {
+        headers.insert("x-document-id", v);
+    }
+    response
+}
+
+fn bad_query(e: QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, Some("query"), e.body_text())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormJson {
+    #[serde(default)]
+    pub procedure: String,
+    #[serde(default)]
+    pub prefill: BTreeMap<String, String>,
+}
+
+/// `POST /api/v1/postal/forms`: a form as PDF; its id in `X-Document-Id`.
+pub async fn print_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let f: FormJson = parse_json(&headers, body)?;
+    let d = state
+        .postal
+        .clone()
+        .print_form(pb::PrintFormRequest {
+            procedure: f.procedure,
+            prefill: f.prefill.into_iter().collect(),
+        })
+        .await?
+        .into_inner();
+    let name = format!("formulaire-{}.pdf", d.id);
+    Ok(document(d, &name))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeparatorsQuery {
+    pub count: Option<u32>,
+}
+
+/// `GET /api/v1/postal/separators?count=20`
+pub async fn print_separators(
+    State(state): State<AppState>,
+    query: Result<Query<SeparatorsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(bad_query)?;
+    let d = state
+        .postal
+        .clone()
+        .print_separators(pb::PrintSeparatorsRequest {
+            count: q.count.unwrap_or(1),
+        })
+        .await?
+        .into_inner();
+    Ok(document(d, "separateurs.pdf"))
+}
+
+#[derive(Debug, Serialize)]
+pub struct StoredPageJson {
+    pub seq: u32,
+    pub sha256: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UploadJson {
+    pub batch_id: String,
+    pub pages: Vec<StoredPageJson>,
+}
+
+/// `POST /api/v1/postal/batches`, multipart: text parts `station_id`,
+/// `reception_date`, `postmark_date` (one per envelope, in stack order,
+/// empty where there is none) and `idempotency_key`; file parts with their
+/// own content type (application/pdf, image/tiff, image/png). Answers once
+/// every page is stored: 201, or 200 for an upload already received.
+pub async fn upload(
+    State(state): State<AppState>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, Json<UploadJson>), ApiError> {
+    let mut multipart = multipart
+        .map_err(|e| ApiError::new(e.status(), Some("content-type"), e.body_text()))?;
+    let mut request = pb::UploadBatchRequest::default();
+    let bad = |field: &str, e: axum::extract::multipart::MultipartError| {
+        ApiError::new(e.status(), Some(field), e.body_text())
+    };
+    while let Some(part) = multipart.next_field().await.map_err(|e| bad("body", e))? {
+        let name = part.name().unwrap_or_default().to_string();
+        let filename = part.file_name().map(str::to_string);
+        let media_type = part.content_type().map(str::to_string);
+        match (name.as_str(), filename) {
+            (_, Some(filename)) => {
+                let media_type = media_type.unwrap_or_else(|| guess(&filename).to_string());
+                let content = part.bytes().await.map_err(|e| bad(&name, e))?;
+                request.files.push(pb::ScanFile {
+                    media_type,
+                    content: content.to_vec(),
+                    filename,
+                });
+            }
+            ("station_id" | "reception_date" | "postmark_date" | "idempotency_key", None) => {
+                let text = part.text().await.map_err(|e| bad(&name, e))?;
+                match name.as_str() {
+                    "station_id" => request.station_id = text,
+                    "reception_date" => request.reception_date = text,
+                    "postmark_date" => request.postmark_dates.push(text),
+                    _ => request.idempotency_key = text,
+                }
+            }
+            (other, None) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    Some(other),
+                    "unknown part: send station_id, reception_date, postmark_date, \
+                     idempotency_key and files",
+                ));
+            }
+        }
+    }
+    let r = state.postal.clone().upload_batch(request).await?.into_inner();
+    let status = if r.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(UploadJson {
+            batch_id: r.batch_id,
+            pages: r
+                .pages
+                .into_iter()
+                .map(|p| StoredPageJson {
+                    seq: p.seq,
+                    sha256: p.sha256,
+                })
+                .collect(),
+        }),
+    ))
+}
+
+fn guess(filename: &str) -> &'static str {
+    let lower = filename.to_ascii_lowercase();
+    if lower.ends_with(".pdf") {
+        "application/pdf"
+    } else if lower.ends_with(".tif") || lower.ends_with(".tiff") {
+        "image/tiff"
+    } else if lower.ends_with(".png") {
+        "image/png"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct FieldJson {
+    pub key: String,
+    pub value: String,
+    pub confidence: f64,
+    pub source: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EnvelopeJson {
+    pub id: String,
+    pub batch_id: String,
+    pub seq: u32,
+    pub page_count: u32,
+    pub state: String,
+    pub postmark_date: Option<String>,
+    pub reception_date: String,
+    pub form_id: Option<String>,
+    pub code_problem: Option<String>,
+    pub fields: Vec<FieldJson>,
+    pub reference: Option<String>,
+    pub routed_reason: Option<String>,
+    pub routed_to: Option<String>,
+    pub keyed_by: Option<String>,
+    pub pages: Vec<String>,
+    pub ocr_text: String,
+}
+
+fn some(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn envelope_json(e: pb::Envelope) -> EnvelopeJson {
+    EnvelopeJson {
+        id: e.id,
+        batch_id: e.batch_id,
+        seq: e.seq,
+        page_count: e.page_count,
+        state: e.state,
+        postmark_date: some(e.postmark_date),
+        reception_date: e.reception_date,
+        form_id: some(e.form_id),
+        code_problem: some(e.code_problem),
+        fields: e
+            .fields
+            .into_iter()
+            .map(|f| FieldJson {
+                key: f.key,
+                value: f.value,
+                confidence: f.confidence,
+                source: f.source,
+            })
+            .collect(),
+        reference: some(e.reference),
+        routed_reason: some(e.routed_reason),
+        routed_to: some(e.routed_to),
+        keyed_by: some(e.keyed_by),
+        pages: e.page_sha256,
+        ocr_text: e.ocr_text,
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PageTraceJson {
+    pub seq: u32,
+    pub sha256: String,
+    pub role: String,
+    pub envelope_id: Option<String>,
+    pub code: String,
+    pub outcome: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BatchJson {
+    pub id: String,
+    pub station_id: String,
+    pub reception_date: String,
+    pub state: String,
+    pub pages: Vec<PageTraceJson>,
+    pub envelopes: Vec<EnvelopeJson>,
+}
+
+/// `GET /api/v1/postal/batches/{id}`: every page, its envelope and outcome.
+pub async fn batch(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<BatchJson>, ApiError> {
+    let b = state
+        .postal
+        .clone()
+        .get_batch(pb::GetBatchRequest { batch_id: id })
+        .await?
+        .into_inner();
+    Ok(Json(BatchJson {
+        id: b.id,
+        station_id: b.station_id,
+        reception_date: b.reception_date,
+        state: b.state,
+        pages: b
+            .pages
+            .into_iter()
+            .map(|p| PageTraceJson {
+                seq: p.seq,
+                sha256: p.sha256,
+                role: p.role,
+                envelope_id: some(p.envelope_id),
+                code: p.code,
+                outcome: p.outcome,
+            })
+            .collect(),
+        envelopes: b.envelopes.into_iter().map(envelope_json).collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitQuery {
+    pub limit: Option<u32>,
+    pub reference: Option<String>,
+}
+
+/// `GET /api/v1/postal/keying?limit=50`: envelopes waiting for an operator.
+pub async fn keying(
+    State(state): State<AppState>,
+    query: Result<Query<LimitQuery>, QueryRejection>,
+) -> Result<Json<Vec<EnvelopeJson>>, ApiError> {
+    let Query(q) = query.map_err(bad_query)?;
+    let r = state
+        .postal
+        .clone()
+        .list_keying(pb::ListKeyingRequest {
+            limit: q.limit.unwrap_or(50),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(r.envelopes.into_iter().map(envelope_json).collect()))
+}
+
+pub async fn envelope(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<EnvelopeJson>, ApiError> {
+    let e = state
+        .postal
+        .clone()
+        .get_envelope(pb::GetEnvelopeRequest { envelope_id: id })
+        .await?
+        .into_inner();
+    Ok(Json(envelope_json(e)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmJson {
+    pub operator_id: String,
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    #[serde(default)]
+    pub postmark_date: String,
+}
+
+/// `POST /api/v1/postal/envelopes/{id}/confirmation`: the operator's fields;
+/// the envelope becomes a dossier (its reference in the answer).
+pub async fn confirm(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<EnvelopeJson>, ApiError> {
+    let c: ConfirmJson = parse_json(&headers, body)?;
+    let e = state
+        .postal
+        .clone()
+        .confirm_envelope(pb::ConfirmEnvelopeRequest {
+            envelope_id: id,
+            operator_id: c.operator_id,
+            fields: c.fields.into_iter().collect(),
+            postmark_date: c.postmark_date,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(envelope_json(e)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteJson {
+    pub operator_id: String,
+    pub reason: String,
+    pub destination: String,
+}
+
+/// `POST /api/v1/postal/envelopes/{id}/routing`: not a filing; sent on.
+pub async fn route(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<EnvelopeJson>, ApiError> {
+    let r: RouteJson = parse_json(&headers, body)?;
+    let e = state
+        .postal
+        .clone()
+        .route_envelope(pb::RouteEnvelopeRequest {
+            envelope_id: id,
+            operator_id: r.operator_id,
+            reason: r.reason,
+            destination: r.destination,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(envelope_json(e)))
+}
+
+/// `GET /api/v1/postal/pages/{sha256}`: a stored page image.
+pub async fn page(
+    State(state): State<AppState>,
+    Path(sha256): Path<String>,
+) -> Result<Response, ApiError> {
+    let d = state
+        .postal
+        .clone()
+        .get_page(pb::GetPageRequest { sha256 })
+        .await?
+        .into_inner();
+    let name = format!("{}.png", d.id);
+    Ok(document(d, &name))
+}
+
+#[derive(Debug, Serialize)]
+pub struct LetterJson {
+    pub id: String,
+    pub reference: String,
+    pub envelope_id: String,
+    pub kind: String,
+    pub created_at: String,
+    pub emailed_to: Option<String>,
+    pub sha256: String,
+}
+
+/// `GET /api/v1/postal/letters?reference=...`: letters to print, newest first.
+pub async fn letters(
+    State(state): State<AppState>,
+    query: Result<Query<LimitQuery>, QueryRejection>,
+) -> Result<Json<Vec<LetterJson>>, ApiError> {
+    let Query(q) = query.map_err(bad_query)?;
+    let r = state
+        .postal
+        .clone()
+        .list_letters(pb::ListLettersRequest {
+            reference: q.reference.unwrap_or_default(),
+            limit: q.limit.unwrap_or(100),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(
+        r.letters
+            .into_iter()
+            .map(|l| LetterJson {
+                created_at: l
+                    .created_at
+                    .as_ref()
+                    .and_then(guichet_proto::convert::timestamp_from_pb)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default(),
+                id: l.id,
+                reference: l.reference,
+                envelope_id: l.envelope_id,
+                kind: l.kind,
+                emailed_to: some(l.emailed_to),
+                sha256: l.sha256,
+            })
+            .collect(),
+    ))
+}
+
+/// `GET /api/v1/postal/letters/{id}`: the print-ready PDF.
+pub async fn letter(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let d = state
+        .postal
+        .clone()
+        .get_letter(pb::GetLetterRequest { letter_id: id })
+        .await?
+        .into_inner();
+    let name = format!("courrier-{}.pdf", d.id);
+    Ok(document(d, &name))
+}

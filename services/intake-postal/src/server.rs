@@ -1,0 +1,703 @@
+//! Start-up and the gRPC face of the postal service.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use guichet_dossier::calendar::parse_iso_date;
+use guichet_dossier::filing::RawProvenance;
+use guichet_dossier::postal::{
+    self, EnvelopeAction, FORM_VERSION, FormCode, ScannedPage, form_code_text, form_field,
+    separator_code,
+};
+use guichet_dossier::{Channel, Violations};
+use guichet_intake::{ChannelFoundations, Intake, prepare_channel};
+use guichet_kit::bus::{POSTAL_LETTERS_QUEUE, consume_batches};
+use guichet_kit::db::Migrations;
+use guichet_kit::grpc;
+use guichet_kit::metrics::StateLabels;
+use guichet_kit::service::{Running, Shared, StartError};
+use guichet_kit::shutdown::Shutdown;
+use guichet_kit::{Config, ErrorKind, ServiceError};
+use guichet_proto::convert;
+use guichet_proto::v1 as pb;
+use guichet_proto::v1::postal_server::{Postal, PostalServer};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tonic::{Request, Response, Status};
+
+use crate::documents::Documents;
+use crate::letters::{Letters, Mailer};
+use crate::reader::Reader;
+use crate::render;
+use crate::scan::{self, ScanError};
+use crate::store::{EnvelopeRow, NewBatch, PageRow, Store, StoreError, StoredField};
+
+static MIGRATIONS: Migrations = Migrations {
+    postgres: &[&guichet_intake::POSTGRES, &POSTGRES],
+    sqlite: &[&guichet_intake::SQLITE, &SQLITE],
+};
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+pub const SCHEMA: &str = "intake_postal";
+/// A stack of scans is large: up to this much in one upload.
+pub const MAX_UPLOAD_BYTES: usize = 256 * 1024 * 1024;
+const MAX_SEPARATORS: u32 = 500;
+
+pub async fn start(config: &Config, addr: SocketAddr, shared: &Shared) -> Result<Running, StartError> {
+    let ChannelFoundations {
+        db,
+        listener,
+        grpc_addr,
+        relay,
+        intake,
+    } = prepare_channel(config, SCHEMA, &MIGRATIONS, addr, shared, Channel::Postal).await?;
+    let documents = Documents::open(&config.data_dir.join("documents"))
+        .map_err(|e| StartError::Target("the document store".into(), e.to_string()))?;
+    let signing_key = Arc::new(
+        signing_key(config.form_signing_key.as_deref(), &config.data_dir)
+            .map_err(|e| StartError::Target("GUICHET_FORM_SIGNING_KEY".into(), e))?,
+    );
+    let mailer = Mailer::new(config.smtp_url.as_deref(), config.data_dir.join("mail"))
+        .map_err(|e| StartError::Target("GUICHET_SMTP_URL".into(), e))?;
+    let store = Store::new(db.clone());
+    let wake = Arc::new(Notify::new());
+    let letters = Letters {
+        store: store.clone(),
+        documents: documents.clone(),
+        mailer,
+        from: config.mail_from.clone(),
+        metrics: shared.metrics.clone(),
+        clock: shared.clock.clone(),
+    };
+    let reader = Reader {
+        store: store.clone(),
+        documents: documents.clone(),
+        signing_key: signing_key.clone(),
+        metrics: shared.metrics.clone(),
+        clock: shared.clock.clone(),
+        parallel: config.postal_readers,
+        wake: wake.clone(),
+    };
+    let service = PostalService {
+        intake,
+        store,
+        documents,
+        signing_key,
+        letters: letters.clone(),
+        wake,
+    };
+    let mut tasks = JoinSet::new();
+    tasks.spawn(relay.run(shared.shutdown.clone()));
+    tasks.spawn(reader.run(shared.shutdown.clone()));
+    tasks.spawn(sample_forever(service.clone(), shared.shutdown.clone()));
+    let bus = shared.bus.clone();
+    let consume_shutdown = shared.shutdown.clone();
+    let prefetch = config.consumer_prefetch.min(64);
+    tasks.spawn(async move {
+        consume_batches(
+            bus,
+            POSTAL_LETTERS_QUEUE,
+            "intake-postal",
+            prefetch,
+            usize::from(prefetch.max(1)),
+            consume_shutdown,
+            |batch| {
+                let letters = letters.clone();
+                async move {
+                    for delivery in &batch {
+                        letters.handle(delivery).await;
+                    }
+                }
+            },
+        )
+        .await;
+    });
+    let server = PostalServer::new(service)
+        .max_decoding_message_size(MAX_UPLOAD_BYTES)
+        .max_encoding_message_size(MAX_UPLOAD_BYTES);
+    let routes = tonic::service::Routes::new(server);
+    grpc::spawn_server(
+        &mut tasks,
+        listener,
+        routes,
+        "guichet.v1.Postal",
+        shared.shutdown.clone(),
+    )
+    .await;
+    tracing::info!(%grpc_addr, "postal service ready");
+    Ok(Running {
+        grpc_addr,
+        db,
+        tasks,
+    })
+}
+
+/// The configured key, or the one made for this installation on first start.
+fn signing_key(configured: Option<&str>, data_dir: &Path) -> Result<Vec<u8>, String> {
+    if let Some(key) = configured {
+        if key.len() < 32 {
+            return Err("must be at least 32 characters".into());
+        }
+        return Ok(key.as_bytes().to_vec());
+    }
+    let path = data_dir.join("form-signing.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return hex::decode(text.trim()).map_err(|e| format!("{}: {e}", path.display()));
+    }
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    std::fs::create_dir_all(data_dir).map_err(|e| e.to_string())?;
+    std::fs::write(&path, hex::encode(key)).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(key.to_vec())
+}
+
+/// Refreshes the envelope figures on `/metrics`.
+async fn sample_forever(service: PostalService, shutdown: Shutdown) {
+    loop {
+        if let Ok(counts) = service.store.envelope_counts().await {
+            for state in ["keying", "filed", "routed"] {
+                let n = counts.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
+                service
+                    .intake
+                    .metrics
+                    .postal_envelopes
+                    .get_or_create(&StateLabels { state })
+                    .set(n);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct PostalService {
+    intake: Intake,
+    store: Store,
+    documents: Documents,
+    signing_key: Arc<Vec<u8>>,
+    letters: Letters,
+    wake: Arc<Notify>,
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NoEnvelope(id) => ServiceError::not_found(format!("no envelope {id}")),
+            StoreError::NoBatch(id) => ServiceError::not_found(format!("no batch {id}")),
+            StoreError::NoLetter(id) => ServiceError::not_found(format!("no letter {id}")),
+            StoreError::WrongState(why) => ServiceError::new(ErrorKind::WrongState, why),
+            StoreError::Db(e) if guichet_kit::db::is_unavailable(&e) => {
+                ServiceError::unavailable("the postal service cannot reach its database; try again")
+            }
+            StoreError::Db(e) => ServiceError::internal("the postal store", &e),
+        }
+    }
+}
+
+fn err(e: StoreError) -> Status {
+    ServiceError::from(e).into()
+}
+
+fn io_err(context: &str, e: std::io::Error) -> Status {
+    ServiceError::unavailable(format!("{context}: {e}; try again")).into()
+}
+
+fn invalid(v: Violations) -> Status {
+    ServiceError::invalid(v).into()
+}
+
+fn pdf(id: String, content: Vec<u8>) -> Response<pb::PrintedDocument> {
+    Response::new(pb::PrintedDocument {
+        id,
+        media_type: "application/pdf".into(),
+        content,
+    })
+}
+
+impl PostalService {
+    async fn envelope_pb(&self, row: &EnvelopeRow) -> Result<pb::Envelope, Status> {
+        let pages = self.store.pages_of_envelope(&row.id).await.map_err(err)?;
+        Ok(envelope_to_pb(row, &pages))
+    }
+}
+
+fn envelope_to_pb(row: &EnvelopeRow, pages: &[PageRow]) -> pb::Envelope {
+    pb::Envelope {
+        id: row.id.clone(),
+        batch_id: row.batch_id.clone(),
+        seq: row.seq as u32,
+        page_count: row.page_count as u32,
+        state: row.state.clone(),
+        postmark_date: row.postmark_date.clone().unwrap_or_default(),
+        reception_date: row.reception_date.clone(),
+        form_id: row.form_id.clone().unwrap_or_default(),
+        code_problem: row.code_problem.clone().unwrap_or_default(),
+        fields: row
+            .fields()
+            .into_iter()
+            .map(|f| pb::ExtractedField {
+                key: f.key,
+                value: f.value,
+                confidence: f.confidence,
+                source: f.source,
+            })
+            .collect(),
+        reference: row.reference.clone().unwrap_or_default(),
+        routed_reason: row.routed_reason.clone().unwrap_or_default(),
+        routed_to: row.routed_to.clone().unwrap_or_default(),
+        page_sha256: pages.iter().map(|p| p.sha256.clone()).collect(),
+        ocr_text: pages
+            .iter()
+            .filter_map(|p| p.ocr_text.clone())
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+        keyed_by: row.keyed_by.clone().unwrap_or_default(),
+    }
+}
+
+/// What became of a page, in words an operator reads.
+fn outcome(page: &PageRow, envelope: Option<&EnvelopeRow>) -> String {
+    match (page.role.as_deref(), envelope) {
+        (None, _) => "reading".into(),
+        (Some("separator"), _) => "separator sheet".into(),
+        (_, None) => "no envelope".into(),
+        (_, Some(e)) => match e.state.as_str() {
+            "filed" => format!("dossier {}", e.reference.clone().unwrap_or_default()),
+            "routed" => format!(
+                "routed to {}: {}",
+                e.routed_to.clone().unwrap_or_default(),
+                e.routed_reason.clone().unwrap_or_default()
+            ),
+            other => other.to_string(),
+        },
+    }
+}
+
+fn date_field(v: &mut Violations, field: &str, value: &str) -> Option<chrono::NaiveDate> {
+    let d = parse_iso_date(value.trim());
+    if d.is_none() {
+        v.add(field, "must be a date as YYYY-MM-DD");
+    }
+    d
+}
+
+#[tonic::async_trait]
+impl Postal for PostalService {
+    async fn print_form(
+        &self,
+        request: Request<pb::PrintFormRequest>,
+    ) -> Result<Response<pb::PrintedDocument>, Status> {
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        let mut fields: BTreeMap<String, String> = BTreeMap::new();
+        for (k, value) in r.prefill {
+            if form_field(&k).is_none() {
+                v.add(format!("prefill.{k}"), "is not a field of the form");
+            } else if !value.trim().is_empty() {
+                fields.insert(k, value.trim().to_string());
+            }
+        }
+        if !r.procedure.trim().is_empty() {
+            if guichet_dossier::Procedure::parse(r.procedure.trim()).is_none() {
+                v.add("procedure", "is not a procedure (renewal, first_application, ...)");
+            }
+            fields.insert("procedure".into(), r.procedure.trim().to_string());
+        }
+        if !v.is_empty() {
+            return Err(invalid(v));
+        }
+        let form_id = format!("F{}", &uuid::Uuid::new_v4().simple().to_string()[..12]).to_uppercase();
+        let code = FormCode {
+            form_id: form_id.clone(),
+            version: FORM_VERSION,
+            fields,
+        };
+        let text = form_code_text(&code, &self.signing_key);
+        let content = render::form_pdf(&text, &form_id, &code.fields)
+            .map_err(|e| invalid(Violations::one("prefill", e.to_string())))?;
+        Ok(pdf(form_id, content))
+    }
+
+    async fn print_separators(
+        &self,
+        request: Request<pb::PrintSeparatorsRequest>,
+    ) -> Result<Response<pb::PrintedDocument>, Status> {
+        let count = request.into_inner().count;
+        if count == 0 || count > MAX_SEPARATORS {
+            return Err(invalid(Violations::one(
+                "count",
+                format!("must be between 1 and {MAX_SEPARATORS}"),
+            )));
+        }
+        let content = render::separators_pdf(&separator_code(), count)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(pdf(format!("separators-{count}"), content))
+    }
+
+    async fn upload_batch(
+        &self,
+        request: Request<pb::UploadBatchRequest>,
+    ) -> Result<Response<pb::UploadBatchResponse>, Status> {
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        if r.station_id.trim().is_empty() {
+            v.add("station_id", "is required: the scanning station's id");
+        }
+        let today = self.intake.clock.today();
+        let reception = date_field(&mut v, "reception_date", &r.reception_date);
+        if reception.is_some_and(|d| d > today) {
+            v.add("reception_date", "is in the future");
+        }
+        for (i, p) in r.postmark_dates.iter().enumerate() {
+            if p.trim().is_empty() {
+                continue;
+            }
+            let field = format!("postmark_dates[{i}]");
+            let postmark = date_field(&mut v, &field, p);
+            if let (Some(p), Some(rd)) = (postmark, reception)
+                && p > rd
+            {
+                v.add(field, "is after the reception date");
+            }
+        }
+        if r.files.is_empty() {
+            v.add("files", "at least one scanned file is required");
+        }
+        if !v.is_empty() {
+            return Err(invalid(v));
+        }
+        // The key: given by the station, or the content itself, so the same
+        // upload sent twice makes one batch.
+        let key = if r.idempotency_key.trim().is_empty() {
+            let mut h = Sha256::new();
+            h.update(r.station_id.as_bytes());
+            h.update(r.reception_date.as_bytes());
+            for f in &r.files {
+                h.update(Sha256::digest(&f.content));
+            }
+            format!("content-{}", hex::encode(h.finalize()))
+        } else {
+            r.idempotency_key.trim().to_string()
+        };
+        let mut pages = Vec::new();
+        for (i, file) in r.files.into_iter().enumerate() {
+            let images = scan::pages_of(i, file.media_type.trim(), file.content)
+                .await
+                .map_err(|e| match e {
+                    ScanError::Unreadable { .. } | ScanError::MediaType { .. } => {
+                        invalid(Violations::one(format!("files[{i}]"), e.to_string()))
+                    }
+                    ScanError::ToolMissing { .. } => {
+                        ServiceError::new(ErrorKind::WrongState, e.to_string()).into()
+                    }
+                    ScanError::Io(e) => io_err("splitting the scan", e),
+                })?;
+            pages.extend(images);
+        }
+        let mut stored = Vec::with_capacity(pages.len());
+        for png in pages {
+            let size = png.len() as u64;
+            let sha = self
+                .documents
+                .put(png)
+                .await
+                .map_err(|e| io_err("storing a page", e))?;
+            stored.push((sha, "image/png".to_string(), size));
+        }
+        let batch = NewBatch {
+            idempotency_key: key,
+            station_id: r.station_id.trim().to_string(),
+            reception_date: r.reception_date.trim().to_string(),
+            postmark_dates: r.postmark_dates.iter().map(|d| d.trim().to_string()).collect(),
+            pages: stored,
+        };
+        let (batch_id, created) = self
+            .store
+            .create_batch(&batch, self.intake.clock.now())
+            .await
+            .map_err(err)?;
+        self.wake.notify_one();
+        let pages = self.store.pages_of_batch(&batch_id).await.map_err(err)?;
+        Ok(Response::new(pb::UploadBatchResponse {
+            batch_id,
+            pages: pages
+                .iter()
+                .map(|p| pb::StoredPage {
+                    seq: p.seq as u32,
+                    sha256: p.sha256.clone(),
+                })
+                .collect(),
+            created,
+        }))
+    }
+
+    async fn get_batch(
+        &self,
+        request: Request<pb::GetBatchRequest>,
+    ) -> Result<Response<pb::Batch>, Status> {
+        let id = request.into_inner().batch_id;
+        let batch = self.store.batch(id.trim()).await.map_err(err)?;
+        let pages = self.store.pages_of_batch(&batch.id).await.map_err(err)?;
+        let envelopes = self.store.envelopes_of_batch(&batch.id).await.map_err(err)?;
+        let traces = pages
+            .iter()
+            .map(|p| {
+                let envelope = p
+                    .envelope_id
+                    .as_ref()
+                    .and_then(|id| envelopes.iter().find(|e| &e.id == id));
+                pb::PageTrace {
+                    seq: p.seq as u32,
+                    sha256: p.sha256.clone(),
+                    role: p.role.clone().unwrap_or_default(),
+                    envelope_id: p.envelope_id.clone().unwrap_or_default(),
+                    code: p.code.clone().unwrap_or_default(),
+                    outcome: outcome(p, envelope),
+                }
+            })
+            .collect();
+        let envelopes = envelopes
+            .iter()
+            .map(|e| {
+                let own: Vec<PageRow> = pages
+                    .iter()
+                    .filter(|p| {
+                        p.envelope_id.as_deref() == Some(e.id.as_str())
+                            && p.role.as_deref() != Some("separator")
+                    })
+                    .cloned()
+                    .collect();
+                envelope_to_pb(e, &own)
+            })
+            .collect();
+        Ok(Response::new(pb::Batch {
+            id: batch.id,
+            station_id: batch.station_id,
+            reception_date: batch.reception_date,
+            state: batch.state,
+            pages: traces,
+            envelopes,
+            received_at: Some(convert::timestamp_to_pb(batch.received_at)),
+        }))
+    }
+
+    async fn list_keying(
+        &self,
+        request: Request<pb::ListKeyingRequest>,
+    ) -> Result<Response<pb::ListKeyingResponse>, Status> {
+        let limit = match request.into_inner().limit {
+            0 => 50,
+            n => n.min(500),
+        };
+        let rows = self.store.keying(limit).await.map_err(err)?;
+        let mut envelopes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            envelopes.push(self.envelope_pb(row).await?);
+        }
+        Ok(Response::new(pb::ListKeyingResponse { envelopes }))
+    }
+
+    async fn get_envelope(
+        &self,
+        request: Request<pb::GetEnvelopeRequest>,
+    ) -> Result<Response<pb::Envelope>, Status> {
+        let id = request.into_inner().envelope_id;
+        let row = self.store.envelope(id.trim()).await.map_err(err)?;
+        Ok(Response::new(self.envelope_pb(&row).await?))
+    }
+
+    async fn confirm_envelope(
+        &self,
+        request: Request<pb::ConfirmEnvelopeRequest>,
+    ) -> Result<Response<pb::Envelope>, Status> {
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        if r.operator_id.trim().is_empty() {
+            v.add("operator_id", "is required: who keyed the envelope");
+        }
+        for k in r.fields.keys() {
+            if form_field(k).is_none() {
+                v.add(format!("fields.{k}"), "is not a field of the form");
+            }
+        }
+        if !r.postmark_date.trim().is_empty() {
+            date_field(&mut v, "postmark_date", &r.postmark_date);
+        }
+        if !v.is_empty() {
+            return Err(invalid(v));
+        }
+        let row = self.store.envelope(r.envelope_id.trim()).await.map_err(err)?;
+        if row.state == "filed" {
+            // Confirming again (a retry) answers with the dossier already made.
+            return Ok(Response::new(self.envelope_pb(&row).await?));
+        }
+        // The operator's word replaces what was read.
+        let mut fields = row.fields();
+        for (k, value) in &r.fields {
+            fields.retain(|f| &f.key != k);
+            fields.push(StoredField {
+                key: k.clone(),
+                value: value.trim().to_string(),
+                confidence: 1.0,
+                source: "operator".into(),
+            });
+        }
+        fields.sort_by(|a, b| a.key.cmp(&b.key));
+        let postmark = if r.postmark_date.trim().is_empty() {
+            row.postmark_date.clone()
+        } else {
+            Some(r.postmark_date.trim().to_string())
+        };
+        self.store
+            .save_keying(&row.id, &fields, postmark.as_deref())
+            .await
+            .map_err(err)?;
+        if row.state != "keying" {
+            let state = postal::EnvelopeState::parse(&row.state).unwrap_or(postal::EnvelopeState::Keying);
+            let why = state.after(EnvelopeAction::Confirm).err().unwrap_or("not in keying");
+            return Err(ServiceError::new(ErrorKind::WrongState, why).into());
+        }
+        let pages = self.store.pages_of_envelope(&row.id).await.map_err(err)?;
+        let scanned = |p: &PageRow| ScannedPage {
+            sha256: p.sha256.clone(),
+            media_type: p.media_type.clone(),
+            size_bytes: p.size_bytes as u64,
+        };
+        let form: Vec<ScannedPage> = pages.iter().filter(|p| p.role.as_deref() == Some("form")).map(scanned).collect();
+        let enclosures: Vec<ScannedPage> = pages.iter().filter(|p| p.role.as_deref() != Some("form")).map(scanned).collect();
+        let values: BTreeMap<String, String> =
+            fields.iter().map(|f| (f.key.clone(), f.value.clone())).collect();
+        let raw = postal::raw_filing(&values, &form, &enclosures, &row.id);
+        let provenance = RawProvenance::Postal {
+            station_id: Some(row.station_id.clone()),
+            envelope_id: Some(row.id.clone()),
+            postmark_date: postmark,
+            reception_date: Some(row.reception_date.clone()),
+        };
+        let accepted = self.intake.accept(&raw, &provenance).await?;
+        let reference = accepted.receipt.reference.clone();
+        let closed = match self
+            .store
+            .close(
+                &row.id,
+                EnvelopeAction::Confirm,
+                r.operator_id.trim(),
+                Some(&reference),
+                None,
+                self.intake.clock.now(),
+            )
+            .await
+        {
+            Ok(closed) => closed,
+            // A concurrent confirmation filed it first: same dossier.
+            Err(StoreError::WrongState(_)) => self.store.envelope(&row.id).await.map_err(err)?,
+            Err(e) => return Err(err(e)),
+        };
+        if let Err(e) = self.letters.receipt(&closed, &accepted.receipt).await {
+            // The dossier stands; the receipt letter is written on the next
+            // confirmation attempt or by an operator's reprint.
+            tracing::warn!(reference = %reference, error = %e, "the receipt letter could not be written");
+        }
+        Ok(Response::new(self.envelope_pb(&closed).await?))
+    }
+
+    async fn route_envelope(
+        &self,
+        request: Request<pb::RouteEnvelopeRequest>,
+    ) -> Result<Response<pb::Envelope>, Status> {
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        if r.operator_id.trim().is_empty() {
+            v.add("operator_id", "is required: who routed the envelope");
+        }
+        if r.reason.trim().is_empty() {
+            v.add("reason", "is required: why this envelope is not a filing");
+        }
+        if r.destination.trim().is_empty() {
+            v.add("destination", "is required: where the envelope was sent");
+        }
+        if !v.is_empty() {
+            return Err(invalid(v));
+        }
+        let row = self
+            .store
+            .close(
+                r.envelope_id.trim(),
+                EnvelopeAction::Route,
+                r.operator_id.trim(),
+                None,
+                Some((r.reason.trim(), r.destination.trim())),
+                self.intake.clock.now(),
+            )
+            .await
+            .map_err(err)?;
+        Ok(Response::new(self.envelope_pb(&row).await?))
+    }
+
+    async fn get_page(
+        &self,
+        request: Request<pb::GetPageRequest>,
+    ) -> Result<Response<pb::PrintedDocument>, Status> {
+        let sha = request.into_inner().sha256.trim().to_lowercase();
+        let content = self
+            .documents
+            .get(&sha)
+            .await
+            .map_err(|e| io_err("reading the document store", e))?
+            .ok_or_else(|| Status::from(ServiceError::not_found(format!("no page {sha}"))))?;
+        Ok(Response::new(pb::PrintedDocument {
+            id: sha,
+            media_type: "image/png".into(),
+            content,
+        }))
+    }
+
+    async fn list_letters(
+        &self,
+        request: Request<pb::ListLettersRequest>,
+    ) -> Result<Response<pb::ListLettersResponse>, Status> {
+        let r = request.into_inner();
+        let limit = match r.limit {
+            0 => 100,
+            n => n.min(1000),
+        };
+        let rows = self.store.letters(r.reference.trim(), limit).await.map_err(err)?;
+        Ok(Response::new(pb::ListLettersResponse {
+            letters: rows
+                .into_iter()
+                .map(|l| pb::Letter {
+                    id: l.id,
+                    reference: l.reference,
+                    envelope_id: l.envelope_id,
+                    kind: l.kind,
+                    created_at: Some(convert::timestamp_to_pb(l.created_at)),
+                    emailed_to: l.emailed_to.unwrap_or_default(),
+                    sha256: l.sha256,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_letter(
+        &self,
+        request: Request<pb::GetLetterRequest>,
+    ) -> Result<Response<pb::PrintedDocument>, Status> {
+        let id = request.into_inner().letter_id;
+        let letter = self.store.letter(id.trim()).await.map_err(err)?;
+        let content = self
+            .documents
+            .get(&letter.sha256)
+            .await
+            .map_err(|e| io_err("reading the document store", e))?
+            .ok_or_else(|| Status::from(ServiceError::not_found(format!("letter {id} has no PDF"))))?;
+        Ok(pdf(letter.id, content))
+    }
+}

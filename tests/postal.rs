@@ -1,0 +1,411 @@
+//! The postal channel end to end through the gateway: forms printed by
+//! Guichet, scanned into page images the way a mailroom scanner delivers
+//! them, uploaded as a stack with separator sheets, read, keyed, filed on
+//! the postmark date, answered by letter; a forged code and a letter that is
+//! not a filing go to keying with their reason and are routed, never lost.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{Days, NaiveDate};
+use common::{App, Backend, TestEnv, eventually};
+use guichet_intake_postal::corpus::{Distortion, distort};
+use guichet_intake_postal::{render, scan};
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+
+/// A stack is read in the background; OCR takes about a second a page.
+const READING: Duration = Duration::from_secs(240);
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A PDF as the scanner sees the printed sheet: a 200 dpi page image, fed a
+/// little crooked, with some sensor noise.
+async fn scanned(pdf: &[u8], seed: u64) -> Vec<Vec<u8>> {
+    let pages = scan::pdf_pages(pdf, 200).await.expect("pdftoppm renders it");
+    pages
+        .into_iter()
+        .enumerate()
+        .map(|(i, png)| {
+            let page = image::load_from_memory(&png).unwrap().into_luma8();
+            let d = Distortion {
+                rotation: ((seed + i as u64) % 7) as f64 * 0.6 - 1.8,
+                skew: ((seed * 3 + i as u64) % 5) as f64 * 0.5 - 1.0,
+                noise: 6.0,
+                specks: 0.0005,
+                seed: seed * 31 + i as u64,
+            };
+            scan::encode_png(&distort(&page, d)).unwrap()
+        })
+        .collect()
+}
+
+async fn post_json(app: &App, path: &str, body: &Value) -> reqwest::Response {
+    app.http
+        .post(format!("{}{path}", app.base))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get(app: &App, path: &str) -> reqwest::Response {
+    app.http
+        .get(format!("{}{path}", app.base))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn form_pdf(app: &App, prefill: Value) -> Vec<u8> {
+    let r = post_json(app, "/api/v1/postal/forms", &json!({"procedure": "renewal", "prefill": prefill})).await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    assert_eq!(r.headers()["content-type"], "application/pdf");
+    r.bytes().await.unwrap().to_vec()
+}
+
+async fn separator_page(app: &App) -> Vec<u8> {
+    let r = get(app, "/api/v1/postal/separators?count=1").await;
+    assert_eq!(r.status(), 200);
+    let pdf = r.bytes().await.unwrap();
+    scanned(&pdf, 99).await.remove(0)
+}
+
+/// A page with text and no code: a letter, a copy of a document.
+fn text_page_pdf(subject: &str, body: &str) -> Vec<u8> {
+    render::letter_pdf(&render::LetterText {
+        addressee: vec!["Préfecture du Nord".into(), "Bureau des étrangers".into(), "59000 LILLE".into()],
+        place_and_date: "Lille, le 2 novembre 2026".into(),
+        subject: subject.into(),
+        paragraphs: vec![body.into()],
+        reference: "-".into(),
+    })
+}
+
+async fn upload(
+    app: &App,
+    station: &str,
+    received: NaiveDate,
+    postmarks: &[String],
+    pages: &[Vec<u8>],
+) -> Value {
+    let mut form = Form::new()
+        .text("station_id", station.to_string())
+        .text("reception_date", received.to_string());
+    for p in postmarks {
+        form = form.text("postmark_date", p.clone());
+    }
+    for (i, png) in pages.iter().enumerate() {
+        form = form.part(
+            "page",
+            Part::bytes(png.clone())
+                .file_name(format!("scan-{i:03}.png"))
+                .mime_str("image/png")
+                .unwrap(),
+        );
+    }
+    let r = app
+        .http
+        .post(format!("{}/api/v1/postal/batches", app.base))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["pages"].as_array().unwrap().len(), pages.len(), "every page stored");
+    body
+}
+
+async fn read_batch(app: &App, id: &str) -> Value {
+    eventually(READING, "the batch read", || async {
+        let b: Value = get(app, &format!("/api/v1/postal/batches/{id}")).await.json().await.ok()?;
+        (b["state"] == "read").then_some(b)
+    })
+    .await
+}
+
+fn field<'a>(envelope: &'a Value, key: &str) -> Option<&'a Value> {
+    envelope["fields"].as_array()?.iter().find(|f| f["key"] == key)
+}
+
+on_both_backends!(a_stack_of_twenty_envelopes_becomes_twenty_dossiers);
+async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
+    let env = TestEnv::on(backend).await;
+    let app = App::start(&env.config()).await;
+    let today = chrono::Utc::now().date_naive();
+    let received = today.checked_sub_days(Days::new(1)).unwrap();
+
+    // Twenty envelopes: a pre-filled form each, then 0 to 2 enclosures; a
+    // separator sheet before each envelope. Every fifth has no legible
+    // postmark and counts from the reception date.
+    let separator = separator_page(&app).await;
+    let enclosure = scanned(
+        &text_page_pdf("copie de passeport", "Copie certifiée conforme du passeport de la personne."),
+        7,
+    )
+    .await
+    .remove(0);
+    let mut stack = Vec::new();
+    let mut postmarks = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..20u64 {
+        let name = format!("Postier{i:02}");
+        let pdf = form_pdf(
+            &app,
+            json!({
+                "family_name": name,
+                "given_names": "Amina",
+                "birth_date": "1990-05-14",
+                "nationality": "SEN",
+                "postal_code": "59000",
+            }),
+        )
+        .await;
+        let enclosures = (i % 3) as usize;
+        stack.push(separator.clone());
+        stack.extend(scanned(&pdf, i).await);
+        stack.extend(std::iter::repeat_n(enclosure.clone(), enclosures));
+        let postmark = (i % 5 != 4).then(|| received.checked_sub_days(Days::new(1 + i % 4)).unwrap());
+        postmarks.push(postmark.map(|d| d.to_string()).unwrap_or_default());
+        expected.push((name, 1 + enclosures, postmark.unwrap_or(received)));
+    }
+    let uploaded = upload(&app, "station-59-1", received, &postmarks, &stack).await;
+    let batch_id = uploaded["batch_id"].as_str().unwrap().to_string();
+    let batch = read_batch(&app, &batch_id).await;
+
+    let envelopes = batch["envelopes"].as_array().unwrap();
+    assert_eq!(envelopes.len(), 20, "one envelope per separator");
+    for (e, (name, pages, _)) in envelopes.iter().zip(&expected) {
+        assert_eq!(e["page_count"], *pages, "pages of {name}");
+        assert_eq!(e["state"], "keying");
+        assert!(e["code_problem"].is_null(), "{e}");
+        let read = field(e, "family_name").unwrap();
+        assert_eq!((&read["value"], &read["source"]), (&json!(name), &json!("code")));
+        assert_eq!(read["confidence"], 1.0);
+    }
+    assert_eq!(
+        get(&app, "/api/v1/postal/keying?limit=100").await.json::<Value>().await.unwrap().as_array().unwrap().len(),
+        20
+    );
+
+    // The operators complete what the pre-filled form left to the person.
+    let mut references = Vec::new();
+    for (e, (name, _, legal_date)) in envelopes.iter().zip(&expected) {
+        let id = e["id"].as_str().unwrap();
+        let r = post_json(
+            &app,
+            &format!("/api/v1/postal/envelopes/{id}/confirmation"),
+            &json!({
+                "operator_id": "mailroom-3",
+                "fields": {
+                    "motif": "employee",
+                    "address_line1": "3 rue de Paris",
+                    "city": "Lille",
+                    "email": if name.ends_with('0') { "amina@example.org" } else { "" },
+                    "title_kind": "temporary_card",
+                    "title_number": "FR59A7654321",
+                    "title_expires_on": "15/01/2027",
+                    "document_kinds": "passport",
+                },
+            }),
+        )
+        .await;
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+        let filed: Value = r.json().await.unwrap();
+        assert_eq!(filed["state"], "filed");
+        let reference = filed["reference"].as_str().unwrap().to_string();
+        references.push((reference, *legal_date));
+    }
+
+    // Each is a postal dossier in instruction, filed on its postmark date.
+    for (reference, legal_date) in &references {
+        let dossier: Value = eventually(WAIT, "the postal dossier in instruction", || async {
+            let r = app.dossier(reference).await;
+            if r.status() == 200 { r.json().await.ok() } else { None }
+        })
+        .await;
+        assert_eq!(dossier["channel"], "postal");
+        assert_eq!(dossier["legal_filing_date"], legal_date.to_string());
+    }
+
+    // Nothing unaccounted for: every page is a separator or part of a dossier.
+    let batch: Value = get(&app, &format!("/api/v1/postal/batches/{batch_id}")).await.json().await.unwrap();
+    let pages = batch["pages"].as_array().unwrap();
+    assert_eq!(pages.len(), stack.len());
+    let separators = pages.iter().filter(|p| p["outcome"] == "separator sheet").count();
+    let filed = pages
+        .iter()
+        .filter(|p| p["outcome"].as_str().unwrap().starts_with("dossier "))
+        .count();
+    assert_eq!((separators, filed), (20, stack.len() - 20), "{pages:#?}");
+
+    // A receipt letter for each, and the later letters instruction's events
+    // call for (these files lack documents); e-mailed where given.
+    let (first, _) = &references[0];
+    let letters: Vec<Value> = eventually(WAIT, "the receipt and the missing-documents letter", || async {
+        let l: Vec<Value> = get(&app, &format!("/api/v1/postal/letters?reference={first}")).await.json().await.ok()?;
+        (l.len() >= 2).then_some(l)
+    })
+    .await;
+    let kinds: Vec<&str> = letters.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"receipt") && kinds.contains(&"found_incomplete"), "{kinds:?}");
+    assert!(letters.iter().all(|l| l["emailed_to"] == "amina@example.org"));
+    let pdf = get(&app, &format!("/api/v1/postal/letters/{}", letters[0]["id"].as_str().unwrap())).await;
+    assert_eq!(pdf.headers()["content-type"], "application/pdf");
+    assert!(pdf.bytes().await.unwrap().starts_with(b"%PDF-"));
+    let mails = std::fs::read_dir(env.data_dir.join("mail")).unwrap().count();
+    assert!(mails >= 2, "e-mail copies written: {mails}");
+    let all: Vec<Value> = get(&app, "/api/v1/postal/letters?limit=1000").await.json().await.unwrap();
+    let receipts = all.iter().filter(|l| l["kind"] == "receipt").count();
+    assert_eq!(receipts, 20);
+
+    // Confirming again files nothing new.
+    let again = post_json(
+        &app,
+        &format!("/api/v1/postal/envelopes/{}/confirmation", envelopes[0]["id"].as_str().unwrap()),
+        &json!({"operator_id": "mailroom-3"}),
+    )
+    .await;
+    assert_eq!(again.json::<Value>().await.unwrap()["reference"], json!(references[0].0));
+    app.stop().await;
+    env.cleanup().await;
+}
+
+on_both_backends!(a_forged_code_and_a_plain_letter_go_to_keying_with_their_reason);
+async fn a_forged_code_and_a_plain_letter_go_to_keying_with_their_reason(backend: Backend) {
+    let env = TestEnv::on(backend).await;
+    let app = App::start(&env.config()).await;
+    let received = chrono::Utc::now().date_naive();
+
+    // A genuine pre-filled form's code, read, then altered: the name is
+    // changed, the signature kept.
+    let genuine = form_pdf(&app, json!({"family_name": "Martin", "birth_date": "1985-01-01", "nationality": "MAR"})).await;
+    let page = scan::pdf_pages(&genuine, 200).await.unwrap().remove(0);
+    let text = scan::find_code(&page).expect("the genuine code reads");
+    let forged_text = text.replace("Martin", "Usurpateur");
+    assert_ne!(forged_text, text);
+    let mut printed = std::collections::BTreeMap::new();
+    printed.insert("family_name".to_string(), "Usurpateur".to_string());
+    let forged_pdf = render::form_pdf(&forged_text, "F-FORGED", &printed).unwrap();
+    let forged = scanned(&forged_pdf, 3).await;
+
+    // A complaint letter, no form at all.
+    let complaint = scanned(
+        &text_page_pdf(
+            "réclamation",
+            "Monsieur le Préfet, je vous écris pour signaler que mon rendez-vous a été annulé trois fois.",
+        ),
+        5,
+    )
+    .await;
+    let separator = separator_page(&app).await;
+    let stack: Vec<Vec<u8>> = [forged, vec![separator], complaint].concat();
+    let uploaded = upload(&app, "station-59-2", received, &[], &stack).await;
+    let batch = read_batch(&app, uploaded["batch_id"].as_str().unwrap()).await;
+    let envelopes = batch["envelopes"].as_array().unwrap();
+    assert_eq!(envelopes.len(), 2);
+
+    let forged = &envelopes[0];
+    assert_eq!(forged["state"], "keying");
+    let problem = forged["code_problem"].as_str().unwrap();
+    assert!(problem.contains("forged"), "{problem}");
+    // Nothing from the forged code is taken as certain.
+    assert!(forged["fields"].as_array().unwrap().iter().all(|f| f["source"] != "code"), "{forged}");
+    assert_eq!(batch["pages"][0]["code"], json!(problem));
+
+    let letter = &envelopes[1];
+    assert!(letter["code_problem"].as_str().unwrap().contains("no Guichet form"));
+    let ocr = letter["ocr_text"].as_str().unwrap();
+    assert!(ocr.contains("Monsieur") && ocr.contains("rendez-vous"), "OCR read: {ocr}");
+
+    // Both are routed with a reason; the trace says where each page went.
+    for (e, reason, to) in [
+        (forged, "forged form code", "fraud unit"),
+        (letter, "complaint, not a filing", "prefecture's mediation desk"),
+    ] {
+        let id = e["id"].as_str().unwrap();
+        let r = post_json(
+            &app,
+            &format!("/api/v1/postal/envelopes/{id}/routing"),
+            &json!({"operator_id": "mailroom-1", "reason": reason, "destination": to}),
+        )
+        .await;
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+        let again = post_json(
+            &app,
+            &format!("/api/v1/postal/envelopes/{id}/confirmation"),
+            &json!({"operator_id": "mailroom-1"}),
+        )
+        .await;
+        assert_eq!(again.status(), 409, "a routed envelope is not filed");
+    }
+    let batch: Value = get(&app, &format!("/api/v1/postal/batches/{}", uploaded["batch_id"].as_str().unwrap()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let outcomes: Vec<&str> = batch["pages"].as_array().unwrap().iter().map(|p| p["outcome"].as_str().unwrap()).collect();
+    assert_eq!(
+        outcomes,
+        [
+            "routed to fraud unit: forged form code",
+            "separator sheet",
+            "routed to prefecture's mediation desk: complaint, not a filing",
+        ]
+    );
+    assert_eq!(get(&app, "/api/v1/postal/keying").await.json::<Value>().await.unwrap(), json!([]));
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_uploads_are_refused_with_the_field_at_fault() {
+    let env = TestEnv::on(Backend::Embedded).await;
+    let app = App::start(&env.config()).await;
+    let send = |form: Form| {
+        app.http
+            .post(format!("{}/api/v1/postal/batches", app.base))
+            .multipart(form)
+            .send()
+    };
+    let png = Part::bytes(b"not a png".to_vec()).file_name("a.png").mime_str("image/png").unwrap();
+    let r = send(
+        Form::new()
+            .text("reception_date", "2026-13-40")
+            .text("postmark_date", "tomorrow")
+            .part("page", png),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    let fields: Vec<&str> = body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["station_id", "reception_date", "postmark_dates[0]"], "{body}");
+
+    let garbage = Part::bytes(b"not a png".to_vec()).file_name("a.png").mime_str("image/png").unwrap();
+    let r = send(Form::new().text("station_id", "s1").text("reception_date", "2026-11-02").part("page", garbage))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["field"], "files[0]", "{body}");
+    assert!(body["errors"][0]["problem"].as_str().unwrap().contains("not a readable PNG"), "{body}");
+
+    // A PDF straight from a scanner's software is split into its pages.
+    let pdf = get(&app, "/api/v1/postal/separators?count=3").await.bytes().await.unwrap();
+    let part = Part::bytes(pdf.to_vec()).file_name("pile.pdf").mime_str("application/pdf").unwrap();
+    let r = send(Form::new().text("station_id", "s1").text("reception_date", "2026-11-02").part("scan", part))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["pages"].as_array().unwrap().len(), 3);
+
+    let r = post_json(&app, "/api/v1/postal/forms", &json!({"prefill": {"shoe_size": "42"}})).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["errors"][0]["field"], "prefill.shoe_size");
+    app.stop().await;
+    env.cleanup().await;
+}
