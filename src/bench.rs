@@ -20,6 +20,7 @@ mod bare;
 mod load;
 mod mesh;
 pub mod mix;
+pub mod postal;
 mod procfs;
 mod report;
 mod scratch;

@@ -33,6 +33,8 @@ enum Command {
     /// End-to-end throughput and latency of the mesh on RabbitMQ and
     /// PostgreSQL, beside the bare pipeline measured in the same run.
     Bench(guichet::bench::BenchArgs),
+    /// Pages per minute per postal scanning station, on the real mesh.
+    BenchPostal(guichet::bench::postal::PostalBenchArgs),
     /// Replay a synthetic year of filings through the real rules: days to
     /// decision and gap days per channel, Guichet beside the manual baseline.
     Simulate(guichet::simulate::SimulateArgs),
@@ -135,7 +137,9 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = match cli.command {
         // Their standard output is the answer (a table, or JSON): logs go to
         // standard error, warnings only unless RUST_LOG says otherwise.
-        Command::Dlq { .. } | Command::Bench(_) => telemetry::init_for_tool(cli.config.log_format),
+        Command::Dlq { .. } | Command::Bench(_) | Command::BenchPostal(_) => {
+            telemetry::init_for_tool(cli.config.log_format)
+        }
         _ => telemetry::init(&cli.config, service_name),
     };
     let shutdown = Shutdown::new();
@@ -170,6 +174,17 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bench(args) => {
             let report = guichet::bench::run(&args).await.context("benchmarking")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}", report.table());
+            }
+            return Ok(());
+        }
+        Command::BenchPostal(args) => {
+            let report = guichet::bench::postal::run(&args)
+                .await
+                .context("benchmarking the postal stations")?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

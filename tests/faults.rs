@@ -71,6 +71,7 @@ impl Services {
                 // Not started: these tests file online only.
                 intake_ccc: "http://127.0.0.1:9".into(),
                 intake_pan: "http://127.0.0.1:9".into(),
+                intake_postal: "http://127.0.0.1:9".into(),
             },
             clock.clone(),
             metrics.clone(),
@@ -490,6 +491,7 @@ async fn the_instruction_consumer_killed_mid_batch_records_each_filing_once() {
             instruction: "http://127.0.0.1:1".into(),
             intake_ccc: "http://127.0.0.1:1".into(),
             intake_pan: "http://127.0.0.1:1".into(),
+            intake_postal: "http://127.0.0.1:1".into(),
         },
         shared.clock.clone(),
         shared.metrics.clone(),

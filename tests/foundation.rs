@@ -190,6 +190,7 @@ async fn filings_are_accepted_while_the_broker_is_unreachable_and_delivered_afte
             // Not started here: this test files online only.
             intake_ccc: "http://127.0.0.1:9".into(),
             intake_pan: "http://127.0.0.1:9".into(),
+            intake_postal: "http://127.0.0.1:9".into(),
         },
         clock.clone(),
         metrics.clone(),

@@ -23,7 +23,9 @@ const WAIT: Duration = Duration::from_secs(30);
 /// A PDF as the scanner sees the printed sheet: a 200 dpi page image, fed a
 /// little crooked, with some sensor noise.
 async fn scanned(pdf: &[u8], seed: u64) -> Vec<Vec<u8>> {
-    let pages = scan::pdf_pages(pdf, 200).await.expect("pdftoppm renders it");
+    let pages = scan::pdf_pages(pdf, 200)
+        .await
+        .expect("pdftoppm renders it");
     pages
         .into_iter()
         .enumerate()
@@ -59,7 +61,12 @@ async fn get(app: &App, path: &str) -> reqwest::Response {
 }
 
 async fn form_pdf(app: &App, prefill: Value) -> Vec<u8> {
-    let r = post_json(app, "/api/v1/postal/forms", &json!({"procedure": "renewal", "prefill": prefill})).await;
+    let r = post_json(
+        app,
+        "/api/v1/postal/forms",
+        &json!({"procedure": "renewal", "prefill": prefill}),
+    )
+    .await;
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
     assert_eq!(r.headers()["content-type"], "application/pdf");
     r.bytes().await.unwrap().to_vec()
@@ -75,7 +82,11 @@ async fn separator_page(app: &App) -> Vec<u8> {
 /// A page with text and no code: a letter, a copy of a document.
 fn text_page_pdf(subject: &str, body: &str) -> Vec<u8> {
     render::letter_pdf(&render::LetterText {
-        addressee: vec!["Préfecture du Nord".into(), "Bureau des étrangers".into(), "59000 LILLE".into()],
+        addressee: vec![
+            "Préfecture du Nord".into(),
+            "Bureau des étrangers".into(),
+            "59000 LILLE".into(),
+        ],
         place_and_date: "Lille, le 2 novembre 2026".into(),
         subject: subject.into(),
         paragraphs: vec![body.into()],
@@ -114,20 +125,31 @@ async fn upload(
         .unwrap();
     assert_eq!(r.status(), 201, "{:?}", r.text().await);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["pages"].as_array().unwrap().len(), pages.len(), "every page stored");
+    assert_eq!(
+        body["pages"].as_array().unwrap().len(),
+        pages.len(),
+        "every page stored"
+    );
     body
 }
 
 async fn read_batch(app: &App, id: &str) -> Value {
     eventually(READING, "the batch read", || async {
-        let b: Value = get(app, &format!("/api/v1/postal/batches/{id}")).await.json().await.ok()?;
+        let b: Value = get(app, &format!("/api/v1/postal/batches/{id}"))
+            .await
+            .json()
+            .await
+            .ok()?;
         (b["state"] == "read").then_some(b)
     })
     .await
 }
 
 fn field<'a>(envelope: &'a Value, key: &str) -> Option<&'a Value> {
-    envelope["fields"].as_array()?.iter().find(|f| f["key"] == key)
+    envelope["fields"]
+        .as_array()?
+        .iter()
+        .find(|f| f["key"] == key)
 }
 
 on_both_backends!(a_stack_of_twenty_envelopes_becomes_twenty_dossiers);
@@ -142,7 +164,10 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
     // postmark and counts from the reception date.
     let separator = separator_page(&app).await;
     let enclosure = scanned(
-        &text_page_pdf("copie de passeport", "Copie certifiée conforme du passeport de la personne."),
+        &text_page_pdf(
+            "copie de passeport",
+            "Copie certifiée conforme du passeport de la personne.",
+        ),
         7,
     )
     .await
@@ -167,7 +192,8 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
         stack.push(separator.clone());
         stack.extend(scanned(&pdf, i).await);
         stack.extend(std::iter::repeat_n(enclosure.clone(), enclosures));
-        let postmark = (i % 5 != 4).then(|| received.checked_sub_days(Days::new(1 + i % 4)).unwrap());
+        let postmark =
+            (i % 5 != 4).then(|| received.checked_sub_days(Days::new(1 + i % 4)).unwrap());
         postmarks.push(postmark.map(|d| d.to_string()).unwrap_or_default());
         expected.push((name, 1 + enclosures, postmark.unwrap_or(received)));
     }
@@ -182,11 +208,21 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
         assert_eq!(e["state"], "keying");
         assert!(e["code_problem"].is_null(), "{e}");
         let read = field(e, "family_name").unwrap();
-        assert_eq!((&read["value"], &read["source"]), (&json!(name), &json!("code")));
+        assert_eq!(
+            (&read["value"], &read["source"]),
+            (&json!(name), &json!("code"))
+        );
         assert_eq!(read["confidence"], 1.0);
     }
     assert_eq!(
-        get(&app, "/api/v1/postal/keying?limit=100").await.json::<Value>().await.unwrap().as_array().unwrap().len(),
+        get(&app, "/api/v1/postal/keying?limit=100")
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
         20
     );
 
@@ -223,7 +259,11 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
     for (reference, legal_date) in &references {
         let dossier: Value = eventually(WAIT, "the postal dossier in instruction", || async {
             let r = app.dossier(reference).await;
-            if r.status() == 200 { r.json().await.ok() } else { None }
+            if r.status() == 200 {
+                r.json().await.ok()
+            } else {
+                None
+            }
         })
         .await;
         assert_eq!(dossier["channel"], "postal");
@@ -231,10 +271,17 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
     }
 
     // Nothing unaccounted for: every page is a separator or part of a dossier.
-    let batch: Value = get(&app, &format!("/api/v1/postal/batches/{batch_id}")).await.json().await.unwrap();
+    let batch: Value = get(&app, &format!("/api/v1/postal/batches/{batch_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     let pages = batch["pages"].as_array().unwrap();
     assert_eq!(pages.len(), stack.len());
-    let separators = pages.iter().filter(|p| p["outcome"] == "separator sheet").count();
+    let separators = pages
+        .iter()
+        .filter(|p| p["outcome"] == "separator sheet")
+        .count();
     let filed = pages
         .iter()
         .filter(|p| p["outcome"].as_str().unwrap().starts_with("dossier "))
@@ -244,31 +291,68 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
     // A receipt letter for each, and the later letters instruction's events
     // call for (these files lack documents); e-mailed where given.
     let (first, _) = &references[0];
-    let letters: Vec<Value> = eventually(WAIT, "the receipt and the missing-documents letter", || async {
-        let l: Vec<Value> = get(&app, &format!("/api/v1/postal/letters?reference={first}")).await.json().await.ok()?;
-        (l.len() >= 2).then_some(l)
-    })
+    let letters: Vec<Value> = eventually(
+        WAIT,
+        "the receipt and the missing-documents letter",
+        || async {
+            let l: Vec<Value> = get(&app, &format!("/api/v1/postal/letters?reference={first}"))
+                .await
+                .json()
+                .await
+                .ok()?;
+            (l.len() >= 2).then_some(l)
+        },
+    )
     .await;
-    let kinds: Vec<&str> = letters.iter().map(|l| l["kind"].as_str().unwrap()).collect();
-    assert!(kinds.contains(&"receipt") && kinds.contains(&"found_incomplete"), "{kinds:?}");
-    assert!(letters.iter().all(|l| l["emailed_to"] == "amina@example.org"));
-    let pdf = get(&app, &format!("/api/v1/postal/letters/{}", letters[0]["id"].as_str().unwrap())).await;
+    let kinds: Vec<&str> = letters
+        .iter()
+        .map(|l| l["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"receipt") && kinds.contains(&"found_incomplete"),
+        "{kinds:?}"
+    );
+    assert!(
+        letters
+            .iter()
+            .all(|l| l["emailed_to"] == "amina@example.org")
+    );
+    let pdf = get(
+        &app,
+        &format!(
+            "/api/v1/postal/letters/{}",
+            letters[0]["id"].as_str().unwrap()
+        ),
+    )
+    .await;
     assert_eq!(pdf.headers()["content-type"], "application/pdf");
     assert!(pdf.bytes().await.unwrap().starts_with(b"%PDF-"));
-    let mails = std::fs::read_dir(env.data_dir.join("mail")).unwrap().count();
+    let mails = std::fs::read_dir(env.data_dir.join("mail"))
+        .unwrap()
+        .count();
     assert!(mails >= 2, "e-mail copies written: {mails}");
-    let all: Vec<Value> = get(&app, "/api/v1/postal/letters?limit=1000").await.json().await.unwrap();
+    let all: Vec<Value> = get(&app, "/api/v1/postal/letters?limit=1000")
+        .await
+        .json()
+        .await
+        .unwrap();
     let receipts = all.iter().filter(|l| l["kind"] == "receipt").count();
     assert_eq!(receipts, 20);
 
     // Confirming again files nothing new.
     let again = post_json(
         &app,
-        &format!("/api/v1/postal/envelopes/{}/confirmation", envelopes[0]["id"].as_str().unwrap()),
+        &format!(
+            "/api/v1/postal/envelopes/{}/confirmation",
+            envelopes[0]["id"].as_str().unwrap()
+        ),
         &json!({"operator_id": "mailroom-3"}),
     )
     .await;
-    assert_eq!(again.json::<Value>().await.unwrap()["reference"], json!(references[0].0));
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["reference"],
+        json!(references[0].0)
+    );
     app.stop().await;
     env.cleanup().await;
 }
@@ -281,7 +365,11 @@ async fn a_forged_code_and_a_plain_letter_go_to_keying_with_their_reason(backend
 
     // A genuine pre-filled form's code, read, then altered: the name is
     // changed, the signature kept.
-    let genuine = form_pdf(&app, json!({"family_name": "Martin", "birth_date": "1985-01-01", "nationality": "MAR"})).await;
+    let genuine = form_pdf(
+        &app,
+        json!({"family_name": "Martin", "birth_date": "1985-01-01", "nationality": "MAR"}),
+    )
+    .await;
     let page = scan::pdf_pages(&genuine, 200).await.unwrap().remove(0);
     let text = scan::find_code(&page).expect("the genuine code reads");
     let forged_text = text.replace("Martin", "Usurpateur");
@@ -312,18 +400,37 @@ async fn a_forged_code_and_a_plain_letter_go_to_keying_with_their_reason(backend
     let problem = forged["code_problem"].as_str().unwrap();
     assert!(problem.contains("forged"), "{problem}");
     // Nothing from the forged code is taken as certain.
-    assert!(forged["fields"].as_array().unwrap().iter().all(|f| f["source"] != "code"), "{forged}");
+    assert!(
+        forged["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["source"] != "code"),
+        "{forged}"
+    );
     assert_eq!(batch["pages"][0]["code"], json!(problem));
 
     let letter = &envelopes[1];
-    assert!(letter["code_problem"].as_str().unwrap().contains("no Guichet form"));
+    assert!(
+        letter["code_problem"]
+            .as_str()
+            .unwrap()
+            .contains("no Guichet form")
+    );
     let ocr = letter["ocr_text"].as_str().unwrap();
-    assert!(ocr.contains("Monsieur") && ocr.contains("rendez-vous"), "OCR read: {ocr}");
+    assert!(
+        ocr.contains("Monsieur") && ocr.contains("rendez-vous"),
+        "OCR read: {ocr}"
+    );
 
     // Both are routed with a reason; the trace says where each page went.
     for (e, reason, to) in [
         (forged, "forged form code", "fraud unit"),
-        (letter, "complaint, not a filing", "prefecture's mediation desk"),
+        (
+            letter,
+            "complaint, not a filing",
+            "prefecture's mediation desk",
+        ),
     ] {
         let id = e["id"].as_str().unwrap();
         let r = post_json(
@@ -341,12 +448,23 @@ async fn a_forged_code_and_a_plain_letter_go_to_keying_with_their_reason(backend
         .await;
         assert_eq!(again.status(), 409, "a routed envelope is not filed");
     }
-    let batch: Value = get(&app, &format!("/api/v1/postal/batches/{}", uploaded["batch_id"].as_str().unwrap()))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let outcomes: Vec<&str> = batch["pages"].as_array().unwrap().iter().map(|p| p["outcome"].as_str().unwrap()).collect();
+    let batch: Value = get(
+        &app,
+        &format!(
+            "/api/v1/postal/batches/{}",
+            uploaded["batch_id"].as_str().unwrap()
+        ),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let outcomes: Vec<&str> = batch["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["outcome"].as_str().unwrap())
+        .collect();
     assert_eq!(
         outcomes,
         [
@@ -355,7 +473,14 @@ async fn a_forged_code_and_a_plain_letter_go_to_keying_with_their_reason(backend
             "routed to prefecture's mediation desk: complaint, not a filing",
         ]
     );
-    assert_eq!(get(&app, "/api/v1/postal/keying").await.json::<Value>().await.unwrap(), json!([]));
+    assert_eq!(
+        get(&app, "/api/v1/postal/keying")
+            .await
+            .json::<Value>()
+            .await
+            .unwrap(),
+        json!([])
+    );
     app.stop().await;
     env.cleanup().await;
 }
@@ -370,7 +495,10 @@ async fn bad_uploads_are_refused_with_the_field_at_fault() {
             .multipart(form)
             .send()
     };
-    let png = Part::bytes(b"not a png".to_vec()).file_name("a.png").mime_str("image/png").unwrap();
+    let png = Part::bytes(b"not a png".to_vec())
+        .file_name("a.png")
+        .mime_str("image/png")
+        .unwrap();
     let r = send(
         Form::new()
             .text("reception_date", "2026-13-40")
@@ -381,31 +509,74 @@ async fn bad_uploads_are_refused_with_the_field_at_fault() {
     .unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
-    let fields: Vec<&str> = body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
-    assert_eq!(fields, ["station_id", "reception_date", "postmark_dates[0]"], "{body}");
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        ["station_id", "reception_date", "postmark_dates[0]"],
+        "{body}"
+    );
 
-    let garbage = Part::bytes(b"not a png".to_vec()).file_name("a.png").mime_str("image/png").unwrap();
-    let r = send(Form::new().text("station_id", "s1").text("reception_date", "2026-11-02").part("page", garbage))
-        .await
+    let garbage = Part::bytes(b"not a png".to_vec())
+        .file_name("a.png")
+        .mime_str("image/png")
         .unwrap();
+    let r = send(
+        Form::new()
+            .text("station_id", "s1")
+            .text("reception_date", "2026-11-02")
+            .part("page", garbage),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["errors"][0]["field"], "files[0]", "{body}");
-    assert!(body["errors"][0]["problem"].as_str().unwrap().contains("not a readable PNG"), "{body}");
+    assert!(
+        body["errors"][0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("not a readable PNG"),
+        "{body}"
+    );
 
     // A PDF straight from a scanner's software is split into its pages.
-    let pdf = get(&app, "/api/v1/postal/separators?count=3").await.bytes().await.unwrap();
-    let part = Part::bytes(pdf.to_vec()).file_name("pile.pdf").mime_str("application/pdf").unwrap();
-    let r = send(Form::new().text("station_id", "s1").text("reception_date", "2026-11-02").part("scan", part))
+    let pdf = get(&app, "/api/v1/postal/separators?count=3")
+        .await
+        .bytes()
         .await
         .unwrap();
+    let part = Part::bytes(pdf.to_vec())
+        .file_name("pile.pdf")
+        .mime_str("application/pdf")
+        .unwrap();
+    let r = send(
+        Form::new()
+            .text("station_id", "s1")
+            .text("reception_date", "2026-11-02")
+            .part("scan", part),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 201);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["pages"].as_array().unwrap().len(), 3);
 
-    let r = post_json(&app, "/api/v1/postal/forms", &json!({"prefill": {"shoe_size": "42"}})).await;
+    let r = post_json(
+        &app,
+        "/api/v1/postal/forms",
+        &json!({"prefill": {"shoe_size": "42"}}),
+    )
+    .await;
     assert_eq!(r.status(), 400);
-    assert_eq!(r.json::<Value>().await.unwrap()["errors"][0]["field"], "prefill.shoe_size");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["errors"][0]["field"],
+        "prefill.shoe_size"
+    );
     app.stop().await;
     env.cleanup().await;
 }

@@ -41,6 +41,11 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             "guichet.v1.Desk",
             HealthClient::new(state.pan_channel.clone()),
         ),
+        (
+            "intake-postal",
+            "guichet.v1.Postal",
+            HealthClient::new(state.postal_channel.clone()),
+        ),
     ] {
         let mut client = client;
         let call = client.check(HealthCheckRequest {

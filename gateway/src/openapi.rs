@@ -45,6 +45,17 @@ mod tests {
             ("/api/v1/appointments/{id}/move", "post"),
             ("/api/v1/appointments/{id}/cancellation", "post"),
             ("/api/v1/reports/{id}", "get"),
+            ("/api/v1/postal/forms", "post"),
+            ("/api/v1/postal/separators", "get"),
+            ("/api/v1/postal/batches", "post"),
+            ("/api/v1/postal/batches/{id}", "get"),
+            ("/api/v1/postal/keying", "get"),
+            ("/api/v1/postal/envelopes/{id}", "get"),
+            ("/api/v1/postal/envelopes/{id}/confirmation", "post"),
+            ("/api/v1/postal/envelopes/{id}/routing", "post"),
+            ("/api/v1/postal/pages/{sha256}", "get"),
+            ("/api/v1/postal/letters", "get"),
+            ("/api/v1/postal/letters/{id}", "get"),
         ] {
             assert!(
                 doc["paths"][path][method].is_object(),

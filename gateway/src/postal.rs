@@ -112,8 +112,8 @@ pub async fn upload(
     State(state): State<AppState>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<UploadJson>), ApiError> {
-    let mut multipart = multipart
-        .map_err(|e| ApiError::new(e.status(), Some("content-type"), e.body_text()))?;
+    let mut multipart =
+        multipart.map_err(|e| ApiError::new(e.status(), Some("content-type"), e.body_text()))?;
     let mut request = pb::UploadBatchRequest::default();
     let bad = |field: &str, e: axum::extract::multipart::MultipartError| {
         ApiError::new(e.status(), Some(field), e.body_text())
@@ -151,7 +151,12 @@ pub async fn upload(
             }
         }
     }
-    let r = state.postal.clone().upload_batch(request).await?.into_inner();
+    let r = state
+        .postal
+        .clone()
+        .upload_batch(request)
+        .await?
+        .into_inner();
     let status = if r.created {
         StatusCode::CREATED
     } else {

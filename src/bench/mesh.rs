@@ -52,6 +52,7 @@ impl Mesh {
         let instruction = free_port()?;
         let intake_ccc = free_port()?;
         let intake_pan = free_port()?;
+        let intake_postal = free_port()?;
         let logs = work.join("logs");
         std::fs::create_dir_all(&logs)?;
         let common = [
@@ -70,6 +71,11 @@ impl Mesh {
             ("GUICHET_INTAKE_PAN_ADDR", intake_pan.to_string()),
             ("GUICHET_INTAKE_CCC_URL", format!("http://{intake_ccc}")),
             ("GUICHET_INTAKE_PAN_URL", format!("http://{intake_pan}")),
+            ("GUICHET_INTAKE_POSTAL_ADDR", intake_postal.to_string()),
+            (
+                "GUICHET_INTAKE_POSTAL_URL",
+                format!("http://{intake_postal}"),
+            ),
             ("RUST_LOG", log_filter.to_string()),
         ];
         let mut services = Vec::new();
@@ -81,6 +87,7 @@ impl Mesh {
             // channel service behind it answers.
             ("intake-ccc", "intake-ccc"),
             ("intake-pan", "intake-pan"),
+            ("intake-postal", "intake-postal"),
             ("gateway", "gateway"),
         ] {
             let log = std::fs::File::create(logs.join(format!("{name}.log")))?;

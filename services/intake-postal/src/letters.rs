@@ -165,7 +165,10 @@ impl Letters {
             .map(|d| format!("{:02}/{:02}/{}", d.day, d.month, d.year))
             .unwrap_or_default();
         let paragraphs = vec![
-            format!("Votre demande reçue par courrier est enregistrée sous le numéro {}.", receipt.reference),
+            format!(
+                "Votre demande reçue par courrier est enregistrée sous le numéro {}.",
+                receipt.reference
+            ),
             format!("Elle compte à la date du {legal}, date du cachet de la poste."),
             format!(
                 "Code de vérification du récépissé : {}. Conservez ce courrier.",
@@ -221,8 +224,15 @@ impl Letters {
             .map(|t| format!("{}.{}", t.seconds, t.nanos))
             .unwrap_or_default();
         let key = format!("{}|{}|{at}", event.reference, event.kind);
-        self.write(&envelope, &event.reference, &event.kind, &key, &subject, paragraphs)
-            .await
+        self.write(
+            &envelope,
+            &event.reference,
+            &event.kind,
+            &key,
+            &subject,
+            paragraphs,
+        )
+        .await
     }
 
     async fn write(
@@ -246,13 +256,22 @@ impl Letters {
         let now = self.clock.now();
         let text = LetterText {
             addressee: vec![
-                format!("{} {}", get("given_names"), get("family_name").to_uppercase())
+                format!(
+                    "{} {}",
+                    get("given_names"),
+                    get("family_name").to_uppercase()
+                )
+                .trim()
+                .to_string(),
+                get("address_line1"),
+                format!("{} {}", get("postal_code"), get("city"))
                     .trim()
                     .to_string(),
-                get("address_line1"),
-                format!("{} {}", get("postal_code"), get("city")).trim().to_string(),
             ],
-            place_and_date: format!("Le {}", guichet_dossier::calendar::paris_date(now).format("%d/%m/%Y")),
+            place_and_date: format!(
+                "Le {}",
+                guichet_dossier::calendar::paris_date(now).format("%d/%m/%Y")
+            ),
             subject: subject.to_string(),
             paragraphs,
             reference: reference.to_string(),

@@ -6,11 +6,11 @@
 #![forbid(unsafe_code)]
 
 pub mod corpus;
-pub mod render;
-pub mod scan;
 pub mod documents;
 pub mod letters;
 pub mod reader;
+pub mod render;
+pub mod scan;
 pub mod server;
 pub mod store;
 

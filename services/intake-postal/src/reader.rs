@@ -92,7 +92,9 @@ impl Reader {
             match self.read_next().await {
                 Ok(true) => continue,
                 Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "reading a batch failed; it will be read again"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading a batch failed; it will be read again")
+                }
             }
             tokio::select! {
                 _ = self.wake.notified() => {}
@@ -129,7 +131,8 @@ impl Reader {
                 .buffered(self.parallel.max(1))
                 .collect()
                 .await;
-        let postmarks: Vec<String> = serde_json::from_str(&batch.postmark_dates).unwrap_or_default();
+        let postmarks: Vec<String> =
+            serde_json::from_str(&batch.postmark_dates).unwrap_or_default();
         let separators: Vec<bool> = findings
             .iter()
             .map(|f| matches!(f, Finding::Separator))
@@ -158,7 +161,10 @@ impl Reader {
                 _ => (
                     None,
                     None,
-                    Some("no Guichet form in this envelope: key it from the pages, or route it".into()),
+                    Some(
+                        "no Guichet form in this envelope: key it from the pages, or route it"
+                            .into(),
+                    ),
                 ),
             };
             // OCR'd fields: the form page first, then the rest in order.
@@ -252,4 +258,3 @@ impl Reader {
         }
     }
 }
-

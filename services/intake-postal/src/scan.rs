@@ -287,7 +287,9 @@ pub async fn ocr(png: &[u8]) -> Result<Vec<OcrLine>, OcrError> {
 /// Tesseract's TSV (one row per word) grouped into lines, each with the mean
 /// confidence of its words, from 0 to 1.
 pub fn lines_of_tsv(tsv: &str) -> Vec<OcrLine> {
-    let mut lines: Vec<((u32, u32, u32, u32), Vec<(String, f64)>)> = Vec::new();
+    // Words are numbered by page, block, paragraph and line.
+    type LineKey = (u32, u32, u32, u32);
+    let mut lines: Vec<(LineKey, Vec<(String, f64)>)> = Vec::new();
     for row in tsv.lines().skip(1) {
         let cols: Vec<&str> = row.split('\t').collect();
         let [level, page, block, par, line, _, _, _, _, _, conf, text] = cols[..] else {

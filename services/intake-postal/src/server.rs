@@ -48,7 +48,11 @@ pub const SCHEMA: &str = "intake_postal";
 pub const MAX_UPLOAD_BYTES: usize = 256 * 1024 * 1024;
 const MAX_SEPARATORS: u32 = 500;
 
-pub async fn start(config: &Config, addr: SocketAddr, shared: &Shared) -> Result<Running, StartError> {
+pub async fn start(
+    config: &Config,
+    addr: SocketAddr,
+    shared: &Shared,
+) -> Result<Running, StartError> {
     let ChannelFoundations {
         db,
         listener,
@@ -161,7 +165,10 @@ async fn sample_forever(service: PostalService, shutdown: Shutdown) {
     loop {
         if let Ok(counts) = service.store.envelope_counts().await {
             for state in ["keying", "filed", "routed"] {
-                let n = counts.iter().find(|(s, _)| s == state).map_or(0, |(_, n)| *n);
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| s == state)
+                    .map_or(0, |(_, n)| *n);
                 service
                     .intake
                     .metrics
@@ -307,14 +314,18 @@ impl Postal for PostalService {
         }
         if !r.procedure.trim().is_empty() {
             if guichet_dossier::Procedure::parse(r.procedure.trim()).is_none() {
-                v.add("procedure", "is not a procedure (renewal, first_application, ...)");
+                v.add(
+                    "procedure",
+                    "is not a procedure (renewal, first_application, ...)",
+                );
             }
             fields.insert("procedure".into(), r.procedure.trim().to_string());
         }
         if !v.is_empty() {
             return Err(invalid(v));
         }
-        let form_id = format!("F{}", &uuid::Uuid::new_v4().simple().to_string()[..12]).to_uppercase();
+        let form_id =
+            format!("F{}", &uuid::Uuid::new_v4().simple().to_string()[..12]).to_uppercase();
         let code = FormCode {
             form_id: form_id.clone(),
             version: FORM_VERSION,
@@ -416,7 +427,11 @@ impl Postal for PostalService {
             idempotency_key: key,
             station_id: r.station_id.trim().to_string(),
             reception_date: r.reception_date.trim().to_string(),
-            postmark_dates: r.postmark_dates.iter().map(|d| d.trim().to_string()).collect(),
+            postmark_dates: r
+                .postmark_dates
+                .iter()
+                .map(|d| d.trim().to_string())
+                .collect(),
             pages: stored,
         };
         let (batch_id, created) = self
@@ -446,7 +461,11 @@ impl Postal for PostalService {
         let id = request.into_inner().batch_id;
         let batch = self.store.batch(id.trim()).await.map_err(err)?;
         let pages = self.store.pages_of_batch(&batch.id).await.map_err(err)?;
-        let envelopes = self.store.envelopes_of_batch(&batch.id).await.map_err(err)?;
+        let envelopes = self
+            .store
+            .envelopes_of_batch(&batch.id)
+            .await
+            .map_err(err)?;
         let traces = pages
             .iter()
             .map(|p| {
@@ -534,7 +553,11 @@ impl Postal for PostalService {
         if !v.is_empty() {
             return Err(invalid(v));
         }
-        let row = self.store.envelope(r.envelope_id.trim()).await.map_err(err)?;
+        let row = self
+            .store
+            .envelope(r.envelope_id.trim())
+            .await
+            .map_err(err)?;
         if row.state == "filed" {
             // Confirming again (a retry) answers with the dossier already made.
             return Ok(Response::new(self.envelope_pb(&row).await?));
@@ -561,8 +584,12 @@ impl Postal for PostalService {
             .await
             .map_err(err)?;
         if row.state != "keying" {
-            let state = postal::EnvelopeState::parse(&row.state).unwrap_or(postal::EnvelopeState::Keying);
-            let why = state.after(EnvelopeAction::Confirm).err().unwrap_or("not in keying");
+            let state =
+                postal::EnvelopeState::parse(&row.state).unwrap_or(postal::EnvelopeState::Keying);
+            let why = state
+                .after(EnvelopeAction::Confirm)
+                .err()
+                .unwrap_or("not in keying");
             return Err(ServiceError::new(ErrorKind::WrongState, why).into());
         }
         let pages = self.store.pages_of_envelope(&row.id).await.map_err(err)?;
@@ -571,10 +598,20 @@ impl Postal for PostalService {
             media_type: p.media_type.clone(),
             size_bytes: p.size_bytes as u64,
         };
-        let form: Vec<ScannedPage> = pages.iter().filter(|p| p.role.as_deref() == Some("form")).map(scanned).collect();
-        let enclosures: Vec<ScannedPage> = pages.iter().filter(|p| p.role.as_deref() != Some("form")).map(scanned).collect();
-        let values: BTreeMap<String, String> =
-            fields.iter().map(|f| (f.key.clone(), f.value.clone())).collect();
+        let form: Vec<ScannedPage> = pages
+            .iter()
+            .filter(|p| p.role.as_deref() == Some("form"))
+            .map(scanned)
+            .collect();
+        let enclosures: Vec<ScannedPage> = pages
+            .iter()
+            .filter(|p| p.role.as_deref() != Some("form"))
+            .map(scanned)
+            .collect();
+        let values: BTreeMap<String, String> = fields
+            .iter()
+            .map(|f| (f.key.clone(), f.value.clone()))
+            .collect();
         let raw = postal::raw_filing(&values, &form, &enclosures, &row.id);
         let provenance = RawProvenance::Postal {
             station_id: Some(row.station_id.clone()),
@@ -669,7 +706,11 @@ impl Postal for PostalService {
             0 => 100,
             n => n.min(1000),
         };
-        let rows = self.store.letters(r.reference.trim(), limit).await.map_err(err)?;
+        let rows = self
+            .store
+            .letters(r.reference.trim(), limit)
+            .await
+            .map_err(err)?;
         Ok(Response::new(pb::ListLettersResponse {
             letters: rows
                 .into_iter()
@@ -697,7 +738,9 @@ impl Postal for PostalService {
             .get(&letter.sha256)
             .await
             .map_err(|e| io_err("reading the document store", e))?
-            .ok_or_else(|| Status::from(ServiceError::not_found(format!("letter {id} has no PDF"))))?;
+            .ok_or_else(|| {
+                Status::from(ServiceError::not_found(format!("letter {id} has no PDF")))
+            })?;
         Ok(pdf(letter.id, content))
     }
 }

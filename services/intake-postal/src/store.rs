@@ -202,12 +202,11 @@ impl Store {
                 }
                 (id.clone(), true)
             } else {
-                let existing: String = sqlx::query_scalar(
-                    "SELECT id FROM postal_batches WHERE idempotency_key = $1",
-                )
-                .bind(&b.idempotency_key)
-                .fetch_one(&mut *tx)
-                .await?;
+                let existing: String =
+                    sqlx::query_scalar("SELECT id FROM postal_batches WHERE idempotency_key = $1")
+                        .bind(&b.idempotency_key)
+                        .fetch_one(&mut *tx)
+                        .await?;
                 (existing, false)
             }
         });
