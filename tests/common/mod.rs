@@ -312,9 +312,10 @@ impl App {
             .expect("GET /api/v1/dossiers/{reference}")
     }
 
-    /// Files by post, as the postal channel will: the dossier straight on the
-    /// bus, postmarked and received on the dates given; waits until
-    /// instruction has it.
+    /// A postal dossier for tests about the queue, not about paper: put
+    /// straight on the bus as the postal service publishes it, postmarked
+    /// and received on the dates given; waits until instruction has it. The
+    /// paper route itself (scans, reading, keying) is `tests/postal.rs`.
     pub async fn file_by_post(
         &self,
         body: &serde_json::Value,
