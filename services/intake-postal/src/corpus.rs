@@ -34,15 +34,20 @@ pub fn distort(page: &GrayImage, d: Distortion) -> GrayImage {
     let corners = [(0.0, 0.0), (w, 0.0), (0.0, h), (w, h)].map(|(x, y)| forward(x, y));
     let half_w = corners.iter().map(|c| c.0.abs()).fold(0.0, f64::max);
     let half_h = corners.iter().map(|c| c.1.abs()).fold(0.0, f64::max);
-    let (out_w, out_h) = ((2.0 * half_w).ceil() as u32, (2.0 * half_h).ceil() as u32);
+    // Less a hair before rounding up: sin(180°) is not exactly 0 in floats.
+    let (out_w, out_h) = (
+        (2.0 * half_w - 1e-6).ceil() as u32,
+        (2.0 * half_h - 1e-6).ceil() as u32,
+    );
     let mut rng = StdRng::seed_from_u64(d.seed);
     let mut out = GrayImage::new(out_w, out_h);
     for (ox, oy, px) in out.enumerate_pixels_mut() {
         // Inverse map: un-rotate, un-shear, sample bilinearly.
-        let (x, y) = (f64::from(ox) - half_w, f64::from(oy) - half_h);
+        // Pixel centres, so a half turn lands each pixel on a pixel.
+        let (x, y) = (f64::from(ox) + 0.5 - half_w, f64::from(oy) + 0.5 - half_h);
         let (x, y) = (x * cos + y * sin, -x * sin + y * cos);
         let x = x - shear * y;
-        let v = sample(page, x + w / 2.0, y + h / 2.0);
+        let v = sample(page, x + w / 2.0 - 0.5, y + h / 2.0 - 0.5);
         let v = if d.noise > 0.0 {
             v + gaussian(&mut rng) * d.noise
         } else {

@@ -299,6 +299,10 @@ mod tests {
         assert!(route(DOSSIERS_EXCHANGE, "nothing.here").is_empty());
         assert_eq!(
             route(EVENTS_EXCHANGE, "case.attestation_issued.postal"),
+            vec![NOTIFIER_QUEUE, POSTAL_LETTERS_QUEUE]
+        );
+        assert_eq!(
+            route(EVENTS_EXCHANGE, "case.attestation_issued.web"),
             vec![NOTIFIER_QUEUE]
         );
         assert!(route(EVENTS_EXCHANGE, "attestation.issued").is_empty());
