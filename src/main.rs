@@ -168,6 +168,9 @@ async fn main() -> anyhow::Result<()> {
             println!("  API description: {url}/api/openapi.json");
             println!("  operators:       {url}/ops and {url}/metrics");
             println!(
+                "  mailroom:        {url}/api/v1/postal/keying (forms: POST {url}/api/v1/postal/forms)"
+            );
+            println!(
                 "  file a dossier:  curl -s -X POST {url}/api/v1/dossiers -H 'content-type: application/json' --data @examples/filings/renewal-employee.json"
             );
             mesh.tasks

@@ -1,7 +1,9 @@
 //! Start-up and the gRPC face of the postal service.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -156,7 +158,16 @@ fn signing_key(configured: Option<&str>, data_dir: &Path) -> Result<Vec<u8>, Str
     let mut key = [0u8; 32];
     rand::rng().fill_bytes(&mut key);
     std::fs::create_dir_all(data_dir).map_err(|e| e.to_string())?;
-    std::fs::write(&path, hex::encode(key)).map_err(|e| format!("{}: {e}", path.display()))?;
+    // Readable by the service's user alone: whoever holds it can sign forms.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.write_all(hex::encode(key).as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(key.to_vec())
 }
 
