@@ -353,18 +353,28 @@ impl Store {
         row.ok_or_else(|| StoreError::NoEnvelope(id.to_string()))
     }
 
+    /// The envelope a dossier was filed from. Found through the ledger's
+    /// idempotency key (`postal-<envelope id>`), not the envelope's own
+    /// reference column, which is written just after the filing commits:
+    /// instruction's first event can arrive in between.
     pub async fn envelope_of_reference(
         &self,
         reference: &str,
     ) -> Result<Option<EnvelopeRow>, StoreError> {
-        Ok(on_db!(&self.db, |pool| {
-            sqlx::query_as(&format!(
-                "SELECT {ENVELOPE_COLUMNS} FROM postal_envelopes WHERE reference = $1"
-            ))
-            .bind(reference)
-            .fetch_optional(pool)
-            .await?
-        }))
+        let key: Option<String> = on_db!(&self.db, |pool| {
+            sqlx::query_scalar("SELECT idempotency_key FROM filings WHERE reference = $1")
+                .bind(reference)
+                .fetch_optional(pool)
+                .await?
+        });
+        match key.as_deref().and_then(|k| k.strip_prefix("postal-")) {
+            Some(id) => match self.envelope(id).await {
+                Ok(row) => Ok(Some(row)),
+                Err(StoreError::NoEnvelope(_)) => Ok(None),
+                Err(e) => Err(e),
+            },
+            None => Ok(None),
+        }
     }
 
     pub async fn envelopes_of_batch(&self, id: &str) -> Result<Vec<EnvelopeRow>, StoreError> {
