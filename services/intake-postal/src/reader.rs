@@ -112,25 +112,24 @@ impl Reader {
         };
         let started = std::time::Instant::now();
         let pages = self.store.pages_of_batch(&batch.id).await?;
-        let findings: Vec<Finding> = stream::iter(pages.iter().cloned())
-            .map(|page| self.find(page))
-            .buffered(self.parallel.max(1))
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<_, _>>()?;
+        // Each page once from the store: its code, then its text if it needs
+        // OCR; pages read side by side.
+        let (findings, texts): (Vec<Finding>, Vec<Option<Vec<OcrLine>>>) =
+            stream::iter(pages.iter().cloned())
+                .map(|page| self.read_page(page))
+                .buffered(self.parallel.max(1))
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .unzip();
         for f in &findings {
             self.metrics
                 .postal_pages_read
                 .get_or_create(&PageLabels { code: f.label() })
                 .inc();
         }
-        let texts: Vec<Option<Vec<OcrLine>>> =
-            stream::iter(pages.iter().cloned().zip(findings.iter().cloned()))
-                .map(|(page, finding)| self.ocr_if_needed(page, finding))
-                .buffered(self.parallel.max(1))
-                .collect()
-                .await;
         let postmarks: Vec<String> =
             serde_json::from_str(&batch.postmark_dates).unwrap_or_default();
         let separators: Vec<bool> = findings
@@ -223,38 +222,37 @@ impl Reader {
         Ok(true)
     }
 
-    async fn find(&self, page: PageRow) -> Result<Finding, ReadError> {
+    async fn read_page(&self, page: PageRow) -> Result<(Finding, Option<Vec<OcrLine>>), ReadError> {
         let png = self
             .documents
             .get(&page.sha256)
             .await?
             .ok_or_else(|| ReadError::MissingPage(page.sha256.clone()))?;
         let key = self.signing_key.clone();
-        let finding = tokio::task::spawn_blocking(move || match scan::find_code(&png) {
-            None => Finding::NoCode,
-            Some(text) => match read_code(&text, &key) {
-                Ok(PageCode::Separator) => Finding::Separator,
-                Ok(PageCode::Form(code)) => Finding::Form(code),
-                Err(CodeProblem::NotOurs) => Finding::NoCode,
-                Err(p) => Finding::Problem(p),
-            },
+        let (finding, png) = tokio::task::spawn_blocking(move || {
+            let finding = match scan::find_code(&png) {
+                None => Finding::NoCode,
+                Some(text) => match read_code(&text, &key) {
+                    Ok(PageCode::Separator) => Finding::Separator,
+                    Ok(PageCode::Form(code)) => Finding::Form(code),
+                    Err(CodeProblem::NotOurs) => Finding::NoCode,
+                    Err(p) => Finding::Problem(p),
+                },
+            };
+            (finding, png)
         })
         .await
         .map_err(std::io::Error::other)?;
-        Ok(finding)
-    }
-
-    async fn ocr_if_needed(&self, page: PageRow, finding: Finding) -> Option<Vec<OcrLine>> {
         if !finding.needs_ocr() {
-            return None;
+            return Ok((finding, None));
         }
-        let png = self.documents.get(&page.sha256).await.ok().flatten()?;
-        match scan::ocr(&png).await {
+        let text = match scan::ocr(&png).await {
             Ok(lines) => Some(lines),
             Err(e) => {
                 tracing::warn!(page = %page.sha256, error = %e, "OCR failed; the page goes to keying without its text");
                 None
             }
-        }
+        };
+        Ok((finding, text))
     }
 }
