@@ -206,6 +206,7 @@ fn postal_transit_uncovered_days(population: &Population) -> u64 {
             procedure: f.procedure,
             state: CaseState::Filed,
             title: f.title,
+            filed_on: f.legal_filing_date,
         };
         let mut day = f.legal_filing_date;
         while day < f.arrives_on {

@@ -241,6 +241,25 @@ pub struct StatusJson {
     pub linked: Vec<String>,
     /// Whom the attestations name, as an employer or benefits office needs it.
     pub holder: HolderJson,
+    /// Days since the title expired that nothing covered.
+    pub uncovered: Vec<PeriodJson>,
+}
+
+/// Consecutive days, both included.
+#[derive(Debug, Serialize)]
+pub struct PeriodJson {
+    pub from: String,
+    pub until: String,
+}
+
+fn periods_json(periods: Vec<pb::Period>) -> Vec<PeriodJson> {
+    periods
+        .into_iter()
+        .map(|p| PeriodJson {
+            from: date_text(&p.from),
+            until: date_text(&p.until),
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize)]
@@ -336,6 +355,7 @@ pub async fn status(
         decisions_observed: s.decisions_observed,
         linked: s.linked,
         holder: holder_json(s.holder),
+        uncovered: periods_json(s.uncovered),
         reference: s.reference,
     }))
 }
@@ -425,6 +445,8 @@ pub struct CaseJson {
     pub linked: Vec<String>,
     pub taken_by: Option<String>,
     pub queue_date: Option<String>,
+    pub uncovered: Vec<PeriodJson>,
+    pub near_matches: Vec<String>,
 }
 
 /// Who the file is about, as an agent (or an attestation) needs it.
@@ -471,6 +493,8 @@ fn case_json(c: pb::CaseView) -> CaseJson {
         linked: c.linked,
         taken_by: (!c.taken_by.is_empty()).then_some(c.taken_by),
         queue_date: c.queue_date.as_ref().map(|d| date_text(&Some(*d))),
+        uncovered: periods_json(c.uncovered),
+        near_matches: c.near_matches,
     }
 }
 

@@ -12,3 +12,13 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/guichet_descriptor.bin"));
 
 pub mod convert;
+
+/// A dossier as a service stored it: decoding fails loudly, so damaged
+/// bytes are an error rather than an empty dossier.
+impl TryFrom<Vec<u8>> for v1::Dossier {
+    type Error = prost::DecodeError;
+
+    fn try_from(bytes: Vec<u8>) -> Result<Self, Self::Error> {
+        prost::Message::decode(bytes.as_slice())
+    }
+}

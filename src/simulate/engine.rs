@@ -150,6 +150,7 @@ impl<'a> Engine<'a> {
             procedure: f.procedure,
             state: self.cases[i].state,
             title: f.title,
+            filed_on: f.legal_filing_date,
         }
     }
 

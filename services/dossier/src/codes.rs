@@ -1,6 +1,16 @@
 //! The closed lists a filing chooses from. Each code has one stable lowercase
 //! name used in JSON, logs and metrics; the proto enums mirror them.
 
+/// A stored or received code that is not in its list: read back from a
+/// database this service wrote, it means the data is damaged, never a value
+/// to guess.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is not a known {list}")]
+pub struct UnknownCode {
+    pub list: &'static str,
+    pub value: String,
+}
+
 /// Declares a closed list of codes with its stable names.
 macro_rules! codes {
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $code:literal),+ $(,)? }) => {
@@ -30,6 +40,17 @@ macro_rules! codes {
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = $crate::codes::UnknownCode;
+
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                Self::parse(&value).ok_or($crate::codes::UnknownCode {
+                    list: stringify!($name),
+                    value,
+                })
             }
         }
     };

@@ -137,20 +137,45 @@ pub struct Applicant {
 impl Applicant {
     /// Who the person is, for spotting the same request filed twice (say
     /// online, then by post because the site failed them): a digest of the
-    /// folded family name, birth date and nationality, so no name is kept in
-    /// clear in an index. The foreigner number is left out: paper filers
-    /// often do not give it.
+    /// folded family name, given names, birth date and nationality, so no
+    /// name is kept in clear in an index. Given names are in it so twins or
+    /// siblings born the same day are never linked on their own; the
+    /// foreigner number is left out: paper filers often do not give it.
     pub fn person_key(&self) -> String {
-        let name: String = self
-            .family_name
-            .chars()
-            .map(fold_accent)
-            .filter(|c| c.is_alphanumeric())
-            .flat_map(char::to_uppercase)
-            .collect();
-        let text = format!("{name}|{}|{}", self.birth_date, self.nationality);
-        hex::encode(Sha256::digest(text.as_bytes()))
+        let given = folded(self.given_names.as_deref().unwrap_or(""));
+        digest(&format!(
+            "{}|{given}|{}|{}",
+            folded(&self.family_name),
+            self.birth_date,
+            self.nationality
+        ))
     }
+
+    /// The same without the given names: two filings that share it but not
+    /// the person key may be one person spelled two ways, or two people.
+    /// An agent is asked; nothing is linked on it.
+    pub fn near_key(&self) -> String {
+        digest(&format!(
+            "{}|{}|{}",
+            folded(&self.family_name),
+            self.birth_date,
+            self.nationality
+        ))
+    }
+}
+
+/// Letters and digits only, accents folded, in capitals: "Ben-Ali" and
+/// "BÉNALI" fold alike.
+fn folded(name: &str) -> String {
+    name.chars()
+        .map(fold_accent)
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_uppercase)
+        .collect()
+}
+
+fn digest(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 /// The letter without its accent, for the Latin letters names in French
@@ -1266,6 +1291,29 @@ mod tests {
         assert_ne!(other_birth.person_key(), key);
         assert_eq!(key.len(), 64);
         assert!(!key.to_lowercase().contains("benali"));
+    }
+
+    /// Twins share a family name, a birth date and a nationality: only the
+    /// given names tell them apart, so they are a near match, never the same.
+    #[test]
+    fn given_names_separate_twins() {
+        let base = Filing::parse(&valid(), &web(), today()).unwrap().applicant;
+        let given = |g: Option<&str>| Applicant {
+            given_names: g.map(str::to_string),
+            ..base.clone()
+        };
+        let table = [
+            (Some("Amina"), Some("AMINA"), true),
+            (Some("Jean-Pierre"), Some("Jean Pierre"), true),
+            (Some("Hélène"), Some("Helene"), true),
+            (Some("Amina"), Some("Yasmina"), false),
+            (Some("Amina"), None, false),
+        ];
+        for (a, b, same) in table {
+            let (a, b) = (given(a), given(b));
+            assert_eq!(a.person_key() == b.person_key(), same, "{a:?} / {b:?}");
+            assert_eq!(a.near_key(), b.near_key(), "near keys ignore given names");
+        }
     }
 
     #[test]

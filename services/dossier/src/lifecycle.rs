@@ -50,7 +50,20 @@ impl CaseState {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.as_str() == s)
     }
+}
 
+impl TryFrom<String> for CaseState {
+    type Error = crate::codes::UnknownCode;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or(crate::codes::UnknownCode {
+            list: "CaseState",
+            value,
+        })
+    }
+}
+
+impl CaseState {
     /// Still waiting for a decision: in the queue, and owed proof of stay.
     pub fn is_open(self) -> bool {
         !matches!(

@@ -5,8 +5,9 @@
 //! Sources of cover, the latest wins:
 //! - the current title, until it expires;
 //! - CESEDA L.433-3: for the renewal of a multi-year card, a resident card or a
-//!   title of more than one year under an international agreement, the expired
-//!   title proves legal stay for 3 more months;
+//!   title of more than one year under an international agreement, asked for
+//!   before the title expired (legal filing date on or before the expiry
+//!   date), the expired title proves legal stay for 3 more months;
 //! - an attestation de prolongation d'instruction (API): 3 months, renewed
 //!   while a complete renewal is pending;
 //! - a rights-creating attestation for a regularisation verified complete;
@@ -60,6 +61,17 @@ impl AttestationKind {
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
+    }
+}
+
+impl TryFrom<String> for AttestationKind {
+    type Error = crate::codes::UnknownCode;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value).ok_or(crate::codes::UnknownCode {
+            list: "AttestationKind",
+            value,
+        })
     }
 }
 
@@ -156,6 +168,9 @@ pub struct CaseFacts {
     pub state: CaseState,
     /// The title held at filing: kind and expiry.
     pub title: Option<(TitleKind, NaiveDate)>,
+    /// The legal filing date (the postmark for post): L.433-3 needs the
+    /// renewal asked for before the title expired.
+    pub filed_on: NaiveDate,
 }
 
 /// `date` plus `months`, clamped to the month's last day (31 Jan + 1 month
@@ -165,13 +180,15 @@ pub fn add_months(date: NaiveDate, months: u32) -> NaiveDate {
         .unwrap_or(NaiveDate::MAX)
 }
 
-/// Does L.433-3 extend this case's title?
+/// Does L.433-3 extend this case's title? Only for a renewal of a long-stay
+/// title asked for while the title was still valid: its last day counts as
+/// in time, the day after does not.
 pub fn legal_extension_applies(facts: &CaseFacts) -> bool {
     facts.procedure == Procedure::Renewal
         && facts.state.is_open()
-        && facts
-            .title
-            .is_some_and(|(kind, _)| EXTENDED_TITLES.contains(&kind))
+        && facts.title.is_some_and(|(kind, expires)| {
+            EXTENDED_TITLES.contains(&kind) && facts.filed_on <= expires
+        })
 }
 
 /// The cover today, from the title, the law and the attestations issued.
@@ -247,6 +264,50 @@ pub fn attestation_due(
     })
 }
 
+/// The days since the title expired, up to `today`, that nothing covered:
+/// each gap as its first and last day. A late renewal's attestation is never
+/// back-dated, so its case shows the time the person was without proof.
+/// Nothing before the title's expiry counts (no title, no gap to show).
+pub fn uncovered_periods(
+    facts: &CaseFacts,
+    attestations: &[Attestation],
+    today: NaiveDate,
+) -> Vec<(NaiveDate, NaiveDate)> {
+    let Some((_, expires)) = facts.title else {
+        return Vec::new();
+    };
+    let mut covered: Vec<(NaiveDate, Option<NaiveDate>)> = attestations
+        .iter()
+        .map(|a| (a.valid_from, a.valid_until))
+        .collect();
+    if legal_extension_applies(facts) {
+        covered.push((expires, Some(add_months(expires, LEGAL_EXTENSION_MONTHS))));
+    }
+    covered.sort();
+    let mut gaps = Vec::new();
+    // The first day not yet known to be covered.
+    let Some(mut next) = expires.succ_opt() else {
+        return gaps;
+    };
+    for (from, until) in covered {
+        if next > today {
+            break;
+        }
+        if from > next {
+            let last = from.pred_opt().unwrap_or(from).min(today);
+            gaps.push((next, last));
+        }
+        match until {
+            None => return gaps,
+            Some(until) => next = next.max(until.succ_opt().unwrap_or(until)),
+        }
+    }
+    if next <= today {
+        gaps.push((next, today));
+    }
+    gaps
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,11 +322,17 @@ mod tests {
         state: CaseState,
         title: Option<(TitleKind, NaiveDate)>,
     ) -> CaseFacts {
+        // Filed well before any title in the tables expires: in time.
         CaseFacts {
             procedure,
             state,
             title,
+            filed_on: d(2026, 1, 2),
         }
+    }
+
+    fn filed_on(f: CaseFacts, day: NaiveDate) -> CaseFacts {
+        CaseFacts { filed_on: day, ..f }
     }
 
     #[test]
@@ -587,6 +654,230 @@ mod tests {
         ];
         for (name, f, atts, today, expected) in table {
             assert_eq!(attestation_due(&f, &atts, today, h), expected, "{name}");
+        }
+    }
+
+    /// L.433-3 against the filing date, with what follows for the queue and
+    /// for the attestation: dates worked out by hand from the law.
+    #[test]
+    fn renewals_in_time_and_late_table() {
+        use crate::urgency::UrgencyClass::{self, *};
+        let multi = TitleKind::MultiYearCard;
+        type Row = (
+            &'static str,
+            TitleKind,
+            NaiveDate, // title expires
+            NaiveDate, // legal filing date
+            CaseState,
+            NaiveDate, // today
+            Cover,
+            UrgencyClass,
+            Option<Attestation>,
+        );
+        let until = |date, basis| Cover::Until { date, basis };
+        let api = |from, until| {
+            Some(Attestation {
+                kind: AttestationKind::Prolongation,
+                valid_from: from,
+                valid_until: Some(until),
+            })
+        };
+        let table: Vec<Row> = vec![
+            (
+                "multi-year card renewed in time: L.433-3, three months past expiry",
+                multi,
+                d(2026, 12, 10),
+                d(2026, 11, 20),
+                Filed,
+                d(2026, 11, 28),
+                until(d(2027, 3, 10), CoverBasis::LegalExtension),
+                Routine,
+                None,
+            ),
+            (
+                "filed on the title's last day: still in time",
+                multi,
+                d(2026, 11, 20),
+                d(2026, 11, 20),
+                Complete,
+                d(2026, 11, 28),
+                until(d(2027, 2, 20), CoverBasis::LegalExtension),
+                Routine,
+                None,
+            ),
+            (
+                "filed the day after expiry: no L.433-3",
+                multi,
+                d(2026, 11, 19),
+                d(2026, 11, 20),
+                Filed,
+                d(2026, 11, 28),
+                until(d(2026, 11, 19), CoverBasis::CurrentTitle),
+                Critical,
+                None,
+            ),
+            (
+                "multi-year card renewed 20 days late, complete: no L.433-3, critical, an API from today only",
+                multi,
+                d(2026, 11, 8),
+                d(2026, 11, 28),
+                Complete,
+                d(2026, 11, 28),
+                until(d(2026, 11, 8), CoverBasis::CurrentTitle),
+                Critical,
+                api(d(2026, 11, 28), d(2027, 2, 28)),
+            ),
+            (
+                "resident card renewed late and incomplete: nothing covers, nothing due",
+                TitleKind::ResidentCard,
+                d(2026, 10, 31),
+                d(2026, 11, 20),
+                Incomplete,
+                d(2026, 11, 28),
+                until(d(2026, 10, 31), CoverBasis::CurrentTitle),
+                Critical,
+                None,
+            ),
+            (
+                "temporary card renewed in time: the title alone, API within the horizon",
+                TitleKind::TemporaryCard,
+                d(2026, 12, 5),
+                d(2026, 11, 1),
+                Complete,
+                d(2026, 11, 28),
+                until(d(2026, 12, 5), CoverBasis::CurrentTitle),
+                Critical,
+                api(d(2026, 11, 28), d(2027, 3, 5)),
+            ),
+            (
+                "month end: 31 January + 3 months = 30 April",
+                multi,
+                d(2027, 1, 31),
+                d(2027, 1, 10),
+                UnderReview,
+                d(2027, 3, 15),
+                until(d(2027, 4, 30), CoverBasis::LegalExtension),
+                Soon,
+                None,
+            ),
+            (
+                "leap year: 30 November 2027 + 3 months = 29 February 2028",
+                TitleKind::AgreementTitle,
+                d(2027, 11, 30),
+                d(2027, 11, 30),
+                Filed,
+                d(2028, 2, 14),
+                until(d(2028, 2, 29), CoverBasis::LegalExtension),
+                Critical,
+                None,
+            ),
+            (
+                "leap day expiry, filed on 1 March: late",
+                multi,
+                d(2028, 2, 29),
+                d(2028, 3, 1),
+                Complete,
+                d(2028, 3, 1),
+                until(d(2028, 2, 29), CoverBasis::CurrentTitle),
+                Critical,
+                api(d(2028, 3, 1), d(2028, 6, 1)),
+            ),
+        ];
+        for (name, kind, expires, filed, state, today, cover_expected, urgency, due) in table {
+            let f = filed_on(
+                facts(Procedure::Renewal, state, Some((kind, expires))),
+                filed,
+            );
+            let c = cover(&f, &[], today);
+            assert_eq!(c, cover_expected, "{name}: cover");
+            assert_eq!(
+                UrgencyClass::for_cover(c.until(), today),
+                urgency,
+                "{name}: urgency"
+            );
+            assert_eq!(
+                attestation_due(&f, &[], today, DEFAULT_HORIZON_DAYS),
+                due,
+                "{name}: attestation"
+            );
+        }
+    }
+
+    #[test]
+    fn uncovered_periods_table() {
+        let late = filed_on(
+            facts(
+                Procedure::Renewal,
+                Complete,
+                Some((TitleKind::MultiYearCard, d(2026, 11, 8))),
+            ),
+            d(2026, 11, 28),
+        );
+        let in_time = filed_on(late, d(2026, 11, 1));
+        let api = |from, until| Attestation {
+            kind: AttestationKind::Prolongation,
+            valid_from: from,
+            valid_until: Some(until),
+        };
+        type Row = (
+            &'static str,
+            CaseFacts,
+            Vec<Attestation>,
+            NaiveDate,
+            Vec<(NaiveDate, NaiveDate)>,
+        );
+        let table: Vec<Row> = vec![
+            (
+                "late, nothing issued yet: uncovered since the day after expiry",
+                late,
+                vec![],
+                d(2026, 11, 28),
+                vec![(d(2026, 11, 9), d(2026, 11, 28))],
+            ),
+            (
+                "late, API from the day it was issued: the days before stay a gap",
+                late,
+                vec![api(d(2026, 11, 28), d(2027, 2, 28))],
+                d(2026, 12, 15),
+                vec![(d(2026, 11, 9), d(2026, 11, 27))],
+            ),
+            (
+                "in time: L.433-3 then an API that joins it, no gap",
+                in_time,
+                vec![api(d(2027, 1, 25), d(2027, 5, 8))],
+                d(2027, 3, 1),
+                vec![],
+            ),
+            (
+                "title still valid: nothing to show",
+                late,
+                vec![],
+                d(2026, 11, 1),
+                vec![],
+            ),
+            (
+                "no title: nothing to show",
+                facts(Procedure::FirstApplication, Filed, None),
+                vec![],
+                d(2026, 11, 1),
+                vec![],
+            ),
+            (
+                "two attestations with a gap between them",
+                late,
+                vec![
+                    api(d(2026, 11, 28), d(2026, 12, 31)),
+                    api(d(2027, 1, 10), d(2027, 4, 10)),
+                ],
+                d(2027, 2, 1),
+                vec![
+                    (d(2026, 11, 9), d(2026, 11, 27)),
+                    (d(2027, 1, 1), d(2027, 1, 9)),
+                ],
+            ),
+        ];
+        for (name, f, atts, today, expected) in table {
+            assert_eq!(uncovered_periods(&f, &atts, today), expected, "{name}");
         }
     }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use guichet_dossier::filing::RawDocument;
+use guichet_dossier::rights;
 use guichet_dossier::{
     CaseState, Channel, DocumentKind, Reference, Step, UrgencyClass, Violations,
 };
@@ -17,7 +18,10 @@ use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
 use crate::cases::{self, MIN_DECISIONS_FOR_ESTIMATE, percentile};
-use crate::store::{CaseError, CaseRow, QueueFilter, StepDetails, Store};
+use crate::store::{
+    AttestationRow, CaseError, CaseRow, CaseSnapshot, CodedAttestation, EventRow, QueueFilter,
+    StepDetails, Store,
+};
 
 const MAX_QUEUE_PAGE: u32 = 500;
 /// Decisions older than this do not count towards delay estimates.
@@ -47,12 +51,23 @@ fn case_error(e: CaseError) -> Status {
         }
         CaseError::Impossible(i) => ServiceError::new(ErrorKind::WrongState, i.to_string()).into(),
         CaseError::Invalid(m) => ServiceError::new(ErrorKind::WrongState, m).into(),
+        CaseError::Unreadable(e) => unreadable(&e),
         CaseError::Db(e) => db_error("changing a case", &e),
     }
 }
 
+/// Stored data this service cannot read back: an internal error, logged with
+/// what is wrong, never shown as a plausible value.
+fn unreadable(e: &cases::Unreadable) -> Status {
+    ServiceError::internal("reading a stored dossier", e).into()
+}
+
 fn invalid(field: &str, problem: impl Into<String>) -> Status {
     ServiceError::invalid(Violations::one(field, problem)).into()
+}
+
+fn not_in_instruction(reference: &Reference) -> Status {
+    ServiceError::not_found(format!("no dossier {reference} in instruction")).into()
 }
 
 fn parse_reference(s: &str) -> Result<Reference, Status> {
@@ -102,21 +117,21 @@ impl Api {
             .case(reference.as_str())
             .await
             .map_err(|e| db_error("reading a dossier", &e))?
-            .ok_or_else(|| {
-                ServiceError::not_found(format!("no dossier {reference} in instruction")).into()
-            })
+            .ok_or_else(|| not_in_instruction(reference))
     }
 
-    async fn dossier_view(&self, row: &CaseRow) -> Result<pb::DossierView, Status> {
-        let events = self
-            .store
-            .events(&row.reference)
+    async fn snapshot(&self, reference: &str) -> Result<Option<CaseSnapshot>, Status> {
+        self.store
+            .snapshot(reference)
             .await
-            .map_err(|e| db_error("reading dossier events", &e))?;
+            .map_err(|e| db_error("reading a dossier", &e))
+    }
+
+    fn dossier_view(&self, row: &CaseRow, events: Vec<EventRow>) -> pb::DossierView {
         let urgency = UrgencyClass::for_cover(row.cover_until, self.clock.today());
-        Ok(pb::DossierView {
-            dossier: Some(row.dossier()),
-            state: cases::state_to_pb(row.state()) as i32,
+        pb::DossierView {
+            dossier: Some(row.dossier.clone()),
+            state: cases::state_to_pb(row.state) as i32,
             urgency: urgency_to_pb(urgency) as i32,
             events: events
                 .into_iter()
@@ -130,25 +145,47 @@ impl Api {
                 })
                 .collect(),
             recorded_at: Some(convert::timestamp_to_pb(row.recorded_at)),
-        })
+        }
+    }
+
+    /// The days since the title expired that nothing covered, from the
+    /// attestations actually issued.
+    fn uncovered(
+        &self,
+        row: &CaseRow,
+        attestations: &[AttestationRow],
+    ) -> Result<Vec<pb::Period>, Status> {
+        let facts = row.facts(row.state).map_err(|e| unreadable(&e))?;
+        let issued: Vec<_> = attestations
+            .iter()
+            .map(AttestationRow::attestation)
+            .collect();
+        Ok(
+            rights::uncovered_periods(&facts, &issued, self.clock.today())
+                .into_iter()
+                .map(|(from, until)| pb::Period {
+                    from: Some(convert::date_to_pb(from)),
+                    until: Some(convert::date_to_pb(until)),
+                })
+                .collect(),
+        )
     }
 
     async fn case_view(&self, reference: &Reference) -> Result<pb::CaseView, Status> {
-        let row = self.row(reference).await?;
-        let attestations = self
-            .store
-            .attestations(&row.reference)
-            .await
-            .map_err(|e| db_error("reading attestations", &e))?;
-        let linked = self
-            .store
-            .linked(&row.reference)
-            .await
-            .map_err(|e| db_error("reading linked filings", &e))?;
+        let CaseSnapshot {
+            row,
+            events,
+            attestations,
+            linked,
+            near_matches,
+        } = self
+            .snapshot(reference.as_str())
+            .await?
+            .ok_or_else(|| not_in_instruction(reference))?;
         Ok(pb::CaseView {
-            dossier: Some(self.dossier_view(&row).await?),
             missing: row
                 .missing()
+                .map_err(|e| unreadable(&e))?
                 .into_iter()
                 .map(convert::document_kind_to_pb)
                 .collect(),
@@ -157,12 +194,15 @@ impl Api {
                 row.cover_until,
                 row.cover_basis.as_deref(),
             )),
+            uncovered: self.uncovered(&row, &attestations)?,
             attestations: attestations.iter().map(|a| a.to_pb()).collect(),
             linked_to: row.linked_to.clone().unwrap_or_default(),
             link_confirmed: row.link_confirmed,
             linked,
+            near_matches,
             taken_by: row.taken_by.clone().unwrap_or_default(),
             queue_date: row.queue_date.map(convert::date_to_pb),
+            dossier: Some(self.dossier_view(&row, events)),
         })
     }
 
@@ -194,8 +234,13 @@ impl InstructionReader for Api {
         request: Request<pb::GetDossierRequest>,
     ) -> Result<Response<pb::DossierView>, Status> {
         let reference = parse_reference(&request.into_inner().reference)?;
-        let row = self.row(&reference).await?;
-        Ok(Response::new(self.dossier_view(&row).await?))
+        let snapshot = self
+            .snapshot(reference.as_str())
+            .await?
+            .ok_or_else(|| not_in_instruction(&reference))?;
+        Ok(Response::new(
+            self.dossier_view(&snapshot.row, snapshot.events),
+        ))
     }
 
     async fn list_queue(
@@ -299,8 +344,8 @@ impl InstructionReader for Api {
             .await
             .map_err(|e| db_error("reading a dossier", &e))?;
         let row = row.ok_or_else(not_found)?;
-        let dossier = row.dossier();
-        let filed_birth = dossier
+        let filed_birth = row
+            .dossier
             .filing
             .as_ref()
             .and_then(|f| f.applicant.as_ref())
@@ -310,17 +355,21 @@ impl InstructionReader for Api {
             return Err(not_found());
         }
         let today = self.clock.today();
-        // A linked filing stands where its first filing stands.
-        let place = match &row.linked_to {
-            Some(primary) => self
-                .store
-                .case(primary)
-                .await
-                .map_err(|e| db_error("reading a dossier", &e))?
-                .unwrap_or_else(|| row.clone()),
-            None => row.clone(),
-        };
-        let files_ahead = if place.state().is_open() {
+        // A linked filing stands where its first filing stands. What the
+        // person is told of that place (state, cover, attestations) is read
+        // in one snapshot.
+        let primary = row.linked_to.as_deref().unwrap_or(&row.reference);
+        let CaseSnapshot {
+            row: place,
+            attestations,
+            mut linked,
+            ..
+        } = self.snapshot(primary).await?.ok_or_else(|| {
+            // The foreign key makes this impossible; say so if it happens.
+            tracing::error!(reference = %row.reference, %primary, "linked to a missing dossier");
+            Status::from(ServiceError::new(ErrorKind::Internal, "internal error"))
+        })?;
+        let files_ahead = if place.state.is_open() {
             self.store
                 .files_ahead(&place, today)
                 .await
@@ -331,7 +380,7 @@ impl InstructionReader for Api {
         let since = self.clock.now() - chrono::Duration::days(ESTIMATE_WINDOW_DAYS);
         let decided = self
             .store
-            .decision_days(Some(&place.procedure), &place.prefecture, since)
+            .decision_days(Some(place.procedure.as_str()), &place.prefecture, since)
             .await
             .map_err(|e| db_error("reading decisions", &e))?;
         let days: Vec<i64> = decided.into_iter().map(|(_, d)| d).collect();
@@ -340,27 +389,20 @@ impl InstructionReader for Api {
         } else {
             0
         };
-        let attestations = self
-            .store
-            .attestations(&place.reference)
-            .await
-            .map_err(|e| db_error("reading attestations", &e))?;
-        let mut linked = self
-            .store
-            .linked(&place.reference)
-            .await
-            .map_err(|e| db_error("reading linked filings", &e))?;
         if place.reference != row.reference {
             linked.retain(|l| *l != row.reference);
             linked.push(place.reference.clone());
         }
-        let holder = holder_of(&dossier);
+        let uncovered = self.uncovered(&place, &attestations)?;
+        let holder = holder_of(&row.dossier);
         Ok(Response::new(pb::StatusView {
             holder: Some(holder),
             reference: row.reference.clone(),
-            state: cases::state_to_pb(row.state()) as i32,
+            state: cases::state_to_pb(row.state) as i32,
+            uncovered,
             missing: place
                 .missing()
+                .map_err(|e| unreadable(&e))?
                 .into_iter()
                 .map(convert::document_kind_to_pb)
                 .collect(),
@@ -374,7 +416,7 @@ impl InstructionReader for Api {
             estimated_days_to_decision: u32::try_from(estimate).unwrap_or(0),
             decisions_observed: u32::try_from(days.len()).unwrap_or(u32::MAX),
             legal_filing_date: Some(convert::date_to_pb(row.legal_filing_date)),
-            channel: dossier.channel,
+            channel: row.dossier.channel,
             linked,
         }))
     }
@@ -399,7 +441,11 @@ impl InstructionReader for Api {
             .attestation_by_code(&code)
             .await
             .map_err(|e| db_error("reading an attestation", &e))?;
-        let Some((reference, attestation)) = found else {
+        let Some(CodedAttestation {
+            reference,
+            attestation,
+        }) = found
+        else {
             return Err(
                 ServiceError::not_found("no attestation has this verification code").into(),
             );
@@ -411,12 +457,12 @@ impl InstructionReader for Api {
         // against the person.
         let dated_ok =
             attestation.valid_from <= today && attestation.valid_until.is_none_or(|u| today <= u);
-        let state_ok = row.state() != CaseState::Unfavourable && row.state() != CaseState::Closed;
+        let state_ok = row.state != CaseState::Unfavourable && row.state != CaseState::Closed;
         Ok(Response::new(pb::AttestationCheck {
             valid_today: dated_ok && state_ok,
             reference,
             attestation: Some(attestation.to_pb()),
-            holder: Some(holder_of(&row.dossier())),
+            holder: Some(holder_of(&row.dossier)),
         }))
     }
 
@@ -546,7 +592,7 @@ impl InstructionDesk for Api {
             .await
             .map_err(|e| db_error("recording a read", &e))?;
         let row = self.row(&reference).await?;
-        if row.state() == CaseState::Complete {
+        if row.state == CaseState::Complete {
             let details = StepDetails {
                 actor: agent,
                 reason: "taken from the queue".into(),
@@ -668,7 +714,7 @@ impl InstructionDesk for Api {
             (Some(title), true) => {
                 let row = self.row(&reference).await?;
                 let record =
-                    crate::titles::record_from_decision(&row.dossier(), title, self.clock.today())
+                    crate::titles::record_from_decision(&row.dossier, title, self.clock.today())
                         .ok_or_else(|| {
                             invalid(
                                 "new_title",

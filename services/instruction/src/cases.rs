@@ -10,45 +10,72 @@ use guichet_kit::bus::{EVENTS_EXCHANGE, OutgoingMessage};
 use guichet_proto::{convert, v1 as pb};
 use prost::Message;
 
-/// What the rules need, read from the dossier as received.
-pub fn facts_of(dossier: &pb::Dossier, state: CaseState) -> CaseFacts {
-    let filing = dossier.filing.clone().unwrap_or_default();
-    let procedure = pb::Procedure::try_from(filing.procedure)
-        .ok()
-        .and_then(|p| {
-            let name = p
-                .as_str_name()
-                .strip_prefix("PROCEDURE_")?
-                .to_ascii_lowercase();
-            Procedure::parse(&name)
-        })
-        .unwrap_or(Procedure::FirstApplication);
-    let title = filing.current_title.as_ref().and_then(|t| {
-        let kind = pb::TitleKind::try_from(t.kind).ok()?;
-        let kind = TitleKind::parse(
-            &kind
-                .as_str_name()
-                .strip_prefix("TITLE_KIND_")?
-                .to_ascii_lowercase(),
-        )?;
-        let expires = convert::date_from_pb(t.expires_on.as_ref()?)?;
-        Some((kind, expires))
-    });
-    CaseFacts {
-        procedure,
-        state,
-        title,
+/// Data this service wrote that it cannot read back: damaged or written by
+/// something else. Reported as an internal error, never papered over.
+#[derive(Debug, thiserror::Error)]
+#[error("the stored dossier {reference} cannot be read: {problem}")]
+pub struct Unreadable {
+    pub reference: String,
+    pub problem: String,
+}
+
+impl Unreadable {
+    pub fn new(reference: &str, problem: impl std::fmt::Display) -> Self {
+        Self {
+            reference: reference.to_string(),
+            problem: problem.to_string(),
+        }
     }
 }
 
-/// A dossier's state as it arrives: complete or not, and its first cover.
+/// What the rules need of a stored case: its procedure and filing date from
+/// their columns, the title held from the dossier as received.
+pub fn facts_of(
+    reference: &str,
+    dossier: &pb::Dossier,
+    procedure: Procedure,
+    state: CaseState,
+    filed_on: NaiveDate,
+) -> Result<CaseFacts, Unreadable> {
+    let title = match dossier
+        .filing
+        .as_ref()
+        .and_then(|f| f.current_title.as_ref())
+    {
+        None => None,
+        Some(t) => {
+            let kind = convert::title_kind_text(t.kind)
+                .and_then(|k| TitleKind::parse(&k))
+                .ok_or_else(|| Unreadable::new(reference, format!("title kind {}", t.kind)))?;
+            let expires = t
+                .expires_on
+                .as_ref()
+                .and_then(convert::date_from_pb)
+                .ok_or_else(|| Unreadable::new(reference, "title expiry date"))?;
+            Some((kind, expires))
+        }
+    };
+    Ok(CaseFacts {
+        procedure,
+        state,
+        title,
+        filed_on,
+    })
+}
+
+/// A dossier's state as it arrives: complete or not, the attestation it is
+/// owed at once, if any, and its first cover (that attestation included).
 pub struct Arrival {
     pub state: CaseState,
     pub missing: Vec<DocumentKind>,
+    pub attestation: Option<Attestation>,
     pub cover: Cover,
 }
 
-pub fn on_arrival(dossier: &Dossier, today: NaiveDate) -> Arrival {
+/// `horizon_days`: issue when cover ends within this many days, as the
+/// sweep and every later step do, so a complete renewal near its end is
+/// covered the moment it is recorded.
+pub fn on_arrival(dossier: &Dossier, today: NaiveDate, horizon_days: i64) -> Arrival {
     let received: Vec<DocumentKind> = dossier.filing.documents.iter().map(|d| d.kind).collect();
     let missing = requirements::missing(dossier.filing.procedure, dossier.filing.motif, &received);
     let state = if missing.is_empty() {
@@ -56,7 +83,20 @@ pub fn on_arrival(dossier: &Dossier, today: NaiveDate) -> Arrival {
     } else {
         CaseState::Incomplete
     };
-    let facts = CaseFacts {
+    let facts = domain_facts(dossier, state);
+    let attestation = rights::attestation_due(&facts, &[], today, horizon_days);
+    let cover = rights::cover(&facts, attestation.as_slice(), today);
+    Arrival {
+        state,
+        missing,
+        attestation,
+        cover,
+    }
+}
+
+/// What the rules need, from a dossier as received.
+fn domain_facts(dossier: &Dossier, state: CaseState) -> CaseFacts {
+    CaseFacts {
         procedure: dossier.filing.procedure,
         state,
         title: dossier
@@ -64,12 +104,13 @@ pub fn on_arrival(dossier: &Dossier, today: NaiveDate) -> Arrival {
             .current_title
             .as_ref()
             .map(|t| (t.kind, t.expires_on)),
-    };
-    Arrival {
-        state,
-        missing,
-        cover: rights::cover(&facts, &[], today),
+        filed_on: dossier.legal_filing_date,
     }
+}
+
+/// The cover a dossier holds from its title and the law alone.
+pub fn cover_without_attestations(dossier: &Dossier, state: CaseState, today: NaiveDate) -> Cover {
+    rights::cover(&domain_facts(dossier, state), &[], today)
 }
 
 /// Comma-separated document kinds, as the `missing` column keeps them.
@@ -81,8 +122,13 @@ pub fn join_kinds(kinds: &[DocumentKind]) -> String {
         .join(",")
 }
 
-pub fn split_kinds(text: &str) -> Vec<DocumentKind> {
-    text.split(',').filter_map(DocumentKind::parse).collect()
+/// The `missing` column read back; a kind this service does not know means
+/// damaged data.
+pub fn split_kinds(text: &str) -> Result<Vec<DocumentKind>, guichet_dossier::codes::UnknownCode> {
+    text.split(',')
+        .filter(|k| !k.is_empty())
+        .map(|k| DocumentKind::try_from(k.to_string()))
+        .collect()
 }
 
 /// Everything a case event says.
@@ -171,18 +217,6 @@ pub fn verification_code() -> String {
         .collect()
 }
 
-pub fn attestation_from_row(
-    kind: &str,
-    valid_from: NaiveDate,
-    valid_until: Option<NaiveDate>,
-) -> Option<Attestation> {
-    Some(Attestation {
-        kind: rights::AttestationKind::parse(kind)?,
-        valid_from,
-        valid_until,
-    })
-}
-
 /// The cover as the `cover_until` and `cover_basis` columns keep it.
 pub fn cover_from_columns(until: Option<NaiveDate>, basis: Option<&str>) -> pb::Cover {
     match (until, basis) {
@@ -240,8 +274,12 @@ mod tests {
     #[test]
     fn kinds_round_trip_through_the_column() {
         let kinds = vec![DocumentKind::Photo, DocumentKind::TaxStamp];
-        assert_eq!(split_kinds(&join_kinds(&kinds)), kinds);
-        assert!(split_kinds("").is_empty());
+        assert_eq!(split_kinds(&join_kinds(&kinds)).unwrap(), kinds);
+        assert!(split_kinds("").unwrap().is_empty());
+        assert!(
+            split_kinds("photo,shoe").is_err(),
+            "damaged data is an error"
+        );
     }
 
     #[test]

@@ -7,21 +7,150 @@ use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use guichet_dossier::lifecycle::{self, ImpossibleStep};
-use guichet_dossier::rights::{self, Attestation, Cover};
+use guichet_dossier::rights::{self, Attestation, AttestationKind, CaseFacts, Cover};
 use guichet_dossier::urgency::URGENCY_HORIZONS;
-use guichet_dossier::{CaseState, DocumentKind, Dossier, Step, UrgencyClass, requirements};
+use guichet_dossier::{
+    CaseState, DocumentKind, Dossier, Procedure, Step, UrgencyClass, requirements,
+};
 use guichet_kit::bus::OutgoingMessage;
 use guichet_kit::db::Database;
 use guichet_kit::inbox::Claim;
 use guichet_kit::outbox::{self, Enqueue};
 use guichet_kit::{in_tx, on_db};
 use guichet_proto::{convert, v1 as pb};
-use prost::Message;
 
 use crate::cases::{self, EventFacts, join_kinds, split_kinds};
 
 /// States a dossier can still move from: in the queue, owed proof of stay.
 const OPEN: &str = "state NOT IN ('favourable', 'unfavourable', 'closed')";
+
+/// Records an issued attestation in the transaction `conn`: its row, the
+/// event in the dossier's history and the case event that tells the person.
+/// `$dossier` is the dossier as received (`pb::Dossier`). Evaluates to the
+/// attestation as shown to the person.
+macro_rules! record_attestation {
+    ($conn:expr, $reference:expr, $dossier:expr, $state:expr, $a:expr, $now:expr) => {{
+        let conn = $conn;
+        let reference: &str = $reference;
+        let a: Attestation = $a;
+        let code = cases::verification_code();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO attestations (reference, kind, valid_from, valid_until, issued_at, \
+             verification_code) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(reference)
+        .bind(a.kind.as_str())
+        .bind(a.valid_from)
+        .bind(a.valid_until)
+        .bind($now)
+        .bind(&code)
+        .fetch_one(&mut *conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO dossier_events (reference, kind, actor, at, reason, trace_id) \
+             VALUES ($1, 'attestation_issued', 'system', $2, $3, $4)",
+        )
+        .bind(reference)
+        .bind($now)
+        .bind(a.kind.as_str())
+        .bind(guichet_kit::telemetry::current_trace_id())
+        .execute(&mut *conn)
+        .await?;
+        let view = AttestationRow {
+            id,
+            kind: a.kind,
+            valid_from: a.valid_from,
+            valid_until: a.valid_until,
+            issued_at: $now,
+            verification_code: code,
+        }
+        .to_pb();
+        conn.enqueue(&cases::event_message(EventFacts {
+            reference,
+            kind: "attestation_issued",
+            dossier: $dossier,
+            state: $state,
+            at: $now,
+            reason: a.kind.as_str(),
+            attestation: Some(view.clone()),
+            missing: &[],
+            documents_deadline: None,
+        }))
+        .await?;
+        view
+    }};
+}
+
+/// Issues the attestation due for `row` in state `state`, if any, within
+/// `horizon` days, in the transaction `conn`; updates the cover. Evaluates to
+/// whether one was issued.
+macro_rules! issue_due {
+    ($conn:expr, $row:expr, $state:expr, $now:expr, $today:expr, $horizon:expr) => {{
+        let conn = $conn;
+        let row: &CaseRow = $row;
+        let facts = row.facts($state)?;
+        let held: Vec<AttestationRow> = sqlx::query_as(
+            "SELECT id, kind, valid_from, valid_until, issued_at, verification_code \
+             FROM attestations WHERE reference = $1 ORDER BY id",
+        )
+        .bind(&row.reference)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut attestations: Vec<Attestation> =
+            held.iter().map(AttestationRow::attestation).collect();
+        let due = rights::attestation_due(&facts, &attestations, $today, $horizon);
+        if let Some(a) = due {
+            record_attestation!(&mut *conn, &row.reference, &row.dossier, $state, a, $now);
+            attestations.push(a);
+        }
+        let cover: Cover = rights::cover(&facts, &attestations, $today);
+        sqlx::query("UPDATE dossiers SET cover_until = $2, cover_basis = $3 WHERE reference = $1")
+            .bind(&row.reference)
+            .bind(cover.until())
+            .bind(cover.basis().map(|b| b.as_str()))
+            .execute(&mut *conn)
+            .await?;
+        due.is_some()
+    }};
+}
+
+/// The attestation a dossier is owed the moment it is recorded (a complete
+/// renewal whose cover ends within the horizon), after its case messages so
+/// the person hears of the filing first. A filing just linked to an earlier
+/// one stands where that one stands and gets none of its own: its cover
+/// columns are set back to what it holds without it.
+macro_rules! attest_on_arrival {
+    ($conn:expr, $d:expr, $arrival:expr, $linked:expr, $now:expr, $today:expr) => {{
+        let conn = $conn;
+        let d: &Dossier = $d;
+        let arrival: &cases::Arrival = $arrival;
+        match arrival.attestation {
+            Some(a) if !$linked => {
+                let dossier = convert::dossier_to_pb(d);
+                record_attestation!(
+                    &mut *conn,
+                    d.reference.as_str(),
+                    &dossier,
+                    arrival.state,
+                    a,
+                    $now
+                );
+            }
+            Some(_) => {
+                let cover = cases::cover_without_attestations(d, arrival.state, $today);
+                sqlx::query(
+                    "UPDATE dossiers SET cover_until = $2, cover_basis = $3 WHERE reference = $1",
+                )
+                .bind(d.reference.as_str())
+                .bind(cover.until())
+                .bind(cover.basis().map(|b| b.as_str()))
+                .execute(&mut *conn)
+                .await?;
+            }
+            None => {}
+        }
+    }};
+}
 
 /// After the dossiers are in: their first events, the case events for the
 /// person's channel, and the link of a second filing of the same request to
@@ -29,10 +158,10 @@ const OPEN: &str = "state NOT IN ('favourable', 'unfavourable', 'closed')";
 /// SQLite, row by row (one writer, no round trips to save); PostgreSQL has
 /// `after_insert_postgres`, which does the same in a few array statements.
 macro_rules! after_insert {
-    ($conn:expr, $fresh:expr, $inserted:expr, $now:expr, $today:expr) => {{
+    ($conn:expr, $fresh:expr, $inserted:expr, $now:expr, $today:expr, $horizon:expr) => {{
         let conn = $conn;
         let mut new: Vec<String> = Vec::new();
-        for (i, arrival) in first_arrivals($fresh, $inserted, $today) {
+        for (i, arrival) in first_arrivals($fresh, $inserted, $today, $horizon) {
             new.push(i.dossier.reference.as_str().to_string());
             let d = &i.dossier;
             let reference = d.reference.as_str();
@@ -52,14 +181,16 @@ macro_rules! after_insert {
                 .await?;
             }
             conn.enqueue(&arrival_message(d, &arrival, $now)).await?;
-            link_to_first!(&mut *conn, i, $now);
+            let linked = link_to_first!(&mut *conn, i, $now);
+            attest_on_arrival!(&mut *conn, d, &arrival, linked, $now, $today);
+            propose_near_matches!(&mut *conn, i, $now);
         }
         new
     }};
 }
 
 /// Links the dossier `$i` to the first open filing of the same request by
-/// the same person, if there is one. The first is the one filed first;
+/// the same person, if there is one; evaluates to whether it did. The first is the one filed first;
 /// looking only at earlier ones makes the choice the same whatever the order
 /// dossiers arrive in, or are batched in.
 macro_rules! link_to_first {
@@ -80,6 +211,7 @@ macro_rules! link_to_first {
         .bind(d.filed_at)
         .fetch_optional(&mut *conn)
         .await?;
+        let first_found = first.is_some();
         if let Some((primary, queue_date)) = first {
             let earliest = queue_date.map_or(d.legal_filing_date, |q| q.min(d.legal_filing_date));
             sqlx::query("UPDATE dossiers SET linked_to = $2, updated_at = $3 WHERE reference = $1")
@@ -109,8 +241,56 @@ macro_rules! link_to_first {
                 .await?;
             }
         }
+        first_found
     }};
 }
+
+/// Proposes to an agent the open filings, filed before the dossier `$i`,
+/// that share its family name, birth date and nationality but not its given
+/// names: one person spelled two ways, or twins. Nothing is linked; both get
+/// a `near_match` event naming the other, and the case view lists them.
+/// Looking only at earlier filings proposes each pair once.
+macro_rules! propose_near_matches {
+    ($conn:expr, $i:expr, $now:expr) => {{
+        let conn = $conn;
+        let i: &Incoming = $i;
+        let d = &i.dossier;
+        let reference = d.reference.as_str();
+        let near: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT reference FROM dossiers WHERE near_key = $1 AND procedure = $2 \
+             AND person_key <> $3 AND reference <> $4 AND linked_to IS NULL AND {OPEN} \
+             AND (filed_at < $5 OR (filed_at = $5 AND reference < $4)) \
+             ORDER BY filed_at, reference LIMIT {NEAR_MATCHES_SHOWN}"
+        ))
+        .bind(d.filing.applicant.near_key())
+        .bind(d.filing.procedure.as_str())
+        .bind(d.filing.applicant.person_key())
+        .bind(reference)
+        .bind(d.filed_at)
+        .fetch_all(&mut *conn)
+        .await?;
+        for other in &near {
+            for (r, o) in [(reference, other.as_str()), (other.as_str(), reference)] {
+                sqlx::query(
+                    "INSERT INTO dossier_events (reference, kind, actor, at, reason, trace_id) \
+                     VALUES ($1, 'near_match', 'system', $2, $3, $4)",
+                )
+                .bind(r)
+                .bind($now)
+                .bind(format!(
+                    "{o}: same family name, birth date and nationality, other given names; \
+                     an agent decides whether it is the same person"
+                ))
+                .bind(&i.trace_id)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+    }};
+}
+
+/// At most this many near matches are proposed for one filing.
+const NEAR_MATCHES_SHOWN: i64 = 10;
 
 /// The dossiers of a batch recorded for the first time, each once even if
 /// two messages carried it, with their state on arrival.
@@ -118,12 +298,13 @@ fn first_arrivals<'a>(
     fresh: &[&'a Incoming],
     inserted: &HashSet<String>,
     today: NaiveDate,
+    horizon_days: i64,
 ) -> Vec<(&'a Incoming, cases::Arrival)> {
     let mut pending = inserted.clone();
     fresh
         .iter()
         .filter(|i| pending.remove(i.dossier.reference.as_str()))
-        .map(|i| (*i, cases::on_arrival(&i.dossier, today)))
+        .map(|i| (*i, cases::on_arrival(&i.dossier, today, horizon_days)))
         .collect()
 }
 
@@ -168,8 +349,9 @@ async fn after_insert_postgres(
     inserted: &HashSet<String>,
     now: DateTime<Utc>,
     today: NaiveDate,
+    horizon_days: i64,
 ) -> Result<Vec<String>, sqlx::Error> {
-    let arrivals = first_arrivals(fresh, inserted, today);
+    let arrivals = first_arrivals(fresh, inserted, today, horizon_days);
     if arrivals.is_empty() {
         return Ok(Vec::new());
     }
@@ -225,91 +407,39 @@ async fn after_insert_postgres(
     .await?
     .into_iter()
     .collect();
+    for (i, arrival) in &arrivals {
+        let linked = with_candidate.contains(i.dossier.reference.as_str())
+            && link_to_first!(&mut *conn, *i, now);
+        attest_on_arrival!(&mut *conn, &i.dossier, arrival, linked, now, today);
+    }
+    let near_keys: Vec<String> = arrivals
+        .iter()
+        .map(|(i, _)| i.dossier.filing.applicant.near_key())
+        .collect();
+    let with_near: HashSet<String> = sqlx::query_scalar(&format!(
+        "SELECT u.r FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) \
+         AS u(r, nk, pk, p, fa) \
+         WHERE EXISTS (SELECT 1 FROM dossiers WHERE near_key = u.nk AND procedure = u.p \
+         AND person_key <> u.pk AND reference <> u.r AND linked_to IS NULL AND {OPEN} \
+         AND (filed_at < u.fa OR (filed_at = u.fa AND reference < u.r)))"
+    ))
+    .bind(&refs)
+    .bind(&near_keys)
+    .bind(&keys)
+    .bind(&procedures)
+    .bind(&filed)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
     for (i, _) in &arrivals {
-        if with_candidate.contains(i.dossier.reference.as_str()) {
-            link_to_first!(&mut *conn, *i, now);
+        if with_near.contains(i.dossier.reference.as_str()) {
+            propose_near_matches!(&mut *conn, *i, now);
         }
     }
     Ok(refs)
 }
 
-/// Issues the attestation due for `row` in state `state`, if any, in the
-/// transaction `conn`; updates the cover. Evaluates to whether one was issued.
-macro_rules! issue_due {
-    ($conn:expr, $row:expr, $state:expr, $now:expr, $today:expr, $horizon:expr) => {{
-        let conn = $conn;
-        let row: &CaseRow = $row;
-        let dossier = row.dossier();
-        let facts = cases::facts_of(&dossier, $state);
-        let held: Vec<AttestationRow> = sqlx::query_as(
-            "SELECT id, kind, valid_from, valid_until, issued_at, verification_code \
-             FROM attestations WHERE reference = $1 ORDER BY id",
-        )
-        .bind(&row.reference)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut attestations: Vec<Attestation> = held
-            .iter()
-            .filter_map(AttestationRow::attestation)
-            .collect();
-        let due =
-            rights::attestation_due(&facts, &attestations, $today, rights::DEFAULT_HORIZON_DAYS);
-        if let Some(a) = due {
-            let code = cases::verification_code();
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO attestations (reference, kind, valid_from, valid_until, issued_at, \
-                 verification_code) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            )
-            .bind(&row.reference)
-            .bind(a.kind.as_str())
-            .bind(a.valid_from)
-            .bind(a.valid_until)
-            .bind($now)
-            .bind(&code)
-            .fetch_one(&mut *conn)
-            .await?;
-            attestations.push(a);
-            sqlx::query(
-                "INSERT INTO dossier_events (reference, kind, actor, at, reason, trace_id) \
-                 VALUES ($1, 'attestation_issued', 'system', $2, $3, '')",
-            )
-            .bind(&row.reference)
-            .bind($now)
-            .bind(a.kind.as_str())
-            .execute(&mut *conn)
-            .await?;
-            let view = AttestationRow {
-                id,
-                kind: a.kind.as_str().to_string(),
-                valid_from: a.valid_from,
-                valid_until: a.valid_until,
-                issued_at: $now,
-                verification_code: code,
-            }
-            .to_pb();
-            conn.enqueue(&cases::event_message(EventFacts {
-                reference: &row.reference,
-                kind: "attestation_issued",
-                dossier: &dossier,
-                state: $state,
-                at: $now,
-                reason: a.kind.as_str(),
-                attestation: Some(view),
-                missing: &[],
-                documents_deadline: None,
-            }))
-            .await?;
-        }
-        let cover: Cover = rights::cover(&facts, &attestations, $today);
-        sqlx::query("UPDATE dossiers SET cover_until = $2, cover_basis = $3 WHERE reference = $1")
-            .bind(&row.reference)
-            .bind(cover.until())
-            .bind(cover.basis().map(|b| b.as_str()))
-            .execute(&mut *conn)
-            .await?;
-        due.is_some()
-    }};
-}
 #[derive(Debug, thiserror::Error)]
 pub enum CaseError {
     #[error("no dossier {0} in instruction")]
@@ -318,6 +448,8 @@ pub enum CaseError {
     Impossible(#[from] ImpossibleStep),
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Unreadable(#[from] cases::Unreadable),
     #[error("database error")]
     Db(#[from] sqlx::Error),
 }
@@ -331,16 +463,21 @@ pub struct Incoming {
     pub trace_id: String,
 }
 
+/// A dossier's row, decoded as it is read: a state, a procedure or dossier
+/// bytes this service did not write make the read fail, never a guess.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CaseRow {
     pub reference: String,
-    pub state: String,
-    pub encoded: Vec<u8>,
+    #[sqlx(try_from = "String")]
+    pub state: CaseState,
+    #[sqlx(try_from = "Vec<u8>")]
+    pub dossier: pb::Dossier,
     pub recorded_at: DateTime<Utc>,
     pub legal_filing_date: NaiveDate,
     pub filed_at: DateTime<Utc>,
     pub prefecture: String,
-    pub procedure: String,
+    #[sqlx(try_from = "String")]
+    pub procedure: Procedure,
     pub cover_until: Option<NaiveDate>,
     pub cover_basis: Option<String>,
     pub trace_id: String,
@@ -353,22 +490,54 @@ pub struct CaseRow {
 }
 
 impl CaseRow {
-    pub fn state(&self) -> CaseState {
-        CaseState::parse(&self.state).unwrap_or(CaseState::Filed)
+    pub fn missing(&self) -> Result<Vec<DocumentKind>, cases::Unreadable> {
+        split_kinds(&self.missing).map_err(|e| cases::Unreadable::new(&self.reference, e))
     }
 
-    pub fn dossier(&self) -> pb::Dossier {
-        pb::Dossier::decode(self.encoded.as_slice()).unwrap_or_default()
-    }
-
-    pub fn missing(&self) -> Vec<DocumentKind> {
-        split_kinds(&self.missing)
+    /// What the rights rules need, as if the case were in `state`.
+    pub fn facts(&self, state: CaseState) -> Result<CaseFacts, cases::Unreadable> {
+        cases::facts_of(
+            &self.reference,
+            &self.dossier,
+            self.procedure,
+            state,
+            self.legal_filing_date,
+        )
     }
 }
 
-const CASE_COLUMNS: &str = "reference, state, dossier AS encoded, recorded_at, legal_filing_date, \
+const CASE_COLUMNS: &str = "reference, state, dossier, recorded_at, legal_filing_date, \
     filed_at, prefecture, procedure, cover_until, cover_basis, trace_id, missing, documents_deadline, \
     linked_to, link_confirmed, queue_date, taken_by";
+
+const EVENTS_SQL: &str = "SELECT id, kind, actor, at, reason, trace_id FROM dossier_events \
+     WHERE reference = $1 ORDER BY id";
+const ATTESTATIONS_SQL: &str = "SELECT id, kind, valid_from, valid_until, issued_at, \
+     verification_code FROM attestations WHERE reference = $1 ORDER BY id";
+const LINKED_SQL: &str = "SELECT reference FROM dossiers WHERE linked_to = $1 ORDER BY reference";
+
+/// The open filings that may be the same person as `$1` (see
+/// `propose_near_matches!`), while both are open and unlinked.
+fn near_matches_sql() -> String {
+    format!(
+        "SELECT o.reference FROM dossiers d JOIN dossiers o ON o.near_key = d.near_key \
+         AND o.procedure = d.procedure AND o.person_key <> d.person_key \
+         AND o.reference <> d.reference AND o.linked_to IS NULL \
+         AND o.state NOT IN ('favourable', 'unfavourable', 'closed') \
+         WHERE d.reference = $1 AND d.near_key <> '' \
+         ORDER BY o.filed_at, o.reference LIMIT {NEAR_MATCHES_SHOWN}"
+    )
+}
+
+/// A case read in one snapshot (`Store::snapshot`).
+#[derive(Debug, Clone)]
+pub struct CaseSnapshot {
+    pub row: CaseRow,
+    pub events: Vec<EventRow>,
+    pub attestations: Vec<AttestationRow>,
+    pub linked: Vec<String>,
+    pub near_matches: Vec<String>,
+}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventRow {
@@ -383,22 +552,35 @@ pub struct EventRow {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AttestationRow {
     pub id: i64,
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: AttestationKind,
     pub valid_from: NaiveDate,
     pub valid_until: Option<NaiveDate>,
     pub issued_at: DateTime<Utc>,
     pub verification_code: String,
 }
 
+/// An attestation found by its verification code, with its dossier.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CodedAttestation {
+    pub reference: String,
+    #[sqlx(flatten)]
+    pub attestation: AttestationRow,
+}
+
 impl AttestationRow {
-    pub fn attestation(&self) -> Option<Attestation> {
-        cases::attestation_from_row(&self.kind, self.valid_from, self.valid_until)
+    pub fn attestation(&self) -> Attestation {
+        Attestation {
+            kind: self.kind,
+            valid_from: self.valid_from,
+            valid_until: self.valid_until,
+        }
     }
 
     pub fn to_pb(&self) -> pb::AttestationView {
         pb::AttestationView {
             id: self.id as u64,
-            kind: self.kind.clone(),
+            kind: self.kind.as_str().to_string(),
             valid_from: Some(convert::date_to_pb(self.valid_from)),
             valid_until: self.valid_until.map(convert::date_to_pb),
             issued_at: Some(convert::timestamp_to_pb(self.issued_at)),
@@ -489,37 +671,13 @@ impl Store {
     pub async fn attestation_by_code(
         &self,
         code: &str,
-    ) -> Result<Option<(String, AttestationRow)>, sqlx::Error> {
+    ) -> Result<Option<CodedAttestation>, sqlx::Error> {
         const SQL: &str = "SELECT reference, id, kind, valid_from, valid_until, issued_at, \
              verification_code FROM attestations WHERE verification_code = $1";
-        type Row = (
-            String,
-            i64,
-            String,
-            NaiveDate,
-            Option<NaiveDate>,
-            DateTime<Utc>,
-            String,
-        );
-        let row: Option<Row> = on_db!(&self.db, |p| sqlx::query_as(SQL)
+        on_db!(&self.db, |p| sqlx::query_as(SQL)
             .bind(code)
             .fetch_optional(p)
-            .await)?;
-        Ok(row.map(
-            |(reference, id, kind, valid_from, valid_until, issued_at, verification_code)| {
-                (
-                    reference,
-                    AttestationRow {
-                        id,
-                        kind,
-                        valid_from,
-                        valid_until,
-                        issued_at,
-                        verification_code,
-                    },
-                )
-            },
-        ))
+            .await)
     }
 
     pub fn db(&self) -> &Database {
@@ -542,16 +700,26 @@ impl Store {
             Database::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 let fresh = claim_fresh(&mut *tx, batch).await?;
-                let inserted = insert_postgres(&mut tx, &fresh, now, today).await?;
-                let new = after_insert_postgres(&mut tx, &fresh, &inserted, now, today).await?;
+                let inserted =
+                    insert_postgres(&mut tx, &fresh, now, today, self.horizon_days).await?;
+                let new = after_insert_postgres(
+                    &mut tx,
+                    &fresh,
+                    &inserted,
+                    now,
+                    today,
+                    self.horizon_days,
+                )
+                .await?;
                 tx.commit().await?;
                 Ok(new)
             }
             Database::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
                 let fresh = claim_fresh(&mut *tx, batch).await?;
-                let inserted = insert_sqlite(&mut tx, &fresh, now, today).await?;
-                let new = after_insert!(&mut *tx, &fresh, &inserted, now, today);
+                let inserted =
+                    insert_sqlite(&mut tx, &fresh, now, today, self.horizon_days).await?;
+                let new = after_insert!(&mut *tx, &fresh, &inserted, now, today, self.horizon_days);
                 tx.commit().await?;
                 Ok(new)
             }
@@ -568,19 +736,72 @@ impl Store {
             .await)
     }
 
+    /// A case as one snapshot: its row, history, attestations, linked and
+    /// near-matching filings all read in one read-only transaction that sees
+    /// one state of the database (REPEATABLE READ on PostgreSQL; SQLite's
+    /// read transactions are snapshots). Read statement by statement, a view
+    /// could show a new attestation beside the cover from before it.
+    pub async fn snapshot(&self, reference: &str) -> Result<Option<CaseSnapshot>, sqlx::Error> {
+        macro_rules! read {
+            ($tx:expr) => {{
+                let tx = $tx;
+                let row: Option<CaseRow> = sqlx::query_as(&format!(
+                    "SELECT {CASE_COLUMNS} FROM dossiers WHERE reference = $1"
+                ))
+                .bind(reference)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match row {
+                    None => None,
+                    Some(row) => Some(CaseSnapshot {
+                        events: sqlx::query_as(EVENTS_SQL)
+                            .bind(reference)
+                            .fetch_all(&mut *tx)
+                            .await?,
+                        attestations: sqlx::query_as(ATTESTATIONS_SQL)
+                            .bind(reference)
+                            .fetch_all(&mut *tx)
+                            .await?,
+                        linked: sqlx::query_scalar(LINKED_SQL)
+                            .bind(reference)
+                            .fetch_all(&mut *tx)
+                            .await?,
+                        near_matches: sqlx::query_scalar(&near_matches_sql())
+                            .bind(reference)
+                            .fetch_all(&mut *tx)
+                            .await?,
+                        row,
+                    }),
+                }
+            }};
+        }
+        Ok(match &self.db {
+            Database::Postgres(pool) => {
+                let mut tx = pool
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?;
+                let snapshot = read!(&mut *tx);
+                tx.commit().await?;
+                snapshot
+            }
+            Database::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let snapshot = read!(&mut *tx);
+                tx.commit().await?;
+                snapshot
+            }
+        })
+    }
+
     pub async fn events(&self, reference: &str) -> Result<Vec<EventRow>, sqlx::Error> {
-        const SQL: &str = "SELECT id, kind, actor, at, reason, trace_id FROM dossier_events \
-             WHERE reference = $1 ORDER BY id";
-        on_db!(&self.db, |p| sqlx::query_as(SQL)
+        on_db!(&self.db, |p| sqlx::query_as(EVENTS_SQL)
             .bind(reference)
             .fetch_all(p)
             .await)
     }
 
     pub async fn attestations(&self, reference: &str) -> Result<Vec<AttestationRow>, sqlx::Error> {
-        const SQL: &str = "SELECT id, kind, valid_from, valid_until, issued_at, verification_code \
-             FROM attestations WHERE reference = $1 ORDER BY id";
-        on_db!(&self.db, |p| sqlx::query_as(SQL)
+        on_db!(&self.db, |p| sqlx::query_as(ATTESTATIONS_SQL)
             .bind(reference)
             .fetch_all(p)
             .await)
@@ -588,8 +809,7 @@ impl Store {
 
     /// The other filings linked to this one.
     pub async fn linked(&self, reference: &str) -> Result<Vec<String>, sqlx::Error> {
-        const SQL: &str = "SELECT reference FROM dossiers WHERE linked_to = $1 ORDER BY reference";
-        on_db!(&self.db, |p| sqlx::query_scalar(SQL)
+        on_db!(&self.db, |p| sqlx::query_scalar(LINKED_SQL)
             .bind(reference)
             .fetch_all(p)
             .await)
@@ -851,10 +1071,10 @@ impl Store {
                     "{reference} is linked to {primary}: act on {primary}"
                 )));
             }
-            let to = lifecycle::next(row.state(), step)?;
+            let to = lifecycle::next(row.state, step)?;
             let missing = match step {
                 Step::RequestDocuments => details.documents.clone(),
-                _ => row.missing(),
+                _ => row.missing()?,
             };
             let deadline = match step {
                 Step::RequestDocuments => details.deadline,
@@ -897,11 +1117,10 @@ impl Store {
                 .bind(guichet_kit::telemetry::current_trace_id())
                 .execute(&mut *tx)
                 .await?;
-                let dossier = target.dossier();
                 tx.enqueue(&cases::event_message(EventFacts {
                     reference: &target.reference,
                     kind: step.as_str(),
-                    dossier: &dossier,
+                    dossier: &target.dossier,
                     state: to,
                     at: now,
                     reason: &details.reason,
@@ -955,18 +1174,15 @@ impl Store {
             .case(&primary)
             .await?
             .ok_or_else(|| CaseError::NotFound(primary.clone()))?;
-        let facts = cases::facts_of(&primary_row.dossier(), primary_row.state());
+        let unreadable = |what: &str| cases::Unreadable::new(&primary, what);
         let motif = primary_row
-            .dossier()
+            .dossier
             .filing
-            .and_then(|f| pb::Motif::try_from(f.motif).ok())
-            .and_then(|m| {
-                guichet_dossier::Motif::parse(
-                    &m.as_str_name().strip_prefix("MOTIF_")?.to_ascii_lowercase(),
-                )
-            })
-            .unwrap_or(guichet_dossier::Motif::Other);
-        let missing = requirements::missing(facts.procedure, motif, &received);
+            .as_ref()
+            .and_then(|f| convert::motif_text(f.motif))
+            .and_then(|m| guichet_dossier::Motif::parse(&m))
+            .ok_or_else(|| unreadable("motif"))?;
+        let missing = requirements::missing(primary_row.procedure, motif, &received);
         let step = if missing.is_empty() {
             Step::FoundComplete
         } else {
@@ -995,27 +1211,25 @@ impl Store {
             .case(reference)
             .await?
             .ok_or_else(|| CaseError::NotFound(reference.to_string()))?;
-        let mut kinds: Vec<DocumentKind> = row
-            .dossier()
-            .filing
-            .map(|f| f.documents)
+        let filed = row.dossier.filing.as_ref().map(|f| f.documents.as_slice());
+        let mut kinds = filed
             .unwrap_or_default()
             .iter()
-            .filter_map(|d| {
-                let k = pb::DocumentKind::try_from(d.kind).ok()?;
-                DocumentKind::parse(
-                    &k.as_str_name()
-                        .strip_prefix("DOCUMENT_KIND_")?
-                        .to_ascii_lowercase(),
-                )
+            .map(|d| {
+                convert::document_kind_text(d.kind)
+                    .and_then(|k| DocumentKind::parse(&k))
+                    .ok_or_else(|| cases::Unreadable::new(reference, "a document kind"))
             })
-            .collect();
+            .collect::<Result<Vec<DocumentKind>, _>>()?;
         const SQL: &str = "SELECT kind FROM dossier_documents WHERE reference = $1";
         let later: Vec<String> = on_db!(&self.db, |p| sqlx::query_scalar(SQL)
             .bind(reference)
             .fetch_all(p)
             .await)?;
-        kinds.extend(later.iter().filter_map(|k| DocumentKind::parse(k)));
+        for k in later {
+            kinds
+                .push(DocumentKind::try_from(k).map_err(|e| cases::Unreadable::new(reference, e))?);
+        }
         Ok(kinds)
     }
 
@@ -1109,11 +1323,11 @@ impl Store {
             .await)?;
         let (mut issued, mut closed) = (0, 0);
         for row in rows {
-            if row.state() == CaseState::DocumentsRequested {
+            if row.state == CaseState::DocumentsRequested {
                 let details = StepDetails {
                     actor: "system".into(),
                     reason: "the deadline for the requested documents passed".into(),
-                    documents: row.missing(),
+                    documents: row.missing()?,
                     deadline: row.documents_deadline,
                 };
                 self.step(&row.reference, Step::DeadlinePassed, &details, now, today)
@@ -1121,7 +1335,7 @@ impl Store {
                 closed += 1;
                 continue;
             }
-            let state = row.state();
+            let state = row.state;
             let done = in_tx!(&self.db, |tx| {
                 issue_due!(&mut *tx, &row, state, now, today, self.horizon_days)
             });
@@ -1154,12 +1368,13 @@ async fn insert_postgres(
     fresh: &[&Incoming],
     now: DateTime<Utc>,
     today: NaiveDate,
+    horizon_days: i64,
 ) -> Result<HashSet<String>, sqlx::Error> {
     if fresh.is_empty() {
         return Ok(HashSet::new());
     }
     let n = fresh.len();
-    let mut cols: [Vec<String>; 10] = Default::default();
+    let mut cols: [Vec<String>; 11] = Default::default();
     let mut dates: [Vec<NaiveDate>; 1] = Default::default();
     let mut times: [Vec<DateTime<Utc>>; 2] = Default::default();
     let mut opt_dates: [Vec<Option<NaiveDate>>; 2] = Default::default();
@@ -1167,7 +1382,7 @@ async fn insert_postgres(
     let mut encoded = Vec::with_capacity(n);
     for i in fresh {
         let d = &i.dossier;
-        let arrival = cases::on_arrival(d, today);
+        let arrival = cases::on_arrival(d, today, horizon_days);
         cols[0].push(d.reference.to_string());
         cols[1].push(d.channel().as_str().to_string());
         cols[2].push(d.filing.procedure.as_str().to_string());
@@ -1178,6 +1393,7 @@ async fn insert_postgres(
         cols[7].push(join_kinds(&arrival.missing));
         cols[8].push(d.filing.applicant.person_key());
         cols[9].push(i.message_id.clone());
+        cols[10].push(d.filing.applicant.near_key());
         dates[0].push(d.legal_filing_date);
         times[0].push(d.filed_at);
         times[1].push(d.received_at);
@@ -1189,12 +1405,12 @@ async fn insert_postgres(
     let inserted: Vec<String> = sqlx::query_scalar(
         "INSERT INTO dossiers (reference, channel, procedure, motif, prefecture, legal_filing_date, \
          queue_date, filed_at, received_at, recorded_at, title_expires_on, cover_until, cover_basis, \
-         dossier, trace_id, state, missing, person_key, updated_at) \
-         SELECT r, c, p, m, pf, lfd, lfd, fa, ra, $15, te, cu, cb, d, t, s, mi, pk, $15 FROM UNNEST(\
+         dossier, trace_id, state, missing, person_key, near_key, updated_at) \
+         SELECT r, c, p, m, pf, lfd, lfd, fa, ra, $15, te, cu, cb, d, t, s, mi, pk, nk, $15 FROM UNNEST(\
          $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::date[], \
          $7::timestamptz[], $8::timestamptz[], $9::date[], $10::date[], $11::text[], $12::bytea[], \
-         $13::text[], $14::text[], $16::text[], $17::text[]) \
-         AS u(r, c, p, m, pf, lfd, fa, ra, te, cu, cb, d, t, s, mi, pk) \
+         $13::text[], $14::text[], $16::text[], $17::text[], $18::text[]) \
+         AS u(r, c, p, m, pf, lfd, fa, ra, te, cu, cb, d, t, s, mi, pk, nk) \
          ON CONFLICT (reference) DO NOTHING RETURNING reference",
     )
     .bind(&cols[0])
@@ -1214,6 +1430,7 @@ async fn insert_postgres(
     .bind(now)
     .bind(&cols[7])
     .bind(&cols[8])
+    .bind(&cols[10])
     .fetch_all(&mut *tx)
     .await?;
     Ok(inserted.into_iter().collect())
@@ -1225,16 +1442,19 @@ async fn insert_sqlite(
     fresh: &[&Incoming],
     now: DateTime<Utc>,
     today: NaiveDate,
+    horizon_days: i64,
 ) -> Result<HashSet<String>, sqlx::Error> {
     let mut inserted = HashSet::new();
     for i in fresh {
         let d = &i.dossier;
-        let arrival = cases::on_arrival(d, today);
+        let arrival = cases::on_arrival(d, today, horizon_days);
         let done = sqlx::query(
             "INSERT INTO dossiers (reference, channel, procedure, motif, prefecture, \
              legal_filing_date, queue_date, filed_at, received_at, recorded_at, title_expires_on, \
-             cover_until, cover_basis, dossier, trace_id, state, missing, person_key, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $9) \
+             cover_until, cover_basis, dossier, trace_id, state, missing, person_key, near_key, \
+             updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $18, $9) \
              ON CONFLICT (reference) DO NOTHING",
         )
         .bind(d.reference.as_str())
@@ -1254,6 +1474,7 @@ async fn insert_sqlite(
         .bind(arrival.state.as_str())
         .bind(join_kinds(&arrival.missing))
         .bind(d.filing.applicant.person_key())
+        .bind(d.filing.applicant.near_key())
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {
