@@ -2,10 +2,6 @@
 //! (`guichet serve <service>`): the same library code either way.
 #![forbid(unsafe_code)]
 
-pub mod bench;
-pub mod dlq;
-pub mod simulate;
-
 use std::net::SocketAddr;
 
 use guichet_kit::Config;

@@ -32,12 +32,12 @@ enum Command {
     },
     /// End-to-end throughput and latency of the mesh on RabbitMQ and
     /// PostgreSQL, beside the bare pipeline measured in the same run.
-    Bench(guichet::bench::BenchArgs),
+    Bench(guichet_tools::bench::BenchArgs),
     /// Pages per minute per postal scanning station, on the real mesh.
-    BenchPostal(guichet::bench::postal::PostalBenchArgs),
+    BenchPostal(guichet_tools::bench::postal::PostalBenchArgs),
     /// Replay a synthetic year of filings through the real rules: days to
     /// decision and gap days per channel, Guichet beside the manual baseline.
-    Simulate(guichet::simulate::SimulateArgs),
+    Simulate(guichet_tools::simulate::SimulateArgs),
     /// Titles known to the system, whose holders are warned before expiry.
     Titles {
         #[command(subcommand)]
@@ -94,11 +94,11 @@ struct DlqSelection {
 }
 
 impl DlqSelection {
-    fn selection(&self) -> guichet::dlq::Selection {
+    fn selection(&self) -> guichet_tools::dlq::Selection {
         if self.all {
-            guichet::dlq::Selection::All
+            guichet_tools::dlq::Selection::All
         } else {
-            guichet::dlq::Selection::Ids(self.ids.iter().cloned().collect())
+            guichet_tools::dlq::Selection::Ids(self.ids.iter().cloned().collect())
         }
     }
 }
@@ -176,7 +176,9 @@ async fn main() -> anyhow::Result<()> {
             mesh.tasks
         }
         Command::Bench(args) => {
-            let report = guichet::bench::run(&args).await.context("benchmarking")?;
+            let report = guichet_tools::bench::run(&args)
+                .await
+                .context("benchmarking")?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -185,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Command::BenchPostal(args) => {
-            let report = guichet::bench::postal::run(&args)
+            let report = guichet_tools::bench::postal::run(&args)
                 .await
                 .context("benchmarking the postal stations")?;
             if args.json {
@@ -196,7 +198,10 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Simulate(args) => {
-            println!("{}", guichet::simulate::run(&args).context("simulating")?);
+            println!(
+                "{}",
+                guichet_tools::simulate::run(&args).context("simulating")?
+            );
             return Ok(());
         }
         Command::Titles {
@@ -356,6 +361,9 @@ fn backends(config: &Config) -> String {
     }
 }
 
+/// Titles written per transaction by `guichet titles import`.
+const IMPORT_CHUNK: usize = 1_000;
+
 /// `guichet titles import FILE`: checks every row, records the good ones,
 /// and says which lines were refused and why.
 async fn import_titles(
@@ -368,7 +376,16 @@ async fn import_titles(
     let db = guichet_instruction::server::open_database(config)
         .await
         .context("opening the instruction database")?;
-    let (imported, known) = titles::record(&db, &records, "imported", None, clock.now()).await?;
+    // In chunks, so a large export shows how far it got (on a terminal).
+    let (mut imported, mut known) = (0, 0);
+    let mut progress =
+        guichet_tools::progress::Progress::new("importing titles", Some(records.len() as u64));
+    for chunk in records.chunks(IMPORT_CHUNK) {
+        let (i, k) = titles::record(&db, chunk, "imported", None, clock.now()).await?;
+        (imported, known) = (imported + i, known + k);
+        progress.add(chunk.len() as u64);
+    }
+    progress.finish();
     println!(
         "{imported} titles imported, {known} already known, {} rows refused",
         rejected.len()
@@ -387,7 +404,7 @@ async fn import_titles(
 /// embedded bus in the data folder, which only one process may open: stop
 /// `guichet up` first).
 async fn dead_letters(config: &Config, command: DlqCommand) -> anyhow::Result<()> {
-    use guichet::dlq;
+    use guichet_tools::dlq;
     let bus = guichet_kit::service::open_bus(config, "guichet-dlq")
         .await
         .context("opening the bus")?;
@@ -441,7 +458,7 @@ async fn dead_letters(config: &Config, command: DlqCommand) -> anyhow::Result<()
     result
 }
 
-fn print_letters(letters: &[guichet::dlq::DeadLetter]) {
+fn print_letters(letters: &[guichet_tools::dlq::DeadLetter]) {
     println!(
         "{:<38} {:<28} {:<26} {:>7}  reason",
         "message id", "routing key", "first death", "bytes"
@@ -458,7 +475,7 @@ fn print_letters(letters: &[guichet::dlq::DeadLetter]) {
     }
 }
 
-fn report(done: &str, outcome: &guichet::dlq::Outcome) -> anyhow::Result<()> {
+fn report(done: &str, outcome: &guichet_tools::dlq::Outcome) -> anyhow::Result<()> {
     for l in &outcome.done {
         println!("{done} {} ({})", l.message_id, l.routing_key);
     }

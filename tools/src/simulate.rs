@@ -11,12 +11,15 @@
 //! - `engine`: the day-by-day run of one rule set;
 //! - `report`: the figures, as a table or JSON.
 
+mod chart;
 mod engine;
 mod mixes;
 mod population;
 mod report;
 
 use chrono::{Datelike, NaiveDate};
+
+use crate::progress::Progress;
 use guichet_dossier::calendar::parse_iso_date;
 use guichet_dossier::lifecycle::ImpossibleStep;
 use guichet_dossier::rights::{CaseFacts, DEFAULT_HORIZON_DAYS, cover};
@@ -39,6 +42,9 @@ pub struct SimulateArgs {
     /// Print the figures as one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also draw the per-channel figures as a chart (SVG) in this file.
+    #[arg(long, default_value = "guichet-simulation.svg")]
+    pub chart: std::path::PathBuf,
 }
 
 /// What to simulate.
@@ -101,11 +107,15 @@ pub enum SimulateError {
     Lifecycle(#[from] ImpossibleStep),
     #[error("encoding the figures as JSON")]
     Json(#[from] serde_json::Error),
+    #[error("cannot write the chart to {0}")]
+    Chart(std::path::PathBuf, #[source] std::io::Error),
 }
 
 /// Runs the simulation and renders it: the table, or JSON with `json`.
 pub fn run(args: &SimulateArgs) -> Result<String, SimulateError> {
     let report = simulate(&args.params)?;
+    std::fs::write(&args.chart, chart::svg(&report))
+        .map_err(|e| SimulateError::Chart(args.chart.clone(), e))?;
     if args.json {
         Ok(serde_json::to_string_pretty(&report)?)
     } else {
@@ -127,8 +137,15 @@ pub fn simulate(params: &Params) -> Result<Report, SimulateError> {
     // from a stream of their own, so the filings stay the same whatever the
     // rules. Only the baseline draws from it.
     let fetch_rng = || StdRng::seed_from_u64(params.seed ^ 0x6261_7365_6c69_6e65);
-    let guichet = Engine::new(&population, Rules::Guichet, capacity, fetch_rng()).run()?;
-    let baseline = Engine::new(&population, Rules::Baseline, capacity, fetch_rng()).run()?;
+    let span = (population.last_day - population.first_day)
+        .num_days()
+        .max(0) as u64
+        + 1;
+    let guichet = Engine::new(&population, Rules::Guichet, capacity, fetch_rng())
+        .run(&mut Progress::new("simulating Guichet, days", Some(span)))?;
+    let baseline = Engine::new(&population, Rules::Baseline, capacity, fetch_rng()).run(
+        &mut Progress::new("simulating the baseline, days", Some(span)),
+    )?;
     let followed_until = [&guichet, &baseline]
         .iter()
         .flat_map(|outcomes| outcomes.iter().filter_map(|o| o.decided_on))
@@ -255,18 +272,30 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_output() {
+        let chart = std::env::temp_dir().join(format!("guichet-sim-{}.svg", std::process::id()));
         let a = SimulateArgs {
             params: small(11),
             json: true,
+            chart: chart.clone(),
         };
         assert_eq!(run(&a).unwrap(), run(&a).unwrap());
-        let table = SimulateArgs { json: false, ..a };
+        let table = SimulateArgs {
+            json: false,
+            ..a.clone()
+        };
         assert_eq!(run(&table).unwrap(), run(&table).unwrap());
         let other = SimulateArgs {
             params: small(12),
             json: true,
+            chart: chart.clone(),
         };
         assert_ne!(run(&other).unwrap(), run(&table).unwrap());
+        let drawn = std::fs::read_to_string(&chart).unwrap();
+        assert!(
+            drawn.starts_with("<svg"),
+            "the chart is written beside the report"
+        );
+        std::fs::remove_file(&chart).unwrap();
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! queue order, `rights::cover` whether a person holds proof of stay, and
 //! `rights::attestation_due` what is issued. Nothing here re-implements them.
 
+use crate::progress::Progress;
 use chrono::{Datelike, NaiveDate};
 use guichet_dossier::lifecycle::{ImpossibleStep, next};
 use guichet_dossier::requirements::{missing, required};
@@ -107,7 +108,7 @@ impl<'a> Engine<'a> {
 
     /// Runs from the first day until every reported case is finished (or
     /// the follow-up ends). Returns one outcome per filing.
-    pub fn run(mut self) -> Result<Vec<Outcome>, ImpossibleStep> {
+    pub fn run(mut self, progress: &mut Progress) -> Result<Vec<Outcome>, ImpossibleStep> {
         let population = self.population;
         let mut arrivals: Vec<usize> = (0..self.filings.len()).collect();
         arrivals.sort_by_key(|&i| (self.filings[i].arrives_on, i));
@@ -140,7 +141,9 @@ impl<'a> Engine<'a> {
                 break;
             }
             day = plus(day, 1);
+            progress.add(1);
         }
+        progress.finish();
         Ok(self.outcomes)
     }
 

@@ -4,6 +4,7 @@
 //! message is only ever removed by an ack, after its replay is confirmed or
 //! its drop asked for.
 
+use crate::progress::Progress;
 use std::collections::BTreeSet;
 
 use guichet_kit::bus::{
@@ -140,7 +141,9 @@ pub async fn replay(
         }
     }
     let published = bus.publish(&messages).await;
+    let mut progress = Progress::new("replaying", Some(sendable.len() as u64));
     for ((d, letter), result) in sendable.into_iter().zip(published) {
+        progress.add(1);
         let settled = match result {
             Ok(()) => d.ack().await.map_err(|e| e.to_string()),
             Err(e) => {

@@ -25,12 +25,12 @@ use super::mix::Route;
 
 /// The example filings of `examples/filings/`, taken in turn.
 const EXAMPLES: [&str; 6] = [
-    include_str!("../../examples/filings/renewal-employee.json"),
-    include_str!("../../examples/filings/change-of-status-student-to-employee.json"),
-    include_str!("../../examples/filings/duplicate-resident-card.json"),
-    include_str!("../../examples/filings/first-application-student.json"),
-    include_str!("../../examples/filings/regularisation-private-family-life.json"),
-    include_str!("../../examples/filings/renewal-international-protection.json"),
+    include_str!("../../../examples/filings/renewal-employee.json"),
+    include_str!("../../../examples/filings/change-of-status-student-to-employee.json"),
+    include_str!("../../../examples/filings/duplicate-resident-card.json"),
+    include_str!("../../../examples/filings/first-application-student.json"),
+    include_str!("../../../examples/filings/regularisation-private-family-life.json"),
+    include_str!("../../../examples/filings/renewal-international-protection.json"),
 ];
 
 /// One filing ready to send.
