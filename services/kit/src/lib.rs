@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod service;
 pub mod shutdown;
+pub mod sql;
 pub mod telemetry;
 
 pub use clock::{Clock, SystemClock};

@@ -1,0 +1,183 @@
+//! Rights continuity in the store: an attestation issued is a row, an event
+//! in the dossier's history and a case event for the person, in the caller's
+//! transaction; the sweep issues what falls due while nothing happens.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use guichet_dossier::rights::{self, Attestation, Cover};
+use guichet_dossier::{CaseState, Step};
+use guichet_kit::sql::{Conn, Stmt};
+use guichet_proto::v1 as pb;
+
+use super::Store;
+use super::rows::{
+    ATTESTATIONS_SQL, AttestationRow, CASE_COLUMNS, CaseError, CaseRow, StepDetails,
+};
+use crate::cases::{self, EventFacts};
+
+/// Records the attestation `a`, issued for `reference` (whose dossier as
+/// received is `dossier`, in `state`). Returns it as shown to the person.
+pub(super) async fn record_attestation(
+    c: &mut Conn<'_>,
+    reference: &str,
+    dossier: &pb::Dossier,
+    state: CaseState,
+    a: Attestation,
+    now: DateTime<Utc>,
+) -> Result<pb::AttestationView, sqlx::Error> {
+    let code = cases::verification_code();
+    let id: i64 = c
+        .scalar(
+            Stmt::new(
+                "INSERT INTO attestations (reference, kind, valid_from, valid_until, issued_at, \
+                 verification_code) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(reference)
+            .bind(a.kind.as_str())
+            .bind(a.valid_from)
+            .bind(a.valid_until)
+            .bind(now)
+            .bind(code.as_str()),
+        )
+        .await?;
+    c.execute(
+        Stmt::new(
+            "INSERT INTO dossier_events (reference, kind, actor, at, reason, trace_id) \
+             VALUES ($1, 'attestation_issued', 'system', $2, $3, $4)",
+        )
+        .bind(reference)
+        .bind(now)
+        .bind(a.kind.as_str())
+        .bind(guichet_kit::telemetry::current_trace_id()),
+    )
+    .await?;
+    let view = AttestationRow {
+        id,
+        kind: a.kind,
+        valid_from: a.valid_from,
+        valid_until: a.valid_until,
+        issued_at: now,
+        verification_code: code,
+    }
+    .to_pb();
+    c.enqueue(&cases::event_message(EventFacts {
+        reference,
+        kind: "attestation_issued",
+        dossier,
+        state,
+        at: now,
+        reason: a.kind.as_str(),
+        attestation: Some(view.clone()),
+        missing: &[],
+        documents_deadline: None,
+    }))
+    .await?;
+    Ok(view)
+}
+
+/// Issues the attestation due for `row` in state `state`, if any, when its
+/// cover ends within `horizon_days`; keeps the cover columns current either
+/// way. Returns whether one was issued.
+pub(super) async fn issue_due(
+    c: &mut Conn<'_>,
+    row: &CaseRow,
+    state: CaseState,
+    now: DateTime<Utc>,
+    today: NaiveDate,
+    horizon_days: i64,
+) -> Result<bool, CaseError> {
+    let facts = row.facts(state)?;
+    let held: Vec<AttestationRow> = c
+        .fetch_all(Stmt::new(ATTESTATIONS_SQL).bind(row.reference.as_str()))
+        .await?;
+    let mut attestations: Vec<Attestation> = held.iter().map(AttestationRow::attestation).collect();
+    let due = rights::attestation_due(&facts, &attestations, today, horizon_days);
+    if let Some(a) = due {
+        record_attestation(c, &row.reference, &row.dossier, state, a, now).await?;
+        attestations.push(a);
+    }
+    set_cover(
+        c,
+        &row.reference,
+        rights::cover(&facts, &attestations, today),
+    )
+    .await?;
+    Ok(due.is_some())
+}
+
+pub(super) async fn set_cover(
+    c: &mut Conn<'_>,
+    reference: &str,
+    cover: Cover,
+) -> Result<(), sqlx::Error> {
+    c.execute(
+        Stmt::new("UPDATE dossiers SET cover_until = $2, cover_basis = $3 WHERE reference = $1")
+            .bind(reference)
+            .bind(cover.until())
+            .bind(cover.basis().map(|b| b.as_str())),
+    )
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Issues every attestation due today and closes the dossiers whose
+    /// deadline for documents passed. Returns (attestations issued, closed).
+    pub async fn sweep(
+        &self,
+        now: DateTime<Utc>,
+        today: NaiveDate,
+    ) -> Result<(usize, usize), CaseError> {
+        let soon = today + chrono::Duration::days(self.horizon_days);
+        let rows: Vec<CaseRow> = self
+            .db
+            .acquire()
+            .await?
+            .conn()
+            .fetch_all(
+                Stmt::new(format!(
+                    "SELECT {CASE_COLUMNS} FROM dossiers WHERE linked_to IS NULL AND (\
+                       (state IN ('complete', 'under_review') \
+                          AND procedure IN ('renewal', 'regularisation') \
+                          AND (cover_until IS NULL OR cover_until <= $1)) \
+                       OR (state = 'favourable' \
+                          AND (cover_basis IS NULL OR cover_basis <> 'favourable_decision')) \
+                       OR (state = 'documents_requested' AND documents_deadline < $2))"
+                ))
+                .bind(soon)
+                .bind(today),
+            )
+            .await?;
+        let (mut issued, mut closed) = (0, 0);
+        for row in rows {
+            if row.state == CaseState::DocumentsRequested {
+                let details = StepDetails {
+                    actor: "system".into(),
+                    reason: "the deadline for the requested documents passed".into(),
+                    documents: row.missing()?,
+                    deadline: row.documents_deadline,
+                };
+                self.step(&row.reference, Step::DeadlinePassed, &details, now, today)
+                    .await?;
+                closed += 1;
+                continue;
+            }
+            // Read again under the lock: an agent may have acted since.
+            let mut tx = self.db.begin_write().await?;
+            let mut c = tx.conn();
+            let current: Option<CaseRow> = c
+                .fetch_optional(
+                    Stmt::new(self.sql.case_for_update.clone()).bind(row.reference.as_str()),
+                )
+                .await?;
+            let done = match current {
+                Some(row) => {
+                    issue_due(&mut c, &row, row.state, now, today, self.horizon_days).await?
+                }
+                None => false,
+            };
+            tx.commit().await?;
+            issued += usize::from(done);
+        }
+        Ok((issued, closed))
+    }
+}
