@@ -9,7 +9,7 @@ use guichet_dossier::alerts::alerts_due;
 use guichet_dossier::{RawTitleRecord, TitleRecord};
 use guichet_kit::bus::{EVENTS_EXCHANGE, OutgoingMessage};
 use guichet_kit::db::Database;
-use guichet_kit::outbox::Enqueue;
+use guichet_kit::sql::Stmt;
 use guichet_proto::{convert, v1 as pb};
 use prost::Message;
 
@@ -105,31 +105,26 @@ pub async fn record(
     now: DateTime<Utc>,
 ) -> Result<(usize, usize), sqlx::Error> {
     let mut inserted = 0;
-    macro_rules! insert_all {
-        ($pool:expr) => {{
-            let mut tx = $pool.begin().await?;
-            for r in records {
-                let done = sqlx::query(INSERT)
+    let mut tx = db.begin_write().await?;
+    let mut c = tx.conn();
+    for r in records {
+        let done = c
+            .execute(
+                Stmt::new(INSERT)
                     .bind(r.title.kind.as_str())
-                    .bind(&r.title.number)
+                    .bind(r.title.number.as_str())
                     .bind(r.title.expires_on)
-                    .bind(&r.contact.address.department)
+                    .bind(r.contact.address.department.as_str())
                     .bind(convert::applicant_to_pb(&r.holder).encode_to_vec())
                     .bind(convert::contact_to_pb(&r.contact).encode_to_vec())
                     .bind(source)
                     .bind(reference)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                inserted += done.rows_affected() as usize;
-            }
-            tx.commit().await?;
-        }};
+                    .bind(now),
+            )
+            .await?;
+        inserted += done as usize;
     }
-    match db {
-        Database::Postgres(p) => insert_all!(p),
-        Database::Sqlite(p) => insert_all!(p),
-    }
+    tx.commit().await?;
     Ok((inserted, records.len() - inserted))
 }
 
@@ -152,57 +147,45 @@ pub async fn send_due_alerts(
     const MARK: &str = "INSERT INTO title_alerts (title_id, offset_days, sent_at) VALUES ($1, $2, $3) \
          ON CONFLICT DO NOTHING";
     let mut sent_now = 0;
-    macro_rules! sweep {
-        ($pool:expr, $begin:expr) => {{
-            let rows: Vec<TitleRow> = sqlx::query_as(DUE)
-                .bind(today)
-                .bind(until)
-                .fetch_all($pool)
-                .await?;
-            for (id, kind, number, expires_on, prefecture, holder, contact) in rows {
-                let mut tx = $begin.await?;
-                let sent: Vec<i32> = sqlx::query_scalar(SENT)
-                    .bind(id)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let sent: Vec<i64> = sent.into_iter().map(i64::from).collect();
-                for offset in alerts_due(expires_on, offsets, &sent, today) {
-                    let message = match alert_message(
-                        &kind,
-                        &number,
-                        expires_on,
-                        offset,
-                        &prefecture,
-                        &holder,
-                        &contact,
-                    ) {
-                        Ok(m) => m,
-                        Err(e) => {
-                            // One damaged row must not hold back everyone
-                            // else's alerts: said loudly, left unmarked.
-                            tracing::error!(title_id = id, error = %e, "title row cannot be read; no alert sent");
-                            continue;
-                        }
-                    };
-                    let marked = sqlx::query(MARK)
-                        .bind(id)
-                        .bind(offset as i32)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    if marked.rows_affected() == 0 {
-                        continue;
-                    }
-                    tx.enqueue(&message).await?;
-                    sent_now += 1;
+    let rows: Vec<TitleRow> = db
+        .acquire()
+        .await?
+        .conn()
+        .fetch_all(Stmt::new(DUE).bind(today).bind(until))
+        .await?;
+    for (id, kind, number, expires_on, prefecture, holder, contact) in rows {
+        let mut tx = db.begin_write().await?;
+        let mut c = tx.conn();
+        let sent: Vec<i32> = c.scalars(Stmt::new(SENT).bind(id)).await?;
+        let sent: Vec<i64> = sent.into_iter().map(i64::from).collect();
+        for offset in alerts_due(expires_on, offsets, &sent, today) {
+            let message = match alert_message(
+                &kind,
+                &number,
+                expires_on,
+                offset,
+                &prefecture,
+                &holder,
+                &contact,
+            ) {
+                Ok(m) => m,
+                Err(e) => {
+                    // One damaged row must not hold back everyone else's
+                    // alerts: said loudly, left unmarked.
+                    tracing::error!(title_id = id, error = %e, "title row cannot be read; no alert sent");
+                    continue;
                 }
-                tx.commit().await?;
+            };
+            let marked = c
+                .execute(Stmt::new(MARK).bind(id).bind(offset as i32).bind(now))
+                .await?;
+            if marked == 0 {
+                continue;
             }
-        }};
-    }
-    match db {
-        Database::Postgres(p) => sweep!(p, p.begin()),
-        Database::Sqlite(p) => sweep!(p, p.begin_with("BEGIN IMMEDIATE")),
+            c.enqueue(&message).await?;
+            sent_now += 1;
+        }
+        tx.commit().await?;
     }
     Ok(sent_now)
 }
