@@ -21,7 +21,8 @@ use crate::consumer::Consumer;
 use crate::equity::{EquitySettings, observe_forever};
 use crate::store::Store;
 
-static MIGRATIONS: Migrations = Migrations {
+/// Both backends' migrations, in order (the schema parity test compares them).
+pub static MIGRATIONS: Migrations = Migrations {
     postgres: &[&POSTGRES],
     sqlite: &[&SQLITE],
 };

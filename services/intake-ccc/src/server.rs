@@ -22,7 +22,8 @@ use tonic::{Request, Response, Status};
 
 use crate::reports::{self, NewReport, ReportError, Reports, StepChange};
 
-static MIGRATIONS: Migrations = Migrations {
+/// Both backends' migrations, in order (the schema parity test compares them).
+pub static MIGRATIONS: Migrations = Migrations {
     postgres: &[&guichet_intake::POSTGRES, &POSTGRES],
     sqlite: &[&guichet_intake::SQLITE, &SQLITE],
 };

@@ -39,7 +39,8 @@ use crate::render;
 use crate::scan::{self, ScanError};
 use crate::store::{EnvelopeRow, NewBatch, PageRow, Store, StoreError, StoredField};
 
-static MIGRATIONS: Migrations = Migrations {
+/// Both backends' migrations, in order (the schema parity test compares them).
+pub static MIGRATIONS: Migrations = Migrations {
     postgres: &[&guichet_intake::POSTGRES, &POSTGRES],
     sqlite: &[&guichet_intake::SQLITE, &SQLITE],
 };
