@@ -122,10 +122,10 @@ pub fn reflection_listing(
     services: &[&str],
 ) -> (
     tonic_reflection::server::v1::ServerReflectionServer<
-        impl tonic_reflection::server::v1::ServerReflection,
+        impl tonic_reflection::server::v1::ServerReflection + use<>,
     >,
     tonic_reflection::server::v1alpha::ServerReflectionServer<
-        impl tonic_reflection::server::v1alpha::ServerReflection,
+        impl tonic_reflection::server::v1alpha::ServerReflection + use<>,
     >,
 ) {
     let builder = || {
