@@ -86,9 +86,8 @@ async fn no_channel_files_a_dossier_dated_after_today() {
     assert_eq!(receipt["legal_filing_date"], today.to_string());
     // ...and the only way a web filing could bring a date of its own, a
     // provenance (here a postal one, received tomorrow), is refused.
-    let mut web = OnlineIntakeClient::new(
-        channel(guichet_kit::grpc::url_of(app.mesh.intake_web_addr)).await,
-    );
+    let mut web =
+        OnlineIntakeClient::new(channel(guichet_kit::grpc::url_of(app.mesh.intake_web_addr)).await);
     let refused = web
         .submit_filing(pb::SubmitFilingRequest {
             filing: Some(wire(&postal(tomorrow), tomorrow)),
@@ -242,7 +241,11 @@ async fn instruction_dead_letters_a_dossier_dated_after_today(backend: Backend) 
             .unwrap()
             .unwrap();
         let dossier = <pb::Dossier as prost::Message>::decode(d.body.as_slice()).unwrap();
-        let reason = d.headers.get(DEATH_REASON_HEADER).cloned().unwrap_or_default();
+        let reason = d
+            .headers
+            .get(DEATH_REASON_HEADER)
+            .cloned()
+            .unwrap_or_default();
         d.ack().await.unwrap();
         seen.insert(dossier.reference, reason);
     }
@@ -257,8 +260,9 @@ async fn instruction_dead_letters_a_dossier_dated_after_today(backend: Backend) 
         // None of them is in instruction.
         assert_eq!(app.dossier(reference).await.status(), 404, "{reference}");
     }
-    let series =
-        format!("guichet_dead_letters_total{{queue=\"{INSTRUCTION_QUEUE}\",reason=\"breaks_rule\"}}");
+    let series = format!(
+        "guichet_dead_letters_total{{queue=\"{INSTRUCTION_QUEUE}\",reason=\"breaks_rule\"}}"
+    );
     assert_eq!(app.metric(&series).await, 4.0, "{series}");
     app.stop().await;
     env.cleanup().await;
@@ -276,9 +280,18 @@ async fn a_date_that_is_no_date_is_refused_by_name_in_every_filter() {
         .to_string();
 
     for (path, field) in [
-        ("/api/v1/queue?cover_ends_before=2026-13-01", "cover_ends_before"),
-        ("/api/v1/queue?cover_ends_before=2026-02-30", "cover_ends_before"),
-        ("/api/v1/queue?cover_ends_before=tomorrow", "cover_ends_before"),
+        (
+            "/api/v1/queue?cover_ends_before=2026-13-01",
+            "cover_ends_before",
+        ),
+        (
+            "/api/v1/queue?cover_ends_before=2026-02-30",
+            "cover_ends_before",
+        ),
+        (
+            "/api/v1/queue?cover_ends_before=tomorrow",
+            "cover_ends_before",
+        ),
         (
             &format!("/api/v1/dossiers/{reference}/status?birth_date=1990-02-30"),
             "birth_date",
@@ -298,7 +311,10 @@ async fn a_date_that_is_no_date_is_refused_by_name_in_every_filter() {
     // A real date filters: the filing just made ends its cover later.
     let r = app
         .http
-        .get(format!("{}/api/v1/queue?cover_ends_before=2026-12-01", app.base))
+        .get(format!(
+            "{}/api/v1/queue?cover_ends_before=2026-12-01",
+            app.base
+        ))
         .send()
         .await
         .unwrap();

@@ -162,7 +162,10 @@ async fn gateway_health_tells_the_state_of_each_service_behind() {
         assert_eq!(health[service], "SERVING", "{service}: {health}");
     }
     let calls = answer["calls"].as_object().unwrap();
-    assert_eq!(calls["guichet.v1.Postal/ListKeying"], "UNAVAILABLE", "{answer}");
+    assert_eq!(
+        calls["guichet.v1.Postal/ListKeying"], "UNAVAILABLE",
+        "{answer}"
+    );
     assert_ne!(calls["guichet.v1.Desk/ListSites"], "UNIMPLEMENTED");
     shutdown.cancel();
     app.stop().await;

@@ -613,14 +613,21 @@ async fn letter_text(app: &App, id: &str) -> String {
 
 /// The letters of `reference` once `kind` is among them.
 async fn letter_of(app: &App, reference: &str, kind: &str) -> Value {
-    eventually(WAIT, &format!("the {kind} letter of {reference}"), || async {
-        let letters: Vec<Value> = get(app, &format!("/api/v1/postal/letters?reference={reference}"))
+    eventually(
+        WAIT,
+        &format!("the {kind} letter of {reference}"),
+        || async {
+            let letters: Vec<Value> = get(
+                app,
+                &format!("/api/v1/postal/letters?reference={reference}"),
+            )
             .await
             .json()
             .await
             .ok()?;
-        letters.into_iter().find(|l| l["kind"] == kind)
-    })
+            letters.into_iter().find(|l| l["kind"] == kind)
+        },
+    )
     .await
 }
 
@@ -638,7 +645,9 @@ fn history(envelope: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-on_both_backends!(a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_their_dates);
+on_both_backends!(
+    a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_their_dates
+);
 async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_their_dates(
     backend: Backend,
 ) {
@@ -715,7 +724,10 @@ async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_t
             history(&held),
             [("postmark_held".to_string(), "mailroom-ana".to_string())]
         );
-        assert_eq!(held["history"][0]["postmark_date"], json!(e["postmark_date"]));
+        assert_eq!(
+            held["history"][0]["postmark_date"],
+            json!(e["postmark_date"])
+        );
         // It waits in the keying list, for another operator.
         let keying: Vec<Value> = get(&app, "/api/v1/postal/keying?limit=100")
             .await
@@ -820,7 +832,10 @@ async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_t
             .unwrap(),
     )
     .await;
-    assert!(text.contains("Pour instruire votre demande, il manque :"), "{text}");
+    assert!(
+        text.contains("Pour instruire votre demande, il manque :"),
+        "{text}"
+    );
     assert!(text.contains("dès que possible"), "{text}");
     assert!(!text.contains("avant le"), "{text}");
 

@@ -62,10 +62,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     ] {
         let up = serving(channel, service).await;
         ready &= up;
-        checks.insert(
-            name.into(),
-            json!(if up { "ready" } else { "unavailable" }),
-        );
+        checks.insert(name.into(), json!(if up { "ready" } else { "unavailable" }));
     }
     let status = if ready {
         StatusCode::OK

@@ -335,14 +335,9 @@ impl EnvelopeState {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::Keying,
-            Self::PostmarkCheck,
-            Self::Filed,
-            Self::Routed,
-        ]
-        .into_iter()
-        .find(|x| x.as_str() == s)
+        [Self::Keying, Self::PostmarkCheck, Self::Filed, Self::Routed]
+            .into_iter()
+            .find(|x| x.as_str() == s)
     }
 
     /// Still waiting for an operator: in keying or held for a second look.
@@ -787,7 +782,11 @@ mod tests {
             (PostmarkCheck, Route, Ok(Routed)),
             (Filed, Confirm, Err("this envelope is already a dossier")),
             (Filed, Route, Err("this envelope is already a dossier")),
-            (Filed, HoldPostmark, Err("this envelope is already a dossier")),
+            (
+                Filed,
+                HoldPostmark,
+                Err("this envelope is already a dossier"),
+            ),
             (Routed, Confirm, Err("this envelope was already routed")),
         ];
         for (state, action, want) in cases {

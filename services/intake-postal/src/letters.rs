@@ -556,7 +556,11 @@ mod tests {
                 wording(&e.kind, &e).unwrap_or_else(|| panic!("{}: no letter", e.kind));
             assert_eq!(got_subject, subject, "{}", e.kind);
             let text = printed(&got_subject, paragraphs);
-            assert!(text.contains(&format!("Objet : {subject}")), "{}: {text}", e.kind);
+            assert!(
+                text.contains(&format!("Objet : {subject}")),
+                "{}: {text}",
+                e.kind
+            );
             for s in says {
                 assert!(text.contains(s), "{}: {s:?} not in {text}", e.kind);
             }
@@ -597,7 +601,10 @@ mod tests {
             ),
         ];
         for (postmark, legal, says) in cases {
-            let text = printed("récépissé de dépôt", receipt_wording(postmark, &receipt(legal)));
+            let text = printed(
+                "récépissé de dépôt",
+                receipt_wording(postmark, &receipt(legal)),
+            );
             assert!(text.contains(says), "{postmark:?}: {text}");
             assert!(text.contains("enregistrée sous le numéro P-2026-ABCD-EFGH-X"));
             assert!(text.contains("Code de vérification du récépissé : RC12RC34."));

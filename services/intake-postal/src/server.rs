@@ -11,8 +11,8 @@ use std::time::Duration;
 use guichet_dossier::calendar::parse_iso_date;
 use guichet_dossier::filing::{RawProvenance, future_date_problem};
 use guichet_dossier::postal::{
-    self, Confirmation, ConfirmationRefused, EnvelopeAction, EnvelopeState, FORM_VERSION,
-    FormCode, PostmarkHold, ScannedPage, form_code_text, form_field, separator_code,
+    self, Confirmation, ConfirmationRefused, EnvelopeAction, EnvelopeState, FORM_VERSION, FormCode,
+    PostmarkHold, ScannedPage, form_code_text, form_field, separator_code,
 };
 use guichet_dossier::{Channel, FieldViolation, Violations};
 use guichet_intake::{ChannelFoundations, Intake, prepare_channel};
@@ -670,34 +670,33 @@ impl Postal for PostalService {
         };
         let doubt = postmark_date
             .and_then(|p| postal::postmark_doubt(p, reception, self.postmark_max_age_days));
-        let held = self
-            .store
-            .postmark_hold(&row)
-            .await
-            .map_err(err)?
-            .and_then(|(p, operator_id)| {
-                parse_iso_date(&p).map(|postmark| PostmarkHold {
-                    postmark,
-                    operator_id,
-                })
-            });
-        let reason = r.postmark_reason.trim();
-        let decision =
-            postal::confirmation(doubt, postmark_date, held.as_ref(), operator, reason)
-                .map_err(|refused| {
-                    let kind = match refused {
-                        ConfirmationRefused::SameOperator => ErrorKind::WrongState,
-                        ConfirmationRefused::ReasonRequired => ErrorKind::InvalidInput,
-                    };
-                    Status::from(ServiceError {
-                        kind,
-                        message: format!("{}: {}", refused.field(), refused.problem()),
-                        violations: vec![FieldViolation {
-                            field: refused.field().into(),
-                            problem: refused.problem().into(),
-                        }],
+        let held =
+            self.store
+                .postmark_hold(&row)
+                .await
+                .map_err(err)?
+                .and_then(|(p, operator_id)| {
+                    parse_iso_date(&p).map(|postmark| PostmarkHold {
+                        postmark,
+                        operator_id,
                     })
-                })?;
+                });
+        let reason = r.postmark_reason.trim();
+        let decision = postal::confirmation(doubt, postmark_date, held.as_ref(), operator, reason)
+            .map_err(|refused| {
+                let kind = match refused {
+                    ConfirmationRefused::SameOperator => ErrorKind::WrongState,
+                    ConfirmationRefused::ReasonRequired => ErrorKind::InvalidInput,
+                };
+                Status::from(ServiceError {
+                    kind,
+                    message: format!("{}: {}", refused.field(), refused.problem()),
+                    violations: vec![FieldViolation {
+                        field: refused.field().into(),
+                        problem: refused.problem().into(),
+                    }],
+                })
+            })?;
         let now = self.intake.clock.now();
         if let Confirmation::Hold(doubt) = decision {
             let mut why = format!(

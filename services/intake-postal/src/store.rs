@@ -459,12 +459,10 @@ impl Store {
         postmark_date: Option<&str>,
     ) -> Result<(), StoreError> {
         on_db!(&self.db, |pool| {
-            sqlx::query(
-                &format!(
-                    "UPDATE postal_envelopes SET fields = $1, postmark_date = $2 \
+            sqlx::query(&format!(
+                "UPDATE postal_envelopes SET fields = $1, postmark_date = $2 \
                      WHERE id = $3 AND state IN {OPEN_STATES}"
-                ),
-            )
+            ))
             .bind(serde_json::to_string(fields).unwrap_or_else(|_| "[]".into()))
             .bind(postmark_date)
             .bind(id)
@@ -547,9 +545,7 @@ impl Store {
             .await?
             .rows_affected();
             if changed == 0 {
-                return Err(StoreError::WrongState(
-                    "this envelope was closed meanwhile",
-                ));
+                return Err(StoreError::WrongState("this envelope was closed meanwhile"));
             }
             insert_event!(&mut *tx, id, event, now);
         });
