@@ -862,10 +862,11 @@ mod tests {
         use ConfirmationRefused::*;
         let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
         let stamp = d(2001, 1, 2);
-        let doubt = Some(PostmarkDoubt::TooOld {
+        let too_old = PostmarkDoubt::TooOld {
             days: 9457,
             max_age_days: 60,
-        });
+        };
+        let doubt = Some(too_old);
         let held_by_ana = PostmarkHold {
             postmark: stamp,
             operator_id: "ana".into(),
@@ -878,7 +879,7 @@ mod tests {
                 None,
                 "ana",
                 "",
-                Ok(Hold(doubt.unwrap())),
+                Ok(Hold(too_old)),
             ),
             (
                 "the same operator again",
@@ -916,7 +917,7 @@ mod tests {
         let other = d(2002, 3, 4);
         assert_eq!(
             confirmation(doubt, Some(other), Some(&held_by_ana), "ben", "x"),
-            Ok(Hold(doubt.unwrap()))
+            Ok(Hold(too_old))
         );
         assert_eq!(SameOperator.field(), "operator_id");
         assert_eq!(ReasonRequired.field(), "postmark_reason");
