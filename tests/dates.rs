@@ -263,7 +263,11 @@ async fn instruction_dead_letters_a_dossier_dated_after_today(backend: Backend) 
     let series = format!(
         "guichet_dead_letters_total{{queue=\"{INSTRUCTION_QUEUE}\",reason=\"breaks_rule\"}}"
     );
-    assert_eq!(app.metric(&series).await, 4.0, "{series}");
+    // Counted once the dead letter is published: a moment after it is there.
+    eventually(WAIT, "the four dead letters counted", || async {
+        (app.metric(&series).await == 4.0).then_some(())
+    })
+    .await;
     app.stop().await;
     env.cleanup().await;
 }
