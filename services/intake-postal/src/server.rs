@@ -267,7 +267,7 @@ fn postmark_doubt_text(row: &EnvelopeRow, max_age_days: u32) -> String {
     let reception = parse_iso_date(&row.reception_date);
     match (postmark, reception) {
         (Some(p), Some(r)) => postal::postmark_doubt(p, r, max_age_days)
-            .map(|doubt| format!("postmark {p} {doubt} ({r})"))
+            .map(|doubt| format!("postmark {p} {doubt}, received {r}"))
             .unwrap_or_default(),
         _ => String::new(),
     }
@@ -700,7 +700,7 @@ impl Postal for PostalService {
         let now = self.intake.clock.now();
         if let Confirmation::Hold(doubt) = decision {
             let mut why = format!(
-                "postmark {} {doubt} ({reception}): a second operator must confirm it",
+                "postmark {} {doubt}, received {reception}: a second operator must confirm it",
                 postmark.as_deref().unwrap_or_default()
             );
             if !reason.is_empty() {
