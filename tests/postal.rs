@@ -580,3 +580,293 @@ async fn bad_uploads_are_refused_with_the_field_at_fault() {
     app.stop().await;
     env.cleanup().await;
 }
+
+/// A letter's text as printed: its PDF through `pdftotext` (poppler-utils),
+/// words joined by single spaces so a wrapped sentence reads whole.
+async fn letter_text(app: &App, id: &str) -> String {
+    let pdf = get(app, &format!("/api/v1/postal/letters/{id}"))
+        .await
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new("pdftotext")
+            .args(["-", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("pdftotext (poppler-utils) runs");
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&pdf).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The letters of `reference` once `kind` is among them.
+async fn letter_of(app: &App, reference: &str, kind: &str) -> Value {
+    eventually(
+        WAIT,
+        &format!("the {kind} letter of {reference}"),
+        || async {
+            let letters: Vec<Value> = get(
+                app,
+                &format!("/api/v1/postal/letters?reference={reference}"),
+            )
+            .await
+            .json()
+            .await
+            .ok()?;
+            letters.into_iter().find(|l| l["kind"] == kind)
+        },
+    )
+    .await
+}
+
+fn history(envelope: &Value) -> Vec<(String, String)> {
+    envelope["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["operator_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+on_both_backends!(
+    a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_their_dates
+);
+async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_their_dates(
+    backend: Backend,
+) {
+    let env = TestEnv::on(backend).await;
+    let app = App::start(&env.config()).await;
+    let today = chrono::Utc::now().date_naive();
+    let tomorrow = today.checked_add_days(Days::new(1)).unwrap();
+
+    // Two envelopes received today: one stamped 2001-01-02 (decades before
+    // it arrived), one stamped tomorrow (after it arrived). The station
+    // keys both as read: neither is refused at upload.
+    let separator = separator_page(&app).await;
+    let mut stack = Vec::new();
+    for (i, name) in ["Ancien", "Futur"].iter().enumerate() {
+        let pdf = form_pdf(
+            &app,
+            json!({
+                "family_name": name,
+                "given_names": "Amina",
+                "birth_date": "1990-05-14",
+                "nationality": "SEN",
+                "postal_code": "59000",
+            }),
+        )
+        .await;
+        stack.push(separator.clone());
+        stack.extend(scanned(&pdf, 40 + i as u64).await);
+    }
+    let postmarks = ["2001-01-02".to_string(), tomorrow.to_string()];
+    let uploaded = upload(&app, "station-59-4", today, &postmarks, &stack).await;
+    let batch = read_batch(&app, uploaded["batch_id"].as_str().unwrap()).await;
+    let envelopes = batch["envelopes"].as_array().unwrap();
+    assert_eq!(envelopes.len(), 2);
+    let doubt = |e: &Value| e["postmark_doubt"].as_str().unwrap_or_default().to_string();
+    assert!(
+        doubt(&envelopes[0]).contains("days before the reception date (more than 60)"),
+        "{}",
+        envelopes[0]
+    );
+    assert!(
+        doubt(&envelopes[1]).contains("after the reception date"),
+        "{}",
+        envelopes[1]
+    );
+    let fields = json!({
+        "motif": "employee",
+        "address_line1": "3 rue de Paris",
+        "city": "Lille",
+        "title_kind": "temporary_card",
+        "title_number": "FR59A7654321",
+        "title_expires_on": "15/01/2027",
+        "document_kinds": "passport",
+    });
+    let confirm = |id: &str, body: Value| {
+        let path = format!("/api/v1/postal/envelopes/{id}/confirmation");
+        let app = &app;
+        async move { post_json(app, &path, &body).await }
+    };
+
+    let mut references = Vec::new();
+    for (e, legal_date) in envelopes.iter().zip([
+        NaiveDate::from_ymd_opt(2001, 1, 2).unwrap(),
+        // A stamp after the reception date counts as the reception date.
+        today,
+    ]) {
+        let id = e["id"].as_str().unwrap();
+        // The first operator's confirmation holds it: nothing filed yet.
+        let r = confirm(id, json!({"operator_id": "mailroom-ana", "fields": fields})).await;
+        assert_eq!(r.status(), 202, "{:?}", r.text().await);
+        let held: Value = r.json().await.unwrap();
+        assert_eq!(held["state"], "postmark_check", "{held}");
+        assert!(held["reference"].is_null());
+        assert_eq!(
+            history(&held),
+            [("postmark_held".to_string(), "mailroom-ana".to_string())]
+        );
+        assert_eq!(
+            held["history"][0]["postmark_date"],
+            json!(e["postmark_date"])
+        );
+        // It waits in the keying list, for another operator.
+        let keying: Vec<Value> = get(&app, "/api/v1/postal/keying?limit=100")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            keying
+                .iter()
+                .any(|k| k["id"] == id && k["state"] == "postmark_check")
+        );
+
+        // The same operator cannot vouch for it twice.
+        let r = confirm(
+            id,
+            json!({"operator_id": "mailroom-ana", "postmark_reason": "I am sure"}),
+        )
+        .await;
+        assert_eq!(r.status(), 409);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["errors"][0]["field"], "operator_id", "{body}");
+
+        // Another operator must say why it stands.
+        let r = confirm(id, json!({"operator_id": "mailroom-ben"})).await;
+        assert_eq!(r.status(), 400);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["errors"][0]["field"], "postmark_reason", "{body}");
+
+        let reason = "the stamp reads so under the lamp; envelope kept";
+        let r = confirm(
+            id,
+            json!({"operator_id": "mailroom-ben", "postmark_reason": reason}),
+        )
+        .await;
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+        let filed: Value = r.json().await.unwrap();
+        assert_eq!(filed["state"], "filed");
+        let reference = filed["reference"].as_str().unwrap().to_string();
+        // Both operators and the reason, in the envelope's history.
+        let envelope: Value = get(&app, &format!("/api/v1/postal/envelopes/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            history(&envelope),
+            [
+                ("postmark_held".to_string(), "mailroom-ana".to_string()),
+                ("postmark_confirmed".to_string(), "mailroom-ben".to_string()),
+                ("filed".to_string(), "mailroom-ben".to_string()),
+            ]
+        );
+        assert_eq!(envelope["history"][1]["reason"], reason);
+        assert_eq!(envelope["history"][2]["reference"], json!(reference));
+
+        let dossier: Value = eventually(WAIT, "the postal dossier in instruction", || async {
+            let r = app.dossier(&reference).await;
+            if r.status() == 200 {
+                r.json().await.ok()
+            } else {
+                None
+            }
+        })
+        .await;
+        assert_eq!(dossier["legal_filing_date"], legal_date.to_string());
+        references.push(reference);
+    }
+
+    // The receipts say which date counts and why.
+    let text = letter_text(
+        &app,
+        letter_of(&app, &references[0], "receipt").await["id"]
+            .as_str()
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        text.contains("Elle compte à la date du 02/01/2001, date du cachet de la poste."),
+        "{text}"
+    );
+    let text = letter_text(
+        &app,
+        letter_of(&app, &references[1], "receipt").await["id"]
+            .as_str()
+            .unwrap(),
+    )
+    .await;
+    let received = today.format("%d/%m/%Y");
+    assert!(
+        text.contains(&format!(
+            "Elle compte à la date du {received}, date de réception de votre courrier."
+        )),
+        "{text}"
+    );
+
+    // Found incomplete on arrival: the letter lists what is missing and
+    // promises no date it does not have.
+    let text = letter_text(
+        &app,
+        letter_of(&app, &references[0], "found_incomplete").await["id"]
+            .as_str()
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        text.contains("Pour instruire votre demande, il manque :"),
+        "{text}"
+    );
+    assert!(text.contains("dès que possible"), "{text}");
+    assert!(!text.contains("avant le"), "{text}");
+
+    // An agent asks for a document by a date: the letter prints that date.
+    let deadline = today.checked_add_days(Days::new(30)).unwrap();
+    let r = app
+        .http
+        .post(format!(
+            "{}/api/v1/agent/dossiers/{}/document-requests",
+            app.base, references[0]
+        ))
+        .header("x-agent-id", "agent-59")
+        .json(&json!({"kinds": ["photo"], "deadline": deadline.to_string()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let text = letter_text(
+        &app,
+        letter_of(&app, &references[0], "documents_requested").await["id"]
+            .as_str()
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        text.contains(&format!(
+            "il manque : photographie d'identité. Envoyez-les par courrier au plus tard le {}",
+            deadline.format("%d/%m/%Y")
+        )),
+        "{text}"
+    );
+    app.stop().await;
+    env.cleanup().await;
+}

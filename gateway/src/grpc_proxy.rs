@@ -3,24 +3,50 @@
 //! call-centre, desk and mailroom software need one address, the gateway's, for REST
 //! and gRPC alike. The gateway also answers the standard health and
 //! reflection services, so grpcurl and generated clients can discover it.
+//!
+//! What it advertises is exactly what it serves: reflection lists the
+//! services passed on (and health and reflection themselves), health
+//! answers for each of them with the state of the service behind, and any
+//! other gRPC call is `UNIMPLEMENTED`.
+//!
+//! The instruction services are not passed on. `InstructionReader` answers
+//! with whole filings (names, birth dates, addresses) where the REST routes
+//! show a reference's holder only what the reference and birth date entitle
+//! them to; `InstructionDesk` acts as an agent, and the gateway has no
+//! sign-in for agents yet (issue #17). Until it has, both stay on
+//! instruction's own address, inside the network, and the gateway does not
+//! advertise them.
+
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use guichet_kit::grpc::TracedChannel;
+use guichet_kit::grpc::{REFLECTION_SERVICES, TracedChannel};
+use guichet_kit::shutdown::Shutdown;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tower::ServiceExt;
 
 use crate::server::AppState;
 
-/// The services the gateway passes on, and where each one is.
+/// The services the gateway passes on.
 pub const PASSED_ON: [&str; 3] = [
     "guichet.v1.CallCentre",
     "guichet.v1.Desk",
     "guichet.v1.Postal",
 ];
 
-fn target(state: &AppState, path: &str) -> Option<TracedChannel> {
-    let service = path.trim_start_matches('/').split('/').next()?;
+/// The gRPC health service's own name.
+pub const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
+/// How often a health watch looks at the service behind again.
+const WATCH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The channel to the service that answers `service` (a full name).
+fn channel_of(state: &AppState, service: &str) -> Option<TracedChannel> {
     match service {
         "guichet.v1.CallCentre" => Some(state.ccc_channel.clone()),
         "guichet.v1.Desk" => Some(state.pan_channel.clone()),
@@ -29,12 +55,35 @@ fn target(state: &AppState, path: &str) -> Option<TracedChannel> {
     }
 }
 
+/// `/package.Service/Method` → `package.Service`.
+fn service_of(path: &str) -> &str {
+    path.trim_start_matches('/').split('/').next().unwrap_or("")
+}
+
+/// A gRPC call the gateway does not serve: `UNIMPLEMENTED`, as a gRPC
+/// answer (HTTP 200, `grpc-status: 12`), which every gRPC client reads.
+pub fn unimplemented(path: &str) -> Response {
+    tonic::Status::unimplemented(format!(
+        "{} is not served at this gateway; reflection lists what is",
+        path.trim_start_matches('/')
+    ))
+    .into_http::<Body>()
+    .into_response()
+}
+
+/// Whether a request is a gRPC call (by its content type).
+pub fn is_grpc(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"))
+}
+
 /// Passes one gRPC call on to the service that answers it.
 pub async fn pass_on(State(state): State<AppState>, request: Request) -> Response {
-    let Some(channel) = target(&state, request.uri().path()) else {
-        return tonic::Status::unimplemented("no such service at this gateway")
-            .into_http::<Body>()
-            .into_response();
+    let Some(channel) = channel_of(&state, service_of(request.uri().path())) else {
+        return unimplemented(request.uri().path());
     };
     let request = request.map(tonic::body::Body::new);
     match channel.oneshot(request).await {
@@ -48,15 +97,115 @@ pub async fn pass_on(State(state): State<AppState>, request: Request) -> Respons
     }
 }
 
-/// The gateway's own health service: serving once it is up; `/readyz`
-/// tells whether the services behind it answer.
-pub async fn health()
--> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
-    let (reporter, service) = tonic_health::server::health_reporter();
-    for name in PASSED_ON.iter().chain([&""]) {
-        reporter
-            .set_service_status(*name, tonic_health::ServingStatus::Serving)
-            .await;
+/// Reflection for the gateway: the services passed on, and its own.
+pub fn reflection() -> (
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+) {
+    let mut listed: Vec<&str> = PASSED_ON.to_vec();
+    listed.push(HEALTH_SERVICE);
+    guichet_kit::grpc::reflection_listing(&listed)
+}
+
+/// Every service reflection lists: what health answers for.
+pub fn listed() -> Vec<&'static str> {
+    let mut all: Vec<&'static str> = PASSED_ON.to_vec();
+    all.push(HEALTH_SERVICE);
+    all.extend(REFLECTION_SERVICES);
+    all
+}
+
+/// The gateway's health service. A service passed on is as healthy as the
+/// service behind says it is, asked at the time of the check (as `/readyz`
+/// does); the services the gateway answers itself, and the gateway as a
+/// whole (the empty name), serve while it answers. Any other name is
+/// unknown (`NOT_FOUND`, as the health protocol says).
+pub struct GatewayHealth {
+    state: AppState,
+    /// Ends the watch streams, so they do not hold up a graceful stop.
+    shutdown: Shutdown,
+}
+
+impl GatewayHealth {
+    pub fn server(state: AppState, shutdown: Shutdown) -> HealthServer<Self> {
+        HealthServer::new(Self { state, shutdown })
     }
-    service
+
+    async fn status(&self, service: &str) -> Result<ServingStatus, tonic::Status> {
+        if let Some(channel) = channel_of(&self.state, service) {
+            let serving = crate::health::serving(channel, service).await;
+            return Ok(if serving {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            });
+        }
+        if service.is_empty() || listed().contains(&service) {
+            return Ok(ServingStatus::Serving);
+        }
+        Err(tonic::Status::not_found(format!(
+            "{service} is not a service of this gateway"
+        )))
+    }
+}
+
+fn answer(status: ServingStatus) -> HealthCheckResponse {
+    HealthCheckResponse {
+        status: status as i32,
+    }
+}
+
+#[tonic::async_trait]
+impl Health for GatewayHealth {
+    async fn check(
+        &self,
+        request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<HealthCheckResponse>, tonic::Status> {
+        let status = self.status(&request.get_ref().service).await?;
+        Ok(tonic::Response::new(answer(status)))
+    }
+
+    type WatchStream = tonic::codegen::BoxStream<HealthCheckResponse>;
+
+    /// The state now, then each change, looked at every few seconds; an
+    /// unknown service is `SERVICE_UNKNOWN` without ending the call, as the
+    /// protocol asks.
+    async fn watch(
+        &self,
+        request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        let service = request.into_inner().service;
+        let health = Self {
+            state: self.state.clone(),
+            shutdown: self.shutdown.clone(),
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let now = health
+                    .status(&service)
+                    .await
+                    .unwrap_or(ServingStatus::ServiceUnknown);
+                if last != Some(now) {
+                    last = Some(now);
+                    if tx.send(Ok(answer(now))).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+                    _ = tx.closed() => return,
+                    _ = health.shutdown.cancelled() => return,
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(
+            tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
 }

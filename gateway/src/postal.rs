@@ -217,6 +217,19 @@ pub struct EnvelopeJson {
     pub keyed_by: Option<String>,
     pub pages: Vec<String>,
     pub ocr_text: String,
+    /// Why the postmark needs a second operator's confirmation, if it does.
+    pub postmark_doubt: Option<String>,
+    pub history: Vec<EnvelopeEventJson>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EnvelopeEventJson {
+    pub kind: String,
+    pub operator_id: String,
+    pub at: String,
+    pub postmark_date: Option<String>,
+    pub reason: Option<String>,
+    pub reference: Option<String>,
 }
 
 fn some(s: String) -> Option<String> {
@@ -250,6 +263,19 @@ fn envelope_json(e: pb::Envelope) -> EnvelopeJson {
         keyed_by: some(e.keyed_by),
         pages: e.page_sha256,
         ocr_text: e.ocr_text,
+        postmark_doubt: some(e.postmark_doubt),
+        history: e
+            .history
+            .into_iter()
+            .map(|h| EnvelopeEventJson {
+                at: crate::api::time_text(&h.at),
+                kind: h.kind,
+                operator_id: h.operator_id,
+                postmark_date: some(h.postmark_date),
+                reason: some(h.reason),
+                reference: some(h.reference),
+            })
+            .collect(),
     }
 }
 
@@ -350,16 +376,20 @@ pub struct ConfirmJson {
     pub fields: BTreeMap<String, String>,
     #[serde(default)]
     pub postmark_date: String,
+    #[serde(default)]
+    pub postmark_reason: String,
 }
 
 /// `POST /api/v1/postal/envelopes/{id}/confirmation`: the operator's fields;
-/// the envelope becomes a dossier (its reference in the answer).
+/// the envelope becomes a dossier (its reference in the answer): 200. A
+/// doubtful postmark is held on its first confirmation for another
+/// operator's (state `postmark_check`): 202, nothing filed yet.
 pub async fn confirm(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<EnvelopeJson>, ApiError> {
+) -> Result<(StatusCode, Json<EnvelopeJson>), ApiError> {
     let c: ConfirmJson = parse_json(&headers, body)?;
     let e = state
         .postal
@@ -369,10 +399,16 @@ pub async fn confirm(
             operator_id: c.operator_id,
             fields: c.fields.into_iter().collect(),
             postmark_date: c.postmark_date,
+            postmark_reason: c.postmark_reason,
         })
         .await?
         .into_inner();
-    Ok(Json(envelope_json(e)))
+    let status = if e.state == "postmark_check" {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(envelope_json(e))))
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,7 +20,6 @@ use guichet_proto::v1::instruction_reader_client::InstructionReaderClient;
 use guichet_proto::v1::online_intake_client::OnlineIntakeClient;
 use guichet_proto::v1::postal_client::PostalClient;
 use tokio::task::JoinSet;
-use tonic_health::pb::health_client::HealthClient;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -69,8 +68,8 @@ pub struct AppState {
     pub intake: OnlineIntakeClient<TracedChannel>,
     pub instruction: InstructionReaderClient<TracedChannel>,
     pub desk: InstructionDeskClient<TracedChannel>,
-    pub intake_health: HealthClient<TracedChannel>,
-    pub instruction_health: HealthClient<TracedChannel>,
+    pub intake_channel: TracedChannel,
+    pub instruction_channel: TracedChannel,
     pub ccc: CallCentreClient<TracedChannel>,
     pub ccc_channel: TracedChannel,
     pub pan: DeskClient<TracedChannel>,
@@ -85,10 +84,9 @@ pub struct AppState {
 pub fn router(
     state: AppState,
     request_timeout: Duration,
-    grpc_health: tonic_health::pb::health_server::HealthServer<
-        impl tonic_health::pb::health_server::Health,
-    >,
+    grpc_health: tonic_health::pb::health_server::HealthServer<grpc_proxy::GatewayHealth>,
 ) -> Router {
+    let (reflection_v1, reflection_v1alpha) = grpc_proxy::reflection();
     let stack = ServiceBuilder::new()
         .layer(CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
@@ -155,11 +153,11 @@ pub fn router(
         .route_service("/grpc.health.v1.Health/{method}", grpc_health)
         .route_service(
             "/grpc.reflection.v1.ServerReflection/{method}",
-            guichet_kit::grpc::reflection(),
+            reflection_v1,
         )
         .route_service(
             "/grpc.reflection.v1alpha.ServerReflection/{method}",
-            guichet_kit::grpc::reflection_v1alpha(),
+            reflection_v1alpha,
         )
         .route("/api/openapi.json", get(openapi::document))
         .route("/ops", get(ops::page))
@@ -201,7 +199,11 @@ pub fn router(
         .with_state(state)
 }
 
-async fn not_found() -> Response {
+/// No route: a gRPC call gets gRPC's `UNIMPLEMENTED`, anything else a 404.
+async fn not_found(request: axum::extract::Request) -> Response {
+    if grpc_proxy::is_grpc(&request) {
+        return grpc_proxy::unimplemented(request.uri().path());
+    }
     ApiError::new(
         StatusCode::NOT_FOUND,
         None,
@@ -239,8 +241,8 @@ pub async fn start(
         intake: OnlineIntakeClient::new(intake.clone()),
         instruction: InstructionReaderClient::new(instruction.clone()),
         desk: InstructionDeskClient::new(instruction.clone()),
-        intake_health: HealthClient::new(intake),
-        instruction_health: HealthClient::new(instruction),
+        intake_channel: intake,
+        instruction_channel: instruction,
         ccc: CallCentreClient::new(ccc.clone()),
         ccc_channel: ccc,
         pan: DeskClient::new(pan.clone()),
@@ -255,7 +257,8 @@ pub async fn start(
     let (listener, http_addr) = grpc::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
-    let app = router(state, config.request_timeout(), grpc_proxy::health().await);
+    let health = grpc_proxy::GatewayHealth::server(state.clone(), shutdown.clone());
+    let app = router(state, config.request_timeout(), health);
     let mut tasks = JoinSet::new();
     tasks.spawn(async move {
         let served = axum::serve(listener, app)

@@ -40,6 +40,28 @@ pub fn date_from_pb(d: &pb::CalendarDate) -> Option<NaiveDate> {
     )
 }
 
+/// A date a request may give (a filter, a bound): absent, or all zero (the
+/// proto3 empty value), is `None`; one that is no calendar date (month 13,
+/// 31 February) is refused naming `field`, never taken as absent.
+pub fn request_date(
+    field: &str,
+    d: Option<&pb::CalendarDate>,
+) -> Result<Option<NaiveDate>, Violations> {
+    match d {
+        None => Ok(None),
+        Some(d) if *d == pb::CalendarDate::default() => Ok(None),
+        Some(d) => date_from_pb(d).map(Some).ok_or_else(|| {
+            Violations::one(
+                field,
+                format!(
+                    "{:04}-{:02}-{:02} is not a calendar date",
+                    d.year, d.month, d.day
+                ),
+            )
+        }),
+    }
+}
+
 pub fn timestamp_to_pb(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.timestamp(),
@@ -390,6 +412,20 @@ pub fn dossier_from_pb(d: &pb::Dossier, today: NaiveDate) -> Result<Dossier, Vio
         return Err(v);
     };
     let dossier = Dossier::new(reference, filing, filed_at, received_at);
+    // No dossier counts from a day still to come, whichever channel it says
+    // it came from.
+    if let Err(e) = dossier
+        .filing
+        .provenance
+        .checked_legal_filing_date(dossier.filed_at, today)
+    {
+        let field = if e.field.starts_with("provenance.") {
+            format!("filing.{}", e.field)
+        } else {
+            e.field
+        };
+        v.add(field, e.problem);
+    }
     let stated_channel = pb::Channel::try_from(d.channel)
         .ok()
         .and_then(channel_from_pb);
@@ -529,12 +565,73 @@ mod tests {
                 |d| d.filing.as_mut().unwrap().provenance = None,
                 "filing.provenance",
             ),
+            (
+                |d| {
+                    let Some(pb::provenance::Channel::Postal(p)) = d
+                        .filing
+                        .as_mut()
+                        .and_then(|f| f.provenance.as_mut())
+                        .and_then(|p| p.channel.as_mut())
+                    else {
+                        unreachable!("the sample is postal")
+                    };
+                    p.postmark_date = None;
+                    p.reception_date = Some(pb::CalendarDate {
+                        year: 2026,
+                        month: 11,
+                        day: 25,
+                    });
+                },
+                "filing.provenance.postal.reception_date",
+            ),
         ];
         for (breaker, field) in table {
             let mut d = dossier_to_pb(&sample());
             breaker(&mut d);
             let err = dossier_from_pb(&d, today).expect_err(field);
             assert!(err.iter().any(|v| v.field == field), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_dossier_filed_after_today_is_refused() {
+        let today = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
+        let d = sample();
+        let web = Filing {
+            provenance: Provenance::Web { account_id: None },
+            ..d.filing.clone()
+        };
+        let reference = Reference::generate(Channel::Web, 2026, &mut rand::rng());
+        // 10:00 in Paris on the 25th: tomorrow.
+        let tomorrow = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
+        let wire = dossier_to_pb(&Dossier::new(reference, web, tomorrow, tomorrow));
+        let err = dossier_from_pb(&wire, today).expect_err("a dossier from tomorrow");
+        assert!(err.iter().any(|v| v.field == "filed_at"), "{err}");
+        assert!(dossier_from_pb(&wire, today.succ_opt().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn request_dates_are_absent_valid_or_refused_by_name() {
+        let date = |year, month, day| pb::CalendarDate { year, month, day };
+        let d = |m, day| NaiveDate::from_ymd_opt(2026, m, day);
+        let table = [
+            (None, Ok(None)),
+            (Some(date(0, 0, 0)), Ok(None)),
+            (Some(date(2026, 12, 1)), Ok(d(12, 1))),
+            (Some(date(2026, 13, 1)), Err(())),
+            (Some(date(2026, 2, 31)), Err(())),
+            (Some(date(2026, -1, 1)), Err(())),
+            (Some(date(2026, 0, 0)), Err(())),
+        ];
+        for (given, want) in table {
+            let got = request_date("cover_ends_before", given.as_ref());
+            match (got, want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w, "{given:?}"),
+                (Err(v), Err(())) => {
+                    assert_eq!(v.iter().next().unwrap().field, "cover_ends_before")
+                }
+                (got, _) => panic!("{given:?}: {got:?}"),
+            }
         }
     }
 }

@@ -276,6 +276,41 @@ impl Provenance {
             _ => paris_date(filed_at),
         }
     }
+
+    /// The legal filing date, or why it cannot be taken: a date after
+    /// `today` (in Paris) is no one's filing date. It is a typing error or a
+    /// forgery, and taken as it is it would sort the file wrongly and change
+    /// what the rights rules say. The error names the field the date comes
+    /// from.
+    pub fn checked_legal_filing_date(
+        &self,
+        filed_at: DateTime<Utc>,
+        today: NaiveDate,
+    ) -> Result<NaiveDate, crate::FieldViolation> {
+        let date = self.legal_filing_date(filed_at);
+        let field = match self {
+            Provenance::Postal {
+                postmark_date: Some(_),
+                ..
+            } => "provenance.postal.postmark_date",
+            Provenance::Postal { .. } => "provenance.postal.reception_date",
+            _ => "filed_at",
+        };
+        match future_date_problem(date, today) {
+            None => Ok(date),
+            Some(problem) => Err(crate::FieldViolation {
+                field: field.into(),
+                problem: format!("{date} {problem}"),
+            }),
+        }
+    }
+}
+
+/// What is wrong with a date that must not be after `today`, if anything.
+/// Every date a filing is counted from (a postmark, a reception date, the
+/// moment of filing) obeys it.
+pub fn future_date_problem(date: NaiveDate, today: NaiveDate) -> Option<&'static str> {
+    (date > today).then_some("is in the future: no filing can be dated after today")
 }
 
 /// A filing with the reference the system gave it: what travels to instruction.
@@ -513,7 +548,7 @@ fn is_idempotency_key(s: &str) -> bool {
 }
 
 impl RawProvenance {
-    fn parse(&self, v: &mut Violations) -> Option<Provenance> {
+    fn parse(&self, v: &mut Violations, today: NaiveDate) -> Option<Provenance> {
         let before = v.len();
         let provenance = match self {
             RawProvenance::Web { account_id } => Provenance::Web {
@@ -570,6 +605,14 @@ impl RawProvenance {
                 let postmark = date(v, "provenance.postal.postmark_date", postmark_date);
                 let reception = required(v, "provenance.postal.reception_date", reception_date)
                     .and_then(|_| date(v, "provenance.postal.reception_date", reception_date));
+                for (field, d) in [
+                    ("provenance.postal.postmark_date", postmark),
+                    ("provenance.postal.reception_date", reception),
+                ] {
+                    if let Some(problem) = d.and_then(|d| future_date_problem(d, today)) {
+                        v.add(field, problem);
+                    }
+                }
                 if let (Some(p), Some(r)) = (postmark, reception)
                     && p > r
                 {
@@ -611,7 +654,7 @@ impl Filing {
         let contact = parse_contact(&mut v, raw.contact.as_ref());
         let current_title = parse_title(&mut v, raw.current_title.as_ref(), procedure);
         let documents = parse_documents(&mut v, &raw.documents);
-        let provenance = provenance.parse(&mut v);
+        let provenance = provenance.parse(&mut v, today);
         let idempotency_key = required(&mut v, "idempotency_key", &raw.idempotency_key);
         if let Some(key) = &idempotency_key
             && !is_idempotency_key(key)
@@ -1213,6 +1256,24 @@ mod tests {
                 },
                 None,
             ),
+            (
+                RawProvenance::Postal {
+                    station_id: Some("s1".into()),
+                    envelope_id: Some("e1".into()),
+                    postmark_date: None,
+                    reception_date: Some("2026-11-25".into()),
+                },
+                Some("provenance.postal.reception_date"),
+            ),
+            (
+                RawProvenance::Postal {
+                    station_id: Some("s1".into()),
+                    envelope_id: Some("e1".into()),
+                    postmark_date: Some("2027-01-02".into()),
+                    reception_date: Some("2026-11-24".into()),
+                },
+                Some("provenance.postal.postmark_date"),
+            ),
         ];
         for (i, (provenance, expected)) in table.into_iter().enumerate() {
             let result = Filing::parse(&valid(), &provenance, today());
@@ -1258,6 +1319,55 @@ mod tests {
                 "{provenance:?}"
             );
         }
+    }
+
+    #[test]
+    fn no_legal_filing_date_after_today() {
+        let d = |m, day| NaiveDate::from_ymd_opt(2026, m, day).unwrap();
+        let today = d(11, 24);
+        // 23:30 UTC on the 24th is already the 25th in Paris.
+        let late_evening = Utc.with_ymd_and_hms(2026, 11, 24, 23, 30, 0).unwrap();
+        let morning = Utc.with_ymd_and_hms(2026, 11, 24, 8, 0, 0).unwrap();
+        let postal = |postmark: Option<NaiveDate>, reception| Provenance::Postal {
+            station_id: "s".into(),
+            envelope_id: "e".into(),
+            postmark_date: postmark,
+            reception_date: reception,
+        };
+        let web = Provenance::Web { account_id: None };
+        let table = [
+            (web.clone(), morning, Ok(d(11, 24))),
+            (web, late_evening, Err("filed_at")),
+            (
+                Provenance::Ccc {
+                    agent_id: "a".into(),
+                    call_id: "c".into(),
+                    consent_recorded: true,
+                },
+                late_evening,
+                Err("filed_at"),
+            ),
+            (postal(Some(d(11, 2)), d(11, 24)), morning, Ok(d(11, 2))),
+            (postal(None, d(11, 24)), morning, Ok(d(11, 24))),
+            (
+                postal(Some(d(11, 25)), d(11, 25)),
+                morning,
+                Err("provenance.postal.postmark_date"),
+            ),
+            (
+                postal(None, d(11, 25)),
+                morning,
+                Err("provenance.postal.reception_date"),
+            ),
+        ];
+        for (i, (provenance, filed_at, expected)) in table.into_iter().enumerate() {
+            let got = provenance
+                .checked_legal_filing_date(filed_at, today)
+                .map_err(|v| v.field);
+            assert_eq!(got, expected.map_err(String::from), "row {i}");
+        }
+        assert_eq!(future_date_problem(d(11, 24), today), None);
+        assert!(future_date_problem(d(11, 25), today).is_some());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use chrono::NaiveDate;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -308,6 +309,9 @@ pub fn split_at_separators(is_separator: &[bool]) -> Vec<Vec<usize>> {
 pub enum EnvelopeState {
     /// Read; waits for a mailroom operator to confirm or correct its fields.
     Keying,
+    /// Confirmed by one operator with a postmark that is hard to believe
+    /// (`postmark_doubt`): waits for a second operator's confirmation.
+    PostmarkCheck,
     Filed,
     Routed,
 }
@@ -315,6 +319,8 @@ pub enum EnvelopeState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnvelopeAction {
     Confirm,
+    /// A first confirmation of a doubtful postmark.
+    HoldPostmark,
     Route,
 }
 
@@ -322,25 +328,162 @@ impl EnvelopeState {
     pub fn as_str(self) -> &'static str {
         match self {
             EnvelopeState::Keying => "keying",
+            EnvelopeState::PostmarkCheck => "postmark_check",
             EnvelopeState::Filed => "filed",
             EnvelopeState::Routed => "routed",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Keying, Self::Filed, Self::Routed]
+        [Self::Keying, Self::PostmarkCheck, Self::Filed, Self::Routed]
             .into_iter()
             .find(|x| x.as_str() == s)
+    }
+
+    /// Still waiting for an operator: in keying or held for a second look.
+    pub fn is_open(self) -> bool {
+        matches!(self, EnvelopeState::Keying | EnvelopeState::PostmarkCheck)
     }
 
     /// The state after `action`, or why it is refused.
     pub fn after(self, action: EnvelopeAction) -> Result<EnvelopeState, &'static str> {
         match (self, action) {
-            (EnvelopeState::Keying, EnvelopeAction::Confirm) => Ok(EnvelopeState::Filed),
-            (EnvelopeState::Keying, EnvelopeAction::Route) => Ok(EnvelopeState::Routed),
             (EnvelopeState::Filed, _) => Err("this envelope is already a dossier"),
             (EnvelopeState::Routed, _) => Err("this envelope was already routed"),
+            (_, EnvelopeAction::Confirm) => Ok(EnvelopeState::Filed),
+            (_, EnvelopeAction::HoldPostmark) => Ok(EnvelopeState::PostmarkCheck),
+            (_, EnvelopeAction::Route) => Ok(EnvelopeState::Routed),
         }
+    }
+}
+
+// ---- postmarks ---------------------------------------------------------------
+
+/// How long before its reception a postmark is still believed on one
+/// operator's word (`GUICHET_POSTMARK_MAX_AGE_DAYS`): French post takes days,
+/// not months; an older stamp is misread, or a forgery that buys rights
+/// (a renewal "posted" before the title expired).
+pub const DEFAULT_POSTMARK_MAX_AGE_DAYS: u32 = 60;
+
+/// Why a postmark needs a second operator's confirmation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostmarkDoubt {
+    /// Stamped after the envelope was received: misread, mistyped, or a
+    /// misset stamping machine. Once confirmed the reception date counts,
+    /// the latest day the person can have posted it.
+    AfterReception,
+    /// Stamped more than the bound (in days) before the envelope was received.
+    TooOld { days: i64, max_age_days: u32 },
+}
+
+impl std::fmt::Display for PostmarkDoubt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PostmarkDoubt::AfterReception => write!(f, "is after the reception date"),
+            PostmarkDoubt::TooOld { days, max_age_days } => write!(
+                f,
+                "is {days} days before the reception date (more than {max_age_days})"
+            ),
+        }
+    }
+}
+
+/// Whether one operator's word is enough for `postmark` on an envelope
+/// received on `reception`; `None` when it is.
+pub fn postmark_doubt(
+    postmark: NaiveDate,
+    reception: NaiveDate,
+    max_age_days: u32,
+) -> Option<PostmarkDoubt> {
+    let days = (reception - postmark).num_days();
+    if days < 0 {
+        Some(PostmarkDoubt::AfterReception)
+    } else if days > i64::from(max_age_days) {
+        Some(PostmarkDoubt::TooOld { days, max_age_days })
+    } else {
+        None
+    }
+}
+
+/// The postmark a confirmed envelope is filed with. A stamp later than the
+/// reception cannot be when the person posted it (the envelope was already
+/// in hand): the filing counts from the reception date instead.
+pub fn postmark_to_file(postmark: Option<NaiveDate>, reception: NaiveDate) -> Option<NaiveDate> {
+    postmark.filter(|p| *p <= reception)
+}
+
+/// A first confirmation of a doubtful postmark, waiting for a second.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostmarkHold {
+    pub postmark: NaiveDate,
+    pub operator_id: String,
+}
+
+/// What an operator's confirmation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmation {
+    /// The envelope becomes a dossier.
+    File,
+    /// Confirmed by a second operator with a reason, then filed.
+    FileConfirmed,
+    /// The first operator's word on a doubtful postmark: held for a second.
+    Hold(PostmarkDoubt),
+}
+
+/// Why a confirmation is refused, with the field at fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfirmationRefused {
+    /// The operator who held the postmark cannot be its second pair of eyes.
+    SameOperator,
+    /// A second confirmation says why the doubtful postmark stands.
+    ReasonRequired,
+}
+
+impl ConfirmationRefused {
+    pub fn field(self) -> &'static str {
+        match self {
+            ConfirmationRefused::SameOperator => "operator_id",
+            ConfirmationRefused::ReasonRequired => "postmark_reason",
+        }
+    }
+
+    pub fn problem(self) -> &'static str {
+        match self {
+            ConfirmationRefused::SameOperator => {
+                "this postmark was held by this operator: another operator must confirm it"
+            }
+            ConfirmationRefused::ReasonRequired => {
+                "is required to confirm a doubtful postmark: why it stands (what the stamp shows)"
+            }
+        }
+    }
+}
+
+/// The two-operator rule on postmarks: a usual postmark is filed on one
+/// confirmation; a doubtful one (`postmark_doubt`) is held on the first and
+/// filed on the confirmation of the same postmark by another operator, who
+/// gives a reason. A different postmark keyed meanwhile starts afresh.
+pub fn confirmation(
+    doubt: Option<PostmarkDoubt>,
+    postmark: Option<NaiveDate>,
+    held: Option<&PostmarkHold>,
+    operator_id: &str,
+    reason: &str,
+) -> Result<Confirmation, ConfirmationRefused> {
+    let Some(doubt) = doubt else {
+        return Ok(Confirmation::File);
+    };
+    match held {
+        Some(h) if Some(h.postmark) == postmark => {
+            if h.operator_id == operator_id {
+                Err(ConfirmationRefused::SameOperator)
+            } else if reason.trim().is_empty() {
+                Err(ConfirmationRefused::ReasonRequired)
+            } else {
+                Ok(Confirmation::FileConfirmed)
+            }
+        }
+        _ => Ok(Confirmation::Hold(doubt)),
     }
 }
 
@@ -632,15 +775,152 @@ mod tests {
         use EnvelopeState::*;
         let cases = [
             (Keying, Confirm, Ok(Filed)),
+            (Keying, HoldPostmark, Ok(PostmarkCheck)),
             (Keying, Route, Ok(Routed)),
+            (PostmarkCheck, Confirm, Ok(Filed)),
+            (PostmarkCheck, HoldPostmark, Ok(PostmarkCheck)),
+            (PostmarkCheck, Route, Ok(Routed)),
             (Filed, Confirm, Err("this envelope is already a dossier")),
             (Filed, Route, Err("this envelope is already a dossier")),
+            (
+                Filed,
+                HoldPostmark,
+                Err("this envelope is already a dossier"),
+            ),
             (Routed, Confirm, Err("this envelope was already routed")),
         ];
         for (state, action, want) in cases {
             assert_eq!(state.after(action), want, "{state:?} {action:?}");
             assert_eq!(EnvelopeState::parse(state.as_str()), Some(state));
         }
+    }
+
+    #[test]
+    fn postmarks_one_operator_cannot_vouch_for_alone() {
+        let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
+        let received = d(2026, 11, 24);
+        let max = DEFAULT_POSTMARK_MAX_AGE_DAYS;
+        let old = |days| PostmarkDoubt::TooOld {
+            days,
+            max_age_days: max,
+        };
+        let cases = [
+            ("the day it was received", d(2026, 11, 24), max, None),
+            ("two days in the post", d(2026, 11, 22), max, None),
+            ("exactly the bound", d(2026, 9, 25), max, None),
+            ("a day past the bound", d(2026, 9, 24), max, Some(old(61))),
+            (
+                "a stamp from another century",
+                d(2001, 1, 2),
+                max,
+                Some(old(9457)),
+            ),
+            (
+                "a day after reception",
+                d(2026, 11, 25),
+                max,
+                Some(PostmarkDoubt::AfterReception),
+            ),
+            (
+                "a misset machine, next year",
+                d(2027, 11, 24),
+                max,
+                Some(PostmarkDoubt::AfterReception),
+            ),
+            (
+                "a tighter bound",
+                d(2026, 11, 10),
+                7,
+                Some(PostmarkDoubt::TooOld {
+                    days: 14,
+                    max_age_days: 7,
+                }),
+            ),
+        ];
+        for (name, postmark, bound, want) in cases {
+            assert_eq!(postmark_doubt(postmark, received, bound), want, "{name}");
+        }
+        assert_eq!(
+            old(61).to_string(),
+            "is 61 days before the reception date (more than 60)"
+        );
+        // Once two operators confirm it, a stamp after reception files on
+        // the reception date; any other confirmed stamp is the filing date.
+        for (postmark, want) in [
+            (Some(d(2026, 11, 25)), None),
+            (Some(d(2001, 1, 2)), Some(d(2001, 1, 2))),
+            (Some(received), Some(received)),
+            (None, None),
+        ] {
+            assert_eq!(postmark_to_file(postmark, received), want, "{postmark:?}");
+        }
+    }
+
+    #[test]
+    fn a_doubtful_postmark_needs_a_second_operator_with_a_reason() {
+        use Confirmation::*;
+        use ConfirmationRefused::*;
+        let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
+        let stamp = d(2001, 1, 2);
+        let too_old = PostmarkDoubt::TooOld {
+            days: 9457,
+            max_age_days: 60,
+        };
+        let doubt = Some(too_old);
+        let held_by_ana = PostmarkHold {
+            postmark: stamp,
+            operator_id: "ana".into(),
+        };
+        let cases = [
+            ("a usual postmark", None, None, "ana", "", Ok(File)),
+            (
+                "first confirmation",
+                doubt,
+                None,
+                "ana",
+                "",
+                Ok(Hold(too_old)),
+            ),
+            (
+                "the same operator again",
+                doubt,
+                Some(&held_by_ana),
+                "ana",
+                "I am sure",
+                Err(SameOperator),
+            ),
+            (
+                "a second operator without a reason",
+                doubt,
+                Some(&held_by_ana),
+                "ben",
+                "  ",
+                Err(ReasonRequired),
+            ),
+            (
+                "a second operator with a reason",
+                doubt,
+                Some(&held_by_ana),
+                "ben",
+                "the stamp reads 02/01/2001, checked under the lamp",
+                Ok(FileConfirmed),
+            ),
+        ];
+        for (name, doubt, held, operator, reason, want) in cases {
+            assert_eq!(
+                confirmation(doubt, Some(stamp), held, operator, reason),
+                want,
+                "{name}"
+            );
+        }
+        // Another doubtful postmark keyed over a held one is a new first word.
+        let other = d(2002, 3, 4);
+        assert_eq!(
+            confirmation(doubt, Some(other), Some(&held_by_ana), "ben", "x"),
+            Ok(Hold(too_old))
+        );
+        assert_eq!(SameOperator.field(), "operator_id");
+        assert_eq!(ReasonRequired.field(), "postmark_reason");
     }
 
     #[test]

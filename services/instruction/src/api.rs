@@ -276,7 +276,12 @@ impl InstructionReader for Api {
                     .map(|s| s.as_str_name()),
                 "CASE_STATE",
             ),
-            cover_ends_before: r.cover_ends_before.as_ref().and_then(convert::date_from_pb),
+            // A date that is no date is refused, not read as "no filter".
+            cover_ends_before: convert::request_date(
+                "cover_ends_before",
+                r.cover_ends_before.as_ref(),
+            )
+            .map_err(|v| Status::from(ServiceError::invalid(v)))?,
         };
         let rows = self
             .store

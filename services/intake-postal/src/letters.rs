@@ -80,36 +80,59 @@ pub struct Letters {
     pub clock: SharedClock,
 }
 
-/// What a letter says, by the kind of event; `None`: no letter for it.
-fn wording(kind: &str, event: &pb::CaseEvent) -> Option<(String, Vec<String>)> {
-    let date = |d: &Option<pb::CalendarDate>| {
-        d.as_ref()
-            .map(|d| format!("{:02}/{:02}/{}", d.day, d.month, d.year))
-            .unwrap_or_default()
-    };
+/// A calendar date as a French letter prints it.
+fn date_fr(d: &pb::CalendarDate) -> String {
+    format!("{:02}/{:02}/{}", d.day, d.month, d.year)
+}
+
+/// A document kind as the person knows it.
+fn document_fr(kind: pb::DocumentKind) -> &'static str {
+    use pb::DocumentKind as K;
+    match kind {
+        K::Passport => "passeport",
+        K::Photo => "photographie d'identité",
+        K::ProofOfAddress => "justificatif de domicile",
+        K::CurrentTitle => "titre de séjour actuel",
+        K::BirthCertificate => "acte de naissance",
+        K::ProofOfResources => "justificatif de ressources",
+        K::EnrolmentCertificate => "certificat de scolarité",
+        K::EmploymentContract => "contrat de travail",
+        K::MarriageCertificate => "acte de mariage",
+        K::ProtectionDecision => "décision de protection internationale",
+        K::MedicalCertificate => "certificat médical",
+        K::TaxNotice => "avis d'imposition",
+        K::TaxStamp => "timbre fiscal",
+        K::Other | K::Unspecified => "autre pièce",
+    }
+}
+
+/// What a letter says, by the kind of event: its subject and paragraphs;
+/// `None`: no letter for it. Every date it prints comes from the event; a
+/// sentence whose date the event does not carry is not printed half.
+pub fn wording(kind: &str, event: &pb::CaseEvent) -> Option<(String, Vec<String>)> {
     let missing = || {
         event
             .missing
             .iter()
             .filter_map(|k| pb::DocumentKind::try_from(*k).ok())
-            .map(|k| {
-                k.as_str_name()
-                    .trim_start_matches("DOCUMENT_KIND_")
-                    .to_lowercase()
-                    .replace('_', " ")
-            })
+            .map(document_fr)
             .collect::<Vec<_>>()
             .join(", ")
+    };
+    let send_by = || match &event.documents_deadline {
+        Some(d) => format!(
+            "Envoyez-les par courrier au plus tard le {} en rappelant le numéro de dossier.",
+            date_fr(d)
+        ),
+        None => "Envoyez-les par courrier dès que possible en rappelant le numéro de dossier."
+            .to_string(),
     };
     let text = match kind {
         "found_incomplete" | "documents_requested" => (
             "pièces à fournir".to_string(),
             vec![
                 format!("Pour instruire votre demande, il manque : {}.", missing()),
-                format!(
-                    "Envoyez-les par courrier avant le {} en rappelant le numéro de dossier.",
-                    date(&event.documents_deadline)
-                ),
+                send_by(),
                 "Votre demande reste enregistrée à sa date de dépôt.".into(),
             ],
         ),
@@ -119,14 +142,15 @@ fn wording(kind: &str, event: &pb::CaseEvent) -> Option<(String, Vec<String>)> {
         ),
         "attestation_issued" => {
             let a = event.attestation.clone().unwrap_or_default();
+            let from = a.valid_from.as_ref().map(date_fr).unwrap_or_default();
+            let period = match a.valid_until.as_ref() {
+                Some(until) => format!("du {from} au {}", date_fr(until)),
+                None => format!("à partir du {from} et jusqu'à la remise de votre titre"),
+            };
             (
                 "attestation de prolongation d'instruction".to_string(),
                 vec![
-                    format!(
-                        "Cette attestation prouve la régularité de votre séjour du {} au {}.",
-                        date(&a.valid_from),
-                        date(&a.valid_until)
-                    ),
+                    format!("Cette attestation prouve la régularité de votre séjour {period}."),
                     format!("Code de vérification : {}.", a.verification_code),
                     "Elle vous permet de continuer à travailler et de garder vos droits.".into(),
                 ],
@@ -143,13 +167,57 @@ fn wording(kind: &str, event: &pb::CaseEvent) -> Option<(String, Vec<String>)> {
                 "Vous pouvez former un recours dans un délai de deux mois.".into(),
             ],
         ),
-        "closed_deadline_passed" | "withdrawn" => (
+        "closed_deadline_passed" => (
             "clôture du dossier".to_string(),
-            vec![format!("Votre dossier est clos ({}).", event.reason)],
+            vec![match &event.documents_deadline {
+                Some(d) => format!(
+                    "Votre dossier est clos : les pièces demandées ({}) ne sont pas arrivées au plus tard le {}.",
+                    missing(),
+                    date_fr(d)
+                ),
+                None => format!(
+                    "Votre dossier est clos : les pièces demandées ({}) ne sont pas arrivées à temps.",
+                    missing()
+                ),
+            }],
+        ),
+        "withdrawn" => (
+            "clôture du dossier".to_string(),
+            vec![format!(
+                "Votre dossier est clos : la demande a été retirée ({}).",
+                event.reason
+            )],
         ),
         _ => return None,
     };
     Some(text)
+}
+
+/// The receipt's wording. The date it counts from is the postmark's only
+/// when the postmark is what it counts from (`envelope_postmark`, as keyed);
+/// otherwise it is the day the envelope was received.
+pub fn receipt_wording(envelope_postmark: Option<&str>, receipt: &pb::Receipt) -> Vec<String> {
+    let legal = receipt.legal_filing_date.as_ref();
+    let legal_text = legal.map(date_fr).unwrap_or_default();
+    let legal_iso = legal
+        .map(|d| format!("{:04}-{:02}-{:02}", d.year, d.month, d.day))
+        .unwrap_or_default();
+    let source = if envelope_postmark == Some(legal_iso.as_str()) {
+        "date du cachet de la poste"
+    } else {
+        "date de réception de votre courrier"
+    };
+    vec![
+        format!(
+            "Votre demande reçue par courrier est enregistrée sous le numéro {}.",
+            receipt.reference
+        ),
+        format!("Elle compte à la date du {legal_text}, {source}."),
+        format!(
+            "Code de vérification du récépissé : {}. Conservez ce courrier.",
+            receipt.verification_code
+        ),
+    ]
 }
 
 impl Letters {
@@ -159,22 +227,7 @@ impl Letters {
         envelope: &EnvelopeRow,
         receipt: &pb::Receipt,
     ) -> Result<(), StoreError> {
-        let legal = receipt
-            .legal_filing_date
-            .as_ref()
-            .map(|d| format!("{:02}/{:02}/{}", d.day, d.month, d.year))
-            .unwrap_or_default();
-        let paragraphs = vec![
-            format!(
-                "Votre demande reçue par courrier est enregistrée sous le numéro {}.",
-                receipt.reference
-            ),
-            format!("Elle compte à la date du {legal}, date du cachet de la poste."),
-            format!(
-                "Code de vérification du récépissé : {}. Conservez ce courrier.",
-                receipt.verification_code
-            ),
-        ];
+        let paragraphs = receipt_wording(envelope.postmark_date.as_deref(), receipt);
         self.write(
             envelope,
             &receipt.reference,
@@ -343,5 +396,218 @@ impl Letters {
             )
             .map_err(|e| e.to_string())?;
         self.mailer.send(message).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::{LetterText, letter_pdf};
+
+    fn date(year: i32, month: i32, day: i32) -> Option<pb::CalendarDate> {
+        Some(pb::CalendarDate { year, month, day })
+    }
+
+    fn event(kind: &str) -> pb::CaseEvent {
+        pb::CaseEvent {
+            reference: "P-2026-ABCD-EFGH-X".into(),
+            kind: kind.into(),
+            ..Default::default()
+        }
+    }
+
+    /// The letter's text as printed: the PDF through `pdftotext`, its lines
+    /// joined, so a sentence wrapped over two lines reads whole.
+    fn printed(subject: &str, paragraphs: Vec<String>) -> String {
+        let pdf = letter_pdf(&LetterText {
+            addressee: vec!["Amina BENALI".into()],
+            place_and_date: "Le 24/11/2026".into(),
+            subject: subject.into(),
+            paragraphs,
+            reference: "P-2026-ABCD-EFGH-X".into(),
+        });
+        let dir = std::env::temp_dir().join(format!("guichet-letter-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("letter.pdf");
+        std::fs::write(&path, pdf).unwrap();
+        let out = std::process::Command::new("pdftotext")
+            .arg(&path)
+            .arg("-")
+            .output()
+            .expect("pdftotext (poppler-utils) is installed");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn each_letter_says_what_its_event_says() {
+        let with = |kind: &str, f: fn(&mut pb::CaseEvent)| {
+            let mut e = event(kind);
+            f(&mut e);
+            e
+        };
+        let missing = |e: &mut pb::CaseEvent| {
+            e.missing = vec![
+                pb::DocumentKind::Passport as i32,
+                pb::DocumentKind::ProofOfAddress as i32,
+            ];
+        };
+        // (event, subject, what the printed letter must say, what it must not)
+        let cases: Vec<(pb::CaseEvent, &str, Vec<&str>, Vec<&str>)> = vec![
+            (
+                with("documents_requested", |e| {
+                    e.missing = vec![pb::DocumentKind::Passport as i32];
+                    e.documents_deadline = date(2027, 1, 15);
+                }),
+                "pièces à fournir",
+                vec![
+                    "il manque : passeport.",
+                    "au plus tard le 15/01/2027 en rappelant le numéro de dossier",
+                ],
+                vec!["avant le ."],
+            ),
+            (
+                with("found_incomplete", missing),
+                "pièces à fournir",
+                vec![
+                    "il manque : passeport, justificatif de domicile.",
+                    "Envoyez-les par courrier dès que possible",
+                ],
+                vec!["avant le", "au plus tard le"],
+            ),
+            (
+                event("found_complete"),
+                "dossier complet",
+                vec!["Votre dossier est complet."],
+                vec![],
+            ),
+            (
+                with("attestation_issued", |e| {
+                    e.attestation = Some(pb::AttestationView {
+                        valid_from: date(2026, 11, 24),
+                        valid_until: date(2027, 2, 23),
+                        verification_code: "K7Q2M9XA".into(),
+                        ..Default::default()
+                    });
+                }),
+                "attestation de prolongation d'instruction",
+                vec![
+                    "régularité de votre séjour du 24/11/2026 au 23/02/2027.",
+                    "Code de vérification : K7Q2M9XA.",
+                ],
+                vec![],
+            ),
+            (
+                with("attestation_issued", |e| {
+                    e.attestation = Some(pb::AttestationView {
+                        valid_from: date(2026, 11, 24),
+                        valid_until: None,
+                        verification_code: "K7Q2M9XB".into(),
+                        ..Default::default()
+                    });
+                }),
+                "attestation de prolongation d'instruction",
+                vec!["à partir du 24/11/2026 et jusqu'à la remise de votre titre."],
+                vec![" au ."],
+            ),
+            (
+                event("decided_favourable"),
+                "décision favorable",
+                vec!["Une décision favorable a été prise."],
+                vec![],
+            ),
+            (
+                with("decided_unfavourable", |e| {
+                    e.reason = "ressources insuffisantes".into()
+                }),
+                "décision",
+                vec![
+                    "n'a pas été acceptée : ressources insuffisantes.",
+                    "recours dans un délai de deux mois",
+                ],
+                vec![],
+            ),
+            (
+                with("closed_deadline_passed", |e| {
+                    e.missing = vec![pb::DocumentKind::Photo as i32];
+                    e.documents_deadline = date(2027, 1, 15);
+                    e.reason = "the deadline for the requested documents passed".into();
+                }),
+                "clôture du dossier",
+                vec![
+                    "les pièces demandées (photographie d'identité) ne sont pas arrivées au plus tard le 15/01/2027.",
+                ],
+                vec!["the deadline"],
+            ),
+            (
+                with("withdrawn", |e| e.reason = "départ de France".into()),
+                "clôture du dossier",
+                vec!["la demande a été retirée (départ de France)."],
+                vec![],
+            ),
+        ];
+        for (e, subject, says, never) in cases {
+            let (got_subject, paragraphs) =
+                wording(&e.kind, &e).unwrap_or_else(|| panic!("{}: no letter", e.kind));
+            assert_eq!(got_subject, subject, "{}", e.kind);
+            let text = printed(&got_subject, paragraphs);
+            assert!(
+                text.contains(&format!("Objet : {subject}")),
+                "{}: {text}",
+                e.kind
+            );
+            for s in says {
+                assert!(text.contains(s), "{}: {s:?} not in {text}", e.kind);
+            }
+            for s in never {
+                assert!(!text.contains(s), "{}: {s:?} in {text}", e.kind);
+            }
+        }
+        // Steps the person is not written to about.
+        for kind in ["filed", "review_started", "linked"] {
+            assert!(wording(kind, &event(kind)).is_none(), "{kind}");
+        }
+    }
+
+    #[test]
+    fn the_receipt_names_the_date_it_counts_from() {
+        let receipt = |d| pb::Receipt {
+            reference: "P-2026-ABCD-EFGH-X".into(),
+            legal_filing_date: d,
+            verification_code: "RC12RC34".into(),
+            ..Default::default()
+        };
+        let cases = [
+            (
+                Some("2001-01-02"),
+                date(2001, 1, 2),
+                "Elle compte à la date du 02/01/2001, date du cachet de la poste.",
+            ),
+            (
+                // A stamp after the reception date: the reception date counts.
+                Some("2026-12-25"),
+                date(2026, 11, 24),
+                "Elle compte à la date du 24/11/2026, date de réception de votre courrier.",
+            ),
+            (
+                None,
+                date(2026, 11, 24),
+                "Elle compte à la date du 24/11/2026, date de réception de votre courrier.",
+            ),
+        ];
+        for (postmark, legal, says) in cases {
+            let text = printed(
+                "récépissé de dépôt",
+                receipt_wording(postmark, &receipt(legal)),
+            );
+            assert!(text.contains(says), "{postmark:?}: {text}");
+            assert!(text.contains("enregistrée sous le numéro P-2026-ABCD-EFGH-X"));
+            assert!(text.contains("Code de vérification du récépissé : RC12RC34."));
+        }
     }
 }

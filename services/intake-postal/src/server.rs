@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use guichet_dossier::calendar::parse_iso_date;
-use guichet_dossier::filing::RawProvenance;
+use guichet_dossier::filing::{RawProvenance, future_date_problem};
 use guichet_dossier::postal::{
-    self, EnvelopeAction, FORM_VERSION, FormCode, ScannedPage, form_code_text, form_field,
-    separator_code,
+    self, Confirmation, ConfirmationRefused, EnvelopeAction, EnvelopeState, FORM_VERSION, FormCode,
+    PostmarkHold, ScannedPage, form_code_text, form_field, separator_code,
 };
-use guichet_dossier::{Channel, Violations};
+use guichet_dossier::{Channel, FieldViolation, Violations};
 use guichet_intake::{ChannelFoundations, Intake, prepare_channel};
 use guichet_kit::bus::{POSTAL_LETTERS_QUEUE, consume_batches};
 use guichet_kit::db::Migrations;
@@ -37,7 +37,10 @@ use crate::letters::{Letters, Mailer};
 use crate::reader::Reader;
 use crate::render;
 use crate::scan::{self, ScanError};
-use crate::store::{EnvelopeRow, NewBatch, PageRow, Store, StoreError, StoredField};
+use crate::store::{
+    EnvelopeEventRow, EnvelopeRow, NewBatch, NewEnvelopeEvent, PageRow, Store, StoreError,
+    StoredField,
+};
 
 /// Both backends' migrations, in order (the schema parity test compares them).
 pub static MIGRATIONS: Migrations = Migrations {
@@ -50,6 +53,8 @@ pub const SCHEMA: &str = "intake_postal";
 /// A stack of scans is large: up to this much in one upload.
 pub const MAX_UPLOAD_BYTES: usize = 256 * 1024 * 1024;
 const MAX_SEPARATORS: u32 = 500;
+/// Longest reason an operator gives for a postmark.
+const MAX_REASON_CHARS: usize = 500;
 
 pub async fn start(
     config: &Config,
@@ -97,6 +102,7 @@ pub async fn start(
         signing_key,
         letters: letters.clone(),
         wake,
+        postmark_max_age_days: config.postmark_max_age_days,
     };
     let mut tasks = JoinSet::new();
     tasks.spawn(relay.run(shared.shutdown.clone()));
@@ -176,7 +182,7 @@ fn signing_key(configured: Option<&str>, data_dir: &Path) -> Result<Vec<u8>, Str
 async fn sample_forever(service: PostalService, shutdown: Shutdown) {
     loop {
         if let Ok(counts) = service.store.envelope_counts().await {
-            for state in ["keying", "filed", "routed"] {
+            for state in ["keying", "postmark_check", "filed", "routed"] {
                 let n = counts
                     .iter()
                     .find(|(s, _)| s == state)
@@ -204,6 +210,8 @@ struct PostalService {
     signing_key: Arc<Vec<u8>>,
     letters: Letters,
     wake: Arc<Notify>,
+    /// `GUICHET_POSTMARK_MAX_AGE_DAYS`: see `postal::postmark_doubt`.
+    postmark_max_age_days: u32,
 }
 
 impl From<StoreError> for ServiceError {
@@ -244,11 +252,34 @@ fn pdf(id: String, content: Vec<u8>) -> Response<pb::PrintedDocument> {
 impl PostalService {
     async fn envelope_pb(&self, row: &EnvelopeRow) -> Result<pb::Envelope, Status> {
         let pages = self.store.pages_of_envelope(&row.id).await.map_err(err)?;
-        Ok(envelope_to_pb(row, &pages))
+        let history = self.store.history(&row.id).await.map_err(err)?;
+        Ok(envelope_to_pb(
+            row,
+            &pages,
+            &history,
+            self.postmark_max_age_days,
+        ))
     }
 }
 
-fn envelope_to_pb(row: &EnvelopeRow, pages: &[PageRow]) -> pb::Envelope {
+/// Why an envelope's postmark needs a second operator, in words, if it does.
+fn postmark_doubt_text(row: &EnvelopeRow, max_age_days: u32) -> String {
+    let postmark = row.postmark_date.as_deref().and_then(parse_iso_date);
+    let reception = parse_iso_date(&row.reception_date);
+    match (postmark, reception) {
+        (Some(p), Some(r)) => postal::postmark_doubt(p, r, max_age_days)
+            .map(|doubt| format!("postmark {p} {doubt}, received {r}"))
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+fn envelope_to_pb(
+    row: &EnvelopeRow,
+    pages: &[PageRow],
+    history: &[EnvelopeEventRow],
+    max_age_days: u32,
+) -> pb::Envelope {
     pb::Envelope {
         id: row.id.clone(),
         batch_id: row.batch_id.clone(),
@@ -279,6 +310,19 @@ fn envelope_to_pb(row: &EnvelopeRow, pages: &[PageRow]) -> pb::Envelope {
             .collect::<Vec<_>>()
             .join("\n\n"),
         keyed_by: row.keyed_by.clone().unwrap_or_default(),
+        postmark_doubt: postmark_doubt_text(row, max_age_days),
+        history: history
+            .iter()
+            .filter(|e| e.envelope_id == row.id)
+            .map(|e| pb::EnvelopeEvent {
+                kind: e.kind.clone(),
+                operator_id: e.operator_id.clone(),
+                at: Some(convert::timestamp_to_pb(e.at)),
+                postmark_date: e.postmark_date.clone().unwrap_or_default(),
+                reason: e.reason.clone(),
+                reference: e.reference.clone().unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 
@@ -376,19 +420,16 @@ impl Postal for PostalService {
         }
         let today = self.intake.clock.today();
         let reception = date_field(&mut v, "reception_date", &r.reception_date);
-        if reception.is_some_and(|d| d > today) {
-            v.add("reception_date", "is in the future");
+        if let Some(problem) = reception.and_then(|d| future_date_problem(d, today)) {
+            v.add("reception_date", problem);
         }
+        // A postmark is taken as the station read it, even one after the
+        // reception date or a very old one: the stamp may really say so (a
+        // misset machine). Such a postmark is held for a second operator's
+        // look when the envelope is confirmed (`postal::postmark_doubt`).
         for (i, p) in r.postmark_dates.iter().enumerate() {
-            if p.trim().is_empty() {
-                continue;
-            }
-            let field = format!("postmark_dates[{i}]");
-            let postmark = date_field(&mut v, &field, p);
-            if let (Some(p), Some(rd)) = (postmark, reception)
-                && p > rd
-            {
-                v.add(field, "is after the reception date");
+            if !p.trim().is_empty() {
+                date_field(&mut v, &format!("postmark_dates[{i}]"), p);
             }
         }
         if r.files.is_empty() {
@@ -478,6 +519,7 @@ impl Postal for PostalService {
             .envelopes_of_batch(&batch.id)
             .await
             .map_err(err)?;
+        let history = self.store.history_of_batch(&batch.id).await.map_err(err)?;
         let traces = pages
             .iter()
             .map(|p| {
@@ -506,7 +548,7 @@ impl Postal for PostalService {
                     })
                     .cloned()
                     .collect();
-                envelope_to_pb(e, &own)
+                envelope_to_pb(e, &own, &history, self.postmark_max_age_days)
             })
             .collect();
         Ok(Response::new(pb::Batch {
@@ -562,9 +604,16 @@ impl Postal for PostalService {
         if !r.postmark_date.trim().is_empty() {
             date_field(&mut v, "postmark_date", &r.postmark_date);
         }
+        if r.postmark_reason.chars().count() > MAX_REASON_CHARS {
+            v.add(
+                "postmark_reason",
+                format!("is longer than {MAX_REASON_CHARS} characters"),
+            );
+        }
         if !v.is_empty() {
             return Err(invalid(v));
         }
+        let operator = r.operator_id.trim();
         let row = self
             .store
             .envelope(r.envelope_id.trim())
@@ -595,15 +644,87 @@ impl Postal for PostalService {
             .save_keying(&row.id, &fields, postmark.as_deref())
             .await
             .map_err(err)?;
-        if row.state != "keying" {
-            let state =
-                postal::EnvelopeState::parse(&row.state).unwrap_or(postal::EnvelopeState::Keying);
+        let state = EnvelopeState::parse(&row.state).unwrap_or(EnvelopeState::Keying);
+        if !state.is_open() {
             let why = state
                 .after(EnvelopeAction::Confirm)
                 .err()
                 .unwrap_or("not in keying");
             return Err(ServiceError::new(ErrorKind::WrongState, why).into());
         }
+
+        // The two-operator rule on postmarks.
+        let reception = parse_iso_date(&row.reception_date).ok_or_else(|| {
+            Status::from(ServiceError::new(
+                ErrorKind::WrongState,
+                "this envelope's reception date is unreadable: route it",
+            ))
+        })?;
+        let postmark_date = match postmark.as_deref() {
+            None => None,
+            Some(p) => Some(parse_iso_date(p).ok_or_else(|| {
+                invalid(Violations::one(
+                    "postmark_date",
+                    "the station's postmark is not a date: key it as YYYY-MM-DD",
+                ))
+            })?),
+        };
+        let doubt = postmark_date
+            .and_then(|p| postal::postmark_doubt(p, reception, self.postmark_max_age_days));
+        let held =
+            self.store
+                .postmark_hold(&row)
+                .await
+                .map_err(err)?
+                .and_then(|(p, operator_id)| {
+                    parse_iso_date(&p).map(|postmark| PostmarkHold {
+                        postmark,
+                        operator_id,
+                    })
+                });
+        let reason = r.postmark_reason.trim();
+        let decision = postal::confirmation(doubt, postmark_date, held.as_ref(), operator, reason)
+            .map_err(|refused| {
+                let kind = match refused {
+                    ConfirmationRefused::SameOperator => ErrorKind::WrongState,
+                    ConfirmationRefused::ReasonRequired => ErrorKind::InvalidInput,
+                };
+                Status::from(ServiceError {
+                    kind,
+                    message: format!("{}: {}", refused.field(), refused.problem()),
+                    violations: vec![FieldViolation {
+                        field: refused.field().into(),
+                        problem: refused.problem().into(),
+                    }],
+                })
+            })?;
+        let now = self.intake.clock.now();
+        if let Confirmation::Hold(doubt) = decision {
+            let mut why = format!(
+                "postmark {} {doubt}, received {reception}: a second operator must confirm it",
+                postmark.as_deref().unwrap_or_default()
+            );
+            if !reason.is_empty() {
+                why = format!("{why}; {operator}: {reason}");
+            }
+            let held = self
+                .store
+                .hold_postmark(
+                    &row.id,
+                    &NewEnvelopeEvent {
+                        kind: "postmark_held",
+                        operator_id: operator,
+                        postmark_date: postmark.as_deref(),
+                        reason: &why,
+                        reference: None,
+                    },
+                    now,
+                )
+                .await
+                .map_err(err)?;
+            return Ok(Response::new(self.envelope_pb(&held).await?));
+        }
+
         let pages = self.store.pages_of_envelope(&row.id).await.map_err(err)?;
         let scanned = |p: &PageRow| ScannedPage {
             sha256: p.sha256.clone(),
@@ -628,20 +749,39 @@ impl Postal for PostalService {
         let provenance = RawProvenance::Postal {
             station_id: Some(row.station_id.clone()),
             envelope_id: Some(row.id.clone()),
-            postmark_date: postmark,
+            postmark_date: postal::postmark_to_file(postmark_date, reception)
+                .map(|d| d.to_string()),
             reception_date: Some(row.reception_date.clone()),
         };
         let accepted = self.intake.accept(&raw, &provenance).await?;
         let reference = accepted.receipt.reference.clone();
+        let mut events = Vec::new();
+        if decision == Confirmation::FileConfirmed {
+            events.push(NewEnvelopeEvent {
+                kind: "postmark_confirmed",
+                operator_id: operator,
+                postmark_date: postmark.as_deref(),
+                reason,
+                reference: None,
+            });
+        }
+        events.push(NewEnvelopeEvent {
+            kind: "filed",
+            operator_id: operator,
+            postmark_date: postmark.as_deref(),
+            reason: "",
+            reference: Some(&reference),
+        });
         let closed = match self
             .store
             .close(
                 &row.id,
                 EnvelopeAction::Confirm,
-                r.operator_id.trim(),
+                operator,
                 Some(&reference),
                 None,
-                self.intake.clock.now(),
+                &events,
+                now,
             )
             .await
         {
@@ -684,6 +824,13 @@ impl Postal for PostalService {
                 r.operator_id.trim(),
                 None,
                 Some((r.reason.trim(), r.destination.trim())),
+                &[NewEnvelopeEvent {
+                    kind: "routed",
+                    operator_id: r.operator_id.trim(),
+                    postmark_date: None,
+                    reason: r.reason.trim(),
+                    reference: None,
+                }],
                 self.intake.clock.now(),
             )
             .await

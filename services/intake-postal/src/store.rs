@@ -78,6 +78,29 @@ pub struct LetterRow {
     pub created_at: DateTime<Utc>,
 }
 
+/// One thing an operator did with an envelope.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EnvelopeEventRow {
+    pub id: String,
+    pub envelope_id: String,
+    pub kind: String,
+    pub operator_id: String,
+    pub at: DateTime<Utc>,
+    pub postmark_date: Option<String>,
+    pub reason: String,
+    pub reference: Option<String>,
+}
+
+/// An event to record with a change of the envelope's state.
+pub struct NewEnvelopeEvent<'a> {
+    pub kind: &'a str,
+    pub operator_id: &'a str,
+    pub postmark_date: Option<&'a str>,
+    pub reason: &'a str,
+    /// The dossier's reference, on the event that filed it.
+    pub reference: Option<&'a str>,
+}
+
 /// A field as kept in the envelope's row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredField {
@@ -110,6 +133,10 @@ const PAGE_COLUMNS: &str =
 const ENVELOPE_COLUMNS: &str = "id, batch_id, seq, page_count, state, station_id, postmark_date, \
     reception_date, form_id, code_problem, fields, reference, routed_reason, routed_to, keyed_by, \
     created_at";
+const EVENT_COLUMNS: &str =
+    "id, envelope_id, kind, operator_id, at, postmark_date, reason, reference";
+/// The states in which an operator may still act on an envelope.
+const OPEN_STATES: &str = "('keying', 'postmark_check')";
 const LETTER_COLUMNS: &str =
     "id, reference, envelope_id, kind, sha256, emailed_to, email_state, created_at";
 
@@ -149,6 +176,27 @@ pub struct NewLetter {
     pub sha256: String,
     pub emailed_to: Option<String>,
     pub email_state: String,
+}
+
+/// Inserts one history event inside the caller's transaction.
+macro_rules! insert_event {
+    ($conn:expr, $envelope:expr, $e:expr, $now:expr) => {{
+        let e: &NewEnvelopeEvent<'_> = $e;
+        sqlx::query(
+            "INSERT INTO postal_envelope_events (id, envelope_id, kind, operator_id, at, \
+             postmark_date, reason, reference) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind($envelope)
+        .bind(e.kind)
+        .bind(e.operator_id)
+        .bind($now)
+        .bind(e.postmark_date)
+        .bind(e.reason)
+        .bind(e.reference)
+        .execute($conn)
+        .await?;
+    }};
 }
 
 #[derive(Clone)]
@@ -388,11 +436,12 @@ impl Store {
         }))
     }
 
-    /// Envelopes waiting for an operator, oldest first.
+    /// Envelopes waiting for an operator (to key them, or to give a held
+    /// postmark its second look), oldest first.
     pub async fn keying(&self, limit: u32) -> Result<Vec<EnvelopeRow>, StoreError> {
         Ok(on_db!(&self.db, |pool| {
             sqlx::query_as(&format!(
-                "SELECT {ENVELOPE_COLUMNS} FROM postal_envelopes WHERE state = 'keying' \
+                "SELECT {ENVELOPE_COLUMNS} FROM postal_envelopes WHERE state IN {OPEN_STATES} \
                  ORDER BY created_at, batch_id, seq LIMIT $1"
             ))
             .bind(i64::from(limit))
@@ -410,10 +459,10 @@ impl Store {
         postmark_date: Option<&str>,
     ) -> Result<(), StoreError> {
         on_db!(&self.db, |pool| {
-            sqlx::query(
+            sqlx::query(&format!(
                 "UPDATE postal_envelopes SET fields = $1, postmark_date = $2 \
-                 WHERE id = $3 AND state = 'keying'",
-            )
+                     WHERE id = $3 AND state IN {OPEN_STATES}"
+            ))
             .bind(serde_json::to_string(fields).unwrap_or_else(|_| "[]".into()))
             .bind(postmark_date)
             .bind(id)
@@ -424,7 +473,10 @@ impl Store {
         Ok(())
     }
 
-    /// Closes an envelope as a dossier or as routed: only from keying.
+    /// Closes an envelope as a dossier or as routed, from keying or from a
+    /// postmark hold, with what the operators did (`events`, the closing
+    /// one last) in its history, all at once.
+    #[allow(clippy::too_many_arguments)]
     pub async fn close(
         &self,
         id: &str,
@@ -432,16 +484,18 @@ impl Store {
         operator: &str,
         reference: Option<&str>,
         routed: Option<(&str, &str)>,
+        events: &[NewEnvelopeEvent<'_>],
         now: DateTime<Utc>,
     ) -> Result<EnvelopeRow, StoreError> {
         let current = self.envelope(id).await?;
         let state = EnvelopeState::parse(&current.state).unwrap_or(EnvelopeState::Keying);
         let next = state.after(action).map_err(StoreError::WrongState)?;
-        let changed = on_db!(&self.db, |pool| {
-            sqlx::query(
+        let changed = in_tx!(&self.db, |tx| {
+            let changed = sqlx::query(&format!(
                 "UPDATE postal_envelopes SET state = $1, reference = $2, routed_reason = $3, \
-                 routed_to = $4, keyed_by = $5, closed_at = $6 WHERE id = $7 AND state = 'keying'",
-            )
+                 routed_to = $4, keyed_by = $5, closed_at = $6 \
+                 WHERE id = $7 AND state IN {OPEN_STATES}"
+            ))
             .bind(next.as_str())
             .bind(reference)
             .bind(routed.map(|r| r.0))
@@ -449,9 +503,15 @@ impl Store {
             .bind(operator)
             .bind(now)
             .bind(id)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?
-            .rows_affected()
+            .rows_affected();
+            if changed == 1 {
+                for e in events {
+                    insert_event!(&mut *tx, id, e, now);
+                }
+            }
+            changed
         });
         if changed == 0 {
             // Another operator closed it in between.
@@ -465,6 +525,84 @@ impl Store {
             ));
         }
         self.envelope(id).await
+    }
+
+    /// Holds an open envelope for a second operator's look at its postmark,
+    /// recording who held it, the postmark and why.
+    pub async fn hold_postmark(
+        &self,
+        id: &str,
+        event: &NewEnvelopeEvent<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<EnvelopeRow, StoreError> {
+        in_tx!(&self.db, |tx| {
+            let changed = sqlx::query(&format!(
+                "UPDATE postal_envelopes SET state = 'postmark_check' \
+                 WHERE id = $1 AND state IN {OPEN_STATES}"
+            ))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed == 0 {
+                return Err(StoreError::WrongState("this envelope was closed meanwhile"));
+            }
+            insert_event!(&mut *tx, id, event, now);
+        });
+        self.envelope(id).await
+    }
+
+    /// The hold on an envelope's postmark, if it is held: the latest
+    /// `postmark_held` event's postmark and operator.
+    pub async fn postmark_hold(
+        &self,
+        row: &EnvelopeRow,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        if row.state != EnvelopeState::PostmarkCheck.as_str() {
+            return Ok(None);
+        }
+        let held: Option<(Option<String>, String)> = on_db!(&self.db, |pool| {
+            sqlx::query_as(
+                "SELECT postmark_date, operator_id FROM postal_envelope_events \
+                 WHERE envelope_id = $1 AND kind = 'postmark_held' \
+                 ORDER BY at DESC, id DESC LIMIT 1",
+            )
+            .bind(&row.id)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(held.and_then(|(p, op)| p.map(|p| (p, op))))
+    }
+
+    /// An envelope's history, oldest first.
+    pub async fn history(&self, id: &str) -> Result<Vec<EnvelopeEventRow>, StoreError> {
+        Ok(on_db!(&self.db, |pool| {
+            sqlx::query_as(&format!(
+                "SELECT {EVENT_COLUMNS} FROM postal_envelope_events WHERE envelope_id = $1 \
+                 ORDER BY at, id"
+            ))
+            .bind(id)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// The history of every envelope of a batch, oldest first.
+    pub async fn history_of_batch(
+        &self,
+        batch_id: &str,
+    ) -> Result<Vec<EnvelopeEventRow>, StoreError> {
+        Ok(on_db!(&self.db, |pool| {
+            sqlx::query_as(
+                "SELECT h.id, h.envelope_id, h.kind, h.operator_id, h.at, h.postmark_date, \
+                 h.reason, h.reference FROM postal_envelope_events h \
+                 JOIN postal_envelopes e ON e.id = h.envelope_id \
+                 WHERE e.batch_id = $1 ORDER BY h.at, h.id",
+            )
+            .bind(batch_id)
+            .fetch_all(pool)
+            .await?
+        }))
     }
 
     /// Envelopes per state, for `/metrics`.

@@ -156,6 +156,12 @@ pub struct Config {
     #[arg(long, env = "GUICHET_POSTAL_READERS", default_value_t = 2)]
     pub postal_readers: usize,
 
+    /// Days before its reception date a postmark is still taken on one
+    /// mailroom operator's word; an older one (or one after the reception
+    /// date) needs a second operator's confirmation with a reason.
+    #[arg(long, env = "GUICHET_POSTMARK_MAX_AGE_DAYS", default_value_t = 60)]
+    pub postmark_max_age_days: u32,
+
     /// SMTP relay for the e-mail copy of letters (`smtp://host:25`). Unset:
     /// each e-mail is written as an .eml file under the data folder's `mail/`.
     #[arg(long, env = "GUICHET_SMTP_URL")]

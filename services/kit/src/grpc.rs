@@ -114,6 +114,49 @@ pub fn reflection_v1alpha() -> tonic_reflection::server::v1alpha::ServerReflecti
         .expect("the compiled descriptor set is valid")
 }
 
+/// Reflection (v1 and v1alpha) that advertises `services` alone (full
+/// names) and the reflection services themselves: for a front such as the
+/// gateway, which passes some of the protos' services on and not others,
+/// so a client discovers only what it can call.
+pub fn reflection_listing(
+    services: &[&str],
+) -> (
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection + use<>,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection + use<>,
+    >,
+) {
+    let builder = || {
+        let mut b = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(guichet_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            );
+        for name in services.iter().chain(&REFLECTION_SERVICES) {
+            b = b.with_service_name(*name);
+        }
+        b
+    };
+    (
+        builder()
+            .build_v1()
+            .expect("the compiled descriptor set is valid"),
+        builder()
+            .build_v1alpha()
+            .expect("the compiled descriptor set is valid"),
+    )
+}
+
+/// The reflection services, both versions, as `reflection_listing` lists them.
+pub const REFLECTION_SERVICES: [&str; 2] = [
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
 /// Serves `routes` (plus health and reflection) on `listener` until
 /// `shutdown`, one span per call linked to the caller's trace.
 pub async fn serve(

@@ -1,0 +1,351 @@
+//! Dates a filing could have. No channel files a dossier dated after today:
+//! a channel that dates a filing itself (web, call centre, desk) dates it
+//! with its own clock, whatever the caller sends; a channel that is given
+//! dates (post: reception, postmark) refuses one still to come; and
+//! instruction dead-letters, with the reason, a dossier from any channel
+//! that says it was filed tomorrow. A date that is no date, in any filter
+//! or query, is a 400 / INVALID_ARGUMENT naming it, never a filter dropped.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{Days, Utc};
+use common::{App, Backend, TestEnv, eventually, example};
+use guichet_dossier::calendar::paris_date;
+use guichet_dossier::filing::RawProvenance;
+use guichet_dossier::{Channel, Dossier, Filing, RawFiling, Reference};
+use guichet_kit::bus::{DEAD_LETTER_QUEUE, DEATH_REASON_HEADER, INSTRUCTION_QUEUE};
+use guichet_kit::{ErrorKind, ServiceError};
+use guichet_proto::v1 as pb;
+use guichet_proto::v1::call_centre_client::CallCentreClient;
+use guichet_proto::v1::desk_client::DeskClient;
+use guichet_proto::v1::instruction_reader_client::InstructionReaderClient;
+use guichet_proto::v1::online_intake_client::OnlineIntakeClient;
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+use tokio_stream::StreamExt;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn raw_filing() -> RawFiling {
+    let mut raw: RawFiling = serde_json::from_value(example("renewal-employee.json")).unwrap();
+    raw.idempotency_key = Some(uuid::Uuid::new_v4().to_string());
+    raw
+}
+
+fn postal(reception: chrono::NaiveDate) -> RawProvenance {
+    RawProvenance::Postal {
+        station_id: Some("station-59-1".into()),
+        envelope_id: Some(uuid::Uuid::new_v4().to_string()),
+        postmark_date: None,
+        reception_date: Some(reception.to_string()),
+    }
+}
+
+/// A filing as a channel's software sends it over gRPC, with `provenance`.
+fn wire(provenance: &RawProvenance, today: chrono::NaiveDate) -> pb::Filing {
+    let filing = Filing::parse(&raw_filing(), provenance, today).unwrap();
+    guichet_proto::convert::filing_to_pb(&filing)
+}
+
+async fn channel(addr: String) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(addr)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn refused_fields(status: &tonic::Status) -> Vec<String> {
+    let e = ServiceError::from_status(status);
+    assert_eq!(e.kind, ErrorKind::InvalidInput, "{status:?}");
+    e.violations.into_iter().map(|v| v.field).collect()
+}
+
+fn receipt_date(receipt: Option<pb::Receipt>) -> chrono::NaiveDate {
+    receipt
+        .and_then(|r| r.legal_filing_date)
+        .and_then(|d| guichet_proto::convert::date_from_pb(&d))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_channel_files_a_dossier_dated_after_today() {
+    let env = TestEnv::on(Backend::Embedded).await;
+    let app = App::start(&env.config()).await;
+    let today = paris_date(Utc::now());
+    let tomorrow = today.checked_add_days(Days::new(1)).unwrap();
+
+    // Web: the receipt is dated by the service, today.
+    let r = app.file(&example("renewal-employee.json"), None).await;
+    assert_eq!(r.status(), 201);
+    let receipt: Value = r.json().await.unwrap();
+    assert_eq!(receipt["legal_filing_date"], today.to_string());
+    // ...and the only way a web filing could bring a date of its own, a
+    // provenance (here a postal one, received tomorrow), is refused.
+    let mut web =
+        OnlineIntakeClient::new(channel(guichet_kit::grpc::url_of(app.mesh.intake_web_addr)).await);
+    let refused = web
+        .submit_filing(pb::SubmitFilingRequest {
+            filing: Some(wire(&postal(tomorrow), tomorrow)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused_fields(&refused), ["filing.provenance"]);
+
+    // Call centre and desk, through the gateway: dated by the service's
+    // clock whatever the caller's software says.
+    let grpc = channel(app.base.clone()).await;
+    let answer = CallCentreClient::new(grpc.clone())
+        .file_on_behalf(pb::FileOnBehalfRequest {
+            filing: Some(wire(&postal(tomorrow), tomorrow)),
+            agent_id: "ccc-agent-1".into(),
+            call_id: "call-1".into(),
+            consent_recorded: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(receipt_date(answer.receipt), today);
+    let mut desk = DeskClient::new(grpc);
+    desk.upsert_site(pb::Site {
+        id: "59-lille".into(),
+        name: "Préfecture du Nord, Lille".into(),
+        prefecture: "59".into(),
+        kind: pb::SiteKind::Prefecture as i32,
+        opening_hours: (1..=5)
+            .map(|weekday| pb::OpeningHours {
+                weekday,
+                opens: "08:30".into(),
+                closes: "12:00".into(),
+            })
+            .collect(),
+        desks: 2,
+        slot_minutes: 30,
+        places_per_slot: 2,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let answer = desk
+        .file_assisted(pb::FileAssistedRequest {
+            filing: Some(wire(&postal(tomorrow), tomorrow)),
+            site_id: "59-lille".into(),
+            desk_agent_id: "pan-agent-1".into(),
+            appointment_id: String::new(),
+            identity_checked: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(receipt_date(answer.receipt), today);
+
+    // Post: an envelope received tomorrow is refused at upload, by name.
+    let page = Part::bytes(b"not read".to_vec())
+        .file_name("a.png")
+        .mime_str("image/png")
+        .unwrap();
+    let r = app
+        .http
+        .post(format!("{}/api/v1/postal/batches", app.base))
+        .multipart(
+            Form::new()
+                .text("station_id", "station-59-1")
+                .text("reception_date", tomorrow.to_string())
+                .part("page", page),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["field"], "reception_date", "{body}");
+    assert!(
+        body["errors"][0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("in the future"),
+        "{body}"
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
+
+on_both_backends!(instruction_dead_letters_a_dossier_dated_after_today);
+async fn instruction_dead_letters_a_dossier_dated_after_today(backend: Backend) {
+    let env = TestEnv::on(backend).await;
+    let app = App::start(&env.config()).await;
+    let now = Utc::now();
+    let today = paris_date(now);
+    let tomorrow = today.checked_add_days(Days::new(1)).unwrap();
+    let in_two_days = now + chrono::Duration::days(2);
+
+    // A dossier from each channel, put on the bus as a channel would, each
+    // saying it was filed after today: what a channel with a clock set
+    // wrong, or a forger with access to the bus, would send.
+    let mut expected: BTreeMap<String, &str> = BTreeMap::new();
+    let mut messages = Vec::new();
+    for (channel, provenance) in [
+        (Channel::Web, RawProvenance::Web { account_id: None }),
+        (
+            Channel::Ccc,
+            RawProvenance::Ccc {
+                agent_id: Some("a".into()),
+                call_id: Some("c".into()),
+                consent_recorded: true,
+            },
+        ),
+        (
+            Channel::Pan,
+            RawProvenance::Pan {
+                site_id: Some("59-lille".into()),
+                desk_agent_id: Some("d".into()),
+                appointment_id: None,
+                identity_checked: true,
+            },
+        ),
+        (Channel::Postal, postal(tomorrow)),
+    ] {
+        let filing = Filing::parse(&raw_filing(), &provenance, tomorrow).unwrap();
+        let reference = Reference::generate(channel, 2026, &mut rand::rng());
+        let dossier = Dossier::new(reference.clone(), filing, in_two_days, in_two_days);
+        let field = match channel {
+            Channel::Postal => "filing.provenance.postal.reception_date",
+            _ => "filed_at",
+        };
+        expected.insert(reference.to_string(), field);
+        messages.push(guichet_intake::ledger::dossier_message(&dossier));
+    }
+    for sent in app.mesh.bus.publish(&messages).await {
+        assert!(sent.is_ok(), "{sent:?}");
+    }
+
+    // Each is dead-lettered with the reason, naming the date at fault.
+    let bus = app.mesh.bus.clone();
+    eventually(WAIT, "four dead letters", || async {
+        (bus.queue_depth(DEAD_LETTER_QUEUE).await.unwrap() == 4).then_some(())
+    })
+    .await;
+    let mut dead = bus
+        .consume(DEAD_LETTER_QUEUE, "dates-dead", 4)
+        .await
+        .unwrap();
+    let mut seen = BTreeMap::new();
+    while seen.len() < 4 {
+        let d = tokio::time::timeout(WAIT, dead.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let dossier = <pb::Dossier as prost::Message>::decode(d.body.as_slice()).unwrap();
+        let reason = d
+            .headers
+            .get(DEATH_REASON_HEADER)
+            .cloned()
+            .unwrap_or_default();
+        d.ack().await.unwrap();
+        seen.insert(dossier.reference, reason);
+    }
+    drop(dead);
+    for (reference, field) in &expected {
+        let reason = &seen[reference];
+        assert!(
+            reason.starts_with("breaks a domain rule") && reason.contains(field),
+            "{reference}: {reason}"
+        );
+        assert!(reason.contains("in the future"), "{reference}: {reason}");
+        // None of them is in instruction.
+        assert_eq!(app.dossier(reference).await.status(), 404, "{reference}");
+    }
+    let series = format!(
+        "guichet_dead_letters_total{{queue=\"{INSTRUCTION_QUEUE}\",reason=\"breaks_rule\"}}"
+    );
+    // Counted once the dead letter is published: a moment after it is there.
+    eventually(WAIT, "the four dead letters counted", || async {
+        (app.metric(&series).await == 4.0).then_some(())
+    })
+    .await;
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_date_that_is_no_date_is_refused_by_name_in_every_filter() {
+    let env = TestEnv::on(Backend::Embedded).await;
+    let app = App::start(&env.config()).await;
+    let r = app.file(&example("renewal-employee.json"), None).await;
+    assert_eq!(r.status(), 201);
+    let reference = r.json::<Value>().await.unwrap()["reference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    for (path, field) in [
+        (
+            "/api/v1/queue?cover_ends_before=2026-13-01",
+            "cover_ends_before",
+        ),
+        (
+            "/api/v1/queue?cover_ends_before=2026-02-30",
+            "cover_ends_before",
+        ),
+        (
+            "/api/v1/queue?cover_ends_before=tomorrow",
+            "cover_ends_before",
+        ),
+        (
+            &format!("/api/v1/dossiers/{reference}/status?birth_date=1990-02-30"),
+            "birth_date",
+        ),
+        ("/api/v1/sites/59-lille/slots?date=2026-13-01", "date"),
+    ] {
+        let r = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["errors"][0]["field"], field, "{path}: {body}");
+    }
+    // A real date filters: the filing just made ends its cover later.
+    let r = app
+        .http
+        .get(format!(
+            "{}/api/v1/queue?cover_ends_before=2026-12-01",
+            app.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The same through gRPC, on instruction's own address.
+    let mut reader = InstructionReaderClient::new(
+        channel(guichet_kit::grpc::url_of(app.mesh.instruction_addr)).await,
+    );
+    let refused = reader
+        .list_queue(pb::ListQueueRequest {
+            cover_ends_before: Some(pb::CalendarDate {
+                year: 2026,
+                month: 13,
+                day: 1,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused_fields(&refused), ["cover_ends_before"]);
+    assert!(
+        reader
+            .list_queue(pb::ListQueueRequest::default())
+            .await
+            .is_ok()
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
