@@ -5,22 +5,29 @@
 //! `postal.letters`. Each letter is a print-ready PDF in the document store,
 //! listed for the mailroom to print, and e-mailed as well where the person
 //! gave an address. One letter per event, however often it is delivered.
+//!
+//! The same queue brings the alternatives offered to blocked-user reports
+//! (`report.alternative_offered.<prefecture>`): a paper kit offered becomes a
+//! covering letter and an application form pre-filled from the report,
+//! signed like every printed form, listed for posting under the report's id.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use guichet_dossier::postal::{FORM_VERSION, FormCode, form_code_text};
 use guichet_kit::Metrics;
 use guichet_kit::bus::Delivery;
 use guichet_kit::clock::SharedClock;
 use guichet_kit::metrics::LetterLabels;
-use guichet_proto::v1 as pb;
+use guichet_proto::{convert, v1 as pb};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart, header::ContentType};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use prost::Message as _;
 
 use crate::documents::Documents;
-use crate::render::{LetterText, letter_pdf};
+use crate::render::{LetterText, kit_pdf, letter_pdf};
 use crate::store::{EnvelopeRow, NewLetter, Store, StoreError};
 
 /// Where e-mail copies go: the site's SMTP relay, or .eml files in a folder
@@ -78,6 +85,72 @@ pub struct Letters {
     pub from: String,
     pub metrics: Metrics,
     pub clock: SharedClock,
+    /// Signs the code of the forms sent in paper kits.
+    pub signing_key: Arc<Vec<u8>>,
+}
+
+/// Whom a letter goes to: the lines of the address block, the e-mail
+/// address for the copy, and the envelope it answers ("" for a kit).
+struct Addressee {
+    lines: Vec<String>,
+    email: Option<String>,
+    envelope_id: String,
+}
+
+impl Addressee {
+    fn of_envelope(envelope: &EnvelopeRow) -> Self {
+        let fields: BTreeMap<String, String> = envelope
+            .fields()
+            .into_iter()
+            .map(|f| (f.key, f.value))
+            .collect();
+        let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
+        Self {
+            lines: vec![
+                format!(
+                    "{} {}",
+                    get("given_names"),
+                    get("family_name").to_uppercase()
+                )
+                .trim()
+                .to_string(),
+                get("address_line1"),
+                format!("{} {}", get("postal_code"), get("city"))
+                    .trim()
+                    .to_string(),
+            ],
+            email: Some(get("email")).filter(|e| e.contains('@')),
+            envelope_id: envelope.id.clone(),
+        }
+    }
+}
+
+/// What a kit's form is pre-filled with: what the report knows of the
+/// person, and where the kit is sent.
+fn kit_prefill(report: &pb::Report, to: &pb::PostalAddress) -> BTreeMap<String, String> {
+    let contact = report.contact.clone().unwrap_or_default();
+    let street = [to.line1.trim(), to.line2.trim()]
+        .into_iter()
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let procedure = convert::procedure_text(report.procedure)
+        .filter(|p| guichet_dossier::Procedure::parse(p).is_some())
+        .unwrap_or_default();
+    [
+        ("family_name", report.family_name.trim().to_string()),
+        ("given_names", report.given_names.trim().to_string()),
+        ("address_line1", street),
+        ("postal_code", to.postal_code.trim().to_string()),
+        ("city", to.city.trim().to_string()),
+        ("email", contact.email.trim().to_string()),
+        ("phone", contact.phone.trim().to_string()),
+        ("procedure", procedure),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// A calendar date as a French letter prints it.
@@ -229,7 +302,7 @@ impl Letters {
     ) -> Result<(), StoreError> {
         let paragraphs = receipt_wording(envelope.postmark_date.as_deref(), receipt);
         self.write(
-            envelope,
+            &Addressee::of_envelope(envelope),
             &receipt.reference,
             "receipt",
             &format!("{}|receipt", receipt.reference),
@@ -241,12 +314,23 @@ impl Letters {
 
     /// One delivery of `postal.letters`: the letter it calls for, then ack.
     pub async fn handle(&self, delivery: &Delivery) {
-        let outcome = match pb::CaseEvent::decode(delivery.body.as_slice()) {
-            Ok(event) => self.for_event(&event).await,
-            Err(e) => {
-                tracing::warn!(error = %e, "an undecodable case event; letting the bus dead-letter it");
-                let _ = delivery.retry_later().await;
-                return;
+        let outcome = if delivery.routing_key.starts_with("report.") {
+            match pb::Report::decode(delivery.body.as_slice()) {
+                Ok(report) => self.for_report(&report).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "an undecodable report event; letting the bus dead-letter it");
+                    let _ = delivery.retry_later().await;
+                    return;
+                }
+            }
+        } else {
+            match pb::CaseEvent::decode(delivery.body.as_slice()) {
+                Ok(event) => self.for_event(&event).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "an undecodable case event; letting the bus dead-letter it");
+                    let _ = delivery.retry_later().await;
+                    return;
+                }
             }
         };
         let acked = match outcome {
@@ -278,7 +362,7 @@ impl Letters {
             .unwrap_or_default();
         let key = format!("{}|{}|{at}", event.reference, event.kind);
         self.write(
-            &envelope,
+            &Addressee::of_envelope(&envelope),
             &event.reference,
             &event.kind,
             &key,
@@ -288,9 +372,128 @@ impl Letters {
         .await
     }
 
+    /// A report's alternative: a paper kit gets its letter and form, once
+    /// per offer however often the event is delivered; an appointment
+    /// offered needs nothing on paper here.
+    async fn for_report(&self, report: &pb::Report) -> Result<(), StoreError> {
+        let Some(alternative) = &report.alternative else {
+            return Ok(());
+        };
+        if alternative.kind != pb::AlternativeKind::PaperKit as i32 {
+            return Ok(());
+        }
+        let Some(to) = alternative.kit_sent_to.as_ref().filter(|a| {
+            ![&a.line1, &a.postal_code, &a.city]
+                .iter()
+                .any(|l| l.trim().is_empty())
+        }) else {
+            // The call centre refuses a kit without a whole address; one
+            // that got through anyway cannot be posted.
+            tracing::warn!(report = %report.id, "a paper kit without a whole address: nothing to post");
+            return Ok(());
+        };
+        // This offer's own event (a report may be offered a kit again).
+        let at = report
+            .history
+            .iter()
+            .rev()
+            .find(|e| e.kind == "alternative_offered")
+            .and_then(|e| e.at.as_ref())
+            .map(|t| format!("{}.{}", t.seconds, t.nanos))
+            .unwrap_or_default();
+        let key = format!("report:{}|paper_kit|{at}", report.id);
+        if self.store.letter_made(&key).await? {
+            return Ok(());
+        }
+        let opened = report
+            .opened_at
+            .as_ref()
+            .and_then(convert::timestamp_from_pb)
+            .map(|t| {
+                guichet_dossier::calendar::paris_date(t)
+                    .format("%d/%m/%Y")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let subject = "formulaire de demande par courrier";
+        let addressee = Addressee {
+            lines: vec![
+                format!(
+                    "{} {}",
+                    report.given_names.trim(),
+                    report.family_name.trim().to_uppercase()
+                )
+                .trim()
+                .to_string(),
+                to.line1.trim().to_string(),
+                to.line2.trim().to_string(),
+                format!("{} {}", to.postal_code.trim(), to.city.trim()),
+            ]
+            .into_iter()
+            .filter(|l| !l.is_empty())
+            .collect(),
+            email: report
+                .contact
+                .as_ref()
+                .map(|c| c.email.trim().to_string())
+                .filter(|e| e.contains('@')),
+            envelope_id: String::new(),
+        };
+        let now = self.clock.now();
+        let cover = LetterText {
+            addressee: addressee.lines.clone(),
+            place_and_date: format!(
+                "Le {}",
+                guichet_dossier::calendar::paris_date(now).format("%d/%m/%Y")
+            ),
+            subject: subject.to_string(),
+            paragraphs: vec![
+                format!(
+                    "Vous nous avez signalé le {opened} ne pas pouvoir déposer votre demande en \
+                     ligne (signalement {}). Vous pouvez la déposer par courrier.",
+                    report.id
+                ),
+                "Le formulaire joint est pré-rempli avec ce que vous nous avez dit. Vérifiez-le, \
+                 complétez-le, joignez une copie de chaque pièce et renvoyez le tout à la \
+                 préfecture."
+                    .into(),
+                "La date du cachet de la poste vaudra date de dépôt de votre demande.".into(),
+            ],
+            reference: report.id.clone(),
+        };
+        let code = FormCode {
+            form_id: format!("K{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+                .to_uppercase(),
+            version: FORM_VERSION,
+            fields: kit_prefill(report, to),
+        };
+        let text = form_code_text(&code, &self.signing_key);
+        let pdf = match kit_pdf(&cover, &text, &code.form_id, &code.fields) {
+            Ok(pdf) => pdf,
+            Err(e) => {
+                // Too much to pre-fill: the kit goes out with a blank form
+                // rather than not at all.
+                tracing::warn!(report = %report.id, error = %e, "the kit's form is sent blank");
+                let blank = FormCode {
+                    fields: BTreeMap::new(),
+                    ..code
+                };
+                kit_pdf(
+                    &cover,
+                    &form_code_text(&blank, &self.signing_key),
+                    &blank.form_id,
+                    &blank.fields,
+                )
+                .unwrap_or_else(|_| letter_pdf(&cover))
+            }
+        };
+        self.post(&addressee, &report.id, "paper_kit", &key, subject, pdf)
+            .await
+    }
+
     async fn write(
         &self,
-        envelope: &EnvelopeRow,
+        to: &Addressee,
         reference: &str,
         kind: &str,
         event_key: &str,
@@ -300,27 +503,9 @@ impl Letters {
         if self.store.letter_made(event_key).await? {
             return Ok(());
         }
-        let fields: BTreeMap<String, String> = envelope
-            .fields()
-            .into_iter()
-            .map(|f| (f.key, f.value))
-            .collect();
-        let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
         let now = self.clock.now();
         let text = LetterText {
-            addressee: vec![
-                format!(
-                    "{} {}",
-                    get("given_names"),
-                    get("family_name").to_uppercase()
-                )
-                .trim()
-                .to_string(),
-                get("address_line1"),
-                format!("{} {}", get("postal_code"), get("city"))
-                    .trim()
-                    .to_string(),
-            ],
+            addressee: to.lines.clone(),
             place_and_date: format!(
                 "Le {}",
                 guichet_dossier::calendar::paris_date(now).format("%d/%m/%Y")
@@ -330,16 +515,32 @@ impl Letters {
             reference: reference.to_string(),
         };
         let pdf = letter_pdf(&text);
+        self.post(to, reference, kind, event_key, subject, pdf)
+            .await
+    }
+
+    /// Keeps a letter's PDF, lists it for the mailroom once per event, and
+    /// sends the e-mail copy.
+    async fn post(
+        &self,
+        to: &Addressee,
+        reference: &str,
+        kind: &str,
+        event_key: &str,
+        subject: &str,
+        pdf: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
         let sha = self
             .documents
             .put(pdf.clone())
             .await
             .map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
-        let email = Some(get("email")).filter(|e| e.contains('@'));
+        let email = to.email.clone();
         let letter = NewLetter {
             event_key: event_key.to_string(),
             reference: reference.to_string(),
-            envelope_id: envelope.id.clone(),
+            envelope_id: to.envelope_id.clone(),
             kind: kind.to_string(),
             sha256: sha,
             emailed_to: email.clone(),
@@ -354,8 +555,17 @@ impl Letters {
                 kind: kind.to_string(),
             })
             .inc();
-        if let Some(to) = email {
-            let state = match self.mail(&to, subject, reference, pdf, now).await {
+        if let Some(address) = email {
+            // What the e-mail is about: a dossier, or the report a kit answers.
+            let about = if kind == "paper_kit" {
+                ("Signalement", "signalement")
+            } else {
+                ("Dossier", "dossier")
+            };
+            let state = match self
+                .mail(&address, subject, about, reference, pdf, now)
+                .await
+            {
                 Ok(()) => "sent".to_string(),
                 Err(e) => {
                     tracing::warn!(reference, error = %e, "e-mail copy of a letter failed; the paper letter stands");
@@ -371,6 +581,7 @@ impl Letters {
         &self,
         to: &str,
         subject: &str,
+        about: (&str, &str),
         reference: &str,
         pdf: Vec<u8>,
         _now: DateTime<Utc>,
@@ -381,14 +592,15 @@ impl Letters {
             .parse()
             .map_err(|e| format!("GUICHET_MAIL_FROM: {e}"))?;
         let body = format!(
-            "Bonjour,\n\nVous trouverez ci-joint un courrier concernant votre dossier {reference} ({subject}).\n\
-             Il vous est aussi envoyé par la poste.\n"
+            "Bonjour,\n\nVous trouverez ci-joint un courrier concernant votre {} {reference} ({subject}).\n\
+             Il vous est aussi envoyé par la poste.\n",
+            about.1
         );
         let pdf_type = ContentType::parse("application/pdf").map_err(|e| e.to_string())?;
         let message = Message::builder()
             .from(from)
             .to(to)
-            .subject(format!("Dossier {reference} : {subject}"))
+            .subject(format!("{} {reference} : {subject}", about.0))
             .multipart(
                 MultiPart::mixed()
                     .singlepart(SinglePart::plain(body))

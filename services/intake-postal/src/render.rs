@@ -119,6 +119,19 @@ pub fn form_pdf(
     form_id: &str,
     printed: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, TooLong> {
+    Ok(document(vec![form_page(
+        code_text, form_id, printed, None,
+    )?]))
+}
+
+/// The form's page; `note`, when given, is printed under its id (what the
+/// form was sent for).
+fn form_page(
+    code_text: &str,
+    form_id: &str,
+    printed: &BTreeMap<String, String>,
+    note: Option<&str>,
+) -> Result<Page, TooLong> {
     let code = qr(code_text, EcLevel::M)?;
     let mut page = Page::new();
     let top = A4.1 - 40.0;
@@ -132,6 +145,9 @@ pub fn form_pdf(
         false,
         &format!("Formulaire {form_id}"),
     );
+    if let Some(note) = note {
+        page.text(50.0, top - 72.0, 9.0, false, note);
+    }
     page.text(
         50.0,
         top - 90.0,
@@ -158,7 +174,21 @@ pub fn form_pdf(
         false,
         "Joignez une copie de chaque pièce. La date du cachet de la poste vaut date de dépôt.",
     );
-    Ok(document(vec![page]))
+    Ok(page)
+}
+
+/// A paper filing kit for a blocked-user report: the covering letter (its
+/// `reference` is the report's id), then the form pre-filled with what the
+/// report knows, both naming the report.
+pub fn kit_pdf(
+    cover: &LetterText,
+    code_text: &str,
+    form_id: &str,
+    printed: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, TooLong> {
+    let reference = format!("Signalement {}", cover.reference);
+    let form = form_page(code_text, form_id, printed, Some(&reference))?;
+    Ok(document(vec![letter_page(cover, &reference), form]))
 }
 
 /// `count` separator sheets, one page each.
@@ -193,6 +223,14 @@ pub struct LetterText {
 }
 
 pub fn letter_pdf(letter: &LetterText) -> Vec<u8> {
+    document(vec![letter_page(
+        letter,
+        &format!("Dossier {}", letter.reference),
+    )])
+}
+
+/// The letter's page; `reference_line` names what it is about.
+fn letter_page(letter: &LetterText, reference_line: &str) -> Page {
     let mut page = Page::new();
     page.text(
         50.0,
@@ -221,13 +259,7 @@ pub fn letter_pdf(letter: &LetterText) -> Vec<u8> {
         true,
         &format!("Objet : {}", letter.subject),
     );
-    page.text(
-        50.0,
-        544.0,
-        10.0,
-        false,
-        &format!("Dossier {}", letter.reference),
-    );
+    page.text(50.0, 544.0, 10.0, false, reference_line);
     let mut y = 510.0;
     for paragraph in &letter.paragraphs {
         for line in wrap(paragraph, 95) {
@@ -236,7 +268,7 @@ pub fn letter_pdf(letter: &LetterText) -> Vec<u8> {
         }
         y -= 8.0;
     }
-    document(vec![page])
+    page
 }
 
 fn wrap(text: &str, width: usize) -> Vec<String> {
@@ -298,6 +330,16 @@ mod tests {
     fn documents_are_pdf() {
         let pdf = form_pdf("GCH1|F|x|1||00", "x", &BTreeMap::new()).expect("fits");
         assert!(pdf.starts_with(b"%PDF-"));
+        let cover = LetterText {
+            addressee: vec!["Ahmad HAIDARI".into()],
+            place_and_date: "Le 01/12/2026".into(),
+            subject: "kit".into(),
+            paragraphs: vec!["Bonjour".into()],
+            reference: "0190-report".into(),
+        };
+        let kit = kit_pdf(&cover, "GCH1|F|x|1||00", "x", &BTreeMap::new()).expect("fits");
+        assert!(kit.starts_with(b"%PDF-"));
+        assert!(kit.windows(23).any(|w| w == b"Signalement 0190-report"));
         assert!(
             separators_pdf("GCH1|S", 3)
                 .expect("fits")

@@ -85,6 +85,7 @@ pub async fn start(
         from: config.mail_from.clone(),
         metrics: shared.metrics.clone(),
         clock: shared.clock.clone(),
+        signing_key: signing_key.clone(),
     };
     let reader = Reader {
         store: store.clone(),

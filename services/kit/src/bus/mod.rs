@@ -34,7 +34,8 @@ pub const DEAD_LETTER_QUEUE: &str = "guichet.dead.letters";
 /// their channel.
 pub const NOTIFIER_QUEUE: &str = "notifier.case-events";
 /// What happened to postal filers' cases (`case.<kind>.postal`): the postal
-/// service answers each on paper.
+/// service answers each on paper. Also the alternatives offered to reports
+/// (`report.alternative_offered.<prefecture>`): a paper kit is printed there.
 pub const POSTAL_LETTERS_QUEUE: &str = "postal.letters";
 
 /// Header naming why a message was dead-lettered.
@@ -86,7 +87,10 @@ pub const QUEUES: [QueueSpec; 4] = [
     },
     QueueSpec {
         name: POSTAL_LETTERS_QUEUE,
-        bindings: &[(EVENTS_EXCHANGE, "case.*.postal")],
+        bindings: &[
+            (EVENTS_EXCHANGE, "case.*.postal"),
+            (EVENTS_EXCHANGE, "report.alternative_offered.*"),
+        ],
         dead_letters: true,
     },
     QueueSpec {
@@ -303,6 +307,14 @@ mod tests {
         );
         assert_eq!(
             route(EVENTS_EXCHANGE, "case.attestation_issued.web"),
+            vec![NOTIFIER_QUEUE]
+        );
+        assert_eq!(
+            route(EVENTS_EXCHANGE, "report.alternative_offered.59"),
+            vec![NOTIFIER_QUEUE, POSTAL_LETTERS_QUEUE]
+        );
+        assert_eq!(
+            route(EVENTS_EXCHANGE, "report.opened.59"),
             vec![NOTIFIER_QUEUE]
         );
         assert!(route(EVENTS_EXCHANGE, "attestation.issued").is_empty());
