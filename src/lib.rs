@@ -41,14 +41,26 @@ pub async fn start_mesh(
     let instruction = guichet_instruction::start(config, any_port, shared).await?;
     let intake = guichet_intake_web::start(config, any_port, shared).await?;
     let instruction_url = guichet_kit::grpc::url_of(instruction.grpc_addr);
-    let ccc = guichet_intake_ccc::start(config, any_port, &instruction_url, shared).await?;
-    let pan = guichet_intake_pan::start(config, any_port, shared).await?;
+    // The call centre and the desk each ask the other (an appointment offered
+    // to a report, a report named by a booking): the desk's listener is bound
+    // first, so the call centre is told where it is.
+    let (pan_listener, pan_addr) = guichet_kit::grpc::bind(any_port).await.map_err(|source| {
+        guichet_kit::service::StartError::Bind {
+            addr: any_port,
+            source,
+        }
+    })?;
+    let pan_url = guichet_kit::grpc::url_of(pan_addr);
+    let ccc =
+        guichet_intake_ccc::start(config, any_port, &instruction_url, &pan_url, shared).await?;
+    let ccc_url = guichet_kit::grpc::url_of(ccc.grpc_addr);
+    let pan = guichet_intake_pan::start(config, pan_listener, &ccc_url, shared).await?;
     let postal = guichet_intake_postal::start(config, any_port, shared).await?;
     let targets = guichet_gateway::Targets {
         intake_web: guichet_kit::grpc::url_of(intake.grpc_addr),
         instruction: instruction_url,
-        intake_ccc: guichet_kit::grpc::url_of(ccc.grpc_addr),
-        intake_pan: guichet_kit::grpc::url_of(pan.grpc_addr),
+        intake_ccc: ccc_url,
+        intake_pan: pan_url,
         intake_postal: guichet_kit::grpc::url_of(postal.grpc_addr),
     };
     let gateway = guichet_gateway::start(

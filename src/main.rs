@@ -256,6 +256,7 @@ async fn main() -> anyhow::Result<()> {
                     &config,
                     config.intake_ccc_addr,
                     &config.instruction_url,
+                    &config.intake_pan_url,
                     &shared,
                 )
                 .await
@@ -271,10 +272,15 @@ async fn main() -> anyhow::Result<()> {
                     shutdown: shutdown.clone(),
                     metrics,
                 };
-                let mut tasks = guichet_intake_pan::start(&config, config.intake_pan_addr, &shared)
-                    .await
-                    .context("starting the desk service")?
-                    .tasks;
+                let mut tasks = guichet_intake_pan::start(
+                    &config,
+                    config.intake_pan_addr,
+                    &config.intake_ccc_url,
+                    &shared,
+                )
+                .await
+                .context("starting the desk service")?
+                .tasks;
                 serve_metrics(&config, &shared, ([127, 0, 0, 1], 9164).into(), &mut tasks).await?;
                 tasks
             }

@@ -78,6 +78,126 @@ fn lille(places: u32, for_reports: u32) -> pb::Site {
     }
 }
 
+/// The same hours at the sub-prefecture of Arras, in the Pas-de-Calais (62).
+fn arras(places: u32, for_reports: u32) -> pb::Site {
+    pb::Site {
+        id: "62-arras".into(),
+        name: "Préfecture du Pas-de-Calais, Arras".into(),
+        prefecture: "62".into(),
+        ..lille(places, for_reports)
+    }
+}
+
+/// A home address: street, postal code, city.
+type Address = (&'static str, &'static str, &'static str);
+const LILLE_ADDRESS: Address = ("3 place du Marché", "59000", "Lille");
+const ARRAS_ADDRESS: Address = ("12 rue Gambetta", "62000", "Arras");
+/// A postal code alone: enough to know the prefecture, not to post a kit.
+const POSTAL_CODE_ONLY: Address = ("", "59000", "");
+
+/// A report as the call-centre agent opens it; `key` is its idempotency key.
+fn report_request(key: &str, (line1, postal_code, city): Address) -> pb::OpenReportRequest {
+    pb::OpenReportRequest {
+        category: pb::ReportCategory::AppointmentImpossible as i32,
+        what_was_tried: "no slot offered online for six weeks".into(),
+        family_name: "Haidari".into(),
+        given_names: "Ahmad".into(),
+        contact: Some(pb::Contact {
+            email: "a.haidari@example.org".into(),
+            phone: "07 00 00 00 01".into(),
+            address: Some(pb::PostalAddress {
+                line1: line1.into(),
+                line2: String::new(),
+                postal_code: postal_code.into(),
+                city: city.into(),
+                country: "FR".into(),
+            }),
+            answer_channel: pb::AnswerChannel::Sms as i32,
+        }),
+        procedure: pb::Procedure::Renewal as i32,
+        agent_id: "ccc-agent-3".into(),
+        call_id: format!("call-{key}"),
+        idempotency_key: key.into(),
+    }
+}
+
+/// A phone booking at `site` by a prefecture agent, for `report_id` ("" for none).
+fn booking(site: &str, at: chrono::DateTime<Utc>, report_id: &str, key: &str) -> pb::BookRequest {
+    pb::BookRequest {
+        site_id: site.into(),
+        starts_at: Some(guichet_proto::convert::timestamp_to_pb(at)),
+        person: Some(pb::Person {
+            family_name: "Haidari".into(),
+            given_names: "Ahmad".into(),
+            phone: "07 00 00 00 01".into(),
+            email: String::new(),
+        }),
+        route: pb::BookingRoute::Phone as i32,
+        booked_by: "pref-agent".into(),
+        report_id: report_id.into(),
+        idempotency_key: key.into(),
+    }
+}
+
+fn offer_appointment(report_id: &str, appointment_id: &str) -> pb::OfferAlternativeRequest {
+    pb::OfferAlternativeRequest {
+        id: report_id.into(),
+        kind: pb::AlternativeKind::PanAppointment as i32,
+        appointment_id: appointment_id.into(),
+        kit_sent_to: None,
+        agent_id: "pref-59".into(),
+    }
+}
+
+/// The fields a refusal names.
+fn fields_of(status: &tonic::Status) -> Vec<String> {
+    guichet_kit::ServiceError::from_status(status)
+        .violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
+}
+
+/// `POST /api/v1/agent/reports/{id}/alternative`: its status and body.
+async fn offer_by_rest(app: &App, report_id: &str, body: Value) -> (u16, Value) {
+    let r = app
+        .http
+        .post(format!(
+            "{}/api/v1/agent/reports/{report_id}/alternative",
+            app.base
+        ))
+        .header("X-Agent-Id", "pref-59")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// `POST /api/v1/appointments` naming a report: its status and body.
+async fn book_by_rest(
+    app: &App,
+    site: &str,
+    at: chrono::DateTime<Utc>,
+    report_id: &str,
+    key: &str,
+) -> (u16, Value) {
+    let r = app
+        .http
+        .post(format!("{}/api/v1/appointments", app.base))
+        .header("Idempotency-Key", key)
+        .json(&json!({
+            "site_id": site,
+            "starts_at": at.to_rfc3339(),
+            "person": {"family_name": "Haidari", "email": "a.haidari@example.org"},
+            "report_id": report_id,
+        }))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
 /// 09:00 (Paris) on the first working day after tomorrow.
 fn next_slot() -> chrono::DateTime<Utc> {
     let mut day = Utc::now().date_naive() + Days::new(2);
@@ -328,6 +448,11 @@ async fn appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_de
         .unwrap_err();
     assert_eq!(by_phone.code(), tonic::Code::FailedPrecondition);
     // ...but the place kept for reports goes to a blocked person's alternative.
+    let report = CallCentreClient::new(grpc(&app).await)
+        .open_report(report_request("report-1", LILLE_ADDRESS))
+        .await
+        .unwrap()
+        .into_inner();
     let for_report = desk
         .book(pb::BookRequest {
             site_id: "59-lille".into(),
@@ -335,13 +460,13 @@ async fn appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_de
             person: Some(person("Haidari")),
             route: pb::BookingRoute::Phone as i32,
             booked_by: "pref-59-agent".into(),
-            report_id: "report-1".into(),
+            report_id: report.id.clone(),
             idempotency_key: "report-booking-1".into(),
         })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(for_report.report_id, "report-1");
+    assert_eq!(for_report.report_id, report.id);
 
     // The person online moves theirs half an hour later; the place frees up
     // and a phone booking now fits.
@@ -670,5 +795,623 @@ async fn a_python_client_built_from_the_protos_files_through_the_gateway() {
     .await;
 
     app.stop().await;
+    env.cleanup().await;
+}
+
+on_both_backends!(an_alternative_must_be_an_appointment_that_exists_for_the_report);
+/// Offering a report an appointment that does not exist, was cancelled, is at
+/// another prefecture's site or is somebody else's is refused, through gRPC
+/// and REST, naming `appointment_id`; the real one is accepted, and a report
+/// closes only while the appointment offered stands.
+async fn an_alternative_must_be_an_appointment_that_exists_for_the_report(backend: Backend) {
+    let env = TestEnv::on(backend).await;
+    let app = App::start(&env.config()).await;
+    let channel = grpc(&app).await;
+    let mut ccc = CallCentreClient::new(channel.clone());
+    let mut desk = DeskClient::new(channel);
+    desk.upsert_site(lille(4, 1)).await.unwrap();
+    desk.upsert_site(arras(4, 1)).await.unwrap();
+    let slot = next_slot();
+    let report = ccc
+        .open_report(report_request("lille-1", LILLE_ADDRESS))
+        .await
+        .unwrap()
+        .into_inner();
+    let in_arras = ccc
+        .open_report(report_request("arras-1", ARRAS_ADDRESS))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(in_arras.prefecture, "62");
+
+    // An id nobody booked.
+    let refused = ccc
+        .offer_alternative(offer_appointment(&report.id, "no-such-appointment"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+    assert_eq!(fields_of(&refused), ["appointment_id"]);
+    let (status, body) = offer_by_rest(
+        &app,
+        &report.id,
+        json!({"kind": "pan_appointment", "appointment_id": "no-such-appointment"}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["errors"][0]["field"], "appointment_id", "{body}");
+
+    // An appointment booked for this report, then cancelled.
+    let cancelled = desk
+        .book(booking("59-lille", slot, &report.id, "cancelled-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    desk.cancel(pb::CancelRequest {
+        id: cancelled.id.clone(),
+        route: pb::BookingRoute::Phone as i32,
+        by: "pref-59".into(),
+        reason: "booked by mistake".into(),
+    })
+    .await
+    .unwrap();
+    // One at a site of the Pas-de-Calais, booked for the Arras report.
+    let elsewhere = desk
+        .book(booking("62-arras", slot, &in_arras.id, "arras-booking"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(elsewhere.prefecture, "62");
+    // Somebody else's ordinary appointment at the right site.
+    let somebody_elses = desk
+        .book(booking("59-lille", slot, "", "ordinary-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    for (appointment, what) in [
+        (&cancelled, "cancelled"),
+        (&elsewhere, "prefecture 62"),
+        (&somebody_elses, "not booked for this report"),
+    ] {
+        let refused = ccc
+            .offer_alternative(offer_appointment(&report.id, &appointment.id))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            tonic::Code::FailedPrecondition,
+            "{what}: {refused:?}"
+        );
+        assert_eq!(fields_of(&refused), ["appointment_id"], "{what}");
+        assert!(refused.message().contains(what), "{what}: {refused:?}");
+        let (status, body) = offer_by_rest(
+            &app,
+            &report.id,
+            json!({"kind": "pan_appointment", "appointment_id": appointment.id}),
+        )
+        .await;
+        assert_eq!(status, 409, "{what}: {body}");
+        assert_eq!(
+            body["errors"][0]["field"], "appointment_id",
+            "{what}: {body}"
+        );
+    }
+    // Nothing was recorded: the report still waits, and cannot close.
+    let still = ccc
+        .get_report(pb::GetReportRequest {
+            id: report.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(still.state, pb::ReportState::Open as i32);
+    assert_eq!(still.history.len(), 1);
+    let closing = pb::RecordOutcomeRequest {
+        id: report.id.clone(),
+        outcome: pb::ReportOutcome::Filed as i32,
+        note: "filed at the desk".into(),
+        agent_id: "pref-59".into(),
+    };
+    let refused = ccc.record_outcome(closing.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+
+    // The real thing, offered through REST: accepted, and the report closes.
+    let real = desk
+        .book(booking("59-lille", slot, &report.id, "real-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let (status, body) = offer_by_rest(
+        &app,
+        &report.id,
+        json!({"kind": "pan_appointment", "appointment_id": real.id}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "alternative_offered");
+    assert_eq!(body["appointment_id"], json!(real.id));
+    let closed = ccc.record_outcome(closing).await.unwrap().into_inner();
+    assert_eq!(closed.state, pb::ReportState::Closed as i32);
+
+    // An appointment offered then cancelled does not close a report: another
+    // alternative is offered first.
+    let other = ccc
+        .open_report(report_request("lille-2", LILLE_ADDRESS))
+        .await
+        .unwrap()
+        .into_inner();
+    let offered = desk
+        .book(booking(
+            "59-lille",
+            slot + chrono::Duration::minutes(30),
+            &other.id,
+            "real-2",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    ccc.offer_alternative(offer_appointment(&other.id, &offered.id))
+        .await
+        .unwrap();
+    desk.cancel(pb::CancelRequest {
+        id: offered.id.clone(),
+        route: pb::BookingRoute::Online as i32,
+        by: String::new(),
+        reason: "cannot come that day".into(),
+    })
+    .await
+    .unwrap();
+    let closing = pb::RecordOutcomeRequest {
+        id: other.id.clone(),
+        outcome: pb::ReportOutcome::Filed as i32,
+        note: String::new(),
+        agent_id: "pref-59".into(),
+    };
+    let refused = ccc.record_outcome(closing.clone()).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert_eq!(fields_of(&refused), ["appointment_id"]);
+    let again = desk
+        .book(booking(
+            "59-lille",
+            slot + chrono::Duration::minutes(60),
+            &other.id,
+            "real-3",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let reoffered = ccc
+        .offer_alternative(offer_appointment(&other.id, &again.id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reoffered.alternative.unwrap().appointment_id, again.id);
+    let closed = ccc.record_outcome(closing).await.unwrap().into_inner();
+    assert_eq!(closed.state, pb::ReportState::Closed as i32);
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+on_both_backends!(a_kept_place_is_booked_only_for_a_real_open_report_of_the_sites_prefecture);
+/// Booking a place kept for reports names a report that must exist, be
+/// open and belong to the site's prefecture: refused otherwise, through gRPC
+/// and REST, naming `report_id`.
+async fn a_kept_place_is_booked_only_for_a_real_open_report_of_the_sites_prefecture(
+    backend: Backend,
+) {
+    let env = TestEnv::on(backend).await;
+    let app = App::start(&env.config()).await;
+    let channel = grpc(&app).await;
+    let mut ccc = CallCentreClient::new(channel.clone());
+    let mut desk = DeskClient::new(channel);
+    // One open place and one kept for reports.
+    desk.upsert_site(lille(2, 1)).await.unwrap();
+    let slot = next_slot();
+    let in_arras = ccc
+        .open_report(report_request("arras-1", ARRAS_ADDRESS))
+        .await
+        .unwrap()
+        .into_inner();
+    let closed = ccc
+        .open_report(report_request("closed-1", LILLE_ADDRESS))
+        .await
+        .unwrap()
+        .into_inner();
+    let kit = pb::OfferAlternativeRequest {
+        id: closed.id.clone(),
+        kind: pb::AlternativeKind::PaperKit as i32,
+        appointment_id: String::new(),
+        kit_sent_to: None,
+        agent_id: "pref-59".into(),
+    };
+    ccc.offer_alternative(kit).await.unwrap();
+    ccc.record_outcome(pb::RecordOutcomeRequest {
+        id: closed.id.clone(),
+        outcome: pb::ReportOutcome::Filed as i32,
+        note: "filed by post".into(),
+        agent_id: "pref-59".into(),
+    })
+    .await
+    .unwrap();
+
+    let cases = [
+        (
+            "no-such-report",
+            tonic::Code::NotFound,
+            404,
+            "names no report",
+        ),
+        (
+            closed.id.as_str(),
+            tonic::Code::FailedPrecondition,
+            409,
+            "closed",
+        ),
+        (
+            in_arras.id.as_str(),
+            tonic::Code::FailedPrecondition,
+            409,
+            "prefecture 62",
+        ),
+    ];
+    for (i, (report_id, code, http, what)) in cases.into_iter().enumerate() {
+        let refused = desk
+            .book(booking("59-lille", slot, report_id, &format!("grpc-{i}")))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), code, "{what}: {refused:?}");
+        assert_eq!(fields_of(&refused), ["report_id"], "{what}");
+        assert!(refused.message().contains(what), "{what}: {refused:?}");
+        let (status, body) =
+            book_by_rest(&app, "59-lille", slot, report_id, &format!("rest-{i}")).await;
+        assert_eq!(status, http, "{what}: {body}");
+        assert_eq!(body["errors"][0]["field"], "report_id", "{what}: {body}");
+    }
+
+    // Nothing was taken: the open place goes to someone online, and the kept
+    // place to a real report of the Nord, booked online through REST.
+    let (status, body) = book_by_rest(&app, "59-lille", slot, "", "ordinary").await;
+    assert_eq!(status, 201, "{body}");
+    let real = ccc
+        .open_report(report_request("lille-1", LILLE_ADDRESS))
+        .await
+        .unwrap()
+        .into_inner();
+    let (status, body) = book_by_rest(&app, "59-lille", slot, &real.id, "for-report").await;
+    assert_eq!(status, 201, "{body}");
+    let booked = desk
+        .get_appointment(pb::GetAppointmentRequest {
+            id: body["id"].as_str().unwrap().to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(booked.report_id, real.id);
+    // The same booking again is the same appointment.
+    let (status, again) = book_by_rest(&app, "59-lille", slot, &real.id, "for-report").await;
+    assert_eq!((status, &again["id"]), (201, &body["id"]));
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+on_both_backends!(a_paper_kit_offered_is_a_prefilled_form_listed_for_posting);
+/// A paper kit offered to a report becomes, at the postal service, a letter
+/// and a form pre-filled from the report, in the mailroom's print list under
+/// the report's id; once per offer, however often the event is delivered.
+/// A kit with no address to post it to is refused, naming `kit_sent_to`.
+async fn a_paper_kit_offered_is_a_prefilled_form_listed_for_posting(backend: Backend) {
+    let env = TestEnv::on(backend).await;
+    let app = App::start(&env.config()).await;
+    let mut ccc = CallCentreClient::new(grpc(&app).await);
+    let letters_of = |reference: String| {
+        let app = &app;
+        async move {
+            let letters: Vec<Value> = app
+                .http
+                .get(format!(
+                    "{}/api/v1/postal/letters?reference={reference}",
+                    app.base
+                ))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            letters
+        }
+    };
+
+    // Only a postal code on file, and no address given: nothing to post to.
+    let unaddressed = ccc
+        .open_report(report_request("no-address", POSTAL_CODE_ONLY))
+        .await
+        .unwrap()
+        .into_inner();
+    let kit = |id: &str| pb::OfferAlternativeRequest {
+        id: id.into(),
+        kind: pb::AlternativeKind::PaperKit as i32,
+        appointment_id: String::new(),
+        kit_sent_to: None,
+        agent_id: "pref-59".into(),
+    };
+    let refused = ccc
+        .offer_alternative(kit(&unaddressed.id))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert_eq!(fields_of(&refused), ["kit_sent_to"]);
+    let (status, body) = offer_by_rest(&app, &unaddressed.id, json!({"kind": "paper_kit"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"][0]["field"], "kit_sent_to", "{body}");
+    // Half an address given is no better.
+    let (status, body) = offer_by_rest(
+        &app,
+        &unaddressed.id,
+        json!({"kind": "paper_kit", "kit_sent_to": {"postal_code": "59000", "city": "Lille"}}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"][0]["field"], "kit_sent_to.line1", "{body}");
+
+    // Offered through REST to the address on the report.
+    let report = ccc
+        .open_report(report_request("kit-1", LILLE_ADDRESS))
+        .await
+        .unwrap()
+        .into_inner();
+    let (status, body) = offer_by_rest(&app, &report.id, json!({"kind": "paper_kit"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["alternative"], "paper_kit");
+    let letter = eventually(WAIT, "the kit in the print list", || async {
+        let mut letters = letters_of(report.id.clone()).await;
+        (letters.len() == 1).then(|| letters.remove(0))
+    })
+    .await;
+    assert_eq!(letter["kind"], "paper_kit", "{letter}");
+    assert_eq!(letter["reference"], json!(report.id), "{letter}");
+    let pdf = app
+        .http
+        .get(format!(
+            "{}/api/v1/postal/letters/{}",
+            app.base,
+            letter["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(pdf.starts_with(b"%PDF-"));
+    let has = |text: &str| pdf.windows(text.len()).any(|w| w == text.as_bytes());
+    // The covering letter and the form both carry the report's reference;
+    // the form is filled in with the caller's identity and address.
+    assert!(has(&format!("Signalement {}", report.id)));
+    assert!(has("Formulaire K"), "the form of the kit");
+    // A line with accents is written as a hex string of its Latin-1 bytes.
+    let hex = |text: &str| -> String {
+        text.chars()
+            .map(|c| format!("{:02X}", c as u32 as u8))
+            .collect()
+    };
+    for printed in [
+        "Ahmad HAIDARI",
+        "Nom : Haidari",
+        "Pr\u{e9}noms : Ahmad",
+        "Adresse : 3 place du March\u{e9}",
+        "Code postal : 59000",
+        "Ville : Lille",
+        "Courriel : a.haidari@example.org",
+    ] {
+        assert!(
+            has(&format!("({printed})")) || has(&format!("<{}>", hex(printed))),
+            "{printed} printed on the kit"
+        );
+    }
+
+    // The same event delivered again makes no second kit: a redelivery is
+    // put on the bus, then another report's kit, which comes after it.
+    let event = ccc
+        .get_report(pb::GetReportRequest {
+            id: report.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let again = guichet_kit::bus::OutgoingMessage::traced(
+        guichet_kit::bus::EVENTS_EXCHANGE,
+        format!("report.alternative_offered.{}", event.prefecture),
+        prost::Message::encode_to_vec(&event),
+    );
+    assert!(app.mesh.bus.publish(&[again]).await[0].is_ok());
+    let next = ccc
+        .open_report(report_request("kit-2", LILLE_ADDRESS))
+        .await
+        .unwrap()
+        .into_inner();
+    ccc.offer_alternative(kit(&next.id)).await.unwrap();
+    eventually(WAIT, "the next kit in the print list", || async {
+        (letters_of(next.id.clone()).await.len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(letters_of(report.id.clone()).await.len(), 1);
+    assert!(letters_of(unaddressed.id.clone()).await.is_empty());
+
+    app.stop().await;
+    env.cleanup().await;
+}
+
+on_both_backends!(an_unreachable_peer_makes_an_offer_or_a_kept_booking_unavailable_not_accepted);
+/// The call centre and the desk each check the other's ids. When the other
+/// cannot be reached the answer is UNAVAILABLE (503 with Retry-After), and
+/// nothing is recorded; once it is back, the same request goes through.
+async fn an_unreachable_peer_makes_an_offer_or_a_kept_booking_unavailable_not_accepted(
+    backend: Backend,
+) {
+    let env = TestEnv::on(backend).await;
+    let config = env.config();
+    let shutdown = guichet_kit::shutdown::Shutdown::new();
+    let shared = guichet_kit::service::Shared {
+        bus: guichet_kit::service::open_bus(&config, "guichet")
+            .await
+            .unwrap(),
+        clock: guichet_kit::clock::system(),
+        shutdown: shutdown.clone(),
+        metrics: guichet_kit::Metrics::new(),
+    };
+    // The two services, each reaching the other through a proxy the test cuts.
+    let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+    let (pan_listener, pan_addr) = guichet_kit::grpc::bind(any).await.unwrap();
+    let to_desk = common::proxy::Proxy::start(pan_addr).await;
+    let nowhere = "http://127.0.0.1:9";
+    let ccc = guichet_intake_ccc::start(
+        &config,
+        any,
+        nowhere,
+        &guichet_kit::grpc::url_of(to_desk.addr),
+        &shared,
+    )
+    .await
+    .unwrap();
+    let to_call_centre = common::proxy::Proxy::start(ccc.grpc_addr).await;
+    let pan = guichet_intake_pan::start(
+        &config,
+        pan_listener,
+        &guichet_kit::grpc::url_of(to_call_centre.addr),
+        &shared,
+    )
+    .await
+    .unwrap();
+    let gateway = guichet_gateway::start(
+        &config,
+        any,
+        guichet_gateway::Targets {
+            intake_web: nowhere.into(),
+            instruction: nowhere.into(),
+            intake_ccc: guichet_kit::grpc::url_of(ccc.grpc_addr),
+            intake_pan: guichet_kit::grpc::url_of(pan_addr),
+            intake_postal: nowhere.into(),
+        },
+        shared.clock.clone(),
+        shared.metrics.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", gateway.http_addr);
+    let channel = tonic::transport::Endpoint::from_shared(base.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut ccc_client = CallCentreClient::new(channel.clone());
+    let mut desk = DeskClient::new(channel);
+    let http = reqwest::Client::new();
+    desk.upsert_site(lille(2, 1)).await.unwrap();
+    let slot = next_slot();
+    let report = ccc_client
+        .open_report(report_request("lille-1", LILLE_ADDRESS))
+        .await
+        .unwrap()
+        .into_inner();
+    let appointment = desk
+        .book(booking("59-lille", slot, &report.id, "booked-1"))
+        .await
+        .unwrap()
+        .into_inner();
+
+    to_desk.cut().await;
+    to_call_centre.cut().await;
+    let refused = ccc_client
+        .offer_alternative(offer_appointment(&report.id, &appointment.id))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    let r = http
+        .post(format!(
+            "{base}/api/v1/agent/reports/{}/alternative",
+            report.id
+        ))
+        .header("X-Agent-Id", "pref-59")
+        .json(&json!({"kind": "pan_appointment", "appointment_id": appointment.id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let refused = desk
+        .book(booking("59-lille", slot, &report.id, "booked-2"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    let r = http
+        .post(format!("{base}/api/v1/appointments"))
+        .header("Idempotency-Key", "online-1")
+        .json(&json!({
+            "site_id": "59-lille",
+            "starts_at": slot.to_rfc3339(),
+            "person": {"family_name": "Haidari", "email": "a.haidari@example.org"},
+            "report_id": report.id,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let still = ccc_client
+        .get_report(pb::GetReportRequest {
+            id: report.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(still.state, pb::ReportState::Open as i32);
+    // Nothing was booked either: the slot's kept place is taken by the
+    // first booking only, and its open place is still free.
+    let day = guichet_dossier::desk::to_local(slot).date();
+    let slots = desk
+        .list_slots(pb::ListSlotsRequest {
+            site_id: "59-lille".into(),
+            date: Some(guichet_proto::convert::date_to_pb(day)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .slots;
+    let nine = slots
+        .iter()
+        .find(|s| {
+            s.starts_at
+                .as_ref()
+                .and_then(guichet_proto::convert::timestamp_from_pb)
+                == Some(slot)
+        })
+        .unwrap();
+    assert_eq!((nine.booked, nine.free), (1, 1));
+
+    // Back: the same offer goes through.
+    to_desk.restore();
+    to_call_centre.restore();
+    let offered = ccc_client
+        .offer_alternative(offer_appointment(&report.id, &appointment.id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(offered.state, pb::ReportState::AlternativeOffered as i32);
+
+    shutdown.cancel();
+    let mut tasks = [ccc.tasks, pan.tasks, gateway.tasks];
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        for set in &mut tasks {
+            while set.join_next().await.is_some() {}
+        }
+    })
+    .await;
     env.cleanup().await;
 }

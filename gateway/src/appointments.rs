@@ -1,6 +1,7 @@
 //! REST for what a browser needs of the desk and call-centre channels: find
 //! a site and a free slot, book, move or cancel an appointment online, and
-//! read a report. Agents' software uses the same operations over gRPC.
+//! read a report; and for a prefecture's agent, offer a report its
+//! alternative. Agents' software uses the same operations over gRPC.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -153,6 +154,10 @@ pub struct BookJson {
     pub site_id: String,
     pub starts_at: String,
     pub person: PersonJson,
+    /// The blocked-user report this booking answers: it may take a place
+    /// kept for reports, once the call-centre service confirms the report.
+    #[serde(default)]
+    pub report_id: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -233,7 +238,7 @@ pub async fn book(
             }),
             route: pb::BookingRoute::Online as i32,
             booked_by: String::new(),
-            report_id: String::new(),
+            report_id: b.report_id,
             idempotency_key: format!("online:{key}"),
         })
         .await?
@@ -341,13 +346,82 @@ pub async fn report(
         .get_report(pb::GetReportRequest { id })
         .await?
         .into_inner();
+    Ok(Json(report_json(r)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddressJson {
+    #[serde(default)]
+    pub line1: String,
+    #[serde(default)]
+    pub line2: String,
+    #[serde(default)]
+    pub postal_code: String,
+    #[serde(default)]
+    pub city: String,
+    #[serde(default)]
+    pub country: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlternativeJson {
+    /// `pan_appointment` or `paper_kit`.
+    pub kind: String,
+    #[serde(default)]
+    pub appointment_id: String,
+    /// Where a kit goes; the report's own address when absent.
+    pub kit_sent_to: Option<AddressJson>,
+}
+
+/// `POST /api/v1/agent/reports/{id}/alternative`: the prefecture's agent
+/// (`X-Agent-Id`) offers a desk appointment booked for the report, or a
+/// paper kit. The call-centre service checks the appointment with the desk.
+pub async fn offer_alternative(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ReportJson>, ApiError> {
+    let agent_id = crate::cases::agent_of(&headers)?;
+    let a: AlternativeJson = parse_json(&headers, body)?;
+    let kind = match a.kind.as_str() {
+        "pan_appointment" => pb::AlternativeKind::PanAppointment,
+        "paper_kit" => pb::AlternativeKind::PaperKit,
+        _ => {
+            return Err(Violations::one("kind", "must be pan_appointment or paper_kit").into());
+        }
+    };
+    let r = state
+        .ccc
+        .clone()
+        .offer_alternative(pb::OfferAlternativeRequest {
+            id,
+            kind: kind as i32,
+            appointment_id: a.appointment_id,
+            kit_sent_to: a.kit_sent_to.map(|k| pb::PostalAddress {
+                line1: k.line1,
+                line2: k.line2,
+                postal_code: k.postal_code,
+                city: k.city,
+                country: k.country,
+            }),
+            agent_id,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(report_json(r)))
+}
+
+fn report_json(r: pb::Report) -> ReportJson {
     let lower = |n: &str, prefix: &str| {
         n.strip_prefix(prefix)
             .unwrap_or(n)
             .trim_start_matches('_')
             .to_ascii_lowercase()
     };
-    Ok(Json(ReportJson {
+    ReportJson {
         state: pb::ReportState::try_from(r.state)
             .map(|s| lower(s.as_str_name(), "REPORT_STATE"))
             .unwrap_or_default(),
@@ -369,5 +443,5 @@ pub async fn report(
             .filter(|s| !s.is_empty()),
         id: r.id,
         prefecture: r.prefecture,
-    }))
+    }
 }

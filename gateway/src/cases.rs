@@ -416,7 +416,7 @@ pub async fn processing_times(
 
 // ---- the agents' desk ------------------------------------------------------------------
 
-fn agent_of(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn agent_of(headers: &HeaderMap) -> Result<String, ApiError> {
     headers
         .get(AGENT_HEADER)
         .and_then(|v| v.to_str().ok())

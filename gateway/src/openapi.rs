@@ -45,6 +45,7 @@ mod tests {
             ("/api/v1/appointments/{id}/move", "post"),
             ("/api/v1/appointments/{id}/cancellation", "post"),
             ("/api/v1/reports/{id}", "get"),
+            ("/api/v1/agent/reports/{id}/alternative", "post"),
             ("/api/v1/postal/forms", "post"),
             ("/api/v1/postal/separators", "get"),
             ("/api/v1/postal/batches", "post"),

@@ -147,6 +147,10 @@ pub fn router(
             post(appointments::cancel),
         )
         .route("/api/v1/reports/{id}", get(appointments::report))
+        .route(
+            "/api/v1/agent/reports/{id}/alternative",
+            post(appointments::offer_alternative),
+        )
         // gRPC for call-centre and desk software, passed on as it is.
         .route("/guichet.v1.CallCentre/{method}", post(grpc_proxy::pass_on))
         .route("/guichet.v1.Desk/{method}", post(grpc_proxy::pass_on))

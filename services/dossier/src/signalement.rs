@@ -2,7 +2,8 @@
 //! clock: the prefecture of residence must offer an alternative (a desk
 //! appointment or a paper filing kit) within a number of working days; past
 //! that it is escalated; it closes only once an alternative was offered, so
-//! no report ends without one.
+//! no report ends without one. A new alternative may replace the one offered
+//! (the appointment was cancelled, or the person would rather file by post).
 
 use chrono::NaiveDate;
 
@@ -100,7 +101,7 @@ impl ReportStep {
 }
 
 /// The allowed steps, as one table: (from, step, to).
-const STEPS: [(ReportState, ReportStep, ReportState); 4] = [
+const STEPS: [(ReportState, ReportStep, ReportState); 5] = [
     (
         ReportState::Open,
         ReportStep::Escalate,
@@ -113,6 +114,11 @@ const STEPS: [(ReportState, ReportStep, ReportState); 4] = [
     ),
     (
         ReportState::Escalated,
+        ReportStep::OfferAlternative,
+        ReportState::AlternativeOffered,
+    ),
+    (
+        ReportState::AlternativeOffered,
         ReportStep::OfferAlternative,
         ReportState::AlternativeOffered,
     ),
@@ -151,6 +157,114 @@ pub fn is_overdue(state: ReportState, deadline: NaiveDate, today: NaiveDate) -> 
     state.awaits_alternative() && today > deadline
 }
 
+/// A desk appointment as the prefecture offers it to a report, from what
+/// the desk service says of it.
+#[derive(Debug, Clone, Copy)]
+pub struct OfferedAppointment<'a> {
+    /// booked, cancelled, attended or no_show.
+    pub state: &'a str,
+    /// The report it was booked for; empty for an ordinary booking.
+    pub report_id: &'a str,
+    /// The department of the appointment's site.
+    pub site_prefecture: &'a str,
+}
+
+/// Whether `appointment` can be the alternative offered to report
+/// `report_id` of `report_prefecture`: still to come, at a site of the
+/// prefecture that must answer, and booked for this report (so nobody
+/// else's appointment is offered). The problem, in words, when not.
+pub fn check_offered_appointment(
+    report_id: &str,
+    report_prefecture: &str,
+    appointment: OfferedAppointment<'_>,
+) -> Result<(), String> {
+    match appointment.state {
+        "booked" => {}
+        "cancelled" => {
+            return Err("was cancelled: book another appointment and offer that one".into());
+        }
+        other => {
+            return Err(format!(
+                "is {other}: only an appointment still to come can be offered"
+            ));
+        }
+    }
+    if appointment.site_prefecture != report_prefecture {
+        return Err(format!(
+            "is at a site of prefecture {}, and this report is for prefecture {report_prefecture}",
+            appointment.site_prefecture
+        ));
+    }
+    if appointment.report_id != report_id {
+        return Err(
+            "was not booked for this report: book it with this report's id so it takes a \
+             place kept for reports"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Whether a booking may take a place kept for reports at a site of
+/// `site_prefecture`, on behalf of a report that is `state` and belongs to
+/// `report_prefecture`. The problem, in words, when not.
+pub fn check_report_for_booking(
+    state: ReportState,
+    report_prefecture: &str,
+    site_prefecture: &str,
+) -> Result<(), String> {
+    if state == ReportState::Closed {
+        return Err("is closed: places kept for reports go to reports still waiting".into());
+    }
+    if report_prefecture != site_prefecture {
+        return Err(format!(
+            "is for prefecture {report_prefecture}, and this site belongs to prefecture \
+             {site_prefecture}"
+        ));
+    }
+    Ok(())
+}
+
+/// The alternative a report was offered, as it stands when the report is
+/// to be closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferedAlternative<'a> {
+    /// A desk appointment: its state now, `None` when the desk service no
+    /// longer knows it.
+    Appointment(Option<&'a str>),
+    /// A paper kit: whether it had a full address to be posted to.
+    PaperKit { addressed: bool },
+}
+
+/// Whether the alternative offered still stands, so that the report may
+/// close: the field at fault and why, when not. A report closed on an
+/// appointment that was cancelled, or a kit that went nowhere, would end
+/// without an alternative.
+pub fn check_alternative_stands(
+    alternative: OfferedAlternative<'_>,
+) -> Result<(), (&'static str, String)> {
+    match alternative {
+        OfferedAlternative::Appointment(None) => Err((
+            "appointment_id",
+            "the appointment offered does not exist at the desk: offer another alternative \
+             before closing"
+                .into(),
+        )),
+        OfferedAlternative::Appointment(Some("cancelled")) => Err((
+            "appointment_id",
+            "the appointment offered was cancelled since: offer another alternative before \
+             closing"
+                .into(),
+        )),
+        OfferedAlternative::Appointment(Some(_)) => Ok(()),
+        OfferedAlternative::PaperKit { addressed: false } => Err((
+            "kit_sent_to",
+            "the paper kit had no address to be posted to: offer it again with an address".into(),
+        )),
+        OfferedAlternative::PaperKit { addressed: true } => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,7 +282,7 @@ mod tests {
             (Escalated, Close, Err(())),
             (Escalated, Escalate, Err(())),
             (AlternativeOffered, Escalate, Err(())),
-            (AlternativeOffered, OfferAlternative, Err(())),
+            (AlternativeOffered, OfferAlternative, Ok(AlternativeOffered)),
             (Closed, OfferAlternative, Err(())),
             (Closed, Close, Err(())),
         ];
@@ -200,6 +314,85 @@ mod tests {
         assert!(is_overdue(Escalated, d(30), december_1), "still waiting");
         assert!(!is_overdue(AlternativeOffered, d(30), december_1));
         assert!(!is_overdue(Closed, d(30), december_1));
+    }
+
+    #[test]
+    fn offered_appointment_table() {
+        let a = |state, report_id, site_prefecture| OfferedAppointment {
+            state,
+            report_id,
+            site_prefecture,
+        };
+        let table = [
+            (
+                a("booked", "r1", "59"),
+                Ok(()),
+                "booked for this report, here",
+            ),
+            (a("cancelled", "r1", "59"), Err("cancelled"), "cancelled"),
+            (a("attended", "r1", "59"), Err("attended"), "already past"),
+            (a("no_show", "r1", "59"), Err("no_show"), "already past"),
+            (a("booked", "r1", "62"), Err("prefecture 62"), "elsewhere"),
+            (
+                a("booked", "", "59"),
+                Err("not booked for this report"),
+                "ordinary",
+            ),
+            (
+                a("booked", "r2", "59"),
+                Err("not booked for this report"),
+                "another's",
+            ),
+        ];
+        for (appointment, expected, why) in table {
+            let got = check_offered_appointment("r1", "59", appointment);
+            match expected {
+                Ok(()) => assert_eq!(got, Ok(()), "{why}"),
+                Err(word) => assert!(
+                    got.as_ref().is_err_and(|e| e.contains(word)),
+                    "{why}: {got:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn alternative_stands_table() {
+        use OfferedAlternative::*;
+        let table = [
+            (Appointment(Some("booked")), Ok(())),
+            (Appointment(Some("attended")), Ok(())),
+            (Appointment(Some("no_show")), Ok(())),
+            (Appointment(Some("cancelled")), Err("appointment_id")),
+            (Appointment(None), Err("appointment_id")),
+            (PaperKit { addressed: true }, Ok(())),
+            (PaperKit { addressed: false }, Err("kit_sent_to")),
+        ];
+        for (alternative, expected) in table {
+            assert_eq!(
+                check_alternative_stands(alternative).map_err(|(field, _)| field),
+                expected,
+                "{alternative:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn report_for_booking_table() {
+        let table = [
+            (Open, "59", "59", Ok(())),
+            (Escalated, "59", "59", Ok(())),
+            (AlternativeOffered, "59", "59", Ok(())),
+            (Closed, "59", "59", Err("closed")),
+            (Open, "62", "59", Err("prefecture 62")),
+        ];
+        for (state, report, site, expected) in table {
+            let got = check_report_for_booking(state, report, site);
+            match expected {
+                Ok(()) => assert_eq!(got, Ok(()), "{state:?} {report} {site}"),
+                Err(word) => assert!(got.as_ref().is_err_and(|e| e.contains(word)), "{got:?}"),
+            }
+        }
     }
 
     #[test]

@@ -271,8 +271,8 @@ impl Reports {
                 } => {
                     sqlx::query(
                         "UPDATE reports SET state = $2, alternative_kind = $3, \
-                         appointment_id = $4, kit_sent_to = $5, offered_at = $6, offered_by = $7 \
-                         WHERE id = $1",
+                         appointment_id = $4, kit_sent_to = $5, \
+                         offered_at = COALESCE(offered_at, $6), offered_by = $7 WHERE id = $1",
                     )
                     .bind(id)
                     .bind(next.as_str())
@@ -283,9 +283,10 @@ impl Reports {
                     .bind(actor)
                     .execute(&mut *tx)
                     .await?;
-                    match appointment_id {
-                        Some(a) => format!("{kind} {a}"),
-                        None => kind.to_string(),
+                    match (appointment_id, kit_sent_to) {
+                        (Some(a), _) => format!("{kind} {a}"),
+                        (None, Some(to)) => format!("{kind} to {} {}", to.postal_code, to.city),
+                        (None, None) => kind.to_string(),
                     }
                 }
                 StepChange::Close { outcome, note } => {

@@ -1,22 +1,25 @@
 //! Start-up and the gRPC face of the call-centre service.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use guichet_dossier::filing::RawProvenance;
-use guichet_dossier::signalement::{self, ReportStep};
+use guichet_dossier::signalement::{
+    self, OfferedAlternative, OfferedAppointment, ReportState, ReportStep,
+};
 use guichet_dossier::{Channel, Violations};
 use guichet_intake::{ChannelFoundations, Intake, prepare_channel};
 use guichet_kit::clock::SharedClock;
 use guichet_kit::db::Migrations;
 use guichet_kit::grpc::{self, TracedChannel};
 use guichet_kit::metrics::PrefectureLabels;
-use guichet_kit::service::{Running, Shared, StartError};
+use guichet_kit::service::{Listen, Running, Shared, StartError};
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, ErrorKind, Metrics, ServiceError};
 use guichet_proto::v1::call_centre_server::{CallCentre, CallCentreServer};
+use guichet_proto::v1::desk_client::DeskClient;
 use guichet_proto::v1::instruction_reader_client::InstructionReaderClient;
 use guichet_proto::{convert, v1 as pb};
+use prost::Message;
 use tokio::task::JoinSet;
 use tonic::{Request, Response, Status};
 
@@ -30,12 +33,16 @@ pub static MIGRATIONS: Migrations = Migrations {
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 pub const SCHEMA: &str = "intake_ccc";
+/// Longest wait for the desk service to say what an appointment is.
+const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `instruction_url`: where status look-ups are answered.
+/// `instruction_url`: where status look-ups are answered; `desk_url`: where
+/// the appointments offered to reports are checked.
 pub async fn start(
     config: &Config,
-    addr: SocketAddr,
+    listen: impl Into<Listen>,
     instruction_url: &str,
+    desk_url: &str,
     shared: &Shared,
 ) -> Result<Running, StartError> {
     let ChannelFoundations {
@@ -44,13 +51,16 @@ pub async fn start(
         grpc_addr,
         relay,
         intake,
-    } = prepare_channel(config, SCHEMA, &MIGRATIONS, addr, shared, Channel::Ccc).await?;
+    } = prepare_channel(config, SCHEMA, &MIGRATIONS, listen, shared, Channel::Ccc).await?;
     let instruction = grpc::channel(instruction_url)
         .map_err(|e| StartError::Target(instruction_url.to_string(), e.to_string()))?;
+    let desk = grpc::channel(desk_url)
+        .map_err(|e| StartError::Target(desk_url.to_string(), e.to_string()))?;
     let service = CallCentreService {
         intake,
         reports: Reports::new(db.clone()),
         instruction: InstructionReaderClient::new(instruction),
+        desk: DeskClient::new(desk),
         deadline_days: config.report_deadline_days,
     };
     let mut tasks = JoinSet::new();
@@ -82,6 +92,7 @@ struct CallCentreService {
     intake: Intake,
     reports: Reports,
     instruction: InstructionReaderClient<TracedChannel>,
+    desk: DeskClient<TracedChannel>,
     deadline_days: u32,
 }
 
@@ -101,6 +112,93 @@ impl CallCentreService {
             .await
             .map_err(|e| db_error("reading a report", &e))?;
         Ok(reports::to_pb(row, &events, self.clock().today()))
+    }
+
+    async fn report_row(&self, id: &str) -> Result<reports::ReportRow, Status> {
+        self.reports
+            .get(id)
+            .await
+            .map_err(|e| db_error("reading a report", &e))?
+            .ok_or_else(|| Status::from(ServiceError::not_found(format!("no report {id}"))))
+    }
+
+    /// The appointment as the desk service knows it; `None` when it knows
+    /// no such appointment. Unreachable: UNAVAILABLE, never a guess.
+    async fn appointment(&self, id: &str) -> Result<Option<pb::Appointment>, Status> {
+        let mut request = Request::new(pb::GetAppointmentRequest { id: id.to_string() });
+        request.set_timeout(PEER_TIMEOUT);
+        match self.desk.clone().get_appointment(request).await {
+            Ok(a) => Ok(Some(a.into_inner())),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            Err(status) => Err(desk_error(&status)),
+        }
+    }
+
+    /// Refuses to offer an appointment that the desk service does not know,
+    /// that is no longer to come, that is at another prefecture's site, or
+    /// that was not booked for this report.
+    async fn check_offered_appointment(
+        &self,
+        report: &reports::ReportRow,
+        appointment_id: &str,
+    ) -> Result<(), Status> {
+        let Some(a) = self.appointment(appointment_id).await? else {
+            return Err(ServiceError::on_field(
+                ErrorKind::NotFound,
+                "appointment_id",
+                "names no appointment at the desk service",
+            )
+            .into());
+        };
+        let state = pb::AppointmentState::try_from(a.state)
+            .map(appointment_state)
+            .unwrap_or("unknown");
+        signalement::check_offered_appointment(
+            &report.id,
+            &report.prefecture,
+            OfferedAppointment {
+                state,
+                report_id: &a.report_id,
+                site_prefecture: &a.prefecture,
+            },
+        )
+        .map_err(|why| ServiceError::on_field(ErrorKind::WrongState, "appointment_id", why).into())
+    }
+
+    /// Refuses to close a report whose alternative does not stand: its
+    /// appointment gone or cancelled, or a kit with no address.
+    async fn check_alternative_stands(&self, report: &reports::ReportRow) -> Result<(), Status> {
+        if report.state() != ReportState::AlternativeOffered {
+            // Nothing to close on (or closed already): the step says so.
+            return Ok(());
+        }
+        let alternative = match report.alternative_kind.as_deref() {
+            Some("pan_appointment") => {
+                let id = report.appointment_id.as_deref().unwrap_or_default();
+                let a = if id.is_empty() {
+                    None
+                } else {
+                    self.appointment(id).await?
+                };
+                let state = a.as_ref().map(|a| {
+                    pb::AppointmentState::try_from(a.state)
+                        .map(appointment_state)
+                        .unwrap_or("unknown")
+                });
+                OfferedAlternative::Appointment(state)
+            }
+            Some("paper_kit") => OfferedAlternative::PaperKit {
+                addressed: report
+                    .kit_sent_to
+                    .as_deref()
+                    .and_then(|b| pb::PostalAddress::decode(b).ok())
+                    .is_some_and(|a| missing_address_lines(&a).is_empty()),
+            },
+            _ => return Ok(()),
+        };
+        signalement::check_alternative_stands(alternative).map_err(|(field, why)| {
+            ServiceError::on_field(ErrorKind::WrongState, field, why).into()
+        })
     }
 
     /// Refreshes the report figures on `/metrics`.
@@ -163,6 +261,105 @@ impl From<ReportError> for ServiceError {
             }
             ReportError::Db(e) => ServiceError::internal("a report", &e),
         }
+    }
+}
+
+fn appointment_state(s: pb::AppointmentState) -> &'static str {
+    match s {
+        pb::AppointmentState::Booked => "booked",
+        pb::AppointmentState::Cancelled => "cancelled",
+        pb::AppointmentState::Attended => "attended",
+        pb::AppointmentState::NoShow => "no_show",
+        pb::AppointmentState::Unspecified => "unknown",
+    }
+}
+
+/// The desk service said something other than "no such appointment".
+fn desk_error(status: &Status) -> Status {
+    use tonic::Code;
+    match status.code() {
+        // No answer from the service itself (refused, cut, timed out): the
+        // status then carries the transport's error as its source.
+        code if matches!(
+            code,
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+        ) || std::error::Error::source(status).is_some() =>
+        {
+            tracing::warn!(code = ?status.code(), message = status.message(), "the desk service cannot be reached");
+            ServiceError::unavailable(
+                "the desk service cannot be reached to check appointment_id; try again",
+            )
+            .into()
+        }
+        code => {
+            tracing::error!(
+                ?code,
+                message = status.message(),
+                "the desk service refused an appointment look-up"
+            );
+            ServiceError::new(ErrorKind::Internal, "internal error").into()
+        }
+    }
+}
+
+/// The lines a kit's address lacks to be posted.
+fn missing_address_lines(a: &pb::PostalAddress) -> Vec<&'static str> {
+    [
+        ("line1", &a.line1),
+        ("postal_code", &a.postal_code),
+        ("city", &a.city),
+    ]
+    .into_iter()
+    .filter(|(_, v)| v.trim().is_empty())
+    .map(|(k, _)| k)
+    .collect()
+}
+
+fn is_blank(a: &pb::PostalAddress) -> bool {
+    [&a.line1, &a.line2, &a.postal_code, &a.city, &a.country]
+        .iter()
+        .all(|v| v.trim().is_empty())
+}
+
+/// Where a kit goes: the address given with the offer, or else the one the
+/// report holds. Either must be whole, or the field is named.
+fn kit_address(
+    v: &mut Violations,
+    given: Option<pb::PostalAddress>,
+    report: &reports::ReportRow,
+) -> Option<pb::PostalAddress> {
+    match given.filter(|a| !is_blank(a)) {
+        Some(a) => {
+            let missing = missing_address_lines(&a);
+            for line in &missing {
+                v.add(format!("kit_sent_to.{line}"), "is required to post the kit");
+            }
+            missing.is_empty().then(|| trimmed(a))
+        }
+        None => {
+            let on_file = pb::Contact::decode(report.contact.as_slice())
+                .ok()
+                .and_then(|c| c.address)
+                .filter(|a| missing_address_lines(a).is_empty());
+            if on_file.is_none() {
+                v.add(
+                    "kit_sent_to",
+                    "is required: the report holds no full postal address (street, postal code \
+                     and city) to post the kit to",
+                );
+            }
+            on_file.map(trimmed)
+        }
+    }
+}
+
+fn trimmed(a: pb::PostalAddress) -> pb::PostalAddress {
+    pb::PostalAddress {
+        line1: a.line1.trim().to_string(),
+        line2: a.line2.trim().to_string(),
+        postal_code: a.postal_code.trim().to_string(),
+        city: a.city.trim().to_string(),
+        country: a.country.trim().to_string(),
     }
 }
 
@@ -312,28 +509,44 @@ impl CallCentre for CallCentreService {
         let r = request.into_inner();
         let mut v = Violations::default();
         let agent_id = required(&mut v, "agent_id", &r.agent_id);
-        let change = match pb::AlternativeKind::try_from(r.kind) {
+        let kind = pb::AlternativeKind::try_from(r.kind);
+        let appointment_id = match kind {
             Ok(pb::AlternativeKind::PanAppointment) => {
-                let appointment_id = required(&mut v, "appointment_id", &r.appointment_id);
-                StepChange::Offer {
-                    kind: "pan_appointment",
-                    appointment_id: Some(appointment_id),
-                    kit_sent_to: None,
-                }
+                required(&mut v, "appointment_id", &r.appointment_id)
             }
-            Ok(pb::AlternativeKind::PaperKit) => StepChange::Offer {
-                kind: "paper_kit",
-                appointment_id: None,
-                kit_sent_to: r.kit_sent_to,
-            },
+            Ok(pb::AlternativeKind::PaperKit) => String::new(),
             _ => {
                 v.add("kind", "is required: pan_appointment or paper_kit");
-                StepChange::Escalate
+                String::new()
             }
         };
         if !v.is_empty() {
             return Err(ServiceError::invalid(v).into());
         }
+        let report = self.report_row(&r.id).await?;
+        // Said before anything is asked of the desk: a closed report takes
+        // no offer whatever it is.
+        signalement::next_state(report.state(), ReportStep::OfferAlternative)
+            .map_err(|why| Status::from(ServiceError::new(ErrorKind::WrongState, why)))?;
+        let change = if kind == Ok(pb::AlternativeKind::PanAppointment) {
+            self.check_offered_appointment(&report, &appointment_id)
+                .await?;
+            StepChange::Offer {
+                kind: "pan_appointment",
+                appointment_id: Some(appointment_id),
+                kit_sent_to: None,
+            }
+        } else {
+            let address = kit_address(&mut v, r.kit_sent_to, &report);
+            let Some(address) = address.filter(|_| v.is_empty()) else {
+                return Err(ServiceError::invalid(v).into());
+            };
+            StepChange::Offer {
+                kind: "paper_kit",
+                appointment_id: None,
+                kit_sent_to: Some(address),
+            }
+        };
         let row = self
             .reports
             .step(
@@ -368,6 +581,8 @@ impl CallCentre for CallCentreService {
         if !v.is_empty() {
             return Err(ServiceError::invalid(v).into());
         }
+        let report = self.report_row(&r.id).await?;
+        self.check_alternative_stands(&report).await?;
         let row = self
             .reports
             .step(

@@ -44,10 +44,13 @@ pub struct AppointmentRow {
     pub report_id: Option<String>,
     pub state: String,
     pub booked_at: DateTime<Utc>,
+    /// The site's prefecture, as the site stands now.
+    pub prefecture: Option<String>,
 }
 
 const COLUMNS: &str = "id, site_id, starts_at, family_name, given_names, phone, email, route, \
-    booked_by, report_id, state, booked_at";
+    booked_by, report_id, state, booked_at, \
+    (SELECT s.prefecture FROM sites s WHERE s.id = appointments.site_id) AS prefecture";
 
 /// A booking, checked.
 pub struct NewBooking {
@@ -346,6 +349,16 @@ impl Desks {
         Ok(row)
     }
 
+    /// The appointment an earlier booking with this key made, if any: a
+    /// retry is answered with it before anything is checked again.
+    pub async fn booked_with_key(&self, key: &str) -> Result<Option<AppointmentRow>, DeskError> {
+        let sql = format!("SELECT {COLUMNS} FROM appointments WHERE idempotency_key = $1");
+        Ok(on_db!(&self.db, |p| sqlx::query_as(&sql)
+            .bind(key)
+            .fetch_optional(p)
+            .await)?)
+    }
+
     pub async fn move_to(
         &self,
         id: &str,
@@ -548,5 +561,6 @@ pub fn to_pb(a: &AppointmentRow) -> pb::Appointment {
             _ => pb::AppointmentState::Unspecified,
         } as i32,
         booked_at: Some(convert::timestamp_to_pb(a.booked_at)),
+        prefecture: a.prefecture.clone().unwrap_or_default(),
     }
 }

@@ -1,17 +1,18 @@
 //! Start-up and the gRPC face of the desk service.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use guichet_dossier::filing::RawProvenance;
+use guichet_dossier::signalement::{self, ReportState};
 use guichet_dossier::{Channel, Violations};
 use guichet_intake::{ChannelFoundations, Intake, prepare_channel};
 use guichet_kit::db::Migrations;
-use guichet_kit::grpc;
+use guichet_kit::grpc::{self, TracedChannel};
 use guichet_kit::metrics::SiteLabels;
-use guichet_kit::service::{Running, Shared, StartError};
+use guichet_kit::service::{Listen, Running, Shared, StartError};
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, ErrorKind, ServiceError};
+use guichet_proto::v1::call_centre_client::CallCentreClient;
 use guichet_proto::v1::desk_server::{Desk, DeskServer};
 use guichet_proto::{convert, v1 as pb};
 use tokio::task::JoinSet;
@@ -30,10 +31,14 @@ pub const SCHEMA: &str = "intake_pan";
 
 /// How often the desk figures on `/metrics` are refreshed.
 const SAMPLE_EVERY: Duration = Duration::from_secs(60);
+/// Longest wait for the call-centre service to say what a report is.
+const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// `call_centre_url`: where the reports named by bookings are checked.
 pub async fn start(
     config: &Config,
-    addr: SocketAddr,
+    listen: impl Into<Listen>,
+    call_centre_url: &str,
     shared: &Shared,
 ) -> Result<Running, StartError> {
     let ChannelFoundations {
@@ -42,10 +47,13 @@ pub async fn start(
         grpc_addr,
         relay,
         intake,
-    } = prepare_channel(config, SCHEMA, &MIGRATIONS, addr, shared, Channel::Pan).await?;
+    } = prepare_channel(config, SCHEMA, &MIGRATIONS, listen, shared, Channel::Pan).await?;
+    let call_centre = grpc::channel(call_centre_url)
+        .map_err(|e| StartError::Target(call_centre_url.to_string(), e.to_string()))?;
     let service = DeskService {
         intake,
         desks: Desks::new(db.clone()),
+        call_centre: CallCentreClient::new(call_centre),
     };
     let mut tasks = JoinSet::new();
     tasks.spawn(relay.run(shared.shutdown.clone()));
@@ -71,6 +79,74 @@ pub async fn start(
 struct DeskService {
     intake: Intake,
     desks: Desks,
+    call_centre: CallCentreClient<TracedChannel>,
+}
+
+impl DeskService {
+    /// Refuses a booking that names a report unless the call-centre service
+    /// knows that report, it is not closed, and it belongs to the prefecture
+    /// of `site_id`: the places kept for reports go to real reports only.
+    async fn check_report(&self, report_id: &str, site_id: &str) -> Result<(), Status> {
+        let site = self.desks.site(site_id).await.map_err(err)?;
+        let mut request = Request::new(pb::GetReportRequest {
+            id: report_id.to_string(),
+        });
+        request.set_timeout(PEER_TIMEOUT);
+        let report = match self.call_centre.clone().get_report(request).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => return Err(peer_error(&status, "report_id", "report")),
+        };
+        let state = report_state(report.state).ok_or_else(|| {
+            Status::from(ServiceError::new(
+                ErrorKind::Internal,
+                "the call-centre service gave a report without a state",
+            ))
+        })?;
+        signalement::check_report_for_booking(state, &report.prefecture, &site.prefecture)
+            .map_err(|why| ServiceError::on_field(ErrorKind::WrongState, "report_id", why).into())
+    }
+}
+
+fn report_state(state: i32) -> Option<ReportState> {
+    match pb::ReportState::try_from(state).ok()? {
+        pb::ReportState::Open => Some(ReportState::Open),
+        pb::ReportState::Escalated => Some(ReportState::Escalated),
+        pb::ReportState::AlternativeOffered => Some(ReportState::AlternativeOffered),
+        pb::ReportState::Closed => Some(ReportState::Closed),
+        pb::ReportState::Unspecified => None,
+    }
+}
+
+/// What to answer when the peer service, asked about the thing `field`
+/// names, said no or could not be reached: never a booking on a guess.
+fn peer_error(status: &Status, field: &str, what: &str) -> Status {
+    use tonic::Code;
+    match status.code() {
+        Code::NotFound => {
+            ServiceError::on_field(ErrorKind::NotFound, field, format!("names no {what}")).into()
+        }
+        // No answer from the service itself (refused, cut, timed out): the
+        // status then carries the transport's error as its source.
+        code if matches!(
+            code,
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+        ) || std::error::Error::source(status).is_some() =>
+        {
+            tracing::warn!(code = ?status.code(), message = status.message(), "the call-centre service cannot be reached");
+            ServiceError::unavailable(format!(
+                "the call-centre service cannot be reached to check {field}; try again"
+            ))
+            .into()
+        }
+        code => {
+            tracing::error!(
+                ?code,
+                message = status.message(),
+                "the call-centre service refused a report look-up"
+            );
+            ServiceError::new(ErrorKind::Internal, "internal error").into()
+        }
+    }
 }
 
 /// Fill rate, bookings and no-shows per site on `/metrics`.
@@ -230,6 +306,20 @@ impl Desk for DeskService {
         let Some(starts_at) = starts_at.filter(|_| v.is_empty()) else {
             return Err(ServiceError::invalid(v).into());
         };
+        let report_id = Some(r.report_id.trim().to_string()).filter(|s| !s.is_empty());
+        if let Some(report_id) = &report_id {
+            // A retry is answered with what it booked, even if the report
+            // closed since.
+            if let Some(done) = self
+                .desks
+                .booked_with_key(&r.idempotency_key)
+                .await
+                .map_err(err)?
+            {
+                return Ok(Response::new(desks::to_pb(&done)));
+            }
+            self.check_report(report_id, &r.site_id).await?;
+        }
         let row = self
             .desks
             .book(
@@ -240,7 +330,7 @@ impl Desk for DeskService {
                     person,
                     route,
                     booked_by: r.booked_by.trim().to_string(),
-                    report_id: Some(r.report_id).filter(|s| !s.trim().is_empty()),
+                    report_id,
                 },
                 self.intake.clock.now(),
             )

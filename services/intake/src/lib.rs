@@ -47,7 +47,7 @@ pub async fn prepare_channel(
     config: &Config,
     schema: &'static str,
     migrations: &Migrations,
-    addr: std::net::SocketAddr,
+    listen: impl Into<service::Listen>,
     shared: &Shared,
     channel: Channel,
 ) -> Result<ChannelFoundations, StartError> {
@@ -55,7 +55,7 @@ pub async fn prepare_channel(
         db,
         listener,
         grpc_addr,
-    } = service::prepare(config, schema, migrations, addr).await?;
+    } = service::prepare(config, schema, migrations, listen).await?;
     let relay = OutboxRelay::new(db.clone(), shared.bus.clone(), config.outbox_batch)
         .with_metrics(shared.metrics.clone(), schema);
     let intake = Intake {

@@ -115,7 +115,8 @@ pub struct Config {
     )]
     pub intake_pan_addr: std::net::SocketAddr,
 
-    /// Where `serve gateway` finds the call-centre service.
+    /// Where `serve gateway` and `serve intake-pan` (checking the report a
+    /// booking names) find the call-centre service.
     #[arg(
         long,
         env = "GUICHET_INTAKE_CCC_URL",
@@ -123,7 +124,8 @@ pub struct Config {
     )]
     pub intake_ccc_url: String,
 
-    /// Where `serve gateway` finds the desk service.
+    /// Where `serve gateway` and `serve intake-ccc` (checking the appointment
+    /// offered to a report) find the desk service.
     #[arg(
         long,
         env = "GUICHET_INTAKE_PAN_URL",

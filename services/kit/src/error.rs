@@ -92,6 +92,20 @@ impl ServiceError {
         }
     }
 
+    /// `kind`, naming the one field at fault: an id that names nothing
+    /// (`NotFound`) or a thing that cannot be used as it stands (`WrongState`).
+    pub fn on_field(kind: ErrorKind, field: &str, problem: impl Into<String>) -> Self {
+        let problem = problem.into();
+        Self {
+            kind,
+            message: format!("{field}: {problem}"),
+            violations: vec![FieldViolation {
+                field: field.to_string(),
+                problem,
+            }],
+        }
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::NotFound, message)
     }
@@ -204,5 +218,9 @@ mod tests {
         assert_eq!(back.violations.len(), 1);
         assert_eq!(back.violations[0].field, "applicant.birth_date");
         assert_eq!(back.violations[0].problem, "is in the future");
+        let e = ServiceError::on_field(ErrorKind::NotFound, "appointment_id", "names nothing");
+        let back = ServiceError::from_status(&e.to_status());
+        assert_eq!(back.kind, ErrorKind::NotFound);
+        assert_eq!(back.violations[0].field, "appointment_id");
     }
 }

@@ -50,6 +50,26 @@ pub async fn open_bus(config: &Config, name: &str) -> Result<SharedBus, StartErr
     }
 }
 
+/// Where a service takes its gRPC calls: an address to bind now, or a
+/// listener bound already, so that a peer started before it can be told its
+/// address (the call centre and the desk each call the other).
+pub enum Listen {
+    Addr(SocketAddr),
+    Bound(TcpListener),
+}
+
+impl From<SocketAddr> for Listen {
+    fn from(addr: SocketAddr) -> Self {
+        Listen::Addr(addr)
+    }
+}
+
+impl From<TcpListener> for Listen {
+    fn from(listener: TcpListener) -> Self {
+        Listen::Bound(listener)
+    }
+}
+
 /// A service's database and listener, ready to build on.
 pub struct Foundations {
     pub db: Database,
@@ -61,7 +81,7 @@ pub async fn prepare(
     config: &Config,
     schema: &str,
     migrations: &Migrations,
-    addr: SocketAddr,
+    listen: impl Into<Listen>,
 ) -> Result<Foundations, StartError> {
     let db = Database::open(
         config.database_url.as_deref(),
@@ -71,9 +91,18 @@ pub async fn prepare(
         migrations,
     )
     .await?;
-    let (listener, grpc_addr) = grpc::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
+    let (listener, grpc_addr) = match listen.into() {
+        Listen::Addr(addr) => grpc::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?,
+        Listen::Bound(listener) => {
+            let addr = listener.local_addr().map_err(|source| StartError::Bind {
+                addr: ([0, 0, 0, 0], 0).into(),
+                source,
+            })?;
+            (listener, addr)
+        }
+    };
     Ok(Foundations {
         db,
         listener,
