@@ -1,5 +1,7 @@
 //! `guichet`: run the mesh, or one service of it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -7,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use guichet_kit::service::Shared;
 use guichet_kit::shutdown::{Shutdown, cancel_on_signal};
 use guichet_kit::{Config, Metrics, clock, telemetry};
+use tokio::task::JoinSet;
 
 #[derive(Parser)]
 #[command(
@@ -110,7 +113,7 @@ enum TitlesCommand {
     Import { file: std::path::PathBuf },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Service {
     Gateway,
     IntakeWeb,
@@ -124,14 +127,7 @@ enum Service {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let service_name = match &cli.command {
-        Command::Serve { service } => match service {
-            Service::Gateway => "guichet-gateway",
-            Service::IntakeWeb => "guichet-intake-web",
-            Service::IntakeCcc => "guichet-intake-ccc",
-            Service::IntakePan => "guichet-intake-pan",
-            Service::IntakePostal => "guichet-intake-postal",
-            Service::Instruction => "guichet-instruction",
-        },
+        Command::Serve { service } => row_of(*service).log_name,
         _ => "guichet",
     };
     let _telemetry = match cli.command {
@@ -148,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
     let clock = clock::system();
     let started = Instant::now();
     let metrics = Metrics::new();
-    let mut tasks = match cli.command {
+    let supervised = match cli.command {
         Command::Up => {
             let shared = Shared {
                 bus: guichet_kit::service::open_bus(&config, "guichet").await?,
@@ -210,122 +206,159 @@ async fn main() -> anyhow::Result<()> {
             return import_titles(&config, &file, clock.as_ref()).await;
         }
         Command::Dlq { command } => return dead_letters(&config, command).await,
-        Command::Serve { service } => match service {
-            Service::Gateway => {
-                let targets = guichet_gateway::Targets {
-                    intake_web: config.intake_web_url.clone(),
-                    instruction: config.instruction_url.clone(),
-                    intake_ccc: config.intake_ccc_url.clone(),
-                    intake_pan: config.intake_pan_url.clone(),
-                    intake_postal: config.intake_postal_url.clone(),
-                };
-                guichet_gateway::start(
-                    &config,
-                    config.http_addr,
-                    targets,
-                    clock,
-                    metrics,
-                    shutdown.clone(),
-                )
-                .await
-                .context("starting the gateway")?
-                .tasks
-            }
-            Service::IntakeWeb => {
-                let shared = Shared {
-                    bus: shared_broker(&config, "intake-web").await?,
-                    clock,
-                    shutdown: shutdown.clone(),
-                    metrics,
-                };
-                let mut tasks = guichet_intake_web::start(&config, config.intake_web_addr, &shared)
-                    .await
-                    .context("starting the online intake service")?
-                    .tasks;
-                serve_metrics(&config, &shared, ([127, 0, 0, 1], 9161).into(), &mut tasks).await?;
-                tasks
-            }
-            Service::IntakeCcc => {
-                let shared = Shared {
-                    bus: shared_broker(&config, "intake-ccc").await?,
-                    clock,
-                    shutdown: shutdown.clone(),
-                    metrics,
-                };
-                let mut tasks = guichet_intake_ccc::start(
-                    &config,
-                    config.intake_ccc_addr,
-                    &config.instruction_url,
-                    &config.intake_pan_url,
-                    &shared,
-                )
-                .await
-                .context("starting the call-centre service")?
-                .tasks;
-                serve_metrics(&config, &shared, ([127, 0, 0, 1], 9163).into(), &mut tasks).await?;
-                tasks
-            }
-            Service::IntakePan => {
-                let shared = Shared {
-                    bus: shared_broker(&config, "intake-pan").await?,
-                    clock,
-                    shutdown: shutdown.clone(),
-                    metrics,
-                };
-                let mut tasks = guichet_intake_pan::start(
-                    &config,
-                    config.intake_pan_addr,
-                    &config.intake_ccc_url,
-                    &shared,
-                )
-                .await
-                .context("starting the desk service")?
-                .tasks;
-                serve_metrics(&config, &shared, ([127, 0, 0, 1], 9164).into(), &mut tasks).await?;
-                tasks
-            }
-            Service::IntakePostal => {
-                let shared = Shared {
-                    bus: shared_broker(&config, "intake-postal").await?,
-                    clock,
-                    shutdown: shutdown.clone(),
-                    metrics,
-                };
-                let mut tasks =
-                    guichet_intake_postal::start(&config, config.intake_postal_addr, &shared)
-                        .await
-                        .context("starting the postal service")?
-                        .tasks;
-                serve_metrics(&config, &shared, ([127, 0, 0, 1], 9165).into(), &mut tasks).await?;
-                tasks
-            }
-            Service::Instruction => {
-                let shared = Shared {
-                    bus: shared_broker(&config, "instruction").await?,
-                    clock,
-                    shutdown: shutdown.clone(),
-                    metrics,
-                };
-                let mut tasks =
-                    guichet_instruction::start(&config, config.instruction_addr, &shared)
-                        .await
-                        .context("starting the instruction service")?
-                        .tasks;
-                serve_metrics(&config, &shared, ([127, 0, 0, 1], 9162).into(), &mut tasks).await?;
-                tasks
-            }
-        },
+        Command::Serve { service } => {
+            serve_alone(row_of(service), &config, clock, metrics, &shutdown).await?
+        }
     };
-    shutdown.cancelled().await;
-    // Drain in-flight work, but not forever.
-    let grace = config.shutdown_grace();
-    if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+    // Until a signal, or until a service fails: then the process exits
+    // non-zero, for its supervisor to start it again.
+    guichet_kit::service::wait_supervised(supervised, shutdown, config.shutdown_grace())
         .await
-        .is_err()
-    {
-        tracing::warn!(?grace, "shutdown grace period over, stopping anyway");
-    }
+        .context("a service stopped")?;
     Ok(())
+}
+
+type StartFuture<'a> = Pin<
+    Box<
+        dyn Future<Output = Result<guichet_kit::service::Running, guichet_kit::service::StartError>>
+            + Send
+            + 'a,
+    >,
+>;
+
+/// One service of `guichet serve`: how it is named, where its `/metrics`
+/// listens by default (`GUICHET_METRICS_ADDR` overrides it), and how it
+/// starts alone.
+struct ServiceRow {
+    service: Service,
+    /// Its name in the supervisor's messages.
+    name: &'static str,
+    /// Its name in logs and traces.
+    log_name: &'static str,
+    metrics_port: u16,
+    /// `None` for the gateway, which has no bus and starts differently.
+    start: Option<for<'a> fn(&'a Config, &'a Shared) -> StartFuture<'a>>,
+}
+
+const SERVICES: [ServiceRow; 6] = [
+    ServiceRow {
+        service: Service::Gateway,
+        name: "gateway",
+        log_name: "guichet-gateway",
+        metrics_port: 0,
+        start: None,
+    },
+    ServiceRow {
+        service: Service::IntakeWeb,
+        name: "intake-web",
+        log_name: "guichet-intake-web",
+        metrics_port: 9161,
+        start: Some(|c, s| Box::pin(guichet_intake_web::start(c, c.intake_web_addr, s))),
+    },
+    ServiceRow {
+        service: Service::Instruction,
+        name: "instruction",
+        log_name: "guichet-instruction",
+        metrics_port: 9162,
+        start: Some(|c, s| Box::pin(guichet_instruction::start(c, c.instruction_addr, s))),
+    },
+    ServiceRow {
+        service: Service::IntakeCcc,
+        name: "intake-ccc",
+        log_name: "guichet-intake-ccc",
+        metrics_port: 9163,
+        start: Some(|c, s| {
+            Box::pin(guichet_intake_ccc::start(
+                c,
+                c.intake_ccc_addr,
+                &c.instruction_url,
+                &c.intake_pan_url,
+                s,
+            ))
+        }),
+    },
+    ServiceRow {
+        service: Service::IntakePan,
+        name: "intake-pan",
+        log_name: "guichet-intake-pan",
+        metrics_port: 9164,
+        start: Some(|c, s| {
+            Box::pin(guichet_intake_pan::start(
+                c,
+                c.intake_pan_addr,
+                &c.intake_ccc_url,
+                s,
+            ))
+        }),
+    },
+    ServiceRow {
+        service: Service::IntakePostal,
+        name: "intake-postal",
+        log_name: "guichet-intake-postal",
+        metrics_port: 9165,
+        start: Some(|c, s| Box::pin(guichet_intake_postal::start(c, c.intake_postal_addr, s))),
+    },
+];
+
+fn row_of(service: Service) -> &'static ServiceRow {
+    SERVICES
+        .iter()
+        .find(|r| r.service == service)
+        .unwrap_or(&SERVICES[0])
+}
+
+/// `guichet serve <service>`: the service alone, on its own shutdown token
+/// (a child of the process's) so its supervisor can stop it, with
+/// `/metrics` on its own address.
+async fn serve_alone(
+    row: &'static ServiceRow,
+    config: &Config,
+    clock: guichet_kit::clock::SharedClock,
+    metrics: Metrics,
+    shutdown: &Shutdown,
+) -> anyhow::Result<JoinSet<Result<(), guichet_kit::service::TaskEnded>>> {
+    let stop = shutdown.child_token();
+    let mut supervised = JoinSet::new();
+    let Some(start) = row.start else {
+        let targets = guichet_gateway::Targets {
+            intake_web: config.intake_web_url.clone(),
+            instruction: config.instruction_url.clone(),
+            intake_ccc: config.intake_ccc_url.clone(),
+            intake_pan: config.intake_pan_url.clone(),
+            intake_postal: config.intake_postal_url.clone(),
+        };
+        let gateway = guichet_gateway::start(
+            config,
+            config.http_addr,
+            targets,
+            clock,
+            metrics,
+            stop.clone(),
+        )
+        .await
+        .context("starting the gateway")?;
+        supervised.spawn(guichet_kit::service::supervise(
+            row.name,
+            gateway.tasks,
+            None,
+            stop,
+            shutdown.clone(),
+        ));
+        return Ok(supervised);
+    };
+    let shared = Shared {
+        bus: shared_broker(config, row.name).await?,
+        clock,
+        shutdown: stop.clone(),
+        metrics,
+    };
+    let mut running = start(config, &shared)
+        .await
+        .with_context(|| format!("starting {}", row.name))?;
+    let default = std::net::SocketAddr::from(([127, 0, 0, 1], row.metrics_port));
+    serve_metrics(config, &shared, default, &mut running.tasks).await?;
+    supervised.spawn(running.supervise(row.name, stop, shutdown.clone()));
+    Ok(supervised)
 }
 
 /// A service run alone answers `/metrics` on its own address.
@@ -333,18 +366,17 @@ async fn serve_metrics(
     config: &Config,
     shared: &Shared,
     default: std::net::SocketAddr,
-    tasks: &mut tokio::task::JoinSet<()>,
+    tasks: &mut guichet_kit::service::Tasks,
 ) -> anyhow::Result<()> {
     let addr = config.metrics_addr.unwrap_or(default);
     let (listener, bound) = guichet_kit::grpc::bind(addr)
         .await
         .with_context(|| format!("cannot listen for /metrics on {addr}"))?;
     tracing::info!(%bound, "metrics at /metrics");
-    tasks.spawn(guichet_kit::metrics::serve(
-        shared.metrics.clone(),
-        listener,
-        shared.shutdown.clone(),
-    ));
+    tasks.spawn(
+        "metrics",
+        guichet_kit::metrics::serve(shared.metrics.clone(), listener, shared.shutdown.clone()),
+    );
     Ok(())
 }
 

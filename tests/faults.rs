@@ -24,7 +24,6 @@ use guichet_kit::bus::{AmqpBus, SharedBus};
 use guichet_kit::db::Database;
 use guichet_kit::shutdown::Shutdown;
 use serde_json::Value;
-use tokio::task::JoinSet;
 
 /// Generous: these bound a hang, they do not measure speed.
 const DRAIN: Duration = Duration::from_secs(240);
@@ -37,7 +36,7 @@ struct Services {
     base: String,
     http: reqwest::Client,
     shutdown: Shutdown,
-    tasks: Vec<JoinSet<()>>,
+    tasks: Vec<guichet_kit::service::Tasks>,
 }
 
 impl Services {
@@ -91,7 +90,7 @@ impl Services {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(15), async {
             for set in &mut self.tasks {
-                while set.join_next().await.is_some() {}
+                set.join_all().await;
             }
         })
         .await;

@@ -19,7 +19,6 @@ use guichet_proto::v1::instruction_desk_client::InstructionDeskClient;
 use guichet_proto::v1::instruction_reader_client::InstructionReaderClient;
 use guichet_proto::v1::online_intake_client::OnlineIntakeClient;
 use guichet_proto::v1::postal_client::PostalClient;
-use tokio::task::JoinSet;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -218,7 +217,7 @@ async fn not_found(request: axum::extract::Request) -> Response {
 
 pub struct Running {
     pub http_addr: SocketAddr,
-    pub tasks: JoinSet<()>,
+    pub tasks: guichet_kit::service::Tasks,
 }
 
 /// Binds `addr` (port 0 picks one) and serves until `shutdown`.
@@ -263,8 +262,8 @@ pub async fn start(
         .map_err(|source| StartError::Bind { addr, source })?;
     let health = grpc_proxy::GatewayHealth::server(state.clone(), shutdown.clone());
     let app = router(state, config.request_timeout(), health);
-    let mut tasks = JoinSet::new();
-    tasks.spawn(async move {
+    let mut tasks = guichet_kit::service::Tasks::new();
+    tasks.spawn("http", async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;

@@ -9,12 +9,11 @@ use guichet_kit::bus::{INSTRUCTION_QUEUE, consume_batches};
 use guichet_kit::clock::SharedClock;
 use guichet_kit::db::Migrations;
 use guichet_kit::outbox::OutboxRelay;
-use guichet_kit::service::{self, Foundations, Running, Shared, StartError};
+use guichet_kit::service::{self, Foundations, Running, Shared, StartError, Tasks};
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, grpc};
 use guichet_proto::v1::instruction_desk_server::InstructionDeskServer;
 use guichet_proto::v1::instruction_reader_server::InstructionReaderServer;
-use tokio::task::JoinSet;
 
 use crate::api::Api;
 use crate::consumer::Consumer;
@@ -66,8 +65,8 @@ pub async fn start(
         min_sample: config.equity_min_sample,
     };
     let wake = relay.waker();
-    let mut tasks = JoinSet::new();
-    tasks.spawn(relay.run(shutdown.clone()));
+    let mut tasks = Tasks::new();
+    tasks.spawn("outbox relay", relay.run(shutdown.clone()));
 
     let consumer = Arc::new(Consumer {
         store: store.clone(),
@@ -79,15 +78,18 @@ pub async fn start(
     });
     let prefetch = config.consumer_prefetch;
     let consume_shutdown = shutdown.clone();
-    tasks.spawn(observe_forever(
-        store.clone(),
-        bus.clone(),
-        clock.clone(),
-        metrics.clone(),
-        equity,
-        shutdown.clone(),
-    ));
-    tasks.spawn(async move {
+    tasks.spawn(
+        "figures",
+        observe_forever(
+            store.clone(),
+            bus.clone(),
+            clock.clone(),
+            metrics.clone(),
+            equity,
+            shutdown.clone(),
+        ),
+    );
+    tasks.spawn("consumer", async move {
         consume_batches(
             bus,
             INSTRUCTION_QUEUE,
@@ -103,14 +105,17 @@ pub async fn start(
         .await;
     });
 
-    tasks.spawn(sweep_forever(
-        store.clone(),
-        clock.clone(),
-        wake.clone(),
-        config.alert_offsets_days.clone(),
-        Duration::from_secs(config.sweep_interval_s.max(1)),
-        shutdown.clone(),
-    ));
+    tasks.spawn(
+        "sweep",
+        sweep_forever(
+            store.clone(),
+            clock.clone(),
+            wake.clone(),
+            config.alert_offsets_days.clone(),
+            Duration::from_secs(config.sweep_interval_s.max(1)),
+            shutdown.clone(),
+        ),
+    );
 
     let api = Api {
         store,
@@ -120,7 +125,7 @@ pub async fn start(
     };
     let routes = tonic::service::Routes::new(InstructionReaderServer::new(api.clone()))
         .add_service(InstructionDeskServer::new(api));
-    grpc::spawn_server(
+    let health = grpc::spawn_server(
         &mut tasks,
         listener,
         routes,
@@ -133,6 +138,7 @@ pub async fn start(
         grpc_addr,
         db,
         tasks,
+        health,
     })
 }
 

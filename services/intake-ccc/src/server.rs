@@ -12,7 +12,7 @@ use guichet_kit::clock::SharedClock;
 use guichet_kit::db::Migrations;
 use guichet_kit::grpc::{self, TracedChannel};
 use guichet_kit::metrics::PrefectureLabels;
-use guichet_kit::service::{Listen, Running, Shared, StartError};
+use guichet_kit::service::{Listen, Running, Shared, StartError, Tasks};
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, ErrorKind, Metrics, ServiceError};
 use guichet_proto::v1::call_centre_server::{CallCentre, CallCentreServer};
@@ -20,7 +20,6 @@ use guichet_proto::v1::desk_client::DeskClient;
 use guichet_proto::v1::instruction_reader_client::InstructionReaderClient;
 use guichet_proto::{convert, v1 as pb};
 use prost::Message;
-use tokio::task::JoinSet;
 use tonic::{Request, Response, Status};
 
 use crate::reports::{self, NewReport, ReportError, Reports, StepChange};
@@ -63,15 +62,18 @@ pub async fn start(
         desk: DeskClient::new(desk),
         deadline_days: config.report_deadline_days,
     };
-    let mut tasks = JoinSet::new();
-    tasks.spawn(watch_deadlines(
-        service.clone(),
-        Duration::from_secs(config.sweep_interval_s.max(1)),
-        shared.shutdown.clone(),
-    ));
-    tasks.spawn(relay.run(shared.shutdown.clone()));
+    let mut tasks = Tasks::new();
+    tasks.spawn(
+        "report deadlines",
+        watch_deadlines(
+            service.clone(),
+            Duration::from_secs(config.sweep_interval_s.max(1)),
+            shared.shutdown.clone(),
+        ),
+    );
+    tasks.spawn("outbox relay", relay.run(shared.shutdown.clone()));
     let routes = tonic::service::Routes::new(CallCentreServer::new(service));
-    grpc::spawn_server(
+    let health = grpc::spawn_server(
         &mut tasks,
         listener,
         routes,
@@ -84,6 +86,7 @@ pub async fn start(
         grpc_addr,
         db,
         tasks,
+        health,
     })
 }
 

@@ -9,13 +9,12 @@ use guichet_intake::{ChannelFoundations, Intake, prepare_channel};
 use guichet_kit::db::Migrations;
 use guichet_kit::grpc::{self, TracedChannel};
 use guichet_kit::metrics::SiteLabels;
-use guichet_kit::service::{Listen, Running, Shared, StartError};
+use guichet_kit::service::{Listen, Running, Shared, StartError, Tasks};
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, ErrorKind, ServiceError};
 use guichet_proto::v1::call_centre_client::CallCentreClient;
 use guichet_proto::v1::desk_server::{Desk, DeskServer};
 use guichet_proto::{convert, v1 as pb};
-use tokio::task::JoinSet;
 use tonic::{Request, Response, Status};
 
 use crate::desks::{self, DeskError, Desks, NewBooking};
@@ -55,11 +54,14 @@ pub async fn start(
         desks: Desks::new(db.clone()),
         call_centre: CallCentreClient::new(call_centre),
     };
-    let mut tasks = JoinSet::new();
-    tasks.spawn(relay.run(shared.shutdown.clone()));
-    tasks.spawn(sample_forever(service.clone(), shared.shutdown.clone()));
+    let mut tasks = Tasks::new();
+    tasks.spawn("outbox relay", relay.run(shared.shutdown.clone()));
+    tasks.spawn(
+        "figures",
+        sample_forever(service.clone(), shared.shutdown.clone()),
+    );
     let routes = tonic::service::Routes::new(DeskServer::new(service));
-    grpc::spawn_server(
+    let health = grpc::spawn_server(
         &mut tasks,
         listener,
         routes,
@@ -72,6 +74,7 @@ pub async fn start(
         grpc_addr,
         db,
         tasks,
+        health,
     })
 }
 

@@ -20,7 +20,7 @@ use guichet_kit::bus::{POSTAL_LETTERS_QUEUE, consume_batches};
 use guichet_kit::db::Migrations;
 use guichet_kit::grpc;
 use guichet_kit::metrics::StateLabels;
-use guichet_kit::service::{Running, Shared, StartError};
+use guichet_kit::service::{Running, Shared, StartError, Tasks};
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, ErrorKind, ServiceError};
 use guichet_proto::convert;
@@ -29,7 +29,6 @@ use guichet_proto::v1::postal_server::{Postal, PostalServer};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
-use tokio::task::JoinSet;
 use tonic::{Request, Response, Status};
 
 use crate::documents::Documents;
@@ -105,14 +104,17 @@ pub async fn start(
         wake,
         postmark_max_age_days: config.postmark_max_age_days,
     };
-    let mut tasks = JoinSet::new();
-    tasks.spawn(relay.run(shared.shutdown.clone()));
-    tasks.spawn(reader.run(shared.shutdown.clone()));
-    tasks.spawn(sample_forever(service.clone(), shared.shutdown.clone()));
+    let mut tasks = Tasks::new();
+    tasks.spawn("outbox relay", relay.run(shared.shutdown.clone()));
+    tasks.spawn("batch reader", reader.run(shared.shutdown.clone()));
+    tasks.spawn(
+        "figures",
+        sample_forever(service.clone(), shared.shutdown.clone()),
+    );
     let bus = shared.bus.clone();
     let consume_shutdown = shared.shutdown.clone();
     let prefetch = config.consumer_prefetch.min(64);
-    tasks.spawn(async move {
+    tasks.spawn("consumer", async move {
         consume_batches(
             bus,
             POSTAL_LETTERS_QUEUE,
@@ -135,7 +137,7 @@ pub async fn start(
         .max_decoding_message_size(MAX_UPLOAD_BYTES)
         .max_encoding_message_size(MAX_UPLOAD_BYTES);
     let routes = tonic::service::Routes::new(server);
-    grpc::spawn_server(
+    let health = grpc::spawn_server(
         &mut tasks,
         listener,
         routes,
@@ -148,6 +150,7 @@ pub async fn start(
         grpc_addr,
         db,
         tasks,
+        health,
     })
 }
 

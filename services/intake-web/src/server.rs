@@ -5,12 +5,11 @@ use std::net::SocketAddr;
 use guichet_dossier::Channel;
 use guichet_dossier::filing::RawProvenance;
 use guichet_intake::{ChannelFoundations, Intake, MIGRATIONS, prepare_channel};
-use guichet_kit::service::{Running, Shared, StartError};
+use guichet_kit::service::{Running, Shared, StartError, Tasks};
 use guichet_kit::{Config, ServiceError, grpc};
 use guichet_proto::convert;
 use guichet_proto::v1 as pb;
 use guichet_proto::v1::online_intake_server::{OnlineIntake, OnlineIntakeServer};
-use tokio::task::JoinSet;
 
 pub const SCHEMA: &str = "intake_web";
 
@@ -27,10 +26,10 @@ pub async fn start(
         intake,
     } = prepare_channel(config, SCHEMA, &MIGRATIONS, addr, shared, Channel::Web).await?;
     let service = IntakeService { intake };
-    let mut tasks = JoinSet::new();
-    tasks.spawn(relay.run(shared.shutdown.clone()));
+    let mut tasks = Tasks::new();
+    tasks.spawn("outbox relay", relay.run(shared.shutdown.clone()));
     let routes = tonic::service::Routes::new(OnlineIntakeServer::new(service));
-    grpc::spawn_server(
+    let health = grpc::spawn_server(
         &mut tasks,
         listener,
         routes,
@@ -43,6 +42,7 @@ pub async fn start(
         grpc_addr,
         db,
         tasks,
+        health,
     })
 }
 

@@ -177,10 +177,14 @@ pub async fn serve(
         .await
 }
 
-/// A health service that reports `service_name` as serving.
+/// A health service that reports `service_name` as serving, and the handle
+/// that can say otherwise.
 pub async fn health(
-    service_name: &str,
-) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+    service_name: &'static str,
+) -> (
+    crate::service::Health,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
     let (reporter, service) = tonic_health::server::health_reporter();
     reporter
         .set_service_status(service_name, tonic_health::ServingStatus::Serving)
@@ -188,27 +192,33 @@ pub async fn health(
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
-    service
+    (
+        crate::service::Health::new(reporter, vec![service_name]),
+        service,
+    )
 }
 
 /// Serves `routes`, with the standard health (reporting `service_name` as
-/// serving) and reflection services, as one more task of a service.
+/// serving) and reflection services, as the task `grpc` of a service.
+/// Returns the service's health, for its supervisor to turn off.
 pub async fn spawn_server(
-    tasks: &mut tokio::task::JoinSet<()>,
+    tasks: &mut crate::service::Tasks,
     listener: TcpListener,
     routes: tonic::service::Routes,
     service_name: &'static str,
     shutdown: crate::shutdown::Shutdown,
-) {
+) -> crate::service::Health {
+    let (health, health_service) = health(service_name).await;
     let routes = routes
-        .add_service(health(service_name).await)
+        .add_service(health_service)
         .add_service(reflection())
         .add_service(reflection_v1alpha());
-    tasks.spawn(async move {
+    tasks.spawn("grpc", async move {
         if let Err(e) = serve(listener, routes, shutdown).await {
             tracing::error!(error = %e, service = service_name, "gRPC server stopped");
         }
     });
+    health
 }
 
 /// A refusal (not found, invalid argument, wrong state) is the service doing

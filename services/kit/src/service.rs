@@ -6,8 +6,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinError, JoinSet};
+
+use crate::shutdown::Shutdown;
 
 use crate::bus::{AmqpBus, LocalBus, SharedBus};
 use crate::db::{Database, DbError, Migrations};
@@ -120,9 +126,228 @@ pub struct Shared {
     pub metrics: crate::Metrics,
 }
 
-/// A started service: its real gRPC address, its database, and its tasks.
+/// A started service: its real gRPC address, its database, its tasks and
+/// the health it reports.
 pub struct Running {
     pub grpc_addr: SocketAddr,
     pub db: Database,
-    pub tasks: JoinSet<()>,
+    pub tasks: Tasks,
+    pub health: Health,
+}
+
+/// A service's tasks, each with a name: the supervisor says which one
+/// stopped, and an operator (or a test) can stop one by name.
+#[derive(Default)]
+pub struct Tasks {
+    set: JoinSet<()>,
+    names: HashMap<tokio::task::Id, &'static str>,
+    handles: Vec<(&'static str, AbortHandle)>,
+}
+
+impl Tasks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn spawn<F>(&mut self, name: &'static str, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let handle = self.set.spawn(task);
+        self.names.insert(handle.id(), name);
+        self.handles.push((name, handle));
+    }
+
+    /// Aborts the tasks called `name`; whether there were any.
+    pub fn abort(&self, name: &str) -> bool {
+        let mut found = false;
+        for (n, h) in &self.handles {
+            if *n == name {
+                h.abort();
+                found = true;
+            }
+        }
+        found
+    }
+
+    /// Every task's name and abort handle, for whoever must be able to stop
+    /// one after the tasks are handed to `supervise`.
+    pub fn abort_handles(&self) -> impl Iterator<Item = (&'static str, AbortHandle)> + '_ {
+        self.handles.iter().map(|(n, h)| (*n, h.clone()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    /// The next task to finish: its name, and whether it returned or
+    /// panicked (or was aborted).
+    pub async fn join_next(&mut self) -> Option<(&'static str, Result<(), JoinError>)> {
+        let (id, result) = match self.set.join_next_with_id().await? {
+            Ok((id, ())) => (id, Ok(())),
+            Err(e) => (e.id(), Err(e)),
+        };
+        Some((self.names.get(&id).copied().unwrap_or("unnamed"), result))
+    }
+
+    /// Waits for every task to finish.
+    pub async fn join_all(&mut self) {
+        while self.join_next().await.is_some() {}
+    }
+}
+
+/// What a service tells the gRPC health protocol (and through it, the
+/// gateway's `/readyz`): serving until one of its tasks stops.
+#[derive(Clone)]
+pub struct Health {
+    reporter: tonic_health::server::HealthReporter,
+    services: Vec<&'static str>,
+}
+
+impl Health {
+    pub fn new(
+        reporter: tonic_health::server::HealthReporter,
+        services: Vec<&'static str>,
+    ) -> Self {
+        Self { reporter, services }
+    }
+
+    /// Every service name this process answers for, and the overall "",
+    /// turns NOT_SERVING.
+    pub async fn set_not_serving(&self) {
+        for name in self.services.iter().copied().chain([""]) {
+            self.reporter
+                .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+    }
+}
+
+/// A service that stopped before it was asked to.
+#[derive(Debug, thiserror::Error)]
+#[error("{service}: task {task} {how} before shutdown")]
+pub struct TaskEnded {
+    pub service: &'static str,
+    pub task: &'static str,
+    pub how: &'static str,
+}
+
+/// Waits for a process's supervised services: until `shutdown` (then for
+/// them to drain, at most `grace`), or until one fails (it stops the process
+/// itself). Returns the first failure, for the process to exit non-zero.
+pub async fn wait_supervised(
+    mut services: JoinSet<Result<(), TaskEnded>>,
+    shutdown: Shutdown,
+    grace: Duration,
+) -> Result<(), TaskEnded> {
+    let mut failure = None;
+    let mut note = |outcome: Option<Result<Result<(), TaskEnded>, JoinError>>| match outcome {
+        Some(Ok(Err(e))) => {
+            failure.get_or_insert(e);
+        }
+        Some(Err(e)) => {
+            failure.get_or_insert(TaskEnded {
+                service: "guichet",
+                task: "supervisor",
+                how: if e.is_panic() {
+                    "panicked"
+                } else {
+                    "was aborted"
+                },
+            });
+        }
+        _ => {}
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            next = services.join_next() => {
+                if next.is_none() {
+                    break;
+                }
+                note(next);
+            }
+        }
+    }
+    let drained = tokio::time::timeout(grace, async {
+        while let Some(next) = services.join_next().await {
+            note(Some(next));
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(?grace, "shutdown grace period over, stopping anyway");
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// How long a failed service reports itself not ready before the process
+/// stops: long enough for `/readyz` and health checks to see it.
+pub const UNREADY_BEFORE_EXIT: Duration = Duration::from_secs(1);
+
+impl Running {
+    /// `supervise`, for this service's tasks and health.
+    pub async fn supervise(
+        self,
+        service: &'static str,
+        service_stop: Shutdown,
+        shutdown: Shutdown,
+    ) -> Result<(), TaskEnded> {
+        supervise(
+            service,
+            self.tasks,
+            Some(self.health),
+            service_stop,
+            shutdown,
+        )
+        .await
+    }
+}
+
+/// Watches a service's tasks until `shutdown`. A task that ends (or panics)
+/// before then is a failure: the service turns NOT_SERVING and stops taking
+/// work (`service_stop`, its own shutdown, is cancelled); after
+/// `UNREADY_BEFORE_EXIT` the whole process is asked to stop (`shutdown`),
+/// and the error names the task, so the process exits non-zero and its
+/// supervisor (systemd, Kubernetes, compose) starts it again. Returns once
+/// every task has finished.
+pub async fn supervise(
+    service: &'static str,
+    mut tasks: Tasks,
+    health: Option<Health>,
+    service_stop: Shutdown,
+    shutdown: Shutdown,
+) -> Result<(), TaskEnded> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                tasks.join_all().await;
+                return Ok(());
+            }
+            next = tasks.join_next() => {
+                let Some((task, result)) = next else {
+                    // Nothing left to watch: wait for the end.
+                    shutdown.cancelled().await;
+                    return Ok(());
+                };
+                if shutdown.is_cancelled() || service_stop.is_cancelled() {
+                    continue;
+                }
+                let how = match &result {
+                    Ok(()) => "ended",
+                    Err(e) if e.is_panic() => "panicked",
+                    Err(_) => "was aborted",
+                };
+                tracing::error!(service, task, how, "a task stopped before shutdown: the service stops taking work");
+                if let Some(health) = &health {
+                    health.set_not_serving().await;
+                }
+                service_stop.cancel();
+                tokio::time::sleep(UNREADY_BEFORE_EXIT).await;
+                shutdown.cancel();
+                tasks.join_all().await;
+                return Err(TaskEnded { service, task, how });
+            }
+        }
+    }
 }
