@@ -13,9 +13,7 @@ use guichet_dossier::{Reference, Violations};
 use guichet_proto::{convert, v1 as pb};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{
-    DossierView, channel_text, date_text, dossier_view, enum_text, time_text,
-};
+use crate::api::{DossierView, channel_text, date_text, dossier_view, enum_text, time_text};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParam, QueryParams};
 use crate::server::AppState;

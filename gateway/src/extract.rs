@@ -260,13 +260,15 @@ mod tests {
     fn a_nul_anywhere_in_json_is_named_before_the_shape_is_checked() {
         for (body, field) in [
             (r#"{"site_id": "59\u0000"}"#, "site_id"),
-            (r#"{"person": {"family_name": "a\u0000"}}"#, "person.family_name"),
+            (
+                r#"{"person": {"family_name": "a\u0000"}}"#,
+                "person.family_name",
+            ),
             (r#"{"kinds": ["x", "\u0000"]}"#, "kinds[1]"),
             (r#"{"a\u0000": 1}"#, "body"),
             (r#""\u0000""#, "body"),
         ] {
-            let e = parse_json::<Booking>(&json_headers(), body.as_bytes())
-                .expect_err("refused");
+            let e = parse_json::<Booking>(&json_headers(), body.as_bytes()).expect_err("refused");
             let (status, text) = fields(e);
             assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
             assert!(

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::State;
+use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use guichet_proto::v1 as pb;
@@ -103,8 +103,13 @@ pub async fn upload(
     State(state): State<AppState>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<UploadJson>), ApiError> {
-    let mut multipart =
-        multipart.map_err(|e| ApiError::new(e.status(), Some("content-type"), e.body_text()))?;
+    let mut multipart = multipart.map_err(|e| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Some("content-type"),
+            format!("send the batch as multipart/form-data with its boundary ({e})"),
+        )
+    })?;
     let mut request = pb::UploadBatchRequest::default();
     let bad = |field: &str, e: axum::extract::multipart::MultipartError| {
         ApiError::new(e.status(), Some(field), e.body_text())
@@ -125,10 +130,9 @@ pub async fn upload(
             }
             ("station_id" | "reception_date" | "postmark_date" | "idempotency_key", None) => {
                 let text = part.text().await.map_err(|e| bad(&name, e))?;
-                if let Some(problem) = guichet_dossier::text::problem(
-                    &text,
-                    guichet_dossier::text::kind_of(&name),
-                ) {
+                if let Some(problem) =
+                    guichet_dossier::text::problem(&text, guichet_dossier::text::kind_of(&name))
+                {
                     return Err(ApiError::new(StatusCode::BAD_REQUEST, Some(&name), problem));
                 }
                 match name.as_str() {

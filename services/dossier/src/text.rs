@@ -255,7 +255,11 @@ mod tests {
             ("a\nb", Kind::Name, Some("contains control characters")),
             ("a\tb", Kind::Token, Some("contains control characters")),
             ("line one\nline two\tend\r\n", Kind::Prose, None),
-            ("a\u{1b}[31m", Kind::Prose, Some("contains control characters")),
+            (
+                "a\u{1b}[31m",
+                Kind::Prose,
+                Some("contains control characters"),
+            ),
             (
                 "Ben\u{202E}ila",
                 Kind::Name,
@@ -285,7 +289,11 @@ mod tests {
             ("a\u{200D}b", Kind::Prose, None),
             ("a\u{200C}b", Kind::Line, None),
         ] {
-            assert_eq!(problem(value, kind).as_deref(), expected, "{value:?} {kind:?}");
+            assert_eq!(
+                problem(value, kind).as_deref(),
+                expected,
+                "{value:?} {kind:?}"
+            );
         }
         for kind in [Kind::Token, Kind::Name, Kind::Line, Kind::Prose] {
             let max = kind.max_chars();
@@ -312,7 +320,12 @@ mod tests {
         let fields: Vec<&str> = v.iter().map(|f| f.field.as_str()).collect();
         assert_eq!(
             fields,
-            ["person.family_name", "site_id", "prefill.given_names", "prefill"]
+            [
+                "person.family_name",
+                "site_id",
+                "prefill.given_names",
+                "prefill"
+            ]
         );
     }
 }

@@ -216,8 +216,7 @@ impl Store {
                 .bind(&b.idempotency_key)
                 .fetch_one(&mut *tx)
                 .await?;
-                if !guichet_dossier::idempotency::same_request(stored.as_deref(), &b.fingerprint)
-                {
+                if !guichet_dossier::idempotency::same_request(stored.as_deref(), &b.fingerprint) {
                     return Err(StoreError::KeyReused);
                 }
                 (existing, false)

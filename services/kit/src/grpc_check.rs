@@ -268,10 +268,7 @@ mod tests {
         assert_eq!(
             check("/guichet.v1.Postal/UploadBatch", &upload),
             [
-                (
-                    "postmark_dates[1]".into(),
-                    "contains a NUL byte".into()
-                ),
+                ("postmark_dates[1]".into(), "contains a NUL byte".into()),
                 (
                     "files[0].filename".into(),
                     "contains control characters".into()
