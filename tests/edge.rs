@@ -503,7 +503,10 @@ async fn a_key_used_again_with_another_request_is_a_409(backend: Backend) {
         .connect()
         .await
         .unwrap();
-    DeskClient::new(gateway).upsert_site(site()).await.unwrap();
+    DeskClient::new(gateway.clone())
+        .upsert_site(site())
+        .await
+        .unwrap();
 
     // Appointments.
     let book = |key: &'static str, hour: u32, name: &'static str| {
@@ -595,6 +598,45 @@ async fn a_key_used_again_with_another_request_is_a_409(backend: Backend) {
     assert_eq!(again["batch_id"], first["batch_id"]);
     let other = upload("batch-1", (today - chrono::Days::new(2)).to_string()).await;
     assert_eq!(other.status(), 409, "another upload with the same key");
+
+    // Blocked-user reports, over gRPC.
+    let mut ccc = CallCentreClient::new(gateway);
+    let report = |what: &str| pb::OpenReportRequest {
+        category: pb::ReportCategory::UploadFails as i32,
+        what_was_tried: what.into(),
+        family_name: "Benali".into(),
+        given_names: "Samira".into(),
+        contact: Some(pb::Contact {
+            phone: "+33612345678".into(),
+            address: Some(pb::PostalAddress {
+                line1: "12 rue Solférino".into(),
+                postal_code: "59000".into(),
+                city: "Lille".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        agent_id: "ccc-agent-7".into(),
+        call_id: "call-1".into(),
+        idempotency_key: "report-1".into(),
+        ..Default::default()
+    };
+    let first = ccc
+        .open_report(report("the upload fails"))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = ccc
+        .open_report(report("the upload fails"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.id, first.id, "one report for one key");
+    let other = ccc
+        .open_report(report("the site is down"))
+        .await
+        .expect_err("another report with the same key");
+    assert_eq!(other.code(), tonic::Code::AlreadyExists, "{other:?}");
     app.stop().await;
     env.cleanup().await;
 }
