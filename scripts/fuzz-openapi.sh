@@ -82,13 +82,15 @@ fuzz() {
     local label=$1 port=$2 base="http://127.0.0.1:$2"
     printf '\n== fuzzing /api/openapi.json: %s (at %ss)\n' "$label" "$SECONDS"
     python3 scripts/fuzz-seed.py "$base" proto examples/filings "$work/$label.toml"
-    python3 -m schemathesis.cli --config-file "$work/$label.toml" run "$base/api/openapi.json" \
+    # From the scratch folder: schemathesis keeps a cache where it runs.
+    (cd "$work" && python3 -m schemathesis.cli --config-file "$work/$label.toml" \
+        run "$base/api/openapi.json" \
         --checks not_a_server_error,status_code_conformance,response_schema_conformance \
         --max-examples "$max_examples" \
         --request-timeout 20 \
         --generation-database none \
         --header "X-Agent-Id: fuzz-agent" \
-        --no-color
+        --no-color)
 }
 
 failed=0
