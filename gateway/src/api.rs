@@ -1,9 +1,7 @@
 //! `/api/v1`: filing a dossier, reading where it stands, and the queue.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use guichet_dossier::filing::RawProvenance;
@@ -12,43 +10,11 @@ use guichet_proto::{convert, v1 as pb};
 use serde::Serialize;
 
 use crate::error::ApiError;
+use crate::extract::{JsonBody, PathParam};
 use crate::server::AppState;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
-
-/// Reads a JSON body into `T`, naming the field a type error is in.
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    let body = body.map_err(|rejection| {
-        ApiError::new(rejection.status(), Some("body"), rejection.body_text())
-    })?;
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-        });
-    if !json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Some("content-type"),
-            "send the filing as application/json",
-        ));
-    }
-    let mut de = serde_json::Deserializer::from_slice(&body);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        // Syntax errors have no useful path: the body as a whole is wrong.
-        let whole = e.inner().is_syntax() || e.inner().is_eof() || path == "." || path == "?";
-        let field = if whole { "body".to_string() } else { path };
-        ApiError::new(StatusCode::BAD_REQUEST, Some(&field), e.inner().to_string())
-    })
-}
 
 #[derive(Debug, Serialize)]
 pub struct ReceiptView {
@@ -108,9 +74,8 @@ pub(crate) fn channel_text(c: i32) -> &'static str {
 pub async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(mut raw): JsonBody<RawFiling>,
 ) -> Result<Response, ApiError> {
-    let mut raw: RawFiling = parse_json(&headers, body)?;
     let header_key = match headers.get(IDEMPOTENCY_KEY) {
         None => None,
         Some(v) => Some(v.to_str().map(str::to_string).map_err(|_| {
@@ -238,7 +203,7 @@ fn parse_reference(s: &str) -> Result<Reference, ApiError> {
 /// data: the reference alone must not reveal who filed.
 pub async fn get_dossier(
     State(state): State<AppState>,
-    Path(reference): Path<String>,
+    PathParam(reference): PathParam,
 ) -> Result<Json<DossierView>, ApiError> {
     let reference = parse_reference(&reference)?;
     let mut client = state.instruction.clone();

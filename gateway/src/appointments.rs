@@ -4,9 +4,7 @@
 //! alternative. Agents' software uses the same operations over gRPC.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use guichet_dossier::Violations;
@@ -14,8 +12,8 @@ use guichet_dossier::calendar::parse_iso_date;
 use guichet_proto::{convert, v1 as pb};
 use serde::{Deserialize, Serialize};
 
-use crate::api::parse_json;
 use crate::error::ApiError;
+use crate::extract::{JsonBody, OptionalJsonBody, PathParam, QueryParams};
 use crate::server::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -41,16 +39,11 @@ pub struct SiteJson {
     pub slot_minutes: u32,
 }
 
-fn bad_query(e: QueryRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, Some("query"), e.body_text())
-}
-
 /// `GET /api/v1/sites?prefecture=59`: where one can be received.
 pub async fn sites(
     State(state): State<AppState>,
-    query: Result<Query<SitesQuery>, QueryRejection>,
+    QueryParams(q): QueryParams<SitesQuery>,
 ) -> Result<Json<Vec<SiteJson>>, ApiError> {
-    let Query(q) = query.map_err(bad_query)?;
     let sites = state
         .pan
         .clone()
@@ -102,10 +95,9 @@ pub struct SlotJson {
 /// with a place free to book online.
 pub async fn slots(
     State(state): State<AppState>,
-    Path(site): Path<String>,
-    query: Result<Query<SlotsQuery>, QueryRejection>,
+    PathParam(site): PathParam,
+    QueryParams(q): QueryParams<SlotsQuery>,
 ) -> Result<Json<Vec<SlotJson>>, ApiError> {
-    let Query(q) = query.map_err(bad_query)?;
     let date = q
         .date
         .as_deref()
@@ -209,13 +201,10 @@ fn instant(field: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
 pub async fn book(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(b): JsonBody<BookJson>,
 ) -> Result<(StatusCode, Json<AppointmentJson>), ApiError> {
-    let b: BookJson = parse_json(&headers, body)?;
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    let key = crate::extract::header_text(&headers, "idempotency-key", "Idempotency-Key")?
+        .filter(|k| !k.trim().is_empty())
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -249,7 +238,7 @@ pub async fn book(
 /// `GET /api/v1/appointments/{id}`
 pub async fn get(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Json<AppointmentJson>, ApiError> {
     let a = state
         .pan
@@ -269,11 +258,9 @@ pub struct MoveJson {
 /// `POST /api/v1/appointments/{id}/move`: to another free slot of the same site.
 pub async fn move_to(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    PathParam(id): PathParam,
+    JsonBody(m): JsonBody<MoveJson>,
 ) -> Result<Json<AppointmentJson>, ApiError> {
-    let m: MoveJson = parse_json(&headers, body)?;
     let starts_at = instant("starts_at", &m.starts_at)?;
     let a = state
         .pan
@@ -299,16 +286,9 @@ pub struct CancelJson {
 /// `POST /api/v1/appointments/{id}/cancellation`
 pub async fn cancel(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    PathParam(id): PathParam,
+    OptionalJsonBody(c): OptionalJsonBody<CancelJson>,
 ) -> Result<Json<AppointmentJson>, ApiError> {
-    let empty = matches!(&body, Ok(b) if b.is_empty());
-    let c: CancelJson = if empty {
-        CancelJson::default()
-    } else {
-        parse_json(&headers, body)?
-    };
     let a = state
         .pan
         .clone()
@@ -338,7 +318,7 @@ pub struct ReportJson {
 /// when, and what was offered.
 pub async fn report(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Json<ReportJson>, ApiError> {
     let r = state
         .ccc
@@ -381,11 +361,10 @@ pub struct AlternativeJson {
 pub async fn offer_alternative(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    PathParam(id): PathParam,
+    JsonBody(a): JsonBody<AlternativeJson>,
 ) -> Result<Json<ReportJson>, ApiError> {
     let agent_id = crate::cases::agent_of(&headers)?;
-    let a: AlternativeJson = parse_json(&headers, body)?;
     let kind = match a.kind.as_str() {
         "pan_appointment" => pb::AlternativeKind::PanAppointment,
         "paper_kit" => pb::AlternativeKind::PaperKit,

@@ -6,26 +6,19 @@
 //! against it.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use guichet_dossier::calendar::parse_iso_date;
 use guichet_dossier::{Reference, Violations};
 use guichet_proto::{convert, v1 as pb};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{
-    DossierView, channel_text, date_text, dossier_view, enum_text, parse_json, time_text,
-};
+use crate::api::{DossierView, channel_text, date_text, dossier_view, enum_text, time_text};
 use crate::error::ApiError;
+use crate::extract::{JsonBody, PathParam, QueryParams};
 use crate::server::AppState;
 
 pub const AGENT_HEADER: &str = "x-agent-id";
-
-fn bad_query(e: QueryRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, Some("query"), e.body_text())
-}
 
 fn parse_reference(s: &str) -> Result<Reference, ApiError> {
     Reference::parse(s).map_err(|e| Violations::one("reference", e.to_string()).into())
@@ -91,9 +84,8 @@ pub struct QueueEntryView {
 /// `GET /api/v1/queue`: the equal-rights queue, most urgent and oldest first.
 pub async fn queue(
     State(state): State<AppState>,
-    query: Result<Query<QueueQuery>, QueryRejection>,
+    QueryParams(q): QueryParams<QueueQuery>,
 ) -> Result<Json<Vec<QueueEntryView>>, ApiError> {
-    let Query(q) = query.map_err(bad_query)?;
     if q.limit == Some(0) || q.limit.is_some_and(|l| l > 500) {
         return Err(Violations::one("limit", "must be between 1 and 500").into());
     }
@@ -294,7 +286,7 @@ pub struct AttestationCheckJson {
 /// benefits office holding the paper, is it genuine, valid today, and whose.
 pub async fn verify_attestation(
     State(state): State<AppState>,
-    Path(code): Path<String>,
+    PathParam(code): PathParam,
 ) -> Result<Json<AttestationCheckJson>, ApiError> {
     let check = state
         .instruction
@@ -316,11 +308,10 @@ pub async fn verify_attestation(
 /// file stands. The birth date is the identity check.
 pub async fn status(
     State(state): State<AppState>,
-    Path(reference): Path<String>,
-    query: Result<Query<StatusQuery>, QueryRejection>,
+    PathParam(reference): PathParam,
+    QueryParams(q): QueryParams<StatusQuery>,
 ) -> Result<Json<StatusJson>, ApiError> {
     let reference = parse_reference(&reference)?;
-    let Query(q) = query.map_err(bad_query)?;
     let birth_date = date_param("birth_date", &q.birth_date)?.ok_or_else(|| {
         ApiError::from(Violations::one(
             "birth_date",
@@ -378,9 +369,8 @@ pub struct ProcessingTimeJson {
 /// `GET /api/v1/processing-times?prefecture=59`: observed delays, published.
 pub async fn processing_times(
     State(state): State<AppState>,
-    query: Result<Query<PrefectureQuery>, QueryRejection>,
+    QueryParams(q): QueryParams<PrefectureQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Query(q) = query.map_err(bad_query)?;
     let prefecture = q.prefecture.filter(|p| !p.is_empty()).ok_or_else(|| {
         ApiError::from(Violations::one(
             "prefecture",
@@ -417,9 +407,8 @@ pub async fn processing_times(
 // ---- the agents' desk ------------------------------------------------------------------
 
 pub(crate) fn agent_of(headers: &HeaderMap) -> Result<String, ApiError> {
-    headers
-        .get(AGENT_HEADER)
-        .and_then(|v| v.to_str().ok())
+    crate::extract::header_text(headers, AGENT_HEADER, "X-Agent-Id")?
+        .as_deref()
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .map(str::to_string)
@@ -508,10 +497,9 @@ pub struct TakeNextBody {
 pub async fn take_next(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(body): JsonBody<TakeNextBody>,
 ) -> Result<Json<CaseJson>, ApiError> {
     let agent_id = agent_of(&headers)?;
-    let body: TakeNextBody = parse_json(&headers, body)?;
     let case = state
         .desk
         .clone()
@@ -528,7 +516,7 @@ pub async fn take_next(
 pub async fn read_case(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(reference): Path<String>,
+    PathParam(reference): PathParam,
 ) -> Result<Json<CaseJson>, ApiError> {
     let agent_id = agent_of(&headers)?;
     let reference = parse_reference(&reference)?;
@@ -556,12 +544,11 @@ pub struct DocumentRequestBody {
 pub async fn request_documents(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(reference): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    PathParam(reference): PathParam,
+    JsonBody(body): JsonBody<DocumentRequestBody>,
 ) -> Result<Json<CaseJson>, ApiError> {
     let agent_id = agent_of(&headers)?;
     let reference = parse_reference(&reference)?;
-    let body: DocumentRequestBody = parse_json(&headers, body)?;
     let mut kinds = Vec::with_capacity(body.kinds.len());
     for (i, k) in body.kinds.iter().enumerate() {
         kinds.push(enum_value(
@@ -602,12 +589,11 @@ pub struct DocumentBody {
 pub async fn add_document(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(reference): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    PathParam(reference): PathParam,
+    JsonBody(body): JsonBody<DocumentBody>,
 ) -> Result<Json<CaseJson>, ApiError> {
     let actor = agent_of(&headers)?;
     let reference = parse_reference(&reference)?;
-    let body: DocumentBody = parse_json(&headers, body)?;
     let channel = enum_value("channel", &body.channel, "CHANNEL", |n| {
         pb::Channel::from_str_name(n).map(|v| v as i32)
     })?;
@@ -655,12 +641,11 @@ pub struct NewTitleBody {
 pub async fn decide(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(reference): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    PathParam(reference): PathParam,
+    JsonBody(body): JsonBody<DecisionBody>,
 ) -> Result<Json<CaseJson>, ApiError> {
     let agent_id = agent_of(&headers)?;
     let reference = parse_reference(&reference)?;
-    let body: DecisionBody = parse_json(&headers, body)?;
     let favourable = body.favourable.ok_or_else(|| {
         ApiError::from(Violations::one("favourable", "is required: true or false"))
     })?;
@@ -698,12 +683,11 @@ pub struct WithdrawalBody {
 pub async fn withdraw(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(reference): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    PathParam(reference): PathParam,
+    JsonBody(body): JsonBody<WithdrawalBody>,
 ) -> Result<Json<CaseJson>, ApiError> {
     let actor = agent_of(&headers)?;
     let reference = parse_reference(&reference)?;
-    let body: WithdrawalBody = parse_json(&headers, body)?;
     let case = state
         .desk
         .clone()
@@ -728,12 +712,11 @@ pub struct LinkBody {
 pub async fn confirm_link(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(reference): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    PathParam(reference): PathParam,
+    JsonBody(body): JsonBody<LinkBody>,
 ) -> Result<Json<CaseJson>, ApiError> {
     let agent_id = agent_of(&headers)?;
     let reference = parse_reference(&reference)?;
-    let body: LinkBody = parse_json(&headers, body)?;
     let same_request = body.same_request.ok_or_else(|| {
         ApiError::from(Violations::one(
             "same_request",

@@ -8,6 +8,7 @@ pub mod api;
 pub mod appointments;
 pub mod cases;
 pub mod error;
+pub mod extract;
 pub mod grpc_proxy;
 pub mod health;
 pub mod openapi;

@@ -74,6 +74,81 @@ mod tests {
         }
     }
 
+    /// What the extractors, the body limit, the timeout and the services
+    /// can answer is written down for every route that can get it.
+    #[test]
+    fn every_status_a_route_can_answer_is_documented() {
+        let doc: serde_json::Value = serde_json::from_str(super::DOCUMENT).unwrap();
+        let mut missing = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let params = op["parameters"].as_array().cloned().unwrap_or_default();
+                let body = &op["requestBody"]["content"];
+                let mut needed = Vec::new();
+                if !params.is_empty() || body.is_object() {
+                    needed.push("400");
+                }
+                if params.iter().any(|p| p["in"] == "path") {
+                    needed.push("404");
+                }
+                if body.is_object() {
+                    needed.extend(["413", "415"]);
+                }
+                if path.starts_with("/api/v1/") {
+                    needed.extend(["503", "504"]);
+                }
+                for code in needed {
+                    if !op["responses"][code].is_object() {
+                        missing.push(format!("{method} {path} {code}"));
+                    }
+                }
+            }
+        }
+        assert!(missing.is_empty(), "undocumented: {missing:?}");
+        // Every response $ref points at one that exists.
+        for part in super::DOCUMENT.split("\"#/components/responses/").skip(1) {
+            let name = part.split('"').next().unwrap();
+            assert!(
+                doc["components"]["responses"][name].is_object(),
+                "missing response {name}"
+            );
+        }
+    }
+
+    /// OpenAPI 3.0 takes `exclusiveMinimum`/`exclusiveMaximum` as booleans
+    /// beside `minimum`/`maximum`; a number there is 3.1 and breaks 3.0 tools.
+    #[test]
+    fn the_document_is_openapi_3_0_throughout() {
+        let doc: serde_json::Value = serde_json::from_str(super::DOCUMENT).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.0."));
+        fn walk(v: &serde_json::Value, at: &str, bad: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, child) in m {
+                        if matches!(k.as_str(), "exclusiveMinimum" | "exclusiveMaximum")
+                            && !child.is_boolean()
+                        {
+                            bad.push(format!("{at}/{k}"));
+                        }
+                        if k == "type" && child.is_array() {
+                            bad.push(format!("{at}/type (a list of types is 3.1)"));
+                        }
+                        walk(child, &format!("{at}/{k}"), bad);
+                    }
+                }
+                serde_json::Value::Array(items) => {
+                    for (i, child) in items.iter().enumerate() {
+                        walk(child, &format!("{at}/{i}"), bad);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut bad = Vec::new();
+        walk(&doc, "", &mut bad);
+        assert!(bad.is_empty(), "3.1 syntax in a 3.0 document: {bad:?}");
+    }
+
     #[test]
     fn the_document_lists_the_domain_codes() {
         use guichet_dossier::{AnswerChannel, DocumentKind, Motif, Procedure, TitleKind};

@@ -5,9 +5,8 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{MatchedPath, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use guichet_dossier::Violations;
@@ -18,6 +17,7 @@ use guichet_proto::{convert, v1 as pb};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
+use crate::extract::QueryParams;
 use crate::server::AppState;
 
 /// `GET /metrics`: this process's figures in the Prometheus text format.
@@ -36,7 +36,7 @@ pub async fn count_request(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = metrics::method_label(request.method());
     // The template, never the raw path: references must not become labels.
     let route = request
         .extensions()
@@ -177,10 +177,8 @@ async fn fetch_equity(state: &AppState, q: EquityQuery) -> Result<EquityJson, Ap
 /// measures, and the channels worse than the best by more than the margin.
 pub async fn equity(
     State(state): State<AppState>,
-    query: Result<Query<EquityQuery>, QueryRejection>,
+    QueryParams(q): QueryParams<EquityQuery>,
 ) -> Result<Json<EquityJson>, ApiError> {
-    let Query(q) =
-        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, Some("query"), e.body_text()))?;
     Ok(Json(fetch_equity(&state, q).await?))
 }
 

@@ -7,17 +7,15 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::multipart::{Multipart, MultipartRejection};
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use guichet_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-use crate::api::parse_json;
 use crate::error::ApiError;
+use crate::extract::{JsonBody, PathParam, QueryParams};
 use crate::server::AppState;
 
 fn document(d: pb::PrintedDocument, filename: &str) -> Response {
@@ -35,10 +33,6 @@ fn document(d: pb::PrintedDocument, filename: &str) -> Response {
     response
 }
 
-fn bad_query(e: QueryRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, Some("query"), e.body_text())
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FormJson {
@@ -51,10 +45,8 @@ pub struct FormJson {
 /// `POST /api/v1/postal/forms`: a form as PDF; its id in `X-Document-Id`.
 pub async fn print_form(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(f): JsonBody<FormJson>,
 ) -> Result<Response, ApiError> {
-    let f: FormJson = parse_json(&headers, body)?;
     let d = state
         .postal
         .clone()
@@ -77,9 +69,8 @@ pub struct SeparatorsQuery {
 /// `GET /api/v1/postal/separators?count=20`
 pub async fn print_separators(
     State(state): State<AppState>,
-    query: Result<Query<SeparatorsQuery>, QueryRejection>,
+    QueryParams(q): QueryParams<SeparatorsQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(bad_query)?;
     let d = state
         .postal
         .clone()
@@ -112,8 +103,13 @@ pub async fn upload(
     State(state): State<AppState>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, Json<UploadJson>), ApiError> {
-    let mut multipart =
-        multipart.map_err(|e| ApiError::new(e.status(), Some("content-type"), e.body_text()))?;
+    let mut multipart = multipart.map_err(|e| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Some("content-type"),
+            format!("send the batch as multipart/form-data with its boundary ({e})"),
+        )
+    })?;
     let mut request = pb::UploadBatchRequest::default();
     let bad = |field: &str, e: axum::extract::multipart::MultipartError| {
         ApiError::new(e.status(), Some(field), e.body_text())
@@ -134,6 +130,11 @@ pub async fn upload(
             }
             ("station_id" | "reception_date" | "postmark_date" | "idempotency_key", None) => {
                 let text = part.text().await.map_err(|e| bad(&name, e))?;
+                if let Some(problem) =
+                    guichet_dossier::text::problem(&text, guichet_dossier::text::kind_of(&name))
+                {
+                    return Err(ApiError::new(StatusCode::BAD_REQUEST, Some(&name), problem));
+                }
                 match name.as_str() {
                     "station_id" => request.station_id = text,
                     "reception_date" => request.reception_date = text,
@@ -302,7 +303,7 @@ pub struct BatchJson {
 /// `GET /api/v1/postal/batches/{id}`: every page, its envelope and outcome.
 pub async fn batch(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Json<BatchJson>, ApiError> {
     let b = state
         .postal
@@ -341,9 +342,8 @@ pub struct LimitQuery {
 /// `GET /api/v1/postal/keying?limit=50`: envelopes waiting for an operator.
 pub async fn keying(
     State(state): State<AppState>,
-    query: Result<Query<LimitQuery>, QueryRejection>,
+    QueryParams(q): QueryParams<LimitQuery>,
 ) -> Result<Json<Vec<EnvelopeJson>>, ApiError> {
-    let Query(q) = query.map_err(bad_query)?;
     let r = state
         .postal
         .clone()
@@ -357,7 +357,7 @@ pub async fn keying(
 
 pub async fn envelope(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Json<EnvelopeJson>, ApiError> {
     let e = state
         .postal
@@ -386,11 +386,9 @@ pub struct ConfirmJson {
 /// operator's (state `postmark_check`): 202, nothing filed yet.
 pub async fn confirm(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    PathParam(id): PathParam,
+    JsonBody(c): JsonBody<ConfirmJson>,
 ) -> Result<(StatusCode, Json<EnvelopeJson>), ApiError> {
-    let c: ConfirmJson = parse_json(&headers, body)?;
     let e = state
         .postal
         .clone()
@@ -422,11 +420,9 @@ pub struct RouteJson {
 /// `POST /api/v1/postal/envelopes/{id}/routing`: not a filing; sent on.
 pub async fn route(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    PathParam(id): PathParam,
+    JsonBody(r): JsonBody<RouteJson>,
 ) -> Result<Json<EnvelopeJson>, ApiError> {
-    let r: RouteJson = parse_json(&headers, body)?;
     let e = state
         .postal
         .clone()
@@ -444,7 +440,7 @@ pub async fn route(
 /// `GET /api/v1/postal/pages/{sha256}`: a stored page image.
 pub async fn page(
     State(state): State<AppState>,
-    Path(sha256): Path<String>,
+    PathParam(sha256): PathParam,
 ) -> Result<Response, ApiError> {
     let d = state
         .postal
@@ -470,9 +466,8 @@ pub struct LetterJson {
 /// `GET /api/v1/postal/letters?reference=...`: letters to print, newest first.
 pub async fn letters(
     State(state): State<AppState>,
-    query: Result<Query<LimitQuery>, QueryRejection>,
+    QueryParams(q): QueryParams<LimitQuery>,
 ) -> Result<Json<Vec<LetterJson>>, ApiError> {
-    let Query(q) = query.map_err(bad_query)?;
     let r = state
         .postal
         .clone()
@@ -506,7 +501,7 @@ pub async fn letters(
 /// `GET /api/v1/postal/letters/{id}`: the print-ready PDF.
 pub async fn letter(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
     let d = state
         .postal

@@ -263,14 +263,92 @@ pub async fn start(
     let health = grpc_proxy::GatewayHealth::server(state.clone(), shutdown.clone());
     let app = router(state, config.request_timeout(), health);
     let mut tasks = guichet_kit::service::Tasks::new();
-    tasks.spawn("http", async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "gateway stopped");
-        }
-    });
+    tasks.spawn("http", serve(listener, app, shutdown));
     tracing::info!(%http_addr, "gateway ready");
     Ok(Running { http_addr, tasks })
+}
+
+/// A client must have sent a request's head within this time, or its
+/// connection is closed: a slow sender cannot hold connections open.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long open requests may run on after shutdown is asked.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves HTTP/1.1 and HTTP/2 (h2c, for gRPC) on `listener` until
+/// `shutdown`, then lets open requests finish. Like `axum::serve`, with a
+/// limit on the time a request head may take (hyper's
+/// `header_read_timeout`, which axum's `serve` does not expose).
+async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: Shutdown) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            if !protocol_known_in_time(&stream, HEADER_READ_TIMEOUT).await {
+                return;
+            }
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(connection).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still open after the drain time; stopping anyway");
+    }
+}
+
+/// hyper's timeout starts once it knows the protocol, and it knows it from
+/// the first bytes (the HTTP/2 preface or not): a connection that sends
+/// nothing, or a preface cut short, is closed here after the same time.
+async fn protocol_known_in_time(stream: &tokio::net::TcpStream, within: Duration) -> bool {
+    const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; 24];
+    loop {
+        let peeked = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            // Closed, broken, or silent until the deadline.
+            Ok(Err(_)) | Err(_) => return false,
+        };
+        if peeked == 0 {
+            return false;
+        }
+        if peeked >= H2_PREFACE.len() || buf[..peeked] != H2_PREFACE[..peeked] {
+            return true;
+        }
+        // A prefix of the preface so far: wait for more bytes to come.
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -471,11 +471,8 @@ fn text(v: &mut Violations, field: &str, value: Option<String>, max: usize) -> O
         v.add(field, format!("is longer than {max} characters"));
         return None;
     }
-    if value.chars().any(char::is_control) {
-        v.add(field, "contains control characters");
-        return None;
-    }
-    Some(value)
+    // Names, addresses and file names are printed: the strictest rule.
+    crate::text::check_as(v, field, &value, crate::text::Kind::Name).then_some(value)
 }
 
 fn code<T>(
@@ -536,7 +533,9 @@ fn looks_like_email(s: &str) -> bool {
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
-        && !s.chars().any(|c| c.is_whitespace() || c == ',')
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ',')
         && !domain.contains('@')
         && s.len() <= 254
 }

@@ -10,6 +10,7 @@ pub mod codes;
 pub mod desk;
 pub mod equity;
 pub mod filing;
+pub mod idempotency;
 pub mod lifecycle;
 pub mod postal;
 pub mod prefecture;
@@ -17,6 +18,7 @@ pub mod reference;
 pub mod requirements;
 pub mod rights;
 pub mod signalement;
+pub mod text;
 pub mod urgency;
 pub mod violations;
 

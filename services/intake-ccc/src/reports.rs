@@ -93,6 +93,8 @@ pub enum ReportError {
     NotFound(String),
     #[error("{0}")]
     WrongState(String),
+    #[error("this idempotency key was already used for a different report")]
+    KeyReused,
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -167,27 +169,72 @@ impl Reports {
         &self.db
     }
 
-    /// Opens a report; the same idempotency key again gives the report it opened.
+    /// Opens a report; the same idempotency key again with the same report
+    /// gives the report it opened, with another report `KeyReused`.
     pub async fn open(
         &self,
         new: NewReport,
         now: DateTime<Utc>,
         today: NaiveDate,
     ) -> Result<ReportRow, ReportError> {
+        let contact = new.contact.encode_to_vec();
+        let fingerprint = guichet_dossier::idempotency::fingerprint([
+            new.category.as_str().as_bytes(),
+            new.what_was_tried.as_bytes(),
+            new.family_name.as_bytes(),
+            new.given_names.as_bytes(),
+            contact.as_slice(),
+            new.procedure.as_deref().unwrap_or_default().as_bytes(),
+            new.opened_by.as_bytes(),
+            new.call_id.as_bytes(),
+        ]);
+        let id = match self
+            .open_once(&new, &contact, &fingerprint, now, today)
+            .await
+        {
+            // The same key opened at the same moment by another request: its
+            // row is there now, to replay or to refuse.
+            Err(ReportError::Db(e)) if guichet_kit::db::is_unique_violation(&e) => {
+                self.open_once(&new, &contact, &fingerprint, now, today)
+                    .await?
+            }
+            other => other?,
+        };
+        self.get(&id).await?.ok_or(ReportError::NotFound(id))
+    }
+
+    async fn open_once(
+        &self,
+        new: &NewReport,
+        contact: &[u8],
+        fingerprint: &str,
+        now: DateTime<Utc>,
+        today: NaiveDate,
+    ) -> Result<String, ReportError> {
         let id = in_tx!(&self.db, |tx| {
-            let existing: Option<String> =
-                sqlx::query_scalar("SELECT id FROM reports WHERE idempotency_key = $1")
-                    .bind(&new.idempotency_key)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let existing: Option<(String, Option<String>)> = sqlx::query_as(
+                "SELECT id, request_fingerprint FROM reports WHERE idempotency_key = $1",
+            )
+            .bind(&new.idempotency_key)
+            .fetch_optional(&mut *tx)
+            .await?;
             match existing {
-                Some(id) => id,
+                Some((_, stored))
+                    if !guichet_dossier::idempotency::same_request(
+                        stored.as_deref(),
+                        fingerprint,
+                    ) =>
+                {
+                    return Err(ReportError::KeyReused);
+                }
+                Some((id, _)) => id,
                 None => {
                     sqlx::query(
                         "INSERT INTO reports (id, idempotency_key, category, what_was_tried, \
                          family_name, given_names, contact, procedure, prefecture, state, \
-                         opened_at, opened_by, call_id, deadline) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', $10, $11, $12, $13)",
+                         opened_at, opened_by, call_id, deadline, request_fingerprint) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', $10, $11, $12, $13, \
+                         $14)",
                     )
                     .bind(&new.id)
                     .bind(&new.idempotency_key)
@@ -195,13 +242,14 @@ impl Reports {
                     .bind(&new.what_was_tried)
                     .bind(&new.family_name)
                     .bind(&new.given_names)
-                    .bind(new.contact.encode_to_vec())
+                    .bind(contact)
                     .bind(&new.procedure)
                     .bind(&new.prefecture)
                     .bind(now)
                     .bind(&new.opened_by)
                     .bind(&new.call_id)
                     .bind(new.deadline)
+                    .bind(fingerprint)
                     .execute(&mut *tx)
                     .await?;
                     let detail = format!("call {}", new.call_id);
@@ -214,7 +262,7 @@ impl Reports {
                 }
             }
         });
-        self.get(&id).await?.ok_or(ReportError::NotFound(id))
+        Ok(id)
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<ReportRow>, sqlx::Error> {

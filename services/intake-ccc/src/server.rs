@@ -259,6 +259,10 @@ impl From<ReportError> for ServiceError {
         match e {
             ReportError::NotFound(id) => ServiceError::not_found(format!("no report {id}")),
             ReportError::WrongState(why) => ServiceError::new(ErrorKind::WrongState, why),
+            ReportError::KeyReused => ServiceError::conflict(
+                "this idempotency key was already used for a different report; \
+                 use a new key for a new report",
+            ),
             ReportError::Db(e) if guichet_kit::db::is_unavailable(&e) => {
                 ServiceError::unavailable("the call-centre service cannot reach its database")
             }

@@ -26,6 +26,8 @@ pub enum DeskError {
     SlotFull,
     #[error("{0}")]
     WrongState(String),
+    #[error("this idempotency key was already used for a different booking")]
+    KeyReused,
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -299,19 +301,59 @@ impl Desks {
             .collect())
     }
 
+    /// Books once per idempotency key: the same key again with the same
+    /// booking answers the appointment made; with another booking it is
+    /// refused (`KeyReused`).
     pub async fn book(
         &self,
         b: NewBooking,
         now: DateTime<Utc>,
     ) -> Result<AppointmentRow, DeskError> {
+        let starts_at = b.starts_at.to_rfc3339();
+        let fingerprint = guichet_dossier::idempotency::fingerprint([
+            b.site_id.as_bytes(),
+            starts_at.as_bytes(),
+            b.person.family_name.trim().as_bytes(),
+            b.person.given_names.trim().as_bytes(),
+            b.person.phone.trim().as_bytes(),
+            b.person.email.trim().as_bytes(),
+            b.route.as_bytes(),
+            b.booked_by.as_bytes(),
+            b.report_id.as_deref().unwrap_or_default().as_bytes(),
+        ]);
+        match self.book_once(&b, &fingerprint, now).await {
+            // The same key booked at the same moment by another request: its
+            // row is there now, to replay or to refuse.
+            Err(DeskError::Db(e)) if guichet_kit::db::is_unique_violation(&e) => {
+                self.book_once(&b, &fingerprint, now).await
+            }
+            other => other,
+        }
+    }
+
+    async fn book_once(
+        &self,
+        b: &NewBooking,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> Result<AppointmentRow, DeskError> {
         let row = in_tx!(&self.db, |tx| {
-            let existing: Option<String> =
-                sqlx::query_scalar("SELECT id FROM appointments WHERE idempotency_key = $1")
-                    .bind(&b.idempotency_key)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let existing: Option<(String, Option<String>)> = sqlx::query_as(
+                "SELECT id, request_fingerprint FROM appointments WHERE idempotency_key = $1",
+            )
+            .bind(&b.idempotency_key)
+            .fetch_optional(&mut *tx)
+            .await?;
             match existing {
-                Some(id) => appointment_in!(&mut *tx, &id),
+                Some((_, stored))
+                    if !guichet_dossier::idempotency::same_request(
+                        stored.as_deref(),
+                        fingerprint,
+                    ) =>
+                {
+                    return Err(DeskError::KeyReused);
+                }
+                Some((id, _)) => appointment_in!(&mut *tx, &id),
                 None => {
                     let site = site_in!(&mut *tx, &b.site_id);
                     let rules = check_slot(&site, b.starts_at, now)?;
@@ -320,8 +362,8 @@ impl Desks {
                     sqlx::query(
                         "INSERT INTO appointments (id, idempotency_key, site_id, starts_at, \
                          family_name, given_names, phone, email, route, booked_by, report_id, \
-                         state, booked_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'booked', $12)",
+                         state, booked_at, request_fingerprint) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'booked', $12, $13)",
                     )
                     .bind(&id)
                     .bind(&b.idempotency_key)
@@ -335,6 +377,7 @@ impl Desks {
                     .bind(&b.booked_by)
                     .bind(&b.report_id)
                     .bind(now)
+                    .bind(fingerprint)
                     .execute(&mut *tx)
                     .await?;
                     let actor = if b.booked_by.is_empty() {

@@ -193,6 +193,10 @@ impl From<DeskError> for ServiceError {
                 "this slot is full: choose another one",
             ),
             DeskError::WrongState(why) => ServiceError::new(ErrorKind::WrongState, why),
+            DeskError::KeyReused => ServiceError::conflict(
+                "this idempotency key was already used for a different booking; \
+                 use a new key for a new booking",
+            ),
             DeskError::Db(e) if guichet_kit::db::is_unavailable(&e) => {
                 ServiceError::unavailable("the desk service cannot reach its database; try again")
             }

@@ -137,11 +137,12 @@ pub async fn start(
         .max_decoding_message_size(MAX_UPLOAD_BYTES)
         .max_encoding_message_size(MAX_UPLOAD_BYTES);
     let routes = tonic::service::Routes::new(server);
-    let health = grpc::spawn_server(
+    let health = grpc::spawn_server_with_limit(
         &mut tasks,
         listener,
         routes,
         "guichet.v1.Postal",
+        MAX_UPLOAD_BYTES,
         shared.shutdown.clone(),
     )
     .await;
@@ -225,6 +226,11 @@ impl From<StoreError> for ServiceError {
             StoreError::NoBatch(id) => ServiceError::not_found(format!("no batch {id}")),
             StoreError::NoLetter(id) => ServiceError::not_found(format!("no letter {id}")),
             StoreError::WrongState(why) => ServiceError::new(ErrorKind::WrongState, why),
+            StoreError::KeyReused => ServiceError::conflict(
+                "this idempotency key (or, without one, these same files from this \
+                 station on this day) was already used for a different upload; use a \
+                 new key for a new batch",
+            ),
             StoreError::Db(e) if guichet_kit::db::is_unavailable(&e) => {
                 ServiceError::unavailable("the postal service cannot reach its database; try again")
             }
@@ -442,14 +448,33 @@ impl Postal for PostalService {
         if !v.is_empty() {
             return Err(invalid(v));
         }
+        let digests: Vec<[u8; 32]> = r
+            .files
+            .iter()
+            .map(|f| Sha256::digest(&f.content).into())
+            .collect();
+        // What this upload sent: a key used again for another upload is
+        // refused, not answered with the first batch.
+        let fingerprint = {
+            let mut parts: Vec<&[u8]> = vec![
+                r.station_id.trim().as_bytes(),
+                r.reception_date.trim().as_bytes(),
+            ];
+            parts.extend(r.postmark_dates.iter().map(|p| p.trim().as_bytes()));
+            for (f, digest) in r.files.iter().zip(&digests) {
+                parts.push(f.media_type.trim().as_bytes());
+                parts.push(digest);
+            }
+            guichet_dossier::idempotency::fingerprint(parts)
+        };
         // The key: given by the station, or the content itself, so the same
         // upload sent twice makes one batch.
         let key = if r.idempotency_key.trim().is_empty() {
             let mut h = Sha256::new();
             h.update(r.station_id.as_bytes());
             h.update(r.reception_date.as_bytes());
-            for f in &r.files {
-                h.update(Sha256::digest(&f.content));
+            for digest in &digests {
+                h.update(digest);
             }
             format!("content-{}", hex::encode(h.finalize()))
         } else {
@@ -482,6 +507,7 @@ impl Postal for PostalService {
         }
         let batch = NewBatch {
             idempotency_key: key,
+            fingerprint,
             station_id: r.station_id.trim().to_string(),
             reception_date: r.reception_date.trim().to_string(),
             postmark_dates: r

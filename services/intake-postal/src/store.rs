@@ -19,6 +19,8 @@ pub enum StoreError {
     NoLetter(String),
     #[error("{0}")]
     WrongState(&'static str),
+    #[error("this idempotency key was already used for a different upload")]
+    KeyReused,
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -142,6 +144,8 @@ const LETTER_COLUMNS: &str =
 
 pub struct NewBatch {
     pub idempotency_key: String,
+    /// What the upload sent (`guichet_dossier::idempotency`).
+    pub fingerprint: String,
     pub station_id: String,
     pub reception_date: String,
     pub postmark_dates: Vec<String>,
@@ -209,8 +213,9 @@ impl Store {
         Self { db }
     }
 
-    /// Records a batch and its pages; the same key again returns the first
-    /// batch (`false`: nothing new).
+    /// Records a batch and its pages; the same key again with the same
+    /// upload returns the first batch (`false`: nothing new), with another
+    /// upload `KeyReused`.
     pub async fn create_batch(
         &self,
         b: &NewBatch,
@@ -221,7 +226,8 @@ impl Store {
         let out = in_tx!(&self.db, |tx| {
             let inserted = sqlx::query(
                 "INSERT INTO postal_batches (id, idempotency_key, station_id, reception_date, \
-                 postmark_dates, state, received_at) VALUES ($1, $2, $3, $4, $5, 'stored', $6) \
+                 postmark_dates, state, received_at, request_fingerprint) \
+                 VALUES ($1, $2, $3, $4, $5, 'stored', $6, $7) \
                  ON CONFLICT (idempotency_key) DO NOTHING",
             )
             .bind(&id)
@@ -230,6 +236,7 @@ impl Store {
             .bind(&b.reception_date)
             .bind(&postmarks)
             .bind(now)
+            .bind(&b.fingerprint)
             .execute(&mut *tx)
             .await?
             .rows_affected()
@@ -250,11 +257,16 @@ impl Store {
                 }
                 (id.clone(), true)
             } else {
-                let existing: String =
-                    sqlx::query_scalar("SELECT id FROM postal_batches WHERE idempotency_key = $1")
-                        .bind(&b.idempotency_key)
-                        .fetch_one(&mut *tx)
-                        .await?;
+                let (existing, stored): (String, Option<String>) = sqlx::query_as(
+                    "SELECT id, request_fingerprint FROM postal_batches \
+                     WHERE idempotency_key = $1",
+                )
+                .bind(&b.idempotency_key)
+                .fetch_one(&mut *tx)
+                .await?;
+                if !guichet_dossier::idempotency::same_request(stored.as_deref(), &b.fingerprint) {
+                    return Err(StoreError::KeyReused);
+                }
                 (existing, false)
             }
         });

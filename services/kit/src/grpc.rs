@@ -162,6 +162,7 @@ pub const REFLECTION_SERVICES: [&str; 2] = [
 pub async fn serve(
     listener: TcpListener,
     routes: tonic::service::Routes,
+    max_message_bytes: usize,
     shutdown: crate::shutdown::Shutdown,
 ) -> Result<(), tonic::transport::Error> {
     let trace = tower_http::trace::TraceLayer::new_for_grpc()
@@ -169,6 +170,7 @@ pub async fn serve(
         .on_failure(log_failure);
     tonic::transport::Server::builder()
         .layer(trace)
+        .layer(crate::grpc_check::TextCheckLayer::new(max_message_bytes))
         .add_routes(routes)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -199,13 +201,35 @@ pub async fn health(
 }
 
 /// Serves `routes`, with the standard health (reporting `service_name` as
-/// serving) and reflection services, as the task `grpc` of a service.
-/// Returns the service's health, for its supervisor to turn off.
+/// serving) and reflection services, as the task `grpc` of a service. Every
+/// request's texts are checked first (`grpc_check`). Returns the service's
+/// health, for its supervisor to turn off.
 pub async fn spawn_server(
     tasks: &mut crate::service::Tasks,
     listener: TcpListener,
     routes: tonic::service::Routes,
     service_name: &'static str,
+    shutdown: crate::shutdown::Shutdown,
+) -> crate::service::Health {
+    spawn_server_with_limit(
+        tasks,
+        listener,
+        routes,
+        service_name,
+        crate::grpc_check::DEFAULT_MAX_MESSAGE_BYTES,
+        shutdown,
+    )
+    .await
+}
+
+/// The same, for a service that decodes requests larger than tonic's
+/// default (`max_message_bytes`, as given to its tonic server).
+pub async fn spawn_server_with_limit(
+    tasks: &mut crate::service::Tasks,
+    listener: TcpListener,
+    routes: tonic::service::Routes,
+    service_name: &'static str,
+    max_message_bytes: usize,
     shutdown: crate::shutdown::Shutdown,
 ) -> crate::service::Health {
     let (health, health_service) = health(service_name).await;
@@ -214,7 +238,7 @@ pub async fn spawn_server(
         .add_service(reflection())
         .add_service(reflection_v1alpha());
     tasks.spawn("grpc", async move {
-        if let Err(e) = serve(listener, routes, shutdown).await {
+        if let Err(e) = serve(listener, routes, max_message_bytes, shutdown).await {
             tracing::error!(error = %e, service = service_name, "gRPC server stopped");
         }
     });

@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod grpc;
+pub mod grpc_check;
 pub mod inbox;
 pub mod metrics;
 pub mod outbox;

@@ -60,7 +60,8 @@ pub struct AttestationLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    pub method: String,
+    /// One of the methods HTTP defines, or `other` ([`method_label`]).
+    pub method: &'static str,
     /// The route template (`/api/v1/dossiers/{reference}`), never the raw path.
     pub route: String,
     pub status: u16,
@@ -371,6 +372,23 @@ impl std::ops::Deref for Metrics {
     }
 }
 
+/// A request method as a label: the standard methods by name, anything a
+/// client makes up as `other`, so a caller cannot grow the series count.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::PATCH => "PATCH",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 /// `documents[2].sha256` → `documents[].sha256`: one label value per field.
 pub fn field_label(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
@@ -423,6 +441,21 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn made_up_methods_are_one_label() {
+        for (method, label) in [
+            ("GET", "GET"),
+            ("POST", "POST"),
+            ("DELETE", "DELETE"),
+            ("BREW", "other"),
+            ("get", "other"),
+            ("X-ANYTHING-1234", "other"),
+        ] {
+            let m = http::Method::from_bytes(method.as_bytes()).expect("a method token");
+            assert_eq!(method_label(&m), label, "{method}");
+        }
+    }
 
     #[test]
     fn field_labels_drop_list_indexes() {

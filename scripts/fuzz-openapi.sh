@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Fuzzes the REST API from its own OpenAPI document (/api/openapi.json) with
+# schemathesis, on both backends: `guichet up` embedded (SQLite files and the
+# in-process bus, in a data folder of its own) and `guichet up` on PostgreSQL
+# and RabbitMQ (a fresh database and vhost, dropped after). Each is seeded
+# with real ids first (scripts/fuzz-seed.py). The checks: no server error,
+# no status code the document does not list, no answer that breaks its
+# schema. Exits non-zero on any failure.
+#
+#   scripts/fuzz-openapi.sh            # FUZZ_MAX_EXAMPLES=25 cases per route and phase
+#
+# Needs: python3 with schemathesis, grpcio and grpcio-tools (installed here
+# when missing), psql and curl, PostgreSQL on 127.0.0.1:5432 (user postgres,
+# trust) and RabbitMQ on 127.0.0.1:5672 with its management API on 15672.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+max_examples=${FUZZ_MAX_EXAMPLES:-25}
+pg_host=${FUZZ_PG_HOST:-127.0.0.1}
+amqp_base=${FUZZ_AMQP_BASE:-amqp://guest:guest@127.0.0.1:5672}
+rabbit_api=${FUZZ_RABBITMQ_API:-http://127.0.0.1:15672}
+
+# Run as a module, so a pip that puts scripts outside PATH does not matter.
+python3 -c 'import schemathesis.cli' 2>/dev/null || python3 -m pip install -q schemathesis
+python3 -c 'import grpc, grpc_tools' 2>/dev/null || python3 -m pip install -q grpcio grpcio-tools
+
+work=$(mktemp -d)
+name="guichet_fuzz_$$_${RANDOM}"
+pgids=()
+created_db=""
+created_vhost=""
+
+cleanup() {
+    for pgid in "${pgids[@]}"; do
+        kill -TERM -- "-$pgid" 2>/dev/null || true
+    done
+    for pgid in "${pgids[@]}"; do
+        for _ in $(seq 1 50); do
+            kill -0 -- "-$pgid" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -KILL -- "-$pgid" 2>/dev/null || true
+    done
+    if [ -n "$created_db" ]; then
+        psql -h "$pg_host" -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $created_db WITH (FORCE)" >/dev/null 2>&1 || true
+    fi
+    if [ -n "$created_vhost" ]; then
+        curl -fsS -u guest:guest -X DELETE "$rabbit_api/api/vhosts/$created_vhost" >/dev/null 2>&1 || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Builds once, so the two starts below only start.
+cargo build -q --bin guichet
+
+# start NAME PORT [VAR=VALUE...]: `cargo run -- up` in a process group of its
+# own (so that stopping it stops guichet too), ready when /readyz says so.
+start() {
+    local label=$1 port=$2
+    shift 2
+    setsid env "$@" GUICHET_HTTP_ADDR="127.0.0.1:$port" GUICHET_DATA_DIR="$work/$label" \
+        cargo run -q -- up >"$work/$label.log" 2>&1 &
+    pgids+=("$!")
+    for _ in $(seq 1 120); do
+        if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 1
+    done
+    echo "guichet ($label) did not get ready; its log:" >&2
+    tail -50 "$work/$label.log" >&2
+    return 1
+}
+
+# fuzz NAME PORT: seeds, then runs schemathesis; its exit status.
+fuzz() {
+    local label=$1 port=$2 base="http://127.0.0.1:$2"
+    printf '\n== fuzzing /api/openapi.json: %s (at %ss)\n' "$label" "$SECONDS"
+    python3 scripts/fuzz-seed.py "$base" proto examples/filings "$work/$label.toml"
+    # From the scratch folder: schemathesis keeps a cache where it runs.
+    (cd "$work" && python3 -m schemathesis.cli --config-file "$work/$label.toml" \
+        run "$base/api/openapi.json" \
+        --checks not_a_server_error,status_code_conformance,response_schema_conformance \
+        --max-examples "$max_examples" \
+        --request-timeout 20 \
+        --generation-database none \
+        --header "X-Agent-Id: fuzz-agent" \
+        --no-color)
+}
+
+failed=0
+
+embedded_port=$(free_port)
+start embedded "$embedded_port"
+fuzz embedded "$embedded_port" || failed=1
+
+psql -h "$pg_host" -U postgres -d postgres -qc "CREATE DATABASE $name"
+created_db=$name
+curl -fsS -u guest:guest -X PUT "$rabbit_api/api/vhosts/$name" >/dev/null
+created_vhost=$name
+curl -fsS -u guest:guest -X PUT "$rabbit_api/api/permissions/$name/guest" \
+    -H 'content-type: application/json' -d '{"configure":".*","write":".*","read":".*"}' >/dev/null
+servers_port=$(free_port)
+start servers "$servers_port" \
+    GUICHET_DATABASE_URL="postgres://postgres@$pg_host:5432/$name" \
+    GUICHET_AMQP_URL="$amqp_base/$name"
+fuzz servers "$servers_port" || failed=1
+
+printf '\n== fuzzing done (at %ss)\n' "$SECONDS"
+if [ "$failed" -ne 0 ]; then
+    echo "fuzz: failures above (schemathesis prints each with the curl command to reproduce it)" >&2
+    for label in embedded servers; do
+        if grep -qiE 'panicked|ERROR' "$work/$label.log" 2>/dev/null; then
+            echo "--- errors in the $label log:" >&2
+            grep -iE 'panicked|ERROR' "$work/$label.log" | tail -20 >&2
+        fi
+    done
+fi
+exit "$failed"

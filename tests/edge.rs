@@ -1,0 +1,728 @@
+//! No input crashes a service. Driven by the OpenAPI document the gateway
+//! serves: a NUL byte in each path and query parameter and in each body
+//! field of each route is a 400 that names it, on both backends (NUL is
+//! what PostgreSQL refuses outright). The same through gRPC, where the
+//! services check for themselves. An idempotency key used again with
+//! another request is a 409; a made-up HTTP method is counted as `other`;
+//! a connection that does not finish its request head is closed.
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{App, Backend, TestEnv};
+use guichet_proto::v1 as pb;
+use guichet_proto::v1::call_centre_client::CallCentreClient;
+use guichet_proto::v1::desk_client::DeskClient;
+use guichet_proto::v1::instruction_desk_client::InstructionDeskClient;
+use guichet_proto::v1::postal_client::PostalClient;
+use reqwest::multipart::{Form, Part};
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const NUL: &str = "\u{0}";
+
+/// One text a route takes, where a NUL byte will be put.
+#[derive(Debug, Clone)]
+enum Target {
+    Path(String),
+    Query(String),
+    /// A JSON body field, by its path (`person.family_name`, `kinds[0]`).
+    Json(Vec<Step>),
+    /// A multipart text part.
+    Part(String),
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Key(String),
+    Index,
+}
+
+impl Target {
+    /// The field the 400 must name: the parameter, or the body field's path.
+    fn field(&self) -> String {
+        match self {
+            Target::Path(n) | Target::Query(n) | Target::Part(n) => n.clone(),
+            Target::Json(steps) => {
+                let mut out = String::new();
+                for s in steps {
+                    match s {
+                        Step::Key(k) if out.is_empty() => out.push_str(k),
+                        Step::Key(k) => {
+                            out.push('.');
+                            out.push_str(k);
+                        }
+                        Step::Index => out.push_str("[0]"),
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Follows `$ref`s within the document.
+fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
+    match v["$ref"].as_str() {
+        Some(r) => {
+            let pointer = r.trim_start_matches('#');
+            resolve(doc, doc.pointer(pointer).unwrap_or(&Value::Null))
+        }
+        None => v,
+    }
+}
+
+/// Every text field of a JSON schema, as paths; maps (additionalProperties)
+/// get a key printed on paper, `family_name`.
+fn text_fields(doc: &Value, schema: &Value, at: &[Step], out: &mut Vec<Vec<Step>>) {
+    let schema = resolve(doc, schema);
+    match schema["type"].as_str() {
+        Some("string") => out.push(at.to_vec()),
+        Some("array") => {
+            let mut next = at.to_vec();
+            next.push(Step::Index);
+            text_fields(doc, &schema["items"], &next, out);
+        }
+        _ => {
+            if let Some(props) = schema["properties"].as_object() {
+                for (name, prop) in props {
+                    let mut next = at.to_vec();
+                    next.push(Step::Key(name.clone()));
+                    text_fields(doc, prop, &next, out);
+                }
+            }
+            if schema["additionalProperties"].is_object() {
+                let mut next = at.to_vec();
+                next.push(Step::Key("family_name".into()));
+                text_fields(doc, &schema["additionalProperties"], &next, out);
+            }
+        }
+    }
+}
+
+/// A JSON value holding `leaf` at `steps`, and nothing else.
+fn json_at(steps: &[Step], leaf: Value) -> Value {
+    match steps.split_first() {
+        None => leaf,
+        Some((Step::Key(k), rest)) => {
+            let mut m = Map::new();
+            m.insert(k.clone(), json_at(rest, leaf));
+            Value::Object(m)
+        }
+        Some((Step::Index, rest)) => Value::Array(vec![json_at(rest, leaf)]),
+    }
+}
+
+/// A harmless value for a parameter that is not the one under test.
+fn plain_value(doc: &Value, param: &Value) -> String {
+    let schema = resolve(doc, &param["schema"]);
+    if let Some(e) = schema["example"].as_str() {
+        return e.to_string();
+    }
+    if let Some(first) = schema["enum"].get(0).and_then(Value::as_str) {
+        return first.to_string();
+    }
+    match (schema["type"].as_str(), schema["format"].as_str()) {
+        (Some("integer"), _) => "1".into(),
+        (Some("number"), _) => "0.5".into(),
+        (_, Some("date")) => "2026-01-05".into(),
+        _ => "x".into(),
+    }
+}
+
+/// Sends `method path` with a NUL byte in `target` and harmless values
+/// elsewhere; answers the status and the body.
+async fn send_with_nul(
+    app: &App,
+    doc: &Value,
+    path: &str,
+    method: &str,
+    op: &Value,
+    target: &Target,
+) -> (u16, Value) {
+    let params: Vec<&Value> = op["parameters"]
+        .as_array()
+        .map(|a| a.iter().map(|p| resolve(doc, p)).collect())
+        .unwrap_or_default();
+    let mut url_path = path.to_string();
+    let mut query: Vec<(String, String)> = Vec::new();
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for p in &params {
+        let name = p["name"].as_str().unwrap().to_string();
+        let required = p["required"].as_bool().unwrap_or(false);
+        match p["in"].as_str().unwrap() {
+            "path" => {
+                let value = match target {
+                    Target::Path(n) if *n == name => "a%00b".to_string(),
+                    _ => plain_value(doc, p),
+                };
+                url_path = url_path.replace(&format!("{{{name}}}"), &value);
+            }
+            "query" => match target {
+                Target::Query(n) if *n == name => query.push((name, NUL.into())),
+                _ if required => query.push((name, plain_value(doc, p))),
+                _ => {}
+            },
+            // A NUL byte cannot travel in an HTTP header at all: the
+            // headers the API reads get plain values.
+            "header" => {
+                let value = if name.eq_ignore_ascii_case("idempotency-key") {
+                    uuid::Uuid::new_v4().to_string()
+                } else {
+                    "agent-nul-test".to_string()
+                };
+                headers.push((name, value));
+            }
+            _ => {}
+        }
+    }
+    let url = format!("{}{}", app.base, url_path);
+    let mut request = match method {
+        "get" => app.http.get(&url),
+        "post" => app.http.post(&url),
+        other => panic!("method {other} not covered by this test"),
+    };
+    request = request.query(&query);
+    for (n, v) in headers {
+        request = request.header(n, v);
+    }
+    let content = &op["requestBody"]["content"];
+    if content["application/json"].is_object() {
+        let body = match target {
+            Target::Json(steps) => json_at(steps, json!(NUL)),
+            _ => json!({}),
+        };
+        request = request.json(&body);
+    } else if content["multipart/form-data"].is_object() {
+        let mut form = Form::new();
+        if let Target::Part(name) = target {
+            form = form.text(name.clone(), NUL);
+        }
+        form = form.part(
+            "page",
+            Part::bytes(vec![0u8; 8])
+                .file_name("page.png")
+                .mime_str("image/png")
+                .unwrap(),
+        );
+        request = request.multipart(form);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(json!(text)))
+}
+
+fn names(body: &Value) -> Vec<String> {
+    body["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["field"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+on_both_backends!(a_nul_byte_in_any_parameter_of_any_route_is_a_400_naming_it);
+async fn a_nul_byte_in_any_parameter_of_any_route_is_a_400_naming_it(backend: Backend) {
+    let env = TestEnv::on(backend).await;
+    let app = App::start(&env.config()).await;
+    let doc: Value = app
+        .http
+        .get(format!("{}/api/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut tried = Vec::new();
+    let mut wrong = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let mut targets = Vec::new();
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let p = resolve(&doc, p);
+                let name = p["name"].as_str().unwrap().to_string();
+                match p["in"].as_str().unwrap() {
+                    "path" => targets.push(Target::Path(name)),
+                    "query" => targets.push(Target::Query(name)),
+                    _ => {}
+                }
+            }
+            let content = &op["requestBody"]["content"];
+            let mut fields = Vec::new();
+            if let Some(schema) = content["application/json"].get("schema") {
+                text_fields(&doc, schema, &[], &mut fields);
+                targets.extend(fields.into_iter().map(Target::Json));
+            } else if let Some(schema) = content["multipart/form-data"].get("schema") {
+                for (name, prop) in resolve(&doc, schema)["properties"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                {
+                    let prop = resolve(&doc, prop);
+                    let is_text = prop["type"] == "string" && prop["format"] != "binary"
+                        || prop["items"]["type"] == "string" && prop["items"]["format"] != "binary";
+                    if is_text {
+                        targets.push(Target::Part(name.clone()));
+                    }
+                }
+            }
+            for target in targets {
+                let (status, body) = send_with_nul(&app, &doc, path, method, op, &target).await;
+                let field = target.field();
+                tried.push(format!("{method} {path} {field}"));
+                if status != 400 || !names(&body).contains(&field) {
+                    wrong.push(format!("{method} {path} {field}: {status} {body}"));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "not a 400 naming the field:\n{}",
+        wrong.join("\n")
+    );
+    // The document's routes do take texts: the walk above found them.
+    assert!(
+        tried.len() > 60,
+        "only {} parameters tried: {tried:?}",
+        tried.len()
+    );
+    for expected in [
+        "get /api/v1/queue prefecture",
+        "get /api/v1/appointments/{id} id",
+        "get /api/v1/reports/{id} id",
+        "get /api/v1/postal/batches/{id} id",
+        "get /api/v1/postal/envelopes/{id} id",
+        "get /api/v1/postal/letters/{id} id",
+        "post /api/v1/agent/queue/next prefecture",
+        "post /api/v1/agent/dossiers/{reference}/withdrawal reason",
+        "post /api/v1/agent/dossiers/{reference}/document-requests reason",
+        "post /api/v1/appointments site_id",
+        "post /api/v1/appointments person.family_name",
+        "post /api/v1/postal/batches station_id",
+        "post /api/v1/postal/forms prefill.family_name",
+    ] {
+        assert!(tried.iter().any(|t| t == expected), "{expected} not tried");
+    }
+    app.stop().await;
+    env.cleanup().await;
+}
+
+fn violations(status: &tonic::Status) -> Vec<String> {
+    guichet_kit::ServiceError::from_status(status)
+        .violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
+}
+
+on_both_backends!(grpc_callers_get_invalid_argument_naming_the_field);
+async fn grpc_callers_get_invalid_argument_naming_the_field(backend: Backend) {
+    let env = TestEnv::on(backend).await;
+    let app = App::start(&env.config()).await;
+    let gateway = tonic::transport::Endpoint::from_shared(app.base.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut desk = DeskClient::new(gateway.clone());
+    let mut ccc = CallCentreClient::new(gateway.clone());
+    let mut postal = PostalClient::new(gateway);
+    let check = |what: &str, result: Result<(), tonic::Status>, field: &str| {
+        let status = result.expect_err(what);
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{what}: {status:?}"
+        );
+        assert!(
+            violations(&status).iter().any(|f| f == field),
+            "{what}: {field} not named in {status:?}"
+        );
+    };
+    check(
+        "an appointment id",
+        desk.get_appointment(pb::GetAppointmentRequest { id: NUL.into() })
+            .await
+            .map(drop),
+        "id",
+    );
+    check(
+        "a booking's site",
+        desk.book(pb::BookRequest {
+            site_id: format!("59{NUL}"),
+            idempotency_key: "k".into(),
+            ..Default::default()
+        })
+        .await
+        .map(drop),
+        "site_id",
+    );
+    check(
+        "a name printed on letters, with a right-to-left override",
+        desk.book(pb::BookRequest {
+            site_id: "59-lille".into(),
+            person: Some(pb::Person {
+                family_name: "Ben\u{202E}ila".into(),
+                ..Default::default()
+            }),
+            idempotency_key: "k".into(),
+            ..Default::default()
+        })
+        .await
+        .map(drop),
+        "person.family_name",
+    );
+    check(
+        "a name printed on letters, with a zero-width space",
+        ccc.open_report(pb::OpenReportRequest {
+            family_name: "Ben\u{200B}ali".into(),
+            ..Default::default()
+        })
+        .await
+        .map(drop),
+        "family_name",
+    );
+    check(
+        "a report id",
+        ccc.get_report(pb::GetReportRequest { id: NUL.into() })
+            .await
+            .map(drop),
+        "id",
+    );
+    check(
+        "a batch id",
+        postal
+            .get_batch(pb::GetBatchRequest {
+                batch_id: NUL.into(),
+            })
+            .await
+            .map(drop),
+        "batch_id",
+    );
+    check(
+        "a keyed field of an envelope",
+        postal
+            .confirm_envelope(pb::ConfirmEnvelopeRequest {
+                envelope_id: "e".into(),
+                operator_id: "op".into(),
+                fields: [("given_names".to_string(), format!("Nour{NUL}"))]
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        "fields.given_names",
+    );
+    check(
+        "a text longer than its bound",
+        postal
+            .get_letter(pb::GetLetterRequest {
+                letter_id: "x".repeat(5_000),
+            })
+            .await
+            .map(drop),
+        "letter_id",
+    );
+    // Instruction is not passed on by the gateway; it checks for itself too.
+    let mut instruction =
+        InstructionDeskClient::connect(format!("http://{}", app.mesh.instruction_addr))
+            .await
+            .unwrap();
+    check(
+        "a withdrawal's reason",
+        instruction
+            .withdraw(pb::WithdrawRequest {
+                actor: "agent-1".into(),
+                reference: "W26-AAAA-AAAA-A".into(),
+                reason: format!("retrait{NUL}"),
+            })
+            .await
+            .map(drop),
+        "reason",
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// A prefecture site open on weekdays, 08:30-16:00.
+fn site() -> pb::Site {
+    pb::Site {
+        id: "59-lille".into(),
+        name: "Préfecture du Nord, Lille".into(),
+        prefecture: "59".into(),
+        kind: pb::SiteKind::Prefecture as i32,
+        address: None,
+        opening_hours: (1..=5)
+            .map(|d| pb::OpeningHours {
+                weekday: d,
+                opens: "08:30".into(),
+                closes: "16:00".into(),
+            })
+            .collect(),
+        desks: 4,
+        slot_minutes: 30,
+        places_per_slot: 4,
+        places_for_reports: 0,
+    }
+}
+
+/// `hour`:00 (Paris) on the first working day after tomorrow.
+fn slot(hour: u32) -> String {
+    let mut day = chrono::Utc::now().date_naive() + chrono::Days::new(2);
+    while !guichet_dossier::calendar::is_working_day(day) {
+        day = day + chrono::Days::new(1);
+    }
+    guichet_dossier::desk::from_local(day.and_hms_opt(hour, 0, 0).unwrap())
+        .unwrap()
+        .to_rfc3339()
+}
+
+fn png() -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::GrayImage::from_pixel(40, 60, image::Luma([255u8]))
+        .write_to(&mut out, image::ImageFormat::Png)
+        .unwrap();
+    out.into_inner()
+}
+
+on_both_backends!(a_key_used_again_with_another_request_is_a_409);
+async fn a_key_used_again_with_another_request_is_a_409(backend: Backend) {
+    let env = TestEnv::on(backend).await;
+    let app = App::start(&env.config()).await;
+    let gateway = tonic::transport::Endpoint::from_shared(app.base.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    DeskClient::new(gateway.clone())
+        .upsert_site(site())
+        .await
+        .unwrap();
+
+    // Appointments.
+    let book = |key: &'static str, hour: u32, name: &'static str| {
+        let app = &app;
+        async move {
+            app.http
+                .post(format!("{}/api/v1/appointments", app.base))
+                .header("Idempotency-Key", key)
+                .json(&json!({
+                    "site_id": "59-lille",
+                    "starts_at": slot(hour),
+                    "person": {"family_name": name, "phone": "+33612345678"},
+                }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let first = book("booking-1", 9, "Benali").await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = book("booking-1", 9, "Benali").await;
+    assert_eq!(again.status(), 201, "the same booking again is answered");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"], "one appointment for one key");
+    for (hour, name) in [(10, "Benali"), (9, "Martin")] {
+        let other = book("booking-1", hour, name).await;
+        assert_eq!(other.status(), 409, "another booking with the same key");
+        let body: Value = other.json().await.unwrap();
+        assert!(
+            body["errors"][0]["problem"]
+                .as_str()
+                .unwrap()
+                .contains("idempotency key"),
+            "{body}"
+        );
+    }
+    let slots: Vec<Value> = app
+        .http
+        .get(format!(
+            "{}/api/v1/sites/59-lille/slots?date={}",
+            app.base,
+            &slot(9)[..10]
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let nine = slots
+        .iter()
+        .find(|s| s["starts_at"].as_str().unwrap() == slot(9))
+        .unwrap();
+    assert_eq!(nine["free"], 3, "one place taken, not two: {slots:?}");
+
+    // Postal batches.
+    let today = chrono::Utc::now().date_naive();
+    let upload = |key: &'static str, postmark: String| {
+        let app = &app;
+        async move {
+            let form = Form::new()
+                .text("station_id", "station-59-1")
+                .text("reception_date", today.to_string())
+                .text("postmark_date", postmark)
+                .text("idempotency_key", key)
+                .part(
+                    "page",
+                    Part::bytes(png())
+                        .file_name("scan-000.png")
+                        .mime_str("image/png")
+                        .unwrap(),
+                );
+            app.http
+                .post(format!("{}/api/v1/postal/batches", app.base))
+                .multipart(form)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let yesterday = (today - chrono::Days::new(1)).to_string();
+    let first = upload("batch-1", yesterday.clone()).await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = upload("batch-1", yesterday).await;
+    assert_eq!(again.status(), 200, "the same upload again");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["batch_id"], first["batch_id"]);
+    let other = upload("batch-1", (today - chrono::Days::new(2)).to_string()).await;
+    assert_eq!(other.status(), 409, "another upload with the same key");
+
+    // Blocked-user reports, over gRPC.
+    let mut ccc = CallCentreClient::new(gateway);
+    let report = |what: &str| pb::OpenReportRequest {
+        category: pb::ReportCategory::UploadFails as i32,
+        what_was_tried: what.into(),
+        family_name: "Benali".into(),
+        given_names: "Samira".into(),
+        contact: Some(pb::Contact {
+            phone: "+33612345678".into(),
+            address: Some(pb::PostalAddress {
+                line1: "12 rue Solférino".into(),
+                postal_code: "59000".into(),
+                city: "Lille".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        agent_id: "ccc-agent-7".into(),
+        call_id: "call-1".into(),
+        idempotency_key: "report-1".into(),
+        ..Default::default()
+    };
+    let first = ccc
+        .open_report(report("the upload fails"))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = ccc
+        .open_report(report("the upload fails"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.id, first.id, "one report for one key");
+    let other = ccc
+        .open_report(report("the site is down"))
+        .await
+        .expect_err("another report with the same key");
+    assert_eq!(other.code(), tonic::Code::AlreadyExists, "{other:?}");
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_made_up_method_is_counted_as_other() {
+    let env = TestEnv::on(Backend::Embedded).await;
+    let app = App::start(&env.config()).await;
+    for method in ["BREW", "X-MADE-UP-1", "X-MADE-UP-2"] {
+        let r = app
+            .http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}/healthz", app.base),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405);
+    }
+    let series = "guichet_http_requests_total{method=\"other\",route=\"/healthz\",status=\"405\"}";
+    assert_eq!(app.metric(series).await, 3.0);
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !text.contains("BREW") && !text.contains("MADE-UP"),
+        "{text}"
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// Sends `head` and waits for the server to close; the time it took.
+async fn closed_after(app: &App, head: &[u8]) -> Duration {
+    let mut stream = tokio::net::TcpStream::connect(app.mesh.http_addr)
+        .await
+        .unwrap();
+    stream.write_all(head).await.unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    // Bounded: a server that never closes fails here, not by hanging.
+    let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+        "still open after 30 s: {head:?}"
+    );
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_not_finished_in_time_closes_the_connection() {
+    let env = TestEnv::on(Backend::Embedded).await;
+    let app = App::start(&env.config()).await;
+    let limit = guichet_gateway::server::HEADER_READ_TIMEOUT;
+    let heads: [&[u8]; 3] = [
+        b"GET /healthz HTTP/1.1\r\nHost: guichet\r\nX-Slow: ",
+        b"",
+        // The start of an HTTP/2 preface, never finished.
+        b"PRI * HTTP/2.0\r\n",
+    ];
+    // All three at once: each is closed on its own clock.
+    let took = futures_util::future::join_all(heads.iter().map(|h| closed_after(&app, h))).await;
+    for (head, took) in heads.iter().zip(took) {
+        assert!(
+            took < limit + Duration::from_secs(3),
+            "{head:?} held the connection {took:?}"
+        );
+    }
+    // A request whose head comes whole is answered as usual.
+    let mut stream = tokio::net::TcpStream::connect(app.mesh.http_addr)
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: guichet\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    app.stop().await;
+    env.cleanup().await;
+}
