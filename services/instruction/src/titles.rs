@@ -147,12 +147,7 @@ pub async fn send_due_alerts(
     const MARK: &str = "INSERT INTO title_alerts (title_id, offset_days, sent_at) VALUES ($1, $2, $3) \
          ON CONFLICT DO NOTHING";
     let mut sent_now = 0;
-    let rows: Vec<TitleRow> = db
-        .acquire()
-        .await?
-        .conn()
-        .fetch_all(Stmt::new(DUE).bind(today).bind(until))
-        .await?;
+    let rows: Vec<TitleRow> = db.fetch_all(Stmt::new(DUE).bind(today).bind(until)).await?;
     for (id, kind, number, expires_on, prefecture, holder, contact) in rows {
         let mut tx = db.begin_write().await?;
         let mut c = tx.conn();

@@ -355,6 +355,33 @@ impl Database {
         }
     }
 
+    /// Runs one statement on a pooled connection; the rows it changed.
+    pub async fn execute(&self, s: Stmt) -> Result<u64, sqlx::Error> {
+        self.acquire().await?.conn().execute(s).await
+    }
+
+    /// One statement's rows, on a pooled connection.
+    pub async fn fetch_all<T: AnyRow>(&self, s: Stmt) -> Result<Vec<T>, sqlx::Error> {
+        self.acquire().await?.conn().fetch_all(s).await
+    }
+
+    pub async fn fetch_optional<T: AnyRow>(&self, s: Stmt) -> Result<Option<T>, sqlx::Error> {
+        self.acquire().await?.conn().fetch_optional(s).await
+    }
+
+    /// The first column of every row, on a pooled connection.
+    pub async fn scalars<T: AnyValue>(&self, s: Stmt) -> Result<Vec<T>, sqlx::Error> {
+        self.acquire().await?.conn().scalars(s).await
+    }
+
+    pub async fn scalar_optional<T: AnyValue>(&self, s: Stmt) -> Result<Option<T>, sqlx::Error> {
+        self.acquire().await?.conn().scalar_optional(s).await
+    }
+
+    pub async fn scalar<T: AnyValue>(&self, s: Stmt) -> Result<T, sqlx::Error> {
+        self.acquire().await?.conn().scalar(s).await
+    }
+
     /// A connection for statements run one by one.
     pub async fn acquire(&self) -> Result<Pooled, sqlx::Error> {
         Ok(match self {

@@ -45,9 +45,6 @@ struct EquityRow {
 impl Store {
     pub async fn case(&self, reference: &str) -> Result<Option<CaseRow>, sqlx::Error> {
         self.db
-            .acquire()
-            .await?
-            .conn()
             .fetch_optional(
                 Stmt::new(format!(
                     "SELECT {CASE_COLUMNS} FROM dossiers WHERE reference = $1"
@@ -92,30 +89,19 @@ impl Store {
 
     pub async fn events(&self, reference: &str) -> Result<Vec<EventRow>, sqlx::Error> {
         self.db
-            .acquire()
-            .await?
-            .conn()
             .fetch_all(Stmt::new(EVENTS_SQL).bind(reference))
             .await
     }
 
     pub async fn attestations(&self, reference: &str) -> Result<Vec<AttestationRow>, sqlx::Error> {
         self.db
-            .acquire()
-            .await?
-            .conn()
             .fetch_all(Stmt::new(ATTESTATIONS_SQL).bind(reference))
             .await
     }
 
     /// The other filings linked to this one.
     pub async fn linked(&self, reference: &str) -> Result<Vec<String>, sqlx::Error> {
-        self.db
-            .acquire()
-            .await?
-            .conn()
-            .scalars(Stmt::new(LINKED_SQL).bind(reference))
-            .await
+        self.db.scalars(Stmt::new(LINKED_SQL).bind(reference)).await
     }
 
     /// The attestation with this verification code, and its dossier.
@@ -124,9 +110,6 @@ impl Store {
         code: &str,
     ) -> Result<Option<CodedAttestation>, sqlx::Error> {
         self.db
-            .acquire()
-            .await?
-            .conn()
             .fetch_optional(
                 Stmt::new(
                     "SELECT reference, id, kind, valid_from, valid_until, issued_at, \
@@ -147,9 +130,6 @@ impl Store {
         today: NaiveDate,
     ) -> Result<Vec<QueueRow>, sqlx::Error> {
         self.db
-            .acquire()
-            .await?
-            .conn()
             .fetch_all(
                 super::with_urgency(&self.sql.queue, today)
                     .bind(filter.prefecture.as_deref())
@@ -167,9 +147,6 @@ impl Store {
     pub async fn files_ahead(&self, row: &CaseRow, today: NaiveDate) -> Result<i64, sqlx::Error> {
         let rank = UrgencyClass::for_cover(row.cover_until, today).rank();
         self.db
-            .acquire()
-            .await?
-            .conn()
             .scalar(
                 super::with_urgency(&self.sql.files_ahead, today)
                     .bind(row.prefecture.as_str())
@@ -191,9 +168,6 @@ impl Store {
     ) -> Result<Vec<(String, i64)>, sqlx::Error> {
         let rows: Vec<(String, NaiveDate, DateTime<Utc>)> = self
             .db
-            .acquire()
-            .await?
-            .conn()
             .fetch_all(
                 Stmt::new(
                     "SELECT procedure, legal_filing_date, decided_at FROM dossiers \
@@ -223,9 +197,6 @@ impl Store {
     ) -> Result<Vec<equity::CaseFacts>, sqlx::Error> {
         let rows: Vec<EquityRow> = self
             .db
-            .acquire()
-            .await?
-            .conn()
             .fetch_all(
                 Stmt::new(
                     "SELECT d.channel, d.legal_filing_date, d.received_at, d.decided_at, \
@@ -256,9 +227,6 @@ impl Store {
     /// Open dossiers by state, for the operators' figures.
     pub async fn open_by_state(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
         self.db
-            .acquire()
-            .await?
-            .conn()
             .fetch_all(Stmt::new(format!(
                 "SELECT state, count(*) FROM dossiers WHERE {OPEN} GROUP BY state"
             )))
@@ -270,9 +238,6 @@ impl Store {
     /// dossier.
     pub async fn attestation_counts(&self) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
         self.db
-            .acquire()
-            .await?
-            .conn()
             .fetch_all(Stmt::new(
                 "SELECT kind, count(*), count(*) - count(DISTINCT reference) \
                  FROM attestations GROUP BY kind",
@@ -287,9 +252,6 @@ impl Store {
     ) -> Result<BTreeMap<String, i64>, sqlx::Error> {
         let rows: Vec<(String, i64)> = self
             .db
-            .acquire()
-            .await?
-            .conn()
             .fetch_all(
                 Stmt::new(format!(
                     "SELECT procedure, count(*) FROM dossiers WHERE {OPEN} \

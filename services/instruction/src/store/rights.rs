@@ -130,9 +130,6 @@ impl Store {
         let soon = today + chrono::Duration::days(self.horizon_days);
         let rows: Vec<CaseRow> = self
             .db
-            .acquire()
-            .await?
-            .conn()
             .fetch_all(
                 Stmt::new(format!(
                     "SELECT {CASE_COLUMNS} FROM dossiers WHERE linked_to IS NULL AND (\

@@ -26,9 +26,6 @@ impl Store {
         today: NaiveDate,
     ) -> Result<Option<String>, sqlx::Error> {
         self.db
-            .acquire()
-            .await?
-            .conn()
             .scalar_optional(
                 super::with_urgency(&self.sql.take_next, today)
                     .bind(agent)
@@ -46,9 +43,6 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
         self.db
-            .acquire()
-            .await?
-            .conn()
             .execute(
                 Stmt::new("INSERT INTO agent_reads (reference, agent, at) VALUES ($1, $2, $3)")
                     .bind(reference)
@@ -165,9 +159,6 @@ impl Store {
             .clone()
             .unwrap_or_else(|| reference.to_string());
         self.db
-            .acquire()
-            .await?
-            .conn()
             .execute(
                 Stmt::new(
                     "INSERT INTO dossier_documents (reference, kind, sha256, media_type, \
@@ -208,9 +199,6 @@ impl Store {
         };
         // Keep the list of what is still missing current, whatever the step.
         self.db
-            .acquire()
-            .await?
-            .conn()
             .execute(
                 Stmt::new("UPDATE dossiers SET missing = $2 WHERE reference = $1")
                     .bind(primary.as_str())
@@ -235,9 +223,6 @@ impl Store {
             .collect::<Result<Vec<DocumentKind>, _>>()?;
         let later: Vec<String> = self
             .db
-            .acquire()
-            .await?
-            .conn()
             .scalars(
                 Stmt::new("SELECT kind FROM dossier_documents WHERE reference = $1")
                     .bind(row.reference.as_str()),
