@@ -340,6 +340,44 @@ async fn a_date_that_is_no_date_is_refused_by_name_in_every_filter() {
         .await
         .unwrap_err();
     assert_eq!(refused_fields(&refused), ["cover_ends_before"]);
+    // An enum filter with a number no value has is refused too, not read
+    // as "any".
+    for (request, field) in [
+        (
+            pb::ListQueueRequest {
+                procedure: 99,
+                ..Default::default()
+            },
+            "procedure",
+        ),
+        (
+            pb::ListQueueRequest {
+                state: 42,
+                ..Default::default()
+            },
+            "state",
+        ),
+        (
+            pb::ListQueueRequest {
+                channel: 7,
+                ..Default::default()
+            },
+            "channel",
+        ),
+    ] {
+        let refused = reader.list_queue(request).await.unwrap_err();
+        assert_eq!(refused_fields(&refused), [field]);
+    }
+    assert!(
+        reader
+            .list_queue(pb::ListQueueRequest {
+                procedure: pb::Procedure::Renewal as i32,
+                state: pb::CaseState::Complete as i32,
+                ..Default::default()
+            })
+            .await
+            .is_ok()
+    );
     assert!(
         reader
             .list_queue(pb::ListQueueRequest::default())

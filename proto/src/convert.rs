@@ -11,6 +11,8 @@ use guichet_dossier::{
     Provenance, RawFiling, Reference, SCHEMA_VERSION, TitleKind, Violations,
 };
 
+use guichet_dossier::CaseState;
+
 use crate::v1 as pb;
 
 // ---- small pieces ------------------------------------------------------------
@@ -94,6 +96,36 @@ pub fn channel_from_pb(c: pb::Channel) -> Option<Channel> {
         pb::Channel::Pan => Some(Channel::Pan),
         pb::Channel::Postal => Some(Channel::Postal),
     }
+}
+
+/// The case states and their wire values, one table read both ways.
+const CASE_STATES: [(CaseState, pb::CaseState); 8] = [
+    (CaseState::Filed, pb::CaseState::Filed),
+    (CaseState::Incomplete, pb::CaseState::Incomplete),
+    (
+        CaseState::DocumentsRequested,
+        pb::CaseState::DocumentsRequested,
+    ),
+    (CaseState::Complete, pb::CaseState::Complete),
+    (CaseState::UnderReview, pb::CaseState::UnderReview),
+    (CaseState::Favourable, pb::CaseState::Favourable),
+    (CaseState::Unfavourable, pb::CaseState::Unfavourable),
+    (CaseState::Closed, pb::CaseState::Closed),
+];
+
+pub fn case_state_to_pb(state: CaseState) -> pb::CaseState {
+    CASE_STATES
+        .iter()
+        .find(|(s, _)| *s == state)
+        .map_or(pb::CaseState::Unspecified, |(_, w)| *w)
+}
+
+/// `None` for unspecified, or a number no state has.
+pub fn case_state_from_pb(value: i32) -> Option<CaseState> {
+    CASE_STATES
+        .iter()
+        .find(|(_, w)| *w as i32 == value)
+        .map(|(s, _)| *s)
 }
 
 /// Maps a domain code to its wire enum by name: `renewal` <-> `PROCEDURE_RENEWAL`.
@@ -454,6 +486,17 @@ pub fn dossier_from_pb(d: &pb::Dossier, today: NaiveDate) -> Result<Dossier, Vio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_case_state_has_its_wire_value_and_back() {
+        for state in CaseState::ALL {
+            let wire = case_state_to_pb(state);
+            assert_ne!(wire, pb::CaseState::Unspecified, "{state}");
+            assert_eq!(case_state_from_pb(wire as i32), Some(state));
+        }
+        assert_eq!(case_state_from_pb(0), None);
+        assert_eq!(case_state_from_pb(99), None);
+    }
     use chrono::TimeZone;
     use prost::Message;
 

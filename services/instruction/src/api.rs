@@ -7,7 +7,7 @@ use chrono::NaiveDate;
 use guichet_dossier::filing::RawDocument;
 use guichet_dossier::rights;
 use guichet_dossier::{
-    CaseState, Channel, DocumentKind, Reference, Step, UrgencyClass, Violations,
+    CaseState, Channel, DocumentKind, Motif, Procedure, Reference, Step, UrgencyClass, Violations,
 };
 use guichet_kit::clock::SharedClock;
 use guichet_kit::{ErrorKind, ServiceError, db};
@@ -85,18 +85,43 @@ fn agent(id: &str, field: &str) -> Result<String, Status> {
     Ok(id.to_string())
 }
 
-/// `PROCEDURE_RENEWAL` -> `renewal`, for enum filters; `None` when unset.
-fn code_of(name: Option<&str>, prefix: &str) -> Option<String> {
-    let name = name?
-        .strip_prefix(prefix)?
-        .trim_start_matches('_')
-        .to_ascii_lowercase();
-    (name != "unspecified").then_some(name)
+/// A wire enum used as a filter: `None` when unset (0), the domain value
+/// when known, and INVALID_ARGUMENT naming `field` for a number that is no
+/// value: an unknown filter is refused, never read as "any".
+fn enum_filter<T>(
+    field: &str,
+    value: i32,
+    text: fn(i32) -> Option<String>,
+    parse: fn(&str) -> Option<T>,
+) -> Result<Option<T>, Status> {
+    match text(value) {
+        None => Ok(None),
+        Some(code) => parse(&code)
+            .map(Some)
+            .ok_or_else(|| invalid(field, format!("{value} is not a known value"))),
+    }
+}
+
+/// A wire channel's code; an unknown number as itself, to be refused.
+fn channel_text(value: i32) -> Option<String> {
+    (value != 0).then(|| {
+        pb::Channel::try_from(value)
+            .ok()
+            .and_then(convert::channel_from_pb)
+            .map_or_else(|| value.to_string(), |c| c.as_str().to_string())
+    })
+}
+
+/// A wire case state's code; an unknown number as itself, to be refused.
+fn state_text(value: i32) -> Option<String> {
+    (value != 0).then(|| {
+        convert::case_state_from_pb(value)
+            .map_or_else(|| value.to_string(), |s| s.as_str().to_string())
+    })
 }
 
 fn document_kind_of(value: i32) -> Option<DocumentKind> {
-    let kind = pb::DocumentKind::try_from(value).ok()?;
-    DocumentKind::parse(&code_of(Some(kind.as_str_name()), "DOCUMENT_KIND")?)
+    DocumentKind::parse(&convert::document_kind_text(value)?)
 }
 
 fn urgency_to_pb(u: UrgencyClass) -> pb::UrgencyClass {
@@ -254,28 +279,15 @@ impl InstructionReader for Api {
         };
         let filter = QueueFilter {
             prefecture: (!r.prefecture.is_empty()).then(|| r.prefecture.clone()),
-            procedure: code_of(
-                pb::Procedure::try_from(r.procedure)
-                    .ok()
-                    .map(|p| p.as_str_name()),
-                "PROCEDURE",
-            ),
-            motif: code_of(
-                pb::Motif::try_from(r.motif).ok().map(|m| m.as_str_name()),
-                "MOTIF",
-            ),
-            channel: code_of(
-                pb::Channel::try_from(r.channel)
-                    .ok()
-                    .map(|c| c.as_str_name()),
-                "CHANNEL",
-            ),
-            state: code_of(
-                pb::CaseState::try_from(r.state)
-                    .ok()
-                    .map(|s| s.as_str_name()),
-                "CASE_STATE",
-            ),
+            procedure: enum_filter(
+                "procedure",
+                r.procedure,
+                convert::procedure_text,
+                Procedure::parse,
+            )?,
+            motif: enum_filter("motif", r.motif, convert::motif_text, Motif::parse)?,
+            channel: enum_filter("channel", r.channel, channel_text, Channel::parse)?,
+            state: enum_filter("state", r.state, state_text, CaseState::parse)?,
             // A date that is no date is refused, not read as "no filter".
             cover_ends_before: convert::request_date(
                 "cover_ends_before",
@@ -295,25 +307,14 @@ impl InstructionReader for Api {
                 .linked(&r.reference)
                 .await
                 .map_err(|e| db_error("reading linked filings", &e))?;
-            let code = |name: &str, prefix: &str, parse: fn(&str) -> Option<i32>| {
-                parse(&format!("{prefix}_{}", name.to_ascii_uppercase())).unwrap_or(0)
-            };
             entries.push(pb::QueueEntry {
-                channel: Channel::parse(&r.channel)
-                    .map(|c| convert::channel_to_pb(c) as i32)
-                    .unwrap_or(0),
-                procedure: code(&r.procedure, "PROCEDURE", |n| {
-                    pb::Procedure::from_str_name(n).map(|p| p as i32)
-                }),
-                motif: code(&r.motif, "MOTIF", |n| {
-                    pb::Motif::from_str_name(n).map(|m| m as i32)
-                }),
+                channel: convert::channel_to_pb(r.channel) as i32,
+                procedure: convert::procedure_to_pb(r.procedure),
+                motif: convert::motif_to_pb(r.motif),
                 prefecture: r.prefecture,
                 legal_filing_date: Some(convert::date_to_pb(r.legal_filing_date)),
                 urgency: urgency_to_pb(UrgencyClass::from_rank(r.urgency)) as i32,
-                state: CaseState::parse(&r.state)
-                    .map(|s| cases::state_to_pb(s) as i32)
-                    .unwrap_or(0),
+                state: cases::state_to_pb(r.state) as i32,
                 title_expires_on: r.title_expires_on.map(convert::date_to_pb),
                 queue_date: r.queue_date.map(convert::date_to_pb),
                 cover_until: r.cover_until.map(convert::date_to_pb),

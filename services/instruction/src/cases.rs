@@ -183,11 +183,7 @@ pub fn event_message(e: EventFacts<'_>) -> OutgoingMessage {
 }
 
 pub fn state_to_pb(state: CaseState) -> pb::CaseState {
-    pb::CaseState::from_str_name(&format!(
-        "CASE_STATE_{}",
-        state.as_str().to_ascii_uppercase()
-    ))
-    .unwrap_or(pb::CaseState::Unspecified)
+    convert::case_state_to_pb(state)
 }
 
 pub fn cover_to_pb(cover: Cover) -> pb::Cover {

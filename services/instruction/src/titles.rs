@@ -196,14 +196,10 @@ fn alert_message(
 ) -> Result<OutgoingMessage, prost::DecodeError> {
     let holder = pb::Applicant::decode(holder)?;
     let contact = pb::Contact::decode(contact)?;
-    let answer = pb::AnswerChannel::try_from(contact.answer_channel)
-        .ok()
-        .and_then(|a| {
-            a.as_str_name()
-                .strip_prefix("ANSWER_CHANNEL_")
-                .map(str::to_ascii_lowercase)
-        })
-        .unwrap_or_else(|| "post".into());
+    // Paper reaches everyone: the channel when none was recorded.
+    let answer = convert::answer_channel_text(contact.answer_channel)
+        .and_then(|a| guichet_dossier::AnswerChannel::parse(&a))
+        .map_or("post", |a| a.as_str());
     let renew_by = expires_on
         .checked_sub_months(chrono::Months::new(RENEW_MONTHS_BEFORE))
         .unwrap_or(expires_on);
@@ -246,11 +242,7 @@ pub fn record_from_decision(
     let a = raw.applicant?;
     let c = raw.contact?;
     let address = c.address.clone().unwrap_or_default();
-    let kind = pb::TitleKind::try_from(title.kind)
-        .ok()?
-        .as_str_name()
-        .strip_prefix("TITLE_KIND_")?
-        .to_ascii_lowercase();
+    let kind = convert::title_kind_text(title.kind)?;
     let record = RawTitleRecord {
         kind: Some(kind),
         number: Some(title.number.clone()),

@@ -133,10 +133,10 @@ impl Store {
             .fetch_all(
                 super::with_urgency(&self.sql.queue, today)
                     .bind(filter.prefecture.as_deref())
-                    .bind(filter.procedure.as_deref())
-                    .bind(filter.motif.as_deref())
-                    .bind(filter.channel.as_deref())
-                    .bind(filter.state.as_deref())
+                    .bind(filter.procedure.map(|p| p.as_str()))
+                    .bind(filter.motif.map(|m| m.as_str()))
+                    .bind(filter.channel.map(|c| c.as_str()))
+                    .bind(filter.state.map(|s| s.as_str()))
                     .bind(filter.cover_ends_before)
                     .bind(limit),
             )

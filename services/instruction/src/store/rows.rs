@@ -5,7 +5,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use guichet_dossier::lifecycle::ImpossibleStep;
 use guichet_dossier::rights::{Attestation, AttestationKind, CaseFacts};
-use guichet_dossier::{CaseState, DocumentKind, Dossier, Procedure};
+use guichet_dossier::{CaseState, Channel, DocumentKind, Dossier, Motif, Procedure};
 use guichet_proto::{convert, v1 as pb};
 
 use crate::cases::{self, split_kinds};
@@ -144,16 +144,20 @@ pub struct CodedAttestation {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct QueueRow {
     pub reference: String,
-    pub channel: String,
-    pub procedure: String,
-    pub motif: String,
+    #[sqlx(try_from = "String")]
+    pub channel: Channel,
+    #[sqlx(try_from = "String")]
+    pub procedure: Procedure,
+    #[sqlx(try_from = "String")]
+    pub motif: Motif,
     pub prefecture: String,
     pub legal_filing_date: NaiveDate,
     pub queue_date: Option<NaiveDate>,
     pub cover_until: Option<NaiveDate>,
     pub taken_by: Option<String>,
     pub urgency: i16,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: CaseState,
     pub title_expires_on: Option<NaiveDate>,
 }
 
@@ -171,10 +175,10 @@ pub struct CaseSnapshot {
 #[derive(Debug, Clone, Default)]
 pub struct QueueFilter {
     pub prefecture: Option<String>,
-    pub procedure: Option<String>,
-    pub motif: Option<String>,
-    pub channel: Option<String>,
-    pub state: Option<String>,
+    pub procedure: Option<Procedure>,
+    pub motif: Option<Motif>,
+    pub channel: Option<Channel>,
+    pub state: Option<CaseState>,
     pub cover_ends_before: Option<NaiveDate>,
 }
 
