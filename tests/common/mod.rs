@@ -198,23 +198,56 @@ impl TestEnv {
         guichet_kit::bus::AmqpBus::new(url, "test", 3)
     }
 
-    pub async fn cleanup(self) {
+    pub async fn cleanup(mut self) {
         let _ = std::fs::remove_dir_all(&self.data_dir);
-        let Some(admin) = self.admin else {
+        let Some(admin) = self.admin.take() else {
             return;
         };
-        let http = reqwest::Client::new();
-        let _ = http
-            .delete(format!("{}/api/vhosts/{}", rabbitmq_api(), self.name))
-            .basic_auth("guest", Some("guest"))
-            .send()
-            .await;
-        let _ = sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&admin)
+        drop_servers_side(&admin, &self.name).await;
+    }
+}
+
+/// The test's vhost and database, gone.
+async fn drop_servers_side(admin: &PgPool, name: &str) {
+    let _ = reqwest::Client::new()
+        .delete(format!("{}/api/vhosts/{name}", rabbitmq_api()))
+        .basic_auth("guest", Some("guest"))
+        .send()
         .await;
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(admin)
+        .await;
+}
+
+/// A test that fails unwinds through here without reaching `cleanup`: its
+/// database, vhost and data folder go all the same, so failing runs do not
+/// pile up leftovers on the servers. The async work runs on a runtime of its
+/// own, in a thread of its own, since this may run inside the test's.
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        let Some(admin) = self.admin.take() else {
+            return;
+        };
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                // The pool belongs to the test's runtime: connect anew here.
+                let Ok(admin_here) = PgPool::connect(&database_admin_url()).await else {
+                    return;
+                };
+                drop(admin);
+                drop_servers_side(&admin_here, &name).await;
+                admin_here.close().await;
+            });
+        })
+        .join();
     }
 }
 
