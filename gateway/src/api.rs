@@ -56,12 +56,6 @@ pub(crate) fn time_text(t: &Option<prost_types::Timestamp>) -> String {
         .unwrap_or_default()
 }
 
-pub(crate) fn enum_text(name: Option<&'static str>, prefix: &str) -> String {
-    name.and_then(|n| n.strip_prefix(prefix))
-        .map(|n| n.trim_start_matches('_').to_ascii_lowercase())
-        .unwrap_or_default()
-}
-
 pub(crate) fn channel_text(c: i32) -> &'static str {
     pb::Channel::try_from(c)
         .ok()
@@ -140,12 +134,7 @@ pub async fn submit(
             .documents
             .into_iter()
             .map(|d| DocumentView {
-                kind: enum_text(
-                    pb::DocumentKind::try_from(d.kind)
-                        .ok()
-                        .map(|k| k.as_str_name()),
-                    "DOCUMENT_KIND",
-                ),
+                kind: convert::document_kind_text(d.kind).unwrap_or_default(),
                 sha256: d.sha256,
                 media_type: d.media_type,
                 size_bytes: d.size_bytes,
@@ -223,31 +212,11 @@ pub(crate) fn dossier_view(view: pb::DossierView) -> DossierView {
     DossierView {
         reference: dossier.reference,
         channel: channel_text(dossier.channel),
-        procedure: enum_text(
-            pb::Procedure::try_from(filing.procedure)
-                .ok()
-                .map(|p| p.as_str_name()),
-            "PROCEDURE",
-        ),
-        motif: enum_text(
-            pb::Motif::try_from(filing.motif)
-                .ok()
-                .map(|m| m.as_str_name()),
-            "MOTIF",
-        ),
+        procedure: convert::procedure_text(filing.procedure).unwrap_or_default(),
+        motif: convert::motif_text(filing.motif).unwrap_or_default(),
         prefecture: dossier.prefecture,
-        state: enum_text(
-            pb::CaseState::try_from(view.state)
-                .ok()
-                .map(|s| s.as_str_name()),
-            "CASE_STATE",
-        ),
-        urgency: enum_text(
-            pb::UrgencyClass::try_from(view.urgency)
-                .ok()
-                .map(|u| u.as_str_name()),
-            "URGENCY_CLASS",
-        ),
+        state: convert::case_state_text(view.state).unwrap_or_default(),
+        urgency: convert::urgency_text(view.urgency).unwrap_or_default(),
         legal_filing_date: date_text(&dossier.legal_filing_date),
         filed_at: time_text(&dossier.filed_at),
         recorded_at: time_text(&view.recorded_at),

@@ -9,11 +9,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use guichet_dossier::calendar::parse_iso_date;
-use guichet_dossier::{Reference, Violations};
+use guichet_dossier::{
+    CaseState, Channel, DocumentKind, Motif, Procedure, Reference, TitleKind, Violations,
+};
 use guichet_proto::{convert, v1 as pb};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{DossierView, channel_text, date_text, dossier_view, enum_text, time_text};
+use crate::api::{DossierView, channel_text, date_text, dossier_view, time_text};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParam, QueryParams};
 use crate::server::AppState;
@@ -24,18 +26,19 @@ fn parse_reference(s: &str) -> Result<Reference, ApiError> {
     Reference::parse(s).map_err(|e| Violations::one("reference", e.to_string()).into())
 }
 
-/// `renewal` -> `PROCEDURE_RENEWAL`'s number; a clear error for an unknown name.
-fn enum_value(
+/// `renewal` -> its wire number (0 when not given); a clear error naming
+/// `field` for a code that is not in the list. Case does not matter.
+fn code_value<T>(
     field: &str,
     text: &Option<String>,
-    prefix: &str,
-    from_name: fn(&str) -> Option<i32>,
+    parse: fn(&str) -> Option<T>,
+    to_pb: fn(T) -> i32,
 ) -> Result<i32, ApiError> {
     let Some(text) = text.as_deref().filter(|t| !t.is_empty()) else {
         return Ok(0);
     };
-    from_name(&format!("{prefix}_{}", text.to_ascii_uppercase()))
-        .filter(|v| *v != 0)
+    parse(&text.to_ascii_lowercase())
+        .map(to_pb)
         .ok_or_else(|| Violations::one(field, format!("unknown value {text:?}")).into())
 }
 
@@ -92,17 +95,18 @@ pub async fn queue(
     let request = pb::ListQueueRequest {
         prefecture: q.prefecture.clone().unwrap_or_default(),
         limit: q.limit.unwrap_or(50),
-        procedure: enum_value("procedure", &q.procedure, "PROCEDURE", |n| {
-            pb::Procedure::from_str_name(n).map(|v| v as i32)
+        procedure: code_value(
+            "procedure",
+            &q.procedure,
+            Procedure::parse,
+            convert::procedure_to_pb,
+        )?,
+        motif: code_value("motif", &q.motif, Motif::parse, convert::motif_to_pb)?,
+        channel: code_value("channel", &q.channel, Channel::parse, |c| {
+            convert::channel_to_pb(c) as i32
         })?,
-        motif: enum_value("motif", &q.motif, "MOTIF", |n| {
-            pb::Motif::from_str_name(n).map(|v| v as i32)
-        })?,
-        channel: enum_value("channel", &q.channel, "CHANNEL", |n| {
-            pb::Channel::from_str_name(n).map(|v| v as i32)
-        })?,
-        state: enum_value("state", &q.state, "CASE_STATE", |n| {
-            pb::CaseState::from_str_name(n).map(|v| v as i32)
+        state: code_value("state", &q.state, CaseState::parse, |s| {
+            convert::case_state_to_pb(s) as i32
         })?,
         cover_ends_before: date_param("cover_ends_before", &q.cover_ends_before)?,
     };
@@ -120,30 +124,12 @@ pub async fn queue(
             .map(|(i, e)| QueueEntryView {
                 position: i + 1,
                 channel: channel_text(e.channel),
-                procedure: enum_text(
-                    pb::Procedure::try_from(e.procedure)
-                        .ok()
-                        .map(|p| p.as_str_name()),
-                    "PROCEDURE",
-                ),
-                motif: enum_text(
-                    pb::Motif::try_from(e.motif).ok().map(|m| m.as_str_name()),
-                    "MOTIF",
-                ),
+                procedure: convert::procedure_text(e.procedure).unwrap_or_default(),
+                motif: convert::motif_text(e.motif).unwrap_or_default(),
                 legal_filing_date: date_text(&e.legal_filing_date),
                 queue_date: date_text(&e.queue_date),
-                urgency: enum_text(
-                    pb::UrgencyClass::try_from(e.urgency)
-                        .ok()
-                        .map(|u| u.as_str_name()),
-                    "URGENCY_CLASS",
-                ),
-                state: enum_text(
-                    pb::CaseState::try_from(e.state)
-                        .ok()
-                        .map(|s| s.as_str_name()),
-                    "CASE_STATE",
-                ),
+                urgency: convert::urgency_text(e.urgency).unwrap_or_default(),
+                state: convert::case_state_text(e.state).unwrap_or_default(),
                 cover_until: e.cover_until.as_ref().map(|d| date_text(&Some(*d))),
                 title_expires_on: e.title_expires_on.as_ref().map(|d| date_text(&Some(*d))),
                 taken_by: (!e.taken_by.is_empty()).then_some(e.taken_by),
@@ -200,12 +186,7 @@ fn attestation_json(a: pb::AttestationView) -> AttestationJson {
 fn kinds_text(kinds: &[i32]) -> Vec<String> {
     kinds
         .iter()
-        .map(|k| {
-            enum_text(
-                pb::DocumentKind::try_from(*k).ok().map(|d| d.as_str_name()),
-                "DOCUMENT_KIND",
-            )
-        })
+        .map(|k| convert::document_kind_text(*k).unwrap_or_default())
         .collect()
 }
 
@@ -329,12 +310,7 @@ pub async fn status(
         .into_inner();
     Ok(Json(StatusJson {
         channel: channel_text(s.channel),
-        state: enum_text(
-            pb::CaseState::try_from(s.state)
-                .ok()
-                .map(|v| v.as_str_name()),
-            "CASE_STATE",
-        ),
+        state: convert::case_state_text(s.state).unwrap_or_default(),
         legal_filing_date: date_text(&s.legal_filing_date),
         missing: kinds_text(&s.missing),
         documents_deadline: s.documents_deadline.as_ref().map(|d| date_text(&Some(*d))),
@@ -387,12 +363,7 @@ pub async fn processing_times(
         .rows
         .into_iter()
         .map(|t| ProcessingTimeJson {
-            procedure: enum_text(
-                pb::Procedure::try_from(t.procedure)
-                    .ok()
-                    .map(|p| p.as_str_name()),
-                "PROCEDURE",
-            ),
+            procedure: convert::procedure_text(t.procedure).unwrap_or_default(),
             decisions: t.decisions,
             median_days: (t.decisions > 0).then_some(t.median_days),
             p80_days: (t.decisions > 0).then_some(t.p80_days),
@@ -466,12 +437,7 @@ fn case_json(c: pb::CaseView) -> CaseJson {
             birth_date: date_text(&a.birth_date),
             nationality: a.nationality,
             foreigner_number: (!a.foreigner_number.is_empty()).then_some(a.foreigner_number),
-            answer_channel: enum_text(
-                pb::AnswerChannel::try_from(answer)
-                    .ok()
-                    .map(|v| v.as_str_name()),
-                "ANSWER_CHANNEL",
-            ),
+            answer_channel: convert::answer_channel_text(answer).unwrap_or_default(),
         },
         missing: kinds_text(&c.missing),
         documents_deadline: c.documents_deadline.as_ref().map(|d| date_text(&Some(*d))),
@@ -551,11 +517,11 @@ pub async fn request_documents(
     let reference = parse_reference(&reference)?;
     let mut kinds = Vec::with_capacity(body.kinds.len());
     for (i, k) in body.kinds.iter().enumerate() {
-        kinds.push(enum_value(
+        kinds.push(code_value(
             &format!("kinds[{i}]"),
             &Some(k.clone()),
-            "DOCUMENT_KIND",
-            |n| pb::DocumentKind::from_str_name(n).map(|v| v as i32),
+            DocumentKind::parse,
+            convert::document_kind_to_pb,
         )?);
     }
     let case = state
@@ -594,12 +560,15 @@ pub async fn add_document(
 ) -> Result<Json<CaseJson>, ApiError> {
     let actor = agent_of(&headers)?;
     let reference = parse_reference(&reference)?;
-    let channel = enum_value("channel", &body.channel, "CHANNEL", |n| {
-        pb::Channel::from_str_name(n).map(|v| v as i32)
+    let channel = code_value("channel", &body.channel, Channel::parse, |c| {
+        convert::channel_to_pb(c) as i32
     })?;
-    let kind = enum_value("document.kind", &body.kind, "DOCUMENT_KIND", |n| {
-        pb::DocumentKind::from_str_name(n).map(|v| v as i32)
-    })?;
+    let kind = code_value(
+        "document.kind",
+        &body.kind,
+        DocumentKind::parse,
+        convert::document_kind_to_pb,
+    )?;
     let case = state
         .desk
         .clone()
@@ -660,9 +629,12 @@ pub async fn decide(
             new_title: match body.new_title {
                 None => None,
                 Some(t) => Some(pb::CurrentTitle {
-                    kind: enum_value("new_title.kind", &t.kind, "TITLE_KIND", |n| {
-                        pb::TitleKind::from_str_name(n).map(|v| v as i32)
-                    })?,
+                    kind: code_value(
+                        "new_title.kind",
+                        &t.kind,
+                        TitleKind::parse,
+                        convert::title_kind_to_pb,
+                    )?,
                     number: t.number.unwrap_or_default(),
                     expires_on: date_param("new_title.expires_on", &t.expires_on)?,
                 }),

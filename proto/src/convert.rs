@@ -11,7 +11,7 @@ use guichet_dossier::{
     Provenance, RawFiling, Reference, SCHEMA_VERSION, TitleKind, Violations,
 };
 
-use guichet_dossier::CaseState;
+use guichet_dossier::{CaseState, UrgencyClass};
 
 use crate::v1 as pb;
 
@@ -113,6 +113,13 @@ const CASE_STATES: [(CaseState, pb::CaseState); 8] = [
     (CaseState::Closed, pb::CaseState::Closed),
 ];
 
+/// The case state's code; `None` for unspecified, an unknown number as-is.
+pub fn case_state_text(value: i32) -> Option<String> {
+    (value != 0).then(|| {
+        case_state_from_pb(value).map_or_else(|| value.to_string(), |s| s.as_str().to_string())
+    })
+}
+
 pub fn case_state_to_pb(state: CaseState) -> pb::CaseState {
     CASE_STATES
         .iter()
@@ -128,73 +135,129 @@ pub fn case_state_from_pb(value: i32) -> Option<CaseState> {
         .map(|(s, _)| *s)
 }
 
-/// Maps a domain code to its wire enum by name: `renewal` <-> `PROCEDURE_RENEWAL`.
-fn code_to_pb(prefix: &str, code: &str, from_name: fn(&str) -> Option<i32>) -> i32 {
-    from_name(&format!("{prefix}_{}", code.to_ascii_uppercase())).unwrap_or(0)
-}
-
-/// The domain code's text for a wire enum value, `None` when unspecified;
-/// an unknown number is passed on as-is so the domain names it in its error.
-fn code_from_pb(
-    prefix: &str,
-    value: i32,
-    as_name: fn(i32) -> Option<&'static str>,
-) -> Option<String> {
-    if value == 0 {
-        return None;
-    }
-    Some(match as_name(value) {
-        Some(name) => name
-            .strip_prefix(prefix)
-            .map(|s| s.trim_start_matches('_').to_ascii_lowercase())
-            .unwrap_or_default(),
-        None => value.to_string(),
-    })
-}
-
-macro_rules! wire_code {
-    ($to:ident, $from:ident, $domain:ty, $wire:ty, $prefix:literal) => {
+/// A domain code list and its wire enum, variant for variant (prost names
+/// `PROCEDURE_RENEWAL` as `Renewal`, like the domain). The match from the
+/// domain is exhaustive: a code added to the domain without its wire value
+/// does not compile. Gives `$to` (domain -> wire number), `$from` (wire
+/// number -> domain, `None` for unspecified or unknown) and `$text` (the
+/// domain code's text; an unknown number is passed on as-is, so the domain
+/// names it in its error).
+macro_rules! wire_enum {
+    ($to:ident, $from:ident, $text:ident, $domain:ident, $wire:ty, [$($variant:ident),+ $(,)?]) => {
         pub fn $to(c: $domain) -> i32 {
-            code_to_pb($prefix, c.as_str(), |n| {
-                <$wire>::from_str_name(n).map(|e| e as i32)
-            })
+            match c {
+                $($domain::$variant => <$wire>::$variant as i32),+
+            }
         }
-        pub fn $from(v: i32) -> Option<String> {
-            code_from_pb($prefix, v, |v| {
-                <$wire>::try_from(v).ok().map(|e| e.as_str_name())
-            })
+
+        pub fn $from(v: i32) -> Option<$domain> {
+            match <$wire>::try_from(v).ok()? {
+                $(<$wire>::$variant => Some($domain::$variant),)+
+                _ => None,
+            }
+        }
+
+        pub fn $text(v: i32) -> Option<String> {
+            if v == 0 {
+                return None;
+            }
+            Some($from(v).map_or_else(|| v.to_string(), |c| c.as_str().to_string()))
         }
     };
 }
 
-wire_code!(
+wire_enum!(
     procedure_to_pb,
+    procedure_from_pb,
     procedure_text,
     Procedure,
     pb::Procedure,
-    "PROCEDURE"
+    [
+        FirstApplication,
+        Renewal,
+        ChangeOfStatus,
+        Regularisation,
+        Duplicate
+    ]
 );
-wire_code!(motif_to_pb, motif_text, Motif, pb::Motif, "MOTIF");
-wire_code!(
+wire_enum!(
+    motif_to_pb,
+    motif_from_pb,
+    motif_text,
+    Motif,
+    pb::Motif,
+    [
+        Student,
+        Employee,
+        SelfEmployed,
+        Talent,
+        SeasonalWorker,
+        Family,
+        SpouseOfFrench,
+        ParentOfFrenchChild,
+        PrivateAndFamilyLife,
+        InternationalProtection,
+        Health,
+        Visitor,
+        Retired,
+        EuCitizenFamily,
+        Other,
+    ]
+);
+wire_enum!(
     title_kind_to_pb,
+    title_kind_from_pb,
     title_kind_text,
     TitleKind,
     pb::TitleKind,
-    "TITLE_KIND"
+    [
+        LongStayVisa,
+        TemporaryCard,
+        MultiYearCard,
+        ResidentCard,
+        AgreementTitle,
+        ProvisionalAuthorisation,
+        Receipt,
+    ]
 );
-wire_code!(
+wire_enum!(
     document_kind_to_pb,
+    document_kind_from_pb,
     document_kind_text,
     DocumentKind,
     pb::DocumentKind,
-    "DOCUMENT_KIND"
+    [
+        Passport,
+        Photo,
+        ProofOfAddress,
+        CurrentTitle,
+        BirthCertificate,
+        ProofOfResources,
+        EnrolmentCertificate,
+        EmploymentContract,
+        MarriageCertificate,
+        ProtectionDecision,
+        MedicalCertificate,
+        TaxNotice,
+        TaxStamp,
+        Other,
+    ]
 );
-wire_code!(
+wire_enum!(
+    urgency_to_pb,
+    urgency_from_pb,
+    urgency_text,
+    UrgencyClass,
+    pb::UrgencyClass,
+    [Critical, Soon, Routine]
+);
+wire_enum!(
     answer_channel_to_pb,
+    answer_channel_from_pb,
     answer_channel_text,
     AnswerChannel,
     pb::AnswerChannel,
-    "ANSWER_CHANNEL"
+    [OnlineAccount, Email, Sms, Post]
 );
 
 // ---- domain -> wire ----------------------------------------------------------
@@ -486,6 +549,75 @@ pub fn dossier_from_pb(d: &pb::Dossier, today: NaiveDate) -> Result<Dossier, Vio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each code's wire value is the one of the same name, and back.
+    #[test]
+    fn every_code_has_the_wire_value_of_its_name() {
+        fn check<T: Copy + PartialEq + std::fmt::Debug>(
+            all: &[T],
+            prefix: &str,
+            code: fn(T) -> &'static str,
+            to: fn(T) -> i32,
+            from: fn(i32) -> Option<T>,
+            wire_name: fn(i32) -> Option<&'static str>,
+        ) {
+            for &c in all {
+                let v = to(c);
+                assert_eq!(from(v), Some(c));
+                let expected = format!("{prefix}_{}", code(c).to_ascii_uppercase());
+                assert_eq!(wire_name(v), Some(expected.as_str()));
+            }
+            assert_eq!(from(0), None);
+            assert_eq!(from(999), None);
+        }
+        check(
+            Procedure::ALL,
+            "PROCEDURE",
+            Procedure::as_str,
+            procedure_to_pb,
+            procedure_from_pb,
+            |v| pb::Procedure::try_from(v).ok().map(|w| w.as_str_name()),
+        );
+        check(
+            Motif::ALL,
+            "MOTIF",
+            Motif::as_str,
+            motif_to_pb,
+            motif_from_pb,
+            |v| pb::Motif::try_from(v).ok().map(|w| w.as_str_name()),
+        );
+        check(
+            TitleKind::ALL,
+            "TITLE_KIND",
+            TitleKind::as_str,
+            title_kind_to_pb,
+            title_kind_from_pb,
+            |v| pb::TitleKind::try_from(v).ok().map(|w| w.as_str_name()),
+        );
+        check(
+            DocumentKind::ALL,
+            "DOCUMENT_KIND",
+            DocumentKind::as_str,
+            document_kind_to_pb,
+            document_kind_from_pb,
+            |v| pb::DocumentKind::try_from(v).ok().map(|w| w.as_str_name()),
+        );
+        check(
+            AnswerChannel::ALL,
+            "ANSWER_CHANNEL",
+            AnswerChannel::as_str,
+            answer_channel_to_pb,
+            answer_channel_from_pb,
+            |v| pb::AnswerChannel::try_from(v).ok().map(|w| w.as_str_name()),
+        );
+        assert_eq!(procedure_text(0), None);
+        assert_eq!(
+            procedure_text(99).as_deref(),
+            Some("99"),
+            "unknown numbers passed on"
+        );
+        assert_eq!(procedure_text(2).as_deref(), Some("renewal"));
+    }
 
     #[test]
     fn every_case_state_has_its_wire_value_and_back() {
