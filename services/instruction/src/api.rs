@@ -10,7 +10,7 @@ use guichet_dossier::{
     CaseState, Channel, DocumentKind, Motif, Procedure, Reference, Step, UrgencyClass, Violations,
 };
 use guichet_kit::clock::SharedClock;
-use guichet_kit::{ErrorKind, ServiceError, db};
+use guichet_kit::{ErrorKind, ServiceError};
 use guichet_proto::v1::instruction_desk_server::InstructionDesk;
 use guichet_proto::v1::instruction_reader_server::InstructionReader;
 use guichet_proto::{convert, v1 as pb};
@@ -37,11 +37,7 @@ pub struct Api {
 }
 
 fn db_error(context: &str, e: &sqlx::Error) -> Status {
-    if db::is_unavailable(e) {
-        ServiceError::unavailable("instruction cannot reach its database; try again shortly").into()
-    } else {
-        ServiceError::internal(context, e).into()
-    }
+    ServiceError::database("instruction", context, e).into()
 }
 
 fn case_error(e: CaseError) -> Status {

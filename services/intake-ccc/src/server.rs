@@ -246,12 +246,7 @@ fn invalid(field: &str, problem: &str) -> Status {
 }
 
 fn db_error(context: &str, e: &sqlx::Error) -> Status {
-    if guichet_kit::db::is_unavailable(e) {
-        ServiceError::unavailable("the call-centre service cannot reach its database; try again")
-            .into()
-    } else {
-        ServiceError::internal(context, e).into()
-    }
+    ServiceError::database("the call-centre service", context, e).into()
 }
 
 impl From<ReportError> for ServiceError {
@@ -263,10 +258,7 @@ impl From<ReportError> for ServiceError {
                 "this idempotency key was already used for a different report; \
                  use a new key for a new report",
             ),
-            ReportError::Db(e) if guichet_kit::db::is_unavailable(&e) => {
-                ServiceError::unavailable("the call-centre service cannot reach its database")
-            }
-            ReportError::Db(e) => ServiceError::internal("a report", &e),
+            ReportError::Db(e) => ServiceError::database("the call-centre service", "a report", &e),
         }
     }
 }

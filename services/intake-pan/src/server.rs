@@ -197,10 +197,7 @@ impl From<DeskError> for ServiceError {
                 "this idempotency key was already used for a different booking; \
                  use a new key for a new booking",
             ),
-            DeskError::Db(e) if guichet_kit::db::is_unavailable(&e) => {
-                ServiceError::unavailable("the desk service cannot reach its database; try again")
-            }
-            DeskError::Db(e) => ServiceError::internal("the desks", &e),
+            DeskError::Db(e) => ServiceError::database("the desk service", "the desks", &e),
         }
     }
 }

@@ -231,10 +231,9 @@ impl From<StoreError> for ServiceError {
                  station on this day) was already used for a different upload; use a \
                  new key for a new batch",
             ),
-            StoreError::Db(e) if guichet_kit::db::is_unavailable(&e) => {
-                ServiceError::unavailable("the postal service cannot reach its database; try again")
+            StoreError::Db(e) => {
+                ServiceError::database("the postal service", "the postal store", &e)
             }
-            StoreError::Db(e) => ServiceError::internal("the postal store", &e),
         }
     }
 }

@@ -233,12 +233,7 @@ impl From<sqlx::Error> for Recorded {
 }
 
 fn db_error(context: &str, e: &sqlx::Error) -> ServiceError {
-    if db::is_unavailable(e) {
-        tracing::warn!(error = %guichet_kit::error::error_chain(e), "{context}: database unavailable");
-        ServiceError::unavailable("the filing service cannot reach its database; try again shortly")
-    } else {
-        ServiceError::internal(context, e)
-    }
+    ServiceError::database("the filing service", context, e)
 }
 
 fn receipt_for(dossier: &Dossier, now: DateTime<Utc>) -> pb::Receipt {

@@ -118,6 +118,21 @@ impl ServiceError {
         Self::new(ErrorKind::Unavailable, message)
     }
 
+    /// A database error, the one rule for every service: unreachable or busy
+    /// is UNAVAILABLE (503 with Retry-After: the person tries again and
+    /// nothing was half-recorded), anything else internal. `service` names
+    /// who cannot reach its database, `context` what it was doing.
+    pub fn database(service: &str, context: &str, err: &sqlx::Error) -> Self {
+        if crate::db::is_unavailable(err) {
+            tracing::warn!(error = %error_chain(err), "{context}: database unavailable");
+            Self::unavailable(format!(
+                "{service} cannot reach its database; try again shortly"
+            ))
+        } else {
+            Self::internal(context, err)
+        }
+    }
+
     /// A bug or an unexpected failure: logged with its whole cause chain here,
     /// answered without internals.
     pub fn internal(context: &str, err: &(dyn std::error::Error + 'static)) -> Self {
