@@ -401,9 +401,7 @@ fn report_json(r: pb::Report) -> ReportJson {
             .to_ascii_lowercase()
     };
     ReportJson {
-        state: pb::ReportState::try_from(r.state)
-            .map(|s| lower(s.as_str_name(), "REPORT_STATE"))
-            .unwrap_or_default(),
+        state: convert::report_state_text(r.state).unwrap_or_default(),
         deadline: r
             .deadline
             .as_ref()

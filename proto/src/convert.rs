@@ -11,6 +11,7 @@ use guichet_dossier::{
     Provenance, RawFiling, Reference, SCHEMA_VERSION, TitleKind, Violations,
 };
 
+use guichet_dossier::signalement::ReportState;
 use guichet_dossier::{CaseState, UrgencyClass};
 
 use crate::v1 as pb;
@@ -242,6 +243,14 @@ wire_enum!(
         TaxStamp,
         Other,
     ]
+);
+wire_enum!(
+    report_state_to_pb,
+    report_state_from_pb,
+    report_state_text,
+    ReportState,
+    pb::ReportState,
+    [Open, Escalated, AlternativeOffered, Closed]
 );
 wire_enum!(
     urgency_to_pb,
@@ -609,6 +618,14 @@ mod tests {
             answer_channel_to_pb,
             answer_channel_from_pb,
             |v| pb::AnswerChannel::try_from(v).ok().map(|w| w.as_str_name()),
+        );
+        check(
+            ReportState::ALL.as_slice(),
+            "REPORT_STATE",
+            ReportState::as_str,
+            report_state_to_pb,
+            report_state_from_pb,
+            |v| pb::ReportState::try_from(v).ok().map(|w| w.as_str_name()),
         );
         assert_eq!(procedure_text(0), None);
         assert_eq!(

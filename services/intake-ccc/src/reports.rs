@@ -476,7 +476,7 @@ pub fn to_pb(row: &ReportRow, events: &[EventRow], today: NaiveDate) -> pb::Repo
             .and_then(guichet_dossier::Procedure::parse)
             .map_or(0, convert::procedure_to_pb),
         prefecture: row.prefecture.clone(),
-        state: state_to_pb(state) as i32,
+        state: convert::report_state_to_pb(state),
         opened_at: Some(convert::timestamp_to_pb(row.opened_at)),
         deadline: Some(convert::date_to_pb(row.deadline)),
         overdue: signalement::is_overdue(state, row.deadline, today),
@@ -509,25 +509,6 @@ pub fn to_pb(row: &ReportRow, events: &[EventRow], today: NaiveDate) -> pb::Repo
                 detail: e.detail.clone(),
             })
             .collect(),
-    }
-}
-
-pub fn state_to_pb(s: ReportState) -> pb::ReportState {
-    match s {
-        ReportState::Open => pb::ReportState::Open,
-        ReportState::Escalated => pb::ReportState::Escalated,
-        ReportState::AlternativeOffered => pb::ReportState::AlternativeOffered,
-        ReportState::Closed => pb::ReportState::Closed,
-    }
-}
-
-pub fn state_from_pb(s: pb::ReportState) -> Option<ReportState> {
-    match s {
-        pb::ReportState::Unspecified => None,
-        pb::ReportState::Open => Some(ReportState::Open),
-        pb::ReportState::Escalated => Some(ReportState::Escalated),
-        pb::ReportState::AlternativeOffered => Some(ReportState::AlternativeOffered),
-        pb::ReportState::Closed => Some(ReportState::Closed),
     }
 }
 

@@ -487,7 +487,11 @@ impl CallCentre for CallCentreService {
         let limit = i64::from(if r.limit == 0 { 100 } else { r.limit.min(1000) });
         let rows = self
             .reports
-            .list(&r.prefecture, reports::state_from_pb(state), limit)
+            .list(
+                &r.prefecture,
+                convert::report_state_from_pb(state as i32),
+                limit,
+            )
             .await
             .map_err(|e| db_error("listing reports", &e))?;
         let today = self.clock().today();

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use guichet_dossier::filing::RawProvenance;
-use guichet_dossier::signalement::{self, ReportState};
+use guichet_dossier::signalement;
 use guichet_dossier::{Channel, Violations};
 use guichet_intake::{ChannelFoundations, Intake, prepare_channel};
 use guichet_kit::db::Migrations;
@@ -99,7 +99,7 @@ impl DeskService {
             Ok(r) => r.into_inner(),
             Err(status) => return Err(peer_error(&status, "report_id", "report")),
         };
-        let state = report_state(report.state).ok_or_else(|| {
+        let state = convert::report_state_from_pb(report.state).ok_or_else(|| {
             Status::from(ServiceError::new(
                 ErrorKind::Internal,
                 "the call-centre service gave a report without a state",
@@ -107,16 +107,6 @@ impl DeskService {
         })?;
         signalement::check_report_for_booking(state, &report.prefecture, &site.prefecture)
             .map_err(|why| ServiceError::on_field(ErrorKind::WrongState, "report_id", why).into())
-    }
-}
-
-fn report_state(state: i32) -> Option<ReportState> {
-    match pb::ReportState::try_from(state).ok()? {
-        pb::ReportState::Open => Some(ReportState::Open),
-        pb::ReportState::Escalated => Some(ReportState::Escalated),
-        pb::ReportState::AlternativeOffered => Some(ReportState::AlternativeOffered),
-        pb::ReportState::Closed => Some(ReportState::Closed),
-        pb::ReportState::Unspecified => None,
     }
 }
 
