@@ -11,8 +11,8 @@ use std::time::Duration;
 use guichet_dossier::calendar::parse_iso_date;
 use guichet_dossier::filing::{RawProvenance, future_date_problem};
 use guichet_dossier::postal::{
-    self, Confirmation, ConfirmationRefused, EnvelopeAction, EnvelopeState, FORM_VERSION, FormCode,
-    PostmarkHold, ScannedPage, form_code_text, form_field, separator_code,
+    self, Confirmation, ConfirmationRefused, EnvelopeAction, FORM_VERSION, FormCode, PostmarkHold,
+    ScannedPage, form_code_text, form_field, separator_code,
 };
 use guichet_dossier::{Channel, FieldViolation, Violations};
 use guichet_intake::{ChannelFoundations, Intake, prepare_channel};
@@ -231,6 +231,7 @@ impl From<StoreError> for ServiceError {
                  station on this day) was already used for a different upload; use a \
                  new key for a new batch",
             ),
+            e @ StoreError::Unreadable(..) => ServiceError::internal("reading an envelope", &e),
             StoreError::Db(e) => {
                 ServiceError::database("the postal service", "the postal store", &e)
             }
@@ -673,7 +674,7 @@ impl Postal for PostalService {
             .save_keying(&row.id, &fields, postmark.as_deref())
             .await
             .map_err(err)?;
-        let state = EnvelopeState::parse(&row.state).unwrap_or(EnvelopeState::Keying);
+        let state = crate::store::envelope_state(&row.id, &row.state).map_err(err)?;
         if !state.is_open() {
             let why = state
                 .after(EnvelopeAction::Confirm)

@@ -23,6 +23,16 @@ pub enum StoreError {
     KeyReused,
     #[error(transparent)]
     Db(#[from] sqlx::Error),
+    /// A row this service wrote that it cannot read back: damaged data,
+    /// an internal error, never a state to guess.
+    #[error("envelope {0} has an unknown state {1:?}")]
+    Unreadable(String, String),
+}
+
+/// An envelope's stored state, read back loudly.
+pub fn envelope_state(id: &str, state: &str) -> Result<EnvelopeState, StoreError> {
+    EnvelopeState::parse(state)
+        .ok_or_else(|| StoreError::Unreadable(id.to_string(), state.to_string()))
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -500,7 +510,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<EnvelopeRow, StoreError> {
         let current = self.envelope(id).await?;
-        let state = EnvelopeState::parse(&current.state).unwrap_or(EnvelopeState::Keying);
+        let state = envelope_state(id, &current.state)?;
         let next = state.after(action).map_err(StoreError::WrongState)?;
         let changed = in_tx!(&self.db, |tx| {
             let changed = sqlx::query(&format!(
