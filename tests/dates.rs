@@ -91,6 +91,7 @@ async fn no_channel_files_a_dossier_dated_after_today() {
     let refused = web
         .submit_filing(pb::SubmitFilingRequest {
             filing: Some(wire(&postal(tomorrow), tomorrow)),
+            raw_json: String::new(),
         })
         .await
         .unwrap_err();

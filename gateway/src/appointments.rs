@@ -5,16 +5,35 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{self, post};
 use chrono::{DateTime, Utc};
 use guichet_dossier::Violations;
 use guichet_dossier::calendar::parse_iso_date;
 use guichet_proto::{convert, v1 as pb};
 use serde::{Deserialize, Serialize};
 
+use crate::caller::Agent;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, OptionalJsonBody, PathParam, QueryParams};
-use crate::server::AppState;
+use crate::state::AppState;
+
+/// Sites, slots, appointments and reports.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/sites", routing::get(sites))
+        .route("/api/v1/sites/{site}/slots", routing::get(slots))
+        .route("/api/v1/appointments", post(book))
+        .route("/api/v1/appointments/{id}", routing::get(get))
+        .route("/api/v1/appointments/{id}/move", post(move_to))
+        .route("/api/v1/appointments/{id}/cancellation", post(cancel))
+        .route("/api/v1/reports/{id}", routing::get(report))
+        .route(
+            "/api/v1/agent/reports/{id}/alternative",
+            post(offer_alternative),
+        )
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -360,11 +379,10 @@ pub struct AlternativeJson {
 /// paper kit. The call-centre service checks the appointment with the desk.
 pub async fn offer_alternative(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Agent(agent_id): Agent,
     PathParam(id): PathParam,
     JsonBody(a): JsonBody<AlternativeJson>,
 ) -> Result<Json<ReportJson>, ApiError> {
-    let agent_id = crate::cases::agent_of(&headers)?;
     let kind = match a.kind.as_str() {
         "pan_appointment" => pb::AlternativeKind::PanAppointment,
         "paper_kit" => pb::AlternativeKind::PaperKit,

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
-use guichet_dossier::{Violations, text};
+use guichet_dossier::{Reference, Violations, text};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -56,6 +56,57 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
         value
             .map(PathParam)
             .ok_or_else(|| bad_request("path", "this route takes a path parameter"))
+    }
+}
+
+/// The `{reference}` path parameter, its text checked. The handler parses
+/// it (`parse`) after every other input's text checks have run, so a NUL
+/// byte in the body is named even beside a malformed reference.
+#[derive(Debug)]
+pub struct ReferenceParam(String);
+
+impl ReferenceParam {
+    pub fn parse(&self) -> Result<Reference, ApiError> {
+        Reference::parse(&self.0).map_err(|e| Violations::one("reference", e.to_string()).into())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ReferenceParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let PathParam(text) = PathParam::from_request_parts(parts, state).await?;
+        Ok(ReferenceParam(text))
+    }
+}
+
+/// A code of one of the domain's lists given as a query or body field
+/// (`renewal`): its wire number, 0 when not given, and a clear error naming
+/// `field` for a code that is not in the list. Case does not matter.
+pub fn code_value<T>(
+    field: &str,
+    text: &Option<String>,
+    parse: fn(&str) -> Option<T>,
+    to_pb: fn(T) -> i32,
+) -> Result<i32, ApiError> {
+    let Some(text) = text.as_deref().filter(|t| !t.is_empty()) else {
+        return Ok(0);
+    };
+    parse(&text.to_ascii_lowercase())
+        .map(to_pb)
+        .ok_or_else(|| Violations::one(field, format!("unknown value {text:?}")).into())
+}
+
+/// An optional `YYYY-MM-DD` field, as the wire's date.
+pub fn date_param(
+    field: &str,
+    text: &Option<String>,
+) -> Result<Option<guichet_proto::v1::CalendarDate>, ApiError> {
+    match text.as_deref() {
+        None | Some("") => Ok(None),
+        Some(t) => guichet_dossier::calendar::parse_iso_date(t)
+            .map(|d| Some(guichet_proto::convert::date_to_pb(d)))
+            .ok_or_else(|| Violations::one(field, "must be a date of the form YYYY-MM-DD").into()),
     }
 }
 
@@ -159,7 +210,7 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Resu
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| bad_request("body", format!("is not JSON: {e}")))?;
     let mut v = Violations::new();
-    check_json(&mut v, "", &value);
+    text::check_json(&mut v, "", &value);
     if !v.is_empty() {
         return Err(v.into());
     }
@@ -172,36 +223,6 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Resu
         };
         bad_request(&field, e.inner().to_string())
     })
-}
-
-/// Every string in `value`, named as serde_path_to_error names fields.
-fn check_json(v: &mut Violations, path: &str, value: &serde_json::Value) {
-    use serde_json::Value;
-    match value {
-        Value::String(s) => {
-            text::check(v, if path.is_empty() { "body" } else { path }, s);
-        }
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                check_json(v, &format!("{path}[{i}]"), item);
-            }
-        }
-        Value::Object(fields) => {
-            for (key, item) in fields {
-                let at = if path.is_empty() { "body" } else { path };
-                if !text::check_as(v, at, key, text::Kind::Token) {
-                    continue;
-                }
-                let child = if path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{path}.{key}")
-                };
-                check_json(v, &child, item);
-            }
-        }
-        _ => {}
-    }
 }
 
 /// A header the API reads as text, checked under the header's name; `None`

@@ -19,7 +19,9 @@
 
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::Body;
+use axum::routing::post;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -30,7 +32,26 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 use tower::ServiceExt;
 
-use crate::server::AppState;
+use crate::state::AppState;
+
+/// gRPC for call-centre and desk software, passed on as it is, and the
+/// gateway's own health and reflection. (The mailroom's `Postal` service
+/// takes large bodies: see `postal::upload_routes`.)
+pub fn routes(grpc_health: HealthServer<GatewayHealth>) -> Router<AppState> {
+    let (reflection_v1, reflection_v1alpha) = reflection();
+    Router::new()
+        .route("/guichet.v1.CallCentre/{method}", post(pass_on))
+        .route("/guichet.v1.Desk/{method}", post(pass_on))
+        .route_service("/grpc.health.v1.Health/{method}", grpc_health)
+        .route_service(
+            "/grpc.reflection.v1.ServerReflection/{method}",
+            reflection_v1,
+        )
+        .route_service(
+            "/grpc.reflection.v1alpha.ServerReflection/{method}",
+            reflection_v1alpha,
+        )
+}
 
 /// The services the gateway passes on.
 pub const PASSED_ON: [&str; 3] = [

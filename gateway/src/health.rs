@@ -12,7 +12,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// How long a service behind the gateway has to answer its health check.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);

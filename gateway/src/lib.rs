@@ -2,11 +2,17 @@
 //! front of the services' gRPC, with the tower layers every request passes:
 //! request ids, a span per request in the caller's trace, timeouts, body
 //! limits, and panics turned into a clean 500.
+//!
+//! One module per area of the API, each with its own router: `dossiers`
+//! (filing and the public look-ups of `status`), `agents`, `appointments`,
+//! `postal`, `ops` (operations: figures, health, the API's description) and
+//! `grpc_proxy` (channel software's gRPC, passed on).
 #![forbid(unsafe_code)]
 
-pub mod api;
+pub mod agents;
 pub mod appointments;
-pub mod cases;
+pub mod caller;
+pub mod dossiers;
 pub mod error;
 pub mod extract;
 pub mod grpc_proxy;
@@ -15,5 +21,9 @@ pub mod openapi;
 pub mod ops;
 pub mod postal;
 pub mod server;
+pub mod state;
+pub mod status;
+pub mod views;
 
-pub use server::{Running, Targets, start};
+pub use server::{Running, start};
+pub use state::{AppState, Targets};

@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use axum::Json;
+use axum::routing::get;
+use axum::{Json, Router};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
@@ -18,7 +19,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::extract::QueryParams;
-use crate::server::AppState;
+use crate::state::AppState;
+
+/// Operations: figures, health, and the API's own description.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/equity", get(equity))
+        .route("/api/openapi.json", get(crate::openapi::document))
+        .route("/ops", get(page))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(crate::health::healthz))
+        .route("/readyz", get(crate::health::readyz))
+}
 
 /// `GET /metrics`: this process's figures in the Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> Response {

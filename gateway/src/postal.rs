@@ -5,9 +5,12 @@
 //! instead.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::time::Duration;
 
-use axum::Json;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +19,42 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParam, QueryParams};
-use crate::server::AppState;
+use crate::server::timeout;
+use crate::state::{AppState, MAX_UPLOAD_BYTES};
+
+/// A stack's pages are stored (and a PDF's rasterised) before the answer.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The mailroom: forms, separators, batches, keying and letters.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/postal/forms", post(print_form))
+        .route("/api/v1/postal/separators", get(print_separators))
+        .route("/api/v1/postal/batches/{id}", get(batch))
+        .route("/api/v1/postal/keying", get(keying))
+        .route("/api/v1/postal/envelopes/{id}", get(envelope))
+        .route("/api/v1/postal/envelopes/{id}/confirmation", post(confirm))
+        .route("/api/v1/postal/envelopes/{id}/routing", post(route))
+        .route("/api/v1/postal/pages/{sha256}", get(page))
+        .route("/api/v1/postal/letters", get(letters))
+        .route("/api/v1/postal/letters/{id}", get(letter))
+}
+
+/// Scanned batches, over REST and gRPC: large bodies, and time to store
+/// every page.
+pub fn upload_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/v1/postal/batches",
+            post(upload)
+                .layer::<_, Infallible>(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+                .layer::<_, Infallible>(timeout(UPLOAD_TIMEOUT)),
+        )
+        .route(
+            "/guichet.v1.Postal/{method}",
+            post(crate::grpc_proxy::pass_on).layer::<_, Infallible>(timeout(UPLOAD_TIMEOUT)),
+        )
+}
 
 fn document(d: pb::PrintedDocument, filename: &str) -> Response {
     let mut response = d.content.into_response();
@@ -269,7 +307,7 @@ fn envelope_json(e: pb::Envelope) -> EnvelopeJson {
             .history
             .into_iter()
             .map(|h| EnvelopeEventJson {
-                at: crate::api::time_text(&h.at),
+                at: crate::views::time_text(&h.at),
                 kind: h.kind,
                 operator_id: h.operator_id,
                 postmark_date: some(h.postmark_date),

@@ -24,7 +24,7 @@ const MAX_AGE_YEARS: i32 = 130;
 
 // ---- what arrives ----------------------------------------------------------
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFiling {
     pub procedure: Option<String>,
@@ -37,7 +37,7 @@ pub struct RawFiling {
     pub idempotency_key: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawApplicant {
     pub family_name: Option<String>,
@@ -48,7 +48,7 @@ pub struct RawApplicant {
     pub foreigner_number: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawContact {
     pub email: Option<String>,
@@ -57,7 +57,7 @@ pub struct RawContact {
     pub answer_channel: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAddress {
     pub line1: Option<String>,
@@ -67,7 +67,7 @@ pub struct RawAddress {
     pub country: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCurrentTitle {
     pub kind: Option<String>,
@@ -75,7 +75,7 @@ pub struct RawCurrentTitle {
     pub expires_on: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDocument {
     pub kind: Option<String>,

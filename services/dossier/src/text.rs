@@ -25,6 +25,10 @@ pub const MAX_NAME_CHARS: usize = 200;
 pub const MAX_LINE_CHARS: usize = 1_000;
 /// Free text: a reason, what a person tried, an OCR transcript.
 pub const MAX_PROSE_CHARS: usize = 20_000;
+/// A document in JSON passed on whole (a filing as the person sent it):
+/// as large as the gateway's largest JSON body. The texts inside are
+/// checked one by one with [`check_json`].
+pub const MAX_JSON_CHARS: usize = 256 * 1024;
 
 /// How strict a field is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +41,8 @@ pub enum Kind {
     Line,
     /// Free text, several lines allowed.
     Prose,
+    /// A JSON document (`*_json`), whose own texts are checked apart.
+    Json,
 }
 
 impl Kind {
@@ -46,6 +52,7 @@ impl Kind {
             Kind::Name => MAX_NAME_CHARS,
             Kind::Line => MAX_LINE_CHARS,
             Kind::Prose => MAX_PROSE_CHARS,
+            Kind::Json => MAX_JSON_CHARS,
         }
     }
 }
@@ -92,6 +99,8 @@ pub fn kind_of(path: &str) -> Kind {
         Kind::Name
     } else if PROSE.contains(&last.as_str()) {
         Kind::Prose
+    } else if last.ends_with("_json") {
+        Kind::Json
     } else if last == "id"
         || last.ends_with("_id")
         || last.ends_with("_key")
@@ -156,7 +165,7 @@ pub fn problem(value: &str, kind: Kind) -> Option<String> {
         return Some("contains a NUL byte".into());
     }
     let control = |c: char| match kind {
-        Kind::Prose => c.is_control() && !matches!(c, '\n' | '\r' | '\t'),
+        Kind::Prose | Kind::Json => c.is_control() && !matches!(c, '\n' | '\r' | '\t'),
         _ => c.is_control(),
     };
     if value.chars().any(control) {
@@ -327,5 +336,37 @@ mod tests {
                 "prefill"
             ]
         );
+    }
+}
+
+/// Every string of a JSON document, keys included, each checked by the rule
+/// for its path (`applicant.family_name`, `documents[0].sha256`), named as
+/// `serde_path_to_error` names fields; the document itself is `body`.
+pub fn check_json(v: &mut Violations, path: &str, value: &serde_json::Value) {
+    use serde_json::Value;
+    let here = if path.is_empty() { "body" } else { path };
+    match value {
+        Value::String(s) => {
+            check(v, here, s);
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                check_json(v, &format!("{path}[{i}]"), item);
+            }
+        }
+        Value::Object(fields) => {
+            for (key, item) in fields {
+                if !check_as(v, here, key, Kind::Token) {
+                    continue;
+                }
+                let child = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                check_json(v, &child, item);
+            }
+        }
+        _ => {}
     }
 }

@@ -102,6 +102,7 @@ pub fn prepare(
                 },
                 Route::Grpc => Prepared::Grpc(Box::new(pb::SubmitFilingRequest {
                     filing: Some(convert::filing_to_pb(&parse(json, today)?)),
+                    raw_json: String::new(),
                 })),
             })
         })

@@ -1,20 +1,36 @@
 //! `/api/v1`: filing a dossier, reading where it stands, and the queue.
 
-use axum::Json;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use guichet_dossier::filing::RawProvenance;
-use guichet_dossier::{Filing, RawFiling, Reference, Violations};
+use guichet_dossier::RawFiling;
 use guichet_proto::{convert, v1 as pb};
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::extract::{JsonBody, PathParam};
-use crate::server::AppState;
+use crate::extract::{JsonBody, ReferenceParam};
+use crate::state::AppState;
+use crate::status;
+use crate::views::{DossierView, channel_text, date_text, dossier_view, time_text};
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// Filing, and what anyone may look up about a file.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/dossiers", post(submit))
+        .route("/api/v1/dossiers/{reference}", get(get_dossier))
+        .route("/api/v1/dossiers/{reference}/status", get(status::status))
+        .route("/api/v1/queue", get(status::queue))
+        .route("/api/v1/processing-times", get(status::processing_times))
+        .route(
+            "/api/v1/attestations/{code}",
+            get(status::verify_attestation),
+        )
+}
 
 #[derive(Debug, Serialize)]
 pub struct ReceiptView {
@@ -40,28 +56,6 @@ pub struct DocumentView {
 pub struct Links {
     #[serde(rename = "self")]
     pub this: String,
-}
-
-pub(crate) fn date_text(d: &Option<pb::CalendarDate>) -> String {
-    d.as_ref()
-        .and_then(convert::date_from_pb)
-        .map(|d| d.to_string())
-        .unwrap_or_default()
-}
-
-pub(crate) fn time_text(t: &Option<prost_types::Timestamp>) -> String {
-    t.as_ref()
-        .and_then(convert::timestamp_from_pb)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
-}
-
-pub(crate) fn channel_text(c: i32) -> &'static str {
-    pb::Channel::try_from(c)
-        .ok()
-        .and_then(convert::channel_from_pb)
-        .map(|c| c.as_str())
-        .unwrap_or("")
 }
 
 /// `POST /api/v1/dossiers`: file a dossier online.
@@ -93,27 +87,18 @@ pub async fn submit(
         (None, None) => raw.idempotency_key = Some(uuid::Uuid::new_v4().to_string()),
         (None, Some(_)) => {}
     }
-    let filing = Filing::parse(
-        &raw,
-        &RawProvenance::Web { account_id: None },
-        state.clock.today(),
-    )
-    .inspect_err(|violations| {
-        for v in violations.iter() {
-            state
-                .metrics
-                .validation_failures
-                .get_or_create(&guichet_kit::metrics::ValidationLabels {
-                    channel: "web",
-                    field: guichet_kit::metrics::field_label(&v.field),
-                })
-                .inc();
-        }
+    // Checked for shape and text here; parsed once, by the intake service,
+    // which names every field at fault and counts the refusals.
+    let raw_json = serde_json::to_string(&raw).map_err(|e| {
+        tracing::error!(error = %e, "cannot write a filing back as JSON");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, None, "internal error")
     })?;
-    let mut client = state.intake.clone();
-    let answer = client
+    let answer = state
+        .intake
+        .clone()
         .submit_filing(pb::SubmitFilingRequest {
-            filing: Some(convert::filing_to_pb(&filing)),
+            filing: None,
+            raw_json,
         })
         .await?
         .into_inner();
@@ -158,43 +143,13 @@ pub async fn submit(
     Ok(response)
 }
 
-#[derive(Debug, Serialize)]
-pub struct DossierView {
-    pub reference: String,
-    pub channel: &'static str,
-    pub procedure: String,
-    pub motif: String,
-    pub prefecture: String,
-    pub state: String,
-    pub urgency: String,
-    pub legal_filing_date: String,
-    pub filed_at: String,
-    pub recorded_at: String,
-    pub title_expires_on: Option<String>,
-    pub documents: usize,
-    pub events: Vec<EventView>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct EventView {
-    pub kind: String,
-    pub actor: String,
-    pub at: String,
-    pub reason: String,
-    pub trace_id: String,
-}
-
-fn parse_reference(s: &str) -> Result<Reference, ApiError> {
-    Reference::parse(s).map_err(|e| Violations::one("reference", e.to_string()).into())
-}
-
 /// `GET /api/v1/dossiers/{reference}`: where a dossier stands. No personal
 /// data: the reference alone must not reveal who filed.
 pub async fn get_dossier(
     State(state): State<AppState>,
-    PathParam(reference): PathParam,
+    reference: ReferenceParam,
 ) -> Result<Json<DossierView>, ApiError> {
-    let reference = parse_reference(&reference)?;
+    let reference = reference.parse()?;
     let mut client = state.instruction.clone();
     let view = client
         .get_dossier(pb::GetDossierRequest {
@@ -205,36 +160,3 @@ pub async fn get_dossier(
     Ok(Json(dossier_view(view)))
 }
 
-/// The JSON form of a dossier's state and history, without personal data.
-pub(crate) fn dossier_view(view: pb::DossierView) -> DossierView {
-    let dossier = view.dossier.unwrap_or_default();
-    let filing = dossier.filing.unwrap_or_default();
-    DossierView {
-        reference: dossier.reference,
-        channel: channel_text(dossier.channel),
-        procedure: convert::procedure_text(filing.procedure).unwrap_or_default(),
-        motif: convert::motif_text(filing.motif).unwrap_or_default(),
-        prefecture: dossier.prefecture,
-        state: convert::case_state_text(view.state).unwrap_or_default(),
-        urgency: convert::urgency_text(view.urgency).unwrap_or_default(),
-        legal_filing_date: date_text(&dossier.legal_filing_date),
-        filed_at: time_text(&dossier.filed_at),
-        recorded_at: time_text(&view.recorded_at),
-        title_expires_on: filing
-            .current_title
-            .as_ref()
-            .map(|t| date_text(&t.expires_on)),
-        documents: filing.documents.len(),
-        events: view
-            .events
-            .into_iter()
-            .map(|e| EventView {
-                kind: e.kind,
-                actor: e.actor,
-                at: time_text(&e.at),
-                reason: e.reason,
-                trace_id: e.trace_id,
-            })
-            .collect(),
-    }
-}

@@ -1,0 +1,353 @@
+//! The agents' desk (`/api/v1/agent/…`): take the next file, read a case,
+//! ask for documents, add one, decide, record a withdrawal, confirm a link.
+//! Every read and every act is recorded against the agent who asks
+//! (`crate::caller::Agent`).
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{get, post};
+use guichet_dossier::{Channel, DocumentKind, TitleKind, Violations};
+use guichet_proto::{convert, v1 as pb};
+use serde::{Deserialize, Serialize};
+
+use crate::caller::Agent;
+use crate::error::ApiError;
+use crate::extract::{JsonBody, ReferenceParam, code_value, date_param};
+use crate::state::AppState;
+use crate::views::{
+    AttestationJson, CoverView, DossierView, PeriodJson, attestation_json, cover_view, date_text,
+    dossier_view, kinds_text, periods_json,
+};
+
+
+/// The agents' desk.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/agent/queue/next", post(take_next))
+        .route("/api/v1/agent/dossiers/{reference}", get(read_case))
+        .route(
+            "/api/v1/agent/dossiers/{reference}/document-requests",
+            post(request_documents),
+        )
+        .route(
+            "/api/v1/agent/dossiers/{reference}/documents",
+            post(add_document),
+        )
+        .route("/api/v1/agent/dossiers/{reference}/decision", post(decide))
+        .route(
+            "/api/v1/agent/dossiers/{reference}/withdrawal",
+            post(withdraw),
+        )
+        .route("/api/v1/agent/dossiers/{reference}/link", post(confirm_link))
+}
+
+#[derive(Debug, Serialize)]
+pub struct CaseJson {
+    pub dossier: DossierView,
+    pub applicant: ApplicantJson,
+    pub missing: Vec<String>,
+    pub documents_deadline: Option<String>,
+    pub cover: CoverView,
+    pub attestations: Vec<AttestationJson>,
+    pub linked_to: Option<String>,
+    pub link_confirmed: bool,
+    pub linked: Vec<String>,
+    pub taken_by: Option<String>,
+    pub queue_date: Option<String>,
+    pub uncovered: Vec<PeriodJson>,
+    pub near_matches: Vec<String>,
+}
+
+/// Who the file is about, as an agent (or an attestation) needs it.
+#[derive(Debug, Serialize)]
+pub struct ApplicantJson {
+    pub family_name: String,
+    pub given_names: String,
+    pub birth_date: String,
+    pub nationality: String,
+    pub foreigner_number: Option<String>,
+    pub answer_channel: String,
+}
+
+fn case_json(c: pb::CaseView) -> CaseJson {
+    let view = c.dossier.unwrap_or_default();
+    let filing = view
+        .dossier
+        .as_ref()
+        .and_then(|d| d.filing.clone())
+        .unwrap_or_default();
+    let a = filing.applicant.unwrap_or_default();
+    let answer = filing.contact.map(|c| c.answer_channel).unwrap_or(0);
+    CaseJson {
+        dossier: dossier_view(view),
+        applicant: ApplicantJson {
+            family_name: a.family_name,
+            given_names: a.given_names,
+            birth_date: date_text(&a.birth_date),
+            nationality: a.nationality,
+            foreigner_number: (!a.foreigner_number.is_empty()).then_some(a.foreigner_number),
+            answer_channel: convert::answer_channel_text(answer).unwrap_or_default(),
+        },
+        missing: kinds_text(&c.missing),
+        documents_deadline: c.documents_deadline.as_ref().map(|d| date_text(&Some(*d))),
+        cover: cover_view(c.cover),
+        attestations: c.attestations.into_iter().map(attestation_json).collect(),
+        linked_to: (!c.linked_to.is_empty()).then_some(c.linked_to),
+        link_confirmed: c.link_confirmed,
+        linked: c.linked,
+        taken_by: (!c.taken_by.is_empty()).then_some(c.taken_by),
+        queue_date: c.queue_date.as_ref().map(|d| date_text(&Some(*d))),
+        uncovered: periods_json(c.uncovered),
+        near_matches: c.near_matches,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TakeNextBody {
+    pub prefecture: Option<String>,
+}
+
+/// `POST /api/v1/agent/queue/next`: take the next file of my prefecture.
+pub async fn take_next(
+    State(state): State<AppState>,
+    Agent(agent_id): Agent,
+    JsonBody(body): JsonBody<TakeNextBody>,
+) -> Result<Json<CaseJson>, ApiError> {
+    let case = state
+        .desk
+        .clone()
+        .take_next(pb::TakeNextRequest {
+            agent_id,
+            prefecture: body.prefecture.unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(case_json(case)))
+}
+
+/// `GET /api/v1/agent/dossiers/{reference}`: the whole file; the read is recorded.
+pub async fn read_case(
+    State(state): State<AppState>,
+    Agent(agent_id): Agent,
+    reference: ReferenceParam,
+) -> Result<Json<CaseJson>, ApiError> {
+    let reference = reference.parse()?;
+    let case = state
+        .desk
+        .clone()
+        .read_case(pb::ReadCaseRequest {
+            agent_id,
+            reference: reference.to_string(),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(case_json(case)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentRequestBody {
+    pub kinds: Vec<String>,
+    pub deadline: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// `POST /api/v1/agent/dossiers/{reference}/document-requests`
+pub async fn request_documents(
+    State(state): State<AppState>,
+    Agent(agent_id): Agent,
+    reference: ReferenceParam,
+    JsonBody(body): JsonBody<DocumentRequestBody>,
+) -> Result<Json<CaseJson>, ApiError> {
+    let reference = reference.parse()?;
+    let mut kinds = Vec::with_capacity(body.kinds.len());
+    for (i, k) in body.kinds.iter().enumerate() {
+        kinds.push(code_value(
+            &format!("kinds[{i}]"),
+            &Some(k.clone()),
+            DocumentKind::parse,
+            convert::document_kind_to_pb,
+        )?);
+    }
+    let case = state
+        .desk
+        .clone()
+        .request_documents(pb::RequestDocumentsRequest {
+            agent_id,
+            reference: reference.to_string(),
+            kinds,
+            deadline: date_param("deadline", &body.deadline)?,
+            reason: body.reason.unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(case_json(case)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentBody {
+    pub kind: Option<String>,
+    pub sha256: Option<String>,
+    pub media_type: Option<String>,
+    pub size_bytes: Option<u64>,
+    pub filename: Option<String>,
+    /// Where the document came from: web, ccc, pan or postal.
+    pub channel: Option<String>,
+}
+
+/// `POST /api/v1/agent/dossiers/{reference}/documents`: a document arrived.
+pub async fn add_document(
+    State(state): State<AppState>,
+    Agent(actor): Agent,
+    reference: ReferenceParam,
+    JsonBody(body): JsonBody<DocumentBody>,
+) -> Result<Json<CaseJson>, ApiError> {
+    let reference = reference.parse()?;
+    let channel = code_value("channel", &body.channel, Channel::parse, |c| {
+        convert::channel_to_pb(c) as i32
+    })?;
+    let kind = code_value(
+        "document.kind",
+        &body.kind,
+        DocumentKind::parse,
+        convert::document_kind_to_pb,
+    )?;
+    let case = state
+        .desk
+        .clone()
+        .add_document(pb::AddDocumentRequest {
+            actor,
+            reference: reference.to_string(),
+            document: Some(pb::DocumentRef {
+                kind,
+                sha256: body.sha256.unwrap_or_default(),
+                media_type: body.media_type.unwrap_or_default(),
+                size_bytes: body.size_bytes.unwrap_or(0),
+                filename: body.filename.unwrap_or_default(),
+            }),
+            channel,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(case_json(case)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    pub favourable: Option<bool>,
+    pub reason: Option<String>,
+    /// The title granted, when known, so its holder is warned before it expires.
+    pub new_title: Option<NewTitleBody>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTitleBody {
+    pub kind: Option<String>,
+    pub number: Option<String>,
+    pub expires_on: Option<String>,
+}
+
+/// `POST /api/v1/agent/dossiers/{reference}/decision`
+pub async fn decide(
+    State(state): State<AppState>,
+    Agent(agent_id): Agent,
+    reference: ReferenceParam,
+    JsonBody(body): JsonBody<DecisionBody>,
+) -> Result<Json<CaseJson>, ApiError> {
+    let reference = reference.parse()?;
+    let favourable = body.favourable.ok_or_else(|| {
+        ApiError::from(Violations::one("favourable", "is required: true or false"))
+    })?;
+    let case = state
+        .desk
+        .clone()
+        .decide(pb::DecideRequest {
+            agent_id,
+            reference: reference.to_string(),
+            favourable,
+            reason: body.reason.unwrap_or_default(),
+            new_title: match body.new_title {
+                None => None,
+                Some(t) => Some(pb::CurrentTitle {
+                    kind: code_value(
+                        "new_title.kind",
+                        &t.kind,
+                        TitleKind::parse,
+                        convert::title_kind_to_pb,
+                    )?,
+                    number: t.number.unwrap_or_default(),
+                    expires_on: date_param("new_title.expires_on", &t.expires_on)?,
+                }),
+            },
+        })
+        .await?
+        .into_inner();
+    Ok(Json(case_json(case)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawalBody {
+    pub reason: Option<String>,
+}
+
+/// `POST /api/v1/agent/dossiers/{reference}/withdrawal`
+pub async fn withdraw(
+    State(state): State<AppState>,
+    Agent(actor): Agent,
+    reference: ReferenceParam,
+    JsonBody(body): JsonBody<WithdrawalBody>,
+) -> Result<Json<CaseJson>, ApiError> {
+    let reference = reference.parse()?;
+    let case = state
+        .desk
+        .clone()
+        .withdraw(pb::WithdrawRequest {
+            actor,
+            reference: reference.to_string(),
+            reason: body.reason.unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(case_json(case)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkBody {
+    pub same_request: Option<bool>,
+}
+
+/// `POST /api/v1/agent/dossiers/{reference}/link`: confirm (or undo) that a
+/// second filing is the same request as its first.
+pub async fn confirm_link(
+    State(state): State<AppState>,
+    Agent(agent_id): Agent,
+    reference: ReferenceParam,
+    JsonBody(body): JsonBody<LinkBody>,
+) -> Result<Json<CaseJson>, ApiError> {
+    let reference = reference.parse()?;
+    let same_request = body.same_request.ok_or_else(|| {
+        ApiError::from(Violations::one(
+            "same_request",
+            "is required: true or false",
+        ))
+    })?;
+    let case = state
+        .desk
+        .clone()
+        .confirm_link(pb::ConfirmLinkRequest {
+            agent_id,
+            reference: reference.to_string(),
+            same_request,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(case_json(case)))
+}
+

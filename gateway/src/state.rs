@@ -1,0 +1,93 @@
+//! What every handler shares: clients of the services behind the gateway,
+//! the clock and the figures. Built once at start-up from the services'
+//! addresses.
+
+use guichet_kit::Metrics;
+use guichet_kit::clock::SharedClock;
+use guichet_kit::grpc::{self, TracedChannel};
+use guichet_proto::v1::call_centre_client::CallCentreClient;
+use guichet_proto::v1::desk_client::DeskClient;
+use guichet_proto::v1::instruction_desk_client::InstructionDeskClient;
+use guichet_proto::v1::instruction_reader_client::InstructionReaderClient;
+use guichet_proto::v1::online_intake_client::OnlineIntakeClient;
+use guichet_proto::v1::postal_client::PostalClient;
+
+/// Largest scanned batch accepted: a stack of envelopes at 300 dpi.
+pub const MAX_UPLOAD_BYTES: usize = 256 * 1024 * 1024;
+
+/// Where the services behind the gateway listen (`http://host:port`).
+#[derive(Debug, Clone)]
+pub struct Targets {
+    pub intake_web: String,
+    pub instruction: String,
+    pub intake_ccc: String,
+    pub intake_pan: String,
+    pub intake_postal: String,
+}
+
+/// A service address that is not a usable URL.
+#[derive(Debug, thiserror::Error)]
+#[error("{url} is not a usable service URL")]
+pub struct BadTarget {
+    pub url: String,
+    #[source]
+    pub source: tonic::transport::Error,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub intake: OnlineIntakeClient<TracedChannel>,
+    pub instruction: InstructionReaderClient<TracedChannel>,
+    pub desk: InstructionDeskClient<TracedChannel>,
+    pub intake_channel: TracedChannel,
+    pub instruction_channel: TracedChannel,
+    pub ccc: CallCentreClient<TracedChannel>,
+    pub ccc_channel: TracedChannel,
+    pub pan: DeskClient<TracedChannel>,
+    pub pan_channel: TracedChannel,
+    pub postal: PostalClient<TracedChannel>,
+    pub postal_channel: TracedChannel,
+    pub clock: SharedClock,
+    /// This process's figures: in `guichet up`, every service's.
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    /// Clients of every service at `targets`. Channels connect lazily: a
+    /// service that is not up yet makes its routes answer 503, not the
+    /// gateway fail to start.
+    pub fn connect(
+        targets: &Targets,
+        clock: SharedClock,
+        metrics: Metrics,
+    ) -> Result<Self, BadTarget> {
+        let connect = |url: &str| {
+            grpc::channel(url).map_err(|source| BadTarget {
+                url: url.to_string(),
+                source,
+            })
+        };
+        let intake = connect(&targets.intake_web)?;
+        let instruction = connect(&targets.instruction)?;
+        let ccc = connect(&targets.intake_ccc)?;
+        let pan = connect(&targets.intake_pan)?;
+        let postal = connect(&targets.intake_postal)?;
+        Ok(AppState {
+            intake: OnlineIntakeClient::new(intake.clone()),
+            instruction: InstructionReaderClient::new(instruction.clone()),
+            desk: InstructionDeskClient::new(instruction.clone()),
+            intake_channel: intake,
+            instruction_channel: instruction,
+            ccc: CallCentreClient::new(ccc.clone()),
+            ccc_channel: ccc,
+            pan: DeskClient::new(pan.clone()),
+            pan_channel: pan,
+            postal: PostalClient::new(postal.clone())
+                .max_decoding_message_size(MAX_UPLOAD_BYTES)
+                .max_encoding_message_size(MAX_UPLOAD_BYTES),
+            postal_channel: postal,
+            clock,
+            metrics,
+        })
+    }
+}

@@ -1,0 +1,285 @@
+//! What anyone may look up about the instruction of files: the public queue
+//! with its filters, where a person's file stands (by reference and birth
+//! date), processing times, and the check of an attestation's code.
+
+use axum::Json;
+use axum::extract::State;
+use guichet_dossier::{CaseState, Channel, Motif, Procedure, Violations};
+use guichet_proto::{convert, v1 as pb};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::extract::{PathParam, QueryParams, ReferenceParam, code_value, date_param};
+use crate::state::AppState;
+use crate::views::{
+    AttestationJson, CoverView, PeriodJson, attestation_json, channel_text, cover_view, date_text,
+    kinds_text, periods_json,
+};
+
+// ---- the queue -----------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueQuery {
+    pub prefecture: Option<String>,
+    pub procedure: Option<String>,
+    pub motif: Option<String>,
+    pub channel: Option<String>,
+    pub state: Option<String>,
+    /// Only files whose proof of stay ends on or before this date.
+    pub cover_ends_before: Option<String>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct QueueEntryView {
+    pub position: usize,
+    pub reference: String,
+    pub channel: &'static str,
+    pub procedure: String,
+    pub motif: String,
+    pub prefecture: String,
+    pub legal_filing_date: String,
+    pub queue_date: String,
+    pub urgency: String,
+    pub state: String,
+    pub cover_until: Option<String>,
+    pub title_expires_on: Option<String>,
+    pub taken_by: Option<String>,
+    pub linked: Vec<String>,
+}
+
+/// `GET /api/v1/queue`: the equal-rights queue, most urgent and oldest first.
+pub async fn queue(
+    State(state): State<AppState>,
+    QueryParams(q): QueryParams<QueueQuery>,
+) -> Result<Json<Vec<QueueEntryView>>, ApiError> {
+    if q.limit == Some(0) || q.limit.is_some_and(|l| l > 500) {
+        return Err(Violations::one("limit", "must be between 1 and 500").into());
+    }
+    let request = pb::ListQueueRequest {
+        prefecture: q.prefecture.clone().unwrap_or_default(),
+        limit: q.limit.unwrap_or(50),
+        procedure: code_value(
+            "procedure",
+            &q.procedure,
+            Procedure::parse,
+            convert::procedure_to_pb,
+        )?,
+        motif: code_value("motif", &q.motif, Motif::parse, convert::motif_to_pb)?,
+        channel: code_value("channel", &q.channel, Channel::parse, |c| {
+            convert::channel_to_pb(c) as i32
+        })?,
+        state: code_value("state", &q.state, CaseState::parse, |s| {
+            convert::case_state_to_pb(s) as i32
+        })?,
+        cover_ends_before: date_param("cover_ends_before", &q.cover_ends_before)?,
+    };
+    let entries = state
+        .instruction
+        .clone()
+        .list_queue(request)
+        .await?
+        .into_inner()
+        .entries;
+    Ok(Json(
+        entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| QueueEntryView {
+                position: i + 1,
+                channel: channel_text(e.channel),
+                procedure: convert::procedure_text(e.procedure).unwrap_or_default(),
+                motif: convert::motif_text(e.motif).unwrap_or_default(),
+                legal_filing_date: date_text(&e.legal_filing_date),
+                queue_date: date_text(&e.queue_date),
+                urgency: convert::urgency_text(e.urgency).unwrap_or_default(),
+                state: convert::case_state_text(e.state).unwrap_or_default(),
+                cover_until: e.cover_until.as_ref().map(|d| date_text(&Some(*d))),
+                title_expires_on: e.title_expires_on.as_ref().map(|d| date_text(&Some(*d))),
+                taken_by: (!e.taken_by.is_empty()).then_some(e.taken_by),
+                linked: e.linked,
+                prefecture: e.prefecture,
+                reference: e.reference,
+            })
+            .collect(),
+    ))
+}
+
+// ---- the person's view -------------------------------------------------------------
+
+
+
+
+
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusQuery {
+    pub birth_date: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StatusJson {
+    pub reference: String,
+    pub channel: &'static str,
+    pub state: String,
+    pub legal_filing_date: String,
+    pub missing: Vec<String>,
+    pub documents_deadline: Option<String>,
+    pub cover: CoverView,
+    pub attestations: Vec<AttestationJson>,
+    pub files_ahead: u32,
+    /// 80th percentile of observed days to decision; null until enough
+    /// decisions were observed for a figure worth giving.
+    pub estimated_days_to_decision: Option<u32>,
+    pub decisions_observed: u32,
+    pub linked: Vec<String>,
+    /// Whom the attestations name, as an employer or benefits office needs it.
+    pub holder: HolderJson,
+    /// Days since the title expired that nothing covered.
+    pub uncovered: Vec<PeriodJson>,
+}
+
+
+
+#[derive(Debug, Serialize)]
+pub struct HolderJson {
+    pub family_name: String,
+    pub given_names: String,
+    pub birth_date: String,
+    pub nationality: String,
+    pub foreigner_number: Option<String>,
+}
+
+fn holder_json(h: Option<pb::AttestationHolder>) -> HolderJson {
+    let h = h.unwrap_or_default();
+    HolderJson {
+        family_name: h.family_name,
+        given_names: h.given_names,
+        birth_date: date_text(&h.birth_date),
+        nationality: h.nationality,
+        foreigner_number: (!h.foreigner_number.is_empty()).then_some(h.foreigner_number),
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct AttestationCheckJson {
+    pub valid_today: bool,
+    pub reference: String,
+    pub attestation: AttestationJson,
+    pub holder: HolderJson,
+}
+
+/// `GET /api/v1/attestations/{verification_code}`: for an employer or a
+/// benefits office holding the paper, is it genuine, valid today, and whose.
+pub async fn verify_attestation(
+    State(state): State<AppState>,
+    PathParam(code): PathParam,
+) -> Result<Json<AttestationCheckJson>, ApiError> {
+    let check = state
+        .instruction
+        .clone()
+        .verify_attestation(pb::VerifyAttestationRequest {
+            verification_code: code,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(AttestationCheckJson {
+        valid_today: check.valid_today,
+        reference: check.reference,
+        attestation: attestation_json(check.attestation.unwrap_or_default()),
+        holder: holder_json(check.holder),
+    }))
+}
+
+/// `GET /api/v1/dossiers/{reference}/status?birth_date=YYYY-MM-DD`: where my
+/// file stands. The birth date is the identity check.
+pub async fn status(
+    State(state): State<AppState>,
+    reference: ReferenceParam,
+    QueryParams(q): QueryParams<StatusQuery>,
+) -> Result<Json<StatusJson>, ApiError> {
+    let reference = reference.parse()?;
+    let birth_date = date_param("birth_date", &q.birth_date)?.ok_or_else(|| {
+        ApiError::from(Violations::one(
+            "birth_date",
+            "is required, as an identity check",
+        ))
+    })?;
+    let s = state
+        .instruction
+        .clone()
+        .get_status(pb::GetStatusRequest {
+            reference: reference.to_string(),
+            birth_date: Some(birth_date),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(StatusJson {
+        channel: channel_text(s.channel),
+        state: convert::case_state_text(s.state).unwrap_or_default(),
+        legal_filing_date: date_text(&s.legal_filing_date),
+        missing: kinds_text(&s.missing),
+        documents_deadline: s.documents_deadline.as_ref().map(|d| date_text(&Some(*d))),
+        cover: cover_view(s.cover),
+        attestations: s.attestations.into_iter().map(attestation_json).collect(),
+        files_ahead: s.files_ahead,
+        estimated_days_to_decision: (s.decisions_observed > 0 && s.estimated_days_to_decision > 0)
+            .then_some(s.estimated_days_to_decision),
+        decisions_observed: s.decisions_observed,
+        linked: s.linked,
+        holder: holder_json(s.holder),
+        uncovered: periods_json(s.uncovered),
+        reference: s.reference,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefectureQuery {
+    pub prefecture: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProcessingTimeJson {
+    pub procedure: String,
+    pub decisions: u32,
+    pub median_days: Option<u32>,
+    pub p80_days: Option<u32>,
+    pub open: u32,
+}
+
+/// `GET /api/v1/processing-times?prefecture=59`: observed delays, published.
+pub async fn processing_times(
+    State(state): State<AppState>,
+    QueryParams(q): QueryParams<PrefectureQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let prefecture = q.prefecture.filter(|p| !p.is_empty()).ok_or_else(|| {
+        ApiError::from(Violations::one(
+            "prefecture",
+            "is required (a département code such as 59)",
+        ))
+    })?;
+    let r = state
+        .instruction
+        .clone()
+        .processing_times(pb::ProcessingTimesRequest { prefecture })
+        .await?
+        .into_inner();
+    let rows: Vec<ProcessingTimeJson> = r
+        .rows
+        .into_iter()
+        .map(|t| ProcessingTimeJson {
+            procedure: convert::procedure_text(t.procedure).unwrap_or_default(),
+            decisions: t.decisions,
+            median_days: (t.decisions > 0).then_some(t.median_days),
+            p80_days: (t.decisions > 0).then_some(t.p80_days),
+            open: t.open,
+        })
+        .collect();
+    Ok(Json(
+        serde_json::json!({"prefecture": r.prefecture, "procedures": rows}),
+    ))
+}
+
