@@ -20,7 +20,6 @@ use crate::views::{
     dossier_view, kinds_text, periods_json,
 };
 
-
 /// The agents' desk.
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -39,7 +38,10 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/agent/dossiers/{reference}/withdrawal",
             post(withdraw),
         )
-        .route("/api/v1/agent/dossiers/{reference}/link", post(confirm_link))
+        .route(
+            "/api/v1/agent/dossiers/{reference}/link",
+            post(confirm_link),
+        )
 }
 
 #[derive(Debug, Serialize)]
@@ -350,4 +352,3 @@ pub async fn confirm_link(
         .into_inner();
     Ok(Json(case_json(case)))
 }
-

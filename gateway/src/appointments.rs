@@ -4,8 +4,8 @@
 //! alternative. Agents' software uses the same operations over gRPC.
 
 use axum::Json;
-use axum::extract::State;
 use axum::Router;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{self, post};
 use chrono::{DateTime, Utc};
@@ -181,24 +181,18 @@ pub struct AppointmentJson {
 }
 
 fn appointment_json(a: pb::Appointment) -> AppointmentJson {
-    let name = |n: &str, prefix: &str| {
-        n.strip_prefix(prefix)
-            .unwrap_or(n)
-            .trim_start_matches('_')
-            .to_ascii_lowercase()
-    };
     AppointmentJson {
         starts_at: a
             .starts_at
             .as_ref()
             .and_then(convert::timestamp_from_pb)
             .map(|t| t.to_rfc3339()),
-        state: pb::AppointmentState::try_from(a.state)
-            .map(|s| name(s.as_str_name(), "APPOINTMENT_STATE"))
-            .unwrap_or_default(),
-        route: pb::BookingRoute::try_from(a.route)
-            .map(|s| name(s.as_str_name(), "BOOKING_ROUTE"))
-            .unwrap_or_default(),
+        state: convert::text_in(&convert::APPOINTMENT_STATES, a.state)
+            .unwrap_or_default()
+            .to_string(),
+        route: convert::text_in(&convert::BOOKING_ROUTES, a.route)
+            .unwrap_or_default()
+            .to_string(),
         id: a.id,
         site_id: a.site_id,
     }
@@ -383,13 +377,8 @@ pub async fn offer_alternative(
     PathParam(id): PathParam,
     JsonBody(a): JsonBody<AlternativeJson>,
 ) -> Result<Json<ReportJson>, ApiError> {
-    let kind = match a.kind.as_str() {
-        "pan_appointment" => pb::AlternativeKind::PanAppointment,
-        "paper_kit" => pb::AlternativeKind::PaperKit,
-        _ => {
-            return Err(Violations::one("kind", "must be pan_appointment or paper_kit").into());
-        }
-    };
+    let kind = convert::value_in(&convert::ALTERNATIVE_KINDS, &a.kind)
+        .ok_or_else(|| Violations::one("kind", "must be pan_appointment or paper_kit"))?;
     let r = state
         .ccc
         .clone()
@@ -412,12 +401,6 @@ pub async fn offer_alternative(
 }
 
 fn report_json(r: pb::Report) -> ReportJson {
-    let lower = |n: &str, prefix: &str| {
-        n.strip_prefix(prefix)
-            .unwrap_or(n)
-            .trim_start_matches('_')
-            .to_ascii_lowercase()
-    };
     ReportJson {
         state: convert::report_state_text(r.state).unwrap_or_default(),
         deadline: r
@@ -426,11 +409,11 @@ fn report_json(r: pb::Report) -> ReportJson {
             .and_then(convert::date_from_pb)
             .map(|d| d.to_string()),
         overdue: r.overdue,
-        alternative: r.alternative.as_ref().and_then(|a| {
-            pb::AlternativeKind::try_from(a.kind)
-                .ok()
-                .map(|k| lower(k.as_str_name(), "ALTERNATIVE_KIND"))
-        }),
+        alternative: r
+            .alternative
+            .as_ref()
+            .and_then(|a| convert::text_in(&convert::ALTERNATIVE_KINDS, a.kind))
+            .map(str::to_string),
         appointment_id: r
             .alternative
             .as_ref()

@@ -1,10 +1,10 @@
 //! `/api/v1`: filing a dossier, reading where it stands, and the queue.
 
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use guichet_dossier::RawFiling;
 use guichet_proto::{convert, v1 as pb};
 use serde::Serialize;
@@ -159,4 +159,3 @@ pub async fn get_dossier(
         .into_inner();
     Ok(Json(dossier_view(view)))
 }
-

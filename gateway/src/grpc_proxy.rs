@@ -21,10 +21,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::routing::post;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
 use guichet_kit::grpc::{REFLECTION_SERVICES, TracedChannel};
 use guichet_kit::shutdown::Shutdown;
 use tonic_health::pb::health_check_response::ServingStatus;

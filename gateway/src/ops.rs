@@ -4,12 +4,12 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use axum::routing::get;
-use axum::{Json, Router};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use guichet_dossier::Violations;
 use guichet_kit::metrics::{
     self, ChannelLabels, DeadLetterLabels, HttpLabels, QueueLabels, ServiceLabels,

@@ -108,11 +108,6 @@ pub async fn queue(
 
 // ---- the person's view -------------------------------------------------------------
 
-
-
-
-
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatusQuery {
@@ -140,8 +135,6 @@ pub struct StatusJson {
     /// Days since the title expired that nothing covered.
     pub uncovered: Vec<PeriodJson>,
 }
-
-
 
 #[derive(Debug, Serialize)]
 pub struct HolderJson {
@@ -282,4 +275,3 @@ pub async fn processing_times(
         serde_json::json!({"prefecture": r.prefecture, "procedures": rows}),
     ))
 }
-

@@ -136,6 +136,41 @@ pub fn case_state_from_pb(value: i32) -> Option<CaseState> {
         .map(|(s, _)| *s)
 }
 
+/// Wire enums that have no domain type (the desk's and the call centre's
+/// own), with the text the REST API and the stores use for each value.
+pub const APPOINTMENT_STATES: [(pb::AppointmentState, &str); 4] = [
+    (pb::AppointmentState::Booked, "booked"),
+    (pb::AppointmentState::Cancelled, "cancelled"),
+    (pb::AppointmentState::Attended, "attended"),
+    (pb::AppointmentState::NoShow, "no_show"),
+];
+pub const BOOKING_ROUTES: [(pb::BookingRoute, &str); 3] = [
+    (pb::BookingRoute::Online, "online"),
+    (pb::BookingRoute::Phone, "phone"),
+    (pb::BookingRoute::FrontDesk, "front_desk"),
+];
+pub const ALTERNATIVE_KINDS: [(pb::AlternativeKind, &str); 2] = [
+    (pb::AlternativeKind::PanAppointment, "pan_appointment"),
+    (pb::AlternativeKind::PaperKit, "paper_kit"),
+];
+
+/// The text of wire number `value` in `table`; `None` for unspecified or a
+/// number the table does not have.
+pub fn text_in<E: Copy + Into<i32>>(
+    table: &[(E, &'static str)],
+    value: i32,
+) -> Option<&'static str> {
+    table
+        .iter()
+        .find(|(w, _)| (*w).into() == value)
+        .map(|(_, t)| *t)
+}
+
+/// The wire value named `text` in `table`.
+pub fn value_in<E: Copy>(table: &[(E, &'static str)], text: &str) -> Option<E> {
+    table.iter().find(|(_, t)| *t == text).map(|(w, _)| *w)
+}
+
 /// A domain code list and its wire enum, variant for variant (prost names
 /// `PROCEDURE_RENEWAL` as `Renewal`, like the domain). The match from the
 /// domain is exhaustive: a code added to the domain without its wire value
@@ -558,6 +593,31 @@ pub fn dossier_from_pb(d: &pb::Dossier, today: NaiveDate) -> Result<Dossier, Vio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every value of the desk's and call centre's enums but unspecified has
+    /// one text, and the text leads back to it.
+    #[test]
+    fn wire_only_tables_cover_every_value() {
+        fn covered<E: Copy + Into<i32> + TryFrom<i32> + PartialEq + std::fmt::Debug>(
+            table: &[(E, &'static str)],
+        ) {
+            let mut n = 1;
+            while let Ok(w) = E::try_from(n) {
+                let text = text_in(table, n).unwrap_or_else(|| panic!("{w:?} has no text"));
+                assert_eq!(value_in(table, text), Some(w));
+                n += 1;
+            }
+            assert_eq!(
+                n as usize - 1,
+                table.len(),
+                "a text for a value the wire lacks"
+            );
+            assert_eq!(text_in(table, 0), None);
+        }
+        covered(&APPOINTMENT_STATES);
+        covered(&BOOKING_ROUTES);
+        covered(&ALTERNATIVE_KINDS);
+    }
 
     /// Each code's wire value is the one of the same name, and back.
     #[test]

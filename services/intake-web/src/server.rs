@@ -63,9 +63,10 @@ impl OnlineIntake for IntakeService {
             }
             (None, true) => return Err(invalid("filing", "is required")),
             // From the gateway: the person's JSON, parsed here and only here.
-            (None, false) => {
-                (raw_filing(&request.raw_json)?, RawProvenance::Web { account_id: None })
-            }
+            (None, false) => (
+                raw_filing(&request.raw_json)?,
+                RawProvenance::Web { account_id: None },
+            ),
             (Some(filing), true) => match convert::raw_filing_from_pb(&filing) {
                 (raw, None) => (raw, RawProvenance::Web { account_id: None }),
                 (raw, Some(p @ RawProvenance::Web { .. })) => (raw, p),
@@ -90,15 +91,14 @@ impl OnlineIntake for IntakeService {
 /// as a filing (the gateway has checked both already; another caller may not
 /// have).
 fn raw_filing(json: &str) -> Result<RawFiling, tonic::Status> {
-    let value: serde_json::Value = serde_json::from_str(json)
-        .map_err(|e| invalid("raw_json", format!("is not JSON: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| invalid("raw_json", format!("is not JSON: {e}")))?;
     let mut v = guichet_dossier::Violations::new();
     guichet_dossier::text::check_json(&mut v, "", &value);
     if !v.is_empty() {
         return Err(ServiceError::invalid(v).into());
     }
-    serde_json::from_value(value)
-        .map_err(|e| invalid("raw_json", format!("is not a filing: {e}")))
+    serde_json::from_value(value).map_err(|e| invalid("raw_json", format!("is not a filing: {e}")))
 }
 
 fn invalid(field: &str, problem: impl Into<String>) -> tonic::Status {
