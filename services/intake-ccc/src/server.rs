@@ -11,7 +11,7 @@ use guichet_intake::{ChannelFoundations, Intake, prepare_channel};
 use guichet_kit::clock::SharedClock;
 use guichet_kit::db::Migrations;
 use guichet_kit::grpc::{self, TracedChannel};
-use guichet_kit::metrics::PrefectureLabels;
+use guichet_kit::metrics::GaugeF64;
 use guichet_kit::service::{Listen, Running, Shared, StartError, Tasks};
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, ErrorKind, Metrics, ServiceError};
@@ -19,6 +19,10 @@ use guichet_proto::v1::call_centre_server::{CallCentre, CallCentreServer};
 use guichet_proto::v1::desk_client::DeskClient;
 use guichet_proto::v1::instruction_reader_client::InstructionReaderClient;
 use guichet_proto::{convert, v1 as pb};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Unit;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
@@ -210,11 +214,11 @@ impl CallCentreService {
             let labels = PrefectureLabels {
                 prefecture: f.prefecture,
             };
-            let m = self.metrics();
-            m.reports_waiting.get_or_create(&labels).set(f.waiting);
-            m.reports_overdue.get_or_create(&labels).set(f.overdue);
+            let m = ReportFigures::of(self.metrics());
+            m.waiting.get_or_create(&labels).set(f.waiting);
+            m.overdue.get_or_create(&labels).set(f.overdue);
             if let Some(s) = f.median_seconds_to_alternative {
-                m.report_time_to_alternative.get_or_create(&labels).set(s);
+                m.time_to_alternative.get_or_create(&labels).set(s);
             }
         }
         Ok(())
@@ -612,5 +616,39 @@ impl CallCentre for CallCentreService {
         // passes the deadline and the trace along.
         let mut client = self.instruction.clone();
         client.get_status(request).await
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PrefectureLabels {
+    prefecture: String,
+}
+
+/// The call centre's own figures on `/metrics`, per prefecture.
+struct ReportFigures {
+    waiting: Family<PrefectureLabels, Gauge>,
+    overdue: Family<PrefectureLabels, Gauge>,
+    time_to_alternative: Family<PrefectureLabels, GaugeF64>,
+}
+
+impl ReportFigures {
+    fn of(m: &Metrics) -> Self {
+        ReportFigures {
+            waiting: m.family(
+                "reports_open",
+                "Blocked-user reports still waiting for an alternative",
+                None,
+            ),
+            overdue: m.family(
+                "reports_overdue",
+                "Blocked-user reports past their deadline without an alternative",
+                None,
+            ),
+            time_to_alternative: m.family(
+                "report_time_to_alternative_median",
+                "Median time from a blocked-user report to the alternative offered",
+                Some(Unit::Seconds),
+            ),
+        }
     }
 }

@@ -6,15 +6,19 @@ use guichet_dossier::filing::RawProvenance;
 use guichet_dossier::signalement;
 use guichet_dossier::{Channel, Violations};
 use guichet_intake::{ChannelFoundations, Intake, prepare_channel};
+use guichet_kit::Metrics;
 use guichet_kit::db::Migrations;
 use guichet_kit::grpc::{self, TracedChannel};
-use guichet_kit::metrics::SiteLabels;
+use guichet_kit::metrics::GaugeF64;
 use guichet_kit::service::{Listen, Running, Shared, StartError, Tasks};
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, ErrorKind, ServiceError};
 use guichet_proto::v1::call_centre_client::CallCentreClient;
 use guichet_proto::v1::desk_server::{Desk, DeskServer};
 use guichet_proto::{convert, v1 as pb};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use tonic::{Request, Response, Status};
 
 use crate::desks::{self, DeskError, Desks, NewBooking};
@@ -147,20 +151,16 @@ async fn sample_forever(service: DeskService, shutdown: Shutdown) {
     loop {
         match service.desks.figures(service.intake.clock.today()).await {
             Ok(figures) => {
-                let m = &service.intake.metrics;
+                let m = SiteFigures::of(&service.intake.metrics);
                 for f in figures {
                     let labels = SiteLabels { site: f.site_id };
                     if f.places_offered > 0 {
-                        m.appointment_fill
+                        m.fill
                             .get_or_create(&labels)
                             .set(f.booked as f64 / f.places_offered as f64);
                     }
-                    m.appointments_booked
-                        .get_or_create(&labels)
-                        .set(f.booked as i64);
-                    m.appointment_no_shows
-                        .get_or_create(&labels)
-                        .set(f.no_shows as i64);
+                    m.booked.get_or_create(&labels).set(f.booked as i64);
+                    m.no_shows.get_or_create(&labels).set(f.no_shows as i64);
                 }
             }
             Err(e) => tracing::debug!(error = %e, "cannot sample the desk figures"),
@@ -440,5 +440,39 @@ impl Desk for DeskService {
             created: accepted.created,
             trace_id: accepted.trace_id,
         }))
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SiteLabels {
+    site: String,
+}
+
+/// The desks' own figures on `/metrics`, per site, over the last 30 days.
+struct SiteFigures {
+    fill: Family<SiteLabels, GaugeF64>,
+    booked: Family<SiteLabels, Gauge>,
+    no_shows: Family<SiteLabels, Gauge>,
+}
+
+impl SiteFigures {
+    fn of(m: &Metrics) -> Self {
+        SiteFigures {
+            fill: m.family(
+                "appointment_fill_ratio",
+                "Booked places over places offered in the last 30 days' slots",
+                None,
+            ),
+            booked: m.family(
+                "appointments_booked",
+                "Appointments booked, last 30 days",
+                None,
+            ),
+            no_shows: m.family(
+                "appointment_no_shows",
+                "Appointments the person did not come to, last 30 days",
+                None,
+            ),
+        }
     }
 }

@@ -20,13 +20,13 @@ use guichet_dossier::postal::{FORM_VERSION, FormCode, form_code_text};
 use guichet_kit::Metrics;
 use guichet_kit::bus::Delivery;
 use guichet_kit::clock::SharedClock;
-use guichet_kit::metrics::LetterLabels;
 use guichet_proto::{convert, v1 as pb};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart, header::ContentType};
 use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use prost::Message as _;
 
 use crate::documents::Documents;
+use crate::figures::{LetterLabels, PostalFigures};
 use crate::render::{LetterText, kit_pdf, letter_pdf};
 use crate::store::{EnvelopeRow, NewLetter, Store, StoreError};
 
@@ -549,8 +549,8 @@ impl Letters {
         let Some(id) = self.store.insert_letter(&letter, now).await? else {
             return Ok(());
         };
-        self.metrics
-            .postal_letters
+        PostalFigures::of(&self.metrics)
+            .letters
             .get_or_create(&LetterLabels {
                 kind: kind.to_string(),
             })

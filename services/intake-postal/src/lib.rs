@@ -7,6 +7,7 @@
 
 pub mod corpus;
 pub mod documents;
+pub mod figures;
 pub mod letters;
 pub mod reader;
 pub mod render;

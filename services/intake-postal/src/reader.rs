@@ -16,11 +16,11 @@ use guichet_dossier::postal::{
 };
 use guichet_kit::Metrics;
 use guichet_kit::clock::SharedClock;
-use guichet_kit::metrics::PageLabels;
 use guichet_kit::shutdown::Shutdown;
 use tokio::sync::Notify;
 
 use crate::documents::Documents;
+use crate::figures::{PageLabels, PostalFigures};
 use crate::scan;
 use crate::store::{NewEnvelope, PageReading, PageRow, Store, StoreError, StoredField};
 
@@ -124,9 +124,10 @@ impl Reader {
                 .collect::<Result<Vec<_>, _>>()?
                 .into_iter()
                 .unzip();
+        let figures = PostalFigures::of(&self.metrics);
         for f in &findings {
-            self.metrics
-                .postal_pages_read
+            figures
+                .pages_read
                 .get_or_create(&PageLabels { code: f.label() })
                 .inc();
         }

@@ -32,6 +32,7 @@ use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
 use crate::documents::Documents;
+use crate::figures::PostalFigures;
 use crate::letters::{Letters, Mailer};
 use crate::reader::Reader;
 use crate::render;
@@ -192,10 +193,8 @@ async fn sample_forever(service: PostalService, shutdown: Shutdown) {
                     .iter()
                     .find(|(s, _)| s == state)
                     .map_or(0, |(_, n)| *n);
-                service
-                    .intake
-                    .metrics
-                    .postal_envelopes
+                PostalFigures::of(&service.intake.metrics)
+                    .envelopes
                     .get_or_create(&StateLabels { state })
                     .set(n);
             }

@@ -5,15 +5,17 @@
 //! Names follow Prometheus conventions: a `guichet_` prefix, base units in
 //! the name (`_seconds`), `_total` on counters (added by the encoder).
 
-use std::sync::Arc;
+use std::any::Any;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 /// The content type of `encode`'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -74,16 +76,6 @@ pub struct EquityLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PrefectureLabels {
-    pub prefecture: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SiteLabels {
-    pub site: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
     pub state: &'static str,
 }
@@ -116,7 +108,9 @@ pub type GaugeF64 = Gauge<f64, AtomicU64>;
 pub struct Metrics(Arc<Inner>);
 
 pub struct Inner {
-    registry: Registry,
+    registry: Mutex<Registry>,
+    /// The families services registered for themselves, by name.
+    own: Mutex<HashMap<&'static str, Box<dyn Any + Send + Sync>>>,
     /// Filings an intake service accepted (a retry of the same filing is not counted again).
     pub filings_accepted: Family<ChannelLabels, Counter>,
     /// Filings refused for bad input, by field.
@@ -149,35 +143,6 @@ pub struct Inner {
     pub equity_flagged: Family<EquityLabels, Gauge>,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_duration: Family<HttpLabels, Histogram, Buckets>,
-    /// Blocked-user reports still waiting for an alternative, sampled.
-    pub reports_waiting: Family<PrefectureLabels, Gauge>,
-    /// Of those, past their deadline.
-    pub reports_overdue: Family<PrefectureLabels, Gauge>,
-    /// Median time from a report to the alternative offered.
-    pub report_time_to_alternative: Family<PrefectureLabels, GaugeF64>,
-    /// Booked places over places offered, in the last 30 days' slots.
-    pub appointment_fill: Family<SiteLabels, GaugeF64>,
-    /// Appointments the person did not come to, in the last 30 days.
-    pub appointment_no_shows: Family<SiteLabels, Gauge>,
-    /// Appointments booked, by site, in the last 30 days.
-    pub appointments_booked: Family<SiteLabels, Gauge>,
-    /// Scanned pages read, by what their code said (form, separator, none,
-    /// forged, damaged).
-    pub postal_pages_read: Family<PageLabels, Counter>,
-    /// Envelopes by state (keying, filed, routed), sampled.
-    pub postal_envelopes: Family<StateLabels, Gauge>,
-    /// Letters produced for postal filers, by kind.
-    pub postal_letters: Family<LetterLabels, Counter>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PageLabels {
-    pub code: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LetterLabels {
-    pub kind: String,
 }
 
 impl Default for Metrics {
@@ -207,16 +172,8 @@ impl Metrics {
             equity_flagged: Family::default(),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(Buckets(receipt_buckets)),
-            reports_waiting: Family::default(),
-            reports_overdue: Family::default(),
-            report_time_to_alternative: Family::default(),
-            appointment_fill: Family::default(),
-            appointment_no_shows: Family::default(),
-            appointments_booked: Family::default(),
-            postal_pages_read: Family::default(),
-            postal_envelopes: Family::default(),
-            postal_letters: Family::default(),
-            registry: Registry::default(),
+            registry: Mutex::new(Registry::default()),
+            own: Mutex::default(),
         };
         let r = &mut registry;
         r.register(
@@ -307,62 +264,46 @@ impl Metrics {
             Unit::Seconds,
             inner.http_duration.clone(),
         );
-        r.register(
-            "reports_open",
-            "Blocked-user reports still waiting for an alternative",
-            inner.reports_waiting.clone(),
-        );
-        r.register(
-            "reports_overdue",
-            "Blocked-user reports past their deadline without an alternative",
-            inner.reports_overdue.clone(),
-        );
-        r.register_with_unit(
-            "report_time_to_alternative_median",
-            "Median time from a blocked-user report to the alternative offered",
-            Unit::Seconds,
-            inner.report_time_to_alternative.clone(),
-        );
-        r.register(
-            "appointment_fill_ratio",
-            "Booked places over places offered in the last 30 days' slots",
-            inner.appointment_fill.clone(),
-        );
-        r.register(
-            "appointment_no_shows",
-            "Appointments the person did not come to, last 30 days",
-            inner.appointment_no_shows.clone(),
-        );
-        r.register(
-            "appointments_booked",
-            "Appointments booked, last 30 days",
-            inner.appointments_booked.clone(),
-        );
-        r.register(
-            "postal_pages_read",
-            "Scanned pages read, by what their code said",
-            inner.postal_pages_read.clone(),
-        );
-        r.register(
-            "postal_envelopes",
-            "Scanned envelopes by state (keying, filed, routed)",
-            inner.postal_envelopes.clone(),
-        );
-        r.register(
-            "postal_letters",
-            "Letters produced for postal filers, by kind",
-            inner.postal_letters.clone(),
-        );
-        Metrics(Arc::new(Inner { registry, ..inner }))
+        Metrics(Arc::new(Inner {
+            registry: Mutex::new(registry),
+            ..inner
+        }))
+    }
+
+    /// A family of figures a service keeps for itself (reports, desks,
+    /// mailroom: the kit holds only those every service shares). Registered
+    /// under `name` the first time it is asked for, the same family every
+    /// time after, so a service started again in one process counts on.
+    pub fn family<F>(&self, name: &'static str, help: &'static str, unit: Option<Unit>) -> F
+    where
+        F: Metric + Clone + Default + 'static,
+    {
+        let mut own = lock(&self.0.own);
+        if let Some(family) = own.get(name).and_then(|f| f.downcast_ref::<F>()) {
+            return family.clone();
+        }
+        let family = F::default();
+        let mut registry = lock(&self.0.registry);
+        match unit {
+            Some(unit) => registry.register_with_unit(name, help, unit, family.clone()),
+            None => registry.register(name, help, family.clone()),
+        }
+        own.insert(name, Box::new(family.clone()));
+        family
     }
 
     /// The text exposition, for `/metrics`.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.0.registry);
+        let _ = prometheus_client::encoding::text::encode(&mut out, &lock(&self.0.registry));
         out
     }
+}
+
+/// A lock a panic elsewhere left poisoned still guards whole figures.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl std::ops::Deref for Metrics {
@@ -467,6 +408,18 @@ mod tests {
         ] {
             assert_eq!(field_label(path), label, "{path}");
         }
+    }
+
+    #[test]
+    fn a_service_family_is_registered_once_and_shared() {
+        let m = Metrics::new();
+        let first: Family<StateLabels, Gauge> = m.family("things", "Things by state", None);
+        let again: Family<StateLabels, Gauge> = m.family("things", "Things by state", None);
+        first.get_or_create(&StateLabels { state: "a" }).set(2);
+        again.get_or_create(&StateLabels { state: "a" }).inc();
+        let text = m.encode();
+        assert!(text.contains("guichet_things{state=\"a\"} 3"), "{text}");
+        assert_eq!(text.matches("# TYPE guichet_things ").count(), 1, "{text}");
     }
 
     #[test]
