@@ -20,6 +20,13 @@ use crate::views::{
     dossier_view, kinds_text, periods_json,
 };
 
+/// The case as the desk service answered it, in JSON.
+fn case_answer(
+    answer: Result<tonic::Response<pb::CaseView>, tonic::Status>,
+) -> Result<Json<CaseJson>, ApiError> {
+    Ok(Json(case_json(answer?.into_inner())))
+}
+
 /// The agents' desk.
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -117,16 +124,16 @@ pub async fn take_next(
     Agent(agent_id): Agent,
     JsonBody(body): JsonBody<TakeNextBody>,
 ) -> Result<Json<CaseJson>, ApiError> {
-    let case = state
-        .desk
-        .clone()
-        .take_next(pb::TakeNextRequest {
-            agent_id,
-            prefecture: body.prefecture.unwrap_or_default(),
-        })
-        .await?
-        .into_inner();
-    Ok(Json(case_json(case)))
+    case_answer(
+        state
+            .desk
+            .clone()
+            .take_next(pb::TakeNextRequest {
+                agent_id,
+                prefecture: body.prefecture.unwrap_or_default(),
+            })
+            .await,
+    )
 }
 
 /// `GET /api/v1/agent/dossiers/{reference}`: the whole file; the read is recorded.
@@ -136,16 +143,16 @@ pub async fn read_case(
     reference: ReferenceParam,
 ) -> Result<Json<CaseJson>, ApiError> {
     let reference = reference.parse()?;
-    let case = state
-        .desk
-        .clone()
-        .read_case(pb::ReadCaseRequest {
-            agent_id,
-            reference: reference.to_string(),
-        })
-        .await?
-        .into_inner();
-    Ok(Json(case_json(case)))
+    case_answer(
+        state
+            .desk
+            .clone()
+            .read_case(pb::ReadCaseRequest {
+                agent_id,
+                reference: reference.to_string(),
+            })
+            .await,
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,19 +180,19 @@ pub async fn request_documents(
             convert::document_kind_to_pb,
         )?);
     }
-    let case = state
-        .desk
-        .clone()
-        .request_documents(pb::RequestDocumentsRequest {
-            agent_id,
-            reference: reference.to_string(),
-            kinds,
-            deadline: date_param("deadline", &body.deadline)?,
-            reason: body.reason.unwrap_or_default(),
-        })
-        .await?
-        .into_inner();
-    Ok(Json(case_json(case)))
+    case_answer(
+        state
+            .desk
+            .clone()
+            .request_documents(pb::RequestDocumentsRequest {
+                agent_id,
+                reference: reference.to_string(),
+                kinds,
+                deadline: date_param("deadline", &body.deadline)?,
+                reason: body.reason.unwrap_or_default(),
+            })
+            .await,
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,24 +224,24 @@ pub async fn add_document(
         DocumentKind::parse,
         convert::document_kind_to_pb,
     )?;
-    let case = state
-        .desk
-        .clone()
-        .add_document(pb::AddDocumentRequest {
-            actor,
-            reference: reference.to_string(),
-            document: Some(pb::DocumentRef {
-                kind,
-                sha256: body.sha256.unwrap_or_default(),
-                media_type: body.media_type.unwrap_or_default(),
-                size_bytes: body.size_bytes.unwrap_or(0),
-                filename: body.filename.unwrap_or_default(),
-            }),
-            channel,
-        })
-        .await?
-        .into_inner();
-    Ok(Json(case_json(case)))
+    case_answer(
+        state
+            .desk
+            .clone()
+            .add_document(pb::AddDocumentRequest {
+                actor,
+                reference: reference.to_string(),
+                document: Some(pb::DocumentRef {
+                    kind,
+                    sha256: body.sha256.unwrap_or_default(),
+                    media_type: body.media_type.unwrap_or_default(),
+                    size_bytes: body.size_bytes.unwrap_or(0),
+                    filename: body.filename.unwrap_or_default(),
+                }),
+                channel,
+            })
+            .await,
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -265,31 +272,31 @@ pub async fn decide(
     let favourable = body.favourable.ok_or_else(|| {
         ApiError::from(Violations::one("favourable", "is required: true or false"))
     })?;
-    let case = state
-        .desk
-        .clone()
-        .decide(pb::DecideRequest {
-            agent_id,
-            reference: reference.to_string(),
-            favourable,
-            reason: body.reason.unwrap_or_default(),
-            new_title: match body.new_title {
-                None => None,
-                Some(t) => Some(pb::CurrentTitle {
-                    kind: code_value(
-                        "new_title.kind",
-                        &t.kind,
-                        TitleKind::parse,
-                        convert::title_kind_to_pb,
-                    )?,
-                    number: t.number.unwrap_or_default(),
-                    expires_on: date_param("new_title.expires_on", &t.expires_on)?,
-                }),
-            },
-        })
-        .await?
-        .into_inner();
-    Ok(Json(case_json(case)))
+    case_answer(
+        state
+            .desk
+            .clone()
+            .decide(pb::DecideRequest {
+                agent_id,
+                reference: reference.to_string(),
+                favourable,
+                reason: body.reason.unwrap_or_default(),
+                new_title: match body.new_title {
+                    None => None,
+                    Some(t) => Some(pb::CurrentTitle {
+                        kind: code_value(
+                            "new_title.kind",
+                            &t.kind,
+                            TitleKind::parse,
+                            convert::title_kind_to_pb,
+                        )?,
+                        number: t.number.unwrap_or_default(),
+                        expires_on: date_param("new_title.expires_on", &t.expires_on)?,
+                    }),
+                },
+            })
+            .await,
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -306,17 +313,17 @@ pub async fn withdraw(
     JsonBody(body): JsonBody<WithdrawalBody>,
 ) -> Result<Json<CaseJson>, ApiError> {
     let reference = reference.parse()?;
-    let case = state
-        .desk
-        .clone()
-        .withdraw(pb::WithdrawRequest {
-            actor,
-            reference: reference.to_string(),
-            reason: body.reason.unwrap_or_default(),
-        })
-        .await?
-        .into_inner();
-    Ok(Json(case_json(case)))
+    case_answer(
+        state
+            .desk
+            .clone()
+            .withdraw(pb::WithdrawRequest {
+                actor,
+                reference: reference.to_string(),
+                reason: body.reason.unwrap_or_default(),
+            })
+            .await,
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -340,15 +347,15 @@ pub async fn confirm_link(
             "is required: true or false",
         ))
     })?;
-    let case = state
-        .desk
-        .clone()
-        .confirm_link(pb::ConfirmLinkRequest {
-            agent_id,
-            reference: reference.to_string(),
-            same_request,
-        })
-        .await?
-        .into_inner();
-    Ok(Json(case_json(case)))
+    case_answer(
+        state
+            .desk
+            .clone()
+            .confirm_link(pb::ConfirmLinkRequest {
+                agent_id,
+                reference: reference.to_string(),
+                same_request,
+            })
+            .await,
+    )
 }
