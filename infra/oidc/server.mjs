@@ -36,6 +36,11 @@ const API_AUDIENCE = 'guichet';
 // Another API on the same issuer: its tokens must not open Guichet.
 const OTHER_RESOURCE = 'urn:example:other-api';
 const OTHER_AUDIENCE = 'other-api';
+// Guichet's tokens are signed ES256, the other API's RS256: both are checked.
+const RESOURCE_SERVERS = new Map([
+  [API_RESOURCE, { scope: 'guichet', audience: API_AUDIENCE, alg: 'ES256' }],
+  [OTHER_RESOURCE, { scope: 'other', audience: OTHER_AUDIENCE, alg: 'RS256' }],
+]);
 
 // One agent per role Guichet assigns (the roles are Guichet's, not the
 // provider's: this only says who each login is meant to be). ProConnect's
@@ -166,22 +171,14 @@ function configuration(keys, redirectUris) {
         async defaultResource() { return API_RESOURCE; },
         async useGrantedResource() { return true; },
         async getResourceServerInfo(_ctx, resource) {
-          if (resource === API_RESOURCE) {
+          const api = RESOURCE_SERVERS.get(resource);
+          if (api) {
             return {
-              scope: 'guichet',
-              audience: API_AUDIENCE,
+              scope: api.scope,
+              audience: api.audience,
               accessTokenFormat: 'jwt',
               accessTokenTTL: 300,
-              jwt: { sign: { alg: 'ES256' } },
-            };
-          }
-          if (resource === OTHER_RESOURCE) {
-            return {
-              scope: 'other',
-              audience: OTHER_AUDIENCE,
-              accessTokenFormat: 'jwt',
-              accessTokenTTL: 300,
-              jwt: { sign: { alg: 'RS256' } },
+              jwt: { sign: { alg: api.alg } },
             };
           }
           throw new errors.InvalidTarget();
