@@ -1,0 +1,709 @@
+//! The one policy table: every REST route (method and path template, as
+//! axum's `MatchedPath` shows it) and every gRPC method (full name) → who
+//! may call it → in what scope. Reviewed as data; `docs/access.md` is
+//! rendered from it and a test keeps the two the same.
+//!
+//! A rule's grants are tried in order and the first that admits the caller
+//! wins, so a rule lists its wider views first (the queue: an instructor's
+//! full view of their prefecture before anyone's public one).
+
+use std::fmt;
+
+use crate::{Role, Scope};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+
+    /// `GET`, `get`, ...; `None` for a method no route uses (HEAD is
+    /// answered as GET by axum, so it is judged as GET).
+    pub fn parse(s: &str) -> Option<Method> {
+        [
+            Method::Get,
+            Method::Post,
+            Method::Put,
+            Method::Patch,
+            Method::Delete,
+        ]
+        .into_iter()
+        .find(|m| m.as_str().eq_ignore_ascii_case(s))
+        .or_else(|| s.eq_ignore_ascii_case("HEAD").then_some(Method::Get))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// A REST route: its method and path template (`/api/v1/appointments/{id}`).
+    Rest { method: Method, path: &'static str },
+    /// A gRPC method by full name (`guichet.v1.Desk/UpsertSite`).
+    Grpc { method: &'static str },
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Operation::Rest { method, path } => write!(f, "{} {path}", method.as_str()),
+            Operation::Grpc { method } => f.write_str(method),
+        }
+    }
+}
+
+/// Who a grant is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Who {
+    /// Anyone, signed in or not; not a scanning station, which may only upload.
+    Anyone,
+    /// A person by what they proved: a dossier's reference and birth date,
+    /// or an appointment's or report's secret link.
+    Person,
+    /// A person who also gave the one-time code sent to their contact.
+    PersonWithCode,
+    /// An agent holding the role (directly, or through a machine client of
+    /// a kind allowed that role).
+    Role(Role),
+    /// A mailroom scanning station.
+    Station,
+}
+
+impl fmt::Display for Who {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Who::Anyone => f.write_str("anyone"),
+            Who::Person => f.write_str("person"),
+            Who::PersonWithCode => f.write_str("person with one-time code"),
+            Who::Role(r) => f.write_str(r.as_str()),
+            Who::Station => f.write_str("scanning station"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Grant {
+    pub who: Who,
+    pub scope: Scope,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub operation: Operation,
+    pub grants: &'static [Grant],
+    /// Why, in a few words, for the reviewer and `docs/access.md`.
+    pub why: &'static str,
+}
+
+const fn grant(who: Who, scope: Scope) -> Grant {
+    Grant { who, scope }
+}
+
+const fn role(r: Role, scope: Scope) -> Grant {
+    grant(Who::Role(r), scope)
+}
+
+const fn get(path: &'static str) -> Operation {
+    Operation::Rest {
+        method: Method::Get,
+        path,
+    }
+}
+
+const fn post(path: &'static str) -> Operation {
+    Operation::Rest {
+        method: Method::Post,
+        path,
+    }
+}
+
+const fn grpc(method: &'static str) -> Operation {
+    Operation::Grpc { method }
+}
+
+const fn rule(operation: Operation, grants: &'static [Grant], why: &'static str) -> Rule {
+    Rule {
+        operation,
+        grants,
+        why,
+    }
+}
+
+use Role::{CallCentreAgent, DeskAgent, Instructor, MailroomOperator, Supervisor};
+use Scope::{Any, OwnAppointment, OwnDossier, OwnHeldCase, OwnPrefecture, OwnReport};
+
+// ---- who, by kind of work ------------------------------------------------------
+
+const ANYONE: &[Grant] = &[grant(Who::Anyone, Any)];
+/// Instruction in the agent's prefectures.
+const INSTRUCTION: &[Grant] = &[
+    role(Instructor, OwnPrefecture),
+    role(Supervisor, OwnPrefecture),
+];
+/// Acts on a case: only by the agent holding it.
+const HOLDER: &[Grant] = &[role(Instructor, OwnHeldCase), role(Supervisor, OwnHeldCase)];
+/// The queue: agents see their prefectures' in full, anyone else a public
+/// view without references.
+const QUEUE: &[Grant] = &[
+    role(Instructor, OwnPrefecture),
+    role(Supervisor, OwnPrefecture),
+    grant(Who::Anyone, Any),
+];
+/// A dossier's state and history: its holder once they gave the code, and
+/// the agents who deal with it.
+const DOSSIER_VIEW: &[Grant] = &[
+    grant(Who::PersonWithCode, OwnDossier),
+    role(Instructor, OwnPrefecture),
+    role(Supervisor, OwnPrefecture),
+    role(DeskAgent, OwnPrefecture),
+    role(CallCentreAgent, Any),
+];
+/// A document arrived for a dossier: whoever received it.
+const DOCUMENT_RECEIVERS: &[Grant] = &[
+    role(Instructor, OwnPrefecture),
+    role(Supervisor, OwnPrefecture),
+    role(DeskAgent, OwnPrefecture),
+    role(MailroomOperator, Any),
+];
+/// An appointment: its person by their link, and the agents who book.
+const APPOINTMENT: &[Grant] = &[
+    grant(Who::Person, OwnAppointment),
+    role(DeskAgent, OwnPrefecture),
+    role(CallCentreAgent, Any),
+];
+/// A report, as its person follows it by their link.
+const REPORT_READERS: &[Grant] = &[
+    grant(Who::Person, OwnReport),
+    role(CallCentreAgent, Any),
+    role(DeskAgent, OwnPrefecture),
+    role(Instructor, OwnPrefecture),
+    role(Supervisor, OwnPrefecture),
+];
+/// Reports, for the agents: the call centre everywhere, the prefecture
+/// that must answer for its own.
+const REPORT_AGENTS: &[Grant] = &[
+    role(CallCentreAgent, Any),
+    role(DeskAgent, OwnPrefecture),
+    role(Instructor, OwnPrefecture),
+    role(Supervisor, OwnPrefecture),
+];
+/// The prefecture answers a report with an alternative.
+const PREFECTURE_ANSWERS: &[Grant] = &[
+    role(DeskAgent, OwnPrefecture),
+    role(Instructor, OwnPrefecture),
+    role(Supervisor, OwnPrefecture),
+];
+const CALL_CENTRE: &[Grant] = &[role(CallCentreAgent, Any)];
+const DESK: &[Grant] = &[role(DeskAgent, OwnPrefecture)];
+/// Appointments through the agents' software.
+const BOOKING_AGENTS: &[Grant] = &[role(DeskAgent, OwnPrefecture), role(CallCentreAgent, Any)];
+const SITE_ADMIN: &[Grant] = &[role(Supervisor, OwnPrefecture)];
+const MAILROOM: &[Grant] = &[role(MailroomOperator, Any)];
+const UPLOADERS: &[Grant] = &[grant(Who::Station, Any), role(MailroomOperator, Any)];
+/// Forms, blank or pre-filled: whoever sends a person a paper kit.
+const FORM_PRINTERS: &[Grant] = &[
+    role(MailroomOperator, Any),
+    role(CallCentreAgent, Any),
+    role(DeskAgent, Any),
+];
+
+// ---- the table ---------------------------------------------------------------------
+
+pub const TABLE: &[Rule] = &[
+    // -- the person and the public
+    rule(
+        post("/api/v1/dossiers"),
+        ANYONE,
+        "filing online needs no account",
+    ),
+    rule(
+        get("/api/v1/dossiers/{reference}"),
+        DOSSIER_VIEW,
+        "history of a dossier: the reference alone must not reveal it",
+    ),
+    rule(
+        get("/api/v1/dossiers/{reference}/status"),
+        ANYONE,
+        "the birth date is the check; wrong ones are rate-limited; state, cover, attestations and delay only",
+    ),
+    rule(
+        get("/api/v1/queue"),
+        QUEUE,
+        "agents see their prefectures in full; the public view shows no reference",
+    ),
+    rule(get("/api/v1/processing-times"), ANYONE, "published figures"),
+    rule(
+        get("/api/v1/attestations/{code}"),
+        ANYONE,
+        "an employer checks an attestation: name, kind, validity only; rate-limited",
+    ),
+    rule(
+        get("/api/v1/equity"),
+        ANYONE,
+        "published figures, no personal data",
+    ),
+    // -- instruction
+    rule(
+        post("/api/v1/agent/queue/next"),
+        INSTRUCTION,
+        "takes the next case of the prefecture asked, one of the agent's",
+    ),
+    rule(
+        get("/api/v1/agent/dossiers/{reference}"),
+        INSTRUCTION,
+        "the whole file, personal data included; every read audited",
+    ),
+    rule(
+        post("/api/v1/agent/dossiers/{reference}/document-requests"),
+        HOLDER,
+        "acts on the case: its holder only",
+    ),
+    rule(
+        post("/api/v1/agent/dossiers/{reference}/documents"),
+        DOCUMENT_RECEIVERS,
+        "records a document received at the desk, by post or by the instructor",
+    ),
+    rule(
+        post("/api/v1/agent/dossiers/{reference}/decision"),
+        HOLDER,
+        "a decision issues attestations: its holder only, after a recorded take-over if another held it",
+    ),
+    rule(
+        post("/api/v1/agent/dossiers/{reference}/withdrawal"),
+        HOLDER,
+        "ends the case: its holder only",
+    ),
+    rule(
+        post("/api/v1/agent/dossiers/{reference}/link"),
+        HOLDER,
+        "links two filings: the holder of the second",
+    ),
+    // -- appointments and reports
+    rule(get("/api/v1/sites"), ANYONE, "where one can be received"),
+    rule(
+        get("/api/v1/sites/{site}/slots"),
+        ANYONE,
+        "free places, no names",
+    ),
+    rule(
+        post("/api/v1/appointments"),
+        ANYONE,
+        "booking online needs no account; the answer carries the appointment's secret link",
+    ),
+    rule(
+        get("/api/v1/appointments/{id}"),
+        APPOINTMENT,
+        "names and contact: the person's link or a booking agent, not the id alone",
+    ),
+    rule(
+        post("/api/v1/appointments/{id}/move"),
+        APPOINTMENT,
+        "the person's link or a booking agent, not the id alone",
+    ),
+    rule(
+        post("/api/v1/appointments/{id}/cancellation"),
+        APPOINTMENT,
+        "the person's link or a booking agent, not the id alone",
+    ),
+    rule(
+        get("/api/v1/reports/{id}"),
+        REPORT_READERS,
+        "the person follows their report by its link; the prefecture sees its own",
+    ),
+    rule(
+        post("/api/v1/agent/reports/{id}/alternative"),
+        PREFECTURE_ANSWERS,
+        "the prefecture of residence answers the report",
+    ),
+    // -- the postal channel
+    rule(
+        post("/api/v1/postal/forms"),
+        FORM_PRINTERS,
+        "prints a form (stored, signed): agents sending a paper kit",
+    ),
+    rule(
+        get("/api/v1/postal/separators"),
+        MAILROOM,
+        "separator sheets for stacks",
+    ),
+    rule(
+        post("/api/v1/postal/batches"),
+        UPLOADERS,
+        "a scanning station uploads, and nothing else",
+    ),
+    rule(
+        get("/api/v1/postal/batches/{id}"),
+        MAILROOM,
+        "pages and their outcome",
+    ),
+    rule(
+        get("/api/v1/postal/keying"),
+        MAILROOM,
+        "envelopes waiting, with OCR text",
+    ),
+    rule(
+        get("/api/v1/postal/envelopes/{id}"),
+        MAILROOM,
+        "an envelope's pages and OCR text",
+    ),
+    rule(
+        post("/api/v1/postal/envelopes/{id}/confirmation"),
+        MAILROOM,
+        "the operator's keying makes a dossier",
+    ),
+    rule(
+        post("/api/v1/postal/envelopes/{id}/routing"),
+        MAILROOM,
+        "sends on what is not a filing",
+    ),
+    rule(
+        get("/api/v1/postal/pages/{sha256}"),
+        MAILROOM,
+        "a scanned page",
+    ),
+    rule(
+        get("/api/v1/postal/letters"),
+        MAILROOM,
+        "letters to print, with addresses",
+    ),
+    rule(
+        get("/api/v1/postal/letters/{id}"),
+        MAILROOM,
+        "a letter to print",
+    ),
+    // -- the system
+    rule(
+        get("/api/openapi.json"),
+        ANYONE,
+        "the API's own description",
+    ),
+    rule(
+        get("/ops"),
+        ANYONE,
+        "key figures, no personal data (the same as /metrics)",
+    ),
+    rule(
+        get("/metrics"),
+        ANYONE,
+        "figures for the scraper, no personal data; keep the port inside the network",
+    ),
+    rule(get("/healthz"), ANYONE, "liveness for the orchestrator"),
+    rule(get("/readyz"), ANYONE, "readiness for the orchestrator"),
+    // -- gRPC: call centre
+    rule(
+        grpc("guichet.v1.CallCentre/FileOnBehalf"),
+        CALL_CENTRE,
+        "files for a caller, with their recorded consent",
+    ),
+    rule(
+        grpc("guichet.v1.CallCentre/OpenReport"),
+        CALL_CENTRE,
+        "opens a report for a blocked caller",
+    ),
+    rule(
+        grpc("guichet.v1.CallCentre/GetReport"),
+        REPORT_AGENTS,
+        "a report, with the person's contact",
+    ),
+    rule(
+        grpc("guichet.v1.CallCentre/ListReports"),
+        REPORT_AGENTS,
+        "reports with phone numbers: a prefecture's agents filter on their own",
+    ),
+    rule(
+        grpc("guichet.v1.CallCentre/OfferAlternative"),
+        PREFECTURE_ANSWERS,
+        "the prefecture of residence answers the report",
+    ),
+    rule(
+        grpc("guichet.v1.CallCentre/RecordOutcome"),
+        REPORT_AGENTS,
+        "how the report ended",
+    ),
+    rule(
+        grpc("guichet.v1.CallCentre/LookUpStatus"),
+        CALL_CENTRE,
+        "the caller's birth date is the check",
+    ),
+    // -- gRPC: desk
+    rule(
+        grpc("guichet.v1.Desk/UpsertSite"),
+        SITE_ADMIN,
+        "a site's opening hours and desks: its prefecture's supervisors",
+    ),
+    rule(
+        grpc("guichet.v1.Desk/ListSites"),
+        ANYONE,
+        "public, as over REST",
+    ),
+    rule(
+        grpc("guichet.v1.Desk/ListSlots"),
+        ANYONE,
+        "public, as over REST",
+    ),
+    rule(
+        grpc("guichet.v1.Desk/Book"),
+        BOOKING_AGENTS,
+        "booking by phone or at the desk",
+    ),
+    rule(
+        grpc("guichet.v1.Desk/Move"),
+        BOOKING_AGENTS,
+        "by phone or at the desk",
+    ),
+    rule(
+        grpc("guichet.v1.Desk/Cancel"),
+        BOOKING_AGENTS,
+        "by phone or at the desk",
+    ),
+    rule(
+        grpc("guichet.v1.Desk/RecordAttendance"),
+        DESK,
+        "the desk records who came",
+    ),
+    rule(
+        grpc("guichet.v1.Desk/GetAppointment"),
+        BOOKING_AGENTS,
+        "names and contact",
+    ),
+    rule(
+        grpc("guichet.v1.Desk/FileAssisted"),
+        DESK,
+        "files with the person present",
+    ),
+    // -- gRPC: postal
+    rule(
+        grpc("guichet.v1.Postal/PrintForm"),
+        FORM_PRINTERS,
+        "as over REST",
+    ),
+    rule(
+        grpc("guichet.v1.Postal/PrintSeparators"),
+        MAILROOM,
+        "as over REST",
+    ),
+    rule(
+        grpc("guichet.v1.Postal/UploadBatch"),
+        UPLOADERS,
+        "a scanning station uploads, and nothing else",
+    ),
+    rule(grpc("guichet.v1.Postal/GetBatch"), MAILROOM, "as over REST"),
+    rule(
+        grpc("guichet.v1.Postal/ListKeying"),
+        MAILROOM,
+        "as over REST",
+    ),
+    rule(
+        grpc("guichet.v1.Postal/GetEnvelope"),
+        MAILROOM,
+        "as over REST",
+    ),
+    rule(
+        grpc("guichet.v1.Postal/ConfirmEnvelope"),
+        MAILROOM,
+        "as over REST",
+    ),
+    rule(
+        grpc("guichet.v1.Postal/RouteEnvelope"),
+        MAILROOM,
+        "as over REST",
+    ),
+    rule(grpc("guichet.v1.Postal/GetPage"), MAILROOM, "as over REST"),
+    rule(
+        grpc("guichet.v1.Postal/ListLetters"),
+        MAILROOM,
+        "as over REST",
+    ),
+    rule(
+        grpc("guichet.v1.Postal/GetLetter"),
+        MAILROOM,
+        "as over REST",
+    ),
+    // -- gRPC: instruction (on instruction's own address today, not passed on)
+    rule(
+        grpc("guichet.v1.InstructionReader/GetDossier"),
+        INSTRUCTION,
+        "the whole filing, personal data included",
+    ),
+    rule(
+        grpc("guichet.v1.InstructionReader/ListQueue"),
+        INSTRUCTION,
+        "the full queue, with references: agents only",
+    ),
+    rule(
+        grpc("guichet.v1.InstructionReader/GetStatus"),
+        ANYONE,
+        "the birth date is the check, as over REST",
+    ),
+    rule(
+        grpc("guichet.v1.InstructionReader/ProcessingTimes"),
+        ANYONE,
+        "published figures",
+    ),
+    rule(
+        grpc("guichet.v1.InstructionReader/VerifyAttestation"),
+        ANYONE,
+        "as over REST",
+    ),
+    rule(
+        grpc("guichet.v1.InstructionReader/Equity"),
+        ANYONE,
+        "published figures",
+    ),
+    rule(
+        grpc("guichet.v1.InstructionDesk/TakeNext"),
+        INSTRUCTION,
+        "as over REST",
+    ),
+    rule(
+        grpc("guichet.v1.InstructionDesk/ReadCase"),
+        INSTRUCTION,
+        "as over REST",
+    ),
+    rule(
+        grpc("guichet.v1.InstructionDesk/RequestDocuments"),
+        HOLDER,
+        "as over REST",
+    ),
+    rule(
+        grpc("guichet.v1.InstructionDesk/AddDocument"),
+        DOCUMENT_RECEIVERS,
+        "as over REST",
+    ),
+    rule(
+        grpc("guichet.v1.InstructionDesk/Decide"),
+        HOLDER,
+        "as over REST",
+    ),
+    rule(
+        grpc("guichet.v1.InstructionDesk/Withdraw"),
+        HOLDER,
+        "as over REST",
+    ),
+    rule(
+        grpc("guichet.v1.InstructionDesk/ConfirmLink"),
+        HOLDER,
+        "as over REST",
+    ),
+    // -- gRPC: web intake (behind the gateway's REST filing)
+    rule(
+        grpc("guichet.v1.OnlineIntake/SubmitFiling"),
+        ANYONE,
+        "as over REST",
+    ),
+    // -- gRPC: the standard services the gateway answers itself
+    rule(
+        grpc("grpc.health.v1.Health/Check"),
+        ANYONE,
+        "for load balancers and probes",
+    ),
+    rule(
+        grpc("grpc.health.v1.Health/Watch"),
+        ANYONE,
+        "for load balancers and probes",
+    ),
+    rule(
+        grpc("grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+        ANYONE,
+        "lists the contracts, no data",
+    ),
+    rule(
+        grpc("grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"),
+        ANYONE,
+        "lists the contracts, no data",
+    ),
+];
+
+/// The rule of a REST route: `method` as the request has it, `path` the
+/// route's template (`MatchedPath`), not the path requested.
+pub fn rest(method: &str, path: &str) -> Option<&'static Rule> {
+    let method = Method::parse(method)?;
+    TABLE.iter().find(|r| {
+        matches!(r.operation, Operation::Rest { method: m, path: p } if m == method && p == path)
+    })
+}
+
+/// The rule of a gRPC method, by its full name (`guichet.v1.Desk/Book`) or
+/// its HTTP/2 path (`/guichet.v1.Desk/Book`).
+pub fn grpc_method(full_name: &str) -> Option<&'static Rule> {
+    let name = full_name.strip_prefix('/').unwrap_or(full_name);
+    TABLE
+        .iter()
+        .find(|r| matches!(r.operation, Operation::Grpc { method } if method == name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn every_operation_has_one_rule_and_every_rule_a_grant() {
+        let mut seen = HashSet::new();
+        for r in TABLE {
+            assert!(seen.insert(r.operation), "{} twice", r.operation);
+            assert!(!r.grants.is_empty(), "{} grants nobody", r.operation);
+            assert!(!r.why.is_empty(), "{} says not why", r.operation);
+        }
+    }
+
+    #[test]
+    fn scopes_fit_who_they_are_granted_to() {
+        for r in TABLE {
+            for g in r.grants {
+                let fits = match g.who {
+                    Who::Anyone | Who::Station => g.scope == Any,
+                    Who::Person => matches!(g.scope, OwnAppointment | OwnReport),
+                    Who::PersonWithCode => {
+                        matches!(g.scope, OwnDossier | OwnAppointment | OwnReport)
+                    }
+                    Who::Role(_) => matches!(g.scope, Any | OwnPrefecture | OwnHeldCase),
+                };
+                assert!(
+                    fits,
+                    "{}: {} cannot have scope {:?}",
+                    r.operation, g.who, g.scope
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_anyone_grant_comes_last() {
+        // Grants are tried in order: an earlier `anyone` would hide the
+        // agents' wider view behind the public one.
+        for r in TABLE {
+            if let Some(i) = r.grants.iter().position(|g| g.who == Who::Anyone) {
+                assert_eq!(i, r.grants.len() - 1, "{}", r.operation);
+            }
+        }
+    }
+
+    #[test]
+    fn rules_are_found_by_route_template_and_by_grpc_path() {
+        let r = rest("get", "/api/v1/appointments/{id}").expect("a rule");
+        assert_eq!(r.grants, APPOINTMENT);
+        assert!(rest("HEAD", "/healthz").is_some(), "HEAD is judged as GET");
+        assert!(
+            rest("GET", "/api/v1/appointments/42").is_none(),
+            "templates only"
+        );
+        assert!(rest("TRACE", "/healthz").is_none());
+        let by_path = grpc_method("/guichet.v1.Desk/UpsertSite").expect("a rule");
+        let by_name = grpc_method("guichet.v1.Desk/UpsertSite").expect("a rule");
+        assert_eq!(by_path, by_name);
+        assert!(grpc_method("guichet.v1.Desk/DropTables").is_none());
+    }
+}
