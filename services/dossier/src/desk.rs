@@ -136,23 +136,26 @@ impl SiteRules {
 
     /// Whether an appointment may start at this instant: one of the site's
     /// slots, on a working day.
-    pub fn check_slot(&self, starts_at: DateTime<Utc>) -> Result<(), String> {
+    pub fn check_slot(&self, starts_at: DateTime<Utc>) -> Result<(), SlotRefused> {
         let local = to_local(starts_at);
         if !crate::calendar::is_working_day(local.date()) {
-            return Err(format!(
-                "{} is not a working day",
-                local.date().format("%Y-%m-%d")
-            ));
+            return Err(SlotRefused::NotWorkingDay(local.date()));
         }
         if self.slots_of_day(local.date()).contains(&local) {
             Ok(())
         } else {
-            Err(format!(
-                "{} (Paris time) is not a slot of this site",
-                local.format("%Y-%m-%d %H:%M")
-            ))
+            Err(SlotRefused::NotASlot(local))
         }
     }
+}
+
+/// Why an appointment may not start at an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SlotRefused {
+    #[error("{} is not a working day", .0.format("%Y-%m-%d"))]
+    NotWorkingDay(chrono::NaiveDate),
+    #[error("{} (Paris time) is not a slot of this site", .0.format("%Y-%m-%d %H:%M"))]
+    NotASlot(chrono::NaiveDateTime),
 }
 
 /// Places of a slot still kept for reports: those set aside, less the ones

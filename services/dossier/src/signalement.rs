@@ -129,21 +129,29 @@ const STEPS: [(ReportState, ReportStep, ReportState); 5] = [
     ),
 ];
 
+/// A step the report's state does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StepRefused {
+    #[error("a report closes only once an alternative was offered")]
+    CloseBeforeAlternative,
+    #[error("a report that is {} cannot be {}", .state.as_str(), .step.as_str())]
+    NotFrom {
+        state: ReportState,
+        step: ReportStep,
+    },
+}
+
 /// Where `step` leads from `state`, or why it cannot be taken.
-pub fn next_state(state: ReportState, step: ReportStep) -> Result<ReportState, String> {
+pub fn next_state(state: ReportState, step: ReportStep) -> Result<ReportState, StepRefused> {
     STEPS
         .iter()
         .find(|(from, s, _)| *from == state && *s == step)
         .map(|(_, _, to)| *to)
-        .ok_or_else(|| match (state, step) {
+        .ok_or(match (state, step) {
             (ReportState::Open | ReportState::Escalated, ReportStep::Close) => {
-                "a report closes only once an alternative was offered".to_string()
+                StepRefused::CloseBeforeAlternative
             }
-            _ => format!(
-                "a report that is {} cannot be {}",
-                state.as_str(),
-                step.as_str()
-            ),
+            _ => StepRefused::NotFrom { state, step },
         })
 }
 
@@ -169,58 +177,73 @@ pub struct OfferedAppointment<'a> {
     pub site_prefecture: &'a str,
 }
 
+/// Why an appointment cannot be the alternative offered to a report.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OfferRefused {
+    #[error("was cancelled: book another appointment and offer that one")]
+    Cancelled,
+    #[error("is {0}: only an appointment still to come can be offered")]
+    NotToCome(String),
+    #[error("is at a site of prefecture {site}, and this report is for prefecture {report}")]
+    OtherPrefecture { site: String, report: String },
+    #[error(
+        "was not booked for this report: book it with this report's id so it takes a place \
+         kept for reports"
+    )]
+    NotForThisReport,
+}
+
 /// Whether `appointment` can be the alternative offered to report
 /// `report_id` of `report_prefecture`: still to come, at a site of the
 /// prefecture that must answer, and booked for this report (so nobody
-/// else's appointment is offered). The problem, in words, when not.
+/// else's appointment is offered).
 pub fn check_offered_appointment(
     report_id: &str,
     report_prefecture: &str,
     appointment: OfferedAppointment<'_>,
-) -> Result<(), String> {
+) -> Result<(), OfferRefused> {
     match appointment.state {
         "booked" => {}
-        "cancelled" => {
-            return Err("was cancelled: book another appointment and offer that one".into());
-        }
-        other => {
-            return Err(format!(
-                "is {other}: only an appointment still to come can be offered"
-            ));
-        }
+        "cancelled" => return Err(OfferRefused::Cancelled),
+        other => return Err(OfferRefused::NotToCome(other.to_string())),
     }
     if appointment.site_prefecture != report_prefecture {
-        return Err(format!(
-            "is at a site of prefecture {}, and this report is for prefecture {report_prefecture}",
-            appointment.site_prefecture
-        ));
+        return Err(OfferRefused::OtherPrefecture {
+            site: appointment.site_prefecture.to_string(),
+            report: report_prefecture.to_string(),
+        });
     }
     if appointment.report_id != report_id {
-        return Err(
-            "was not booked for this report: book it with this report's id so it takes a \
-             place kept for reports"
-                .into(),
-        );
+        return Err(OfferRefused::NotForThisReport);
     }
     Ok(())
 }
 
+/// Why a booking may not take a place kept for reports.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BookingRefused {
+    #[error("is closed: places kept for reports go to reports still waiting")]
+    Closed,
+    #[error("is for prefecture {report}, and this site belongs to prefecture {site}")]
+    OtherPrefecture { report: String, site: String },
+}
+
 /// Whether a booking may take a place kept for reports at a site of
 /// `site_prefecture`, on behalf of a report that is `state` and belongs to
-/// `report_prefecture`. The problem, in words, when not.
+/// `report_prefecture`.
 pub fn check_report_for_booking(
     state: ReportState,
     report_prefecture: &str,
     site_prefecture: &str,
-) -> Result<(), String> {
+) -> Result<(), BookingRefused> {
     if state == ReportState::Closed {
-        return Err("is closed: places kept for reports go to reports still waiting".into());
+        return Err(BookingRefused::Closed);
     }
     if report_prefecture != site_prefecture {
-        return Err(format!(
-            "is for prefecture {report_prefecture}, and this site belongs to prefecture \
-             {site_prefecture}"
-        ));
+        return Err(BookingRefused::OtherPrefecture {
+            report: report_prefecture.to_string(),
+            site: site_prefecture.to_string(),
+        });
     }
     Ok(())
 }
@@ -236,31 +259,49 @@ pub enum OfferedAlternative<'a> {
     PaperKit { addressed: bool },
 }
 
+/// Why the alternative offered no longer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AlternativeGone {
+    #[error(
+        "the appointment offered does not exist at the desk: offer another alternative before \
+         closing"
+    )]
+    AppointmentUnknown,
+    #[error(
+        "the appointment offered was cancelled since: offer another alternative before closing"
+    )]
+    AppointmentCancelled,
+    #[error("the paper kit had no address to be posted to: offer it again with an address")]
+    KitWithoutAddress,
+}
+
+impl AlternativeGone {
+    /// The field of the alternative at fault.
+    pub fn field(self) -> &'static str {
+        match self {
+            AlternativeGone::AppointmentUnknown | AlternativeGone::AppointmentCancelled => {
+                "appointment_id"
+            }
+            AlternativeGone::KitWithoutAddress => "kit_sent_to",
+        }
+    }
+}
+
 /// Whether the alternative offered still stands, so that the report may
-/// close: the field at fault and why, when not. A report closed on an
-/// appointment that was cancelled, or a kit that went nowhere, would end
-/// without an alternative.
+/// close. A report closed on an appointment that was cancelled, or a kit
+/// that went nowhere, would end without an alternative.
 pub fn check_alternative_stands(
     alternative: OfferedAlternative<'_>,
-) -> Result<(), (&'static str, String)> {
+) -> Result<(), AlternativeGone> {
     match alternative {
-        OfferedAlternative::Appointment(None) => Err((
-            "appointment_id",
-            "the appointment offered does not exist at the desk: offer another alternative \
-             before closing"
-                .into(),
-        )),
-        OfferedAlternative::Appointment(Some("cancelled")) => Err((
-            "appointment_id",
-            "the appointment offered was cancelled since: offer another alternative before \
-             closing"
-                .into(),
-        )),
+        OfferedAlternative::Appointment(None) => Err(AlternativeGone::AppointmentUnknown),
+        OfferedAlternative::Appointment(Some("cancelled")) => {
+            Err(AlternativeGone::AppointmentCancelled)
+        }
         OfferedAlternative::Appointment(Some(_)) => Ok(()),
-        OfferedAlternative::PaperKit { addressed: false } => Err((
-            "kit_sent_to",
-            "the paper kit had no address to be posted to: offer it again with an address".into(),
-        )),
+        OfferedAlternative::PaperKit { addressed: false } => {
+            Err(AlternativeGone::KitWithoutAddress)
+        }
         OfferedAlternative::PaperKit { addressed: true } => Ok(()),
     }
 }
@@ -293,7 +334,12 @@ mod tests {
                 "{from:?} {step:?}"
             );
         }
-        assert!(next_state(Open, Close).unwrap_err().contains("alternative"));
+        assert!(
+            next_state(Open, Close)
+                .unwrap_err()
+                .to_string()
+                .contains("alternative")
+        );
     }
 
     #[test]
@@ -349,7 +395,7 @@ mod tests {
             match expected {
                 Ok(()) => assert_eq!(got, Ok(()), "{why}"),
                 Err(word) => assert!(
-                    got.as_ref().is_err_and(|e| e.contains(word)),
+                    got.as_ref().is_err_and(|e| e.to_string().contains(word)),
                     "{why}: {got:?}"
                 ),
             }
@@ -370,7 +416,7 @@ mod tests {
         ];
         for (alternative, expected) in table {
             assert_eq!(
-                check_alternative_stands(alternative).map_err(|(field, _)| field),
+                check_alternative_stands(alternative).map_err(AlternativeGone::field),
                 expected,
                 "{alternative:?}"
             );
@@ -390,7 +436,10 @@ mod tests {
             let got = check_report_for_booking(state, report, site);
             match expected {
                 Ok(()) => assert_eq!(got, Ok(()), "{state:?} {report} {site}"),
-                Err(word) => assert!(got.as_ref().is_err_and(|e| e.contains(word)), "{got:?}"),
+                Err(word) => assert!(
+                    got.as_ref().is_err_and(|e| e.to_string().contains(word)),
+                    "{got:?}"
+                ),
             }
         }
     }

@@ -217,9 +217,60 @@ pub fn check_map<'a>(
     }
 }
 
+/// Every string of a JSON document, keys included, each checked by the rule
+/// for its path (`applicant.family_name`, `documents[0].sha256`), named as
+/// `serde_path_to_error` names fields; the document itself is `body`.
+pub fn check_json(v: &mut Violations, path: &str, value: &serde_json::Value) {
+    use serde_json::Value;
+    let here = if path.is_empty() { "body" } else { path };
+    match value {
+        Value::String(s) => {
+            check(v, here, s);
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                check_json(v, &format!("{path}[{i}]"), item);
+            }
+        }
+        Value::Object(fields) => {
+            for (key, item) in fields {
+                if !check_as(v, here, key, Kind::Token) {
+                    continue;
+                }
+                let child = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                check_json(v, &child, item);
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_texts_are_checked_by_their_paths() {
+        let doc = serde_json::json!({
+            "applicant": {"family_name": "Dia\u{200B}llo", "birth_date": "1990-01-01"},
+            "documents": [{"sha256": "ab"}, {"sha256": "a\u{0}b"}],
+            "note": "line one\nline two",
+            "bad\u{0}key": 1
+        });
+        let mut v = Violations::new();
+        check_json(&mut v, "", &doc);
+        let fields: Vec<&str> = v.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["applicant.family_name", "body", "documents[1].sha256"],
+            "{v:?}"
+        );
+        assert_eq!(kind_of("raw_json"), Kind::Json);
+    }
 
     #[test]
     fn the_rule_follows_the_field_name() {
@@ -336,37 +387,5 @@ mod tests {
                 "prefill"
             ]
         );
-    }
-}
-
-/// Every string of a JSON document, keys included, each checked by the rule
-/// for its path (`applicant.family_name`, `documents[0].sha256`), named as
-/// `serde_path_to_error` names fields; the document itself is `body`.
-pub fn check_json(v: &mut Violations, path: &str, value: &serde_json::Value) {
-    use serde_json::Value;
-    let here = if path.is_empty() { "body" } else { path };
-    match value {
-        Value::String(s) => {
-            check(v, here, s);
-        }
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                check_json(v, &format!("{path}[{i}]"), item);
-            }
-        }
-        Value::Object(fields) => {
-            for (key, item) in fields {
-                if !check_as(v, here, key, Kind::Token) {
-                    continue;
-                }
-                let child = if path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{path}.{key}")
-                };
-                check_json(v, &child, item);
-            }
-        }
-        _ => {}
     }
 }

@@ -309,8 +309,8 @@ impl Reports {
         let row = in_tx!(&self.db, |tx| {
             let row = fetch_optional!(&mut *tx, id)
                 .ok_or_else(|| ReportError::NotFound(id.to_string()))?;
-            let next =
-                signalement::next_state(row.state(), step).map_err(ReportError::WrongState)?;
+            let next = signalement::next_state(row.state(), step)
+                .map_err(|e| ReportError::WrongState(e.to_string()))?;
             let detail = match &change {
                 StepChange::Offer {
                     kind,

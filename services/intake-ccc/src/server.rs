@@ -169,7 +169,9 @@ impl CallCentreService {
                 site_prefecture: &a.prefecture,
             },
         )
-        .map_err(|why| ServiceError::on_field(ErrorKind::WrongState, "appointment_id", why).into())
+        .map_err(|why| {
+            ServiceError::on_field(ErrorKind::WrongState, "appointment_id", why.to_string()).into()
+        })
     }
 
     /// Refuses to close a report whose alternative does not stand: its
@@ -203,8 +205,8 @@ impl CallCentreService {
             },
             _ => return Ok(()),
         };
-        signalement::check_alternative_stands(alternative).map_err(|(field, why)| {
-            ServiceError::on_field(ErrorKind::WrongState, field, why).into()
+        signalement::check_alternative_stands(alternative).map_err(|gone| {
+            ServiceError::on_field(ErrorKind::WrongState, gone.field(), gone.to_string()).into()
         })
     }
 
@@ -533,8 +535,9 @@ impl CallCentre for CallCentreService {
         let report = self.report_row(&r.id).await?;
         // Said before anything is asked of the desk: a closed report takes
         // no offer whatever it is.
-        signalement::next_state(report.state(), ReportStep::OfferAlternative)
-            .map_err(|why| Status::from(ServiceError::new(ErrorKind::WrongState, why)))?;
+        signalement::next_state(report.state(), ReportStep::OfferAlternative).map_err(|why| {
+            Status::from(ServiceError::new(ErrorKind::WrongState, why.to_string()))
+        })?;
         let change = if kind == Ok(pb::AlternativeKind::PanAppointment) {
             self.check_offered_appointment(&report, &appointment_id)
                 .await?;

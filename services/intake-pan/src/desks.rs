@@ -560,7 +560,9 @@ fn check_slot(
     if starts_at <= now {
         return Err(DeskError::BadSlot("this slot has already begun".into()));
     }
-    rules.check_slot(starts_at).map_err(DeskError::BadSlot)?;
+    rules
+        .check_slot(starts_at)
+        .map_err(|e| DeskError::BadSlot(e.to_string()))?;
     Ok(rules)
 }
 

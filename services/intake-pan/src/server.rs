@@ -109,8 +109,11 @@ impl DeskService {
                 "the call-centre service gave a report without a state",
             ))
         })?;
-        signalement::check_report_for_booking(state, &report.prefecture, &site.prefecture)
-            .map_err(|why| ServiceError::on_field(ErrorKind::WrongState, "report_id", why).into())
+        signalement::check_report_for_booking(state, &report.prefecture, &site.prefecture).map_err(
+            |why| {
+                ServiceError::on_field(ErrorKind::WrongState, "report_id", why.to_string()).into()
+            },
+        )
     }
 }
 
