@@ -168,6 +168,9 @@ pub struct Inner {
     pub postal_envelopes: Family<StateLabels, Gauge>,
     /// Letters produced for postal filers, by kind.
     pub postal_letters: Family<LetterLabels, Counter>,
+    /// Rounds of a service's periodic sweep that ran to the end without an
+    /// error: what a test waits for to know a sweep has been and done nothing.
+    pub sweeps_completed: Family<ServiceLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -216,6 +219,7 @@ impl Metrics {
             postal_pages_read: Family::default(),
             postal_envelopes: Family::default(),
             postal_letters: Family::default(),
+            sweeps_completed: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -352,6 +356,11 @@ impl Metrics {
             "postal_letters",
             "Letters produced for postal filers, by kind",
             inner.postal_letters.clone(),
+        );
+        r.register(
+            "sweeps_completed",
+            "Rounds of a periodic sweep that ran to the end without an error",
+            inner.sweeps_completed.clone(),
         );
         Metrics(Arc::new(Inner { registry, ..inner }))
     }

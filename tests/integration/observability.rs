@@ -1,8 +1,7 @@
 //! What operators see: `/metrics` moves by exactly what happened, per
 //! channel, and the equity report compares the channels on the same measures.
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -146,19 +145,9 @@ async fn the_equity_report_compares_every_channel_on_the_same_measures(backend: 
             "best": 0.0,
         }])
     );
-    let bad = app
-        .http
-        .get(format!("{}/api/v1/equity?margin=-1", app.base))
-        .send()
-        .await
-        .unwrap();
+    let bad = app.get("/api/v1/equity?margin=-1").await;
     assert_eq!(bad.status(), 400);
-    let page = app
-        .http
-        .get(format!("{}/ops", app.base))
-        .send()
-        .await
-        .unwrap();
+    let page = app.get("/ops").await;
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(html.contains("Equity between channels"), "{html}");

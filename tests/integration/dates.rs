@@ -5,9 +5,8 @@
 //! instruction dead-letters, with the reason, a dossier from any channel
 //! that says it was filed tomorrow. A date that is no date, in any filter
 //! or query, is a 400 / INVALID_ARGUMENT naming it, never a filter dropped.
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -51,18 +50,11 @@ fn wire(provenance: &RawProvenance, today: chrono::NaiveDate) -> pb::Filing {
     guichet_proto::convert::filing_to_pb(&filing)
 }
 
-async fn channel(addr: String) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(addr)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
+/// The fields an `INVALID_ARGUMENT` refusal names.
 fn refused_fields(status: &tonic::Status) -> Vec<String> {
     let e = ServiceError::from_status(status);
     assert_eq!(e.kind, ErrorKind::InvalidInput, "{status:?}");
-    e.violations.into_iter().map(|v| v.field).collect()
+    common::refused_fields(status)
 }
 
 fn receipt_date(receipt: Option<pb::Receipt>) -> chrono::NaiveDate {
@@ -87,7 +79,7 @@ async fn no_channel_files_a_dossier_dated_after_today() {
     // ...and the only way a web filing could bring a date of its own, a
     // provenance (here a postal one, received tomorrow), is refused.
     let mut web =
-        OnlineIntakeClient::new(channel(guichet_kit::grpc::url_of(app.mesh.intake_web_addr)).await);
+        OnlineIntakeClient::new(common::grpc_channel(&guichet_kit::grpc::url_of(app.mesh.intake_web_addr)).await);
     let refused = web
         .submit_filing(pb::SubmitFilingRequest {
             filing: Some(wire(&postal(tomorrow), tomorrow)),
@@ -98,7 +90,7 @@ async fn no_channel_files_a_dossier_dated_after_today() {
 
     // Call centre and desk, through the gateway: dated by the service's
     // clock whatever the caller's software says.
-    let grpc = channel(app.base.clone()).await;
+    let grpc = app.grpc().await;
     let answer = CallCentreClient::new(grpc.clone())
         .file_on_behalf(pb::FileOnBehalfRequest {
             filing: Some(wire(&postal(tomorrow), tomorrow)),
@@ -164,10 +156,7 @@ async fn no_channel_files_a_dossier_dated_after_today() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["errors"][0]["field"], "reception_date", "{body}");
     assert!(
-        body["errors"][0]["problem"]
-            .as_str()
-            .unwrap()
-            .contains("in the future"),
+        common::first_problem(&body).contains("in the future"),
         "{body}"
     );
     app.stop().await;
@@ -302,31 +291,18 @@ async fn a_date_that_is_no_date_is_refused_by_name_in_every_filter() {
         ),
         ("/api/v1/sites/59-lille/slots?date=2026-13-01", "date"),
     ] {
-        let r = app
-            .http
-            .get(format!("{}{path}", app.base))
-            .send()
-            .await
-            .unwrap();
+        let r = app.get(&format!("{path}")).await;
         assert_eq!(r.status(), 400, "{path}");
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["errors"][0]["field"], field, "{path}: {body}");
     }
     // A real date filters: the filing just made ends its cover later.
-    let r = app
-        .http
-        .get(format!(
-            "{}/api/v1/queue?cover_ends_before=2026-12-01",
-            app.base
-        ))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/api/v1/queue?cover_ends_before=2026-12-01").await;
     assert_eq!(r.status(), 200);
 
     // The same through gRPC, on instruction's own address.
     let mut reader = InstructionReaderClient::new(
-        channel(guichet_kit::grpc::url_of(app.mesh.instruction_addr)).await,
+        common::grpc_channel(&guichet_kit::grpc::url_of(app.mesh.instruction_addr)).await,
     );
     let refused = reader
         .list_queue(pb::ListQueueRequest {

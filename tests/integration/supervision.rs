@@ -2,9 +2,8 @@
 //! not-ready, stops taking work, and the process stops with an error so its
 //! supervisor (systemd, Kubernetes, compose) starts it again.
 
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,9 +2,8 @@
 //! and REST: filings on behalf and at the desk join the one queue with web
 //! and postal filings, by legal filing date; a slot never takes more people
 //! than it has places; a report nobody answers is escalated on the clock.
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,14 +17,6 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn grpc(app: &App) -> Channel {
-    tonic::transport::Endpoint::from_shared(app.base.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
 
 fn person(name: &str) -> Value {
     let mut body = example("renewal-employee.json");
@@ -149,28 +140,35 @@ fn offer_appointment(report_id: &str, appointment_id: &str) -> pb::OfferAlternat
     }
 }
 
-/// The fields a refusal names.
-fn fields_of(status: &tonic::Status) -> Vec<String> {
-    guichet_kit::ServiceError::from_status(status)
-        .violations
-        .into_iter()
-        .map(|v| v.field)
-        .collect()
+/// The slot of `site` that starts `at`, as the desk lists it.
+async fn slot_at(
+    desk: &mut DeskClient<Channel>,
+    site: &str,
+    at: chrono::DateTime<Utc>,
+) -> pb::Slot {
+    let day = guichet_dossier::desk::to_local(at).date();
+    desk.list_slots(pb::ListSlotsRequest {
+        site_id: site.into(),
+        date: Some(guichet_proto::convert::date_to_pb(day)),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .slots
+    .into_iter()
+    .find(|s| {
+        s.starts_at
+            .as_ref()
+            .and_then(guichet_proto::convert::timestamp_from_pb)
+            == Some(at)
+    })
+    .unwrap_or_else(|| panic!("no slot at {at} in {site}"))
 }
 
 /// `POST /api/v1/agent/reports/{id}/alternative`: its status and body.
 async fn offer_by_rest(app: &App, report_id: &str, body: Value) -> (u16, Value) {
-    let r = app
-        .http
-        .post(format!(
-            "{}/api/v1/agent/reports/{report_id}/alternative",
-            app.base
-        ))
-        .header("X-Agent-Id", "pref-59")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let path = format!("/api/v1/agent/reports/{report_id}/alternative");
+    let r = app.agent_post("pref-59", &path, body).await;
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
@@ -208,15 +206,7 @@ fn next_slot() -> chrono::DateTime<Utc> {
 }
 
 async fn queue_references(app: &App) -> Vec<(String, String)> {
-    let r: Vec<Value> = app
-        .http
-        .get(format!("{}/api/v1/queue?prefecture=59", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Vec<Value> = app.get_json("/api/v1/queue?prefecture=59").await;
     r.iter()
         .map(|e| {
             (
@@ -233,7 +223,7 @@ async fn filings_on_behalf_and_at_the_desk_sort_with_web_filings_by_legal_filing
 ) {
     let env = TestEnv::on(backend).await;
     let app = App::start(&env.config()).await;
-    let channel = grpc(&app).await;
+    let channel = app.grpc().await;
     let mut ccc = CallCentreClient::new(channel.clone());
     let mut desk = DeskClient::new(channel);
     desk.upsert_site(lille(4, 1)).await.unwrap();
@@ -334,7 +324,7 @@ on_both_backends!(fifty_concurrent_bookings_of_a_ten_place_slot_give_exactly_ten
 async fn fifty_concurrent_bookings_of_a_ten_place_slot_give_exactly_ten(backend: Backend) {
     let env = TestEnv::on(backend).await;
     let app = App::start(&env.config()).await;
-    let channel = grpc(&app).await;
+    let channel = app.grpc().await;
     let mut desk = DeskClient::new(channel.clone());
     desk.upsert_site(lille(10, 0)).await.unwrap();
     let slot = next_slot();
@@ -372,25 +362,7 @@ async fn fifty_concurrent_bookings_of_a_ten_place_slot_give_exactly_ten(backend:
         }
     }
     assert_eq!((booked, full), (10, 40));
-    let day = guichet_dossier::desk::to_local(slot).date();
-    let slots = desk
-        .list_slots(pb::ListSlotsRequest {
-            site_id: "59-lille".into(),
-            date: Some(guichet_proto::convert::date_to_pb(day)),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .slots;
-    let nine = slots
-        .iter()
-        .find(|s| {
-            s.starts_at
-                .as_ref()
-                .and_then(guichet_proto::convert::timestamp_from_pb)
-                == Some(slot)
-        })
-        .unwrap();
+    let nine = slot_at(&mut desk, "59-lille", slot).await;
     assert_eq!((nine.places, nine.booked, nine.free), (10, 10, 0));
 
     app.stop().await;
@@ -403,7 +375,7 @@ async fn appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_de
 ) {
     let env = TestEnv::on(backend).await;
     let app = App::start(&env.config()).await;
-    let mut desk = DeskClient::new(grpc(&app).await);
+    let mut desk = DeskClient::new(app.grpc().await);
     // Two places a slot, one of them kept for reports.
     desk.upsert_site(lille(2, 1)).await.unwrap();
     let slot = next_slot();
@@ -434,21 +406,23 @@ async fn appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_de
         phone: "06 11 22 33 44".into(),
         email: String::new(),
     };
+    // An ordinary phone booking for Martin at 09:00, by the call centre.
+    let phone_booking = |key: &str| pb::BookRequest {
+        site_id: "59-lille".into(),
+        starts_at: Some(guichet_proto::convert::timestamp_to_pb(slot)),
+        person: Some(person("Martin")),
+        route: pb::BookingRoute::Phone as i32,
+        booked_by: "ccc-agent-1".into(),
+        report_id: String::new(),
+        idempotency_key: key.into(),
+    };
     let by_phone = desk
-        .book(pb::BookRequest {
-            site_id: "59-lille".into(),
-            starts_at: Some(guichet_proto::convert::timestamp_to_pb(slot)),
-            person: Some(person("Martin")),
-            route: pb::BookingRoute::Phone as i32,
-            booked_by: "ccc-agent-1".into(),
-            report_id: String::new(),
-            idempotency_key: "phone-1".into(),
-        })
+        .book(phone_booking("phone-1"))
         .await
         .unwrap_err();
     assert_eq!(by_phone.code(), tonic::Code::FailedPrecondition);
     // ...but the place kept for reports goes to a blocked person's alternative.
-    let report = CallCentreClient::new(grpc(&app).await)
+    let report = CallCentreClient::new(app.grpc().await)
         .open_report(report_request("report-1", LILLE_ADDRESS))
         .await
         .unwrap()
@@ -470,38 +444,16 @@ async fn appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_de
 
     // The person online moves theirs half an hour later; the place frees up
     // and a phone booking now fits.
-    let moved = app
-        .http
-        .post(format!("{}/api/v1/appointments/{online_id}/move", app.base))
-        .json(&json!({"starts_at": later.to_rfc3339()}))
-        .send()
-        .await
-        .unwrap();
+    let moved = app.post_json(&format!("/api/v1/appointments/{online_id}/move"), &json!({"starts_at": later.to_rfc3339()})).await;
     assert_eq!(moved.status(), 200);
     let phone = desk
-        .book(pb::BookRequest {
-            site_id: "59-lille".into(),
-            starts_at: Some(guichet_proto::convert::timestamp_to_pb(slot)),
-            person: Some(person("Martin")),
-            route: pb::BookingRoute::Phone as i32,
-            booked_by: "ccc-agent-1".into(),
-            report_id: String::new(),
-            idempotency_key: "phone-2".into(),
-        })
+        .book(phone_booking("phone-2"))
         .await
         .unwrap()
         .into_inner();
     // The same request again is the same appointment, not a second place.
     let again = desk
-        .book(pb::BookRequest {
-            site_id: "59-lille".into(),
-            starts_at: Some(guichet_proto::convert::timestamp_to_pb(slot)),
-            person: Some(person("Martin")),
-            route: pb::BookingRoute::Phone as i32,
-            booked_by: "ccc-agent-1".into(),
-            report_id: String::new(),
-            idempotency_key: "phone-2".into(),
-        })
+        .book(phone_booking("phone-2"))
         .await
         .unwrap()
         .into_inner();
@@ -538,18 +490,7 @@ async fn appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_de
     assert_eq!(body["errors"][0]["field"], "starts_at", "{body}");
 
     let day = guichet_dossier::desk::to_local(slot).date();
-    let free: Vec<Value> = app
-        .http
-        .get(format!(
-            "{}/api/v1/sites/59-lille/slots?date={day}",
-            app.base
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let free: Vec<Value> = app.get_json(&format!("/api/v1/sites/59-lille/slots?date={day}")).await;
     // 09:00 has its open place free again (the report's place is taken);
     // 09:30 has the moved appointment.
     let at = |t: chrono::DateTime<Utc>| free.iter().find(|s| s["starts_at"] == t.to_rfc3339());
@@ -566,8 +507,8 @@ async fn a_report_unanswered_past_its_deadline_is_escalated_and_shows_as_overdue
     let mut config = env.config();
     config.sweep_interval_s = 1;
     let clock = Arc::new(ShiftedClock::default());
-    let app = App::start_with(&config, clock.clone()).await;
-    let channel = grpc(&app).await;
+    let app = App::builder(&config).clock(clock.clone()).start().await;
+    let channel = app.grpc().await;
     let mut ccc = CallCentreClient::new(channel.clone());
     let mut desk = DeskClient::new(channel);
 
@@ -806,7 +747,7 @@ on_both_backends!(an_alternative_must_be_an_appointment_that_exists_for_the_repo
 async fn an_alternative_must_be_an_appointment_that_exists_for_the_report(backend: Backend) {
     let env = TestEnv::on(backend).await;
     let app = App::start(&env.config()).await;
-    let channel = grpc(&app).await;
+    let channel = app.grpc().await;
     let mut ccc = CallCentreClient::new(channel.clone());
     let mut desk = DeskClient::new(channel);
     desk.upsert_site(lille(4, 1)).await.unwrap();
@@ -830,7 +771,7 @@ async fn an_alternative_must_be_an_appointment_that_exists_for_the_report(backen
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
-    assert_eq!(fields_of(&refused), ["appointment_id"]);
+    assert_eq!(common::refused_fields(&refused), ["appointment_id"]);
     let (status, body) = offer_by_rest(
         &app,
         &report.id,
@@ -881,7 +822,7 @@ async fn an_alternative_must_be_an_appointment_that_exists_for_the_report(backen
             tonic::Code::FailedPrecondition,
             "{what}: {refused:?}"
         );
-        assert_eq!(fields_of(&refused), ["appointment_id"], "{what}");
+        assert_eq!(common::refused_fields(&refused), ["appointment_id"], "{what}");
         assert!(refused.message().contains(what), "{what}: {refused:?}");
         let (status, body) = offer_by_rest(
             &app,
@@ -897,9 +838,7 @@ async fn an_alternative_must_be_an_appointment_that_exists_for_the_report(backen
     }
     // Nothing was recorded: the report still waits, and cannot close.
     let still = ccc
-        .get_report(pb::GetReportRequest {
-            id: report.id.clone(),
-        })
+        .get_report(pb::GetReportRequest { id: report.id.clone() })
         .await
         .unwrap()
         .into_inner();
@@ -972,7 +911,7 @@ async fn an_alternative_must_be_an_appointment_that_exists_for_the_report(backen
         tonic::Code::FailedPrecondition,
         "{refused:?}"
     );
-    assert_eq!(fields_of(&refused), ["appointment_id"]);
+    assert_eq!(common::refused_fields(&refused), ["appointment_id"]);
     let again = desk
         .book(booking(
             "59-lille",
@@ -1005,7 +944,7 @@ async fn a_kept_place_is_booked_only_for_a_real_open_report_of_the_sites_prefect
 ) {
     let env = TestEnv::on(backend).await;
     let app = App::start(&env.config()).await;
-    let channel = grpc(&app).await;
+    let channel = app.grpc().await;
     let mut ccc = CallCentreClient::new(channel.clone());
     let mut desk = DeskClient::new(channel);
     // One open place and one kept for reports.
@@ -1064,7 +1003,7 @@ async fn a_kept_place_is_booked_only_for_a_real_open_report_of_the_sites_prefect
             .await
             .unwrap_err();
         assert_eq!(refused.code(), code, "{what}: {refused:?}");
-        assert_eq!(fields_of(&refused), ["report_id"], "{what}");
+        assert_eq!(common::refused_fields(&refused), ["report_id"], "{what}");
         assert!(refused.message().contains(what), "{what}: {refused:?}");
         let (status, body) =
             book_by_rest(&app, "59-lille", slot, report_id, &format!("rest-{i}")).await;
@@ -1107,22 +1046,11 @@ on_both_backends!(a_paper_kit_offered_is_a_prefilled_form_listed_for_posting);
 async fn a_paper_kit_offered_is_a_prefilled_form_listed_for_posting(backend: Backend) {
     let env = TestEnv::on(backend).await;
     let app = App::start(&env.config()).await;
-    let mut ccc = CallCentreClient::new(grpc(&app).await);
+    let mut ccc = CallCentreClient::new(app.grpc().await);
     let letters_of = |reference: String| {
         let app = &app;
         async move {
-            let letters: Vec<Value> = app
-                .http
-                .get(format!(
-                    "{}/api/v1/postal/letters?reference={reference}",
-                    app.base
-                ))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let letters: Vec<Value> = app.get_json(&format!("/api/v1/postal/letters?reference={reference}")).await;
             letters
         }
     };
@@ -1145,7 +1073,7 @@ async fn a_paper_kit_offered_is_a_prefilled_form_listed_for_posting(backend: Bac
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
-    assert_eq!(fields_of(&refused), ["kit_sent_to"]);
+    assert_eq!(common::refused_fields(&refused), ["kit_sent_to"]);
     let (status, body) = offer_by_rest(&app, &unaddressed.id, json!({"kind": "paper_kit"})).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["errors"][0]["field"], "kit_sent_to", "{body}");
@@ -1218,9 +1146,7 @@ async fn a_paper_kit_offered_is_a_prefilled_form_listed_for_posting(backend: Bac
     // The same event delivered again makes no second kit: a redelivery is
     // put on the bus, then another report's kit, which comes after it.
     let event = ccc
-        .get_report(pb::GetReportRequest {
-            id: report.id.clone(),
-        })
+        .get_report(pb::GetReportRequest { id: report.id.clone() })
         .await
         .unwrap()
         .into_inner();
@@ -1269,11 +1195,10 @@ async fn an_unreachable_peer_makes_an_offer_or_a_kept_booking_unavailable_not_ac
     let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
     let (pan_listener, pan_addr) = guichet_kit::grpc::bind(any).await.unwrap();
     let to_desk = common::proxy::Proxy::start(pan_addr).await;
-    let nowhere = "http://127.0.0.1:9";
     let ccc = guichet_intake_ccc::start(
         &config,
         any,
-        nowhere,
+        &common::not_started().instruction,
         &guichet_kit::grpc::url_of(to_desk.addr),
         &shared,
     )
@@ -1288,28 +1213,14 @@ async fn an_unreachable_peer_makes_an_offer_or_a_kept_booking_unavailable_not_ac
     )
     .await
     .unwrap();
-    let gateway = guichet_gateway::start(
-        &config,
-        any,
-        guichet_gateway::Targets {
-            intake_web: nowhere.into(),
-            instruction: nowhere.into(),
-            intake_ccc: guichet_kit::grpc::url_of(ccc.grpc_addr),
-            intake_pan: guichet_kit::grpc::url_of(pan_addr),
-            intake_postal: nowhere.into(),
-        },
-        shared.clock.clone(),
-        shared.metrics.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let targets = guichet_gateway::Targets {
+        intake_ccc: guichet_kit::grpc::url_of(ccc.grpc_addr),
+        intake_pan: guichet_kit::grpc::url_of(pan_addr),
+        ..common::not_started()
+    };
+    let gateway = common::start_gateway(&config, targets, &shared).await;
     let base = format!("http://{}", gateway.http_addr);
-    let channel = tonic::transport::Endpoint::from_shared(base.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = common::grpc_channel(&base).await;
     let mut ccc_client = CallCentreClient::new(channel.clone());
     let mut desk = DeskClient::new(channel);
     let http = reqwest::Client::new();
@@ -1365,34 +1276,14 @@ async fn an_unreachable_peer_makes_an_offer_or_a_kept_booking_unavailable_not_ac
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
     let still = ccc_client
-        .get_report(pb::GetReportRequest {
-            id: report.id.clone(),
-        })
+        .get_report(pb::GetReportRequest { id: report.id.clone() })
         .await
         .unwrap()
         .into_inner();
     assert_eq!(still.state, pb::ReportState::Open as i32);
     // Nothing was booked either: the slot's kept place is taken by the
     // first booking only, and its open place is still free.
-    let day = guichet_dossier::desk::to_local(slot).date();
-    let slots = desk
-        .list_slots(pb::ListSlotsRequest {
-            site_id: "59-lille".into(),
-            date: Some(guichet_proto::convert::date_to_pb(day)),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .slots;
-    let nine = slots
-        .iter()
-        .find(|s| {
-            s.starts_at
-                .as_ref()
-                .and_then(guichet_proto::convert::timestamp_from_pb)
-                == Some(slot)
-        })
-        .unwrap();
+    let nine = slot_at(&mut desk, "59-lille", slot).await;
     assert_eq!((nine.booked, nine.free), (1, 1));
 
     // Back: the same offer goes through.

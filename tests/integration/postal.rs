@@ -3,9 +3,8 @@
 //! them, uploaded as a stack with separator sheets, read, keyed, filed on
 //! the postmark date, answered by letter; a forged code and a letter that is
 //! not a filing go to keying with their reason and are routed, never lost.
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -43,27 +42,8 @@ async fn scanned(pdf: &[u8], seed: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
-async fn post_json(app: &App, path: &str, body: &Value) -> reqwest::Response {
-    app.http
-        .post(format!("{}{path}", app.base))
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn get(app: &App, path: &str) -> reqwest::Response {
-    app.http
-        .get(format!("{}{path}", app.base))
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn form_pdf(app: &App, prefill: Value) -> Vec<u8> {
-    let r = post_json(
-        app,
-        "/api/v1/postal/forms",
+    let r = app.post_json("/api/v1/postal/forms",
         &json!({"procedure": "renewal", "prefill": prefill}),
     )
     .await;
@@ -73,7 +53,7 @@ async fn form_pdf(app: &App, prefill: Value) -> Vec<u8> {
 }
 
 async fn separator_page(app: &App) -> Vec<u8> {
-    let r = get(app, "/api/v1/postal/separators?count=1").await;
+    let r = app.get("/api/v1/postal/separators?count=1").await;
     assert_eq!(r.status(), 200);
     let pdf = r.bytes().await.unwrap();
     scanned(&pdf, 99).await.remove(0)
@@ -135,7 +115,7 @@ async fn upload(
 
 async fn read_batch(app: &App, id: &str) -> Value {
     eventually(READING, "the batch read", || async {
-        let b: Value = get(app, &format!("/api/v1/postal/batches/{id}"))
+        let b: Value = app.get(&format!("/api/v1/postal/batches/{id}"))
             .await
             .json()
             .await
@@ -215,7 +195,7 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
         assert_eq!(read["confidence"], 1.0);
     }
     assert_eq!(
-        get(&app, "/api/v1/postal/keying?limit=100")
+        app.get("/api/v1/postal/keying?limit=100")
             .await
             .json::<Value>()
             .await
@@ -230,9 +210,7 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
     let mut references = Vec::new();
     for (e, (name, _, legal_date)) in envelopes.iter().zip(&expected) {
         let id = e["id"].as_str().unwrap();
-        let r = post_json(
-            &app,
-            &format!("/api/v1/postal/envelopes/{id}/confirmation"),
+        let r = app.post_json(&format!("/api/v1/postal/envelopes/{id}/confirmation"),
             &json!({
                 "operator_id": "mailroom-3",
                 "fields": {
@@ -271,7 +249,7 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
     }
 
     // Nothing unaccounted for: every page is a separator or part of a dossier.
-    let batch: Value = get(&app, &format!("/api/v1/postal/batches/{batch_id}"))
+    let batch: Value = app.get(&format!("/api/v1/postal/batches/{batch_id}"))
         .await
         .json()
         .await
@@ -295,7 +273,7 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
         WAIT,
         "the receipt and the missing-documents letter",
         || async {
-            let l: Vec<Value> = get(&app, &format!("/api/v1/postal/letters?reference={first}"))
+            let l: Vec<Value> = app.get(&format!("/api/v1/postal/letters?reference={first}"))
                 .await
                 .json()
                 .await
@@ -317,9 +295,7 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
             .iter()
             .all(|l| l["emailed_to"] == "amina@example.org")
     );
-    let pdf = get(
-        &app,
-        &format!(
+    let pdf = app.get(&format!(
             "/api/v1/postal/letters/{}",
             letters[0]["id"].as_str().unwrap()
         ),
@@ -331,7 +307,7 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
         .unwrap()
         .count();
     assert!(mails >= 2, "e-mail copies written: {mails}");
-    let all: Vec<Value> = get(&app, "/api/v1/postal/letters?limit=1000")
+    let all: Vec<Value> = app.get("/api/v1/postal/letters?limit=1000")
         .await
         .json()
         .await
@@ -340,9 +316,7 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
     assert_eq!(receipts, 20);
 
     // Confirming again files nothing new.
-    let again = post_json(
-        &app,
-        &format!(
+    let again = app.post_json(&format!(
             "/api/v1/postal/envelopes/{}/confirmation",
             envelopes[0]["id"].as_str().unwrap()
         ),
@@ -433,24 +407,18 @@ async fn a_forged_code_and_a_plain_letter_go_to_keying_with_their_reason(backend
         ),
     ] {
         let id = e["id"].as_str().unwrap();
-        let r = post_json(
-            &app,
-            &format!("/api/v1/postal/envelopes/{id}/routing"),
+        let r = app.post_json(&format!("/api/v1/postal/envelopes/{id}/routing"),
             &json!({"operator_id": "mailroom-1", "reason": reason, "destination": to}),
         )
         .await;
         assert_eq!(r.status(), 200, "{:?}", r.text().await);
-        let again = post_json(
-            &app,
-            &format!("/api/v1/postal/envelopes/{id}/confirmation"),
+        let again = app.post_json(&format!("/api/v1/postal/envelopes/{id}/confirmation"),
             &json!({"operator_id": "mailroom-1"}),
         )
         .await;
         assert_eq!(again.status(), 409, "a routed envelope is not filed");
     }
-    let batch: Value = get(
-        &app,
-        &format!(
+    let batch: Value = app.get(&format!(
             "/api/v1/postal/batches/{}",
             uploaded["batch_id"].as_str().unwrap()
         ),
@@ -474,7 +442,7 @@ async fn a_forged_code_and_a_plain_letter_go_to_keying_with_their_reason(backend
         ]
     );
     assert_eq!(
-        get(&app, "/api/v1/postal/keying")
+        app.get("/api/v1/postal/keying")
             .await
             .json::<Value>()
             .await
@@ -537,15 +505,12 @@ async fn bad_uploads_are_refused_with_the_field_at_fault() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["errors"][0]["field"], "files[0]", "{body}");
     assert!(
-        body["errors"][0]["problem"]
-            .as_str()
-            .unwrap()
-            .contains("not a readable PNG"),
+        common::first_problem(&body).contains("not a readable PNG"),
         "{body}"
     );
 
     // A PDF straight from a scanner's software is split into its pages.
-    let pdf = get(&app, "/api/v1/postal/separators?count=3")
+    let pdf = app.get("/api/v1/postal/separators?count=3")
         .await
         .bytes()
         .await
@@ -566,9 +531,7 @@ async fn bad_uploads_are_refused_with_the_field_at_fault() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["pages"].as_array().unwrap().len(), 3);
 
-    let r = post_json(
-        &app,
-        "/api/v1/postal/forms",
+    let r = app.post_json("/api/v1/postal/forms",
         &json!({"prefill": {"shoe_size": "42"}}),
     )
     .await;
@@ -584,7 +547,7 @@ async fn bad_uploads_are_refused_with_the_field_at_fault() {
 /// A letter's text as printed: its PDF through `pdftotext` (poppler-utils),
 /// words joined by single spaces so a wrapped sentence reads whole.
 async fn letter_text(app: &App, id: &str) -> String {
-    let pdf = get(app, &format!("/api/v1/postal/letters/{id}"))
+    let pdf = app.get(&format!("/api/v1/postal/letters/{id}"))
         .await
         .bytes()
         .await
@@ -617,9 +580,7 @@ async fn letter_of(app: &App, reference: &str, kind: &str) -> Value {
         WAIT,
         &format!("the {kind} letter of {reference}"),
         || async {
-            let letters: Vec<Value> = get(
-                app,
-                &format!("/api/v1/postal/letters?reference={reference}"),
+            let letters: Vec<Value> = app.get(&format!("/api/v1/postal/letters?reference={reference}"),
             )
             .await
             .json()
@@ -704,7 +665,7 @@ async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_t
     let confirm = |id: &str, body: Value| {
         let path = format!("/api/v1/postal/envelopes/{id}/confirmation");
         let app = &app;
-        async move { post_json(app, &path, &body).await }
+        async move { app.post_json(&path, &body).await }
     };
 
     let mut references = Vec::new();
@@ -729,7 +690,7 @@ async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_t
             json!(e["postmark_date"])
         );
         // It waits in the keying list, for another operator.
-        let keying: Vec<Value> = get(&app, "/api/v1/postal/keying?limit=100")
+        let keying: Vec<Value> = app.get("/api/v1/postal/keying?limit=100")
             .await
             .json()
             .await
@@ -767,7 +728,7 @@ async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_t
         assert_eq!(filed["state"], "filed");
         let reference = filed["reference"].as_str().unwrap().to_string();
         // Both operators and the reason, in the envelope's history.
-        let envelope: Value = get(&app, &format!("/api/v1/postal/envelopes/{id}"))
+        let envelope: Value = app.get(&format!("/api/v1/postal/envelopes/{id}"))
             .await
             .json()
             .await

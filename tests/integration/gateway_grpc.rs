@@ -4,9 +4,8 @@
 //! tells the state of each service behind, and a call to anything else is a
 //! gRPC `UNIMPLEMENTED`, not an HTTP 404. The client is Python
 //! (`tests/clients/reflection_sweep.py`), sharing no code with the servers.
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-mod common;
+use crate::common;
 
 use common::{App, Backend, TestEnv};
 use serde_json::Value;
@@ -113,12 +112,7 @@ async fn the_gateway_advertises_what_it_serves_and_nothing_else() {
         assert_eq!(r.headers()["grpc-status"], "12", "{path}");
     }
     // A REST client still gets its 404.
-    let r = app
-        .http
-        .get(format!("{}/api/v1/no-such-route", app.base))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/api/v1/no-such-route").await;
     assert_eq!(r.status(), 404);
 
     app.stop().await;
