@@ -10,7 +10,6 @@
 use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,10 +17,8 @@ use std::time::Duration;
 
 use common::{Services, TestEnv, count, eventually, example_filings, proxy::Proxy, rabbitmq_api};
 use futures_util::StreamExt;
-use guichet_kit::Config;
 use guichet_kit::bus::{AmqpBus, SharedBus};
 use guichet_kit::db::Database;
-use guichet_kit::shutdown::Shutdown;
 use serde_json::Value;
 
 /// Generous: these bound a hang, they do not measure speed.

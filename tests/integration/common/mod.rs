@@ -550,7 +550,7 @@ impl App {
     /// A postal dossier for tests about the queue, not about paper: put
     /// straight on the bus as the postal service publishes it, postmarked
     /// and received on the dates given; waits until instruction has it. The
-    /// paper route itself (scans, reading, keying) is `tests/postal.rs`.
+    /// paper route itself (scans, reading, keying) is `tests/integration/postal.rs`.
     pub async fn file_by_post(
         &self,
         body: &serde_json::Value,
