@@ -1,7 +1,6 @@
 //! The bus contract, one suite run against both buses: RabbitMQ (a vhost of
 //! its own per test) and the in-process bus (a file of its own per test).
 
-
 use crate::common;
 
 use std::collections::BTreeMap;

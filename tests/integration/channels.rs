@@ -416,10 +416,7 @@ async fn appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_de
         report_id: String::new(),
         idempotency_key: key.into(),
     };
-    let by_phone = desk
-        .book(phone_booking("phone-1"))
-        .await
-        .unwrap_err();
+    let by_phone = desk.book(phone_booking("phone-1")).await.unwrap_err();
     assert_eq!(by_phone.code(), tonic::Code::FailedPrecondition);
     // ...but the place kept for reports goes to a blocked person's alternative.
     let report = CallCentreClient::new(app.grpc().await)
@@ -444,7 +441,12 @@ async fn appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_de
 
     // The person online moves theirs half an hour later; the place frees up
     // and a phone booking now fits.
-    let moved = app.post_json(&format!("/api/v1/appointments/{online_id}/move"), &json!({"starts_at": later.to_rfc3339()})).await;
+    let moved = app
+        .post_json(
+            &format!("/api/v1/appointments/{online_id}/move"),
+            &json!({"starts_at": later.to_rfc3339()}),
+        )
+        .await;
     assert_eq!(moved.status(), 200);
     let phone = desk
         .book(phone_booking("phone-2"))
@@ -490,7 +492,9 @@ async fn appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_de
     assert_eq!(body["errors"][0]["field"], "starts_at", "{body}");
 
     let day = guichet_dossier::desk::to_local(slot).date();
-    let free: Vec<Value> = app.get_json(&format!("/api/v1/sites/59-lille/slots?date={day}")).await;
+    let free: Vec<Value> = app
+        .get_json(&format!("/api/v1/sites/59-lille/slots?date={day}"))
+        .await;
     // 09:00 has its open place free again (the report's place is taken);
     // 09:30 has the moved appointment.
     let at = |t: chrono::DateTime<Utc>| free.iter().find(|s| s["starts_at"] == t.to_rfc3339());
@@ -822,7 +826,11 @@ async fn an_alternative_must_be_an_appointment_that_exists_for_the_report(backen
             tonic::Code::FailedPrecondition,
             "{what}: {refused:?}"
         );
-        assert_eq!(common::refused_fields(&refused), ["appointment_id"], "{what}");
+        assert_eq!(
+            common::refused_fields(&refused),
+            ["appointment_id"],
+            "{what}"
+        );
         assert!(refused.message().contains(what), "{what}: {refused:?}");
         let (status, body) = offer_by_rest(
             &app,
@@ -838,7 +846,9 @@ async fn an_alternative_must_be_an_appointment_that_exists_for_the_report(backen
     }
     // Nothing was recorded: the report still waits, and cannot close.
     let still = ccc
-        .get_report(pb::GetReportRequest { id: report.id.clone() })
+        .get_report(pb::GetReportRequest {
+            id: report.id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -1050,7 +1060,9 @@ async fn a_paper_kit_offered_is_a_prefilled_form_listed_for_posting(backend: Bac
     let letters_of = |reference: String| {
         let app = &app;
         async move {
-            let letters: Vec<Value> = app.get_json(&format!("/api/v1/postal/letters?reference={reference}")).await;
+            let letters: Vec<Value> = app
+                .get_json(&format!("/api/v1/postal/letters?reference={reference}"))
+                .await;
             letters
         }
     };
@@ -1146,7 +1158,9 @@ async fn a_paper_kit_offered_is_a_prefilled_form_listed_for_posting(backend: Bac
     // The same event delivered again makes no second kit: a redelivery is
     // put on the bus, then another report's kit, which comes after it.
     let event = ccc
-        .get_report(pb::GetReportRequest { id: report.id.clone() })
+        .get_report(pb::GetReportRequest {
+            id: report.id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -1276,7 +1290,9 @@ async fn an_unreachable_peer_makes_an_offer_or_a_kept_booking_unavailable_not_ac
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
     let still = ccc_client
-        .get_report(pb::GetReportRequest { id: report.id.clone() })
+        .get_report(pb::GetReportRequest {
+            id: report.id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();

@@ -78,8 +78,9 @@ async fn no_channel_files_a_dossier_dated_after_today() {
     assert_eq!(receipt["legal_filing_date"], today.to_string());
     // ...and the only way a web filing could bring a date of its own, a
     // provenance (here a postal one, received tomorrow), is refused.
-    let mut web =
-        OnlineIntakeClient::new(common::grpc_channel(&guichet_kit::grpc::url_of(app.mesh.intake_web_addr)).await);
+    let mut web = OnlineIntakeClient::new(
+        common::grpc_channel(&guichet_kit::grpc::url_of(app.mesh.intake_web_addr)).await,
+    );
     let refused = web
         .submit_filing(pb::SubmitFilingRequest {
             filing: Some(wire(&postal(tomorrow), tomorrow)),
@@ -291,7 +292,7 @@ async fn a_date_that_is_no_date_is_refused_by_name_in_every_filter() {
         ),
         ("/api/v1/sites/59-lille/slots?date=2026-13-01", "date"),
     ] {
-        let r = app.get(&format!("{path}")).await;
+        let r = app.get(path).await;
         assert_eq!(r.status(), 400, "{path}");
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["errors"][0]["field"], field, "{path}: {body}");

@@ -631,10 +631,7 @@ async fn a_made_up_method_is_counted_as_other() {
     }
     let series = "guichet_http_requests_total{method=\"other\",route=\"/healthz\",status=\"405\"}";
     assert_eq!(app.metric(series).await, 3.0);
-    let text = app.get("/metrics").await
-        .text()
-        .await
-        .unwrap();
+    let text = app.get("/metrics").await.text().await.unwrap();
     assert!(
         !text.contains("BREW") && !text.contains("MADE-UP"),
         "{text}"

@@ -1,7 +1,6 @@
 //! The embedded default survives `kill -9`: every filing accepted before the
 //! crash is in instruction after a restart, exactly once.
 
-
 use crate::common;
 
 use std::collections::BTreeSet;

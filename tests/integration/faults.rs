@@ -6,7 +6,6 @@
 //! a TCP proxy cut, backends of this database terminated. Counts are exact:
 //! lost = 0 and doubled = 0, every time.
 
-
 use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};

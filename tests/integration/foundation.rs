@@ -1,14 +1,14 @@
 //! The foundation, end to end against real RabbitMQ and PostgreSQL: a web
 //! filing goes gateway -> intake -> outbox -> RabbitMQ -> instruction.
 
-
 use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{
-    App, Backend, ONLINE, Services, TestEnv, count, eventually, example, example_filings, proxy::Proxy,
+    App, Backend, ONLINE, Services, TestEnv, count, eventually, example, example_filings,
+    proxy::Proxy,
 };
 use futures_util::StreamExt;
 use guichet_kit::bus::{
@@ -197,13 +197,17 @@ async fn filings_are_accepted_while_the_broker_is_unreachable_and_delivered_afte
     let instruction_db = env.db("instruction").await;
     // The relay has tried every row, and failed: the broker is away.
     let n = references.len() as i64;
-    eventually(Duration::from_secs(60), "the relay trying every row", || {
-        let db = intake_db.clone();
-        async move {
-            (count(&db, "SELECT count(*) FROM outbox WHERE attempts > 0").await == n)
-                .then_some(())
-        }
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the relay trying every row",
+        || {
+            let db = intake_db.clone();
+            async move {
+                (count(&db, "SELECT count(*) FROM outbox WHERE attempts > 0").await == n)
+                    .then_some(())
+            }
+        },
+    )
     .await;
     let unsent = count(
         &intake_db,
@@ -502,11 +506,7 @@ async fn bad_requests_get_clear_errors_never_a_500(backend: Backend) {
     let r = app.get("/nowhere").await;
     assert_eq!(r.status(), 404);
     // Health, readiness and the API description.
-    assert_eq!(
-        app.get("/healthz").await
-            .status(),
-        200
-    );
+    assert_eq!(app.get("/healthz").await.status(), 200);
     let ready = app.get("/readyz").await;
     assert_eq!(ready.status(), 200);
     let doc: Value = app.get_json("/api/openapi.json").await;

@@ -1,6 +1,5 @@
 //! The test harness itself: what a failing test leaves behind.
 
-
 use crate::common;
 
 use common::{Backend, TestEnv, database_admin_url, rabbitmq_api};

@@ -2,7 +2,6 @@
 //! queue, take-next under concurrency, the same request filed on two
 //! channels, attestations issued without asking, and where a file stands.
 
-
 use crate::common;
 
 use std::collections::BTreeSet;
@@ -114,11 +113,13 @@ async fn eight_agents_taking_next_at_once_get_eight_different_dossiers(backend: 
         .map(|i| {
             let app = &app;
             async move {
-                let r = app.agent_post(&format!("agent-{i}"),
-                    "/api/v1/agent/queue/next",
-                    json!({"prefecture": "59"}),
-                )
-                .await;
+                let r = app
+                    .agent_post(
+                        &format!("agent-{i}"),
+                        "/api/v1/agent/queue/next",
+                        json!({"prefecture": "59"}),
+                    )
+                    .await;
                 let status = r.status().as_u16();
                 (status, r.json::<Value>().await.unwrap())
             }
@@ -155,24 +156,30 @@ async fn eight_agents_taking_next_at_once_get_eight_different_dossiers(backend: 
     );
     // Two are left; a ninth and tenth agent get them; then the queue is empty.
     for agent in ["agent-8", "agent-9"] {
-        let r = app.agent_post(agent,
+        let r = app
+            .agent_post(
+                agent,
+                "/api/v1/agent/queue/next",
+                json!({"prefecture": "59"}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    let r = app
+        .agent_post(
+            "agent-10",
             "/api/v1/agent/queue/next",
             json!({"prefecture": "59"}),
         )
         .await;
-        assert_eq!(r.status(), 200);
-    }
-    let r = app.agent_post("agent-10",
-        "/api/v1/agent/queue/next",
-        json!({"prefecture": "59"}),
-    )
-    .await;
     assert_eq!(r.status(), 404);
-    let r = app.agent_post("agent-10",
-        "/api/v1/agent/queue/next",
-        json!({"prefecture": "75"}),
-    )
-    .await;
+    let r = app
+        .agent_post(
+            "agent-10",
+            "/api/v1/agent/queue/next",
+            json!({"prefecture": "75"}),
+        )
+        .await;
     assert_eq!(r.status(), 404, "other prefectures' files are not theirs");
     app.stop().await;
     env.cleanup().await;
@@ -202,27 +209,33 @@ async fn the_same_renewal_online_and_by_post_has_one_place_at_the_earlier_date(b
     assert_eq!(entries[0]["linked"], json!([postal]));
 
     // An agent confirms they are the same request, then decides.
-    let r = app.agent_post("agent-1",
-        &format!("/api/v1/agent/dossiers/{postal}/link"),
-        json!({"same_request": true}),
-    )
-    .await;
+    let r = app
+        .agent_post(
+            "agent-1",
+            &format!("/api/v1/agent/dossiers/{postal}/link"),
+            json!({"same_request": true}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["link_confirmed"], true);
-    let taken = app.agent_post("agent-1",
-        "/api/v1/agent/queue/next",
-        json!({"prefecture": "59"}),
-    )
-    .await;
+    let taken = app
+        .agent_post(
+            "agent-1",
+            "/api/v1/agent/queue/next",
+            json!({"prefecture": "59"}),
+        )
+        .await;
     assert_eq!(
         taken.json::<Value>().await.unwrap()["dossier"]["reference"],
         online.as_str()
     );
-    let decided = app.agent_post("agent-1",
-        &format!("/api/v1/agent/dossiers/{online}/decision"),
-        json!({"favourable": true}),
-    )
-    .await;
+    let decided = app
+        .agent_post(
+            "agent-1",
+            &format!("/api/v1/agent/dossiers/{online}/decision"),
+            json!({"favourable": true}),
+        )
+        .await;
     assert_eq!(decided.status(), 200);
     let case: Value = decided.json().await.unwrap();
     assert_eq!(case["dossier"]["state"], "favourable");
@@ -232,10 +245,13 @@ async fn the_same_renewal_online_and_by_post_has_one_place_at_the_earlier_date(b
     let status = |r: String| {
         let app = &app;
         async move {
-            app.get(&format!("/api/v1/dossiers/{r}/status?birth_date=1991-03-02")).await
-                .json::<Value>()
-                .await
-                .unwrap()
+            app.get(&format!(
+                "/api/v1/dossiers/{r}/status?birth_date=1991-03-02"
+            ))
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()
         }
     };
     assert_eq!(status(postal.clone()).await["state"], "favourable");
@@ -348,17 +364,21 @@ async fn the_lifecycle_refuses_what_it_does_not_allow_and_documents_complete_a_f
         .unwrap()
         .retain(|d| d["kind"] != "employment_contract");
     let reference = file(&app, &body).await;
-    let read = app.agent_get("agent-7", &format!("/api/v1/agent/dossiers/{reference}")).await;
+    let read = app
+        .agent_get("agent-7", &format!("/api/v1/agent/dossiers/{reference}"))
+        .await;
     let case: Value = read.json().await.unwrap();
     assert_eq!(case["dossier"]["state"], "incomplete");
     assert_eq!(case["missing"], json!(["employment_contract"]));
     assert_eq!(case["applicant"]["family_name"], "Diallo");
 
-    let decide = app.agent_post("agent-7",
-        &format!("/api/v1/agent/dossiers/{reference}/decision"),
-        json!({"favourable": true}),
-    )
-    .await;
+    let decide = app
+        .agent_post(
+            "agent-7",
+            &format!("/api/v1/agent/dossiers/{reference}/decision"),
+            json!({"favourable": true}),
+        )
+        .await;
     assert_eq!(decide.status(), 409);
     let problem: Value = decide.json().await.unwrap();
     assert!(
@@ -403,13 +423,17 @@ async fn the_lifecycle_refuses_what_it_does_not_allow_and_documents_complete_a_f
     );
 
     // Bad input is named.
-    let bad = app.agent_post("agent-7",
-        &format!("/api/v1/agent/dossiers/{reference}/document-requests"),
-        json!({"kinds": ["passport"], "deadline": "2020-01-01"}),
-    )
-    .await;
+    let bad = app
+        .agent_post(
+            "agent-7",
+            &format!("/api/v1/agent/dossiers/{reference}/document-requests"),
+            json!({"kinds": ["passport"], "deadline": "2020-01-01"}),
+        )
+        .await;
     assert_eq!(bad.status(), 400);
-    let nobody = app.get(&format!("/api/v1/agent/dossiers/{reference}")).await;
+    let nobody = app
+        .get(&format!("/api/v1/agent/dossiers/{reference}"))
+        .await;
     assert_eq!(nobody.status(), 401);
     let instruction = env.db("instruction").await;
     assert_eq!(
@@ -487,7 +511,8 @@ async fn holders_are_warned_once_before_their_title_expires(backend: Backend) {
 
     // A favourable decision with the title granted: that title is watched too.
     let reference = file(&app, &renewal("Okafor", today() + Days::new(300))).await;
-    app.agent_post("agent-1",
+    app.agent_post(
+        "agent-1",
         "/api/v1/agent/queue/next",
         json!({"prefecture": "59"}),
     )
@@ -523,7 +548,11 @@ async fn start_with_default_sweep(backend: Backend, horizon_days: i64) -> (TestE
 }
 
 async fn status_of(app: &App, reference: &str, birth_date: &str) -> Value {
-    let r = app.get(&format!("/api/v1/dossiers/{reference}/status?birth_date={birth_date}")).await;
+    let r = app
+        .get(&format!(
+            "/api/v1/dossiers/{reference}/status?birth_date={birth_date}"
+        ))
+        .await;
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
 }
@@ -750,7 +779,12 @@ async fn twins_are_proposed_to_an_agent_not_linked(backend: Backend) {
         BTreeSet::from([a.as_str(), b.as_str()]),
         "two places"
     );
-    let case: Value = app.agent_get("agent-7", &format!("/api/v1/agent/dossiers/{b}")).await.json().await.unwrap();
+    let case: Value = app
+        .agent_get("agent-7", &format!("/api/v1/agent/dossiers/{b}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(case["linked_to"], Value::Null);
     assert_eq!(case["near_matches"], json!([a]));
     let kinds = |v: &Value| -> Vec<String> {
@@ -764,7 +798,12 @@ async fn twins_are_proposed_to_an_agent_not_linked(backend: Backend) {
     assert!(kinds(&case).contains(&"near_match".to_string()));
     // The same person filing again, given names in capitals: linked.
     let c = file(&app, &same).await;
-    let case: Value = app.agent_get("agent-7", &format!("/api/v1/agent/dossiers/{c}")).await.json().await.unwrap();
+    let case: Value = app
+        .agent_get("agent-7", &format!("/api/v1/agent/dossiers/{c}"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(case["linked_to"], a.as_str());
     app.stop().await;
     env.cleanup().await;

@@ -43,10 +43,12 @@ async fn scanned(pdf: &[u8], seed: u64) -> Vec<Vec<u8>> {
 }
 
 async fn form_pdf(app: &App, prefill: Value) -> Vec<u8> {
-    let r = app.post_json("/api/v1/postal/forms",
-        &json!({"procedure": "renewal", "prefill": prefill}),
-    )
-    .await;
+    let r = app
+        .post_json(
+            "/api/v1/postal/forms",
+            &json!({"procedure": "renewal", "prefill": prefill}),
+        )
+        .await;
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
     assert_eq!(r.headers()["content-type"], "application/pdf");
     r.bytes().await.unwrap().to_vec()
@@ -115,7 +117,8 @@ async fn upload(
 
 async fn read_batch(app: &App, id: &str) -> Value {
     eventually(READING, "the batch read", || async {
-        let b: Value = app.get(&format!("/api/v1/postal/batches/{id}"))
+        let b: Value = app
+            .get(&format!("/api/v1/postal/batches/{id}"))
             .await
             .json()
             .await
@@ -210,22 +213,24 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
     let mut references = Vec::new();
     for (e, (name, _, legal_date)) in envelopes.iter().zip(&expected) {
         let id = e["id"].as_str().unwrap();
-        let r = app.post_json(&format!("/api/v1/postal/envelopes/{id}/confirmation"),
-            &json!({
-                "operator_id": "mailroom-3",
-                "fields": {
-                    "motif": "employee",
-                    "address_line1": "3 rue de Paris",
-                    "city": "Lille",
-                    "email": if name.ends_with('0') { "amina@example.org" } else { "" },
-                    "title_kind": "temporary_card",
-                    "title_number": "FR59A7654321",
-                    "title_expires_on": "15/01/2027",
-                    "document_kinds": "passport",
-                },
-            }),
-        )
-        .await;
+        let r = app
+            .post_json(
+                &format!("/api/v1/postal/envelopes/{id}/confirmation"),
+                &json!({
+                    "operator_id": "mailroom-3",
+                    "fields": {
+                        "motif": "employee",
+                        "address_line1": "3 rue de Paris",
+                        "city": "Lille",
+                        "email": if name.ends_with('0') { "amina@example.org" } else { "" },
+                        "title_kind": "temporary_card",
+                        "title_number": "FR59A7654321",
+                        "title_expires_on": "15/01/2027",
+                        "document_kinds": "passport",
+                    },
+                }),
+            )
+            .await;
         assert_eq!(r.status(), 200, "{:?}", r.text().await);
         let filed: Value = r.json().await.unwrap();
         assert_eq!(filed["state"], "filed");
@@ -249,7 +254,8 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
     }
 
     // Nothing unaccounted for: every page is a separator or part of a dossier.
-    let batch: Value = app.get(&format!("/api/v1/postal/batches/{batch_id}"))
+    let batch: Value = app
+        .get(&format!("/api/v1/postal/batches/{batch_id}"))
         .await
         .json()
         .await
@@ -273,7 +279,8 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
         WAIT,
         "the receipt and the missing-documents letter",
         || async {
-            let l: Vec<Value> = app.get(&format!("/api/v1/postal/letters?reference={first}"))
+            let l: Vec<Value> = app
+                .get(&format!("/api/v1/postal/letters?reference={first}"))
                 .await
                 .json()
                 .await
@@ -295,19 +302,20 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
             .iter()
             .all(|l| l["emailed_to"] == "amina@example.org")
     );
-    let pdf = app.get(&format!(
+    let pdf = app
+        .get(&format!(
             "/api/v1/postal/letters/{}",
             letters[0]["id"].as_str().unwrap()
-        ),
-    )
-    .await;
+        ))
+        .await;
     assert_eq!(pdf.headers()["content-type"], "application/pdf");
     assert!(pdf.bytes().await.unwrap().starts_with(b"%PDF-"));
     let mails = std::fs::read_dir(env.data_dir.join("mail"))
         .unwrap()
         .count();
     assert!(mails >= 2, "e-mail copies written: {mails}");
-    let all: Vec<Value> = app.get("/api/v1/postal/letters?limit=1000")
+    let all: Vec<Value> = app
+        .get("/api/v1/postal/letters?limit=1000")
         .await
         .json()
         .await
@@ -316,13 +324,15 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
     assert_eq!(receipts, 20);
 
     // Confirming again files nothing new.
-    let again = app.post_json(&format!(
-            "/api/v1/postal/envelopes/{}/confirmation",
-            envelopes[0]["id"].as_str().unwrap()
-        ),
-        &json!({"operator_id": "mailroom-3"}),
-    )
-    .await;
+    let again = app
+        .post_json(
+            &format!(
+                "/api/v1/postal/envelopes/{}/confirmation",
+                envelopes[0]["id"].as_str().unwrap()
+            ),
+            &json!({"operator_id": "mailroom-3"}),
+        )
+        .await;
     assert_eq!(
         again.json::<Value>().await.unwrap()["reference"],
         json!(references[0].0)
@@ -407,26 +417,30 @@ async fn a_forged_code_and_a_plain_letter_go_to_keying_with_their_reason(backend
         ),
     ] {
         let id = e["id"].as_str().unwrap();
-        let r = app.post_json(&format!("/api/v1/postal/envelopes/{id}/routing"),
-            &json!({"operator_id": "mailroom-1", "reason": reason, "destination": to}),
-        )
-        .await;
+        let r = app
+            .post_json(
+                &format!("/api/v1/postal/envelopes/{id}/routing"),
+                &json!({"operator_id": "mailroom-1", "reason": reason, "destination": to}),
+            )
+            .await;
         assert_eq!(r.status(), 200, "{:?}", r.text().await);
-        let again = app.post_json(&format!("/api/v1/postal/envelopes/{id}/confirmation"),
-            &json!({"operator_id": "mailroom-1"}),
-        )
-        .await;
+        let again = app
+            .post_json(
+                &format!("/api/v1/postal/envelopes/{id}/confirmation"),
+                &json!({"operator_id": "mailroom-1"}),
+            )
+            .await;
         assert_eq!(again.status(), 409, "a routed envelope is not filed");
     }
-    let batch: Value = app.get(&format!(
+    let batch: Value = app
+        .get(&format!(
             "/api/v1/postal/batches/{}",
             uploaded["batch_id"].as_str().unwrap()
-        ),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
     let outcomes: Vec<&str> = batch["pages"]
         .as_array()
         .unwrap()
@@ -510,7 +524,8 @@ async fn bad_uploads_are_refused_with_the_field_at_fault() {
     );
 
     // A PDF straight from a scanner's software is split into its pages.
-    let pdf = app.get("/api/v1/postal/separators?count=3")
+    let pdf = app
+        .get("/api/v1/postal/separators?count=3")
         .await
         .bytes()
         .await
@@ -531,10 +546,12 @@ async fn bad_uploads_are_refused_with_the_field_at_fault() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["pages"].as_array().unwrap().len(), 3);
 
-    let r = app.post_json("/api/v1/postal/forms",
-        &json!({"prefill": {"shoe_size": "42"}}),
-    )
-    .await;
+    let r = app
+        .post_json(
+            "/api/v1/postal/forms",
+            &json!({"prefill": {"shoe_size": "42"}}),
+        )
+        .await;
     assert_eq!(r.status(), 400);
     assert_eq!(
         r.json::<Value>().await.unwrap()["errors"][0]["field"],
@@ -547,7 +564,8 @@ async fn bad_uploads_are_refused_with_the_field_at_fault() {
 /// A letter's text as printed: its PDF through `pdftotext` (poppler-utils),
 /// words joined by single spaces so a wrapped sentence reads whole.
 async fn letter_text(app: &App, id: &str) -> String {
-    let pdf = app.get(&format!("/api/v1/postal/letters/{id}"))
+    let pdf = app
+        .get(&format!("/api/v1/postal/letters/{id}"))
         .await
         .bytes()
         .await
@@ -580,12 +598,12 @@ async fn letter_of(app: &App, reference: &str, kind: &str) -> Value {
         WAIT,
         &format!("the {kind} letter of {reference}"),
         || async {
-            let letters: Vec<Value> = app.get(&format!("/api/v1/postal/letters?reference={reference}"),
-            )
-            .await
-            .json()
-            .await
-            .ok()?;
+            let letters: Vec<Value> = app
+                .get(&format!("/api/v1/postal/letters?reference={reference}"))
+                .await
+                .json()
+                .await
+                .ok()?;
             letters.into_iter().find(|l| l["kind"] == kind)
         },
     )
@@ -690,7 +708,8 @@ async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_t
             json!(e["postmark_date"])
         );
         // It waits in the keying list, for another operator.
-        let keying: Vec<Value> = app.get("/api/v1/postal/keying?limit=100")
+        let keying: Vec<Value> = app
+            .get("/api/v1/postal/keying?limit=100")
             .await
             .json()
             .await
@@ -728,7 +747,8 @@ async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_t
         assert_eq!(filed["state"], "filed");
         let reference = filed["reference"].as_str().unwrap().to_string();
         // Both operators and the reason, in the envelope's history.
-        let envelope: Value = app.get(&format!("/api/v1/postal/envelopes/{id}"))
+        let envelope: Value = app
+            .get(&format!("/api/v1/postal/envelopes/{id}"))
             .await
             .json()
             .await

@@ -4,7 +4,6 @@
 //! named indexes. Types are not compared: SQLite stores dates as text by
 //! design. A column or index added to one set and not the other fails here.
 
-
 use crate::common;
 
 use std::collections::BTreeSet;

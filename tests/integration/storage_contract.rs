@@ -1,7 +1,6 @@
 //! The storage contract of the kit's outbox and inbox, one suite run on both
 //! databases: PostgreSQL (a database of its own per test) and SQLite (a file).
 
-
 use crate::common;
 
 use std::collections::BTreeMap;

@@ -2,7 +2,6 @@
 //! not-ready, stops taking work, and the process stops with an error so its
 //! supervisor (systemd, Kubernetes, compose) starts it again.
 
-
 use crate::common;
 
 use std::time::Duration;

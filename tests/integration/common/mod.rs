@@ -462,7 +462,7 @@ impl App {
     }
 
     /// `GET` a path of the gateway and read its JSON body, whatever the status.
-    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
         self.get(path)
             .await
             .json()
