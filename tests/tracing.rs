@@ -184,6 +184,5 @@ async fn one_trace_runs_from_the_gateway_to_the_instruction_write() {
     }
     assert!(spans.iter().all(|s| s.service.contains("guichet-tests")));
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }

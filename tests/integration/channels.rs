@@ -112,6 +112,27 @@ fn report_request(key: &str, (line1, postal_code, city): Address) -> pb::OpenRep
     }
 }
 
+/// The call centre and the desk, through the gateway's gRPC.
+async fn ccc_and_desk(app: &App) -> (CallCentreClient<Channel>, DeskClient<Channel>) {
+    let channel = app.grpc().await;
+    (
+        CallCentreClient::new(channel.clone()),
+        DeskClient::new(channel),
+    )
+}
+
+/// A report opened by the call centre (`report_request`).
+async fn open_report(
+    ccc: &mut CallCentreClient<Channel>,
+    key: &str,
+    address: Address,
+) -> pb::Report {
+    ccc.open_report(report_request(key, address))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// A phone booking at `site` by a prefecture agent, for `report_id` ("" for none).
 fn booking(site: &str, at: chrono::DateTime<Utc>, report_id: &str, key: &str) -> pb::BookRequest {
     pb::BookRequest {
@@ -221,11 +242,8 @@ on_both_backends!(filings_on_behalf_and_at_the_desk_sort_with_web_filings_by_leg
 async fn filings_on_behalf_and_at_the_desk_sort_with_web_filings_by_legal_filing_date(
     backend: Backend,
 ) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
-    let channel = app.grpc().await;
-    let mut ccc = CallCentreClient::new(channel.clone());
-    let mut desk = DeskClient::new(channel);
+    let (env, app) = common::mesh_on(backend).await;
+    let (mut ccc, mut desk) = ccc_and_desk(&app).await;
     desk.upsert_site(lille(4, 1)).await.unwrap();
 
     // Filed in this order: call centre, web, desk; and a letter postmarked
@@ -316,14 +334,12 @@ async fn filings_on_behalf_and_at_the_desk_sort_with_web_filings_by_legal_filing
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     assert_eq!(queue_references(&app).await.len(), 4);
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(fifty_concurrent_bookings_of_a_ten_place_slot_give_exactly_ten);
 async fn fifty_concurrent_bookings_of_a_ten_place_slot_give_exactly_ten(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(backend).await;
     let channel = app.grpc().await;
     let mut desk = DeskClient::new(channel.clone());
     desk.upsert_site(lille(10, 0)).await.unwrap();
@@ -365,16 +381,14 @@ async fn fifty_concurrent_bookings_of_a_ten_place_slot_give_exactly_ten(backend:
     let nine = slot_at(&mut desk, "59-lille", slot).await;
     assert_eq!((nine.places, nine.booked, nine.free), (10, 10, 0));
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_desk);
 async fn appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_desk(
     backend: Backend,
 ) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(backend).await;
     let mut desk = DeskClient::new(app.grpc().await);
     // Two places a slot, one of them kept for reports.
     desk.upsert_site(lille(2, 1)).await.unwrap();
@@ -419,11 +433,12 @@ async fn appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_de
     let by_phone = desk.book(phone_booking("phone-1")).await.unwrap_err();
     assert_eq!(by_phone.code(), tonic::Code::FailedPrecondition);
     // ...but the place kept for reports goes to a blocked person's alternative.
-    let report = CallCentreClient::new(app.grpc().await)
-        .open_report(report_request("report-1", LILLE_ADDRESS))
-        .await
-        .unwrap()
-        .into_inner();
+    let report = open_report(
+        &mut CallCentreClient::new(app.grpc().await),
+        "report-1",
+        LILLE_ADDRESS,
+    )
+    .await;
     let for_report = desk
         .book(pb::BookRequest {
             site_id: "59-lille".into(),
@@ -501,8 +516,7 @@ async fn appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_de
     assert_eq!(at(slot).map(|s| s["free"].clone()), Some(json!(1)));
     assert_eq!(at(later), None, "09:30 is full to online bookings");
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(a_report_unanswered_past_its_deadline_is_escalated_and_shows_as_overdue);
@@ -512,9 +526,7 @@ async fn a_report_unanswered_past_its_deadline_is_escalated_and_shows_as_overdue
     config.sweep_interval_s = 1;
     let clock = Arc::new(ShiftedClock::default());
     let app = App::builder(&config).clock(clock.clone()).start().await;
-    let channel = app.grpc().await;
-    let mut ccc = CallCentreClient::new(channel.clone());
-    let mut desk = DeskClient::new(channel);
+    let (mut ccc, mut desk) = ccc_and_desk(&app).await;
 
     let open = |key: &str| pb::OpenReportRequest {
         category: pb::ReportCategory::AppointmentImpossible as i32,
@@ -682,8 +694,7 @@ async fn a_report_unanswered_past_its_deadline_is_escalated_and_shows_as_overdue
     assert_eq!(seen["state"], "closed");
     assert_eq!(seen["alternative"], "paper_kit");
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 /// A call-centre client written in Python from `proto/` alone, with grpcio:
@@ -691,8 +702,7 @@ async fn a_report_unanswered_past_its_deadline_is_escalated_and_shows_as_overdue
 /// gateway's reflection and files on behalf of a caller.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_client_built_from_the_protos_files_through_the_gateway() {
-    let env = TestEnv::on(Backend::Servers).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(Backend::Servers).await;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let address = app.base.trim_start_matches("http://").to_string();
     let output = tokio::task::spawn_blocking(move || {
@@ -739,8 +749,7 @@ async fn a_python_client_built_from_the_protos_files_through_the_gateway() {
     })
     .await;
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(an_alternative_must_be_an_appointment_that_exists_for_the_report);
@@ -749,24 +758,13 @@ on_both_backends!(an_alternative_must_be_an_appointment_that_exists_for_the_repo
 /// and REST, naming `appointment_id`; the real one is accepted, and a report
 /// closes only while the appointment offered stands.
 async fn an_alternative_must_be_an_appointment_that_exists_for_the_report(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
-    let channel = app.grpc().await;
-    let mut ccc = CallCentreClient::new(channel.clone());
-    let mut desk = DeskClient::new(channel);
+    let (env, app) = common::mesh_on(backend).await;
+    let (mut ccc, mut desk) = ccc_and_desk(&app).await;
     desk.upsert_site(lille(4, 1)).await.unwrap();
     desk.upsert_site(arras(4, 1)).await.unwrap();
     let slot = next_slot();
-    let report = ccc
-        .open_report(report_request("lille-1", LILLE_ADDRESS))
-        .await
-        .unwrap()
-        .into_inner();
-    let in_arras = ccc
-        .open_report(report_request("arras-1", ARRAS_ADDRESS))
-        .await
-        .unwrap()
-        .into_inner();
+    let report = open_report(&mut ccc, "lille-1", LILLE_ADDRESS).await;
+    let in_arras = open_report(&mut ccc, "arras-1", ARRAS_ADDRESS).await;
     assert_eq!(in_arras.prefecture, "62");
 
     // An id nobody booked.
@@ -883,11 +881,7 @@ async fn an_alternative_must_be_an_appointment_that_exists_for_the_report(backen
 
     // An appointment offered then cancelled does not close a report: another
     // alternative is offered first.
-    let other = ccc
-        .open_report(report_request("lille-2", LILLE_ADDRESS))
-        .await
-        .unwrap()
-        .into_inner();
+    let other = open_report(&mut ccc, "lille-2", LILLE_ADDRESS).await;
     let offered = desk
         .book(booking(
             "59-lille",
@@ -941,8 +935,7 @@ async fn an_alternative_must_be_an_appointment_that_exists_for_the_report(backen
     let closed = ccc.record_outcome(closing).await.unwrap().into_inner();
     assert_eq!(closed.state, pb::ReportState::Closed as i32);
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(a_kept_place_is_booked_only_for_a_real_open_report_of_the_sites_prefecture);
@@ -952,24 +945,13 @@ on_both_backends!(a_kept_place_is_booked_only_for_a_real_open_report_of_the_site
 async fn a_kept_place_is_booked_only_for_a_real_open_report_of_the_sites_prefecture(
     backend: Backend,
 ) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
-    let channel = app.grpc().await;
-    let mut ccc = CallCentreClient::new(channel.clone());
-    let mut desk = DeskClient::new(channel);
+    let (env, app) = common::mesh_on(backend).await;
+    let (mut ccc, mut desk) = ccc_and_desk(&app).await;
     // One open place and one kept for reports.
     desk.upsert_site(lille(2, 1)).await.unwrap();
     let slot = next_slot();
-    let in_arras = ccc
-        .open_report(report_request("arras-1", ARRAS_ADDRESS))
-        .await
-        .unwrap()
-        .into_inner();
-    let closed = ccc
-        .open_report(report_request("closed-1", LILLE_ADDRESS))
-        .await
-        .unwrap()
-        .into_inner();
+    let in_arras = open_report(&mut ccc, "arras-1", ARRAS_ADDRESS).await;
+    let closed = open_report(&mut ccc, "closed-1", LILLE_ADDRESS).await;
     let kit = pb::OfferAlternativeRequest {
         id: closed.id.clone(),
         kind: pb::AlternativeKind::PaperKit as i32,
@@ -1025,11 +1007,7 @@ async fn a_kept_place_is_booked_only_for_a_real_open_report_of_the_sites_prefect
     // place to a real report of the Nord, booked online through REST.
     let (status, body) = book_by_rest(&app, "59-lille", slot, "", "ordinary").await;
     assert_eq!(status, 201, "{body}");
-    let real = ccc
-        .open_report(report_request("lille-1", LILLE_ADDRESS))
-        .await
-        .unwrap()
-        .into_inner();
+    let real = open_report(&mut ccc, "lille-1", LILLE_ADDRESS).await;
     let (status, body) = book_by_rest(&app, "59-lille", slot, &real.id, "for-report").await;
     assert_eq!(status, 201, "{body}");
     let booked = desk
@@ -1044,8 +1022,7 @@ async fn a_kept_place_is_booked_only_for_a_real_open_report_of_the_sites_prefect
     let (status, again) = book_by_rest(&app, "59-lille", slot, &real.id, "for-report").await;
     assert_eq!((status, &again["id"]), (201, &body["id"]));
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(a_paper_kit_offered_is_a_prefilled_form_listed_for_posting);
@@ -1054,8 +1031,7 @@ on_both_backends!(a_paper_kit_offered_is_a_prefilled_form_listed_for_posting);
 /// the report's id; once per offer, however often the event is delivered.
 /// A kit with no address to post it to is refused, naming `kit_sent_to`.
 async fn a_paper_kit_offered_is_a_prefilled_form_listed_for_posting(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(backend).await;
     let mut ccc = CallCentreClient::new(app.grpc().await);
     let letters_of = |reference: String| {
         let app = &app;
@@ -1068,11 +1044,7 @@ async fn a_paper_kit_offered_is_a_prefilled_form_listed_for_posting(backend: Bac
     };
 
     // Only a postal code on file, and no address given: nothing to post to.
-    let unaddressed = ccc
-        .open_report(report_request("no-address", POSTAL_CODE_ONLY))
-        .await
-        .unwrap()
-        .into_inner();
+    let unaddressed = open_report(&mut ccc, "no-address", POSTAL_CODE_ONLY).await;
     let kit = |id: &str| pb::OfferAlternativeRequest {
         id: id.into(),
         kind: pb::AlternativeKind::PaperKit as i32,
@@ -1100,11 +1072,7 @@ async fn a_paper_kit_offered_is_a_prefilled_form_listed_for_posting(backend: Bac
     assert_eq!(body["errors"][0]["field"], "kit_sent_to.line1", "{body}");
 
     // Offered through REST to the address on the report.
-    let report = ccc
-        .open_report(report_request("kit-1", LILLE_ADDRESS))
-        .await
-        .unwrap()
-        .into_inner();
+    let report = open_report(&mut ccc, "kit-1", LILLE_ADDRESS).await;
     let (status, body) = offer_by_rest(&app, &report.id, json!({"kind": "paper_kit"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["alternative"], "paper_kit");
@@ -1170,11 +1138,7 @@ async fn a_paper_kit_offered_is_a_prefilled_form_listed_for_posting(backend: Bac
         prost::Message::encode_to_vec(&event),
     );
     assert!(app.mesh.bus.publish(&[again]).await[0].is_ok());
-    let next = ccc
-        .open_report(report_request("kit-2", LILLE_ADDRESS))
-        .await
-        .unwrap()
-        .into_inner();
+    let next = open_report(&mut ccc, "kit-2", LILLE_ADDRESS).await;
     ccc.offer_alternative(kit(&next.id)).await.unwrap();
     eventually(WAIT, "the next kit in the print list", || async {
         (letters_of(next.id.clone()).await.len() == 1).then_some(())
@@ -1183,8 +1147,7 @@ async fn a_paper_kit_offered_is_a_prefilled_form_listed_for_posting(backend: Bac
     assert_eq!(letters_of(report.id.clone()).await.len(), 1);
     assert!(letters_of(unaddressed.id.clone()).await.is_empty());
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(an_unreachable_peer_makes_an_offer_or_a_kept_booking_unavailable_not_accepted);
@@ -1240,11 +1203,7 @@ async fn an_unreachable_peer_makes_an_offer_or_a_kept_booking_unavailable_not_ac
     let http = reqwest::Client::new();
     desk.upsert_site(lille(2, 1)).await.unwrap();
     let slot = next_slot();
-    let report = ccc_client
-        .open_report(report_request("lille-1", LILLE_ADDRESS))
-        .await
-        .unwrap()
-        .into_inner();
+    let report = open_report(&mut ccc_client, "lille-1", LILLE_ADDRESS).await;
     let appointment = desk
         .book(booking("59-lille", slot, &report.id, "booked-1"))
         .await

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{Days, Utc};
-use common::{App, Backend, TestEnv, eventually, example};
+use common::{Backend, eventually, example};
 use guichet_dossier::calendar::paris_date;
 use guichet_dossier::filing::RawProvenance;
 use guichet_dossier::{Channel, Dossier, Filing, RawFiling, Reference};
@@ -66,8 +66,7 @@ fn receipt_date(receipt: Option<pb::Receipt>) -> chrono::NaiveDate {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_channel_files_a_dossier_dated_after_today() {
-    let env = TestEnv::on(Backend::Embedded).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(Backend::Embedded).await;
     let today = paris_date(Utc::now());
     let tomorrow = today.checked_add_days(Days::new(1)).unwrap();
 
@@ -160,14 +159,12 @@ async fn no_channel_files_a_dossier_dated_after_today() {
         common::first_problem(&body).contains("in the future"),
         "{body}"
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(instruction_dead_letters_a_dossier_dated_after_today);
 async fn instruction_dead_letters_a_dossier_dated_after_today(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(backend).await;
     let now = Utc::now();
     let today = paris_date(now);
     let tomorrow = today.checked_add_days(Days::new(1)).unwrap();
@@ -258,14 +255,12 @@ async fn instruction_dead_letters_a_dossier_dated_after_today(backend: Backend) 
         (app.metric(&series).await == 4.0).then_some(())
     })
     .await;
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_date_that_is_no_date_is_refused_by_name_in_every_filter() {
-    let env = TestEnv::on(Backend::Embedded).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(Backend::Embedded).await;
     let r = app.file(&example("renewal-employee.json"), None).await;
     assert_eq!(r.status(), 201);
     let reference = r.json::<Value>().await.unwrap()["reference"]
@@ -361,6 +356,5 @@ async fn a_date_that_is_no_date_is_refused_by_name_in_every_filter() {
             .await
             .is_ok()
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }

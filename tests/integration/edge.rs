@@ -228,8 +228,7 @@ fn names(body: &Value) -> Vec<String> {
 
 on_both_backends!(a_nul_byte_in_any_parameter_of_any_route_is_a_400_naming_it);
 async fn a_nul_byte_in_any_parameter_of_any_route_is_a_400_naming_it(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(backend).await;
     let doc: Value = app.get_json("/api/openapi.json").await;
     let mut tried = Vec::new();
     let mut wrong = Vec::new();
@@ -302,14 +301,12 @@ async fn a_nul_byte_in_any_parameter_of_any_route_is_a_400_naming_it(backend: Ba
     ] {
         assert!(tried.iter().any(|t| t == expected), "{expected} not tried");
     }
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(grpc_callers_get_invalid_argument_naming_the_field);
 async fn grpc_callers_get_invalid_argument_naming_the_field(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(backend).await;
     let gateway = app.grpc().await;
     let mut desk = DeskClient::new(gateway.clone());
     let mut ccc = CallCentreClient::new(gateway.clone());
@@ -428,8 +425,7 @@ async fn grpc_callers_get_invalid_argument_naming_the_field(backend: Backend) {
             .map(drop),
         "reason",
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 /// A prefecture site open on weekdays, 08:30-16:00.
@@ -475,8 +471,7 @@ fn png() -> Vec<u8> {
 
 on_both_backends!(a_key_used_again_with_another_request_is_a_409);
 async fn a_key_used_again_with_another_request_is_a_409(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(backend).await;
     let gateway = app.grpc().await;
     DeskClient::new(gateway.clone())
         .upsert_site(site())
@@ -609,8 +604,7 @@ async fn a_key_used_again_with_another_request_is_a_409(backend: Backend) {
         .await
         .expect_err("another report with the same key");
     assert_eq!(other.code(), tonic::Code::AlreadyExists, "{other:?}");
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -636,8 +630,7 @@ async fn a_made_up_method_is_counted_as_other() {
         !text.contains("BREW") && !text.contains("MADE-UP"),
         "{text}"
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 /// Sends `head` and waits for the server to close; the time it took.
@@ -687,6 +680,5 @@ async fn a_request_head_not_finished_in_time_closes_the_connection() {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }

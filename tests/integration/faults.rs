@@ -404,8 +404,7 @@ async fn the_instruction_consumer_killed_mid_batch_records_each_filing_once() {
     );
     consumer.kill();
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 // ---- 3. the instruction database cut under load ---------------------------------
@@ -940,6 +939,5 @@ async fn a_dossier_dead_lettered_by_lost_connections_is_replayed_and_recorded_on
         1
     );
     assert!(dead_letters(&env).is_empty());
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }

@@ -84,8 +84,7 @@ async fn a_filing_reaches_instruction_with_its_trace(backend: Backend) {
     assert_eq!(queue[0]["reference"], reference.as_str());
     assert_eq!(queue[0]["position"], 1);
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(one_idempotency_key_is_one_dossier_and_a_different_body_is_a_conflict);
@@ -159,8 +158,7 @@ async fn one_idempotency_key_is_one_dossier_and_a_different_body_is_a_conflict(b
         1
     );
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,8 +299,7 @@ async fn a_malformed_message_is_dead_lettered_and_consuming_goes_on(backend: Bac
     .await;
     assert_eq!(bus.queue_depth(INSTRUCTION_QUEUE).await.unwrap(), 0);
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,14 +420,12 @@ async fn every_example_is_accepted_and_a_broken_copy_names_its_field(backend: Ba
         examples.len() as i64
     );
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(bad_requests_get_clear_errors_never_a_500);
 async fn bad_requests_get_clear_errors_never_a_500(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(backend).await;
     let url = format!("{}/api/v1/dossiers", app.base);
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
         (app.http.post(&url).body("{}"), 415, "content-type"),
@@ -512,8 +507,7 @@ async fn bad_requests_get_clear_errors_never_a_500(backend: Backend) {
     let doc: Value = app.get_json("/api/openapi.json").await;
     assert!(doc["paths"]["/api/v1/dossiers"]["post"].is_object());
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 fn rand_rng() -> impl rand::Rng {

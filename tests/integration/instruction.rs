@@ -97,8 +97,7 @@ async fn a_letter_postmarked_first_sorts_ahead_of_a_web_filing_scanned_before_it
     );
     let r = app.get("/api/v1/queue?channel=fax").await;
     assert_eq!(r.status(), 400);
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(eight_agents_taking_next_at_once_get_eight_different_dossiers);
@@ -181,8 +180,7 @@ async fn eight_agents_taking_next_at_once_get_eight_different_dossiers(backend: 
         )
         .await;
     assert_eq!(r.status(), 404, "other prefectures' files are not theirs");
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(the_same_renewal_online_and_by_post_has_one_place_at_the_earlier_date);
@@ -285,8 +283,7 @@ async fn the_same_renewal_online_and_by_post_has_one_place_at_the_earlier_date(b
         d.ack().await.unwrap();
     }
     assert!(keys.contains("case.attestation_issued.web"), "{keys:?}");
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(a_complete_renewal_near_expiry_is_covered_without_asking);
@@ -348,8 +345,7 @@ async fn a_complete_renewal_near_expiry_is_covered_without_asking(backend: Backe
         count(&instruction, "SELECT count(*) FROM attestations").await,
         1
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(the_lifecycle_refuses_what_it_does_not_allow_and_documents_complete_a_file);
@@ -444,8 +440,7 @@ async fn the_lifecycle_refuses_what_it_does_not_allow_and_documents_complete_a_f
         .await,
         1
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(holders_are_warned_once_before_their_title_expires);
@@ -532,8 +527,7 @@ async fn holders_are_warned_once_before_their_title_expires(backend: Backend) {
         .await,
         1
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 /// Starts the mesh with the sweep at its default interval (five minutes):
@@ -603,8 +597,7 @@ async fn a_complete_renewal_is_attested_when_it_is_recorded(backend: Backend) {
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["filed", "found_complete", "attestation_issued"]);
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(the_configured_horizon_decides_the_attestation_on_arrival);
@@ -622,8 +615,7 @@ async fn the_configured_horizon_decides_the_attestation_on_arrival(backend: Back
             expected,
             "horizon {horizon} days, title ending in 40 days"
         );
-        app.stop().await;
-        env.cleanup().await;
+        common::stop(app, env).await;
     }
 }
 
@@ -751,8 +743,7 @@ async fn the_legal_extension_covers_only_renewals_filed_in_time(backend: Backend
             "until": (today - Days::new(1)).to_string()
         }])
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(twins_are_proposed_to_an_agent_not_linked);
@@ -805,6 +796,5 @@ async fn twins_are_proposed_to_an_agent_not_linked(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(case["linked_to"], a.as_str());
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }

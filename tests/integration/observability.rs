@@ -6,13 +6,12 @@ use crate::common;
 use std::time::Duration;
 
 use chrono::{Days, Utc};
-use common::{App, Backend, TestEnv, eventually, example};
+use common::{Backend, eventually, example};
 use serde_json::{Value, json};
 
 on_both_backends!(metrics_move_by_exactly_the_filings_of_each_channel);
 async fn metrics_move_by_exactly_the_filings_of_each_channel(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(backend).await;
     let today = Utc::now().date_naive();
     let series = [
         r#"guichet_filings_accepted_total{channel="web"}"#,
@@ -69,14 +68,12 @@ async fn metrics_move_by_exactly_the_filings_of_each_channel(backend: Backend) {
         0.0
     );
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(the_equity_report_compares_every_channel_on_the_same_measures);
 async fn the_equity_report_compares_every_channel_on_the_same_measures(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(backend).await;
     let today = Utc::now().date_naive();
     // Ten different people (the same person twice would be one linked file).
     let person = |name: String| {
@@ -156,6 +153,5 @@ async fn the_equity_report_compares_every_channel_on_the_same_measures(backend: 
         "the flagged cell is marked: {html}"
     );
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }

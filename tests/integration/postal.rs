@@ -9,7 +9,7 @@ use crate::common;
 use std::time::Duration;
 
 use chrono::{Days, NaiveDate};
-use common::{App, Backend, TestEnv, eventually};
+use common::{App, Backend, eventually};
 use guichet_intake_postal::corpus::{Distortion, distort};
 use guichet_intake_postal::{render, scan};
 use reqwest::multipart::{Form, Part};
@@ -137,8 +137,7 @@ fn field<'a>(envelope: &'a Value, key: &str) -> Option<&'a Value> {
 
 on_both_backends!(a_stack_of_twenty_envelopes_becomes_twenty_dossiers);
 async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(backend).await;
     let today = chrono::Utc::now().date_naive();
     let received = today.checked_sub_days(Days::new(1)).unwrap();
 
@@ -337,14 +336,12 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
         again.json::<Value>().await.unwrap()["reference"],
         json!(references[0].0)
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(a_forged_code_and_a_plain_letter_go_to_keying_with_their_reason);
 async fn a_forged_code_and_a_plain_letter_go_to_keying_with_their_reason(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(backend).await;
     let received = chrono::Utc::now().date_naive();
 
     // A genuine pre-filled form's code, read, then altered: the name is
@@ -463,29 +460,29 @@ async fn a_forged_code_and_a_plain_letter_go_to_keying_with_their_reason(backend
             .unwrap(),
         json!([])
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_uploads_are_refused_with_the_field_at_fault() {
-    let env = TestEnv::on(Backend::Embedded).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(Backend::Embedded).await;
     let send = |form: Form| {
         app.http
             .post(format!("{}/api/v1/postal/batches", app.base))
             .multipart(form)
             .send()
     };
-    let png = Part::bytes(b"not a png".to_vec())
-        .file_name("a.png")
-        .mime_str("image/png")
-        .unwrap();
+    let not_a_png = || {
+        Part::bytes(b"not a png".to_vec())
+            .file_name("a.png")
+            .mime_str("image/png")
+            .unwrap()
+    };
     let r = send(
         Form::new()
             .text("reception_date", "2026-13-40")
             .text("postmark_date", "tomorrow")
-            .part("page", png),
+            .part("page", not_a_png()),
     )
     .await
     .unwrap();
@@ -503,15 +500,11 @@ async fn bad_uploads_are_refused_with_the_field_at_fault() {
         "{body}"
     );
 
-    let garbage = Part::bytes(b"not a png".to_vec())
-        .file_name("a.png")
-        .mime_str("image/png")
-        .unwrap();
     let r = send(
         Form::new()
             .text("station_id", "s1")
             .text("reception_date", "2026-11-02")
-            .part("page", garbage),
+            .part("page", not_a_png()),
     )
     .await
     .unwrap();
@@ -557,8 +550,7 @@ async fn bad_uploads_are_refused_with_the_field_at_fault() {
         r.json::<Value>().await.unwrap()["errors"][0]["field"],
         "prefill.shoe_size"
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 /// A letter's text as printed: its PDF through `pdftotext` (poppler-utils),
@@ -630,8 +622,7 @@ on_both_backends!(
 async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_their_dates(
     backend: Backend,
 ) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(backend).await;
     let today = chrono::Utc::now().date_naive();
     let tomorrow = today.checked_add_days(Days::new(1)).unwrap();
 
@@ -848,6 +839,5 @@ async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_t
         )),
         "{text}"
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }

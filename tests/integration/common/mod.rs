@@ -611,6 +611,20 @@ impl App {
     }
 }
 
+/// A test's own database and vhost (or data folder) on `backend`, and the
+/// whole mesh on them.
+pub async fn mesh_on(backend: Backend) -> (TestEnv, App) {
+    let env = TestEnv::on(backend).await;
+    let app = App::start(&env.config()).await;
+    (env, app)
+}
+
+/// The end of a test: the mesh stopped, then its database and vhost dropped.
+pub async fn stop(app: App, env: TestEnv) {
+    app.stop().await;
+    env.cleanup().await;
+}
+
 /// A gRPC channel to `url` (`http://host:port`), connected.
 pub async fn grpc_channel(url: &str) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_shared(url.to_string())
