@@ -42,6 +42,17 @@ async fn scanned(pdf: &[u8], seed: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// What a form is pre-filled with for Amina `family_name`, of Lille.
+fn amina(family_name: &str) -> Value {
+    json!({
+        "family_name": family_name,
+        "given_names": "Amina",
+        "birth_date": "1990-05-14",
+        "nationality": "SEN",
+        "postal_code": "59000",
+    })
+}
+
 async fn form_pdf(app: &App, prefill: Value) -> Vec<u8> {
     let r = app
         .post_json(
@@ -159,17 +170,7 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
     let mut expected = Vec::new();
     for i in 0..20u64 {
         let name = format!("Postier{i:02}");
-        let pdf = form_pdf(
-            &app,
-            json!({
-                "family_name": name,
-                "given_names": "Amina",
-                "birth_date": "1990-05-14",
-                "nationality": "SEN",
-                "postal_code": "59000",
-            }),
-        )
-        .await;
+        let pdf = form_pdf(&app, amina(&name)).await;
         let enclosures = (i % 3) as usize;
         stack.push(separator.clone());
         stack.extend(scanned(&pdf, i).await);
@@ -632,17 +633,7 @@ async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_t
     let separator = separator_page(&app).await;
     let mut stack = Vec::new();
     for (i, name) in ["Ancien", "Futur"].iter().enumerate() {
-        let pdf = form_pdf(
-            &app,
-            json!({
-                "family_name": name,
-                "given_names": "Amina",
-                "birth_date": "1990-05-14",
-                "nationality": "SEN",
-                "postal_code": "59000",
-            }),
-        )
-        .await;
+        let pdf = form_pdf(&app, amina(name)).await;
         stack.push(separator.clone());
         stack.extend(scanned(&pdf, 40 + i as u64).await);
     }
