@@ -14,7 +14,19 @@ pub enum MeshError {
     Service(#[from] guichet_kit::service::StartError),
     #[error("gateway")]
     Gateway(#[from] guichet_gateway::server::StartError),
+    #[error("no service is called {0:?} (one of {SERVICES:?})")]
+    UnknownService(String),
 }
+
+/// What `start_mesh` starts, by the names the supervisor gives them.
+pub const SERVICES: [&str; 6] = [
+    "instruction",
+    "intake-web",
+    "intake-ccc",
+    "intake-pan",
+    "intake-postal",
+    "gateway",
+];
 
 /// Every service and the gateway, started in this process.
 pub struct Mesh {
@@ -29,6 +41,9 @@ pub struct Mesh {
     pub tasks: JoinSet<Result<(), TaskEnded>>,
     /// (service, task, handle), to stop one task by hand.
     pub handles: Vec<(&'static str, &'static str, AbortHandle)>,
+    /// Bound and never listening: the address of a service not started
+    /// (`start_mesh_of`), where every connection is refused, as if it were down.
+    _not_started: Option<tokio::net::TcpSocket>,
 }
 
 impl Mesh {
@@ -55,7 +70,35 @@ pub async fn start_mesh(
     http_addr: SocketAddr,
     shared: &Shared,
 ) -> Result<Mesh, MeshError> {
+    start_mesh_of(config, http_addr, shared, &SERVICES).await
+}
+
+/// `start_mesh` with only the services named in `only` (of `SERVICES`), for
+/// tests that need part of the mesh: the others are not started, and their
+/// address refuses every connection.
+pub async fn start_mesh_of(
+    config: &Config,
+    http_addr: SocketAddr,
+    shared: &Shared,
+    only: &[&str],
+) -> Result<Mesh, MeshError> {
+    if let Some(unknown) = only.iter().find(|s| !SERVICES.contains(s)) {
+        return Err(MeshError::UnknownService(unknown.to_string()));
+    }
     let any_port: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let bind_error = |source| guichet_kit::service::StartError::Bind {
+        addr: any_port,
+        source,
+    };
+    let wanted = |service: &str| only.contains(&service);
+    let (not_started, nowhere) = if SERVICES.iter().all(|s| wanted(s)) {
+        (None, any_port)
+    } else {
+        let socket = tokio::net::TcpSocket::new_v4().map_err(bind_error)?;
+        socket.bind(any_port).map_err(bind_error)?;
+        let addr = socket.local_addr().map_err(bind_error)?;
+        (Some(socket), addr)
+    };
     // Each service stops on a token of its own, child of the process's, so
     // a failed one stops taking work at once and the process stops them all.
     let own = || {
@@ -66,62 +109,92 @@ pub async fn start_mesh(
         };
         (stop, mine)
     };
-    let (instruction_stop, mine) = own();
-    let instruction = guichet_instruction::start(config, any_port, &mine).await?;
-    let instruction_url = guichet_kit::grpc::url_of(instruction.grpc_addr);
-    let (intake_stop, mine) = own();
-    let intake = guichet_intake_web::start(config, any_port, &mine).await?;
+    let mut started = Vec::new();
+    let mut instruction_addr = nowhere;
+    if wanted("instruction") {
+        let (stop, mine) = own();
+        let running = guichet_instruction::start(config, any_port, &mine).await?;
+        instruction_addr = running.grpc_addr;
+        started.push(("instruction", stop, running));
+    }
+    let instruction_url = guichet_kit::grpc::url_of(instruction_addr);
+    let mut intake_web_addr = nowhere;
+    if wanted("intake-web") {
+        let (stop, mine) = own();
+        let running = guichet_intake_web::start(config, any_port, &mine).await?;
+        intake_web_addr = running.grpc_addr;
+        started.push(("intake-web", stop, running));
+    }
     // The call centre and the desk each ask the other (an appointment offered
     // to a report, a report named by a booking): the desk's listener is bound
     // first, so the call centre is told where it is.
-    let (pan_listener, pan_addr) = guichet_kit::grpc::bind(any_port).await.map_err(|source| {
-        guichet_kit::service::StartError::Bind {
-            addr: any_port,
-            source,
-        }
-    })?;
-    let pan_url = guichet_kit::grpc::url_of(pan_addr);
-    let (ccc_stop, mine) = own();
-    let ccc =
-        guichet_intake_ccc::start(config, any_port, &instruction_url, &pan_url, &mine).await?;
-    let ccc_url = guichet_kit::grpc::url_of(ccc.grpc_addr);
-    let (pan_stop, mine) = own();
-    let pan = guichet_intake_pan::start(config, pan_listener, &ccc_url, &mine).await?;
-    let (postal_stop, mine) = own();
-    let postal = guichet_intake_postal::start(config, any_port, &mine).await?;
-    let targets = guichet_gateway::Targets {
-        intake_web: guichet_kit::grpc::url_of(intake.grpc_addr),
-        instruction: instruction_url,
-        intake_ccc: ccc_url,
-        intake_pan: pan_url,
-        intake_postal: guichet_kit::grpc::url_of(postal.grpc_addr),
+    let (pan_listener, intake_pan_addr) = if wanted("intake-pan") {
+        let (listener, addr) = guichet_kit::grpc::bind(any_port)
+            .await
+            .map_err(bind_error)?;
+        (Some(listener), addr)
+    } else {
+        (None, nowhere)
     };
-    let gateway_stop = shared.shutdown.child_token();
-    let gateway = guichet_gateway::start(
-        config,
-        http_addr,
-        targets,
-        shared.clock.clone(),
-        shared.metrics.clone(),
-        gateway_stop.clone(),
-    )
-    .await?;
-    let mesh_addrs = (
-        instruction.grpc_addr,
-        intake.grpc_addr,
-        ccc.grpc_addr,
-        pan.grpc_addr,
-        postal.grpc_addr,
-    );
+    let pan_url = guichet_kit::grpc::url_of(intake_pan_addr);
+    let mut intake_ccc_addr = nowhere;
+    if wanted("intake-ccc") {
+        let (stop, mine) = own();
+        let running =
+            guichet_intake_ccc::start(config, any_port, &instruction_url, &pan_url, &mine).await?;
+        intake_ccc_addr = running.grpc_addr;
+        started.push(("intake-ccc", stop, running));
+    }
+    let ccc_url = guichet_kit::grpc::url_of(intake_ccc_addr);
+    if let Some(listener) = pan_listener {
+        let (stop, mine) = own();
+        let running = guichet_intake_pan::start(config, listener, &ccc_url, &mine).await?;
+        started.push(("intake-pan", stop, running));
+    }
+    let mut intake_postal_addr = nowhere;
+    if wanted("intake-postal") {
+        let (stop, mine) = own();
+        let running = guichet_intake_postal::start(config, any_port, &mine).await?;
+        intake_postal_addr = running.grpc_addr;
+        started.push(("intake-postal", stop, running));
+    }
     let mut tasks = JoinSet::new();
     let mut handles = Vec::new();
-    for (service, stop, running) in [
-        ("instruction", instruction_stop, instruction),
-        ("intake-web", intake_stop, intake),
-        ("intake-ccc", ccc_stop, ccc),
-        ("intake-pan", pan_stop, pan),
-        ("intake-postal", postal_stop, postal),
-    ] {
+    let mut gateway_addr = nowhere;
+    if wanted("gateway") {
+        let targets = guichet_gateway::Targets {
+            intake_web: guichet_kit::grpc::url_of(intake_web_addr),
+            instruction: instruction_url,
+            intake_ccc: ccc_url,
+            intake_pan: pan_url,
+            intake_postal: guichet_kit::grpc::url_of(intake_postal_addr),
+        };
+        let gateway_stop = shared.shutdown.child_token();
+        let gateway = guichet_gateway::start(
+            config,
+            http_addr,
+            targets,
+            shared.clock.clone(),
+            shared.metrics.clone(),
+            gateway_stop.clone(),
+        )
+        .await?;
+        gateway_addr = gateway.http_addr;
+        handles.extend(
+            gateway
+                .tasks
+                .abort_handles()
+                .map(|(task, h)| ("gateway", task, h)),
+        );
+        tasks.spawn(supervise(
+            "gateway",
+            gateway.tasks,
+            None,
+            gateway_stop,
+            shared.shutdown.clone(),
+        ));
+    }
+    for (service, stop, running) in started {
         handles.extend(
             running
                 .tasks
@@ -130,24 +203,9 @@ pub async fn start_mesh(
         );
         tasks.spawn(running.supervise(service, stop, shared.shutdown.clone()));
     }
-    handles.extend(
-        gateway
-            .tasks
-            .abort_handles()
-            .map(|(task, h)| ("gateway", task, h)),
-    );
-    tasks.spawn(supervise(
-        "gateway",
-        gateway.tasks,
-        None,
-        gateway_stop,
-        shared.shutdown.clone(),
-    ));
-    let (instruction_addr, intake_web_addr, intake_ccc_addr, intake_pan_addr, intake_postal_addr) =
-        mesh_addrs;
     Ok(Mesh {
         bus: shared.bus.clone(),
-        http_addr: gateway.http_addr,
+        http_addr: gateway_addr,
         intake_web_addr,
         intake_ccc_addr,
         intake_pan_addr,
@@ -155,5 +213,6 @@ pub async fn start_mesh(
         instruction_addr,
         tasks,
         handles,
+        _not_started: not_started,
     })
 }

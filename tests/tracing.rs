@@ -5,13 +5,14 @@
 //! Alone in its test binary: the tracer provider is process-wide, and this
 //! test must be the one that installs it, pointed at its receiver.
 
+#[path = "integration/common/mod.rs"]
 mod common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{App, Backend, TestEnv, count, eventually, example};
+use common::{App, Backend, ONLINE, TestEnv, count, eventually, example};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -94,7 +95,7 @@ async fn one_trace_runs_from_the_gateway_to_the_instruction_write() {
         "guichet-tests",
     );
     let env = TestEnv::on(Backend::Servers).await;
-    let app = App::start(&env.config()).await;
+    let app = App::builder(&env.config()).only(ONLINE).start().await;
 
     let response = app
         .file(&example("renewal-employee.json"), Some("trace-me"))
@@ -183,6 +184,5 @@ async fn one_trace_runs_from_the_gateway_to_the_instruction_write() {
     }
     assert!(spans.iter().all(|s| s.service.contains("guichet-tests")));
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }

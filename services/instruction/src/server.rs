@@ -8,10 +8,11 @@ use std::time::Duration;
 use guichet_kit::bus::{INSTRUCTION_QUEUE, consume_batches};
 use guichet_kit::clock::SharedClock;
 use guichet_kit::db::Migrations;
+use guichet_kit::metrics::ServiceLabels;
 use guichet_kit::outbox::OutboxRelay;
 use guichet_kit::service::{self, Foundations, Running, Shared, StartError, Tasks};
 use guichet_kit::shutdown::Shutdown;
-use guichet_kit::{Config, grpc};
+use guichet_kit::{Config, Metrics, grpc};
 use guichet_proto::v1::instruction_desk_server::InstructionDeskServer;
 use guichet_proto::v1::instruction_reader_server::InstructionReaderServer;
 
@@ -113,6 +114,7 @@ pub async fn start(
             wake.clone(),
             config.alert_offsets_days.clone(),
             Duration::from_secs(config.sweep_interval_s.max(1)),
+            metrics.clone(),
             shutdown.clone(),
         ),
     );
@@ -151,9 +153,11 @@ async fn sweep_forever(
     wake: Arc<tokio::sync::Notify>,
     alert_offsets: Vec<i64>,
     every: Duration,
+    metrics: Metrics,
     shutdown: Shutdown,
 ) {
     loop {
+        let mut failed = false;
         match crate::titles::send_due_alerts(store.db(), &alert_offsets, clock.now(), clock.today())
             .await
         {
@@ -162,7 +166,10 @@ async fn sweep_forever(
                 tracing::info!(sent, "expiry alerts");
                 wake.notify_one();
             }
-            Err(e) => tracing::warn!(error = %e, "expiry alerts failed, will retry"),
+            Err(e) => {
+                failed = true;
+                tracing::warn!(error = %e, "expiry alerts failed, will retry");
+            }
         }
         match store.sweep(clock.now(), clock.today()).await {
             Ok((issued, closed)) => {
@@ -171,7 +178,16 @@ async fn sweep_forever(
                     wake.notify_one();
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "rights sweep failed, will retry"),
+            Err(e) => {
+                failed = true;
+                tracing::warn!(error = %e, "rights sweep failed, will retry");
+            }
+        }
+        if !failed {
+            metrics
+                .sweeps_completed
+                .get_or_create(&ServiceLabels { service: SCHEMA })
+                .inc();
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

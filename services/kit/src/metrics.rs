@@ -143,6 +143,9 @@ pub struct Inner {
     pub equity_flagged: Family<EquityLabels, Gauge>,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_duration: Family<HttpLabels, Histogram, Buckets>,
+    /// Rounds of a service's periodic sweep that ran to the end without an
+    /// error: what a test waits for to know a sweep has been and done nothing.
+    pub sweeps_completed: Family<ServiceLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -172,6 +175,7 @@ impl Metrics {
             equity_flagged: Family::default(),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(Buckets(receipt_buckets)),
+            sweeps_completed: Family::default(),
             registry: Mutex::new(Registry::default()),
             own: Mutex::default(),
         };
@@ -263,6 +267,11 @@ impl Metrics {
             "Time to answer an HTTP request at the gateway",
             Unit::Seconds,
             inner.http_duration.clone(),
+        );
+        r.register(
+            "sweeps_completed",
+            "Rounds of a periodic sweep that ran to the end without an error",
+            inner.sweeps_completed.clone(),
         );
         Metrics(Arc::new(Inner {
             registry: Mutex::new(registry),

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::{TcpListener, TcpStream};
+
+use super::TestEnv;
 use tokio::sync::Mutex;
 use tokio::task::AbortHandle;
 
@@ -49,6 +51,36 @@ impl Proxy {
         }
     }
 
+    /// A proxy to the test broker (`GUICHET_TEST_AMQP_URL`).
+    pub async fn to_broker() -> Self {
+        Self::start(server_addr(&super::amqp_base_url(), 5672)).await
+    }
+
+    /// A proxy to the test PostgreSQL (`GUICHET_TEST_DATABASE_URL`).
+    pub async fn to_database() -> Self {
+        Self::start(server_addr(&super::database_admin_url(), 5432)).await
+    }
+
+    /// `env`'s vhost on the broker, through this proxy.
+    pub fn amqp_url(&self, env: &TestEnv) -> String {
+        let mut url = self.through(&super::amqp_base_url());
+        url.set_path(&format!("/{}", env.name));
+        url.to_string()
+    }
+
+    /// `env`'s database, through this proxy.
+    pub fn database_url(&self, env: &TestEnv) -> String {
+        self.through(env.database_url.as_deref().expect("a servers test"))
+            .to_string()
+    }
+
+    fn through(&self, url: &str) -> reqwest::Url {
+        let mut url = reqwest::Url::parse(url).expect("a server URL");
+        url.set_ip_host(self.addr.ip()).expect("an IP host");
+        url.set_port(Some(self.addr.port())).expect("a port");
+        url
+    }
+
     /// Refuses new connections and drops every open one.
     pub async fn cut(&self) {
         self.open.store(false, Ordering::SeqCst);
@@ -60,6 +92,17 @@ impl Proxy {
     pub fn restore(&self) {
         self.open.store(true, Ordering::SeqCst);
     }
+}
+
+/// Where the server of `url` listens (`default_port` if it names none).
+fn server_addr(url: &str, default_port: u16) -> SocketAddr {
+    let url = reqwest::Url::parse(url).expect("a server URL");
+    let host = url.host_str().unwrap_or("127.0.0.1");
+    let port = url.port().unwrap_or(default_port);
+    std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .expect("a resolvable server host")
+        .next()
+        .expect("an address for the server host")
 }
 
 impl Drop for Proxy {

@@ -4,9 +4,7 @@
 //! named indexes. Types are not compared: SQLite stores dates as text by
 //! design. A column or index added to one set and not the other fails here.
 
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

@@ -1,9 +1,7 @@
 //! The storage contract of the kit's outbox and inbox, one suite run on both
 //! databases: PostgreSQL (a database of its own per test) and SQLite (a file).
 
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

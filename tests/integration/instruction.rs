@@ -2,15 +2,13 @@
 //! queue, take-next under concurrency, the same request filed on two
 //! channels, attestations issued without asking, and where a file stands.
 
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{Datelike, Days, NaiveDate, Utc};
-use common::{App, Backend, TestEnv, count, eventually, example};
+use common::{App, Backend, ONLINE, TestEnv, count, eventually, example};
 use futures_util::StreamExt;
 use guichet_kit::bus::NOTIFIER_QUEUE;
 use serde_json::{Value, json};
@@ -33,7 +31,7 @@ async fn start(backend: Backend) -> (TestEnv, App) {
     let env = TestEnv::on(backend).await;
     let mut config = env.config();
     config.sweep_interval_s = 1;
-    let app = App::start(&config).await;
+    let app = App::builder(&config).only(ONLINE).start().await;
     (env, app)
 }
 
@@ -52,24 +50,9 @@ async fn file(app: &App, body: &Value) -> String {
 }
 
 async fn queue(app: &App, query: &str) -> Vec<Value> {
-    let r = app
-        .http
-        .get(format!("{}/api/v1/queue?{query}", app.base))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get(&format!("/api/v1/queue?{query}")).await;
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
-}
-
-async fn agent_post(app: &App, agent: &str, path: &str, body: Value) -> reqwest::Response {
-    app.http
-        .post(format!("{}{path}", app.base))
-        .header("X-Agent-Id", agent)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
 }
 
 on_both_backends!(a_letter_postmarked_first_sorts_ahead_of_a_web_filing_scanned_before_it);
@@ -112,15 +95,9 @@ async fn a_letter_postmarked_first_sorts_ahead_of_a_web_filing_scanned_before_it
             .len(),
         2
     );
-    let r = app
-        .http
-        .get(format!("{}/api/v1/queue?channel=fax", app.base))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/api/v1/queue?channel=fax").await;
     assert_eq!(r.status(), 400);
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(eight_agents_taking_next_at_once_get_eight_different_dossiers);
@@ -135,13 +112,13 @@ async fn eight_agents_taking_next_at_once_get_eight_different_dossiers(backend: 
         .map(|i| {
             let app = &app;
             async move {
-                let r = agent_post(
-                    app,
-                    &format!("agent-{i}"),
-                    "/api/v1/agent/queue/next",
-                    json!({"prefecture": "59"}),
-                )
-                .await;
+                let r = app
+                    .agent_post(
+                        &format!("agent-{i}"),
+                        "/api/v1/agent/queue/next",
+                        json!({"prefecture": "59"}),
+                    )
+                    .await;
                 let status = r.status().as_u16();
                 (status, r.json::<Value>().await.unwrap())
             }
@@ -178,33 +155,32 @@ async fn eight_agents_taking_next_at_once_get_eight_different_dossiers(backend: 
     );
     // Two are left; a ninth and tenth agent get them; then the queue is empty.
     for agent in ["agent-8", "agent-9"] {
-        let r = agent_post(
-            &app,
-            agent,
+        let r = app
+            .agent_post(
+                agent,
+                "/api/v1/agent/queue/next",
+                json!({"prefecture": "59"}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    let r = app
+        .agent_post(
+            "agent-10",
             "/api/v1/agent/queue/next",
             json!({"prefecture": "59"}),
         )
         .await;
-        assert_eq!(r.status(), 200);
-    }
-    let r = agent_post(
-        &app,
-        "agent-10",
-        "/api/v1/agent/queue/next",
-        json!({"prefecture": "59"}),
-    )
-    .await;
     assert_eq!(r.status(), 404);
-    let r = agent_post(
-        &app,
-        "agent-10",
-        "/api/v1/agent/queue/next",
-        json!({"prefecture": "75"}),
-    )
-    .await;
+    let r = app
+        .agent_post(
+            "agent-10",
+            "/api/v1/agent/queue/next",
+            json!({"prefecture": "75"}),
+        )
+        .await;
     assert_eq!(r.status(), 404, "other prefectures' files are not theirs");
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(the_same_renewal_online_and_by_post_has_one_place_at_the_earlier_date);
@@ -231,33 +207,33 @@ async fn the_same_renewal_online_and_by_post_has_one_place_at_the_earlier_date(b
     assert_eq!(entries[0]["linked"], json!([postal]));
 
     // An agent confirms they are the same request, then decides.
-    let r = agent_post(
-        &app,
-        "agent-1",
-        &format!("/api/v1/agent/dossiers/{postal}/link"),
-        json!({"same_request": true}),
-    )
-    .await;
+    let r = app
+        .agent_post(
+            "agent-1",
+            &format!("/api/v1/agent/dossiers/{postal}/link"),
+            json!({"same_request": true}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["link_confirmed"], true);
-    let taken = agent_post(
-        &app,
-        "agent-1",
-        "/api/v1/agent/queue/next",
-        json!({"prefecture": "59"}),
-    )
-    .await;
+    let taken = app
+        .agent_post(
+            "agent-1",
+            "/api/v1/agent/queue/next",
+            json!({"prefecture": "59"}),
+        )
+        .await;
     assert_eq!(
         taken.json::<Value>().await.unwrap()["dossier"]["reference"],
         online.as_str()
     );
-    let decided = agent_post(
-        &app,
-        "agent-1",
-        &format!("/api/v1/agent/dossiers/{online}/decision"),
-        json!({"favourable": true}),
-    )
-    .await;
+    let decided = app
+        .agent_post(
+            "agent-1",
+            &format!("/api/v1/agent/dossiers/{online}/decision"),
+            json!({"favourable": true}),
+        )
+        .await;
     assert_eq!(decided.status(), 200);
     let case: Value = decided.json().await.unwrap();
     assert_eq!(case["dossier"]["state"], "favourable");
@@ -267,17 +243,13 @@ async fn the_same_renewal_online_and_by_post_has_one_place_at_the_earlier_date(b
     let status = |r: String| {
         let app = &app;
         async move {
-            app.http
-                .get(format!(
-                    "{}/api/v1/dossiers/{r}/status?birth_date=1991-03-02",
-                    app.base
-                ))
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
+            app.get(&format!(
+                "/api/v1/dossiers/{r}/status?birth_date=1991-03-02"
+            ))
+            .await
+            .json::<Value>()
+            .await
+            .unwrap()
         }
     };
     assert_eq!(status(postal.clone()).await["state"], "favourable");
@@ -311,8 +283,7 @@ async fn the_same_renewal_online_and_by_post_has_one_place_at_the_earlier_date(b
         d.ack().await.unwrap();
     }
     assert!(keys.contains("case.attestation_issued.web"), "{keys:?}");
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(a_complete_renewal_near_expiry_is_covered_without_asking);
@@ -352,25 +323,12 @@ async fn a_complete_renewal_near_expiry_is_covered_without_asking(backend: Backe
     assert_eq!(status["holder"]["foreigner_number"], "7503123456");
     // An employer checks the paper with its code.
     let code = api["verification_code"].as_str().unwrap();
-    let check: Value = app
-        .http
-        .get(format!("{}/api/v1/attestations/{code}", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let check: Value = app.get_json(&format!("/api/v1/attestations/{code}")).await;
     assert_eq!(check["valid_today"], true);
     assert_eq!(check["reference"], reference.as_str());
     assert_eq!(check["holder"]["family_name"], "Okafor");
     assert_eq!(check["attestation"]["valid_until"], until.to_string());
-    let unknown = app
-        .http
-        .get(format!("{}/api/v1/attestations/ZZZZZZZZ", app.base))
-        .send()
-        .await
-        .unwrap();
+    let unknown = app.get("/api/v1/attestations/ZZZZZZZZ").await;
     assert_eq!(unknown.status(), 404);
     // A wrong birth date is as good as no file.
     let wrong = app
@@ -381,14 +339,13 @@ async fn a_complete_renewal_near_expiry_is_covered_without_asking(backend: Backe
         .unwrap();
     assert_eq!(wrong.status(), 404);
     // The sweep does not issue twice.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    app.two_more_sweeps().await;
     let instruction = env.db("instruction").await;
     assert_eq!(
         count(&instruction, "SELECT count(*) FROM attestations").await,
         1
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(the_lifecycle_refuses_what_it_does_not_allow_and_documents_complete_a_file);
@@ -404,38 +361,29 @@ async fn the_lifecycle_refuses_what_it_does_not_allow_and_documents_complete_a_f
         .retain(|d| d["kind"] != "employment_contract");
     let reference = file(&app, &body).await;
     let read = app
-        .http
-        .get(format!("{}/api/v1/agent/dossiers/{reference}", app.base))
-        .header("X-Agent-Id", "agent-7")
-        .send()
-        .await
-        .unwrap();
+        .agent_get("agent-7", &format!("/api/v1/agent/dossiers/{reference}"))
+        .await;
     let case: Value = read.json().await.unwrap();
     assert_eq!(case["dossier"]["state"], "incomplete");
     assert_eq!(case["missing"], json!(["employment_contract"]));
     assert_eq!(case["applicant"]["family_name"], "Diallo");
 
-    let decide = agent_post(
-        &app,
-        "agent-7",
-        &format!("/api/v1/agent/dossiers/{reference}/decision"),
-        json!({"favourable": true}),
-    )
-    .await;
+    let decide = app
+        .agent_post(
+            "agent-7",
+            &format!("/api/v1/agent/dossiers/{reference}/decision"),
+            json!({"favourable": true}),
+        )
+        .await;
     assert_eq!(decide.status(), 409);
     let problem: Value = decide.json().await.unwrap();
     assert!(
-        problem["errors"][0]["problem"]
-            .as_str()
-            .unwrap()
-            .contains("cannot be decided favourably"),
+        common::first_problem(&problem).contains("cannot be decided favourably"),
         "{problem}"
     );
 
     let deadline = (today() + Days::new(30)).to_string();
-    let asked = agent_post(
-        &app,
-        "agent-7",
+    let asked = app.agent_post("agent-7",
         &format!("/api/v1/agent/dossiers/{reference}/document-requests"),
         json!({"kinds": ["employment_contract"], "deadline": deadline, "reason": "contract missing"}),
     )
@@ -445,9 +393,7 @@ async fn the_lifecycle_refuses_what_it_does_not_allow_and_documents_complete_a_f
     assert_eq!(case["dossier"]["state"], "documents_requested");
     assert_eq!(case["documents_deadline"], deadline);
 
-    let arrived = agent_post(
-        &app,
-        "agent-7",
+    let arrived = app.agent_post("agent-7",
         &format!("/api/v1/agent/dossiers/{reference}/documents"),
         json!({"kind": "employment_contract", "sha256": "ab".repeat(32), "media_type": "application/pdf", "size_bytes": 1234, "channel": "postal"}),
     )
@@ -473,20 +419,17 @@ async fn the_lifecycle_refuses_what_it_does_not_allow_and_documents_complete_a_f
     );
 
     // Bad input is named.
-    let bad = agent_post(
-        &app,
-        "agent-7",
-        &format!("/api/v1/agent/dossiers/{reference}/document-requests"),
-        json!({"kinds": ["passport"], "deadline": "2020-01-01"}),
-    )
-    .await;
+    let bad = app
+        .agent_post(
+            "agent-7",
+            &format!("/api/v1/agent/dossiers/{reference}/document-requests"),
+            json!({"kinds": ["passport"], "deadline": "2020-01-01"}),
+        )
+        .await;
     assert_eq!(bad.status(), 400);
     let nobody = app
-        .http
-        .get(format!("{}/api/v1/agent/dossiers/{reference}", app.base))
-        .send()
-        .await
-        .unwrap();
+        .get(&format!("/api/v1/agent/dossiers/{reference}"))
+        .await;
     assert_eq!(nobody.status(), 401);
     let instruction = env.db("instruction").await;
     assert_eq!(
@@ -497,8 +440,7 @@ async fn the_lifecycle_refuses_what_it_does_not_allow_and_documents_complete_a_f
         .await,
         1
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(holders_are_warned_once_before_their_title_expires);
@@ -559,22 +501,19 @@ async fn holders_are_warned_once_before_their_title_expires(backend: Backend) {
     );
     assert_eq!(body.family_name, "Benali");
     // Sweeps go on every second: still one alert, not one per sweep.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    app.two_more_sweeps().await;
     assert_eq!(count(&db, "SELECT count(*) FROM title_alerts").await, 1);
 
     // A favourable decision with the title granted: that title is watched too.
     let reference = file(&app, &renewal("Okafor", today() + Days::new(300))).await;
-    agent_post(
-        &app,
+    app.agent_post(
         "agent-1",
         "/api/v1/agent/queue/next",
         json!({"prefecture": "59"}),
     )
     .await;
     let granted_until = (today() + Days::new(4 * 365)).to_string();
-    let decided = agent_post(
-        &app,
-        "agent-1",
+    let decided = app.agent_post("agent-1",
         &format!("/api/v1/agent/dossiers/{reference}/decision"),
         json!({"favourable": true, "new_title": {"kind": "multi_year_card", "number": "FR59M9", "expires_on": granted_until}}),
     )
@@ -588,8 +527,7 @@ async fn holders_are_warned_once_before_their_title_expires(backend: Backend) {
         .await,
         1
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 /// Starts the mesh with the sweep at its default interval (five minutes):
@@ -599,20 +537,16 @@ async fn start_with_default_sweep(backend: Backend, horizon_days: i64) -> (TestE
     let mut config = env.config();
     assert_eq!(config.sweep_interval_s, 300, "the default sweep interval");
     config.attestation_horizon_days = horizon_days;
-    let app = App::start(&config).await;
+    let app = App::builder(&config).only(ONLINE).start().await;
     (env, app)
 }
 
 async fn status_of(app: &App, reference: &str, birth_date: &str) -> Value {
     let r = app
-        .http
-        .get(format!(
-            "{}/api/v1/dossiers/{reference}/status?birth_date={birth_date}",
-            app.base
+        .get(&format!(
+            "/api/v1/dossiers/{reference}/status?birth_date={birth_date}"
         ))
-        .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
 }
@@ -663,8 +597,7 @@ async fn a_complete_renewal_is_attested_when_it_is_recorded(backend: Backend) {
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["filed", "found_complete", "attestation_issued"]);
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(the_configured_horizon_decides_the_attestation_on_arrival);
@@ -682,8 +615,7 @@ async fn the_configured_horizon_decides_the_attestation_on_arrival(backend: Back
             expected,
             "horizon {horizon} days, title ending in 40 days"
         );
-        app.stop().await;
-        env.cleanup().await;
+        common::stop(app, env).await;
     }
 }
 
@@ -811,8 +743,7 @@ async fn the_legal_extension_covers_only_renewals_filed_in_time(backend: Backend
             "until": (today - Days::new(1)).to_string()
         }])
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(twins_are_proposed_to_an_agent_not_linked);
@@ -840,12 +771,8 @@ async fn twins_are_proposed_to_an_agent_not_linked(backend: Backend) {
         "two places"
     );
     let case: Value = app
-        .http
-        .get(format!("{}/api/v1/agent/dossiers/{b}", app.base))
-        .header("X-Agent-Id", "agent-7")
-        .send()
+        .agent_get("agent-7", &format!("/api/v1/agent/dossiers/{b}"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -863,16 +790,11 @@ async fn twins_are_proposed_to_an_agent_not_linked(backend: Backend) {
     // The same person filing again, given names in capitals: linked.
     let c = file(&app, &same).await;
     let case: Value = app
-        .http
-        .get(format!("{}/api/v1/agent/dossiers/{c}", app.base))
-        .header("X-Agent-Id", "agent-7")
-        .send()
+        .agent_get("agent-7", &format!("/api/v1/agent/dossiers/{c}"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(case["linked_to"], a.as_str());
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }

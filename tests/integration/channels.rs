@@ -2,9 +2,8 @@
 //! and REST: filings on behalf and at the desk join the one queue with web
 //! and postal filings, by legal filing date; a slot never takes more people
 //! than it has places; a report nobody answers is escalated on the clock.
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,14 +17,6 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn grpc(app: &App) -> Channel {
-    tonic::transport::Endpoint::from_shared(app.base.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
 
 fn person(name: &str) -> Value {
     let mut body = example("renewal-employee.json");
@@ -121,6 +112,27 @@ fn report_request(key: &str, (line1, postal_code, city): Address) -> pb::OpenRep
     }
 }
 
+/// The call centre and the desk, through the gateway's gRPC.
+async fn ccc_and_desk(app: &App) -> (CallCentreClient<Channel>, DeskClient<Channel>) {
+    let channel = app.grpc().await;
+    (
+        CallCentreClient::new(channel.clone()),
+        DeskClient::new(channel),
+    )
+}
+
+/// A report opened by the call centre (`report_request`).
+async fn open_report(
+    ccc: &mut CallCentreClient<Channel>,
+    key: &str,
+    address: Address,
+) -> pb::Report {
+    ccc.open_report(report_request(key, address))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// A phone booking at `site` by a prefecture agent, for `report_id` ("" for none).
 fn booking(site: &str, at: chrono::DateTime<Utc>, report_id: &str, key: &str) -> pb::BookRequest {
     pb::BookRequest {
@@ -149,28 +161,35 @@ fn offer_appointment(report_id: &str, appointment_id: &str) -> pb::OfferAlternat
     }
 }
 
-/// The fields a refusal names.
-fn fields_of(status: &tonic::Status) -> Vec<String> {
-    guichet_kit::ServiceError::from_status(status)
-        .violations
-        .into_iter()
-        .map(|v| v.field)
-        .collect()
+/// The slot of `site` that starts `at`, as the desk lists it.
+async fn slot_at(
+    desk: &mut DeskClient<Channel>,
+    site: &str,
+    at: chrono::DateTime<Utc>,
+) -> pb::Slot {
+    let day = guichet_dossier::desk::to_local(at).date();
+    desk.list_slots(pb::ListSlotsRequest {
+        site_id: site.into(),
+        date: Some(guichet_proto::convert::date_to_pb(day)),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .slots
+    .into_iter()
+    .find(|s| {
+        s.starts_at
+            .as_ref()
+            .and_then(guichet_proto::convert::timestamp_from_pb)
+            == Some(at)
+    })
+    .unwrap_or_else(|| panic!("no slot at {at} in {site}"))
 }
 
 /// `POST /api/v1/agent/reports/{id}/alternative`: its status and body.
 async fn offer_by_rest(app: &App, report_id: &str, body: Value) -> (u16, Value) {
-    let r = app
-        .http
-        .post(format!(
-            "{}/api/v1/agent/reports/{report_id}/alternative",
-            app.base
-        ))
-        .header("X-Agent-Id", "pref-59")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let path = format!("/api/v1/agent/reports/{report_id}/alternative");
+    let r = app.agent_post("pref-59", &path, body).await;
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
@@ -208,15 +227,7 @@ fn next_slot() -> chrono::DateTime<Utc> {
 }
 
 async fn queue_references(app: &App) -> Vec<(String, String)> {
-    let r: Vec<Value> = app
-        .http
-        .get(format!("{}/api/v1/queue?prefecture=59", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Vec<Value> = app.get_json("/api/v1/queue?prefecture=59").await;
     r.iter()
         .map(|e| {
             (
@@ -231,11 +242,8 @@ on_both_backends!(filings_on_behalf_and_at_the_desk_sort_with_web_filings_by_leg
 async fn filings_on_behalf_and_at_the_desk_sort_with_web_filings_by_legal_filing_date(
     backend: Backend,
 ) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
-    let channel = grpc(&app).await;
-    let mut ccc = CallCentreClient::new(channel.clone());
-    let mut desk = DeskClient::new(channel);
+    let (env, app) = common::mesh_on(backend).await;
+    let (mut ccc, mut desk) = ccc_and_desk(&app).await;
     desk.upsert_site(lille(4, 1)).await.unwrap();
 
     // Filed in this order: call centre, web, desk; and a letter postmarked
@@ -326,15 +334,13 @@ async fn filings_on_behalf_and_at_the_desk_sort_with_web_filings_by_legal_filing
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     assert_eq!(queue_references(&app).await.len(), 4);
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(fifty_concurrent_bookings_of_a_ten_place_slot_give_exactly_ten);
 async fn fifty_concurrent_bookings_of_a_ten_place_slot_give_exactly_ten(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
-    let channel = grpc(&app).await;
+    let (env, app) = common::mesh_on(backend).await;
+    let channel = app.grpc().await;
     let mut desk = DeskClient::new(channel.clone());
     desk.upsert_site(lille(10, 0)).await.unwrap();
     let slot = next_slot();
@@ -372,38 +378,18 @@ async fn fifty_concurrent_bookings_of_a_ten_place_slot_give_exactly_ten(backend:
         }
     }
     assert_eq!((booked, full), (10, 40));
-    let day = guichet_dossier::desk::to_local(slot).date();
-    let slots = desk
-        .list_slots(pb::ListSlotsRequest {
-            site_id: "59-lille".into(),
-            date: Some(guichet_proto::convert::date_to_pb(day)),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .slots;
-    let nine = slots
-        .iter()
-        .find(|s| {
-            s.starts_at
-                .as_ref()
-                .and_then(guichet_proto::convert::timestamp_from_pb)
-                == Some(slot)
-        })
-        .unwrap();
+    let nine = slot_at(&mut desk, "59-lille", slot).await;
     assert_eq!((nine.places, nine.booked, nine.free), (10, 10, 0));
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_desk);
 async fn appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_desk(
     backend: Backend,
 ) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
-    let mut desk = DeskClient::new(grpc(&app).await);
+    let (env, app) = common::mesh_on(backend).await;
+    let mut desk = DeskClient::new(app.grpc().await);
     // Two places a slot, one of them kept for reports.
     desk.upsert_site(lille(2, 1)).await.unwrap();
     let slot = next_slot();
@@ -434,25 +420,25 @@ async fn appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_de
         phone: "06 11 22 33 44".into(),
         email: String::new(),
     };
-    let by_phone = desk
-        .book(pb::BookRequest {
-            site_id: "59-lille".into(),
-            starts_at: Some(guichet_proto::convert::timestamp_to_pb(slot)),
-            person: Some(person("Martin")),
-            route: pb::BookingRoute::Phone as i32,
-            booked_by: "ccc-agent-1".into(),
-            report_id: String::new(),
-            idempotency_key: "phone-1".into(),
-        })
-        .await
-        .unwrap_err();
+    // An ordinary phone booking for Martin at 09:00, by the call centre.
+    let phone_booking = |key: &str| pb::BookRequest {
+        site_id: "59-lille".into(),
+        starts_at: Some(guichet_proto::convert::timestamp_to_pb(slot)),
+        person: Some(person("Martin")),
+        route: pb::BookingRoute::Phone as i32,
+        booked_by: "ccc-agent-1".into(),
+        report_id: String::new(),
+        idempotency_key: key.into(),
+    };
+    let by_phone = desk.book(phone_booking("phone-1")).await.unwrap_err();
     assert_eq!(by_phone.code(), tonic::Code::FailedPrecondition);
     // ...but the place kept for reports goes to a blocked person's alternative.
-    let report = CallCentreClient::new(grpc(&app).await)
-        .open_report(report_request("report-1", LILLE_ADDRESS))
-        .await
-        .unwrap()
-        .into_inner();
+    let report = open_report(
+        &mut CallCentreClient::new(app.grpc().await),
+        "report-1",
+        LILLE_ADDRESS,
+    )
+    .await;
     let for_report = desk
         .book(pb::BookRequest {
             site_id: "59-lille".into(),
@@ -471,37 +457,20 @@ async fn appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_de
     // The person online moves theirs half an hour later; the place frees up
     // and a phone booking now fits.
     let moved = app
-        .http
-        .post(format!("{}/api/v1/appointments/{online_id}/move", app.base))
-        .json(&json!({"starts_at": later.to_rfc3339()}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            &format!("/api/v1/appointments/{online_id}/move"),
+            &json!({"starts_at": later.to_rfc3339()}),
+        )
+        .await;
     assert_eq!(moved.status(), 200);
     let phone = desk
-        .book(pb::BookRequest {
-            site_id: "59-lille".into(),
-            starts_at: Some(guichet_proto::convert::timestamp_to_pb(slot)),
-            person: Some(person("Martin")),
-            route: pb::BookingRoute::Phone as i32,
-            booked_by: "ccc-agent-1".into(),
-            report_id: String::new(),
-            idempotency_key: "phone-2".into(),
-        })
+        .book(phone_booking("phone-2"))
         .await
         .unwrap()
         .into_inner();
     // The same request again is the same appointment, not a second place.
     let again = desk
-        .book(pb::BookRequest {
-            site_id: "59-lille".into(),
-            starts_at: Some(guichet_proto::convert::timestamp_to_pb(slot)),
-            person: Some(person("Martin")),
-            route: pb::BookingRoute::Phone as i32,
-            booked_by: "ccc-agent-1".into(),
-            report_id: String::new(),
-            idempotency_key: "phone-2".into(),
-        })
+        .book(phone_booking("phone-2"))
         .await
         .unwrap()
         .into_inner();
@@ -539,25 +508,15 @@ async fn appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_de
 
     let day = guichet_dossier::desk::to_local(slot).date();
     let free: Vec<Value> = app
-        .http
-        .get(format!(
-            "{}/api/v1/sites/59-lille/slots?date={day}",
-            app.base
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/v1/sites/59-lille/slots?date={day}"))
+        .await;
     // 09:00 has its open place free again (the report's place is taken);
     // 09:30 has the moved appointment.
     let at = |t: chrono::DateTime<Utc>| free.iter().find(|s| s["starts_at"] == t.to_rfc3339());
     assert_eq!(at(slot).map(|s| s["free"].clone()), Some(json!(1)));
     assert_eq!(at(later), None, "09:30 is full to online bookings");
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(a_report_unanswered_past_its_deadline_is_escalated_and_shows_as_overdue);
@@ -566,10 +525,8 @@ async fn a_report_unanswered_past_its_deadline_is_escalated_and_shows_as_overdue
     let mut config = env.config();
     config.sweep_interval_s = 1;
     let clock = Arc::new(ShiftedClock::default());
-    let app = App::start_with(&config, clock.clone()).await;
-    let channel = grpc(&app).await;
-    let mut ccc = CallCentreClient::new(channel.clone());
-    let mut desk = DeskClient::new(channel);
+    let app = App::builder(&config).clock(clock.clone()).start().await;
+    let (mut ccc, mut desk) = ccc_and_desk(&app).await;
 
     let open = |key: &str| pb::OpenReportRequest {
         category: pb::ReportCategory::AppointmentImpossible as i32,
@@ -737,8 +694,7 @@ async fn a_report_unanswered_past_its_deadline_is_escalated_and_shows_as_overdue
     assert_eq!(seen["state"], "closed");
     assert_eq!(seen["alternative"], "paper_kit");
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 /// A call-centre client written in Python from `proto/` alone, with grpcio:
@@ -746,8 +702,7 @@ async fn a_report_unanswered_past_its_deadline_is_escalated_and_shows_as_overdue
 /// gateway's reflection and files on behalf of a caller.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_client_built_from_the_protos_files_through_the_gateway() {
-    let env = TestEnv::on(Backend::Servers).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(Backend::Servers).await;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let address = app.base.trim_start_matches("http://").to_string();
     let output = tokio::task::spawn_blocking(move || {
@@ -794,8 +749,7 @@ async fn a_python_client_built_from_the_protos_files_through_the_gateway() {
     })
     .await;
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(an_alternative_must_be_an_appointment_that_exists_for_the_report);
@@ -804,24 +758,13 @@ on_both_backends!(an_alternative_must_be_an_appointment_that_exists_for_the_repo
 /// and REST, naming `appointment_id`; the real one is accepted, and a report
 /// closes only while the appointment offered stands.
 async fn an_alternative_must_be_an_appointment_that_exists_for_the_report(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
-    let channel = grpc(&app).await;
-    let mut ccc = CallCentreClient::new(channel.clone());
-    let mut desk = DeskClient::new(channel);
+    let (env, app) = common::mesh_on(backend).await;
+    let (mut ccc, mut desk) = ccc_and_desk(&app).await;
     desk.upsert_site(lille(4, 1)).await.unwrap();
     desk.upsert_site(arras(4, 1)).await.unwrap();
     let slot = next_slot();
-    let report = ccc
-        .open_report(report_request("lille-1", LILLE_ADDRESS))
-        .await
-        .unwrap()
-        .into_inner();
-    let in_arras = ccc
-        .open_report(report_request("arras-1", ARRAS_ADDRESS))
-        .await
-        .unwrap()
-        .into_inner();
+    let report = open_report(&mut ccc, "lille-1", LILLE_ADDRESS).await;
+    let in_arras = open_report(&mut ccc, "arras-1", ARRAS_ADDRESS).await;
     assert_eq!(in_arras.prefecture, "62");
 
     // An id nobody booked.
@@ -830,7 +773,7 @@ async fn an_alternative_must_be_an_appointment_that_exists_for_the_report(backen
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
-    assert_eq!(fields_of(&refused), ["appointment_id"]);
+    assert_eq!(common::refused_fields(&refused), ["appointment_id"]);
     let (status, body) = offer_by_rest(
         &app,
         &report.id,
@@ -881,7 +824,11 @@ async fn an_alternative_must_be_an_appointment_that_exists_for_the_report(backen
             tonic::Code::FailedPrecondition,
             "{what}: {refused:?}"
         );
-        assert_eq!(fields_of(&refused), ["appointment_id"], "{what}");
+        assert_eq!(
+            common::refused_fields(&refused),
+            ["appointment_id"],
+            "{what}"
+        );
         assert!(refused.message().contains(what), "{what}: {refused:?}");
         let (status, body) = offer_by_rest(
             &app,
@@ -934,11 +881,7 @@ async fn an_alternative_must_be_an_appointment_that_exists_for_the_report(backen
 
     // An appointment offered then cancelled does not close a report: another
     // alternative is offered first.
-    let other = ccc
-        .open_report(report_request("lille-2", LILLE_ADDRESS))
-        .await
-        .unwrap()
-        .into_inner();
+    let other = open_report(&mut ccc, "lille-2", LILLE_ADDRESS).await;
     let offered = desk
         .book(booking(
             "59-lille",
@@ -972,7 +915,7 @@ async fn an_alternative_must_be_an_appointment_that_exists_for_the_report(backen
         tonic::Code::FailedPrecondition,
         "{refused:?}"
     );
-    assert_eq!(fields_of(&refused), ["appointment_id"]);
+    assert_eq!(common::refused_fields(&refused), ["appointment_id"]);
     let again = desk
         .book(booking(
             "59-lille",
@@ -992,8 +935,7 @@ async fn an_alternative_must_be_an_appointment_that_exists_for_the_report(backen
     let closed = ccc.record_outcome(closing).await.unwrap().into_inner();
     assert_eq!(closed.state, pb::ReportState::Closed as i32);
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(a_kept_place_is_booked_only_for_a_real_open_report_of_the_sites_prefecture);
@@ -1003,24 +945,13 @@ on_both_backends!(a_kept_place_is_booked_only_for_a_real_open_report_of_the_site
 async fn a_kept_place_is_booked_only_for_a_real_open_report_of_the_sites_prefecture(
     backend: Backend,
 ) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
-    let channel = grpc(&app).await;
-    let mut ccc = CallCentreClient::new(channel.clone());
-    let mut desk = DeskClient::new(channel);
+    let (env, app) = common::mesh_on(backend).await;
+    let (mut ccc, mut desk) = ccc_and_desk(&app).await;
     // One open place and one kept for reports.
     desk.upsert_site(lille(2, 1)).await.unwrap();
     let slot = next_slot();
-    let in_arras = ccc
-        .open_report(report_request("arras-1", ARRAS_ADDRESS))
-        .await
-        .unwrap()
-        .into_inner();
-    let closed = ccc
-        .open_report(report_request("closed-1", LILLE_ADDRESS))
-        .await
-        .unwrap()
-        .into_inner();
+    let in_arras = open_report(&mut ccc, "arras-1", ARRAS_ADDRESS).await;
+    let closed = open_report(&mut ccc, "closed-1", LILLE_ADDRESS).await;
     let kit = pb::OfferAlternativeRequest {
         id: closed.id.clone(),
         kind: pb::AlternativeKind::PaperKit as i32,
@@ -1064,7 +995,7 @@ async fn a_kept_place_is_booked_only_for_a_real_open_report_of_the_sites_prefect
             .await
             .unwrap_err();
         assert_eq!(refused.code(), code, "{what}: {refused:?}");
-        assert_eq!(fields_of(&refused), ["report_id"], "{what}");
+        assert_eq!(common::refused_fields(&refused), ["report_id"], "{what}");
         assert!(refused.message().contains(what), "{what}: {refused:?}");
         let (status, body) =
             book_by_rest(&app, "59-lille", slot, report_id, &format!("rest-{i}")).await;
@@ -1076,11 +1007,7 @@ async fn a_kept_place_is_booked_only_for_a_real_open_report_of_the_sites_prefect
     // place to a real report of the Nord, booked online through REST.
     let (status, body) = book_by_rest(&app, "59-lille", slot, "", "ordinary").await;
     assert_eq!(status, 201, "{body}");
-    let real = ccc
-        .open_report(report_request("lille-1", LILLE_ADDRESS))
-        .await
-        .unwrap()
-        .into_inner();
+    let real = open_report(&mut ccc, "lille-1", LILLE_ADDRESS).await;
     let (status, body) = book_by_rest(&app, "59-lille", slot, &real.id, "for-report").await;
     assert_eq!(status, 201, "{body}");
     let booked = desk
@@ -1095,8 +1022,7 @@ async fn a_kept_place_is_booked_only_for_a_real_open_report_of_the_sites_prefect
     let (status, again) = book_by_rest(&app, "59-lille", slot, &real.id, "for-report").await;
     assert_eq!((status, &again["id"]), (201, &body["id"]));
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(a_paper_kit_offered_is_a_prefilled_form_listed_for_posting);
@@ -1105,34 +1031,20 @@ on_both_backends!(a_paper_kit_offered_is_a_prefilled_form_listed_for_posting);
 /// the report's id; once per offer, however often the event is delivered.
 /// A kit with no address to post it to is refused, naming `kit_sent_to`.
 async fn a_paper_kit_offered_is_a_prefilled_form_listed_for_posting(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
-    let mut ccc = CallCentreClient::new(grpc(&app).await);
+    let (env, app) = common::mesh_on(backend).await;
+    let mut ccc = CallCentreClient::new(app.grpc().await);
     let letters_of = |reference: String| {
         let app = &app;
         async move {
             let letters: Vec<Value> = app
-                .http
-                .get(format!(
-                    "{}/api/v1/postal/letters?reference={reference}",
-                    app.base
-                ))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+                .get_json(&format!("/api/v1/postal/letters?reference={reference}"))
+                .await;
             letters
         }
     };
 
     // Only a postal code on file, and no address given: nothing to post to.
-    let unaddressed = ccc
-        .open_report(report_request("no-address", POSTAL_CODE_ONLY))
-        .await
-        .unwrap()
-        .into_inner();
+    let unaddressed = open_report(&mut ccc, "no-address", POSTAL_CODE_ONLY).await;
     let kit = |id: &str| pb::OfferAlternativeRequest {
         id: id.into(),
         kind: pb::AlternativeKind::PaperKit as i32,
@@ -1145,7 +1057,7 @@ async fn a_paper_kit_offered_is_a_prefilled_form_listed_for_posting(backend: Bac
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
-    assert_eq!(fields_of(&refused), ["kit_sent_to"]);
+    assert_eq!(common::refused_fields(&refused), ["kit_sent_to"]);
     let (status, body) = offer_by_rest(&app, &unaddressed.id, json!({"kind": "paper_kit"})).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["errors"][0]["field"], "kit_sent_to", "{body}");
@@ -1160,11 +1072,7 @@ async fn a_paper_kit_offered_is_a_prefilled_form_listed_for_posting(backend: Bac
     assert_eq!(body["errors"][0]["field"], "kit_sent_to.line1", "{body}");
 
     // Offered through REST to the address on the report.
-    let report = ccc
-        .open_report(report_request("kit-1", LILLE_ADDRESS))
-        .await
-        .unwrap()
-        .into_inner();
+    let report = open_report(&mut ccc, "kit-1", LILLE_ADDRESS).await;
     let (status, body) = offer_by_rest(&app, &report.id, json!({"kind": "paper_kit"})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["alternative"], "paper_kit");
@@ -1230,11 +1138,7 @@ async fn a_paper_kit_offered_is_a_prefilled_form_listed_for_posting(backend: Bac
         prost::Message::encode_to_vec(&event),
     );
     assert!(app.mesh.bus.publish(&[again]).await[0].is_ok());
-    let next = ccc
-        .open_report(report_request("kit-2", LILLE_ADDRESS))
-        .await
-        .unwrap()
-        .into_inner();
+    let next = open_report(&mut ccc, "kit-2", LILLE_ADDRESS).await;
     ccc.offer_alternative(kit(&next.id)).await.unwrap();
     eventually(WAIT, "the next kit in the print list", || async {
         (letters_of(next.id.clone()).await.len() == 1).then_some(())
@@ -1243,8 +1147,7 @@ async fn a_paper_kit_offered_is_a_prefilled_form_listed_for_posting(backend: Bac
     assert_eq!(letters_of(report.id.clone()).await.len(), 1);
     assert!(letters_of(unaddressed.id.clone()).await.is_empty());
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(an_unreachable_peer_makes_an_offer_or_a_kept_booking_unavailable_not_accepted);
@@ -1269,11 +1172,10 @@ async fn an_unreachable_peer_makes_an_offer_or_a_kept_booking_unavailable_not_ac
     let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
     let (pan_listener, pan_addr) = guichet_kit::grpc::bind(any).await.unwrap();
     let to_desk = common::proxy::Proxy::start(pan_addr).await;
-    let nowhere = "http://127.0.0.1:9";
     let ccc = guichet_intake_ccc::start(
         &config,
         any,
-        nowhere,
+        &common::not_started().instruction,
         &guichet_kit::grpc::url_of(to_desk.addr),
         &shared,
     )
@@ -1288,38 +1190,20 @@ async fn an_unreachable_peer_makes_an_offer_or_a_kept_booking_unavailable_not_ac
     )
     .await
     .unwrap();
-    let gateway = guichet_gateway::start(
-        &config,
-        any,
-        guichet_gateway::Targets {
-            intake_web: nowhere.into(),
-            instruction: nowhere.into(),
-            intake_ccc: guichet_kit::grpc::url_of(ccc.grpc_addr),
-            intake_pan: guichet_kit::grpc::url_of(pan_addr),
-            intake_postal: nowhere.into(),
-        },
-        shared.clock.clone(),
-        shared.metrics.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let targets = guichet_gateway::Targets {
+        intake_ccc: guichet_kit::grpc::url_of(ccc.grpc_addr),
+        intake_pan: guichet_kit::grpc::url_of(pan_addr),
+        ..common::not_started()
+    };
+    let gateway = common::start_gateway(&config, targets, &shared).await;
     let base = format!("http://{}", gateway.http_addr);
-    let channel = tonic::transport::Endpoint::from_shared(base.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = common::grpc_channel(&base).await;
     let mut ccc_client = CallCentreClient::new(channel.clone());
     let mut desk = DeskClient::new(channel);
     let http = reqwest::Client::new();
     desk.upsert_site(lille(2, 1)).await.unwrap();
     let slot = next_slot();
-    let report = ccc_client
-        .open_report(report_request("lille-1", LILLE_ADDRESS))
-        .await
-        .unwrap()
-        .into_inner();
+    let report = open_report(&mut ccc_client, "lille-1", LILLE_ADDRESS).await;
     let appointment = desk
         .book(booking("59-lille", slot, &report.id, "booked-1"))
         .await
@@ -1374,25 +1258,7 @@ async fn an_unreachable_peer_makes_an_offer_or_a_kept_booking_unavailable_not_ac
     assert_eq!(still.state, pb::ReportState::Open as i32);
     // Nothing was booked either: the slot's kept place is taken by the
     // first booking only, and its open place is still free.
-    let day = guichet_dossier::desk::to_local(slot).date();
-    let slots = desk
-        .list_slots(pb::ListSlotsRequest {
-            site_id: "59-lille".into(),
-            date: Some(guichet_proto::convert::date_to_pb(day)),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .slots;
-    let nine = slots
-        .iter()
-        .find(|s| {
-            s.starts_at
-                .as_ref()
-                .and_then(guichet_proto::convert::timestamp_from_pb)
-                == Some(slot)
-        })
-        .unwrap();
+    let nine = slot_at(&mut desk, "59-lille", slot).await;
     assert_eq!((nine.booked, nine.free), (1, 1));
 
     // Back: the same offer goes through.

@@ -3,14 +3,13 @@
 //! them, uploaded as a stack with separator sheets, read, keyed, filed on
 //! the postmark date, answered by letter; a forged code and a letter that is
 //! not a filing go to keying with their reason and are routed, never lost.
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
 use chrono::{Days, NaiveDate};
-use common::{App, Backend, TestEnv, eventually};
+use common::{App, Backend, eventually};
 use guichet_intake_postal::corpus::{Distortion, distort};
 use guichet_intake_postal::{render, scan};
 use reqwest::multipart::{Form, Part};
@@ -43,37 +42,31 @@ async fn scanned(pdf: &[u8], seed: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
-async fn post_json(app: &App, path: &str, body: &Value) -> reqwest::Response {
-    app.http
-        .post(format!("{}{path}", app.base))
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn get(app: &App, path: &str) -> reqwest::Response {
-    app.http
-        .get(format!("{}{path}", app.base))
-        .send()
-        .await
-        .unwrap()
+/// What a form is pre-filled with for Amina `family_name`, of Lille.
+fn amina(family_name: &str) -> Value {
+    json!({
+        "family_name": family_name,
+        "given_names": "Amina",
+        "birth_date": "1990-05-14",
+        "nationality": "SEN",
+        "postal_code": "59000",
+    })
 }
 
 async fn form_pdf(app: &App, prefill: Value) -> Vec<u8> {
-    let r = post_json(
-        app,
-        "/api/v1/postal/forms",
-        &json!({"procedure": "renewal", "prefill": prefill}),
-    )
-    .await;
+    let r = app
+        .post_json(
+            "/api/v1/postal/forms",
+            &json!({"procedure": "renewal", "prefill": prefill}),
+        )
+        .await;
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
     assert_eq!(r.headers()["content-type"], "application/pdf");
     r.bytes().await.unwrap().to_vec()
 }
 
 async fn separator_page(app: &App) -> Vec<u8> {
-    let r = get(app, "/api/v1/postal/separators?count=1").await;
+    let r = app.get("/api/v1/postal/separators?count=1").await;
     assert_eq!(r.status(), 200);
     let pdf = r.bytes().await.unwrap();
     scanned(&pdf, 99).await.remove(0)
@@ -135,7 +128,8 @@ async fn upload(
 
 async fn read_batch(app: &App, id: &str) -> Value {
     eventually(READING, "the batch read", || async {
-        let b: Value = get(app, &format!("/api/v1/postal/batches/{id}"))
+        let b: Value = app
+            .get(&format!("/api/v1/postal/batches/{id}"))
             .await
             .json()
             .await
@@ -154,8 +148,7 @@ fn field<'a>(envelope: &'a Value, key: &str) -> Option<&'a Value> {
 
 on_both_backends!(a_stack_of_twenty_envelopes_becomes_twenty_dossiers);
 async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(backend).await;
     let today = chrono::Utc::now().date_naive();
     let received = today.checked_sub_days(Days::new(1)).unwrap();
 
@@ -177,17 +170,7 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
     let mut expected = Vec::new();
     for i in 0..20u64 {
         let name = format!("Postier{i:02}");
-        let pdf = form_pdf(
-            &app,
-            json!({
-                "family_name": name,
-                "given_names": "Amina",
-                "birth_date": "1990-05-14",
-                "nationality": "SEN",
-                "postal_code": "59000",
-            }),
-        )
-        .await;
+        let pdf = form_pdf(&app, amina(&name)).await;
         let enclosures = (i % 3) as usize;
         stack.push(separator.clone());
         stack.extend(scanned(&pdf, i).await);
@@ -215,7 +198,7 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
         assert_eq!(read["confidence"], 1.0);
     }
     assert_eq!(
-        get(&app, "/api/v1/postal/keying?limit=100")
+        app.get("/api/v1/postal/keying?limit=100")
             .await
             .json::<Value>()
             .await
@@ -230,24 +213,24 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
     let mut references = Vec::new();
     for (e, (name, _, legal_date)) in envelopes.iter().zip(&expected) {
         let id = e["id"].as_str().unwrap();
-        let r = post_json(
-            &app,
-            &format!("/api/v1/postal/envelopes/{id}/confirmation"),
-            &json!({
-                "operator_id": "mailroom-3",
-                "fields": {
-                    "motif": "employee",
-                    "address_line1": "3 rue de Paris",
-                    "city": "Lille",
-                    "email": if name.ends_with('0') { "amina@example.org" } else { "" },
-                    "title_kind": "temporary_card",
-                    "title_number": "FR59A7654321",
-                    "title_expires_on": "15/01/2027",
-                    "document_kinds": "passport",
-                },
-            }),
-        )
-        .await;
+        let r = app
+            .post_json(
+                &format!("/api/v1/postal/envelopes/{id}/confirmation"),
+                &json!({
+                    "operator_id": "mailroom-3",
+                    "fields": {
+                        "motif": "employee",
+                        "address_line1": "3 rue de Paris",
+                        "city": "Lille",
+                        "email": if name.ends_with('0') { "amina@example.org" } else { "" },
+                        "title_kind": "temporary_card",
+                        "title_number": "FR59A7654321",
+                        "title_expires_on": "15/01/2027",
+                        "document_kinds": "passport",
+                    },
+                }),
+            )
+            .await;
         assert_eq!(r.status(), 200, "{:?}", r.text().await);
         let filed: Value = r.json().await.unwrap();
         assert_eq!(filed["state"], "filed");
@@ -271,7 +254,8 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
     }
 
     // Nothing unaccounted for: every page is a separator or part of a dossier.
-    let batch: Value = get(&app, &format!("/api/v1/postal/batches/{batch_id}"))
+    let batch: Value = app
+        .get(&format!("/api/v1/postal/batches/{batch_id}"))
         .await
         .json()
         .await
@@ -295,7 +279,8 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
         WAIT,
         "the receipt and the missing-documents letter",
         || async {
-            let l: Vec<Value> = get(&app, &format!("/api/v1/postal/letters?reference={first}"))
+            let l: Vec<Value> = app
+                .get(&format!("/api/v1/postal/letters?reference={first}"))
                 .await
                 .json()
                 .await
@@ -317,21 +302,20 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
             .iter()
             .all(|l| l["emailed_to"] == "amina@example.org")
     );
-    let pdf = get(
-        &app,
-        &format!(
+    let pdf = app
+        .get(&format!(
             "/api/v1/postal/letters/{}",
             letters[0]["id"].as_str().unwrap()
-        ),
-    )
-    .await;
+        ))
+        .await;
     assert_eq!(pdf.headers()["content-type"], "application/pdf");
     assert!(pdf.bytes().await.unwrap().starts_with(b"%PDF-"));
     let mails = std::fs::read_dir(env.data_dir.join("mail"))
         .unwrap()
         .count();
     assert!(mails >= 2, "e-mail copies written: {mails}");
-    let all: Vec<Value> = get(&app, "/api/v1/postal/letters?limit=1000")
+    let all: Vec<Value> = app
+        .get("/api/v1/postal/letters?limit=1000")
         .await
         .json()
         .await
@@ -340,27 +324,25 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
     assert_eq!(receipts, 20);
 
     // Confirming again files nothing new.
-    let again = post_json(
-        &app,
-        &format!(
-            "/api/v1/postal/envelopes/{}/confirmation",
-            envelopes[0]["id"].as_str().unwrap()
-        ),
-        &json!({"operator_id": "mailroom-3"}),
-    )
-    .await;
+    let again = app
+        .post_json(
+            &format!(
+                "/api/v1/postal/envelopes/{}/confirmation",
+                envelopes[0]["id"].as_str().unwrap()
+            ),
+            &json!({"operator_id": "mailroom-3"}),
+        )
+        .await;
     assert_eq!(
         again.json::<Value>().await.unwrap()["reference"],
         json!(references[0].0)
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(a_forged_code_and_a_plain_letter_go_to_keying_with_their_reason);
 async fn a_forged_code_and_a_plain_letter_go_to_keying_with_their_reason(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(backend).await;
     let received = chrono::Utc::now().date_naive();
 
     // A genuine pre-filled form's code, read, then altered: the name is
@@ -433,32 +415,30 @@ async fn a_forged_code_and_a_plain_letter_go_to_keying_with_their_reason(backend
         ),
     ] {
         let id = e["id"].as_str().unwrap();
-        let r = post_json(
-            &app,
-            &format!("/api/v1/postal/envelopes/{id}/routing"),
-            &json!({"operator_id": "mailroom-1", "reason": reason, "destination": to}),
-        )
-        .await;
+        let r = app
+            .post_json(
+                &format!("/api/v1/postal/envelopes/{id}/routing"),
+                &json!({"operator_id": "mailroom-1", "reason": reason, "destination": to}),
+            )
+            .await;
         assert_eq!(r.status(), 200, "{:?}", r.text().await);
-        let again = post_json(
-            &app,
-            &format!("/api/v1/postal/envelopes/{id}/confirmation"),
-            &json!({"operator_id": "mailroom-1"}),
-        )
-        .await;
+        let again = app
+            .post_json(
+                &format!("/api/v1/postal/envelopes/{id}/confirmation"),
+                &json!({"operator_id": "mailroom-1"}),
+            )
+            .await;
         assert_eq!(again.status(), 409, "a routed envelope is not filed");
     }
-    let batch: Value = get(
-        &app,
-        &format!(
+    let batch: Value = app
+        .get(&format!(
             "/api/v1/postal/batches/{}",
             uploaded["batch_id"].as_str().unwrap()
-        ),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
     let outcomes: Vec<&str> = batch["pages"]
         .as_array()
         .unwrap()
@@ -474,36 +454,36 @@ async fn a_forged_code_and_a_plain_letter_go_to_keying_with_their_reason(backend
         ]
     );
     assert_eq!(
-        get(&app, "/api/v1/postal/keying")
+        app.get("/api/v1/postal/keying")
             .await
             .json::<Value>()
             .await
             .unwrap(),
         json!([])
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_uploads_are_refused_with_the_field_at_fault() {
-    let env = TestEnv::on(Backend::Embedded).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(Backend::Embedded).await;
     let send = |form: Form| {
         app.http
             .post(format!("{}/api/v1/postal/batches", app.base))
             .multipart(form)
             .send()
     };
-    let png = Part::bytes(b"not a png".to_vec())
-        .file_name("a.png")
-        .mime_str("image/png")
-        .unwrap();
+    let not_a_png = || {
+        Part::bytes(b"not a png".to_vec())
+            .file_name("a.png")
+            .mime_str("image/png")
+            .unwrap()
+    };
     let r = send(
         Form::new()
             .text("reception_date", "2026-13-40")
             .text("postmark_date", "tomorrow")
-            .part("page", png),
+            .part("page", not_a_png()),
     )
     .await
     .unwrap();
@@ -521,15 +501,11 @@ async fn bad_uploads_are_refused_with_the_field_at_fault() {
         "{body}"
     );
 
-    let garbage = Part::bytes(b"not a png".to_vec())
-        .file_name("a.png")
-        .mime_str("image/png")
-        .unwrap();
     let r = send(
         Form::new()
             .text("station_id", "s1")
             .text("reception_date", "2026-11-02")
-            .part("page", garbage),
+            .part("page", not_a_png()),
     )
     .await
     .unwrap();
@@ -537,15 +513,13 @@ async fn bad_uploads_are_refused_with_the_field_at_fault() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["errors"][0]["field"], "files[0]", "{body}");
     assert!(
-        body["errors"][0]["problem"]
-            .as_str()
-            .unwrap()
-            .contains("not a readable PNG"),
+        common::first_problem(&body).contains("not a readable PNG"),
         "{body}"
     );
 
     // A PDF straight from a scanner's software is split into its pages.
-    let pdf = get(&app, "/api/v1/postal/separators?count=3")
+    let pdf = app
+        .get("/api/v1/postal/separators?count=3")
         .await
         .bytes()
         .await
@@ -566,25 +540,25 @@ async fn bad_uploads_are_refused_with_the_field_at_fault() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["pages"].as_array().unwrap().len(), 3);
 
-    let r = post_json(
-        &app,
-        "/api/v1/postal/forms",
-        &json!({"prefill": {"shoe_size": "42"}}),
-    )
-    .await;
+    let r = app
+        .post_json(
+            "/api/v1/postal/forms",
+            &json!({"prefill": {"shoe_size": "42"}}),
+        )
+        .await;
     assert_eq!(r.status(), 400);
     assert_eq!(
         r.json::<Value>().await.unwrap()["errors"][0]["field"],
         "prefill.shoe_size"
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 /// A letter's text as printed: its PDF through `pdftotext` (poppler-utils),
 /// words joined by single spaces so a wrapped sentence reads whole.
 async fn letter_text(app: &App, id: &str) -> String {
-    let pdf = get(app, &format!("/api/v1/postal/letters/{id}"))
+    let pdf = app
+        .get(&format!("/api/v1/postal/letters/{id}"))
         .await
         .bytes()
         .await
@@ -617,14 +591,12 @@ async fn letter_of(app: &App, reference: &str, kind: &str) -> Value {
         WAIT,
         &format!("the {kind} letter of {reference}"),
         || async {
-            let letters: Vec<Value> = get(
-                app,
-                &format!("/api/v1/postal/letters?reference={reference}"),
-            )
-            .await
-            .json()
-            .await
-            .ok()?;
+            let letters: Vec<Value> = app
+                .get(&format!("/api/v1/postal/letters?reference={reference}"))
+                .await
+                .json()
+                .await
+                .ok()?;
             letters.into_iter().find(|l| l["kind"] == kind)
         },
     )
@@ -651,8 +623,7 @@ on_both_backends!(
 async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_their_dates(
     backend: Backend,
 ) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(backend).await;
     let today = chrono::Utc::now().date_naive();
     let tomorrow = today.checked_add_days(Days::new(1)).unwrap();
 
@@ -662,17 +633,7 @@ async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_t
     let separator = separator_page(&app).await;
     let mut stack = Vec::new();
     for (i, name) in ["Ancien", "Futur"].iter().enumerate() {
-        let pdf = form_pdf(
-            &app,
-            json!({
-                "family_name": name,
-                "given_names": "Amina",
-                "birth_date": "1990-05-14",
-                "nationality": "SEN",
-                "postal_code": "59000",
-            }),
-        )
-        .await;
+        let pdf = form_pdf(&app, amina(name)).await;
         stack.push(separator.clone());
         stack.extend(scanned(&pdf, 40 + i as u64).await);
     }
@@ -704,7 +665,7 @@ async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_t
     let confirm = |id: &str, body: Value| {
         let path = format!("/api/v1/postal/envelopes/{id}/confirmation");
         let app = &app;
-        async move { post_json(app, &path, &body).await }
+        async move { app.post_json(&path, &body).await }
     };
 
     let mut references = Vec::new();
@@ -729,7 +690,8 @@ async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_t
             json!(e["postmark_date"])
         );
         // It waits in the keying list, for another operator.
-        let keying: Vec<Value> = get(&app, "/api/v1/postal/keying?limit=100")
+        let keying: Vec<Value> = app
+            .get("/api/v1/postal/keying?limit=100")
             .await
             .json()
             .await
@@ -767,7 +729,8 @@ async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_t
         assert_eq!(filed["state"], "filed");
         let reference = filed["reference"].as_str().unwrap().to_string();
         // Both operators and the reason, in the envelope's history.
-        let envelope: Value = get(&app, &format!("/api/v1/postal/envelopes/{id}"))
+        let envelope: Value = app
+            .get(&format!("/api/v1/postal/envelopes/{id}"))
             .await
             .json()
             .await
@@ -867,6 +830,5 @@ async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_t
         )),
         "{text}"
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }

@@ -1,19 +1,17 @@
 //! What operators see: `/metrics` moves by exactly what happened, per
 //! channel, and the equity report compares the channels on the same measures.
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
 use chrono::{Days, Utc};
-use common::{App, Backend, TestEnv, eventually, example};
+use common::{Backend, eventually, example};
 use serde_json::{Value, json};
 
 on_both_backends!(metrics_move_by_exactly_the_filings_of_each_channel);
 async fn metrics_move_by_exactly_the_filings_of_each_channel(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(backend).await;
     let today = Utc::now().date_naive();
     let series = [
         r#"guichet_filings_accepted_total{channel="web"}"#,
@@ -70,14 +68,12 @@ async fn metrics_move_by_exactly_the_filings_of_each_channel(backend: Backend) {
         0.0
     );
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(the_equity_report_compares_every_channel_on_the_same_measures);
 async fn the_equity_report_compares_every_channel_on_the_same_measures(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(backend).await;
     let today = Utc::now().date_naive();
     // Ten different people (the same person twice would be one linked file).
     let person = |name: String| {
@@ -146,19 +142,9 @@ async fn the_equity_report_compares_every_channel_on_the_same_measures(backend: 
             "best": 0.0,
         }])
     );
-    let bad = app
-        .http
-        .get(format!("{}/api/v1/equity?margin=-1", app.base))
-        .send()
-        .await
-        .unwrap();
+    let bad = app.get("/api/v1/equity?margin=-1").await;
     assert_eq!(bad.status(), 400);
-    let page = app
-        .http
-        .get(format!("{}/ops", app.base))
-        .send()
-        .await
-        .unwrap();
+    let page = app.get("/ops").await;
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(html.contains("Equity between channels"), "{html}");
@@ -167,6 +153,5 @@ async fn the_equity_report_compares_every_channel_on_the_same_measures(backend: 
         "the flagged cell is marked: {html}"
     );
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }

@@ -5,15 +5,14 @@
 //! instruction dead-letters, with the reason, a dossier from any channel
 //! that says it was filed tomorrow. A date that is no date, in any filter
 //! or query, is a 400 / INVALID_ARGUMENT naming it, never a filter dropped.
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{Days, Utc};
-use common::{App, Backend, TestEnv, eventually, example};
+use common::{Backend, eventually, example};
 use guichet_dossier::calendar::paris_date;
 use guichet_dossier::filing::RawProvenance;
 use guichet_dossier::{Channel, Dossier, Filing, RawFiling, Reference};
@@ -51,18 +50,11 @@ fn wire(provenance: &RawProvenance, today: chrono::NaiveDate) -> pb::Filing {
     guichet_proto::convert::filing_to_pb(&filing)
 }
 
-async fn channel(addr: String) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(addr)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
+/// The fields an `INVALID_ARGUMENT` refusal names.
 fn refused_fields(status: &tonic::Status) -> Vec<String> {
     let e = ServiceError::from_status(status);
     assert_eq!(e.kind, ErrorKind::InvalidInput, "{status:?}");
-    e.violations.into_iter().map(|v| v.field).collect()
+    common::refused_fields(status)
 }
 
 fn receipt_date(receipt: Option<pb::Receipt>) -> chrono::NaiveDate {
@@ -74,8 +66,7 @@ fn receipt_date(receipt: Option<pb::Receipt>) -> chrono::NaiveDate {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_channel_files_a_dossier_dated_after_today() {
-    let env = TestEnv::on(Backend::Embedded).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(Backend::Embedded).await;
     let today = paris_date(Utc::now());
     let tomorrow = today.checked_add_days(Days::new(1)).unwrap();
 
@@ -86,8 +77,9 @@ async fn no_channel_files_a_dossier_dated_after_today() {
     assert_eq!(receipt["legal_filing_date"], today.to_string());
     // ...and the only way a web filing could bring a date of its own, a
     // provenance (here a postal one, received tomorrow), is refused.
-    let mut web =
-        OnlineIntakeClient::new(channel(guichet_kit::grpc::url_of(app.mesh.intake_web_addr)).await);
+    let mut web = OnlineIntakeClient::new(
+        common::grpc_channel(&guichet_kit::grpc::url_of(app.mesh.intake_web_addr)).await,
+    );
     let refused = web
         .submit_filing(pb::SubmitFilingRequest {
             filing: Some(wire(&postal(tomorrow), tomorrow)),
@@ -99,7 +91,7 @@ async fn no_channel_files_a_dossier_dated_after_today() {
 
     // Call centre and desk, through the gateway: dated by the service's
     // clock whatever the caller's software says.
-    let grpc = channel(app.base.clone()).await;
+    let grpc = app.grpc().await;
     let answer = CallCentreClient::new(grpc.clone())
         .file_on_behalf(pb::FileOnBehalfRequest {
             filing: Some(wire(&postal(tomorrow), tomorrow)),
@@ -165,20 +157,15 @@ async fn no_channel_files_a_dossier_dated_after_today() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["errors"][0]["field"], "reception_date", "{body}");
     assert!(
-        body["errors"][0]["problem"]
-            .as_str()
-            .unwrap()
-            .contains("in the future"),
+        common::first_problem(&body).contains("in the future"),
         "{body}"
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(instruction_dead_letters_a_dossier_dated_after_today);
 async fn instruction_dead_letters_a_dossier_dated_after_today(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(backend).await;
     let now = Utc::now();
     let today = paris_date(now);
     let tomorrow = today.checked_add_days(Days::new(1)).unwrap();
@@ -269,14 +256,12 @@ async fn instruction_dead_letters_a_dossier_dated_after_today(backend: Backend) 
         (app.metric(&series).await == 4.0).then_some(())
     })
     .await;
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_date_that_is_no_date_is_refused_by_name_in_every_filter() {
-    let env = TestEnv::on(Backend::Embedded).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(Backend::Embedded).await;
     let r = app.file(&example("renewal-employee.json"), None).await;
     assert_eq!(r.status(), 201);
     let reference = r.json::<Value>().await.unwrap()["reference"]
@@ -303,31 +288,18 @@ async fn a_date_that_is_no_date_is_refused_by_name_in_every_filter() {
         ),
         ("/api/v1/sites/59-lille/slots?date=2026-13-01", "date"),
     ] {
-        let r = app
-            .http
-            .get(format!("{}{path}", app.base))
-            .send()
-            .await
-            .unwrap();
+        let r = app.get(path).await;
         assert_eq!(r.status(), 400, "{path}");
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["errors"][0]["field"], field, "{path}: {body}");
     }
     // A real date filters: the filing just made ends its cover later.
-    let r = app
-        .http
-        .get(format!(
-            "{}/api/v1/queue?cover_ends_before=2026-12-01",
-            app.base
-        ))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/api/v1/queue?cover_ends_before=2026-12-01").await;
     assert_eq!(r.status(), 200);
 
     // The same through gRPC, on instruction's own address.
     let mut reader = InstructionReaderClient::new(
-        channel(guichet_kit::grpc::url_of(app.mesh.instruction_addr)).await,
+        common::grpc_channel(&guichet_kit::grpc::url_of(app.mesh.instruction_addr)).await,
     );
     let refused = reader
         .list_queue(pb::ListQueueRequest {
@@ -385,6 +357,5 @@ async fn a_date_that_is_no_date_is_refused_by_name_in_every_filter() {
             .await
             .is_ok()
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }

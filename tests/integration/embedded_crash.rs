@@ -1,9 +1,7 @@
 //! The embedded default survives `kill -9`: every filing accepted before the
 //! crash is in instruction after a restart, exactly once.
 
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
@@ -17,14 +15,6 @@ use guichet_kit::db::Database;
 
 const BURST: usize = 5000;
 const KILL_AFTER: usize = 400;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn start(data_dir: &std::path::Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_guichet"))
@@ -101,7 +91,7 @@ async fn burst(http: reqwest::Client, base: String, answered: Arc<AtomicUsize>) 
 async fn every_filing_accepted_before_a_kill_9_is_in_instruction_once_after_restart() {
     let data_dir =
         std::env::temp_dir().join(format!("guichet_crash_{}", uuid::Uuid::new_v4().simple()));
-    let port = free_port();
+    let port = common::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
 

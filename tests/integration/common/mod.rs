@@ -298,32 +298,234 @@ impl guichet_kit::Clock for ShiftedClock {
     }
 }
 
-impl App {
-    pub async fn start(config: &Config) -> Self {
-        Self::start_with(config, guichet_kit::clock::system()).await
+/// Which part of the mesh a test starts, on which clock (`App::builder`).
+pub struct AppBuilder<'a> {
+    config: &'a Config,
+    only: &'a [&'a str],
+    clock: guichet_kit::clock::SharedClock,
+}
+
+impl<'a> AppBuilder<'a> {
+    /// Only these services (names of `guichet::SERVICES`); the others are
+    /// not started and refuse every connection.
+    pub fn only(mut self, services: &'a [&'a str]) -> Self {
+        self.only = services;
+        self
     }
 
-    pub async fn start_with(config: &Config, clock: guichet_kit::clock::SharedClock) -> Self {
+    pub fn clock(mut self, clock: guichet_kit::clock::SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub async fn start(self) -> App {
         let shutdown = Shutdown::new();
         let any: SocketAddr = ([127, 0, 0, 1], 0).into();
         let shared = guichet_kit::service::Shared {
-            bus: guichet_kit::service::open_bus(config, "guichet")
+            bus: guichet_kit::service::open_bus(self.config, "guichet")
                 .await
                 .expect("open the bus"),
-            clock,
+            clock: self.clock,
             shutdown: shutdown.clone(),
             metrics: guichet_kit::Metrics::new(),
         };
-        let mesh = guichet::start_mesh(config, any, &shared)
+        let mesh = guichet::start_mesh_of(self.config, any, &shared, self.only)
             .await
             .expect("start the mesh");
-        Self {
+        App {
             base: format!("http://{}", mesh.http_addr),
             http: reqwest::Client::new(),
             shutdown,
             mesh,
             metrics: shared.metrics,
         }
+    }
+}
+
+/// Targets for a gateway in front of services a test started by hand: each
+/// left as this is one nobody listens on (port 9, discard), so a call to it
+/// fails at once, as if the service were down.
+pub fn not_started() -> guichet_gateway::Targets {
+    let nowhere = || "http://127.0.0.1:9".to_string();
+    guichet_gateway::Targets {
+        intake_web: nowhere(),
+        instruction: nowhere(),
+        intake_ccc: nowhere(),
+        intake_pan: nowhere(),
+        intake_postal: nowhere(),
+    }
+}
+
+/// The gateway alone on a free port, in front of `targets`, stopping with
+/// `shared`'s shutdown.
+pub async fn start_gateway(
+    config: &Config,
+    targets: guichet_gateway::Targets,
+    shared: &guichet_kit::service::Shared,
+) -> guichet_gateway::server::Running {
+    guichet_gateway::start(
+        config,
+        ([127, 0, 0, 1], 0).into(),
+        targets,
+        shared.clock.clone(),
+        shared.metrics.clone(),
+        shared.shutdown.clone(),
+    )
+    .await
+    .expect("start the gateway")
+}
+
+/// Web intake, instruction and the gateway, each with its own configuration
+/// and bus, as separate processes would have (a fault test cuts one bus or
+/// one database and not the other).
+pub struct Services {
+    pub base: String,
+    pub http: reqwest::Client,
+    shutdown: Shutdown,
+    tasks: Vec<guichet_kit::service::Tasks>,
+}
+
+impl Services {
+    pub async fn start(
+        intake: (&Config, guichet_kit::bus::SharedBus),
+        instruction: (&Config, guichet_kit::bus::SharedBus),
+        gateway: &Config,
+    ) -> Self {
+        let shutdown = Shutdown::new();
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let clock = guichet_kit::clock::system();
+        let metrics = guichet_kit::Metrics::new();
+        let shared = |bus| guichet_kit::service::Shared {
+            bus,
+            clock: clock.clone(),
+            shutdown: shutdown.clone(),
+            metrics: metrics.clone(),
+        };
+        let instruction = guichet_instruction::start(instruction.0, any, &shared(instruction.1))
+            .await
+            .expect("start instruction");
+        let intake_shared = shared(intake.1);
+        let intake = guichet_intake_web::start(intake.0, any, &intake_shared)
+            .await
+            .expect("start web intake");
+        let targets = guichet_gateway::Targets {
+            intake_web: guichet_kit::grpc::url_of(intake.grpc_addr),
+            instruction: guichet_kit::grpc::url_of(instruction.grpc_addr),
+            // Not started: these tests file online only.
+            ..not_started()
+        };
+        let gateway = start_gateway(gateway, targets, &intake_shared).await;
+        Self {
+            base: format!("http://{}", gateway.http_addr),
+            http: reqwest::Client::new(),
+            shutdown,
+            tasks: vec![instruction.tasks, intake.tasks, gateway.tasks],
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(15), async {
+            for set in &mut self.tasks {
+                set.join_all().await;
+            }
+        })
+        .await;
+    }
+}
+
+/// The online route alone: the gateway, web intake and instruction.
+pub const ONLINE: &[&str] = &["gateway", "intake-web", "instruction"];
+
+impl App {
+    /// The whole mesh on the system clock.
+    pub async fn start(config: &Config) -> Self {
+        Self::builder(config).start().await
+    }
+
+    /// The whole mesh on the system clock, unless told otherwise.
+    pub fn builder(config: &Config) -> AppBuilder<'_> {
+        AppBuilder {
+            config,
+            only: &guichet::SERVICES,
+            clock: guichet_kit::clock::system(),
+        }
+    }
+
+    /// `GET` a path of the gateway (`/api/v1/...`).
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// `GET` a path of the gateway and read its JSON body, whatever the status.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.get(path)
+            .await
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: JSON body: {e}"))
+    }
+
+    /// `POST` a JSON body to a path of the gateway.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    /// `POST` a JSON body to an agent's route, as `agent` (`X-Agent-Id`).
+    pub async fn agent_post(
+        &self,
+        agent: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header("X-Agent-Id", agent)
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path} as {agent}: {e}"))
+    }
+
+    /// `GET` an agent's route, as `agent` (`X-Agent-Id`).
+    pub async fn agent_get(&self, agent: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .header("X-Agent-Id", agent)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path} as {agent}: {e}"))
+    }
+
+    /// Waits until instruction's sweep has completed two more rounds: one
+    /// whole round, at least, began after this call. A test that asserts a
+    /// sweep did nothing waits for this, not for a while.
+    pub async fn two_more_sweeps(&self) {
+        let labels = guichet_kit::metrics::ServiceLabels {
+            service: guichet_instruction::server::SCHEMA,
+        };
+        let rounds = self.metrics.sweeps_completed.get_or_create(&labels).clone();
+        let from = rounds.get();
+        eventually(
+            Duration::from_secs(20),
+            "two more rounds of instruction's sweep",
+            || async { (rounds.get() >= from + 2).then_some(()) },
+        )
+        .await;
+    }
+
+    /// A gRPC channel to the gateway, connected.
+    pub async fn grpc(&self) -> tonic::transport::Channel {
+        grpc_channel(&self.base).await
     }
 
     pub async fn file(&self, body: &serde_json::Value, key: Option<&str>) -> reqwest::Response {
@@ -348,7 +550,7 @@ impl App {
     /// A postal dossier for tests about the queue, not about paper: put
     /// straight on the bus as the postal service publishes it, postmarked
     /// and received on the dates given; waits until instruction has it. The
-    /// paper route itself (scans, reading, keying) is `tests/postal.rs`.
+    /// paper route itself (scans, reading, keying) is `tests/integration/postal.rs`.
     pub async fn file_by_post(
         &self,
         body: &serde_json::Value,
@@ -407,6 +609,63 @@ impl App {
         })
         .await;
     }
+}
+
+/// A test's own database and vhost (or data folder) on `backend`, and the
+/// whole mesh on them.
+pub async fn mesh_on(backend: Backend) -> (TestEnv, App) {
+    let env = TestEnv::on(backend).await;
+    let app = App::start(&env.config()).await;
+    (env, app)
+}
+
+/// The end of a test: the mesh stopped, then its database and vhost dropped.
+pub async fn stop(app: App, env: TestEnv) {
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// A gRPC channel to `url` (`http://host:port`), connected.
+pub async fn grpc_channel(url: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(url.to_string())
+        .expect("a gRPC URL")
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
+}
+
+/// The fields a gRPC refusal names, in its order.
+pub fn refused_fields(status: &tonic::Status) -> Vec<String> {
+    guichet_kit::ServiceError::from_status(status)
+        .violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
+}
+
+/// A loopback port free now, for a child process to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The fields a JSON error body names, in its order.
+pub fn error_fields(body: &serde_json::Value) -> Vec<String> {
+    body["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("an error body: {body}"))
+        .iter()
+        .filter_map(|e| e["field"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// What the first error of a JSON error body says.
+pub fn first_problem(body: &serde_json::Value) -> &str {
+    body["errors"][0]["problem"]
+        .as_str()
+        .unwrap_or_else(|| panic!("an error body: {body}"))
 }
 
 /// Polls `check` until it gives `Some`, or panics after `within`.

@@ -4,11 +4,10 @@
 //! tells the state of each service behind, and a call to anything else is a
 //! gRPC `UNIMPLEMENTED`, not an HTTP 404. The client is Python
 //! (`tests/clients/reflection_sweep.py`), sharing no code with the servers.
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-mod common;
+use crate::common;
 
-use common::{App, Backend, TestEnv};
+use common::Backend;
 use serde_json::Value;
 
 /// Runs the Python sweep against `base` (`http://host:port`).
@@ -52,8 +51,7 @@ const LISTED: [&str; 6] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_advertises_what_it_serves_and_nothing_else() {
-    let env = TestEnv::on(Backend::Embedded).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(Backend::Embedded).await;
     let answer = sweep(&app.base).await;
 
     // Only what is passed on (and health and reflection themselves): not
@@ -113,24 +111,17 @@ async fn the_gateway_advertises_what_it_serves_and_nothing_else() {
         assert_eq!(r.headers()["grpc-status"], "12", "{path}");
     }
     // A REST client still gets its 404.
-    let r = app
-        .http
-        .get(format!("{}/api/v1/no-such-route", app.base))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/api/v1/no-such-route").await;
     assert_eq!(r.status(), 404);
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 /// A gateway whose postal service is gone says so: `NOT_SERVING` for that
 /// service, `SERVING` for the others, and its calls are `UNAVAILABLE`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_health_tells_the_state_of_each_service_behind() {
-    let env = TestEnv::on(Backend::Embedded).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(Backend::Embedded).await;
     let gone = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
@@ -168,6 +159,5 @@ async fn gateway_health_tells_the_state_of_each_service_behind() {
     );
     assert_ne!(calls["guichet.v1.Desk/ListSites"], "UNIMPLEMENTED");
     shutdown.cancel();
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }

@@ -2,19 +2,16 @@
 //! not-ready, stops taking work, and the process stops with an error so its
 //! supervisor (systemd, Kubernetes, compose) starts it again.
 
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
-
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::{App, Backend, TestEnv, eventually};
+use common::{Backend, eventually};
 use serde_json::Value;
 
 on_both_backends!(a_dead_consumer_turns_the_mesh_not_ready_then_stops_it_with_an_error);
 async fn a_dead_consumer_turns_the_mesh_not_ready_then_stops_it_with_an_error(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(backend).await;
     let readyz = format!("{}/readyz", app.base);
     let ready = app.http.get(&readyz).send().await.unwrap();
     assert_eq!(ready.status(), 200, "ready before anything happens");
@@ -65,8 +62,7 @@ async fn a_dead_consumer_turns_the_mesh_not_ready_then_stops_it_with_an_error(ba
 
 on_both_backends!(a_signal_stops_the_mesh_cleanly);
 async fn a_signal_stops_the_mesh_cleanly(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(backend).await;
     // What SIGTERM does: the process token is cancelled, and every service
     // drains without being counted as failed.
     app.shutdown.cancel();

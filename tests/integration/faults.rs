@@ -6,96 +6,24 @@
 //! a TCP proxy cut, backends of this database terminated. Counts are exact:
 //! lost = 0 and doubled = 0, every time.
 
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
-
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{TestEnv, count, eventually, example_filings, proxy::Proxy, rabbitmq_api};
+use common::{Services, TestEnv, count, eventually, example_filings, proxy::Proxy, rabbitmq_api};
 use futures_util::StreamExt;
-use guichet_kit::Config;
 use guichet_kit::bus::{AmqpBus, SharedBus};
 use guichet_kit::db::Database;
-use guichet_kit::shutdown::Shutdown;
 use serde_json::Value;
 
 /// Generous: these bound a hang, they do not measure speed.
 const DRAIN: Duration = Duration::from_secs(240);
 
 // ---- the pieces every fault test uses ----------------------------------------
-
-/// Intake, instruction and the gateway, each with its own configuration and
-/// bus, as separate processes would have.
-struct Services {
-    base: String,
-    http: reqwest::Client,
-    shutdown: Shutdown,
-    tasks: Vec<guichet_kit::service::Tasks>,
-}
-
-impl Services {
-    async fn start(
-        intake: (&Config, SharedBus),
-        instruction: (&Config, SharedBus),
-        gateway: &Config,
-    ) -> Self {
-        let shutdown = Shutdown::new();
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let clock = guichet_kit::clock::system();
-        let metrics = guichet_kit::Metrics::new();
-        let shared = |bus: SharedBus| guichet_kit::service::Shared {
-            bus,
-            clock: clock.clone(),
-            shutdown: shutdown.clone(),
-            metrics: metrics.clone(),
-        };
-        let instruction = guichet_instruction::start(instruction.0, any, &shared(instruction.1))
-            .await
-            .unwrap();
-        let intake = guichet_intake_web::start(intake.0, any, &shared(intake.1))
-            .await
-            .unwrap();
-        let gateway = guichet_gateway::start(
-            gateway,
-            any,
-            guichet_gateway::Targets {
-                intake_web: guichet_kit::grpc::url_of(intake.grpc_addr),
-                instruction: guichet_kit::grpc::url_of(instruction.grpc_addr),
-                // Not started: these tests file online only.
-                intake_ccc: "http://127.0.0.1:9".into(),
-                intake_pan: "http://127.0.0.1:9".into(),
-                intake_postal: "http://127.0.0.1:9".into(),
-            },
-            clock.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        )
-        .await
-        .unwrap();
-        Self {
-            base: format!("http://{}", gateway.http_addr),
-            http: reqwest::Client::new(),
-            shutdown,
-            tasks: vec![instruction.tasks, intake.tasks, gateway.tasks],
-        }
-    }
-
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(15), async {
-            for set in &mut self.tasks {
-                set.join_all().await;
-            }
-        })
-        .await;
-    }
-}
 
 /// What the person got back for one filing.
 struct Answer {
@@ -276,46 +204,6 @@ async fn close_connections(http: &reqwest::Client, vhost: &str) -> usize {
     closed
 }
 
-fn broker_addr() -> SocketAddr {
-    let url = reqwest::Url::parse(&common::amqp_base_url()).unwrap();
-    let host = url.host_str().unwrap_or("127.0.0.1");
-    let port = url.port().unwrap_or(5672);
-    std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
-        .unwrap()
-        .next()
-        .unwrap()
-}
-
-fn database_addr() -> SocketAddr {
-    let url = reqwest::Url::parse(&common::database_admin_url()).unwrap();
-    let host = url.host_str().unwrap_or("127.0.0.1");
-    let port = url.port().unwrap_or(5432);
-    std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
-        .unwrap()
-        .next()
-        .unwrap()
-}
-
-/// This test's broker URL, through `proxy`.
-fn amqp_through(proxy: &Proxy, env: &TestEnv) -> String {
-    let mut url = reqwest::Url::parse(&common::amqp_base_url()).unwrap();
-    url.set_ip_host(proxy.addr.ip()).unwrap();
-    url.set_port(Some(proxy.addr.port())).unwrap();
-    format!(
-        "{}{}",
-        url.as_str().trim_end_matches('/'),
-        format_args!("/{}", env.name)
-    )
-}
-
-/// This test's database URL, through `proxy`.
-fn database_through(proxy: &Proxy, env: &TestEnv) -> String {
-    let mut url = reqwest::Url::parse(env.database_url.as_deref().unwrap()).unwrap();
-    url.set_ip_host(proxy.addr.ip()).unwrap();
-    url.set_port(Some(proxy.addr.port())).unwrap();
-    url.to_string()
-}
-
 fn accepted_references(answers: &[Answer]) -> BTreeSet<String> {
     answers.iter().filter_map(|a| a.reference.clone()).collect()
 }
@@ -338,8 +226,8 @@ async fn rabbitmq_going_away_under_5000_filings_loses_and_doubles_nothing() {
     // Both services reach the broker through a proxy that the test cuts (the
     // broker unreachable for a while) and, in between, the broker itself
     // closes their connections (what a restart does to clients).
-    let proxy = Proxy::start(broker_addr()).await;
-    let url = amqp_through(&proxy, &env);
+    let proxy = Proxy::to_broker().await;
+    let url = proxy.amqp_url(&env);
     let mut config = env.config();
     config.amqp_url = Some(url.clone());
     let intake_bus: SharedBus = Arc::new(AmqpBus::new(&url, "intake-web", config.delivery_limit));
@@ -415,14 +303,6 @@ async fn rabbitmq_going_away_under_5000_filings_loses_and_doubles_nothing() {
 
 const KILL_LOAD: usize = 2000;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A child process that is killed when the test lets go of it, even by a
 /// failed assertion: no stray consumer outlives its test.
 struct Process(Child);
@@ -449,7 +329,7 @@ fn spawn_instruction(env: &TestEnv, prefetch: u16) -> Process {
         .env("GUICHET_AMQP_URL", env.amqp_url.as_deref().unwrap())
         .env(
             "GUICHET_INSTRUCTION_ADDR",
-            format!("127.0.0.1:{}", free_port()),
+            format!("127.0.0.1:{}", common::free_port()),
         )
         .env(
             "GUICHET_DELIVERY_LIMIT",
@@ -470,37 +350,12 @@ async fn the_instruction_consumer_killed_mid_batch_records_each_filing_once() {
     let config = env.config();
     // Intake and the gateway here; instruction is a separate process, started
     // once the queue holds the whole load so that it is killed while busy.
-    let bus: SharedBus = Arc::new(env.amqp_bus());
-    let shutdown = Shutdown::new();
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let shared = guichet_kit::service::Shared {
-        bus: bus.clone(),
-        clock: guichet_kit::clock::system(),
-        shutdown: shutdown.clone(),
-        metrics: guichet_kit::Metrics::new(),
-    };
-    let intake = guichet_intake_web::start(&config, any, &shared)
-        .await
-        .unwrap();
-    let gateway = guichet_gateway::start(
-        &config,
-        any,
-        guichet_gateway::Targets {
-            intake_web: guichet_kit::grpc::url_of(intake.grpc_addr),
-            instruction: "http://127.0.0.1:1".into(),
-            intake_ccc: "http://127.0.0.1:1".into(),
-            intake_pan: "http://127.0.0.1:1".into(),
-            intake_postal: "http://127.0.0.1:1".into(),
-        },
-        shared.clock.clone(),
-        shared.metrics.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    let http = reqwest::Client::new();
-    let base = format!("http://{}", gateway.http_addr);
-    let answers = file_all(&http, &base, keys("kill", KILL_LOAD), 32).await;
+    let app = common::App::builder(&config)
+        .only(&["gateway", "intake-web"])
+        .start()
+        .await;
+    let bus = app.mesh.bus.clone();
+    let answers = file_all(&app.http, &app.base, keys("kill", KILL_LOAD), 32).await;
     assert_eq!(statuses(&answers), BTreeMap::from([(201, KILL_LOAD)]));
     let accepted = accepted_references(&answers);
     let intake_db = env.db("intake_web").await;
@@ -549,8 +404,7 @@ async fn the_instruction_consumer_killed_mid_batch_records_each_filing_once() {
     );
     consumer.kill();
 
-    shutdown.cancel();
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 // ---- 3. the instruction database cut under load ---------------------------------
@@ -646,9 +500,9 @@ fn assert_clear_503(a: &Answer) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn intake_without_its_database_answers_503_and_never_half_records_a_filing() {
     let env = TestEnv::new().await;
-    let proxy = Proxy::start(database_addr()).await;
+    let proxy = Proxy::to_database().await;
     let mut intake_config = env.config();
-    intake_config.database_url = Some(database_through(&proxy, &env));
+    intake_config.database_url = Some(proxy.database_url(&env));
     let config = env.config();
     let services = Services::start(
         (&intake_config, Arc::new(env.amqp_bus())),
@@ -886,7 +740,10 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_guichet_dlq_rep
 
     // Poison in the middle of a load: each goes to the dead letters with its
     // reason, and every good filing around it is recorded.
-    let app = common::App::start(&config).await;
+    let app = common::App::builder(&config)
+        .only(common::ONLINE)
+        .start()
+        .await;
     let load = file_all(&app.http, &app.base, keys("poison", POISON_LOAD), 16);
     let poison = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -997,7 +854,10 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_guichet_dlq_rep
     );
 
     // The replayed dossier is recorded, once; the consumer is still there.
-    let app = common::App::start(&config).await;
+    let app = common::App::builder(&config)
+        .only(common::ONLINE)
+        .start()
+        .await;
     eventually(DRAIN, "the replayed dossier in instruction", || async {
         (app.dossier(&crashed_reference).await.status() == 200).then_some(())
     })
@@ -1065,7 +925,10 @@ async fn a_dossier_dead_lettered_by_lost_connections_is_replayed_and_recorded_on
 
     let (ok, out) = dlq(&env, &["replay", "--all"]);
     assert!(ok && out.contains("1 replayed, 0 kept"), "{out}");
-    let app = common::App::start(&config).await;
+    let app = common::App::builder(&config)
+        .only(common::ONLINE)
+        .start()
+        .await;
     eventually(DRAIN, "the replayed dossier in instruction", || async {
         (app.dossier(&reference).await.status() == 200).then_some(())
     })
@@ -1076,6 +939,5 @@ async fn a_dossier_dead_lettered_by_lost_connections_is_replayed_and_recorded_on
         1
     );
     assert!(dead_letters(&env).is_empty());
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }

@@ -1,8 +1,6 @@
 //! The test harness itself: what a failing test leaves behind.
 
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
-
-mod common;
+use crate::common;
 
 use common::{Backend, TestEnv, database_admin_url, rabbitmq_api};
 
@@ -43,4 +41,37 @@ async fn a_failing_test_leaves_no_database_or_vhost_behind() {
     assert!(failed.unwrap_err().is_panic());
     assert_eq!(exists(name.clone()).await, 0, "the database is gone");
     assert_eq!(vhost(name).await, 404, "the vhost is gone");
+}
+
+/// Every test file is a module of this binary (`autotests = false`, so cargo
+/// would silently build nothing for a file left beside it), save
+/// `tests/tracing.rs`, which must stay alone (see `main.rs`).
+#[test]
+fn every_test_file_is_a_module_of_the_one_test_binary() {
+    let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let rust_files = |dir: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+            .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        rust_files(&tests),
+        ["tracing"],
+        "a test file in tests/ is never built: move it to tests/integration/ and declare it \
+         in tests/integration/main.rs"
+    );
+    let main = std::fs::read_to_string(tests.join("integration/main.rs")).unwrap();
+    for module in rust_files(&tests.join("integration")) {
+        if module != "main" {
+            assert!(
+                main.lines().any(|l| l.trim() == format!("mod {module};")),
+                "tests/integration/{module}.rs is not declared in tests/integration/main.rs"
+            );
+        }
+    }
 }

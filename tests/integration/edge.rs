@@ -5,9 +5,8 @@
 //! services check for themselves. An idempotency key used again with
 //! another request is a 409; a made-up HTTP method is counted as `other`;
 //! a connection that does not finish its request head is closed.
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
@@ -229,17 +228,8 @@ fn names(body: &Value) -> Vec<String> {
 
 on_both_backends!(a_nul_byte_in_any_parameter_of_any_route_is_a_400_naming_it);
 async fn a_nul_byte_in_any_parameter_of_any_route_is_a_400_naming_it(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
-    let doc: Value = app
-        .http
-        .get(format!("{}/api/openapi.json", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (env, app) = common::mesh_on(backend).await;
+    let doc: Value = app.get_json("/api/openapi.json").await;
     let mut tried = Vec::new();
     let mut wrong = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
@@ -311,27 +301,13 @@ async fn a_nul_byte_in_any_parameter_of_any_route_is_a_400_naming_it(backend: Ba
     ] {
         assert!(tried.iter().any(|t| t == expected), "{expected} not tried");
     }
-    app.stop().await;
-    env.cleanup().await;
-}
-
-fn violations(status: &tonic::Status) -> Vec<String> {
-    guichet_kit::ServiceError::from_status(status)
-        .violations
-        .into_iter()
-        .map(|v| v.field)
-        .collect()
+    common::stop(app, env).await;
 }
 
 on_both_backends!(grpc_callers_get_invalid_argument_naming_the_field);
 async fn grpc_callers_get_invalid_argument_naming_the_field(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
-    let gateway = tonic::transport::Endpoint::from_shared(app.base.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let (env, app) = common::mesh_on(backend).await;
+    let gateway = app.grpc().await;
     let mut desk = DeskClient::new(gateway.clone());
     let mut ccc = CallCentreClient::new(gateway.clone());
     let mut postal = PostalClient::new(gateway);
@@ -343,7 +319,7 @@ async fn grpc_callers_get_invalid_argument_naming_the_field(backend: Backend) {
             "{what}: {status:?}"
         );
         assert!(
-            violations(&status).iter().any(|f| f == field),
+            common::refused_fields(&status).iter().any(|f| f == field),
             "{what}: {field} not named in {status:?}"
         );
     };
@@ -449,8 +425,7 @@ async fn grpc_callers_get_invalid_argument_naming_the_field(backend: Backend) {
             .map(drop),
         "reason",
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 /// A prefecture site open on weekdays, 08:30-16:00.
@@ -496,13 +471,8 @@ fn png() -> Vec<u8> {
 
 on_both_backends!(a_key_used_again_with_another_request_is_a_409);
 async fn a_key_used_again_with_another_request_is_a_409(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
-    let gateway = tonic::transport::Endpoint::from_shared(app.base.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let (env, app) = common::mesh_on(backend).await;
+    let gateway = app.grpc().await;
     DeskClient::new(gateway.clone())
         .upsert_site(site())
         .await
@@ -537,10 +507,7 @@ async fn a_key_used_again_with_another_request_is_a_409(backend: Backend) {
         assert_eq!(other.status(), 409, "another booking with the same key");
         let body: Value = other.json().await.unwrap();
         assert!(
-            body["errors"][0]["problem"]
-                .as_str()
-                .unwrap()
-                .contains("idempotency key"),
+            common::first_problem(&body).contains("idempotency key"),
             "{body}"
         );
     }
@@ -637,14 +604,13 @@ async fn a_key_used_again_with_another_request_is_a_409(backend: Backend) {
         .await
         .expect_err("another report with the same key");
     assert_eq!(other.code(), tonic::Code::AlreadyExists, "{other:?}");
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_made_up_method_is_counted_as_other() {
     let env = TestEnv::on(Backend::Embedded).await;
-    let app = App::start(&env.config()).await;
+    let app = App::builder(&env.config()).only(&["gateway"]).start().await;
     for method in ["BREW", "X-MADE-UP-1", "X-MADE-UP-2"] {
         let r = app
             .http
@@ -659,21 +625,12 @@ async fn a_made_up_method_is_counted_as_other() {
     }
     let series = "guichet_http_requests_total{method=\"other\",route=\"/healthz\",status=\"405\"}";
     assert_eq!(app.metric(series).await, 3.0);
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get("/metrics").await.text().await.unwrap();
     assert!(
         !text.contains("BREW") && !text.contains("MADE-UP"),
         "{text}"
     );
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 /// Sends `head` and waits for the server to close; the time it took.
@@ -696,7 +653,7 @@ async fn closed_after(app: &App, head: &[u8]) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_head_not_finished_in_time_closes_the_connection() {
     let env = TestEnv::on(Backend::Embedded).await;
-    let app = App::start(&env.config()).await;
+    let app = App::builder(&env.config()).only(&["gateway"]).start().await;
     let limit = guichet_gateway::server::HEADER_READ_TIMEOUT;
     let heads: [&[u8]; 3] = [
         b"GET /healthz HTTP/1.1\r\nHost: guichet\r\nX-Slow: ",
@@ -723,6 +680,5 @@ async fn a_request_head_not_finished_in_time_closes_the_connection() {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }

@@ -1,19 +1,21 @@
 //! The foundation, end to end against real RabbitMQ and PostgreSQL: a web
 //! filing goes gateway -> intake -> outbox -> RabbitMQ -> instruction.
 
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{App, Backend, TestEnv, count, eventually, example, example_filings, proxy::Proxy};
+use common::{
+    App, Backend, ONLINE, Services, TestEnv, count, eventually, example, example_filings,
+    proxy::Proxy,
+};
 use futures_util::StreamExt;
 use guichet_kit::bus::{
     AmqpBus, Bus, DEAD_LETTER_QUEUE, DEATH_REASON_HEADER, DOSSIERS_EXCHANGE, INSTRUCTION_QUEUE,
     OutgoingMessage, SharedBus,
 };
+use guichet_kit::metrics::{ExchangeLabels, QueueLabels};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -30,7 +32,7 @@ async fn instruction_has(app: &App, reference: &str) -> Option<Value> {
 on_both_backends!(a_filing_reaches_instruction_with_its_trace);
 async fn a_filing_reaches_instruction_with_its_trace(backend: Backend) {
     let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let app = App::builder(&env.config()).only(ONLINE).start().await;
 
     let response = app
         .file(&example("renewal-employee.json"), Some("trace-1"))
@@ -78,26 +80,17 @@ async fn a_filing_reaches_instruction_with_its_trace(backend: Backend) {
     );
 
     // The queue lists it.
-    let queue: Value = app
-        .http
-        .get(format!("{}/api/v1/queue?prefecture=59", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let queue: Value = app.get_json("/api/v1/queue?prefecture=59").await;
     assert_eq!(queue[0]["reference"], reference.as_str());
     assert_eq!(queue[0]["position"], 1);
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(one_idempotency_key_is_one_dossier_and_a_different_body_is_a_conflict);
 async fn one_idempotency_key_is_one_dossier_and_a_different_body_is_a_conflict(backend: Backend) {
     let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let app = App::builder(&env.config()).only(ONLINE).start().await;
     let body = example("first-application-student.json");
 
     let first = app.file(&body, Some("same-key")).await;
@@ -117,10 +110,7 @@ async fn one_idempotency_key_is_one_dossier_and_a_different_body_is_a_conflict(b
     assert_eq!(conflict.status(), 409);
     let problem: Value = conflict.json().await.unwrap();
     assert!(
-        problem["errors"][0]["problem"]
-            .as_str()
-            .unwrap()
-            .contains("idempotency key"),
+        common::first_problem(&problem).contains("idempotency key"),
         "{problem}"
     );
 
@@ -131,8 +121,28 @@ async fn one_idempotency_key_is_one_dossier_and_a_different_body_is_a_conflict(b
     .await;
     let instruction = env.db("instruction").await;
     let intake = env.db("intake_web").await;
-    // Let any duplicate that was wrongly published arrive before counting.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Before counting, nothing left on its way: the outbox sent every row,
+    // and instruction consumed every message published on the dossiers
+    // exchange, so a duplicate wrongly published would be in by now.
+    eventually(WAIT, "every published dossier consumed", || async {
+        let unsent = count(&intake, "SELECT count(*) FROM outbox WHERE sent_at IS NULL").await;
+        let published = app
+            .metrics
+            .messages_published
+            .get_or_create(&ExchangeLabels {
+                exchange: DOSSIERS_EXCHANGE.into(),
+            })
+            .get();
+        let consumed = app
+            .metrics
+            .messages_consumed
+            .get_or_create(&QueueLabels {
+                queue: INSTRUCTION_QUEUE,
+            })
+            .get();
+        (unsent == 0 && published > 0 && consumed >= published).then_some(())
+    })
+    .await;
     assert_eq!(count(&intake, "SELECT count(*) FROM filings").await, 1);
     assert_eq!(count(&intake, "SELECT count(*) FROM outbox").await, 1);
     assert_eq!(
@@ -148,58 +158,20 @@ async fn one_idempotency_key_is_one_dossier_and_a_different_body_is_a_conflict(b
         1
     );
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filings_are_accepted_while_the_broker_is_unreachable_and_delivered_after() {
     let env = TestEnv::new().await;
     // Intake reaches RabbitMQ through a proxy the test can cut; instruction directly.
-    let broker: std::net::SocketAddr = "127.0.0.1:5672".parse().unwrap();
-    let proxy = Proxy::start(broker).await;
-    let intake_bus: SharedBus = std::sync::Arc::new(AmqpBus::new(
-        &format!("amqp://guest:guest@{}/{}", proxy.addr, env.name),
-        "intake-web",
-        3,
-    ));
+    let proxy = Proxy::to_broker().await;
+    let intake_bus: SharedBus =
+        std::sync::Arc::new(AmqpBus::new(&proxy.amqp_url(&env), "intake-web", 3));
     let direct_bus: SharedBus = std::sync::Arc::new(env.amqp_bus());
     let config = env.config();
-    let shutdown = guichet_kit::shutdown::Shutdown::new();
-    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let clock = guichet_kit::clock::system();
-    let metrics = guichet_kit::Metrics::new();
-    let shared = |bus: SharedBus| guichet_kit::service::Shared {
-        bus,
-        clock: clock.clone(),
-        shutdown: shutdown.clone(),
-        metrics: metrics.clone(),
-    };
-    let instruction = guichet_instruction::start(&config, any, &shared(direct_bus))
-        .await
-        .unwrap();
-    let intake = guichet_intake_web::start(&config, any, &shared(intake_bus))
-        .await
-        .unwrap();
-    let gateway = guichet_gateway::start(
-        &config,
-        any,
-        guichet_gateway::Targets {
-            intake_web: guichet_kit::grpc::url_of(intake.grpc_addr),
-            instruction: guichet_kit::grpc::url_of(instruction.grpc_addr),
-            // Not started here: this test files online only.
-            intake_ccc: "http://127.0.0.1:9".into(),
-            intake_pan: "http://127.0.0.1:9".into(),
-            intake_postal: "http://127.0.0.1:9".into(),
-        },
-        clock.clone(),
-        metrics.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", gateway.http_addr);
-    let http = reqwest::Client::new();
+    let services = Services::start((&config, intake_bus), (&config, direct_bus), &config).await;
+    let (base, http) = (&services.base, &services.http);
 
     proxy.cut().await;
     let mut references = Vec::new();
@@ -221,7 +193,20 @@ async fn filings_are_accepted_while_the_broker_is_unreachable_and_delivered_afte
     }
     let intake_db = env.db("intake_web").await;
     let instruction_db = env.db("instruction").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The relay has tried every row, and failed: the broker is away.
+    let n = references.len() as i64;
+    eventually(
+        Duration::from_secs(60),
+        "the relay trying every row",
+        || {
+            let db = intake_db.clone();
+            async move {
+                (count(&db, "SELECT count(*) FROM outbox WHERE attempts > 0").await == n)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
     let unsent = count(
         &intake_db,
         "SELECT count(*) FROM outbox WHERE sent_at IS NULL",
@@ -238,7 +223,6 @@ async fn filings_are_accepted_while_the_broker_is_unreachable_and_delivered_afte
     );
 
     proxy.restore();
-    let n = references.len() as i64;
     eventually(WAIT, "every dossier in instruction", || {
         let db = instruction_db.clone();
         async move { (count(&db, "SELECT count(*) FROM dossiers").await == n).then_some(()) }
@@ -261,14 +245,14 @@ async fn filings_are_accepted_while_the_broker_is_unreachable_and_delivered_afte
     })
     .await;
 
-    shutdown.cancel();
+    services.stop().await;
     env.cleanup().await;
 }
 
 on_both_backends!(a_malformed_message_is_dead_lettered_and_consuming_goes_on);
 async fn a_malformed_message_is_dead_lettered_and_consuming_goes_on(backend: Backend) {
     let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let app = App::builder(&env.config()).only(ONLINE).start().await;
     let bus = app.mesh.bus.clone();
     let garbage = OutgoingMessage {
         message_id: "not-a-dossier-1".into(),
@@ -315,8 +299,7 @@ async fn a_malformed_message_is_dead_lettered_and_consuming_goes_on(backend: Bac
     .await;
     assert_eq!(bus.queue_depth(INSTRUCTION_QUEUE).await.unwrap(), 0);
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,7 +346,7 @@ async fn the_broker_dead_letters_a_message_past_the_delivery_limit() {
 on_both_backends!(every_example_is_accepted_and_a_broken_copy_names_its_field);
 async fn every_example_is_accepted_and_a_broken_copy_names_its_field(backend: Backend) {
     let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let app = App::builder(&env.config()).only(ONLINE).start().await;
     let examples = example_filings();
     assert!(examples.len() >= 5, "one example per procedure at least");
     let mut procedures = std::collections::BTreeSet::new();
@@ -422,14 +405,8 @@ async fn every_example_is_accepted_and_a_broken_copy_names_its_field(backend: Ba
         let r = app.file(&body, None).await;
         assert_eq!(r.status(), 400, "{name} broken at {field}");
         let problem: Value = r.json().await.unwrap();
-        let fields: Vec<&str> = problem["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|e| e["field"].as_str())
-            .collect();
         assert!(
-            fields.contains(&field),
+            common::error_fields(&problem).contains(&field.to_string()),
             "{name}: expected {field} in {problem}"
         );
     }
@@ -443,14 +420,12 @@ async fn every_example_is_accepted_and_a_broken_copy_names_its_field(backend: Ba
         examples.len() as i64
     );
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 on_both_backends!(bad_requests_get_clear_errors_never_a_500);
 async fn bad_requests_get_clear_errors_never_a_500(backend: Backend) {
-    let env = TestEnv::on(backend).await;
-    let app = App::start(&env.config()).await;
+    let (env, app) = common::mesh_on(backend).await;
     let url = format!("{}/api/v1/dossiers", app.base);
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
         (app.http.post(&url).body("{}"), 415, "content-type"),
@@ -513,11 +488,7 @@ async fn bad_requests_get_clear_errors_never_a_500(backend: Backend) {
             .await
             .unwrap_or_else(|e| panic!("case {i}: not JSON: {e}"));
         assert!(
-            body["errors"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|e| e["field"] == field),
+            common::error_fields(&body).iter().any(|f| f == field),
             "case {i}: expected field {field} in {body}"
         );
     }
@@ -527,43 +498,16 @@ async fn bad_requests_get_clear_errors_never_a_500(backend: Backend) {
     let r = app.dossier(missing.as_str()).await;
     assert_eq!(r.status(), 404);
     assert!(r.json::<Value>().await.unwrap()["errors"][0]["problem"].is_string());
-    let r = app
-        .http
-        .get(format!("{}/nowhere", app.base))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/nowhere").await;
     assert_eq!(r.status(), 404);
     // Health, readiness and the API description.
-    assert_eq!(
-        app.http
-            .get(format!("{}/healthz", app.base))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    let ready = app
-        .http
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    let ready = app.get("/readyz").await;
     assert_eq!(ready.status(), 200);
-    let doc: Value = app
-        .http
-        .get(format!("{}/api/openapi.json", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = app.get_json("/api/openapi.json").await;
     assert!(doc["paths"]["/api/v1/dossiers"]["post"].is_object());
 
-    app.stop().await;
-    env.cleanup().await;
+    common::stop(app, env).await;
 }
 
 fn rand_rng() -> impl rand::Rng {

@@ -1,9 +1,7 @@
 //! The bus contract, one suite run against both buses: RabbitMQ (a vhost of
 //! its own per test) and the in-process bus (a file of its own per test).
 
-#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
-
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
