@@ -19,6 +19,41 @@ pub enum MeshError {
 }
 
 /// What `start_mesh` starts, by the names the supervisor gives them.
+/// Everything Guichet reads from `GUICHET_*` variables or flags: the kit's
+/// common settings, and each service's own section. Reads as the common
+/// settings where those are what is asked for.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    #[command(flatten)]
+    pub common: Config,
+    #[command(flatten)]
+    pub instruction: guichet_instruction::settings::InstructionSettings,
+    #[command(flatten)]
+    pub call_centre: guichet_intake_ccc::settings::CallCentreSettings,
+    #[command(flatten)]
+    pub mailroom: guichet_intake_postal::settings::MailroomSettings,
+}
+
+impl Settings {
+    /// From the environment alone, defaults for what is unset.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        guichet_kit::config::from_env()
+    }
+}
+
+impl std::ops::Deref for Settings {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.common
+    }
+}
+
+impl std::ops::DerefMut for Settings {
+    fn deref_mut(&mut self) -> &mut Config {
+        &mut self.common
+    }
+}
+
 pub const SERVICES: [&str; 6] = [
     "instruction",
     "intake-web",
@@ -66,7 +101,7 @@ impl Mesh {
 /// listen on free loopback ports (they are reached through the gateway); the
 /// gateway on `http_addr`, where its `/metrics` shows every service's figures.
 pub async fn start_mesh(
-    config: &Config,
+    config: &Settings,
     http_addr: SocketAddr,
     shared: &Shared,
 ) -> Result<Mesh, MeshError> {
@@ -77,7 +112,7 @@ pub async fn start_mesh(
 /// tests that need part of the mesh: the others are not started, and their
 /// address refuses every connection.
 pub async fn start_mesh_of(
-    config: &Config,
+    config: &Settings,
     http_addr: SocketAddr,
     shared: &Shared,
     only: &[&str],
@@ -113,7 +148,8 @@ pub async fn start_mesh_of(
     let mut instruction_addr = nowhere;
     if wanted("instruction") {
         let (stop, mine) = own();
-        let running = guichet_instruction::start(config, any_port, &mine).await?;
+        let running =
+            guichet_instruction::start(config, &config.instruction, any_port, &mine).await?;
         instruction_addr = running.grpc_addr;
         started.push(("instruction", stop, running));
     }
@@ -140,8 +176,15 @@ pub async fn start_mesh_of(
     let mut intake_ccc_addr = nowhere;
     if wanted("intake-ccc") {
         let (stop, mine) = own();
-        let running =
-            guichet_intake_ccc::start(config, any_port, &instruction_url, &pan_url, &mine).await?;
+        let running = guichet_intake_ccc::start(
+            config,
+            &config.call_centre,
+            any_port,
+            &instruction_url,
+            &pan_url,
+            &mine,
+        )
+        .await?;
         intake_ccc_addr = running.grpc_addr;
         started.push(("intake-ccc", stop, running));
     }
@@ -154,7 +197,8 @@ pub async fn start_mesh_of(
     let mut intake_postal_addr = nowhere;
     if wanted("intake-postal") {
         let (stop, mine) = own();
-        let running = guichet_intake_postal::start(config, any_port, &mine).await?;
+        let running =
+            guichet_intake_postal::start(config, &config.mailroom, any_port, &mine).await?;
         intake_postal_addr = running.grpc_addr;
         started.push(("intake-postal", stop, running));
     }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use guichet::Settings;
 use guichet_kit::service::Shared;
 use guichet_kit::shutdown::{Shutdown, cancel_on_signal};
 use guichet_kit::{Config, Metrics, clock, telemetry};
@@ -19,7 +20,7 @@ use tokio::task::JoinSet;
 )]
 struct Cli {
     #[command(flatten)]
-    config: Config,
+    config: Settings,
     #[command(subcommand)]
     command: Command,
 }
@@ -237,7 +238,7 @@ struct ServiceRow {
     log_name: &'static str,
     metrics_port: u16,
     /// `None` for the gateway, which has no bus and starts differently.
-    start: Option<for<'a> fn(&'a Config, &'a Shared) -> StartFuture<'a>>,
+    start: Option<for<'a> fn(&'a Settings, &'a Shared) -> StartFuture<'a>>,
 }
 
 const SERVICES: [ServiceRow; 6] = [
@@ -260,7 +261,14 @@ const SERVICES: [ServiceRow; 6] = [
         name: "instruction",
         log_name: "guichet-instruction",
         metrics_port: 9162,
-        start: Some(|c, s| Box::pin(guichet_instruction::start(c, c.instruction_addr, s))),
+        start: Some(|c, s| {
+            Box::pin(guichet_instruction::start(
+                c,
+                &c.instruction,
+                c.instruction_addr,
+                s,
+            ))
+        }),
     },
     ServiceRow {
         service: Service::IntakeCcc,
@@ -270,6 +278,7 @@ const SERVICES: [ServiceRow; 6] = [
         start: Some(|c, s| {
             Box::pin(guichet_intake_ccc::start(
                 c,
+                &c.call_centre,
                 c.intake_ccc_addr,
                 &c.instruction_url,
                 &c.intake_pan_url,
@@ -296,7 +305,14 @@ const SERVICES: [ServiceRow; 6] = [
         name: "intake-postal",
         log_name: "guichet-intake-postal",
         metrics_port: 9165,
-        start: Some(|c, s| Box::pin(guichet_intake_postal::start(c, c.intake_postal_addr, s))),
+        start: Some(|c, s| {
+            Box::pin(guichet_intake_postal::start(
+                c,
+                &c.mailroom,
+                c.intake_postal_addr,
+                s,
+            ))
+        }),
     },
 ];
 
@@ -312,7 +328,7 @@ fn row_of(service: Service) -> &'static ServiceRow {
 /// `/metrics` on its own address.
 async fn serve_alone(
     row: &'static ServiceRow,
-    config: &Config,
+    config: &Settings,
     clock: guichet_kit::clock::SharedClock,
     metrics: Metrics,
     shutdown: &Shutdown,
@@ -532,5 +548,17 @@ fn report(done: &str, outcome: &guichet_tools::dlq::Outcome) -> anyhow::Result<(
             "{} messages stay in the dead-letter queue",
             outcome.failed.len()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every flag and section fits together (unique names, ids and groups):
+    /// otherwise `guichet --help` itself would panic.
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -1174,6 +1174,7 @@ async fn an_unreachable_peer_makes_an_offer_or_a_kept_booking_unavailable_not_ac
     let to_desk = common::proxy::Proxy::start(pan_addr).await;
     let ccc = guichet_intake_ccc::start(
         &config,
+        &config.call_centre,
         any,
         &common::not_started().instruction,
         &guichet_kit::grpc::url_of(to_desk.addr),

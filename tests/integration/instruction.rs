@@ -536,7 +536,7 @@ async fn start_with_default_sweep(backend: Backend, horizon_days: i64) -> (TestE
     let env = TestEnv::on(backend).await;
     let mut config = env.config();
     assert_eq!(config.sweep_interval_s, 300, "the default sweep interval");
-    config.attestation_horizon_days = horizon_days;
+    config.instruction.attestation_horizon_days = horizon_days;
     let app = App::builder(&config).only(ONLINE).start().await;
     (env, app)
 }

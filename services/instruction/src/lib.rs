@@ -9,6 +9,7 @@ pub mod cases;
 pub mod consumer;
 pub mod equity;
 pub mod server;
+pub mod settings;
 pub mod store;
 pub mod titles;
 

@@ -19,6 +19,7 @@ use guichet_proto::v1::instruction_reader_server::InstructionReaderServer;
 use crate::api::Api;
 use crate::consumer::Consumer;
 use crate::equity::{EquitySettings, observe_forever};
+use crate::settings::InstructionSettings;
 use crate::store::Store;
 
 /// Both backends' migrations, in order (the schema parity test compares them).
@@ -44,6 +45,7 @@ pub async fn open_database(config: &Config) -> Result<guichet_kit::db::Database,
 
 pub async fn start(
     config: &Config,
+    settings: &InstructionSettings,
     addr: SocketAddr,
     shared: &Shared,
 ) -> Result<Running, StartError> {
@@ -58,12 +60,12 @@ pub async fn start(
         listener,
         grpc_addr,
     } = service::prepare(config, SCHEMA, &MIGRATIONS, addr).await?;
-    let store = Store::new(db.clone(), config.attestation_horizon_days);
+    let store = Store::new(db.clone(), settings.attestation_horizon_days);
     let relay = OutboxRelay::new(db.clone(), bus.clone(), config.outbox_batch)
         .with_metrics(metrics.clone(), SCHEMA);
     let equity = EquitySettings {
-        margin: config.equity_margin,
-        min_sample: config.equity_min_sample,
+        margin: settings.equity_margin,
+        min_sample: settings.equity_min_sample,
     };
     let wake = relay.waker();
     let mut tasks = Tasks::new();
@@ -112,7 +114,7 @@ pub async fn start(
             store.clone(),
             clock.clone(),
             wake.clone(),
-            config.alert_offsets_days.clone(),
+            settings.alert_offsets_days.clone(),
             Duration::from_secs(config.sweep_interval_s.max(1)),
             metrics.clone(),
             shutdown.clone(),

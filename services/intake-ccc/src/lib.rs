@@ -7,6 +7,7 @@
 
 pub mod reports;
 pub mod server;
+pub mod settings;
 
 pub use guichet_kit::service::Running;
 pub use server::start;

@@ -27,6 +27,7 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::reports::{self, NewReport, ReportError, Reports, StepChange};
+use crate::settings::CallCentreSettings;
 
 /// Both backends' migrations, in order (the schema parity test compares them).
 pub static MIGRATIONS: Migrations = Migrations {
@@ -43,6 +44,7 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 /// the appointments offered to reports are checked.
 pub async fn start(
     config: &Config,
+    settings: &CallCentreSettings,
     listen: impl Into<Listen>,
     instruction_url: &str,
     desk_url: &str,
@@ -64,7 +66,7 @@ pub async fn start(
         reports: Reports::new(db.clone()),
         instruction: InstructionReaderClient::new(instruction),
         desk: DeskClient::new(desk),
-        deadline_days: config.report_deadline_days,
+        deadline_days: settings.report_deadline_days,
     };
     let mut tasks = Tasks::new();
     tasks.spawn(

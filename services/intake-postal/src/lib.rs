@@ -13,6 +13,7 @@ pub mod reader;
 pub mod render;
 pub mod scan;
 pub mod server;
+pub mod settings;
 pub mod store;
 
 pub use guichet_kit::service::Running;

@@ -37,6 +37,7 @@ use crate::letters::{Letters, Mailer};
 use crate::reader::Reader;
 use crate::render;
 use crate::scan::{self, ScanError};
+use crate::settings::MailroomSettings;
 use crate::store::{
     EnvelopeEventRow, EnvelopeRow, NewBatch, NewEnvelopeEvent, PageRow, Store, StoreError,
     StoredField,
@@ -58,6 +59,7 @@ const MAX_REASON_CHARS: usize = 500;
 
 pub async fn start(
     config: &Config,
+    settings: &MailroomSettings,
     addr: SocketAddr,
     shared: &Shared,
 ) -> Result<Running, StartError> {
@@ -71,10 +73,10 @@ pub async fn start(
     let documents = Documents::open(&config.data_dir.join("documents"))
         .map_err(|e| StartError::Target("the document store".into(), e.to_string()))?;
     let signing_key = Arc::new(
-        signing_key(config.form_signing_key.as_deref(), &config.data_dir)
+        signing_key(settings.form_signing_key.as_deref(), &config.data_dir)
             .map_err(|e| StartError::Target("GUICHET_FORM_SIGNING_KEY".into(), e))?,
     );
-    let mailer = Mailer::new(config.smtp_url.as_deref(), config.data_dir.join("mail"))
+    let mailer = Mailer::new(settings.smtp_url.as_deref(), config.data_dir.join("mail"))
         .map_err(|e| StartError::Target("GUICHET_SMTP_URL".into(), e))?;
     let store = Store::new(db.clone());
     let wake = Arc::new(Notify::new());
@@ -82,7 +84,7 @@ pub async fn start(
         store: store.clone(),
         documents: documents.clone(),
         mailer,
-        from: config.mail_from.clone(),
+        from: settings.mail_from.clone(),
         metrics: shared.metrics.clone(),
         clock: shared.clock.clone(),
         signing_key: signing_key.clone(),
@@ -93,7 +95,7 @@ pub async fn start(
         signing_key: signing_key.clone(),
         metrics: shared.metrics.clone(),
         clock: shared.clock.clone(),
-        parallel: config.postal_readers,
+        parallel: settings.postal_readers,
         wake: wake.clone(),
     };
     let service = PostalService {
@@ -103,7 +105,7 @@ pub async fn start(
         signing_key,
         letters: letters.clone(),
         wake,
-        postmark_max_age_days: config.postmark_max_age_days,
+        postmark_max_age_days: settings.postmark_max_age_days,
     };
     let mut tasks = Tasks::new();
     tasks.spawn("outbox relay", relay.run(shared.shutdown.clone()));

@@ -80,25 +80,6 @@ pub struct Config {
     #[arg(long, env = "GUICHET_SWEEP_INTERVAL_S", default_value_t = 300)]
     pub sweep_interval_s: u64,
 
-    /// Issue or renew an attestation (API) when a complete renewal's proof of
-    /// stay ends within this many days.
-    #[arg(long, env = "GUICHET_ATTESTATION_HORIZON_DAYS", default_value_t = 15)]
-    pub attestation_horizon_days: i64,
-
-    /// Days before a title expires at which its holder is warned.
-    #[arg(
-        long,
-        env = "GUICHET_ALERT_OFFSETS_DAYS",
-        value_delimiter = ',',
-        default_value = "120,60,30"
-    )]
-    pub alert_offsets_days: Vec<i64>,
-
-    /// Working days a prefecture has to offer an alternative (a desk
-    /// appointment or a paper kit) to a blocked-user report.
-    #[arg(long, env = "GUICHET_REPORT_DEADLINE_DAYS", default_value_t = 5)]
-    pub report_deadline_days: u32,
-
     /// Where `serve intake-ccc` listens for gRPC.
     #[arg(
         long,
@@ -149,43 +130,6 @@ pub struct Config {
     )]
     pub intake_postal_url: String,
 
-    /// Key that signs the QR codes of printed forms (any text, 32 bytes or
-    /// more). Unset: a random key is made once and kept in the data folder.
-    #[arg(long, env = "GUICHET_FORM_SIGNING_KEY", hide_env_values = true)]
-    pub form_signing_key: Option<String>,
-
-    /// Pages the postal service reads (QR decoding, OCR) at once.
-    #[arg(long, env = "GUICHET_POSTAL_READERS", default_value_t = 2)]
-    pub postal_readers: usize,
-
-    /// Days before its reception date a postmark is still taken on one
-    /// mailroom operator's word; an older one (or one after the reception
-    /// date) needs a second operator's confirmation with a reason.
-    #[arg(long, env = "GUICHET_POSTMARK_MAX_AGE_DAYS", default_value_t = 60)]
-    pub postmark_max_age_days: u32,
-
-    /// SMTP relay for the e-mail copy of letters (`smtp://host:25`). Unset:
-    /// each e-mail is written as an .eml file under the data folder's `mail/`.
-    #[arg(long, env = "GUICHET_SMTP_URL")]
-    pub smtp_url: Option<String>,
-
-    /// Sender of the e-mail copy of letters.
-    #[arg(
-        long,
-        env = "GUICHET_MAIL_FROM",
-        default_value = "Guichet <ne-pas-repondre@guichet.example>"
-    )]
-    pub mail_from: String,
-
-    /// Relative margin past which a channel doing worse than the best one is
-    /// flagged on the equity report (0.2 = 20 %).
-    #[arg(long, env = "GUICHET_EQUITY_MARGIN", default_value_t = 0.2)]
-    pub equity_margin: f64,
-
-    /// Figures resting on fewer dossiers are not compared for equity.
-    #[arg(long, env = "GUICHET_EQUITY_MIN_SAMPLE", default_value_t = 5)]
-    pub equity_min_sample: u32,
-
     /// Where `serve intake-web` and `serve instruction` answer `/metrics`
     /// (the gateway serves it on its HTTP address). Unset: 127.0.0.1:9161
     /// for intake-web, 127.0.0.1:9162 for instruction.
@@ -206,6 +150,17 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
 }
 
+/// A set of settings (the common one, or a service's own section) from the
+/// environment alone, with the defaults for what is not set.
+pub fn from_env<T: clap::Args>() -> Result<T, clap::Error> {
+    #[derive(clap::Parser)]
+    struct Only<T: clap::Args> {
+        #[command(flatten)]
+        settings: T,
+    }
+    <Only<T> as clap::Parser>::try_parse_from(["guichet"]).map(|o| o.settings)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -216,12 +171,7 @@ impl Config {
     /// The configuration from the environment alone (no flags), as tests and
     /// embedders use it.
     pub fn from_env() -> Result<Self, clap::Error> {
-        #[derive(clap::Parser)]
-        struct Only {
-            #[command(flatten)]
-            config: Config,
-        }
-        <Only as clap::Parser>::try_parse_from(["guichet"]).map(|o| o.config)
+        from_env()
     }
 
     pub fn request_timeout(&self) -> Duration {

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use guichet::Settings;
 use guichet_kit::Config;
 use guichet_kit::db::Database;
 use guichet_kit::shutdown::Shutdown;
@@ -144,8 +145,8 @@ impl TestEnv {
         }
     }
 
-    pub fn config(&self) -> Config {
-        let mut config = Config::from_env().expect("default configuration");
+    pub fn config(&self) -> Settings {
+        let mut config = Settings::from_env().expect("default configuration");
         config.database_url = self.database_url.clone();
         config.amqp_url = self.amqp_url.clone();
         config.data_dir = self.data_dir.clone();
@@ -300,7 +301,7 @@ impl guichet_kit::Clock for ShiftedClock {
 
 /// Which part of the mesh a test starts, on which clock (`App::builder`).
 pub struct AppBuilder<'a> {
-    config: &'a Config,
+    config: &'a Settings,
     only: &'a [&'a str],
     clock: guichet_kit::clock::SharedClock,
 }
@@ -388,7 +389,7 @@ pub struct Services {
 impl Services {
     pub async fn start(
         intake: (&Config, guichet_kit::bus::SharedBus),
-        instruction: (&Config, guichet_kit::bus::SharedBus),
+        instruction: (&Settings, guichet_kit::bus::SharedBus),
         gateway: &Config,
     ) -> Self {
         let shutdown = Shutdown::new();
@@ -401,9 +402,14 @@ impl Services {
             shutdown: shutdown.clone(),
             metrics: metrics.clone(),
         };
-        let instruction = guichet_instruction::start(instruction.0, any, &shared(instruction.1))
-            .await
-            .expect("start instruction");
+        let instruction = guichet_instruction::start(
+            instruction.0,
+            &instruction.0.instruction,
+            any,
+            &shared(instruction.1),
+        )
+        .await
+        .expect("start instruction");
         let intake_shared = shared(intake.1);
         let intake = guichet_intake_web::start(intake.0, any, &intake_shared)
             .await
@@ -439,12 +445,12 @@ pub const ONLINE: &[&str] = &["gateway", "intake-web", "instruction"];
 
 impl App {
     /// The whole mesh on the system clock.
-    pub async fn start(config: &Config) -> Self {
+    pub async fn start(config: &Settings) -> Self {
         Self::builder(config).start().await
     }
 
     /// The whole mesh on the system clock, unless told otherwise.
-    pub fn builder(config: &Config) -> AppBuilder<'_> {
+    pub fn builder(config: &Settings) -> AppBuilder<'_> {
         AppBuilder {
             config,
             only: &guichet::SERVICES,

@@ -128,7 +128,9 @@ async fn run_in(
             eprintln!("bench-postal: {what}");
         }
     };
-    let defaults = guichet_kit::Config::from_env().context("reading GUICHET_* settings")?;
+
+    let mailroom = guichet_intake_postal::settings::MailroomSettings::from_env()
+        .context("reading the mailroom's GUICHET_* settings")?;
     progress("starting the mesh");
     let mesh = mesh::Mesh::start(
         &scratch.database_url,
@@ -182,7 +184,7 @@ async fn run_in(
             pages_per_minute_total: total_pages as f64 / total_seconds * 60.0,
             stations,
             postal_service_cpu_seconds: cpu,
-            readers: defaults.postal_readers,
+            readers: mailroom.postal_readers,
             build: if cfg!(debug_assertions) {
                 "debug"
             } else {

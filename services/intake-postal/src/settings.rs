@@ -1,0 +1,38 @@
+//! The postal service's settings: form signatures, page reading, postmarks, the e-mail copy of letters.
+
+/// This service's own section of the configuration (`GUICHET_*`
+/// variables or flags), beside the kit's common one.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Mailroom")]
+pub struct MailroomSettings {
+    /// Key that signs the QR codes of printed forms (any text, 32 bytes or
+    /// more). Unset: a random key is made once and kept in the data folder.
+    #[arg(long, env = "GUICHET_FORM_SIGNING_KEY", hide_env_values = true)]
+    pub form_signing_key: Option<String>,
+    /// Pages the postal service reads (QR decoding, OCR) at once.
+    #[arg(long, env = "GUICHET_POSTAL_READERS", default_value_t = 2)]
+    pub postal_readers: usize,
+    /// Days before its reception date a postmark is still taken on one
+    /// mailroom operator's word; an older one (or one after the reception
+    /// date) needs a second operator's confirmation with a reason.
+    #[arg(long, env = "GUICHET_POSTMARK_MAX_AGE_DAYS", default_value_t = 60)]
+    pub postmark_max_age_days: u32,
+    /// SMTP relay for the e-mail copy of letters (`smtp://host:25`). Unset:
+    /// each e-mail is written as an .eml file under the data folder's `mail/`.
+    #[arg(long, env = "GUICHET_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// Sender of the e-mail copy of letters.
+    #[arg(
+        long,
+        env = "GUICHET_MAIL_FROM",
+        default_value = "Guichet <ne-pas-repondre@guichet.example>"
+    )]
+    pub mail_from: String,
+}
+
+impl MailroomSettings {
+    /// The section from the environment alone, defaults for what is unset.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        guichet_kit::config::from_env()
+    }
+}
