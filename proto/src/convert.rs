@@ -11,7 +11,8 @@ use guichet_dossier::{
     Provenance, RawFiling, Reference, SCHEMA_VERSION, TitleKind, Violations,
 };
 
-use guichet_dossier::signalement::ReportState;
+use guichet_dossier::desk::{AppointmentState, BookingRoute};
+use guichet_dossier::signalement::{AlternativeKind, Category, ReportOutcome, ReportState};
 use guichet_dossier::{CaseState, UrgencyClass};
 
 use crate::v1 as pb;
@@ -251,6 +252,53 @@ wire_enum!(
     ReportState,
     pb::ReportState,
     [Open, Escalated, AlternativeOffered, Closed]
+);
+wire_enum!(
+    report_category_to_pb,
+    report_category_from_pb,
+    report_category_text,
+    Category,
+    pb::ReportCategory,
+    [
+        CannotCreateAccount,
+        UploadFails,
+        AppointmentImpossible,
+        TwoProceduresAtOnce,
+        NoReceipt,
+        Other,
+    ]
+);
+wire_enum!(
+    alternative_kind_to_pb,
+    alternative_kind_from_pb,
+    alternative_kind_text,
+    AlternativeKind,
+    pb::AlternativeKind,
+    [PanAppointment, PaperKit]
+);
+wire_enum!(
+    report_outcome_to_pb,
+    report_outcome_from_pb,
+    report_outcome_text,
+    ReportOutcome,
+    pb::ReportOutcome,
+    [Filed, Declined, Unreachable]
+);
+wire_enum!(
+    appointment_state_to_pb,
+    appointment_state_from_pb,
+    appointment_state_text,
+    AppointmentState,
+    pb::AppointmentState,
+    [Booked, Cancelled, Attended, NoShow]
+);
+wire_enum!(
+    booking_route_to_pb,
+    booking_route_from_pb,
+    booking_route_text,
+    BookingRoute,
+    pb::BookingRoute,
+    [Online, Phone, FrontDesk]
 );
 wire_enum!(
     urgency_to_pb,
@@ -626,6 +674,46 @@ mod tests {
             report_state_to_pb,
             report_state_from_pb,
             |v| pb::ReportState::try_from(v).ok().map(|w| w.as_str_name()),
+        );
+        check(
+            Category::ALL.as_slice(),
+            "REPORT_CATEGORY",
+            Category::as_str,
+            report_category_to_pb,
+            report_category_from_pb,
+            |v| pb::ReportCategory::try_from(v).ok().map(|w| w.as_str_name()),
+        );
+        check(
+            AlternativeKind::ALL,
+            "ALTERNATIVE_KIND",
+            AlternativeKind::as_str,
+            alternative_kind_to_pb,
+            alternative_kind_from_pb,
+            |v| pb::AlternativeKind::try_from(v).ok().map(|w| w.as_str_name()),
+        );
+        check(
+            ReportOutcome::ALL,
+            "REPORT_OUTCOME",
+            ReportOutcome::as_str,
+            report_outcome_to_pb,
+            report_outcome_from_pb,
+            |v| pb::ReportOutcome::try_from(v).ok().map(|w| w.as_str_name()),
+        );
+        check(
+            AppointmentState::ALL,
+            "APPOINTMENT_STATE",
+            AppointmentState::as_str,
+            appointment_state_to_pb,
+            appointment_state_from_pb,
+            |v| pb::AppointmentState::try_from(v).ok().map(|w| w.as_str_name()),
+        );
+        check(
+            BookingRoute::ALL,
+            "BOOKING_ROUTE",
+            BookingRoute::as_str,
+            booking_route_to_pb,
+            booking_route_from_pb,
+            |v| pb::BookingRoute::try_from(v).ok().map(|w| w.as_str_name()),
         );
         assert_eq!(procedure_text(0), None);
         assert_eq!(

@@ -224,6 +224,33 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
+/// A stored row that came back but does not decode (a column of another
+/// type, or a value its conversion refuses): damaged data, named by what the
+/// row is and its key. An internal error, never a value to guess.
+#[derive(Debug, thiserror::Error)]
+#[error("{row} cannot be read back")]
+pub struct Unreadable {
+    pub row: String,
+    #[source]
+    pub source: sqlx::Error,
+}
+
+/// Sorts the error of a read: `Unreadable`, naming the row `row()` says,
+/// when what came back does not decode; the database's own error otherwise.
+pub fn reading<E>(row: impl FnOnce() -> String) -> impl FnOnce(sqlx::Error) -> E
+where
+    E: From<Unreadable> + From<sqlx::Error>,
+{
+    move |source| match source {
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => Unreadable {
+            row: row(),
+            source,
+        }
+        .into(),
+        other => other.into(),
+    }
+}
+
 /// Errors that mean the database is unreachable or busy rather than the
 /// query wrong: worth retrying, and a 503 for the person meanwhile.
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
