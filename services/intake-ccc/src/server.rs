@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use guichet_dossier::filing::RawProvenance;
+use guichet_dossier::desk::AppointmentState;
 use guichet_dossier::signalement::{
-    self, OfferedAlternative, OfferedAppointment, ReportState, ReportStep,
+    self, AlternativeKind, OfferedAlternative, OfferedAppointment, ReportState, ReportStep,
 };
 use guichet_dossier::{Channel, Violations};
 use guichet_intake::{ChannelFoundations, Intake, prepare_channel};
@@ -19,7 +20,6 @@ use guichet_proto::v1::call_centre_server::{CallCentre, CallCentreServer};
 use guichet_proto::v1::desk_client::DeskClient;
 use guichet_proto::v1::instruction_reader_client::InstructionReaderClient;
 use guichet_proto::{convert, v1 as pb};
-use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::reports::{self, NewReport, ReportError, Reports, StepChange};
@@ -109,11 +109,7 @@ impl CallCentreService {
     }
 
     async fn report_pb(&self, row: &reports::ReportRow) -> Result<pb::Report, Status> {
-        let events = self
-            .reports
-            .events(&row.id)
-            .await
-            .map_err(|e| db_error("reading a report", &e))?;
+        let events = self.reports.events(&row.id).await.map_err(err)?;
         Ok(reports::to_pb(row, &events, self.clock().today()))
     }
 
@@ -121,7 +117,7 @@ impl CallCentreService {
         self.reports
             .get(id)
             .await
-            .map_err(|e| db_error("reading a report", &e))?
+            .map_err(err)?
             .ok_or_else(|| Status::from(ServiceError::not_found(format!("no report {id}"))))
     }
 
@@ -153,9 +149,7 @@ impl CallCentreService {
             )
             .into());
         };
-        let state = pb::AppointmentState::try_from(a.state)
-            .map(appointment_state)
-            .unwrap_or("unknown");
+        let state = appointment_state(a.state);
         signalement::check_offered_appointment(
             &report.id,
             &report.prefecture,
@@ -171,33 +165,25 @@ impl CallCentreService {
     /// Refuses to close a report whose alternative does not stand: its
     /// appointment gone or cancelled, or a kit with no address.
     async fn check_alternative_stands(&self, report: &reports::ReportRow) -> Result<(), Status> {
-        if report.state() != ReportState::AlternativeOffered {
+        if report.state != ReportState::AlternativeOffered {
             // Nothing to close on (or closed already): the step says so.
             return Ok(());
         }
-        let alternative = match report.alternative_kind.as_deref() {
-            Some("pan_appointment") => {
-                let id = report.appointment_id.as_deref().unwrap_or_default();
-                let a = if id.is_empty() {
-                    None
-                } else {
-                    self.appointment(id).await?
+        let alternative = match *report.alternative_kind {
+            Some(AlternativeKind::PanAppointment) => {
+                let a = match report.appointment_id.as_deref() {
+                    Some(id) if !id.is_empty() => self.appointment(id).await?,
+                    _ => None,
                 };
-                let state = a.as_ref().map(|a| {
-                    pb::AppointmentState::try_from(a.state)
-                        .map(appointment_state)
-                        .unwrap_or("unknown")
-                });
-                OfferedAlternative::Appointment(state)
+                OfferedAlternative::Appointment(a.map(|a| appointment_state(a.state)))
             }
-            Some("paper_kit") => OfferedAlternative::PaperKit {
+            Some(AlternativeKind::PaperKit) => OfferedAlternative::PaperKit {
                 addressed: report
                     .kit_sent_to
-                    .as_deref()
-                    .and_then(|b| pb::PostalAddress::decode(b).ok())
-                    .is_some_and(|a| missing_address_lines(&a).is_empty()),
+                    .as_ref()
+                    .is_some_and(|a| missing_address_lines(a).is_empty()),
             },
-            _ => return Ok(()),
+            None => return Ok(()),
         };
         signalement::check_alternative_stands(alternative).map_err(|(field, why)| {
             ServiceError::on_field(ErrorKind::WrongState, field, why).into()
@@ -205,7 +191,7 @@ impl CallCentreService {
     }
 
     /// Refreshes the report figures on `/metrics`.
-    async fn sample(&self) -> Result<(), sqlx::Error> {
+    async fn sample(&self) -> Result<(), ReportError> {
         for f in self.reports.figures(self.clock().today()).await? {
             let labels = PrefectureLabels {
                 prefecture: f.prefecture,
@@ -245,8 +231,8 @@ fn invalid(field: &str, problem: &str) -> Status {
     ServiceError::invalid(Violations::one(field, problem)).into()
 }
 
-fn db_error(context: &str, e: &sqlx::Error) -> Status {
-    ServiceError::database("the call-centre service", context, e).into()
+fn err(e: ReportError) -> Status {
+    ServiceError::from(e).into()
 }
 
 impl From<ReportError> for ServiceError {
@@ -258,19 +244,15 @@ impl From<ReportError> for ServiceError {
                 "this idempotency key was already used for a different report; \
                  use a new key for a new report",
             ),
+            ReportError::Unreadable(e) => ServiceError::internal("reading a report", &e),
             ReportError::Db(e) => ServiceError::database("the call-centre service", "a report", &e),
         }
     }
 }
 
-fn appointment_state(s: pb::AppointmentState) -> &'static str {
-    match s {
-        pb::AppointmentState::Booked => "booked",
-        pb::AppointmentState::Cancelled => "cancelled",
-        pb::AppointmentState::Attended => "attended",
-        pb::AppointmentState::NoShow => "no_show",
-        pb::AppointmentState::Unspecified => "unknown",
-    }
+/// An appointment's state as the desk service gave it, in words.
+fn appointment_state(wire: i32) -> &'static str {
+    convert::appointment_state_from_pb(wire).map_or("unknown", AppointmentState::as_str)
 }
 
 /// The desk service said something other than "no such appointment".
@@ -336,9 +318,10 @@ fn kit_address(
             missing.is_empty().then(|| trimmed(a))
         }
         None => {
-            let on_file = pb::Contact::decode(report.contact.as_slice())
-                .ok()
-                .and_then(|c| c.address)
+            let on_file = report
+                .contact
+                .address
+                .clone()
                 .filter(|a| missing_address_lines(a).is_empty());
             if on_file.is_none() {
                 v.add(
@@ -398,9 +381,7 @@ impl CallCentre for CallCentreService {
     ) -> Result<Response<pb::Report>, Status> {
         let r = request.into_inner();
         let mut v = Violations::default();
-        let category = pb::ReportCategory::try_from(r.category)
-            .ok()
-            .and_then(reports::category_from_pb);
+        let category = convert::report_category_from_pb(r.category);
         if category.is_none() {
             v.add(
                 "category",
@@ -431,7 +412,11 @@ impl CallCentre for CallCentreService {
                 "a French postal code of residence is needed: it decides which prefecture answers",
             );
         }
-        let procedure = convert::procedure_text(r.procedure);
+        // Optional; a number no procedure has is refused, never kept.
+        let procedure = convert::procedure_from_pb(r.procedure);
+        if r.procedure != 0 && procedure.is_none() {
+            v.add("procedure", "is not a procedure");
+        }
         let (Some(category), Some(prefecture)) = (category, prefecture) else {
             return Err(ServiceError::invalid(v).into());
         };
@@ -468,12 +453,7 @@ impl CallCentre for CallCentreService {
         request: Request<pb::GetReportRequest>,
     ) -> Result<Response<pb::Report>, Status> {
         let id = request.into_inner().id;
-        let row = self
-            .reports
-            .get(&id)
-            .await
-            .map_err(|e| db_error("reading a report", &e))?
-            .ok_or_else(|| Status::from(ServiceError::not_found(format!("no report {id}"))))?;
+        let row = self.report_row(&id).await?;
         Ok(Response::new(self.report_pb(&row).await?))
     }
 
@@ -493,11 +473,11 @@ impl CallCentre for CallCentreService {
                 limit,
             )
             .await
-            .map_err(|e| db_error("listing reports", &e))?;
+            .map_err(err)?;
         let today = self.clock().today();
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            if r.overdue_only && !signalement::is_overdue(row.state(), row.deadline, today) {
+            if r.overdue_only && !signalement::is_overdue(row.state, row.deadline, today) {
                 continue;
             }
             out.push(self.report_pb(&row).await?);
@@ -512,13 +492,13 @@ impl CallCentre for CallCentreService {
         let r = request.into_inner();
         let mut v = Violations::default();
         let agent_id = required(&mut v, "agent_id", &r.agent_id);
-        let kind = pb::AlternativeKind::try_from(r.kind);
+        let kind = convert::alternative_kind_from_pb(r.kind);
         let appointment_id = match kind {
-            Ok(pb::AlternativeKind::PanAppointment) => {
+            Some(AlternativeKind::PanAppointment) => {
                 required(&mut v, "appointment_id", &r.appointment_id)
             }
-            Ok(pb::AlternativeKind::PaperKit) => String::new(),
-            _ => {
+            Some(AlternativeKind::PaperKit) => String::new(),
+            None => {
                 v.add("kind", "is required: pan_appointment or paper_kit");
                 String::new()
             }
@@ -529,13 +509,13 @@ impl CallCentre for CallCentreService {
         let report = self.report_row(&r.id).await?;
         // Said before anything is asked of the desk: a closed report takes
         // no offer whatever it is.
-        signalement::next_state(report.state(), ReportStep::OfferAlternative)
+        signalement::next_state(report.state, ReportStep::OfferAlternative)
             .map_err(|why| Status::from(ServiceError::new(ErrorKind::WrongState, why)))?;
-        let change = if kind == Ok(pb::AlternativeKind::PanAppointment) {
+        let change = if kind == Some(AlternativeKind::PanAppointment) {
             self.check_offered_appointment(&report, &appointment_id)
                 .await?;
             StepChange::Offer {
-                kind: "pan_appointment",
+                kind: AlternativeKind::PanAppointment,
                 appointment_id: Some(appointment_id),
                 kit_sent_to: None,
             }
@@ -545,7 +525,7 @@ impl CallCentre for CallCentreService {
                 return Err(ServiceError::invalid(v).into());
             };
             StepChange::Offer {
-                kind: "paper_kit",
+                kind: AlternativeKind::PaperKit,
                 appointment_id: None,
                 kit_sent_to: Some(address),
             }
@@ -572,18 +552,13 @@ impl CallCentre for CallCentreService {
         let r = request.into_inner();
         let mut v = Violations::default();
         let agent_id = required(&mut v, "agent_id", &r.agent_id);
-        let outcome = match pb::ReportOutcome::try_from(r.outcome) {
-            Ok(pb::ReportOutcome::Filed) => "filed",
-            Ok(pb::ReportOutcome::Declined) => "declined",
-            Ok(pb::ReportOutcome::Unreachable) => "unreachable",
-            _ => {
-                v.add("outcome", "is required: filed, declined or unreachable");
-                ""
-            }
-        };
-        if !v.is_empty() {
-            return Err(ServiceError::invalid(v).into());
+        let outcome = convert::report_outcome_from_pb(r.outcome);
+        if outcome.is_none() {
+            v.add("outcome", "is required: filed, declined or unreachable");
         }
+        let Some(outcome) = outcome.filter(|_| v.is_empty()) else {
+            return Err(ServiceError::invalid(v).into());
+        };
         let report = self.report_row(&r.id).await?;
         self.check_alternative_stands(&report).await?;
         let row = self
