@@ -99,12 +99,13 @@ struct Addressee {
 
 impl Addressee {
     fn of_envelope(envelope: &EnvelopeRow) -> Self {
-        let fields: BTreeMap<String, String> = envelope
-            .fields()
-            .into_iter()
-            .map(|f| (f.key, f.value))
+        let fields: BTreeMap<&str, &str> = envelope
+            .fields
+            .iter()
+            .map(|f| (f.key.as_str(), f.value.as_str()))
             .collect();
-        let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
+        // A field the form left empty is an empty line.
+        let get = |k: &str| fields.get(k).map_or_else(String::new, |v| v.to_string());
         Self {
             lines: vec![
                 format!(

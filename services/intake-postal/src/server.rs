@@ -11,8 +11,8 @@ use std::time::Duration;
 use guichet_dossier::calendar::parse_iso_date;
 use guichet_dossier::filing::{RawProvenance, future_date_problem};
 use guichet_dossier::postal::{
-    self, Confirmation, ConfirmationRefused, EnvelopeAction, FORM_VERSION, FormCode, PostmarkHold,
-    ScannedPage, form_code_text, form_field, separator_code,
+    self, Confirmation, ConfirmationRefused, EnvelopeAction, EnvelopeState, FORM_VERSION, FormCode,
+    PageRole, PostmarkHold, ScannedPage, form_code_text, form_field, separator_code,
 };
 use guichet_dossier::{Channel, FieldViolation, Violations};
 use guichet_intake::{ChannelFoundations, Intake, prepare_channel};
@@ -187,16 +187,18 @@ fn signing_key(configured: Option<&str>, data_dir: &Path) -> Result<Vec<u8>, Str
 async fn sample_forever(service: PostalService, shutdown: Shutdown) {
     loop {
         if let Ok(counts) = service.store.envelope_counts().await {
-            for state in ["keying", "postmark_check", "filed", "routed"] {
+            for state in EnvelopeState::ALL {
                 let n = counts
                     .iter()
-                    .find(|(s, _)| s == state)
+                    .find(|(s, _)| *s == state)
                     .map_or(0, |(_, n)| *n);
                 service
                     .intake
                     .metrics
                     .postal_envelopes
-                    .get_or_create(&StateLabels { state })
+                    .get_or_create(&StateLabels {
+                        state: state.as_str(),
+                    })
                     .set(n);
             }
         }
@@ -231,7 +233,8 @@ impl From<StoreError> for ServiceError {
                  station on this day) was already used for a different upload; use a \
                  new key for a new batch",
             ),
-            e @ StoreError::Unreadable(..) => ServiceError::internal("reading an envelope", &e),
+            StoreError::Unreadable(e) => ServiceError::internal("reading the postal store", &e),
+            e @ StoreError::Encode(_) => ServiceError::internal("writing the postal store", &e),
             StoreError::Db(e) => {
                 ServiceError::database("the postal service", "the postal store", &e)
             }
@@ -295,19 +298,19 @@ fn envelope_to_pb(
         batch_id: row.batch_id.clone(),
         seq: row.seq as u32,
         page_count: row.page_count as u32,
-        state: row.state.clone(),
+        state: row.state.as_str().to_string(),
         postmark_date: row.postmark_date.clone().unwrap_or_default(),
         reception_date: row.reception_date.clone(),
         form_id: row.form_id.clone().unwrap_or_default(),
         code_problem: row.code_problem.clone().unwrap_or_default(),
         fields: row
-            .fields()
-            .into_iter()
+            .fields
+            .iter()
             .map(|f| pb::ExtractedField {
-                key: f.key,
-                value: f.value,
+                key: f.key.clone(),
+                value: f.value.clone(),
                 confidence: f.confidence,
-                source: f.source,
+                source: f.source.clone(),
             })
             .collect(),
         reference: row.reference.clone().unwrap_or_default(),
@@ -338,18 +341,18 @@ fn envelope_to_pb(
 
 /// What became of a page, in words an operator reads.
 fn outcome(page: &PageRow, envelope: Option<&EnvelopeRow>) -> String {
-    match (page.role.as_deref(), envelope) {
+    match (*page.role, envelope) {
         (None, _) => "reading".into(),
-        (Some("separator"), _) => "separator sheet".into(),
+        (Some(PageRole::Separator), _) => "separator sheet".into(),
         (_, None) => "no envelope".into(),
-        (_, Some(e)) => match e.state.as_str() {
-            "filed" => format!("dossier {}", e.reference.clone().unwrap_or_default()),
-            "routed" => format!(
+        (_, Some(e)) => match e.state {
+            EnvelopeState::Filed => format!("dossier {}", e.reference.as_deref().unwrap_or("")),
+            EnvelopeState::Routed => format!(
                 "routed to {}: {}",
-                e.routed_to.clone().unwrap_or_default(),
-                e.routed_reason.clone().unwrap_or_default()
+                e.routed_to.as_deref().unwrap_or(""),
+                e.routed_reason.as_deref().unwrap_or("")
             ),
-            other => other.to_string(),
+            open => open.as_str().to_string(),
         },
     }
 }
@@ -560,7 +563,7 @@ impl Postal for PostalService {
                 pb::PageTrace {
                     seq: p.seq as u32,
                     sha256: p.sha256.clone(),
-                    role: p.role.clone().unwrap_or_default(),
+                    role: p.role.map_or_else(String::new, |r| r.as_str().to_string()),
                     envelope_id: p.envelope_id.clone().unwrap_or_default(),
                     code: p.code.clone().unwrap_or_default(),
                     outcome: outcome(p, envelope),
@@ -574,7 +577,7 @@ impl Postal for PostalService {
                     .iter()
                     .filter(|p| {
                         p.envelope_id.as_deref() == Some(e.id.as_str())
-                            && p.role.as_deref() != Some("separator")
+                            && *p.role != Some(PageRole::Separator)
                     })
                     .cloned()
                     .collect();
@@ -585,7 +588,7 @@ impl Postal for PostalService {
             id: batch.id,
             station_id: batch.station_id,
             reception_date: batch.reception_date,
-            state: batch.state,
+            state: batch.state.as_str().to_string(),
             pages: traces,
             envelopes,
             received_at: Some(convert::timestamp_to_pb(batch.received_at)),
@@ -649,12 +652,12 @@ impl Postal for PostalService {
             .envelope(r.envelope_id.trim())
             .await
             .map_err(err)?;
-        if row.state == "filed" {
+        if row.state == EnvelopeState::Filed {
             // Confirming again (a retry) answers with the dossier already made.
             return Ok(Response::new(self.envelope_pb(&row).await?));
         }
         // The operator's word replaces what was read.
-        let mut fields = row.fields();
+        let mut fields = row.fields.0.clone();
         for (k, value) in &r.fields {
             fields.retain(|f| &f.key != k);
             fields.push(StoredField {
@@ -674,12 +677,11 @@ impl Postal for PostalService {
             .save_keying(&row.id, &fields, postmark.as_deref())
             .await
             .map_err(err)?;
-        let state = crate::store::envelope_state(&row.id, &row.state).map_err(err)?;
-        if !state.is_open() {
-            let why = state
-                .after(EnvelopeAction::Confirm)
-                .err()
-                .unwrap_or("not in keying");
+        if !row.state.is_open() {
+            let why = match row.state.after(EnvelopeAction::Confirm) {
+                Err(why) => why,
+                Ok(_) => "not in keying",
+            };
             return Err(ServiceError::new(ErrorKind::WrongState, why).into());
         }
 
@@ -763,12 +765,12 @@ impl Postal for PostalService {
         };
         let form: Vec<ScannedPage> = pages
             .iter()
-            .filter(|p| p.role.as_deref() == Some("form"))
+            .filter(|p| *p.role == Some(PageRole::Form))
             .map(scanned)
             .collect();
         let enclosures: Vec<ScannedPage> = pages
             .iter()
-            .filter(|p| p.role.as_deref() != Some("form"))
+            .filter(|p| *p.role != Some(PageRole::Form))
             .map(scanned)
             .collect();
         let values: BTreeMap<String, String> = fields

@@ -23,42 +23,6 @@ pub enum Database {
     Sqlite(SqlitePool),
 }
 
-/// Runs a transaction body on whichever backend the store has. The body is
-/// compiled once per backend, so it may only use what both understand.
-#[macro_export]
-macro_rules! in_tx {
-    ($db:expr, |$tx:ident| $body:block) => {
-        match $db {
-            $crate::db::Database::Postgres(pool) => {
-                let mut $tx = pool.begin().await?;
-                let out = $body;
-                $tx.commit().await?;
-                out
-            }
-            $crate::db::Database::Sqlite(pool) => {
-                // IMMEDIATE: take the write lock up front. A deferred
-                // transaction that reads then writes fails at once
-                // (SQLITE_BUSY_SNAPSHOT) when another connection wrote between.
-                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let out = $body;
-                $tx.commit().await?;
-                out
-            }
-        }
-    };
-}
-
-/// Runs one query on whichever backend the store has.
-#[macro_export]
-macro_rules! on_db {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            $crate::db::Database::Postgres($pool) => $body,
-            $crate::db::Database::Sqlite($pool) => $body,
-        }
-    };
-}
-
 /// A service's own migrations, per backend: one or more sets (a channel
 /// service runs the shared intake ledger's and its own), applied in order.
 /// Versions must be unique across the sets of one service.
