@@ -681,7 +681,11 @@ mod tests {
             Category::as_str,
             report_category_to_pb,
             report_category_from_pb,
-            |v| pb::ReportCategory::try_from(v).ok().map(|w| w.as_str_name()),
+            |v| {
+                pb::ReportCategory::try_from(v)
+                    .ok()
+                    .map(|w| w.as_str_name())
+            },
         );
         check(
             AlternativeKind::ALL,
@@ -689,7 +693,11 @@ mod tests {
             AlternativeKind::as_str,
             alternative_kind_to_pb,
             alternative_kind_from_pb,
-            |v| pb::AlternativeKind::try_from(v).ok().map(|w| w.as_str_name()),
+            |v| {
+                pb::AlternativeKind::try_from(v)
+                    .ok()
+                    .map(|w| w.as_str_name())
+            },
         );
         check(
             ReportOutcome::ALL,
@@ -705,7 +713,11 @@ mod tests {
             AppointmentState::as_str,
             appointment_state_to_pb,
             appointment_state_from_pb,
-            |v| pb::AppointmentState::try_from(v).ok().map(|w| w.as_str_name()),
+            |v| {
+                pb::AppointmentState::try_from(v)
+                    .ok()
+                    .map(|w| w.as_str_name())
+            },
         );
         check(
             BookingRoute::ALL,

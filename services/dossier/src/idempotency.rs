@@ -32,7 +32,10 @@ pub struct KeyReused;
 /// what it left (`(id, fingerprint)`): `None` when there was none, the id of
 /// what it made when it asked the same (to answer again), `KeyReused` when
 /// it asked something else.
-pub fn earlier(found: Option<(String, Option<String>)>, asked: &str) -> Result<Option<String>, KeyReused> {
+pub fn earlier(
+    found: Option<(String, Option<String>)>,
+    asked: &str,
+) -> Result<Option<String>, KeyReused> {
     match found {
         None => Ok(None),
         Some((id, stored)) if same_request(stored.as_deref(), asked) => Ok(Some(id)),

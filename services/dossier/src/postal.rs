@@ -335,12 +335,8 @@ impl EnvelopeState {
         }
     }
 
-    pub const ALL: [EnvelopeState; 4] = [
-        Self::Keying,
-        Self::PostmarkCheck,
-        Self::Filed,
-        Self::Routed,
-    ];
+    pub const ALL: [EnvelopeState; 4] =
+        [Self::Keying, Self::PostmarkCheck, Self::Filed, Self::Routed];
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|x| x.as_str() == s)

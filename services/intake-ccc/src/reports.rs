@@ -247,10 +247,8 @@ impl Reports {
         let mut c = tx.conn();
         let found = c
             .fetch_optional(
-                Stmt::new(
-                    "SELECT id, request_fingerprint FROM reports WHERE idempotency_key = $1",
-                )
-                .bind(&new.idempotency_key),
+                Stmt::new("SELECT id, request_fingerprint FROM reports WHERE idempotency_key = $1")
+                    .bind(&new.idempotency_key),
             )
             .await?;
         if let Some(id) = idempotency::earlier(found, fingerprint)? {
@@ -295,7 +293,10 @@ impl Reports {
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<ReportRow>, ReportError> {
-        self.db.fetch_optional(report(id)).await.map_err(reading(id))
+        self.db
+            .fetch_optional(report(id))
+            .await
+            .map_err(reading(id))
     }
 
     pub async fn events(&self, id: &str) -> Result<Vec<EventRow>, ReportError> {
@@ -448,7 +449,9 @@ impl Reports {
                 entry.1 += 1;
             }
             if let Some(offered) = r.offered_at {
-                entry.2.push((offered - r.opened_at).num_seconds().max(0) as f64);
+                entry
+                    .2
+                    .push((offered - r.opened_at).num_seconds().max(0) as f64);
             }
         }
         Ok(by

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use guichet_dossier::filing::RawProvenance;
 use guichet_dossier::desk::AppointmentState;
+use guichet_dossier::filing::RawProvenance;
 use guichet_dossier::signalement::{
     self, AlternativeKind, OfferedAlternative, OfferedAppointment, ReportState, ReportStep,
 };

@@ -465,7 +465,9 @@ impl Desks {
                 .bind(key),
             )
             .await
-            .map_err(db::reading(|| format!("the appointment booked with key {key}")))
+            .map_err(db::reading(|| {
+                format!("the appointment booked with key {key}")
+            }))
     }
 
     pub async fn move_to(
@@ -490,14 +492,7 @@ impl Desks {
         }
         let site = site_in(&mut c, &a.site_id).await?;
         let rules = check_slot(&site, starts_at, now)?;
-        take_place(
-            &mut c,
-            &a.site_id,
-            starts_at,
-            &rules,
-            a.report_id.is_some(),
-        )
-        .await?;
+        take_place(&mut c, &a.site_id, starts_at, &rules, a.report_id.is_some()).await?;
         give_back_place(&mut c, &a).await?;
         c.execute(
             Stmt::new("UPDATE appointments SET starts_at = $2 WHERE id = $1")

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use futures_util::{StreamExt, stream};
 use guichet_dossier::postal::{
-    CodeProblem, ExtractedField, FormCode, OcrLine, PageCode, PageRole, fields_from_ocr, merge_fields,
-    read_code, split_at_separators,
+    CodeProblem, ExtractedField, FormCode, OcrLine, PageCode, PageRole, fields_from_ocr,
+    merge_fields, read_code, split_at_separators,
 };
 use guichet_kit::Metrics;
 use guichet_kit::clock::SharedClock;

@@ -74,7 +74,7 @@ pub async fn start(
             .map_err(|e| StartError::Target("GUICHET_FORM_SIGNING_KEY".into(), e))?,
     );
     let mailer = Mailer::new(config.smtp_url.as_deref(), config.data_dir.join("mail"))
-        .map_err(|e| StartError::Target("GUICHET_SMTP_URL".into(), e))?;
+        .map_err(|e| StartError::Target("GUICHET_SMTP_URL".into(), e.to_string()))?;
     let store = Store::new(db.clone());
     let wake = Arc::new(Notify::new());
     let letters = Letters {

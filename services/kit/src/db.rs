@@ -206,11 +206,9 @@ where
     E: From<Unreadable> + From<sqlx::Error>,
 {
     move |source| match source {
-        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => Unreadable {
-            row: row(),
-            source,
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            Unreadable { row: row(), source }.into()
         }
-        .into(),
         other => other.into(),
     }
 }
