@@ -5,7 +5,7 @@
 //! Every step is a row in `appointment_events` and an event on
 //! `guichet.events` (`appointment.<step>.<site>`), through the outbox.
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use guichet_dossier::desk::{AppointmentState, BookingRoute, RawSite, SiteRules};
 use guichet_dossier::idempotency;
 use guichet_kit::bus::{EVENTS_EXCHANGE, OutgoingMessage};
@@ -287,8 +287,7 @@ impl Desks {
     pub async fn slots(&self, site_id: &str, date: NaiveDate) -> Result<Vec<SlotView>, DeskError> {
         let site = self.site(site_id).await?;
         let rules = rules_of(&site).map_err(|v| DeskError::BadSlot(v.to_string()))?;
-        let from = guichet_dossier::desk::from_local(date.and_hms_opt(0, 0, 0).unwrap_or_default())
-            .unwrap_or_default();
+        let from = start_of(date);
         let to = from + Duration::days(1);
         let booked: Vec<(DateTime<Utc>, i32, i32, i32, i32)> = self
             .db
@@ -611,11 +610,7 @@ impl Desks {
     /// opening hours, appointments kept or missed, and no-shows.
     pub async fn figures(&self, today: NaiveDate) -> Result<Vec<SiteFigures>, DeskError> {
         let from_day = today - Duration::days(30);
-        let from =
-            guichet_dossier::desk::from_local(from_day.and_hms_opt(0, 0, 0).unwrap_or_default())
-                .unwrap_or_default();
-        let to = guichet_dossier::desk::from_local(today.and_hms_opt(0, 0, 0).unwrap_or_default())
-            .unwrap_or_default();
+        let (from, to) = (start_of(from_day), start_of(today));
         let counts: Vec<StateCount> = self
             .db
             .fetch_all(
@@ -659,6 +654,13 @@ impl Desks {
         }
         Ok(out)
     }
+}
+
+/// The start of `day` in Paris. Midnight is always a time there (the clocks
+/// change in the night at 2 or 3); were it not, UTC's midnight would do.
+fn start_of(day: NaiveDate) -> DateTime<Utc> {
+    let midnight = day.and_time(NaiveTime::MIN);
+    guichet_dossier::desk::from_local(midnight).unwrap_or_else(|| midnight.and_utc())
 }
 
 /// The site's rules, once the slot is one of its slots and still ahead.

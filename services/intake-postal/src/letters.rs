@@ -468,15 +468,10 @@ impl Letters {
                 .filter(|e| e.contains('@')),
             envelope_id: String::new(),
         };
-        let now = self.clock.now();
-        let cover = LetterText {
-            addressee: addressee.lines.clone(),
-            place_and_date: format!(
-                "Le {}",
-                guichet_dossier::calendar::paris_date(now).format("%d/%m/%Y")
-            ),
-            subject: subject.to_string(),
-            paragraphs: vec![
+        let cover = self.dated(
+            addressee.lines.clone(),
+            subject,
+            vec![
                 format!(
                     "Vous nous avez signalé le {opened} ne pas pouvoir déposer votre demande en \
                      ligne (signalement {}). Vous pouvez la déposer par courrier.",
@@ -488,8 +483,8 @@ impl Letters {
                     .into(),
                 "La date du cachet de la poste vaudra date de dépôt de votre demande.".into(),
             ],
-            reference: report.id.clone(),
-        };
+            &report.id,
+        );
         let code = FormCode {
             form_id: format!("K{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
                 .to_uppercase(),
@@ -520,6 +515,26 @@ impl Letters {
             .await
     }
 
+    /// A letter's text, dated today in Paris.
+    fn dated(
+        &self,
+        addressee: Vec<String>,
+        subject: &str,
+        paragraphs: Vec<String>,
+        reference: &str,
+    ) -> LetterText {
+        LetterText {
+            addressee,
+            place_and_date: format!(
+                "Le {}",
+                guichet_dossier::calendar::paris_date(self.clock.now()).format("%d/%m/%Y")
+            ),
+            subject: subject.to_string(),
+            paragraphs,
+            reference: reference.to_string(),
+        }
+    }
+
     async fn write(
         &self,
         to: &Addressee,
@@ -532,17 +547,7 @@ impl Letters {
         if self.store.letter_made(event_key).await? {
             return Ok(());
         }
-        let now = self.clock.now();
-        let text = LetterText {
-            addressee: to.lines.clone(),
-            place_and_date: format!(
-                "Le {}",
-                guichet_dossier::calendar::paris_date(now).format("%d/%m/%Y")
-            ),
-            subject: subject.to_string(),
-            paragraphs,
-            reference: reference.to_string(),
-        };
+        let text = self.dated(to.lines.clone(), subject, paragraphs, reference);
         let pdf = letter_pdf(&text);
         self.post(to, reference, kind, event_key, subject, pdf)
             .await

@@ -110,15 +110,13 @@ impl Store {
     }
 
     pub async fn batch(&self, id: &str) -> Result<BatchRow, StoreError> {
-        self.row(
-            || format!("batch {id}"),
-            Stmt::new(format!(
-                "SELECT {BATCH_COLUMNS} FROM postal_batches WHERE id = $1"
-            ))
-            .bind(id),
+        self.by_id(
+            ("postal_batches", BATCH_COLUMNS),
+            "batch",
+            id,
+            StoreError::NoBatch,
         )
-        .await?
-        .ok_or_else(|| StoreError::NoBatch(id.to_string()))
+        .await
     }
 
     pub async fn pages_of_batch(&self, id: &str) -> Result<Vec<PageRow>, StoreError> {

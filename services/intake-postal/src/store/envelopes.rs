@@ -4,7 +4,6 @@
 
 use chrono::{DateTime, Utc};
 use guichet_dossier::postal::{EnvelopeAction, EnvelopeState};
-use guichet_kit::db;
 use guichet_kit::sql::Stmt;
 
 use super::rows::{ENVELOPE_COLUMNS, EVENT_COLUMNS, EnvelopeEventRow, EnvelopeRow, StateCount};
@@ -31,15 +30,9 @@ fn insert_event(envelope: &str, e: &NewEnvelopeEvent<'_>, now: DateTime<Utc>) ->
 
 impl Store {
     pub async fn envelope(&self, id: &str) -> Result<EnvelopeRow, StoreError> {
-        self.row(
-            || format!("envelope {id}"),
-            Stmt::new(format!(
-                "SELECT {ENVELOPE_COLUMNS} FROM postal_envelopes WHERE id = $1"
-            ))
-            .bind(id),
-        )
-        .await?
-        .ok_or_else(|| StoreError::NoEnvelope(id.to_string()))
+        let table = ("postal_envelopes", ENVELOPE_COLUMNS);
+        self.by_id(table, "envelope", id, StoreError::NoEnvelope)
+            .await
     }
 
     /// The envelope a dossier was filed from. Found through the ledger's
@@ -251,14 +244,11 @@ impl Store {
     /// Envelopes per state, for `/metrics`.
     pub async fn envelope_counts(&self) -> Result<Vec<(EnvelopeState, i64)>, StoreError> {
         let counts: Vec<StateCount> = self
-            .db
-            .fetch_all(Stmt::new(
-                "SELECT state, COUNT(*) AS n FROM postal_envelopes GROUP BY state",
-            ))
-            .await
-            .map_err(db::reading::<StoreError>(|| {
-                "an envelope counted for /metrics".to_string()
-            }))?;
+            .rows(
+                || "an envelope counted for /metrics".to_string(),
+                Stmt::new("SELECT state, COUNT(*) AS n FROM postal_envelopes GROUP BY state"),
+            )
+            .await?;
         Ok(counts.into_iter().map(|c| (c.state, c.n)).collect())
     }
 }

@@ -76,14 +76,12 @@ impl Store {
     }
 
     pub async fn letter(&self, id: &str) -> Result<LetterRow, StoreError> {
-        self.row(
-            || format!("letter {id}"),
-            Stmt::new(format!(
-                "SELECT {LETTER_COLUMNS} FROM postal_letters WHERE id = $1"
-            ))
-            .bind(id),
+        self.by_id(
+            ("postal_letters", LETTER_COLUMNS),
+            "letter",
+            id,
+            StoreError::NoLetter,
         )
-        .await?
-        .ok_or_else(|| StoreError::NoLetter(id.to_string()))
+        .await
     }
 }

@@ -104,13 +104,22 @@ impl Store {
         Self { db }
     }
 
-    /// The row `s` reads, if any; `row()` names it if it does not decode.
-    async fn row<T: AnyRow>(
+    /// The row of `table` with this id (`what` names it): `missing` when
+    /// there is none, `Unreadable` when it does not decode.
+    async fn by_id<T: AnyRow>(
         &self,
-        row: impl FnOnce() -> String,
-        s: Stmt,
-    ) -> Result<Option<T>, StoreError> {
-        self.db.fetch_optional(s).await.map_err(db::reading(row))
+        (table, columns): (&str, &str),
+        what: &str,
+        id: &str,
+        missing: fn(String) -> StoreError,
+    ) -> Result<T, StoreError> {
+        self.db
+            .fetch_optional(
+                Stmt::new(format!("SELECT {columns} FROM {table} WHERE id = $1")).bind(id),
+            )
+            .await
+            .map_err(db::reading::<StoreError>(|| format!("{what} {id}")))?
+            .ok_or_else(|| missing(id.to_string()))
     }
 
     /// The rows `s` reads; `rows()` names them if one does not decode.
