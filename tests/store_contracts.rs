@@ -445,25 +445,24 @@ async fn desks(env: &TestEnv) -> (Desks, Database) {
     (Desks::new(db.clone()), db)
 }
 
-/// A site of one desk: `places` per slot, `for_reports` of them kept.
+/// A site open on weekday mornings, a desk per place: `places` per slot,
+/// `for_reports` of them kept for reports.
 fn site(places: u32, for_reports: u32) -> pb::Site {
+    let morning = |weekday| pb::OpeningHours {
+        weekday,
+        opens: "08:30".into(),
+        closes: "12:00".into(),
+    };
     pb::Site {
         id: "59-lille".into(),
         name: "Préfecture du Nord, Lille".into(),
         prefecture: "59".into(),
-        kind: pb::SiteKind::Prefecture as i32,
-        address: None,
-        opening_hours: (1..=5)
-            .map(|d| pb::OpeningHours {
-                weekday: d,
-                opens: "08:30".into(),
-                closes: "12:00".into(),
-            })
-            .collect(),
+        opening_hours: (1..=5).map(morning).collect(),
         desks: places,
         slot_minutes: 30,
         places_per_slot: places,
         places_for_reports: for_reports,
+        ..Default::default()
     }
 }
 
