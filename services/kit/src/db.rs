@@ -238,3 +238,33 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
 pub fn is_retryable(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum ReadError {
+        #[error(transparent)]
+        Unreadable(#[from] Unreadable),
+        #[error(transparent)]
+        Db(#[from] sqlx::Error),
+    }
+
+    #[test]
+    fn a_row_that_does_not_decode_is_named_other_errors_pass() {
+        let damaged = sqlx::Error::ColumnDecode {
+            index: "state".into(),
+            source: "\"lost\" is not a known state".into(),
+        };
+        match reading::<ReadError>(|| "envelope e1".into())(damaged) {
+            ReadError::Unreadable(e) => assert_eq!(e.row, "envelope e1"),
+            other => panic!("{other:?}"),
+        }
+        let down = reading::<ReadError>(|| panic!("only a row that came back is named"));
+        assert!(matches!(
+            down(sqlx::Error::PoolTimedOut),
+            ReadError::Db(sqlx::Error::PoolTimedOut)
+        ));
+    }
+}

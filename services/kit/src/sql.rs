@@ -461,6 +461,14 @@ mod tests {
     }
 
     #[test]
+    fn a_nullable_column_is_none_converted_or_refused() {
+        assert_eq!(Nullable::<u8>::try_from(None::<u16>), Ok(Nullable(None)));
+        assert_eq!(Nullable::<u8>::try_from(Some(7_u16)), Ok(Nullable(Some(7))));
+        assert!(Nullable::<u8>::try_from(Some(300_u16)).is_err());
+        assert_eq!(*Nullable(Some(7_u8)), Some(7));
+    }
+
+    #[test]
     fn dialect_differs_only_where_the_engines_do() {
         assert_eq!(
             Backend::Postgres.days_from("$1", "cover_until"),
