@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,11 +70,20 @@ pub async fn start(
     let documents = Documents::open(&config.data_dir.join("documents"))
         .map_err(|e| StartError::Target("the document store".into(), e.to_string()))?;
     let signing_key = Arc::new(
-        signing_key(config.form_signing_key.as_deref(), &config.data_dir)
-            .map_err(|e| StartError::Target("GUICHET_FORM_SIGNING_KEY".into(), e))?,
+        signing_key(config.form_signing_key.as_deref(), &config.data_dir).map_err(|e| {
+            StartError::Target(
+                "GUICHET_FORM_SIGNING_KEY".into(),
+                guichet_kit::error::error_chain(&e),
+            )
+        })?,
     );
-    let mailer = Mailer::new(config.smtp_url.as_deref(), config.data_dir.join("mail"))
-        .map_err(|e| StartError::Target("GUICHET_SMTP_URL".into(), e.to_string()))?;
+    let mailer =
+        Mailer::new(config.smtp_url.as_deref(), config.data_dir.join("mail")).map_err(|e| {
+            StartError::Target(
+                "GUICHET_SMTP_URL".into(),
+                guichet_kit::error::error_chain(&e),
+            )
+        })?;
     let store = Store::new(db.clone());
     let wake = Arc::new(Notify::new());
     let letters = Letters {
@@ -155,31 +164,42 @@ pub async fn start(
     })
 }
 
+/// Why the form signing key cannot be had.
+#[derive(Debug, thiserror::Error)]
+enum KeyError {
+    #[error("must be at least 32 characters")]
+    TooShort,
+    #[error("{0}: not a hex key")]
+    NotHex(PathBuf, #[source] hex::FromHexError),
+    #[error("{0}: cannot be written")]
+    Write(PathBuf, #[source] std::io::Error),
+}
+
 /// The configured key, or the one made for this installation on first start.
-fn signing_key(configured: Option<&str>, data_dir: &Path) -> Result<Vec<u8>, String> {
+fn signing_key(configured: Option<&str>, data_dir: &Path) -> Result<Vec<u8>, KeyError> {
     if let Some(key) = configured {
         if key.len() < 32 {
-            return Err("must be at least 32 characters".into());
+            return Err(KeyError::TooShort);
         }
         return Ok(key.as_bytes().to_vec());
     }
     let path = data_dir.join("form-signing.key");
     if let Ok(text) = std::fs::read_to_string(&path) {
-        return hex::decode(text.trim()).map_err(|e| format!("{}: {e}", path.display()));
+        return hex::decode(text.trim()).map_err(|e| KeyError::NotHex(path, e));
     }
     let mut key = [0u8; 32];
     rand::rng().fill_bytes(&mut key);
-    std::fs::create_dir_all(data_dir).map_err(|e| e.to_string())?;
-    // Readable by the service's user alone: whoever holds it can sign forms.
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    file.write_all(hex::encode(key).as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let written = std::fs::create_dir_all(data_dir).and_then(|()| {
+        // Readable by the service's user alone: whoever holds it can sign forms.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        file.write_all(hex::encode(key).as_bytes())?;
+        file.sync_all()
+    });
+    written.map_err(|e| KeyError::Write(path, e))?;
     Ok(key.to_vec())
 }
 
