@@ -31,6 +31,7 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// What the insert returns for this filing when it went in.
     fn key(&self) -> (String, String) {
         (
             self.filing.idempotency_key.clone(),
