@@ -11,6 +11,7 @@ use axum::routing::{self, post};
 use chrono::{DateTime, Utc};
 use guichet_dossier::Violations;
 use guichet_dossier::calendar::parse_iso_date;
+use guichet_dossier::signalement::AlternativeKind;
 use guichet_proto::{convert, v1 as pb};
 use serde::{Deserialize, Serialize};
 
@@ -187,12 +188,8 @@ fn appointment_json(a: pb::Appointment) -> AppointmentJson {
             .as_ref()
             .and_then(convert::timestamp_from_pb)
             .map(|t| t.to_rfc3339()),
-        state: convert::text_in(&convert::APPOINTMENT_STATES, a.state)
-            .unwrap_or_default()
-            .to_string(),
-        route: convert::text_in(&convert::BOOKING_ROUTES, a.route)
-            .unwrap_or_default()
-            .to_string(),
+        state: convert::appointment_state_text(a.state).unwrap_or_default(),
+        route: convert::booking_route_text(a.route).unwrap_or_default(),
         id: a.id,
         site_id: a.site_id,
     }
@@ -377,14 +374,15 @@ pub async fn offer_alternative(
     PathParam(id): PathParam,
     JsonBody(a): JsonBody<AlternativeJson>,
 ) -> Result<Json<ReportJson>, ApiError> {
-    let kind = convert::value_in(&convert::ALTERNATIVE_KINDS, &a.kind)
+    let kind = AlternativeKind::parse(&a.kind)
+        .map(convert::alternative_kind_to_pb)
         .ok_or_else(|| Violations::one("kind", "must be pan_appointment or paper_kit"))?;
     let r = state
         .ccc
         .clone()
         .offer_alternative(pb::OfferAlternativeRequest {
             id,
-            kind: kind as i32,
+            kind,
             appointment_id: a.appointment_id,
             kit_sent_to: a.kit_sent_to.map(|k| pb::PostalAddress {
                 line1: k.line1,
@@ -412,8 +410,7 @@ fn report_json(r: pb::Report) -> ReportJson {
         alternative: r
             .alternative
             .as_ref()
-            .and_then(|a| convert::text_in(&convert::ALTERNATIVE_KINDS, a.kind))
-            .map(str::to_string),
+            .and_then(|a| convert::alternative_kind_text(a.kind)),
         appointment_id: r
             .alternative
             .as_ref()

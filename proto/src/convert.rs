@@ -11,7 +11,8 @@ use guichet_dossier::{
     Provenance, RawFiling, Reference, SCHEMA_VERSION, TitleKind, Violations,
 };
 
-use guichet_dossier::signalement::ReportState;
+use guichet_dossier::desk::{AppointmentState, BookingRoute};
+use guichet_dossier::signalement::{AlternativeKind, Category, ReportOutcome, ReportState};
 use guichet_dossier::{CaseState, UrgencyClass};
 
 use crate::v1 as pb;
@@ -136,41 +137,6 @@ pub fn case_state_from_pb(value: i32) -> Option<CaseState> {
         .map(|(s, _)| *s)
 }
 
-/// Wire enums that have no domain type (the desk's and the call centre's
-/// own), with the text the REST API and the stores use for each value.
-pub const APPOINTMENT_STATES: [(pb::AppointmentState, &str); 4] = [
-    (pb::AppointmentState::Booked, "booked"),
-    (pb::AppointmentState::Cancelled, "cancelled"),
-    (pb::AppointmentState::Attended, "attended"),
-    (pb::AppointmentState::NoShow, "no_show"),
-];
-pub const BOOKING_ROUTES: [(pb::BookingRoute, &str); 3] = [
-    (pb::BookingRoute::Online, "online"),
-    (pb::BookingRoute::Phone, "phone"),
-    (pb::BookingRoute::FrontDesk, "front_desk"),
-];
-pub const ALTERNATIVE_KINDS: [(pb::AlternativeKind, &str); 2] = [
-    (pb::AlternativeKind::PanAppointment, "pan_appointment"),
-    (pb::AlternativeKind::PaperKit, "paper_kit"),
-];
-
-/// The text of wire number `value` in `table`; `None` for unspecified or a
-/// number the table does not have.
-pub fn text_in<E: Copy + Into<i32>>(
-    table: &[(E, &'static str)],
-    value: i32,
-) -> Option<&'static str> {
-    table
-        .iter()
-        .find(|(w, _)| (*w).into() == value)
-        .map(|(_, t)| *t)
-}
-
-/// The wire value named `text` in `table`.
-pub fn value_in<E: Copy>(table: &[(E, &'static str)], text: &str) -> Option<E> {
-    table.iter().find(|(_, t)| *t == text).map(|(w, _)| *w)
-}
-
 /// A domain code list and its wire enum, variant for variant (prost names
 /// `PROCEDURE_RENEWAL` as `Renewal`, like the domain). The match from the
 /// domain is exhaustive: a code added to the domain without its wire value
@@ -286,6 +252,53 @@ wire_enum!(
     ReportState,
     pb::ReportState,
     [Open, Escalated, AlternativeOffered, Closed]
+);
+wire_enum!(
+    report_category_to_pb,
+    report_category_from_pb,
+    report_category_text,
+    Category,
+    pb::ReportCategory,
+    [
+        CannotCreateAccount,
+        UploadFails,
+        AppointmentImpossible,
+        TwoProceduresAtOnce,
+        NoReceipt,
+        Other,
+    ]
+);
+wire_enum!(
+    alternative_kind_to_pb,
+    alternative_kind_from_pb,
+    alternative_kind_text,
+    AlternativeKind,
+    pb::AlternativeKind,
+    [PanAppointment, PaperKit]
+);
+wire_enum!(
+    report_outcome_to_pb,
+    report_outcome_from_pb,
+    report_outcome_text,
+    ReportOutcome,
+    pb::ReportOutcome,
+    [Filed, Declined, Unreachable]
+);
+wire_enum!(
+    appointment_state_to_pb,
+    appointment_state_from_pb,
+    appointment_state_text,
+    AppointmentState,
+    pb::AppointmentState,
+    [Booked, Cancelled, Attended, NoShow]
+);
+wire_enum!(
+    booking_route_to_pb,
+    booking_route_from_pb,
+    booking_route_text,
+    BookingRoute,
+    pb::BookingRoute,
+    [Online, Phone, FrontDesk]
 );
 wire_enum!(
     urgency_to_pb,
@@ -594,31 +607,6 @@ pub fn dossier_from_pb(d: &pb::Dossier, today: NaiveDate) -> Result<Dossier, Vio
 mod tests {
     use super::*;
 
-    /// Every value of the desk's and call centre's enums but unspecified has
-    /// one text, and the text leads back to it.
-    #[test]
-    fn wire_only_tables_cover_every_value() {
-        fn covered<E: Copy + Into<i32> + TryFrom<i32> + PartialEq + std::fmt::Debug>(
-            table: &[(E, &'static str)],
-        ) {
-            let mut n = 1;
-            while let Ok(w) = E::try_from(n) {
-                let text = text_in(table, n).unwrap_or_else(|| panic!("{w:?} has no text"));
-                assert_eq!(value_in(table, text), Some(w));
-                n += 1;
-            }
-            assert_eq!(
-                n as usize - 1,
-                table.len(),
-                "a text for a value the wire lacks"
-            );
-            assert_eq!(text_in(table, 0), None);
-        }
-        covered(&APPOINTMENT_STATES);
-        covered(&BOOKING_ROUTES);
-        covered(&ALTERNATIVE_KINDS);
-    }
-
     /// Each code's wire value is the one of the same name, and back.
     #[test]
     fn every_code_has_the_wire_value_of_its_name() {
@@ -686,6 +674,58 @@ mod tests {
             report_state_to_pb,
             report_state_from_pb,
             |v| pb::ReportState::try_from(v).ok().map(|w| w.as_str_name()),
+        );
+        check(
+            Category::ALL.as_slice(),
+            "REPORT_CATEGORY",
+            Category::as_str,
+            report_category_to_pb,
+            report_category_from_pb,
+            |v| {
+                pb::ReportCategory::try_from(v)
+                    .ok()
+                    .map(|w| w.as_str_name())
+            },
+        );
+        check(
+            AlternativeKind::ALL,
+            "ALTERNATIVE_KIND",
+            AlternativeKind::as_str,
+            alternative_kind_to_pb,
+            alternative_kind_from_pb,
+            |v| {
+                pb::AlternativeKind::try_from(v)
+                    .ok()
+                    .map(|w| w.as_str_name())
+            },
+        );
+        check(
+            ReportOutcome::ALL,
+            "REPORT_OUTCOME",
+            ReportOutcome::as_str,
+            report_outcome_to_pb,
+            report_outcome_from_pb,
+            |v| pb::ReportOutcome::try_from(v).ok().map(|w| w.as_str_name()),
+        );
+        check(
+            AppointmentState::ALL,
+            "APPOINTMENT_STATE",
+            AppointmentState::as_str,
+            appointment_state_to_pb,
+            appointment_state_from_pb,
+            |v| {
+                pb::AppointmentState::try_from(v)
+                    .ok()
+                    .map(|w| w.as_str_name())
+            },
+        );
+        check(
+            BookingRoute::ALL,
+            "BOOKING_ROUTE",
+            BookingRoute::as_str,
+            booking_route_to_pb,
+            booking_route_from_pb,
+            |v| pb::BookingRoute::try_from(v).ok().map(|w| w.as_str_name()),
         );
         assert_eq!(procedure_text(0), None);
         assert_eq!(

@@ -13,12 +13,19 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 pub mod convert;
 
-/// A dossier as a service stored it: decoding fails loudly, so damaged
-/// bytes are an error rather than an empty dossier.
-impl TryFrom<Vec<u8>> for v1::Dossier {
-    type Error = prost::DecodeError;
+/// Messages a service stores as bytes, read back with `TryFrom<Vec<u8>>`
+/// (`#[sqlx(try_from = "Vec<u8>")]`): decoding fails loudly, so damaged
+/// bytes are an error rather than an empty message.
+macro_rules! stored_as_bytes {
+    ($($message:ident),+ $(,)?) => {$(
+        impl TryFrom<Vec<u8>> for v1::$message {
+            type Error = prost::DecodeError;
 
-    fn try_from(bytes: Vec<u8>) -> Result<Self, Self::Error> {
-        prost::Message::decode(bytes.as_slice())
-    }
+            fn try_from(bytes: Vec<u8>) -> Result<Self, Self::Error> {
+                prost::Message::decode(bytes.as_slice())
+            }
+        }
+    )+};
 }
+
+stored_as_bytes!(Dossier, Site, Contact, PostalAddress, Receipt);

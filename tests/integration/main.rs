@@ -24,4 +24,5 @@ mod observability;
 mod postal;
 mod schema_parity;
 mod storage_contract;
+mod store_contracts;
 mod supervision;

@@ -56,6 +56,19 @@ macro_rules! codes {
     };
 }
 
+/// For the other modules' code lists.
+pub(crate) use codes;
+
+/// A stored code read back through `parse`: the `TryFrom<String>` of a code
+/// list written by hand.
+pub(crate) fn stored<T>(
+    list: &'static str,
+    value: String,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Result<T, UnknownCode> {
+    parse(&value).ok_or(UnknownCode { list, value })
+}
+
 codes!(
     /// What the person asks for.
     Procedure {
@@ -158,6 +171,50 @@ mod tests {
             AnswerChannel::as_str,
             AnswerChannel::parse,
         );
+        use crate::{desk, postal, signalement};
+        check(
+            desk::AppointmentState::ALL,
+            desk::AppointmentState::as_str,
+            desk::AppointmentState::parse,
+        );
+        check(
+            desk::BookingRoute::ALL,
+            desk::BookingRoute::as_str,
+            desk::BookingRoute::parse,
+        );
+        check(
+            signalement::AlternativeKind::ALL,
+            signalement::AlternativeKind::as_str,
+            signalement::AlternativeKind::parse,
+        );
+        check(
+            signalement::ReportOutcome::ALL,
+            signalement::ReportOutcome::as_str,
+            signalement::ReportOutcome::parse,
+        );
+        check(
+            postal::BatchState::ALL,
+            postal::BatchState::as_str,
+            postal::BatchState::parse,
+        );
+        check(
+            postal::PageRole::ALL,
+            postal::PageRole::as_str,
+            postal::PageRole::parse,
+        );
+    }
+
+    #[test]
+    fn a_stored_code_not_in_its_list_is_refused_by_name() {
+        use crate::postal::EnvelopeState;
+        use crate::signalement::{Category, ReportState};
+        assert_eq!(
+            EnvelopeState::try_from("filed".to_string()),
+            Ok(EnvelopeState::Filed)
+        );
+        let refused = ReportState::try_from("opened".to_string()).unwrap_err();
+        assert_eq!(refused.to_string(), "\"opened\" is not a known ReportState");
+        assert!(Category::try_from(String::new()).is_err());
     }
 
     #[test]

@@ -6,6 +6,26 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, 
 use chrono_tz::Europe::Paris;
 
 use crate::Violations;
+use crate::codes::codes;
+
+codes!(
+    /// Where an appointment stands.
+    AppointmentState {
+        Booked => "booked",
+        Cancelled => "cancelled",
+        Attended => "attended",
+        NoShow => "no_show",
+    }
+);
+
+codes!(
+    /// How an appointment was booked, moved or cancelled.
+    BookingRoute {
+        Online => "online",
+        Phone => "phone",
+        FrontDesk => "front_desk",
+    }
+);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpeningPeriod {

@@ -23,6 +23,26 @@ pub fn same_request(stored: Option<&str>, asked: &str) -> bool {
     stored.is_none_or(|s| s == asked)
 }
 
+/// The key was used before for another request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this idempotency key was already used for a different request")]
+pub struct KeyReused;
+
+/// What an earlier request under the same key means for this one, from
+/// what it left (`(id, fingerprint)`): `None` when there was none, the id of
+/// what it made when it asked the same (to answer again), `KeyReused` when
+/// it asked something else.
+pub fn earlier(
+    found: Option<(String, Option<String>)>,
+    asked: &str,
+) -> Result<Option<String>, KeyReused> {
+    match found {
+        None => Ok(None),
+        Some((id, stored)) if same_request(stored.as_deref(), asked) => Ok(Some(id)),
+        Some(_) => Err(KeyReused),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +66,14 @@ mod tests {
         ] {
             assert_eq!(same_request(stored, asked), same, "{stored:?} {asked}");
         }
+    }
+
+    #[test]
+    fn an_earlier_request_is_answered_again_or_refused() {
+        let found = |f: Option<&str>| Some(("a1".to_string(), f.map(str::to_string)));
+        assert_eq!(earlier(None, "x"), Ok(None));
+        assert_eq!(earlier(found(Some("x")), "x"), Ok(Some("a1".into())));
+        assert_eq!(earlier(found(None), "x"), Ok(Some("a1".into())));
+        assert_eq!(earlier(found(Some("y")), "x"), Err(KeyReused));
     }
 }

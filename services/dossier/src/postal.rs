@@ -12,6 +12,7 @@ use chrono::NaiveDate;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::codes::{UnknownCode, codes, stored};
 use crate::filing::{RawAddress, RawApplicant, RawContact, RawCurrentTitle, RawDocument};
 use crate::{Procedure, RawFiling};
 
@@ -334,10 +335,11 @@ impl EnvelopeState {
         }
     }
 
+    pub const ALL: [EnvelopeState; 4] =
+        [Self::Keying, Self::PostmarkCheck, Self::Filed, Self::Routed];
+
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Keying, Self::PostmarkCheck, Self::Filed, Self::Routed]
-            .into_iter()
-            .find(|x| x.as_str() == s)
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
     }
 
     /// Still waiting for an operator: in keying or held for a second look.
@@ -356,6 +358,31 @@ impl EnvelopeState {
         }
     }
 }
+
+impl TryFrom<String> for EnvelopeState {
+    type Error = UnknownCode;
+
+    fn try_from(value: String) -> Result<Self, UnknownCode> {
+        stored("EnvelopeState", value, Self::parse)
+    }
+}
+
+codes!(
+    /// Where a scanned batch stands: its pages kept, then read into envelopes.
+    BatchState {
+        Stored => "stored",
+        Read => "read",
+    }
+);
+
+codes!(
+    /// What reading found a page to be.
+    PageRole {
+        Form => "form",
+        Enclosure => "enclosure",
+        Separator => "separator",
+    }
+);
 
 // ---- postmarks ---------------------------------------------------------------
 

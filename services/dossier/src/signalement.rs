@@ -8,6 +8,7 @@
 use chrono::NaiveDate;
 
 use crate::calendar::add_working_days;
+use crate::codes::{UnknownCode, codes, stored};
 
 /// Working days the prefecture has to offer an alternative, by default.
 pub const DEFAULT_DEADLINE_WORKING_DAYS: u32 = 5;
@@ -82,6 +83,39 @@ impl ReportState {
         matches!(self, ReportState::Open | ReportState::Escalated)
     }
 }
+
+impl TryFrom<String> for Category {
+    type Error = UnknownCode;
+
+    fn try_from(value: String) -> Result<Self, UnknownCode> {
+        stored("Category", value, Self::parse)
+    }
+}
+
+impl TryFrom<String> for ReportState {
+    type Error = UnknownCode;
+
+    fn try_from(value: String) -> Result<Self, UnknownCode> {
+        stored("ReportState", value, Self::parse)
+    }
+}
+
+codes!(
+    /// What the prefecture offers a blocked person instead of the online route.
+    AlternativeKind {
+        PanAppointment => "pan_appointment",
+        PaperKit => "paper_kit",
+    }
+);
+
+codes!(
+    /// How a report ended, once an alternative was offered.
+    ReportOutcome {
+        Filed => "filed",
+        Declined => "declined",
+        Unreachable => "unreachable",
+    }
+);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReportStep {

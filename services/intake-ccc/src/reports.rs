@@ -7,47 +7,52 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use guichet_dossier::signalement::{self, ReportState, ReportStep};
+use guichet_dossier::Procedure;
+use guichet_dossier::idempotency;
+use guichet_dossier::signalement::{
+    self, AlternativeKind, Category, ReportOutcome, ReportState, ReportStep,
+};
 use guichet_kit::bus::{EVENTS_EXCHANGE, OutgoingMessage};
-use guichet_kit::db::Database;
-use guichet_kit::outbox::Enqueue;
-use guichet_kit::{in_tx, on_db};
+use guichet_kit::db::{self, Database};
+use guichet_kit::sql::{Conn, Nullable, Stmt};
 use guichet_proto::{convert, v1 as pb};
 use prost::Message;
 
-/// A report as stored.
+/// A report as stored, each value read back as its type: a value this
+/// service did not write fails the read, never a guess.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ReportRow {
     pub id: String,
-    pub category: String,
+    #[sqlx(try_from = "String")]
+    pub category: Category,
     pub what_was_tried: String,
     pub family_name: String,
     pub given_names: String,
-    pub contact: Vec<u8>,
-    pub procedure: Option<String>,
+    #[sqlx(try_from = "Vec<u8>")]
+    pub contact: pb::Contact,
+    #[sqlx(try_from = "Option<String>")]
+    pub procedure: Nullable<Procedure>,
     pub prefecture: String,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: ReportState,
     pub opened_at: DateTime<Utc>,
     pub opened_by: String,
     pub deadline: NaiveDate,
-    pub alternative_kind: Option<String>,
+    #[sqlx(try_from = "Option<String>")]
+    pub alternative_kind: Nullable<AlternativeKind>,
     pub appointment_id: Option<String>,
-    pub kit_sent_to: Option<Vec<u8>>,
+    #[sqlx(try_from = "Option<Vec<u8>>")]
+    pub kit_sent_to: Nullable<pb::PostalAddress>,
     pub offered_at: Option<DateTime<Utc>>,
     pub offered_by: Option<String>,
-    pub outcome: Option<String>,
+    #[sqlx(try_from = "Option<String>")]
+    pub outcome: Nullable<ReportOutcome>,
     pub outcome_note: String,
 }
 
 const COLUMNS: &str = "id, category, what_was_tried, family_name, given_names, contact, \
     procedure, prefecture, state, opened_at, opened_by, deadline, alternative_kind, \
     appointment_id, kit_sent_to, offered_at, offered_by, outcome, outcome_note";
-
-impl ReportRow {
-    pub fn state(&self) -> ReportState {
-        ReportState::parse(&self.state).unwrap_or(ReportState::Open)
-    }
-}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventRow {
@@ -57,16 +62,27 @@ pub struct EventRow {
     pub detail: String,
 }
 
+/// What the figures need of a report.
+#[derive(sqlx::FromRow)]
+struct FigureRow {
+    prefecture: String,
+    #[sqlx(try_from = "String")]
+    state: ReportState,
+    deadline: NaiveDate,
+    opened_at: DateTime<Utc>,
+    offered_at: Option<DateTime<Utc>>,
+}
+
 /// A new report, checked.
 pub struct NewReport {
     pub id: String,
     pub idempotency_key: String,
-    pub category: signalement::Category,
+    pub category: Category,
     pub what_was_tried: String,
     pub family_name: String,
     pub given_names: String,
     pub contact: pb::Contact,
-    pub procedure: Option<String>,
+    pub procedure: Option<Procedure>,
     pub prefecture: String,
     pub opened_by: String,
     pub call_id: String,
@@ -76,12 +92,12 @@ pub struct NewReport {
 /// What a step changes.
 pub enum StepChange {
     Offer {
-        kind: &'static str,
+        kind: AlternativeKind,
         appointment_id: Option<String>,
         kit_sent_to: Option<pb::PostalAddress>,
     },
     Close {
-        outcome: &'static str,
+        outcome: ReportOutcome,
         note: String,
     },
     Escalate,
@@ -95,60 +111,69 @@ pub enum ReportError {
     WrongState(String),
     #[error("this idempotency key was already used for a different report")]
     KeyReused,
+    /// A stored report this service cannot read back: damaged data.
+    #[error(transparent)]
+    Unreadable(#[from] db::Unreadable),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
 
-// Queries used inside transactions on either backend: macros, so each is
-// compiled for the connection type at hand.
-macro_rules! fetch_optional {
-    ($conn:expr, $id:expr) => {
-        sqlx::query_as::<_, ReportRow>(&format!("SELECT {COLUMNS} FROM reports WHERE id = $1"))
-            .bind($id)
-            .fetch_optional($conn)
-            .await?
-    };
+impl From<idempotency::KeyReused> for ReportError {
+    fn from(_: idempotency::KeyReused) -> Self {
+        ReportError::KeyReused
+    }
 }
 
-macro_rules! fetch {
-    ($conn:expr, $id:expr) => {
-        sqlx::query_as::<_, ReportRow>(&format!("SELECT {COLUMNS} FROM reports WHERE id = $1"))
-            .bind($id)
-            .fetch_one($conn)
-            .await?
-    };
+fn report(id: &str) -> Stmt {
+    Stmt::new(format!("SELECT {COLUMNS} FROM reports WHERE id = $1")).bind(id)
 }
 
-macro_rules! fetch_events {
-    ($conn:expr, $id:expr) => {
-        sqlx::query_as::<_, EventRow>(
-            "SELECT kind, actor, at, detail FROM report_events WHERE report_id = $1 ORDER BY id",
-        )
-        .bind($id)
-        .fetch_all($conn)
-        .await?
-    };
+fn events(id: &str) -> Stmt {
+    Stmt::new("SELECT kind, actor, at, detail FROM report_events WHERE report_id = $1 ORDER BY id")
+        .bind(id)
 }
 
-macro_rules! insert_event {
-    ($conn:expr, $id:expr, $kind:expr, $actor:expr, $at:expr, $detail:expr) => {
-        sqlx::query(
+/// Reading report `id` failed: named when it does not decode.
+fn reading(id: &str) -> impl FnOnce(sqlx::Error) -> ReportError + '_ {
+    db::reading(move || format!("report {id}"))
+}
+
+/// Records a step's event, then publishes the report as it stands after it
+/// with its history; returns the report.
+async fn record_step(
+    c: &mut Conn<'_>,
+    id: &str,
+    kind: &str,
+    actor: &str,
+    detail: &str,
+    now: DateTime<Utc>,
+    today: NaiveDate,
+) -> Result<ReportRow, ReportError> {
+    c.execute(
+        Stmt::new(
             "INSERT INTO report_events (report_id, kind, actor, at, detail) \
              VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind($id)
-        .bind($kind)
-        .bind($actor)
-        .bind($at)
-        .bind($detail)
-        .execute($conn)
-        .await?
-    };
+        .bind(id)
+        .bind(kind)
+        .bind(actor)
+        .bind(now)
+        .bind(detail),
+    )
+    .await?;
+    let row: ReportRow = c.fetch_one(report(id)).await.map_err(reading(id))?;
+    let events: Vec<EventRow> = c.fetch_all(events(id)).await?;
+    c.enqueue(&event_message(&to_pb(&row, &events, today), kind))
+        .await?;
+    Ok(row)
 }
 
 #[derive(Clone)]
 pub struct Reports {
     db: Database,
+    /// A report read to take a step on it, locked until the step commits
+    /// (the backend's words for it, asked once).
+    report_for_step: String,
 }
 
 /// The event published for a step, with the report as it stands after it.
@@ -162,7 +187,14 @@ fn event_message(report: &pb::Report, kind: &str) -> OutgoingMessage {
 
 impl Reports {
     pub fn new(db: Database) -> Self {
-        Self { db }
+        let report_for_step = format!(
+            "SELECT {COLUMNS} FROM reports WHERE id = $1 {}",
+            db.sql_backend().for_update()
+        );
+        Self {
+            db,
+            report_for_step,
+        }
     }
 
     pub fn db(&self) -> &Database {
@@ -178,13 +210,13 @@ impl Reports {
         today: NaiveDate,
     ) -> Result<ReportRow, ReportError> {
         let contact = new.contact.encode_to_vec();
-        let fingerprint = guichet_dossier::idempotency::fingerprint([
+        let fingerprint = idempotency::fingerprint([
             new.category.as_str().as_bytes(),
             new.what_was_tried.as_bytes(),
             new.family_name.as_bytes(),
             new.given_names.as_bytes(),
             contact.as_slice(),
-            new.procedure.as_deref().unwrap_or_default().as_bytes(),
+            new.procedure.map_or("", Procedure::as_str).as_bytes(),
             new.opened_by.as_bytes(),
             new.call_id.as_bytes(),
         ]);
@@ -194,7 +226,7 @@ impl Reports {
         {
             // The same key opened at the same moment by another request: its
             // row is there now, to replay or to refuse.
-            Err(ReportError::Db(e)) if guichet_kit::db::is_unique_violation(&e) => {
+            Err(ReportError::Db(e)) if db::is_unique_violation(&e) => {
                 self.open_once(&new, &contact, &fingerprint, now, today)
                     .await?
             }
@@ -211,70 +243,64 @@ impl Reports {
         now: DateTime<Utc>,
         today: NaiveDate,
     ) -> Result<String, ReportError> {
-        let id = in_tx!(&self.db, |tx| {
-            let existing: Option<(String, Option<String>)> = sqlx::query_as(
-                "SELECT id, request_fingerprint FROM reports WHERE idempotency_key = $1",
+        let mut tx = self.db.begin_write().await?;
+        let mut c = tx.conn();
+        let found = c
+            .fetch_optional(
+                Stmt::new("SELECT id, request_fingerprint FROM reports WHERE idempotency_key = $1")
+                    .bind(&new.idempotency_key),
             )
-            .bind(&new.idempotency_key)
-            .fetch_optional(&mut *tx)
             .await?;
-            match existing {
-                Some((_, stored))
-                    if !guichet_dossier::idempotency::same_request(
-                        stored.as_deref(),
-                        fingerprint,
-                    ) =>
-                {
-                    return Err(ReportError::KeyReused);
-                }
-                Some((id, _)) => id,
-                None => {
-                    sqlx::query(
-                        "INSERT INTO reports (id, idempotency_key, category, what_was_tried, \
-                         family_name, given_names, contact, procedure, prefecture, state, \
-                         opened_at, opened_by, call_id, deadline, request_fingerprint) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', $10, $11, $12, $13, \
-                         $14)",
-                    )
-                    .bind(&new.id)
-                    .bind(&new.idempotency_key)
-                    .bind(new.category.as_str())
-                    .bind(&new.what_was_tried)
-                    .bind(&new.family_name)
-                    .bind(&new.given_names)
-                    .bind(contact)
-                    .bind(&new.procedure)
-                    .bind(&new.prefecture)
-                    .bind(now)
-                    .bind(&new.opened_by)
-                    .bind(&new.call_id)
-                    .bind(new.deadline)
-                    .bind(fingerprint)
-                    .execute(&mut *tx)
-                    .await?;
-                    let detail = format!("call {}", new.call_id);
-                    insert_event!(&mut *tx, &new.id, "opened", &new.opened_by, now, &detail);
-                    let row = fetch!(&mut *tx, &new.id);
-                    let events = fetch_events!(&mut *tx, &new.id);
-                    tx.enqueue(&event_message(&to_pb(&row, &events, today), "opened"))
-                        .await?;
-                    new.id.clone()
-                }
-            }
-        });
-        Ok(id)
+        if let Some(id) = idempotency::earlier(found, fingerprint)? {
+            return Ok(id);
+        }
+        c.execute(
+            Stmt::new(
+                "INSERT INTO reports (id, idempotency_key, category, what_was_tried, \
+                 family_name, given_names, contact, procedure, prefecture, state, \
+                 opened_at, opened_by, call_id, deadline, request_fingerprint) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', $10, $11, $12, $13, $14)",
+            )
+            .bind(&new.id)
+            .bind(&new.idempotency_key)
+            .bind(new.category.as_str())
+            .bind(&new.what_was_tried)
+            .bind(&new.family_name)
+            .bind(&new.given_names)
+            .bind(contact)
+            .bind(new.procedure.map(Procedure::as_str))
+            .bind(&new.prefecture)
+            .bind(now)
+            .bind(&new.opened_by)
+            .bind(&new.call_id)
+            .bind(new.deadline)
+            .bind(fingerprint),
+        )
+        .await?;
+        let detail = format!("call {}", new.call_id);
+        record_step(
+            &mut c,
+            &new.id,
+            "opened",
+            &new.opened_by,
+            &detail,
+            now,
+            today,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(new.id.clone())
     }
 
-    pub async fn get(&self, id: &str) -> Result<Option<ReportRow>, sqlx::Error> {
-        let sql = format!("SELECT {COLUMNS} FROM reports WHERE id = $1");
-        on_db!(&self.db, |p| sqlx::query_as(&sql)
-            .bind(id)
-            .fetch_optional(p)
-            .await)
+    pub async fn get(&self, id: &str) -> Result<Option<ReportRow>, ReportError> {
+        self.db
+            .fetch_optional(report(id))
+            .await
+            .map_err(reading(id))
     }
 
-    pub async fn events(&self, id: &str) -> Result<Vec<EventRow>, sqlx::Error> {
-        on_db!(&self.db, |p| Ok(fetch_events!(p, id)))
+    pub async fn events(&self, id: &str) -> Result<Vec<EventRow>, ReportError> {
+        Ok(self.db.fetch_all(events(id)).await?)
     }
 
     pub async fn list(
@@ -282,18 +308,21 @@ impl Reports {
         prefecture: &str,
         state: Option<ReportState>,
         limit: i64,
-    ) -> Result<Vec<ReportRow>, sqlx::Error> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM reports WHERE ($1 = '' OR prefecture = $1) \
-             AND ($2 = '' OR state = $2) ORDER BY deadline, opened_at LIMIT $3"
-        );
-        let state = state.map_or("", ReportState::as_str);
-        on_db!(&self.db, |p| sqlx::query_as(&sql)
-            .bind(prefecture)
-            .bind(state)
-            .bind(limit)
-            .fetch_all(p)
-            .await)
+    ) -> Result<Vec<ReportRow>, ReportError> {
+        self.db
+            .fetch_all(
+                Stmt::new(format!(
+                    "SELECT {COLUMNS} FROM reports WHERE ($1 = '' OR prefecture = $1) \
+                     AND ($2 = '' OR state = $2) ORDER BY deadline, opened_at LIMIT $3"
+                ))
+                .bind(prefecture)
+                .bind(state.map_or("", ReportState::as_str))
+                .bind(limit),
+            )
+            .await
+            .map_err(db::reading(|| {
+                format!("a report of prefecture {prefecture:?}")
+            }))
     }
 
     /// Takes `step` on a report, if the rules allow it from its state.
@@ -306,67 +335,61 @@ impl Reports {
         now: DateTime<Utc>,
         today: NaiveDate,
     ) -> Result<ReportRow, ReportError> {
-        let row = in_tx!(&self.db, |tx| {
-            let row = fetch_optional!(&mut *tx, id)
-                .ok_or_else(|| ReportError::NotFound(id.to_string()))?;
-            let next = signalement::next_state(row.state(), step)
-                .map_err(|e| ReportError::WrongState(e.to_string()))?;
-            let detail = match &change {
-                StepChange::Offer {
-                    kind,
-                    appointment_id,
-                    kit_sent_to,
-                } => {
-                    sqlx::query(
-                        "UPDATE reports SET state = $2, alternative_kind = $3, \
-                         appointment_id = $4, kit_sent_to = $5, \
-                         offered_at = COALESCE(offered_at, $6), offered_by = $7 WHERE id = $1",
-                    )
+        let mut tx = self.db.begin_write().await?;
+        let mut c = tx.conn();
+        let row: ReportRow = c
+            .fetch_optional(Stmt::new(self.report_for_step.clone()).bind(id))
+            .await
+            .map_err(reading(id))?
+            .ok_or_else(|| ReportError::NotFound(id.to_string()))?;
+        let next = signalement::next_state(row.state, step)
+            .map_err(|e| ReportError::WrongState(e.to_string()))?;
+        let (update, detail) = match change {
+            StepChange::Offer {
+                kind,
+                appointment_id,
+                kit_sent_to,
+            } => (
+                Stmt::new(
+                    "UPDATE reports SET state = $2, alternative_kind = $3, \
+                     appointment_id = $4, kit_sent_to = $5, \
+                     offered_at = COALESCE(offered_at, $6), offered_by = $7 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(next.as_str())
+                .bind(kind.as_str())
+                .bind(&appointment_id)
+                .bind(kit_sent_to.as_ref().map(Message::encode_to_vec))
+                .bind(now)
+                .bind(actor),
+                match (appointment_id, kit_sent_to) {
+                    (Some(a), _) => format!("{kind} {a}"),
+                    (None, Some(to)) => format!("{kind} to {} {}", to.postal_code, to.city),
+                    (None, None) => kind.to_string(),
+                },
+            ),
+            StepChange::Close { outcome, note } => (
+                Stmt::new(
+                    "UPDATE reports SET state = $2, outcome = $3, outcome_note = $4, \
+                     closed_at = $5 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(next.as_str())
+                .bind(outcome.as_str())
+                .bind(note.as_str())
+                .bind(now),
+                format!("{outcome}: {note}"),
+            ),
+            StepChange::Escalate => (
+                Stmt::new("UPDATE reports SET state = $2 WHERE id = $1")
                     .bind(id)
-                    .bind(next.as_str())
-                    .bind(*kind)
-                    .bind(appointment_id)
-                    .bind(kit_sent_to.as_ref().map(Message::encode_to_vec))
-                    .bind(now)
-                    .bind(actor)
-                    .execute(&mut *tx)
-                    .await?;
-                    match (appointment_id, kit_sent_to) {
-                        (Some(a), _) => format!("{kind} {a}"),
-                        (None, Some(to)) => format!("{kind} to {} {}", to.postal_code, to.city),
-                        (None, None) => kind.to_string(),
-                    }
-                }
-                StepChange::Close { outcome, note } => {
-                    sqlx::query(
-                        "UPDATE reports SET state = $2, outcome = $3, outcome_note = $4, \
-                         closed_at = $5 WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(next.as_str())
-                    .bind(*outcome)
-                    .bind(note)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    format!("{outcome}: {note}")
-                }
-                StepChange::Escalate => {
-                    sqlx::query("UPDATE reports SET state = $2 WHERE id = $1")
-                        .bind(id)
-                        .bind(next.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                    format!("no alternative offered by {}", row.deadline)
-                }
-            };
-            insert_event!(&mut *tx, id, step.as_str(), actor, now, &detail);
-            let row = fetch!(&mut *tx, id);
-            let events = fetch_events!(&mut *tx, id);
-            tx.enqueue(&event_message(&to_pb(&row, &events, today), step.as_str()))
-                .await?;
-            row
-        });
+                    .bind(next.as_str()),
+                format!("no alternative offered by {}", row.deadline),
+            ),
+        };
+        c.execute(update).await?;
+        let row = record_step(&mut c, id, step.as_str(), actor, &detail, now, today).await?;
+        tx.commit().await?;
         Ok(row)
     }
 
@@ -376,12 +399,13 @@ impl Reports {
         now: DateTime<Utc>,
         today: NaiveDate,
     ) -> Result<usize, ReportError> {
-        let due: Vec<String> = on_db!(&self.db, |p| sqlx::query_scalar(
-            "SELECT id FROM reports WHERE state = 'open' AND deadline < $1"
-        )
-        .bind(today)
-        .fetch_all(p)
-        .await)?;
+        let due: Vec<String> = self
+            .db
+            .scalars(
+                Stmt::new("SELECT id FROM reports WHERE state = 'open' AND deadline < $1")
+                    .bind(today),
+            )
+            .await?;
         let mut escalated = 0;
         for id in due {
             match self
@@ -406,31 +430,29 @@ impl Reports {
 
     /// Per prefecture: reports waiting, overdue, and the median seconds from
     /// opening to an alternative offered.
-    pub async fn figures(&self, today: NaiveDate) -> Result<Vec<Figures>, sqlx::Error> {
-        type Row = (
-            String,
-            String,
-            NaiveDate,
-            DateTime<Utc>,
-            Option<DateTime<Utc>>,
-        );
-        let rows: Vec<Row> = on_db!(&self.db, |p| sqlx::query_as(
-            "SELECT prefecture, state, deadline, opened_at, offered_at FROM reports"
-        )
-        .fetch_all(p)
-        .await)?;
+    pub async fn figures(&self, today: NaiveDate) -> Result<Vec<Figures>, ReportError> {
+        let rows: Vec<FigureRow> = self
+            .db
+            .fetch_all(Stmt::new(
+                "SELECT prefecture, state, deadline, opened_at, offered_at FROM reports",
+            ))
+            .await
+            .map_err(db::reading::<ReportError>(|| {
+                "a report counted in the figures".to_string()
+            }))?;
         let mut by: BTreeMap<String, (i64, i64, Vec<f64>)> = BTreeMap::new();
-        for (prefecture, state, deadline, opened, offered) in rows {
-            let entry = by.entry(prefecture).or_default();
-            let state = ReportState::parse(&state).unwrap_or(ReportState::Open);
-            if state.awaits_alternative() {
+        for r in rows {
+            let entry = by.entry(r.prefecture).or_default();
+            if r.state.awaits_alternative() {
                 entry.0 += 1;
             }
-            if signalement::is_overdue(state, deadline, today) {
+            if signalement::is_overdue(r.state, r.deadline, today) {
                 entry.1 += 1;
             }
-            if let Some(offered) = offered {
-                entry.2.push((offered - opened).num_seconds().max(0) as f64);
+            if let Some(offered) = r.offered_at {
+                entry
+                    .2
+                    .push((offered - r.opened_at).num_seconds().max(0) as f64);
             }
         }
         Ok(by
@@ -462,43 +484,27 @@ pub struct Figures {
 
 /// The wire form of a report, with its history and whether it is overdue today.
 pub fn to_pb(row: &ReportRow, events: &[EventRow], today: NaiveDate) -> pb::Report {
-    let state = row.state();
     pb::Report {
         id: row.id.clone(),
-        category: category_to_pb(&row.category) as i32,
+        category: convert::report_category_to_pb(row.category),
         what_was_tried: row.what_was_tried.clone(),
         family_name: row.family_name.clone(),
         given_names: row.given_names.clone(),
-        contact: pb::Contact::decode(row.contact.as_slice()).ok(),
-        procedure: row
-            .procedure
-            .as_deref()
-            .and_then(guichet_dossier::Procedure::parse)
-            .map_or(0, convert::procedure_to_pb),
+        contact: Some(row.contact.clone()),
+        procedure: row.procedure.map_or(0, convert::procedure_to_pb),
         prefecture: row.prefecture.clone(),
-        state: convert::report_state_to_pb(state),
+        state: convert::report_state_to_pb(row.state),
         opened_at: Some(convert::timestamp_to_pb(row.opened_at)),
         deadline: Some(convert::date_to_pb(row.deadline)),
-        overdue: signalement::is_overdue(state, row.deadline, today),
-        alternative: row.alternative_kind.as_ref().map(|kind| pb::Alternative {
-            kind: match kind.as_str() {
-                "pan_appointment" => pb::AlternativeKind::PanAppointment,
-                _ => pb::AlternativeKind::PaperKit,
-            } as i32,
+        overdue: signalement::is_overdue(row.state, row.deadline, today),
+        alternative: row.alternative_kind.map(|kind| pb::Alternative {
+            kind: convert::alternative_kind_to_pb(kind),
             appointment_id: row.appointment_id.clone().unwrap_or_default(),
-            kit_sent_to: row
-                .kit_sent_to
-                .as_ref()
-                .and_then(|b| pb::PostalAddress::decode(b.as_slice()).ok()),
+            kit_sent_to: row.kit_sent_to.0.clone(),
             offered_at: row.offered_at.map(convert::timestamp_to_pb),
             offered_by: row.offered_by.clone().unwrap_or_default(),
         }),
-        outcome: match row.outcome.as_deref() {
-            Some("filed") => pb::ReportOutcome::Filed,
-            Some("declined") => pb::ReportOutcome::Declined,
-            Some("unreachable") => pb::ReportOutcome::Unreachable,
-            _ => pb::ReportOutcome::Unspecified,
-        } as i32,
+        outcome: row.outcome.map_or(0, convert::report_outcome_to_pb),
         outcome_note: row.outcome_note.clone(),
         history: events
             .iter()
@@ -509,31 +515,5 @@ pub fn to_pb(row: &ReportRow, events: &[EventRow], today: NaiveDate) -> pb::Repo
                 detail: e.detail.clone(),
             })
             .collect(),
-    }
-}
-
-fn category_to_pb(c: &str) -> pb::ReportCategory {
-    use signalement::Category as C;
-    match signalement::Category::parse(c) {
-        Some(C::CannotCreateAccount) => pb::ReportCategory::CannotCreateAccount,
-        Some(C::UploadFails) => pb::ReportCategory::UploadFails,
-        Some(C::AppointmentImpossible) => pb::ReportCategory::AppointmentImpossible,
-        Some(C::TwoProceduresAtOnce) => pb::ReportCategory::TwoProceduresAtOnce,
-        Some(C::NoReceipt) => pb::ReportCategory::NoReceipt,
-        Some(C::Other) => pb::ReportCategory::Other,
-        None => pb::ReportCategory::Unspecified,
-    }
-}
-
-pub fn category_from_pb(c: pb::ReportCategory) -> Option<signalement::Category> {
-    use signalement::Category as C;
-    match c {
-        pb::ReportCategory::Unspecified => None,
-        pb::ReportCategory::CannotCreateAccount => Some(C::CannotCreateAccount),
-        pb::ReportCategory::UploadFails => Some(C::UploadFails),
-        pb::ReportCategory::AppointmentImpossible => Some(C::AppointmentImpossible),
-        pb::ReportCategory::TwoProceduresAtOnce => Some(C::TwoProceduresAtOnce),
-        pb::ReportCategory::NoReceipt => Some(C::NoReceipt),
-        pb::ReportCategory::Other => Some(C::Other),
     }
 }

@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
+use guichet_dossier::desk::AppointmentState;
 use guichet_dossier::filing::RawProvenance;
 use guichet_dossier::signalement::{
-    self, OfferedAlternative, OfferedAppointment, ReportState, ReportStep,
+    self, AlternativeKind, OfferedAlternative, OfferedAppointment, ReportState, ReportStep,
 };
 use guichet_dossier::{Channel, Violations};
 use guichet_intake::{ChannelFoundations, Intake, prepare_channel};
@@ -23,7 +24,6 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Unit;
-use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::reports::{self, NewReport, ReportError, Reports, StepChange};
@@ -115,11 +115,7 @@ impl CallCentreService {
     }
 
     async fn report_pb(&self, row: &reports::ReportRow) -> Result<pb::Report, Status> {
-        let events = self
-            .reports
-            .events(&row.id)
-            .await
-            .map_err(|e| db_error("reading a report", &e))?;
+        let events = self.reports.events(&row.id).await.map_err(err)?;
         Ok(reports::to_pb(row, &events, self.clock().today()))
     }
 
@@ -127,7 +123,7 @@ impl CallCentreService {
         self.reports
             .get(id)
             .await
-            .map_err(|e| db_error("reading a report", &e))?
+            .map_err(err)?
             .ok_or_else(|| Status::from(ServiceError::not_found(format!("no report {id}"))))
     }
 
@@ -159,9 +155,7 @@ impl CallCentreService {
             )
             .into());
         };
-        let state = pb::AppointmentState::try_from(a.state)
-            .map(appointment_state)
-            .unwrap_or("unknown");
+        let state = appointment_state(a.state);
         signalement::check_offered_appointment(
             &report.id,
             &report.prefecture,
@@ -179,33 +173,25 @@ impl CallCentreService {
     /// Refuses to close a report whose alternative does not stand: its
     /// appointment gone or cancelled, or a kit with no address.
     async fn check_alternative_stands(&self, report: &reports::ReportRow) -> Result<(), Status> {
-        if report.state() != ReportState::AlternativeOffered {
+        if report.state != ReportState::AlternativeOffered {
             // Nothing to close on (or closed already): the step says so.
             return Ok(());
         }
-        let alternative = match report.alternative_kind.as_deref() {
-            Some("pan_appointment") => {
-                let id = report.appointment_id.as_deref().unwrap_or_default();
-                let a = if id.is_empty() {
-                    None
-                } else {
-                    self.appointment(id).await?
+        let alternative = match *report.alternative_kind {
+            Some(AlternativeKind::PanAppointment) => {
+                let a = match report.appointment_id.as_deref() {
+                    Some(id) if !id.is_empty() => self.appointment(id).await?,
+                    _ => None,
                 };
-                let state = a.as_ref().map(|a| {
-                    pb::AppointmentState::try_from(a.state)
-                        .map(appointment_state)
-                        .unwrap_or("unknown")
-                });
-                OfferedAlternative::Appointment(state)
+                OfferedAlternative::Appointment(a.map(|a| appointment_state(a.state)))
             }
-            Some("paper_kit") => OfferedAlternative::PaperKit {
+            Some(AlternativeKind::PaperKit) => OfferedAlternative::PaperKit {
                 addressed: report
                     .kit_sent_to
-                    .as_deref()
-                    .and_then(|b| pb::PostalAddress::decode(b).ok())
-                    .is_some_and(|a| missing_address_lines(&a).is_empty()),
+                    .as_ref()
+                    .is_some_and(|a| missing_address_lines(a).is_empty()),
             },
-            _ => return Ok(()),
+            None => return Ok(()),
         };
         signalement::check_alternative_stands(alternative).map_err(|gone| {
             ServiceError::on_field(ErrorKind::WrongState, gone.field(), gone.to_string()).into()
@@ -213,7 +199,7 @@ impl CallCentreService {
     }
 
     /// Refreshes the report figures on `/metrics`.
-    async fn sample(&self) -> Result<(), sqlx::Error> {
+    async fn sample(&self) -> Result<(), ReportError> {
         for f in self.reports.figures(self.clock().today()).await? {
             let labels = PrefectureLabels {
                 prefecture: f.prefecture,
@@ -253,8 +239,8 @@ fn invalid(field: &str, problem: &str) -> Status {
     ServiceError::invalid(Violations::one(field, problem)).into()
 }
 
-fn db_error(context: &str, e: &sqlx::Error) -> Status {
-    ServiceError::database("the call-centre service", context, e).into()
+fn err(e: ReportError) -> Status {
+    ServiceError::from(e).into()
 }
 
 impl From<ReportError> for ServiceError {
@@ -266,19 +252,15 @@ impl From<ReportError> for ServiceError {
                 "this idempotency key was already used for a different report; \
                  use a new key for a new report",
             ),
+            ReportError::Unreadable(e) => ServiceError::internal("reading a report", &e),
             ReportError::Db(e) => ServiceError::database("the call-centre service", "a report", &e),
         }
     }
 }
 
-fn appointment_state(s: pb::AppointmentState) -> &'static str {
-    match s {
-        pb::AppointmentState::Booked => "booked",
-        pb::AppointmentState::Cancelled => "cancelled",
-        pb::AppointmentState::Attended => "attended",
-        pb::AppointmentState::NoShow => "no_show",
-        pb::AppointmentState::Unspecified => "unknown",
-    }
+/// An appointment's state as the desk service gave it, in words.
+fn appointment_state(wire: i32) -> &'static str {
+    convert::appointment_state_from_pb(wire).map_or("unknown", AppointmentState::as_str)
 }
 
 /// The desk service said something other than "no such appointment".
@@ -344,9 +326,10 @@ fn kit_address(
             missing.is_empty().then(|| trimmed(a))
         }
         None => {
-            let on_file = pb::Contact::decode(report.contact.as_slice())
-                .ok()
-                .and_then(|c| c.address)
+            let on_file = report
+                .contact
+                .address
+                .clone()
                 .filter(|a| missing_address_lines(a).is_empty());
             if on_file.is_none() {
                 v.add(
@@ -406,9 +389,7 @@ impl CallCentre for CallCentreService {
     ) -> Result<Response<pb::Report>, Status> {
         let r = request.into_inner();
         let mut v = Violations::default();
-        let category = pb::ReportCategory::try_from(r.category)
-            .ok()
-            .and_then(reports::category_from_pb);
+        let category = convert::report_category_from_pb(r.category);
         if category.is_none() {
             v.add(
                 "category",
@@ -439,7 +420,11 @@ impl CallCentre for CallCentreService {
                 "a French postal code of residence is needed: it decides which prefecture answers",
             );
         }
-        let procedure = convert::procedure_text(r.procedure);
+        // Optional; a number no procedure has is refused, never kept.
+        let procedure = convert::procedure_from_pb(r.procedure);
+        if r.procedure != 0 && procedure.is_none() {
+            v.add("procedure", "is not a procedure");
+        }
         let (Some(category), Some(prefecture)) = (category, prefecture) else {
             return Err(ServiceError::invalid(v).into());
         };
@@ -476,12 +461,7 @@ impl CallCentre for CallCentreService {
         request: Request<pb::GetReportRequest>,
     ) -> Result<Response<pb::Report>, Status> {
         let id = request.into_inner().id;
-        let row = self
-            .reports
-            .get(&id)
-            .await
-            .map_err(|e| db_error("reading a report", &e))?
-            .ok_or_else(|| Status::from(ServiceError::not_found(format!("no report {id}"))))?;
+        let row = self.report_row(&id).await?;
         Ok(Response::new(self.report_pb(&row).await?))
     }
 
@@ -501,11 +481,11 @@ impl CallCentre for CallCentreService {
                 limit,
             )
             .await
-            .map_err(|e| db_error("listing reports", &e))?;
+            .map_err(err)?;
         let today = self.clock().today();
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            if r.overdue_only && !signalement::is_overdue(row.state(), row.deadline, today) {
+            if r.overdue_only && !signalement::is_overdue(row.state, row.deadline, today) {
                 continue;
             }
             out.push(self.report_pb(&row).await?);
@@ -520,13 +500,13 @@ impl CallCentre for CallCentreService {
         let r = request.into_inner();
         let mut v = Violations::default();
         let agent_id = required(&mut v, "agent_id", &r.agent_id);
-        let kind = pb::AlternativeKind::try_from(r.kind);
+        let kind = convert::alternative_kind_from_pb(r.kind);
         let appointment_id = match kind {
-            Ok(pb::AlternativeKind::PanAppointment) => {
+            Some(AlternativeKind::PanAppointment) => {
                 required(&mut v, "appointment_id", &r.appointment_id)
             }
-            Ok(pb::AlternativeKind::PaperKit) => String::new(),
-            _ => {
+            Some(AlternativeKind::PaperKit) => String::new(),
+            None => {
                 v.add("kind", "is required: pan_appointment or paper_kit");
                 String::new()
             }
@@ -537,14 +517,14 @@ impl CallCentre for CallCentreService {
         let report = self.report_row(&r.id).await?;
         // Said before anything is asked of the desk: a closed report takes
         // no offer whatever it is.
-        signalement::next_state(report.state(), ReportStep::OfferAlternative).map_err(|why| {
+        signalement::next_state(report.state, ReportStep::OfferAlternative).map_err(|why| {
             Status::from(ServiceError::new(ErrorKind::WrongState, why.to_string()))
         })?;
-        let change = if kind == Ok(pb::AlternativeKind::PanAppointment) {
+        let change = if kind == Some(AlternativeKind::PanAppointment) {
             self.check_offered_appointment(&report, &appointment_id)
                 .await?;
             StepChange::Offer {
-                kind: "pan_appointment",
+                kind: AlternativeKind::PanAppointment,
                 appointment_id: Some(appointment_id),
                 kit_sent_to: None,
             }
@@ -554,7 +534,7 @@ impl CallCentre for CallCentreService {
                 return Err(ServiceError::invalid(v).into());
             };
             StepChange::Offer {
-                kind: "paper_kit",
+                kind: AlternativeKind::PaperKit,
                 appointment_id: None,
                 kit_sent_to: Some(address),
             }
@@ -581,18 +561,13 @@ impl CallCentre for CallCentreService {
         let r = request.into_inner();
         let mut v = Violations::default();
         let agent_id = required(&mut v, "agent_id", &r.agent_id);
-        let outcome = match pb::ReportOutcome::try_from(r.outcome) {
-            Ok(pb::ReportOutcome::Filed) => "filed",
-            Ok(pb::ReportOutcome::Declined) => "declined",
-            Ok(pb::ReportOutcome::Unreachable) => "unreachable",
-            _ => {
-                v.add("outcome", "is required: filed, declined or unreachable");
-                ""
-            }
-        };
-        if !v.is_empty() {
-            return Err(ServiceError::invalid(v).into());
+        let outcome = convert::report_outcome_from_pb(r.outcome);
+        if outcome.is_none() {
+            v.add("outcome", "is required: filed, declined or unreachable");
         }
+        let Some(outcome) = outcome.filter(|_| v.is_empty()) else {
+            return Err(ServiceError::invalid(v).into());
+        };
         let report = self.report_row(&r.id).await?;
         self.check_alternative_stands(&report).await?;
         let row = self

@@ -5,12 +5,12 @@
 //! Every step is a row in `appointment_events` and an event on
 //! `guichet.events` (`appointment.<step>.<site>`), through the outbox.
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
-use guichet_dossier::desk::{RawSite, SiteRules};
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
+use guichet_dossier::desk::{AppointmentState, BookingRoute, RawSite, SiteRules};
+use guichet_dossier::idempotency;
 use guichet_kit::bus::{EVENTS_EXCHANGE, OutgoingMessage};
-use guichet_kit::db::Database;
-use guichet_kit::outbox::Enqueue;
-use guichet_kit::{in_tx, on_db};
+use guichet_kit::db::{self, Database};
+use guichet_kit::sql::{Conn, Stmt};
 use guichet_proto::{convert, v1 as pb};
 use prost::Message;
 
@@ -28,10 +28,20 @@ pub enum DeskError {
     WrongState(String),
     #[error("this idempotency key was already used for a different booking")]
     KeyReused,
+    /// A stored site or appointment this service cannot read back.
+    #[error(transparent)]
+    Unreadable(#[from] db::Unreadable),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
 
+impl From<idempotency::KeyReused> for DeskError {
+    fn from(_: idempotency::KeyReused) -> Self {
+        DeskError::KeyReused
+    }
+}
+
+/// An appointment as stored, its state and route read back as their types.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AppointmentRow {
     pub id: String,
@@ -41,13 +51,31 @@ pub struct AppointmentRow {
     pub given_names: String,
     pub phone: String,
     pub email: String,
-    pub route: String,
+    #[sqlx(try_from = "String")]
+    pub route: BookingRoute,
     pub booked_by: String,
     pub report_id: Option<String>,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: AppointmentState,
     pub booked_at: DateTime<Utc>,
     /// The site's prefecture, as the site stands now.
     pub prefecture: Option<String>,
+}
+
+/// A site's definition as stored.
+#[derive(sqlx::FromRow)]
+struct SiteRow {
+    #[sqlx(try_from = "Vec<u8>")]
+    site: pb::Site,
+}
+
+/// What the figures need of an appointment: how many per site and state.
+#[derive(sqlx::FromRow)]
+struct StateCount {
+    site_id: String,
+    #[sqlx(try_from = "String")]
+    state: AppointmentState,
+    n: i64,
 }
 
 const COLUMNS: &str = "id, site_id, starts_at, family_name, given_names, phone, email, route, \
@@ -60,7 +88,7 @@ pub struct NewBooking {
     pub site_id: String,
     pub starts_at: DateTime<Utc>,
     pub person: pb::Person,
-    pub route: &'static str,
+    pub route: BookingRoute,
     pub booked_by: String,
     pub report_id: Option<String>,
 }
@@ -87,101 +115,92 @@ pub fn raw_site(site: &pb::Site) -> RawSite {
     }
 }
 
-macro_rules! site_in {
-    ($conn:expr, $id:expr) => {{
-        let bytes: Option<Vec<u8>> = sqlx::query_scalar("SELECT site FROM sites WHERE id = $1")
-            .bind($id)
-            .fetch_optional($conn)
-            .await?;
-        match bytes {
-            Some(b) => pb::Site::decode(b.as_slice())
-                .map_err(|e| DeskError::Db(sqlx::Error::Decode(Box::new(e))))?,
-            None => return Err(DeskError::NoSite($id.to_string())),
-        }
-    }};
+async fn site_in(c: &mut Conn<'_>, id: &str) -> Result<pb::Site, DeskError> {
+    let row: Option<SiteRow> = c
+        .fetch_optional(Stmt::new("SELECT site FROM sites WHERE id = $1").bind(id))
+        .await
+        .map_err(db::reading::<DeskError>(|| format!("site {id}")))?;
+    row.map(|r| r.site)
+        .ok_or_else(|| DeskError::NoSite(id.to_string()))
 }
 
-macro_rules! appointment_in {
-    ($conn:expr, $id:expr) => {{
-        let row: Option<AppointmentRow> =
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM appointments WHERE id = $1"))
-                .bind($id)
-                .fetch_optional($conn)
-                .await?;
-        row.ok_or_else(|| DeskError::NoAppointment($id.to_string()))?
-    }};
+/// Appointment `id`, read with `sql` (plain, or locked for a change).
+async fn appointment_in(
+    c: &mut Conn<'_>,
+    sql: &str,
+    id: &str,
+) -> Result<AppointmentRow, DeskError> {
+    let row: Option<AppointmentRow> = c
+        .fetch_optional(Stmt::new(sql.to_string()).bind(id))
+        .await
+        .map_err(db::reading::<DeskError>(|| format!("appointment {id}")))?;
+    row.ok_or_else(|| DeskError::NoAppointment(id.to_string()))
 }
 
 /// Takes one place of a slot, creating its row on first use. Fails with
 /// `SlotFull` when the places open to this booking are all taken.
-macro_rules! take_place {
-    ($conn:expr, $site_id:expr, $starts_at:expr, $rules:expr, $for_report:expr) => {{
-        let rules: &SiteRules = $rules;
-        sqlx::query(
+async fn take_place(
+    c: &mut Conn<'_>,
+    site_id: &str,
+    starts_at: DateTime<Utc>,
+    rules: &SiteRules,
+    for_report: bool,
+) -> Result<(), DeskError> {
+    c.execute(
+        Stmt::new(
             "INSERT INTO slots (site_id, starts_at, places, places_for_reports) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (site_id, starts_at) DO NOTHING",
         )
-        .bind($site_id)
-        .bind($starts_at)
+        .bind(site_id)
+        .bind(starts_at)
         .bind(rules.places_per_slot as i32)
-        .bind(rules.places_for_reports as i32)
-        .execute(&mut *$conn)
-        .await?;
-        // The same condition as guichet_dossier::desk::may_book, applied by the
-        // database to the row it locks: free places beyond those still kept.
-        let taken = sqlx::query(
-            "UPDATE slots SET booked = booked + 1, \
-             booked_for_reports = booked_for_reports + CASE WHEN $3 THEN 1 ELSE 0 END \
-             WHERE site_id = $1 AND starts_at = $2 AND places - booked > CASE WHEN $3 THEN 0 \
-             WHEN places_for_reports > booked_for_reports \
-             THEN places_for_reports - booked_for_reports ELSE 0 END",
+        .bind(rules.places_for_reports as i32),
+    )
+    .await?;
+    // The same condition as guichet_dossier::desk::may_book, applied by the
+    // database to the row it locks: free places beyond those still kept.
+    let taken = c
+        .execute(
+            Stmt::new(
+                "UPDATE slots SET booked = booked + 1, \
+                 booked_for_reports = booked_for_reports + CASE WHEN $3 THEN 1 ELSE 0 END \
+                 WHERE site_id = $1 AND starts_at = $2 AND places - booked > CASE WHEN $3 THEN 0 \
+                 WHEN places_for_reports > booked_for_reports \
+                 THEN places_for_reports - booked_for_reports ELSE 0 END",
+            )
+            .bind(site_id)
+            .bind(starts_at)
+            .bind(for_report),
         )
-        .bind($site_id)
-        .bind($starts_at)
-        .bind($for_report)
-        .execute(&mut *$conn)
-        .await?
-        .rows_affected();
-        if taken == 0 {
-            return Err(DeskError::SlotFull);
-        }
-    }};
+        .await?;
+    if taken == 0 {
+        return Err(DeskError::SlotFull);
+    }
+    Ok(())
 }
 
-macro_rules! give_back_place {
-    ($conn:expr, $site_id:expr, $starts_at:expr, $for_report:expr) => {
-        sqlx::query(
+/// Gives back the place an appointment held.
+async fn give_back_place(c: &mut Conn<'_>, a: &AppointmentRow) -> Result<(), sqlx::Error> {
+    c.execute(
+        Stmt::new(
             "UPDATE slots SET booked = booked - 1, \
              booked_for_reports = booked_for_reports - CASE WHEN $3 THEN 1 ELSE 0 END \
              WHERE site_id = $1 AND starts_at = $2 AND booked > 0",
         )
-        .bind($site_id)
-        .bind($starts_at)
-        .bind($for_report)
-        .execute(&mut *$conn)
-        .await?
-    };
+        .bind(a.site_id.as_str())
+        .bind(a.starts_at)
+        .bind(a.report_id.is_some()),
+    )
+    .await?;
+    Ok(())
 }
 
-/// Records a step of an appointment: its event row and its bus event.
-macro_rules! record_step {
-    ($conn:expr, $id:expr, $kind:expr, $actor:expr, $route:expr, $now:expr, $detail:expr) => {{
-        sqlx::query(
-            "INSERT INTO appointment_events (appointment_id, kind, actor, route, at, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind($id)
-        .bind($kind)
-        .bind($actor)
-        .bind($route)
-        .bind($now)
-        .bind($detail)
-        .execute(&mut *$conn)
-        .await?;
-        let row = appointment_in!(&mut *$conn, $id);
-        $conn.enqueue(&event_message(&to_pb(&row), $kind)).await?;
-        row
-    }};
+/// A step of an appointment, as its history and its bus event tell it.
+struct Step<'a> {
+    kind: &'a str,
+    actor: &'a str,
+    route: BookingRoute,
+    detail: &'a str,
 }
 
 fn event_message(a: &pb::Appointment, kind: &str) -> OutgoingMessage {
@@ -195,6 +214,9 @@ fn event_message(a: &pb::Appointment, kind: &str) -> OutgoingMessage {
 #[derive(Clone)]
 pub struct Desks {
     db: Database,
+    /// An appointment read to change it, locked until the change commits
+    /// (the backend's words for it, asked once).
+    appointment_for_change: String,
 }
 
 /// One slot as shown to whoever books.
@@ -216,64 +238,69 @@ pub struct SiteFigures {
 
 impl Desks {
     pub fn new(db: Database) -> Self {
-        Self { db }
+        let appointment_for_change = format!(
+            "SELECT {COLUMNS} FROM appointments WHERE id = $1 {}",
+            db.sql_backend().for_update()
+        );
+        Self {
+            db,
+            appointment_for_change,
+        }
     }
 
     pub async fn upsert_site(&self, site: &pb::Site, now: DateTime<Utc>) -> Result<(), DeskError> {
-        let bytes = site.encode_to_vec();
-        on_db!(&self.db, |p| sqlx::query(
-            "INSERT INTO sites (id, prefecture, site, updated_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (id) DO UPDATE SET prefecture = excluded.prefecture, \
-             site = excluded.site, updated_at = excluded.updated_at"
-        )
-        .bind(&site.id)
-        .bind(&site.prefecture)
-        .bind(&bytes)
-        .bind(now)
-        .execute(p)
-        .await
-        .map(|_| ()))?;
+        self.db
+            .execute(
+                Stmt::new(
+                    "INSERT INTO sites (id, prefecture, site, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (id) DO UPDATE SET prefecture = excluded.prefecture, \
+                     site = excluded.site, updated_at = excluded.updated_at",
+                )
+                .bind(&site.id)
+                .bind(&site.prefecture)
+                .bind(site.encode_to_vec())
+                .bind(now),
+            )
+            .await?;
         Ok(())
     }
 
     pub async fn site(&self, id: &str) -> Result<pb::Site, DeskError> {
-        on_db!(&self.db, |p| {
-            let mut conn = p.acquire().await?;
-            Ok(site_in!(&mut *conn, id))
-        })
+        site_in(&mut self.db.acquire().await?.conn(), id).await
     }
 
     pub async fn sites(&self, prefecture: &str) -> Result<Vec<pb::Site>, DeskError> {
-        let rows: Vec<Vec<u8>> = on_db!(&self.db, |p| sqlx::query_scalar(
-            "SELECT site FROM sites WHERE ($1 = '' OR prefecture = $1) ORDER BY id"
-        )
-        .bind(prefecture)
-        .fetch_all(p)
-        .await)?;
-        Ok(rows
-            .iter()
-            .filter_map(|b| pb::Site::decode(b.as_slice()).ok())
-            .collect())
+        let rows: Vec<SiteRow> = self
+            .db
+            .fetch_all(
+                Stmt::new("SELECT site FROM sites WHERE ($1 = '' OR prefecture = $1) ORDER BY id")
+                    .bind(prefecture),
+            )
+            .await
+            .map_err(db::reading::<DeskError>(|| {
+                format!("a site of prefecture {prefecture:?}")
+            }))?;
+        Ok(rows.into_iter().map(|r| r.site).collect())
     }
 
     /// The slots of `date` at a site, with what is free in each.
     pub async fn slots(&self, site_id: &str, date: NaiveDate) -> Result<Vec<SlotView>, DeskError> {
         let site = self.site(site_id).await?;
         let rules = rules_of(&site).map_err(|v| DeskError::BadSlot(v.to_string()))?;
-        let from = guichet_dossier::desk::from_local(date.and_hms_opt(0, 0, 0).unwrap_or_default())
-            .unwrap_or_default();
+        let from = start_of(date);
         let to = from + Duration::days(1);
-        let booked: Vec<(DateTime<Utc>, i32, i32, i32, i32)> = on_db!(&self.db, |p| {
-            sqlx::query_as(
-            "SELECT starts_at, places, places_for_reports, booked, booked_for_reports FROM slots \
-             WHERE site_id = $1 AND starts_at >= $2 AND starts_at < $3"
-        )
-        .bind(site_id)
-        .bind(from)
-        .bind(to)
-        .fetch_all(p)
-        .await
-        })?;
+        let booked: Vec<(DateTime<Utc>, i32, i32, i32, i32)> = self
+            .db
+            .fetch_all(
+                Stmt::new(
+                    "SELECT starts_at, places, places_for_reports, booked, booked_for_reports \
+                     FROM slots WHERE site_id = $1 AND starts_at >= $2 AND starts_at < $3",
+                )
+                .bind(site_id)
+                .bind(from)
+                .bind(to),
+            )
+            .await?;
         if !guichet_dossier::calendar::is_working_day(date) {
             return Ok(Vec::new());
         }
@@ -310,21 +337,21 @@ impl Desks {
         now: DateTime<Utc>,
     ) -> Result<AppointmentRow, DeskError> {
         let starts_at = b.starts_at.to_rfc3339();
-        let fingerprint = guichet_dossier::idempotency::fingerprint([
+        let fingerprint = idempotency::fingerprint([
             b.site_id.as_bytes(),
             starts_at.as_bytes(),
             b.person.family_name.trim().as_bytes(),
             b.person.given_names.trim().as_bytes(),
             b.person.phone.trim().as_bytes(),
             b.person.email.trim().as_bytes(),
-            b.route.as_bytes(),
+            b.route.as_str().as_bytes(),
             b.booked_by.as_bytes(),
             b.report_id.as_deref().unwrap_or_default().as_bytes(),
         ]);
         match self.book_once(&b, &fingerprint, now).await {
             // The same key booked at the same moment by another request: its
             // row is there now, to replay or to refuse.
-            Err(DeskError::Db(e)) if guichet_kit::db::is_unique_violation(&e) => {
+            Err(DeskError::Db(e)) if db::is_unique_violation(&e) => {
                 self.book_once(&b, &fingerprint, now).await
             }
             other => other,
@@ -337,134 +364,185 @@ impl Desks {
         fingerprint: &str,
         now: DateTime<Utc>,
     ) -> Result<AppointmentRow, DeskError> {
-        let row = in_tx!(&self.db, |tx| {
-            let existing: Option<(String, Option<String>)> = sqlx::query_as(
-                "SELECT id, request_fingerprint FROM appointments WHERE idempotency_key = $1",
+        let mut tx = self.db.begin_write().await?;
+        let mut c = tx.conn();
+        let found = c
+            .fetch_optional(
+                Stmt::new(
+                    "SELECT id, request_fingerprint FROM appointments WHERE idempotency_key = $1",
+                )
+                .bind(&b.idempotency_key),
             )
-            .bind(&b.idempotency_key)
-            .fetch_optional(&mut *tx)
             .await?;
-            match existing {
-                Some((_, stored))
-                    if !guichet_dossier::idempotency::same_request(
-                        stored.as_deref(),
-                        fingerprint,
-                    ) =>
-                {
-                    return Err(DeskError::KeyReused);
-                }
-                Some((id, _)) => appointment_in!(&mut *tx, &id),
-                None => {
-                    let site = site_in!(&mut *tx, &b.site_id);
-                    let rules = check_slot(&site, b.starts_at, now)?;
-                    take_place!(tx, &b.site_id, b.starts_at, &rules, b.report_id.is_some());
-                    let id = uuid::Uuid::now_v7().to_string();
-                    sqlx::query(
-                        "INSERT INTO appointments (id, idempotency_key, site_id, starts_at, \
-                         family_name, given_names, phone, email, route, booked_by, report_id, \
-                         state, booked_at, request_fingerprint) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'booked', $12, $13)",
-                    )
-                    .bind(&id)
-                    .bind(&b.idempotency_key)
-                    .bind(&b.site_id)
-                    .bind(b.starts_at)
-                    .bind(b.person.family_name.trim())
-                    .bind(b.person.given_names.trim())
-                    .bind(b.person.phone.trim())
-                    .bind(b.person.email.trim())
-                    .bind(b.route)
-                    .bind(&b.booked_by)
-                    .bind(&b.report_id)
-                    .bind(now)
-                    .bind(fingerprint)
-                    .execute(&mut *tx)
-                    .await?;
-                    let actor = if b.booked_by.is_empty() {
-                        "the person"
-                    } else {
-                        b.booked_by.as_str()
-                    };
-                    record_step!(tx, &id, "booked", actor, b.route, now, "")
-                }
-            }
-        });
+        if let Some(id) = idempotency::earlier(found, fingerprint)? {
+            return appointment_in(&mut c, &self.appointment_for_change, &id).await;
+        }
+        let site = site_in(&mut c, &b.site_id).await?;
+        let rules = check_slot(&site, b.starts_at, now)?;
+        take_place(
+            &mut c,
+            &b.site_id,
+            b.starts_at,
+            &rules,
+            b.report_id.is_some(),
+        )
+        .await?;
+        let id = uuid::Uuid::now_v7().to_string();
+        c.execute(
+            Stmt::new(
+                "INSERT INTO appointments (id, idempotency_key, site_id, starts_at, \
+                 family_name, given_names, phone, email, route, booked_by, report_id, \
+                 state, booked_at, request_fingerprint) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'booked', $12, $13)",
+            )
+            .bind(&id)
+            .bind(&b.idempotency_key)
+            .bind(&b.site_id)
+            .bind(b.starts_at)
+            .bind(b.person.family_name.trim())
+            .bind(b.person.given_names.trim())
+            .bind(b.person.phone.trim())
+            .bind(b.person.email.trim())
+            .bind(b.route.as_str())
+            .bind(&b.booked_by)
+            .bind(&b.report_id)
+            .bind(now)
+            .bind(fingerprint),
+        )
+        .await?;
+        let actor = if b.booked_by.is_empty() {
+            "the person"
+        } else {
+            b.booked_by.as_str()
+        };
+        let step = Step {
+            kind: "booked",
+            actor,
+            route: b.route,
+            detail: "",
+        };
+        let row = self.record_step(&mut c, &id, step, now).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// Records a step of an appointment: its event row and its bus event,
+    /// with the appointment as it stands after the step.
+    async fn record_step(
+        &self,
+        c: &mut Conn<'_>,
+        id: &str,
+        step: Step<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<AppointmentRow, DeskError> {
+        c.execute(
+            Stmt::new(
+                "INSERT INTO appointment_events (appointment_id, kind, actor, route, at, detail) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(id)
+            .bind(step.kind)
+            .bind(step.actor)
+            .bind(step.route.as_str())
+            .bind(now)
+            .bind(step.detail),
+        )
+        .await?;
+        let row = appointment_in(c, &self.appointment_for_change, id).await?;
+        c.enqueue(&event_message(&to_pb(&row), step.kind)).await?;
         Ok(row)
     }
 
     /// The appointment an earlier booking with this key made, if any: a
     /// retry is answered with it before anything is checked again.
     pub async fn booked_with_key(&self, key: &str) -> Result<Option<AppointmentRow>, DeskError> {
-        let sql = format!("SELECT {COLUMNS} FROM appointments WHERE idempotency_key = $1");
-        Ok(on_db!(&self.db, |p| sqlx::query_as(&sql)
-            .bind(key)
-            .fetch_optional(p)
-            .await)?)
+        self.db
+            .fetch_optional(
+                Stmt::new(format!(
+                    "SELECT {COLUMNS} FROM appointments WHERE idempotency_key = $1"
+                ))
+                .bind(key),
+            )
+            .await
+            .map_err(db::reading(|| {
+                format!("the appointment booked with key {key}")
+            }))
     }
 
     pub async fn move_to(
         &self,
         id: &str,
         starts_at: DateTime<Utc>,
-        route: &'static str,
+        route: BookingRoute,
         by: &str,
         now: DateTime<Utc>,
     ) -> Result<AppointmentRow, DeskError> {
-        let row = in_tx!(&self.db, |tx| {
-            let a = appointment_in!(&mut *tx, id);
-            if a.state != "booked" {
-                return Err(DeskError::WrongState(format!(
-                    "an appointment that is {} cannot be moved",
-                    a.state
-                )));
-            }
-            if a.starts_at == starts_at {
-                a
-            } else {
-                let site = site_in!(&mut *tx, &a.site_id);
-                let rules = check_slot(&site, starts_at, now)?;
-                take_place!(tx, &a.site_id, starts_at, &rules, a.report_id.is_some());
-                give_back_place!(tx, &a.site_id, a.starts_at, a.report_id.is_some());
-                sqlx::query("UPDATE appointments SET starts_at = $2 WHERE id = $1")
-                    .bind(id)
-                    .bind(starts_at)
-                    .execute(&mut *tx)
-                    .await?;
-                let detail = format!("from {}", a.starts_at.to_rfc3339());
-                record_step!(tx, id, "moved", by, route, now, &detail)
-            }
-        });
+        let mut tx = self.db.begin_write().await?;
+        let mut c = tx.conn();
+        let a = appointment_in(&mut c, &self.appointment_for_change, id).await?;
+        if a.state != AppointmentState::Booked {
+            return Err(DeskError::WrongState(format!(
+                "an appointment that is {} cannot be moved",
+                a.state
+            )));
+        }
+        if a.starts_at == starts_at {
+            return Ok(a);
+        }
+        let site = site_in(&mut c, &a.site_id).await?;
+        let rules = check_slot(&site, starts_at, now)?;
+        take_place(&mut c, &a.site_id, starts_at, &rules, a.report_id.is_some()).await?;
+        give_back_place(&mut c, &a).await?;
+        c.execute(
+            Stmt::new("UPDATE appointments SET starts_at = $2 WHERE id = $1")
+                .bind(id)
+                .bind(starts_at),
+        )
+        .await?;
+        let detail = format!("from {}", a.starts_at.to_rfc3339());
+        let step = Step {
+            kind: "moved",
+            actor: by,
+            route,
+            detail: &detail,
+        };
+        let row = self.record_step(&mut c, id, step, now).await?;
+        tx.commit().await?;
         Ok(row)
     }
 
     pub async fn cancel(
         &self,
         id: &str,
-        route: &'static str,
+        route: BookingRoute,
         by: &str,
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<AppointmentRow, DeskError> {
-        let row = in_tx!(&self.db, |tx| {
-            let a = appointment_in!(&mut *tx, id);
-            match a.state.as_str() {
-                // Cancelling twice is answered as the first time.
-                "cancelled" => a,
-                "booked" => {
-                    give_back_place!(tx, &a.site_id, a.starts_at, a.report_id.is_some());
-                    sqlx::query("UPDATE appointments SET state = 'cancelled' WHERE id = $1")
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                    record_step!(tx, id, "cancelled", by, route, now, reason)
-                }
-                other => {
-                    return Err(DeskError::WrongState(format!(
-                        "an appointment that is {other} cannot be cancelled"
-                    )));
-                }
+        let mut tx = self.db.begin_write().await?;
+        let mut c = tx.conn();
+        let a = appointment_in(&mut c, &self.appointment_for_change, id).await?;
+        match a.state {
+            // Cancelling twice is answered as the first time.
+            AppointmentState::Cancelled => return Ok(a),
+            AppointmentState::Booked => {}
+            other => {
+                return Err(DeskError::WrongState(format!(
+                    "an appointment that is {other} cannot be cancelled"
+                )));
             }
-        });
+        }
+        give_back_place(&mut c, &a).await?;
+        let step = Step {
+            kind: "cancelled",
+            actor: by,
+            route,
+            detail: reason,
+        };
+        let row = self
+            .change_state(&mut c, id, AppointmentState::Cancelled, step, now)
+            .await?;
+        tx.commit().await?;
         Ok(row)
     }
 
@@ -475,54 +553,78 @@ impl Desks {
         by: &str,
         now: DateTime<Utc>,
     ) -> Result<AppointmentRow, DeskError> {
-        let state = if attended { "attended" } else { "no_show" };
-        let row = in_tx!(&self.db, |tx| {
-            let a = appointment_in!(&mut *tx, id);
-            if a.state != "booked" {
-                return Err(DeskError::WrongState(format!(
-                    "attendance is recorded once, for a booked appointment; this one is {}",
-                    a.state
-                )));
-            }
-            if now < a.starts_at - Duration::minutes(30) {
-                return Err(DeskError::WrongState(
-                    "attendance is recorded at the time of the appointment, not before".into(),
-                ));
-            }
-            sqlx::query("UPDATE appointments SET state = $2 WHERE id = $1")
-                .bind(id)
-                .bind(state)
-                .execute(&mut *tx)
-                .await?;
-            record_step!(tx, id, state, by, "front_desk", now, "")
-        });
+        let state = if attended {
+            AppointmentState::Attended
+        } else {
+            AppointmentState::NoShow
+        };
+        let mut tx = self.db.begin_write().await?;
+        let mut c = tx.conn();
+        let a = appointment_in(&mut c, &self.appointment_for_change, id).await?;
+        if a.state != AppointmentState::Booked {
+            return Err(DeskError::WrongState(format!(
+                "attendance is recorded once, for a booked appointment; this one is {}",
+                a.state
+            )));
+        }
+        if now < a.starts_at - Duration::minutes(30) {
+            return Err(DeskError::WrongState(
+                "attendance is recorded at the time of the appointment, not before".into(),
+            ));
+        }
+        let step = Step {
+            kind: state.as_str(),
+            actor: by,
+            route: BookingRoute::FrontDesk,
+            detail: "",
+        };
+        let row = self.change_state(&mut c, id, state, step, now).await?;
+        tx.commit().await?;
         Ok(row)
     }
 
+    /// Puts the appointment in `state`, with the step that did it.
+    async fn change_state(
+        &self,
+        c: &mut Conn<'_>,
+        id: &str,
+        state: AppointmentState,
+        step: Step<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<AppointmentRow, DeskError> {
+        c.execute(
+            Stmt::new("UPDATE appointments SET state = $2 WHERE id = $1")
+                .bind(id)
+                .bind(state.as_str()),
+        )
+        .await?;
+        self.record_step(c, id, step, now).await
+    }
+
     pub async fn appointment(&self, id: &str) -> Result<AppointmentRow, DeskError> {
-        on_db!(&self.db, |p| {
-            let mut conn = p.acquire().await?;
-            Ok(appointment_in!(&mut *conn, id))
-        })
+        let sql = format!("SELECT {COLUMNS} FROM appointments WHERE id = $1");
+        appointment_in(&mut self.db.acquire().await?.conn(), &sql, id).await
     }
 
     /// Per site, over the 30 days before `today`: places offered by the
     /// opening hours, appointments kept or missed, and no-shows.
     pub async fn figures(&self, today: NaiveDate) -> Result<Vec<SiteFigures>, DeskError> {
         let from_day = today - Duration::days(30);
-        let from =
-            guichet_dossier::desk::from_local(from_day.and_hms_opt(0, 0, 0).unwrap_or_default())
-                .unwrap_or_default();
-        let to = guichet_dossier::desk::from_local(today.and_hms_opt(0, 0, 0).unwrap_or_default())
-            .unwrap_or_default();
-        let counts: Vec<(String, String, i64)> = on_db!(&self.db, |p| sqlx::query_as(
-            "SELECT site_id, state, count(*) FROM appointments \
-             WHERE starts_at >= $1 AND starts_at < $2 GROUP BY site_id, state"
-        )
-        .bind(from)
-        .bind(to)
-        .fetch_all(p)
-        .await)?;
+        let (from, to) = (start_of(from_day), start_of(today));
+        let counts: Vec<StateCount> = self
+            .db
+            .fetch_all(
+                Stmt::new(
+                    "SELECT site_id, state, count(*) AS n FROM appointments \
+                     WHERE starts_at >= $1 AND starts_at < $2 GROUP BY site_id, state",
+                )
+                .bind(from)
+                .bind(to),
+            )
+            .await
+            .map_err(db::reading::<DeskError>(|| {
+                "an appointment counted in the figures".to_string()
+            }))?;
         let mut out = Vec::new();
         for site in self.sites("").await? {
             let Ok(rules) = rules_of(&site) else { continue };
@@ -532,22 +634,33 @@ impl Desks {
                 .filter(|d| guichet_dossier::calendar::is_working_day(*d))
                 .map(|d| rules.slots_of_day(d).len() as u64 * u64::from(rules.places_per_slot))
                 .sum();
-            let count = |states: &[&str]| -> u64 {
+            let count = |states: &[AppointmentState]| -> u64 {
                 counts
                     .iter()
-                    .filter(|(s, st, _)| *s == site.id && states.contains(&st.as_str()))
-                    .map(|(_, _, n)| *n as u64)
+                    .filter(|c| c.site_id == site.id && states.contains(&c.state))
+                    .map(|c| c.n as u64)
                     .sum()
             };
             out.push(SiteFigures {
                 site_id: site.id.clone(),
                 places_offered,
-                booked: count(&["booked", "attended", "no_show"]),
-                no_shows: count(&["no_show"]),
+                booked: count(&[
+                    AppointmentState::Booked,
+                    AppointmentState::Attended,
+                    AppointmentState::NoShow,
+                ]),
+                no_shows: count(&[AppointmentState::NoShow]),
             });
         }
         Ok(out)
     }
+}
+
+/// The start of `day` in Paris. Midnight is always a time there (the clocks
+/// change in the night at 2 or 3); were it not, UTC's midnight would do.
+fn start_of(day: NaiveDate) -> DateTime<Utc> {
+    let midnight = day.and_time(NaiveTime::MIN);
+    guichet_dossier::desk::from_local(midnight).unwrap_or_else(|| midnight.and_utc())
 }
 
 /// The site's rules, once the slot is one of its slots and still ahead.
@@ -566,24 +679,6 @@ fn check_slot(
     Ok(rules)
 }
 
-pub fn route_to_pb(route: &str) -> pb::BookingRoute {
-    match route {
-        "online" => pb::BookingRoute::Online,
-        "phone" => pb::BookingRoute::Phone,
-        "front_desk" => pb::BookingRoute::FrontDesk,
-        _ => pb::BookingRoute::Unspecified,
-    }
-}
-
-pub fn route_from_pb(route: i32) -> Option<&'static str> {
-    match pb::BookingRoute::try_from(route).ok()? {
-        pb::BookingRoute::Online => Some("online"),
-        pb::BookingRoute::Phone => Some("phone"),
-        pb::BookingRoute::FrontDesk => Some("front_desk"),
-        pb::BookingRoute::Unspecified => None,
-    }
-}
-
 pub fn to_pb(a: &AppointmentRow) -> pb::Appointment {
     pb::Appointment {
         id: a.id.clone(),
@@ -595,16 +690,10 @@ pub fn to_pb(a: &AppointmentRow) -> pb::Appointment {
             phone: a.phone.clone(),
             email: a.email.clone(),
         }),
-        route: route_to_pb(&a.route) as i32,
+        route: convert::booking_route_to_pb(a.route),
         booked_by: a.booked_by.clone(),
         report_id: a.report_id.clone().unwrap_or_default(),
-        state: match a.state.as_str() {
-            "booked" => pb::AppointmentState::Booked,
-            "cancelled" => pb::AppointmentState::Cancelled,
-            "attended" => pb::AppointmentState::Attended,
-            "no_show" => pb::AppointmentState::NoShow,
-            _ => pb::AppointmentState::Unspecified,
-        } as i32,
+        state: convert::appointment_state_to_pb(a.state),
         booked_at: Some(convert::timestamp_to_pb(a.booked_at)),
         prefecture: a.prefecture.clone().unwrap_or_default(),
     }

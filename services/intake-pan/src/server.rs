@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use guichet_dossier::desk::BookingRoute;
 use guichet_dossier::filing::RawProvenance;
 use guichet_dossier::signalement;
 use guichet_dossier::{Channel, Violations};
@@ -190,6 +191,7 @@ impl From<DeskError> for ServiceError {
                 "this idempotency key was already used for a different booking; \
                  use a new key for a new booking",
             ),
+            DeskError::Unreadable(e) => ServiceError::internal("reading the desks", &e),
             DeskError::Db(e) => ServiceError::database("the desk service", "the desks", &e),
         }
     }
@@ -211,10 +213,10 @@ fn when(
     at
 }
 
-fn route(v: &mut Violations, value: i32) -> &'static str {
-    desks::route_from_pb(value).unwrap_or_else(|| {
+fn route(v: &mut Violations, value: i32) -> BookingRoute {
+    convert::booking_route_from_pb(value).unwrap_or_else(|| {
         v.add("route", "is required: online, phone or front_desk");
-        "online"
+        BookingRoute::Online
     })
 }
 
@@ -291,7 +293,7 @@ impl Desk for DeskService {
                 "a phone number or an e-mail address is needed to confirm the appointment",
             );
         }
-        if route != "online" && r.booked_by.trim().is_empty() {
+        if route != BookingRoute::Online && r.booked_by.trim().is_empty() {
             v.add(
                 "booked_by",
                 "is required when an agent books by phone or at the front desk",

@@ -30,6 +30,37 @@ use crate::figures::{LetterLabels, PostalFigures};
 use crate::render::{LetterText, kit_pdf, letter_pdf};
 use crate::store::{EnvelopeRow, NewLetter, Store, StoreError};
 
+/// Why a letter could not be made or listed yet (its event is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum LetterError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("keeping the letter in the document store")]
+    Documents(#[from] std::io::Error),
+}
+
+/// Why an e-mail copy was not sent (the paper letter stands), or the mailer
+/// cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("GUICHET_SMTP_URL {0:?} must be smtp://host[:port]")]
+    Url(String),
+    #[error("cannot create the mail folder {0}")]
+    Folder(PathBuf, #[source] std::io::Error),
+    #[error("the address {0:?} is not an e-mail address")]
+    Address(String, #[source] lettre::address::AddressError),
+    #[error("GUICHET_MAIL_FROM is not an e-mail address")]
+    From(#[source] lettre::address::AddressError),
+    #[error("the message cannot be built")]
+    Build(#[from] lettre::error::Error),
+    #[error("the attachment's media type")]
+    MediaType(#[from] lettre::message::header::ContentTypeErr),
+    #[error("the SMTP relay refused the message")]
+    Smtp(#[from] lettre::transport::smtp::Error),
+    #[error("the message cannot be written to the mail folder")]
+    File(#[from] lettre::transport::file::Error),
+}
+
 /// Where e-mail copies go: the site's SMTP relay, or .eml files in a folder
 /// when no relay is configured (the embedded default).
 #[derive(Clone)]
@@ -41,18 +72,13 @@ pub enum Mailer {
 impl Mailer {
     /// `smtp_url`: `smtp://host[:port]`, plain SMTP to a relay that forwards
     /// the mail (TLS onwards is the relay's). `folder`: used when unset.
-    pub fn new(smtp_url: Option<&str>, folder: PathBuf) -> Result<Self, String> {
+    pub fn new(smtp_url: Option<&str>, folder: PathBuf) -> Result<Self, MailError> {
         match smtp_url {
             Some(url) => {
-                let rest = url
-                    .strip_prefix("smtp://")
-                    .ok_or_else(|| format!("GUICHET_SMTP_URL {url:?} must start with smtp://"))?;
+                let bad = || MailError::Url(url.to_string());
+                let rest = url.strip_prefix("smtp://").ok_or_else(bad)?;
                 let (host, port) = match rest.trim_end_matches('/').rsplit_once(':') {
-                    Some((h, p)) => (
-                        h.to_string(),
-                        p.parse::<u16>()
-                            .map_err(|_| format!("GUICHET_SMTP_URL {url:?}: bad port"))?,
-                    ),
+                    Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| bad())?),
                     None => (rest.trim_end_matches('/').to_string(), 25),
                 };
                 Ok(Mailer::Smtp(
@@ -62,18 +88,20 @@ impl Mailer {
                 ))
             }
             None => {
-                std::fs::create_dir_all(&folder)
-                    .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+                if let Err(e) = std::fs::create_dir_all(&folder) {
+                    return Err(MailError::Folder(folder, e));
+                }
                 Ok(Mailer::Folder(AsyncFileTransport::new(folder)))
             }
         }
     }
 
-    async fn send(&self, message: Message) -> Result<(), String> {
+    async fn send(&self, message: Message) -> Result<(), MailError> {
         match self {
-            Mailer::Smtp(t) => t.send(message).await.map(|_| ()).map_err(|e| e.to_string()),
-            Mailer::Folder(t) => t.send(message).await.map(|_| ()).map_err(|e| e.to_string()),
+            Mailer::Smtp(t) => t.send(message).await.map(|_| ())?,
+            Mailer::Folder(t) => t.send(message).await.map(|_| ())?,
         }
+        Ok(())
     }
 }
 
@@ -99,12 +127,13 @@ struct Addressee {
 
 impl Addressee {
     fn of_envelope(envelope: &EnvelopeRow) -> Self {
-        let fields: BTreeMap<String, String> = envelope
-            .fields()
-            .into_iter()
-            .map(|f| (f.key, f.value))
+        let fields: BTreeMap<&str, &str> = envelope
+            .fields
+            .iter()
+            .map(|f| (f.key.as_str(), f.value.as_str()))
             .collect();
-        let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
+        // A field the form left empty is an empty line.
+        let get = |k: &str| fields.get(k).map_or_else(String::new, |v| v.to_string());
         Self {
             lines: vec![
                 format!(
@@ -299,7 +328,7 @@ impl Letters {
         &self,
         envelope: &EnvelopeRow,
         receipt: &pb::Receipt,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), LetterError> {
         let paragraphs = receipt_wording(envelope.postmark_date.as_deref(), receipt);
         self.write(
             &Addressee::of_envelope(envelope),
@@ -345,7 +374,7 @@ impl Letters {
         }
     }
 
-    async fn for_event(&self, event: &pb::CaseEvent) -> Result<(), StoreError> {
+    async fn for_event(&self, event: &pb::CaseEvent) -> Result<(), LetterError> {
         let Some((subject, paragraphs)) = wording(&event.kind, event) else {
             return Ok(());
         };
@@ -375,7 +404,7 @@ impl Letters {
     /// A report's alternative: a paper kit gets its letter and form, once
     /// per offer however often the event is delivered; an appointment
     /// offered needs nothing on paper here.
-    async fn for_report(&self, report: &pb::Report) -> Result<(), StoreError> {
+    async fn for_report(&self, report: &pb::Report) -> Result<(), LetterError> {
         let Some(alternative) = &report.alternative else {
             return Ok(());
         };
@@ -439,15 +468,10 @@ impl Letters {
                 .filter(|e| e.contains('@')),
             envelope_id: String::new(),
         };
-        let now = self.clock.now();
-        let cover = LetterText {
-            addressee: addressee.lines.clone(),
-            place_and_date: format!(
-                "Le {}",
-                guichet_dossier::calendar::paris_date(now).format("%d/%m/%Y")
-            ),
-            subject: subject.to_string(),
-            paragraphs: vec![
+        let cover = self.dated(
+            addressee.lines.clone(),
+            subject,
+            vec![
                 format!(
                     "Vous nous avez signalé le {opened} ne pas pouvoir déposer votre demande en \
                      ligne (signalement {}). Vous pouvez la déposer par courrier.",
@@ -459,8 +483,8 @@ impl Letters {
                     .into(),
                 "La date du cachet de la poste vaudra date de dépôt de votre demande.".into(),
             ],
-            reference: report.id.clone(),
-        };
+            &report.id,
+        );
         let code = FormCode {
             form_id: format!("K{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
                 .to_uppercase(),
@@ -491,6 +515,26 @@ impl Letters {
             .await
     }
 
+    /// A letter's text, dated today in Paris.
+    fn dated(
+        &self,
+        addressee: Vec<String>,
+        subject: &str,
+        paragraphs: Vec<String>,
+        reference: &str,
+    ) -> LetterText {
+        LetterText {
+            addressee,
+            place_and_date: format!(
+                "Le {}",
+                guichet_dossier::calendar::paris_date(self.clock.now()).format("%d/%m/%Y")
+            ),
+            subject: subject.to_string(),
+            paragraphs,
+            reference: reference.to_string(),
+        }
+    }
+
     async fn write(
         &self,
         to: &Addressee,
@@ -499,21 +543,11 @@ impl Letters {
         event_key: &str,
         subject: &str,
         paragraphs: Vec<String>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), LetterError> {
         if self.store.letter_made(event_key).await? {
             return Ok(());
         }
-        let now = self.clock.now();
-        let text = LetterText {
-            addressee: to.lines.clone(),
-            place_and_date: format!(
-                "Le {}",
-                guichet_dossier::calendar::paris_date(now).format("%d/%m/%Y")
-            ),
-            subject: subject.to_string(),
-            paragraphs,
-            reference: reference.to_string(),
-        };
+        let text = self.dated(to.lines.clone(), subject, paragraphs, reference);
         let pdf = letter_pdf(&text);
         self.post(to, reference, kind, event_key, subject, pdf)
             .await
@@ -529,13 +563,9 @@ impl Letters {
         event_key: &str,
         subject: &str,
         pdf: Vec<u8>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), LetterError> {
         let now = self.clock.now();
-        let sha = self
-            .documents
-            .put(pdf.clone())
-            .await
-            .map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+        let sha = self.documents.put(pdf.clone()).await?;
         let email = to.email.clone();
         let letter = NewLetter {
             event_key: event_key.to_string(),
@@ -568,6 +598,7 @@ impl Letters {
             {
                 Ok(()) => "sent".to_string(),
                 Err(e) => {
+                    let e = guichet_kit::error::error_chain(&e);
                     tracing::warn!(reference, error = %e, "e-mail copy of a letter failed; the paper letter stands");
                     format!("failed: {e}")
                 }
@@ -585,18 +616,17 @@ impl Letters {
         reference: &str,
         pdf: Vec<u8>,
         _now: DateTime<Utc>,
-    ) -> Result<(), String> {
-        let to: Mailbox = to.parse().map_err(|e| format!("address {to:?}: {e}"))?;
-        let from: Mailbox = self
-            .from
+    ) -> Result<(), MailError> {
+        let to: Mailbox = to
             .parse()
-            .map_err(|e| format!("GUICHET_MAIL_FROM: {e}"))?;
+            .map_err(|e| MailError::Address(to.to_string(), e))?;
+        let from: Mailbox = self.from.parse().map_err(MailError::From)?;
         let body = format!(
             "Bonjour,\n\nVous trouverez ci-joint un courrier concernant votre {} {reference} ({subject}).\n\
              Il vous est aussi envoyé par la poste.\n",
             about.1
         );
-        let pdf_type = ContentType::parse("application/pdf").map_err(|e| e.to_string())?;
+        let pdf_type = ContentType::parse("application/pdf")?;
         let message = Message::builder()
             .from(from)
             .to(to)
@@ -605,8 +635,7 @@ impl Letters {
                 MultiPart::mixed()
                     .singlepart(SinglePart::plain(body))
                     .singlepart(Attachment::new(format!("{reference}.pdf")).body(pdf, pdf_type)),
-            )
-            .map_err(|e| e.to_string())?;
+            )?;
         self.mailer.send(message).await
     }
 }

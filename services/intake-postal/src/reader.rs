@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use futures_util::{StreamExt, stream};
 use guichet_dossier::postal::{
-    CodeProblem, ExtractedField, FormCode, OcrLine, PageCode, fields_from_ocr, merge_fields,
-    read_code, split_at_separators,
+    CodeProblem, ExtractedField, FormCode, OcrLine, PageCode, PageRole, fields_from_ocr,
+    merge_fields, read_code, split_at_separators,
 };
 use guichet_kit::Metrics;
 use guichet_kit::clock::SharedClock;
@@ -131,8 +131,7 @@ impl Reader {
                 .get_or_create(&PageLabels { code: f.label() })
                 .inc();
         }
-        let postmarks: Vec<String> =
-            serde_json::from_str(&batch.postmark_dates).unwrap_or_default();
+        let postmarks = &batch.postmark_dates;
         let separators: Vec<bool> = findings
             .iter()
             .map(|f| matches!(f, Finding::Separator))
@@ -192,9 +191,9 @@ impl Reader {
             .map(|(i, page)| PageReading {
                 seq: page.seq,
                 role: match &findings[i] {
-                    Finding::Separator => "separator",
-                    f if f.is_form() => "form",
-                    _ => "enclosure",
+                    Finding::Separator => PageRole::Separator,
+                    f if f.is_form() => PageRole::Form,
+                    _ => PageRole::Enclosure,
                 },
                 code: match &findings[i] {
                     Finding::Problem(p) => p.to_string(),

@@ -39,6 +39,19 @@ pub enum ScanError {
     Io(#[from] std::io::Error),
 }
 
+/// Why the pages of an image file cannot be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("not a readable TIFF: {0}")]
+    Tiff(#[from] tiff::TiffError),
+    #[error("TIFF pages in {0:?} are not accepted: scan in 8-bit grey or colour")]
+    Colour(tiff::ColorType),
+    #[error("TIFF samples are not 8-bit")]
+    Samples,
+    #[error("{0}")]
+    Png(#[from] image::ImageError),
+}
+
 /// The page images (greyscale PNG) of one uploaded file.
 pub async fn pages_of(
     index: usize,
@@ -69,7 +82,7 @@ pub async fn pages_of(
             tokio::task::spawn_blocking(move || image_pages(&kind, &content))
                 .await
                 .map_err(|e| unreadable(e.to_string()))?
-                .map_err(unreadable)
+                .map_err(|e| unreadable(e.to_string()))
         }
         other => Err(ScanError::MediaType {
             index,
@@ -78,34 +91,29 @@ pub async fn pages_of(
     }
 }
 
-fn image_pages(media_type: &str, content: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+fn image_pages(media_type: &str, content: &[u8]) -> Result<Vec<Vec<u8>>, PageError> {
     debug_assert_eq!(media_type, "image/tiff");
     tiff_pages(content)?.iter().map(encode_png).collect()
 }
 
 /// Every page of a (possibly multi-page) TIFF, in greyscale.
-fn tiff_pages(content: &[u8]) -> Result<Vec<GrayImage>, String> {
+fn tiff_pages(content: &[u8]) -> Result<Vec<GrayImage>, PageError> {
     use tiff::ColorType;
     use tiff::decoder::{Decoder, DecodingResult};
-    let bad = |e: tiff::TiffError| format!("not a readable TIFF: {e}");
-    let mut decoder = Decoder::new(Cursor::new(content)).map_err(bad)?;
+    let mut decoder = Decoder::new(Cursor::new(content))?;
     let mut pages = Vec::new();
     loop {
-        let (w, h) = decoder.dimensions().map_err(bad)?;
-        let colour = decoder.colortype().map_err(bad)?;
+        let (w, h) = decoder.dimensions()?;
+        let colour = decoder.colortype()?;
         let channels = match colour {
             ColorType::Gray(8) => 1,
             ColorType::GrayA(8) => 2,
             ColorType::RGB(8) => 3,
             ColorType::RGBA(8) => 4,
-            other => {
-                return Err(format!(
-                    "TIFF pages in {other:?} are not accepted: scan in 8-bit grey or colour"
-                ));
-            }
+            other => return Err(PageError::Colour(other)),
         };
-        let DecodingResult::U8(data) = decoder.read_image().map_err(bad)? else {
-            return Err("TIFF samples are not 8-bit".into());
+        let DecodingResult::U8(data) = decoder.read_image()? else {
+            return Err(PageError::Samples);
         };
         let mut page = GrayImage::new(w, h);
         for (i, px) in page.pixels_mut().enumerate() {
@@ -123,15 +131,14 @@ fn tiff_pages(content: &[u8]) -> Result<Vec<GrayImage>, String> {
         if !decoder.more_images() {
             break;
         }
-        decoder.next_image().map_err(bad)?;
+        decoder.next_image()?;
     }
     Ok(pages)
 }
 
-pub fn encode_png(img: &GrayImage) -> Result<Vec<u8>, String> {
+pub fn encode_png(img: &GrayImage) -> Result<Vec<u8>, PageError> {
     let mut out = Cursor::new(Vec::new());
-    img.write_to(&mut out, ImageFormat::Png)
-        .map_err(|e| e.to_string())?;
+    img.write_to(&mut out, ImageFormat::Png)?;
     Ok(out.into_inner())
 }
 

@@ -4,15 +4,15 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use guichet_dossier::calendar::parse_iso_date;
 use guichet_dossier::filing::{RawProvenance, future_date_problem};
 use guichet_dossier::postal::{
-    self, Confirmation, ConfirmationRefused, EnvelopeAction, FORM_VERSION, FormCode, PostmarkHold,
-    ScannedPage, form_code_text, form_field, separator_code,
+    self, Confirmation, ConfirmationRefused, EnvelopeAction, EnvelopeState, FORM_VERSION, FormCode,
+    PageRole, PostmarkHold, ScannedPage, form_code_text, form_field, separator_code,
 };
 use guichet_dossier::{Channel, FieldViolation, Violations};
 use guichet_intake::{ChannelFoundations, Intake, prepare_channel};
@@ -73,11 +73,20 @@ pub async fn start(
     let documents = Documents::open(&config.data_dir.join("documents"))
         .map_err(|e| StartError::Target("the document store".into(), e.to_string()))?;
     let signing_key = Arc::new(
-        signing_key(settings.form_signing_key.as_deref(), &config.data_dir)
-            .map_err(|e| StartError::Target("GUICHET_FORM_SIGNING_KEY".into(), e))?,
+        signing_key(settings.form_signing_key.as_deref(), &config.data_dir).map_err(|e| {
+            StartError::Target(
+                "GUICHET_FORM_SIGNING_KEY".into(),
+                guichet_kit::error::error_chain(&e),
+            )
+        })?,
     );
-    let mailer = Mailer::new(settings.smtp_url.as_deref(), config.data_dir.join("mail"))
-        .map_err(|e| StartError::Target("GUICHET_SMTP_URL".into(), e))?;
+    let mailer =
+        Mailer::new(settings.smtp_url.as_deref(), config.data_dir.join("mail")).map_err(|e| {
+            StartError::Target(
+                "GUICHET_SMTP_URL".into(),
+                guichet_kit::error::error_chain(&e),
+            )
+        })?;
     let store = Store::new(db.clone());
     let wake = Arc::new(Notify::new());
     let letters = Letters {
@@ -158,31 +167,42 @@ pub async fn start(
     })
 }
 
+/// Why the form signing key cannot be had.
+#[derive(Debug, thiserror::Error)]
+enum KeyError {
+    #[error("must be at least 32 characters")]
+    TooShort,
+    #[error("{0}: not a hex key")]
+    NotHex(PathBuf, #[source] hex::FromHexError),
+    #[error("{0}: cannot be written")]
+    Write(PathBuf, #[source] std::io::Error),
+}
+
 /// The configured key, or the one made for this installation on first start.
-fn signing_key(configured: Option<&str>, data_dir: &Path) -> Result<Vec<u8>, String> {
+fn signing_key(configured: Option<&str>, data_dir: &Path) -> Result<Vec<u8>, KeyError> {
     if let Some(key) = configured {
         if key.len() < 32 {
-            return Err("must be at least 32 characters".into());
+            return Err(KeyError::TooShort);
         }
         return Ok(key.as_bytes().to_vec());
     }
     let path = data_dir.join("form-signing.key");
     if let Ok(text) = std::fs::read_to_string(&path) {
-        return hex::decode(text.trim()).map_err(|e| format!("{}: {e}", path.display()));
+        return hex::decode(text.trim()).map_err(|e| KeyError::NotHex(path, e));
     }
     let mut key = [0u8; 32];
     rand::rng().fill_bytes(&mut key);
-    std::fs::create_dir_all(data_dir).map_err(|e| e.to_string())?;
-    // Readable by the service's user alone: whoever holds it can sign forms.
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    file.write_all(hex::encode(key).as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let written = std::fs::create_dir_all(data_dir).and_then(|()| {
+        // Readable by the service's user alone: whoever holds it can sign forms.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        file.write_all(hex::encode(key).as_bytes())?;
+        file.sync_all()
+    });
+    written.map_err(|e| KeyError::Write(path, e))?;
     Ok(key.to_vec())
 }
 
@@ -190,14 +210,16 @@ fn signing_key(configured: Option<&str>, data_dir: &Path) -> Result<Vec<u8>, Str
 async fn sample_forever(service: PostalService, shutdown: Shutdown) {
     loop {
         if let Ok(counts) = service.store.envelope_counts().await {
-            for state in ["keying", "postmark_check", "filed", "routed"] {
+            for state in EnvelopeState::ALL {
                 let n = counts
                     .iter()
-                    .find(|(s, _)| s == state)
+                    .find(|(s, _)| *s == state)
                     .map_or(0, |(_, n)| *n);
                 PostalFigures::of(&service.intake.metrics)
                     .envelopes
-                    .get_or_create(&StateLabels { state })
+                    .get_or_create(&StateLabels {
+                        state: state.as_str(),
+                    })
                     .set(n);
             }
         }
@@ -232,7 +254,8 @@ impl From<StoreError> for ServiceError {
                  station on this day) was already used for a different upload; use a \
                  new key for a new batch",
             ),
-            e @ StoreError::Unreadable(..) => ServiceError::internal("reading an envelope", &e),
+            StoreError::Unreadable(e) => ServiceError::internal("reading the postal store", &e),
+            e @ StoreError::Encode(_) => ServiceError::internal("writing the postal store", &e),
             StoreError::Db(e) => {
                 ServiceError::database("the postal service", "the postal store", &e)
             }
@@ -296,19 +319,19 @@ fn envelope_to_pb(
         batch_id: row.batch_id.clone(),
         seq: row.seq as u32,
         page_count: row.page_count as u32,
-        state: row.state.clone(),
+        state: row.state.as_str().to_string(),
         postmark_date: row.postmark_date.clone().unwrap_or_default(),
         reception_date: row.reception_date.clone(),
         form_id: row.form_id.clone().unwrap_or_default(),
         code_problem: row.code_problem.clone().unwrap_or_default(),
         fields: row
-            .fields()
-            .into_iter()
+            .fields
+            .iter()
             .map(|f| pb::ExtractedField {
-                key: f.key,
-                value: f.value,
+                key: f.key.clone(),
+                value: f.value.clone(),
                 confidence: f.confidence,
-                source: f.source,
+                source: f.source.clone(),
             })
             .collect(),
         reference: row.reference.clone().unwrap_or_default(),
@@ -339,18 +362,18 @@ fn envelope_to_pb(
 
 /// What became of a page, in words an operator reads.
 fn outcome(page: &PageRow, envelope: Option<&EnvelopeRow>) -> String {
-    match (page.role.as_deref(), envelope) {
+    match (*page.role, envelope) {
         (None, _) => "reading".into(),
-        (Some("separator"), _) => "separator sheet".into(),
+        (Some(PageRole::Separator), _) => "separator sheet".into(),
         (_, None) => "no envelope".into(),
-        (_, Some(e)) => match e.state.as_str() {
-            "filed" => format!("dossier {}", e.reference.clone().unwrap_or_default()),
-            "routed" => format!(
+        (_, Some(e)) => match e.state {
+            EnvelopeState::Filed => format!("dossier {}", e.reference.as_deref().unwrap_or("")),
+            EnvelopeState::Routed => format!(
                 "routed to {}: {}",
-                e.routed_to.clone().unwrap_or_default(),
-                e.routed_reason.clone().unwrap_or_default()
+                e.routed_to.as_deref().unwrap_or(""),
+                e.routed_reason.as_deref().unwrap_or("")
             ),
-            other => other.to_string(),
+            open => open.as_str().to_string(),
         },
     }
 }
@@ -561,7 +584,7 @@ impl Postal for PostalService {
                 pb::PageTrace {
                     seq: p.seq as u32,
                     sha256: p.sha256.clone(),
-                    role: p.role.clone().unwrap_or_default(),
+                    role: p.role.map_or_else(String::new, |r| r.as_str().to_string()),
                     envelope_id: p.envelope_id.clone().unwrap_or_default(),
                     code: p.code.clone().unwrap_or_default(),
                     outcome: outcome(p, envelope),
@@ -575,7 +598,7 @@ impl Postal for PostalService {
                     .iter()
                     .filter(|p| {
                         p.envelope_id.as_deref() == Some(e.id.as_str())
-                            && p.role.as_deref() != Some("separator")
+                            && *p.role != Some(PageRole::Separator)
                     })
                     .cloned()
                     .collect();
@@ -586,7 +609,7 @@ impl Postal for PostalService {
             id: batch.id,
             station_id: batch.station_id,
             reception_date: batch.reception_date,
-            state: batch.state,
+            state: batch.state.as_str().to_string(),
             pages: traces,
             envelopes,
             received_at: Some(convert::timestamp_to_pb(batch.received_at)),
@@ -650,12 +673,12 @@ impl Postal for PostalService {
             .envelope(r.envelope_id.trim())
             .await
             .map_err(err)?;
-        if row.state == "filed" {
+        if row.state == EnvelopeState::Filed {
             // Confirming again (a retry) answers with the dossier already made.
             return Ok(Response::new(self.envelope_pb(&row).await?));
         }
         // The operator's word replaces what was read.
-        let mut fields = row.fields();
+        let mut fields = row.fields.0.clone();
         for (k, value) in &r.fields {
             fields.retain(|f| &f.key != k);
             fields.push(StoredField {
@@ -675,12 +698,11 @@ impl Postal for PostalService {
             .save_keying(&row.id, &fields, postmark.as_deref())
             .await
             .map_err(err)?;
-        let state = crate::store::envelope_state(&row.id, &row.state).map_err(err)?;
-        if !state.is_open() {
-            let why = state
-                .after(EnvelopeAction::Confirm)
-                .err()
-                .unwrap_or("not in keying");
+        if !row.state.is_open() {
+            let why = match row.state.after(EnvelopeAction::Confirm) {
+                Err(why) => why,
+                Ok(_) => "not in keying",
+            };
             return Err(ServiceError::new(ErrorKind::WrongState, why).into());
         }
 
@@ -764,12 +786,12 @@ impl Postal for PostalService {
         };
         let form: Vec<ScannedPage> = pages
             .iter()
-            .filter(|p| p.role.as_deref() == Some("form"))
+            .filter(|p| *p.role == Some(PageRole::Form))
             .map(scanned)
             .collect();
         let enclosures: Vec<ScannedPage> = pages
             .iter()
-            .filter(|p| p.role.as_deref() != Some("form"))
+            .filter(|p| *p.role != Some(PageRole::Form))
             .map(scanned)
             .collect();
         let values: BTreeMap<String, String> = fields

@@ -10,11 +10,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, Utc};
 use guichet_kit::bus::OutgoingMessage;
 use guichet_kit::outbox;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::ledger::NewFiling;
 
 /// Most filings in one transaction.
 const MAX_BATCH: usize = 256;
@@ -23,16 +24,20 @@ const QUEUE: usize = 1024;
 
 /// One filing to record, and where to say whether it was inserted.
 pub struct Pending {
-    pub idempotency_key: String,
-    pub fingerprint: String,
-    pub reference: String,
-    pub legal_filing_date: NaiveDate,
-    pub filed_at: DateTime<Utc>,
-    pub receipt: Vec<u8>,
-    pub trace_id: String,
+    pub filing: NewFiling,
     pub message: OutgoingMessage,
     /// `Ok(false)`: not inserted, its key (or, rarely, its reference) was taken.
     pub answer: oneshot::Sender<Result<bool, Arc<sqlx::Error>>>,
+}
+
+impl Pending {
+    /// What the insert returns for this filing when it went in.
+    fn key(&self) -> (String, String) {
+        (
+            self.filing.idempotency_key.clone(),
+            self.filing.reference.clone(),
+        )
+    }
 }
 
 /// Starts the writer; it stops when every sender is dropped.
@@ -54,7 +59,7 @@ async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Pending>) {
         match write(&pool, &batch).await {
             Ok(inserted) => {
                 for p in batch {
-                    let done = inserted.contains(&(p.idempotency_key, p.reference));
+                    let done = inserted.contains(&p.key());
                     let _ = p.answer.send(Ok(done));
                 }
             }
@@ -82,21 +87,9 @@ async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Pending>) {
 /// Inserts the filings whose key and reference are both free, and their
 /// outbox rows, in one transaction. Returns the (key, reference) inserted.
 async fn write(pool: &PgPool, batch: &[Pending]) -> Result<HashSet<(String, String)>, sqlx::Error> {
-    let mut keys = Vec::with_capacity(batch.len());
-    let mut fingerprints = Vec::with_capacity(batch.len());
-    let mut references = Vec::with_capacity(batch.len());
-    let mut dates = Vec::with_capacity(batch.len());
-    let mut filed = Vec::with_capacity(batch.len());
-    let mut receipts = Vec::with_capacity(batch.len());
-    let mut traces = Vec::with_capacity(batch.len());
-    for p in batch {
-        keys.push(p.idempotency_key.as_str());
-        fingerprints.push(p.fingerprint.as_str());
-        references.push(p.reference.as_str());
-        dates.push(p.legal_filing_date);
-        filed.push(p.filed_at);
-        receipts.push(p.receipt.as_slice());
-        traces.push(p.trace_id.as_str());
+    /// One column of the batch, as an array parameter.
+    fn column<'a, T>(batch: &'a [Pending], value: impl Fn(&'a NewFiling) -> T) -> Vec<T> {
+        batch.iter().map(|p| value(&p.filing)).collect()
     }
     let mut tx = pool.begin().await?;
     // DO NOTHING on any conflict: a taken key is a retry (the caller answers
@@ -109,20 +102,20 @@ async fn write(pool: &PgPool, batch: &[Pending]) -> Result<HashSet<(String, Stri
          $5::timestamptz[], $6::bytea[], $7::text[]) \
          ON CONFLICT DO NOTHING RETURNING idempotency_key, reference",
     )
-    .bind(&keys)
-    .bind(&fingerprints)
-    .bind(&references)
-    .bind(&dates)
-    .bind(&filed)
-    .bind(&receipts)
-    .bind(&traces)
+    .bind(column(batch, |f| f.idempotency_key.as_str()))
+    .bind(column(batch, |f| f.fingerprint.as_str()))
+    .bind(column(batch, |f| f.reference.as_str()))
+    .bind(column(batch, |f| f.legal_filing_date))
+    .bind(column(batch, |f| f.filed_at))
+    .bind(column(batch, |f| f.receipt.as_slice()))
+    .bind(column(batch, |f| f.trace_id.as_str()))
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
     .collect();
     let messages: Vec<OutgoingMessage> = batch
         .iter()
-        .filter(|p| inserted.contains(&(p.idempotency_key.clone(), p.reference.clone())))
+        .filter(|p| inserted.contains(&p.key()))
         .map(|p| p.message.clone())
         .collect();
     outbox::enqueue_all_postgres(&mut tx, &messages).await?;

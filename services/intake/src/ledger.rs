@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use guichet_dossier::{Dossier, Filing, Reference, SCHEMA_VERSION};
 use guichet_kit::bus::{DOSSIERS_EXCHANGE, OutgoingMessage};
 use guichet_kit::clock::SharedClock;
 use guichet_kit::db::Database;
-use guichet_kit::{ServiceError, db, outbox, telemetry};
+use guichet_kit::sql::Stmt;
+use guichet_kit::{ServiceError, db, telemetry};
 use guichet_proto::convert;
 use guichet_proto::v1 as pb;
 use prost::Message;
@@ -29,37 +30,6 @@ pub struct Accepted {
     pub trace_id: String,
 }
 
-/// Inserts the filing unless its idempotency key is already there: the same
-/// statement on both backends. True when inserted.
-macro_rules! insert_filing {
-    ($conn:expr, $row:expr) => {{
-        let row: &FilingRow<'_> = $row;
-        let d = row.dossier;
-        sqlx::query(
-            "INSERT INTO filings (idempotency_key, fingerprint, reference, legal_filing_date, \
-             filed_at, receipt, trace_id) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (idempotency_key) DO NOTHING",
-        )
-        .bind(&d.filing.idempotency_key)
-        .bind(row.fingerprint)
-        .bind(d.reference.as_str())
-        .bind(d.legal_filing_date)
-        .bind(d.filed_at)
-        .bind(&row.receipt)
-        .bind(row.trace_id)
-        .execute($conn)
-        .await
-        .map(|done| done.rows_affected() == 1)
-        .map_err(|e| {
-            if db::is_unique_violation(&e) {
-                Recorded::ReferenceTaken
-            } else {
-                Recorded::Failed(Arc::new(e))
-            }
-        })
-    }};
-}
-
 #[derive(Clone)]
 pub struct Ledger {
     db: Database,
@@ -70,11 +40,41 @@ pub struct Ledger {
 }
 
 /// One row of `filings`, as both backends store it.
-struct FilingRow<'a> {
-    dossier: &'a Dossier,
-    fingerprint: &'a str,
-    receipt: Vec<u8>,
-    trace_id: &'a str,
+pub(crate) struct NewFiling {
+    pub idempotency_key: String,
+    pub fingerprint: String,
+    pub reference: String,
+    pub legal_filing_date: NaiveDate,
+    pub filed_at: DateTime<Utc>,
+    /// The receipt answered, kept to answer a replay with the same.
+    pub receipt: Vec<u8>,
+    pub trace_id: String,
+}
+
+/// A filing as saved, to answer a replay of it.
+#[derive(sqlx::FromRow)]
+struct SavedFiling {
+    fingerprint: String,
+    #[sqlx(try_from = "Vec<u8>")]
+    receipt: pb::Receipt,
+    trace_id: String,
+}
+
+/// Inserts the filing unless its idempotency key is already there; one row
+/// changed when inserted.
+fn insert_filing(f: &NewFiling) -> Stmt {
+    Stmt::new(
+        "INSERT INTO filings (idempotency_key, fingerprint, reference, legal_filing_date, \
+         filed_at, receipt, trace_id) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(f.idempotency_key.as_str())
+    .bind(f.fingerprint.as_str())
+    .bind(f.reference.as_str())
+    .bind(f.legal_filing_date)
+    .bind(f.filed_at)
+    .bind(f.receipt.as_slice())
+    .bind(f.trace_id.as_str())
 }
 
 impl Ledger {
@@ -133,28 +133,30 @@ impl Ledger {
     }
 
     async fn replay(&self, key: &str, fingerprint: &str) -> Result<Option<Accepted>, ServiceError> {
-        const SQL: &str =
-            "SELECT fingerprint, receipt, trace_id FROM filings WHERE idempotency_key = $1";
-        let row: Option<(String, Vec<u8>, String)> = match &self.db {
-            Database::Postgres(p) => sqlx::query_as(SQL).bind(key).fetch_optional(p).await,
-            Database::Sqlite(p) => sqlx::query_as(SQL).bind(key).fetch_optional(p).await,
-        }
-        .map_err(|e| db_error("reading a filing", &e))?;
-        let Some((saved_fingerprint, receipt, trace_id)) = row else {
+        let saved: Option<SavedFiling> = self
+            .db
+            .fetch_optional(
+                Stmt::new(
+                    "SELECT fingerprint, receipt, trace_id FROM filings WHERE idempotency_key = $1",
+                )
+                .bind(key),
+            )
+            .await
+            .map_err(db::reading(|| format!("the filing with key {key}")))
+            .map_err(|e: ReadError| e.into_service_error("reading a filing"))?;
+        let Some(saved) = saved else {
             return Ok(None);
         };
-        if saved_fingerprint != fingerprint {
+        if saved.fingerprint != fingerprint {
             return Err(ServiceError::conflict(
                 "this idempotency key was already used for a different filing; \
                  use a new key for a new filing",
             ));
         }
-        let receipt = pb::Receipt::decode(receipt.as_slice())
-            .map_err(|e| ServiceError::internal("decoding a saved receipt", &e))?;
         Ok(Some(Accepted {
-            receipt,
+            receipt: saved.receipt,
             created: false,
-            trace_id,
+            trace_id: saved.trace_id,
         }))
     }
 
@@ -166,27 +168,21 @@ impl Ledger {
         now: DateTime<Utc>,
     ) -> Result<pb::Receipt, Recorded> {
         let receipt = receipt_for(dossier, now);
-        let message = dossier_message(dossier);
-        let row = FilingRow {
-            dossier,
-            fingerprint,
+        let filing = NewFiling {
+            idempotency_key: dossier.filing.idempotency_key.clone(),
+            fingerprint: fingerprint.to_string(),
+            reference: dossier.reference.to_string(),
+            legal_filing_date: dossier.legal_filing_date,
+            filed_at: dossier.filed_at,
             receipt: receipt.encode_to_vec(),
-            trace_id,
+            trace_id: trace_id.to_string(),
         };
-        let inserted = match &self.db {
-            Database::Postgres(_) => {
-                let Some(writer) = &self.writer else {
-                    return Err(Recorded::from(sqlx::Error::PoolClosed));
-                };
+        let message = dossier_message(dossier);
+        let inserted = match &self.writer {
+            Some(writer) => {
                 let (answer, inserted) = tokio::sync::oneshot::channel();
                 let pending = group_commit::Pending {
-                    idempotency_key: dossier.filing.idempotency_key.clone(),
-                    fingerprint: fingerprint.to_string(),
-                    reference: dossier.reference.to_string(),
-                    legal_filing_date: dossier.legal_filing_date,
-                    filed_at: dossier.filed_at,
-                    receipt: row.receipt,
-                    trace_id: trace_id.to_string(),
+                    filing,
                     message,
                     answer,
                 };
@@ -201,21 +197,39 @@ impl Ledger {
                     .map_err(|_| Recorded::from(sqlx::Error::PoolClosed))?
                     .map_err(Recorded::Failed)?
             }
-            Database::Sqlite(pool) => {
-                let mut tx = pool.begin().await.map_err(Recorded::from)?;
-                let inserted = insert_filing!(&mut *tx, &row)?;
-                if inserted {
-                    outbox::enqueue_sqlite(&mut tx, &message).await?;
-                    tx.commit().await?;
-                }
-                inserted
-            }
+            None => self.record_alone(&filing, &message).await?,
         };
         if inserted {
             Ok(receipt)
         } else {
             Err(Recorded::KeyTaken)
         }
+    }
+
+    /// One filing in its own transaction, with its outbox row.
+    async fn record_alone(
+        &self,
+        filing: &NewFiling,
+        message: &OutgoingMessage,
+    ) -> Result<bool, Recorded> {
+        let mut tx = self.db.begin_write().await?;
+        let inserted = tx
+            .conn()
+            .execute(insert_filing(filing))
+            .await
+            .map_err(|e| {
+                if db::is_unique_violation(&e) {
+                    Recorded::ReferenceTaken
+                } else {
+                    Recorded::from(e)
+                }
+            })?
+            == 1;
+        if inserted {
+            tx.conn().enqueue(message).await?;
+            tx.commit().await?;
+        }
+        Ok(inserted)
     }
 }
 
@@ -229,6 +243,24 @@ enum Recorded {
 impl From<sqlx::Error> for Recorded {
     fn from(e: sqlx::Error) -> Self {
         Recorded::Failed(Arc::new(e))
+    }
+}
+
+/// What reading the ledger back can meet.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error(transparent)]
+    Unreadable(#[from] db::Unreadable),
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+}
+
+impl ReadError {
+    fn into_service_error(self, context: &str) -> ServiceError {
+        match self {
+            ReadError::Unreadable(e) => ServiceError::internal(context, &e),
+            ReadError::Db(e) => db_error(context, &e),
+        }
     }
 }
 

@@ -23,42 +23,6 @@ pub enum Database {
     Sqlite(SqlitePool),
 }
 
-/// Runs a transaction body on whichever backend the store has. The body is
-/// compiled once per backend, so it may only use what both understand.
-#[macro_export]
-macro_rules! in_tx {
-    ($db:expr, |$tx:ident| $body:block) => {
-        match $db {
-            $crate::db::Database::Postgres(pool) => {
-                let mut $tx = pool.begin().await?;
-                let out = $body;
-                $tx.commit().await?;
-                out
-            }
-            $crate::db::Database::Sqlite(pool) => {
-                // IMMEDIATE: take the write lock up front. A deferred
-                // transaction that reads then writes fails at once
-                // (SQLITE_BUSY_SNAPSHOT) when another connection wrote between.
-                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let out = $body;
-                $tx.commit().await?;
-                out
-            }
-        }
-    };
-}
-
-/// Runs one query on whichever backend the store has.
-#[macro_export]
-macro_rules! on_db {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            $crate::db::Database::Postgres($pool) => $body,
-            $crate::db::Database::Sqlite($pool) => $body,
-        }
-    };
-}
-
 /// A service's own migrations, per backend: one or more sets (a channel
 /// service runs the shared intake ledger's and its own), applied in order.
 /// Versions must be unique across the sets of one service.
@@ -224,6 +188,31 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
+/// A stored row that came back but does not decode (a column of another
+/// type, or a value its conversion refuses): damaged data, named by what the
+/// row is and its key. An internal error, never a value to guess.
+#[derive(Debug, thiserror::Error)]
+#[error("{row} cannot be read back")]
+pub struct Unreadable {
+    pub row: String,
+    #[source]
+    pub source: sqlx::Error,
+}
+
+/// Sorts the error of a read: `Unreadable`, naming the row `row()` says,
+/// when what came back does not decode; the database's own error otherwise.
+pub fn reading<E>(row: impl FnOnce() -> String) -> impl FnOnce(sqlx::Error) -> E
+where
+    E: From<Unreadable> + From<sqlx::Error>,
+{
+    move |source| match source {
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            Unreadable { row: row(), source }.into()
+        }
+        other => other.into(),
+    }
+}
+
 /// Errors that mean the database is unreachable or busy rather than the
 /// query wrong: worth retrying, and a 503 for the person meanwhile.
 pub fn is_unavailable(err: &sqlx::Error) -> bool {
@@ -248,4 +237,34 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
 /// serialization failures and deadlocks (PostgreSQL).
 pub fn is_retryable(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum ReadError {
+        #[error(transparent)]
+        Unreadable(#[from] Unreadable),
+        #[error(transparent)]
+        Db(#[from] sqlx::Error),
+    }
+
+    #[test]
+    fn a_row_that_does_not_decode_is_named_other_errors_pass() {
+        let damaged = sqlx::Error::ColumnDecode {
+            index: "state".into(),
+            source: "\"lost\" is not a known state".into(),
+        };
+        match reading::<ReadError>(|| "envelope e1".into())(damaged) {
+            ReadError::Unreadable(e) => assert_eq!(e.row, "envelope e1"),
+            other => panic!("{other:?}"),
+        }
+        let down = reading::<ReadError>(|| panic!("only a row that came back is named"));
+        assert!(matches!(
+            down(sqlx::Error::PoolTimedOut),
+            ReadError::Db(sqlx::Error::PoolTimedOut)
+        ));
+    }
 }

@@ -123,6 +123,29 @@ impl Stmt {
     }
 }
 
+/// A nullable column converted through `T`'s `TryFrom` as the row is read:
+/// `#[sqlx(try_from = "Option<String>")] outcome: Nullable<Outcome>`. NULL
+/// is `None`; a value `T` refuses fails the read. (`Option<T>` cannot be the
+/// target itself: a store's crate owns neither it nor `Option<String>`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Nullable<T>(pub Option<T>);
+
+impl<S, T: TryFrom<S>> TryFrom<Option<S>> for Nullable<T> {
+    type Error = T::Error;
+
+    fn try_from(value: Option<S>) -> Result<Self, Self::Error> {
+        value.map(T::try_from).transpose().map(Nullable)
+    }
+}
+
+impl<T> std::ops::Deref for Nullable<T> {
+    type Target = Option<T>;
+
+    fn deref(&self) -> &Option<T> {
+        &self.0
+    }
+}
+
 /// Rows both backends can decode into `Self`.
 pub trait AnyRow:
     for<'r> sqlx::FromRow<'r, PgRow> + for<'r> sqlx::FromRow<'r, SqliteRow> + Send + Unpin
@@ -435,6 +458,14 @@ mod tests {
                 Arg::I16(Some(7)),
             ]
         );
+    }
+
+    #[test]
+    fn a_nullable_column_is_none_converted_or_refused() {
+        assert_eq!(Nullable::<u8>::try_from(None::<u16>), Ok(Nullable(None)));
+        assert_eq!(Nullable::<u8>::try_from(Some(7_u16)), Ok(Nullable(Some(7))));
+        assert!(Nullable::<u8>::try_from(Some(300_u16)).is_err());
+        assert_eq!(*Nullable(Some(7_u8)), Some(7));
     }
 
     #[test]
