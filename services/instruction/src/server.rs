@@ -10,9 +10,9 @@ use guichet_kit::clock::SharedClock;
 use guichet_kit::db::Migrations;
 use guichet_kit::metrics::ServiceLabels;
 use guichet_kit::outbox::OutboxRelay;
-use guichet_kit::service::{self, Foundations, Running, Shared, StartError, Tasks};
+use guichet_kit::service::{self, Running, Shared, StartError, Tasks};
 use guichet_kit::shutdown::Shutdown;
-use guichet_kit::{Config, Metrics, grpc};
+use guichet_kit::{Config, Metrics};
 use guichet_proto::v1::instruction_desk_server::InstructionDeskServer;
 use guichet_proto::v1::instruction_reader_server::InstructionReaderServer;
 
@@ -55,11 +55,8 @@ pub async fn start(
         shutdown,
         metrics,
     } = shared.clone();
-    let Foundations {
-        db,
-        listener,
-        grpc_addr,
-    } = service::prepare(config, SCHEMA, &MIGRATIONS, addr).await?;
+    let base = service::prepare(config, SCHEMA, &MIGRATIONS, addr).await?;
+    let db = base.db.clone();
     let store = Store::new(db.clone(), settings.attestation_horizon_days);
     let relay = OutboxRelay::new(db.clone(), bus.clone(), config.outbox_batch)
         .with_metrics(metrics.clone(), SCHEMA);
@@ -129,21 +126,9 @@ pub async fn start(
     };
     let routes = tonic::service::Routes::new(InstructionReaderServer::new(api.clone()))
         .add_service(InstructionDeskServer::new(api));
-    let health = grpc::spawn_server(
-        &mut tasks,
-        listener,
-        routes,
-        "guichet.v1.InstructionReader",
-        shutdown.clone(),
-    )
-    .await;
-    tracing::info!(%grpc_addr, "instruction service ready");
-    Ok(Running {
-        grpc_addr,
-        db,
-        tasks,
-        health,
-    })
+    Ok(base
+        .serve(tasks, routes, "guichet.v1.InstructionReader", &shutdown)
+        .await)
 }
 
 /// Issues every attestation that falls due, closes files whose deadline

@@ -8,12 +8,12 @@ use guichet_dossier::signalement::{
     self, AlternativeKind, OfferedAlternative, OfferedAppointment, ReportState, ReportStep,
 };
 use guichet_dossier::{Channel, Violations};
-use guichet_intake::{ChannelFoundations, Intake, prepare_channel};
+use guichet_intake::{Intake, prepare_channel};
 use guichet_kit::clock::SharedClock;
 use guichet_kit::db::Migrations;
-use guichet_kit::grpc::{self, TracedChannel};
+use guichet_kit::grpc::TracedChannel;
 use guichet_kit::metrics::GaugeF64;
-use guichet_kit::service::{Listen, Running, Shared, StartError, Tasks};
+use guichet_kit::service::{Listen, Running, Shared, StartError, Tasks, client_channel};
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, ErrorKind, Metrics, ServiceError};
 use guichet_proto::v1::call_centre_server::{CallCentre, CallCentreServer};
@@ -50,22 +50,13 @@ pub async fn start(
     desk_url: &str,
     shared: &Shared,
 ) -> Result<Running, StartError> {
-    let ChannelFoundations {
-        db,
-        listener,
-        grpc_addr,
-        relay,
-        intake,
-    } = prepare_channel(config, SCHEMA, &MIGRATIONS, listen, shared, Channel::Ccc).await?;
-    let instruction = grpc::channel(instruction_url)
-        .map_err(|e| StartError::Target(instruction_url.to_string(), e.to_string()))?;
-    let desk = grpc::channel(desk_url)
-        .map_err(|e| StartError::Target(desk_url.to_string(), e.to_string()))?;
+    let channel =
+        prepare_channel(config, SCHEMA, &MIGRATIONS, listen, shared, Channel::Ccc).await?;
     let service = CallCentreService {
-        intake,
-        reports: Reports::new(db.clone()),
-        instruction: InstructionReaderClient::new(instruction),
-        desk: DeskClient::new(desk),
+        intake: channel.intake.clone(),
+        reports: Reports::new(channel.db.clone()),
+        instruction: InstructionReaderClient::new(client_channel(instruction_url)?),
+        desk: DeskClient::new(client_channel(desk_url)?),
         deadline_days: settings.report_deadline_days,
     };
     let mut tasks = Tasks::new();
@@ -77,23 +68,10 @@ pub async fn start(
             shared.shutdown.clone(),
         ),
     );
-    tasks.spawn("outbox relay", relay.run(shared.shutdown.clone()));
     let routes = tonic::service::Routes::new(CallCentreServer::new(service));
-    let health = grpc::spawn_server(
-        &mut tasks,
-        listener,
-        routes,
-        "guichet.v1.CallCentre",
-        shared.shutdown.clone(),
-    )
-    .await;
-    tracing::info!(%grpc_addr, "call-centre service ready");
-    Ok(Running {
-        grpc_addr,
-        db,
-        tasks,
-        health,
-    })
+    Ok(channel
+        .serve(tasks, routes, "guichet.v1.CallCentre", &shared.shutdown)
+        .await)
 }
 
 #[derive(Clone)]

@@ -6,12 +6,12 @@ use guichet_dossier::desk::BookingRoute;
 use guichet_dossier::filing::RawProvenance;
 use guichet_dossier::signalement;
 use guichet_dossier::{Channel, Violations};
-use guichet_intake::{ChannelFoundations, Intake, prepare_channel};
+use guichet_intake::{Intake, prepare_channel};
 use guichet_kit::Metrics;
 use guichet_kit::db::Migrations;
-use guichet_kit::grpc::{self, TracedChannel};
+use guichet_kit::grpc::TracedChannel;
 use guichet_kit::metrics::GaugeF64;
-use guichet_kit::service::{Listen, Running, Shared, StartError, Tasks};
+use guichet_kit::service::{Listen, Running, Shared, StartError, Tasks, client_channel};
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, ErrorKind, ServiceError};
 use guichet_proto::v1::call_centre_client::CallCentreClient;
@@ -45,42 +45,22 @@ pub async fn start(
     call_centre_url: &str,
     shared: &Shared,
 ) -> Result<Running, StartError> {
-    let ChannelFoundations {
-        db,
-        listener,
-        grpc_addr,
-        relay,
-        intake,
-    } = prepare_channel(config, SCHEMA, &MIGRATIONS, listen, shared, Channel::Pan).await?;
-    let call_centre = grpc::channel(call_centre_url)
-        .map_err(|e| StartError::Target(call_centre_url.to_string(), e.to_string()))?;
+    let channel =
+        prepare_channel(config, SCHEMA, &MIGRATIONS, listen, shared, Channel::Pan).await?;
     let service = DeskService {
-        intake,
-        desks: Desks::new(db.clone()),
-        call_centre: CallCentreClient::new(call_centre),
+        intake: channel.intake.clone(),
+        desks: Desks::new(channel.db.clone()),
+        call_centre: CallCentreClient::new(client_channel(call_centre_url)?),
     };
     let mut tasks = Tasks::new();
-    tasks.spawn("outbox relay", relay.run(shared.shutdown.clone()));
     tasks.spawn(
         "figures",
         sample_forever(service.clone(), shared.shutdown.clone()),
     );
     let routes = tonic::service::Routes::new(DeskServer::new(service));
-    let health = grpc::spawn_server(
-        &mut tasks,
-        listener,
-        routes,
-        "guichet.v1.Desk",
-        shared.shutdown.clone(),
-    )
-    .await;
-    tracing::info!(%grpc_addr, "desk service ready");
-    Ok(Running {
-        grpc_addr,
-        db,
-        tasks,
-        health,
-    })
+    Ok(channel
+        .serve(tasks, routes, "guichet.v1.Desk", &shared.shutdown)
+        .await)
 }
 
 #[derive(Clone)]

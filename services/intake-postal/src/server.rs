@@ -15,10 +15,9 @@ use guichet_dossier::postal::{
     PageRole, PostmarkHold, ScannedPage, form_code_text, form_field, separator_code,
 };
 use guichet_dossier::{Channel, FieldViolation, Violations};
-use guichet_intake::{ChannelFoundations, Intake, prepare_channel};
+use guichet_intake::{Intake, prepare_channel};
 use guichet_kit::bus::{POSTAL_LETTERS_QUEUE, consume_batches};
 use guichet_kit::db::Migrations;
-use guichet_kit::grpc;
 use guichet_kit::metrics::StateLabels;
 use guichet_kit::service::{Running, Shared, StartError, Tasks};
 use guichet_kit::shutdown::Shutdown;
@@ -63,13 +62,8 @@ pub async fn start(
     addr: SocketAddr,
     shared: &Shared,
 ) -> Result<Running, StartError> {
-    let ChannelFoundations {
-        db,
-        listener,
-        grpc_addr,
-        relay,
-        intake,
-    } = prepare_channel(config, SCHEMA, &MIGRATIONS, addr, shared, Channel::Postal).await?;
+    let channel =
+        prepare_channel(config, SCHEMA, &MIGRATIONS, addr, shared, Channel::Postal).await?;
     let documents = Documents::open(&config.data_dir.join("documents"))
         .map_err(|e| StartError::Target("the document store".into(), e.to_string()))?;
     let signing_key = Arc::new(
@@ -87,7 +81,7 @@ pub async fn start(
                 guichet_kit::error::error_chain(&e),
             )
         })?;
-    let store = Store::new(db.clone());
+    let store = Store::new(channel.db.clone());
     let wake = Arc::new(Notify::new());
     let letters = Letters {
         store: store.clone(),
@@ -108,7 +102,7 @@ pub async fn start(
         wake: wake.clone(),
     };
     let service = PostalService {
-        intake,
+        intake: channel.intake.clone(),
         store,
         documents,
         signing_key,
@@ -117,7 +111,6 @@ pub async fn start(
         postmark_max_age_days: settings.postmark_max_age_days,
     };
     let mut tasks = Tasks::new();
-    tasks.spawn("outbox relay", relay.run(shared.shutdown.clone()));
     tasks.spawn("batch reader", reader.run(shared.shutdown.clone()));
     tasks.spawn(
         "figures",
@@ -149,22 +142,15 @@ pub async fn start(
         .max_decoding_message_size(MAX_UPLOAD_BYTES)
         .max_encoding_message_size(MAX_UPLOAD_BYTES);
     let routes = tonic::service::Routes::new(server);
-    let health = grpc::spawn_server_with_limit(
-        &mut tasks,
-        listener,
-        routes,
-        "guichet.v1.Postal",
-        MAX_UPLOAD_BYTES,
-        shared.shutdown.clone(),
-    )
-    .await;
-    tracing::info!(%grpc_addr, "postal service ready");
-    Ok(Running {
-        grpc_addr,
-        db,
-        tasks,
-        health,
-    })
+    Ok(channel
+        .serve_with_limit(
+            tasks,
+            routes,
+            "guichet.v1.Postal",
+            MAX_UPLOAD_BYTES,
+            &shared.shutdown,
+        )
+        .await)
 }
 
 /// Why the form signing key cannot be had.

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 
 use guichet_dossier::Channel;
 use guichet_dossier::filing::{RawFiling, RawProvenance};
-use guichet_intake::{ChannelFoundations, Intake, MIGRATIONS, prepare_channel};
+use guichet_intake::{Intake, MIGRATIONS, prepare_channel};
 use guichet_kit::service::{Running, Shared, StartError, Tasks};
-use guichet_kit::{Config, ServiceError, grpc};
+use guichet_kit::{Config, ServiceError};
 use guichet_proto::convert;
 use guichet_proto::v1 as pb;
 use guichet_proto::v1::online_intake_server::{OnlineIntake, OnlineIntakeServer};
@@ -18,32 +18,19 @@ pub async fn start(
     addr: SocketAddr,
     shared: &Shared,
 ) -> Result<Running, StartError> {
-    let ChannelFoundations {
-        db,
-        listener,
-        grpc_addr,
-        relay,
-        intake,
-    } = prepare_channel(config, SCHEMA, &MIGRATIONS, addr, shared, Channel::Web).await?;
-    let service = IntakeService { intake };
-    let mut tasks = Tasks::new();
-    tasks.spawn("outbox relay", relay.run(shared.shutdown.clone()));
+    let channel = prepare_channel(config, SCHEMA, &MIGRATIONS, addr, shared, Channel::Web).await?;
+    let service = IntakeService {
+        intake: channel.intake.clone(),
+    };
     let routes = tonic::service::Routes::new(OnlineIntakeServer::new(service));
-    let health = grpc::spawn_server(
-        &mut tasks,
-        listener,
-        routes,
-        "guichet.v1.OnlineIntake",
-        shared.shutdown.clone(),
-    )
-    .await;
-    tracing::info!(%grpc_addr, "online intake service ready");
-    Ok(Running {
-        grpc_addr,
-        db,
-        tasks,
-        health,
-    })
+    Ok(channel
+        .serve(
+            Tasks::new(),
+            routes,
+            "guichet.v1.OnlineIntake",
+            &shared.shutdown,
+        )
+        .await)
 }
 
 struct IntakeService {

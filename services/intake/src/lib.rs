@@ -15,7 +15,8 @@ use guichet_kit::clock::SharedClock;
 use guichet_kit::db::Migrations;
 use guichet_kit::metrics::{ChannelLabels, ValidationLabels, field_label};
 use guichet_kit::outbox::OutboxRelay;
-use guichet_kit::service::{self, Foundations, Shared, StartError};
+use guichet_kit::service::{self, Foundations, Running, Shared, StartError, Tasks};
+use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, Metrics, ServiceError};
 use tokio::sync::Notify;
 
@@ -36,10 +37,44 @@ pub static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite
 /// running) and its `Intake`.
 pub struct ChannelFoundations {
     pub db: guichet_kit::db::Database,
-    pub listener: tokio::net::TcpListener,
-    pub grpc_addr: std::net::SocketAddr,
-    pub relay: OutboxRelay,
     pub intake: Intake,
+    relay: OutboxRelay,
+    base: Foundations,
+}
+
+impl ChannelFoundations {
+    /// Serves the channel's gRPC `routes` beside its outbox relay and its
+    /// own `tasks` (`service::Foundations::serve`).
+    pub async fn serve(
+        self,
+        tasks: Tasks,
+        routes: tonic::service::Routes,
+        name: &'static str,
+        shutdown: &Shutdown,
+    ) -> Running {
+        self.serve_with_limit(
+            tasks,
+            routes,
+            name,
+            guichet_kit::grpc_check::DEFAULT_MAX_MESSAGE_BYTES,
+            shutdown,
+        )
+        .await
+    }
+
+    pub async fn serve_with_limit(
+        self,
+        mut tasks: Tasks,
+        routes: tonic::service::Routes,
+        name: &'static str,
+        max_message_bytes: usize,
+        shutdown: &Shutdown,
+    ) -> Running {
+        tasks.spawn("outbox relay", self.relay.run(shutdown.clone()));
+        self.base
+            .serve_with_limit(tasks, routes, name, max_message_bytes, shutdown)
+            .await
+    }
 }
 
 /// Opens what every channel service needs, the same way for all of them.
@@ -51,11 +86,8 @@ pub async fn prepare_channel(
     shared: &Shared,
     channel: Channel,
 ) -> Result<ChannelFoundations, StartError> {
-    let Foundations {
-        db,
-        listener,
-        grpc_addr,
-    } = service::prepare(config, schema, migrations, listen).await?;
+    let base = service::prepare(config, schema, migrations, listen).await?;
+    let db = base.db.clone();
     let relay = OutboxRelay::new(db.clone(), shared.bus.clone(), config.outbox_batch)
         .with_metrics(shared.metrics.clone(), schema);
     let intake = Intake {
@@ -67,10 +99,9 @@ pub async fn prepare_channel(
     };
     Ok(ChannelFoundations {
         db,
-        listener,
-        grpc_addr,
-        relay,
         intake,
+        relay,
+        base,
     })
 }
 

@@ -83,6 +83,61 @@ pub struct Foundations {
     pub grpc_addr: SocketAddr,
 }
 
+impl Foundations {
+    /// Serves `routes` (the gRPC service `name`, with health and reflection)
+    /// on the prepared listener, beside the service's own `tasks`: the
+    /// service is ready once this returns.
+    pub async fn serve(
+        self,
+        tasks: Tasks,
+        routes: tonic::service::Routes,
+        name: &'static str,
+        shutdown: &Shutdown,
+    ) -> Running {
+        self.serve_with_limit(
+            tasks,
+            routes,
+            name,
+            crate::grpc_check::DEFAULT_MAX_MESSAGE_BYTES,
+            shutdown,
+        )
+        .await
+    }
+
+    /// The same, for a service that takes messages larger than tonic's
+    /// default (scanned pages).
+    pub async fn serve_with_limit(
+        self,
+        mut tasks: Tasks,
+        routes: tonic::service::Routes,
+        name: &'static str,
+        max_message_bytes: usize,
+        shutdown: &Shutdown,
+    ) -> Running {
+        let health = grpc::spawn_server_with_limit(
+            &mut tasks,
+            self.listener,
+            routes,
+            name,
+            max_message_bytes,
+            shutdown.clone(),
+        )
+        .await;
+        tracing::info!(grpc_addr = %self.grpc_addr, service = name, "ready");
+        Running {
+            grpc_addr: self.grpc_addr,
+            db: self.db,
+            tasks,
+            health,
+        }
+    }
+}
+
+/// A client of another service, at a URL the configuration names.
+pub fn client_channel(url: &str) -> Result<grpc::TracedChannel, StartError> {
+    grpc::channel(url).map_err(|e| StartError::Target(url.to_string(), e.to_string()))
+}
+
 pub async fn prepare(
     config: &Config,
     schema: &str,
