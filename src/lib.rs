@@ -2,10 +2,14 @@
 //! (`guichet serve <service>`): the same library code either way.
 #![forbid(unsafe_code)]
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 
+use guichet_gateway::Targets;
 use guichet_kit::Config;
-use guichet_kit::service::{Shared, TaskEnded, supervise};
+use guichet_kit::service::{Health, Running, Shared, TaskEnded, Tasks, supervise};
+use tokio::net::TcpListener;
 use tokio::task::{AbortHandle, JoinSet};
 
 #[derive(Debug, thiserror::Error)]
@@ -14,11 +18,10 @@ pub enum MeshError {
     Service(#[from] guichet_kit::service::StartError),
     #[error("gateway")]
     Gateway(#[from] guichet_gateway::server::StartError),
-    #[error("no service is called {0:?} (one of {SERVICES:?})")]
+    #[error("no service is called {0:?} (one of {SERVICE_NAMES:?})")]
     UnknownService(String),
 }
 
-/// What `start_mesh` starts, by the names the supervisor gives them.
 /// Everything Guichet reads from `GUICHET_*` variables or flags: the kit's
 /// common settings, and each service's own section. Reads as the common
 /// settings where those are what is asked for.
@@ -54,14 +57,170 @@ impl std::ops::DerefMut for Settings {
     }
 }
 
-pub const SERVICES: [&str; 6] = [
-    "instruction",
-    "intake-web",
-    "intake-ccc",
-    "intake-pan",
-    "intake-postal",
-    "gateway",
+/// A service once it listens: its address, its tasks, and (for the services
+/// behind the gateway) the health it reports over gRPC.
+pub struct Started {
+    pub addr: SocketAddr,
+    pub tasks: Tasks,
+    pub health: Option<Health>,
+}
+
+impl From<Running> for Started {
+    fn from(r: Running) -> Self {
+        Started {
+            addr: r.grpc_addr,
+            tasks: r.tasks,
+            health: Some(r.health),
+        }
+    }
+}
+
+pub type StartFuture<'a> = Pin<Box<dyn Future<Output = Result<Started, MeshError>> + Send + 'a>>;
+
+/// One row of the table of services: everything `guichet up` and
+/// `guichet serve <name>` need to know of a service.
+pub struct Service {
+    pub name: &'static str,
+    /// The name its logs and traces carry.
+    pub log_name: &'static str,
+    /// Where `serve <name>` listens, from the settings.
+    pub listen_on: fn(&Settings) -> SocketAddr,
+    /// Where `serve <name>` answers `/metrics` unless `GUICHET_METRICS_ADDR`
+    /// says otherwise; `None` for the gateway, which serves its own.
+    pub metrics_port: Option<u16>,
+    /// Whether it publishes or consumes on the bus.
+    pub uses_bus: bool,
+    /// Starts it on `listener`, reaching the others at `peers`.
+    pub start: for<'a> fn(&'a Settings, TcpListener, &'a Targets, &'a Shared) -> StartFuture<'a>,
+}
+
+/// Every service, in the order the mesh starts them.
+pub const SERVICES: [Service; 6] = [
+    Service {
+        name: "instruction",
+        log_name: "guichet-instruction",
+        listen_on: |c| c.instruction_addr,
+        metrics_port: Some(9162),
+        uses_bus: true,
+        start: |c, listener, _, shared| {
+            Box::pin(async move {
+                let r = guichet_instruction::start(c, &c.instruction, listener, shared).await?;
+                Ok(r.into())
+            })
+        },
+    },
+    Service {
+        name: "intake-web",
+        log_name: "guichet-intake-web",
+        listen_on: |c| c.intake_web_addr,
+        metrics_port: Some(9161),
+        uses_bus: true,
+        start: |c, listener, _, shared| {
+            Box::pin(
+                async move { Ok(guichet_intake_web::start(c, listener, shared).await?.into()) },
+            )
+        },
+    },
+    Service {
+        name: "intake-ccc",
+        log_name: "guichet-intake-ccc",
+        listen_on: |c| c.intake_ccc_addr,
+        metrics_port: Some(9163),
+        uses_bus: true,
+        start: |c, listener, peers, shared| {
+            Box::pin(async move {
+                let r = guichet_intake_ccc::start(
+                    c,
+                    &c.call_centre,
+                    listener,
+                    &peers.instruction,
+                    &peers.intake_pan,
+                    shared,
+                )
+                .await?;
+                Ok(r.into())
+            })
+        },
+    },
+    Service {
+        name: "intake-pan",
+        log_name: "guichet-intake-pan",
+        listen_on: |c| c.intake_pan_addr,
+        metrics_port: Some(9164),
+        uses_bus: true,
+        start: |c, listener, peers, shared| {
+            Box::pin(async move {
+                let r = guichet_intake_pan::start(c, listener, &peers.intake_ccc, shared).await?;
+                Ok(r.into())
+            })
+        },
+    },
+    Service {
+        name: "intake-postal",
+        log_name: "guichet-intake-postal",
+        listen_on: |c| c.intake_postal_addr,
+        metrics_port: Some(9165),
+        uses_bus: true,
+        start: |c, listener, _, shared| {
+            Box::pin(async move {
+                let r = guichet_intake_postal::start(c, &c.mailroom, listener, shared).await?;
+                Ok(r.into())
+            })
+        },
+    },
+    Service {
+        name: "gateway",
+        log_name: "guichet-gateway",
+        listen_on: |c| c.http_addr,
+        metrics_port: None,
+        uses_bus: false,
+        start: |c, listener, peers, shared| {
+            Box::pin(async move {
+                let g = guichet_gateway::start(
+                    c,
+                    listener,
+                    peers.clone(),
+                    shared.clock.clone(),
+                    shared.metrics.clone(),
+                    shared.shutdown.clone(),
+                )
+                .await?;
+                Ok(Started {
+                    addr: g.http_addr,
+                    tasks: g.tasks,
+                    health: None,
+                })
+            })
+        },
+    },
 ];
+
+/// The services' names, in the table's order.
+pub const SERVICE_NAMES: [&str; 6] = [
+    SERVICES[0].name,
+    SERVICES[1].name,
+    SERVICES[2].name,
+    SERVICES[3].name,
+    SERVICES[4].name,
+    SERVICES[5].name,
+];
+
+/// The row of the service called `name`.
+pub fn service(name: &str) -> Option<&'static Service> {
+    SERVICES.iter().find(|s| s.name == name)
+}
+
+/// Where each service is, from the settings (`GUICHET_*_URL`): what a
+/// service run alone is told of the others.
+pub fn configured_peers(c: &Settings) -> Targets {
+    Targets {
+        intake_web: c.intake_web_url.clone(),
+        instruction: c.instruction_url.clone(),
+        intake_ccc: c.intake_ccc_url.clone(),
+        intake_pan: c.intake_pan_url.clone(),
+        intake_postal: c.intake_postal_url.clone(),
+    }
+}
 
 /// Every service and the gateway, started in this process.
 pub struct Mesh {
@@ -105,158 +264,97 @@ pub async fn start_mesh(
     http_addr: SocketAddr,
     shared: &Shared,
 ) -> Result<Mesh, MeshError> {
-    start_mesh_of(config, http_addr, shared, &SERVICES).await
+    start_mesh_of(config, http_addr, shared, &SERVICE_NAMES).await
 }
 
 /// `start_mesh` with only the services named in `only` (of `SERVICES`), for
 /// tests that need part of the mesh: the others are not started, and their
 /// address refuses every connection.
+///
+/// Every listener is bound first, so each service is told where the others
+/// are (the call centre and the desk each call the other) before any starts.
 pub async fn start_mesh_of(
     config: &Settings,
     http_addr: SocketAddr,
     shared: &Shared,
     only: &[&str],
 ) -> Result<Mesh, MeshError> {
-    if let Some(unknown) = only.iter().find(|s| !SERVICES.contains(s)) {
+    if let Some(unknown) = only.iter().find(|s| service(s).is_none()) {
         return Err(MeshError::UnknownService(unknown.to_string()));
     }
     let any_port: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let bind_error = |source| guichet_kit::service::StartError::Bind {
-        addr: any_port,
-        source,
-    };
-    let wanted = |service: &str| only.contains(&service);
-    let (not_started, nowhere) = if SERVICES.iter().all(|s| wanted(s)) {
+    let bind_error = |addr| move |source| guichet_kit::service::StartError::Bind { addr, source };
+    let wanted: Vec<&'static Service> =
+        SERVICES.iter().filter(|s| only.contains(&s.name)).collect();
+    let (not_started, nowhere) = if wanted.len() == SERVICES.len() {
         (None, any_port)
     } else {
-        let socket = tokio::net::TcpSocket::new_v4().map_err(bind_error)?;
-        socket.bind(any_port).map_err(bind_error)?;
-        let addr = socket.local_addr().map_err(bind_error)?;
+        let socket = tokio::net::TcpSocket::new_v4().map_err(bind_error(any_port))?;
+        socket.bind(any_port).map_err(bind_error(any_port))?;
+        let addr = socket.local_addr().map_err(bind_error(any_port))?;
         (Some(socket), addr)
     };
-    // Each service stops on a token of its own, child of the process's, so
-    // a failed one stops taking work at once and the process stops them all.
-    let own = || {
+    let mut bound = Vec::new();
+    for s in wanted {
+        let addr = if s.name == "gateway" {
+            http_addr
+        } else {
+            any_port
+        };
+        let (listener, at) = guichet_kit::grpc::bind(addr)
+            .await
+            .map_err(bind_error(addr))?;
+        bound.push((s, listener, at));
+    }
+    let addr_of = |name: &str| {
+        bound
+            .iter()
+            .find(|(s, _, _)| s.name == name)
+            .map_or(nowhere, |(_, _, at)| *at)
+    };
+    let url_of = |name: &str| guichet_kit::grpc::url_of(addr_of(name));
+    let peers = Targets {
+        intake_web: url_of("intake-web"),
+        instruction: url_of("instruction"),
+        intake_ccc: url_of("intake-ccc"),
+        intake_pan: url_of("intake-pan"),
+        intake_postal: url_of("intake-postal"),
+    };
+    let mut mesh = Mesh {
+        bus: shared.bus.clone(),
+        http_addr: addr_of("gateway"),
+        intake_web_addr: addr_of("intake-web"),
+        intake_ccc_addr: addr_of("intake-ccc"),
+        intake_pan_addr: addr_of("intake-pan"),
+        intake_postal_addr: addr_of("intake-postal"),
+        instruction_addr: addr_of("instruction"),
+        tasks: JoinSet::new(),
+        handles: Vec::new(),
+        _not_started: not_started,
+    };
+    for (s, listener, _) in bound {
+        // Each service stops on a token of its own, child of the process's,
+        // so a failed one stops taking work at once and the process stops
+        // them all.
         let stop = shared.shutdown.child_token();
         let mine = Shared {
             shutdown: stop.clone(),
             ..shared.clone()
         };
-        (stop, mine)
-    };
-    let mut started = Vec::new();
-    let mut instruction_addr = nowhere;
-    if wanted("instruction") {
-        let (stop, mine) = own();
-        let running =
-            guichet_instruction::start(config, &config.instruction, any_port, &mine).await?;
-        instruction_addr = running.grpc_addr;
-        started.push(("instruction", stop, running));
-    }
-    let instruction_url = guichet_kit::grpc::url_of(instruction_addr);
-    let mut intake_web_addr = nowhere;
-    if wanted("intake-web") {
-        let (stop, mine) = own();
-        let running = guichet_intake_web::start(config, any_port, &mine).await?;
-        intake_web_addr = running.grpc_addr;
-        started.push(("intake-web", stop, running));
-    }
-    // The call centre and the desk each ask the other (an appointment offered
-    // to a report, a report named by a booking): the desk's listener is bound
-    // first, so the call centre is told where it is.
-    let (pan_listener, intake_pan_addr) = if wanted("intake-pan") {
-        let (listener, addr) = guichet_kit::grpc::bind(any_port)
-            .await
-            .map_err(bind_error)?;
-        (Some(listener), addr)
-    } else {
-        (None, nowhere)
-    };
-    let pan_url = guichet_kit::grpc::url_of(intake_pan_addr);
-    let mut intake_ccc_addr = nowhere;
-    if wanted("intake-ccc") {
-        let (stop, mine) = own();
-        let running = guichet_intake_ccc::start(
-            config,
-            &config.call_centre,
-            any_port,
-            &instruction_url,
-            &pan_url,
-            &mine,
-        )
-        .await?;
-        intake_ccc_addr = running.grpc_addr;
-        started.push(("intake-ccc", stop, running));
-    }
-    let ccc_url = guichet_kit::grpc::url_of(intake_ccc_addr);
-    if let Some(listener) = pan_listener {
-        let (stop, mine) = own();
-        let running = guichet_intake_pan::start(config, listener, &ccc_url, &mine).await?;
-        started.push(("intake-pan", stop, running));
-    }
-    let mut intake_postal_addr = nowhere;
-    if wanted("intake-postal") {
-        let (stop, mine) = own();
-        let running =
-            guichet_intake_postal::start(config, &config.mailroom, any_port, &mine).await?;
-        intake_postal_addr = running.grpc_addr;
-        started.push(("intake-postal", stop, running));
-    }
-    let mut tasks = JoinSet::new();
-    let mut handles = Vec::new();
-    let mut gateway_addr = nowhere;
-    if wanted("gateway") {
-        let targets = guichet_gateway::Targets {
-            intake_web: guichet_kit::grpc::url_of(intake_web_addr),
-            instruction: instruction_url,
-            intake_ccc: ccc_url,
-            intake_pan: pan_url,
-            intake_postal: guichet_kit::grpc::url_of(intake_postal_addr),
-        };
-        let gateway_stop = shared.shutdown.child_token();
-        let gateway = guichet_gateway::start(
-            config,
-            http_addr,
-            targets,
-            shared.clock.clone(),
-            shared.metrics.clone(),
-            gateway_stop.clone(),
-        )
-        .await?;
-        gateway_addr = gateway.http_addr;
-        handles.extend(
-            gateway
+        let started = (s.start)(config, listener, &peers, &mine).await?;
+        mesh.handles.extend(
+            started
                 .tasks
                 .abort_handles()
-                .map(|(task, h)| ("gateway", task, h)),
+                .map(|(task, h)| (s.name, task, h)),
         );
-        tasks.spawn(supervise(
-            "gateway",
-            gateway.tasks,
-            None,
-            gateway_stop,
+        mesh.tasks.spawn(supervise(
+            s.name,
+            started.tasks,
+            started.health,
+            stop,
             shared.shutdown.clone(),
         ));
     }
-    for (service, stop, running) in started {
-        handles.extend(
-            running
-                .tasks
-                .abort_handles()
-                .map(|(task, h)| (service, task, h)),
-        );
-        tasks.spawn(running.supervise(service, stop, shared.shutdown.clone()));
-    }
-    Ok(Mesh {
-        bus: shared.bus.clone(),
-        http_addr: gateway_addr,
-        intake_web_addr,
-        intake_ccc_addr,
-        intake_pan_addr,
-        intake_postal_addr,
-        instruction_addr,
-        tasks,
-        handles,
-        _not_started: not_started,
-    })
+    Ok(mesh)
 }

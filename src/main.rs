@@ -1,11 +1,9 @@
 //! `guichet`: run the mesh, or one service of it.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Instant;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use guichet::Settings;
 use guichet_kit::service::Shared;
 use guichet_kit::shutdown::{Shutdown, cancel_on_signal};
@@ -31,8 +29,8 @@ enum Command {
     Up,
     /// Run one service alone (the production shape: one process each).
     Serve {
-        #[arg(value_enum)]
-        service: Service,
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(guichet::SERVICE_NAMES))]
+        service: String,
     },
     /// End-to-end throughput and latency of the mesh on RabbitMQ and
     /// PostgreSQL, beside the bare pipeline measured in the same run.
@@ -114,21 +112,11 @@ enum TitlesCommand {
     Import { file: std::path::PathBuf },
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Service {
-    Gateway,
-    IntakeWeb,
-    IntakeCcc,
-    IntakePan,
-    IntakePostal,
-    Instruction,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let service_name = match &cli.command {
-        Command::Serve { service } => row_of(*service).log_name,
+        Command::Serve { service } => guichet::service(service).map_or("guichet", |s| s.log_name),
         _ => "guichet",
     };
     let _telemetry = match cli.command {
@@ -208,7 +196,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Dlq { command } => return dead_letters(&config, command).await,
         Command::Serve { service } => {
-            serve_alone(row_of(service), &config, clock, metrics, &shutdown).await?
+            let service = guichet::service(&service).context("no such service")?;
+            serve_alone(service, &config, clock, metrics, &shutdown).await?
         }
     };
     // Until a signal, or until a service fails: then the process exits
@@ -219,161 +208,50 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-type StartFuture<'a> = Pin<
-    Box<
-        dyn Future<Output = Result<guichet_kit::service::Running, guichet_kit::service::StartError>>
-            + Send
-            + 'a,
-    >,
->;
-
-/// One service of `guichet serve`: how it is named, where its `/metrics`
-/// listens by default (`GUICHET_METRICS_ADDR` overrides it), and how it
-/// starts alone.
-struct ServiceRow {
-    service: Service,
-    /// Its name in the supervisor's messages.
-    name: &'static str,
-    /// Its name in logs and traces.
-    log_name: &'static str,
-    metrics_port: u16,
-    /// `None` for the gateway, which has no bus and starts differently.
-    start: Option<for<'a> fn(&'a Settings, &'a Shared) -> StartFuture<'a>>,
-}
-
-const SERVICES: [ServiceRow; 6] = [
-    ServiceRow {
-        service: Service::Gateway,
-        name: "gateway",
-        log_name: "guichet-gateway",
-        metrics_port: 0,
-        start: None,
-    },
-    ServiceRow {
-        service: Service::IntakeWeb,
-        name: "intake-web",
-        log_name: "guichet-intake-web",
-        metrics_port: 9161,
-        start: Some(|c, s| Box::pin(guichet_intake_web::start(c, c.intake_web_addr, s))),
-    },
-    ServiceRow {
-        service: Service::Instruction,
-        name: "instruction",
-        log_name: "guichet-instruction",
-        metrics_port: 9162,
-        start: Some(|c, s| {
-            Box::pin(guichet_instruction::start(
-                c,
-                &c.instruction,
-                c.instruction_addr,
-                s,
-            ))
-        }),
-    },
-    ServiceRow {
-        service: Service::IntakeCcc,
-        name: "intake-ccc",
-        log_name: "guichet-intake-ccc",
-        metrics_port: 9163,
-        start: Some(|c, s| {
-            Box::pin(guichet_intake_ccc::start(
-                c,
-                &c.call_centre,
-                c.intake_ccc_addr,
-                &c.instruction_url,
-                &c.intake_pan_url,
-                s,
-            ))
-        }),
-    },
-    ServiceRow {
-        service: Service::IntakePan,
-        name: "intake-pan",
-        log_name: "guichet-intake-pan",
-        metrics_port: 9164,
-        start: Some(|c, s| {
-            Box::pin(guichet_intake_pan::start(
-                c,
-                c.intake_pan_addr,
-                &c.intake_ccc_url,
-                s,
-            ))
-        }),
-    },
-    ServiceRow {
-        service: Service::IntakePostal,
-        name: "intake-postal",
-        log_name: "guichet-intake-postal",
-        metrics_port: 9165,
-        start: Some(|c, s| {
-            Box::pin(guichet_intake_postal::start(
-                c,
-                &c.mailroom,
-                c.intake_postal_addr,
-                s,
-            ))
-        }),
-    },
-];
-
-fn row_of(service: Service) -> &'static ServiceRow {
-    SERVICES
-        .iter()
-        .find(|r| r.service == service)
-        .unwrap_or(&SERVICES[0])
-}
-
 /// `guichet serve <service>`: the service alone, on its own shutdown token
 /// (a child of the process's) so its supervisor can stop it, with
 /// `/metrics` on its own address.
 async fn serve_alone(
-    row: &'static ServiceRow,
+    service: &'static guichet::Service,
     config: &Settings,
     clock: guichet_kit::clock::SharedClock,
     metrics: Metrics,
     shutdown: &Shutdown,
 ) -> anyhow::Result<JoinSet<Result<(), guichet_kit::service::TaskEnded>>> {
     let stop = shutdown.child_token();
-    let mut supervised = JoinSet::new();
-    let Some(start) = row.start else {
-        let targets = guichet_gateway::Targets {
-            intake_web: config.intake_web_url.clone(),
-            instruction: config.instruction_url.clone(),
-            intake_ccc: config.intake_ccc_url.clone(),
-            intake_pan: config.intake_pan_url.clone(),
-            intake_postal: config.intake_postal_url.clone(),
-        };
-        let gateway = guichet_gateway::start(
-            config,
-            config.http_addr,
-            targets,
-            clock,
-            metrics,
-            stop.clone(),
-        )
-        .await
-        .context("starting the gateway")?;
-        supervised.spawn(guichet_kit::service::supervise(
-            row.name,
-            gateway.tasks,
-            None,
-            stop,
-            shutdown.clone(),
-        ));
-        return Ok(supervised);
+    let bus = if service.uses_bus {
+        shared_broker(config, service.name).await?
+    } else {
+        std::sync::Arc::new(guichet_kit::bus::NoBus(service.name))
     };
     let shared = Shared {
-        bus: shared_broker(config, row.name).await?,
+        bus,
         clock,
         shutdown: stop.clone(),
         metrics,
     };
-    let mut running = start(config, &shared)
+    let addr = (service.listen_on)(config);
+    let (listener, _) = guichet_kit::service::Listen::Addr(addr)
+        .open()
         .await
-        .with_context(|| format!("starting {}", row.name))?;
-    let default = std::net::SocketAddr::from(([127, 0, 0, 1], row.metrics_port));
-    serve_metrics(config, &shared, default, &mut running.tasks).await?;
-    supervised.spawn(running.supervise(row.name, stop, shutdown.clone()));
+        .map_err(|(addr, source)| guichet_kit::service::StartError::Bind { addr, source })
+        .with_context(|| format!("starting {}", service.name))?;
+    let peers = guichet::configured_peers(config);
+    let mut started = (service.start)(config, listener, &peers, &shared)
+        .await
+        .with_context(|| format!("starting {}", service.name))?;
+    if let Some(port) = service.metrics_port {
+        let default = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        serve_metrics(config, &shared, default, &mut started.tasks).await?;
+    }
+    let mut supervised = JoinSet::new();
+    supervised.spawn(guichet_kit::service::supervise(
+        service.name,
+        started.tasks,
+        started.health,
+        stop,
+        shutdown.clone(),
+    ));
     Ok(supervised)
 }
 

@@ -8,7 +8,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use guichet_kit::clock::SharedClock;
-use guichet_kit::grpc;
+use guichet_kit::service::Listen;
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, Metrics, telemetry};
 use tower::ServiceBuilder;
@@ -103,16 +103,18 @@ pub struct Running {
 /// Binds `addr` (port 0 picks one) and serves until `shutdown`.
 pub async fn start(
     config: &Config,
-    addr: SocketAddr,
+    listen: impl Into<Listen>,
     targets: Targets,
     clock: SharedClock,
     metrics: Metrics,
     shutdown: Shutdown,
 ) -> Result<Running, StartError> {
     let state = AppState::connect(&targets, clock, metrics)?;
-    let (listener, http_addr) = grpc::bind(addr)
+    let (listener, http_addr) = listen
+        .into()
+        .open()
         .await
-        .map_err(|source| StartError::Bind { addr, source })?;
+        .map_err(|(addr, source)| StartError::Bind { addr, source })?;
     let health = grpc_proxy::GatewayHealth::server(state.clone(), shutdown.clone());
     let app = router(state, config.request_timeout(), health);
     let mut tasks = guichet_kit::service::Tasks::new();

@@ -137,7 +137,7 @@ async fn gateway_health_tells_the_state_of_each_service_behind() {
     let shutdown = guichet_kit::shutdown::Shutdown::new();
     let second = guichet_gateway::start(
         &env.config(),
-        ([127, 0, 0, 1], 0).into(),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         targets,
         guichet_kit::clock::system(),
         guichet_kit::Metrics::new(),

@@ -1,7 +1,6 @@
 //! Start-up of the instruction service: the consumer of submitted dossiers,
 //! the relay of its case events, the rights sweeper, and the gRPC API.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use guichet_kit::clock::SharedClock;
 use guichet_kit::db::Migrations;
 use guichet_kit::metrics::ServiceLabels;
 use guichet_kit::outbox::OutboxRelay;
-use guichet_kit::service::{self, Running, Shared, StartError, Tasks};
+use guichet_kit::service::{self, Listen, Running, Shared, StartError, Tasks};
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, Metrics};
 use guichet_proto::v1::instruction_desk_server::InstructionDeskServer;
@@ -46,7 +45,7 @@ pub async fn open_database(config: &Config) -> Result<guichet_kit::db::Database,
 pub async fn start(
     config: &Config,
     settings: &InstructionSettings,
-    addr: SocketAddr,
+    listen: impl Into<Listen>,
     shared: &Shared,
 ) -> Result<Running, StartError> {
     let Shared {
@@ -55,7 +54,7 @@ pub async fn start(
         shutdown,
         metrics,
     } = shared.clone();
-    let base = service::prepare(config, SCHEMA, &MIGRATIONS, addr).await?;
+    let base = service::prepare(config, SCHEMA, &MIGRATIONS, listen).await?;
     let db = base.db.clone();
     let store = Store::new(db.clone(), settings.attestation_horizon_days);
     let relay = OutboxRelay::new(db.clone(), bus.clone(), config.outbox_batch)

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +18,7 @@ use guichet_intake::{Intake, prepare_channel};
 use guichet_kit::bus::{POSTAL_LETTERS_QUEUE, consume_batches};
 use guichet_kit::db::Migrations;
 use guichet_kit::metrics::StateLabels;
-use guichet_kit::service::{Running, Shared, StartError, Tasks};
+use guichet_kit::service::{Listen, Running, Shared, StartError, Tasks};
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, ErrorKind, ServiceError};
 use guichet_proto::convert;
@@ -59,11 +58,11 @@ const MAX_REASON_CHARS: usize = 500;
 pub async fn start(
     config: &Config,
     settings: &MailroomSettings,
-    addr: SocketAddr,
+    listen: impl Into<Listen>,
     shared: &Shared,
 ) -> Result<Running, StartError> {
     let channel =
-        prepare_channel(config, SCHEMA, &MIGRATIONS, addr, shared, Channel::Postal).await?;
+        prepare_channel(config, SCHEMA, &MIGRATIONS, listen, shared, Channel::Postal).await?;
     let documents = Documents::open(&config.data_dir.join("documents"))
         .map_err(|e| StartError::Target("the document store".into(), e.to_string()))?;
     let signing_key = Arc::new(

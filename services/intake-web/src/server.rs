@@ -1,11 +1,9 @@
 //! Start-up and the gRPC face of the online intake service.
 
-use std::net::SocketAddr;
-
 use guichet_dossier::Channel;
 use guichet_dossier::filing::{RawFiling, RawProvenance};
 use guichet_intake::{Intake, MIGRATIONS, prepare_channel};
-use guichet_kit::service::{Running, Shared, StartError, Tasks};
+use guichet_kit::service::{Listen, Running, Shared, StartError, Tasks};
 use guichet_kit::{Config, ServiceError};
 use guichet_proto::convert;
 use guichet_proto::v1 as pb;
@@ -15,10 +13,11 @@ pub const SCHEMA: &str = "intake_web";
 
 pub async fn start(
     config: &Config,
-    addr: SocketAddr,
+    listen: impl Into<Listen>,
     shared: &Shared,
 ) -> Result<Running, StartError> {
-    let channel = prepare_channel(config, SCHEMA, &MIGRATIONS, addr, shared, Channel::Web).await?;
+    let channel =
+        prepare_channel(config, SCHEMA, &MIGRATIONS, listen, shared, Channel::Web).await?;
     let service = IntakeService {
         intake: channel.intake.clone(),
     };

@@ -64,6 +64,22 @@ pub enum Listen {
     Bound(TcpListener),
 }
 
+impl Listen {
+    /// The listener, bound now if it was not yet, and its address; the
+    /// address asked for with the error when it cannot be had.
+    pub async fn open(self) -> Result<(TcpListener, SocketAddr), (SocketAddr, std::io::Error)> {
+        match self {
+            Listen::Addr(addr) => grpc::bind(addr).await.map_err(|e| (addr, e)),
+            Listen::Bound(listener) => {
+                let addr = listener
+                    .local_addr()
+                    .map_err(|e| (SocketAddr::from(([0, 0, 0, 0], 0)), e))?;
+                Ok((listener, addr))
+            }
+        }
+    }
+}
+
 impl From<SocketAddr> for Listen {
     fn from(addr: SocketAddr) -> Self {
         Listen::Addr(addr)
@@ -152,18 +168,11 @@ pub async fn prepare(
         migrations,
     )
     .await?;
-    let (listener, grpc_addr) = match listen.into() {
-        Listen::Addr(addr) => grpc::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?,
-        Listen::Bound(listener) => {
-            let addr = listener.local_addr().map_err(|source| StartError::Bind {
-                addr: ([0, 0, 0, 0], 0).into(),
-                source,
-            })?;
-            (listener, addr)
-        }
-    };
+    let (listener, grpc_addr) = listen
+        .into()
+        .open()
+        .await
+        .map_err(|(addr, source)| StartError::Bind { addr, source })?;
     Ok(Foundations {
         db,
         listener,

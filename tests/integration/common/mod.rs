@@ -307,7 +307,7 @@ pub struct AppBuilder<'a> {
 }
 
 impl<'a> AppBuilder<'a> {
-    /// Only these services (names of `guichet::SERVICES`); the others are
+    /// Only these services (names of `guichet::SERVICE_NAMES`); the others are
     /// not started and refuse every connection.
     pub fn only(mut self, services: &'a [&'a str]) -> Self {
         self.only = services;
@@ -366,7 +366,7 @@ pub async fn start_gateway(
 ) -> guichet_gateway::server::Running {
     guichet_gateway::start(
         config,
-        ([127, 0, 0, 1], 0).into(),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         targets,
         shared.clock.clone(),
         shared.metrics.clone(),
@@ -453,7 +453,7 @@ impl App {
     pub fn builder(config: &Settings) -> AppBuilder<'_> {
         AppBuilder {
             config,
-            only: &guichet::SERVICES,
+            only: &guichet::SERVICE_NAMES,
             clock: guichet_kit::clock::system(),
         }
     }

@@ -222,6 +222,42 @@ pub trait Bus: Send + Sync + 'static {
 
 pub type SharedBus = Arc<dyn Bus>;
 
+/// The bus of a process that neither publishes nor consumes (the gateway
+/// run alone, which only calls the services): every use is refused, so a
+/// mistake shows at once instead of a connection opened for nothing.
+pub struct NoBus(pub &'static str);
+
+impl NoBus {
+    fn refuse(&self) -> BusError {
+        BusError::Unavailable(format!("{} has no bus", self.0))
+    }
+}
+
+#[async_trait::async_trait]
+impl Bus for NoBus {
+    async fn publish(&self, messages: &[OutgoingMessage]) -> Vec<Result<(), BusError>> {
+        messages.iter().map(|_| Err(self.refuse())).collect()
+    }
+
+    async fn consume(&self, _: &str, _: &str, _: u16) -> Result<DeliveryStream, BusError> {
+        Err(self.refuse())
+    }
+
+    async fn queue_depth(&self, _: &str) -> Result<u32, BusError> {
+        Err(self.refuse())
+    }
+
+    async fn take(&self, _: &str, _: usize) -> Result<Vec<Delivery>, BusError> {
+        Err(self.refuse())
+    }
+
+    async fn ensure_ready(&self) -> Result<(), BusError> {
+        Err(self.refuse())
+    }
+
+    async fn close(&self) {}
+}
+
 /// One message received, to be acknowledged once its effects are committed.
 pub struct Delivery {
     pub message_id: Option<String>,
