@@ -530,6 +530,16 @@ impl App {
         request.send().await.expect("POST /api/v1/dossiers")
     }
 
+    /// Files `body` online, which must be accepted: the new dossier's reference.
+    pub async fn file_accepted(&self, body: &serde_json::Value) -> String {
+        let r = self.file(body, None).await;
+        assert_eq!(r.status(), 201);
+        r.json::<serde_json::Value>().await.unwrap()["reference"]
+            .as_str()
+            .expect("a reference in the answer")
+            .to_string()
+    }
+
     pub async fn dossier(&self, reference: &str) -> reqwest::Response {
         self.http
             .get(format!("{}/api/v1/dossiers/{reference}", self.base))
