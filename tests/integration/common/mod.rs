@@ -534,7 +534,7 @@ impl App {
     pub async fn file_accepted(&self, body: &serde_json::Value) -> String {
         let r = self.file(body, None).await;
         assert_eq!(r.status(), 201);
-        r.json::<serde_json::Value>().await.unwrap()["reference"]
+        r.json::<serde_json::Value>().await.expect("a JSON answer")["reference"]
             .as_str()
             .expect("a reference in the answer")
             .to_string()
