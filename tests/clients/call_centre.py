@@ -129,25 +129,21 @@ def main() -> None:
     with open(filing_path, encoding="utf-8") as f:
         body = json.load(f)
     stub = ccc_grpc.CallCentreStub(channel)
-    answer = stub.FileOnBehalf(
-        ccc_pb2.FileOnBehalfRequest(
-            filing=filing_message(dossier_pb2, body),
-            agent_id="python-agent",
-            call_id="python-call-1",
-            consent_recorded=True,
-        ),
-        timeout=10,
-    )
-    try:
-        stub.FileOnBehalf(
+
+    def file_on_behalf(call_id: str, consent_recorded: bool):
+        return stub.FileOnBehalf(
             ccc_pb2.FileOnBehalfRequest(
                 filing=filing_message(dossier_pb2, body),
                 agent_id="python-agent",
-                call_id="python-call-2",
-                consent_recorded=False,
+                call_id=call_id,
+                consent_recorded=consent_recorded,
             ),
             timeout=10,
         )
+
+    answer = file_on_behalf("python-call-1", True)
+    try:
+        file_on_behalf("python-call-2", False)
         refused = {"code": "OK"}
     except grpc.RpcError as e:
         refused = {"code": e.code().name, "message": e.details()}

@@ -261,12 +261,7 @@ async fn filings_on_behalf_and_at_the_desk_sort_with_web_filings_by_legal_filing
     let ccc_ref = on_behalf.receipt.unwrap().reference;
     assert!(ccc_ref.starts_with('C'), "{ccc_ref}");
 
-    let r = app.file(&person("Toile"), None).await;
-    assert_eq!(r.status(), 201);
-    let web_ref = r.json::<Value>().await.unwrap()["reference"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let web_ref = app.file_accepted(&person("Toile")).await;
 
     let assisted = desk
         .file_assisted(pb::FileAssistedRequest {

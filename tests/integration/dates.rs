@@ -262,12 +262,7 @@ async fn instruction_dead_letters_a_dossier_dated_after_today(backend: Backend) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_date_that_is_no_date_is_refused_by_name_in_every_filter() {
     let (env, app) = common::mesh_on(Backend::Embedded).await;
-    let r = app.file(&example("renewal-employee.json"), None).await;
-    assert_eq!(r.status(), 201);
-    let reference = r.json::<Value>().await.unwrap()["reference"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let reference = app.file_accepted(&example("renewal-employee.json")).await;
 
     for (path, field) in [
         (

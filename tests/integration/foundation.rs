@@ -287,12 +287,7 @@ async fn a_malformed_message_is_dead_lettered_and_consuming_goes_on(backend: Bac
     assert_eq!(letter.body, vec![0xff, 0x00, 0x13, 0x37, 0xde, 0xad]);
 
     // The consumer is still there: a real filing goes through.
-    let r = app.file(&example("renewal-employee.json"), None).await;
-    assert_eq!(r.status(), 201);
-    let reference = r.json::<Value>().await.unwrap()["reference"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let reference = app.file_accepted(&example("renewal-employee.json")).await;
     eventually(WAIT, "a later dossier in instruction", || {
         instruction_has(&app, &reference)
     })

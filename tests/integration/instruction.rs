@@ -36,12 +36,7 @@ async fn start(backend: Backend) -> (TestEnv, App) {
 }
 
 async fn file(app: &App, body: &Value) -> String {
-    let r = app.file(body, None).await;
-    assert_eq!(r.status(), 201);
-    let reference = r.json::<Value>().await.unwrap()["reference"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let reference = app.file_accepted(body).await;
     eventually(WAIT, "the dossier in instruction", || async {
         (app.dossier(&reference).await.status() == 200).then_some(())
     })
@@ -556,12 +551,7 @@ async fn a_complete_renewal_is_attested_when_it_is_recorded(backend: Backend) {
     let (env, app) = start_with_default_sweep(backend, 15).await;
     let expires = today() + Days::new(10);
     let filed = tokio::time::Instant::now();
-    let r = app.file(&renewal("Diallo", expires), None).await;
-    assert_eq!(r.status(), 201);
-    let reference = r.json::<Value>().await.unwrap()["reference"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let reference = app.file_accepted(&renewal("Diallo", expires)).await;
     let status = eventually(WAIT, "the attestation in the status answer", || async {
         let r = app
             .http

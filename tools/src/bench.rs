@@ -102,12 +102,18 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     let outcome = run_in(args, &mesh_scratch, &bare_scratch, &work).await;
     mesh_scratch.drop_all().await;
     bare_scratch.drop_all().await;
+    tidy_work(&outcome, &work);
+    outcome
+}
+
+/// A run's work directory goes once the run succeeded; after a failure the
+/// mesh's logs stay there to be read.
+fn tidy_work<T>(outcome: &anyhow::Result<T>, work: &std::path::Path) {
     if outcome.is_ok() {
-        let _ = std::fs::remove_dir_all(&work);
+        let _ = std::fs::remove_dir_all(work);
     } else {
         eprintln!("the mesh's logs are kept in {}", work.display());
     }
-    outcome
 }
 
 async fn run_in(

@@ -120,8 +120,7 @@ pub async fn replay(
     selection: &Selection,
     limit: usize,
 ) -> Result<Outcome, DlqError> {
-    let (chosen, others) = choose(bus, selection, limit).await?;
-    give_back(others).await;
+    let chosen = choose(bus, selection, limit).await?;
     let mut outcome = Outcome::default();
     let mut sendable = Vec::new();
     let mut messages = Vec::new();
@@ -165,8 +164,7 @@ pub async fn discard(
     selection: &Selection,
     limit: usize,
 ) -> Result<Outcome, DlqError> {
-    let (chosen, others) = choose(bus, selection, limit).await?;
-    give_back(others).await;
+    let chosen = choose(bus, selection, limit).await?;
     let mut outcome = Outcome::default();
     for d in chosen {
         let letter = DeadLetter::of(&d);
@@ -178,13 +176,13 @@ pub async fn discard(
     Ok(outcome)
 }
 
-/// Takes the dead letters and splits them into the selected and the others;
-/// every id asked for must be there, or nothing is selected.
+/// Takes the dead letters and keeps the selected ones, giving the others
+/// back; every id asked for must be there, or nothing is selected.
 async fn choose(
     bus: &SharedBus,
     selection: &Selection,
     limit: usize,
-) -> Result<(Vec<Delivery>, Vec<Delivery>), DlqError> {
+) -> Result<Vec<Delivery>, DlqError> {
     let taken = bus.take(DEAD_LETTER_QUEUE, limit).await?;
     let (chosen, others): (Vec<Delivery>, Vec<Delivery>) = taken
         .into_iter()
@@ -205,7 +203,8 @@ async fn choose(
             return Err(DlqError::NotFound(missing));
         }
     }
-    Ok((chosen, others))
+    give_back(others).await;
+    Ok(chosen)
 }
 
 /// Puts taken messages back in the queue, as they were.

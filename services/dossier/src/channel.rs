@@ -48,16 +48,7 @@ impl Channel {
     }
 }
 
-impl TryFrom<String> for Channel {
-    type Error = crate::codes::UnknownCode;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value).ok_or(crate::codes::UnknownCode {
-            list: "Channel",
-            value,
-        })
-    }
-}
+crate::codes::from_stored!(Channel);
 
 impl std::fmt::Display for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -43,6 +43,17 @@ macro_rules! codes {
             }
         }
 
+        $crate::codes::from_stored!($name);
+    };
+}
+
+/// For the other modules' code lists.
+pub(crate) use codes;
+
+/// `TryFrom<String>` through the list's `parse`: how a stored code is read
+/// back, for `codes!` and for the lists written by hand.
+macro_rules! from_stored {
+    ($name:ident) => {
         impl TryFrom<String> for $name {
             type Error = $crate::codes::UnknownCode;
 
@@ -56,18 +67,7 @@ macro_rules! codes {
     };
 }
 
-/// For the other modules' code lists.
-pub(crate) use codes;
-
-/// A stored code read back through `parse`: the `TryFrom<String>` of a code
-/// list written by hand.
-pub(crate) fn stored<T>(
-    list: &'static str,
-    value: String,
-    parse: impl FnOnce(&str) -> Option<T>,
-) -> Result<T, UnknownCode> {
-    parse(&value).ok_or(UnknownCode { list, value })
-}
+pub(crate) use from_stored;
 
 codes!(
     /// What the person asks for.

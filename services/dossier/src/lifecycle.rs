@@ -52,16 +52,7 @@ impl CaseState {
     }
 }
 
-impl TryFrom<String> for CaseState {
-    type Error = crate::codes::UnknownCode;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value).ok_or(crate::codes::UnknownCode {
-            list: "CaseState",
-            value,
-        })
-    }
-}
+crate::codes::from_stored!(CaseState);
 
 impl CaseState {
     /// Still waiting for a decision: in the queue, and owed proof of stay.

@@ -12,7 +12,7 @@ use chrono::NaiveDate;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::codes::{UnknownCode, codes, stored};
+use crate::codes::{codes, from_stored};
 use crate::filing::{RawAddress, RawApplicant, RawContact, RawCurrentTitle, RawDocument};
 use crate::{Procedure, RawFiling};
 
@@ -359,13 +359,7 @@ impl EnvelopeState {
     }
 }
 
-impl TryFrom<String> for EnvelopeState {
-    type Error = UnknownCode;
-
-    fn try_from(value: String) -> Result<Self, UnknownCode> {
-        stored("EnvelopeState", value, Self::parse)
-    }
-}
+from_stored!(EnvelopeState);
 
 codes!(
     /// Where a scanned batch stands: its pages kept, then read into envelopes.

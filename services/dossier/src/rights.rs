@@ -64,16 +64,7 @@ impl AttestationKind {
     }
 }
 
-impl TryFrom<String> for AttestationKind {
-    type Error = crate::codes::UnknownCode;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value).ok_or(crate::codes::UnknownCode {
-            list: "AttestationKind",
-            value,
-        })
-    }
-}
+crate::codes::from_stored!(AttestationKind);
 
 /// An attestation as issued: from when, and until when (`None`: until the
 /// card is handed over).
@@ -335,6 +326,27 @@ mod tests {
         CaseFacts { filed_on: day, ..f }
     }
 
+    fn attestation(
+        kind: AttestationKind,
+        valid_from: NaiveDate,
+        valid_until: Option<NaiveDate>,
+    ) -> Attestation {
+        Attestation {
+            kind,
+            valid_from,
+            valid_until,
+        }
+    }
+
+    /// An attestation of prolongation of stay (API), the usual one.
+    fn api(from: NaiveDate, until: NaiveDate) -> Attestation {
+        attestation(AttestationKind::Prolongation, from, Some(until))
+    }
+
+    fn until(date: NaiveDate, basis: CoverBasis) -> Cover {
+        Cover::Until { date, basis }
+    }
+
     #[test]
     fn adding_months_clamps_to_month_ends() {
         let table = [
@@ -357,11 +369,6 @@ mod tests {
         let today = d(2026, 11, 24);
         let multi = Some((TitleKind::MultiYearCard, d(2026, 11, 30)));
         let temp = Some((TitleKind::TemporaryCard, d(2026, 11, 30)));
-        let api = |from, until| Attestation {
-            kind: AttestationKind::Prolongation,
-            valid_from: from,
-            valid_until: Some(until),
-        };
         let table: Vec<CoverRow> = vec![
             (
                 "no title, nothing",
@@ -373,19 +380,13 @@ mod tests {
                 "temporary card: the title alone",
                 facts(Procedure::Renewal, Complete, temp),
                 vec![],
-                Cover::Until {
-                    date: d(2026, 11, 30),
-                    basis: CoverBasis::CurrentTitle,
-                },
+                until(d(2026, 11, 30), CoverBasis::CurrentTitle),
             ),
             (
                 "multi-year renewal: L.433-3, 3 months past expiry, month end kept",
                 facts(Procedure::Renewal, Filed, multi),
                 vec![],
-                Cover::Until {
-                    date: d(2027, 2, 28),
-                    basis: CoverBasis::LegalExtension,
-                },
+                until(d(2027, 2, 28), CoverBasis::LegalExtension),
             ),
             (
                 "resident card renewal",
@@ -395,10 +396,7 @@ mod tests {
                     Some((TitleKind::ResidentCard, d(2027, 8, 31))),
                 ),
                 vec![],
-                Cover::Until {
-                    date: d(2027, 11, 30),
-                    basis: CoverBasis::LegalExtension,
-                },
+                until(d(2027, 11, 30), CoverBasis::LegalExtension),
             ),
             (
                 "agreement title renewal",
@@ -408,55 +406,43 @@ mod tests {
                     Some((TitleKind::AgreementTitle, d(2027, 1, 15))),
                 ),
                 vec![],
-                Cover::Until {
-                    date: d(2027, 4, 15),
-                    basis: CoverBasis::LegalExtension,
-                },
+                until(d(2027, 4, 15), CoverBasis::LegalExtension),
             ),
             (
                 "L.433-3 is for renewals only",
                 facts(Procedure::ChangeOfStatus, Filed, multi),
                 vec![],
-                Cover::Until {
-                    date: d(2026, 11, 30),
-                    basis: CoverBasis::CurrentTitle,
-                },
+                until(d(2026, 11, 30), CoverBasis::CurrentTitle),
             ),
             (
                 "L.433-3 ends with the case",
                 facts(Procedure::Renewal, Unfavourable, multi),
                 vec![],
-                Cover::Until {
-                    date: d(2026, 11, 30),
-                    basis: CoverBasis::CurrentTitle,
-                },
+                until(d(2026, 11, 30), CoverBasis::CurrentTitle),
             ),
             (
                 "an API beyond the title wins",
                 facts(Procedure::Renewal, Complete, temp),
                 vec![api(d(2026, 11, 20), d(2027, 2, 28))],
-                Cover::Until {
-                    date: d(2027, 2, 28),
-                    basis: CoverBasis::Attestation(AttestationKind::Prolongation),
-                },
+                until(
+                    d(2027, 2, 28),
+                    CoverBasis::Attestation(AttestationKind::Prolongation),
+                ),
             ),
             (
                 "an API not yet valid does not count",
                 facts(Procedure::Renewal, Complete, temp),
                 vec![api(d(2026, 12, 1), d(2027, 3, 1))],
-                Cover::Until {
-                    date: d(2026, 11, 30),
-                    basis: CoverBasis::CurrentTitle,
-                },
+                until(d(2026, 11, 30), CoverBasis::CurrentTitle),
             ),
             (
                 "favourable decision: open-ended",
                 facts(Procedure::Renewal, Favourable, temp),
-                vec![Attestation {
-                    kind: AttestationKind::FavourableDecision,
-                    valid_from: today,
-                    valid_until: None,
-                }],
+                vec![attestation(
+                    AttestationKind::FavourableDecision,
+                    today,
+                    None,
+                )],
                 Cover::Open {
                     basis: CoverBasis::Attestation(AttestationKind::FavourableDecision),
                 },
@@ -469,10 +455,7 @@ mod tests {
 
     #[test]
     fn covers_is_inclusive_of_the_last_day() {
-        let c = Cover::Until {
-            date: d(2026, 2, 28),
-            basis: CoverBasis::CurrentTitle,
-        };
+        let c = until(d(2026, 2, 28), CoverBasis::CurrentTitle);
         assert!(c.covers(d(2026, 2, 28)));
         assert!(!c.covers(d(2026, 3, 1)));
         assert!(!Cover::None.covers(d(2026, 1, 1)));
@@ -497,18 +480,6 @@ mod tests {
     fn attestation_due_table() {
         let h = DEFAULT_HORIZON_DAYS;
         let temp = |expires| Some((TitleKind::TemporaryCard, expires));
-        let api = |from, until| Attestation {
-            kind: AttestationKind::Prolongation,
-            valid_from: from,
-            valid_until: Some(until),
-        };
-        let due = |kind, from, until: Option<NaiveDate>| {
-            Some(Attestation {
-                kind,
-                valid_from: from,
-                valid_until: until,
-            })
-        };
         let table: Vec<DueRow> = vec![
             (
                 "complete renewal, title ends in 16 days: not yet",
@@ -522,22 +493,22 @@ mod tests {
                 facts(Procedure::Renewal, Complete, temp(d(2026, 12, 9))),
                 vec![],
                 d(2026, 11, 24),
-                due(
+                Some(attestation(
                     AttestationKind::Prolongation,
                     d(2026, 11, 24),
                     Some(d(2027, 3, 9)),
-                ),
+                )),
             ),
             (
                 "complete renewal, title long expired: API from today",
                 facts(Procedure::Renewal, UnderReview, temp(d(2026, 1, 31))),
                 vec![],
                 d(2026, 11, 30),
-                due(
+                Some(attestation(
                     AttestationKind::Prolongation,
                     d(2026, 11, 30),
                     Some(d(2027, 2, 28)),
-                ),
+                )),
             ),
             (
                 "incomplete renewal: no API (the file must be complete)",
@@ -558,11 +529,11 @@ mod tests {
                 facts(Procedure::Renewal, UnderReview, temp(d(2026, 11, 30))),
                 vec![api(d(2026, 11, 20), d(2027, 2, 28))],
                 d(2027, 2, 13),
-                due(
+                Some(attestation(
                     AttestationKind::Prolongation,
                     d(2027, 2, 13),
                     Some(d(2027, 5, 28)),
-                ),
+                )),
             ),
             (
                 "multi-year card: L.433-3 covers first, API when it nears its end",
@@ -573,11 +544,11 @@ mod tests {
                 ),
                 vec![],
                 d(2027, 2, 14),
-                due(
+                Some(attestation(
                     AttestationKind::Prolongation,
                     d(2027, 2, 14),
                     Some(d(2027, 5, 28)),
-                ),
+                )),
             ),
             (
                 "multi-year card: within L.433-3's months, nothing yet",
@@ -595,16 +566,20 @@ mod tests {
                 facts(Procedure::Renewal, Favourable, temp(d(2026, 11, 30))),
                 vec![],
                 d(2026, 12, 1),
-                due(AttestationKind::FavourableDecision, d(2026, 12, 1), None),
+                Some(attestation(
+                    AttestationKind::FavourableDecision,
+                    d(2026, 12, 1),
+                    None,
+                )),
             ),
             (
                 "favourable decision already attested",
                 facts(Procedure::Renewal, Favourable, temp(d(2026, 11, 30))),
-                vec![Attestation {
-                    kind: AttestationKind::FavourableDecision,
-                    valid_from: d(2026, 12, 1),
-                    valid_until: None,
-                }],
+                vec![attestation(
+                    AttestationKind::FavourableDecision,
+                    d(2026, 12, 1),
+                    None,
+                )],
                 d(2026, 12, 2),
                 None,
             ),
@@ -613,11 +588,11 @@ mod tests {
                 facts(Procedure::Regularisation, Complete, None),
                 vec![],
                 d(2026, 11, 24),
-                due(
+                Some(attestation(
                     AttestationKind::RightsCreating,
                     d(2026, 11, 24),
                     Some(d(2027, 2, 24)),
-                ),
+                )),
             ),
             (
                 "regularisation not complete: nothing",
@@ -645,11 +620,11 @@ mod tests {
                 facts(Procedure::Renewal, Complete, temp(d(2028, 2, 29))),
                 vec![],
                 d(2028, 2, 20),
-                due(
+                Some(attestation(
                     AttestationKind::Prolongation,
                     d(2028, 2, 20),
                     Some(d(2028, 5, 29)),
-                ),
+                )),
             ),
         ];
         for (name, f, atts, today, expected) in table {
@@ -674,14 +649,6 @@ mod tests {
             UrgencyClass,
             Option<Attestation>,
         );
-        let until = |date, basis| Cover::Until { date, basis };
-        let api = |from, until| {
-            Some(Attestation {
-                kind: AttestationKind::Prolongation,
-                valid_from: from,
-                valid_until: Some(until),
-            })
-        };
         let table: Vec<Row> = vec![
             (
                 "multi-year card renewed in time: L.433-3, three months past expiry",
@@ -725,7 +692,7 @@ mod tests {
                 d(2026, 11, 28),
                 until(d(2026, 11, 8), CoverBasis::CurrentTitle),
                 Critical,
-                api(d(2026, 11, 28), d(2027, 2, 28)),
+                Some(api(d(2026, 11, 28), d(2027, 2, 28))),
             ),
             (
                 "resident card renewed late and incomplete: nothing covers, nothing due",
@@ -747,7 +714,7 @@ mod tests {
                 d(2026, 11, 28),
                 until(d(2026, 12, 5), CoverBasis::CurrentTitle),
                 Critical,
-                api(d(2026, 11, 28), d(2027, 3, 5)),
+                Some(api(d(2026, 11, 28), d(2027, 3, 5))),
             ),
             (
                 "month end: 31 January + 3 months = 30 April",
@@ -780,7 +747,7 @@ mod tests {
                 d(2028, 3, 1),
                 until(d(2028, 2, 29), CoverBasis::CurrentTitle),
                 Critical,
-                api(d(2028, 3, 1), d(2028, 6, 1)),
+                Some(api(d(2028, 3, 1), d(2028, 6, 1))),
             ),
         ];
         for (name, kind, expires, filed, state, today, cover_expected, urgency, due) in table {
@@ -814,11 +781,6 @@ mod tests {
             d(2026, 11, 28),
         );
         let in_time = filed_on(late, d(2026, 11, 1));
-        let api = |from, until| Attestation {
-            kind: AttestationKind::Prolongation,
-            valid_from: from,
-            valid_until: Some(until),
-        };
         type Row = (
             &'static str,
             CaseFacts,

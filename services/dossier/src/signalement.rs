@@ -8,7 +8,7 @@
 use chrono::NaiveDate;
 
 use crate::calendar::add_working_days;
-use crate::codes::{UnknownCode, codes, stored};
+use crate::codes::{codes, from_stored};
 
 /// Working days the prefecture has to offer an alternative, by default.
 pub const DEFAULT_DEADLINE_WORKING_DAYS: u32 = 5;
@@ -84,21 +84,9 @@ impl ReportState {
     }
 }
 
-impl TryFrom<String> for Category {
-    type Error = UnknownCode;
+from_stored!(Category);
 
-    fn try_from(value: String) -> Result<Self, UnknownCode> {
-        stored("Category", value, Self::parse)
-    }
-}
-
-impl TryFrom<String> for ReportState {
-    type Error = UnknownCode;
-
-    fn try_from(value: String) -> Result<Self, UnknownCode> {
-        stored("ReportState", value, Self::parse)
-    }
-}
+from_stored!(ReportState);
 
 codes!(
     /// What the prefecture offers a blocked person instead of the online route.

@@ -141,6 +141,23 @@ pub fn application_name(schema: &str) -> String {
     format!("guichet/{schema}")
 }
 
+/// A PostgreSQL `url` with its database name replaced by `name`: how a test
+/// or a bench points at the database it made for itself.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let base = match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
 /// A SQLite pool in WAL mode: readers never wait for the writer, and a
 /// committed transaction survives the process being killed.
 pub async fn sqlite_pool(path: &Path, max_connections: u32) -> Result<SqlitePool, sqlx::Error> {
@@ -266,5 +283,23 @@ mod tests {
             down(sqlx::Error::PoolTimedOut),
             ReadError::Db(sqlx::Error::PoolTimedOut)
         ));
+    }
+
+    #[test]
+    fn database_name_is_replaced() {
+        let table = [
+            (
+                "postgres://postgres@127.0.0.1:5432/test",
+                "postgres://postgres@127.0.0.1:5432/b",
+            ),
+            (
+                "postgres://u@h/test?sslmode=disable",
+                "postgres://u@h/b?sslmode=disable",
+            ),
+            ("postgres://u@h", "postgres://u@h/b"),
+        ];
+        for (url, expected) in table {
+            assert_eq!(with_database(url, "b"), expected, "{url}");
+        }
     }
 }

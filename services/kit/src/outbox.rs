@@ -33,18 +33,7 @@ pub async fn enqueue_postgres(
     conn: &mut PgConnection,
     message: &OutgoingMessage,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO outbox (message_id, exchange, routing_key, headers, body) \
-         VALUES ($1, $2, $3, $4::jsonb, $5)",
-    )
-    .bind(&message.message_id)
-    .bind(&message.exchange)
-    .bind(&message.routing_key)
-    .bind(headers_json(message))
-    .bind(&message.body)
-    .execute(conn)
-    .await?;
-    Ok(())
+    enqueue_all_postgres(conn, std::slice::from_ref(message)).await
 }
 
 /// Records every message for publication in one statement, in the caller's

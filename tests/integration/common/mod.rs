@@ -99,7 +99,7 @@ impl TestEnv {
             .execute(&admin)
             .await
             .expect("create the test database");
-        let database_url = replace_db_name(&admin_url, &name);
+        let database_url = guichet_kit::db::with_database(&admin_url, &name);
 
         let api = rabbitmq_api();
         let http = reqwest::Client::new();
@@ -249,21 +249,6 @@ impl Drop for TestEnv {
             });
         })
         .join();
-    }
-}
-
-fn replace_db_name(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let base = match base.rfind('/') {
-        Some(i) if i > "postgres://".len() => &base[..i],
-        _ => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
     }
 }
 
@@ -543,6 +528,16 @@ impl App {
             request = request.header("Idempotency-Key", key);
         }
         request.send().await.expect("POST /api/v1/dossiers")
+    }
+
+    /// Files `body` online, which must be accepted: the new dossier's reference.
+    pub async fn file_accepted(&self, body: &serde_json::Value) -> String {
+        let r = self.file(body, None).await;
+        assert_eq!(r.status(), 201);
+        r.json::<serde_json::Value>().await.expect("a JSON answer")["reference"]
+            .as_str()
+            .expect("a reference in the answer")
+            .to_string()
     }
 
     pub async fn dossier(&self, reference: &str) -> reqwest::Response {

@@ -105,11 +105,7 @@ pub async fn run(args: &PostalBenchArgs) -> anyhow::Result<PostalReport> {
     let scratch = Scratch::create(&args.servers, &name).await?;
     let outcome = run_in(args, &scratch, &work).await;
     scratch.drop_all().await;
-    if outcome.is_ok() {
-        let _ = std::fs::remove_dir_all(&work);
-    } else {
-        eprintln!("the mesh's logs are kept in {}", work.display());
-    }
+    super::tidy_work(&outcome, &work);
     outcome
 }
 

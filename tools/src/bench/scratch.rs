@@ -63,7 +63,7 @@ impl Scratch {
         let http = reqwest::Client::new();
         let scratch = Self {
             name: name.to_string(),
-            database_url: with_database(&servers.admin_database_url, name),
+            database_url: guichet_kit::db::with_database(&servers.admin_database_url, name),
             amqp_url: format!("{}/{name}", servers.broker_url.trim_end_matches('/')),
             admin,
             servers: servers.clone(),
@@ -148,42 +148,5 @@ impl Scratch {
         ))
         .execute(&self.admin)
         .await;
-    }
-}
-
-/// `url` with its database name replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let base = match base.rfind('/') {
-        Some(i) if i > "postgres://".len() => &base[..i],
-        _ => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn database_name_is_replaced() {
-        let table = [
-            (
-                "postgres://postgres@127.0.0.1:5432/test",
-                "postgres://postgres@127.0.0.1:5432/b",
-            ),
-            (
-                "postgres://u@h/test?sslmode=disable",
-                "postgres://u@h/b?sslmode=disable",
-            ),
-            ("postgres://u@h", "postgres://u@h/b"),
-        ];
-        for (url, expected) in table {
-            assert_eq!(super::with_database(url, "b"), expected, "{url}");
-        }
     }
 }

@@ -344,7 +344,7 @@ async fn first_events_postgres(
 }
 
 /// The dossiers of the batch with a filing to link to, and those with a
-/// near match to propose, each found in one statement.
+/// near match to propose, both found in one statement.
 async fn candidates_postgres(
     pg: &mut PgConnection,
     arrivals: &[(&Incoming, Arrival)],
@@ -359,37 +359,35 @@ async fn candidates_postgres(
         procedures.push(d.filing.procedure.as_str().to_string());
         filed.push(d.filed_at);
     }
-    let to_link: HashSet<String> = sqlx::query_scalar(&format!(
-        "SELECT u.r FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[]) \
-         AS u(r, pk, p, fa) \
-         WHERE EXISTS (SELECT 1 FROM dossiers WHERE person_key = u.pk AND procedure = u.p \
+    // Both questions in one statement: a row per dossier of the batch, with
+    // whether it has a filing to link to and whether it has a near match.
+    let found: Vec<(String, bool, bool)> = sqlx::query_as(&format!(
+        "SELECT u.r, \
+         EXISTS (SELECT 1 FROM dossiers WHERE person_key = u.pk AND procedure = u.p \
          AND reference <> u.r AND linked_to IS NULL AND {OPEN} \
-         AND (filed_at < u.fa OR (filed_at = u.fa AND reference < u.r)))"
-    ))
-    .bind(&refs)
-    .bind(&keys)
-    .bind(&procedures)
-    .bind(&filed)
-    .fetch_all(&mut *pg)
-    .await?
-    .into_iter()
-    .collect();
-    let to_propose: HashSet<String> = sqlx::query_scalar(&format!(
-        "SELECT u.r FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
-         $5::timestamptz[]) AS u(r, nk, pk, p, fa) \
-         WHERE EXISTS (SELECT 1 FROM dossiers WHERE near_key = u.nk AND procedure = u.p \
+         AND (filed_at < u.fa OR (filed_at = u.fa AND reference < u.r))), \
+         EXISTS (SELECT 1 FROM dossiers WHERE near_key = u.nk AND procedure = u.p \
          AND person_key <> u.pk AND reference <> u.r AND linked_to IS NULL AND {OPEN} \
-         AND (filed_at < u.fa OR (filed_at = u.fa AND reference < u.r)))"
+         AND (filed_at < u.fa OR (filed_at = u.fa AND reference < u.r))) \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) \
+         AS u(r, pk, nk, p, fa)"
     ))
     .bind(&refs)
-    .bind(&near)
     .bind(&keys)
+    .bind(&near)
     .bind(&procedures)
     .bind(&filed)
     .fetch_all(&mut *pg)
-    .await?
-    .into_iter()
-    .collect();
+    .await?;
+    let (mut to_link, mut to_propose) = (HashSet::new(), HashSet::new());
+    for (reference, link, propose) in found {
+        if link {
+            to_link.insert(reference.clone());
+        }
+        if propose {
+            to_propose.insert(reference);
+        }
+    }
     Ok((to_link, to_propose))
 }
 

@@ -43,6 +43,40 @@ pub struct LocalBus {
 /// seq, message id, exchange, routing key, headers (JSON), body, deliveries.
 type Row = (i64, String, String, String, String, Vec<u8>, i64);
 
+/// Leases ready messages of a queue (binds: the queue, how many at most);
+/// RETURNING gives no order, so callers sort the `Row`s by `seq`.
+const LEASE: &str = "UPDATE bus_messages SET leased = 1, delivery_count = delivery_count + 1 \
+     WHERE seq IN (SELECT seq FROM bus_messages WHERE queue = ? AND leased = 0 \
+                   ORDER BY seq LIMIT ?) \
+     RETURNING seq, message_id, exchange, routing_key, headers, body, delivery_count";
+
+/// A leased row as a delivery; `room` is the consumer's prefetch slot, if it
+/// has one, freed when the message is settled.
+fn delivery(
+    inner: &Arc<Inner>,
+    queue: &str,
+    row: Row,
+    room: Option<OwnedSemaphorePermit>,
+) -> Delivery {
+    let (seq, message_id, exchange, routing_key, headers, body, count) = row;
+    Delivery {
+        message_id: Some(message_id),
+        exchange,
+        routing_key,
+        headers: serde_json::from_str(&headers).unwrap_or_default(),
+        body,
+        redelivered: count > 1,
+        delivery_count: u32::try_from(count - 1).unwrap_or(0),
+        acker: Acker::Local(LocalAcker {
+            inner: inner.clone(),
+            seq,
+            queue: queue.to_string(),
+            settled: AtomicBool::new(false),
+            room: std::sync::Mutex::new(room),
+        }),
+    }
+}
+
 impl LocalBus {
     /// Opens (or creates) the bus file. Only one process may use it at a time.
     pub async fn open(path: &Path, delivery_limit: u32) -> Result<Self, BusError> {
@@ -139,39 +173,17 @@ impl Bus for LocalBus {
     /// Leases up to `max` ready messages, oldest first; a delivery dropped
     /// unsettled gives its lease back.
     async fn take(&self, queue: &str, max: usize) -> Result<Vec<Delivery>, BusError> {
-        let rows: Vec<Row> = sqlx::query_as(
-            "UPDATE bus_messages SET leased = 1, delivery_count = delivery_count + 1 \
-             WHERE seq IN (SELECT seq FROM bus_messages WHERE queue = ? AND leased = 0 \
-                           ORDER BY seq LIMIT ?) \
-             RETURNING seq, message_id, exchange, routing_key, headers, body, delivery_count",
-        )
-        .bind(queue)
-        .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch_all(&self.inner.pool)
-        .await
-        .map_err(local("take"))?;
+        let rows: Vec<Row> = sqlx::query_as(LEASE)
+            .bind(queue)
+            .bind(i64::try_from(max).unwrap_or(i64::MAX))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(local("take"))?;
         let mut rows = rows;
         rows.sort_by_key(|r| r.0);
         let taken: Vec<Delivery> = rows
             .into_iter()
-            .map(
-                |(seq, message_id, exchange, routing_key, headers, body, count)| Delivery {
-                    message_id: Some(message_id),
-                    exchange,
-                    routing_key,
-                    headers: serde_json::from_str(&headers).unwrap_or_default(),
-                    body,
-                    redelivered: count > 1,
-                    delivery_count: u32::try_from(count - 1).unwrap_or(0),
-                    acker: Acker::Local(LocalAcker {
-                        inner: self.inner.clone(),
-                        seq,
-                        queue: queue.to_string(),
-                        settled: AtomicBool::new(false),
-                        room: std::sync::Mutex::new(None),
-                    }),
-                },
-            )
+            .map(|row| delivery(&self.inner, queue, row, None))
             .collect();
         Ok(taken)
     }
@@ -231,16 +243,11 @@ async fn feed(
         let published = inner.published.notified();
         tokio::pin!(published);
         published.as_mut().enable();
-        let leased: Result<Vec<Row>, sqlx::Error> = sqlx::query_as(
-            "UPDATE bus_messages SET leased = 1, delivery_count = delivery_count + 1 \
-             WHERE seq IN (SELECT seq FROM bus_messages WHERE queue = ? AND leased = 0 \
-                           ORDER BY seq LIMIT ?) \
-             RETURNING seq, message_id, exchange, routing_key, headers, body, delivery_count",
-        )
-        .bind(&queue)
-        .bind(permits.len() as i64)
-        .fetch_all(&inner.pool)
-        .await;
+        let leased: Result<Vec<Row>, sqlx::Error> = sqlx::query_as(LEASE)
+            .bind(&queue)
+            .bind(permits.len() as i64)
+            .fetch_all(&inner.pool)
+            .await;
         let mut rows = match leased {
             Ok(rows) => rows,
             Err(e) => {
@@ -267,26 +274,7 @@ async fn feed(
         let deliveries: Vec<Delivery> = rows
             .into_iter()
             .zip(permits.drain(..))
-            .map(
-                |((seq, message_id, exchange, routing_key, headers, body, count), permit)| {
-                    Delivery {
-                        message_id: Some(message_id),
-                        exchange,
-                        routing_key,
-                        headers: serde_json::from_str(&headers).unwrap_or_default(),
-                        body,
-                        redelivered: count > 1,
-                        delivery_count: u32::try_from(count - 1).unwrap_or(0),
-                        acker: Acker::Local(LocalAcker {
-                            inner: inner.clone(),
-                            seq,
-                            queue: queue.clone(),
-                            settled: AtomicBool::new(false),
-                            room: std::sync::Mutex::new(Some(permit)),
-                        }),
-                    }
-                },
-            )
+            .map(|(row, permit)| delivery(&inner, &queue, row, Some(permit)))
             .collect();
         for delivery in deliveries {
             // If the consumer is gone, the deliveries not handed over are
