@@ -283,46 +283,70 @@ impl OutboxRelay {
         if rows.is_empty() {
             return Published::default();
         }
+        let mut outcome = Published::default();
+        // Headers this kit wrote and cannot read back: the row stays in the
+        // outbox, counted as failed every round, never sent without them.
+        let (rows, unreadable): (Vec<_>, Vec<_>) = rows
+            .iter()
+            .map(|row| {
+                (
+                    row,
+                    serde_json::from_str::<BTreeMap<String, String>>(&row.4),
+                )
+            })
+            .partition(|(_, headers)| headers.is_ok());
+        for (row, headers) in unreadable {
+            if let Err(e) = headers {
+                tracing::error!(id = row.0, message_id = %row.1, error = %e, "outbox row with unreadable headers");
+                outcome
+                    .failed
+                    .push((row.0, format!("unreadable headers: {e}")));
+            }
+        }
+        let rows: Vec<(&Row, BTreeMap<String, String>)> = rows
+            .into_iter()
+            .filter_map(|(row, headers)| headers.ok().map(|h| (row, h)))
+            .collect();
         let mut spans = Vec::with_capacity(rows.len());
         let messages: Vec<OutgoingMessage> = rows
             .iter()
-            .map(|(_, message_id, exchange, routing_key, headers, body)| {
-                let mut headers: BTreeMap<String, String> =
-                    serde_json::from_str(headers).unwrap_or_default();
-                // Named and described as OpenTelemetry's messaging conventions say.
-                let span = tracing::info_span!(
-                    "publish",
-                    otel.name = %format!("publish {exchange}"),
-                    otel.kind = "producer",
-                    messaging.system = "rabbitmq",
-                    messaging.operation.name = "publish",
-                    messaging.operation.type = "send",
-                    messaging.destination.name = %exchange,
-                    messaging.rabbitmq.destination.routing_key = %routing_key,
-                    messaging.message.id = %message_id,
-                );
-                let carrier: HashMap<String, String> = headers
-                    .iter()
-                    .filter(|(k, _)| telemetry::TRACE_HEADERS.contains(&k.as_str()))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                telemetry::set_parent(&span, &carrier);
-                headers.extend(telemetry::inject(&span));
-                spans.push(span);
-                OutgoingMessage {
-                    message_id: message_id.clone(),
-                    exchange: exchange.clone(),
-                    routing_key: routing_key.clone(),
-                    headers,
-                    body: body.clone(),
-                }
-            })
+            .map(
+                |((_, message_id, exchange, routing_key, _, body), headers)| {
+                    let mut headers = headers.clone();
+                    // Named and described as OpenTelemetry's messaging conventions say.
+                    let span = tracing::info_span!(
+                        "publish",
+                        otel.name = %format!("publish {exchange}"),
+                        otel.kind = "producer",
+                        messaging.system = "rabbitmq",
+                        messaging.operation.name = "publish",
+                        messaging.operation.type = "send",
+                        messaging.destination.name = %exchange,
+                        messaging.rabbitmq.destination.routing_key = %routing_key,
+                        messaging.message.id = %message_id,
+                    );
+                    let carrier: HashMap<String, String> = headers
+                        .iter()
+                        .filter(|(k, _)| telemetry::TRACE_HEADERS.contains(&k.as_str()))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    telemetry::set_parent(&span, &carrier);
+                    headers.extend(telemetry::inject(&span));
+                    spans.push(span);
+                    OutgoingMessage {
+                        message_id: message_id.clone(),
+                        exchange: exchange.clone(),
+                        routing_key: routing_key.clone(),
+                        headers,
+                        body: body.clone(),
+                    }
+                },
+            )
             .collect();
         // Debug level: not exported, so a relay round is not a trace of its own.
         let batch_span = tracing::debug_span!("outbox.relay", messages = messages.len());
         let results = self.bus.publish(&messages).instrument(batch_span).await;
-        let mut outcome = Published::default();
-        for ((row, result), span) in rows.iter().zip(results).zip(spans) {
+        for (((row, _), result), span) in rows.iter().zip(results).zip(spans) {
             match result {
                 Ok(()) => {
                     outcome.sent.push(row.0);

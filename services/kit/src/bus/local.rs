@@ -50,6 +50,30 @@ const LEASE: &str = "UPDATE bus_messages SET leased = 1, delivery_count = delive
                    ORDER BY seq LIMIT ?) \
      RETURNING seq, message_id, exchange, routing_key, headers, body, delivery_count";
 
+/// Header under which a message whose stored headers cannot be read keeps
+/// them as they were stored, with the reason beside them.
+pub const UNREADABLE_HEADERS: &str = "x-guichet-unreadable-headers";
+
+/// The headers of a stored message. This bus wrote them as a JSON map, so
+/// one it cannot read back is damage: said in the log, and carried with the
+/// message as stored (never dropped, never replaced by plausible ones), so
+/// the consumer and `guichet dlq` see it.
+fn stored_headers(seq: i64, text: &str) -> BTreeMap<String, String> {
+    match serde_json::from_str(text) {
+        Ok(headers) => headers,
+        Err(e) => {
+            tracing::error!(seq, error = %e, "a stored message's headers cannot be read");
+            BTreeMap::from([
+                (UNREADABLE_HEADERS.to_string(), text.to_string()),
+                (
+                    DEATH_REASON_HEADER.to_string(),
+                    format!("unreadable headers: {e}"),
+                ),
+            ])
+        }
+    }
+}
+
 /// A leased row as a delivery; `room` is the consumer's prefetch slot, if it
 /// has one, freed when the message is settled.
 fn delivery(
@@ -63,7 +87,7 @@ fn delivery(
         message_id: Some(message_id),
         exchange,
         routing_key,
-        headers: serde_json::from_str(&headers).unwrap_or_default(),
+        headers: stored_headers(seq, &headers),
         body,
         redelivered: count > 1,
         delivery_count: u32::try_from(count - 1).unwrap_or(0),
@@ -334,8 +358,7 @@ impl LocalAcker {
         };
         if limited && count > i64::from(self.inner.delivery_limit) {
             // Past the limit: to the dead-letter queue, with the reason.
-            let mut headers: BTreeMap<String, String> =
-                serde_json::from_str(&headers).unwrap_or_default();
+            let mut headers = stored_headers(self.seq, &headers);
             headers
                 .entry(DEATH_REASON_HEADER.into())
                 .or_insert_with(|| format!("delivery limit reached ({count} deliveries)"));
@@ -389,5 +412,27 @@ impl Drop for LocalAcker {
                 .await;
             inner.published.notify_waiters();
         });
+    }
+}
+
+#[cfg(test)]
+mod stored_headers_tests {
+    use super::*;
+
+    #[test]
+    fn damaged_headers_are_kept_as_stored_with_the_reason() {
+        let fine = stored_headers(1, r#"{"traceparent":"00-abc"}"#);
+        assert_eq!(fine.get("traceparent").map(String::as_str), Some("00-abc"));
+        let damaged = stored_headers(2, "{\"traceparent\":");
+        assert_eq!(
+            damaged.get(UNREADABLE_HEADERS).map(String::as_str),
+            Some("{\"traceparent\":")
+        );
+        assert!(
+            damaged
+                .get(DEATH_REASON_HEADER)
+                .is_some_and(|r| r.starts_with("unreadable headers"))
+        );
+        assert_eq!(damaged.len(), 2);
     }
 }
