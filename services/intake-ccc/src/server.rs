@@ -70,6 +70,7 @@ pub async fn start(
     );
     let routes = tonic::service::Routes::new(CallCentreServer::new(service));
     Ok(channel
+        .with_relay(&mut tasks, &shared.shutdown)
         .serve(tasks, routes, "guichet.v1.CallCentre", &shared.shutdown)
         .await)
 }

@@ -59,6 +59,7 @@ pub async fn start(
     );
     let routes = tonic::service::Routes::new(DeskServer::new(service));
     Ok(channel
+        .with_relay(&mut tasks, &shared.shutdown)
         .serve(tasks, routes, "guichet.v1.Desk", &shared.shutdown)
         .await)
 }

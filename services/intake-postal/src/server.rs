@@ -142,6 +142,7 @@ pub async fn start(
         .max_encoding_message_size(MAX_UPLOAD_BYTES);
     let routes = tonic::service::Routes::new(server);
     Ok(channel
+        .with_relay(&mut tasks, &shared.shutdown)
         .serve_with_limit(
             tasks,
             routes,

@@ -22,13 +22,10 @@ pub async fn start(
         intake: channel.intake.clone(),
     };
     let routes = tonic::service::Routes::new(OnlineIntakeServer::new(service));
+    let mut tasks = Tasks::new();
     Ok(channel
-        .serve(
-            Tasks::new(),
-            routes,
-            "guichet.v1.OnlineIntake",
-            &shared.shutdown,
-        )
+        .with_relay(&mut tasks, &shared.shutdown)
+        .serve(tasks, routes, "guichet.v1.OnlineIntake", &shared.shutdown)
         .await)
 }
 

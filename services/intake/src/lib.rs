@@ -15,7 +15,7 @@ use guichet_kit::clock::SharedClock;
 use guichet_kit::db::Migrations;
 use guichet_kit::metrics::{ChannelLabels, ValidationLabels, field_label};
 use guichet_kit::outbox::OutboxRelay;
-use guichet_kit::service::{self, Foundations, Running, Shared, StartError, Tasks};
+use guichet_kit::service::{self, Foundations, Shared, StartError, Tasks};
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, Metrics, ServiceError};
 use tokio::sync::Notify;
@@ -43,37 +43,11 @@ pub struct ChannelFoundations {
 }
 
 impl ChannelFoundations {
-    /// Serves the channel's gRPC `routes` beside its outbox relay and its
-    /// own `tasks` (`service::Foundations::serve`).
-    pub async fn serve(
-        self,
-        tasks: Tasks,
-        routes: tonic::service::Routes,
-        name: &'static str,
-        shutdown: &Shutdown,
-    ) -> Running {
-        self.serve_with_limit(
-            tasks,
-            routes,
-            name,
-            guichet_kit::grpc_check::DEFAULT_MAX_MESSAGE_BYTES,
-            shutdown,
-        )
-        .await
-    }
-
-    pub async fn serve_with_limit(
-        self,
-        mut tasks: Tasks,
-        routes: tonic::service::Routes,
-        name: &'static str,
-        max_message_bytes: usize,
-        shutdown: &Shutdown,
-    ) -> Running {
+    /// The kit's foundations to serve on, the channel's outbox relay
+    /// spawned among its `tasks` first.
+    pub fn with_relay(self, tasks: &mut Tasks, shutdown: &Shutdown) -> Foundations {
         tasks.spawn("outbox relay", self.relay.run(shutdown.clone()));
         self.base
-            .serve_with_limit(tasks, routes, name, max_message_bytes, shutdown)
-            .await
     }
 }
 
