@@ -23,6 +23,7 @@ mod instruction;
 mod observability;
 mod postal;
 mod schema_parity;
+mod secrets;
 mod storage_contract;
 mod store_contracts;
 mod supervision;

@@ -2,7 +2,7 @@
 
 /// This service's own section of the configuration (`GUICHET_*`
 /// variables or flags), beside the kit's common one.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 #[command(next_help_heading = "Mailroom")]
 pub struct MailroomSettings {
     /// Key that signs the QR codes of printed forms (any text, 32 bytes or
@@ -19,7 +19,7 @@ pub struct MailroomSettings {
     pub postmark_max_age_days: u32,
     /// SMTP relay for the e-mail copy of letters (`smtp://host:25`). Unset:
     /// each e-mail is written as an .eml file under the data folder's `mail/`.
-    #[arg(long, env = "GUICHET_SMTP_URL")]
+    #[arg(long, env = "GUICHET_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
     /// Sender of the e-mail copy of letters.
     #[arg(
@@ -28,6 +28,28 @@ pub struct MailroomSettings {
         default_value = "Guichet <ne-pas-repondre@guichet.example>"
     )]
     pub mail_from: String,
+}
+
+/// By hand: the signing key is never shown, the SMTP password neither.
+impl std::fmt::Debug for MailroomSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailroomSettings")
+            .field(
+                "form_signing_key",
+                &self.form_signing_key.as_ref().map(|_| "***"),
+            )
+            .field("postal_readers", &self.postal_readers)
+            .field("postmark_max_age_days", &self.postmark_max_age_days)
+            .field(
+                "smtp_url",
+                &self
+                    .smtp_url
+                    .as_deref()
+                    .map(guichet_kit::config::redact_url),
+            )
+            .field("mail_from", &self.mail_from)
+            .finish()
+    }
 }
 
 impl MailroomSettings {

@@ -5,14 +5,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct Config {
     /// RabbitMQ URL (amqp://user:pass@host:port/vhost). Unset: in-process bus.
-    #[arg(long, env = "GUICHET_AMQP_URL")]
+    #[arg(long, env = "GUICHET_AMQP_URL", hide_env_values = true)]
     pub amqp_url: Option<String>,
 
     /// PostgreSQL URL. Unset: SQLite files in the data folder.
-    #[arg(long, env = "GUICHET_DATABASE_URL")]
+    #[arg(long, env = "GUICHET_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
     /// Folder for embedded storage and documents.
@@ -150,6 +150,58 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
 }
 
+/// Written out by hand so that a password in a URL never reaches a log line
+/// or a panic message.
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("amqp_url", &self.amqp_url.as_deref().map(redact_url))
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("data_dir", &self.data_dir)
+            .field("http_addr", &self.http_addr)
+            .field("intake_web_addr", &self.intake_web_addr)
+            .field("instruction_addr", &self.instruction_addr)
+            .field("intake_web_url", &self.intake_web_url)
+            .field("instruction_url", &self.instruction_url)
+            .field("delivery_limit", &self.delivery_limit)
+            .field("consumer_prefetch", &self.consumer_prefetch)
+            .field("outbox_batch", &self.outbox_batch)
+            .field("db_pool_size", &self.db_pool_size)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("sweep_interval_s", &self.sweep_interval_s)
+            .field("intake_ccc_addr", &self.intake_ccc_addr)
+            .field("intake_pan_addr", &self.intake_pan_addr)
+            .field("intake_ccc_url", &self.intake_ccc_url)
+            .field("intake_pan_url", &self.intake_pan_url)
+            .field("intake_postal_addr", &self.intake_postal_addr)
+            .field("intake_postal_url", &self.intake_postal_url)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("otlp_endpoint", &self.otlp_endpoint)
+            .field("log_format", &self.log_format)
+            .field("shutdown_grace_ms", &self.shutdown_grace_ms)
+            .finish()
+    }
+}
+
+/// `scheme://user:password@host/...` with the password replaced, for what is
+/// shown or logged; a URL without one, or not a URL, as it is.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
 /// A set of settings (the common one, or a service's own section) from the
 /// environment alone, with the defaults for what is not set.
 pub fn from_env<T: clap::Args>() -> Result<T, clap::Error> {
@@ -180,5 +232,41 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_never_shown() {
+        for (url, shown) in [
+            (
+                "postgres://guichet:s3cret@db:5432/guichet",
+                "postgres://guichet:***@db:5432/guichet",
+            ),
+            (
+                "amqp://svc:p%40ss@rabbit/guichet",
+                "amqp://svc:***@rabbit/guichet",
+            ),
+            ("smtp://relay:25", "smtp://relay:25"),
+            ("amqp://user@host/vhost", "amqp://user@host/vhost"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        let mut config: Config = from_env().expect("defaults");
+        config.database_url = Some("postgres://guichet:s3cret@db/guichet".into());
+        config.amqp_url = Some("amqp://svc:hunter2@rabbit/guichet".into());
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("hunter2"),
+            "{debug}"
+        );
+        assert!(
+            debug.contains("postgres://guichet:***@db/guichet"),
+            "{debug}"
+        );
     }
 }
