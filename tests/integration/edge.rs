@@ -10,7 +10,7 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{App, Backend, TestEnv};
+use common::{App, Backend, ONLINE, TestEnv, example};
 use guichet_proto::v1 as pb;
 use guichet_proto::v1::call_centre_client::CallCentreClient;
 use guichet_proto::v1::desk_client::DeskClient;
@@ -630,6 +630,32 @@ async fn a_made_up_method_is_counted_as_other() {
         !text.contains("BREW") && !text.contains("MADE-UP"),
         "{text}"
     );
+    common::stop(app, env).await;
+}
+
+on_both_backends!(every_answer_is_hardened_against_sniffing_framing_and_caching);
+async fn every_answer_is_hardened_against_sniffing_framing_and_caching(backend: Backend) {
+    let env = TestEnv::on(backend).await;
+    let app = App::builder(&env.config()).only(ONLINE).start().await;
+    let reference = app.file_accepted(&example("renewal-employee.json")).await;
+    let answers = [
+        app.get("/healthz").await,
+        app.get(&format!("/api/v1/dossiers/{reference}")).await,
+        app.get("/api/v1/no-such-route").await,
+        app.post_json("/api/v1/dossiers", &json!({"procedure": 7}))
+            .await,
+    ];
+    for r in answers {
+        let h = r.headers();
+        let at = format!("{} {}", r.url().path(), r.status());
+        assert_eq!(h["x-content-type-options"], "nosniff", "{at}");
+        assert_eq!(h["x-frame-options"], "DENY", "{at}");
+        assert_eq!(
+            h["content-security-policy"], "frame-ancestors 'none'",
+            "{at}"
+        );
+        assert_eq!(h["cache-control"], "no-store", "{at}");
+    }
     common::stop(app, env).await;
 }
 
