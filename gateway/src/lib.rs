@@ -19,6 +19,7 @@ pub mod grpc_proxy;
 pub mod health;
 pub mod openapi;
 pub mod ops;
+pub mod origin;
 pub mod postal;
 pub mod server;
 pub mod state;

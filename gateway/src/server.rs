@@ -20,7 +20,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::state::{AppState, BadTarget, Targets};
-use crate::{agents, appointments, dossiers, grpc_proxy, ops, postal};
+use crate::{agents, appointments, dossiers, grpc_proxy, ops, origin, postal};
 
 /// Largest JSON body accepted: a filing carries document references, not bytes.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -89,6 +89,7 @@ pub fn router(
         // Routes that set their own limits and time, after the common timeout.
         .merge(postal::upload_routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(origin::refuse_cross_site))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ops::count_request,

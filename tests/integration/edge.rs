@@ -659,6 +659,48 @@ async fn every_answer_is_hardened_against_sniffing_framing_and_caching(backend: 
     common::stop(app, env).await;
 }
 
+on_both_backends!(a_form_on_another_site_cannot_change_anything);
+async fn a_form_on_another_site_cannot_change_anything(backend: Backend) {
+    let env = TestEnv::on(backend).await;
+    let app = App::builder(&env.config()).only(ONLINE).start().await;
+    let from_elsewhere = |path: &str| {
+        app.http
+            .post(format!("{}{path}", app.base))
+            .header("origin", "https://evil.example")
+    };
+    // What a plain cross-site form can send: an empty body, or text.
+    let cancel = from_elsewhere("/api/v1/appointments/any/cancellation")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 403);
+    let filing = from_elsewhere("/api/v1/dossiers")
+        .header("content-type", "application/json")
+        .json(&example("renewal-employee.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(filing.status(), 403);
+    let body: Value = filing.json().await.unwrap();
+    assert_eq!(body["errors"][0]["field"], "Origin", "{body}");
+    // The same from the gateway's own pages, or from software, goes through.
+    let host = app.base.trim_start_matches("http://").to_string();
+    let own = app
+        .http
+        .post(format!("{}/api/v1/dossiers", app.base))
+        .header("origin", format!("http://{host}"))
+        .json(&example("renewal-employee.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 201);
+    app.file_accepted(&example("renewal-employee.json")).await;
+    // Filed twice (same body, no key: two filings), never from elsewhere.
+    let accepted = r#"guichet_filings_accepted_total{channel="web"}"#;
+    assert_eq!(app.metric(accepted).await, 2.0);
+    common::stop(app, env).await;
+}
+
 /// Sends `head` and waits for the server to close; the time it took.
 async fn closed_after(app: &App, head: &[u8]) -> Duration {
     let mut stream = tokio::net::TcpStream::connect(app.mesh.http_addr)
