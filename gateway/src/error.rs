@@ -11,6 +11,8 @@ use serde::Serialize;
 pub struct ApiError {
     status: StatusCode,
     errors: Vec<Problem>,
+    /// Seconds to say in `Retry-After`, when the caller is to wait.
+    retry_after: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -32,6 +34,16 @@ impl ApiError {
                 field: field.map(str::to_string),
                 problem: problem.into(),
             }],
+            retry_after: None,
+        }
+    }
+
+    /// A 429: the caller may try again after `wait` (rounded up to a second).
+    pub fn too_many(field: &str, problem: &str, wait: std::time::Duration) -> Self {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Self {
+            retry_after: Some(seconds.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, Some(field), problem)
         }
     }
 
@@ -59,6 +71,7 @@ impl From<ServiceError> for ApiError {
         Self {
             status: e.kind.http_status(),
             errors,
+            retry_after: None,
         }
     }
 }
@@ -92,10 +105,15 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        let retry_after = match self.retry_after {
+            Some(seconds) => Some(HeaderValue::from(seconds)),
+            None if self.status == StatusCode::SERVICE_UNAVAILABLE => {
+                Some(HeaderValue::from_static("5"))
+            }
+            None => None,
+        };
+        if let Some(v) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
         }
         response
     }

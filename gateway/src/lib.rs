@@ -24,6 +24,7 @@ pub mod postal;
 pub mod server;
 pub mod state;
 pub mod status;
+pub mod tries;
 pub mod views;
 
 pub use server::{Running, start};

@@ -11,7 +11,7 @@ use guichet_kit::clock::SharedClock;
 use guichet_kit::service::Listen;
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::{Config, Metrics, telemetry};
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -20,6 +20,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::state::{AppState, BadTarget, Targets};
+use crate::tries::Tries;
 use crate::{agents, appointments, dossiers, grpc_proxy, ops, origin, postal};
 
 /// Largest JSON body accepted: a filing carries document references, not bytes.
@@ -131,7 +132,11 @@ pub async fn start(
     metrics: Metrics,
     shutdown: Shutdown,
 ) -> Result<Running, StartError> {
-    let state = AppState::connect(&targets, clock, metrics)?;
+    let tries = Tries::new(
+        config.status_tries,
+        Duration::from_secs(config.status_window_s),
+    );
+    let state = AppState::connect(&targets, clock, metrics, std::sync::Arc::new(tries))?;
     let (listener, http_addr) = listen
         .into()
         .open()
@@ -168,7 +173,7 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: Shutdow
     builder.http2().timer(TokioTimer::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -183,7 +188,15 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: Shutdow
         let _ = stream.set_nodelay(true);
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        let service = TowerToHyperService::new(app.clone());
+        // The client's address, for what is counted per client (`tries`).
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut request: axum::http::Request<_>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        ));
         tokio::spawn(async move {
             if !protocol_known_in_time(&stream, HEADER_READ_TIMEOUT).await {
                 return;

@@ -2,6 +2,8 @@
 //! the clock and the figures. Built once at start-up from the services'
 //! addresses.
 
+use std::sync::Arc;
+
 use guichet_kit::Metrics;
 use guichet_kit::clock::SharedClock;
 use guichet_kit::grpc::{self, TracedChannel};
@@ -11,6 +13,8 @@ use guichet_proto::v1::instruction_desk_client::InstructionDeskClient;
 use guichet_proto::v1::instruction_reader_client::InstructionReaderClient;
 use guichet_proto::v1::online_intake_client::OnlineIntakeClient;
 use guichet_proto::v1::postal_client::PostalClient;
+
+use crate::tries::Tries;
 
 /// Largest scanned batch accepted: a stack of envelopes at 300 dpi.
 pub const MAX_UPLOAD_BYTES: usize = 256 * 1024 * 1024;
@@ -50,6 +54,8 @@ pub struct AppState {
     pub clock: SharedClock,
     /// This process's figures: in `guichet up`, every service's.
     pub metrics: Metrics,
+    /// Wrong birth dates per reference and per client address.
+    pub status_tries: Arc<Tries>,
 }
 
 impl AppState {
@@ -60,6 +66,7 @@ impl AppState {
         targets: &Targets,
         clock: SharedClock,
         metrics: Metrics,
+        status_tries: Arc<Tries>,
     ) -> Result<Self, BadTarget> {
         let connect = |url: &str| {
             grpc::channel(url).map_err(|source| BadTarget {
@@ -88,6 +95,7 @@ impl AppState {
             postal_channel: postal,
             clock,
             metrics,
+            status_tries,
         })
     }
 }

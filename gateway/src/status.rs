@@ -2,8 +2,11 @@
 //! with its filters, where a person's file stands (by reference and birth
 //! date), processing times, and the check of an attestation's code.
 
-use axum::Json;
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
 use axum::extract::State;
+use axum::{Extension, Json};
 use guichet_dossier::{CaseState, Channel, Motif, Procedure, Violations};
 use guichet_proto::{convert, v1 as pb};
 use serde::{Deserialize, Serialize};
@@ -190,6 +193,7 @@ pub async fn verify_attestation(
 /// file stands. The birth date is the identity check.
 pub async fn status(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     reference: ReferenceParam,
     QueryParams(q): QueryParams<StatusQuery>,
 ) -> Result<Json<StatusJson>, ApiError> {
@@ -200,15 +204,34 @@ pub async fn status(
             "is required, as an identity check",
         ))
     })?;
-    let s = state
+    // Wrong birth dates count per reference and per client address.
+    let mut keys = vec![format!("reference:{reference}")];
+    if let Some(Extension(ConnectInfo(peer))) = peer {
+        keys.push(format!("client:{}", peer.ip()));
+    }
+    let now = state.clock.now();
+    if let Some(wait) = state.status_tries.wait(&keys, now) {
+        return Err(ApiError::too_many(
+            "birth_date",
+            "too many wrong birth dates for this file or from this address; try again later",
+            wait,
+        ));
+    }
+    let answer = state
         .instruction
         .clone()
         .get_status(pb::GetStatusRequest {
             reference: reference.to_string(),
             birth_date: Some(birth_date),
         })
-        .await?
-        .into_inner();
+        .await;
+    if answer
+        .as_ref()
+        .is_err_and(|e| e.code() == tonic::Code::NotFound)
+    {
+        state.status_tries.fail(&keys, now);
+    }
+    let s = answer?.into_inner();
     Ok(Json(StatusJson {
         channel: channel_text(s.channel),
         state: convert::case_state_text(s.state).unwrap_or_default(),

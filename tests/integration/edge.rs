@@ -701,6 +701,60 @@ async fn a_form_on_another_site_cannot_change_anything(backend: Backend) {
     common::stop(app, env).await;
 }
 
+on_both_backends!(wrong_birth_dates_are_limited_per_reference_and_address);
+async fn wrong_birth_dates_are_limited_per_reference_and_address(backend: Backend) {
+    let env = TestEnv::on(backend).await;
+    let mut config = env.config();
+    config.status_tries = 5;
+    config.status_window_s = 900;
+    let clock = std::sync::Arc::new(common::ShiftedClock::default());
+    let app = App::builder(&config)
+        .only(ONLINE)
+        .clock(clock.clone())
+        .start()
+        .await;
+    let filing = example("renewal-employee.json");
+    let born = filing["applicant"]["birth_date"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reference = app.file_accepted(&filing).await;
+    // Recorded by instruction, asked without a birth date (not a try).
+    common::eventually(Duration::from_secs(20), "the dossier recorded", || async {
+        (app.get(&format!("/api/v1/dossiers/{reference}"))
+            .await
+            .status()
+            == 200)
+            .then_some(())
+    })
+    .await;
+    let path =
+        |birth_date: &str| format!("/api/v1/dossiers/{reference}/status?birth_date={birth_date}");
+    let mut answers = std::collections::BTreeMap::new();
+    let mut retry_after = None;
+    for day in 0..1000 {
+        let wrong = (chrono::NaiveDate::from_ymd_opt(1950, 1, 1).unwrap() + chrono::Days::new(day))
+            .to_string();
+        let r = app.get(&path(&wrong)).await;
+        if r.status() == 429 {
+            retry_after = r.headers().get("retry-after").cloned();
+        }
+        *answers.entry(r.status().as_u16()).or_insert(0) += 1;
+    }
+    assert_eq!(answers, [(404, 5), (429, 995)].into(), "{answers:?}");
+    let wait: u64 = retry_after.unwrap().to_str().unwrap().parse().unwrap();
+    assert!((1..=900).contains(&wait), "Retry-After: {wait}");
+    // Held back, the right birth date is refused too: nothing to learn.
+    assert_eq!(app.get(&path(&born)).await.status(), 429);
+    // Once the window has passed, the right one works.
+    clock.advance(chrono::Duration::seconds(901));
+    let r = app.get(&path(&born)).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["reference"], reference.as_str());
+    common::stop(app, env).await;
+}
+
 /// Sends `head` and waits for the server to close; the time it took.
 async fn closed_after(app: &App, head: &[u8]) -> Duration {
     let mut stream = tokio::net::TcpStream::connect(app.mesh.http_addr)

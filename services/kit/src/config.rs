@@ -75,6 +75,15 @@ pub struct Config {
     #[arg(long, env = "GUICHET_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
 
+    /// Wrong birth dates the status look-up takes per reference, and per
+    /// client address, within `GUICHET_STATUS_WINDOW_S`; then 429.
+    #[arg(long, env = "GUICHET_STATUS_TRIES", default_value_t = 5)]
+    pub status_tries: u32,
+
+    /// The window, in seconds, over which wrong birth dates are counted.
+    #[arg(long, env = "GUICHET_STATUS_WINDOW_S", default_value_t = 900)]
+    pub status_window_s: u64,
+
     /// Seconds between two sweeps that issue due attestations and close files
     /// whose deadline passed.
     #[arg(long, env = "GUICHET_SWEEP_INTERVAL_S", default_value_t = 300)]
@@ -171,6 +180,8 @@ impl std::fmt::Debug for Config {
             .field("outbox_batch", &self.outbox_batch)
             .field("db_pool_size", &self.db_pool_size)
             .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("status_tries", &self.status_tries)
+            .field("status_window_s", &self.status_window_s)
             .field("sweep_interval_s", &self.sweep_interval_s)
             .field("intake_ccc_addr", &self.intake_ccc_addr)
             .field("intake_pan_addr", &self.intake_pan_addr)
