@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use axum::extract::ConnectInfo;
 use axum::extract::State;
 use axum::{Extension, Json};
-use guichet_dossier::{CaseState, Channel, Motif, Procedure, Violations};
+use guichet_dossier::{CaseState, Channel, Motif, Procedure, Reference, Violations};
 use guichet_proto::{convert, v1 as pb};
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +110,18 @@ pub async fn queue(
 }
 
 // ---- the person's view -------------------------------------------------------------
+
+/// Whether instruction has recorded `reference` (without personal data).
+async fn dossier_exists(state: &AppState, reference: &Reference) -> bool {
+    state
+        .instruction
+        .clone()
+        .get_dossier(pb::GetDossierRequest {
+            reference: reference.to_string(),
+        })
+        .await
+        .is_ok()
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -228,7 +240,11 @@ pub async fn status(
     if answer
         .as_ref()
         .is_err_and(|e| e.code() == tonic::Code::NotFound)
+        && dossier_exists(&state, &reference).await
     {
+        // A wrong birth date for a file that exists. A file not recorded
+        // yet (asked right after filing) or a reference nobody has is not a
+        // try: the reference alone says no more than `GET /dossiers/{ref}`.
         state.status_tries.fail(&keys, now);
     }
     let s = answer?.into_inner();

@@ -1,6 +1,8 @@
 //! Wrong birth dates are limited, so the status look-up cannot be used to
 //! find a person's birth date by trying them all: per reference and per
-//! client address, at most `max` failures within `window`; past that, a 429
+//! client address, at most `max` failures within `window` (a failure being a
+//! wrong birth date for a file that exists: a reference not recorded yet, as
+//! right after filing, is not one); past that, a 429
 //! with `Retry-After` until the oldest failure leaves the window. The right
 //! birth date is refused too while a key is over its limit, so an attacker
 //! learns nothing from the answers.

@@ -730,6 +730,18 @@ async fn wrong_birth_dates_are_limited_per_reference_and_address(backend: Backen
     .await;
     let path =
         |birth_date: &str| format!("/api/v1/dossiers/{reference}/status?birth_date={birth_date}");
+    // A reference nobody has (or not recorded yet, as right after filing)
+    // is not a try: asking again and again is never held back.
+    let unknown =
+        guichet_dossier::Reference::generate(guichet_dossier::Channel::Web, 2026, &mut rand::rng());
+    for _ in 0..20 {
+        let r = app
+            .get(&format!(
+                "/api/v1/dossiers/{unknown}/status?birth_date={born}"
+            ))
+            .await;
+        assert_eq!(r.status(), 404);
+    }
     let mut answers = std::collections::BTreeMap::new();
     let mut retry_after = None;
     for day in 0..1000 {
