@@ -132,11 +132,14 @@ pub async fn start(
     metrics: Metrics,
     shutdown: Shutdown,
 ) -> Result<Running, StartError> {
-    let tries = Tries::new(
-        config.status_tries,
-        Duration::from_secs(config.status_window_s),
-    );
-    let state = AppState::connect(&targets, clock, metrics, std::sync::Arc::new(tries))?;
+    let window = Duration::from_secs(config.status_window_s);
+    let state = AppState::connect(
+        &targets,
+        clock,
+        metrics,
+        std::sync::Arc::new(Tries::new(config.status_tries, window)),
+        std::sync::Arc::new(Tries::new(config.attestation_tries, window)),
+    )?;
     let (listener, http_addr) = listen
         .into()
         .open()

@@ -56,6 +56,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Wrong birth dates per reference and per client address.
     pub status_tries: Arc<Tries>,
+    /// Unknown attestation codes per client address.
+    pub attestation_tries: Arc<Tries>,
 }
 
 impl AppState {
@@ -67,6 +69,7 @@ impl AppState {
         clock: SharedClock,
         metrics: Metrics,
         status_tries: Arc<Tries>,
+        attestation_tries: Arc<Tries>,
     ) -> Result<Self, BadTarget> {
         let connect = |url: &str| {
             grpc::channel(url).map_err(|source| BadTarget {
@@ -96,6 +99,7 @@ impl AppState {
             clock,
             metrics,
             status_tries,
+            attestation_tries,
         })
     }
 }

@@ -174,30 +174,63 @@ fn holder_json(h: Option<pb::AttestationHolder>) -> HolderJson {
 #[derive(Debug, Serialize)]
 pub struct AttestationCheckJson {
     pub valid_today: bool,
-    pub reference: String,
     pub attestation: AttestationJson,
-    pub holder: HolderJson,
+    /// Whose it is, by name only: what an employer compares with the paper
+    /// and an identity document, and nothing more.
+    pub holder: NameJson,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NameJson {
+    pub family_name: String,
+    pub given_names: String,
 }
 
 /// `GET /api/v1/attestations/{verification_code}`: for an employer or a
-/// benefits office holding the paper, is it genuine, valid today, and whose.
+/// benefits office holding the paper, is it genuine, valid today, and whose
+/// (the name only: no birth date, nationality, foreigner number or file
+/// reference). Unknown codes count against the client's address like wrong
+/// birth dates do (`GUICHET_ATTESTATION_TRIES`), so codes cannot be tried
+/// in bulk.
 pub async fn verify_attestation(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     PathParam(code): PathParam,
 ) -> Result<Json<AttestationCheckJson>, ApiError> {
-    let check = state
+    let keys: Vec<String> = peer
+        .map(|Extension(ConnectInfo(peer))| format!("client:{}", peer.ip()))
+        .into_iter()
+        .collect();
+    let now = state.clock.now();
+    if let Some(wait) = state.attestation_tries.wait(&keys, now) {
+        return Err(ApiError::too_many(
+            "code",
+            "too many unknown codes from this address; try again later",
+            wait,
+        ));
+    }
+    let answer = state
         .instruction
         .clone()
         .verify_attestation(pb::VerifyAttestationRequest {
             verification_code: code,
         })
-        .await?
-        .into_inner();
+        .await;
+    if answer
+        .as_ref()
+        .is_err_and(|e| e.code() == tonic::Code::NotFound)
+    {
+        state.attestation_tries.fail(&keys, now);
+    }
+    let check = answer?.into_inner();
+    let holder = check.holder.unwrap_or_default();
     Ok(Json(AttestationCheckJson {
         valid_today: check.valid_today,
-        reference: check.reference,
         attestation: attestation_json(check.attestation.unwrap_or_default()),
-        holder: holder_json(check.holder),
+        holder: NameJson {
+            family_name: holder.family_name,
+            given_names: holder.given_names,
+        },
     }))
 }
 

@@ -767,6 +767,24 @@ async fn wrong_birth_dates_are_limited_per_reference_and_address(backend: Backen
     common::stop(app, env).await;
 }
 
+on_both_backends!(unknown_attestation_codes_are_limited_per_address);
+async fn unknown_attestation_codes_are_limited_per_address(backend: Backend) {
+    let env = TestEnv::on(backend).await;
+    let mut config = env.config();
+    config.attestation_tries = 3;
+    let app = App::builder(&config).only(ONLINE).start().await;
+    let mut answers = Vec::new();
+    for code in ["ZZZZZZZ1", "ZZZZZZZ2", "ZZZZZZZ3", "ZZZZZZZ4", "ZZZZZZZ5"] {
+        let r = app.get(&format!("/api/v1/attestations/{code}")).await;
+        if r.status() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+        }
+        answers.push(r.status().as_u16());
+    }
+    assert_eq!(answers, [404, 404, 404, 429, 429]);
+    common::stop(app, env).await;
+}
+
 /// Sends `head` and waits for the server to close; the time it took.
 async fn closed_after(app: &App, head: &[u8]) -> Duration {
     let mut stream = tokio::net::TcpStream::connect(app.mesh.http_addr)

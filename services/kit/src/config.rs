@@ -80,7 +80,13 @@ pub struct Config {
     #[arg(long, env = "GUICHET_STATUS_TRIES", default_value_t = 5)]
     pub status_tries: u32,
 
-    /// The window, in seconds, over which wrong birth dates are counted.
+    /// Unknown codes the public attestation check takes per client address
+    /// within `GUICHET_STATUS_WINDOW_S`; then 429.
+    #[arg(long, env = "GUICHET_ATTESTATION_TRIES", default_value_t = 20)]
+    pub attestation_tries: u32,
+
+    /// The window, in seconds, over which wrong birth dates and unknown
+    /// attestation codes are counted.
     #[arg(long, env = "GUICHET_STATUS_WINDOW_S", default_value_t = 900)]
     pub status_window_s: u64,
 
@@ -181,6 +187,7 @@ impl std::fmt::Debug for Config {
             .field("db_pool_size", &self.db_pool_size)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("status_tries", &self.status_tries)
+            .field("attestation_tries", &self.attestation_tries)
             .field("status_window_s", &self.status_window_s)
             .field("sweep_interval_s", &self.sweep_interval_s)
             .field("intake_ccc_addr", &self.intake_ccc_addr)
