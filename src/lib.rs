@@ -35,6 +35,8 @@ pub struct Settings {
     pub call_centre: guichet_intake_ccc::settings::CallCentreSettings,
     #[command(flatten)]
     pub mailroom: guichet_intake_postal::settings::MailroomSettings,
+    #[command(flatten)]
+    pub access: guichet_gateway::AccessSettings,
 }
 
 impl Settings {
@@ -178,6 +180,7 @@ pub const SERVICES: [Service; 6] = [
             Box::pin(async move {
                 let g = guichet_gateway::start(
                     c,
+                    &c.access,
                     listener,
                     peers.clone(),
                     shared.clock.clone(),

@@ -1,7 +1,7 @@
 //! The agents' desk (`/api/v1/agent/…`): take the next file, read a case,
 //! ask for documents, add one, decide, record a withdrawal, confirm a link.
-//! Every read and every act is recorded against the agent who asks
-//! (`crate::caller::Agent`).
+//! Every call is judged against the policy table on the case's prefecture
+//! and holder (`on_case`), and recorded against the agent who asks.
 
 use axum::Json;
 use axum::Router;
@@ -9,9 +9,10 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use guichet_dossier::{Channel, DocumentKind, TitleKind, Violations};
 use guichet_proto::{convert, v1 as pb};
+use guichet_access::Facts;
 use serde::{Deserialize, Serialize};
 
-use crate::caller::Agent;
+use crate::policy::Access;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, ReferenceParam, code_value, date_param};
 use crate::state::AppState;
@@ -48,6 +49,10 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/api/v1/agent/dossiers/{reference}/link",
             post(confirm_link),
+        )
+        .route(
+            "/api/v1/agent/dossiers/{reference}/takeover",
+            post(take_over),
         )
 }
 
@@ -118,19 +123,105 @@ pub struct TakeNextBody {
     pub prefecture: Option<String>,
 }
 
-/// `POST /api/v1/agent/queue/next`: take the next file of my prefecture.
+/// The case `reference` is about, judged against the table on its
+/// prefecture and holder (asked of instruction, no personal data): the
+/// acting agent's uid and the reference, or the refusal.
+async fn on_case(
+    state: &AppState,
+    access: &Access,
+    reference: ReferenceParam,
+) -> Result<(String, guichet_dossier::Reference), ApiError> {
+    let reference = reference.parse()?;
+    let facts = state
+        .desk
+        .clone()
+        .case_facts(pb::CaseFactsRequest {
+            reference: reference.to_string(),
+        })
+        .await?
+        .into_inner();
+    let mut judged = Facts::none()
+        .dossier(&facts.reference)
+        .prefecture(&facts.prefecture);
+    if !facts.taken_by.is_empty() {
+        judged = judged.held_by(&facts.taken_by);
+    }
+    access.allow(&judged).map_err(|refused| {
+        // Say why when the agent may see the case but not act on it.
+        if refused.status() == axum::http::StatusCode::FORBIDDEN
+            && !facts.taken_by.is_empty()
+            && access.agent_uid() != Some(facts.taken_by.as_str())
+            && access
+                .own_prefectures()
+                .iter()
+                .any(|p| *p == facts.prefecture)
+        {
+            return ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                Some("reference"),
+                format!("held by {}: take it over first", facts.taken_by),
+            );
+        }
+        refused
+    })?;
+    Ok((access.acting_agent()?, reference))
+}
+
+/// `POST /api/v1/agent/queue/next`: take the next file of my prefecture
+/// (the one asked, or my only one).
 pub async fn take_next(
     State(state): State<AppState>,
-    Agent(agent_id): Agent,
+    access: Access,
     JsonBody(body): JsonBody<TakeNextBody>,
 ) -> Result<Json<CaseJson>, ApiError> {
+    let prefecture = match body.prefecture {
+        Some(p) => p,
+        None => match access.own_prefectures().as_slice() {
+            [only] => only.clone(),
+            _ => {
+                return Err(ApiError::from(Violations::one(
+                    "prefecture",
+                    "is required: you work for several prefectures",
+                )));
+            }
+        },
+    };
+    access.allow(&Facts::none().prefecture(&prefecture))?;
     case_answer(
         state
             .desk
             .clone()
             .take_next(pb::TakeNextRequest {
+                agent_id: access.acting_agent()?,
+                prefecture,
+            })
+            .await,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TakeOverBody {
+    pub reason: Option<String>,
+}
+
+/// `POST /api/v1/agent/dossiers/{reference}/takeover`: take a case from
+/// whoever holds it (or nobody); recorded with its reason.
+pub async fn take_over(
+    State(state): State<AppState>,
+    access: Access,
+    reference: ReferenceParam,
+    JsonBody(body): JsonBody<TakeOverBody>,
+) -> Result<Json<CaseJson>, ApiError> {
+    let (agent_id, reference) = on_case(&state, &access, reference).await?;
+    case_answer(
+        state
+            .desk
+            .clone()
+            .take_over(pb::TakeOverRequest {
                 agent_id,
-                prefecture: body.prefecture.unwrap_or_default(),
+                reference: reference.to_string(),
+                reason: body.reason.unwrap_or_default(),
             })
             .await,
     )
@@ -139,10 +230,10 @@ pub async fn take_next(
 /// `GET /api/v1/agent/dossiers/{reference}`: the whole file; the read is recorded.
 pub async fn read_case(
     State(state): State<AppState>,
-    Agent(agent_id): Agent,
+    access: Access,
     reference: ReferenceParam,
 ) -> Result<Json<CaseJson>, ApiError> {
-    let reference = reference.parse()?;
+    let (agent_id, reference) = on_case(&state, &access, reference).await?;
     case_answer(
         state
             .desk
@@ -166,11 +257,11 @@ pub struct DocumentRequestBody {
 /// `POST /api/v1/agent/dossiers/{reference}/document-requests`
 pub async fn request_documents(
     State(state): State<AppState>,
-    Agent(agent_id): Agent,
+    access: Access,
     reference: ReferenceParam,
     JsonBody(body): JsonBody<DocumentRequestBody>,
 ) -> Result<Json<CaseJson>, ApiError> {
-    let reference = reference.parse()?;
+    let (agent_id, reference) = on_case(&state, &access, reference).await?;
     let mut kinds = Vec::with_capacity(body.kinds.len());
     for (i, k) in body.kinds.iter().enumerate() {
         kinds.push(code_value(
@@ -210,11 +301,11 @@ pub struct DocumentBody {
 /// `POST /api/v1/agent/dossiers/{reference}/documents`: a document arrived.
 pub async fn add_document(
     State(state): State<AppState>,
-    Agent(actor): Agent,
+    access: Access,
     reference: ReferenceParam,
     JsonBody(body): JsonBody<DocumentBody>,
 ) -> Result<Json<CaseJson>, ApiError> {
-    let reference = reference.parse()?;
+    let (agent_id, reference) = on_case(&state, &access, reference).await?;
     let channel = code_value("channel", &body.channel, Channel::parse, |c| {
         convert::channel_to_pb(c) as i32
     })?;
@@ -229,7 +320,7 @@ pub async fn add_document(
             .desk
             .clone()
             .add_document(pb::AddDocumentRequest {
-                actor,
+                actor: agent_id,
                 reference: reference.to_string(),
                 document: Some(pb::DocumentRef {
                     kind,
@@ -264,11 +355,11 @@ pub struct NewTitleBody {
 /// `POST /api/v1/agent/dossiers/{reference}/decision`
 pub async fn decide(
     State(state): State<AppState>,
-    Agent(agent_id): Agent,
+    access: Access,
     reference: ReferenceParam,
     JsonBody(body): JsonBody<DecisionBody>,
 ) -> Result<Json<CaseJson>, ApiError> {
-    let reference = reference.parse()?;
+    let (agent_id, reference) = on_case(&state, &access, reference).await?;
     let favourable = body.favourable.ok_or_else(|| {
         ApiError::from(Violations::one("favourable", "is required: true or false"))
     })?;
@@ -308,17 +399,17 @@ pub struct WithdrawalBody {
 /// `POST /api/v1/agent/dossiers/{reference}/withdrawal`
 pub async fn withdraw(
     State(state): State<AppState>,
-    Agent(actor): Agent,
+    access: Access,
     reference: ReferenceParam,
     JsonBody(body): JsonBody<WithdrawalBody>,
 ) -> Result<Json<CaseJson>, ApiError> {
-    let reference = reference.parse()?;
+    let (agent_id, reference) = on_case(&state, &access, reference).await?;
     case_answer(
         state
             .desk
             .clone()
             .withdraw(pb::WithdrawRequest {
-                actor,
+                actor: agent_id,
                 reference: reference.to_string(),
                 reason: body.reason.unwrap_or_default(),
             })
@@ -336,11 +427,11 @@ pub struct LinkBody {
 /// second filing is the same request as its first.
 pub async fn confirm_link(
     State(state): State<AppState>,
-    Agent(agent_id): Agent,
+    access: Access,
     reference: ReferenceParam,
     JsonBody(body): JsonBody<LinkBody>,
 ) -> Result<Json<CaseJson>, ApiError> {
-    let reference = reference.parse()?;
+    let (agent_id, reference) = on_case(&state, &access, reference).await?;
     let same_request = body.same_request.ok_or_else(|| {
         ApiError::from(Violations::one(
             "same_request",

@@ -15,7 +15,9 @@ use guichet_dossier::signalement::AlternativeKind;
 use guichet_proto::{convert, v1 as pb};
 use serde::{Deserialize, Serialize};
 
-use crate::caller::Agent;
+use guichet_access::{Caller, Facts, Person};
+
+use crate::policy::Access;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, OptionalJsonBody, PathParam, QueryParams};
 use crate::state::AppState;
@@ -179,6 +181,10 @@ pub struct AppointmentJson {
     pub starts_at: Option<String>,
     pub state: String,
     pub route: String,
+    /// In the booking's answer only: the person's own secret, sent back in
+    /// `X-Link-Secret` to see, move or cancel the appointment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 fn appointment_json(a: pb::Appointment) -> AppointmentJson {
@@ -192,7 +198,54 @@ fn appointment_json(a: pb::Appointment) -> AppointmentJson {
         route: convert::booking_route_text(a.route).unwrap_or_default(),
         id: a.id,
         site_id: a.site_id,
+        secret: None,
     }
+}
+
+/// The appointment `id`, once the caller may see it: a booking agent of its
+/// prefecture, or the person with its secret link. Anonymous callers
+/// without the secret are refused before anything is looked up.
+async fn appointment_for(
+    state: &AppState,
+    access: &Access,
+    headers: &HeaderMap,
+    id: String,
+) -> Result<pb::Appointment, ApiError> {
+    let proof = state
+        .links
+        .proven(headers, "appointment", &id)
+        .then(|| Person {
+            appointments: [id.clone()].into(),
+            ..Person::default()
+        });
+    refuse_anonymous(access, proof.is_some())?;
+    let a = state
+        .pan
+        .clone()
+        .get_appointment(pb::GetAppointmentRequest { id })
+        .await?
+        .into_inner();
+    access.allow_person(
+        proof,
+        &Facts::none().appointment(&a.id).prefecture(&a.prefecture),
+    )?;
+    Ok(a)
+}
+
+fn refuse_anonymous(access: &Access, proven: bool) -> Result<(), ApiError> {
+    if matches!(access.caller(), Caller::Anonymous) && !proven {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            Some("X-Link-Secret"),
+            "give the secret of your link, or sign in as an agent",
+        ));
+    }
+    Ok(())
+}
+
+/// Who acts, as the desk records it: the agent, or nobody named (the person).
+fn acting(access: &Access) -> String {
+    access.agent_uid().unwrap_or_default().to_string()
 }
 
 fn instant(field: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
@@ -242,20 +295,20 @@ pub async fn book(
         })
         .await?
         .into_inner();
-    Ok((StatusCode::CREATED, Json(appointment_json(a))))
+    let secret = state.links.secret("appointment", &a.id);
+    let mut json = appointment_json(a);
+    json.secret = Some(secret);
+    Ok((StatusCode::CREATED, Json(json)))
 }
 
 /// `GET /api/v1/appointments/{id}`
 pub async fn get(
     State(state): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
     PathParam(id): PathParam,
 ) -> Result<Json<AppointmentJson>, ApiError> {
-    let a = state
-        .pan
-        .clone()
-        .get_appointment(pb::GetAppointmentRequest { id })
-        .await?
-        .into_inner();
+    let a = appointment_for(&state, &access, &headers, id).await?;
     Ok(Json(appointment_json(a)))
 }
 
@@ -268,10 +321,13 @@ pub struct MoveJson {
 /// `POST /api/v1/appointments/{id}/move`: to another free slot of the same site.
 pub async fn move_to(
     State(state): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
     PathParam(id): PathParam,
     JsonBody(m): JsonBody<MoveJson>,
 ) -> Result<Json<AppointmentJson>, ApiError> {
     let starts_at = instant("starts_at", &m.starts_at)?;
+    let id = appointment_for(&state, &access, &headers, id).await?.id;
     let a = state
         .pan
         .clone()
@@ -279,7 +335,7 @@ pub async fn move_to(
             id,
             starts_at: Some(convert::timestamp_to_pb(starts_at)),
             route: pb::BookingRoute::Online as i32,
-            by: String::new(),
+            by: acting(&access),
         })
         .await?
         .into_inner();
@@ -296,16 +352,19 @@ pub struct CancelJson {
 /// `POST /api/v1/appointments/{id}/cancellation`
 pub async fn cancel(
     State(state): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
     PathParam(id): PathParam,
     OptionalJsonBody(c): OptionalJsonBody<CancelJson>,
 ) -> Result<Json<AppointmentJson>, ApiError> {
+    let id = appointment_for(&state, &access, &headers, id).await?.id;
     let a = state
         .pan
         .clone()
         .cancel(pb::CancelRequest {
             id,
             route: pb::BookingRoute::Online as i32,
-            by: String::new(),
+            by: acting(&access),
             reason: c.reason,
         })
         .await?
@@ -328,14 +387,22 @@ pub struct ReportJson {
 /// when, and what was offered.
 pub async fn report(
     State(state): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
     PathParam(id): PathParam,
 ) -> Result<Json<ReportJson>, ApiError> {
+    let proof = state.links.proven(&headers, "report", &id).then(|| Person {
+        reports: [id.clone()].into(),
+        ..Person::default()
+    });
+    refuse_anonymous(&access, proof.is_some())?;
     let r = state
         .ccc
         .clone()
         .get_report(pb::GetReportRequest { id })
         .await?
         .into_inner();
+    access.allow_person(proof, &Facts::none().report(&r.id).prefecture(&r.prefecture))?;
     Ok(Json(report_json(r)))
 }
 
@@ -365,18 +432,30 @@ pub struct AlternativeJson {
     pub kit_sent_to: Option<AddressJson>,
 }
 
-/// `POST /api/v1/agent/reports/{id}/alternative`: the prefecture's agent
-/// (`X-Agent-Id`) offers a desk appointment booked for the report, or a
-/// paper kit. The call-centre service checks the appointment with the desk.
+/// `POST /api/v1/agent/reports/{id}/alternative`: an agent of the report's
+/// prefecture offers a desk appointment booked for the report, or a paper
+/// kit. The call-centre service checks the appointment with the desk.
 pub async fn offer_alternative(
     State(state): State<AppState>,
-    Agent(agent_id): Agent,
+    access: Access,
     PathParam(id): PathParam,
     JsonBody(a): JsonBody<AlternativeJson>,
 ) -> Result<Json<ReportJson>, ApiError> {
     let kind = AlternativeKind::parse(&a.kind)
         .map(convert::alternative_kind_to_pb)
         .ok_or_else(|| Violations::one("kind", "must be pan_appointment or paper_kit"))?;
+    let report = state
+        .ccc
+        .clone()
+        .get_report(pb::GetReportRequest { id })
+        .await?
+        .into_inner();
+    access.allow(
+        &Facts::none()
+            .report(&report.id)
+            .prefecture(&report.prefecture),
+    )?;
+    let (id, agent_id) = (report.id, access.acting_agent()?);
     let r = state
         .ccc
         .clone()

@@ -143,13 +143,35 @@ pub async fn submit(
     Ok(response)
 }
 
-/// `GET /api/v1/dossiers/{reference}`: where a dossier stands. No personal
-/// data: the reference alone must not reveal who filed.
+/// `GET /api/v1/dossiers/{reference}`: where a dossier stands, with its
+/// history: for the agents who deal with it (the person's own view, after
+/// the one-time code, is to come; they have the status look-up).
 pub async fn get_dossier(
     State(state): State<AppState>,
+    access: crate::policy::Access,
     reference: ReferenceParam,
 ) -> Result<Json<DossierView>, ApiError> {
+    if matches!(access.caller(), guichet_access::Caller::Anonymous) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            Some("Authorization"),
+            "sign in as an agent; a person sees their file by reference and birth date (/status)",
+        ));
+    }
     let reference = reference.parse()?;
+    let facts = state
+        .desk
+        .clone()
+        .case_facts(pb::CaseFactsRequest {
+            reference: reference.to_string(),
+        })
+        .await?
+        .into_inner();
+    access.allow(
+        &guichet_access::Facts::none()
+            .dossier(&facts.reference)
+            .prefecture(&facts.prefecture),
+    )?;
     let mut client = state.instruction.clone();
     let view = client
         .get_dossier(pb::GetDossierRequest {

@@ -50,6 +50,29 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The same refusal as a gRPC status, for a call passed on.
+    pub fn into_grpc(self) -> tonic::Status {
+        let message = self
+            .errors
+            .iter()
+            .map(|p| match &p.field {
+                Some(f) => format!("{f}: {}", p.problem),
+                None => p.problem.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let code = match self.status {
+            StatusCode::UNAUTHORIZED => tonic::Code::Unauthenticated,
+            StatusCode::FORBIDDEN => tonic::Code::PermissionDenied,
+            StatusCode::NOT_FOUND => tonic::Code::NotFound,
+            StatusCode::TOO_MANY_REQUESTS => tonic::Code::ResourceExhausted,
+            StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
+            s if s.is_client_error() => tonic::Code::InvalidArgument,
+            _ => tonic::Code::Internal,
+        };
+        tonic::Status::new(code, message)
+    }
 }
 
 impl From<ServiceError> for ApiError {
@@ -114,6 +137,13 @@ impl IntoResponse for ApiError {
         };
         if let Some(v) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        // RFC 6750: a 401 says how to authenticate.
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"guichet\""),
+            );
         }
         response
     }

@@ -101,8 +101,19 @@ pub fn is_grpc(request: &Request) -> bool {
         .is_some_and(|ct| ct.starts_with("application/grpc"))
 }
 
-/// Passes one gRPC call on to the service that answers it.
-pub async fn pass_on(State(state): State<AppState>, request: Request) -> Response {
+/// Passes one gRPC call on to the service that answers it, once the
+/// policy table admits the caller. A grant scoped to the agent's
+/// prefecture needs facts the message holds: until the services judge
+/// those themselves, such calls are refused here (fail closed) and agents
+/// with a prefecture's role use the REST routes.
+pub async fn pass_on(
+    State(state): State<AppState>,
+    access: crate::policy::Access,
+    request: Request,
+) -> Response {
+    if let Err(refused) = access.allow(&guichet_access::Facts::none()) {
+        return refused.into_grpc().into_http::<Body>().into_response();
+    }
     let Some(channel) = channel_of(&state, service_of(request.uri().path())) else {
         return unimplemented(request.uri().path());
     };

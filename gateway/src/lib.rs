@@ -9,23 +9,29 @@
 //! `grpc_proxy` (channel software's gRPC, passed on).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod agents;
 pub mod appointments;
 pub mod caller;
+pub mod directory;
 pub mod dossiers;
 pub mod error;
 pub mod extract;
 pub mod grpc_proxy;
 pub mod health;
+pub mod links;
 pub mod openapi;
 pub mod ops;
 pub mod origin;
+pub mod policy;
 pub mod postal;
 pub mod server;
+pub mod settings;
 pub mod state;
 pub mod status;
 pub mod tries;
 pub mod views;
 
 pub use server::{Running, start};
+pub use settings::AccessSettings;
 pub use state::{AppState, Targets};

@@ -21,7 +21,7 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::state::{AppState, BadTarget, Targets};
 use crate::tries::Tries;
-use crate::{agents, appointments, dossiers, grpc_proxy, ops, origin, postal};
+use crate::{admin, agents, appointments, dossiers, grpc_proxy, ops, origin, policy, postal};
 
 /// Largest JSON body accepted: a filing carries document references, not bytes.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -31,6 +31,12 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub enum StartError {
     #[error(transparent)]
     BadTarget(#[from] BadTarget),
+    #[error("the gateway's store")]
+    Store(#[from] guichet_kit::db::DbError),
+    #[error(transparent)]
+    MachineClients(#[from] crate::settings::BadMachineClient),
+    #[error(transparent)]
+    LinkKey(#[from] crate::links::LinkKeyError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -82,6 +88,7 @@ pub fn router(
     Router::new()
         .merge(dossiers::routes())
         .merge(agents::routes())
+        .merge(admin::routes())
         .merge(appointments::routes())
         .merge(postal::routes())
         .merge(ops::routes())
@@ -89,6 +96,11 @@ pub fn router(
         .route_layer(timeout(request_timeout))
         // Routes that set their own limits and time, after the common timeout.
         .merge(postal::upload_routes())
+        // Every route above, judged against the policy table.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            policy::enforce,
+        ))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(origin::refuse_cross_site))
         .layer(axum::middleware::from_fn_with_state(
@@ -126,6 +138,7 @@ pub struct Running {
 /// Binds `addr` (port 0 picks one) and serves until `shutdown`.
 pub async fn start(
     config: &Config,
+    access: &crate::AccessSettings,
     listen: impl Into<Listen>,
     targets: Targets,
     clock: SharedClock,
@@ -133,21 +146,42 @@ pub async fn start(
     shutdown: Shutdown,
 ) -> Result<Running, StartError> {
     let window = Duration::from_secs(config.status_window_s);
+    let directory = crate::directory::Directory::open(
+        config.database_url.as_deref(),
+        &config.data_dir,
+    )
+    .await?;
+    let auth = crate::caller::Authenticator::new(access, directory.clone(), clock.clone())?;
     let state = AppState::connect(
         &targets,
         clock,
         metrics,
         std::sync::Arc::new(Tries::new(config.status_tries, window)),
         std::sync::Arc::new(Tries::new(config.attestation_tries, window)),
+        auth,
+        std::sync::Arc::new(crate::links::LinkKey::load(
+            access.link_key.as_deref(),
+            &config.data_dir,
+        )?),
     )?;
     let (listener, http_addr) = listen
         .into()
         .open()
         .await
         .map_err(|(addr, source)| StartError::Bind { addr, source })?;
+    let state_clock = state.clock.clone();
     let health = grpc_proxy::GatewayHealth::server(state.clone(), shutdown.clone());
     let app = router(state, config.request_timeout(), health);
     let mut tasks = guichet_kit::service::Tasks::new();
+    tasks.spawn(
+        "audit-retention",
+        crate::admin::purge_forever(
+            directory,
+            state_clock,
+            access.audit_retention_days,
+            shutdown.clone(),
+        ),
+    );
     tasks.spawn("http", serve(listener, app, shutdown));
     tracing::info!(%http_addr, "gateway ready");
     Ok(Running { http_addr, tasks })

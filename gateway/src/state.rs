@@ -14,6 +14,7 @@ use guichet_proto::v1::instruction_reader_client::InstructionReaderClient;
 use guichet_proto::v1::online_intake_client::OnlineIntakeClient;
 use guichet_proto::v1::postal_client::PostalClient;
 
+use crate::caller::Authenticator;
 use crate::tries::Tries;
 
 /// Largest scanned batch accepted: a stack of envelopes at 300 dpi.
@@ -58,6 +59,10 @@ pub struct AppState {
     pub status_tries: Arc<Tries>,
     /// Unknown attestation codes per client address.
     pub attestation_tries: Arc<Tries>,
+    /// Who is asking: tokens, agents' roles, the audit log.
+    pub auth: Arc<Authenticator>,
+    /// The key of persons' own links (appointments, reports).
+    pub links: Arc<crate::links::LinkKey>,
 }
 
 impl AppState {
@@ -70,6 +75,8 @@ impl AppState {
         metrics: Metrics,
         status_tries: Arc<Tries>,
         attestation_tries: Arc<Tries>,
+        auth: Arc<Authenticator>,
+        links: Arc<crate::links::LinkKey>,
     ) -> Result<Self, BadTarget> {
         let connect = |url: &str| {
             grpc::channel(url).map_err(|source| BadTarget {
@@ -100,6 +107,8 @@ impl AppState {
             metrics,
             status_tries,
             attestation_tries,
+            auth,
+            links,
         })
     }
 }

@@ -37,7 +37,9 @@ pub struct QueueQuery {
 #[derive(Debug, Serialize)]
 pub struct QueueEntryView {
     pub position: usize,
-    pub reference: String,
+    /// Agents of the prefecture only: the public view names no file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
     pub channel: &'static str,
     pub procedure: String,
     pub motif: String,
@@ -55,8 +57,15 @@ pub struct QueueEntryView {
 /// `GET /api/v1/queue`: the equal-rights queue, most urgent and oldest first.
 pub async fn queue(
     State(state): State<AppState>,
+    access: crate::policy::Access,
     QueryParams(q): QueryParams<QueueQuery>,
 ) -> Result<Json<Vec<QueueEntryView>>, ApiError> {
+    let grant = match &q.prefecture {
+        Some(p) => access.allow(&guichet_access::Facts::none().prefecture(p))?,
+        None => access.allow(&guichet_access::Facts::none())?,
+    };
+    // The public view: order and delays, no reference, holder or link.
+    let full = grant.who != guichet_access::Who::Anyone;
     if q.limit == Some(0) || q.limit.is_some_and(|l| l > 500) {
         return Err(Violations::one("limit", "must be between 1 and 500").into());
     }
@@ -100,10 +109,10 @@ pub async fn queue(
                 state: convert::case_state_text(e.state).unwrap_or_default(),
                 cover_until: e.cover_until.as_ref().map(|d| date_text(&Some(*d))),
                 title_expires_on: e.title_expires_on.as_ref().map(|d| date_text(&Some(*d))),
-                taken_by: (!e.taken_by.is_empty()).then_some(e.taken_by),
-                linked: e.linked,
+                taken_by: (full && !e.taken_by.is_empty()).then_some(e.taken_by),
+                linked: if full { e.linked } else { Vec::new() },
                 prefecture: e.prefecture,
-                reference: e.reference,
+                reference: full.then_some(e.reference),
             })
             .collect(),
     ))

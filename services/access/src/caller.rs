@@ -2,7 +2,7 @@
 //! nothing, a person's proofs, an agent's session or token, or a machine
 //! client's token (with the human agent it acts for).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::Role;
 
@@ -21,26 +21,62 @@ pub enum Caller {
 }
 
 /// An agent as Guichet knows them: the identity provider's `uid`, and the
-/// roles and prefectures assigned in Guichet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// roles Guichet assigned them, each in the prefectures where they hold it
+/// (an instructor in 59 and a desk agent in 62 are not an instructor in 62).
+/// A national role (call centre, mailroom, operator) is held with no
+/// prefecture: its grants are not scoped to one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Agent {
     pub uid: String,
-    pub roles: BTreeSet<Role>,
-    /// Department codes ("59", "2A", "974").
-    pub prefectures: BTreeSet<String>,
+    /// Role → department codes ("59", "2A", "974") where it is held.
+    pub grants: BTreeMap<Role, BTreeSet<String>>,
 }
 
 impl Agent {
+    /// Every role in every prefecture given.
     pub fn new(
         uid: impl Into<String>,
         roles: impl IntoIterator<Item = Role>,
         prefectures: impl IntoIterator<Item = impl Into<String>>,
     ) -> Self {
+        let prefectures: BTreeSet<String> = prefectures.into_iter().map(Into::into).collect();
         Agent {
             uid: uid.into(),
-            roles: roles.into_iter().collect(),
-            prefectures: prefectures.into_iter().map(Into::into).collect(),
+            grants: roles
+                .into_iter()
+                .map(|r| (r, prefectures.clone()))
+                .collect(),
         }
+    }
+
+    /// From (role, prefecture) pairs; an empty prefecture is a national grant.
+    pub fn with_grants(
+        uid: impl Into<String>,
+        grants: impl IntoIterator<Item = (Role, String)>,
+    ) -> Self {
+        let mut agent = Agent {
+            uid: uid.into(),
+            grants: BTreeMap::new(),
+        };
+        for (role, prefecture) in grants {
+            let places = agent.grants.entry(role).or_default();
+            if !prefecture.is_empty() {
+                places.insert(prefecture);
+            }
+        }
+        agent
+    }
+
+    pub fn holds(&self, role: Role) -> bool {
+        self.grants.contains_key(&role)
+    }
+
+    /// Where the agent holds `role`; empty for a role they do not hold.
+    pub fn prefectures_of(&self, role: Role) -> impl Iterator<Item = &str> {
+        self.grants
+            .get(&role)
+            .into_iter()
+            .flat_map(|p| p.iter().map(String::as_str))
     }
 }
 
@@ -106,7 +142,7 @@ impl Caller {
             _ => return None,
         };
         let holds = move |role: Role| {
-            agent.roles.contains(&role) && kind.is_none_or(|k| k.roles().contains(&role))
+            agent.holds(role) && kind.is_none_or(|k| k.roles().contains(&role))
         };
         Some((agent, holds))
     }

@@ -2,6 +2,7 @@
 
 use crate::{Caller, Facts, Grant, Rule, Who};
 
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// Allowed, by this grant: the caller may need a narrower view when it
@@ -38,10 +39,45 @@ fn admits(grant: &Grant, caller: &Caller, facts: &Facts<'_>) -> bool {
             p.one_time_code && grant.scope.covers_person(p, facts)
         }
         (Who::Station, Caller::Station(_)) => true,
+        (Who::Role(role), _) => caller.effective_agent().is_some_and(|(agent, holds)| {
+            holds(role) && grant.scope.covers_agent(agent, role, facts)
+        }),
+        _ => false,
+    }
+}
+
+/// What [`decide`] would answer were every fact in the caller's favour:
+/// whether the caller is of a kind the rule admits at all. The gateway asks
+/// this before looking anything up, so a caller with no chance is refused
+/// without a look-up (and without learning whether the resource exists).
+pub fn admissible(caller: &Caller, rule: &Rule) -> Decision {
+    let could = |grant: &Grant| match (grant.who, caller) {
+        (Who::Anyone, Caller::Station(_)) => false,
+        (Who::Anyone, _) => true,
+        // Anyone may turn out to be the person, by a proof in the request
+        // itself (a secret link, a birth date) that the handler checks.
+        (Who::Person | Who::PersonWithCode, Caller::Person(_) | Caller::Anonymous) => true,
+        (Who::Station, Caller::Station(_)) => true,
         (Who::Role(role), _) => caller
             .effective_agent()
-            .is_some_and(|(agent, holds)| holds(role) && grant.scope.covers_agent(agent, facts)),
+            .is_some_and(|(_, holds)| holds(role)),
         _ => false,
+    };
+    if let Some(grant) = rule.grants.iter().find(|g| could(g)) {
+        return Decision::Allow(*grant);
+    }
+    if could_prove_more(caller, rule) {
+        Decision::Unauthenticated
+    } else {
+        Decision::Forbidden
+    }
+}
+
+impl Rule {
+    /// Whether judging a call needs facts about the resource: some grant is
+    /// scoped narrower than `any`.
+    pub fn needs_facts(&self) -> bool {
+        self.grants.iter().any(|g| g.scope != crate::Scope::Any)
     }
 }
 
@@ -60,6 +96,8 @@ fn could_prove_more(caller: &Caller, rule: &Rule) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::ops::Not;
+
     use super::*;
     use crate::policy::{grpc_method, rest};
     use crate::{Agent, ClientKind, Machine, Person, Role, Scope};
@@ -152,6 +190,59 @@ mod tests {
             decide(&anonymous_client, public, &facts),
             Decision::Allow(_)
         ));
+    }
+
+    #[test]
+    fn a_role_counts_only_in_the_prefectures_it_is_held_in() {
+        let mixed = Caller::Agent(Agent::with_grants(
+            "m",
+            [
+                (Role::Instructor, "59".to_string()),
+                (Role::DeskAgent, "62".to_string()),
+            ],
+        ));
+        let read = rule("GET", "/api/v1/agent/dossiers/{reference}");
+        assert!(matches!(
+            decide(&mixed, read, &Facts::none().prefecture("59")),
+            Decision::Allow(_)
+        ));
+        assert_eq!(
+            decide(&mixed, read, &Facts::none().prefecture("62")),
+            Decision::Forbidden,
+            "a desk agent in 62 is not an instructor there"
+        );
+    }
+
+    #[test]
+    fn admissible_refuses_early_only_who_no_fact_could_admit() {
+        let read = rule("GET", "/api/v1/agent/dossiers/{reference}");
+        assert_eq!(
+            admissible(&Caller::Anonymous, read),
+            Decision::Unauthenticated
+        );
+        assert!(
+            matches!(
+                admissible(&Caller::Anonymous, rule("GET", "/api/v1/appointments/{id}")),
+                Decision::Allow(_)
+            ),
+            "the person's link is checked by the handler"
+        );
+        let desk = Caller::Agent(Agent::new("d", [Role::DeskAgent], ["59"]));
+        assert_eq!(admissible(&desk, read), Decision::Forbidden);
+        let i75 = Caller::Agent(Agent::new("i75", [Role::Instructor], ["75"]));
+        assert!(
+            matches!(admissible(&i75, read), Decision::Allow(_)),
+            "the dossier's prefecture is not known yet"
+        );
+        let station = Caller::Station(crate::Station {
+            client_id: "scanner".into(),
+        });
+        assert_eq!(
+            admissible(&station, rule("GET", "/api/v1/sites")),
+            Decision::Forbidden
+        );
+        assert!(rule("GET", "/api/v1/sites").needs_facts().not());
+        assert!(read.needs_facts());
     }
 
     #[test]

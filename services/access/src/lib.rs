@@ -19,7 +19,7 @@ mod role;
 mod scope;
 
 pub use caller::{Agent, Caller, ClientKind, Machine, Person, Station};
-pub use decide::{Decision, decide};
+pub use decide::{Decision, admissible, decide};
 pub use policy::{Grant, Method, Operation, Rule, Who};
 pub use role::{Role, UnknownRole};
 pub use scope::{Fact, Facts, Scope};

@@ -129,6 +129,20 @@ const fn post(path: &'static str) -> Operation {
     }
 }
 
+const fn put(path: &'static str) -> Operation {
+    Operation::Rest {
+        method: Method::Put,
+        path,
+    }
+}
+
+const fn delete(path: &'static str) -> Operation {
+    Operation::Rest {
+        method: Method::Delete,
+        path,
+    }
+}
+
 const fn grpc(method: &'static str) -> Operation {
     Operation::Grpc { method }
 }
@@ -141,7 +155,7 @@ const fn rule(operation: Operation, grants: &'static [Grant], why: &'static str)
     }
 }
 
-use Role::{CallCentreAgent, DeskAgent, Instructor, MailroomOperator, Supervisor};
+use Role::{CallCentreAgent, DeskAgent, Instructor, MailroomOperator, Operator, Supervisor};
 use Scope::{Any, OwnAppointment, OwnDossier, OwnHeldCase, OwnPrefecture, OwnReport};
 
 // ---- who, by kind of work ------------------------------------------------------
@@ -219,6 +233,15 @@ const FORM_PRINTERS: &[Grant] = &[
     role(DeskAgent, Any),
 ];
 
+/// Agents and their roles: supervisors for their prefectures, operators
+/// (who audit) everywhere.
+const AGENT_ADMINS: &[Grant] = &[role(Supervisor, OwnPrefecture), role(Operator, Any)];
+/// Changing an agent's roles: a supervisor, in their prefectures; national
+/// roles are granted with `guichet agents grant` on the servers.
+const AGENT_GRANTORS: &[Grant] = &[role(Supervisor, OwnPrefecture)];
+/// The audit log: supervisors for their prefectures, auditors everywhere.
+const AUDITORS: &[Grant] = &[role(Supervisor, OwnPrefecture), role(Operator, Any)];
+
 // ---- the table ---------------------------------------------------------------------
 
 pub const TABLE: &[Rule] = &[
@@ -289,6 +312,32 @@ pub const TABLE: &[Rule] = &[
         post("/api/v1/agent/dossiers/{reference}/link"),
         HOLDER,
         "links two filings: the holder of the second",
+    ),
+    rule(
+        post("/api/v1/agent/dossiers/{reference}/takeover"),
+        INSTRUCTION,
+        "takes a case held by another agent, or by nobody: recorded with its reason",
+    ),
+    // -- agents, roles and the audit log
+    rule(
+        get("/api/v1/admin/agents"),
+        AGENT_ADMINS,
+        "who works where, with which roles: no dossier",
+    ),
+    rule(
+        put("/api/v1/admin/agents/{uid}/grants/{role}/{prefecture}"),
+        AGENT_GRANTORS,
+        "grants a role in one prefecture; audited",
+    ),
+    rule(
+        delete("/api/v1/admin/agents/{uid}/grants/{role}/{prefecture}"),
+        AGENT_GRANTORS,
+        "revokes it; audited",
+    ),
+    rule(
+        get("/api/v1/admin/audit"),
+        AUDITORS,
+        "who read or changed what, when, from where",
     ),
     // -- appointments and reports
     rule(get("/api/v1/sites"), ANYONE, "where one can be received"),
@@ -591,6 +640,16 @@ pub const TABLE: &[Rule] = &[
         grpc("guichet.v1.InstructionDesk/Withdraw"),
         HOLDER,
         "as over REST",
+    ),
+    rule(
+        grpc("guichet.v1.InstructionDesk/TakeOver"),
+        INSTRUCTION,
+        "as over REST",
+    ),
+    rule(
+        grpc("guichet.v1.InstructionDesk/CaseFacts"),
+        INSTRUCTION,
+        "a case's prefecture and holder, no personal data: what the gateway judges agents' calls by",
     ),
     rule(
         grpc("guichet.v1.InstructionDesk/ConfirmLink"),

@@ -44,6 +44,22 @@ impl Role {
         }
     }
 
+    /// Held for the whole country, not in prefectures: its grants in the
+    /// table are never scoped to a prefecture.
+    pub const fn is_national(self) -> bool {
+        matches!(
+            self,
+            Role::CallCentreAgent | Role::MailroomOperator | Role::Operator
+        )
+    }
+
+    /// Whether a supervisor may grant this role (in their own prefectures)
+    /// through the API. Supervisors, operators and the national roles are
+    /// granted on the servers, with `guichet agents grant`.
+    pub const fn grantable_by_supervisor(self) -> bool {
+        matches!(self, Role::Instructor | Role::DeskAgent)
+    }
+
     /// What the role is for, in a few words (for `docs/access.md`).
     pub const fn purpose(self) -> &'static str {
         match self {

@@ -1,7 +1,7 @@
 //! Which resources a grant covers, and what the gateway knows of the
 //! resource a call is about.
 
-use crate::{Agent, Person};
+use crate::{Agent, Person, Role};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
@@ -57,11 +57,11 @@ impl Scope {
 
     /// Whether an agent's grant in this scope covers the resource. A fact
     /// the gateway did not supply covers nothing: the table fails closed.
-    pub(crate) fn covers_agent(self, agent: &Agent, facts: &Facts<'_>) -> bool {
+    pub(crate) fn covers_agent(self, agent: &Agent, role: Role, facts: &Facts<'_>) -> bool {
         let in_prefecture = || {
             facts
                 .prefecture
-                .is_some_and(|p| agent.prefectures.contains(p))
+                .is_some_and(|p| agent.prefectures_of(role).any(|own| own == p))
         };
         match self {
             Scope::Any => true,

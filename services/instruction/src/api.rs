@@ -48,6 +48,7 @@ fn case_error(e: CaseError) -> Status {
         CaseError::Impossible(i) => ServiceError::new(ErrorKind::WrongState, i.to_string()).into(),
         CaseError::Invalid(m) => ServiceError::new(ErrorKind::WrongState, m).into(),
         CaseError::Unreadable(e) => unreadable(&e),
+        CaseError::NotHeld { .. } => ServiceError::new(ErrorKind::WrongState, e.to_string()).into(),
         CaseError::Db(e) => db_error("changing a case", &e),
     }
 }
@@ -647,6 +648,7 @@ impl InstructionDesk for Api {
         }
         let details = StepDetails {
             actor: agent,
+            holder_only: true,
             reason: r.reason,
             documents: kinds,
             deadline,
@@ -735,6 +737,7 @@ impl InstructionDesk for Api {
         };
         let details = StepDetails {
             actor: agent,
+            holder_only: true,
             reason: r.reason,
             ..Default::default()
         };
@@ -762,6 +765,7 @@ impl InstructionDesk for Api {
         let reference = parse_reference(&r.reference)?;
         let details = StepDetails {
             actor,
+            holder_only: true,
             reason: r.reason,
             ..Default::default()
         };
@@ -780,5 +784,55 @@ impl InstructionDesk for Api {
             .await
             .map_err(case_error)?;
         Ok(Response::new(self.case_view(&reference).await?))
+    }
+
+    async fn take_over(
+        &self,
+        request: Request<pb::TakeOverRequest>,
+    ) -> Result<Response<pb::CaseView>, Status> {
+        let r = request.into_inner();
+        let agent = agent(&r.agent_id, "agent_id")?;
+        let reference = parse_reference(&r.reference)?;
+        if r.reason.trim().is_empty() {
+            return Err(invalid(
+                "reason",
+                "is required: a take-over is recorded with its reason",
+            ));
+        }
+        self.store
+            .take_over(reference.as_str(), &agent, r.reason.trim(), self.clock.now())
+            .await
+            .map_err(case_error)?;
+        self.store
+            .record_read(reference.as_str(), &agent, self.clock.now())
+            .await
+            .map_err(|e| db_error("recording a read", &e))?;
+        Ok(Response::new(self.case_view(&reference).await?))
+    }
+
+    async fn case_facts(
+        &self,
+        request: Request<pb::CaseFactsRequest>,
+    ) -> Result<Response<pb::CaseFactsView>, Status> {
+        let reference = parse_reference(&request.into_inner().reference)?;
+        let row = self.row(&reference).await?;
+        // A linked second filing is acted on through its first: whoever
+        // holds the first answers for both.
+        let taken_by = match &row.linked_to {
+            Some(primary) => self
+                .store
+                .case(primary)
+                .await
+                .map_err(|e| db_error("reading a dossier", &e))?
+                .and_then(|p| p.taken_by),
+            None => row.taken_by.clone(),
+        };
+        Ok(Response::new(pb::CaseFactsView {
+            reference: row.reference.clone(),
+            prefecture: row.prefecture.clone(),
+            taken_by: taken_by.unwrap_or_default(),
+            state: convert::case_state_to_pb(row.state) as i32,
+            linked_to: row.linked_to.clone().unwrap_or_default(),
+        }))
     }
 }

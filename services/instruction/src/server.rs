@@ -111,6 +111,7 @@ pub async fn start(
             clock.clone(),
             wake.clone(),
             settings.alert_offsets_days.clone(),
+            chrono::Duration::minutes(i64::from(settings.hold_idle_minutes.max(1))),
             Duration::from_secs(config.sweep_interval_s.max(1)),
             metrics.clone(),
             shutdown.clone(),
@@ -131,13 +132,15 @@ pub async fn start(
 }
 
 /// Issues every attestation that falls due, closes files whose deadline
-/// passed and warns holders whose title nears expiry, at start and then every
+/// passed, warns holders whose title nears expiry and puts cases held idle
+/// back in the queue, at start and then every
 /// `every`: nobody has to ask for any of it.
 async fn sweep_forever(
     store: Store,
     clock: SharedClock,
     wake: Arc<tokio::sync::Notify>,
     alert_offsets: Vec<i64>,
+    hold_idle: chrono::Duration,
     every: Duration,
     metrics: Metrics,
     shutdown: Shutdown,
@@ -167,6 +170,17 @@ async fn sweep_forever(
             Err(e) => {
                 failed = true;
                 tracing::warn!(error = %e, "rights sweep failed, will retry");
+            }
+        }
+        match store
+            .release_idle(clock.now() - hold_idle, clock.now())
+            .await
+        {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "idle held cases back in the queue"),
+            Err(e) => {
+                failed = true;
+                tracing::warn!(error = %e, "releasing idle cases failed, will retry");
             }
         }
         if !failed {

@@ -24,6 +24,10 @@ pub struct InstructionSettings {
     /// Figures resting on fewer dossiers are not compared for equity.
     #[arg(long, env = "GUICHET_EQUITY_MIN_SAMPLE", default_value_t = 5)]
     pub equity_min_sample: u32,
+    /// Minutes after its holder's last act at which a held case goes back
+    /// to the queue, so a case is never stuck with an absent agent.
+    #[arg(long, env = "GUICHET_HOLD_IDLE_MINUTES", default_value_t = 240)]
+    pub hold_idle_minutes: u32,
 }
 
 impl InstructionSettings {

@@ -149,6 +149,7 @@ impl Store {
             if row.state == CaseState::DocumentsRequested {
                 let details = StepDetails {
                     actor: "system".into(),
+                    holder_only: false,
                     reason: "the deadline for the requested documents passed".into(),
                     documents: row.missing()?,
                     deadline: row.documents_deadline,

@@ -37,6 +37,10 @@ pub enum CaseError {
     Invalid(String),
     #[error(transparent)]
     Unreadable(#[from] cases::Unreadable),
+    /// An agent acted on a case someone else holds (or nobody): taking it
+    /// over comes first, and is recorded.
+    #[error("{reference} is not held by {agent}: take it over first")]
+    NotHeld { reference: String, agent: String },
     #[error("database error")]
     Db(#[from] sqlx::Error),
 }
@@ -186,6 +190,8 @@ pub struct QueueFilter {
 #[derive(Debug, Clone, Default)]
 pub struct StepDetails {
     pub actor: String,
+    /// The actor must hold the case (an agent's act, not a channel's).
+    pub holder_only: bool,
     pub reason: String,
     pub documents: Vec<DocumentKind>,
     pub deadline: Option<NaiveDate>,

@@ -35,6 +35,107 @@ impl Store {
             .await
     }
 
+    /// `agent` takes `reference` over from whoever held it (or nobody),
+    /// with the event in its history; the previous holder, if any.
+    pub async fn take_over(
+        &self,
+        reference: &str,
+        agent: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, CaseError> {
+        let mut tx = self.db.begin_write().await?;
+        let mut c = tx.conn();
+        let row: Option<CaseRow> = c
+            .fetch_optional(Stmt::new(self.sql.case_for_update.clone()).bind(reference))
+            .await?;
+        let row = row.ok_or_else(|| CaseError::NotFound(reference.to_string()))?;
+        if !row.state.is_open() {
+            return Err(CaseError::Invalid(format!(
+                "{reference} is {}: there is nothing to take over",
+                row.state.as_str()
+            )));
+        }
+        if let Some(primary) = &row.linked_to {
+            return Err(CaseError::Invalid(format!(
+                "{reference} is linked to {primary}: take {primary} over"
+            )));
+        }
+        let previous = row.taken_by.clone();
+        if previous.as_deref() == Some(agent) {
+            return Ok(previous);
+        }
+        c.execute(
+            Stmt::new(
+                "UPDATE dossiers SET taken_by = $2, taken_at = $3, updated_at = $3 \
+                 WHERE reference = $1",
+            )
+            .bind(reference)
+            .bind(agent)
+            .bind(now),
+        )
+        .await?;
+        let from = previous.as_deref().unwrap_or("nobody");
+        c.execute(
+            Stmt::new(
+                "INSERT INTO dossier_events (reference, kind, actor, at, reason, trace_id) \
+                 VALUES ($1, 'taken_over', $2, $3, $4, $5)",
+            )
+            .bind(reference)
+            .bind(agent)
+            .bind(now)
+            .bind(format!("from {from}: {reason}"))
+            .bind(guichet_kit::telemetry::current_trace_id()),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(previous)
+    }
+
+    /// Releases the cases whose holder has not acted since `idle_since`,
+    /// with a `released` event each; how many.
+    pub async fn release_idle(
+        &self,
+        idle_since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, sqlx::Error> {
+        let mut tx = self.db.begin_write().await?;
+        let mut c = tx.conn();
+        let idle: Vec<(String, String)> = c
+            .fetch_all(
+                Stmt::new(
+                    "SELECT reference, taken_by FROM dossiers \
+                     WHERE taken_by IS NOT NULL AND taken_at < $1",
+                )
+                .bind(idle_since),
+            )
+            .await?;
+        for (reference, holder) in &idle {
+            c.execute(
+                Stmt::new(
+                    "UPDATE dossiers SET taken_by = NULL, taken_at = NULL, updated_at = $2 \
+                     WHERE reference = $1 AND taken_by = $3",
+                )
+                .bind(reference.as_str())
+                .bind(now)
+                .bind(holder.as_str()),
+            )
+            .await?;
+            c.execute(
+                Stmt::new(
+                    "INSERT INTO dossier_events (reference, kind, actor, at, reason, trace_id) \
+                     VALUES ($1, 'released', 'system', $2, $3, '')",
+                )
+                .bind(reference.as_str())
+                .bind(now)
+                .bind(format!("{holder} had not acted on it for the idle time")),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(idle.len() as u64)
+    }
+
     /// Records that `agent` read `reference`.
     pub async fn record_read(
         &self,
@@ -70,6 +171,14 @@ impl Store {
             .fetch_optional(Stmt::new(self.sql.case_for_update.clone()).bind(reference))
             .await?;
         let row = row.ok_or_else(|| CaseError::NotFound(reference.to_string()))?;
+        // Checked again here, in the transaction: the gateway judged on
+        // facts read before, and the case may have been taken over since.
+        if details.holder_only && row.taken_by.as_deref() != Some(details.actor.as_str()) {
+            return Err(CaseError::NotHeld {
+                reference: reference.to_string(),
+                agent: details.actor.clone(),
+            });
+        }
         if let Some(primary) = &row.linked_to {
             return Err(CaseError::Invalid(format!(
                 "{reference} is linked to {primary}: act on {primary}"
@@ -96,7 +205,8 @@ impl Store {
                 Stmt::new(
                     "UPDATE dossiers SET state = $2, missing = $3, documents_deadline = $4, \
                      decided_at = CASE WHEN $5 THEN $6 ELSE decided_at END, \
-                     taken_by = CASE WHEN $7 THEN NULL ELSE taken_by END, updated_at = $6 \
+                     taken_by = CASE WHEN $7 THEN NULL ELSE taken_by END, \
+                     taken_at = CASE WHEN $7 OR taken_by IS NULL THEN NULL ELSE $6 END, updated_at = $6 \
                      WHERE reference = $1",
                 )
                 .bind(target.reference.as_str())
@@ -193,6 +303,7 @@ impl Store {
         };
         let details = StepDetails {
             actor: actor.to_string(),
+            holder_only: false,
             reason: format!("{} received", document.kind),
             documents: missing.clone(),
             deadline: primary_row.documents_deadline,

@@ -1,0 +1,407 @@
+//! The gateway's own store: which roles each agent holds in which
+//! prefectures (Guichet's, not the identity provider's), and the audit log
+//! of what agents read and changed. PostgreSQL in production (schema
+//! `gateway`), a SQLite file in the embedded default.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use guichet_access::{Agent, Role};
+use guichet_kit::db::{Database, DbError, Migrations};
+use guichet_kit::sql::Stmt;
+use serde::Serialize;
+
+pub const SCHEMA: &str = "gateway";
+
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub static MIGRATIONS: Migrations = Migrations {
+    postgres: &[&POSTGRES],
+    sqlite: &[&SQLITE],
+};
+
+/// Audit rows kept at most this long unless configured otherwise: the
+/// retention French administrations apply to access logs of personal data.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 365;
+
+#[derive(Clone, Debug)]
+pub struct Directory {
+    db: Database,
+}
+
+/// One role held by one agent, in one prefecture ("" for a national role).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct GrantRow {
+    pub uid: String,
+    pub role: String,
+    pub prefecture: String,
+    pub granted_by: String,
+    pub granted_at: DateTime<Utc>,
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub agent: Option<String>,
+    pub operation: String,
+    pub target: String,
+    pub dossier: Option<String>,
+    pub prefecture: Option<String>,
+    pub client: String,
+    pub status: i32,
+    pub trace_id: String,
+}
+
+/// An entry to add to the audit log.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub agent: Option<String>,
+    pub operation: String,
+    pub target: String,
+    pub dossier: Option<String>,
+    pub prefecture: Option<String>,
+    pub client: String,
+    pub status: u16,
+}
+
+/// What the audit log is searched by; every part optional.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub agent: Option<String>,
+    pub dossier: Option<String>,
+    /// Rows of these prefectures only (a supervisor's); `None`: every row.
+    pub prefectures: Option<Vec<String>>,
+    pub since: Option<DateTime<Utc>>,
+    /// Rows before this id (the next page).
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+/// Who changes a grant, and from where, for the audit log.
+#[derive(Debug, Clone)]
+pub struct ChangedBy {
+    pub actor: String,
+    pub agent: Option<String>,
+    pub client: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("{0} is held for the whole country: grant it without a prefecture")]
+    NationalRole(Role),
+    #[error("{0} is held in prefectures: name one")]
+    NeedsPrefecture(Role),
+    #[error("{0:?} is not a department code (59, 2A, 974)")]
+    BadPrefecture(String),
+    #[error("{0:?} is not an agent uid")]
+    BadUid(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// A department code: two digits, 2A/2B, or three digits overseas.
+pub fn is_department_code(code: &str) -> bool {
+    let b = code.as_bytes();
+    match b.len() {
+        2 => b.iter().all(u8::is_ascii_digit) || matches!(code, "2A" | "2B"),
+        3 => b.iter().all(u8::is_ascii_digit),
+        _ => false,
+    }
+}
+
+fn check_uid(uid: &str) -> Result<(), GrantError> {
+    let fine = !uid.is_empty()
+        && uid.len() <= 128
+        && uid
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+    if fine {
+        Ok(())
+    } else {
+        Err(GrantError::BadUid(uid.to_string()))
+    }
+}
+
+/// The prefecture a grant of `role` is stored with: "" for a national role.
+fn grant_place(role: Role, prefecture: Option<&str>) -> Result<String, GrantError> {
+    match (role.is_national(), prefecture) {
+        (true, None) => Ok(String::new()),
+        (true, Some(_)) => Err(GrantError::NationalRole(role)),
+        (false, None) => Err(GrantError::NeedsPrefecture(role)),
+        (false, Some(p)) if is_department_code(p) => Ok(p.to_string()),
+        (false, Some(p)) => Err(GrantError::BadPrefecture(p.to_string())),
+    }
+}
+
+impl Directory {
+    /// Opens (and migrates) the gateway's store.
+    pub async fn open(
+        database_url: Option<&str>,
+        data_dir: &std::path::Path,
+    ) -> Result<Directory, DbError> {
+        let db = Database::open(database_url, data_dir, SCHEMA, 4, &MIGRATIONS).await?;
+        Ok(Directory { db })
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// The agent `uid` as Guichet knows them: no row, no role.
+    pub async fn agent(&self, uid: &str) -> Result<Agent, sqlx::Error> {
+        let rows: Vec<GrantRow> = self
+            .db
+            .fetch_all(
+                Stmt::new(
+                    "SELECT uid, role, prefecture, granted_by, granted_at \
+                     FROM agent_grants WHERE uid = $1",
+                )
+                .bind(uid),
+            )
+            .await?;
+        Ok(Agent::with_grants(
+            uid,
+            rows.into_iter().filter_map(|r| match r.role.parse::<Role>() {
+                Ok(role) => Some((role, r.prefecture)),
+                Err(e) => {
+                    // A role this version does not know grants nothing.
+                    tracing::error!(uid = %r.uid, error = %e, "unreadable grant ignored");
+                    None
+                }
+            }),
+        ))
+    }
+
+    /// Every grant, by agent; only those in `prefectures` when given.
+    pub async fn grants(
+        &self,
+        prefectures: Option<&[String]>,
+    ) -> Result<BTreeMap<String, Vec<GrantRow>>, sqlx::Error> {
+        let rows: Vec<GrantRow> = self
+            .db
+            .fetch_all(Stmt::new(
+                "SELECT uid, role, prefecture, granted_by, granted_at \
+                 FROM agent_grants ORDER BY uid, role, prefecture",
+            ))
+            .await?;
+        let mut by_agent: BTreeMap<String, Vec<GrantRow>> = BTreeMap::new();
+        for row in rows {
+            if prefectures.is_none_or(|only| only.contains(&row.prefecture)) {
+                by_agent.entry(row.uid.clone()).or_default().push(row);
+            }
+        }
+        Ok(by_agent)
+    }
+
+    /// Grants `role` to `uid` (in `prefecture`, for a prefecture's role),
+    /// with its line in the audit log, in one transaction. Granting what
+    /// is held already changes nothing and says so (`false`).
+    pub async fn grant(
+        &self,
+        uid: &str,
+        role: Role,
+        prefecture: Option<&str>,
+        by: &ChangedBy,
+        now: DateTime<Utc>,
+    ) -> Result<bool, GrantError> {
+        check_uid(uid)?;
+        let place = grant_place(role, prefecture)?;
+        let mut tx = self.db.begin_write().await?;
+        let mut c = tx.conn();
+        let added = c
+            .execute(
+                Stmt::new(
+                    "INSERT INTO agent_grants (uid, role, prefecture, granted_by, granted_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(uid)
+                .bind(role.as_str())
+                .bind(place.as_str())
+                .bind(by.actor.as_str())
+                .bind(now),
+            )
+            .await?
+            > 0;
+        if added {
+            insert_audit(
+                &mut c,
+                &grant_entry("grant", uid, role, &place, by, now),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Revokes it; `false` when it was not held.
+    pub async fn revoke(
+        &self,
+        uid: &str,
+        role: Role,
+        prefecture: Option<&str>,
+        by: &ChangedBy,
+        now: DateTime<Utc>,
+    ) -> Result<bool, GrantError> {
+        check_uid(uid)?;
+        let place = grant_place(role, prefecture)?;
+        let mut tx = self.db.begin_write().await?;
+        let mut c = tx.conn();
+        let removed = c
+            .execute(
+                Stmt::new(
+                    "DELETE FROM agent_grants WHERE uid = $1 AND role = $2 AND prefecture = $3",
+                )
+                .bind(uid)
+                .bind(role.as_str())
+                .bind(place.as_str()),
+            )
+            .await?
+            > 0;
+        if removed {
+            insert_audit(
+                &mut c,
+                &grant_entry("revoke", uid, role, &place, by, now),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    pub async fn audit(&self, entry: &AuditEntry) -> Result<(), sqlx::Error> {
+        let mut pooled = self.db.acquire().await?;
+        insert_audit(&mut pooled.conn(), entry).await
+    }
+
+    /// The audit log, newest first.
+    pub async fn audit_log(&self, q: &AuditQuery) -> Result<Vec<AuditRow>, sqlx::Error> {
+        // Filters are bound, never spliced: `$n IS NULL OR ...` for each.
+        let mut sql = String::from(
+            "SELECT id, at, actor, agent, operation, target, dossier, prefecture, client, \
+             status, trace_id FROM audit_log \
+             WHERE ($1 IS NULL OR agent = $1) AND ($2 IS NULL OR dossier = $2) \
+             AND ($3 IS NULL OR at >= $3) AND ($4 IS NULL OR id < $4)",
+        );
+        let places = q.prefectures.clone().unwrap_or_default();
+        if q.prefectures.is_some() {
+            if places.is_empty() {
+                return Ok(Vec::new());
+            }
+            let list: Vec<String> = (0..places.len()).map(|i| format!("${}", i + 6)).collect();
+            sql.push_str(&format!(" AND prefecture IN ({})", list.join(", ")));
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT $5");
+        let mut stmt = Stmt::new(sql)
+            .bind(q.agent.clone())
+            .bind(q.dossier.clone())
+            .bind(q.since)
+            .bind(q.before_id)
+            .bind(i64::from(q.limit));
+        for p in places {
+            stmt = stmt.bind(p);
+        }
+        self.db.fetch_all(stmt).await
+    }
+
+    /// Removes audit rows older than `before` (retention); how many.
+    pub async fn purge_audit(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+        self.db
+            .execute(Stmt::new("DELETE FROM audit_log WHERE at < $1").bind(before))
+            .await
+    }
+}
+
+fn grant_entry(
+    operation: &str,
+    uid: &str,
+    role: Role,
+    place: &str,
+    by: &ChangedBy,
+    now: DateTime<Utc>,
+) -> AuditEntry {
+    AuditEntry {
+        at: now,
+        actor: by.actor.clone(),
+        agent: by.agent.clone(),
+        operation: operation.to_string(),
+        target: if place.is_empty() {
+            format!("{uid} {role}")
+        } else {
+            format!("{uid} {role} {place}")
+        },
+        dossier: None,
+        prefecture: (!place.is_empty()).then(|| place.to_string()),
+        client: by.client.clone(),
+        status: 200,
+    }
+}
+
+async fn insert_audit(
+    c: &mut guichet_kit::sql::Conn<'_>,
+    e: &AuditEntry,
+) -> Result<(), sqlx::Error> {
+    c.execute(
+        Stmt::new(
+            "INSERT INTO audit_log (at, actor, agent, operation, target, dossier, prefecture, \
+             client, status, trace_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(e.at)
+        .bind(e.actor.as_str())
+        .bind(e.agent.clone())
+        .bind(e.operation.as_str())
+        .bind(e.target.as_str())
+        .bind(e.dossier.clone())
+        .bind(e.prefecture.clone())
+        .bind(e.client.as_str())
+        .bind(i32::from(e.status))
+        .bind(guichet_kit::telemetry::current_trace_id()),
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn department_codes() {
+        for (code, ok) in [
+            ("59", true),
+            ("2A", true),
+            ("2B", true),
+            ("974", true),
+            ("2C", false),
+            ("5", false),
+            ("", false),
+            ("59 ", false),
+            ("9740", false),
+        ] {
+            assert_eq!(is_department_code(code), ok, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn where_a_role_is_held() {
+        assert_eq!(grant_place(Role::CallCentreAgent, None).unwrap(), "");
+        assert!(matches!(
+            grant_place(Role::CallCentreAgent, Some("59")),
+            Err(GrantError::NationalRole(_))
+        ));
+        assert!(matches!(
+            grant_place(Role::Instructor, None),
+            Err(GrantError::NeedsPrefecture(_))
+        ));
+        assert!(matches!(
+            grant_place(Role::Instructor, Some("x")),
+            Err(GrantError::BadPrefecture(_))
+        ));
+        assert_eq!(grant_place(Role::Supervisor, Some("2A")).unwrap(), "2A");
+    }
+}
