@@ -88,12 +88,27 @@ impl DevConfig {
     /// role, the machine clients, and the gateway's sign-in.
     pub fn standard(clock: SharedClock) -> DevConfig {
         let agents = [
-            ("instructor-59", "Inès", "Lefebvre", "instructor of prefecture 59"),
-            ("instructor-75", "Paul", "Martin", "instructor of prefecture 75"),
+            (
+                "instructor-59",
+                "Inès",
+                "Lefebvre",
+                "instructor of prefecture 59",
+            ),
+            (
+                "instructor-75",
+                "Paul",
+                "Martin",
+                "instructor of prefecture 75",
+            ),
             ("desk-59", "Awa", "Diallo", "desk agent of prefecture 59"),
             ("ccc-1", "Karim", "Benali", "call-centre agent"),
             ("mailroom-1", "Sophie", "Durand", "mailroom operator"),
-            ("supervisor-59", "Claire", "Moreau", "supervisor of prefecture 59"),
+            (
+                "supervisor-59",
+                "Claire",
+                "Moreau",
+                "supervisor of prefecture 59",
+            ),
             ("operator-1", "Luc", "Bernard", "operator / auditor"),
         ]
         .map(|(uid, given, usual, role)| DevAgent {
@@ -255,7 +270,12 @@ impl DevIssuer {
     /// its own; a claim given as `null` is left out. For tests of refusals:
     /// `{"exp": 0}`, `{"aud": "other-api"}`, `{"sub": null}`.
     pub fn token_with(&self, claims: Value) -> String {
-        let uid = self.inner.config.agents.first().map_or("dev-agent", |a| a.uid.as_str());
+        let uid = self
+            .inner
+            .config
+            .agents
+            .first()
+            .map_or("dev-agent", |a| a.uid.as_str());
         let mut token = self.agent_claims(uid);
         if let (Value::Object(base), Value::Object(over)) = (&mut token, claims) {
             for (name, value) in over {
@@ -365,7 +385,11 @@ impl DevIssuer {
     }
 
     /// The token endpoint's work: the client authenticated, then its grant.
-    fn grant(&self, headers: &HeaderMap, form: &HashMap<String, String>) -> Result<Value, OAuthError> {
+    fn grant(
+        &self,
+        headers: &HeaderMap,
+        form: &HashMap<String, String>,
+    ) -> Result<Value, OAuthError> {
         let (id, secret) = match headers.get(header::AUTHORIZATION) {
             Some(value) => basic_credentials(value.to_str().unwrap_or(""))
                 .ok_or(OAuthError::client("malformed basic credentials"))?,
@@ -393,9 +417,13 @@ impl DevIssuer {
             })),
             "authorization_code" if is_gateway => {
                 // Single use: taken out whatever happens next.
-                let grant = lock(&self.inner.codes)
-                    .remove(param("code")?)
-                    .ok_or(OAuthError::request("invalid_grant", "unknown, used or expired code"))?;
+                let grant =
+                    lock(&self.inner.codes)
+                        .remove(param("code")?)
+                        .ok_or(OAuthError::request(
+                            "invalid_grant",
+                            "unknown, used or expired code",
+                        ))?;
                 let verifier = param("code_verifier")?;
                 let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
                 let agent = self.agent(&grant.uid);
@@ -404,7 +432,10 @@ impl DevIssuer {
                     && param("redirect_uri")? == &grant.redirect_uri
                     && same(&challenge, &grant.challenge);
                 let (true, Some(agent)) = (bound, agent) else {
-                    return Err(OAuthError::request("invalid_grant", "code not valid for this request"));
+                    return Err(OAuthError::request(
+                        "invalid_grant",
+                        "code not valid for this request",
+                    ));
                 };
                 let mut id_token = self.timed();
                 for (name, value) in [
@@ -447,7 +478,9 @@ fn sub_of(uid: &str) -> String {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned lock only means a holder panicked; the map is still whole.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn random(bytes: usize) -> String {
@@ -517,7 +550,10 @@ async fn discovery(State(dev): State<DevIssuer>) -> axum::Json<Value> {
 }
 
 async fn jwks(State(dev): State<DevIssuer>) -> axum::Json<Value> {
-    let keys: Vec<Value> = lock(&dev.inner.keys).iter().map(|k| k.jwk.clone()).collect();
+    let keys: Vec<Value> = lock(&dev.inner.keys)
+        .iter()
+        .map(|k| k.jwk.clone())
+        .collect();
     axum::Json(json!({ "keys": keys }))
 }
 
@@ -546,11 +582,20 @@ async fn authorize_page(
     }
     let mut form = String::from("<form method=\"post\" action=\"/authorize\">");
     for name in [
-        "response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
-        "code_challenge", "code_challenge_method",
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
     ] {
         if let Some(value) = q.get(name) {
-            form += &format!("<input type=\"hidden\" name=\"{name}\" value=\"{}\">", escape(value));
+            form += &format!(
+                "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+                escape(value)
+            );
         }
     }
     form += "<ul>";
