@@ -392,22 +392,20 @@ impl DevIssuer {
     ) -> Result<Value, OAuthError> {
         let (id, secret) = match headers.get(header::AUTHORIZATION) {
             Some(value) => basic_credentials(value.to_str().unwrap_or(""))
-                .ok_or(OAuthError::client("malformed basic credentials"))?,
+                .ok_or(oauth("invalid_client", "malformed basic credentials"))?,
             None => match (form.get("client_id"), form.get("client_secret")) {
                 (Some(id), Some(secret)) => (id.clone(), secret.clone()),
-                _ => return Err(OAuthError::client("no client credentials")),
+                _ => return Err(oauth("invalid_client", "no client credentials")),
             },
         };
         let client = self
             .client(&id)
             .filter(|c| same(&c.secret, &secret))
-            .ok_or(OAuthError::client("unknown client or wrong secret"))?;
+            .ok_or(oauth("invalid_client", "unknown client or wrong secret"))?;
         let is_gateway = client.client_id == GATEWAY_CLIENT;
         let param = |name: &'static str| {
-            form.get(name).ok_or_else(|| OAuthError {
-                error: "invalid_request",
-                description: format!("{name} is missing"),
-            })
+            form.get(name)
+                .ok_or_else(|| oauth("invalid_request", format!("{name} is missing")))
         };
         match param("grant_type")?.as_str() {
             "client_credentials" if !is_gateway => Ok(json!({
@@ -417,13 +415,9 @@ impl DevIssuer {
             })),
             "authorization_code" if is_gateway => {
                 // Single use: taken out whatever happens next.
-                let grant =
-                    lock(&self.inner.codes)
-                        .remove(param("code")?)
-                        .ok_or(OAuthError::request(
-                            "invalid_grant",
-                            "unknown, used or expired code",
-                        ))?;
+                let grant = lock(&self.inner.codes)
+                    .remove(param("code")?)
+                    .ok_or(oauth("invalid_grant", "unknown, used or expired code"))?;
                 let verifier = param("code_verifier")?;
                 let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
                 let agent = self.agent(&grant.uid);
@@ -432,10 +426,7 @@ impl DevIssuer {
                     && param("redirect_uri")? == &grant.redirect_uri
                     && same(&challenge, &grant.challenge);
                 let (true, Some(agent)) = (bound, agent) else {
-                    return Err(OAuthError::request(
-                        "invalid_grant",
-                        "code not valid for this request",
-                    ));
+                    return Err(oauth("invalid_grant", "code not valid for this request"));
                 };
                 let mut id_token = self.timed();
                 for (name, value) in [
@@ -459,11 +450,11 @@ impl DevIssuer {
                     "scope": AGENT_SCOPES,
                 }))
             }
-            "client_credentials" | "authorization_code" => Err(OAuthError::request(
+            "client_credentials" | "authorization_code" => Err(oauth(
                 "unauthorized_client",
                 "this client may not use this grant",
             )),
-            _ => Err(OAuthError::request(
+            _ => Err(oauth(
                 "unsupported_grant_type",
                 "grant_type is not one this issuer knows",
             )),
@@ -502,29 +493,17 @@ fn basic_credentials(value: &str) -> Option<(String, String)> {
     Some((unescape(id), unescape(secret)))
 }
 
-/// An RFC 6749 §5.2 error answer.
-struct OAuthError {
-    error: &'static str,
-    description: String,
-}
+/// An RFC 6749 §5.2 error answer: its code, and what was wrong.
+struct OAuthError(&'static str, String);
 
-impl OAuthError {
-    fn client(description: &'static str) -> OAuthError {
-        OAuthError::request("invalid_client", description)
-    }
-
-    fn request(error: &'static str, description: &'static str) -> OAuthError {
-        OAuthError {
-            error,
-            description: description.to_string(),
-        }
-    }
+fn oauth(error: &'static str, description: impl Into<String>) -> OAuthError {
+    OAuthError(error, description.into())
 }
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
-        let body = axum::Json(json!({"error": self.error, "error_description": self.description}));
-        if self.error == "invalid_client" {
+        let body = axum::Json(json!({"error": self.0, "error_description": self.1}));
+        if self.0 == "invalid_client" {
             let challenge = [(header::WWW_AUTHENTICATE, "Basic realm=\"dev issuer\"")];
             return (StatusCode::UNAUTHORIZED, challenge, body).into_response();
         }
