@@ -13,9 +13,17 @@
 //!   code with PKCE (S256), state and nonce, and the code-for-token
 //!   exchange. [`client_credentials`] is the machine clients' side.
 //! - [`Secret`]: client secrets and tokens, which never print.
+//! - [`dev::DevIssuer`]: a DEVELOPMENT OpenID issuer, never for production,
+//!   for `guichet up` with nothing installed and for tests. It serves
+//!   discovery, a JWKS (ES256), the code flow with PKCE and client
+//!   credentials on loopback only; its sign-in page lists the development
+//!   agents of `infra/oidc` as buttons, no password. Tests also take tokens
+//!   from it directly ([`dev::DevIssuer::agent_token`],
+//!   [`dev::DevIssuer::token_with`]) and rotate its key.
 #![forbid(unsafe_code)]
 
 mod claims;
+pub mod dev;
 mod discovery;
 mod endpoint;
 mod keys;
