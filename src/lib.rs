@@ -2,6 +2,8 @@
 //! (`guichet serve <service>`): the same library code either way.
 #![forbid(unsafe_code)]
 
+pub mod dev;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;

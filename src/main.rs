@@ -45,6 +45,13 @@ enum Command {
         #[command(subcommand)]
         command: TitlesCommand,
     },
+    /// Agents' roles, as Guichet assigns them: the first supervisor and the
+    /// national roles are granted here; supervisors grant the rest of their
+    /// prefectures' through the API. Every change is in the audit log.
+    Agents {
+        #[command(subcommand)]
+        command: AgentsCommand,
+    },
     /// The dead-letter queue (guichet.dead.letters): what is in it and why,
     /// replay to where it came from, or drop.
     Dlq {
@@ -106,6 +113,31 @@ impl DlqSelection {
 }
 
 #[derive(Subcommand)]
+enum AgentsCommand {
+    /// Give an agent (their identity provider's uid) a role; a
+    /// prefecture's role (instructor, desk_agent, supervisor) needs the
+    /// department code, a national one (call_centre_agent,
+    /// mailroom_operator, operator) none.
+    Grant {
+        uid: String,
+        role: guichet_access::Role,
+        prefecture: Option<String>,
+    },
+    /// Take a role back.
+    Revoke {
+        uid: String,
+        role: guichet_access::Role,
+        prefecture: Option<String>,
+    },
+    /// Every agent with their roles.
+    List {
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum TitlesCommand {
     /// Import titles from the legacy system: a CSV file with a header line,
     /// or a JSON array, one title per row (see examples/titles/).
@@ -129,12 +161,22 @@ async fn main() -> anyhow::Result<()> {
     };
     let shutdown = Shutdown::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let config = cli.config;
+    let mut config = cli.config;
     let clock = clock::system();
     let started = Instant::now();
     let metrics = Metrics::new();
     let supervised = match cli.command {
         Command::Up => {
+            let dev = match config.access.oidc_issuer {
+                Some(_) => None,
+                None => {
+                    let dev = guichet::dev::start_issuer(&config, clock.clone(), shutdown.clone())
+                        .await
+                        .context("starting the development issuer")?;
+                    config.access.oidc_issuer = Some(dev.issuer.clone());
+                    Some(dev)
+                }
+            };
             let shared = Shared {
                 bus: guichet_kit::service::open_bus(&config, "guichet").await?,
                 clock,
@@ -158,6 +200,9 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "  file a dossier:  curl -s -X POST {url}/api/v1/dossiers -H 'content-type: application/json' --data @examples/filings/renewal-employee.json"
             );
+            if let Some(dev) = &dev {
+                dev.print_how_to_sign_in(&url);
+            }
             mesh.tasks
         }
         Command::Bench(args) => {
@@ -195,6 +240,7 @@ async fn main() -> anyhow::Result<()> {
             return import_titles(&config, &file, clock.as_ref()).await;
         }
         Command::Dlq { command } => return dead_letters(&config, command).await,
+        Command::Agents { command } => return agents(&config, command, clock.as_ref()).await,
         Command::Serve { service } => {
             let service = guichet::service(&service).context("no such service")?;
             serve_alone(service, &config, clock, metrics, &shutdown).await?
@@ -205,6 +251,79 @@ async fn main() -> anyhow::Result<()> {
     guichet_kit::service::wait_supervised(supervised, shutdown, config.shutdown_grace())
         .await
         .context("a service stopped")?;
+    Ok(())
+}
+
+/// `guichet agents …`, on the gateway's store directly.
+async fn agents(
+    config: &Settings,
+    command: AgentsCommand,
+    clock: &dyn guichet_kit::clock::Clock,
+) -> anyhow::Result<()> {
+    use guichet_gateway::directory::{ChangedBy, Directory};
+    let directory = Directory::open(config.database_url.as_deref(), &config.data_dir)
+        .await
+        .context("opening the gateway's store")?;
+    let by = ChangedBy {
+        actor: format!(
+            "cli:{}",
+            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+        ),
+        agent: None,
+        client: "command line".into(),
+    };
+    match command {
+        AgentsCommand::Grant {
+            uid,
+            role,
+            prefecture,
+        } => {
+            let added = directory
+                .grant(&uid, role, prefecture.as_deref(), &by, clock.now())
+                .await?;
+            println!(
+                "{uid}: {role}{} {}",
+                prefecture.map(|p| format!(" in {p}")).unwrap_or_default(),
+                if added { "granted" } else { "was already held" }
+            );
+        }
+        AgentsCommand::Revoke {
+            uid,
+            role,
+            prefecture,
+        } => {
+            let removed = directory
+                .revoke(&uid, role, prefecture.as_deref(), &by, clock.now())
+                .await?;
+            println!(
+                "{uid}: {role}{} {}",
+                prefecture.map(|p| format!(" in {p}")).unwrap_or_default(),
+                if removed { "revoked" } else { "was not held" }
+            );
+        }
+        AgentsCommand::List { json } => {
+            let all = directory.grants(None).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else if all.is_empty() {
+                println!("no agent has a role yet: guichet agents grant <uid> <role> [prefecture]");
+            } else {
+                for (uid, grants) in all {
+                    let roles: Vec<String> = grants
+                        .iter()
+                        .map(|g| {
+                            if g.prefecture.is_empty() {
+                                g.role.clone()
+                            } else {
+                                format!("{} {}", g.role, g.prefecture)
+                            }
+                        })
+                        .collect();
+                    println!("{uid:<24} {}", roles.join(", "));
+                }
+            }
+        }
+    }
     Ok(())
 }
 
