@@ -9,6 +9,9 @@
 //! answers for each of them with the state of the service behind, and any
 //! other gRPC call is `UNIMPLEMENTED`.
 //!
+//! Every call passed on is judged against the policy table first, on the
+//! facts its message holds (`grpc_access`).
+//!
 //! The instruction services are not passed on. `InstructionReader` answers
 //! with whole filings (names, birth dates, addresses) where the REST routes
 //! show a reference's holder only what the reference and birth date entitle
@@ -102,21 +105,25 @@ pub fn is_grpc(request: &Request) -> bool {
 }
 
 /// Passes one gRPC call on to the service that answers it, once the
-/// policy table admits the caller. A grant scoped to the agent's
-/// prefecture needs facts the message holds: until the services judge
-/// those themselves, such calls are refused here (fail closed) and agents
-/// with a prefecture's role use the REST routes.
+/// policy table admits the caller on the facts its message holds
+/// (`grpc_access`), with the acting agent written into the message.
 pub async fn pass_on(
     State(state): State<AppState>,
     access: crate::policy::Access,
     request: Request,
 ) -> Response {
-    if let Err(refused) = access.allow(&guichet_access::Facts::none()) {
-        return refused.into_grpc().into_http::<Body>().into_response();
-    }
     let Some(channel) = channel_of(&state, service_of(request.uri().path())) else {
         return unimplemented(request.uri().path());
     };
+    let (mut parts, body) = request.into_parts();
+    let method = parts.uri.path().trim_start_matches('/').to_string();
+    let body = match crate::grpc_access::judge(&state, &access, &method, body).await {
+        Ok(body) => body,
+        Err(refused) => return refused.into_grpc().into_http::<Body>().into_response(),
+    };
+    // The message may have been rewritten: its length is the body's.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let request = Request::from_parts(parts, body);
     let request = request.map(tonic::body::Body::new);
     match channel.oneshot(request).await {
         Ok(response) => response.map(Body::new).into_response(),

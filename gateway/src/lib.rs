@@ -17,6 +17,7 @@ pub mod directory;
 pub mod dossiers;
 pub mod error;
 pub mod extract;
+pub mod grpc_access;
 pub mod grpc_proxy;
 pub mod health;
 pub mod links;

@@ -135,8 +135,10 @@ async fn gateway_health_tells_the_state_of_each_service_behind() {
         intake_postal: url(gone),
     };
     let shutdown = guichet_kit::shutdown::Shutdown::new();
+    let config = env.config();
     let second = guichet_gateway::start(
-        &env.config(),
+        &config,
+        &config.access,
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         targets,
         guichet_kit::clock::system(),

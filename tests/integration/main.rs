@@ -10,6 +10,7 @@
 #[macro_use]
 mod common;
 
+mod access;
 mod bus_contract;
 mod channels;
 mod dates;

@@ -25,6 +25,83 @@ pub fn amqp_base_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672".into())
 }
 
+/// The development issuer every test's gateway checks tokens against: one
+/// per test binary, on its own thread and runtime (each test has its own
+/// runtime, which ends with the test).
+pub fn dev_issuer() -> &'static guichet_identity::dev::DevIssuer {
+    static ISSUER: std::sync::OnceLock<guichet_identity::dev::DevIssuer> =
+        std::sync::OnceLock::new();
+    ISSUER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the issuer");
+            runtime.block_on(async move {
+                let issuer = guichet_identity::dev::DevIssuer::start(
+                    ([127, 0, 0, 1], 0).into(),
+                    guichet_identity::dev::DevConfig::standard(guichet_kit::clock::system()),
+                    Shutdown::new(),
+                )
+                .await
+                .expect("start the development issuer");
+                tx.send(issuer).expect("hand the issuer over");
+                std::future::pending::<()>().await;
+            });
+        });
+        rx.recv().expect("the development issuer started")
+    })
+}
+
+/// Agents the tests act as, with their roles: the development ones
+/// (`guichet::dev::STANDARD_GRANTS`) and these, instructors wherever the
+/// tests' files are filed.
+pub const TEST_AGENTS: &[&str] = &[
+    "agent-0", "agent-1", "agent-2", "agent-3", "agent-4", "agent-5", "agent-6", "agent-7",
+    "pref-59", "agent-59",
+];
+pub const TEST_PREFECTURES: &[&str] = &["59", "62", "75"];
+
+/// Gives the test agents their roles in the gateway's store of `config`.
+pub async fn grant_test_roles(config: &Settings) {
+    use guichet_access::Role;
+    use guichet_gateway::directory::{ChangedBy, Directory};
+    let directory = Directory::open(config.database_url.as_deref(), &config.data_dir)
+        .await
+        .expect("open the gateway's store");
+    let now = chrono::Utc::now();
+    guichet::dev::grant_standard_roles(&directory, now)
+        .await
+        .expect("grant the development roles");
+    let by = ChangedBy {
+        actor: "test".into(),
+        agent: None,
+        client: "test".into(),
+    };
+    for uid in TEST_AGENTS {
+        for p in TEST_PREFECTURES {
+            for role in [Role::Instructor, Role::DeskAgent] {
+                directory
+                    .grant(uid, role, Some(p), &by, now)
+                    .await
+                    .expect("grant a test role");
+            }
+        }
+    }
+    directory.db().close().await;
+}
+
+/// `Authorization` for the agent `uid`.
+pub fn bearer(uid: &str) -> String {
+    format!("Bearer {}", dev_issuer().agent_token(uid))
+}
+
+/// `Authorization` for the machine client `client_id`.
+pub fn client_bearer(client_id: &str) -> String {
+    format!("Bearer {}", dev_issuer().client_token(client_id))
+}
+
 pub fn rabbitmq_api() -> String {
     std::env::var("GUICHET_TEST_RABBITMQ_API").unwrap_or_else(|_| "http://127.0.0.1:15672".into())
 }
@@ -147,6 +224,7 @@ impl TestEnv {
 
     pub fn config(&self) -> Settings {
         let mut config = Settings::from_env().expect("default configuration");
+        config.access.oidc_issuer = Some(dev_issuer().issuer().to_string());
         config.database_url = self.database_url.clone();
         config.amqp_url = self.amqp_url.clone();
         config.data_dir = self.data_dir.clone();
@@ -318,6 +396,9 @@ impl<'a> AppBuilder<'a> {
         let mesh = guichet::start_mesh_of(self.config, any, &shared, self.only)
             .await
             .expect("start the mesh");
+        if self.only.contains(&"gateway") {
+            grant_test_roles(self.config).await;
+        }
         App {
             base: format!("http://{}", mesh.http_addr),
             http: reqwest::Client::new(),
@@ -345,12 +426,13 @@ pub fn not_started() -> guichet_gateway::Targets {
 /// The gateway alone on a free port, in front of `targets`, stopping with
 /// `shared`'s shutdown.
 pub async fn start_gateway(
-    config: &Config,
+    config: &Settings,
     targets: guichet_gateway::Targets,
     shared: &guichet_kit::service::Shared,
 ) -> guichet_gateway::server::Running {
     guichet_gateway::start(
         config,
+        &config.access,
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         targets,
         shared.clock.clone(),
@@ -375,7 +457,7 @@ impl Services {
     pub async fn start(
         intake: (&Config, guichet_kit::bus::SharedBus),
         instruction: (&Settings, guichet_kit::bus::SharedBus),
-        gateway: &Config,
+        gateway: &Settings,
     ) -> Self {
         let shutdown = Shutdown::new();
         let any: SocketAddr = ([127, 0, 0, 1], 0).into();
@@ -443,6 +525,30 @@ impl App {
         }
     }
 
+    /// A request to the gateway as the agent `uid` (signed in).
+    pub fn as_agent(&self, method: reqwest::Method, uid: &str, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header("Authorization", bearer(uid))
+    }
+
+    /// `GET` as the mailroom's operator.
+    pub async fn mailroom_get(&self, path: &str) -> reqwest::Response {
+        self.as_agent(reqwest::Method::GET, "mailroom-1", path)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// `POST` JSON as the mailroom's operator.
+    pub async fn mailroom_post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.as_agent(reqwest::Method::POST, "mailroom-1", path)
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
     /// `GET` a path of the gateway (`/api/v1/...`).
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http
@@ -471,7 +577,7 @@ impl App {
             .unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
 
-    /// `POST` a JSON body to an agent's route, as `agent` (`X-Agent-Id`).
+    /// `POST` a JSON body to an agent's route, as `agent` (signed in).
     pub async fn agent_post(
         &self,
         agent: &str,
@@ -480,18 +586,18 @@ impl App {
     ) -> reqwest::Response {
         self.http
             .post(format!("{}{path}", self.base))
-            .header("X-Agent-Id", agent)
+            .header("Authorization", bearer(agent))
             .json(&body)
             .send()
             .await
             .unwrap_or_else(|e| panic!("POST {path} as {agent}: {e}"))
     }
 
-    /// `GET` an agent's route, as `agent` (`X-Agent-Id`).
+    /// `GET` an agent's route, as `agent` (signed in).
     pub async fn agent_get(&self, agent: &str, path: &str) -> reqwest::Response {
         self.http
             .get(format!("{}{path}", self.base))
-            .header("X-Agent-Id", agent)
+            .header("Authorization", bearer(agent))
             .send()
             .await
             .unwrap_or_else(|e| panic!("GET {path} as {agent}: {e}"))
@@ -540,9 +646,12 @@ impl App {
             .to_string()
     }
 
+    /// A dossier's state and history, as the call centre (which may see
+    /// every prefecture's) reads it.
     pub async fn dossier(&self, reference: &str) -> reqwest::Response {
         self.http
             .get(format!("{}/api/v1/dossiers/{reference}", self.base))
+            .header("Authorization", bearer("ccc-1"))
             .send()
             .await
             .expect("GET /api/v1/dossiers/{reference}")
