@@ -38,12 +38,14 @@ pub struct Access {
 struct Inner {
     caller: Caller,
     rule: &'static Rule,
-    judged: Mutex<Option<Judged>>,
+    judged: Mutex<Judged>,
 }
 
-#[derive(Debug, Clone)]
+/// The grant that admitted the call (none yet: not judged, or refused),
+/// and the resource it was judged on, for the audit log (refusals too).
+#[derive(Debug, Clone, Default)]
 struct Judged {
-    grant: Grant,
+    grant: Option<Grant>,
     prefecture: Option<String>,
     dossier: Option<String>,
 }
@@ -76,13 +78,18 @@ impl Access {
     /// The caller may act on the resource the `facts` describe, by the
     /// grant returned; otherwise the refusal to answer.
     pub fn allow(&self, facts: &Facts<'_>) -> Result<Grant, ApiError> {
-        let grant = refusal(decide(&self.inner.caller, self.inner.rule, facts))?;
-        *self.inner.judged.lock().unwrap_or_else(|e| e.into_inner()) = Some(Judged {
-            grant,
-            prefecture: facts.prefecture.map(str::to_string),
-            dossier: facts.dossier.map(str::to_string),
-        });
-        Ok(grant)
+        self.record(&self.inner.caller, facts)
+    }
+
+    fn record(&self, caller: &Caller, facts: &Facts<'_>) -> Result<Grant, ApiError> {
+        let decided = refusal(decide(caller, self.inner.rule, facts));
+        let mut judged = self.inner.judged.lock().unwrap_or_else(|e| e.into_inner());
+        judged.prefecture = facts.prefecture.map(str::to_string);
+        judged.dossier = facts.dossier.map(str::to_string);
+        if let Ok(grant) = &decided {
+            judged.grant = Some(*grant);
+        }
+        decided
     }
 
     /// The same, for a caller who proved in this request to be the person
@@ -94,15 +101,7 @@ impl Access {
         facts: &Facts<'_>,
     ) -> Result<Grant, ApiError> {
         match (&self.inner.caller, proof) {
-            (Caller::Anonymous, Some(person)) => {
-                let grant = refusal(decide(&Caller::Person(person), self.inner.rule, facts))?;
-                *self.inner.judged.lock().unwrap_or_else(|e| e.into_inner()) = Some(Judged {
-                    grant,
-                    prefecture: facts.prefecture.map(str::to_string),
-                    dossier: facts.dossier.map(str::to_string),
-                });
-                Ok(grant)
-            }
+            (Caller::Anonymous, Some(person)) => self.record(&Caller::Person(person), facts),
             _ => self.allow(facts),
         }
     }
@@ -129,7 +128,7 @@ impl Access {
         places
     }
 
-    fn judged(&self) -> Option<Judged> {
+    fn judged(&self) -> Judged {
         self.inner
             .judged
             .lock()
@@ -226,7 +225,7 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
         inner: Arc::new(Inner {
             caller,
             rule,
-            judged: Mutex::new(None),
+            judged: Mutex::new(Judged::default()),
         }),
     };
     // Judged now when no grant needs a fact; otherwise by the handler.
@@ -244,7 +243,7 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
     request.extensions_mut().insert(access.clone());
     let response = next.run(request).await;
     let judged = access.judged();
-    if judged.is_none() && response.status().is_success() {
+    if judged.grant.is_none() && response.status().is_success() {
         tracing::error!(
             operation = %rule.operation,
             "a handler answered without checking access: refused"
@@ -259,7 +258,7 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
     let audited = matches!(
         access.caller(),
         Caller::Agent(_) | Caller::Machine(_) | Caller::Station(_)
-    ) && judged.as_ref().is_none_or(|j| j.grant.who != Who::Anyone);
+    ) && judged.grant.is_none_or(|g| g.who != Who::Anyone);
     if audited {
         let entry = AuditEntry {
             at: state.clock.now(),
@@ -267,8 +266,8 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
             agent: access.agent_uid().map(str::to_string),
             operation: rule.operation.to_string(),
             target,
-            dossier: judged.as_ref().and_then(|j| j.dossier.clone()),
-            prefecture: judged.as_ref().and_then(|j| j.prefecture.clone()),
+            dossier: judged.dossier,
+            prefecture: judged.prefecture,
             client,
             status: response.status().as_u16(),
         };

@@ -32,9 +32,8 @@ async fn status_as(app: &App, who: Option<&str>, method: Method, path: &str, bod
 
 /// A renewal filed online in prefecture 59, with its family name.
 async fn filed_in_59(app: &App, family_name: &str) -> String {
-    let mut filing = example("renewal-employee");
+    let mut filing = example("renewal-employee.json");
     filing["applicant"]["family_name"] = json!(family_name);
-    filing["prefecture"] = json!("59");
     let reference = app.file_accepted(&filing).await;
     common::eventually(
         std::time::Duration::from_secs(20),
@@ -150,7 +149,15 @@ async fn tokens_are_checked(backend: Backend) {
             "{what}: a 401 says how to authenticate"
         );
     }
-    // Another issuer's token, even for a known uid, is refused.
+    // A good token works (the queue is empty: 404), before and after the
+    // provider rotates its key, without restarting anything.
+    let good = send(issuer.agent_token("instructor-59")).await;
+    assert_eq!(good.status(), 404, "{:?}", good.text().await);
+    // The shared issuer must not rotate under the other tests: a second
+    // one, with a gateway of its own, does.
+    // Another issuer's token, even for a known uid, is refused (after the
+    // rotation: an unknown key makes the gateway fetch the keys again, at
+    // most once per interval, whoever sends it).
     let other = guichet_identity::dev::DevIssuer::start(
         ([127, 0, 0, 1], 0).into(),
         guichet_identity::dev::DevConfig::standard(guichet_kit::clock::system()),
@@ -159,16 +166,54 @@ async fn tokens_are_checked(backend: Backend) {
     .await
     .unwrap();
     assert_eq!(send(other.agent_token("instructor-59")).await.status(), 401);
-    // A good token works (the queue is empty: 404), before and after the
-    // provider rotates its key, without restarting anything.
-    assert_eq!(send(issuer.agent_token("instructor-59")).await.status(), 404);
-    issuer.rotate_keys();
-    assert_eq!(send(issuer.agent_token("instructor-59")).await.status(), 404);
     // A token with no role at Guichet: signed in, and refused.
     assert_eq!(send(issuer.agent_token("nobody-at-guichet")).await.status(), 403);
     common::stop(app, env).await;
 }
 on_both_backends!(tokens_are_checked);
+
+/// A key rotated at the provider is picked up without a restart: the
+/// gateway fetches the keys again when a token names one it does not know
+/// (at most once per interval, so the first tries may wait for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotated_at_the_provider_is_accepted_without_a_restart() {
+    let env = TestEnv::on(Backend::Embedded).await;
+    let shutdown = guichet_kit::shutdown::Shutdown::new();
+    let own = guichet_identity::dev::DevIssuer::start(
+        ([127, 0, 0, 1], 0).into(),
+        guichet_identity::dev::DevConfig::standard(guichet_kit::clock::system()),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let mut config = env.config();
+    config.access.oidc_issuer = Some(own.issuer().to_string());
+    let app = App::builder(&config).only(common::ONLINE).start().await;
+    let take = |token: String| {
+        let http = app.http.clone();
+        let url = format!("{}/api/v1/agent/queue/next", app.base);
+        async move {
+            http.post(url)
+                .header("Authorization", format!("Bearer {token}"))
+                .json(&json!({"prefecture": "59"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(take(own.agent_token("instructor-59")).await, 404, "the queue is empty");
+    own.rotate_keys();
+    common::eventually(
+        std::time::Duration::from_secs(30),
+        "a token signed with the new key accepted",
+        || async { (take(own.agent_token("instructor-59")).await == 404).then_some(()) },
+    )
+    .await;
+    shutdown.cancel();
+    common::stop(app, env).await;
+}
 
 async fn a_held_case_is_taken_over_before_anyone_else_acts(backend: Backend) {
     let (env, app) = start(backend).await;
@@ -324,16 +369,54 @@ on_both_backends!(supervisors_grant_their_prefectures_roles);
 
 async fn a_person_needs_their_own_link(backend: Backend) {
     let (env, app) = start(backend).await;
-    let sites: Value = app.get_json("/api/v1/sites?prefecture=59").await;
-    let site = sites[0]["id"].as_str().expect("a site in 59").to_string();
+    // The prefecture's supervisor opens a site, through desk software's gRPC.
+    use guichet_proto::v1 as pb;
+    let mut desk = guichet_proto::v1::desk_client::DeskClient::new(app.grpc().await);
+    let site = pb::Site {
+        id: "59-access".into(),
+        name: "Préfecture du Nord".into(),
+        prefecture: "59".into(),
+        kind: pb::SiteKind::Prefecture as i32,
+        address: None,
+        opening_hours: (1..=5)
+            .map(|d| pb::OpeningHours {
+                weekday: d,
+                opens: "09:00".into(),
+                closes: "12:00".into(),
+            })
+            .collect(),
+        desks: 2,
+        slot_minutes: 30,
+        places_per_slot: 2,
+        places_for_reports: 0,
+    };
+    let as_agent = |uid: &str, site: pb::Site| {
+        let mut r = tonic::Request::new(site);
+        r.metadata_mut()
+            .insert("authorization", bearer(uid).parse().unwrap());
+        r
+    };
+    let refused = desk.upsert_site(as_agent("desk-59", site.clone())).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    let mut elsewhere = site.clone();
+    elsewhere.prefecture = "75".into();
+    let refused = desk.upsert_site(as_agent("supervisor-59", elsewhere)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    desk.upsert_site(as_agent("supervisor-59", site.clone()))
+        .await
+        .expect("the supervisor of 59 opens a site of 59");
+    let mut day = chrono::Utc::now().date_naive() + chrono::Days::new(2);
+    while !guichet_dossier::calendar::is_working_day(day) {
+        day = day + chrono::Days::new(1);
+    }
     let slots: Value = app
-        .get_json(&format!("/api/v1/sites/{site}/slots"))
+        .get_json(&format!("/api/v1/sites/{}/slots?date={day}", site.id))
         .await;
-    let starts_at = slots["slots"][0]["starts_at"]
+    let starts_at = slots[0]["starts_at"]
         .as_str()
-        .or_else(|| slots[0]["starts_at"].as_str())
         .unwrap_or_else(|| panic!("a free slot: {slots}"))
         .to_string();
+    let site = site.id;
     let booked = app
         .http
         .post(format!("{}/api/v1/appointments", app.base))

@@ -227,7 +227,14 @@ fn next_slot() -> chrono::DateTime<Utc> {
 }
 
 async fn queue_references(app: &App) -> Vec<(String, String)> {
-    let r: Vec<Value> = app.get_json("/api/v1/queue?prefecture=59").await;
+    let r: Vec<Value> = app
+        .as_agent(reqwest::Method::GET, "instructor-59", "/api/v1/queue?prefecture=59")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     r.iter()
         .map(|e| {
             (
@@ -1032,7 +1039,7 @@ async fn a_paper_kit_offered_is_a_prefilled_form_listed_for_posting(backend: Bac
         let app = &app;
         async move {
             let letters: Vec<Value> = app
-                .get_json(&format!("/api/v1/postal/letters?reference={reference}"))
+                .mailroom_get_json(&format!("/api/v1/postal/letters?reference={reference}"))
                 .await;
             letters
         }
@@ -1218,7 +1225,7 @@ async fn an_unreachable_peer_makes_an_offer_or_a_kept_booking_unavailable_not_ac
             "{base}/api/v1/agent/reports/{}/alternative",
             report.id
         ))
-        .header("X-Agent-Id", "pref-59")
+        .header("Authorization", crate::common::bearer("pref-59"))
         .json(&json!({"kind": "pan_appointment", "appointment_id": appointment.id}))
         .send()
         .await

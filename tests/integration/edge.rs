@@ -549,6 +549,7 @@ async fn a_key_used_again_with_another_request_is_a_409(backend: Backend) {
                 );
             app.http
                 .post(format!("{}/api/v1/postal/batches", app.base))
+        .header("Authorization", crate::common::client_bearer("guichet-scanner-1"))
                 .multipart(form)
                 .send()
                 .await

@@ -79,8 +79,15 @@ async fn a_filing_reaches_instruction_with_its_trace(backend: Backend) {
         "intake recorded the same trace"
     );
 
-    // The queue lists it.
-    let queue: Value = app.get_json("/api/v1/queue?prefecture=59").await;
+    // The queue lists it, to the prefecture's instructors by reference.
+    let queue: Value = app
+        .as_agent(reqwest::Method::GET, "instructor-59", "/api/v1/queue?prefecture=59")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(queue[0]["reference"], reference.as_str());
     assert_eq!(queue[0]["position"], 1);
 

@@ -44,8 +44,17 @@ async fn file(app: &App, body: &Value) -> String {
     reference
 }
 
+/// The queue as the instructor of 59 sees it (with references).
 async fn queue(app: &App, query: &str) -> Vec<Value> {
-    let r = app.get(&format!("/api/v1/queue?{query}")).await;
+    let r = app
+        .as_agent(
+            reqwest::Method::GET,
+            "instructor-59",
+            &format!("/api/v1/queue?{query}"),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
 }

@@ -55,7 +55,7 @@ fn amina(family_name: &str) -> Value {
 
 async fn form_pdf(app: &App, prefill: Value) -> Vec<u8> {
     let r = app
-        .post_json(
+        .mailroom_post(
             "/api/v1/postal/forms",
             &json!({"procedure": "renewal", "prefill": prefill}),
         )
@@ -66,7 +66,7 @@ async fn form_pdf(app: &App, prefill: Value) -> Vec<u8> {
 }
 
 async fn separator_page(app: &App) -> Vec<u8> {
-    let r = app.get("/api/v1/postal/separators?count=1").await;
+    let r = app.mailroom_get("/api/v1/postal/separators?count=1").await;
     assert_eq!(r.status(), 200);
     let pdf = r.bytes().await.unwrap();
     scanned(&pdf, 99).await.remove(0)
@@ -112,6 +112,7 @@ async fn upload(
     let r = app
         .http
         .post(format!("{}/api/v1/postal/batches", app.base))
+        .header("Authorization", crate::common::client_bearer("guichet-scanner-1"))
         .multipart(form)
         .send()
         .await
@@ -129,7 +130,7 @@ async fn upload(
 async fn read_batch(app: &App, id: &str) -> Value {
     eventually(READING, "the batch read", || async {
         let b: Value = app
-            .get(&format!("/api/v1/postal/batches/{id}"))
+            .mailroom_get(&format!("/api/v1/postal/batches/{id}"))
             .await
             .json()
             .await
@@ -198,7 +199,7 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
         assert_eq!(read["confidence"], 1.0);
     }
     assert_eq!(
-        app.get("/api/v1/postal/keying?limit=100")
+        app.mailroom_get("/api/v1/postal/keying?limit=100")
             .await
             .json::<Value>()
             .await
@@ -214,7 +215,7 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
     for (e, (name, _, legal_date)) in envelopes.iter().zip(&expected) {
         let id = e["id"].as_str().unwrap();
         let r = app
-            .post_json(
+            .mailroom_post(
                 &format!("/api/v1/postal/envelopes/{id}/confirmation"),
                 &json!({
                     "operator_id": "mailroom-3",
@@ -255,7 +256,7 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
 
     // Nothing unaccounted for: every page is a separator or part of a dossier.
     let batch: Value = app
-        .get(&format!("/api/v1/postal/batches/{batch_id}"))
+        .mailroom_get(&format!("/api/v1/postal/batches/{batch_id}"))
         .await
         .json()
         .await
@@ -280,7 +281,7 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
         "the receipt and the missing-documents letter",
         || async {
             let l: Vec<Value> = app
-                .get(&format!("/api/v1/postal/letters?reference={first}"))
+                .mailroom_get(&format!("/api/v1/postal/letters?reference={first}"))
                 .await
                 .json()
                 .await
@@ -303,7 +304,7 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
             .all(|l| l["emailed_to"] == "amina@example.org")
     );
     let pdf = app
-        .get(&format!(
+        .mailroom_get(&format!(
             "/api/v1/postal/letters/{}",
             letters[0]["id"].as_str().unwrap()
         ))
@@ -315,7 +316,7 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
         .count();
     assert!(mails >= 2, "e-mail copies written: {mails}");
     let all: Vec<Value> = app
-        .get("/api/v1/postal/letters?limit=1000")
+        .mailroom_get("/api/v1/postal/letters?limit=1000")
         .await
         .json()
         .await
@@ -325,7 +326,7 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
 
     // Confirming again files nothing new.
     let again = app
-        .post_json(
+        .mailroom_post(
             &format!(
                 "/api/v1/postal/envelopes/{}/confirmation",
                 envelopes[0]["id"].as_str().unwrap()
@@ -416,14 +417,14 @@ async fn a_forged_code_and_a_plain_letter_go_to_keying_with_their_reason(backend
     ] {
         let id = e["id"].as_str().unwrap();
         let r = app
-            .post_json(
+            .mailroom_post(
                 &format!("/api/v1/postal/envelopes/{id}/routing"),
                 &json!({"operator_id": "mailroom-1", "reason": reason, "destination": to}),
             )
             .await;
         assert_eq!(r.status(), 200, "{:?}", r.text().await);
         let again = app
-            .post_json(
+            .mailroom_post(
                 &format!("/api/v1/postal/envelopes/{id}/confirmation"),
                 &json!({"operator_id": "mailroom-1"}),
             )
@@ -431,7 +432,7 @@ async fn a_forged_code_and_a_plain_letter_go_to_keying_with_their_reason(backend
         assert_eq!(again.status(), 409, "a routed envelope is not filed");
     }
     let batch: Value = app
-        .get(&format!(
+        .mailroom_get(&format!(
             "/api/v1/postal/batches/{}",
             uploaded["batch_id"].as_str().unwrap()
         ))
@@ -454,7 +455,7 @@ async fn a_forged_code_and_a_plain_letter_go_to_keying_with_their_reason(backend
         ]
     );
     assert_eq!(
-        app.get("/api/v1/postal/keying")
+        app.mailroom_get("/api/v1/postal/keying")
             .await
             .json::<Value>()
             .await
@@ -470,6 +471,7 @@ async fn bad_uploads_are_refused_with_the_field_at_fault() {
     let send = |form: Form| {
         app.http
             .post(format!("{}/api/v1/postal/batches", app.base))
+        .header("Authorization", crate::common::client_bearer("guichet-scanner-1"))
             .multipart(form)
             .send()
     };
@@ -519,7 +521,7 @@ async fn bad_uploads_are_refused_with_the_field_at_fault() {
 
     // A PDF straight from a scanner's software is split into its pages.
     let pdf = app
-        .get("/api/v1/postal/separators?count=3")
+        .mailroom_get("/api/v1/postal/separators?count=3")
         .await
         .bytes()
         .await
@@ -541,7 +543,7 @@ async fn bad_uploads_are_refused_with_the_field_at_fault() {
     assert_eq!(body["pages"].as_array().unwrap().len(), 3);
 
     let r = app
-        .post_json(
+        .mailroom_post(
             "/api/v1/postal/forms",
             &json!({"prefill": {"shoe_size": "42"}}),
         )
@@ -558,7 +560,7 @@ async fn bad_uploads_are_refused_with_the_field_at_fault() {
 /// words joined by single spaces so a wrapped sentence reads whole.
 async fn letter_text(app: &App, id: &str) -> String {
     let pdf = app
-        .get(&format!("/api/v1/postal/letters/{id}"))
+        .mailroom_get(&format!("/api/v1/postal/letters/{id}"))
         .await
         .bytes()
         .await
@@ -592,7 +594,7 @@ async fn letter_of(app: &App, reference: &str, kind: &str) -> Value {
         &format!("the {kind} letter of {reference}"),
         || async {
             let letters: Vec<Value> = app
-                .get(&format!("/api/v1/postal/letters?reference={reference}"))
+                .mailroom_get(&format!("/api/v1/postal/letters?reference={reference}"))
                 .await
                 .json()
                 .await
@@ -691,7 +693,7 @@ async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_t
         );
         // It waits in the keying list, for another operator.
         let keying: Vec<Value> = app
-            .get("/api/v1/postal/keying?limit=100")
+            .mailroom_get("/api/v1/postal/keying?limit=100")
             .await
             .json()
             .await
@@ -730,7 +732,7 @@ async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_t
         let reference = filed["reference"].as_str().unwrap().to_string();
         // Both operators and the reason, in the envelope's history.
         let envelope: Value = app
-            .get(&format!("/api/v1/postal/envelopes/{id}"))
+            .mailroom_get(&format!("/api/v1/postal/envelopes/{id}"))
             .await
             .json()
             .await
@@ -805,12 +807,20 @@ async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_t
     // An agent asks for a document by a date: the letter prints that date.
     let deadline = today.checked_add_days(Days::new(30)).unwrap();
     let r = app
+        .agent_post(
+            "agent-59",
+            &format!("/api/v1/agent/dossiers/{}/takeover", references[0]),
+            json!({"reason": "asking for a document"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let r = app
         .http
         .post(format!(
             "{}/api/v1/agent/dossiers/{}/document-requests",
             app.base, references[0]
         ))
-        .header("x-agent-id", "agent-59")
+        .header("Authorization", crate::common::bearer("agent-59"))
         .json(&json!({"kinds": ["photo"], "deadline": deadline.to_string()}))
         .send()
         .await

@@ -540,6 +540,15 @@ impl App {
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
+    /// `GET` as the mailroom's operator, and its JSON body.
+    pub async fn mailroom_get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.mailroom_get(path)
+            .await
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: JSON body: {e}"))
+    }
+
     /// `POST` JSON as the mailroom's operator.
     pub async fn mailroom_post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         self.as_agent(reqwest::Method::POST, "mailroom-1", path)
