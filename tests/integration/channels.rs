@@ -14,7 +14,7 @@ use guichet_proto::v1 as pb;
 use guichet_proto::v1::call_centre_client::CallCentreClient;
 use guichet_proto::v1::desk_client::DeskClient;
 use serde_json::{Value, json};
-use tonic::transport::Channel;
+use crate::common::{AuthChannel as Channel, PREFECTURE_AGENT};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -114,7 +114,7 @@ fn report_request(key: &str, (line1, postal_code, city): Address) -> pb::OpenRep
 
 /// The call centre and the desk, through the gateway's gRPC.
 async fn ccc_and_desk(app: &App) -> (CallCentreClient<Channel>, DeskClient<Channel>) {
-    let channel = app.grpc().await;
+    let channel = app.grpc_as(PREFECTURE_AGENT).await;
     (
         CallCentreClient::new(channel.clone()),
         DeskClient::new(channel),
@@ -342,7 +342,7 @@ async fn filings_on_behalf_and_at_the_desk_sort_with_web_filings_by_legal_filing
 on_both_backends!(fifty_concurrent_bookings_of_a_ten_place_slot_give_exactly_ten);
 async fn fifty_concurrent_bookings_of_a_ten_place_slot_give_exactly_ten(backend: Backend) {
     let (env, app) = common::mesh_on(backend).await;
-    let channel = app.grpc().await;
+    let channel = app.grpc_as(PREFECTURE_AGENT).await;
     let mut desk = DeskClient::new(channel.clone());
     desk.upsert_site(lille(10, 0)).await.unwrap();
     let slot = next_slot();
@@ -391,7 +391,7 @@ async fn appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_de
     backend: Backend,
 ) {
     let (env, app) = common::mesh_on(backend).await;
-    let mut desk = DeskClient::new(app.grpc().await);
+    let mut desk = DeskClient::new(app.grpc_as(PREFECTURE_AGENT).await);
     // Two places a slot, one of them kept for reports.
     desk.upsert_site(lille(2, 1)).await.unwrap();
     let slot = next_slot();
@@ -436,7 +436,7 @@ async fn appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_de
     assert_eq!(by_phone.code(), tonic::Code::FailedPrecondition);
     // ...but the place kept for reports goes to a blocked person's alternative.
     let report = open_report(
-        &mut CallCentreClient::new(app.grpc().await),
+        &mut CallCentreClient::new(app.grpc_as(PREFECTURE_AGENT).await),
         "report-1",
         LILLE_ADDRESS,
     )
@@ -1034,7 +1034,7 @@ on_both_backends!(a_paper_kit_offered_is_a_prefilled_form_listed_for_posting);
 /// A kit with no address to post it to is refused, naming `kit_sent_to`.
 async fn a_paper_kit_offered_is_a_prefilled_form_listed_for_posting(backend: Backend) {
     let (env, app) = common::mesh_on(backend).await;
-    let mut ccc = CallCentreClient::new(app.grpc().await);
+    let mut ccc = CallCentreClient::new(app.grpc_as(PREFECTURE_AGENT).await);
     let letters_of = |reference: String| {
         let app = &app;
         async move {
@@ -1200,7 +1200,8 @@ async fn an_unreachable_peer_makes_an_offer_or_a_kept_booking_unavailable_not_ac
     };
     let gateway = common::start_gateway(&config, targets, &shared).await;
     let base = format!("http://{}", gateway.http_addr);
-    let channel = common::grpc_channel(&base).await;
+    common::grant_test_roles(&config).await;
+    let channel = common::signed_in(common::grpc_channel(&base).await, PREFECTURE_AGENT);
     let mut ccc_client = CallCentreClient::new(channel.clone());
     let mut desk = DeskClient::new(channel);
     let http = reqwest::Client::new();

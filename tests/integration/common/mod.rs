@@ -62,6 +62,8 @@ pub const TEST_AGENTS: &[&str] = &[
     "pref-59", "agent-59",
 ];
 pub const TEST_PREFECTURES: &[&str] = &["59", "62", "75"];
+/// Supervisor of the test prefectures and call-centre agent too.
+pub const PREFECTURE_AGENT: &str = "pref-59";
 
 /// Gives the test agents their roles in the gateway's store of `config`.
 pub async fn grant_test_roles(config: &Settings) {
@@ -89,7 +91,44 @@ pub async fn grant_test_roles(config: &Settings) {
             }
         }
     }
+    // The prefectures' all-rounder of the channel tests: their sites, their
+    // desks, and the call centre's calls.
+    for p in TEST_PREFECTURES {
+        directory
+            .grant(PREFECTURE_AGENT, Role::Supervisor, Some(p), &by, now)
+            .await
+            .expect("grant a test role");
+    }
+    directory
+        .grant(PREFECTURE_AGENT, Role::CallCentreAgent, None, &by, now)
+        .await
+        .expect("grant a test role");
     directory.db().close().await;
+}
+
+/// A gRPC channel whose every call carries an agent's (or a client's)
+/// `authorization`.
+#[derive(Clone)]
+pub struct SignedIn(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for SignedIn {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+pub type AuthChannel =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, SignedIn>;
+
+/// `channel`, signed in as the agent `uid`.
+pub fn signed_in(channel: tonic::transport::Channel, uid: &str) -> AuthChannel {
+    tonic::service::interceptor::InterceptedService::new(
+        channel,
+        SignedIn(bearer(uid).parse().expect("a header value")),
+    )
 }
 
 /// `Authorization` for the agent `uid`.
@@ -627,6 +666,11 @@ impl App {
             || async { (rounds.get() >= from + 2).then_some(()) },
         )
         .await;
+    }
+
+    /// A gRPC channel to the gateway, connected, signed in as `uid`.
+    pub async fn grpc_as(&self, uid: &str) -> AuthChannel {
+        signed_in(self.grpc().await, uid)
     }
 
     /// A gRPC channel to the gateway, connected.
