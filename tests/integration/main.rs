@@ -11,6 +11,7 @@
 mod common;
 
 mod bus_contract;
+mod bus_users;
 mod channels;
 mod dates;
 mod edge;
