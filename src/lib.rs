@@ -342,10 +342,15 @@ pub async fn start_mesh_of(
         // so a failed one stops taking work at once and the process stops
         // them all.
         let stop = shared.shutdown.child_token();
-        let mine = Shared {
+        let mut mine = Shared {
             shutdown: stop.clone(),
             ..shared.clone()
         };
+        // A service with a broker user of its own logs in as itself, not
+        // over the process's shared connection.
+        if config.amqp_url.is_some() && config.bus_users.credentials(s.name).is_some() {
+            mine.bus = guichet_kit::service::open_bus(config, s.name).await?;
+        }
         let started = (s.start)(config, listener, &peers, &mine).await?;
         mesh.handles.extend(
             started

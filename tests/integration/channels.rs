@@ -250,7 +250,14 @@ async fn filings_on_behalf_and_at_the_desk_sort_with_web_filings_by_legal_filing
     backend: Backend,
 ) {
     let (env, app) = common::mesh_on(backend).await;
-    let (mut ccc, mut desk) = ccc_and_desk(&app).await;
+    four_channels_sort_by_legal_filing_date(&app).await;
+    common::stop(app, env).await;
+}
+
+/// One filing on each channel, in the queue by legal filing date; also run
+/// with each service on the broker as its own user (`bus_users`).
+pub async fn four_channels_sort_by_legal_filing_date(app: &App) {
+    let (mut ccc, mut desk) = ccc_and_desk(app).await;
     desk.upsert_site(lille(4, 1)).await.unwrap();
 
     // Filed in this order: call centre, web, desk; and a letter postmarked
@@ -289,7 +296,7 @@ async fn filings_on_behalf_and_at_the_desk_sort_with_web_filings_by_legal_filing
         .await;
 
     let order = eventually(WAIT, "four dossiers in the queue", || async {
-        let q = queue_references(&app).await;
+        let q = queue_references(app).await;
         (q.len() == 4).then_some(q)
     })
     .await;
@@ -334,9 +341,7 @@ async fn filings_on_behalf_and_at_the_desk_sort_with_web_filings_by_legal_filing
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
-    assert_eq!(queue_references(&app).await.len(), 4);
-
-    common::stop(app, env).await;
+    assert_eq!(queue_references(app).await.len(), 4);
 }
 
 on_both_backends!(fifty_concurrent_bookings_of_a_ten_place_slot_give_exactly_ten);

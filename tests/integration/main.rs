@@ -12,6 +12,7 @@ mod common;
 
 mod access;
 mod bus_contract;
+mod bus_users;
 mod channels;
 mod dates;
 mod edge;

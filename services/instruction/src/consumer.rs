@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use guichet_kit::bus::{
-    DEAD_EXCHANGE, DEATH_EXCHANGE_HEADER, DEATH_QUEUE_HEADER, DEATH_REASON_HEADER,
-    DEATH_TIME_HEADER, Delivery, INSTRUCTION_QUEUE, OutgoingMessage, SharedBus,
+    DEAD_EXCHANGE, DEATH_EXCHANGE_HEADER, DEATH_PUBLISHER_HEADER, DEATH_QUEUE_HEADER,
+    DEATH_REASON_HEADER, DEATH_TIME_HEADER, Delivery, INSTRUCTION_QUEUE, OutgoingMessage,
+    Publishers, SharedBus, WrongPublisher,
 };
 use guichet_kit::clock::SharedClock;
 use guichet_kit::db::Database;
@@ -31,6 +32,10 @@ pub enum Poison {
     Undecodable(String),
     UnknownSchemaVersion(u32),
     BreaksRule(String),
+    /// Published by a service that does not file this channel's dossiers, or
+    /// by someone who did not say who they are, while each channel has its
+    /// own broker user: a forgery, or a service misconfigured.
+    WrongPublisher(WrongPublisher),
     /// The database refuses it, alone, for a reason other than being down.
     Rejected(String),
 }
@@ -49,6 +54,12 @@ impl Poison {
             Poison::Undecodable(e) => format!("undecodable: {e}"),
             Poison::UnknownSchemaVersion(v) => format!("unknown schema version {v}"),
             Poison::BreaksRule(v) => format!("breaks a domain rule: {v}"),
+            Poison::WrongPublisher(WrongPublisher::Unnamed) => {
+                "no publisher: the message has no user_id".into()
+            }
+            Poison::WrongPublisher(WrongPublisher::NotTheChannels { channel, user }) => {
+                format!("wrong publisher: {user} does not file {channel} dossiers")
+            }
             Poison::Rejected(e) => format!("refused by the instruction database: {e}"),
         }
     }
@@ -60,6 +71,8 @@ impl Poison {
             Poison::Undecodable(_) => "undecodable",
             Poison::UnknownSchemaVersion(_) => "unknown_schema",
             Poison::BreaksRule(_) => "breaks_rule",
+            Poison::WrongPublisher(WrongPublisher::Unnamed) => "no_publisher",
+            Poison::WrongPublisher(WrongPublisher::NotTheChannels { .. }) => "wrong_publisher",
             Poison::Rejected(_) => "rejected",
         }
     }
@@ -85,9 +98,12 @@ fn write_span(parent: &tracing::Span, db: &Database, batch: usize) -> tracing::S
 }
 
 /// Reads one delivery into a dossier, or says why it never will be one.
+/// With `publishers`, the dossier's channel must be one its publisher (the
+/// broker-checked `user_id`) files.
 pub fn decode(
     delivery: &Delivery,
     today: chrono::NaiveDate,
+    publishers: Option<&Publishers>,
 ) -> Result<(String, guichet_dossier::Dossier), Poison> {
     let message_id = delivery
         .message_id
@@ -101,6 +117,11 @@ pub fn decode(
     }
     let dossier =
         convert::dossier_from_pb(&wire, today).map_err(|v| Poison::BreaksRule(v.to_string()))?;
+    if let Some(publishers) = publishers {
+        publishers
+            .check(dossier.channel(), delivery.user_id.as_deref())
+            .map_err(Poison::WrongPublisher)?;
+    }
     Ok((message_id, dossier))
 }
 
@@ -112,6 +133,9 @@ pub struct Consumer {
     /// Pokes the events relay once new case events are committed.
     pub wake: std::sync::Arc<tokio::sync::Notify>,
     pub metrics: Metrics,
+    /// Who may publish each channel's dossiers, when the services have
+    /// broker users of their own; `None` takes every publisher.
+    pub publishers: Option<Publishers>,
 }
 
 impl Consumer {
@@ -132,7 +156,7 @@ impl Consumer {
                 dossier = tracing::field::Empty,
             );
             telemetry::set_parent(&span, &delivery.trace_carrier());
-            match decode(&delivery, today) {
+            match decode(&delivery, today, self.publishers.as_ref()) {
                 Ok((message_id, dossier)) => {
                     span.record("dossier", dossier.reference.as_str());
                     good.push(Incoming {
@@ -277,6 +301,9 @@ impl Consumer {
         headers.insert(DEATH_REASON_HEADER.into(), reason);
         headers.insert(DEATH_QUEUE_HEADER.into(), INSTRUCTION_QUEUE.into());
         headers.insert(DEATH_EXCHANGE_HEADER.into(), delivery.exchange.clone());
+        if let Some(user) = &delivery.user_id {
+            headers.insert(DEATH_PUBLISHER_HEADER.into(), user.clone());
+        }
         headers.insert(
             DEATH_TIME_HEADER.into(),
             self.clock

@@ -74,6 +74,11 @@ pub async fn start(
         shutdown: shutdown.clone(),
         wake: wake.clone(),
         metrics: metrics.clone(),
+        // Only the broker checks `user_id`: the in-process bus has no users.
+        publishers: config
+            .amqp_url
+            .as_ref()
+            .and_then(|_| config.bus_users.publishers()),
     });
     let prefetch = config.consumer_prefetch;
     let consume_shutdown = shutdown.clone();

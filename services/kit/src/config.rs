@@ -11,6 +11,10 @@ pub struct Config {
     #[arg(long, env = "GUICHET_AMQP_URL", hide_env_values = true)]
     pub amqp_url: Option<String>,
 
+    /// Each service's own user on the broker (`GUICHET_AMQP_USER_<SERVICE>`).
+    #[command(flatten)]
+    pub bus_users: crate::bus::BusUsers,
+
     /// PostgreSQL URL. Unset: SQLite files in the data folder.
     #[arg(long, env = "GUICHET_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -171,6 +175,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("amqp_url", &self.amqp_url.as_deref().map(redact_url))
+            .field("bus_users", &self.bus_users)
             .field(
                 "database_url",
                 &self.database_url.as_deref().map(redact_url),

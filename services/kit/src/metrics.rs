@@ -51,7 +51,8 @@ pub struct QueueLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeadLetterLabels {
     pub queue: &'static str,
-    /// `undecodable`, `unknown_schema`, `breaks_rule` or `rejected`.
+    /// `undecodable`, `unknown_schema`, `breaks_rule`, `wrong_publisher`,
+    /// `no_publisher` or `rejected`.
     pub reason: &'static str,
 }
 

@@ -42,10 +42,18 @@ pub enum StartError {
 }
 
 /// RabbitMQ when `GUICHET_AMQP_URL` is set; otherwise the in-process bus in
-/// `<data_dir>/bus.sqlite`, which only one process may open.
+/// `<data_dir>/bus.sqlite`, which only one process may open. A service
+/// (`name` one of the services) with a broker user of its own
+/// (`GUICHET_AMQP_USER_<SERVICE>`) logs in as that user.
 pub async fn open_bus(config: &Config, name: &str) -> Result<SharedBus, StartError> {
     match &config.amqp_url {
-        Some(url) => Ok(Arc::new(AmqpBus::new(url, name, config.delivery_limit))),
+        Some(url) => {
+            let bus = AmqpBus::new(url, name, config.delivery_limit);
+            Ok(Arc::new(match config.bus_users.credentials(name) {
+                Some(own) => bus.as_service(own, name == crate::bus::users::TOPOLOGY_OWNER),
+                None => bus,
+            }))
+        }
         None => {
             std::fs::create_dir_all(&config.data_dir)
                 .map_err(|e| StartError::DataDir(config.data_dir.clone(), e))?;

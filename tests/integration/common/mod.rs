@@ -377,6 +377,9 @@ pub struct App {
     pub mesh: guichet::Mesh,
     /// This mesh's figures alone: each test's mesh counts its own.
     pub metrics: guichet_kit::Metrics,
+    /// Where `file_by_post` publishes, as the postal service would: its own
+    /// broker user when it has one, else the mesh's bus.
+    pub postal_bus: guichet_kit::bus::SharedBus,
 }
 
 /// A clock the test moves forward: deadlines can pass without waiting days.
@@ -438,7 +441,15 @@ impl<'a> AppBuilder<'a> {
         if self.only.contains(&"gateway") {
             grant_test_roles(self.config).await;
         }
+        let postal = self.config.bus_users.credentials("intake-postal");
+        let postal_bus = match (&self.config.amqp_url, postal) {
+            (Some(_), Some(_)) => guichet_kit::service::open_bus(self.config, "intake-postal")
+                .await
+                .expect("open the postal bus"),
+            _ => shared.bus.clone(),
+        };
         App {
+            postal_bus,
             base: format!("http://{}", mesh.http_addr),
             http: reqwest::Client::new(),
             shutdown,
@@ -735,7 +746,7 @@ impl App {
         let reference = Reference::generate(Channel::Postal, 2026, &mut rand::rng());
         let dossier = Dossier::new(reference.clone(), filing, now, now);
         let message = guichet_intake::ledger::dossier_message(&dossier);
-        assert!(self.mesh.bus.publish(&[message]).await[0].is_ok());
+        assert!(self.postal_bus.publish(&[message]).await[0].is_ok());
         let reference = reference.to_string();
         eventually(
             Duration::from_secs(20),

@@ -3,6 +3,12 @@
 //! Publishing is persistent and mandatory with publisher confirms: a message
 //! counts as published only once the broker has confirmed it and did not
 //! return it as unroutable.
+//!
+//! Every message carries the connection's user in `user_id`: the broker
+//! refuses one whose `user_id` is not the user who published it, so a
+//! consumer can trust it. A bus logged in as a service's own user
+//! (`as_service`) declares the topology only if that service owns it; the
+//! others have no right to, and find it declared.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +21,7 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::uri::{AMQPUri, SASLMechanism};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
@@ -22,7 +29,7 @@ use tokio::sync::Mutex;
 
 use super::{
     Acker, BROKER_DEATH_HEADER, Bus, BusError, DEAD_EXCHANGE, Delivery, DeliveryStream, EXCHANGES,
-    OutgoingMessage, PROTOBUF_CONTENT_TYPE, QUEUES,
+    OutgoingMessage, PROTOBUF_CONTENT_TYPE, QUEUES, users::Credentials,
 };
 
 /// Longest wait for the broker's confirms of one batch before giving up on it.
@@ -46,7 +53,14 @@ struct Link {
 }
 
 pub struct AmqpBus {
-    url: String,
+    /// The broker, with the credentials to log in with; why not, when the
+    /// URL is not usable.
+    uri: Result<AMQPUri, String>,
+    /// Who the broker knows this connection as, stamped on every message
+    /// (`None` when the transport authenticates, e.g. TLS client certificates).
+    user_id: Option<String>,
+    /// Whether connecting declares the topology.
+    declares_topology: bool,
     name: String,
     delivery_limit: u32,
     link: Mutex<Option<Link>>,
@@ -57,8 +71,15 @@ impl AmqpBus {
     /// A bus for `url`; nothing is connected until first use. `name` shows in
     /// the broker's connection list.
     pub fn new(url: &str, name: &str, delivery_limit: u32) -> Self {
+        // The parser's message may quote the URL, password and all: not kept.
+        let uri = url.parse::<AMQPUri>().map_err(|_| {
+            "GUICHET_AMQP_URL is not an AMQP URL (amqp://user:password@host:port/vhost)".to_string()
+        });
+        let user_id = uri.as_ref().ok().and_then(login_name);
         Self {
-            url: url.to_string(),
+            uri,
+            user_id,
+            declares_topology: true,
             name: name.to_string(),
             delivery_limit,
             link: Mutex::new(None),
@@ -66,18 +87,34 @@ impl AmqpBus {
         }
     }
 
+    /// The same broker and vhost, logged in as a service's own user.
+    /// `owns_topology`: whether it declares the topology (the others have no
+    /// permission to configure anything).
+    pub fn as_service(mut self, credentials: Credentials, owns_topology: bool) -> Self {
+        if let Ok(uri) = &mut self.uri {
+            uri.authority.userinfo.username = credentials.user;
+            uri.authority.userinfo.password = credentials.password;
+            self.user_id = login_name(uri);
+        }
+        self.declares_topology = owns_topology;
+        self
+    }
+
     async fn open(&self) -> Result<Link, BusError> {
+        let uri = self.uri.clone().map_err(BusError::Unavailable)?;
         let props = ConnectionProperties::default()
             .with_connection_name(LongString::from(self.name.clone()));
-        let connection = Connection::connect(&self.url, props)
+        let connection = Connection::connect_uri(uri, props)
             .await
             .map_err(BusError::Connect)?;
-        let setup = connection
-            .create_channel()
-            .await
-            .map_err(amqp("create channel"))?;
-        declare_topology(&setup, self.delivery_limit).await?;
-        let _ = setup.close(200, "topology declared".into()).await;
+        if self.declares_topology {
+            let setup = connection
+                .create_channel()
+                .await
+                .map_err(amqp("create channel"))?;
+            declare_topology(&setup, self.delivery_limit).await?;
+            let _ = setup.close(200, "topology declared".into()).await;
+        }
         let publisher = connection
             .create_channel()
             .await
@@ -180,7 +217,7 @@ impl Bus for AmqpBus {
                         ..Default::default()
                     },
                     &m.body,
-                    properties(m),
+                    properties(m, self.user_id.as_deref()),
                 ),
             )
             .await;
@@ -292,7 +329,19 @@ async fn close_quietly(connection: &Connection, reason: &str) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, reason.into())).await;
 }
 
-fn properties(m: &OutgoingMessage) -> BasicProperties {
+/// The user a URI logs in as by name (PLAIN and AMQPLAIN); `None` when the
+/// transport or nobody authenticates and the broker's name for the
+/// connection is not known here.
+fn login_name(uri: &AMQPUri) -> Option<String> {
+    match uri.query.auth_mechanism.unwrap_or_default() {
+        SASLMechanism::Plain | SASLMechanism::AMQPlain | SASLMechanism::RabbitCrDemo => {
+            Some(uri.authority.userinfo.username.clone())
+        }
+        SASLMechanism::External | SASLMechanism::Anonymous => None,
+    }
+}
+
+fn properties(m: &OutgoingMessage, user_id: Option<&str>) -> BasicProperties {
     let mut headers = FieldTable::default();
     for (k, v) in &m.headers {
         headers.insert(
@@ -300,12 +349,16 @@ fn properties(m: &OutgoingMessage) -> BasicProperties {
             AMQPValue::LongString(LongString::from(v.as_str())),
         );
     }
-    BasicProperties::default()
+    let properties = BasicProperties::default()
         .with_message_id(m.message_id.as_str().into())
         .with_content_type(PROTOBUF_CONTENT_TYPE.into())
         .with_delivery_mode(2)
         .with_timestamp(chrono::Utc::now().timestamp().max(0) as u64)
-        .with_headers(headers)
+        .with_headers(headers);
+    match user_id {
+        Some(user) => properties.with_user_id(user.into()),
+        None => properties,
+    }
 }
 
 /// Declares every exchange and queue of the topology table. Idempotent;
@@ -422,6 +475,7 @@ fn delivery(d: lapin::message::Delivery, channel: Option<Channel>) -> Delivery {
         message_id: d.properties.message_id().as_ref().map(|s| s.to_string()),
         exchange: d.exchange.to_string(),
         routing_key: d.routing_key.to_string(),
+        user_id: d.properties.user_id().as_ref().map(|s| s.to_string()),
         headers,
         redelivered: d.redelivered,
         delivery_count,

@@ -87,6 +87,8 @@ fn delivery(
         message_id: Some(message_id),
         exchange,
         routing_key,
+        // One process, one identity: the in-process bus has no users.
+        user_id: None,
         headers: stored_headers(seq, &headers),
         body,
         redelivered: count > 1,

@@ -6,6 +6,7 @@
 
 pub mod amqp;
 pub mod local;
+pub mod users;
 pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,6 +16,7 @@ use futures_util::stream::BoxStream;
 
 pub use amqp::AmqpBus;
 pub use local::LocalBus;
+pub use users::{BusUsers, Credentials, Publishers, WrongPublisher};
 pub use worker::consume_batches;
 
 /// Where channels publish normalized dossiers (`dossier.submitted.<channel>`).
@@ -45,6 +47,9 @@ pub const DEATH_QUEUE_HEADER: &str = "x-guichet-death-queue";
 /// Header naming the exchange a dead-lettered message was first published to,
 /// where a replay sends it back.
 pub const DEATH_EXCHANGE_HEADER: &str = "x-guichet-death-exchange";
+/// Header naming who first published a dead-lettered message (its AMQP
+/// `user_id`), since the dead letter itself is published by the consumer.
+pub const DEATH_PUBLISHER_HEADER: &str = "x-guichet-death-publisher";
 /// Header with the time (RFC 3339) a message was dead-lettered.
 pub const DEATH_TIME_HEADER: &str = "x-guichet-death-time";
 /// RabbitMQ's own dead-lettering history (every death: queue, reason,
@@ -264,6 +269,9 @@ pub struct Delivery {
     /// The exchange the message was published to.
     pub exchange: String,
     pub routing_key: String,
+    /// Who published it, as the broker checked (AMQP `user_id`); `None` on
+    /// the in-process bus, or when the publisher did not say.
+    pub user_id: Option<String>,
     pub headers: BTreeMap<String, String>,
     pub body: Vec<u8>,
     pub redelivered: bool,
