@@ -151,6 +151,7 @@ pub async fn get_dossier(
     access: crate::policy::Access,
     reference: ReferenceParam,
 ) -> Result<Json<DossierView>, ApiError> {
+    let reference = reference.parse()?;
     if matches!(access.caller(), guichet_access::Caller::Anonymous) {
         return Err(ApiError::new(
             axum::http::StatusCode::UNAUTHORIZED,
@@ -158,7 +159,6 @@ pub async fn get_dossier(
             "sign in as an agent; a person sees their file by reference and birth date (/status)",
         ));
     }
-    let reference = reference.parse()?;
     let facts = state
         .desk
         .clone()

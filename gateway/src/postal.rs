@@ -409,7 +409,8 @@ pub async fn envelope(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmJson {
-    pub operator_id: String,
+    /// The operator signed in; may be left out.
+    pub operator_id: Option<String>,
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
     #[serde(default)]
@@ -418,21 +419,37 @@ pub struct ConfirmJson {
     pub postmark_reason: String,
 }
 
+/// The operator acting: the one signed in. A body naming someone else is
+/// refused: the two-operator check on doubtful postmarks rests on it.
+fn operator(access: &crate::policy::Access, named: Option<String>) -> Result<String, ApiError> {
+    let signed_in = access.acting_agent()?;
+    match named {
+        Some(n) if !n.is_empty() && n != signed_in => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Some("operator_id"),
+            format!("is the operator signed in ({signed_in}), or left out"),
+        )),
+        _ => Ok(signed_in),
+    }
+}
+
 /// `POST /api/v1/postal/envelopes/{id}/confirmation`: the operator's fields;
 /// the envelope becomes a dossier (its reference in the answer): 200. A
 /// doubtful postmark is held on its first confirmation for another
 /// operator's (state `postmark_check`): 202, nothing filed yet.
 pub async fn confirm(
     State(state): State<AppState>,
+    access: crate::policy::Access,
     PathParam(id): PathParam,
     JsonBody(c): JsonBody<ConfirmJson>,
 ) -> Result<(StatusCode, Json<EnvelopeJson>), ApiError> {
+    let operator_id = operator(&access, c.operator_id)?;
     let e = state
         .postal
         .clone()
         .confirm_envelope(pb::ConfirmEnvelopeRequest {
             envelope_id: id,
-            operator_id: c.operator_id,
+            operator_id,
             fields: c.fields.into_iter().collect(),
             postmark_date: c.postmark_date,
             postmark_reason: c.postmark_reason,
@@ -450,7 +467,8 @@ pub async fn confirm(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteJson {
-    pub operator_id: String,
+    /// The operator signed in; may be left out.
+    pub operator_id: Option<String>,
     pub reason: String,
     pub destination: String,
 }
@@ -458,15 +476,17 @@ pub struct RouteJson {
 /// `POST /api/v1/postal/envelopes/{id}/routing`: not a filing; sent on.
 pub async fn route(
     State(state): State<AppState>,
+    access: crate::policy::Access,
     PathParam(id): PathParam,
     JsonBody(r): JsonBody<RouteJson>,
 ) -> Result<Json<EnvelopeJson>, ApiError> {
+    let operator_id = operator(&access, r.operator_id)?;
     let e = state
         .postal
         .clone()
         .route_envelope(pb::RouteEnvelopeRequest {
             envelope_id: id,
-            operator_id: r.operator_id,
+            operator_id,
             reason: r.reason,
             destination: r.destination,
         })

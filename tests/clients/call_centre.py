@@ -129,6 +129,12 @@ def main() -> None:
     with open(filing_path, encoding="utf-8") as f:
         body = json.load(f)
     stub = ccc_grpc.CallCentreStub(channel)
+    # Call-centre software signs in as its client (client credentials) and
+    # names the agent on the call.
+    metadata = (
+        ("authorization", os.environ["GUICHET_TOKEN"]),
+        ("x-acting-agent", os.environ["GUICHET_ACTING_AGENT"]),
+    )
 
     def file_on_behalf(call_id: str, consent_recorded: bool):
         return stub.FileOnBehalf(
@@ -139,6 +145,7 @@ def main() -> None:
                 consent_recorded=consent_recorded,
             ),
             timeout=10,
+            metadata=metadata,
         )
 
     answer = file_on_behalf("python-call-1", True)

@@ -16,6 +16,7 @@ Needs: pip install grpcio grpcio-reflection
 """
 
 import json
+import os
 import sys
 
 import grpc
@@ -31,13 +32,21 @@ def identity(b: bytes) -> bytes:
     return b
 
 
+# Signed in when GUICHET_TOKEN is set: an agent's bearer access token.
+METADATA = (
+    (("authorization", os.environ["GUICHET_TOKEN"]),)
+    if os.environ.get("GUICHET_TOKEN")
+    else ()
+)
+
+
 def call(channel, path: str, request_bytes: bytes, deserialize=identity):
     """One unary call; (code name, answer or None)."""
     stub = channel.unary_unary(
         path, request_serializer=identity, response_deserializer=deserialize
     )
     try:
-        return "OK", stub(request_bytes, timeout=10)
+        return "OK", stub(request_bytes, timeout=10, metadata=METADATA)
     except grpc.RpcError as e:
         return e.code().name, None
 

@@ -419,6 +419,7 @@ async fn appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_de
     let online: Value = booked.json().await.unwrap();
     assert_eq!(online["route"], "online");
     let online_id = online["id"].as_str().unwrap().to_string();
+    let online_secret = online["secret"].as_str().expect("the person's link").to_string();
 
     // The open place is taken: someone calling gets "full"...
     let person = |name: &str| pb::Person {
@@ -464,11 +465,13 @@ async fn appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_de
     // The person online moves theirs half an hour later; the place frees up
     // and a phone booking now fits.
     let moved = app
-        .post_json(
-            &format!("/api/v1/appointments/{online_id}/move"),
-            &json!({"starts_at": later.to_rfc3339()}),
-        )
-        .await;
+        .http
+        .post(format!("{}/api/v1/appointments/{online_id}/move", app.base))
+        .header("X-Link-Secret", &online_secret)
+        .json(&json!({"starts_at": later.to_rfc3339()}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(moved.status(), 200);
     let phone = desk
         .book(phone_booking("phone-2"))
@@ -714,6 +717,8 @@ async fn a_python_client_built_from_the_protos_files_through_the_gateway() {
     let address = app.base.trim_start_matches("http://").to_string();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("python3")
+            .env("GUICHET_TOKEN", common::client_bearer("guichet-ccc-software"))
+            .env("GUICHET_ACTING_AGENT", "ccc-1")
             .arg(root.join("tests/clients/call_centre.py"))
             .arg(&address)
             .arg(root.join("proto"))
@@ -1091,15 +1096,11 @@ async fn a_paper_kit_offered_is_a_prefilled_form_listed_for_posting(backend: Bac
     assert_eq!(letter["kind"], "paper_kit", "{letter}");
     assert_eq!(letter["reference"], json!(report.id), "{letter}");
     let pdf = app
-        .http
-        .get(format!(
-            "{}/api/v1/postal/letters/{}",
-            app.base,
+        .mailroom_get(&format!(
+            "/api/v1/postal/letters/{}",
             letter["id"].as_str().unwrap()
         ))
-        .send()
         .await
-        .unwrap()
         .bytes()
         .await
         .unwrap();

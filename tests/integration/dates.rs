@@ -91,7 +91,7 @@ async fn no_channel_files_a_dossier_dated_after_today() {
 
     // Call centre and desk, through the gateway: dated by the service's
     // clock whatever the caller's software says.
-    let grpc = app.grpc().await;
+    let grpc = app.grpc_as(crate::common::EVERY_ROLE).await;
     let answer = CallCentreClient::new(grpc.clone())
         .file_on_behalf(pb::FileOnBehalfRequest {
             filing: Some(wire(&postal(tomorrow), tomorrow)),

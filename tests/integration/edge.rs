@@ -183,7 +183,9 @@ async fn send_with_nul(
         "post" => app.http.post(&url),
         other => panic!("method {other} not covered by this test"),
     };
-    request = request.query(&query);
+    request = request
+        .query(&query)
+        .header("Authorization", crate::common::bearer(crate::common::EVERY_ROLE));
     for (n, v) in headers {
         request = request.header(n, v);
     }
@@ -307,7 +309,7 @@ async fn a_nul_byte_in_any_parameter_of_any_route_is_a_400_naming_it(backend: Ba
 on_both_backends!(grpc_callers_get_invalid_argument_naming_the_field);
 async fn grpc_callers_get_invalid_argument_naming_the_field(backend: Backend) {
     let (env, app) = common::mesh_on(backend).await;
-    let gateway = app.grpc().await;
+    let gateway = app.grpc_as(crate::common::EVERY_ROLE).await;
     let mut desk = DeskClient::new(gateway.clone());
     let mut ccc = CallCentreClient::new(gateway.clone());
     let mut postal = PostalClient::new(gateway);
@@ -472,7 +474,7 @@ fn png() -> Vec<u8> {
 on_both_backends!(a_key_used_again_with_another_request_is_a_409);
 async fn a_key_used_again_with_another_request_is_a_409(backend: Backend) {
     let (env, app) = common::mesh_on(backend).await;
-    let gateway = app.grpc().await;
+    let gateway = app.grpc_as(crate::common::EVERY_ROLE).await;
     DeskClient::new(gateway.clone())
         .upsert_site(site())
         .await
@@ -641,7 +643,7 @@ async fn every_answer_is_hardened_against_sniffing_framing_and_caching(backend: 
     let reference = app.file_accepted(&example("renewal-employee.json")).await;
     let answers = [
         app.get("/healthz").await,
-        app.get(&format!("/api/v1/dossiers/{reference}")).await,
+        app.dossier(&reference).await,
         app.get("/api/v1/no-such-route").await,
         app.post_json("/api/v1/dossiers", &json!({"procedure": 7}))
             .await,
@@ -722,7 +724,7 @@ async fn wrong_birth_dates_are_limited_per_reference_and_address(backend: Backen
     let reference = app.file_accepted(&filing).await;
     // Recorded by instruction, asked without a birth date (not a try).
     common::eventually(Duration::from_secs(20), "the dossier recorded", || async {
-        (app.get(&format!("/api/v1/dossiers/{reference}"))
+        (app.dossier(&reference)
             .await
             .status()
             == 200)

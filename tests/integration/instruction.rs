@@ -210,16 +210,8 @@ async fn the_same_renewal_online_and_by_post_has_one_place_at_the_earlier_date(b
     );
     assert_eq!(entries[0]["linked"], json!([postal]));
 
-    // An agent confirms they are the same request, then decides.
-    let r = app
-        .agent_post(
-            "agent-1",
-            &format!("/api/v1/agent/dossiers/{postal}/link"),
-            json!({"same_request": true}),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap()["link_confirmed"], true);
+    // An agent takes the first filing, confirms the second is the same
+    // request (acting on a linked filing is its first's holder's), decides.
     let taken = app
         .agent_post(
             "agent-1",
@@ -231,6 +223,15 @@ async fn the_same_renewal_online_and_by_post_has_one_place_at_the_earlier_date(b
         taken.json::<Value>().await.unwrap()["dossier"]["reference"],
         online.as_str()
     );
+    let r = app
+        .agent_post(
+            "agent-1",
+            &format!("/api/v1/agent/dossiers/{postal}/link"),
+            json!({"same_request": true}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["link_confirmed"], true);
     let decided = app
         .agent_post(
             "agent-1",
@@ -378,6 +379,16 @@ async fn the_lifecycle_refuses_what_it_does_not_allow_and_documents_complete_a_f
         .await;
     let case: Value = read.json().await.unwrap();
     assert_eq!(case["dossier"]["state"], "incomplete");
+    // Acting on a case is its holder's: agent-7 takes it (it is not in the
+    // queue's next place: an incomplete file is not taken from the queue).
+    let taken = app
+        .agent_post(
+            "agent-7",
+            &format!("/api/v1/agent/dossiers/{reference}/takeover"),
+            json!({"reason": "instructing it"}),
+        )
+        .await;
+    assert_eq!(taken.status(), 200, "{:?}", taken.text().await);
     assert_eq!(case["missing"], json!(["employment_contract"]));
     assert_eq!(case["applicant"]["family_name"], "Diallo");
 

@@ -39,9 +39,14 @@ pub fn dev_issuer() -> &'static guichet_identity::dev::DevIssuer {
                 .build()
                 .expect("a runtime for the issuer");
             runtime.block_on(async move {
+                // Tests move their meshes' clocks days ahead: the tokens
+                // must outlive that (the expiry check is the clock's).
+                let mut config =
+                    guichet_identity::dev::DevConfig::standard(guichet_kit::clock::system());
+                config.token_ttl = Duration::from_secs(400 * 24 * 3600);
                 let issuer = guichet_identity::dev::DevIssuer::start(
                     ([127, 0, 0, 1], 0).into(),
-                    guichet_identity::dev::DevConfig::standard(guichet_kit::clock::system()),
+                    config,
                     Shutdown::new(),
                 )
                 .await
@@ -59,9 +64,13 @@ pub fn dev_issuer() -> &'static guichet_identity::dev::DevIssuer {
 /// tests' files are filed.
 pub const TEST_AGENTS: &[&str] = &[
     "agent-0", "agent-1", "agent-2", "agent-3", "agent-4", "agent-5", "agent-6", "agent-7",
-    "pref-59", "agent-59",
+    "agent-8", "agent-9", "pref-59", "agent-59",
 ];
 pub const TEST_PREFECTURES: &[&str] = &["59", "62", "75"];
+/// Mailroom operators of the postal tests (with `mailroom-1`).
+pub const MAILROOM_OPERATORS: &[&str] = &["mailroom-ana", "mailroom-ben", "mailroom-3"];
+/// Every role, in the test prefectures: for tests about inputs, not rights.
+pub const EVERY_ROLE: &str = "test-every-role";
 /// Supervisor of the test prefectures and call-centre agent too.
 pub const PREFECTURE_AGENT: &str = "pref-59";
 
@@ -103,6 +112,20 @@ pub async fn grant_test_roles(config: &Settings) {
         .grant(PREFECTURE_AGENT, Role::CallCentreAgent, None, &by, now)
         .await
         .expect("grant a test role");
+    for operator in MAILROOM_OPERATORS {
+        directory
+            .grant(operator, Role::MailroomOperator, None, &by, now)
+            .await
+            .expect("grant a test role");
+    }
+    for role in Role::ALL {
+        if role.is_national() {
+            directory.grant(EVERY_ROLE, role, None, &by, now).await
+        } else {
+            directory.grant(EVERY_ROLE, role, Some("59"), &by, now).await
+        }
+        .expect("grant a test role");
+    }
     directory.db().close().await;
 }
 
@@ -599,9 +622,11 @@ impl App {
             .unwrap_or_else(|e| panic!("GET {path}: JSON body: {e}"))
     }
 
-    /// `POST` JSON as the mailroom's operator.
+    /// `POST` JSON as a mailroom operator: the one the body names as
+    /// `operator_id` (who keys signs in as themselves), else `mailroom-1`.
     pub async fn mailroom_post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
-        self.as_agent(reqwest::Method::POST, "mailroom-1", path)
+        let operator = body["operator_id"].as_str().unwrap_or("mailroom-1");
+        self.as_agent(reqwest::Method::POST, operator, path)
             .json(body)
             .send()
             .await
