@@ -189,6 +189,30 @@ def open_report(channel, tokens, ccc_pb2, ccc_grpc, dossier_pb2) -> str:
     return report.id
 
 
+def own_cases(base, tokens, references) -> list:
+    """The dossiers of prefecture 59, once instruction has them, the first
+    one taken by the instructor of 59: what the case routes can act on."""
+    instructor = tokens.bearer(DEFAULT_AGENT)
+    deadline = time.time() + 30
+    while True:
+        # 404 until instruction has consumed the filing; then 200 for 59's,
+        # 403 for another prefecture's.
+        seen = {r: call(base, "GET", f"/api/v1/agent/dossiers/{r}", headers=instructor)[0]
+                for r in references}
+        if 404 not in seen.values() or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    cases = [r for r, status in seen.items() if status == 200]
+    status, case, _ = call(base, "POST", "/api/v1/agent/queue/next", {"prefecture": "59"},
+                           instructor)
+    if status == 200:
+        held = case["dossier"]["reference"]
+        cases = [held] + [c for c in cases if c != held]
+    else:
+        print(f"taking a case failed: {status} {case!r:.300}", file=sys.stderr)
+    return cases
+
+
 def toml_config(ids: dict, secrets: list, headers: list) -> str:
     """A schemathesis configuration: real ids offered half of the time, and
     `headers` as (path regex or None for every route, header dict)."""
@@ -215,6 +239,7 @@ def toml_config(ids: dict, secrets: list, headers: list) -> str:
         (None, "path.prefecture", "prefecture"),
         (None, "path.uid", "uid"),
         (None, "path.sha256", "page"),
+        ("^/api/v1/agent/dossiers/", "path.reference", "case"),
         ("^/api/v1/appointments/", "path.id", "appointment"),
         ("^/api/v1/appointments/", "header.X-Link-Secret", "secret"),
         ("^/api/v1/(reports|agent/reports)/", "path.id", "report"),
@@ -292,6 +317,8 @@ def main() -> None:
             references.append(receipt["reference"])
             birth_dates.append(body["applicant"]["birth_date"])
 
+    cases = own_cases(base, tokens, references)
+
     appointments, secrets = [], []
     for starts_at in next_working_day_at_nine():
         status, a, _ = call(base, "POST", "/api/v1/appointments",
@@ -344,6 +371,7 @@ def main() -> None:
         "page": pages,
         "site": ["59-lille"],
         "prefecture": ["59"],
+        "case": cases,
         # A grant changed by the fuzzer must not be one the other routes'
         # agents rely on.
         "uid": ["fuzz-agent-1"],
