@@ -35,6 +35,17 @@ mod tests {
             ("/api/v1/agent/dossiers/{reference}/decision", "post"),
             ("/api/v1/agent/dossiers/{reference}/withdrawal", "post"),
             ("/api/v1/agent/dossiers/{reference}/link", "post"),
+            ("/api/v1/agent/dossiers/{reference}/takeover", "post"),
+            ("/api/v1/admin/agents", "get"),
+            (
+                "/api/v1/admin/agents/{uid}/grants/{role}/{prefecture}",
+                "put",
+            ),
+            (
+                "/api/v1/admin/agents/{uid}/grants/{role}/{prefecture}",
+                "delete",
+            ),
+            ("/api/v1/admin/audit", "get"),
             ("/api/v1/equity", "get"),
             ("/metrics", "get"),
             ("/ops", "get"),
@@ -113,6 +124,72 @@ mod tests {
                 "missing response {name}"
             );
         }
+    }
+
+    /// Every route is behind the policy layer: a token that does not check
+    /// is a 401 (saying how to authenticate), a scanning station's token a
+    /// 403 even on public routes, a provider that cannot be reached a 503.
+    /// Each operation says which sign-in it takes.
+    #[test]
+    fn every_operation_documents_sign_in_and_its_refusals() {
+        let doc: serde_json::Value = serde_json::from_str(super::DOCUMENT).unwrap();
+        let scheme = &doc["components"]["securitySchemes"]["bearerAuth"];
+        assert_eq!(scheme["type"], "http");
+        assert_eq!(scheme["scheme"], "bearer");
+        let unauthenticated = &doc["components"]["responses"]["Unauthenticated"];
+        assert!(
+            unauthenticated["headers"]["WWW-Authenticate"].is_object(),
+            "a 401 says how to authenticate"
+        );
+        let mut missing = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let responses = &op["responses"];
+                if responses["401"]["$ref"] != "#/components/responses/Unauthenticated" {
+                    missing.push(format!("{method} {path} 401"));
+                }
+                for code in ["403", "503"] {
+                    if !responses[code].is_object() {
+                        missing.push(format!("{method} {path} {code}"));
+                    }
+                }
+                let Some(security) = op["security"].as_array() else {
+                    missing.push(format!("{method} {path} security"));
+                    continue;
+                };
+                for requirement in security {
+                    for name in requirement.as_object().unwrap().keys() {
+                        if !doc["components"]["securitySchemes"][name].is_object() {
+                            missing.push(format!("{method} {path} scheme {name}"));
+                        }
+                    }
+                }
+                let params = op["parameters"].as_array().cloned().unwrap_or_default();
+                if params.iter().any(|p| p["name"] == "X-Agent-Id") {
+                    missing.push(format!("{method} {path} still takes X-Agent-Id"));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "undocumented: {missing:?}");
+        // The person's own link, on what it opens.
+        for (path, method) in [
+            ("/api/v1/appointments/{id}", "get"),
+            ("/api/v1/appointments/{id}/move", "post"),
+            ("/api/v1/appointments/{id}/cancellation", "post"),
+            ("/api/v1/reports/{id}", "get"),
+        ] {
+            let params = doc["paths"][path][method]["parameters"].as_array().unwrap();
+            assert!(
+                params
+                    .iter()
+                    .any(|p| p["name"] == "X-Link-Secret" && p["in"] == "header"),
+                "{method} {path} takes no X-Link-Secret"
+            );
+        }
+        assert!(
+            doc["components"]["schemas"]["Appointment"]["properties"]["secret"].is_object(),
+            "the booking's answer carries the secret"
+        );
     }
 
     /// OpenAPI 3.0 takes `exclusiveMinimum`/`exclusiveMaximum` as booleans

@@ -105,6 +105,59 @@ fn every_route_in_the_openapi_document_has_a_rule() {
     );
 }
 
+/// What an operation's `security` in the OpenAPI document must say, from
+/// its rule: no sign-in where anyone is admitted and an agent sees no more;
+/// sign-in optional where anonymous callers get a public view or prove
+/// they are the person (a secret link) and agents see more; a bearer token
+/// otherwise (a person's one-time code is not an API sign-in yet).
+fn security_of(rule: &policy::Rule) -> serde_json::Value {
+    use guichet_access::Who;
+    let anonymous = rule
+        .grants
+        .iter()
+        .any(|g| matches!(g.who, Who::Anyone | Who::Person));
+    let agents = rule
+        .grants
+        .iter()
+        .any(|g| matches!(g.who, Who::Role(_) | Who::Station));
+    match (anonymous, agents) {
+        (true, false) => serde_json::json!([]),
+        (true, true) => serde_json::json!([{}, {"bearerAuth": []}]),
+        (false, _) => serde_json::json!([{"bearerAuth": []}]),
+    }
+}
+
+#[test]
+fn the_openapi_document_says_the_sign_in_the_table_asks() {
+    let text =
+        std::fs::read_to_string(repo().join("gateway/openapi.json")).expect("gateway/openapi.json");
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let mut wrong = Vec::new();
+    for (path, operations) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in operations.as_object().expect("operations") {
+            let Some(rule) = policy::rest(method, path) else {
+                continue; // reported by the test above
+            };
+            let expected = security_of(rule);
+            if op["security"] != expected {
+                wrong.push(format!(
+                    "{} {path}: security {} where the table asks {expected}",
+                    method.to_uppercase(),
+                    op["security"]
+                ));
+            }
+        }
+    }
+    for rule in TABLE {
+        if let Operation::Rest { method, path } = rule.operation
+            && !doc["paths"][path][method.as_str().to_lowercase()].is_object()
+        {
+            wrong.push(format!("{} {path}: not documented", method.as_str()));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
 #[test]
 fn every_route_in_the_gateway_code_has_a_rule_and_every_rest_rule_a_route() {
     let mut found = Vec::new();
