@@ -86,7 +86,11 @@ pub async fn start_issuer(
     for (uid, _, _) in STANDARD_GRANTS {
         std::fs::write(token_dir.join(uid), handle.agent_token(uid)).map_err(fail)?;
     }
-    for client in ["guichet-ccc-software", "guichet-desk-software", "guichet-scanner-1"] {
+    for client in [
+        "guichet-ccc-software",
+        "guichet-desk-software",
+        "guichet-scanner-1",
+    ] {
         std::fs::write(token_dir.join(client), handle.client_token(client)).map_err(fail)?;
     }
     Ok(DevSignIn {

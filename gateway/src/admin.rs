@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, put};
 use axum::{Json, Router};
@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::directory::{AuditQuery, AuditRow, ChangedBy, Directory, GrantError, GrantRow};
 use crate::error::ApiError;
+use crate::extract::QueryParams;
 use crate::policy::Access;
 use crate::state::AppState;
 
@@ -69,6 +70,7 @@ fn visible_prefectures(
     asked: Option<&str>,
 ) -> Result<Option<Vec<String>>, ApiError> {
     if let Some(p) = asked {
+        department(p)?;
         access.allow(&Facts::none().prefecture(p))?;
         return Ok(Some(vec![p.to_string()]));
     }
@@ -85,6 +87,18 @@ fn visible_prefectures(
     Ok(Some(own))
 }
 
+fn department(code: &str) -> Result<(), ApiError> {
+    if crate::directory::is_department_code(code) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Some("prefecture"),
+            "must be a department code (59, 2A, 974)",
+        ))
+    }
+}
+
 fn db_unavailable(e: &sqlx::Error) -> ApiError {
     tracing::error!(error = %e, "the gateway's store failed");
     ApiError::new(
@@ -98,9 +112,8 @@ fn db_unavailable(e: &sqlx::Error) -> ApiError {
 pub async fn list_agents(
     State(state): State<AppState>,
     access: Access,
-    query: Result<Query<AgentsQuery>, axum::extract::rejection::QueryRejection>,
+    QueryParams(q): QueryParams<AgentsQuery>,
 ) -> Result<Json<Vec<AgentJson>>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, None, e.body_text()))?;
     let places = visible_prefectures(&access, q.prefecture.as_deref())?;
     let grants = state
         .auth
@@ -135,11 +148,11 @@ async fn change(
     (uid, role, prefecture): (String, String, String),
     granting: bool,
 ) -> Result<Json<GrantChange>, ApiError> {
-    let parsed: Role = role
-        .parse()
-        .map_err(|e: guichet_access::UnknownRole| {
-            ApiError::new(StatusCode::BAD_REQUEST, Some("role"), e.to_string())
-        })?;
+    let parsed: Role = role.parse().map_err(|e: guichet_access::UnknownRole| {
+        ApiError::new(StatusCode::BAD_REQUEST, Some("role"), e.to_string())
+    })?;
+    department(&prefecture)?;
+    crate::directory::check_uid(&uid).map_err(grant_error)?;
     access.allow(&Facts::none().prefecture(&prefecture))?;
     if !parsed.grantable_by_supervisor() {
         return Err(ApiError::new(
@@ -156,9 +169,13 @@ async fn change(
     let directory = state.auth.directory();
     let now = state.clock.now();
     let changed = if granting {
-        directory.grant(&uid, parsed, Some(&prefecture), &by, now).await
+        directory
+            .grant(&uid, parsed, Some(&prefecture), &by, now)
+            .await
     } else {
-        directory.revoke(&uid, parsed, Some(&prefecture), &by, now).await
+        directory
+            .revoke(&uid, parsed, Some(&prefecture), &by, now)
+            .await
     }
     .map_err(grant_error)?;
     Ok(Json(GrantChange {
@@ -222,9 +239,8 @@ const AUDIT_PAGE_MAX: u32 = 1000;
 pub async fn audit_log(
     State(state): State<AppState>,
     access: Access,
-    query: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+    QueryParams(q): QueryParams<AuditParams>,
 ) -> Result<Json<Vec<AuditRow>>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, None, e.body_text()))?;
     let limit = q.limit.unwrap_or(AUDIT_PAGE);
     if limit == 0 || limit > AUDIT_PAGE_MAX {
         return Err(ApiError::new(
@@ -232,6 +248,24 @@ pub async fn audit_log(
             Some("limit"),
             format!("must be between 1 and {AUDIT_PAGE_MAX}"),
         ));
+    }
+    if let Some(agent) = &q.agent {
+        crate::directory::check_uid(agent).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                Some("agent"),
+                "is not an agent uid",
+            )
+        })?;
+    }
+    if let Some(dossier) = &q.dossier {
+        guichet_dossier::Reference::parse(dossier).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                Some("dossier"),
+                "is not a dossier reference",
+            )
+        })?;
     }
     let prefectures = visible_prefectures(&access, q.prefecture.as_deref())?;
     let rows = state

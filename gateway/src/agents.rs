@@ -7,14 +7,14 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
+use guichet_access::Facts;
 use guichet_dossier::{Channel, DocumentKind, TitleKind, Violations};
 use guichet_proto::{convert, v1 as pb};
-use guichet_access::Facts;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::Access;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, ReferenceParam, code_value, date_param};
+use crate::policy::Access;
 use crate::state::AppState;
 use crate::views::{
     AttestationJson, CoverView, DossierView, PeriodJson, attestation_json, cover_view, date_text,
@@ -151,10 +151,7 @@ async fn on_case(
         if refused.status() == axum::http::StatusCode::FORBIDDEN
             && !facts.taken_by.is_empty()
             && access.agent_uid() != Some(facts.taken_by.as_str())
-            && access
-                .own_prefectures()
-                .iter()
-                .any(|p| *p == facts.prefecture)
+            && access.own_prefectures().contains(&facts.prefecture)
         {
             return ApiError::new(
                 axum::http::StatusCode::CONFLICT,

@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use guichet_access::{Caller, Facts, Person};
 
-use crate::policy::Access;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, OptionalJsonBody, PathParam, QueryParams};
+use crate::policy::Access;
 use crate::state::AppState;
 
 /// Sites, slots, appointments and reports.
@@ -402,7 +402,10 @@ pub async fn report(
         .get_report(pb::GetReportRequest { id })
         .await?
         .into_inner();
-    access.allow_person(proof, &Facts::none().report(&r.id).prefecture(&r.prefecture))?;
+    access.allow_person(
+        proof,
+        &Facts::none().report(&r.id).prefecture(&r.prefecture),
+    )?;
     Ok(Json(report_json(r)))
 }
 

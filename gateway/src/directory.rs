@@ -115,7 +115,7 @@ pub fn is_department_code(code: &str) -> bool {
     }
 }
 
-fn check_uid(uid: &str) -> Result<(), GrantError> {
+pub fn check_uid(uid: &str) -> Result<(), GrantError> {
     let fine = !uid.is_empty()
         && uid.len() <= 128
         && uid
@@ -167,14 +167,15 @@ impl Directory {
             .await?;
         Ok(Agent::with_grants(
             uid,
-            rows.into_iter().filter_map(|r| match r.role.parse::<Role>() {
-                Ok(role) => Some((role, r.prefecture)),
-                Err(e) => {
-                    // A role this version does not know grants nothing.
-                    tracing::error!(uid = %r.uid, error = %e, "unreadable grant ignored");
-                    None
-                }
-            }),
+            rows.into_iter()
+                .filter_map(|r| match r.role.parse::<Role>() {
+                    Ok(role) => Some((role, r.prefecture)),
+                    Err(e) => {
+                        // A role this version does not know grants nothing.
+                        tracing::error!(uid = %r.uid, error = %e, "unreadable grant ignored");
+                        None
+                    }
+                }),
         ))
     }
 
@@ -229,11 +230,7 @@ impl Directory {
             .await?
             > 0;
         if added {
-            insert_audit(
-                &mut c,
-                &grant_entry("grant", uid, role, &place, by, now),
-            )
-            .await?;
+            insert_audit(&mut c, &grant_entry("grant", uid, role, &place, by, now)).await?;
         }
         tx.commit().await?;
         Ok(added)
@@ -264,11 +261,7 @@ impl Directory {
             .await?
             > 0;
         if removed {
-            insert_audit(
-                &mut c,
-                &grant_entry("revoke", uid, role, &place, by, now),
-            )
-            .await?;
+            insert_audit(&mut c, &grant_entry("revoke", uid, role, &place, by, now)).await?;
         }
         tx.commit().await?;
         Ok(removed)

@@ -6,10 +6,10 @@
 //! services record is who signed in, never what the client claimed.
 
 use axum::body::{Body, Bytes};
-use axum::http::StatusCode;
 use guichet_access::Facts;
 use guichet_proto::v1 as pb;
 use prost::Message;
+use tonic::Status;
 
 use crate::error::ApiError;
 use crate::policy::Access;
@@ -18,12 +18,17 @@ use crate::state::AppState;
 /// A unary call's message is small: anything bigger is not one of these.
 const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 
-fn invalid(problem: &str) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, None, problem)
+fn invalid(problem: &str) -> Status {
+    Status::invalid_argument(problem)
+}
+
+/// The table's answer, as a gRPC status.
+fn allow(access: &Access, facts: &Facts<'_>) -> Result<(), Status> {
+    access.allow(facts).map(|_| ()).map_err(ApiError::into_grpc)
 }
 
 /// The one message of a unary call's body (gRPC's length-prefixed frame).
-fn message_of(body: &[u8]) -> Result<&[u8], ApiError> {
+fn message_of(body: &[u8]) -> Result<&[u8], Status> {
     let (&flag, rest) = body
         .split_first()
         .ok_or_else(|| invalid("an empty request"))?;
@@ -45,18 +50,25 @@ fn frame(message: &impl Message) -> Bytes {
     let encoded = message.encode_to_vec();
     let mut out = Vec::with_capacity(5 + encoded.len());
     out.push(0);
-    out.extend_from_slice(&u32::try_from(encoded.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(
+        &u32::try_from(encoded.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
     out.extend_from_slice(&encoded);
     Bytes::from(out)
 }
 
-fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, ApiError> {
+fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, Status> {
     M::decode(bytes).map_err(|_| invalid("the message does not decode as the method's request"))
 }
 
 /// What judging needs beyond the message: the prefecture of a site, an
 /// appointment, a report.
-async fn site_prefecture(state: &AppState, site_id: &str) -> Result<String, ApiError> {
+/// `None`: no such site. Nothing can be booked or filed there, so the call
+/// goes on unjudged for the service to refuse it, naming what is wrong (the
+/// policy layer refuses it should it ever succeed).
+async fn site_prefecture(state: &AppState, site_id: &str) -> Result<Option<String>, Status> {
     let sites = state
         .pan
         .clone()
@@ -64,14 +76,13 @@ async fn site_prefecture(state: &AppState, site_id: &str) -> Result<String, ApiE
         .await?
         .into_inner()
         .sites;
-    sites
+    Ok(sites
         .into_iter()
         .find(|s| s.id == site_id)
-        .map(|s| s.prefecture)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, Some("site_id"), "no such site"))
+        .map(|s| s.prefecture))
 }
 
-async fn appointment(state: &AppState, id: &str) -> Result<pb::Appointment, ApiError> {
+async fn appointment(state: &AppState, id: &str) -> Result<pb::Appointment, Status> {
     Ok(state
         .pan
         .clone()
@@ -80,7 +91,7 @@ async fn appointment(state: &AppState, id: &str) -> Result<pb::Appointment, ApiE
         .into_inner())
 }
 
-async fn report(state: &AppState, id: &str) -> Result<pb::Report, ApiError> {
+async fn report(state: &AppState, id: &str) -> Result<pb::Report, Status> {
     Ok(state
         .ccc
         .clone()
@@ -96,13 +107,14 @@ pub async fn judge(
     access: &Access,
     method: &str,
     body: Body,
-) -> Result<Body, ApiError> {
+) -> Result<Body, Status> {
     let (service, name) = method.rsplit_once('/').unwrap_or((method, ""));
-    let keyed = service == "guichet.v1.Postal" && matches!(name, "ConfirmEnvelope" | "RouteEnvelope");
+    let keyed =
+        service == "guichet.v1.Postal" && matches!(name, "ConfirmEnvelope" | "RouteEnvelope");
     if !keyed && !matches!(service, "guichet.v1.Desk" | "guichet.v1.CallCentre") {
         // The mailroom's calls need no fact and name no agent: passed on
         // as they came (uploads stream).
-        access.allow(&Facts::none())?;
+        allow(access, &Facts::none())?;
         return Ok(body);
     }
     let bytes = axum::body::to_bytes(body, MAX_MESSAGE)
@@ -113,89 +125,118 @@ pub async fn judge(
     let out = match (service, name) {
         ("guichet.v1.Desk", "UpsertSite") => {
             let site: pb::Site = decode(m)?;
-            access.allow(&Facts::none().prefecture(&site.prefecture))?;
+            allow(access, &Facts::none().prefecture(&site.prefecture))?;
             frame(&site)
         }
         ("guichet.v1.Desk", "Book") => {
             let mut r: pb::BookRequest = decode(m)?;
-            let prefecture = site_prefecture(state, &r.site_id).await?;
-            access.allow(&Facts::none().prefecture(&prefecture))?;
+            if let Some(prefecture) = site_prefecture(state, &r.site_id).await? {
+                allow(access, &Facts::none().prefecture(&prefecture))?;
+            }
             r.booked_by = acting;
             frame(&r)
         }
         ("guichet.v1.Desk", "Move") => {
             let mut r: pb::MoveRequest = decode(m)?;
             let a = appointment(state, &r.id).await?;
-            access.allow(&Facts::none().appointment(&a.id).prefecture(&a.prefecture))?;
+            allow(
+                access,
+                &Facts::none().appointment(&a.id).prefecture(&a.prefecture),
+            )?;
             r.by = acting;
             frame(&r)
         }
         ("guichet.v1.Desk", "Cancel") => {
             let mut r: pb::CancelRequest = decode(m)?;
             let a = appointment(state, &r.id).await?;
-            access.allow(&Facts::none().appointment(&a.id).prefecture(&a.prefecture))?;
+            allow(
+                access,
+                &Facts::none().appointment(&a.id).prefecture(&a.prefecture),
+            )?;
             r.by = acting;
             frame(&r)
         }
         ("guichet.v1.Desk", "RecordAttendance") => {
             let mut r: pb::RecordAttendanceRequest = decode(m)?;
             let a = appointment(state, &r.id).await?;
-            access.allow(&Facts::none().appointment(&a.id).prefecture(&a.prefecture))?;
+            allow(
+                access,
+                &Facts::none().appointment(&a.id).prefecture(&a.prefecture),
+            )?;
             r.by = acting;
             frame(&r)
         }
         ("guichet.v1.Desk", "GetAppointment") => {
             let r: pb::GetAppointmentRequest = decode(m)?;
             let a = appointment(state, &r.id).await?;
-            access.allow(&Facts::none().appointment(&a.id).prefecture(&a.prefecture))?;
+            allow(
+                access,
+                &Facts::none().appointment(&a.id).prefecture(&a.prefecture),
+            )?;
             frame(&r)
         }
         ("guichet.v1.Desk", "FileAssisted") => {
             let mut r: pb::FileAssistedRequest = decode(m)?;
-            let prefecture = site_prefecture(state, &r.site_id).await?;
-            access.allow(&Facts::none().prefecture(&prefecture))?;
+            if let Some(prefecture) = site_prefecture(state, &r.site_id).await? {
+                allow(access, &Facts::none().prefecture(&prefecture))?;
+            }
             r.desk_agent_id = acting;
             frame(&r)
         }
         ("guichet.v1.CallCentre", "FileOnBehalf") => {
             let mut r: pb::FileOnBehalfRequest = decode(m)?;
-            access.allow(&Facts::none())?;
+            allow(access, &Facts::none())?;
             r.agent_id = acting;
             frame(&r)
         }
         ("guichet.v1.CallCentre", "OpenReport") => {
             let mut r: pb::OpenReportRequest = decode(m)?;
-            access.allow(&Facts::none())?;
+            allow(access, &Facts::none())?;
             r.agent_id = acting;
             frame(&r)
         }
         ("guichet.v1.CallCentre", "GetReport") => {
             let r: pb::GetReportRequest = decode(m)?;
             let found = report(state, &r.id).await?;
-            access.allow(&Facts::none().report(&found.id).prefecture(&found.prefecture))?;
+            allow(
+                access,
+                &Facts::none()
+                    .report(&found.id)
+                    .prefecture(&found.prefecture),
+            )?;
             frame(&r)
         }
         ("guichet.v1.CallCentre", "ListReports") => {
             let r: pb::ListReportsRequest = decode(m)?;
             // A prefecture's agents list their own: the filter is the fact.
             if r.prefecture.is_empty() {
-                access.allow(&Facts::none())?;
+                allow(access, &Facts::none())?;
             } else {
-                access.allow(&Facts::none().prefecture(&r.prefecture))?;
+                allow(access, &Facts::none().prefecture(&r.prefecture))?;
             }
             frame(&r)
         }
         ("guichet.v1.CallCentre", "OfferAlternative") => {
             let mut r: pb::OfferAlternativeRequest = decode(m)?;
             let found = report(state, &r.id).await?;
-            access.allow(&Facts::none().report(&found.id).prefecture(&found.prefecture))?;
+            allow(
+                access,
+                &Facts::none()
+                    .report(&found.id)
+                    .prefecture(&found.prefecture),
+            )?;
             r.agent_id = acting;
             frame(&r)
         }
         ("guichet.v1.CallCentre", "RecordOutcome") => {
             let mut r: pb::RecordOutcomeRequest = decode(m)?;
             let found = report(state, &r.id).await?;
-            access.allow(&Facts::none().report(&found.id).prefecture(&found.prefecture))?;
+            allow(
+                access,
+                &Facts::none()
+                    .report(&found.id)
+                    .prefecture(&found.prefecture),
+            )?;
             r.agent_id = acting;
             frame(&r)
         }
@@ -203,19 +244,19 @@ pub async fn judge(
         // for a doubtful postmark: neither may name the other).
         ("guichet.v1.Postal", "ConfirmEnvelope") => {
             let mut r: pb::ConfirmEnvelopeRequest = decode(m)?;
-            access.allow(&Facts::none())?;
+            allow(access, &Facts::none())?;
             r.operator_id = acting;
             frame(&r)
         }
         ("guichet.v1.Postal", "RouteEnvelope") => {
             let mut r: pb::RouteEnvelopeRequest = decode(m)?;
-            access.allow(&Facts::none())?;
+            allow(access, &Facts::none())?;
             r.operator_id = acting;
             frame(&r)
         }
         // Public calls (sites, slots) and the status look-up: no fact.
         _ => {
-            access.allow(&Facts::none())?;
+            allow(access, &Facts::none())?;
             bytes
         }
     };

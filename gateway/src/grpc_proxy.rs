@@ -119,7 +119,7 @@ pub async fn pass_on(
     let method = parts.uri.path().trim_start_matches('/').to_string();
     let body = match crate::grpc_access::judge(&state, &access, &method, body).await {
         Ok(body) => body,
-        Err(refused) => return refused.into_grpc().into_http::<Body>().into_response(),
+        Err(refused) => return refused.into_http::<Body>().into_response(),
     };
     // The message may have been rewritten: its length is the body's.
     parts.headers.remove(header::CONTENT_LENGTH);

@@ -176,9 +176,9 @@ fn rule_of(request: &Request, matched: Option<&MatchedPath>) -> Result<Option<&'
     };
     match policy::rest(request.method().as_str(), path) {
         Some(rule) => Ok(Some(rule)),
-        None if policy::TABLE.iter().any(|r| {
-            matches!(r.operation, policy::Operation::Rest { path: p, .. } if p == path)
-        }) =>
+        None if policy::TABLE.iter().any(
+            |r| matches!(r.operation, policy::Operation::Rest { path: p, .. } if p == path),
+        ) =>
         {
             Err(())
         }
@@ -191,7 +191,9 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
     let grpc = grpc_proxy::is_grpc(&request);
     let answer = |e: ApiError| -> Response {
         if grpc {
-            e.into_grpc().into_http::<axum::body::Body>().into_response()
+            e.into_grpc()
+                .into_http::<axum::body::Body>()
+                .into_response()
         } else {
             e.into_response()
         }
@@ -200,6 +202,8 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
     let rule = match rule_of(&request, matched.as_ref()) {
         Ok(Some(rule)) => rule,
         Err(()) => return next.run(request).await,
+        // A gRPC method the table does not know is not served.
+        Ok(None) if grpc => return grpc_proxy::unimplemented(request.uri().path()),
         Ok(None) => {
             tracing::error!(
                 method = %request.method(),
@@ -243,7 +247,14 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
     request.extensions_mut().insert(access.clone());
     let response = next.run(request).await;
     let judged = access.judged();
-    if judged.grant.is_none() && response.status().is_success() {
+    // A gRPC error is an HTTP 200 with its status in the head.
+    let answered = response.status().is_success()
+        && !(grpc
+            && response
+                .headers()
+                .get("grpc-status")
+                .is_some_and(|s| s.as_bytes() != b"0"));
+    if judged.grant.is_none() && answered {
         tracing::error!(
             operation = %rule.operation,
             "a handler answered without checking access: refused"

@@ -146,11 +146,8 @@ pub async fn start(
     shutdown: Shutdown,
 ) -> Result<Running, StartError> {
     let window = Duration::from_secs(config.status_window_s);
-    let directory = crate::directory::Directory::open(
-        config.database_url.as_deref(),
-        &config.data_dir,
-    )
-    .await?;
+    let directory =
+        crate::directory::Directory::open(config.database_url.as_deref(), &config.data_dir).await?;
     let auth = crate::caller::Authenticator::new(access, directory.clone(), clock.clone())?;
     let state = AppState::connect(
         &targets,

@@ -45,7 +45,9 @@ pub struct AccessSettings {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("GUICHET_MACHINE_CLIENTS: {0:?} is not client_id=kind with kind call_centre_software, desk_software or scanning_station")]
+#[error(
+    "GUICHET_MACHINE_CLIENTS: {0:?} is not client_id=kind with kind call_centre_software, desk_software or scanning_station"
+)]
 pub struct BadMachineClient(pub String);
 
 impl AccessSettings {

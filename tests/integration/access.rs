@@ -14,7 +14,13 @@ async fn start(backend: Backend) -> (TestEnv, App) {
 }
 
 /// The status of `method path` as `who` (`None`: anonymous).
-async fn status_as(app: &App, who: Option<&str>, method: Method, path: &str, body: Value) -> (u16, Value) {
+async fn status_as(
+    app: &App,
+    who: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
     let mut request = app
         .http
         .request(method.clone(), format!("{}{path}", app.base));
@@ -54,19 +60,79 @@ async fn access_matrix(backend: Backend) {
     let rows: Vec<(Option<&str>, Method, String, Value, u16)> = vec![
         // the whole file: instructors and supervisors of 59 only
         (anonymous, Method::GET, case.clone(), Value::Null, 401),
-        (Some("instructor-75"), Method::GET, case.clone(), Value::Null, 403),
+        (
+            Some("instructor-75"),
+            Method::GET,
+            case.clone(),
+            Value::Null,
+            403,
+        ),
         (Some("desk-59"), Method::GET, case.clone(), Value::Null, 403),
         (Some("ccc-1"), Method::GET, case.clone(), Value::Null, 403),
-        (Some("mailroom-1"), Method::GET, case.clone(), Value::Null, 403),
-        (Some("operator-1"), Method::GET, case.clone(), Value::Null, 403),
-        (Some("someone-unknown"), Method::GET, case.clone(), Value::Null, 403),
-        (Some("instructor-59"), Method::GET, case.clone(), Value::Null, 200),
-        (Some("supervisor-59"), Method::GET, case.clone(), Value::Null, 200),
+        (
+            Some("mailroom-1"),
+            Method::GET,
+            case.clone(),
+            Value::Null,
+            403,
+        ),
+        (
+            Some("operator-1"),
+            Method::GET,
+            case.clone(),
+            Value::Null,
+            403,
+        ),
+        (
+            Some("someone-unknown"),
+            Method::GET,
+            case.clone(),
+            Value::Null,
+            403,
+        ),
+        (
+            Some("instructor-59"),
+            Method::GET,
+            case.clone(),
+            Value::Null,
+            200,
+        ),
+        (
+            Some("supervisor-59"),
+            Method::GET,
+            case.clone(),
+            Value::Null,
+            200,
+        ),
         // the dossier's history: agents who deal with it
-        (anonymous, Method::GET, format!("/api/v1/dossiers/{reference}"), Value::Null, 401),
-        (Some("instructor-75"), Method::GET, format!("/api/v1/dossiers/{reference}"), Value::Null, 403),
-        (Some("desk-59"), Method::GET, format!("/api/v1/dossiers/{reference}"), Value::Null, 200),
-        (Some("ccc-1"), Method::GET, format!("/api/v1/dossiers/{reference}"), Value::Null, 200),
+        (
+            anonymous,
+            Method::GET,
+            format!("/api/v1/dossiers/{reference}"),
+            Value::Null,
+            401,
+        ),
+        (
+            Some("instructor-75"),
+            Method::GET,
+            format!("/api/v1/dossiers/{reference}"),
+            Value::Null,
+            403,
+        ),
+        (
+            Some("desk-59"),
+            Method::GET,
+            format!("/api/v1/dossiers/{reference}"),
+            Value::Null,
+            200,
+        ),
+        (
+            Some("ccc-1"),
+            Method::GET,
+            format!("/api/v1/dossiers/{reference}"),
+            Value::Null,
+            200,
+        ),
         // deciding: only the holder (nobody holds it yet)
         (
             Some("instructor-59"),
@@ -76,10 +142,34 @@ async fn access_matrix(backend: Backend) {
             403,
         ),
         // the mailroom's routes
-        (anonymous, Method::GET, "/api/v1/postal/keying".into(), Value::Null, 401),
-        (Some("instructor-59"), Method::GET, "/api/v1/postal/keying".into(), Value::Null, 403),
-        (Some("mailroom-1"), Method::GET, "/api/v1/postal/keying".into(), Value::Null, 200),
-        (Some("mailroom-1"), Method::GET, "/api/v1/postal/letters".into(), Value::Null, 200),
+        (
+            anonymous,
+            Method::GET,
+            "/api/v1/postal/keying".into(),
+            Value::Null,
+            401,
+        ),
+        (
+            Some("instructor-59"),
+            Method::GET,
+            "/api/v1/postal/keying".into(),
+            Value::Null,
+            403,
+        ),
+        (
+            Some("mailroom-1"),
+            Method::GET,
+            "/api/v1/postal/keying".into(),
+            Value::Null,
+            200,
+        ),
+        (
+            Some("mailroom-1"),
+            Method::GET,
+            "/api/v1/postal/letters".into(),
+            Value::Null,
+            200,
+        ),
         // taking the next case: one's own prefecture
         (
             Some("instructor-75"),
@@ -88,24 +178,86 @@ async fn access_matrix(backend: Backend) {
             json!({"prefecture": "59"}),
             403,
         ),
-        (anonymous, Method::POST, "/api/v1/agent/queue/next".into(), json!({}), 401),
+        (
+            anonymous,
+            Method::POST,
+            "/api/v1/agent/queue/next".into(),
+            json!({}),
+            401,
+        ),
         // agents and the audit log
-        (anonymous, Method::GET, "/api/v1/admin/audit".into(), Value::Null, 401),
-        (Some("instructor-59"), Method::GET, "/api/v1/admin/audit".into(), Value::Null, 403),
-        (Some("operator-1"), Method::GET, "/api/v1/admin/audit".into(), Value::Null, 200),
-        (Some("supervisor-59"), Method::GET, "/api/v1/admin/audit".into(), Value::Null, 200),
-        (Some("supervisor-59"), Method::GET, "/api/v1/admin/audit?prefecture=75".into(), Value::Null, 403),
-        (Some("desk-59"), Method::GET, "/api/v1/admin/agents".into(), Value::Null, 403),
-        (Some("operator-1"), Method::GET, "/api/v1/admin/agents".into(), Value::Null, 200),
+        (
+            anonymous,
+            Method::GET,
+            "/api/v1/admin/audit".into(),
+            Value::Null,
+            401,
+        ),
+        (
+            Some("instructor-59"),
+            Method::GET,
+            "/api/v1/admin/audit".into(),
+            Value::Null,
+            403,
+        ),
+        (
+            Some("operator-1"),
+            Method::GET,
+            "/api/v1/admin/audit".into(),
+            Value::Null,
+            200,
+        ),
+        (
+            Some("supervisor-59"),
+            Method::GET,
+            "/api/v1/admin/audit".into(),
+            Value::Null,
+            200,
+        ),
+        (
+            Some("supervisor-59"),
+            Method::GET,
+            "/api/v1/admin/audit?prefecture=75".into(),
+            Value::Null,
+            403,
+        ),
+        (
+            Some("desk-59"),
+            Method::GET,
+            "/api/v1/admin/agents".into(),
+            Value::Null,
+            403,
+        ),
+        (
+            Some("operator-1"),
+            Method::GET,
+            "/api/v1/admin/agents".into(),
+            Value::Null,
+            200,
+        ),
         // public figures: anyone
-        (anonymous, Method::GET, "/api/v1/sites".into(), Value::Null, 200),
-        (Some("ccc-1"), Method::GET, "/api/v1/processing-times?prefecture=59".into(), Value::Null, 200),
+        (
+            anonymous,
+            Method::GET,
+            "/api/v1/sites".into(),
+            Value::Null,
+            200,
+        ),
+        (
+            Some("ccc-1"),
+            Method::GET,
+            "/api/v1/processing-times?prefecture=59".into(),
+            Value::Null,
+            200,
+        ),
     ];
     let mut wrong = Vec::new();
     for (who, method, path, body, expected) in rows {
         let (status, answer) = status_as(&app, who, method.clone(), &path, body).await;
         if status != expected {
-            wrong.push(format!("{who:?} {method} {path}: {status}, expected {expected}: {answer}"));
+            wrong.push(format!(
+                "{who:?} {method} {path}: {status}, expected {expected}: {answer}"
+            ));
         }
         if status >= 400 {
             assert!(
@@ -167,7 +319,10 @@ async fn tokens_are_checked(backend: Backend) {
     .unwrap();
     assert_eq!(send(other.agent_token("instructor-59")).await.status(), 401);
     // A token with no role at Guichet: signed in, and refused.
-    assert_eq!(send(issuer.agent_token("nobody-at-guichet")).await.status(), 403);
+    assert_eq!(
+        send(issuer.agent_token("nobody-at-guichet")).await.status(),
+        403
+    );
     common::stop(app, env).await;
 }
 on_both_backends!(tokens_are_checked);
@@ -203,7 +358,11 @@ async fn a_key_rotated_at_the_provider_is_accepted_without_a_restart() {
                 .as_u16()
         }
     };
-    assert_eq!(take(own.agent_token("instructor-59")).await, 404, "the queue is empty");
+    assert_eq!(
+        take(own.agent_token("instructor-59")).await,
+        404,
+        "the queue is empty"
+    );
     own.rotate_keys();
     common::eventually(
         std::time::Duration::from_secs(30),
@@ -241,7 +400,14 @@ async fn a_held_case_is_taken_over_before_anyone_else_acts(backend: Backend) {
     assert_eq!(status, 409, "{refused}");
     assert!(refused.to_string().contains("take it over"), "{refused}");
     // Taking over needs a reason, and is recorded.
-    let (status, _) = status_as(&app, Some("supervisor-59"), Method::POST, &format!("{case}/takeover"), json!({})).await;
+    let (status, _) = status_as(
+        &app,
+        Some("supervisor-59"),
+        Method::POST,
+        &format!("{case}/takeover"),
+        json!({}),
+    )
+    .await;
     assert_eq!(status, 400);
     let (status, over) = status_as(
         &app,
@@ -305,9 +471,21 @@ async fn a_held_case_is_taken_over_before_anyone_else_acts(backend: Backend) {
         })
         .collect();
     for expected in [
-        ("supervisor-59", "POST /api/v1/agent/dossiers/{reference}/takeover", 200),
-        ("supervisor-59", "POST /api/v1/agent/dossiers/{reference}/decision", 200),
-        ("instructor-59", "POST /api/v1/agent/dossiers/{reference}/decision", 409),
+        (
+            "supervisor-59",
+            "POST /api/v1/agent/dossiers/{reference}/takeover",
+            200,
+        ),
+        (
+            "supervisor-59",
+            "POST /api/v1/agent/dossiers/{reference}/decision",
+            200,
+        ),
+        (
+            "instructor-59",
+            "POST /api/v1/agent/dossiers/{reference}/decision",
+            409,
+        ),
     ] {
         assert!(ops.contains(&expected), "{expected:?} not in {ops:?}");
     }
@@ -321,40 +499,127 @@ async fn supervisors_grant_their_prefectures_roles(backend: Backend) {
     filed_in_59(&app, "Granted").await;
     let newcomer = "newcomer-59";
     let take = json!({"prefecture": "59"});
-    let (status, _) = status_as(&app, Some(newcomer), Method::POST, "/api/v1/agent/queue/next", take.clone()).await;
+    let (status, _) = status_as(
+        &app,
+        Some(newcomer),
+        Method::POST,
+        "/api/v1/agent/queue/next",
+        take.clone(),
+    )
+    .await;
     assert_eq!(status, 403, "no role yet");
     let grant = format!("/api/v1/admin/agents/{newcomer}/grants/instructor/59");
     for (who, path, expected) in [
         ("instructor-59", grant.clone(), 403),
-        ("supervisor-59", format!("/api/v1/admin/agents/{newcomer}/grants/instructor/75"), 403),
-        ("supervisor-59", format!("/api/v1/admin/agents/{newcomer}/grants/supervisor/59"), 403),
-        ("supervisor-59", format!("/api/v1/admin/agents/{newcomer}/grants/pilot/59"), 400),
-        ("supervisor-59", format!("/api/v1/admin/agents/bad%20uid/grants/instructor/59"), 400),
+        (
+            "supervisor-59",
+            format!("/api/v1/admin/agents/{newcomer}/grants/instructor/75"),
+            403,
+        ),
+        (
+            "supervisor-59",
+            format!("/api/v1/admin/agents/{newcomer}/grants/supervisor/59"),
+            403,
+        ),
+        (
+            "supervisor-59",
+            format!("/api/v1/admin/agents/{newcomer}/grants/pilot/59"),
+            400,
+        ),
+        (
+            "supervisor-59",
+            format!("/api/v1/admin/agents/bad%20uid/grants/instructor/59"),
+            400,
+        ),
     ] {
         let (status, body) = status_as(&app, Some(who), Method::PUT, &path, Value::Null).await;
         assert_eq!(status, expected, "{who} PUT {path}: {body}");
     }
-    let (status, body) = status_as(&app, Some("supervisor-59"), Method::PUT, &grant, Value::Null).await;
-    assert_eq!((status, body["changed"].clone()), (200, json!(true)), "{body}");
-    let (status, body) = status_as(&app, Some("supervisor-59"), Method::PUT, &grant, Value::Null).await;
-    assert_eq!((status, body["changed"].clone()), (200, json!(false)), "{body}");
-    let (status, case) = status_as(&app, Some(newcomer), Method::POST, "/api/v1/agent/queue/next", take.clone()).await;
+    let (status, body) = status_as(
+        &app,
+        Some("supervisor-59"),
+        Method::PUT,
+        &grant,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (status, body["changed"].clone()),
+        (200, json!(true)),
+        "{body}"
+    );
+    let (status, body) = status_as(
+        &app,
+        Some("supervisor-59"),
+        Method::PUT,
+        &grant,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (status, body["changed"].clone()),
+        (200, json!(false)),
+        "{body}"
+    );
+    let (status, case) = status_as(
+        &app,
+        Some(newcomer),
+        Method::POST,
+        "/api/v1/agent/queue/next",
+        take.clone(),
+    )
+    .await;
     assert_eq!(status, 200, "granted: {case}");
-    let (status, listed) = status_as(&app, Some("supervisor-59"), Method::GET, "/api/v1/admin/agents", Value::Null).await;
+    let (status, listed) = status_as(
+        &app,
+        Some("supervisor-59"),
+        Method::GET,
+        "/api/v1/admin/agents",
+        Value::Null,
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(
-        listed.as_array().unwrap().iter().any(|a| a["uid"] == newcomer),
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["uid"] == newcomer),
         "{listed}"
     );
     assert!(
         !listed.to_string().contains("instructor-75"),
         "a supervisor of 59 sees 59's agents: {listed}"
     );
-    let (status, _) = status_as(&app, Some("supervisor-59"), Method::DELETE, &grant, Value::Null).await;
+    let (status, _) = status_as(
+        &app,
+        Some("supervisor-59"),
+        Method::DELETE,
+        &grant,
+        Value::Null,
+    )
+    .await;
     assert_eq!(status, 200);
-    let (status, _) = status_as(&app, Some(newcomer), Method::GET, &format!("/api/v1/agent/dossiers/{}", case["dossier"]["reference"].as_str().unwrap()), Value::Null).await;
+    let (status, _) = status_as(
+        &app,
+        Some(newcomer),
+        Method::GET,
+        &format!(
+            "/api/v1/agent/dossiers/{}",
+            case["dossier"]["reference"].as_str().unwrap()
+        ),
+        Value::Null,
+    )
+    .await;
     assert_eq!(status, 403, "revoked at once");
-    let (_, audit) = status_as(&app, Some("operator-1"), Method::GET, &format!("/api/v1/admin/audit?agent=supervisor-59"), Value::Null).await;
+    let (_, audit) = status_as(
+        &app,
+        Some("operator-1"),
+        Method::GET,
+        &format!("/api/v1/admin/audit?agent=supervisor-59"),
+        Value::Null,
+    )
+    .await;
     let changes: Vec<&str> = audit
         .as_array()
         .unwrap()
@@ -396,11 +661,17 @@ async fn a_person_needs_their_own_link(backend: Backend) {
             .insert("authorization", bearer(uid).parse().unwrap());
         r
     };
-    let refused = desk.upsert_site(as_agent("desk-59", site.clone())).await.unwrap_err();
+    let refused = desk
+        .upsert_site(as_agent("desk-59", site.clone()))
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     let mut elsewhere = site.clone();
     elsewhere.prefecture = "75".into();
-    let refused = desk.upsert_site(as_agent("supervisor-59", elsewhere)).await.unwrap_err();
+    let refused = desk
+        .upsert_site(as_agent("supervisor-59", elsewhere))
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     desk.upsert_site(as_agent("supervisor-59", site.clone()))
         .await
@@ -429,7 +700,10 @@ async fn a_person_needs_their_own_link(backend: Backend) {
     assert_eq!(booked.status(), 201);
     let booked: Value = booked.json().await.unwrap();
     let id = booked["id"].as_str().unwrap();
-    let secret = booked["secret"].as_str().expect("the person's secret").to_string();
+    let secret = booked["secret"]
+        .as_str()
+        .expect("the person's secret")
+        .to_string();
     let path = format!("{}/api/v1/appointments/{id}", app.base);
     let get = |secret: Option<&str>, who: Option<&str>| {
         let mut r = app.http.get(&path);
@@ -442,14 +716,23 @@ async fn a_person_needs_their_own_link(backend: Backend) {
         async move { r.send().await.unwrap().status().as_u16() }
     };
     assert_eq!(get(None, None).await, 401, "the id alone is not enough");
-    assert_eq!(get(Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), None).await, 401);
+    assert_eq!(
+        get(Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), None).await,
+        401
+    );
     assert_eq!(get(Some(&secret), None).await, 200);
     assert_eq!(get(None, Some("desk-59")).await, 200);
     assert_eq!(get(None, Some("ccc-1")).await, 200);
     assert_eq!(get(None, Some("instructor-59")).await, 403);
     // A plain cancellation without the link is refused; with it, done.
     let cancel = format!("{path}/cancellation");
-    let r = app.http.post(&cancel).json(&json!({})).send().await.unwrap();
+    let r = app
+        .http
+        .post(&cancel)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let r = app
         .http
@@ -471,11 +754,28 @@ async fn the_public_queue_names_no_file(backend: Backend) {
     assert_eq!(public.as_array().unwrap().len(), 1, "{public}");
     assert!(public[0].get("reference").is_none(), "{public}");
     assert!(!public.to_string().contains(&reference));
-    let (status, full) = status_as(&app, Some("instructor-59"), Method::GET, "/api/v1/queue?prefecture=59", Value::Null).await;
+    let (status, full) = status_as(
+        &app,
+        Some("instructor-59"),
+        Method::GET,
+        "/api/v1/queue?prefecture=59",
+        Value::Null,
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(full[0]["reference"], json!(reference));
-    let (_, other) = status_as(&app, Some("instructor-75"), Method::GET, "/api/v1/queue?prefecture=59", Value::Null).await;
-    assert!(other[0].get("reference").is_none(), "another prefecture's: {other}");
+    let (_, other) = status_as(
+        &app,
+        Some("instructor-75"),
+        Method::GET,
+        "/api/v1/queue?prefecture=59",
+        Value::Null,
+    )
+    .await;
+    assert!(
+        other[0].get("reference").is_none(),
+        "another prefecture's: {other}"
+    );
     common::stop(app, env).await;
 }
 on_both_backends!(the_public_queue_names_no_file);
@@ -512,7 +812,10 @@ async fn machine_clients_act_for_a_named_agent(backend: Backend) {
     };
     let refused = ccc.list_reports(list(None)).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
-    let refused = ccc.list_reports(list(Some("mailroom-1"))).await.unwrap_err();
+    let refused = ccc
+        .list_reports(list(Some("mailroom-1")))
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     ccc.list_reports(list(Some("ccc-1")))
         .await
@@ -532,10 +835,12 @@ async fn the_audit_log_is_append_only() {
     for backend in [Backend::Servers, Backend::Embedded] {
         let env = TestEnv::on(backend).await;
         let config = env.config();
-        let directory =
-            guichet_gateway::directory::Directory::open(config.database_url.as_deref(), &config.data_dir)
-                .await
-                .unwrap();
+        let directory = guichet_gateway::directory::Directory::open(
+            config.database_url.as_deref(),
+            &config.data_dir,
+        )
+        .await
+        .unwrap();
         directory
             .audit(&guichet_gateway::directory::AuditEntry {
                 at: chrono::Utc::now(),
@@ -552,9 +857,14 @@ async fn the_audit_log_is_append_only() {
             .unwrap();
         let rewritten = directory
             .db()
-            .execute(guichet_kit::sql::Stmt::new("UPDATE audit_log SET actor = 'someone else'"))
+            .execute(guichet_kit::sql::Stmt::new(
+                "UPDATE audit_log SET actor = 'someone else'",
+            ))
             .await;
-        assert!(rewritten.is_err(), "{backend:?}: an audit row was rewritten");
+        assert!(
+            rewritten.is_err(),
+            "{backend:?}: an audit row was rewritten"
+        );
         let purged = directory
             .purge_audit(chrono::Utc::now() + chrono::Duration::seconds(1))
             .await

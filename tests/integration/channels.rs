@@ -8,13 +8,13 @@ use crate::common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::{AuthChannel as Channel, PREFECTURE_AGENT};
 use chrono::{Datelike, Days, NaiveDate, Utc};
 use common::{App, Backend, ShiftedClock, TestEnv, eventually, example};
 use guichet_proto::v1 as pb;
 use guichet_proto::v1::call_centre_client::CallCentreClient;
 use guichet_proto::v1::desk_client::DeskClient;
 use serde_json::{Value, json};
-use crate::common::{AuthChannel as Channel, PREFECTURE_AGENT};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -228,7 +228,11 @@ fn next_slot() -> chrono::DateTime<Utc> {
 
 async fn queue_references(app: &App) -> Vec<(String, String)> {
     let r: Vec<Value> = app
-        .as_agent(reqwest::Method::GET, "instructor-59", "/api/v1/queue?prefecture=59")
+        .as_agent(
+            reqwest::Method::GET,
+            "instructor-59",
+            "/api/v1/queue?prefecture=59",
+        )
         .send()
         .await
         .unwrap()
@@ -419,7 +423,10 @@ async fn appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_de
     let online: Value = booked.json().await.unwrap();
     assert_eq!(online["route"], "online");
     let online_id = online["id"].as_str().unwrap().to_string();
-    let online_secret = online["secret"].as_str().expect("the person's link").to_string();
+    let online_secret = online["secret"]
+        .as_str()
+        .expect("the person's link")
+        .to_string();
 
     // The open place is taken: someone calling gets "full"...
     let person = |name: &str| pb::Person {
@@ -693,8 +700,11 @@ async fn a_report_unanswered_past_its_deadline_is_escalated_and_shows_as_overdue
     assert_eq!(closed.state, pb::ReportState::Closed as i32);
     assert!(!closed.overdue);
     let seen: Value = app
-        .http
-        .get(format!("{}/api/v1/reports/{}", app.base, late.id))
+        .as_agent(
+            reqwest::Method::GET,
+            "ccc-1",
+            &format!("/api/v1/reports/{}", late.id),
+        )
         .send()
         .await
         .unwrap()
@@ -717,7 +727,10 @@ async fn a_python_client_built_from_the_protos_files_through_the_gateway() {
     let address = app.base.trim_start_matches("http://").to_string();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("python3")
-            .env("GUICHET_TOKEN", common::client_bearer("guichet-ccc-software"))
+            .env(
+                "GUICHET_TOKEN",
+                common::client_bearer("guichet-ccc-software"),
+            )
             .env("GUICHET_ACTING_AGENT", "ccc-1")
             .arg(root.join("tests/clients/call_centre.py"))
             .arg(&address)

@@ -144,7 +144,10 @@ async fn no_channel_files_a_dossier_dated_after_today() {
     let r = app
         .http
         .post(format!("{}/api/v1/postal/batches", app.base))
-        .header("Authorization", crate::common::client_bearer("guichet-scanner-1"))
+        .header(
+            "Authorization",
+            crate::common::client_bearer("guichet-scanner-1"),
+        )
         .multipart(
             Form::new()
                 .text("station_id", "station-59-1")

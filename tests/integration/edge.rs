@@ -181,11 +181,14 @@ async fn send_with_nul(
     let mut request = match method {
         "get" => app.http.get(&url),
         "post" => app.http.post(&url),
+        "put" => app.http.put(&url),
+        "delete" => app.http.delete(&url),
         other => panic!("method {other} not covered by this test"),
     };
-    request = request
-        .query(&query)
-        .header("Authorization", crate::common::bearer(crate::common::EVERY_ROLE));
+    request = request.query(&query).header(
+        "Authorization",
+        crate::common::bearer(crate::common::EVERY_ROLE),
+    );
     for (n, v) in headers {
         request = request.header(n, v);
     }
@@ -551,7 +554,10 @@ async fn a_key_used_again_with_another_request_is_a_409(backend: Backend) {
                 );
             app.http
                 .post(format!("{}/api/v1/postal/batches", app.base))
-        .header("Authorization", crate::common::client_bearer("guichet-scanner-1"))
+                .header(
+                    "Authorization",
+                    crate::common::client_bearer("guichet-scanner-1"),
+                )
                 .multipart(form)
                 .send()
                 .await
@@ -724,11 +730,7 @@ async fn wrong_birth_dates_are_limited_per_reference_and_address(backend: Backen
     let reference = app.file_accepted(&filing).await;
     // Recorded by instruction, asked without a birth date (not a try).
     common::eventually(Duration::from_secs(20), "the dossier recorded", || async {
-        (app.dossier(&reference)
-            .await
-            .status()
-            == 200)
-            .then_some(())
+        (app.dossier(&reference).await.status() == 200).then_some(())
     })
     .await;
     let path =

@@ -81,7 +81,11 @@ async fn a_filing_reaches_instruction_with_its_trace(backend: Backend) {
 
     // The queue lists it, to the prefecture's instructors by reference.
     let queue: Value = app
-        .as_agent(reqwest::Method::GET, "instructor-59", "/api/v1/queue?prefecture=59")
+        .as_agent(
+            reqwest::Method::GET,
+            "instructor-59",
+            "/api/v1/queue?prefecture=59",
+        )
         .send()
         .await
         .unwrap()

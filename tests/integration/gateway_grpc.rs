@@ -16,7 +16,10 @@ async fn sweep(base: &str) -> Value {
     let address = base.trim_start_matches("http://").to_string();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("python3")
-            .env("GUICHET_TOKEN", crate::common::bearer(crate::common::EVERY_ROLE))
+            .env(
+                "GUICHET_TOKEN",
+                crate::common::bearer(crate::common::EVERY_ROLE),
+            )
             .arg(root.join("tests/clients/reflection_sweep.py"))
             .arg(&address)
             .output()

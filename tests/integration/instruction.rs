@@ -437,6 +437,7 @@ async fn the_lifecycle_refuses_what_it_does_not_allow_and_documents_complete_a_f
         vec![
             "filed",
             "found_incomplete",
+            "taken_over",
             "documents_requested",
             "found_complete"
         ]
@@ -462,7 +463,8 @@ async fn the_lifecycle_refuses_what_it_does_not_allow_and_documents_complete_a_f
             "SELECT count(*) FROM agent_reads WHERE agent = 'agent-7'"
         )
         .await,
-        1
+        2,
+        "the read, and the take-over (which shows the case)"
     );
     common::stop(app, env).await;
 }

@@ -112,7 +112,10 @@ async fn upload(
     let r = app
         .http
         .post(format!("{}/api/v1/postal/batches", app.base))
-        .header("Authorization", crate::common::client_bearer("guichet-scanner-1"))
+        .header(
+            "Authorization",
+            crate::common::client_bearer("guichet-scanner-1"),
+        )
         .multipart(form)
         .send()
         .await
@@ -471,7 +474,10 @@ async fn bad_uploads_are_refused_with_the_field_at_fault() {
     let send = |form: Form| {
         app.http
             .post(format!("{}/api/v1/postal/batches", app.base))
-        .header("Authorization", crate::common::client_bearer("guichet-scanner-1"))
+            .header(
+                "Authorization",
+                crate::common::client_bearer("guichet-scanner-1"),
+            )
             .multipart(form)
             .send()
     };
@@ -667,7 +673,7 @@ async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_t
     let confirm = |id: &str, body: Value| {
         let path = format!("/api/v1/postal/envelopes/{id}/confirmation");
         let app = &app;
-        async move { app.post_json(&path, &body).await }
+        async move { app.mailroom_post(&path, &body).await }
     };
 
     let mut references = Vec::new();

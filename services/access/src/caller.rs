@@ -141,9 +141,8 @@ impl Caller {
             }) => (a, Some(*kind)),
             _ => return None,
         };
-        let holds = move |role: Role| {
-            agent.holds(role) && kind.is_none_or(|k| k.roles().contains(&role))
-        };
+        let holds =
+            move |role: Role| agent.holds(role) && kind.is_none_or(|k| k.roles().contains(&role));
         Some((agent, holds))
     }
 

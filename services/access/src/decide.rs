@@ -2,7 +2,6 @@
 
 use crate::{Caller, Facts, Grant, Rule, Who};
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// Allowed, by this grant: the caller may need a narrower view when it

@@ -800,7 +800,12 @@ impl InstructionDesk for Api {
             ));
         }
         self.store
-            .take_over(reference.as_str(), &agent, r.reason.trim(), self.clock.now())
+            .take_over(
+                reference.as_str(),
+                &agent,
+                r.reason.trim(),
+                self.clock.now(),
+            )
             .await
             .map_err(case_error)?;
         self.store

@@ -64,7 +64,7 @@ pub fn dev_issuer() -> &'static guichet_identity::dev::DevIssuer {
 /// tests' files are filed.
 pub const TEST_AGENTS: &[&str] = &[
     "agent-0", "agent-1", "agent-2", "agent-3", "agent-4", "agent-5", "agent-6", "agent-7",
-    "agent-8", "agent-9", "pref-59", "agent-59",
+    "agent-8", "agent-9", "agent-10", "pref-59", "agent-59",
 ];
 pub const TEST_PREFECTURES: &[&str] = &["59", "62", "75"];
 /// Mailroom operators of the postal tests (with `mailroom-1`).
@@ -122,7 +122,9 @@ pub async fn grant_test_roles(config: &Settings) {
         if role.is_national() {
             directory.grant(EVERY_ROLE, role, None, &by, now).await
         } else {
-            directory.grant(EVERY_ROLE, role, Some("59"), &by, now).await
+            directory
+                .grant(EVERY_ROLE, role, Some("59"), &by, now)
+                .await
         }
         .expect("grant a test role");
     }
@@ -135,7 +137,10 @@ pub async fn grant_test_roles(config: &Settings) {
 pub struct SignedIn(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
 
 impl tonic::service::Interceptor for SignedIn {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         request
             .metadata_mut()
             .insert("authorization", self.0.clone());
@@ -599,7 +604,12 @@ impl App {
     }
 
     /// A request to the gateway as the agent `uid` (signed in).
-    pub fn as_agent(&self, method: reqwest::Method, uid: &str, path: &str) -> reqwest::RequestBuilder {
+    pub fn as_agent(
+        &self,
+        method: reqwest::Method,
+        uid: &str,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base))
             .header("Authorization", bearer(uid))
