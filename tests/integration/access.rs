@@ -528,7 +528,7 @@ async fn supervisors_grant_their_prefectures_roles(backend: Backend) {
         ),
         (
             "supervisor-59",
-            format!("/api/v1/admin/agents/bad%20uid/grants/instructor/59"),
+            "/api/v1/admin/agents/bad%20uid/grants/instructor/59".to_string(),
             400,
         ),
     ] {
@@ -616,7 +616,7 @@ async fn supervisors_grant_their_prefectures_roles(backend: Backend) {
         &app,
         Some("operator-1"),
         Method::GET,
-        &format!("/api/v1/admin/audit?agent=supervisor-59"),
+        "/api/v1/admin/audit?agent=supervisor-59",
         Value::Null,
     )
     .await;

@@ -115,9 +115,11 @@ pub async fn start(
             store.clone(),
             clock.clone(),
             wake.clone(),
-            settings.alert_offsets_days.clone(),
-            chrono::Duration::minutes(i64::from(settings.hold_idle_minutes.max(1))),
-            Duration::from_secs(config.sweep_interval_s.max(1)),
+            Sweeps {
+                alert_offsets: settings.alert_offsets_days.clone(),
+                hold_idle: chrono::Duration::minutes(i64::from(settings.hold_idle_minutes.max(1))),
+                every: Duration::from_secs(config.sweep_interval_s.max(1)),
+            },
             metrics.clone(),
             shutdown.clone(),
         ),
@@ -136,6 +138,15 @@ pub async fn start(
         .await)
 }
 
+/// What the sweep does and how often.
+struct Sweeps {
+    /// Days before a title's expiry at which its holder is warned.
+    alert_offsets: Vec<i64>,
+    /// A held case with no act for this long goes back to the queue.
+    hold_idle: chrono::Duration,
+    every: Duration,
+}
+
 /// Issues every attestation that falls due, closes files whose deadline
 /// passed, warns holders whose title nears expiry and puts cases held idle
 /// back in the queue, at start and then every
@@ -144,9 +155,11 @@ async fn sweep_forever(
     store: Store,
     clock: SharedClock,
     wake: Arc<tokio::sync::Notify>,
-    alert_offsets: Vec<i64>,
-    hold_idle: chrono::Duration,
-    every: Duration,
+    Sweeps {
+        alert_offsets,
+        hold_idle,
+        every,
+    }: Sweeps,
     metrics: Metrics,
     shutdown: Shutdown,
 ) {
