@@ -184,7 +184,7 @@ pub async fn take_next(
         },
     };
     access.allow(&Facts::none().prefecture(&prefecture))?;
-    case_answer(
+    let case = case_answer(
         state
             .desk
             .clone()
@@ -193,7 +193,9 @@ pub async fn take_next(
                 prefecture,
             })
             .await,
-    )
+    )?;
+    access.note_dossier(&case.dossier.reference);
+    Ok(case)
 }
 
 #[derive(Debug, Deserialize)]

@@ -106,6 +106,16 @@ impl Access {
         }
     }
 
+    /// Names the dossier a call turned out to be about (the case taken
+    /// from the queue), for the audit log.
+    pub fn note_dossier(&self, reference: &str) {
+        self.inner
+            .judged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .dossier = Some(reference.to_string());
+    }
+
     /// The prefectures where the caller holds a role this rule grants in
     /// their own prefecture: what a listing is narrowed to.
     pub fn own_prefectures(&self) -> Vec<String> {

@@ -486,6 +486,7 @@ async fn a_held_case_is_taken_over_before_anyone_else_acts(backend: Backend) {
             "POST /api/v1/agent/dossiers/{reference}/decision",
             409,
         ),
+        ("instructor-59", "POST /api/v1/agent/queue/next", 200),
     ] {
         assert!(ops.contains(&expected), "{expected:?} not in {ops:?}");
     }
