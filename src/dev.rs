@@ -25,6 +25,9 @@ pub const STANDARD_GRANTS: &[(&str, Role, Option<&str>)] = &[
     ("operator-1", Role::Operator, None),
 ];
 
+/// The gateway's client secret at the development issuer.
+pub const GATEWAY_SECRET: &str = "guichet-gateway-dev-secret";
+
 /// Long enough for an afternoon with curl; this issuer is for development.
 const DEV_TOKEN_TTL: Duration = Duration::from_secs(8 * 3600);
 
@@ -108,7 +111,8 @@ impl DevSignIn {
             "  DEVELOPMENT sign-in (no GUICHET_OIDC_ISSUER set): issuer {} on loopback, not for production",
             self.issuer
         );
-        println!("  agents, each with a token valid 8 hours in {dir}/<uid>:");
+        println!("  in a browser: {url}/auth/login (pick an agent; no password)");
+        println!("  with curl, agents each have a token valid 8 hours in {dir}/<uid>:");
         for (uid, role, prefecture) in STANDARD_GRANTS {
             println!(
                 "    {uid:<14} {role}{}",

@@ -174,6 +174,17 @@ async fn main() -> anyhow::Result<()> {
                         .await
                         .context("starting the development issuer")?;
                     config.access.oidc_issuer = Some(dev.issuer.clone());
+                    // The development issuer knows the gateway as its
+                    // client, on loopback.
+                    config
+                        .access
+                        .oidc_client_secret
+                        .get_or_insert_with(|| guichet::dev::GATEWAY_SECRET.to_string());
+                    let port = config.http_addr.port();
+                    config
+                        .access
+                        .public_url
+                        .get_or_insert_with(|| format!("http://127.0.0.1:{port}"));
                     Some(dev)
                 }
             };

@@ -284,7 +284,8 @@ pub async fn audit_log(
     Ok(Json(rows))
 }
 
-/// Removes audit rows past retention, once an hour.
+/// Removes audit rows past retention, ended sessions and sign-ins never
+/// finished, once an hour.
 pub async fn purge_forever(
     directory: Directory,
     clock: SharedClock,
@@ -297,6 +298,12 @@ pub async fn purge_forever(
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "audit rows past retention removed"),
             Err(e) => tracing::warn!(error = %e, "audit retention failed, will retry"),
+        }
+        let now = clock.now();
+        let stale_logins =
+            now - chrono::Duration::from_std(crate::session::LOGIN_TIMEOUT).unwrap_or_default();
+        if let Err(e) = directory.purge_sessions(now, stale_logins).await {
+            tracing::warn!(error = %e, "removing ended sessions failed, will retry");
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}

@@ -15,8 +15,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use guichet_access::{Caller, Machine, Station};
+use guichet_identity as identity;
 use guichet_identity::{KeyCache, KeyPolicy, MAX_CLOCK_SKEW, ProviderMetadata, Validator};
 use guichet_kit::clock::SharedClock;
 
@@ -33,6 +34,10 @@ const CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(60);
 pub struct Authenticator {
     issuer: Option<String>,
     audience: String,
+    client_id: String,
+    client_secret: Option<identity::Secret>,
+    redirect_uri: String,
+    session_hours: u32,
     clients: HashMap<String, ClientRole>,
     directory: Directory,
     clock: SharedClock,
@@ -40,7 +45,7 @@ pub struct Authenticator {
     /// Discovered on first use (and again after a failure), so the gateway
     /// starts while the provider is down and its routes answer 503 until
     /// it is back.
-    validator: tokio::sync::OnceCell<Validator>,
+    validator: tokio::sync::OnceCell<(Validator, ProviderMetadata)>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -53,14 +58,24 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
+    /// `public_url`: where browsers reach the gateway (the sign-in comes
+    /// back to `<public_url>/auth/callback`).
     pub fn new(
         settings: &AccessSettings,
+        public_url: &str,
         directory: Directory,
         clock: SharedClock,
     ) -> Result<Arc<Authenticator>, BadMachineClient> {
         Ok(Arc::new(Authenticator {
             issuer: settings.oidc_issuer.clone(),
             audience: settings.oidc_audience.clone(),
+            client_id: settings.oidc_client_id.clone(),
+            client_secret: settings
+                .oidc_client_secret
+                .clone()
+                .map(identity::Secret::new),
+            redirect_uri: format!("{}/auth/callback", public_url.trim_end_matches('/')),
+            session_hours: settings.session_hours,
             clients: settings.clients()?,
             directory,
             clock,
@@ -76,7 +91,39 @@ impl Authenticator {
         &self.directory
     }
 
+    pub fn session_hours(&self) -> u32 {
+        self.session_hours
+    }
+
+    /// The browser sign-in's client, for the configured provider.
+    pub async fn login_client(&self) -> Result<identity::LoginClient, ApiError> {
+        let Some(secret) = &self.client_secret else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                None,
+                "browser sign-in is not configured here (GUICHET_OIDC_CLIENT_SECRET)",
+            ));
+        };
+        let (validator, metadata) = self.provider().await?;
+        identity::LoginClient::new(
+            metadata.clone(),
+            self.http.clone(),
+            self.client_id.clone(),
+            secret.clone(),
+            self.redirect_uri.clone(),
+            validator.clone(),
+        )
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot sign in with the provider");
+            unavailable()
+        })
+    }
+
     async fn validator(&self) -> Result<&Validator, ApiError> {
+        Ok(&self.provider().await?.0)
+    }
+
+    async fn provider(&self) -> Result<&(Validator, ProviderMetadata), ApiError> {
         let Some(issuer) = &self.issuer else {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -97,7 +144,7 @@ impl Authenticator {
                     metadata.jwks_uri.clone(),
                     KeyPolicy::default(),
                 );
-                Validator::new(
+                let validator = Validator::new(
                     &metadata,
                     keys,
                     self.clock.clone(),
@@ -106,16 +153,18 @@ impl Authenticator {
                 .map_err(|e| {
                     tracing::error!(error = %e, "cannot check tokens");
                     unavailable()
-                })
+                })?;
+                Ok((validator, metadata))
             })
             .await
     }
 
     /// Who sent `headers`; a token that does not check is a 401, a
-    /// provider that cannot be reached a 503.
-    pub async fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    /// provider that cannot be reached a 503. A browser session must send
+    /// its CSRF token with every request that changes something.
+    pub async fn caller(&self, method: &Method, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return Ok(Caller::Anonymous);
+            return self.session_caller(method, headers).await;
         };
         let token = value
             .to_str()
@@ -156,6 +205,43 @@ impl Authenticator {
         Ok(Caller::Agent(self.agent(&uid).await?))
     }
 
+    async fn session_caller(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Result<Caller, ApiError> {
+        let Some(id) = crate::session::session_id(headers) else {
+            return Ok(Caller::Anonymous);
+        };
+        let Some(session) = self
+            .directory
+            .session(&id, self.clock.now())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot read a session");
+                unavailable()
+            })?
+        else {
+            // Ended or unknown: as if there were none.
+            return Ok(Caller::Anonymous);
+        };
+        let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if !safe {
+            let sent = headers
+                .get(crate::session::CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if !constant_time_eq(sent.as_bytes(), session.csrf_token.as_bytes()) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    Some("X-CSRF-Token"),
+                    "a change made with a session must carry its CSRF token",
+                ));
+            }
+        }
+        Ok(Caller::Agent(self.agent(&session.uid).await?))
+    }
+
     async fn agent(&self, uid: &str) -> Result<guichet_access::Agent, ApiError> {
         self.directory.agent(uid).await.map_err(|e| {
             tracing::error!(error = %e, "cannot read an agent's roles");
@@ -192,6 +278,10 @@ impl Authenticator {
             }
         }
     }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn unavailable() -> ApiError {

@@ -310,6 +310,143 @@ impl Directory {
     }
 }
 
+/// A browser session, as the gateway checks it on each request.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRow {
+    pub uid: String,
+    pub csrf_token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A sign-in under way, kept until the provider sends the browser back.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PendingRow {
+    pub nonce: String,
+    pub code_verifier: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The hash kept of a secret the browser holds: a copy of the table opens
+/// no session.
+pub fn secret_hash(secret: &str) -> String {
+    use sha2::Digest;
+    hex_lower(&sha2::Sha256::digest(secret.as_bytes()))
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Directory {
+    pub async fn save_pending_login(
+        &self,
+        state: &str,
+        nonce: &str,
+        code_verifier: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        self.db
+            .execute(
+                Stmt::new(
+                    "INSERT INTO pending_logins (state_hash, nonce, code_verifier, created_at) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(secret_hash(state))
+                .bind(nonce)
+                .bind(code_verifier)
+                .bind(now),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The sign-in `state` started, once: it is gone after this.
+    pub async fn take_pending_login(&self, state: &str) -> Result<Option<PendingRow>, sqlx::Error> {
+        let mut tx = self.db.begin_write().await?;
+        let mut c = tx.conn();
+        let hash = secret_hash(state);
+        let row: Option<PendingRow> = c
+            .fetch_optional(
+                Stmt::new(
+                    "SELECT nonce, code_verifier, created_at FROM pending_logins \
+                     WHERE state_hash = $1",
+                )
+                .bind(hash.as_str()),
+            )
+            .await?;
+        c.execute(Stmt::new("DELETE FROM pending_logins WHERE state_hash = $1").bind(hash))
+            .await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    pub async fn open_session(
+        &self,
+        id: &str,
+        uid: &str,
+        csrf_token: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        self.db
+            .execute(
+                Stmt::new(
+                    "INSERT INTO sessions (id_hash, uid, csrf_token, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(secret_hash(id))
+                .bind(uid)
+                .bind(csrf_token)
+                .bind(now)
+                .bind(expires_at),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The session `id` opened, unless it expired.
+    pub async fn session(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<SessionRow>, sqlx::Error> {
+        let row: Option<SessionRow> = self
+            .db
+            .fetch_optional(
+                Stmt::new("SELECT uid, csrf_token, expires_at FROM sessions WHERE id_hash = $1")
+                    .bind(secret_hash(id)),
+            )
+            .await?;
+        Ok(row.filter(|r| r.expires_at > now))
+    }
+
+    pub async fn close_session(&self, id: &str) -> Result<(), sqlx::Error> {
+        self.db
+            .execute(Stmt::new("DELETE FROM sessions WHERE id_hash = $1").bind(secret_hash(id)))
+            .await?;
+        Ok(())
+    }
+
+    /// Expired sessions and sign-ins never finished; how many.
+    pub async fn purge_sessions(
+        &self,
+        now: DateTime<Utc>,
+        logins_before: DateTime<Utc>,
+    ) -> Result<u64, sqlx::Error> {
+        let sessions = self
+            .db
+            .execute(Stmt::new("DELETE FROM sessions WHERE expires_at <= $1").bind(now))
+            .await?;
+        let logins = self
+            .db
+            .execute(
+                Stmt::new("DELETE FROM pending_logins WHERE created_at < $1").bind(logins_before),
+            )
+            .await?;
+        Ok(sessions + logins)
+    }
+}
+
 fn grant_entry(
     operation: &str,
     uid: &str,

@@ -27,6 +27,7 @@ pub mod origin;
 pub mod policy;
 pub mod postal;
 pub mod server;
+pub mod session;
 pub mod settings;
 pub mod state;
 pub mod status;

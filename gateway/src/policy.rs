@@ -227,7 +227,7 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
             ));
         }
     };
-    let caller = match state.auth.caller(request.headers()).await {
+    let caller = match state.auth.caller(request.method(), request.headers()).await {
         Ok(caller) => caller,
         Err(e) => return answer(e),
     };

@@ -21,7 +21,9 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::state::{AppState, BadTarget, Targets};
 use crate::tries::Tries;
-use crate::{admin, agents, appointments, dossiers, grpc_proxy, ops, origin, policy, postal};
+use crate::{
+    admin, agents, appointments, dossiers, grpc_proxy, ops, origin, policy, postal, session,
+};
 
 /// Largest JSON body accepted: a filing carries document references, not bytes.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -89,6 +91,7 @@ pub fn router(
         .merge(dossiers::routes())
         .merge(agents::routes())
         .merge(admin::routes())
+        .merge(session::routes())
         .merge(appointments::routes())
         .merge(postal::routes())
         .merge(ops::routes())
@@ -148,7 +151,17 @@ pub async fn start(
     let window = Duration::from_secs(config.status_window_s);
     let directory =
         crate::directory::Directory::open(config.database_url.as_deref(), &config.data_dir).await?;
-    let auth = crate::caller::Authenticator::new(access, directory.clone(), clock.clone())?;
+    let (listener, http_addr) = listen
+        .into()
+        .open()
+        .await
+        .map_err(|(addr, source)| StartError::Bind { addr, source })?;
+    let public_url = access
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{http_addr}"));
+    let auth =
+        crate::caller::Authenticator::new(access, &public_url, directory.clone(), clock.clone())?;
     let state = AppState::connect(
         &targets,
         clock,
@@ -161,11 +174,6 @@ pub async fn start(
             &config.data_dir,
         )?),
     )?;
-    let (listener, http_addr) = listen
-        .into()
-        .open()
-        .await
-        .map_err(|(addr, source)| StartError::Bind { addr, source })?;
     let state_clock = state.clock.clone();
     let health = grpc_proxy::GatewayHealth::server(state.clone(), shutdown.clone());
     let app = router(state, config.request_timeout(), health);

@@ -24,6 +24,25 @@ pub struct AccessSettings {
     /// The audience Guichet's access tokens must be issued for.
     #[arg(long, env = "GUICHET_OIDC_AUDIENCE", default_value = "guichet")]
     pub oidc_audience: String,
+    /// The gateway's client id at the provider, for agents' browser sign-in.
+    #[arg(
+        long,
+        env = "GUICHET_OIDC_CLIENT_ID",
+        default_value = "guichet-gateway"
+    )]
+    pub oidc_client_id: String,
+    /// Its client secret (unset: browser sign-in is off; bearer tokens
+    /// still work).
+    #[arg(long, env = "GUICHET_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    pub oidc_client_secret: Option<String>,
+    /// Where browsers reach the gateway (`https://guichet.example.gouv.fr`):
+    /// the sign-in's redirect URI is `<this>/auth/callback`. Unset: the
+    /// address the gateway listens on.
+    #[arg(long, env = "GUICHET_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Hours an agent's browser session lasts.
+    #[arg(long, env = "GUICHET_SESSION_HOURS", default_value_t = 8)]
+    pub session_hours: u32,
     /// Machine clients, as `client_id=kind` separated by commas; kinds:
     /// call_centre_software, desk_software, scanning_station. A client
     /// token from a client not listed has no rights.

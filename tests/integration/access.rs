@@ -875,3 +875,127 @@ async fn the_audit_log_is_append_only() {
         env.cleanup().await;
     }
 }
+
+/// An agent signs in with a browser: authorization code with PKCE through
+/// the gateway, a session cookie, and a CSRF token every change must carry.
+async fn a_browser_signs_in_and_every_change_carries_its_csrf_token(backend: Backend) {
+    let (env, app) = start(backend).await;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let location = |r: &reqwest::Response| {
+        r.headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("a redirect: {r:?}"))
+            .to_string()
+    };
+    // To the provider, with PKCE.
+    let r = browser
+        .get(format!("{}/auth/login", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let authorize = reqwest::Url::parse(&location(&r)).unwrap();
+    let query: std::collections::BTreeMap<String, String> =
+        authorize.query_pairs().into_owned().collect();
+    assert_eq!(query["code_challenge_method"], "S256");
+    assert!(
+        !query.contains_key("code_verifier"),
+        "the verifier stays with the gateway"
+    );
+    // The agent picks who they are at the (development) provider.
+    let mut form: Vec<(String, String)> = authorize.query_pairs().into_owned().collect();
+    form.push(("uid".into(), "instructor-59".into()));
+    let r = browser
+        .post(format!("{}/authorize", dev_issuer().issuer()))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{:?}", r.text().await);
+    let back = location(&r);
+    assert!(
+        back.starts_with(&format!("{}/auth/callback?", app.base)),
+        "{back}"
+    );
+    // A forged state is refused; the real answer opens a session, once.
+    let forged = back.replace("state=", "state=forged");
+    let r = browser.get(&forged).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = browser.get(&back).send().await.unwrap();
+    assert_eq!(r.status(), 303, "{:?}", r.text().await);
+    let cookie = r
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("a session cookie")
+        .to_string();
+    for attribute in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(attribute), "{attribute} in {cookie}");
+    }
+    let session = cookie.split(';').next().unwrap().to_string();
+    let again = browser.get(&back).send().await.unwrap();
+    assert_eq!(again.status(), 401, "a sign-in answer serves once");
+    let me: Value = browser
+        .get(format!("{}/auth/session", app.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["uid"], "instructor-59", "{me}");
+    assert!(me["roles"].to_string().contains("instructor 59"), "{me}");
+    let csrf = me["csrf_token"].as_str().unwrap().to_string();
+    // Reading needs the cookie alone; a change needs the CSRF token too.
+    let next = format!("{}/api/v1/agent/queue/next", app.base);
+    let r = browser
+        .post(&next)
+        .header("cookie", &session)
+        .json(&json!({"prefecture": "59"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "without the CSRF token");
+    let r = browser
+        .post(&next)
+        .header("cookie", &session)
+        .header("x-csrf-token", "not-it")
+        .json(&json!({"prefecture": "59"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "with another token");
+    filed_in_59(&app, "Browser").await;
+    let r = browser
+        .post(&next)
+        .header("cookie", &session)
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"prefecture": "59"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    // Signed out, the cookie opens nothing.
+    let r = browser
+        .post(format!("{}/auth/logout", app.base))
+        .header("cookie", &session)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = browser
+        .get(format!("{}/auth/session", app.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    common::stop(app, env).await;
+}
+on_both_backends!(a_browser_signs_in_and_every_change_carries_its_csrf_token);

@@ -318,6 +318,27 @@ pub const TABLE: &[Rule] = &[
         INSTRUCTION,
         "takes a case held by another agent, or by nobody: recorded with its reason",
     ),
+    // -- agents' browser sign-in
+    rule(
+        get("/auth/login"),
+        ANYONE,
+        "starts the sign-in at the identity provider",
+    ),
+    rule(
+        get("/auth/callback"),
+        ANYONE,
+        "the provider's answer, checked (state, PKCE, ID token) before a session opens",
+    ),
+    rule(
+        get("/auth/session"),
+        ANYONE,
+        "who the session's cookie signs in, and its CSRF token; 401 without one",
+    ),
+    rule(
+        post("/auth/logout"),
+        ANYONE,
+        "ends the session (with its CSRF token)",
+    ),
     // -- agents, roles and the audit log
     rule(
         get("/api/v1/admin/agents"),

@@ -351,7 +351,13 @@ impl DevIssuer {
             return refuse("client_id", "is not a sign-in client of this issuer");
         }
         let redirect_uri = field("redirect_uri")?;
-        if !self.inner.config.redirect_uris.contains(&redirect_uri) {
+        if !self
+            .inner
+            .config
+            .redirect_uris
+            .iter()
+            .any(|r| same_redirect(r, &redirect_uri))
+        {
             return refuse("redirect_uri", "is not registered at this issuer");
         }
         field("state")?;
@@ -640,4 +646,24 @@ fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// Whether `given` is the registered redirect URI: the same, or, for a
+/// loopback one, the same but for the port (RFC 8252, 7.3: a client on
+/// loopback gets whatever port is free).
+fn same_redirect(registered: &str, given: &str) -> bool {
+    if registered == given {
+        return true;
+    }
+    let (Ok(r), Ok(g)) = (reqwest::Url::parse(registered), reqwest::Url::parse(given)) else {
+        return false;
+    };
+    let loopback =
+        |u: &reqwest::Url| matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    loopback(&r)
+        && r.scheme() == g.scheme()
+        && r.host_str() == g.host_str()
+        && r.path() == g.path()
+        && g.query().is_none()
+        && g.fragment().is_none()
 }

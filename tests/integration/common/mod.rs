@@ -292,6 +292,7 @@ impl TestEnv {
     pub fn config(&self) -> Settings {
         let mut config = Settings::from_env().expect("default configuration");
         config.access.oidc_issuer = Some(dev_issuer().issuer().to_string());
+        config.access.oidc_client_secret = Some(guichet::dev::GATEWAY_SECRET.to_string());
         config.database_url = self.database_url.clone();
         config.amqp_url = self.amqp_url.clone();
         config.data_dir = self.data_dir.clone();
