@@ -999,3 +999,51 @@ async fn a_browser_signs_in_and_every_change_carries_its_csrf_token(backend: Bac
     common::stop(app, env).await;
 }
 on_both_backends!(a_browser_signs_in_and_every_change_carries_its_csrf_token);
+
+/// A case held by an agent who stopped acting on it goes back to the
+/// queue after the idle time, with the release in its history.
+async fn a_case_held_idle_goes_back_to_the_queue(backend: Backend) {
+    let env = TestEnv::on(backend).await;
+    let mut config = env.config();
+    config.sweep_interval_s = 1;
+    config.instruction.hold_idle_minutes = 60;
+    let clock = std::sync::Arc::new(common::ShiftedClock::default());
+    let app = App::builder(&config).clock(clock.clone()).start().await;
+    let reference = filed_in_59(&app, "Idle").await;
+    let take = |uid: &'static str| {
+        let app = &app;
+        async move {
+            let (status, case) = status_as(
+                app,
+                Some(uid),
+                Method::POST,
+                "/api/v1/agent/queue/next",
+                json!({"prefecture": "59"}),
+            )
+            .await;
+            (status, case["dossier"]["reference"].clone())
+        }
+    };
+    assert_eq!(take("instructor-59").await, (200, json!(reference)));
+    assert_eq!(take("supervisor-59").await.0, 404, "held: not in the queue");
+    // An hour and a bit without an act: released by the sweep.
+    clock.advance(chrono::Duration::minutes(61));
+    app.two_more_sweeps().await;
+    assert_eq!(take("supervisor-59").await, (200, json!(reference)));
+    let history: Value = app.dossier(&reference).await.json().await.unwrap();
+    let released = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "released")
+        .unwrap_or_else(|| panic!("no release in {history}"));
+    assert!(
+        released["reason"]
+            .as_str()
+            .unwrap()
+            .contains("instructor-59"),
+        "{released}"
+    );
+    common::stop(app, env).await;
+}
+on_both_backends!(a_case_held_idle_goes_back_to_the_queue);
