@@ -7,6 +7,11 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
+/// The real OpenID provider of the identity crate's tests (oidc-provider).
+#[allow(dead_code)]
+#[path = "../../services/identity/tests/support/mod.rs"]
+mod real_provider;
+
 use crate::common::{self, App, Backend, TestEnv, bearer, client_bearer, dev_issuer, example};
 
 async fn start(backend: Backend) -> (TestEnv, App) {
@@ -1047,3 +1052,113 @@ async fn a_case_held_idle_goes_back_to_the_queue(backend: Backend) {
     common::stop(app, env).await;
 }
 on_both_backends!(a_case_held_idle_goes_back_to_the_queue);
+
+/// Against the real provider (oidc-provider from npm, `infra/oidc`): an
+/// agent signs in through the gateway with its login form, code + PKCE,
+/// and takes the next case of their prefecture.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_signs_in_at_the_real_provider_through_the_gateway() {
+    let provider = real_provider::Provider::start();
+    let env = TestEnv::on(Backend::Embedded).await;
+    let mut config = env.config();
+    config.access.oidc_issuer = Some(provider.issuer.clone());
+    // The redirect URI registered at the provider; the test carries the
+    // browser from there to this gateway's address.
+    config.access.public_url = Some("http://127.0.0.1:8080".into());
+    let app = App::builder(&config).only(common::ONLINE).start().await;
+    // Filed, and recorded (seen by the public status look-up: this
+    // gateway trusts the real provider only).
+    let filing = example("renewal-employee.json");
+    let born = filing["applicant"]["birth_date"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reference = app.file_accepted(&filing).await;
+    common::eventually(
+        std::time::Duration::from_secs(20),
+        "the dossier in instruction",
+        || async {
+            (app.get(&format!(
+                "/api/v1/dossiers/{reference}/status?birth_date={born}"
+            ))
+            .await
+            .status()
+                == 200)
+                .then_some(())
+        },
+    )
+    .await;
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = browser
+        .get(format!("{}/auth/login", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let authorize = reqwest::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    assert!(
+        authorize.as_str().starts_with(&provider.issuer),
+        "{authorize}"
+    );
+    let back =
+        real_provider::sign_in(&authorize, "instructor-59", real_provider::DEV_PASSWORD).await;
+    let callback = back.as_str().replace("http://127.0.0.1:8080", &app.base);
+    let r = browser.get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), 303, "{:?}", r.text().await);
+    let session = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let me: Value = browser
+        .get(format!("{}/auth/session", app.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["uid"], "instructor-59", "{me}");
+    let taken = browser
+        .post(format!("{}/api/v1/agent/queue/next", app.base))
+        .header("cookie", &session)
+        .header("x-csrf-token", me["csrf_token"].as_str().unwrap())
+        .json(&json!({"prefecture": "59"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(taken.status(), 200);
+    let case: Value = taken.json().await.unwrap();
+    assert_eq!(case["dossier"]["reference"], json!(reference));
+    assert_eq!(case["taken_by"], "instructor-59");
+    // The provider's own access tokens open the API too, and a machine
+    // client's names no agent: refused until it does.
+    let token = provider
+        .client_token("guichet-ccc-software", None)
+        .await
+        .access_token;
+    let r = app
+        .http
+        .get(format!("{}/api/v1/dossiers/{reference}", app.base))
+        .header("Authorization", format!("Bearer {}", token.expose()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "software must name the agent acting");
+    let r = app
+        .http
+        .get(format!("{}/api/v1/dossiers/{reference}", app.base))
+        .header("Authorization", format!("Bearer {}", token.expose()))
+        .header("X-Acting-Agent", "ccc-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    common::stop(app, env).await;
+}

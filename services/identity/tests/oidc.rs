@@ -15,7 +15,7 @@ use guichet_identity::{
 };
 use support::{
     API_AUDIENCE, DEV_PASSWORD, GATEWAY_CLIENT, GATEWAY_REDIRECT, Jar, OTHER_RESOURCE, Provider,
-    clock, secret_of, validator, validator_with,
+    clock, secret_of, sign_in, validator, validator_with,
 };
 
 #[tokio::test]
@@ -226,65 +226,6 @@ async fn a_flood_of_unknown_key_ids_asks_for_the_keys_once_per_interval() {
         .await
         .expect("the genuine token still passes");
     assert_eq!(hits.load(Ordering::SeqCst), 1);
-}
-
-/// The browser's side of a sign-in: follows the provider's redirects and
-/// fills its login form, up to the redirect back to Guichet.
-async fn sign_in(start: &reqwest::Url, login: &str, password: &str) -> reqwest::Url {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("a client");
-    let mut jar = Jar::default();
-    let mut url = start.clone();
-    for _ in 0..10 {
-        let is_form = url.path().starts_with("/interaction/") && !url.path().ends_with("/login");
-        let response = if is_form {
-            let form = http
-                .get(url.clone())
-                .header("cookie", jar.header())
-                .send()
-                .await
-                .expect("the login page");
-            jar.take(&form);
-            assert_eq!(form.status(), 200);
-            let page = form.text().await.expect("the page");
-            let action = page
-                .split("action=\"")
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-                .expect("the form's action");
-            url = url.join(action).expect("the action URL");
-            http.post(url.clone())
-                .header("cookie", jar.header())
-                .form(&[("login", login), ("password", password)])
-                .send()
-                .await
-                .expect("the login")
-        } else {
-            http.get(url.clone())
-                .header("cookie", jar.header())
-                .send()
-                .await
-                .expect("a step of the sign-in")
-        };
-        jar.take(&response);
-        assert!(
-            response.status().is_redirection(),
-            "{url}: {}",
-            response.status()
-        );
-        let location = response
-            .headers()
-            .get("location")
-            .and_then(|l| l.to_str().ok())
-            .expect("a redirect");
-        url = url.join(location).expect("the redirect URL");
-        if url.as_str().starts_with(GATEWAY_REDIRECT) {
-            return url;
-        }
-    }
-    panic!("the sign-in never came back to Guichet");
 }
 
 fn callback_of(url: &reqwest::Url) -> Callback {

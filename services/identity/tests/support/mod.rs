@@ -30,8 +30,15 @@ pub struct Provider {
     pub issuer: String,
 }
 
+/// `infra/oidc`, from this crate's tests or the root package's.
 fn oidc_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../infra/oidc")
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = here.join("infra/oidc");
+    if root.is_dir() {
+        root
+    } else {
+        here.join("../../infra/oidc")
+    }
 }
 
 impl Provider {
@@ -206,4 +213,63 @@ impl Jar {
             .collect::<Vec<_>>()
             .join("; ")
     }
+}
+
+/// The browser's side of a sign-in: follows the provider's redirects and
+/// fills its login form, up to the redirect back to Guichet.
+pub async fn sign_in(start: &reqwest::Url, login: &str, password: &str) -> reqwest::Url {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a client");
+    let mut jar = Jar::default();
+    let mut url = start.clone();
+    for _ in 0..10 {
+        let is_form = url.path().starts_with("/interaction/") && !url.path().ends_with("/login");
+        let response = if is_form {
+            let form = http
+                .get(url.clone())
+                .header("cookie", jar.header())
+                .send()
+                .await
+                .expect("the login page");
+            jar.take(&form);
+            assert_eq!(form.status(), 200);
+            let page = form.text().await.expect("the page");
+            let action = page
+                .split("action=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .expect("the form's action");
+            url = url.join(action).expect("the action URL");
+            http.post(url.clone())
+                .header("cookie", jar.header())
+                .form(&[("login", login), ("password", password)])
+                .send()
+                .await
+                .expect("the login")
+        } else {
+            http.get(url.clone())
+                .header("cookie", jar.header())
+                .send()
+                .await
+                .expect("a step of the sign-in")
+        };
+        jar.take(&response);
+        assert!(
+            response.status().is_redirection(),
+            "{url}: {}",
+            response.status()
+        );
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .expect("a redirect");
+        url = url.join(location).expect("the redirect URL");
+        if url.as_str().starts_with(GATEWAY_REDIRECT) {
+            return url;
+        }
+    }
+    panic!("the sign-in never came back to Guichet");
 }
