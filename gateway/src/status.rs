@@ -60,7 +60,13 @@ pub async fn queue(
     access: crate::policy::Access,
     QueryParams(q): QueryParams<QueueQuery>,
 ) -> Result<Json<Vec<QueueEntryView>>, ApiError> {
-    let grant = match &q.prefecture {
+    // An agent of one prefecture means theirs when they name none.
+    let own = access.own_prefectures();
+    let prefecture = q.prefecture.clone().or(match own.as_slice() {
+        [only] => Some(only.clone()),
+        _ => None,
+    });
+    let grant = match &prefecture {
         Some(p) => access.allow(&guichet_access::Facts::none().prefecture(p))?,
         None => access.allow(&guichet_access::Facts::none())?,
     };
@@ -70,7 +76,7 @@ pub async fn queue(
         return Err(Violations::one("limit", "must be between 1 and 500").into());
     }
     let request = pb::ListQueueRequest {
-        prefecture: q.prefecture.clone().unwrap_or_default(),
+        prefecture: prefecture.unwrap_or_default(),
         limit: q.limit.unwrap_or(50),
         procedure: code_value(
             "procedure",

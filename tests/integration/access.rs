@@ -782,6 +782,16 @@ async fn the_public_queue_names_no_file(backend: Backend) {
         other[0].get("reference").is_none(),
         "another prefecture's: {other}"
     );
+    // An agent of one prefecture who names none sees theirs.
+    let (_, mine) = status_as(
+        &app,
+        Some("instructor-59"),
+        Method::GET,
+        "/api/v1/queue",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(mine[0]["reference"], json!(reference), "{mine}");
     common::stop(app, env).await;
 }
 on_both_backends!(the_public_queue_names_no_file);
