@@ -100,6 +100,13 @@ async fn report(state: &AppState, id: &str) -> Result<pb::Report, Status> {
         .into_inner())
 }
 
+/// A call judged: the body to pass on, and the keys to count a try
+/// against should the answer be `NOT_FOUND` (a wrong birth date).
+pub struct Judged {
+    pub body: Body,
+    pub tries: Option<Vec<String>>,
+}
+
 /// Judges the call `method` (`guichet.v1.Desk/Book`) on its message and
 /// returns the body to pass on, with the acting agent written in.
 pub async fn judge(
@@ -107,7 +114,7 @@ pub async fn judge(
     access: &Access,
     method: &str,
     body: Body,
-) -> Result<Body, Status> {
+) -> Result<Judged, Status> {
     let (service, name) = method.rsplit_once('/').unwrap_or((method, ""));
     let keyed =
         service == "guichet.v1.Postal" && matches!(name, "ConfirmEnvelope" | "RouteEnvelope");
@@ -115,13 +122,14 @@ pub async fn judge(
         // The mailroom's calls need no fact and name no agent: passed on
         // as they came (uploads stream).
         allow(access, &Facts::none())?;
-        return Ok(body);
+        return Ok(Judged { body, tries: None });
     }
     let bytes = axum::body::to_bytes(body, MAX_MESSAGE)
         .await
         .map_err(|_| invalid("the message is too large"))?;
     let m = message_of(&bytes)?;
     let acting = access.agent_uid().unwrap_or_default().to_string();
+    let mut tries = None;
     let out = match (service, name) {
         ("guichet.v1.Desk", "UpsertSite") => {
             let site: pb::Site = decode(m)?;
@@ -240,6 +248,23 @@ pub async fn judge(
             r.agent_id = acting;
             frame(&r)
         }
+        // The call centre's status look-up: wrong birth dates count per
+        // file and per agent, as they do per file and address over REST.
+        ("guichet.v1.CallCentre", "LookUpStatus") => {
+            let r: pb::GetStatusRequest = decode(m)?;
+            allow(access, &Facts::none())?;
+            let keys = vec![
+                format!("reference:{}", r.reference),
+                format!("agent:{acting}"),
+            ];
+            if state.status_tries.wait(&keys, state.clock.now()).is_some() {
+                return Err(Status::resource_exhausted(
+                    "too many wrong birth dates for this file or by this agent; try again later",
+                ));
+            }
+            tries = Some(keys);
+            frame(&r)
+        }
         // The operator keying is the one signed in (two operators vouch
         // for a doubtful postmark: neither may name the other).
         ("guichet.v1.Postal", "ConfirmEnvelope") => {
@@ -260,7 +285,10 @@ pub async fn judge(
             bytes
         }
     };
-    Ok(Body::from(out))
+    Ok(Judged {
+        body: Body::from(out),
+        tries,
+    })
 }
 
 #[cfg(test)]

@@ -117,16 +117,28 @@ pub async fn pass_on(
     };
     let (mut parts, body) = request.into_parts();
     let method = parts.uri.path().trim_start_matches('/').to_string();
-    let body = match crate::grpc_access::judge(&state, &access, &method, body).await {
-        Ok(body) => body,
+    let judged = match crate::grpc_access::judge(&state, &access, &method, body).await {
+        Ok(judged) => judged,
         Err(refused) => return refused.into_http::<Body>().into_response(),
     };
+    let body = judged.body;
     // The message may have been rewritten: its length is the body's.
     parts.headers.remove(header::CONTENT_LENGTH);
     let request = Request::from_parts(parts, body);
     let request = request.map(tonic::body::Body::new);
     match channel.oneshot(request).await {
-        Ok(response) => response.map(Body::new).into_response(),
+        Ok(response) => {
+            // A wrong birth date: answered NOT_FOUND at once (trailers only).
+            if let Some(keys) = &judged.tries
+                && response
+                    .headers()
+                    .get("grpc-status")
+                    .is_some_and(|s| s.as_bytes() == b"5")
+            {
+                state.status_tries.fail(keys, state.clock.now());
+            }
+            response.map(Body::new).into_response()
+        }
         Err(e) => {
             tracing::warn!(error = %e, "a channel service is unreachable");
             tonic::Status::unavailable("the service behind the gateway is unreachable; try again")

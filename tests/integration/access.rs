@@ -1172,3 +1172,34 @@ async fn an_agent_signs_in_at_the_real_provider_through_the_gateway() {
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
     common::stop(app, env).await;
 }
+
+/// The call centre's status look-up counts wrong birth dates as the REST
+/// look-up does: per file, and per agent.
+async fn the_call_centre_look_up_limits_wrong_birth_dates(backend: Backend) {
+    let (env, app) = start(backend).await;
+    let reference = filed_in_59(&app, "Lookup").await;
+    let mut ccc =
+        guichet_proto::v1::call_centre_client::CallCentreClient::new(app.grpc_as("ccc-1").await);
+    let ask = |birth: chrono::NaiveDate| guichet_proto::v1::GetStatusRequest {
+        reference: reference.clone(),
+        birth_date: Some(guichet_proto::convert::date_to_pb(birth)),
+    };
+    let wrong = chrono::NaiveDate::from_ymd_opt(1950, 1, 1).unwrap();
+    let mut codes = Vec::new();
+    for _ in 0..8 {
+        codes.push(ccc.look_up_status(ask(wrong)).await.unwrap_err().code());
+    }
+    let tries = env.config().status_tries as usize;
+    assert!(
+        codes[..tries].iter().all(|c| *c == tonic::Code::NotFound),
+        "{codes:?}"
+    );
+    assert!(
+        codes[tries..]
+            .iter()
+            .all(|c| *c == tonic::Code::ResourceExhausted),
+        "{codes:?}"
+    );
+    common::stop(app, env).await;
+}
+on_both_backends!(the_call_centre_look_up_limits_wrong_birth_dates);
