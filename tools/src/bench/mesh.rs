@@ -28,6 +28,11 @@ pub struct Mesh {
     pub intake_web_url: String,
     pub services: Vec<Service>,
     pub logs: PathBuf,
+    /// The development issuer the gateway checks the bench's tokens against.
+    issuer: guichet_identity::dev::DevIssuer,
+    issuer_stop: guichet_kit::shutdown::Shutdown,
+    database_url: String,
+    data_dir: PathBuf,
 }
 
 /// A free loopback port, found by binding port 0 and letting it go. Another
@@ -55,7 +60,16 @@ impl Mesh {
         let intake_postal = free_port()?;
         let logs = work.join("logs");
         std::fs::create_dir_all(&logs)?;
+        let issuer_stop = guichet_kit::shutdown::Shutdown::new();
+        let issuer = guichet_identity::dev::DevIssuer::start(
+            ([127, 0, 0, 1], 0).into(),
+            guichet_identity::dev::DevConfig::standard(guichet_kit::clock::system()),
+            issuer_stop.clone(),
+        )
+        .await
+        .context("starting the development issuer")?;
         let common = [
+            ("GUICHET_OIDC_ISSUER", issuer.issuer().to_string()),
             ("GUICHET_DATABASE_URL", database_url.to_string()),
             ("GUICHET_AMQP_URL", amqp_url.to_string()),
             (
@@ -111,6 +125,10 @@ impl Mesh {
             intake_web_url: format!("http://{intake_web}"),
             services,
             logs,
+            issuer,
+            issuer_stop,
+            database_url: database_url.to_string(),
+            data_dir: work.join("data"),
         };
         // A mesh that never got ready is stopped, not left running.
         if let Err(e) = mesh.wait_ready(Duration::from_secs(60)).await {
@@ -118,6 +136,31 @@ impl Mesh {
             return Err(e);
         }
         Ok(mesh)
+    }
+
+    /// `Authorization` for the agent `uid`, given `role` in the gateway's
+    /// store first.
+    pub async fn agent(
+        &self,
+        uid: &str,
+        role: guichet_access::Role,
+        prefecture: Option<&str>,
+    ) -> anyhow::Result<String> {
+        use guichet_gateway::directory::{ChangedBy, Directory};
+        let directory = Directory::open(Some(&self.database_url), &self.data_dir)
+            .await
+            .context("opening the gateway's store")?;
+        let by = ChangedBy {
+            actor: "bench".into(),
+            agent: None,
+            client: "bench".into(),
+        };
+        directory
+            .grant(uid, role, prefecture, &by, chrono::Utc::now())
+            .await
+            .context("granting the bench's agent its role")?;
+        directory.db().close().await;
+        Ok(format!("Bearer {}", self.issuer.agent_token(uid)))
     }
 
     async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
@@ -150,6 +193,7 @@ impl Mesh {
 
     /// Asks every service to stop (SIGTERM, so they drain), then makes sure.
     pub fn stop(mut self) {
+        self.issuer_stop.cancel();
         for s in self.services.iter().rev() {
             let _ = Command::new("kill")
                 .args(["-TERM", &s.pid().to_string()])
