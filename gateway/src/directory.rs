@@ -83,6 +83,22 @@ pub struct AuditQuery {
     pub limit: u32,
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Grant,
+    Revoke,
+}
+
+impl Change {
+    /// The audit log's operation.
+    fn as_str(self) -> &'static str {
+        match self {
+            Change::Grant => "grant",
+            Change::Revoke => "revoke",
+        }
+    }
+}
+
 /// Who changes a grant, and from where, for the audit log.
 #[derive(Debug, Clone)]
 pub struct ChangedBy {
@@ -211,29 +227,8 @@ impl Directory {
         by: &ChangedBy,
         now: DateTime<Utc>,
     ) -> Result<bool, GrantError> {
-        check_uid(uid)?;
-        let place = grant_place(role, prefecture)?;
-        let mut tx = self.db.begin_write().await?;
-        let mut c = tx.conn();
-        let added = c
-            .execute(
-                Stmt::new(
-                    "INSERT INTO agent_grants (uid, role, prefecture, granted_by, granted_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                )
-                .bind(uid)
-                .bind(role.as_str())
-                .bind(place.as_str())
-                .bind(by.actor.as_str())
-                .bind(now),
-            )
-            .await?
-            > 0;
-        if added {
-            insert_audit(&mut c, &grant_entry("grant", uid, role, &place, by, now)).await?;
-        }
-        tx.commit().await?;
-        Ok(added)
+        self.change_grant(Change::Grant, uid, role, prefecture, by, now)
+            .await
     }
 
     /// Revokes it; `false` when it was not held.
@@ -245,26 +240,50 @@ impl Directory {
         by: &ChangedBy,
         now: DateTime<Utc>,
     ) -> Result<bool, GrantError> {
+        self.change_grant(Change::Revoke, uid, role, prefecture, by, now)
+            .await
+    }
+
+    async fn change_grant(
+        &self,
+        change: Change,
+        uid: &str,
+        role: Role,
+        prefecture: Option<&str>,
+        by: &ChangedBy,
+        now: DateTime<Utc>,
+    ) -> Result<bool, GrantError> {
         check_uid(uid)?;
         let place = grant_place(role, prefecture)?;
+        let stmt = match change {
+            Change::Grant => Stmt::new(
+                "INSERT INTO agent_grants (uid, role, prefecture, granted_by, granted_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(uid)
+            .bind(role.as_str())
+            .bind(place.as_str())
+            .bind(by.actor.as_str())
+            .bind(now),
+            Change::Revoke => Stmt::new(
+                "DELETE FROM agent_grants WHERE uid = $1 AND role = $2 AND prefecture = $3",
+            )
+            .bind(uid)
+            .bind(role.as_str())
+            .bind(place.as_str()),
+        };
         let mut tx = self.db.begin_write().await?;
         let mut c = tx.conn();
-        let removed = c
-            .execute(
-                Stmt::new(
-                    "DELETE FROM agent_grants WHERE uid = $1 AND role = $2 AND prefecture = $3",
-                )
-                .bind(uid)
-                .bind(role.as_str())
-                .bind(place.as_str()),
+        let changed = c.execute(stmt).await? > 0;
+        if changed {
+            insert_audit(
+                &mut c,
+                &grant_entry(change.as_str(), uid, role, &place, by, now),
             )
-            .await?
-            > 0;
-        if removed {
-            insert_audit(&mut c, &grant_entry("revoke", uid, role, &place, by, now)).await?;
+            .await?;
         }
         tx.commit().await?;
-        Ok(removed)
+        Ok(changed)
     }
 
     pub async fn audit(&self, entry: &AuditEntry) -> Result<(), sqlx::Error> {

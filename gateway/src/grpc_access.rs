@@ -82,22 +82,41 @@ async fn site_prefecture(state: &AppState, site_id: &str) -> Result<Option<Strin
         .map(|s| s.prefecture))
 }
 
-async fn appointment(state: &AppState, id: &str) -> Result<pb::Appointment, Status> {
-    Ok(state
+/// The call is about the appointment `id`: judged on its prefecture.
+async fn allow_appointment(state: &AppState, access: &Access, id: &str) -> Result<(), Status> {
+    let a = state
         .pan
         .clone()
         .get_appointment(pb::GetAppointmentRequest { id: id.into() })
         .await?
-        .into_inner())
+        .into_inner();
+    allow(
+        access,
+        &Facts::none().appointment(&a.id).prefecture(&a.prefecture),
+    )
 }
 
-async fn report(state: &AppState, id: &str) -> Result<pb::Report, Status> {
-    Ok(state
+/// The call is about the report `id`: judged on its prefecture.
+async fn allow_report(state: &AppState, access: &Access, id: &str) -> Result<(), Status> {
+    let r = state
         .ccc
         .clone()
         .get_report(pb::GetReportRequest { id: id.into() })
         .await?
-        .into_inner())
+        .into_inner();
+    allow(
+        access,
+        &Facts::none().report(&r.id).prefecture(&r.prefecture),
+    )
+}
+
+/// The call is about the site `id`: judged on its prefecture, or passed on
+/// unjudged when there is no such site (see `site_prefecture`).
+async fn allow_site(state: &AppState, access: &Access, id: &str) -> Result<(), Status> {
+    match site_prefecture(state, id).await? {
+        Some(prefecture) => allow(access, &Facts::none().prefecture(&prefecture)),
+        None => Ok(()),
+    }
 }
 
 /// A call judged: the body to pass on, and the keys to count a try
@@ -138,56 +157,36 @@ pub async fn judge(
         }
         ("guichet.v1.Desk", "Book") => {
             let mut r: pb::BookRequest = decode(m)?;
-            if let Some(prefecture) = site_prefecture(state, &r.site_id).await? {
-                allow(access, &Facts::none().prefecture(&prefecture))?;
-            }
+            allow_site(state, access, &r.site_id).await?;
             r.booked_by = acting;
             frame(&r)
         }
         ("guichet.v1.Desk", "Move") => {
             let mut r: pb::MoveRequest = decode(m)?;
-            let a = appointment(state, &r.id).await?;
-            allow(
-                access,
-                &Facts::none().appointment(&a.id).prefecture(&a.prefecture),
-            )?;
+            allow_appointment(state, access, &r.id).await?;
             r.by = acting;
             frame(&r)
         }
         ("guichet.v1.Desk", "Cancel") => {
             let mut r: pb::CancelRequest = decode(m)?;
-            let a = appointment(state, &r.id).await?;
-            allow(
-                access,
-                &Facts::none().appointment(&a.id).prefecture(&a.prefecture),
-            )?;
+            allow_appointment(state, access, &r.id).await?;
             r.by = acting;
             frame(&r)
         }
         ("guichet.v1.Desk", "RecordAttendance") => {
             let mut r: pb::RecordAttendanceRequest = decode(m)?;
-            let a = appointment(state, &r.id).await?;
-            allow(
-                access,
-                &Facts::none().appointment(&a.id).prefecture(&a.prefecture),
-            )?;
+            allow_appointment(state, access, &r.id).await?;
             r.by = acting;
             frame(&r)
         }
         ("guichet.v1.Desk", "GetAppointment") => {
             let r: pb::GetAppointmentRequest = decode(m)?;
-            let a = appointment(state, &r.id).await?;
-            allow(
-                access,
-                &Facts::none().appointment(&a.id).prefecture(&a.prefecture),
-            )?;
+            allow_appointment(state, access, &r.id).await?;
             frame(&r)
         }
         ("guichet.v1.Desk", "FileAssisted") => {
             let mut r: pb::FileAssistedRequest = decode(m)?;
-            if let Some(prefecture) = site_prefecture(state, &r.site_id).await? {
-                allow(access, &Facts::none().prefecture(&prefecture))?;
-            }
+            allow_site(state, access, &r.site_id).await?;
             r.desk_agent_id = acting;
             frame(&r)
         }
@@ -205,13 +204,7 @@ pub async fn judge(
         }
         ("guichet.v1.CallCentre", "GetReport") => {
             let r: pb::GetReportRequest = decode(m)?;
-            let found = report(state, &r.id).await?;
-            allow(
-                access,
-                &Facts::none()
-                    .report(&found.id)
-                    .prefecture(&found.prefecture),
-            )?;
+            allow_report(state, access, &r.id).await?;
             frame(&r)
         }
         ("guichet.v1.CallCentre", "ListReports") => {
@@ -226,25 +219,13 @@ pub async fn judge(
         }
         ("guichet.v1.CallCentre", "OfferAlternative") => {
             let mut r: pb::OfferAlternativeRequest = decode(m)?;
-            let found = report(state, &r.id).await?;
-            allow(
-                access,
-                &Facts::none()
-                    .report(&found.id)
-                    .prefecture(&found.prefecture),
-            )?;
+            allow_report(state, access, &r.id).await?;
             r.agent_id = acting;
             frame(&r)
         }
         ("guichet.v1.CallCentre", "RecordOutcome") => {
             let mut r: pb::RecordOutcomeRequest = decode(m)?;
-            let found = report(state, &r.id).await?;
-            allow(
-                access,
-                &Facts::none()
-                    .report(&found.id)
-                    .prefecture(&found.prefecture),
-            )?;
+            allow_report(state, access, &r.id).await?;
             r.agent_id = acting;
             frame(&r)
         }
