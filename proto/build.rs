@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "guichet/v1/call_centre.proto",
         "guichet/v1/desk.proto",
         "guichet/v1/postal.proto",
+        "guichet/v1/notifier.proto",
     ];
     let descriptors = protox::compile(files, ["."])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

@@ -385,6 +385,7 @@ pub fn contact_to_pb(c: &Contact) -> pb::Contact {
             country: c.address.country.clone(),
         }),
         answer_channel: answer_channel_to_pb(c.answer_channel),
+        language: c.language.as_str().to_string(),
     }
 }
 
@@ -454,6 +455,7 @@ pub fn raw_filing_from_pb(f: &pb::Filing) -> (RawFiling, Option<RawProvenance>) 
                 country: opt(&a.country),
             }),
             answer_channel: answer_channel_text(c.answer_channel),
+            language: opt(&c.language),
         }),
         current_title: f.current_title.as_ref().map(|t| RawCurrentTitle {
             kind: title_kind_text(t.kind),

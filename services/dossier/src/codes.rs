@@ -144,6 +144,14 @@ codes!(
     }
 );
 
+codes!(
+    /// The language the person is written to in (letters, e-mails, SMS).
+    Language {
+        Fr => "fr",
+        En => "en",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +179,7 @@ mod tests {
             AnswerChannel::as_str,
             AnswerChannel::parse,
         );
+        check(Language::ALL, Language::as_str, Language::parse);
         use crate::{desk, postal, signalement};
         check(
             desk::AppointmentState::ALL,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::calendar::{paris_date, parse_iso_date};
-use crate::codes::{AnswerChannel, DocumentKind, Motif, Procedure, TitleKind};
+use crate::codes::{AnswerChannel, DocumentKind, Language, Motif, Procedure, TitleKind};
 use crate::prefecture::department_of_postal_code;
 use crate::{Channel, Reference, Violations};
 
@@ -55,6 +55,10 @@ pub struct RawContact {
     pub phone: Option<String>,
     pub address: Option<RawAddress>,
     pub answer_channel: Option<String>,
+    /// "fr" (the default) or "en". Left out of the serialized form when
+    /// unset, so the fingerprints of filings made before it stay the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -200,6 +204,7 @@ pub struct Contact {
     pub phone: Option<String>,
     pub address: PostalAddress,
     pub answer_channel: AnswerChannel,
+    pub language: Language,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -419,6 +424,7 @@ impl TitleRecord {
                     country: None,
                 }),
                 answer_channel: raw.answer_channel.clone(),
+                language: None,
             }),
         );
         // Field names as in the flat record.
@@ -815,11 +821,22 @@ fn parse_contact(v: &mut Violations, raw: Option<&RawContact>) -> Option<Contact
         }
         _ => {}
     }
+    let language = match clean(&raw.language) {
+        Some(_) => code(
+            v,
+            "contact.language",
+            &raw.language,
+            Language::parse,
+            Language::expected,
+        ),
+        None => Some(Language::Fr),
+    };
     Some(Contact {
         email,
         phone,
         address: address?,
         answer_channel: answer_channel?,
+        language: language?,
     })
 }
 

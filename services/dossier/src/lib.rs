@@ -12,6 +12,7 @@ pub mod equity;
 pub mod filing;
 pub mod idempotency;
 pub mod lifecycle;
+pub mod notice;
 pub mod postal;
 pub mod prefecture;
 pub mod reference;
@@ -23,7 +24,7 @@ pub mod urgency;
 pub mod violations;
 
 pub use channel::Channel;
-pub use codes::{AnswerChannel, DocumentKind, Motif, Procedure, TitleKind};
+pub use codes::{AnswerChannel, DocumentKind, Language, Motif, Procedure, TitleKind};
 pub use filing::{
     Applicant, Contact, CurrentTitle, DocumentRef, Dossier, Filing, PostalAddress, Provenance,
     RawFiling, RawTitleRecord, SCHEMA_VERSION, TitleRecord,

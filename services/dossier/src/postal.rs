@@ -686,6 +686,7 @@ pub fn raw_filing(
                 country: None,
             }),
             answer_channel: Some("post".into()),
+            language: None,
         }),
         current_title: title,
         documents,

@@ -151,10 +151,9 @@ pub fn event_message(e: EventFacts<'_>) -> OutgoingMessage {
         .ok()
         .and_then(convert::channel_from_pb)
         .unwrap_or(Channel::Web);
-    let answer_channel = e
-        .dossier
-        .filing
-        .as_ref()
+    let filing = e.dossier.filing.as_ref();
+    let applicant = filing.and_then(|f| f.applicant.as_ref());
+    let answer_channel = filing
         .and_then(|f| f.contact.as_ref())
         .map(|c| c.answer_channel)
         .unwrap_or(0);
@@ -173,6 +172,12 @@ pub fn event_message(e: EventFacts<'_>) -> OutgoingMessage {
             .map(|k| convert::document_kind_to_pb(*k))
             .collect(),
         documents_deadline: e.documents_deadline.map(convert::date_to_pb),
+        contact: filing.and_then(|f| f.contact.clone()),
+        given_names: applicant.map(|a| a.given_names.clone()).unwrap_or_default(),
+        family_name: applicant.map(|a| a.family_name.clone()).unwrap_or_default(),
+        legal_filing_date: e.dossier.legal_filing_date,
+        prefecture: e.dossier.prefecture.clone(),
+        procedure: filing.map_or(0, |f| f.procedure),
     };
     OutgoingMessage::traced(
         EVENTS_EXCHANGE,

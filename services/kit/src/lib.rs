@@ -15,6 +15,7 @@ pub mod grpc_check;
 pub mod inbox;
 pub mod metrics;
 pub mod outbox;
+pub mod pdf;
 pub mod service;
 pub mod shutdown;
 pub mod sql;

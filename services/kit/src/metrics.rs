@@ -302,6 +302,30 @@ impl Metrics {
         family
     }
 
+    /// The same for a service's own histograms, with their buckets (in
+    /// seconds).
+    pub fn histogram_family<L>(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        buckets: fn() -> Vec<f64>,
+    ) -> Family<L, Histogram, Buckets>
+    where
+        L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+    {
+        let mut own = lock(&self.0.own);
+        if let Some(family) = own
+            .get(name)
+            .and_then(|f| f.downcast_ref::<Family<L, Histogram, Buckets>>())
+        {
+            return family.clone();
+        }
+        let family = Family::new_with_constructor(Buckets(buckets));
+        lock(&self.0.registry).register_with_unit(name, help, Unit::Seconds, family.clone());
+        own.insert(name, Box::new(family.clone()));
+        family
+    }
+
     /// The text exposition, for `/metrics`.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -1,0 +1,219 @@
+//! E-mail: over SMTP with TLS to the site's relay, or `.eml` files in the
+//! data folder when no relay is set (the embedded default).
+
+use std::path::PathBuf;
+
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart, header::ContentType};
+use lettre::transport::smtp::Error as SmtpError;
+use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailSetupError {
+    #[error(
+        "GUICHET_SMTP_URL: {0}. Use smtps://host[:port] (TLS) or smtp://host[:port]?tls=required (STARTTLS)"
+    )]
+    Url(String),
+    #[error(
+        "GUICHET_SMTP_URL {0:?} sends mail without TLS to a host that is not this machine; use smtps:// or ?tls=required, or set GUICHET_SMTP_ALLOW_PLAINTEXT=true for a relay on a private network"
+    )]
+    Plaintext(String),
+    #[error("cannot create the mail folder {0}")]
+    Folder(PathBuf, #[source] std::io::Error),
+    #[error("GUICHET_MAIL_FROM {0:?} is not a mailbox")]
+    From(String, #[source] lettre::address::AddressError),
+}
+
+/// Why one e-mail was not sent, and whether trying again can help.
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("{0:?} is not an e-mail address")]
+    Address(String, #[source] lettre::address::AddressError),
+    #[error("the message cannot be built")]
+    Build(#[from] lettre::error::Error),
+    #[error("the attachment's media type")]
+    MediaType(#[from] lettre::message::header::ContentTypeErr),
+    #[error("the SMTP relay: {0}")]
+    Smtp(#[from] SmtpError),
+    #[error("the mail folder: {0}")]
+    File(#[from] lettre::transport::file::Error),
+}
+
+impl MailError {
+    /// A bad address or a relay's permanent refusal (5xx: unknown mailbox,
+    /// domain that takes no mail) will not change by trying again.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            MailError::Address(..) | MailError::Build(_) | MailError::MediaType(_) => true,
+            MailError::Smtp(e) => e.is_permanent(),
+            MailError::File(_) => false,
+        }
+    }
+}
+
+/// Where e-mail goes.
+#[derive(Clone)]
+pub enum Mailer {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Folder(AsyncFileTransport<Tokio1Executor>),
+}
+
+impl Mailer {
+    /// `url` is lettre's connection URL. TLS is required unless the relay is
+    /// on this machine or `allow_plaintext` says the network is private.
+    pub fn new(
+        url: Option<&str>,
+        allow_plaintext: bool,
+        folder: PathBuf,
+    ) -> Result<Self, MailSetupError> {
+        let Some(url) = url else {
+            std::fs::create_dir_all(&folder)
+                .map_err(|e| MailSetupError::Folder(folder.clone(), e))?;
+            return Ok(Mailer::Folder(AsyncFileTransport::new(folder)));
+        };
+        if !uses_tls(url) && !allow_plaintext && !on_this_machine(url) {
+            return Err(MailSetupError::Plaintext(redact(url)));
+        }
+        let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+            .map_err(|e| MailSetupError::Url(e.to_string()))?;
+        Ok(Mailer::Smtp(
+            builder
+                .timeout(Some(std::time::Duration::from_secs(30)))
+                .build(),
+        ))
+    }
+
+    pub async fn send(&self, message: Message) -> Result<(), MailError> {
+        match self {
+            Mailer::Smtp(t) => {
+                t.send(message).await?;
+            }
+            Mailer::Folder(t) => {
+                t.send(message).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn uses_tls(url: &str) -> bool {
+    url.starts_with("smtps://") || url.contains("tls=required")
+}
+
+fn on_this_machine(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host_port = rest.split(['/', '?']).next().unwrap_or_default();
+    let host_port = host_port.rsplit_once('@').map_or(host_port, |(_, h)| h);
+    let host = host_port
+        .strip_prefix('[')
+        .and_then(|h| h.split_once(']'))
+        .map_or_else(
+            || host_port.split(':').next().unwrap_or_default(),
+            |(h, _)| h,
+        );
+    matches!(host, "localhost" | "127.0.0.1" | "::1")
+}
+
+/// The URL without its password, for an error message.
+fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://***{}", &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
+/// A document attached to an e-mail.
+pub struct Attached {
+    pub file_name: String,
+    pub pdf: Vec<u8>,
+}
+
+/// One e-mail: plain text and HTML alternatives, and the PDF if any.
+pub fn message(
+    from: &Mailbox,
+    to: &str,
+    subject: &str,
+    text: String,
+    html: String,
+    attached: Option<Attached>,
+) -> Result<Message, MailError> {
+    let to: Mailbox = to
+        .parse()
+        .map_err(|e| MailError::Address(to.to_string(), e))?;
+    let body = MultiPart::alternative()
+        .singlepart(SinglePart::plain(text))
+        .singlepart(SinglePart::html(html));
+    let builder = Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject(subject);
+    let message = match attached {
+        Some(a) => builder.multipart(MultiPart::mixed().multipart(body).singlepart(
+            Attachment::new(a.file_name).body(a.pdf, ContentType::parse("application/pdf")?),
+        ))?,
+        None => builder.multipart(body)?,
+    };
+    Ok(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mail_goes_over_tls_unless_the_relay_is_here_or_plaintext_is_allowed() {
+        let folder = std::env::temp_dir().join("guichet-notifier-mail-test");
+        let table = [
+            ("smtps://relay.example.org", false, true),
+            ("smtp://relay.example.org?tls=required", false, true),
+            ("smtp://relay.example.org", false, false),
+            ("smtp://user:secret@relay.example.org:25", false, false),
+            ("smtp://relay.example.org", true, true),
+            ("smtp://127.0.0.1:2525", false, true),
+            ("smtp://localhost", false, true),
+            ("smtp://[::1]:2525", false, true),
+            ("ftp://relay.example.org", true, false),
+        ];
+        for (url, allow, ok) in table {
+            let made = Mailer::new(Some(url), allow, folder.clone());
+            assert_eq!(made.is_ok(), ok, "{url}");
+            if let Err(e) = made {
+                assert!(!e.to_string().contains("secret"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_message_has_text_html_and_its_document() {
+        let from: Mailbox = "Préfecture <ne-pas-repondre@guichet.localhost>"
+            .parse()
+            .unwrap();
+        let m = message(
+            &from,
+            "amina@example.org",
+            "Demande enregistrée",
+            "texte".into(),
+            "<p>texte</p>".into(),
+            Some(Attached {
+                file_name: "recepisse.pdf".into(),
+                pdf: b"%PDF-1.7".to_vec(),
+            }),
+        )
+        .unwrap();
+        let raw = String::from_utf8(m.formatted()).unwrap();
+        assert!(raw.contains("multipart/alternative"), "{raw}");
+        assert!(raw.contains("text/html"), "{raw}");
+        assert!(raw.contains("application/pdf"), "{raw}");
+        assert!(raw.contains("recepisse.pdf"), "{raw}");
+        assert!(matches!(
+            message(
+                &from,
+                "not an address",
+                "s",
+                String::new(),
+                String::new(),
+                None
+            ),
+            Err(MailError::Address(..))
+        ));
+    }
+}

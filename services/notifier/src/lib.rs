@@ -1,0 +1,264 @@
+//! The notifier: everyone hears back on the media they gave, whatever
+//! channel they filed on. It consumes `notifier.case-events` (case steps,
+//! title expiry alerts, reports, appointments), plans one message per
+//! medium in ONE transaction with the inbox, then sends what is due: e-mail
+//! over SMTP with TLS, SMS through the provider, letters through the
+//! mailroom's print list. Each message keeps its state (queued, sent,
+//! delivered, failed), is retried with backoff, and is sent once per
+//! (event, medium) however often the event is delivered.
+
+pub mod email;
+pub mod event;
+pub mod figures;
+pub mod plan;
+pub mod sender;
+pub mod settings;
+pub mod sms;
+pub mod store;
+pub mod templates;
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use chrono::Duration;
+use guichet_kit::bus::{Delivery, NOTIFIER_QUEUE, consume_batches};
+use guichet_kit::clock::SharedClock;
+use guichet_kit::db::{Database, Migrations};
+use guichet_kit::outbox::OutboxRelay;
+use guichet_kit::service::{self, Listen, Running, Shared, StartError, Tasks};
+use guichet_kit::shutdown::Shutdown;
+use guichet_kit::{ErrorKind, ServiceError};
+use guichet_proto::v1::notifier_server::{Notifier, NotifierServer};
+use guichet_proto::{convert, v1 as pb};
+use lettre::message::Mailbox;
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+
+use crate::email::Mailer;
+use crate::figures::{MediumStateLabels, NotifierFigures};
+use crate::sender::Sender;
+use crate::settings::NotifierSettings;
+use crate::sms::{HttpSms, SmsProvider};
+use crate::store::Store;
+
+pub static MIGRATIONS: Migrations = Migrations {
+    postgres: &[&POSTGRES],
+    sqlite: &[&SQLITE],
+};
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+pub const SCHEMA: &str = "notifier";
+
+pub async fn start(
+    config: &guichet_kit::Config,
+    settings: &NotifierSettings,
+    listen: impl Into<Listen>,
+    shared: &Shared,
+) -> Result<Running, StartError> {
+    let base = service::prepare(config, SCHEMA, &MIGRATIONS, listen).await?;
+    let db = base.db.clone();
+    fn target(what: &str, e: &(dyn std::error::Error + 'static)) -> StartError {
+        StartError::Target(what.to_string(), guichet_kit::error::error_chain(e))
+    }
+    let mailer = Mailer::new(
+        settings.smtp_url.as_deref(),
+        settings.smtp_allow_plaintext,
+        config.data_dir.join("mail"),
+    )
+    .map_err(|e| target("GUICHET_SMTP_URL", &e))?;
+    let from: Mailbox = settings
+        .mail_from
+        .parse()
+        .map_err(|e| target("GUICHET_MAIL_FROM", &e))?;
+    let sms = match settings.sms_url.as_deref() {
+        Some(url) => SmsProvider::Http(
+            HttpSms::new(
+                url,
+                &settings.sms_account,
+                &settings.sms_token,
+                &settings.sms_sender,
+            )
+            .map_err(|e| target("GUICHET_SMS_URL", &e))?,
+        ),
+        None => SmsProvider::Folder(config.data_dir.join("sms")),
+    };
+    let relay = OutboxRelay::new(db.clone(), shared.bus.clone(), config.outbox_batch)
+        .with_metrics(shared.metrics.clone(), SCHEMA);
+    let figures = NotifierFigures::of(&shared.metrics);
+    let store = Store { db: db.clone() };
+    let wake = Arc::new(Notify::new());
+    let sender = Sender {
+        store: store.clone(),
+        mailer,
+        from,
+        sms,
+        clock: shared.clock.clone(),
+        retry_base: Duration::seconds(i64::from(settings.notify_retry_seconds.max(1))),
+        figures: figures.clone(),
+        wake: wake.clone(),
+        relay: relay.waker(),
+    };
+    let mut tasks = Tasks::new();
+    tasks.spawn("outbox relay", relay.run(shared.shutdown.clone()));
+    tasks.spawn("sender", sender.run(shared.shutdown.clone()));
+    tasks.spawn(
+        "figures",
+        observe_forever(store.clone(), figures, shared.shutdown.clone()),
+    );
+    let consumer = Consumer {
+        db: db.clone(),
+        clock: shared.clock.clone(),
+        wake,
+    };
+    let bus = shared.bus.clone();
+    let shutdown = shared.shutdown.clone();
+    let prefetch = config.consumer_prefetch;
+    tasks.spawn("consumer", async move {
+        consume_batches(
+            bus,
+            NOTIFIER_QUEUE,
+            "notifier",
+            prefetch,
+            usize::from(prefetch.max(1)),
+            shutdown,
+            |batch| {
+                let consumer = consumer.clone();
+                async move { consumer.handle(batch).await }
+            },
+        )
+        .await;
+    });
+    let routes = tonic::service::Routes::new(NotifierServer::new(NotifierService { store }));
+    Ok(base
+        .serve(tasks, routes, "guichet.v1.Notifier", &shared.shutdown)
+        .await)
+}
+
+/// Takes events off the queue into the table.
+#[derive(Clone)]
+struct Consumer {
+    db: Database,
+    clock: SharedClock,
+    wake: Arc<Notify>,
+}
+
+impl Consumer {
+    async fn handle(&self, batch: Vec<Delivery>) {
+        for delivery in &batch {
+            let outcome = match plan::plan(&delivery.routing_key, &delivery.body, self.clock.now())
+            {
+                Ok(plan) => self.record(plan).await,
+                Err(e) => {
+                    // Retried up to the delivery limit, then dead-lettered
+                    // with the rest for an operator.
+                    tracing::warn!(routing_key = %delivery.routing_key, error = %e, "an event the notifier cannot read");
+                    if let Err(e) = delivery.retry_later().await {
+                        tracing::warn!(error = %e, "giving back an unreadable event failed");
+                    }
+                    continue;
+                }
+            };
+            let acked = match outcome {
+                Ok(()) => delivery.ack().await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot record the messages of an event yet; retrying");
+                    tokio::time::sleep(StdDuration::from_millis(200)).await;
+                    delivery.retry_later().await
+                }
+            };
+            if let Err(e) = acked {
+                tracing::warn!(error = %e, "ack of an event failed");
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    async fn record(&self, plan: plan::Plan) -> Result<(), sqlx::Error> {
+        if plan.notices.is_empty() && plan.cancel_reminders.is_none() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let mut tx = self.db.begin_write().await?;
+        let mut c = tx.conn();
+        if let Some((appointment, keep)) = &plan.cancel_reminders {
+            store::cancel_reminders(&mut c, appointment, keep).await?;
+        }
+        for n in &plan.notices {
+            store::insert(&mut c, n, now).await?;
+        }
+        tx.commit().await
+    }
+}
+
+/// Refreshes the gauges on `/metrics`.
+async fn observe_forever(store: Store, figures: NotifierFigures, shutdown: Shutdown) {
+    loop {
+        if let Ok(rows) = store.counts().await {
+            figures.by_state.clear();
+            for (medium, state, n) in rows {
+                figures
+                    .by_state
+                    .get_or_create(&MediumStateLabels { medium, state })
+                    .set(n);
+            }
+        }
+        if let Ok(n) = store
+            .unreached(guichet_dossier::notice::NoticeKind::AttestationIssued)
+            .await
+        {
+            figures.attestations_unreached.set(n);
+        }
+        if let Ok(n) = store.lost().await {
+            figures.notices_lost.set(n);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(StdDuration::from_secs(5)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct NotifierService {
+    store: Store,
+}
+
+#[tonic::async_trait]
+impl Notifier for NotifierService {
+    async fn list_notices(
+        &self,
+        request: Request<pb::ListNoticesRequest>,
+    ) -> Result<Response<pb::ListNoticesResponse>, Status> {
+        let subject = request.into_inner().subject_ref;
+        if subject.trim().is_empty() || subject.len() > 100 {
+            return Err(ServiceError::on_field(
+                ErrorKind::InvalidInput,
+                "subject_ref",
+                "is required: a dossier reference, a report id or an appointment id (100 characters at most)",
+            )
+            .to_status());
+        }
+        let rows = self
+            .store
+            .of_subject(subject.trim(), 500)
+            .await
+            .map_err(|e| ServiceError::database("notifier", "listing notices", &e).to_status())?;
+        let ts = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(convert::timestamp_to_pb);
+        Ok(Response::new(pb::ListNoticesResponse {
+            notices: rows
+                .into_iter()
+                .map(|r| pb::NoticeView {
+                    kind: r.kind,
+                    medium: r.medium,
+                    state: r.state,
+                    failure: r.failure.unwrap_or_default(),
+                    attempts: u32::try_from(r.attempts).unwrap_or_default(),
+                    created_at: ts(Some(r.created_at)),
+                    sent_at: ts(r.sent_at),
+                    delivered_at: ts(r.delivered_at),
+                    not_before: ts(Some(r.not_before)),
+                })
+                .collect(),
+        }))
+    }
+}

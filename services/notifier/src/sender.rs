@@ -1,0 +1,431 @@
+//! Sends what is due: e-mail to the relay, SMS to the provider, letters to
+//! the mailroom's print list (a `LetterRequest` through the outbox). A try
+//! that fails for now is queued again later; one that fails for good makes
+//! paper follow when every electronic message of the notice failed.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, Utc};
+use guichet_dossier::Language;
+use guichet_dossier::notice::{self, DeliveryState, Medium, NoticeKind};
+use guichet_kit::bus::{EVENTS_EXCHANGE, OutgoingMessage};
+use guichet_kit::clock::SharedClock;
+use guichet_kit::pdf::{LetterText, letter_pdf};
+use guichet_kit::shutdown::Shutdown;
+use guichet_kit::sql::Stmt;
+use guichet_proto::v1 as pb;
+use lettre::message::Mailbox;
+use prost::Message as _;
+use tokio::sync::Notify;
+
+use crate::email::{self, Attached, Mailer};
+use crate::event::{Event, Person};
+use crate::figures::{MediumLabels, MessageLabels, NotifierFigures};
+use crate::sms::{Report, SmsProvider};
+use crate::store::{self, NewNotice, NoticeRow, Store};
+use crate::templates::{self, Rendered};
+
+/// How many due messages one pass takes.
+const BATCH: i64 = 32;
+/// How long a sender holds a message it is sending.
+const LEASE_SECONDS: i64 = 300;
+/// SMS whose report is still awaited after this long are left as sent.
+const REPORT_WINDOW_HOURS: i64 = 48;
+
+#[derive(Clone)]
+pub struct Sender {
+    pub store: Store,
+    pub mailer: Mailer,
+    pub from: Mailbox,
+    pub sms: SmsProvider,
+    pub clock: SharedClock,
+    pub retry_base: Duration,
+    pub figures: NotifierFigures,
+    /// Rung when the consumer queued messages.
+    pub wake: Arc<Notify>,
+    /// Rung when a letter is in the outbox.
+    pub relay: Arc<Notify>,
+}
+
+/// How one try went.
+enum Tried {
+    Sent {
+        provider_id: Option<String>,
+        delivered: bool,
+    },
+    /// Not now (SMS at night): queued again at this time, not a failure.
+    Later(DateTime<Utc>),
+    Failed {
+        why: String,
+        permanent: bool,
+    },
+}
+
+impl Sender {
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut reports = tokio::time::interval(StdDuration::from_secs(20));
+        loop {
+            let sent = match self.send_due().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the messages due; trying again");
+                    0
+                }
+            };
+            if sent > 0 {
+                continue;
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(StdDuration::from_secs(1)) => {}
+                _ = reports.tick() => {
+                    if let Err(e) = self.ask_reports().await {
+                        tracing::warn!(error = %e, "cannot ask the SMS provider for reports");
+                    }
+                }
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// One pass over the messages due; how many were tried.
+    pub async fn send_due(&self) -> Result<usize, sqlx::Error> {
+        let now = self.clock.now();
+        let due = self.store.due(now, BATCH).await?;
+        let mut tried = 0;
+        for row in due {
+            if !self
+                .store
+                .lease(&row.id, now, now + Duration::seconds(LEASE_SECONDS))
+                .await?
+            {
+                continue;
+            }
+            tried += 1;
+            self.try_one(&row).await?;
+        }
+        Ok(tried)
+    }
+
+    async fn try_one(&self, row: &NoticeRow) -> Result<(), sqlx::Error> {
+        let now = self.clock.now();
+        let medium = Medium::parse(&row.medium).unwrap_or(Medium::Paper);
+        let kind = NoticeKind::parse(&row.kind).unwrap_or(NoticeKind::Receipt);
+        let rendered = Event::decode(&row.routing_key, &row.event).ok().map(|e| {
+            let person = e.person();
+            let r = templates::render(kind, &e, &person);
+            (e, person, r)
+        });
+        let tried = match rendered {
+            Some((event, person, Some(r))) => match medium {
+                Medium::Email => self.email(row, &person, &r).await,
+                Medium::Sms => self.sms(row, kind, &person, &r, now).await,
+                Medium::Paper => return self.letter(row, &event, &person, &r, kind).await,
+            },
+            _ => Tried::Failed {
+                why: "the event cannot be read back or lacks what the notice says".into(),
+                permanent: true,
+            },
+        };
+        self.record(row, medium, kind, tried, now).await
+    }
+
+    async fn email(&self, row: &NoticeRow, person: &Person, r: &Rendered) -> Tried {
+        let attached = r.document.as_ref().map(|d| Attached {
+            file_name: d.file_name.clone(),
+            pdf: letter_pdf(&letter_text(
+                person,
+                &row.subject_ref,
+                &d.title,
+                d.paragraphs.clone(),
+            )),
+        });
+        let message = email::message(
+            &self.from,
+            &row.recipient,
+            &templates::email_subject(r, &row.subject_ref, person.language),
+            templates::email_text(r, person),
+            templates::email_html(r, person),
+            attached,
+        );
+        let sent = match message {
+            Ok(m) => self.mailer.send(m).await,
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(()) => Tried::Sent {
+                provider_id: None,
+                delivered: false,
+            },
+            Err(e) => Tried::Failed {
+                why: guichet_kit::error::error_chain(&e),
+                permanent: e.is_permanent(),
+            },
+        }
+    }
+
+    async fn sms(
+        &self,
+        row: &NoticeRow,
+        kind: NoticeKind,
+        person: &Person,
+        r: &Rendered,
+        now: DateTime<Utc>,
+    ) -> Tried {
+        let allowed = notice::sms_allowed_from(now);
+        if allowed > now {
+            return Tried::Later(allowed);
+        }
+        let reference = if kind == NoticeKind::ExpiryAlert {
+            ""
+        } else {
+            row.subject_ref.as_str()
+        };
+        let text = notice::sms_text(
+            kind,
+            person.language,
+            person.first_name(),
+            reference,
+            r.when.as_deref(),
+        );
+        match self.sms.send(&row.recipient, &text).await {
+            Ok(provider_id) => Tried::Sent {
+                // The embedded default's file is as far as it goes.
+                delivered: false,
+                provider_id,
+            },
+            Err(e) => Tried::Failed {
+                why: e.to_string(),
+                permanent: e.is_permanent(),
+            },
+        }
+    }
+
+    /// A letter: in ONE transaction, the request to the mailroom in the
+    /// outbox and the message marked sent.
+    async fn letter(
+        &self,
+        row: &NoticeRow,
+        event: &Event,
+        person: &Person,
+        r: &Rendered,
+        kind: NoticeKind,
+    ) -> Result<(), sqlx::Error> {
+        let now = self.clock.now();
+        // The attestation on paper is the document itself.
+        let (subject, paragraphs) = match (&r.document, kind) {
+            (Some(d), NoticeKind::AttestationIssued) => (d.title.clone(), d.paragraphs.clone()),
+            _ => (r.subject.clone(), r.paragraphs.clone()),
+        };
+        let (letter_kind, prefecture) = match event {
+            // The mailroom files a case's letters under the step's own name.
+            Event::Case(e) => (e.kind.clone(), e.prefecture.clone()),
+            Event::Title(t) => (row.kind.clone(), t.prefecture.clone()),
+            Event::Report { report, .. } => (row.kind.clone(), report.prefecture.clone()),
+            Event::Appointment { appointment, .. } => {
+                (row.kind.clone(), appointment.prefecture.clone())
+            }
+        };
+        let request = pb::LetterRequest {
+            key: format!("{}|paper", row.notice_key),
+            reference: row.subject_ref.clone(),
+            kind: letter_kind.clone(),
+            addressee: std::iter::once(person.full_name())
+                .chain(person.address.iter().cloned())
+                .collect(),
+            subject,
+            paragraphs,
+            language: person.language.as_str().to_string(),
+        };
+        let message = OutgoingMessage::traced(
+            EVENTS_EXCHANGE,
+            format!(
+                "letter.{letter_kind}.{}",
+                if prefecture.is_empty() {
+                    "none"
+                } else {
+                    prefecture.as_str()
+                }
+            ),
+            request.encode_to_vec(),
+        )
+        .with_header("x-guichet-reference", row.subject_ref.clone());
+        let mut tx = self.store.db.begin_write().await?;
+        let mut c = tx.conn();
+        c.enqueue(&message).await?;
+        c.execute(
+            Stmt::new(
+                "UPDATE notices SET state = 'sent', sent_at = $2, attempts = attempts + 1, \
+                 first_try_at = COALESCE(first_try_at, $2), lease_until = NULL WHERE id = $1",
+            )
+            .bind(&row.id)
+            .bind(now),
+        )
+        .await?;
+        tx.commit().await?;
+        self.relay.notify_one();
+        self.count(Medium::Paper, kind, "sent");
+        self.observe_sent(row, Medium::Paper, now);
+        Ok(())
+    }
+
+    async fn record(
+        &self,
+        row: &NoticeRow,
+        medium: Medium,
+        kind: NoticeKind,
+        tried: Tried,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        match tried {
+            Tried::Sent {
+                provider_id,
+                delivered,
+            } => {
+                self.store
+                    .mark_sent(&row.id, now, provider_id.as_deref(), delivered)
+                    .await?;
+                self.count(medium, kind, if delivered { "delivered" } else { "sent" });
+                self.observe_sent(row, medium, now);
+            }
+            Tried::Later(at) => {
+                self.store
+                    .db
+                    .execute(
+                        Stmt::new(
+                            "UPDATE notices SET not_before = $2, lease_until = NULL WHERE id = $1",
+                        )
+                        .bind(&row.id)
+                        .bind(at),
+                    )
+                    .await?;
+            }
+            Tried::Failed { why, permanent } => {
+                let first = row.first_try_at.unwrap_or(now);
+                let give_up =
+                    permanent || now - first >= Duration::hours(notice::GIVE_UP_AFTER_HOURS);
+                let retry_at = (!give_up).then(|| {
+                    now + notice::retry_delay(
+                        u32::try_from(row.attempts + 1).unwrap_or(u32::MAX),
+                        self.retry_base,
+                    )
+                });
+                tracing::warn!(
+                    subject = %row.subject_ref, medium = medium.as_str(), kind = kind.as_str(),
+                    attempts = row.attempts + 1, permanent = give_up, error = %why,
+                    "a message to a person failed"
+                );
+                self.store.mark_failed(&row.id, now, &why, retry_at).await?;
+                self.count(medium, kind, if give_up { "failed" } else { "retried" });
+                if give_up {
+                    self.after_failure(row).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Paper follows when every electronic message of the notice failed;
+    /// when nothing is left to try, an operator must reach the person.
+    async fn after_failure(&self, row: &NoticeRow) -> Result<(), sqlx::Error> {
+        let states = self.store.states_of(&row.notice_key).await?;
+        if notice::paper_follows(&states, row.has_address) {
+            let letter = NewNotice {
+                notice_key: row.notice_key.clone(),
+                medium: Medium::Paper,
+                kind: NoticeKind::parse(&row.kind).unwrap_or(NoticeKind::Receipt),
+                subject_ref: row.subject_ref.clone(),
+                recipient: String::new(),
+                language: row.language.clone(),
+                routing_key: row.routing_key.clone(),
+                event: row.event.clone(),
+                has_address: true,
+                not_before: self.clock.now(),
+                event_at: row.event_at,
+            };
+            let mut c = self.store.db.acquire().await?;
+            store::insert(&mut c.conn(), &letter, self.clock.now()).await?;
+            tracing::info!(subject = %row.subject_ref, kind = %row.kind, "every electronic message failed: a letter follows");
+            self.wake.notify_one();
+        } else if states.iter().all(|(_, s)| *s == DeliveryState::Failed) {
+            tracing::error!(
+                subject = %row.subject_ref, kind = %row.kind,
+                "nobody could be reached for this notice and there is no address: an operator must contact the person"
+            );
+        }
+        Ok(())
+    }
+
+    /// Asks the SMS provider what became of the messages handed to it.
+    pub async fn ask_reports(&self) -> Result<(), sqlx::Error> {
+        let now = self.clock.now();
+        let awaiting = self
+            .store
+            .awaiting_report(now - Duration::hours(REPORT_WINDOW_HOURS), 100)
+            .await?;
+        for row in awaiting {
+            let Some(id) = row.provider_id.as_deref() else {
+                continue;
+            };
+            let kind = NoticeKind::parse(&row.kind).unwrap_or(NoticeKind::Receipt);
+            match self.sms.report(id).await {
+                Ok(Report::Delivered) => {
+                    self.store.mark_reported(&row.id, now, true).await?;
+                    self.count(Medium::Sms, kind, "delivered");
+                }
+                Ok(Report::Undelivered) => {
+                    self.store.mark_reported(&row.id, now, false).await?;
+                    self.count(Medium::Sms, kind, "failed");
+                    self.after_failure(&row).await?;
+                }
+                Ok(Report::Pending) => {}
+                Err(e) => tracing::debug!(error = %e, "no report yet"),
+            }
+        }
+        Ok(())
+    }
+
+    fn count(&self, medium: Medium, kind: NoticeKind, outcome: &'static str) {
+        self.figures
+            .messages
+            .get_or_create(&MessageLabels {
+                medium: medium.as_str(),
+                kind: kind.as_str(),
+                outcome,
+            })
+            .inc();
+    }
+
+    fn observe_sent(&self, row: &NoticeRow, medium: Medium, now: DateTime<Utc>) {
+        let seconds = (now - row.event_at).num_milliseconds().max(0) as f64 / 1000.0;
+        self.figures
+            .event_to_sent
+            .get_or_create(&MediumLabels {
+                medium: medium.as_str(),
+            })
+            .observe(seconds);
+    }
+}
+
+/// A document as a one-page letter to its holder.
+pub fn letter_text(
+    person: &Person,
+    reference: &str,
+    title: &str,
+    paragraphs: Vec<String>,
+) -> LetterText {
+    let today = guichet_dossier::calendar::paris_date(Utc::now());
+    LetterText {
+        addressee: std::iter::once(person.full_name())
+            .chain(person.address.iter().cloned())
+            .collect(),
+        place_and_date: match person.language {
+            Language::Fr => format!("Le {}", today.format("%d/%m/%Y")),
+            Language::En => format!("On {}", today.format("%d/%m/%Y")),
+        },
+        subject: title.to_string(),
+        paragraphs,
+        reference: reference.to_string(),
+    }
+}

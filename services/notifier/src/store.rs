@@ -1,0 +1,318 @@
+//! The notifier's table: one row per message, with where it stands.
+
+use chrono::{DateTime, Utc};
+use guichet_dossier::notice::{DeliveryState, Medium, NoticeKind};
+use guichet_kit::db::Database;
+use guichet_kit::sql::{Conn, Stmt};
+
+/// A message to send, as the consumer plans it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotice {
+    pub notice_key: String,
+    pub medium: Medium,
+    pub kind: NoticeKind,
+    pub subject_ref: String,
+    pub recipient: String,
+    pub language: String,
+    pub routing_key: String,
+    pub event: Vec<u8>,
+    pub has_address: bool,
+    pub not_before: DateTime<Utc>,
+    pub event_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct NoticeRow {
+    pub id: String,
+    pub notice_key: String,
+    pub medium: String,
+    pub kind: String,
+    pub subject_ref: String,
+    pub recipient: String,
+    pub language: String,
+    pub routing_key: String,
+    pub event: Vec<u8>,
+    pub has_address: bool,
+    pub state: String,
+    pub failure: Option<String>,
+    pub attempts: i32,
+    pub not_before: DateTime<Utc>,
+    pub event_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub first_try_at: Option<DateTime<Utc>>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub provider_id: Option<String>,
+}
+
+const COLUMNS: &str = "id, notice_key, medium, kind, subject_ref, recipient, language, \
+    routing_key, event, has_address, state, failure, attempts, not_before, event_at, \
+    created_at, first_try_at, sent_at, delivered_at, provider_id";
+
+/// Inserts a message unless the same notice already has one on that
+/// medium; whether it was new.
+pub async fn insert(
+    c: &mut Conn<'_>,
+    n: &NewNotice,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let inserted = c
+        .execute(
+            Stmt::new(
+                "INSERT INTO notices (id, notice_key, medium, kind, subject_ref, recipient, \
+                 language, routing_key, event, has_address, state, attempts, not_before, \
+                 event_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', 0, $11, $12, $13) \
+                 ON CONFLICT (notice_key, medium) DO NOTHING",
+            )
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(&n.notice_key)
+            .bind(n.medium.as_str())
+            .bind(n.kind.as_str())
+            .bind(&n.subject_ref)
+            .bind(&n.recipient)
+            .bind(&n.language)
+            .bind(&n.routing_key)
+            .bind(n.event.as_slice())
+            .bind(n.has_address)
+            .bind(n.not_before)
+            .bind(n.event_at)
+            .bind(now),
+        )
+        .await?;
+    Ok(inserted == 1)
+}
+
+/// Cancels the queued reminders of an appointment, but the one for
+/// `keep` (the reminder of its current time, if any).
+pub async fn cancel_reminders(
+    c: &mut Conn<'_>,
+    appointment_id: &str,
+    keep: &str,
+) -> Result<u64, sqlx::Error> {
+    c.execute(
+        Stmt::new(
+            "UPDATE notices SET state = 'cancelled' \
+             WHERE subject_ref = $1 AND kind = $2 AND state = 'queued' AND notice_key <> $3",
+        )
+        .bind(appointment_id)
+        .bind(NoticeKind::AppointmentReminder.as_str())
+        .bind(keep),
+    )
+    .await
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pub db: Database,
+}
+
+impl Store {
+    /// Queued messages due at `now` that no sender holds, oldest first.
+    pub async fn due(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<NoticeRow>, sqlx::Error> {
+        self.db
+            .fetch_all(
+                Stmt::new(format!(
+                    "SELECT {COLUMNS} FROM notices WHERE state = 'queued' AND not_before <= $1 \
+                     AND (lease_until IS NULL OR lease_until < $1) ORDER BY not_before LIMIT $2"
+                ))
+                .bind(now)
+                .bind(limit),
+            )
+            .await
+    }
+
+    /// Takes a message for this sender until `until`; false when another
+    /// sender took it first.
+    pub async fn lease(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool, sqlx::Error> {
+        let n = self
+            .db
+            .execute(
+                Stmt::new(
+                    "UPDATE notices SET lease_until = $3 WHERE id = $1 AND state = 'queued' \
+                     AND (lease_until IS NULL OR lease_until < $2)",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(until),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub async fn mark_sent(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        provider_id: Option<&str>,
+        delivered: bool,
+    ) -> Result<(), sqlx::Error> {
+        let state = if delivered {
+            DeliveryState::Delivered
+        } else {
+            DeliveryState::Sent
+        };
+        self.db
+            .execute(
+                Stmt::new(
+                    "UPDATE notices SET state = $2, sent_at = $3, \
+                     delivered_at = CASE WHEN $2 = 'delivered' THEN $3 ELSE NULL END, \
+                     provider_id = $4, attempts = attempts + 1, \
+                     first_try_at = COALESCE(first_try_at, $3), lease_until = NULL, failure = NULL \
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(state.as_str())
+                .bind(now)
+                .bind(provider_id.map(str::to_string)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A failed try: queued again at `retry_at`, or failed for good when
+    /// `retry_at` is `None`.
+    pub async fn mark_failed(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        why: &str,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<(), sqlx::Error> {
+        let (state, not_before) = match retry_at {
+            Some(at) => (DeliveryState::Queued, at),
+            None => (DeliveryState::Failed, now),
+        };
+        self.db
+            .execute(
+                Stmt::new(
+                    "UPDATE notices SET state = $2, failure = $3, not_before = $4, \
+                     attempts = attempts + 1, first_try_at = COALESCE(first_try_at, $5), \
+                     lease_until = NULL WHERE id = $1",
+                )
+                .bind(id)
+                .bind(state.as_str())
+                .bind(why)
+                .bind(not_before)
+                .bind(now),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// What the provider said of an SMS handed to it.
+    pub async fn mark_reported(
+        &self,
+        id: &str,
+        now: DateTime<Utc>,
+        delivered: bool,
+    ) -> Result<(), sqlx::Error> {
+        let stmt = if delivered {
+            Stmt::new(
+                "UPDATE notices SET state = 'delivered', delivered_at = $2 WHERE id = $1 AND state = 'sent'",
+            )
+        } else {
+            Stmt::new(
+                "UPDATE notices SET state = 'failed', failure = 'not delivered to the phone' \
+                 WHERE id = $1 AND state = 'sent'",
+            )
+        };
+        self.db.execute(stmt.bind(id).bind(now)).await?;
+        Ok(())
+    }
+
+    /// SMS handed to the provider since `since`, waiting for its report.
+    pub async fn awaiting_report(
+        &self,
+        since: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<NoticeRow>, sqlx::Error> {
+        self.db
+            .fetch_all(
+                Stmt::new(format!(
+                    "SELECT {COLUMNS} FROM notices WHERE state = 'sent' AND provider_id IS NOT NULL \
+                     AND sent_at >= $1 ORDER BY sent_at LIMIT $2"
+                ))
+                .bind(since)
+                .bind(limit),
+            )
+            .await
+    }
+
+    /// Every message of one notice: its medium and where it stands.
+    pub async fn states_of(
+        &self,
+        notice_key: &str,
+    ) -> Result<Vec<(Medium, DeliveryState)>, sqlx::Error> {
+        let rows: Vec<(String, String)> = self
+            .db
+            .fetch_all(
+                Stmt::new("SELECT medium, state FROM notices WHERE notice_key = $1")
+                    .bind(notice_key),
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(m, s)| Some((Medium::parse(&m)?, DeliveryState::parse(&s)?)))
+            .collect())
+    }
+
+    /// Every message about a dossier, report or appointment, oldest first.
+    pub async fn of_subject(
+        &self,
+        subject_ref: &str,
+        limit: i64,
+    ) -> Result<Vec<NoticeRow>, sqlx::Error> {
+        self.db
+            .fetch_all(
+                Stmt::new(format!(
+                    "SELECT {COLUMNS} FROM notices WHERE subject_ref = $1 \
+                     ORDER BY created_at, medium LIMIT $2"
+                ))
+                .bind(subject_ref)
+                .bind(limit),
+            )
+            .await
+    }
+
+    /// Notices of `kind` none of whose messages reached the person on a
+    /// medium that carries the document (e-mail or paper; an SMS only says
+    /// one is on its way).
+    pub async fn unreached(&self, kind: NoticeKind) -> Result<i64, sqlx::Error> {
+        self.db
+            .scalar(
+                Stmt::new(
+                    "SELECT COUNT(DISTINCT notice_key) FROM notices n WHERE kind = $1 \
+                     AND state <> 'cancelled' AND NOT EXISTS (SELECT 1 FROM notices r \
+                     WHERE r.notice_key = n.notice_key AND r.medium <> 'sms' \
+                     AND r.state IN ('sent', 'delivered'))",
+                )
+                .bind(kind.as_str()),
+            )
+            .await
+    }
+
+    /// Notices every message of which failed for good: nobody was told.
+    pub async fn lost(&self) -> Result<i64, sqlx::Error> {
+        self.db
+            .scalar(Stmt::new(
+                "SELECT COUNT(*) FROM (SELECT notice_key FROM notices GROUP BY notice_key \
+                 HAVING SUM(CASE WHEN state = 'failed' THEN 0 ELSE 1 END) = 0) lost",
+            ))
+            .await
+    }
+
+    /// Messages by medium and state, for the figures.
+    pub async fn counts(&self) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+        self.db
+            .fetch_all(Stmt::new(
+                "SELECT medium, state, COUNT(*) FROM notices GROUP BY medium, state",
+            ))
+            .await
+    }
+}
