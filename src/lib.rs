@@ -38,6 +38,8 @@ pub struct Settings {
     #[command(flatten)]
     pub mailroom: guichet_intake_postal::settings::MailroomSettings,
     #[command(flatten)]
+    pub notifier: guichet_notifier::settings::NotifierSettings,
+    #[command(flatten)]
     pub access: guichet_gateway::AccessSettings,
 }
 
@@ -99,7 +101,7 @@ pub struct Service {
 }
 
 /// Every service, in the order the mesh starts them.
-pub const SERVICES: [Service; 6] = [
+pub const SERVICES: [Service; 7] = [
     Service {
         name: "instruction",
         log_name: "guichet-instruction",
@@ -173,6 +175,19 @@ pub const SERVICES: [Service; 6] = [
         },
     },
     Service {
+        name: "notifier",
+        log_name: "guichet-notifier",
+        listen_on: |c| c.notifier_addr,
+        metrics_port: Some(9166),
+        uses_bus: true,
+        start: |c, listener, _, shared| {
+            Box::pin(async move {
+                let r = guichet_notifier::start(c, &c.notifier, listener, shared).await?;
+                Ok(r.into())
+            })
+        },
+    },
+    Service {
         name: "gateway",
         log_name: "guichet-gateway",
         listen_on: |c| c.http_addr,
@@ -201,13 +216,14 @@ pub const SERVICES: [Service; 6] = [
 ];
 
 /// The services' names, in the table's order.
-pub const SERVICE_NAMES: [&str; 6] = [
+pub const SERVICE_NAMES: [&str; 7] = [
     SERVICES[0].name,
     SERVICES[1].name,
     SERVICES[2].name,
     SERVICES[3].name,
     SERVICES[4].name,
     SERVICES[5].name,
+    SERVICES[6].name,
 ];
 
 /// The row of the service called `name`.
@@ -224,6 +240,7 @@ pub fn configured_peers(c: &Settings) -> Targets {
         intake_ccc: c.intake_ccc_url.clone(),
         intake_pan: c.intake_pan_url.clone(),
         intake_postal: c.intake_postal_url.clone(),
+        notifier: c.notifier_url.clone(),
     }
 }
 
@@ -236,6 +253,7 @@ pub struct Mesh {
     pub intake_pan_addr: SocketAddr,
     pub intake_postal_addr: SocketAddr,
     pub instruction_addr: SocketAddr,
+    pub notifier_addr: SocketAddr,
     /// One supervisor per service (see `guichet_kit::service::supervise`).
     pub tasks: JoinSet<Result<(), TaskEnded>>,
     /// (service, task, handle), to stop one task by hand.
@@ -324,6 +342,7 @@ pub async fn start_mesh_of(
         intake_ccc: url_of("intake-ccc"),
         intake_pan: url_of("intake-pan"),
         intake_postal: url_of("intake-postal"),
+        notifier: url_of("notifier"),
     };
     let mut mesh = Mesh {
         bus: shared.bus.clone(),
@@ -333,6 +352,7 @@ pub async fn start_mesh_of(
         intake_pan_addr: addr_of("intake-pan"),
         intake_postal_addr: addr_of("intake-postal"),
         instruction_addr: addr_of("instruction"),
+        notifier_addr: addr_of("notifier"),
         tasks: JoinSet::new(),
         handles: Vec::new(),
         _not_started: not_started,

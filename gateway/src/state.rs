@@ -28,6 +28,7 @@ pub struct Targets {
     pub intake_ccc: String,
     pub intake_pan: String,
     pub intake_postal: String,
+    pub notifier: String,
 }
 
 /// A service address that is not a usable URL.

@@ -7,7 +7,8 @@
 #   RABBITMQ_VHOST=/ \
 #   GUICHET_AMQP_PASSWORD_INSTRUCTION=... GUICHET_AMQP_PASSWORD_INTAKE_WEB=... \
 #   GUICHET_AMQP_PASSWORD_INTAKE_CCC=... GUICHET_AMQP_PASSWORD_INTAKE_PAN=... \
-#   GUICHET_AMQP_PASSWORD_INTAKE_POSTAL=... sh infra/rabbitmq/users.sh
+#   GUICHET_AMQP_PASSWORD_INTAKE_POSTAL=... GUICHET_AMQP_PASSWORD_NOTIFIER=... \
+#   sh infra/rabbitmq/users.sh
 #
 # User names are read from the variables the services read
 # (GUICHET_AMQP_USER_<SERVICE>), `guichet-<service>` when unset; every
@@ -22,6 +23,8 @@
 #   intake-ccc     dossier.submitted.ccc, and report.* on guichet.events.
 #   intake-pan     dossier.submitted.pan, and appointment.* on guichet.events.
 #   intake-postal  dossier.submitted.postal; consumes postal.letters.
+#   notifier       consumes notifier.case-events; publishes letter.* on
+#                  guichet.events (letters for the mailroom to post).
 # The broker also checks each message's user_id against the user who
 # publishes it; instruction refuses a dossier whose channel is not its
 # publisher's (services/instruction/src/consumer.rs).
@@ -89,3 +92,6 @@ topic intake-pan INTAKE_PAN guichet.events '^appointment\.' '^$'
 
 user intake-postal INTAKE_POSTAL '^$' '^guichet\.dossiers$' '^postal\.letters$'
 topic intake-postal INTAKE_POSTAL guichet.dossiers '^dossier\.submitted\.postal$' '^$'
+
+user notifier NOTIFIER '^$' '^guichet\.events$' '^notifier\.case-events$'
+topic notifier NOTIFIER guichet.events '^letter\.' '^$'

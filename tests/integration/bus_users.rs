@@ -18,12 +18,13 @@ use guichet_kit::bus::{
 use guichet_kit::metrics::DeadLetterLabels;
 
 const WAIT: Duration = Duration::from_secs(20);
-const SERVICES: [(&str, &str); 5] = [
+const SERVICES: [(&str, &str); 6] = [
     ("instruction", "INSTRUCTION"),
     ("intake-web", "INTAKE_WEB"),
     ("intake-ccc", "INTAKE_CCC"),
     ("intake-pan", "INTAKE_PAN"),
     ("intake-postal", "INTAKE_POSTAL"),
+    ("notifier", "NOTIFIER"),
 ];
 
 /// The services' users on one test's vhost, made by `users.sh`; user names

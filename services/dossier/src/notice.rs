@@ -244,31 +244,31 @@ fn sms_template(kind: NoticeKind, language: Language, name: &str, r: &str, when:
     };
     let body = match language {
         Language::Fr => match kind {
-            K::Receipt => format!("votre demande {r} est enregistree. Gardez ce numero."),
+            K::Receipt => format!("votre demande {r} est enregistrée. Gardez ce numéro."),
             K::DocumentsMissing => {
-                format!("il manque des pieces au dossier {r}. Details par e-mail ou courrier.")
+                format!("il manque des pièces au dossier {r}. Détails par e-mail ou courrier.")
             }
             K::AttestationIssued => format!(
-                "une attestation de sejour est prete pour le dossier {r}. Envoyee par e-mail ou courrier."
+                "une attestation de séjour est disponible pour le dossier {r}. Envoyée par e-mail ou courrier."
             ),
             K::Decision => {
                 format!(
-                    "une decision est prise sur le dossier {r}. Details par e-mail ou courrier."
+                    "une décision est prise sur le dossier {r}. Détails par e-mail ou courrier."
                 )
             }
-            K::Closed => format!("le dossier {r} est clos. Details par e-mail ou courrier."),
+            K::Closed => format!("le dossier {r} est clos. Détails par e-mail ou courrier."),
             K::ExpiryAlert => {
-                format!("votre titre de sejour expire le {when}. Demandez son renouvellement.")
+                format!("votre titre de séjour expire le {when}. Demandez son renouvellement.")
             }
-            K::AppointmentBooked => format!("RDV en prefecture le {when}. Ref. {r}"),
-            K::AppointmentMoved => format!("votre RDV est deplace au {when}. Ref. {r}"),
-            K::AppointmentCancelled => format!("votre RDV du {when} est annule. Ref. {r}"),
-            K::AppointmentReminder => format!("rappel : RDV en prefecture le {when}. Ref. {r}"),
+            K::AppointmentBooked => format!("RDV en préfecture le {when}. Réf. {r}"),
+            K::AppointmentMoved => format!("votre RDV est déplacé au {when}. Réf. {r}"),
+            K::AppointmentCancelled => format!("votre RDV du {when} est annulé. Réf. {r}"),
+            K::AppointmentReminder => format!("rappel : RDV en préfecture le {when}. Réf. {r}"),
             K::ReportReceived => {
-                format!("votre signalement {r} est enregistre. Nous revenons vers vous.")
+                format!("votre signalement {r} est enregistré. Nous revenons vers vous.")
             }
             K::AlternativeOffered => format!(
-                "une solution est proposee pour le signalement {r}. Details par e-mail ou courrier."
+                "une solution est proposée pour le signalement {r}. Détails par e-mail ou courrier."
             ),
         },
         Language::En => match kind {
@@ -493,7 +493,7 @@ mod tests {
         );
         assert_eq!(
             t,
-            "Bonjour Zoe, rappel : RDV en prefecture le 12/03/2027 à 09h30. Ref. A-1"
+            "Bonjour Zoe, rappel : RDV en préfecture le 12/03/2027 à 09h30. Réf. A-1"
         );
     }
 

@@ -1,10 +1,10 @@
-//! Letters to postal filers. The receipt is written when an envelope becomes
-//! a dossier; every later step instruction announces for a postal dossier
-//! (`case.<kind>.postal` on `guichet.events`: documents requested, an
-//! attestation issued, a decision) gets its letter from the queue
-//! `postal.letters`. Each letter is a print-ready PDF in the document store,
-//! listed for the mailroom to print, and e-mailed as well where the person
-//! gave an address. One letter per event, however often it is delivered.
+//! Letters, printed and listed for the mailroom to post. The receipt is
+//! written when an envelope becomes a dossier. Every later letter, for a
+//! person of any channel who is answered on paper, comes from the notifier
+//! as a `LetterRequest` (`letter.<kind>.<prefecture>` on `guichet.events`,
+//! through the queue `postal.letters`): rendered to PDF, kept in the
+//! document store, listed once per request key however often it is
+//! delivered. E-mail and SMS are the notifier's.
 //!
 //! The same queue brings the alternatives offered to blocked-user reports
 //! (`report.alternative_offered.<prefecture>`): a paper kit offered becomes a
@@ -12,17 +12,13 @@
 //! signed like every printed form, listed for posting under the report's id.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use guichet_dossier::postal::{FORM_VERSION, FormCode, form_code_text};
 use guichet_kit::Metrics;
 use guichet_kit::bus::Delivery;
 use guichet_kit::clock::SharedClock;
 use guichet_proto::{convert, v1 as pb};
-use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart, header::ContentType};
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use prost::Message as _;
 
 use crate::documents::Documents;
@@ -39,89 +35,20 @@ pub enum LetterError {
     Documents(#[from] std::io::Error),
 }
 
-/// Why an e-mail copy was not sent (the paper letter stands), or the mailer
-/// cannot be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum MailError {
-    #[error("GUICHET_SMTP_URL {0:?} must be smtp://host[:port]")]
-    Url(String),
-    #[error("cannot create the mail folder {0}")]
-    Folder(PathBuf, #[source] std::io::Error),
-    #[error("the address {0:?} is not an e-mail address")]
-    Address(String, #[source] lettre::address::AddressError),
-    #[error("GUICHET_MAIL_FROM is not an e-mail address")]
-    From(#[source] lettre::address::AddressError),
-    #[error("the message cannot be built")]
-    Build(#[from] lettre::error::Error),
-    #[error("the attachment's media type")]
-    MediaType(#[from] lettre::message::header::ContentTypeErr),
-    #[error("the SMTP relay refused the message")]
-    Smtp(#[from] lettre::transport::smtp::Error),
-    #[error("the message cannot be written to the mail folder")]
-    File(#[from] lettre::transport::file::Error),
-}
-
-/// Where e-mail copies go: the site's SMTP relay, or .eml files in a folder
-/// when no relay is configured (the embedded default).
-#[derive(Clone)]
-pub enum Mailer {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
-    Folder(AsyncFileTransport<Tokio1Executor>),
-}
-
-impl Mailer {
-    /// `smtp_url`: `smtp://host[:port]`, plain SMTP to a relay that forwards
-    /// the mail (TLS onwards is the relay's). `folder`: used when unset.
-    pub fn new(smtp_url: Option<&str>, folder: PathBuf) -> Result<Self, MailError> {
-        match smtp_url {
-            Some(url) => {
-                let bad = || MailError::Url(url.to_string());
-                let rest = url.strip_prefix("smtp://").ok_or_else(bad)?;
-                let (host, port) = match rest.trim_end_matches('/').rsplit_once(':') {
-                    Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| bad())?),
-                    None => (rest.trim_end_matches('/').to_string(), 25),
-                };
-                Ok(Mailer::Smtp(
-                    AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-                        .port(port)
-                        .build(),
-                ))
-            }
-            None => {
-                if let Err(e) = std::fs::create_dir_all(&folder) {
-                    return Err(MailError::Folder(folder, e));
-                }
-                Ok(Mailer::Folder(AsyncFileTransport::new(folder)))
-            }
-        }
-    }
-
-    async fn send(&self, message: Message) -> Result<(), MailError> {
-        match self {
-            Mailer::Smtp(t) => t.send(message).await.map(|_| ())?,
-            Mailer::Folder(t) => t.send(message).await.map(|_| ())?,
-        }
-        Ok(())
-    }
-}
-
 #[derive(Clone)]
 pub struct Letters {
     pub store: Store,
     pub documents: Documents,
-    pub mailer: Mailer,
-    pub from: String,
     pub metrics: Metrics,
     pub clock: SharedClock,
     /// Signs the code of the forms sent in paper kits.
     pub signing_key: Arc<Vec<u8>>,
 }
 
-/// Whom a letter goes to: the lines of the address block, the e-mail
-/// address for the copy, and the envelope it answers ("" for a kit).
+/// Whom a letter goes to: the lines of the address block, and the envelope
+/// it answers ("" for a kit or a letter of another channel).
 struct Addressee {
     lines: Vec<String>,
-    email: Option<String>,
     envelope_id: String,
 }
 
@@ -148,7 +75,6 @@ impl Addressee {
                     .trim()
                     .to_string(),
             ],
-            email: Some(get("email")).filter(|e| e.contains('@')),
             envelope_id: envelope.id.clone(),
         }
     }
@@ -185,114 +111,6 @@ fn kit_prefill(report: &pb::Report, to: &pb::PostalAddress) -> BTreeMap<String, 
 /// A calendar date as a French letter prints it.
 fn date_fr(d: &pb::CalendarDate) -> String {
     format!("{:02}/{:02}/{}", d.day, d.month, d.year)
-}
-
-/// A document kind as the person knows it.
-fn document_fr(kind: pb::DocumentKind) -> &'static str {
-    use pb::DocumentKind as K;
-    match kind {
-        K::Passport => "passeport",
-        K::Photo => "photographie d'identité",
-        K::ProofOfAddress => "justificatif de domicile",
-        K::CurrentTitle => "titre de séjour actuel",
-        K::BirthCertificate => "acte de naissance",
-        K::ProofOfResources => "justificatif de ressources",
-        K::EnrolmentCertificate => "certificat de scolarité",
-        K::EmploymentContract => "contrat de travail",
-        K::MarriageCertificate => "acte de mariage",
-        K::ProtectionDecision => "décision de protection internationale",
-        K::MedicalCertificate => "certificat médical",
-        K::TaxNotice => "avis d'imposition",
-        K::TaxStamp => "timbre fiscal",
-        K::Other | K::Unspecified => "autre pièce",
-    }
-}
-
-/// What a letter says, by the kind of event: its subject and paragraphs;
-/// `None`: no letter for it. Every date it prints comes from the event; a
-/// sentence whose date the event does not carry is not printed half.
-pub fn wording(kind: &str, event: &pb::CaseEvent) -> Option<(String, Vec<String>)> {
-    let missing = || {
-        event
-            .missing
-            .iter()
-            .filter_map(|k| pb::DocumentKind::try_from(*k).ok())
-            .map(document_fr)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let send_by = || match &event.documents_deadline {
-        Some(d) => format!(
-            "Envoyez-les par courrier au plus tard le {} en rappelant le numéro de dossier.",
-            date_fr(d)
-        ),
-        None => "Envoyez-les par courrier dès que possible en rappelant le numéro de dossier."
-            .to_string(),
-    };
-    let text = match kind {
-        "found_incomplete" | "documents_requested" => (
-            "pièces à fournir".to_string(),
-            vec![
-                format!("Pour instruire votre demande, il manque : {}.", missing()),
-                send_by(),
-                "Votre demande reste enregistrée à sa date de dépôt.".into(),
-            ],
-        ),
-        "found_complete" => (
-            "dossier complet".to_string(),
-            vec!["Votre dossier est complet. Il est instruit dans l'ordre de dépôt.".into()],
-        ),
-        "attestation_issued" => {
-            let a = event.attestation.clone().unwrap_or_default();
-            let from = a.valid_from.as_ref().map(date_fr).unwrap_or_default();
-            let period = match a.valid_until.as_ref() {
-                Some(until) => format!("du {from} au {}", date_fr(until)),
-                None => format!("à partir du {from} et jusqu'à la remise de votre titre"),
-            };
-            (
-                "attestation de prolongation d'instruction".to_string(),
-                vec![
-                    format!("Cette attestation prouve la régularité de votre séjour {period}."),
-                    format!("Code de vérification : {}.", a.verification_code),
-                    "Elle vous permet de continuer à travailler et de garder vos droits.".into(),
-                ],
-            )
-        }
-        "decided_favourable" => (
-            "décision favorable".to_string(),
-            vec!["Une décision favorable a été prise. Vous serez convoqué(e) pour la remise de votre titre.".into()],
-        ),
-        "decided_unfavourable" => (
-            "décision".to_string(),
-            vec![
-                format!("Votre demande n'a pas été acceptée : {}.", event.reason),
-                "Vous pouvez former un recours dans un délai de deux mois.".into(),
-            ],
-        ),
-        "closed_deadline_passed" => (
-            "clôture du dossier".to_string(),
-            vec![match &event.documents_deadline {
-                Some(d) => format!(
-                    "Votre dossier est clos : les pièces demandées ({}) ne sont pas arrivées au plus tard le {}.",
-                    missing(),
-                    date_fr(d)
-                ),
-                None => format!(
-                    "Votre dossier est clos : les pièces demandées ({}) ne sont pas arrivées à temps.",
-                    missing()
-                ),
-            }],
-        ),
-        "withdrawn" => (
-            "clôture du dossier".to_string(),
-            vec![format!(
-                "Votre dossier est clos : la demande a été retirée ({}).",
-                event.reason
-            )],
-        ),
-        _ => return None,
-    };
-    Some(text)
 }
 
 /// The receipt's wording. The date it counts from is the postmark's only
@@ -353,10 +171,10 @@ impl Letters {
                 }
             }
         } else {
-            match pb::CaseEvent::decode(delivery.body.as_slice()) {
-                Ok(event) => self.for_event(&event).await,
+            match pb::LetterRequest::decode(delivery.body.as_slice()) {
+                Ok(request) => self.for_request(&request).await,
                 Err(e) => {
-                    tracing::warn!(error = %e, "an undecodable case event; letting the bus dead-letter it");
+                    tracing::warn!(error = %e, "an undecodable letter request; letting the bus dead-letter it");
                     let _ = delivery.retry_later().await;
                     return;
                 }
@@ -374,29 +192,27 @@ impl Letters {
         }
     }
 
-    async fn for_event(&self, event: &pb::CaseEvent) -> Result<(), LetterError> {
-        let Some((subject, paragraphs)) = wording(&event.kind, event) else {
+    /// A letter the notifier asks for: the envelope it answers, when the
+    /// dossier came by post, is named beside it.
+    async fn for_request(&self, request: &pb::LetterRequest) -> Result<(), LetterError> {
+        if request.addressee.len() < 2 || request.key.is_empty() {
+            tracing::warn!(reference = %request.reference, kind = %request.kind, "a letter request without an address: nothing to post");
             return Ok(());
+        }
+        let envelope_id = match self.store.envelope_of_reference(&request.reference).await? {
+            Some(envelope) => envelope.id,
+            None => String::new(),
         };
-        let Some(envelope) = self.store.envelope_of_reference(&event.reference).await? else {
-            // A postal dossier this service did not key (recorded before it
-            // ran, or filed by another system): nobody's address to write to.
-            tracing::warn!(reference = %event.reference, kind = %event.kind, "no envelope for this postal dossier: no letter");
-            return Ok(());
-        };
-        let at = event
-            .at
-            .as_ref()
-            .map(|t| format!("{}.{}", t.seconds, t.nanos))
-            .unwrap_or_default();
-        let key = format!("{}|{}|{at}", event.reference, event.kind);
         self.write(
-            &Addressee::of_envelope(&envelope),
-            &event.reference,
-            &event.kind,
-            &key,
-            &subject,
-            paragraphs,
+            &Addressee {
+                lines: request.addressee.clone(),
+                envelope_id,
+            },
+            &request.reference,
+            &request.kind,
+            &request.key,
+            &request.subject,
+            request.paragraphs.clone(),
         )
         .await
     }
@@ -461,11 +277,6 @@ impl Letters {
             .into_iter()
             .filter(|l| !l.is_empty())
             .collect(),
-            email: report
-                .contact
-                .as_ref()
-                .map(|c| c.email.trim().to_string())
-                .filter(|e| e.contains('@')),
             envelope_id: String::new(),
         };
         let cover = self.dated(
@@ -511,8 +322,7 @@ impl Letters {
                 .unwrap_or_else(|_| letter_pdf(&cover))
             }
         };
-        self.post(&addressee, &report.id, "paper_kit", &key, subject, pdf)
-            .await
+        self.post(&addressee, &report.id, "paper_kit", &key, pdf).await
     }
 
     /// A letter's text, dated today in Paris.
@@ -549,94 +359,39 @@ impl Letters {
         }
         let text = self.dated(to.lines.clone(), subject, paragraphs, reference);
         let pdf = letter_pdf(&text);
-        self.post(to, reference, kind, event_key, subject, pdf)
-            .await
+        self.post(to, reference, kind, event_key, pdf).await
     }
 
-    /// Keeps a letter's PDF, lists it for the mailroom once per event, and
-    /// sends the e-mail copy.
+    /// Keeps a letter's PDF and lists it for the mailroom, once per key.
     async fn post(
         &self,
         to: &Addressee,
         reference: &str,
         kind: &str,
         event_key: &str,
-        subject: &str,
         pdf: Vec<u8>,
     ) -> Result<(), LetterError> {
         let now = self.clock.now();
-        let sha = self.documents.put(pdf.clone()).await?;
-        let email = to.email.clone();
+        let sha = self.documents.put(pdf).await?;
         let letter = NewLetter {
             event_key: event_key.to_string(),
             reference: reference.to_string(),
             envelope_id: to.envelope_id.clone(),
             kind: kind.to_string(),
             sha256: sha,
-            emailed_to: email.clone(),
-            email_state: if email.is_some() { "pending" } else { "none" }.into(),
+            // E-mail is the notifier's now.
+            emailed_to: None,
+            email_state: "none".into(),
         };
-        let Some(id) = self.store.insert_letter(&letter, now).await? else {
-            return Ok(());
-        };
-        PostalFigures::of(&self.metrics)
-            .letters
-            .get_or_create(&LetterLabels {
-                kind: kind.to_string(),
-            })
-            .inc();
-        if let Some(address) = email {
-            // What the e-mail is about: a dossier, or the report a kit answers.
-            let about = if kind == "paper_kit" {
-                ("Signalement", "signalement")
-            } else {
-                ("Dossier", "dossier")
-            };
-            let state = match self
-                .mail(&address, subject, about, reference, pdf, now)
-                .await
-            {
-                Ok(()) => "sent".to_string(),
-                Err(e) => {
-                    let e = guichet_kit::error::error_chain(&e);
-                    tracing::warn!(reference, error = %e, "e-mail copy of a letter failed; the paper letter stands");
-                    format!("failed: {e}")
-                }
-            };
-            self.store.set_email_state(&id, &state).await?;
+        if self.store.insert_letter(&letter, now).await?.is_some() {
+            PostalFigures::of(&self.metrics)
+                .letters
+                .get_or_create(&LetterLabels {
+                    kind: kind.to_string(),
+                })
+                .inc();
         }
         Ok(())
-    }
-
-    async fn mail(
-        &self,
-        to: &str,
-        subject: &str,
-        about: (&str, &str),
-        reference: &str,
-        pdf: Vec<u8>,
-        _now: DateTime<Utc>,
-    ) -> Result<(), MailError> {
-        let to: Mailbox = to
-            .parse()
-            .map_err(|e| MailError::Address(to.to_string(), e))?;
-        let from: Mailbox = self.from.parse().map_err(MailError::From)?;
-        let body = format!(
-            "Bonjour,\n\nVous trouverez ci-joint un courrier concernant votre {} {reference} ({subject}).\n\
-             Il vous est aussi envoyé par la poste.\n",
-            about.1
-        );
-        let pdf_type = ContentType::parse("application/pdf")?;
-        let message = Message::builder()
-            .from(from)
-            .to(to)
-            .subject(format!("{} {reference} : {subject}", about.0))
-            .multipart(
-                MultiPart::mixed()
-                    .singlepart(SinglePart::plain(body))
-                    .singlepart(Attachment::new(format!("{reference}.pdf")).body(pdf, pdf_type)),
-            )?;
-        self.mailer.send(message).await
     }
 }
 
@@ -647,14 +402,6 @@ mod tests {
 
     fn date(year: i32, month: i32, day: i32) -> Option<pb::CalendarDate> {
         Some(pb::CalendarDate { year, month, day })
-    }
-
-    fn event(kind: &str) -> pb::CaseEvent {
-        pb::CaseEvent {
-            reference: "P-2026-ABCD-EFGH-X".into(),
-            kind: kind.into(),
-            ..Default::default()
-        }
     }
 
     /// The letter's text as printed: the PDF through `pdftotext`, its lines
@@ -683,136 +430,6 @@ mod tests {
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ")
-    }
-
-    #[test]
-    fn each_letter_says_what_its_event_says() {
-        let with = |kind: &str, f: fn(&mut pb::CaseEvent)| {
-            let mut e = event(kind);
-            f(&mut e);
-            e
-        };
-        let missing = |e: &mut pb::CaseEvent| {
-            e.missing = vec![
-                pb::DocumentKind::Passport as i32,
-                pb::DocumentKind::ProofOfAddress as i32,
-            ];
-        };
-        // (event, subject, what the printed letter must say, what it must not)
-        let cases: Vec<(pb::CaseEvent, &str, Vec<&str>, Vec<&str>)> = vec![
-            (
-                with("documents_requested", |e| {
-                    e.missing = vec![pb::DocumentKind::Passport as i32];
-                    e.documents_deadline = date(2027, 1, 15);
-                }),
-                "pièces à fournir",
-                vec![
-                    "il manque : passeport.",
-                    "au plus tard le 15/01/2027 en rappelant le numéro de dossier",
-                ],
-                vec!["avant le ."],
-            ),
-            (
-                with("found_incomplete", missing),
-                "pièces à fournir",
-                vec![
-                    "il manque : passeport, justificatif de domicile.",
-                    "Envoyez-les par courrier dès que possible",
-                ],
-                vec!["avant le", "au plus tard le"],
-            ),
-            (
-                event("found_complete"),
-                "dossier complet",
-                vec!["Votre dossier est complet."],
-                vec![],
-            ),
-            (
-                with("attestation_issued", |e| {
-                    e.attestation = Some(pb::AttestationView {
-                        valid_from: date(2026, 11, 24),
-                        valid_until: date(2027, 2, 23),
-                        verification_code: "K7Q2M9XA".into(),
-                        ..Default::default()
-                    });
-                }),
-                "attestation de prolongation d'instruction",
-                vec![
-                    "régularité de votre séjour du 24/11/2026 au 23/02/2027.",
-                    "Code de vérification : K7Q2M9XA.",
-                ],
-                vec![],
-            ),
-            (
-                with("attestation_issued", |e| {
-                    e.attestation = Some(pb::AttestationView {
-                        valid_from: date(2026, 11, 24),
-                        valid_until: None,
-                        verification_code: "K7Q2M9XB".into(),
-                        ..Default::default()
-                    });
-                }),
-                "attestation de prolongation d'instruction",
-                vec!["à partir du 24/11/2026 et jusqu'à la remise de votre titre."],
-                vec![" au ."],
-            ),
-            (
-                event("decided_favourable"),
-                "décision favorable",
-                vec!["Une décision favorable a été prise."],
-                vec![],
-            ),
-            (
-                with("decided_unfavourable", |e| {
-                    e.reason = "ressources insuffisantes".into()
-                }),
-                "décision",
-                vec![
-                    "n'a pas été acceptée : ressources insuffisantes.",
-                    "recours dans un délai de deux mois",
-                ],
-                vec![],
-            ),
-            (
-                with("closed_deadline_passed", |e| {
-                    e.missing = vec![pb::DocumentKind::Photo as i32];
-                    e.documents_deadline = date(2027, 1, 15);
-                    e.reason = "the deadline for the requested documents passed".into();
-                }),
-                "clôture du dossier",
-                vec![
-                    "les pièces demandées (photographie d'identité) ne sont pas arrivées au plus tard le 15/01/2027.",
-                ],
-                vec!["the deadline"],
-            ),
-            (
-                with("withdrawn", |e| e.reason = "départ de France".into()),
-                "clôture du dossier",
-                vec!["la demande a été retirée (départ de France)."],
-                vec![],
-            ),
-        ];
-        for (e, subject, says, never) in cases {
-            let (got_subject, paragraphs) =
-                wording(&e.kind, &e).unwrap_or_else(|| panic!("{}: no letter", e.kind));
-            assert_eq!(got_subject, subject, "{}", e.kind);
-            let text = printed(&got_subject, paragraphs);
-            assert!(
-                text.contains(&format!("Objet : {subject}")),
-                "{}: {text}",
-                e.kind
-            );
-            for s in says {
-                assert!(text.contains(s), "{}: {s:?} not in {text}", e.kind);
-            }
-            for s in never {
-                assert!(!text.contains(s), "{}: {s:?} in {text}", e.kind);
-            }
-        }
-        // Steps the person is not written to about.
-        for kind in ["filed", "review_started", "linked"] {
-            assert!(wording(kind, &event(kind)).is_none(), "{kind}");
-        }
     }
 
     #[test]

@@ -31,7 +31,7 @@ use tonic::{Request, Response, Status};
 
 use crate::documents::Documents;
 use crate::figures::PostalFigures;
-use crate::letters::{Letters, Mailer};
+use crate::letters::Letters;
 use crate::reader::Reader;
 use crate::render;
 use crate::scan::{self, ScanError};
@@ -73,20 +73,11 @@ pub async fn start(
             )
         })?,
     );
-    let mailer =
-        Mailer::new(settings.smtp_url.as_deref(), config.data_dir.join("mail")).map_err(|e| {
-            StartError::Target(
-                "GUICHET_SMTP_URL".into(),
-                guichet_kit::error::error_chain(&e),
-            )
-        })?;
     let store = Store::new(channel.db.clone());
     let wake = Arc::new(Notify::new());
     let letters = Letters {
         store: store.clone(),
         documents: documents.clone(),
-        mailer,
-        from: settings.mail_from.clone(),
         metrics: shared.metrics.clone(),
         clock: shared.clock.clone(),
         signing_key: signing_key.clone(),

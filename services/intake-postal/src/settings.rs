@@ -17,17 +17,6 @@ pub struct MailroomSettings {
     /// date) needs a second operator's confirmation with a reason.
     #[arg(long, env = "GUICHET_POSTMARK_MAX_AGE_DAYS", default_value_t = 60)]
     pub postmark_max_age_days: u32,
-    /// SMTP relay for the e-mail copy of letters (`smtp://host:25`). Unset:
-    /// each e-mail is written as an .eml file under the data folder's `mail/`.
-    #[arg(long, env = "GUICHET_SMTP_URL", hide_env_values = true)]
-    pub smtp_url: Option<String>,
-    /// Sender of the e-mail copy of letters.
-    #[arg(
-        long,
-        env = "GUICHET_MAIL_FROM",
-        default_value = "Guichet <ne-pas-repondre@guichet.example>"
-    )]
-    pub mail_from: String,
 }
 
 /// By hand: the signing key is never shown, the SMTP password neither.
@@ -40,14 +29,6 @@ impl std::fmt::Debug for MailroomSettings {
             )
             .field("postal_readers", &self.postal_readers)
             .field("postmark_max_age_days", &self.postmark_max_age_days)
-            .field(
-                "smtp_url",
-                &self
-                    .smtp_url
-                    .as_deref()
-                    .map(guichet_kit::config::redact_url),
-            )
-            .field("mail_from", &self.mail_from)
             .finish()
     }
 }

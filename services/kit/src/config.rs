@@ -149,6 +149,22 @@ pub struct Config {
     )]
     pub intake_postal_url: String,
 
+    /// Where `serve notifier` listens for gRPC.
+    #[arg(
+        long,
+        env = "GUICHET_NOTIFIER_ADDR",
+        default_value = "127.0.0.1:50066"
+    )]
+    pub notifier_addr: std::net::SocketAddr,
+
+    /// Where `serve gateway` finds the notifier (what was sent to whom).
+    #[arg(
+        long,
+        env = "GUICHET_NOTIFIER_URL",
+        default_value = "http://127.0.0.1:50066"
+    )]
+    pub notifier_url: String,
+
     /// Where `serve intake-web` and `serve instruction` answer `/metrics`
     /// (the gateway serves it on its HTTP address). Unset: 127.0.0.1:9161
     /// for intake-web, 127.0.0.1:9162 for instruction.
@@ -201,6 +217,8 @@ impl std::fmt::Debug for Config {
             .field("intake_pan_url", &self.intake_pan_url)
             .field("intake_postal_addr", &self.intake_postal_addr)
             .field("intake_postal_url", &self.intake_postal_url)
+            .field("notifier_addr", &self.notifier_addr)
+            .field("notifier_url", &self.notifier_url)
             .field("metrics_addr", &self.metrics_addr)
             .field("otlp_endpoint", &self.otlp_endpoint)
             .field("log_format", &self.log_format)

@@ -244,8 +244,8 @@ fn receipt(e: &pb::CaseEvent, person: &Person) -> Rendered {
     }
     paragraphs.push(t(
         l,
-        "Le récépissé joint prouve le dépôt de votre demande. Conservez-le.",
-        "The attached receipt proves you filed. Keep it.",
+        "Conservez ce message et le récépissé : ils prouvent le dépôt de votre demande.",
+        "Keep this message and the receipt: they prove you filed.",
     ));
     let mut document = recorded;
     document.insert(

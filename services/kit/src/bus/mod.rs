@@ -35,8 +35,9 @@ pub const DEAD_LETTER_QUEUE: &str = "guichet.dead.letters";
 /// (`appointment.<step>.<site>`), for the notifier to tell the person on
 /// their channel.
 pub const NOTIFIER_QUEUE: &str = "notifier.case-events";
-/// What happened to postal filers' cases (`case.<kind>.postal`): the postal
-/// service answers each on paper. Also the alternatives offered to reports
+/// The letters the notifier asks the mailroom to print and post
+/// (`letter.<kind>.<prefecture>`), for anyone answered on paper whatever
+/// their channel. Also the alternatives offered to reports
 /// (`report.alternative_offered.<prefecture>`): a paper kit is printed there.
 pub const POSTAL_LETTERS_QUEUE: &str = "postal.letters";
 
@@ -93,7 +94,7 @@ pub const QUEUES: [QueueSpec; 4] = [
     QueueSpec {
         name: POSTAL_LETTERS_QUEUE,
         bindings: &[
-            (EVENTS_EXCHANGE, "case.*.postal"),
+            (EVENTS_EXCHANGE, "letter.#"),
             (EVENTS_EXCHANGE, "report.alternative_offered.*"),
         ],
         dead_letters: true,

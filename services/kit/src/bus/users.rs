@@ -59,6 +59,14 @@ pub struct BusUsers {
         hide_env_values = true
     )]
     pub amqp_password_intake_postal: Option<String>,
+
+    /// RabbitMQ user of `notifier` (reads `notifier.case-events`, publishes
+    /// `letter.*` events for the mailroom).
+    #[arg(long, env = "GUICHET_AMQP_USER_NOTIFIER")]
+    pub amqp_user_notifier: Option<String>,
+    /// The password of GUICHET_AMQP_USER_NOTIFIER.
+    #[arg(long, env = "GUICHET_AMQP_PASSWORD_NOTIFIER", hide_env_values = true)]
+    pub amqp_password_notifier: Option<String>,
 }
 
 /// A user name and its password, as a service logs in with them.
@@ -102,6 +110,7 @@ impl BusUsers {
                 &self.amqp_user_intake_postal,
                 &self.amqp_password_intake_postal,
             ),
+            "notifier" => (&self.amqp_user_notifier, &self.amqp_password_notifier),
             _ => return None,
         })
     }
@@ -127,6 +136,10 @@ impl BusUsers {
             "intake-postal" => (
                 &mut self.amqp_user_intake_postal,
                 &mut self.amqp_password_intake_postal,
+            ),
+            "notifier" => (
+                &mut self.amqp_user_notifier,
+                &mut self.amqp_password_notifier,
             ),
             _ => return None,
         })
@@ -167,7 +180,7 @@ impl BusUsers {
 impl std::fmt::Debug for BusUsers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut users = f.debug_map();
-        for service in ["instruction"]
+        for service in ["instruction", "notifier"]
             .into_iter()
             .chain(CHANNEL_SERVICES.iter().map(|(_, s)| *s))
         {
