@@ -137,6 +137,7 @@ async fn gateway_health_tells_the_state_of_each_service_behind() {
         intake_ccc: url(app.mesh.intake_ccc_addr),
         intake_pan: url(app.mesh.intake_pan_addr),
         intake_postal: url(gone),
+        notifier: url(app.mesh.notifier_addr),
     };
     let shutdown = guichet_kit::shutdown::Shutdown::new();
     let config = env.config();

@@ -22,6 +22,7 @@ mod foundation;
 mod gateway_grpc;
 mod harness;
 mod instruction;
+mod notices;
 mod observability;
 mod postal;
 mod schema_parity;

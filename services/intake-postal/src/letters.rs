@@ -322,7 +322,8 @@ impl Letters {
                 .unwrap_or_else(|_| letter_pdf(&cover))
             }
         };
-        self.post(&addressee, &report.id, "paper_kit", &key, pdf).await
+        self.post(&addressee, &report.id, "paper_kit", &key, pdf)
+            .await
     }
 
     /// A letter's text, dated today in Paris.

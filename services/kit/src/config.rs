@@ -150,11 +150,7 @@ pub struct Config {
     pub intake_postal_url: String,
 
     /// Where `serve notifier` listens for gRPC.
-    #[arg(
-        long,
-        env = "GUICHET_NOTIFIER_ADDR",
-        default_value = "127.0.0.1:50066"
-    )]
+    #[arg(long, env = "GUICHET_NOTIFIER_ADDR", default_value = "127.0.0.1:50066")]
     pub notifier_addr: std::net::SocketAddr,
 
     /// Where `serve gateway` finds the notifier (what was sent to whom).

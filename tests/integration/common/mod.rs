@@ -3,6 +3,7 @@
 //! the mesh started in-process on free ports, and `eventually`.
 #![allow(dead_code)]
 
+pub mod notify;
 pub mod proxy;
 
 use std::future::Future;
@@ -499,6 +500,7 @@ pub fn not_started() -> guichet_gateway::Targets {
         intake_ccc: nowhere(),
         intake_pan: nowhere(),
         intake_postal: nowhere(),
+        notifier: nowhere(),
     }
 }
 

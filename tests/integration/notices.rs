@@ -1,0 +1,467 @@
+//! Everyone hears back on the media they gave, whatever their channel: the
+//! notifier end to end, through a real SMTP server (aiosmtpd), the SMS
+//! provider double and the mailroom's print list.
+
+use crate::common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{Days, NaiveDate, Utc};
+use common::notify::{NOT_A_MOBILE, SMS_ACCOUNT, SMS_TOKEN, SmsDouble, SmtpInbox, daytime_clock};
+use common::{App, Backend, PREFECTURE_AGENT, ShiftedClock, TestEnv, count, eventually, example};
+use guichet_kit::Clock as _;
+use guichet_kit::bus::{EVENTS_EXCHANGE, OutgoingMessage};
+use guichet_proto::v1 as pb;
+use guichet_proto::v1::call_centre_client::CallCentreClient;
+use prost::Message as _;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The mesh, its notifier sending to `inbox` and `sms`, on `clock`.
+async fn notified(
+    env: &TestEnv,
+    inbox: &SmtpInbox,
+    sms: &SmsDouble,
+    clock: Arc<ShiftedClock>,
+) -> App {
+    let mut config = env.config();
+    config.notifier.smtp_url = Some(inbox.url());
+    config.notifier.sms_url = Some(sms.url());
+    config.notifier.sms_account = SMS_ACCOUNT.into();
+    config.notifier.sms_token = SMS_TOKEN.into();
+    config.notifier.notify_retry_seconds = 1;
+    config.sweep_interval_s = 1;
+    App::builder(&config).clock(clock).start().await
+}
+
+fn paris_today(clock: &ShiftedClock) -> NaiveDate {
+    guichet_dossier::calendar::paris_date(clock.now())
+}
+
+/// The text of a PDF, through `pdftotext` (poppler-utils), words joined by
+/// single spaces.
+fn pdf_text(pdf: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("pdftotext")
+        .args(["-", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("pdftotext (poppler-utils) runs");
+    child.stdin.take().unwrap().write_all(pdf).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn notices(env: &TestEnv, reference: &str, medium: &str, state: &str) -> i64 {
+    let db = env.db("notifier").await;
+    let n = count(
+        &db,
+        &format!(
+            "SELECT count(*) FROM notices WHERE subject_ref = '{reference}' \
+             AND medium = '{medium}' AND state = '{state}'"
+        ),
+    )
+    .await;
+    db.close().await;
+    n
+}
+
+on_both_backends!(a_web_filing_hears_back_by_mail_and_sms_with_its_receipt_and_attestation);
+async fn a_web_filing_hears_back_by_mail_and_sms_with_its_receipt_and_attestation(
+    backend: Backend,
+) {
+    let env = TestEnv::on(backend).await;
+    let inbox = SmtpInbox::start().await;
+    let sms = SmsDouble::start().await;
+    let clock = daytime_clock();
+    let app = notified(&env, &inbox, &sms, clock.clone()).await;
+
+    // A renewal whose title ends in ten days: complete on arrival, and owed
+    // an attestation at once (the horizon is 15 days).
+    let mut body = example("renewal-employee.json");
+    body["current_title"]["expires_on"] = json!((paris_today(&clock) + Days::new(10)).to_string());
+    let reference = app.file_accepted(&body).await;
+
+    let mail_with = |file: String| {
+        let inbox = &inbox;
+        async move {
+            inbox
+                .messages()
+                .into_iter()
+                .find(|m| m.to == "samira.benali@example.org" && m.raw.contains(&file))
+        }
+    };
+    let receipt = eventually(WAIT, "the receipt e-mail", || {
+        mail_with(format!("recepisse-{reference}.pdf"))
+    })
+    .await;
+    let pdf = receipt
+        .attachment(&format!("recepisse-{reference}.pdf"))
+        .expect("the receipt attached");
+    assert!(pdf.starts_with(b"%PDF-"));
+    let text = pdf_text(&pdf);
+    assert!(text.contains(&reference), "{text}");
+    assert!(text.contains("Samira BENALI"), "{text}");
+
+    let attestation = eventually(WAIT, "the attestation e-mail", || {
+        mail_with(format!("attestation-{reference}.pdf"))
+    })
+    .await;
+    let text = pdf_text(
+        &attestation
+            .attachment(&format!("attestation-{reference}.pdf"))
+            .expect("the attestation attached"),
+    );
+    assert!(
+        text.contains("prouve la régularité de son séjour"),
+        "{text}"
+    );
+    let code = text
+        .split("Code de vérification : ")
+        .nth(1)
+        .and_then(|t| t.get(..8))
+        .expect("a verification code")
+        .to_string();
+    // The code printed is one that checks.
+    let check: Value = app
+        .get(&format!("/api/v1/attestations/{code}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(check["attestation"]["verification_code"], code, "{check}");
+
+    // The SMS: one for the receipt, one for the attestation, each one
+    // segment, with the first name and the reference and nothing else.
+    let texts = eventually(WAIT, "two SMS", || async {
+        let texts: Vec<String> = sms
+            .messages()
+            .into_iter()
+            .filter(|s| s.to == "+33612345678")
+            .map(|s| s.body)
+            .collect();
+        (texts.len() >= 2).then_some(texts)
+    })
+    .await;
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    for t in &texts {
+        assert!(t.starts_with("Bonjour Samira, "), "{t}");
+        assert!(t.contains(&reference), "{t}");
+        assert!(t.chars().count() <= 160 && !t.contains("BENALI"), "{t}");
+    }
+    assert!(texts.iter().any(|t| t.contains("attestation")), "{texts:?}");
+
+    // Where each stands: e-mails sent, SMS delivered (the provider says
+    // so), nothing on paper for someone reached electronically.
+    eventually(WAIT, "the SMS reported delivered", || async {
+        (notices(&env, &reference, "sms", "delivered").await == 2).then_some(())
+    })
+    .await;
+    assert_eq!(notices(&env, &reference, "email", "sent").await, 2);
+    let db = env.db("notifier").await;
+    let paper = format!(
+        "SELECT count(*) FROM notices WHERE subject_ref = '{reference}' AND medium = 'paper'"
+    );
+    assert_eq!(count(&db, &paper).await, 0);
+    db.close().await;
+    assert!(app.metric("guichet_notifier_messages_total{medium=\"email\",kind=\"attestation_issued\",outcome=\"sent\"}").await >= 1.0);
+    common::stop(app, env).await;
+}
+
+on_both_backends!(a_call_centre_filer_answered_by_post_gets_a_letter_on_the_print_list);
+async fn a_call_centre_filer_answered_by_post_gets_a_letter_on_the_print_list(backend: Backend) {
+    let env = TestEnv::on(backend).await;
+    let inbox = SmtpInbox::start().await;
+    let sms = SmsDouble::start().await;
+    let app = notified(&env, &inbox, &sms, daytime_clock()).await;
+
+    let mut body = example("renewal-employee.json");
+    body["applicant"]["family_name"] = json!("Papier");
+    body["contact"] = json!({
+        "address": {"line1": "4 rue du Port", "postal_code": "59140", "city": "Dunkerque"},
+        "answer_channel": "post",
+    });
+    let raw: guichet_dossier::RawFiling = serde_json::from_value(body).unwrap();
+    let mut raw = raw;
+    raw.idempotency_key = Some(uuid::Uuid::new_v4().to_string());
+    let filing = guichet_dossier::Filing::parse(
+        &raw,
+        &guichet_dossier::filing::RawProvenance::Web { account_id: None },
+        Utc::now().date_naive(),
+    )
+    .unwrap();
+    let mut ccc = CallCentreClient::new(app.grpc_as(PREFECTURE_AGENT).await);
+    let reference = ccc
+        .file_on_behalf(pb::FileOnBehalfRequest {
+            filing: Some(guichet_proto::convert::filing_to_pb(&filing)),
+            agent_id: "ccc-agent-3".into(),
+            call_id: "call-0042".into(),
+            consent_recorded: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .receipt
+        .unwrap()
+        .reference;
+
+    let letter = eventually(WAIT, "the letter on the print list", || async {
+        let letters: Vec<Value> = app
+            .mailroom_get(&format!("/api/v1/postal/letters?reference={reference}"))
+            .await
+            .json()
+            .await
+            .ok()?;
+        letters.into_iter().find(|l| l["kind"] == "found_complete")
+    })
+    .await;
+    let pdf = app
+        .mailroom_get(&format!(
+            "/api/v1/postal/letters/{}",
+            letter["id"].as_str().unwrap()
+        ))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let text = pdf_text(&pdf);
+    assert!(text.contains("Samira PAPIER"), "{text}");
+    assert!(text.contains("4 rue du Port"), "{text}");
+    assert!(
+        text.contains(&format!("enregistrée sous le numéro {reference}")),
+        "{text}"
+    );
+    assert_eq!(notices(&env, &reference, "paper", "sent").await, 1);
+    // Nothing else was given: no e-mail, no SMS.
+    assert!(inbox.messages().iter().all(|m| !m.raw.contains(&reference)));
+    assert!(sms.messages().iter().all(|s| !s.body.contains(&reference)));
+    common::stop(app, env).await;
+}
+
+on_both_backends!(when_every_electronic_medium_fails_for_good_paper_follows);
+async fn when_every_electronic_medium_fails_for_good_paper_follows(backend: Backend) {
+    let env = TestEnv::on(backend).await;
+    let inbox = SmtpInbox::start().await;
+    let sms = SmsDouble::start().await;
+    let app = notified(&env, &inbox, &sms, daytime_clock()).await;
+
+    // The SMS provider refuses this number for good; the relay refuses
+    // nothing, so the e-mail address is one no relay takes: no e-mail given.
+    let mut body = example("renewal-employee.json");
+    body["applicant"]["family_name"] = json!("Fixe");
+    body["contact"]["email"] = Value::Null;
+    body["contact"]["phone"] = json!(NOT_A_MOBILE);
+    body["contact"]["answer_channel"] = json!("sms");
+    let reference = app.file_accepted(&body).await;
+    eventually(WAIT, "the letter that follows the failed SMS", || async {
+        let letters: Vec<Value> = app
+            .mailroom_get(&format!("/api/v1/postal/letters?reference={reference}"))
+            .await
+            .json()
+            .await
+            .ok()?;
+        letters.into_iter().find(|l| l["kind"] == "found_complete")
+    })
+    .await;
+    assert_eq!(notices(&env, &reference, "sms", "failed").await, 1);
+    assert_eq!(notices(&env, &reference, "paper", "sent").await, 1);
+    common::stop(app, env).await;
+}
+
+/// A title expiry alert as instruction publishes it.
+fn expiry_alert(expires_on: NaiveDate) -> OutgoingMessage {
+    use chrono::Datelike;
+    let alert = pb::TitleExpiryAlert {
+        kind: pb::TitleKind::TemporaryCard as i32,
+        number_ending: "59T1".into(),
+        expires_on: Some(pb::CalendarDate {
+            year: expires_on.year(),
+            month: expires_on.month() as i32,
+            day: expires_on.day() as i32,
+        }),
+        offset_days: 60,
+        renew_by: None,
+        family_name: "Benali".into(),
+        given_names: "Samira".into(),
+        contact: Some(pb::Contact {
+            email: "s.benali@example.org".into(),
+            phone: "+33612345679".into(),
+            address: None,
+            answer_channel: pb::AnswerChannel::Email as i32,
+            language: "fr".into(),
+        }),
+        prefecture: "59".into(),
+    };
+    OutgoingMessage::traced(
+        EVENTS_EXCHANGE,
+        "title.expiry_alert.email".into(),
+        alert.encode_to_vec(),
+    )
+}
+
+on_both_backends!(an_expiry_alert_is_sent_once_however_often_it_is_swept_or_delivered);
+async fn an_expiry_alert_is_sent_once_however_often_it_is_swept_or_delivered(backend: Backend) {
+    let env = TestEnv::on(backend).await;
+    let inbox = SmtpInbox::start().await;
+    let sms = SmsDouble::start().await;
+    let clock = daytime_clock();
+    let app = notified(&env, &inbox, &sms, clock.clone()).await;
+
+    // A title recorded as imported, expiring in 60 days: the sweep warns.
+    let in_60 = paris_today(&clock) + Days::new(60);
+    std::fs::create_dir_all(&env.data_dir).unwrap();
+    let csv = env.data_dir.join("legacy.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "kind,number,expires_on,family_name,given_names,birth_date,nationality,email,phone,address_line1,postal_code,city,answer_channel\n\
+             temporary_card,FR59T1,{in_60},Benali,Samira,1991-03-02,DZA,s.benali@example.org,+33612345679,12 rue Solférino,59000,Lille,email\n"
+        ),
+    )
+    .unwrap();
+    let (records, _) = guichet_instruction::titles::read_file(&csv, paris_today(&clock)).unwrap();
+    let db = env.db("instruction").await;
+    guichet_instruction::titles::record(&db, &records, "imported", None, clock.now())
+        .await
+        .unwrap();
+    db.close().await;
+
+    // Three sweeps at least, and the same alert delivered twice more.
+    app.two_more_sweeps().await;
+    app.two_more_sweeps().await;
+    let alert = expiry_alert(in_60);
+    for _ in 0..2 {
+        for r in app.mesh.bus.publish(std::slice::from_ref(&alert)).await {
+            r.unwrap();
+        }
+    }
+    app.two_more_sweeps().await;
+
+    let to_her = || {
+        inbox
+            .messages()
+            .into_iter()
+            .filter(|m| m.to == "s.benali@example.org")
+            .count()
+    };
+    eventually(WAIT, "the expiry alert by e-mail", || async {
+        (to_her() >= 1).then_some(())
+    })
+    .await;
+    let texts = eventually(WAIT, "the expiry alert by SMS", || async {
+        let t: Vec<String> = sms
+            .messages()
+            .into_iter()
+            .filter(|s| s.to == "+33612345679")
+            .map(|s| s.body)
+            .collect();
+        (!t.is_empty()).then_some(t)
+    })
+    .await;
+    // Whatever else is still in flight has had the time to arrive.
+    app.two_more_sweeps().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(to_her(), 1, "one e-mail");
+    let texts_now: Vec<_> = sms
+        .messages()
+        .into_iter()
+        .filter(|s| s.to == "+33612345679")
+        .collect();
+    assert_eq!(texts_now.len(), 1, "one SMS: {texts:?}");
+    assert!(
+        texts[0].contains(&in_60.format("%d/%m/%Y").to_string()),
+        "{}",
+        texts[0]
+    );
+    let db = env.db("notifier").await;
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM notices WHERE kind = 'expiry_alert'"
+        )
+        .await,
+        2,
+        "one message per medium"
+    );
+    db.close().await;
+    common::stop(app, env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// 500 messages due while the SMTP server is down for two minutes: all
+/// arrive once it is back, none twice.
+async fn the_smtp_server_down_for_two_minutes_delays_500_mails_and_loses_none() {
+    let env = TestEnv::on(Backend::Servers).await;
+    let mut inbox = SmtpInbox::start().await;
+    let sms = SmsDouble::start().await;
+    let app = notified(&env, &inbox, &sms, daytime_clock()).await;
+    inbox.stop().await;
+    let stopped = tokio::time::Instant::now();
+
+    let events: Vec<OutgoingMessage> = (0..500)
+        .map(|i| {
+            let event = pb::CaseEvent {
+                reference: format!("W26-TEST-{i:04}-X"),
+                kind: "found_complete".into(),
+                channel: pb::Channel::Web as i32,
+                at: Some(guichet_proto::convert::timestamp_to_pb(Utc::now())),
+                contact: Some(pb::Contact {
+                    email: format!("person-{i}@example.org"),
+                    answer_channel: pb::AnswerChannel::Email as i32,
+                    ..Default::default()
+                }),
+                given_names: "Test".into(),
+                family_name: format!("Person {i}"),
+                ..Default::default()
+            };
+            OutgoingMessage::traced(
+                EVENTS_EXCHANGE,
+                "case.found_complete.web".into(),
+                event.encode_to_vec(),
+            )
+        })
+        .collect();
+    for chunk in events.chunks(100) {
+        for r in app.mesh.bus.publish(chunk).await {
+            r.unwrap();
+        }
+    }
+    let db = env.db("notifier").await;
+    eventually(WAIT, "500 e-mails planned and failing for now", || async {
+        let failing = count(
+            &db,
+            "SELECT count(*) FROM notices WHERE medium = 'email' AND state = 'queued' AND attempts > 0",
+        )
+        .await;
+        (failing == 500).then_some(())
+    })
+    .await;
+    let down_for = Duration::from_secs(120).saturating_sub(stopped.elapsed());
+    tokio::time::sleep(down_for).await;
+    assert!(inbox.messages().is_empty());
+    inbox.restart().await;
+
+    eventually(Duration::from_secs(300), "all 500 e-mails sent", || async {
+        let sent = count(&db, "SELECT count(*) FROM notices WHERE state = 'sent'").await;
+        (sent == 500).then_some(())
+    })
+    .await;
+    let mails = inbox.messages();
+    let recipients: BTreeSet<_> = mails.iter().map(|m| m.to.clone()).collect();
+    assert_eq!((mails.len(), recipients.len()), (500, 500));
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM notices WHERE state = 'failed'").await,
+        0
+    );
+    db.close().await;
+    common::stop(app, env).await;
+}
