@@ -41,10 +41,10 @@ impl AnswerChannels {
 /// Delays and failure rates of the three ways an answer travels.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, clap::Args)]
 pub struct Delivery {
-    /// Days from sending to an e-mail being read [0: the same day].
+    /// Days from sending to an e-mail being read (0: the same day).
     #[arg(long, default_value_t = EMAIL_DELAY_DAYS, value_parser = clap::value_parser!(u32).range(0..=MAX_DELAY_DAYS as i64))]
     pub email_delay_days: u32,
-    /// Days from sending to an SMS being read [0: the same day].
+    /// Days from sending to an SMS being read (0: the same day).
     #[arg(long, default_value_t = SMS_DELAY_DAYS, value_parser = clap::value_parser!(u32).range(0..=MAX_DELAY_DAYS as i64))]
     pub sms_delay_days: u32,
     /// Working days from posting to a letter being in the letterbox.
