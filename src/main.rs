@@ -38,7 +38,8 @@ enum Command {
     /// Pages per minute per postal scanning station, on the real mesh.
     BenchPostal(guichet_tools::bench::postal::PostalBenchArgs),
     /// Replay a synthetic year of filings through the real rules: days to
-    /// decision and gap days per channel, Guichet beside the manual baseline.
+    /// decision and gap days per channel (by the attestations issued and by
+    /// those that reached the person), Guichet beside the manual baseline.
     Simulate(guichet_tools::simulate::SimulateArgs),
     /// Titles known to the system, whose holders are warned before expiry.
     Titles {

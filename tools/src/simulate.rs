@@ -3,15 +3,19 @@
 //! with Guichet's automatic attestations and once with today's manual
 //! practice, and the figures per channel side by side: days to decision,
 //! share complete at filing, and gap days (people who filed a complete
-//! renewal in time yet held no proof of legal stay while it was pending).
-//! No database, no I/O but the printed result. See docs/simulation.md.
+//! renewal in time yet held no proof of legal stay while it was pending),
+//! counted against the attestations issued and against those that had
+//! reached the person. No database, no I/O but the printed result. See
+//! docs/simulation.md.
 //!
 //! - `mixes`: every assumed number, as tables;
 //! - `population`: the filings, drawn once from the seed;
 //! - `engine`: the day-by-day run of one rule set;
+//! - `delivery`: how an attestation reaches the person, or not;
 //! - `report`: the figures, as a table or JSON.
 
 mod chart;
+mod delivery;
 mod engine;
 mod mixes;
 mod population;
@@ -27,6 +31,7 @@ use guichet_dossier::{CaseState, Channel};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+pub use delivery::{AnswerChannels, Delivery};
 pub use engine::Rules;
 pub use report::{Channels, Figures, Issued, Report, RunParams, Scenario};
 
@@ -34,7 +39,9 @@ use engine::Engine;
 use mixes::{AGENT_MONTH_FACTOR, CAPACITY_PER_FILING, is_working_day};
 use population::{Population, generate, plus};
 
-/// `guichet simulate [--filings N] [--start DATE] [--days N] [--seed N] [--capacity N] [--json]`
+/// `guichet simulate [--filings N] [--start DATE] [--days N] [--seed N] [--capacity N]
+/// [--email-delay-days N] [--sms-delay-days N] [--post-delay-days N]
+/// [--email-failure-rate R] [--sms-failure-rate R] [--post-failure-rate R] [--json]`
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimulateArgs {
     #[command(flatten)]
@@ -66,6 +73,9 @@ pub struct Params {
     /// average inflow, see docs/simulation.md].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub capacity: Option<u32>,
+    /// How attestations reach people.
+    #[command(flatten)]
+    pub delivery: Delivery,
 }
 
 impl Default for Params {
@@ -76,6 +86,7 @@ impl Default for Params {
             days: 365,
             seed: 7,
             capacity: None,
+            delivery: Delivery::default(),
         }
     }
 }
@@ -128,7 +139,16 @@ pub fn simulate(params: &Params) -> Result<Report, SimulateError> {
     check(params)?;
     let days = i64::from(params.days);
     let mut rng = StdRng::seed_from_u64(params.seed);
-    let population = generate(&mut rng, params.filings as usize, params.start, days);
+    // Answer channels from a stream of their own: the filings are the ones
+    // drawn before people had answer channels.
+    let mut answers = StdRng::seed_from_u64(params.seed ^ 0x0061_6e73_7765_7273);
+    let population = generate(
+        &mut rng,
+        &mut answers,
+        params.filings as usize,
+        params.start,
+        days,
+    );
     let capacity = params
         .capacity
         .map_or_else(|| default_capacity(&population, params), f64::from);
@@ -137,15 +157,29 @@ pub fn simulate(params: &Params) -> Result<Report, SimulateError> {
     // from a stream of their own, so the filings stay the same whatever the
     // rules. Only the baseline draws from it.
     let fetch_rng = || StdRng::seed_from_u64(params.seed ^ 0x6261_7365_6c69_6e65);
+    // Whether and when each attestation reaches the person: a stream of its
+    // own too, so the delivery parameters change nothing that is issued.
+    let delivery_rng = || StdRng::seed_from_u64(params.seed ^ 0x6465_6c69_7665_7279);
     let span = (population.last_day - population.first_day)
         .num_days()
         .max(0) as u64
         + 1;
-    let guichet = Engine::new(&population, Rules::Guichet, capacity, fetch_rng())
-        .run(&mut Progress::new("simulating Guichet, days", Some(span)))?;
-    let baseline = Engine::new(&population, Rules::Baseline, capacity, fetch_rng()).run(
-        &mut Progress::new("simulating the baseline, days", Some(span)),
-    )?;
+    let engine = |rules| {
+        Engine::new(
+            &population,
+            rules,
+            capacity,
+            fetch_rng(),
+            params.delivery,
+            delivery_rng(),
+        )
+    };
+    let guichet =
+        engine(Rules::Guichet).run(&mut Progress::new("simulating Guichet, days", Some(span)))?;
+    let baseline = engine(Rules::Baseline).run(&mut Progress::new(
+        "simulating the baseline, days",
+        Some(span),
+    ))?;
     let followed_until = [&guichet, &baseline]
         .iter()
         .flat_map(|outcomes| outcomes.iter().filter_map(|o| o.decided_on))
@@ -164,6 +198,7 @@ pub fn simulate(params: &Params) -> Result<Report, SimulateError> {
             follow_on_filings: population.follow_on_filings,
             followed_until,
             horizon_days: DEFAULT_HORIZON_DAYS,
+            delivery: params.delivery,
         },
         guichet: report::scenario(&population, &guichet),
         baseline: report::scenario(&population, &baseline),
@@ -189,6 +224,9 @@ fn check(params: &Params) -> Result<(), SimulateError> {
             field: "start",
             problem: format!("must be between {} and {}", YEARS.start(), YEARS.end()),
         });
+    }
+    if let Some((field, problem)) = params.delivery.problem() {
+        return Err(SimulateError::Params { field, problem });
     }
     Ok(())
 }
@@ -268,6 +306,105 @@ mod tests {
         // There were people to protect, and Guichet issued for them.
         assert!(r.guichet.total.renewals_in_time_complete > 0);
         assert!(r.guichet.attestations_issued.prolongation > 0);
+        // Once delivery counts, Guichet is not at 0 (13 days over 3 people
+        // in this run): an API issued the day a file became complete after
+        // the title ran out reaches a person who gets only paper 3 working
+        // days later, and a lost letter leaves its person without proof
+        // until the next API. It stays a small part of the baseline's.
+        assert!(r.guichet.gap_days_delivered * 10 < r.baseline.gap_days_delivered);
+        assert!(r.guichet.people_with_gaps_delivered * 5 < r.baseline.people_with_gaps_delivered);
+        assert!(r.baseline.gap_days_delivered >= r.baseline.gap_days);
+    }
+
+    /// Delivery can only take cover away: issued is what the office holds,
+    /// delivered what had reached the person by each day.
+    #[test]
+    fn delivered_gap_days_against_issued() {
+        enum Expect {
+            /// Nothing late, nothing lost: the same figures.
+            Equal,
+            /// Later or lost: at least as many gap days.
+            AtLeast,
+            /// Nothing reaches anyone: no attestation covers, under either rule set.
+            NothingDelivered,
+        }
+        let slow = Delivery {
+            email_delay_days: 2,
+            sms_delay_days: 1,
+            post_delay_days: 8,
+            email_failure_rate: 0.2,
+            sms_failure_rate: 0.2,
+            post_failure_rate: 0.1,
+        };
+        let never = Delivery {
+            email_failure_rate: 1.0,
+            sms_failure_rate: 1.0,
+            post_failure_rate: 1.0,
+            ..Delivery::INSTANT
+        };
+        let table = [
+            ("instant", Delivery::INSTANT, Expect::Equal),
+            ("defaults", Delivery::default(), Expect::AtLeast),
+            ("slow and lossy", slow, Expect::AtLeast),
+            ("every channel fails", never, Expect::NothingDelivered),
+        ];
+        let run = |delivery| {
+            simulate(&Params {
+                filings: 1_500,
+                delivery,
+                ..Params::default()
+            })
+            .unwrap()
+        };
+        let reference = run(Delivery::INSTANT);
+        for (name, delivery, expect) in table {
+            let r = run(delivery);
+            for (rules, s, before) in [
+                ("guichet", &r.guichet, &reference.guichet),
+                ("baseline", &r.baseline, &reference.baseline),
+            ] {
+                let what = format!("{name}, {rules}");
+                // How attestations travel changes nothing that is issued.
+                assert_eq!(s.attestations_issued, before.attestations_issued, "{what}");
+                assert_eq!(s.gap_days, before.gap_days, "{what}");
+                let figures = Channel::ALL
+                    .into_iter()
+                    .map(|c| (c.as_str(), s.channels.get(c), before.channels.get(c)))
+                    .chain([("total", &s.total, &before.total)]);
+                for (channel, f, was) in figures {
+                    let what = format!("{what}, {channel}");
+                    assert_eq!(f.gap_days, was.gap_days, "{what}");
+                    assert_eq!(f.people_with_gaps, was.people_with_gaps, "{what}");
+                    match expect {
+                        Expect::Equal => {
+                            assert_eq!(f.gap_days_delivered, f.gap_days, "{what}");
+                            assert_eq!(f.people_with_gaps_delivered, f.people_with_gaps, "{what}");
+                        }
+                        Expect::AtLeast | Expect::NothingDelivered => {
+                            assert!(f.gap_days_delivered >= f.gap_days, "{what}");
+                            assert!(f.people_with_gaps_delivered >= f.people_with_gaps, "{what}");
+                        }
+                    }
+                }
+                match expect {
+                    Expect::Equal => {
+                        assert_eq!(s.attestations_delivered, s.attestations_issued, "{what}")
+                    }
+                    Expect::AtLeast => {
+                        assert!(s.attestations_delivered.all() <= s.attestations_issued.all())
+                    }
+                    Expect::NothingDelivered => {
+                        assert_eq!(s.attestations_delivered, Issued::default(), "{what}");
+                        assert!(s.attestations_issued.all() > 0, "{what}");
+                    }
+                }
+            }
+            if let Expect::AtLeast | Expect::NothingDelivered = expect {
+                // Guichet's attestations stop protecting once they are late
+                // or lost: the delivered figure is the one that moves.
+                assert!(r.guichet.gap_days_delivered > r.guichet.gap_days, "{name}");
+            }
+        }
     }
 
     #[test]
@@ -284,6 +421,21 @@ mod tests {
             ..a.clone()
         };
         assert_eq!(run(&table).unwrap(), run(&table).unwrap());
+        let lossy = SimulateArgs {
+            params: Params {
+                delivery: Delivery {
+                    post_delay_days: 5,
+                    email_failure_rate: 0.3,
+                    sms_failure_rate: 0.3,
+                    post_failure_rate: 0.3,
+                    ..Delivery::default()
+                },
+                ..small(11)
+            },
+            ..a.clone()
+        };
+        assert_eq!(run(&lossy).unwrap(), run(&lossy).unwrap());
+        assert_ne!(run(&lossy).unwrap(), run(&a).unwrap());
         let other = SimulateArgs {
             params: small(12),
             json: true,
@@ -314,7 +466,10 @@ mod tests {
             for key in [
                 "gap_days",
                 "people_with_gaps",
+                "gap_days_delivered",
+                "people_with_gaps_delivered",
                 "attestations_issued",
+                "attestations_delivered",
                 "channels",
                 "total",
             ] {
@@ -328,6 +483,8 @@ mod tests {
                     "median_days_to_decision",
                     "gap_days",
                     "people_with_gaps",
+                    "gap_days_delivered",
+                    "people_with_gaps_delivered",
                 ] {
                     assert!(figures.get(key).is_some(), "{scenario}.{channel}.{key}");
                 }
@@ -336,6 +493,17 @@ mod tests {
         assert_eq!(json["guichet"]["gap_days"], 0);
         assert_eq!(json["params"]["filings"], 3_000);
         assert_eq!(json["params"]["start"], "2026-01-01");
+        for key in [
+            "email_delay_days",
+            "sms_delay_days",
+            "post_delay_days",
+            "email_failure_rate",
+            "sms_failure_rate",
+            "post_failure_rate",
+        ] {
+            assert!(json["params"]["delivery"].get(key).is_some(), "{key}");
+        }
+        assert_eq!(json["params"]["delivery"]["post_delay_days"], 3);
     }
 
     #[test]
@@ -379,6 +547,20 @@ mod tests {
             simulate(&zero),
             Err(SimulateError::Params {
                 field: "filings",
+                ..
+            })
+        ));
+        let lost_more_than_all = Params {
+            delivery: Delivery {
+                post_failure_rate: 1.5,
+                ..Delivery::default()
+            },
+            ..Params::default()
+        };
+        assert!(matches!(
+            simulate(&lost_more_than_all),
+            Err(SimulateError::Params {
+                field: "post_failure_rate",
                 ..
             })
         ));

@@ -1,5 +1,6 @@
-//! The per-channel figures as a picture: two bar charts side by side (median
-//! days to decision, gap days), Guichet beside the manual baseline for each
+//! The per-channel figures as a picture: three bar charts side by side
+//! (median days to decision, gap days by what was issued, gap days by what
+//! had reached the person), Guichet beside the manual baseline for each
 //! channel. Plain SVG, written by hand: a few rectangles and labels need no
 //! plotting library.
 
@@ -30,8 +31,12 @@ pub fn svg(report: &Report) -> String {
             value: |s, c| s.channels.get(c).median_days_to_decision.unwrap_or(0) as f64,
         },
         Panel {
-            title: "gap days (no proof of stay)",
+            title: "gap days (no proof of stay issued)",
             value: |s, c| s.channels.get(c).gap_days as f64,
+        },
+        Panel {
+            title: "gap days (no proof of stay delivered)",
+            value: |s, c| s.channels.get(c).gap_days_delivered as f64,
         },
     ];
     let width = LEFT + panels.len() as f64 * (PANEL_W + LEFT);
@@ -177,14 +182,14 @@ mod tests {
                 "{channel}"
             );
         }
-        // Two bars per channel per panel.
+        // Two bars per channel per panel, three panels, and the legend.
         assert_eq!(
             svg.matches(&format!(r#"fill="{GUICHET}"/><text"#)).count(),
-            8 + 1
+            12 + 1
         );
         assert_eq!(
             svg.matches(&format!(r#"fill="{BASELINE}"/><text"#)).count(),
-            8 + 1
+            12 + 1
         );
         let baseline_gaps = report.baseline.gap_days;
         assert!(

@@ -3,6 +3,8 @@
 //! `lifecycle::next` every change of state, `UrgencyClass::for_cover` the
 //! queue order, `rights::cover` whether a person holds proof of stay, and
 //! `rights::attestation_due` what is issued. Nothing here re-implements them.
+//! Each attestation is then sent to the person (`delivery`); gap days are
+//! counted twice, against what was issued and against what had reached them.
 
 use crate::progress::Progress;
 use chrono::{Datelike, NaiveDate};
@@ -14,6 +16,7 @@ use guichet_dossier::rights::{
 use guichet_dossier::{CaseState, Procedure, Step, UrgencyClass};
 use rand::rngs::StdRng;
 
+use super::delivery::Delivery;
 use super::mixes::{
     AGENT_MONTH_FACTOR, BASELINE_FETCH_DELAY, DOCUMENT_DEADLINE_DAYS, is_working_day, pick,
 };
@@ -41,9 +44,16 @@ pub struct Outcome {
     pub closed: bool,
     /// Days pending, complete, filed in time, with no proof of stay.
     pub gap_days: u32,
+    /// The same days, counting an attestation only from the day it reached
+    /// the person: never fewer than `gap_days`.
+    pub gap_days_delivered: u32,
     pub prolongations: u32,
     pub rights_creating: u32,
     pub favourable_decisions: u32,
+    /// Those of the attestations above that reached the person at all.
+    pub prolongations_delivered: u32,
+    pub rights_creating_delivered: u32,
+    pub favourable_decisions_delivered: u32,
 }
 
 /// The baseline person's errand for an attestation.
@@ -58,7 +68,12 @@ enum Fetch {
 #[derive(Debug, Clone)]
 struct Case {
     state: CaseState,
+    /// As issued: the office's view, which decides what is issued next.
     attestations: Vec<Attestation>,
+    /// Issued, and the day each will reach the person (lost ones are not here).
+    in_transit: Vec<(NaiveDate, Attestation)>,
+    /// In the person's hands.
+    received: Vec<Attestation>,
     /// Requested documents reach the system on this day.
     documents_on: Option<NaiveDate>,
     /// Closed on this day if the documents never came.
@@ -77,11 +92,23 @@ pub struct Engine<'a> {
     /// Cases in the system and not finished, by index.
     active: Vec<usize>,
     open_reported: usize,
+    /// The baseline person's errands.
     rng: StdRng,
+    delivery: Delivery,
+    /// Whether and when each attestation reaches the person: a stream of
+    /// its own, so the errands above draw as they did without delivery.
+    delivery_rng: StdRng,
 }
 
 impl<'a> Engine<'a> {
-    pub fn new(population: &'a Population, rules: Rules, capacity: f64, rng: StdRng) -> Self {
+    pub fn new(
+        population: &'a Population,
+        rules: Rules,
+        capacity: f64,
+        rng: StdRng,
+        delivery: Delivery,
+        delivery_rng: StdRng,
+    ) -> Self {
         let filings = &population.filings;
         Engine {
             population,
@@ -92,6 +119,8 @@ impl<'a> Engine<'a> {
                 Case {
                     state: CaseState::Filed,
                     attestations: Vec::new(),
+                    in_transit: Vec::new(),
+                    received: Vec::new(),
                     documents_on: None,
                     deadline: None,
                     decide_on: None,
@@ -103,6 +132,8 @@ impl<'a> Engine<'a> {
             active: Vec::new(),
             open_reported: filings.iter().filter(|f| f.reported()).count(),
             rng,
+            delivery,
+            delivery_rng,
         }
     }
 
@@ -230,17 +261,35 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
-    /// Issues whatever the rules say is due today, if anything.
+    /// Issues whatever the rules say is due today, if anything, and sends
+    /// it to the person.
     fn issue_due(&mut self, i: usize, day: NaiveDate, horizon_days: i64) {
         let facts = self.facts(i);
         let case = &mut self.cases[i];
-        if let Some(a) = attestation_due(&facts, &case.attestations, day, horizon_days) {
-            case.attestations.push(a);
-            let out = &mut self.outcomes[i];
-            match a.kind {
-                AttestationKind::Prolongation => out.prolongations += 1,
-                AttestationKind::RightsCreating => out.rights_creating += 1,
-                AttestationKind::FavourableDecision => out.favourable_decisions += 1,
+        let Some(a) = attestation_due(&facts, &case.attestations, day, horizon_days) else {
+            return;
+        };
+        case.attestations.push(a);
+        let reaches =
+            self.delivery
+                .reaches(self.filings[i].answer_channels, day, &mut self.delivery_rng);
+        if let Some(on) = reaches {
+            case.in_transit.push((on, a));
+        }
+        let delivered = u32::from(reaches.is_some());
+        let out = &mut self.outcomes[i];
+        match a.kind {
+            AttestationKind::Prolongation => {
+                out.prolongations += 1;
+                out.prolongations_delivered += delivered;
+            }
+            AttestationKind::RightsCreating => {
+                out.rights_creating += 1;
+                out.rights_creating_delivered += delivered;
+            }
+            AttestationKind::FavourableDecision => {
+                out.favourable_decisions += 1;
+                out.favourable_decisions_delivered += delivered;
             }
         }
     }
@@ -310,16 +359,26 @@ impl<'a> Engine<'a> {
     }
 
     /// One gap day if this person filed a renewal in time, the file is
-    /// complete and pending, and nothing proves their stay today.
+    /// complete and pending, and nothing proves their stay today: once by
+    /// what was issued, once by what has reached them. Their title and the
+    /// law's extension are in their hands already; attestations only count
+    /// from the day they arrive.
     fn count_gap(&mut self, i: usize, day: NaiveDate) {
         let f = &self.filings[i];
-        let case = &self.cases[i];
-        if f.reported()
-            && f.renewal_in_time()
-            && case.state.is_complete_pending()
-            && !cover(&self.facts(i), &case.attestations, day).covers(day)
-        {
-            self.outcomes[i].gap_days += 1;
+        if !(f.reported() && f.renewal_in_time() && self.cases[i].state.is_complete_pending()) {
+            return;
         }
+        let facts = self.facts(i);
+        let case = &mut self.cases[i];
+        case.in_transit.retain(|&(on, a)| {
+            let arrived = on <= day;
+            if arrived {
+                case.received.push(a);
+            }
+            !arrived
+        });
+        let out = &mut self.outcomes[i];
+        out.gap_days += u32::from(!cover(&facts, &case.attestations, day).covers(day));
+        out.gap_days_delivered += u32::from(!cover(&facts, &case.received, day).covers(day));
     }
 }

@@ -7,6 +7,8 @@ use chrono::{Datelike, NaiveDate};
 use guichet_dossier::{Channel, Motif, Procedure, TitleKind};
 use rand::Rng;
 
+use super::delivery::AnswerChannels;
+
 /// A number of days drawn uniformly in `lo..=hi`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Days(pub i64, pub i64);
@@ -291,6 +293,87 @@ pub const CARRY_OVER_DAYS: i64 = 56; // assumption: eight weeks of filings waiti
 pub const FOLLOW_UP_DAYS: i64 = 270;
 
 // ---------------------------------------------------------------------------
+// How answers reach people.
+
+/// The answer channels people give, percent per intake channel. Paper is
+/// always there to fall back on (every filing has a postal address); `POST`
+/// here means they asked for paper as well or instead.
+pub const ANSWER_CHANNEL_MIX: &[(Channel, &[(AnswerChannels, u32)])] = &[
+    (
+        Channel::Web,
+        &[
+            // An online account needs an e-mail address; most give a mobile too.
+            (AnswerChannels::EMAIL_SMS, 70),
+            (AnswerChannels::EMAIL, 27),
+            // Assumption: a helper filed for them and they asked for paper too.
+            (AnswerChannels::EMAIL_SMS_POST, 2),
+            // Assumption: the helper's e-mail opened the account; answers by post.
+            (AnswerChannels::POST, 1),
+        ],
+    ),
+    (
+        Channel::Ccc,
+        &[
+            // Assumption: they called, so they have a phone; many have no
+            // e-mail they read, or they would have filed online.
+            (AnswerChannels::EMAIL_SMS, 35),
+            (AnswerChannels::SMS, 30),
+            (AnswerChannels::SMS_POST, 20),
+            (AnswerChannels::POST, 15),
+        ],
+    ),
+    (
+        Channel::Pan,
+        &[
+            // Assumption: staff help set up an e-mail where the person can
+            // use one; those far from digital tools keep a phone or paper.
+            (AnswerChannels::EMAIL_SMS, 45),
+            (AnswerChannels::SMS, 20),
+            (AnswerChannels::SMS_POST, 15),
+            (AnswerChannels::POST, 20),
+        ],
+    ),
+    (
+        Channel::Postal,
+        &[
+            // Assumption: those who file on paper mostly want paper only
+            // (DOMAIN.md: a paper filer gets paper).
+            (AnswerChannels::POST, 70),
+            (AnswerChannels::SMS_POST, 20),
+            (AnswerChannels::EMAIL_POST, 8),
+            (AnswerChannels::EMAIL_SMS_POST, 2),
+        ],
+    ),
+];
+
+/// The answer channel mix of an intake channel.
+pub fn answer_channel_mix(channel: Channel) -> &'static [(AnswerChannels, u32)] {
+    ANSWER_CHANNEL_MIX
+        .iter()
+        .find(|(c, _)| *c == channel)
+        .map_or(&[(AnswerChannels::POST, 1)], |(_, mix)| mix)
+}
+
+/// Defaults of `guichet simulate --email-delay-days` and the rest: days from
+/// sending to the person having it.
+/// Assumption: an e-mail or an SMS is read the day it is sent.
+pub const EMAIL_DELAY_DAYS: u32 = 0;
+pub const SMS_DELAY_DAYS: u32 = 0;
+/// La Poste's ordinary letter (lettre verte) is delivered in 3 working days.
+pub const POST_DELAY_DAYS: u32 = 3;
+
+/// Share of sends that never reach the person, for good.
+/// Assumption: addresses mistyped at a desk or dictated on the phone,
+/// mailboxes abandoned, answers in the spam folder.
+pub const EMAIL_FAILURE_RATE: f64 = 0.03;
+/// Assumption: numbers changed or out of service.
+pub const SMS_FAILURE_RATE: f64 = 0.02;
+/// Assumption: letters lost or returned as "n'habite pas à l'adresse
+/// indiquée", common for people hosted by others or domiciled at an
+/// association.
+pub const POST_FAILURE_RATE: f64 = 0.02;
+
+// ---------------------------------------------------------------------------
 // The manual baseline.
 
 /// Days after their proof of stay ended before a person fetches an
@@ -330,6 +413,9 @@ mod tests {
         assert_eq!(sum(POSTAL_TRANSIT_DAYS), 100);
         assert_eq!(sum(REVIEW_DAYS), 100);
         assert_eq!(sum(BASELINE_FETCH_DELAY), 100);
+        for (channel, mix) in ANSWER_CHANNEL_MIX {
+            assert_eq!(sum(mix), 100, "{channel}");
+        }
     }
 
     #[test]
@@ -344,6 +430,10 @@ mod tests {
                 1
             );
             assert_eq!(WEEKDAY_WEIGHTS.iter().filter(|(k, _)| *k == c).count(), 1);
+            assert_eq!(
+                ANSWER_CHANNEL_MIX.iter().filter(|(k, _)| *k == c).count(),
+                1
+            );
         }
         for p in Procedure::ALL {
             assert_eq!(PROCEDURE_MIX.iter().filter(|(k, _)| k == p).count(), 1);
@@ -378,6 +468,18 @@ mod tests {
         let filed = |pct: u32| (1..=100).contains(&pct);
         assert!(COMPLETE_AT_FILING_PERCENT.iter().all(|(_, p)| filed(*p)));
         assert!(FAVOURABLE_PERCENT.iter().all(|(_, p)| filed(*p)));
+        for (channel, mix) in ANSWER_CHANNEL_MIX {
+            for (to, _) in *mix {
+                assert!(to.email || to.sms || to.post, "{channel}: no channel");
+            }
+            // One row per set of channels.
+            for (k, (to, _)) in mix.iter().enumerate() {
+                assert!(!mix[..k].iter().any(|(other, _)| other == to), "{channel}");
+            }
+        }
+        for rate in [EMAIL_FAILURE_RATE, SMS_FAILURE_RATE, POST_FAILURE_RATE] {
+            assert!((0.0..1.0).contains(&rate));
+        }
     }
 
     #[test]

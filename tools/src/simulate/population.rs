@@ -1,7 +1,8 @@
 //! The synthetic filings: who files, on which channel, for what, on which
 //! day, with which documents, and what will happen to them that does not
 //! depend on the rules (when documents come, how long a review takes, the
-//! decision). Drawn once from the seed, so both rule sets see the same people.
+//! decision), and where answers reach them. Drawn once from the seed, so
+//! both rule sets see the same people.
 
 use chrono::{NaiveDate, TimeDelta};
 use guichet_dossier::requirements::{missing, required};
@@ -10,6 +11,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
+use super::delivery::AnswerChannels;
 use super::mixes::*;
 
 /// Which part of the timeline a filing belongs to. Only the period is
@@ -23,7 +25,7 @@ pub enum Cohort {
     FollowOn,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Filing {
     pub channel: Channel,
     pub procedure: Procedure,
@@ -44,6 +46,8 @@ pub struct Filing {
     /// Days from take-up to decision.
     pub review_days: i64,
     pub favourable: bool,
+    /// Where answers, attestations among them, are sent.
+    pub answer_channels: AnswerChannels,
     pub cohort: Cohort,
 }
 
@@ -81,8 +85,16 @@ pub fn plus(day: NaiveDate, days: i64) -> NaiveDate {
 }
 
 /// `filings` in the period of `days` from `start`, plus the carry-over
-/// before it and the follow-on after it at the same average rate.
-pub fn generate(rng: &mut StdRng, filings: usize, start: NaiveDate, days: i64) -> Population {
+/// before it and the follow-on after it at the same average rate. Answer
+/// channels come from `answers`, a stream of their own, so adding them left
+/// every other draw as it was.
+pub fn generate(
+    rng: &mut StdRng,
+    answers: &mut StdRng,
+    filings: usize,
+    start: NaiveDate,
+    days: i64,
+) -> Population {
     let per_day = filings as f64 / days as f64;
     let carry_over = (per_day * CARRY_OVER_DAYS as f64).round() as usize;
     let follow_on = (per_day * FOLLOW_UP_DAYS as f64).round() as usize;
@@ -96,7 +108,7 @@ pub fn generate(rng: &mut StdRng, filings: usize, start: NaiveDate, days: i64) -
     let mut out = Vec::with_capacity(carry_over + filings + follow_on);
     for (cohort, from, length, count) in windows {
         for _ in 0..count {
-            out.push(one(rng, cohort, from, length));
+            out.push(one(rng, answers, cohort, from, length));
         }
     }
     Population {
@@ -110,8 +122,15 @@ pub fn generate(rng: &mut StdRng, filings: usize, start: NaiveDate, days: i64) -
     }
 }
 
-fn one(rng: &mut StdRng, cohort: Cohort, from: NaiveDate, length: i64) -> Filing {
+fn one(
+    rng: &mut StdRng,
+    answers: &mut StdRng,
+    cohort: Cohort,
+    from: NaiveDate,
+    length: i64,
+) -> Filing {
     let channel = pick(rng, CHANNEL_MIX);
+    let answer_channels = pick(answers, answer_channel_mix(channel));
     let procedure = pick(rng, PROCEDURE_MIX);
     let motif = pick(rng, MOTIF_MIX);
     let legal_filing_date = filing_day(rng, from, length, channel, motif);
@@ -150,6 +169,7 @@ fn one(rng: &mut StdRng, cohort: Cohort, from: NaiveDate, length: i64) -> Filing
         documents_after,
         review_days,
         favourable,
+        answer_channels,
         cohort,
     }
 }
@@ -200,5 +220,89 @@ fn title_held(
             Some((pick(rng, RENEWED_TITLES), plus(filed, left)))
         }
         Procedure::Regularisation => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use guichet_dossier::Channel;
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn population(seed: u64, answers: u64) -> Population {
+        generate(
+            &mut StdRng::seed_from_u64(seed),
+            &mut StdRng::seed_from_u64(answers),
+            20_000,
+            NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+            365,
+        )
+    }
+
+    #[test]
+    fn answer_channels_leave_the_other_draws_alone() {
+        let a = population(7, 1);
+        let b = population(7, 2);
+        assert_eq!(a.filings.len(), b.filings.len());
+        let mut differ = 0;
+        for (x, y) in a.filings.iter().zip(&b.filings) {
+            differ += usize::from(x.answer_channels != y.answer_channels);
+            let y = Filing {
+                answer_channels: x.answer_channels,
+                ..y.clone()
+            };
+            assert_eq!(*x, y);
+        }
+        assert!(differ > 0, "the answer channels come from their own stream");
+    }
+
+    /// Whether a set of answer channels has some property.
+    type Has = fn(&AnswerChannels) -> bool;
+
+    #[test]
+    fn answer_channels_follow_the_mix_of_each_intake_channel() {
+        let p = population(7, 7);
+        for (channel, mix) in ANSWER_CHANNEL_MIX {
+            let of: Vec<&Filing> = p.filings.iter().filter(|f| f.channel == *channel).collect();
+            let share = |pred: Has| {
+                of.iter().filter(|f| pred(&f.answer_channels)).count() as f64 / of.len() as f64
+            };
+            let expected = |pred: Has| {
+                mix.iter()
+                    .filter(|(to, _)| pred(to))
+                    .map(|(_, w)| *w)
+                    .sum::<u32>() as f64
+                    / 100.0
+            };
+            let table: [(&str, Has); 4] = [
+                ("e-mail", |to| to.email),
+                ("sms", |to| to.sms),
+                ("post", |to| to.post),
+                ("paper only", |to| *to == AnswerChannels::POST),
+            ];
+            for (name, pred) in table {
+                // The smallest channel has ~1,000 filings here.
+                assert!(
+                    (share(pred) - expected(pred)).abs() < 0.05,
+                    "{channel} {name}: {:.3} for {:.3}",
+                    share(pred),
+                    expected(pred)
+                );
+            }
+        }
+        let postal: Vec<&Filing> = p
+            .filings
+            .iter()
+            .filter(|f| f.channel == Channel::Postal)
+            .collect();
+        let paper_only = postal
+            .iter()
+            .filter(|f| f.answer_channels == AnswerChannels::POST)
+            .count();
+        assert!(
+            paper_only * 2 > postal.len(),
+            "postal filers mostly get paper only"
+        );
     }
 }

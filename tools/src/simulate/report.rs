@@ -7,6 +7,7 @@ use chrono::NaiveDate;
 use guichet_dossier::Channel;
 use serde::Serialize;
 
+use super::delivery::Delivery;
 use super::engine::Outcome;
 use super::population::{Filing, Population, plus};
 
@@ -28,6 +29,8 @@ pub struct RunParams {
     /// `rights::DEFAULT_HORIZON_DAYS`: Guichet issues or renews an
     /// attestation when proof of stay would end within this many days.
     pub horizon_days: i64,
+    /// How attestations travel to the person: delays and failure rates.
+    pub delivery: Delivery,
 }
 
 /// One rule set's figures.
@@ -35,12 +38,16 @@ pub struct RunParams {
 pub struct Scenario {
     pub gap_days: u64,
     pub people_with_gaps: u64,
+    pub gap_days_delivered: u64,
+    pub people_with_gaps_delivered: u64,
     pub attestations_issued: Issued,
+    /// Of those, the ones that reached the person on one of their channels.
+    pub attestations_delivered: Issued,
     pub channels: Channels,
     pub total: Figures,
 }
 
-/// Attestations issued for the period's filings, by kind.
+/// Attestations for the period's filings, by kind.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Issued {
     pub prolongation: u64,
@@ -84,8 +91,12 @@ pub struct Figures {
     /// Renewals filed before their title expired that became complete:
     /// the people gap days are counted for.
     pub renewals_in_time_complete: u64,
+    /// Counted against the attestations issued: in the database.
     pub gap_days: u64,
     pub people_with_gaps: u64,
+    /// Counted against the attestations that had reached the person.
+    pub gap_days_delivered: u64,
+    pub people_with_gaps_delivered: u64,
 }
 
 /// Everything `guichet simulate` reports.
@@ -114,15 +125,22 @@ pub fn scenario(population: &Population, outcomes: &[Outcome]) -> Scenario {
     };
     let total = figures_of(None);
     let mut issued = Issued::default();
+    let mut delivered = Issued::default();
     for (_, o) in reported() {
         issued.prolongation += u64::from(o.prolongations);
         issued.rights_creating += u64::from(o.rights_creating);
         issued.favourable_decision += u64::from(o.favourable_decisions);
+        delivered.prolongation += u64::from(o.prolongations_delivered);
+        delivered.rights_creating += u64::from(o.rights_creating_delivered);
+        delivered.favourable_decision += u64::from(o.favourable_decisions_delivered);
     }
     Scenario {
         gap_days: total.gap_days,
         people_with_gaps: total.people_with_gaps,
+        gap_days_delivered: total.gap_days_delivered,
+        people_with_gaps_delivered: total.people_with_gaps_delivered,
         attestations_issued: issued,
+        attestations_delivered: delivered,
         channels: Channels {
             web: figures_of(Some(Channel::Web)),
             ccc: figures_of(Some(Channel::Ccc)),
@@ -141,12 +159,16 @@ fn figures<'a>(cases: impl Iterator<Item = (&'a Filing, &'a Outcome)>) -> Figure
     let mut in_time = 0;
     let mut gap_days = 0;
     let mut people_with_gaps = 0;
+    let mut gap_days_delivered = 0;
+    let mut people_with_gaps_delivered = 0;
     let mut days = Vec::new();
     for (f, o) in cases {
         filings += 1;
         complete += u64::from(f.complete_at_filing);
         gap_days += u64::from(o.gap_days);
         people_with_gaps += u64::from(o.gap_days > 0);
+        gap_days_delivered += u64::from(o.gap_days_delivered);
+        people_with_gaps_delivered += u64::from(o.gap_days_delivered > 0);
         match o.decided_on {
             Some(on) => days.push((on - f.legal_filing_date).num_days()),
             None if o.closed => closed += 1,
@@ -172,6 +194,15 @@ fn figures<'a>(cases: impl Iterator<Item = (&'a Filing, &'a Outcome)>) -> Figure
         renewals_in_time_complete: in_time,
         gap_days,
         people_with_gaps,
+        gap_days_delivered,
+        people_with_gaps_delivered,
+    }
+}
+
+impl Issued {
+    /// Every kind together.
+    pub fn all(&self) -> u64 {
+        self.prolongation + self.rights_creating + self.favourable_decision
     }
 }
 
@@ -198,6 +229,21 @@ fn thousands(n: u64) -> String {
 
 fn days_or_dash(days: Option<i64>) -> String {
     days.map_or_else(|| "-".to_string(), |d| d.to_string())
+}
+
+/// 0.03 -> "3", 0.025 -> "2.5".
+fn percent(rate: f64) -> String {
+    ((rate * 10_000.0).round() / 100.0).to_string()
+}
+
+/// "after 3 working days, 2 % never"; `unit` in the singular.
+fn route(delay: u32, unit: &str, failure_rate: f64) -> String {
+    let when = match delay {
+        0 => "the same day".to_string(),
+        1 => format!("after 1 {unit}"),
+        _ => format!("after {delay} {unit}s"),
+    };
+    format!("{when}, {} % never", percent(failure_rate))
 }
 
 impl Report {
@@ -265,6 +311,8 @@ impl Report {
             );
         }
         row("total", &self.guichet.total, &self.baseline.total);
+        let _ = writeln!(out);
+        self.delivered_table(&mut out);
         let g = &self.guichet;
         let b = &self.baseline;
         let _ = writeln!(out);
@@ -275,12 +323,31 @@ impl Report {
              \x20 complete ({} such people).",
             thousands(g.total.renewals_in_time_complete),
         );
+        let d = &p.delivery;
+        let _ = writeln!(
+            out,
+            "delivered: the same days, counting an attestation only from the day it reached the person\n\
+             \x20 on one of their channels; paper follows when every electronic channel has failed.\n\
+             \x20 e-mail: {}. SMS: {}.\n\
+             \x20 post: {}.",
+            route(d.email_delay_days, "day", d.email_failure_rate),
+            route(d.sms_delay_days, "day", d.sms_failure_rate),
+            route(d.post_delay_days, "working day", d.post_failure_rate),
+        );
         let _ = writeln!(
             out,
             "attestations de prolongation: {} issued and renewed automatically (guichet), {} fetched\n\
              \x20 by hand (baseline).",
             thousands(g.attestations_issued.prolongation),
             thousands(b.attestations_issued.prolongation),
+        );
+        let _ = writeln!(
+            out,
+            "attestations of every kind that reached the person: {} of {} (guichet), {} of {} (baseline).",
+            thousands(g.attestations_delivered.all()),
+            thousands(g.attestations_issued.all()),
+            thousands(b.attestations_delivered.all()),
+            thousands(b.attestations_issued.all()),
         );
         let _ = writeln!(
             out,
@@ -304,6 +371,57 @@ impl Report {
             .collect::<Vec<_>>()
             .join("\n")
     }
+
+    /// Gap days and people with gaps per channel, counted against what was
+    /// issued and against what had reached the person, both rule sets.
+    fn delivered_table(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "{:<8} {:^39}   {:^39}",
+            "", "gap days", "people with gaps"
+        );
+        let _ = writeln!(
+            out,
+            "{:<8} {:^19} {:^19}   {:^19} {:^19}",
+            "", "guichet", "baseline", "guichet", "baseline"
+        );
+        let _ = writeln!(
+            out,
+            "{:<8} {:>9} {:>9} {:>9} {:>9}   {:>9} {:>9} {:>9} {:>9}",
+            "channel",
+            "issued",
+            "delivered",
+            "issued",
+            "delivered",
+            "issued",
+            "delivered",
+            "issued",
+            "delivered"
+        );
+        let mut row = |name: &str, g: &Figures, b: &Figures| {
+            let _ = writeln!(
+                out,
+                "{:<8} {:>9} {:>9} {:>9} {:>9}   {:>9} {:>9} {:>9} {:>9}",
+                name,
+                thousands(g.gap_days),
+                thousands(g.gap_days_delivered),
+                thousands(b.gap_days),
+                thousands(b.gap_days_delivered),
+                thousands(g.people_with_gaps),
+                thousands(g.people_with_gaps_delivered),
+                thousands(b.people_with_gaps),
+                thousands(b.people_with_gaps_delivered),
+            );
+        };
+        for channel in Channel::ALL {
+            row(
+                channel.as_str(),
+                self.guichet.channels.get(channel),
+                self.baseline.channels.get(channel),
+            );
+        }
+        row("total", &self.guichet.total, &self.baseline.total);
+    }
 }
 
 #[cfg(test)]
@@ -321,6 +439,19 @@ mod tests {
         ];
         for (n, text) in table {
             assert_eq!(thousands(n), text);
+        }
+    }
+
+    #[test]
+    fn routes_read_as_words() {
+        let table = [
+            (0, "day", 0.03, "the same day, 3 % never"),
+            (3, "working day", 0.02, "after 3 working days, 2 % never"),
+            (1, "day", 0.025, "after 1 day, 2.5 % never"),
+            (0, "day", 0.0, "the same day, 0 % never"),
+        ];
+        for (delay, unit, rate, text) in table {
+            assert_eq!(route(delay, unit, rate), text);
         }
     }
 
