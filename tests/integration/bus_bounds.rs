@@ -228,7 +228,8 @@ async fn an_expired_message_is_dead_lettered_with_its_reason(backend: Backend) {
 /// At-least-once dead-lettering on the in-process bus: a message that
 /// expires while the dead-letter queue is full waits in its own queue,
 /// never delivered, and moves once there is room. (RabbitMQ does the same,
-/// but retries only every few minutes: too slow for a test.)
+/// but retries every 3 minutes, `dead_letter_worker_publisher_confirm_timeout`:
+/// too slow for a test.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_message_waits_for_room_in_the_dead_letter_queue() {
     let env = TestEnv::on(Backend::Embedded).await;

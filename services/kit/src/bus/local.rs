@@ -301,11 +301,6 @@ impl LocalBus {
             .of(queue)
             .map_or(u32::MAX, |b| b.max_length)
     }
-
-    /// One sweep now: what `open_with_bounds` runs periodically.
-    pub async fn sweep(&self) -> Result<(), BusError> {
-        sweep(&self.inner).await.map_err(local("sweep"))
-    }
 }
 
 /// What counts against a queue's bound: ready messages and those waiting
