@@ -67,6 +67,23 @@ async fn metrics_move_by_exactly_the_filings_of_each_channel(backend: Backend) {
             .await,
         0.0
     );
+    // Every queue's bound beside its depth, for the alert at 80 %; the
+    // notifier's queue holds the case events (no notifier runs here).
+    for q in &guichet_kit::bus::QUEUES {
+        let bound = format!("guichet_queue_bound{{queue=\"{}\"}}", q.name);
+        let expected = f64::from(q.bound.max_length);
+        eventually(Duration::from_secs(30), &bound, || async {
+            (app.metric(&bound).await == expected).then_some(())
+        })
+        .await;
+    }
+    eventually(Duration::from_secs(30), "the notifier's depth", || async {
+        (app.metric(r#"guichet_queue_messages{queue="notifier.case-events"}"#)
+            .await
+            > 0.0)
+            .then_some(())
+    })
+    .await;
 
     common::stop(app, env).await;
 }

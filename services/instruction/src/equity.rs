@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use guichet_dossier::equity::{self, Figure, Measure};
 use guichet_kit::Metrics;
-use guichet_kit::bus::{DEAD_LETTER_QUEUE, INSTRUCTION_QUEUE, SharedBus};
+use guichet_kit::bus::SharedBus;
 use guichet_kit::clock::SharedClock;
 use guichet_kit::metrics::{AttestationLabels, EquityLabels, QueueLabels, StateLabels};
 use guichet_kit::shutdown::Shutdown;
@@ -101,13 +101,19 @@ pub async fn observe_once(
     metrics: &Metrics,
     settings: EquitySettings,
 ) -> Result<(), sqlx::Error> {
-    for queue in [INSTRUCTION_QUEUE, DEAD_LETTER_QUEUE] {
+    // Every queue with its bound, so an alert can tell one filling up.
+    for (spec, bound) in bus.bounds().iter() {
+        let queue = spec.name;
         if let Ok(depth) = bus.queue_depth(queue).await {
             metrics
                 .queue_depth
                 .get_or_create(&QueueLabels { queue })
                 .set(i64::from(depth));
         }
+        metrics
+            .queue_bound
+            .get_or_create(&QueueLabels { queue })
+            .set(i64::from(bound.max_length));
     }
     let open = store.open_by_state().await?;
     for state in guichet_dossier::CaseState::ALL

@@ -126,6 +126,8 @@ pub struct Inner {
     pub messages_consumed: Family<QueueLabels, Counter>,
     /// Messages waiting in a queue, sampled.
     pub queue_depth: Family<QueueLabels, Gauge>,
+    /// Most messages a queue holds before publishing to it is refused.
+    pub queue_bound: Family<QueueLabels, Gauge>,
     /// Messages the consumer sent to the dead-letter queue, by reason.
     pub dead_letters: Family<DeadLetterLabels, Counter>,
     /// Dossiers instruction recorded for the first time.
@@ -166,6 +168,7 @@ impl Metrics {
             messages_published: Family::default(),
             messages_consumed: Family::default(),
             queue_depth: Family::default(),
+            queue_bound: Family::default(),
             dead_letters: Family::default(),
             dossiers_recorded: Family::default(),
             filing_to_instruction: Family::new_with_constructor(Buckets(delivery_buckets)),
@@ -216,6 +219,11 @@ impl Metrics {
             "queue_messages",
             "Messages waiting in a queue",
             inner.queue_depth.clone(),
+        );
+        r.register(
+            "queue_bound",
+            "Most messages a queue holds before publishing to it is refused",
+            inner.queue_bound.clone(),
         );
         r.register(
             "dead_letters",

@@ -327,14 +327,28 @@ impl TestEnv {
     /// A new bus of this test's backend: RabbitMQ on its vhost, or the
     /// in-process bus in its data folder.
     pub async fn open_bus(&self) -> guichet_kit::bus::SharedBus {
+        self.open_bus_with_bounds(guichet_kit::bus::Bounds::default())
+            .await
+    }
+
+    /// The same, with its queues bounded by `bounds` (lowered, so a test
+    /// fills a queue with a few messages).
+    pub async fn open_bus_with_bounds(
+        &self,
+        bounds: guichet_kit::bus::Bounds,
+    ) -> guichet_kit::bus::SharedBus {
         match self.backend {
-            Backend::Servers => std::sync::Arc::new(self.amqp_bus()),
+            Backend::Servers => std::sync::Arc::new(self.amqp_bus().with_bounds(bounds)),
             Backend::Embedded => {
                 std::fs::create_dir_all(&self.data_dir).expect("create the data folder");
                 std::sync::Arc::new(
-                    guichet_kit::bus::LocalBus::open(&self.data_dir.join("bus.sqlite"), 3)
-                        .await
-                        .expect("open the in-process bus"),
+                    guichet_kit::bus::LocalBus::open_with_bounds(
+                        &self.data_dir.join("bus.sqlite"),
+                        3,
+                        bounds,
+                    )
+                    .await
+                    .expect("open the in-process bus"),
                 )
             }
         }

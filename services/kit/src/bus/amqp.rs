@@ -28,8 +28,8 @@ use lapin::{
 use tokio::sync::Mutex;
 
 use super::{
-    Acker, BROKER_DEATH_HEADER, Bus, BusError, DEAD_EXCHANGE, Delivery, DeliveryStream, EXCHANGES,
-    OutgoingMessage, PROTOBUF_CONTENT_TYPE, QUEUES, users::Credentials,
+    Acker, BROKER_DEATH_HEADER, Bounds, Bus, BusError, DEAD_EXCHANGE, Delivery, DeliveryStream,
+    EXCHANGES, OutgoingMessage, PROTOBUF_CONTENT_TYPE, users::Credentials,
 };
 
 /// Longest wait for the broker's confirms of one batch before giving up on it.
@@ -63,6 +63,7 @@ pub struct AmqpBus {
     declares_topology: bool,
     name: String,
     delivery_limit: u32,
+    bounds: Bounds,
     link: Mutex<Option<Link>>,
     generations: AtomicU64,
 }
@@ -82,9 +83,17 @@ impl AmqpBus {
             declares_topology: true,
             name: name.to_string(),
             delivery_limit,
+            bounds: Bounds::default(),
             link: Mutex::new(None),
             generations: AtomicU64::new(0),
         }
+    }
+
+    /// The same bus, declaring its queues with `bounds` instead of the
+    /// table's (tests lower them to fill a queue with a few messages).
+    pub fn with_bounds(mut self, bounds: Bounds) -> Self {
+        self.bounds = bounds;
+        self
     }
 
     /// The same broker and vhost, logged in as a service's own user.
@@ -112,7 +121,7 @@ impl AmqpBus {
                 .create_channel()
                 .await
                 .map_err(amqp("create channel"))?;
-            declare_topology(&setup, self.delivery_limit).await?;
+            declare_topology(&setup, self.delivery_limit, &self.bounds).await?;
             let _ = setup.close(200, "topology declared".into()).await;
         }
         let publisher = connection
@@ -282,6 +291,10 @@ impl Bus for AmqpBus {
             .boxed())
     }
 
+    fn bounds(&self) -> Bounds {
+        self.bounds.clone()
+    }
+
     /// Messages ready in `queue` (a passive declare).
     async fn queue_depth(&self, queue: &str) -> Result<u32, BusError> {
         let channel = self.channel().await?;
@@ -363,7 +376,18 @@ fn properties(m: &OutgoingMessage, user_id: Option<&str>) -> BasicProperties {
 
 /// Declares every exchange and queue of the topology table. Idempotent;
 /// every service declares it all, so a publisher never finds its route missing.
-pub async fn declare_topology(channel: &Channel, delivery_limit: u32) -> Result<(), BusError> {
+///
+/// Every queue is bounded with `reject-publish`: a publish to a full queue is
+/// nacked (the outbox keeps the row and tries again), where the default
+/// (`drop-head`) would silently drop the oldest message. A queue that
+/// dead-letters does it at least once: a message leaves it only once the
+/// dead-letter queue has taken it (which is why that queue, too, refuses
+/// rather than drops).
+pub async fn declare_topology(
+    channel: &Channel,
+    delivery_limit: u32,
+    bounds: &Bounds,
+) -> Result<(), BusError> {
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
@@ -383,32 +407,18 @@ pub async fn declare_topology(channel: &Channel, delivery_limit: u32) -> Result<
         durable: true,
         ..Default::default()
     };
-    for queue in &QUEUES {
-        let mut args = quorum_args();
-        if queue.dead_letters {
-            args.insert(
-                "x-delivery-limit".into(),
-                AMQPValue::LongInt(delivery_limit.min(i32::MAX as u32) as i32),
-            );
-            args.insert(
-                "x-dead-letter-exchange".into(),
-                AMQPValue::LongString(DEAD_EXCHANGE.into()),
-            );
-            // At-least-once dead-lettering: a dead-lettered message is never
-            // dropped on its way. It requires reject-publish overflow.
-            args.insert(
-                "x-dead-letter-strategy".into(),
-                AMQPValue::LongString("at-least-once".into()),
-            );
-            args.insert(
-                "x-overflow".into(),
-                AMQPValue::LongString("reject-publish".into()),
-            );
-        }
+    for (queue, bound) in bounds.iter() {
+        let args = queue_args(queue.dead_letters, bound, delivery_limit);
         channel
             .queue_declare(queue.name.into(), durable, args)
             .await
-            .map_err(amqp("declare queue"))?;
+            .map_err(|e| match precondition_failed(&e) {
+                Some(broker) => BusError::QueueArguments {
+                    queue: queue.name,
+                    broker,
+                },
+                None => amqp("declare queue")(e),
+            })?;
         for (exchange, pattern) in queue.bindings {
             channel
                 .queue_bind(
@@ -423,6 +433,60 @@ pub async fn declare_topology(channel: &Channel, delivery_limit: u32) -> Result<
         }
     }
     Ok(())
+}
+
+/// A quorum queue's arguments: its bound, and its dead-lettering if it has
+/// any.
+fn queue_args(dead_letters: bool, bound: super::Bound, delivery_limit: u32) -> FieldTable {
+    let mut args = quorum_args();
+    args.insert(
+        "x-max-length".into(),
+        AMQPValue::LongLongInt(i64::from(bound.max_length)),
+    );
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    if dead_letters {
+        args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(delivery_limit.min(i32::MAX as u32) as i32),
+        );
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(DEAD_EXCHANGE.into()),
+        );
+        // At-least-once dead-lettering needs reject-publish, set above.
+        args.insert(
+            "x-dead-letter-strategy".into(),
+            AMQPValue::LongString("at-least-once".into()),
+        );
+    }
+    if let Some(age) = bound.max_age {
+        args.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)),
+        );
+    }
+    args
+}
+
+/// The broker's words when it refused a declaration for arguments that differ
+/// from the queue's (PRECONDITION_FAILED, "inequivalent arg ...").
+fn precondition_failed(e: &lapin::Error) -> Option<String> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(amqp)
+            if matches!(
+                amqp.kind(),
+                lapin::protocol::AMQPErrorKind::Soft(
+                    lapin::protocol::AMQPSoftError::PRECONDITIONFAILED
+                )
+            ) =>
+        {
+            Some(amqp.get_message().to_string())
+        }
+        _ => None,
+    }
 }
 
 fn quorum_args() -> FieldTable {

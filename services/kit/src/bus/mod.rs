@@ -11,6 +11,7 @@ pub mod worker;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::stream::BoxStream;
 
@@ -66,20 +67,41 @@ pub const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
 /// Every exchange (all topic exchanges).
 pub const EXCHANGES: [&str; 3] = [DOSSIERS_EXCHANGE, EVENTS_EXCHANGE, DEAD_EXCHANGE];
 
-/// A queue, what it is bound to, and whether it has a delivery limit with
-/// dead-lettering to `guichet.dead`.
+/// How much a queue may hold. Past `max_length` messages, publishing to it
+/// is refused (the publisher keeps the message: an outbox row stays unsent
+/// and is tried again), never dropped. A message older than `max_age` is
+/// dead-lettered as `expired`, once the dead-letter queue has taken it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    pub max_length: u32,
+    pub max_age: Option<Duration>,
+}
+
+/// A queue, what it is bound to, whether it has a delivery limit with
+/// dead-lettering to `guichet.dead`, and its bound.
 pub struct QueueSpec {
     pub name: &'static str,
     pub bindings: &'static [(&'static str, &'static str)],
     pub dead_letters: bool,
+    pub bound: Bound,
 }
 
 /// The queues, as data: both buses declare and route from this one table.
+///
+/// Changing a bound changes the queue's arguments on RabbitMQ, which a broker
+/// refuses for a queue already declared (see `BusError::QueueArguments`).
 pub const QUEUES: [QueueSpec; 4] = [
     QueueSpec {
         name: INSTRUCTION_QUEUE,
         bindings: &[(DOSSIERS_EXCHANGE, "dossier.submitted.*")],
         dead_letters: true,
+        // About a month of national filings (~3,000 a day); a legacy replay
+        // bigger than that waits in the channels' outboxes. A dossier never
+        // expires: the person's right does not lapse in a queue.
+        bound: Bound {
+            max_length: 100_000,
+            max_age: None,
+        },
     },
     QueueSpec {
         name: NOTIFIER_QUEUE,
@@ -90,6 +112,14 @@ pub const QUEUES: [QueueSpec; 4] = [
             (EVENTS_EXCHANGE, "appointment.#"),
         ],
         dead_letters: true,
+        // A week of events at a national peak (~30,000 a day), so the age
+        // bound acts first: an event no notifier took within a week goes to
+        // an operator, instead of stopping instruction's events (postal
+        // letters included) once the queue is full.
+        bound: Bound {
+            max_length: 200_000,
+            max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+        },
     },
     QueueSpec {
         name: POSTAL_LETTERS_QUEUE,
@@ -98,13 +128,62 @@ pub const QUEUES: [QueueSpec; 4] = [
             (EVENTS_EXCHANGE, "report.alternative_offered.*"),
         ],
         dead_letters: true,
+        // Weeks of paper answers; a letter is owed however late, so it
+        // never expires.
+        bound: Bound {
+            max_length: 50_000,
+            max_age: None,
+        },
     },
     QueueSpec {
         name: DEAD_LETTER_QUEUE,
         bindings: &[(DEAD_EXCHANGE, "#")],
         dead_letters: false,
+        // More than operators can look at; past it, a message due to die
+        // waits in its own queue (at-least-once dead-lettering), never lost.
+        bound: Bound {
+            max_length: 50_000,
+            max_age: None,
+        },
     },
 ];
+
+/// The bounds a bus applies: the table's, or lower ones a test sets so it
+/// can fill a queue with a few messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounds([Bound; QUEUES.len()]);
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self(QUEUES.map(|q| q.bound))
+    }
+}
+
+impl Bounds {
+    /// `queue`'s bound replaced by `bound`; a name not in the table is
+    /// refused.
+    pub fn with(mut self, queue: &str, bound: Bound) -> Result<Self, BusError> {
+        let i = QUEUES
+            .iter()
+            .position(|q| q.name == queue)
+            .ok_or_else(|| BusError::UnknownQueue(queue.to_string()))?;
+        self.0[i] = bound;
+        Ok(self)
+    }
+
+    /// `queue`'s bound; `None` for a name not in the table.
+    pub fn of(&self, queue: &str) -> Option<Bound> {
+        QUEUES
+            .iter()
+            .position(|q| q.name == queue)
+            .map(|i| self.0[i])
+    }
+
+    /// Every queue with its bound.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static QueueSpec, Bound)> + '_ {
+        QUEUES.iter().zip(self.0.iter().copied())
+    }
+}
 
 /// The queues a message published to `exchange` with `routing_key` reaches.
 pub fn route(exchange: &str, routing_key: &str) -> Vec<&'static str> {
@@ -151,8 +230,29 @@ pub enum BusError {
         #[source]
         source: sqlx::Error,
     },
-    #[error("the broker refused the message (nack)")]
+    /// With every queue bounded (`x-overflow: reject-publish`), a nack
+    /// mostly means a queue the message routes to is full; the broker does
+    /// not say which.
+    #[error(
+        "the broker refused the message (nack): a queue it routes to is full, or the broker could not store it"
+    )]
     Nacked,
+    #[error(
+        "queue {queue} is full ({max_length} messages): the message was not taken, send it again once the queue drains"
+    )]
+    QueueFull {
+        queue: &'static str,
+        max_length: u32,
+    },
+    #[error(
+        "queue {queue} exists on the broker with other arguments than this version declares ({broker}). \
+         The broker cannot change them in place: stop what publishes to it (outboxes keep every message), \
+         let its consumer empty it or move its messages elsewhere (e.g. a shovel), delete it with \
+         `rabbitmqctl delete_queue --vhost <vhost> {queue} --if-empty`, and start again: it is declared anew"
+    )]
+    QueueArguments { queue: &'static str, broker: String },
+    #[error("no queue {0} in the topology")]
+    UnknownQueue(String),
     #[error("the message is unroutable: {0}")]
     Unroutable(String),
     #[error("the broker did not confirm in time")]
@@ -214,6 +314,11 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Messages waiting in `queue` (not counting those being delivered).
     async fn queue_depth(&self, queue: &str) -> Result<u32, BusError>;
+
+    /// The bounds this bus gives its queues.
+    fn bounds(&self) -> Bounds {
+        Bounds::default()
+    }
 
     /// Takes up to `max` messages waiting in `queue`, without a consumer, for
     /// an operator's tool (`guichet dlq`) to look at and settle one by one:
@@ -333,6 +438,50 @@ mod tests {
         for (pattern, key, expected) in table {
             assert_eq!(topic_matches(pattern, key), expected, "{pattern} ~ {key}");
         }
+    }
+
+    #[test]
+    fn every_queue_is_bounded() {
+        // A change here changes the queues' arguments, which a broker refuses
+        // for queues already declared: see `BusError::QueueArguments`.
+        let week = Some(Duration::from_secs(7 * 24 * 3600));
+        let table = [
+            (INSTRUCTION_QUEUE, 100_000, None),
+            (NOTIFIER_QUEUE, 200_000, week),
+            (POSTAL_LETTERS_QUEUE, 50_000, None),
+            (DEAD_LETTER_QUEUE, 50_000, None),
+        ];
+        assert_eq!(table.len(), QUEUES.len());
+        for (name, max_length, max_age) in table {
+            let q = QUEUES.iter().find(|q| q.name == name).unwrap();
+            assert_eq!(
+                q.bound,
+                Bound {
+                    max_length,
+                    max_age
+                },
+                "{name}"
+            );
+            // An expired message is dead-lettered, never dropped: only a queue
+            // that dead-letters may have an age bound.
+            assert!(max_age.is_none() || q.dead_letters, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_bound_is_lowered_for_one_queue_only() {
+        let low = Bound {
+            max_length: 3,
+            max_age: Some(Duration::from_secs(1)),
+        };
+        let bounds = Bounds::default().with(NOTIFIER_QUEUE, low).unwrap();
+        assert_eq!(bounds.of(NOTIFIER_QUEUE), Some(low));
+        assert_eq!(bounds.of(INSTRUCTION_QUEUE), Some(QUEUES[0].bound));
+        assert_eq!(bounds.of("nobody.here"), None);
+        assert!(matches!(
+            Bounds::default().with("nobody.here", low),
+            Err(BusError::UnknownQueue(_))
+        ));
     }
 
     #[test]
