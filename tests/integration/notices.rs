@@ -465,3 +465,102 @@ async fn the_smtp_server_down_for_two_minutes_delays_500_mails_and_loses_none() 
     db.close().await;
     common::stop(app, env).await;
 }
+
+on_both_backends!(the_notifier_queue_stays_within_its_bound_through_10000_events);
+/// 10,000 events against a notifier queue bounded at 500: a publish past the
+/// bound is refused (and tried again, as an outbox does), the depth never
+/// passes the bound, and every event is taken in the end, none lost.
+async fn the_notifier_queue_stays_within_its_bound_through_10000_events(backend: Backend) {
+    use guichet_kit::bus::{Bound, Bounds, NOTIFIER_QUEUE};
+    const BOUND: u32 = 500;
+    const EVENTS: usize = 10_000;
+    let env = TestEnv::on(backend).await;
+    let bounds = Bounds::default()
+        .with(
+            NOTIFIER_QUEUE,
+            Bound {
+                max_length: BOUND,
+                max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+            },
+        )
+        .unwrap();
+    let bus = env.open_bus_with_bounds(bounds).await;
+    let config = env.config();
+    let app = App::builder(&config)
+        .only(&["notifier"])
+        .bus(bus.clone())
+        .start()
+        .await;
+
+    // Every tenth event calls for an e-mail (a receipt); the others are
+    // steps nobody is told of, which the notifier takes and acks.
+    let event = |i: usize| {
+        let kind = if i % 10 == 0 {
+            "found_complete"
+        } else {
+            "taken"
+        };
+        let event = pb::CaseEvent {
+            reference: format!("W26-BULK-{i:05}-X"),
+            kind: kind.into(),
+            channel: pb::Channel::Web as i32,
+            at: Some(guichet_proto::convert::timestamp_to_pb(Utc::now())),
+            contact: Some(pb::Contact {
+                email: format!("bulk-{i}@example.org"),
+                answer_channel: pb::AnswerChannel::Email as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        OutgoingMessage::traced(
+            EVENTS_EXCHANGE,
+            format!("case.{kind}.web"),
+            event.encode_to_vec(),
+        )
+    };
+    let mut pending: Vec<OutgoingMessage> = (0..EVENTS).map(event).collect();
+    let mut refused = 0usize;
+    let mut deepest = 0u32;
+    while !pending.is_empty() {
+        let batch: Vec<OutgoingMessage> = pending.drain(..pending.len().min(200)).collect();
+        let results = bus.publish(&batch).await;
+        let again: Vec<OutgoingMessage> = batch
+            .into_iter()
+            .zip(results)
+            .filter_map(|(m, r)| r.is_err().then_some(m))
+            .collect();
+        refused += again.len();
+        deepest = deepest.max(bus.queue_depth(NOTIFIER_QUEUE).await.unwrap());
+        if !again.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        pending.splice(0..0, again);
+    }
+    let drained = eventually(Duration::from_secs(120), "the queue drained", || async {
+        let depth = bus.queue_depth(NOTIFIER_QUEUE).await.ok()?;
+        (depth == 0).then_some(())
+    })
+    .await;
+    let _ = drained;
+    // RabbitMQ counts a quorum queue's length after taking a publish, so
+    // it may pass its bound by the messages in flight; never by more.
+    assert!(
+        deepest <= BOUND + 200,
+        "the deepest the queue got: {deepest} (bound {BOUND})"
+    );
+    let db = env.db("notifier").await;
+    eventually(WAIT, "one receipt per tenth event", || async {
+        let n = count(
+            &db,
+            "SELECT count(DISTINCT subject_ref) FROM notices WHERE kind = 'receipt'",
+        )
+        .await;
+        (n == (EVENTS / 10) as i64).then_some(())
+    })
+    .await;
+    db.close().await;
+    eprintln!(
+        "10,000 events: {refused} publishes refused at the bound and tried again; deepest {deepest}"
+    );
+    common::stop(app, env).await;
+}

@@ -67,8 +67,7 @@ async fn metrics_move_by_exactly_the_filings_of_each_channel(backend: Backend) {
             .await,
         0.0
     );
-    // Every queue's bound beside its depth, for the alert at 80 %; the
-    // notifier's queue holds the case events (no notifier runs here).
+    // Every queue's bound beside its depth, for the alert at 80 %.
     for q in &guichet_kit::bus::QUEUES {
         let bound = format!("guichet_queue_bound{{queue=\"{}\"}}", q.name);
         let expected = f64::from(q.bound.max_length);
@@ -77,12 +76,19 @@ async fn metrics_move_by_exactly_the_filings_of_each_channel(backend: Backend) {
         })
         .await;
     }
-    eventually(Duration::from_secs(30), "the notifier's depth", || async {
-        (app.metric(r#"guichet_queue_messages{queue="notifier.case-events"}"#)
+    // The notifier takes the case events off its queue and tells people.
+    eventually(
+        Duration::from_secs(30),
+        "the notifier's receipts",
+        || async {
+            (app.metric(
+                r#"guichet_notifier_messages_total{medium="email",kind="receipt",outcome="sent"}"#,
+            )
             .await
-            > 0.0)
-            .then_some(())
-    })
+                > 0.0)
+                .then_some(())
+        },
+    )
     .await;
 
     common::stop(app, env).await;

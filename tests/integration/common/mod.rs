@@ -453,6 +453,7 @@ pub struct AppBuilder<'a> {
     config: &'a Settings,
     only: &'a [&'a str],
     clock: guichet_kit::clock::SharedClock,
+    bus: Option<guichet_kit::bus::SharedBus>,
 }
 
 impl<'a> AppBuilder<'a> {
@@ -468,13 +469,23 @@ impl<'a> AppBuilder<'a> {
         self
     }
 
+    /// The bus the mesh shares, instead of one opened from the settings
+    /// (a bus with lowered bounds).
+    pub fn bus(mut self, bus: guichet_kit::bus::SharedBus) -> Self {
+        self.bus = Some(bus);
+        self
+    }
+
     pub async fn start(self) -> App {
         let shutdown = Shutdown::new();
         let any: SocketAddr = ([127, 0, 0, 1], 0).into();
         let shared = guichet_kit::service::Shared {
-            bus: guichet_kit::service::open_bus(self.config, "guichet")
-                .await
-                .expect("open the bus"),
+            bus: match self.bus {
+                Some(bus) => bus,
+                None => guichet_kit::service::open_bus(self.config, "guichet")
+                    .await
+                    .expect("open the bus"),
+            },
             clock: self.clock,
             shutdown: shutdown.clone(),
             metrics: guichet_kit::Metrics::new(),
@@ -617,6 +628,7 @@ impl App {
             config,
             only: &guichet::SERVICE_NAMES,
             clock: guichet_kit::clock::system(),
+            bus: None,
         }
     }
 
