@@ -233,6 +233,16 @@ const FORM_PRINTERS: &[Grant] = &[
     role(DeskAgent, Any),
 ];
 
+/// What was sent to a person and where it stands: the agents who answer
+/// them, and the operators who chase what failed.
+const NOTICE_READERS: &[Grant] = &[
+    role(CallCentreAgent, Any),
+    role(DeskAgent, OwnPrefecture),
+    role(Instructor, OwnPrefecture),
+    role(Supervisor, OwnPrefecture),
+    role(Operator, Any),
+];
+
 /// Agents and their roles: supervisors for their prefectures, operators
 /// (who audit) everywhere.
 const AGENT_ADMINS: &[Grant] = &[role(Supervisor, OwnPrefecture), role(Operator, Any)];
@@ -600,6 +610,12 @@ pub const TABLE: &[Rule] = &[
         grpc("guichet.v1.Postal/GetLetter"),
         MAILROOM,
         "as over REST",
+    ),
+    // -- gRPC: notifier (on the notifier's own address, not passed on)
+    rule(
+        grpc("guichet.v1.Notifier/ListNotices"),
+        NOTICE_READERS,
+        "the messages sent about a file, without their addresses",
     ),
     // -- gRPC: instruction (on instruction's own address today, not passed on)
     rule(

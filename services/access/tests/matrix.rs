@@ -133,6 +133,7 @@ const MATRIX: &[(&str, &str)] = &[
     ("guichet.v1.Postal/GetPage",                              "401  403  403  403  403  403  403  403  403  403  ok"),
     ("guichet.v1.Postal/ListLetters",                          "401  403  403  403  403  403  403  403  403  403  ok"),
     ("guichet.v1.Postal/GetLetter",                            "401  403  403  403  403  403  403  403  403  403  ok"),
+    ("guichet.v1.Notifier/ListNotices",                        "401  403  403  ok   403  ok   ok   403  ok   ok   403"),
     ("guichet.v1.InstructionReader/GetDossier",                "401  403  403  ok   403  403  403  403  ok   403  403"),
     ("guichet.v1.InstructionReader/ListQueue",                 "401  403  403  ok   403  403  403  403  ok   403  403"),
     ("guichet.v1.InstructionReader/GetStatus",                 "ok   ok   ok   ok   ok   ok   ok   403  ok   ok   ok"),
