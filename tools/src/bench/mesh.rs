@@ -1,5 +1,5 @@
 //! The real mesh, one process per service as in production (`guichet serve
-//! instruction`, `serve intake-web`, the other channel services, `serve gateway`), on the bench's own
+//! instruction`, `serve intake-web`, the other channel services, `serve notifier`, `serve gateway`), on the bench's own
 //! vhost and database and on free ports, so each process's CPU time and
 //! memory can be read on its own.
 
@@ -58,6 +58,7 @@ impl Mesh {
         let intake_ccc = free_port()?;
         let intake_pan = free_port()?;
         let intake_postal = free_port()?;
+        let notifier = free_port()?;
         let logs = work.join("logs");
         std::fs::create_dir_all(&logs)?;
         let issuer_stop = guichet_kit::shutdown::Shutdown::new();
@@ -90,6 +91,8 @@ impl Mesh {
                 "GUICHET_INTAKE_POSTAL_URL",
                 format!("http://{intake_postal}"),
             ),
+            ("GUICHET_NOTIFIER_ADDR", notifier.to_string()),
+            ("GUICHET_NOTIFIER_URL", format!("http://{notifier}")),
             ("RUST_LOG", log_filter.to_string()),
         ];
         let mut services = Vec::new();
@@ -102,6 +105,8 @@ impl Mesh {
             ("intake-ccc", "intake-ccc"),
             ("intake-pan", "intake-pan"),
             ("intake-postal", "intake-postal"),
+            // Tells every filer, as in production (e-mails as .eml files).
+            ("notifier", "notifier"),
             ("gateway", "gateway"),
         ] {
             let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
