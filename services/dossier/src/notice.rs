@@ -383,7 +383,8 @@ mod tests {
     fn paper_follows_only_when_every_electronic_medium_failed_for_good() {
         use DeliveryState::*;
         use Medium::*;
-        let table: &[(&[(Medium, DeliveryState)], bool, bool)] = &[
+        type States = &'static [(Medium, DeliveryState)];
+        let table: &[(States, bool, bool)] = &[
             (&[(Email, Failed), (Sms, Failed)], true, true),
             (&[(Email, Failed)], true, true),
             (&[(Email, Failed), (Sms, Delivered)], true, false),
