@@ -212,6 +212,18 @@ async fn main() -> anyhow::Result<()> {
             println!(
                 "  file a dossier:  curl -s -X POST {url}/api/v1/dossiers -H 'content-type: application/json' --data @examples/filings/renewal-employee.json"
             );
+            let data = config.data_dir.display();
+            println!(
+                "  what people are sent: {}, {}",
+                match &config.notifier.smtp_url {
+                    Some(_) => "e-mail to GUICHET_SMTP_URL".to_string(),
+                    None => format!("e-mail as .eml files in {data}/mail"),
+                },
+                match &config.notifier.sms_url {
+                    Some(_) => "SMS to GUICHET_SMS_URL".to_string(),
+                    None => format!("SMS as text files in {data}/sms"),
+                }
+            );
             if let Some(dev) = &dev {
                 dev.print_how_to_sign_in(&url);
             }

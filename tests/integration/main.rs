@@ -13,6 +13,7 @@ mod common;
 mod access;
 mod bus_bounds;
 mod bus_contract;
+mod bus_tls;
 mod bus_users;
 mod channels;
 mod dates;

@@ -563,3 +563,191 @@ async fn the_notifier_queue_stays_within_its_bound_through_10000_events(backend:
     );
     common::stop(app, env).await;
 }
+
+on_both_backends!(appointments_and_reports_are_told_and_the_reminder_follows_the_appointment);
+/// An appointment booked online with an e-mail and a phone: confirmed on
+/// both, its reminder planned for the eve at 10:00; moved, the old reminder
+/// is cancelled and the new one sent when its time comes. A report opened
+/// by the call centre is acknowledged by e-mail.
+async fn appointments_and_reports_are_told_and_the_reminder_follows_the_appointment(
+    backend: Backend,
+) {
+    use guichet_proto::v1::desk_client::DeskClient;
+    let env = TestEnv::on(backend).await;
+    let inbox = SmtpInbox::start().await;
+    let sms = SmsDouble::start().await;
+    let clock = daytime_clock();
+    let app = notified(&env, &inbox, &sms, clock.clone()).await;
+    let mut desk = DeskClient::new(app.grpc_as(PREFECTURE_AGENT).await);
+    desk.upsert_site(pb::Site {
+        id: "59-lille".into(),
+        name: "Préfecture du Nord, Lille".into(),
+        prefecture: "59".into(),
+        kind: pb::SiteKind::Prefecture as i32,
+        address: None,
+        opening_hours: (1..=5)
+            .map(|d| pb::OpeningHours {
+                weekday: d,
+                opens: "08:30".into(),
+                closes: "12:00".into(),
+            })
+            .collect(),
+        desks: 2,
+        slot_minutes: 30,
+        places_per_slot: 2,
+        places_for_reports: 0,
+    })
+    .await
+    .unwrap();
+    let mut day = paris_today(&clock) + Days::new(3);
+    while !guichet_dossier::calendar::is_working_day(day) {
+        day = day + Days::new(1);
+    }
+    let slot = guichet_dossier::desk::from_local(day.and_hms_opt(9, 0, 0).unwrap()).unwrap();
+    let booked = app
+        .http
+        .post(format!("{}/api/v1/appointments", app.base))
+        .header("Idempotency-Key", "notified-booking-1")
+        .json(&json!({
+            "site_id": "59-lille",
+            "starts_at": slot.to_rfc3339(),
+            "person": {"family_name": "Diallo", "given_names": "Awa",
+                       "email": "a.diallo@example.org", "phone": "06 11 22 33 44"}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(booked.status(), 201);
+    let booked: Value = booked.json().await.unwrap();
+    let id = booked["id"].as_str().unwrap().to_string();
+    let secret = booked["secret"].as_str().unwrap().to_string();
+
+    let at_nine = day.format("%d/%m/%Y à 09h00").to_string();
+    let mail_saying = |words: String| {
+        let inbox = &inbox;
+        async move {
+            inbox
+                .messages()
+                .into_iter()
+                .find(|m| m.to == "a.diallo@example.org" && m.raw.contains(&words))
+        }
+    };
+    eventually(WAIT, "the confirmation e-mail", || {
+        mail_saying(format!("{id})"))
+    })
+    .await;
+    let sms_saying = |words: String| {
+        let sms = &sms;
+        async move {
+            sms.messages()
+                .into_iter()
+                .find(|s| s.to == "+33611223344" && s.body.contains(&words))
+        }
+    };
+    let confirmed = eventually(WAIT, "the confirmation SMS", || {
+        sms_saying(format!("RDV en préfecture le {at_nine}"))
+    })
+    .await;
+    assert!(
+        confirmed.body.starts_with("Bonjour Awa, "),
+        "{}",
+        confirmed.body
+    );
+
+    // The reminder waits for the eve, 10:00 in Paris, by both media.
+    let db = env.db("notifier").await;
+    let reminders = |state: &str| {
+        format!(
+            "SELECT count(*) FROM notices WHERE subject_ref = '{id}' \
+             AND kind = 'appointment_reminder' AND state = '{state}'"
+        )
+    };
+    assert_eq!(count(&db, &reminders("queued")).await, 2);
+
+    // Moved half an hour later: the first reminder is cancelled, a new one
+    // planned, and the person told.
+    let later = slot + chrono::Duration::minutes(30);
+    let moved = app
+        .http
+        .post(format!("{}/api/v1/appointments/{id}/move", app.base))
+        .header("X-Link-Secret", &secret)
+        .json(&json!({"starts_at": later.to_rfc3339()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200, "{:?}", moved.text().await);
+    let at_half_past = day.format("%d/%m/%Y à 09h30").to_string();
+    eventually(WAIT, "the SMS of the move", || {
+        sms_saying(format!("déplacé au {at_half_past}"))
+    })
+    .await;
+    eventually(WAIT, "the first reminder cancelled", || async {
+        (count(&db, &reminders("cancelled")).await == 2).then_some(())
+    })
+    .await;
+    assert_eq!(count(&db, &reminders("queued")).await, 2);
+
+    // The eve comes: the reminder goes, for the new time only.
+    let eve = guichet_dossier::notice::reminder_at(later, clock.now()).expect("a reminder");
+    clock.advance(eve - clock.now() + chrono::Duration::minutes(1));
+    let reminded = eventually(WAIT, "the reminder SMS", || {
+        sms_saying(format!("rappel : RDV en préfecture le {at_half_past}"))
+    })
+    .await;
+    assert!(reminded.body.contains(&id), "{}", reminded.body);
+    eventually(WAIT, "the reminder e-mail", || {
+        mail_saying("Rappel".to_string())
+    })
+    .await;
+    eventually(WAIT, "both reminders sent", || async {
+        let sent = count(&db, &reminders("sent")).await + count(&db, &reminders("delivered")).await;
+        (sent == 2).then_some(())
+    })
+    .await;
+    assert!(sms.messages().iter().all(|s| {
+        !s.body
+            .contains(&format!("rappel : RDV en préfecture le {at_nine}"))
+    }));
+
+    // A report opened by the call centre: acknowledged by e-mail.
+    let mut ccc = CallCentreClient::new(app.grpc_as(PREFECTURE_AGENT).await);
+    let report = ccc
+        .open_report(pb::OpenReportRequest {
+            category: pb::ReportCategory::AppointmentImpossible as i32,
+            what_was_tried: "no slot offered online for six weeks".into(),
+            family_name: "Haidari".into(),
+            given_names: "Ahmad".into(),
+            contact: Some(pb::Contact {
+                email: "a.haidari@example.org".into(),
+                address: Some(pb::PostalAddress {
+                    line1: "3 place du Marché".into(),
+                    postal_code: "59000".into(),
+                    city: "Lille".into(),
+                    ..Default::default()
+                }),
+                answer_channel: pb::AnswerChannel::Email as i32,
+                ..Default::default()
+            }),
+            procedure: pb::Procedure::Renewal as i32,
+            agent_id: "ccc-agent-1".into(),
+            call_id: "call-7".into(),
+            idempotency_key: "notified-report-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ack = eventually(WAIT, "the report's acknowledgement", || {
+        let inbox = &inbox;
+        let id = report.id.clone();
+        async move {
+            inbox
+                .messages()
+                .into_iter()
+                .find(|m| m.to == "a.haidari@example.org" && m.raw.contains(&id))
+        }
+    })
+    .await;
+    assert!(ack.raw.contains("Ahmad HAIDARI"), "{}", ack.raw);
+    db.close().await;
+    common::stop(app, env).await;
+}

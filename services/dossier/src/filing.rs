@@ -511,7 +511,9 @@ fn date(v: &mut Violations, field: &str, s: &Option<String>) -> Option<NaiveDate
     parsed
 }
 
-fn normalize_phone(raw: &str) -> Option<String> {
+/// A phone number in E.164 (`+33612345678`), from the ways people write
+/// one (`06 12 34 56 78`, `0033 6…`); `None` when it is not one.
+pub fn normalize_phone(raw: &str) -> Option<String> {
     let compact: String = raw
         .chars()
         .filter(|c| !matches!(c, ' ' | '.' | '-' | '(' | ')'))

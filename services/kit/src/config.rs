@@ -7,9 +7,21 @@ use std::time::Duration;
 
 #[derive(Clone, clap::Args)]
 pub struct Config {
-    /// RabbitMQ URL (amqp://user:pass@host:port/vhost). Unset: in-process bus.
+    /// RabbitMQ URL: amqps://user:pass@host:port/vhost (TLS), or amqp://
+    /// to a broker on this machine (or with GUICHET_AMQP_ALLOW_PLAINTEXT).
+    /// Unset: in-process bus.
     #[arg(long, env = "GUICHET_AMQP_URL", hide_env_values = true)]
     pub amqp_url: Option<String>,
+
+    /// PEM file of the authorities that sign the broker's certificate
+    /// (amqps://), trusted beside the system's.
+    #[arg(long, env = "GUICHET_AMQP_CA_FILE")]
+    pub amqp_ca_file: Option<PathBuf>,
+
+    /// Accept amqp:// (no TLS) to a broker on another host: a private
+    /// network only (the compose file's).
+    #[arg(long, env = "GUICHET_AMQP_ALLOW_PLAINTEXT", default_value_t = false)]
+    pub amqp_allow_plaintext: bool,
 
     /// Each service's own user on the broker (`GUICHET_AMQP_USER_<SERVICE>`).
     #[command(flatten)]
@@ -187,6 +199,8 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("amqp_url", &self.amqp_url.as_deref().map(redact_url))
+            .field("amqp_ca_file", &self.amqp_ca_file)
+            .field("amqp_allow_plaintext", &self.amqp_allow_plaintext)
             .field("bus_users", &self.bus_users)
             .field(
                 "database_url",

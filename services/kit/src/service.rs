@@ -48,7 +48,25 @@ pub enum StartError {
 pub async fn open_bus(config: &Config, name: &str) -> Result<SharedBus, StartError> {
     match &config.amqp_url {
         Some(url) => {
-            let bus = AmqpBus::new(url, name, config.delivery_limit);
+            if !config.amqp_allow_plaintext && crate::bus::amqp::plaintext_to_another_host(url) {
+                return Err(StartError::Target(
+                    "GUICHET_AMQP_URL".into(),
+                    "amqp:// sends passwords and personal data without TLS to a broker on \
+                     another host: use amqps:// (with GUICHET_AMQP_CA_FILE for a private \
+                     authority), or set GUICHET_AMQP_ALLOW_PLAINTEXT=true on a private network"
+                        .into(),
+                ));
+            }
+            let mut bus = AmqpBus::new(url, name, config.delivery_limit);
+            if let Some(path) = &config.amqp_ca_file {
+                let pem = std::fs::read_to_string(path).map_err(|e| {
+                    StartError::Target(
+                        "GUICHET_AMQP_CA_FILE".into(),
+                        format!("{}: {e}", path.display()),
+                    )
+                })?;
+                bus = bus.with_ca(pem);
+            }
             Ok(Arc::new(match config.bus_users.credentials(name) {
                 Some(own) => bus.as_service(own, name == crate::bus::users::TOPOLOGY_OWNER),
                 None => bus,

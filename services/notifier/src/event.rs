@@ -202,7 +202,9 @@ impl Person {
             given_names: given_names.trim().to_string(),
             family_name: family_name.trim().to_string(),
             email: present(&c.email).filter(|e| e.contains('@')),
-            phone: present(&c.phone),
+            // Appointments and reports keep the number as it was said;
+            // an SMS needs it in E.164, and a number that is none gets none.
+            phone: guichet_dossier::filing::normalize_phone(c.phone.trim()),
             address,
             answer: convert::answer_channel_text(c.answer_channel)
                 .and_then(|a| AnswerChannel::parse(&a)),

@@ -64,6 +64,9 @@ pub struct AmqpBus {
     name: String,
     delivery_limit: u32,
     bounds: Bounds,
+    /// Authorities trusted for the broker's certificate beside the
+    /// system's (PEM), for amqps://.
+    ca_pem: Option<String>,
     link: Mutex<Option<Link>>,
     generations: AtomicU64,
 }
@@ -84,6 +87,7 @@ impl AmqpBus {
             name: name.to_string(),
             delivery_limit,
             bounds: Bounds::default(),
+            ca_pem: None,
             link: Mutex::new(None),
             generations: AtomicU64::new(0),
         }
@@ -93,6 +97,13 @@ impl AmqpBus {
     /// table's (tests lower them to fill a queue with a few messages).
     pub fn with_bounds(mut self, bounds: Bounds) -> Self {
         self.bounds = bounds;
+        self
+    }
+
+    /// The same bus, trusting the authorities in `pem` (PEM certificates)
+    /// for the broker's TLS certificate, beside the system's.
+    pub fn with_ca(mut self, pem: String) -> Self {
+        self.ca_pem = Some(pem);
         self
     }
 
@@ -113,7 +124,12 @@ impl AmqpBus {
         let uri = self.uri.clone().map_err(BusError::Unavailable)?;
         let props = ConnectionProperties::default()
             .with_connection_name(LongString::from(self.name.clone()));
-        let connection = Connection::connect_uri(uri, props)
+        let tls = lapin::tcp::OwnedTLSConfig {
+            identity: None,
+            cert_chain: self.ca_pem.clone(),
+        };
+        let runtime = lapin::runtime::default_runtime().map_err(BusError::Connect)?;
+        let connection = Connection::connect_uri_with_config(uri, props, tls, runtime)
             .await
             .map_err(BusError::Connect)?;
         if self.declares_topology {
@@ -345,6 +361,21 @@ async fn close_quietly(connection: &Connection, reason: &str) {
 /// The user a URI logs in as by name (PLAIN and AMQPLAIN); `None` when the
 /// transport or nobody authenticates and the broker's name for the
 /// connection is not known here.
+/// Whether `url` is plain `amqp://` to a broker that is not on this
+/// machine: credentials and dossiers would cross a network in clear. An
+/// unreadable URL is not judged here (connecting says what is wrong).
+pub fn plaintext_to_another_host(url: &str) -> bool {
+    let Ok(uri) = url.parse::<AMQPUri>() else {
+        return false;
+    };
+    let host = uri
+        .authority
+        .host
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    uri.scheme == lapin::uri::AMQPScheme::AMQP && !matches!(host, "localhost" | "127.0.0.1" | "::1")
+}
+
 fn login_name(uri: &AMQPUri) -> Option<String> {
     match uri.query.auth_mechanism.unwrap_or_default() {
         SASLMechanism::Plain | SASLMechanism::AMQPlain | SASLMechanism::RabbitCrDemo => {
@@ -617,4 +648,25 @@ async fn settled(acker: &AmqpAcker) -> Result<(), BusError> {
             .map_err(amqp("settle"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::plaintext_to_another_host;
+
+    #[test]
+    fn plain_amqp_is_for_this_machine_only() {
+        let table = [
+            ("amqp://guest:guest@127.0.0.1:5672/%2f", false),
+            ("amqp://guest:guest@localhost/%2f", false),
+            ("amqp://u:p@[::1]:5672/v", false),
+            ("amqp://u:p@rabbitmq:5672/%2f", true),
+            ("amqp://u:p@10.0.0.7/guichet", true),
+            ("amqps://u:p@rabbitmq.example.org:5671/%2f", false),
+            ("not a url", false),
+        ];
+        for (url, plaintext) in table {
+            assert_eq!(plaintext_to_another_host(url), plaintext, "{url}");
+        }
+    }
 }

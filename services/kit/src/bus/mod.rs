@@ -495,9 +495,15 @@ mod tests {
             vec![DEAD_LETTER_QUEUE]
         );
         assert!(route(DOSSIERS_EXCHANGE, "nothing.here").is_empty());
+        // A postal filer is told by the notifier, like everyone; what it
+        // asks the mailroom to print comes back as a letter request.
         assert_eq!(
             route(EVENTS_EXCHANGE, "case.attestation_issued.postal"),
-            vec![NOTIFIER_QUEUE, POSTAL_LETTERS_QUEUE]
+            vec![NOTIFIER_QUEUE]
+        );
+        assert_eq!(
+            route(EVENTS_EXCHANGE, "letter.attestation_issued.59"),
+            vec![POSTAL_LETTERS_QUEUE]
         );
         assert_eq!(
             route(EVENTS_EXCHANGE, "case.attestation_issued.web"),
