@@ -23,6 +23,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/dossiers", post(submit))
         .route("/api/v1/dossiers/{reference}", get(get_dossier))
+        .route("/api/v1/dossiers/{reference}/notices", get(list_notices))
         .route("/api/v1/dossiers/{reference}/status", get(status::status))
         .route("/api/v1/queue", get(status::queue))
         .route("/api/v1/processing-times", get(status::processing_times))
@@ -146,6 +147,81 @@ pub async fn submit(
 /// `GET /api/v1/dossiers/{reference}`: where a dossier stands, with its
 /// history: for the agents who deal with it (the person's own view, after
 /// the one-time code, is to come; they have the status look-up).
+/// One message sent to the person about their file, as an agent sees it:
+/// what and how, where it stands; never the address it went to.
+#[derive(Debug, Serialize)]
+pub struct NoticeJson {
+    pub kind: String,
+    pub medium: String,
+    pub state: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub failure: String,
+    pub attempts: u32,
+    pub created_at: Option<String>,
+    pub sent_at: Option<String>,
+    pub delivered_at: Option<String>,
+    /// When a queued message is (next) tried.
+    pub next_try_at: Option<String>,
+}
+
+/// `GET /api/v1/dossiers/{reference}/notices`: what the person was sent
+/// about their file (receipt, attestation, ...), by which medium, and
+/// whether it reached them: for the agents who answer them.
+pub async fn list_notices(
+    State(state): State<AppState>,
+    access: crate::policy::Access,
+    reference: ReferenceParam,
+) -> Result<Json<Vec<NoticeJson>>, ApiError> {
+    let reference = reference.parse()?;
+    let facts = state
+        .desk
+        .clone()
+        .case_facts(pb::CaseFactsRequest {
+            reference: reference.to_string(),
+        })
+        .await?
+        .into_inner();
+    access.allow(
+        &guichet_access::Facts::none()
+            .dossier(&facts.reference)
+            .prefecture(&facts.prefecture),
+    )?;
+    let notices = state
+        .notifier
+        .clone()
+        .list_notices(pb::ListNoticesRequest {
+            subject_ref: reference.to_string(),
+        })
+        .await?
+        .into_inner()
+        .notices;
+    let at = |t: Option<prost_types::Timestamp>| {
+        t.as_ref()
+            .and_then(guichet_proto::convert::timestamp_from_pb)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    };
+    Ok(Json(
+        notices
+            .into_iter()
+            .map(|n| NoticeJson {
+                next_try_at: if n.state == "queued" {
+                    at(n.not_before)
+                } else {
+                    None
+                },
+                kind: n.kind,
+                medium: n.medium,
+                state: n.state,
+                failure: n.failure,
+                attempts: n.attempts,
+                created_at: at(n.created_at),
+                sent_at: at(n.sent_at),
+                delivered_at: at(n.delivered_at),
+            })
+            .collect(),
+    ))
+}
+
 pub async fn get_dossier(
     State(state): State<AppState>,
     access: crate::policy::Access,

@@ -19,6 +19,7 @@ mod tests {
         for (path, method) in [
             ("/api/v1/dossiers", "post"),
             ("/api/v1/dossiers/{reference}", "get"),
+            ("/api/v1/dossiers/{reference}/notices", "get"),
             ("/api/v1/queue", "get"),
             ("/healthz", "get"),
             ("/readyz", "get"),

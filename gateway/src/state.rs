@@ -11,6 +11,7 @@ use guichet_proto::v1::call_centre_client::CallCentreClient;
 use guichet_proto::v1::desk_client::DeskClient;
 use guichet_proto::v1::instruction_desk_client::InstructionDeskClient;
 use guichet_proto::v1::instruction_reader_client::InstructionReaderClient;
+use guichet_proto::v1::notifier_client::NotifierClient;
 use guichet_proto::v1::online_intake_client::OnlineIntakeClient;
 use guichet_proto::v1::postal_client::PostalClient;
 
@@ -53,6 +54,8 @@ pub struct AppState {
     pub pan_channel: TracedChannel,
     pub postal: PostalClient<TracedChannel>,
     pub postal_channel: TracedChannel,
+    /// What was sent to people, and where each message stands.
+    pub notifier: NotifierClient<TracedChannel>,
     pub clock: SharedClock,
     /// This process's figures: in `guichet up`, every service's.
     pub metrics: Metrics,
@@ -90,6 +93,7 @@ impl AppState {
         let ccc = connect(&targets.intake_ccc)?;
         let pan = connect(&targets.intake_pan)?;
         let postal = connect(&targets.intake_postal)?;
+        let notifier = connect(&targets.notifier)?;
         Ok(AppState {
             intake: OnlineIntakeClient::new(intake.clone()),
             instruction: InstructionReaderClient::new(instruction.clone()),
@@ -104,6 +108,7 @@ impl AppState {
                 .max_decoding_message_size(MAX_UPLOAD_BYTES)
                 .max_encoding_message_size(MAX_UPLOAD_BYTES),
             postal_channel: postal,
+            notifier: NotifierClient::new(notifier),
             clock,
             metrics,
             status_tries,

@@ -174,6 +174,51 @@ async fn a_web_filing_hears_back_by_mail_and_sms_with_its_receipt_and_attestatio
     assert_eq!(count(&db, &paper).await, 0);
     db.close().await;
     assert!(app.metric("guichet_notifier_messages_total{medium=\"email\",kind=\"attestation_issued\",outcome=\"sent\"}").await >= 1.0);
+
+    // The agents who answer her see what she was sent, never where to.
+    let path = format!("/api/v1/dossiers/{reference}/notices");
+    let seen: Vec<Value> = app
+        .as_agent(reqwest::Method::GET, "instructor-59", &path)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut shown: Vec<(String, String, String)> = seen
+        .iter()
+        .map(|n| {
+            (
+                n["kind"].as_str().unwrap().to_string(),
+                n["medium"].as_str().unwrap().to_string(),
+                n["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    shown.sort();
+    let expected: Vec<(String, String, String)> = [
+        ("attestation_issued", "email", "sent"),
+        ("attestation_issued", "sms", "delivered"),
+        ("receipt", "email", "sent"),
+        ("receipt", "sms", "delivered"),
+    ]
+    .iter()
+    .map(|(k, m, s)| (k.to_string(), m.to_string(), s.to_string()))
+    .collect();
+    assert_eq!(shown, expected);
+    let body = serde_json::to_string(&seen).unwrap();
+    assert!(
+        !body.contains("example.org") && !body.contains("+336"),
+        "{body}"
+    );
+    let anonymous = app.get(&path).await;
+    assert_eq!(anonymous.status(), 401);
+    let elsewhere = app
+        .as_agent(reqwest::Method::GET, "instructor-75", &path)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 403);
     common::stop(app, env).await;
 }
 

@@ -267,6 +267,11 @@ pub const TABLE: &[Rule] = &[
         "history of a dossier: the reference alone must not reveal it",
     ),
     rule(
+        get("/api/v1/dossiers/{reference}/notices"),
+        NOTICE_READERS,
+        "what the person was sent and whether it reached them, without addresses",
+    ),
+    rule(
         get("/api/v1/dossiers/{reference}/status"),
         ANYONE,
         "the birth date is the check; wrong ones are rate-limited; state, cover, attestations and delay only",

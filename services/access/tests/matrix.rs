@@ -67,6 +67,7 @@ const MATRIX: &[(&str, &str)] = &[
     ("GET /api/v1/attestations/{code}",                        "ok   ok   ok   ok   ok   ok   ok   403  ok   ok   ok"),
     ("GET /api/v1/equity",                                     "ok   ok   ok   ok   ok   ok   ok   403  ok   ok   ok"),
     ("POST /api/v1/agent/queue/next",                          "401  403  403  ok   403  403  403  403  ok   403  403"),
+    ("GET /api/v1/dossiers/{reference}/notices",               "401  403  403  ok   403  ok   ok   403  ok   ok   403"),
     ("GET /api/v1/agent/dossiers/{reference}",                 "401  403  403  ok   403  403  403  403  ok   403  403"),
     ("POST /api/v1/agent/dossiers/{reference}/document-requests", "401  403  403  ok   403  403  403  403  403  403  403"),
     ("POST /api/v1/agent/dossiers/{reference}/documents",      "401  403  403  ok   403  ok   403  403  ok   403  ok"),
