@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Days, NaiveDate, Utc};
-use common::notify::{NOT_A_MOBILE, SMS_ACCOUNT, SMS_TOKEN, SmsDouble, SmtpInbox, daytime_clock};
+use common::notify::{
+    NEVER_DELIVERED, NOT_A_MOBILE, SMS_ACCOUNT, SMS_TOKEN, SmsDouble, SmtpInbox, daytime_clock,
+};
 use common::{App, Backend, PREFECTURE_AGENT, ShiftedClock, TestEnv, count, eventually, example};
 use guichet_kit::Clock as _;
 use guichet_kit::bus::{EVENTS_EXCHANGE, OutgoingMessage};
@@ -319,6 +321,18 @@ async fn when_every_electronic_medium_fails_for_good_paper_follows(backend: Back
     .await;
     assert_eq!(notices(&env, &reference, "sms", "failed").await, 1);
     assert_eq!(notices(&env, &reference, "paper", "sent").await, 1);
+
+    // Taken by the provider, then reported undelivered: paper follows too.
+    body["applicant"]["family_name"] = json!("Eteint");
+    body["contact"]["phone"] = json!(NEVER_DELIVERED);
+    let reference = app.file_accepted(&body).await;
+    eventually(
+        WAIT,
+        "the letter that follows the undelivered SMS",
+        || async { (notices(&env, &reference, "paper", "sent").await == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(notices(&env, &reference, "sms", "failed").await, 1);
     common::stop(app, env).await;
 }
 
@@ -345,6 +359,7 @@ fn expiry_alert(expires_on: NaiveDate) -> OutgoingMessage {
             language: "fr".into(),
         }),
         prefecture: "59".into(),
+        title_key: guichet_dossier::alerts::title_key("temporary_card", "FR59T1"),
     };
     OutgoingMessage::traced(
         EVENTS_EXCHANGE,
@@ -412,9 +427,21 @@ async fn an_expiry_alert_is_sent_once_however_often_it_is_swept_or_delivered(bac
         (!t.is_empty()).then_some(t)
     })
     .await;
-    // Whatever else is still in flight has had the time to arrive.
+    // Every alert, swept or published, taken off the queue and planned;
+    // every message planned, sent.
     app.two_more_sweeps().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let db = env.db("notifier").await;
+    eventually(WAIT, "every event taken and every message sent", || async {
+        let depth = app
+            .mesh
+            .bus
+            .queue_depth(guichet_kit::bus::NOTIFIER_QUEUE)
+            .await
+            .ok()?;
+        let queued = count(&db, "SELECT count(*) FROM notices WHERE state = 'queued'").await;
+        (depth == 0 && queued == 0).then_some(())
+    })
+    .await;
     assert_eq!(to_her(), 1, "one e-mail");
     let texts_now: Vec<_> = sms
         .messages()
@@ -422,12 +449,13 @@ async fn an_expiry_alert_is_sent_once_however_often_it_is_swept_or_delivered(bac
         .filter(|s| s.to == "+33612345679")
         .collect();
     assert_eq!(texts_now.len(), 1, "one SMS: {texts:?}");
+    // The date is hers: in the e-mail, not in the SMS.
+    assert!(texts[0].contains("expire bientot"), "{}", texts[0]);
     assert!(
-        texts[0].contains(&in_60.format("%d/%m/%Y").to_string()),
+        !texts[0].contains(&in_60.format("%d/%m/%Y").to_string()),
         "{}",
         texts[0]
     );
-    let db = env.db("notifier").await;
     assert_eq!(
         count(
             &db,

@@ -2,11 +2,20 @@
 //! expires, by e-mail and SMS (and by post where that is their channel).
 
 use chrono::NaiveDate;
+use sha2::{Digest, Sha256};
 
 /// Days before expiry at which an alert goes out, earliest first.
 pub const DEFAULT_ALERT_OFFSETS: [i64; 3] = [120, 60, 30];
 
 /// The offsets whose alert is due on `today` and not yet sent. An offset is
+/// A title's name on the bus without its number: the first 16 hex digits of
+/// the SHA-256 of kind and number. Two holders whose numbers share their
+/// last four characters still get an alert each.
+pub fn title_key(kind: &str, number: &str) -> String {
+    let digest = Sha256::digest(format!("{kind}|{number}").as_bytes());
+    hex::encode(&digest[..8])
+}
+
 /// due from its day until the title expires, so a missed day catches up.
 pub fn alerts_due(
     expires_on: NaiveDate,

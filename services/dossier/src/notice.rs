@@ -257,8 +257,9 @@ fn sms_template(kind: NoticeKind, language: Language, name: &str, r: &str, when:
                 )
             }
             K::Closed => format!("le dossier {r} est clos. Détails par e-mail ou courrier."),
+            // The date is the person's own: by e-mail or on paper only.
             K::ExpiryAlert => {
-                format!("votre titre de séjour expire le {when}. Demandez son renouvellement.")
+                "votre titre de séjour expire bientôt. Détails par e-mail ou courrier.".to_string()
             }
             K::AppointmentBooked => format!("RDV en préfecture le {when}. Réf. {r}"),
             K::AppointmentMoved => format!("votre RDV est déplacé au {when}. Réf. {r}"),
@@ -282,7 +283,7 @@ fn sms_template(kind: NoticeKind, language: Language, name: &str, r: &str, when:
             K::Decision => format!("a decision was made on file {r}. Details by e-mail or post."),
             K::Closed => format!("file {r} is closed. Details by e-mail or post."),
             K::ExpiryAlert => {
-                format!("your residence permit expires on {when}. Apply to renew it.")
+                "your residence permit expires soon. Details by e-mail or post.".to_string()
             }
             K::AppointmentBooked => format!("prefecture appointment on {when}. Ref. {r}"),
             K::AppointmentMoved => format!("your appointment is moved to {when}. Ref. {r}"),

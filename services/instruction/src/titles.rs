@@ -223,6 +223,7 @@ fn alert_message(
         given_names: holder.given_names,
         contact: Some(contact),
         prefecture: prefecture.to_string(),
+        title_key: guichet_dossier::alerts::title_key(kind, number),
     };
     Ok(OutgoingMessage::traced(
         EVENTS_EXCHANGE,

@@ -449,7 +449,9 @@ impl Desks {
         )
         .await?;
         let row = appointment_in(c, &self.appointment_for_change, id).await?;
-        c.enqueue(&event_message(&to_pb(&row), step.kind)).await?;
+        let mut event = to_pb(&row);
+        event.changed_at = Some(convert::timestamp_to_pb(now));
+        c.enqueue(&event_message(&event, step.kind)).await?;
         Ok(row)
     }
 
@@ -696,5 +698,6 @@ pub fn to_pb(a: &AppointmentRow) -> pb::Appointment {
         state: convert::appointment_state_to_pb(a.state),
         booked_at: Some(convert::timestamp_to_pb(a.booked_at)),
         prefecture: a.prefecture.clone().unwrap_or_default(),
+        changed_at: None,
     }
 }

@@ -26,8 +26,8 @@ pub enum MailSetupError {
 /// Why one e-mail was not sent, and whether trying again can help.
 #[derive(Debug, thiserror::Error)]
 pub enum MailError {
-    #[error("{0:?} is not an e-mail address")]
-    Address(String, #[source] lettre::address::AddressError),
+    #[error("not an e-mail address")]
+    Address(#[source] lettre::address::AddressError),
     #[error("the message cannot be built")]
     Build(#[from] lettre::error::Error),
     #[error("the attachment's media type")]
@@ -43,9 +43,31 @@ impl MailError {
     /// domain that takes no mail) will not change by trying again.
     pub fn is_permanent(&self) -> bool {
         match self {
-            MailError::Address(..) | MailError::Build(_) | MailError::MediaType(_) => true,
+            MailError::Address(_) | MailError::Build(_) | MailError::MediaType(_) => true,
             MailError::Smtp(e) => e.is_permanent(),
             MailError::File(_) => false,
+        }
+    }
+}
+
+impl MailError {
+    /// Why, as kept on the message and logged: the category and the
+    /// relay's code, never the relay's text, which may quote the address.
+    pub fn reason(&self) -> String {
+        match self {
+            MailError::Address(_) => "not an e-mail address".into(),
+            MailError::Build(_) | MailError::MediaType(_) => "the message cannot be built".into(),
+            MailError::Smtp(e) => {
+                let code = e.status().map(|c| format!(" ({c})")).unwrap_or_default();
+                if e.is_permanent() {
+                    format!("refused by the relay{code}")
+                } else if e.is_timeout() {
+                    "the relay did not answer in time".into()
+                } else {
+                    format!("the relay cannot take it now{code}")
+                }
+            }
+            MailError::File(_) => "the mail folder cannot be written".into(),
         }
     }
 }
@@ -136,9 +158,7 @@ pub fn message(
     html: String,
     attached: Option<Attached>,
 ) -> Result<Message, MailError> {
-    let to: Mailbox = to
-        .parse()
-        .map_err(|e| MailError::Address(to.to_string(), e))?;
+    let to: Mailbox = to.parse().map_err(MailError::Address)?;
     let body = MultiPart::alternative()
         .singlepart(SinglePart::plain(text))
         .singlepart(SinglePart::html(html));
@@ -213,7 +233,7 @@ mod tests {
                 String::new(),
                 None
             ),
-            Err(MailError::Address(..))
+            Err(MailError::Address(_))
         ));
     }
 }

@@ -67,7 +67,7 @@ impl Event {
     pub fn subject_ref(&self) -> String {
         match self {
             Event::Case(e) => e.reference.clone(),
-            Event::Title(t) => format!("title-{}", t.number_ending),
+            Event::Title(t) => format!("title-{}", t.title_key),
             Event::Report { report, .. } => report.id.clone(),
             Event::Appointment { appointment, .. } => appointment.id.clone(),
         }
@@ -80,9 +80,8 @@ impl Event {
         match self {
             Event::Case(e) => format!("case:{}:{}:{}", e.reference, e.kind, stamp(e.at.as_ref())),
             Event::Title(t) => format!(
-                "title:{}:{}:{}:{}",
-                t.kind,
-                t.number_ending,
+                "title:{}:{}:{}",
+                t.title_key,
                 t.expires_on.map(date_text).unwrap_or_default(),
                 t.offset_days
             ),
@@ -95,10 +94,13 @@ impl Event {
                     .and_then(|e| e.at.as_ref());
                 format!("report:{}:{step}:{}", report.id, stamp(at))
             }
+            // The step's own instant: a move back to an earlier time is a
+            // new notice, not the first booking's again.
             Event::Appointment { step, appointment } => format!(
-                "appointment:{}:{step}:{}",
+                "appointment:{}:{step}:{}:{}",
                 appointment.id,
-                stamp(appointment.starts_at.as_ref())
+                stamp(appointment.starts_at.as_ref()),
+                stamp(appointment.changed_at.as_ref())
             ),
         }
     }
@@ -160,7 +162,10 @@ impl Event {
                 .rev()
                 .find(|e| &e.kind == step)
                 .and_then(|e| e.at.as_ref()),
-            Event::Appointment { appointment, .. } => appointment.booked_at.as_ref(),
+            Event::Appointment { appointment, .. } => appointment
+                .changed_at
+                .as_ref()
+                .or(appointment.booked_at.as_ref()),
         };
         t.and_then(convert::timestamp_from_pb)
     }

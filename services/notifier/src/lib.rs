@@ -103,7 +103,12 @@ pub async fn start(
     tasks.spawn("sender", sender.run(shared.shutdown.clone()));
     tasks.spawn(
         "figures",
-        observe_forever(store.clone(), figures, shared.shutdown.clone()),
+        observe_forever(
+            store.clone(),
+            figures,
+            shared.clock.clone(),
+            shared.shutdown.clone(),
+        ),
     );
     let consumer = Consumer {
         db: db.clone(),
@@ -190,9 +195,32 @@ impl Consumer {
     }
 }
 
-/// Refreshes the gauges on `/metrics`.
-async fn observe_forever(store: Store, figures: NotifierFigures, shutdown: Shutdown) {
+/// The gauges count notices of this many days: an alert clears once its
+/// case is older (the figure is for what can still be acted on).
+const FIGURES_WINDOW_DAYS: i64 = 30;
+/// Messages in a final state are forgotten after this many days: each
+/// keeps the event, personal data included.
+pub const RETENTION_DAYS: i64 = 400;
+
+/// Refreshes the gauges on `/metrics`, and forgets what is past keeping.
+async fn observe_forever(
+    store: Store,
+    figures: NotifierFigures,
+    clock: SharedClock,
+    shutdown: Shutdown,
+) {
+    let mut last_purge: Option<chrono::DateTime<chrono::Utc>> = None;
     loop {
+        let now = clock.now();
+        let since = now - Duration::days(FIGURES_WINDOW_DAYS);
+        if last_purge.is_none_or(|at| now - at >= Duration::hours(1)) {
+            match store.purge(now - Duration::days(RETENTION_DAYS)).await {
+                Ok(n) if n > 0 => tracing::info!(messages = n, "old messages forgotten"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot forget old messages yet"),
+            }
+            last_purge = Some(now);
+        }
         if let Ok(rows) = store.counts().await {
             figures.by_state.clear();
             for (medium, state, n) in rows {
@@ -203,16 +231,19 @@ async fn observe_forever(store: Store, figures: NotifierFigures, shutdown: Shutd
             }
         }
         if let Ok(n) = store
-            .unreached(guichet_dossier::notice::NoticeKind::AttestationIssued)
+            .unreached(
+                guichet_dossier::notice::NoticeKind::AttestationIssued,
+                since,
+            )
             .await
         {
             figures.attestations_unreached.set(n);
         }
-        if let Ok(n) = store.lost().await {
+        if let Ok(n) = store.lost(since).await {
             figures.notices_lost.set(n);
         }
         tokio::select! {
-            _ = tokio::time::sleep(StdDuration::from_secs(5)) => {}
+            _ = tokio::time::sleep(StdDuration::from_secs(15)) => {}
             _ = shutdown.cancelled() => return,
         }
     }

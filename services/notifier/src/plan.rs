@@ -34,6 +34,16 @@ pub fn plan(routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Result<Plan, 
         // The kit itself is the letter: the mailroom posts it.
         media.retain(|m| *m != Medium::Paper);
     }
+    if let Event::Case(e) = &event
+        && kind == NoticeKind::Receipt
+        && e.channel == pb::Channel::Postal as i32
+        && e.missing.is_empty()
+    {
+        // The mailroom posted the receipt when it keyed the envelope; a
+        // second letter would say nothing more (one listing what is
+        // missing does).
+        media.retain(|m| *m != Medium::Paper);
+    }
     let event_at = event.at().unwrap_or(now);
     let make = |kind: NoticeKind, key: &str, medium: Medium, not_before: DateTime<Utc>| NewNotice {
         notice_key: key.to_string(),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
+use futures_util::FutureExt as _;
 use guichet_dossier::Language;
 use guichet_dossier::notice::{self, DeliveryState, Medium, NoticeKind};
 use guichet_kit::bus::{EVENTS_EXCHANGE, OutgoingMessage};
@@ -66,6 +67,9 @@ impl Sender {
     pub async fn run(self, shutdown: Shutdown) {
         let mut reports = tokio::time::interval(StdDuration::from_secs(20));
         loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
             let sent = match self.send_due().await {
                 Ok(n) => n,
                 Err(e) => {
@@ -74,6 +78,12 @@ impl Sender {
                 }
             };
             if sent > 0 {
+                // A backlog (the night's SMS at 08:00) still lets reports in.
+                if reports.tick().now_or_never().is_some()
+                    && let Err(e) = self.ask_reports().await
+                {
+                    tracing::warn!(error = %e, "cannot ask the SMS provider for reports");
+                }
                 continue;
             }
             tokio::select! {
@@ -91,10 +101,12 @@ impl Sender {
 
     /// One pass over the messages due; how many were tried.
     pub async fn send_due(&self) -> Result<usize, sqlx::Error> {
-        let now = self.clock.now();
-        let due = self.store.due(now, BATCH).await?;
+        let due = self.store.due(self.clock.now(), BATCH).await?;
         let mut tried = 0;
         for row in due {
+            // Each its own lease from now: slow sends before it do not eat
+            // into its time.
+            let now = self.clock.now();
             if !self
                 .store
                 .lease(&row.id, now, now + Duration::seconds(LEASE_SECONDS))
@@ -159,7 +171,7 @@ impl Sender {
                 delivered: false,
             },
             Err(e) => Tried::Failed {
-                why: guichet_kit::error::error_chain(&e),
+                why: e.reason(),
                 permanent: e.is_permanent(),
             },
         }
@@ -257,7 +269,8 @@ impl Sender {
         c.execute(
             Stmt::new(
                 "UPDATE notices SET state = 'sent', sent_at = $2, attempts = attempts + 1, \
-                 first_try_at = COALESCE(first_try_at, $2), lease_until = NULL WHERE id = $1",
+                 first_try_at = COALESCE(first_try_at, $2), lease_until = NULL \
+                 WHERE id = $1 AND state = 'queued'",
             )
             .bind(&row.id)
             .bind(now),
@@ -283,9 +296,21 @@ impl Sender {
                 provider_id,
                 delivered,
             } => {
-                self.store
+                // Sent is sent: the mark is tried again rather than the
+                // message, which a lost mark would send a second time.
+                let mut tries = 0u64;
+                while let Err(e) = self
+                    .store
                     .mark_sent(&row.id, now, provider_id.as_deref(), delivered)
-                    .await?;
+                    .await
+                {
+                    tries += 1;
+                    if tries >= 10 {
+                        return Err(e);
+                    }
+                    tracing::warn!(error = %e, "cannot record a message as sent yet; trying again");
+                    tokio::time::sleep(StdDuration::from_millis(500 * tries)).await;
+                }
                 self.count(medium, kind, if delivered { "delivered" } else { "sent" });
                 self.observe_sent(row, medium, now);
             }
@@ -294,7 +319,8 @@ impl Sender {
                     .db
                     .execute(
                         Stmt::new(
-                            "UPDATE notices SET not_before = $2, lease_until = NULL WHERE id = $1",
+                            "UPDATE notices SET not_before = $2, lease_until = NULL \
+                             WHERE id = $1 AND state = 'queued'",
                         )
                         .bind(&row.id)
                         .bind(at),
@@ -369,6 +395,7 @@ impl Sender {
                 continue;
             };
             let kind = NoticeKind::parse(&row.kind).unwrap_or(NoticeKind::Receipt);
+            self.store.mark_checked(&row.id, now).await?;
             match self.sms.report(id).await {
                 Ok(Report::Delivered) => {
                     self.store.mark_reported(&row.id, now, true).await?;

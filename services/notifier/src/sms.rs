@@ -86,7 +86,6 @@ struct MessageResource {
 #[derive(Deserialize)]
 struct ErrorResource {
     code: Option<i64>,
-    message: Option<String>,
 }
 
 impl HttpSms {
@@ -122,7 +121,7 @@ impl HttpSms {
             .form(&[("To", to), ("From", self.sender.as_str()), ("Body", text)])
             .send()
             .await
-            .map_err(|e| SmsError::Transient(e.to_string()))?;
+            .map_err(|e| SmsError::Transient(transport(&e)))?;
         let status = response.status();
         if status.is_success() {
             let m: MessageResource = response
@@ -131,19 +130,15 @@ impl HttpSms {
                 .map_err(|e| SmsError::Transient(format!("unreadable answer: {e}")))?;
             return Ok(m.sid);
         }
-        let detail = response
+        // The provider's code, not its message, which may quote the number.
+        let code = response
             .json::<ErrorResource>()
             .await
             .ok()
-            .map(|e| {
-                format!(
-                    "{} {}",
-                    e.code.unwrap_or_default(),
-                    e.message.unwrap_or_default()
-                )
-            })
+            .and_then(|e| e.code)
+            .map(|c| format!(", code {c}"))
             .unwrap_or_default();
-        let why = format!("HTTP {status} {detail}").trim().to_string();
+        let why = format!("HTTP {}{code}", status.as_u16());
         // 4xx other than throttling and authentication: this message will
         // never be taken (a number that is not a mobile, a body refused).
         // Credentials and throttling are fixed by waiting or by an operator.
@@ -161,7 +156,7 @@ impl HttpSms {
             .basic_auth(&self.account, Some(&self.token))
             .send()
             .await
-            .map_err(|e| SmsError::Transient(e.to_string()))?;
+            .map_err(|e| SmsError::Transient(transport(&e)))?;
         if !response.status().is_success() {
             return Err(SmsError::Transient(format!("HTTP {}", response.status())));
         }
@@ -174,5 +169,16 @@ impl HttpSms {
             "undelivered" | "failed" => Report::Undelivered,
             _ => Report::Pending,
         })
+    }
+}
+
+/// A transport failure, without the URL (it may carry the account).
+fn transport(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "the provider did not answer in time".into()
+    } else if e.is_connect() {
+        "the provider cannot be reached".into()
+    } else {
+        "the exchange with the provider failed".into()
     }
 }

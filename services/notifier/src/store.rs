@@ -63,7 +63,11 @@ pub async fn insert(
                  language, routing_key, event, has_address, state, attempts, not_before, \
                  event_at, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', 0, $11, $12, $13) \
-                 ON CONFLICT (notice_key, medium) DO NOTHING",
+                 ON CONFLICT (notice_key, medium) DO UPDATE SET state = 'queued', \
+                 not_before = excluded.not_before \
+                 WHERE notices.state = 'cancelled' AND notices.kind = 'appointment_reminder'",
+                // An appointment moved back to a time it had: its reminder,
+                // cancelled by the move away, is planned again.
             )
             .bind(uuid::Uuid::now_v7().to_string())
             .bind(&n.notice_key)
@@ -135,7 +139,7 @@ impl Store {
             .execute(
                 Stmt::new(
                     "UPDATE notices SET lease_until = $3 WHERE id = $1 AND state = 'queued' \
-                     AND (lease_until IS NULL OR lease_until < $2)",
+                     AND not_before <= $2 AND (lease_until IS NULL OR lease_until < $2)",
                 )
                 .bind(id)
                 .bind(now)
@@ -164,7 +168,7 @@ impl Store {
                      delivered_at = CASE WHEN $2 = 'delivered' THEN $3 ELSE NULL END, \
                      provider_id = $4, attempts = attempts + 1, \
                      first_try_at = COALESCE(first_try_at, $3), lease_until = NULL, failure = NULL \
-                     WHERE id = $1",
+                     WHERE id = $1 AND state = 'queued'",
                 )
                 .bind(id)
                 .bind(state.as_str())
@@ -193,7 +197,7 @@ impl Store {
                 Stmt::new(
                     "UPDATE notices SET state = $2, failure = $3, not_before = $4, \
                      attempts = attempts + 1, first_try_at = COALESCE(first_try_at, $5), \
-                     lease_until = NULL WHERE id = $1",
+                     lease_until = NULL WHERE id = $1 AND state = 'queued'",
                 )
                 .bind(id)
                 .bind(state.as_str())
@@ -236,10 +240,36 @@ impl Store {
             .fetch_all(
                 Stmt::new(format!(
                     "SELECT {COLUMNS} FROM notices WHERE state = 'sent' AND provider_id IS NOT NULL \
-                     AND sent_at >= $1 ORDER BY sent_at LIMIT $2"
+                     AND sent_at >= $1 ORDER BY COALESCE(checked_at, sent_at) LIMIT $2"
                 ))
                 .bind(since)
                 .bind(limit),
+            )
+            .await
+    }
+
+    /// Asked the provider about `id` just now.
+    pub async fn mark_checked(&self, id: &str, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+        self.db
+            .execute(
+                Stmt::new("UPDATE notices SET checked_at = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(now),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets messages in a final state created before `before`: the
+    /// events they keep hold personal data.
+    pub async fn purge(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+        self.db
+            .execute(
+                Stmt::new(
+                    "DELETE FROM notices WHERE created_at < $1 \
+                     AND state IN ('sent', 'delivered', 'failed', 'cancelled')",
+                )
+                .bind(before),
             )
             .await
     }
@@ -283,27 +313,38 @@ impl Store {
     /// Notices of `kind` none of whose messages reached the person on a
     /// medium that carries the document (e-mail or paper; an SMS only says
     /// one is on its way).
-    pub async fn unreached(&self, kind: NoticeKind) -> Result<i64, sqlx::Error> {
+    /// Only notices made since `since` count: an alert clears once the
+    /// case is old, and the query reads the recent rows only.
+    pub async fn unreached(
+        &self,
+        kind: NoticeKind,
+        since: DateTime<Utc>,
+    ) -> Result<i64, sqlx::Error> {
         self.db
             .scalar(
                 Stmt::new(
                     "SELECT COUNT(DISTINCT notice_key) FROM notices n WHERE kind = $1 \
-                     AND state <> 'cancelled' AND NOT EXISTS (SELECT 1 FROM notices r \
-                     WHERE r.notice_key = n.notice_key AND r.medium <> 'sms' \
-                     AND r.state IN ('sent', 'delivered'))",
+                     AND created_at >= $2 AND state <> 'cancelled' AND NOT EXISTS \
+                     (SELECT 1 FROM notices r WHERE r.notice_key = n.notice_key \
+                     AND r.medium <> 'sms' AND r.state IN ('sent', 'delivered'))",
                 )
-                .bind(kind.as_str()),
+                .bind(kind.as_str())
+                .bind(since),
             )
             .await
     }
 
     /// Notices every message of which failed for good: nobody was told.
-    pub async fn lost(&self) -> Result<i64, sqlx::Error> {
+    pub async fn lost(&self, since: DateTime<Utc>) -> Result<i64, sqlx::Error> {
         self.db
-            .scalar(Stmt::new(
-                "SELECT COUNT(*) FROM (SELECT notice_key FROM notices GROUP BY notice_key \
-                 HAVING SUM(CASE WHEN state = 'failed' THEN 0 ELSE 1 END) = 0) lost",
-            ))
+            .scalar(
+                Stmt::new(
+                    "SELECT COUNT(*) FROM (SELECT notice_key FROM notices WHERE created_at >= $1 \
+                     GROUP BY notice_key \
+                     HAVING SUM(CASE WHEN state = 'failed' THEN 0 ELSE 1 END) = 0) lost",
+                )
+                .bind(since),
+            )
             .await
     }
 

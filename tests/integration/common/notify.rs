@@ -143,6 +143,9 @@ pub const SMS_TOKEN: &str = "sms-token-test";
 /// The double refuses this number for good, as a provider refuses a number
 /// that is not a mobile.
 pub const NOT_A_MOBILE: &str = "+33140000000";
+/// The double takes SMS for this number, then reports them undelivered (a
+/// phone switched off past the message's validity).
+pub const NEVER_DELIVERED: &str = "+33699999999";
 
 /// One SMS the double took.
 #[derive(Debug, Clone)]
@@ -260,17 +263,20 @@ async fn report(
         return (StatusCode::UNAUTHORIZED, Json(json!({"code": 20003})));
     }
     let sid = sid.trim_end_matches(".json");
-    let known = taken
+    let to = taken
         .0
         .lock()
         .expect("not poisoned")
         .iter()
-        .any(|s| s.sid == sid);
-    if known {
-        (
-            StatusCode::OK,
-            Json(json!({"sid": sid, "status": "delivered"})),
-        )
+        .find(|s| s.sid == sid)
+        .map(|s| s.to.clone());
+    if let Some(to) = to {
+        let status = if to == NEVER_DELIVERED {
+            "undelivered"
+        } else {
+            "delivered"
+        };
+        (StatusCode::OK, Json(json!({"sid": sid, "status": status})))
     } else {
         (StatusCode::NOT_FOUND, Json(json!({"code": 20404})))
     }

@@ -29,8 +29,10 @@ CREATE TABLE notices (
     first_try_at TEXT       ,
     sent_at      TEXT       ,
     delivered_at TEXT       ,
-    -- The SMS provider's id of the message, to ask whether it arrived.
+    -- The SMS provider's id of the message, to ask whether it arrived,
+    -- and when it was last asked (the least recently asked go first).
     provider_id  TEXT,
+    checked_at   TEXT       ,
     UNIQUE (notice_key, medium)
 );
 CREATE INDEX notices_due ON notices (not_before) WHERE state = 'queued';
