@@ -514,7 +514,9 @@ pub async fn page(
 pub struct LetterJson {
     pub id: String,
     pub reference: String,
-    pub envelope_id: String,
+    /// The envelope it answers; null for a letter to a filer of another
+    /// channel, or a paper kit.
+    pub envelope_id: Option<String>,
     pub kind: String,
     pub created_at: String,
     pub emailed_to: Option<String>,
@@ -547,7 +549,7 @@ pub async fn letters(
                     .unwrap_or_default(),
                 id: l.id,
                 reference: l.reference,
-                envelope_id: l.envelope_id,
+                envelope_id: some(l.envelope_id),
                 kind: l.kind,
                 emailed_to: some(l.emailed_to),
                 sha256: l.sha256,

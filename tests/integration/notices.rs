@@ -824,3 +824,119 @@ async fn appointments_and_reports_are_told_and_the_reminder_follows_the_appointm
     db.close().await;
     common::stop(app, env).await;
 }
+
+on_both_backends!(an_appointment_step_delivered_after_a_later_one_changes_nothing);
+/// A move handled before the booking it follows (the booking was retried):
+/// the booking, older, is skipped, and the reminder kept is the move's.
+async fn an_appointment_step_delivered_after_a_later_one_changes_nothing(backend: Backend) {
+    let env = TestEnv::on(backend).await;
+    let config = env.config();
+    let app = App::builder(&config).only(&["notifier"]).start().await;
+    let now = Utc::now();
+    let step = |kind: &str, starts_in_days: i64, changed_secs_ago: i64| {
+        let appointment = pb::Appointment {
+            id: "apt-out-of-order".into(),
+            site_id: "59-lille".into(),
+            starts_at: Some(guichet_proto::convert::timestamp_to_pb(
+                now + chrono::Duration::days(starts_in_days),
+            )),
+            person: Some(pb::Person {
+                given_names: "Awa".into(),
+                family_name: "Diallo".into(),
+                email: "a.diallo@example.org".into(),
+                phone: String::new(),
+            }),
+            booked_at: Some(guichet_proto::convert::timestamp_to_pb(
+                now - chrono::Duration::seconds(60),
+            )),
+            changed_at: Some(guichet_proto::convert::timestamp_to_pb(
+                now - chrono::Duration::seconds(changed_secs_ago),
+            )),
+            prefecture: "59".into(),
+            ..Default::default()
+        };
+        OutgoingMessage::traced(
+            EVENTS_EXCHANGE,
+            format!("appointment.{kind}.59-lille"),
+            appointment.encode_to_vec(),
+        )
+    };
+    // The move (10 s ago) arrives first, then the booking (60 s ago), then
+    // a receipt: the one consumer takes them in order, so once the
+    // receipt is planned, the booking has been handled.
+    let sentinel = pb::CaseEvent {
+        reference: "W26-SENT-INEL-X".into(),
+        kind: "found_complete".into(),
+        at: Some(guichet_proto::convert::timestamp_to_pb(now)),
+        contact: Some(pb::Contact {
+            email: "sentinel@example.org".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let sentinel = OutgoingMessage::traced(
+        EVENTS_EXCHANGE,
+        "case.found_complete.web".into(),
+        sentinel.encode_to_vec(),
+    );
+    for r in app
+        .mesh
+        .bus
+        .publish(&[step("moved", 6, 10), step("booked", 5, 60), sentinel])
+        .await
+    {
+        r.unwrap();
+    }
+    let db = env.db("notifier").await;
+    eventually(WAIT, "the three events taken", || async {
+        let after = count(
+            &db,
+            "SELECT count(*) FROM notices WHERE subject_ref = 'W26-SENT-INEL-X'",
+        )
+        .await;
+        (after == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM notices WHERE kind = 'appointment_moved'"
+        )
+        .await,
+        1
+    );
+    // Taken off the queue but planned nothing: only the move was told.
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM notices WHERE kind = 'appointment_booked'"
+        )
+        .await,
+        0
+    );
+    let reminders: Vec<String> = sqlx_reminders(&env).await;
+    assert_eq!(reminders.len(), 1, "{reminders:?}");
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM notices WHERE kind = 'appointment_reminder' AND state = 'queued'"
+        )
+        .await,
+        1
+    );
+    db.close().await;
+    common::stop(app, env).await;
+}
+
+/// The reminders' keys, whatever their state.
+async fn sqlx_reminders(env: &TestEnv) -> Vec<String> {
+    let db = env.db("notifier").await;
+    let keys: Vec<String> = db
+        .scalars(guichet_kit::sql::Stmt::new(
+            "SELECT notice_key FROM notices WHERE kind = 'appointment_reminder'",
+        ))
+        .await
+        .unwrap();
+    db.close().await;
+    keys
+}

@@ -185,6 +185,12 @@ impl Consumer {
         let now = self.clock.now();
         let mut tx = self.db.begin_write().await?;
         let mut c = tx.conn();
+        if let Some((appointment, at)) = &plan.appointment_step
+            && store::later_step_planned(&mut c, appointment, *at).await?
+        {
+            tracing::info!(appointment = %appointment, "a step older than one already told: skipped");
+            return Ok(());
+        }
         if let Some((appointment, keep)) = &plan.cancel_reminders {
             store::cancel_reminders(&mut c, appointment, keep).await?;
         }

@@ -16,6 +16,9 @@ pub struct Plan {
     /// An appointment whose queued reminders are cancelled, but the one
     /// with this key.
     pub cancel_reminders: Option<(String, String)>,
+    /// An appointment's step and its instant: a step older than one already
+    /// planned (delivered out of order after a retry) is stale and skipped.
+    pub appointment_step: Option<(String, DateTime<Utc>)>,
 }
 
 pub fn plan(routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Result<Plan, EventError> {
@@ -66,8 +69,10 @@ pub fn plan(routing_key: &str, body: &[u8], now: DateTime<Utc>) -> Result<Plan, 
     let mut p = Plan {
         notices: media.iter().map(|m| make(kind, &key, *m, now)).collect(),
         cancel_reminders: None,
+        appointment_step: None,
     };
     if let Event::Appointment { appointment, .. } = &event {
+        p.appointment_step = Some((appointment.id.clone(), event_at));
         let reminder_key = Event::reminder_key(appointment);
         match kind {
             NoticeKind::AppointmentBooked | NoticeKind::AppointmentMoved => {
@@ -237,6 +242,10 @@ mod tests {
 
         let p = plan("appointment.cancelled.59-lille", &a.encode_to_vec(), now).unwrap();
         assert_eq!(p.cancel_reminders, Some(("apt-1".into(), String::new())));
+        assert_eq!(
+            p.appointment_step.map(|(id, _)| id),
+            Some("apt-1".to_string())
+        );
         assert!(
             p.notices
                 .iter()

@@ -87,6 +87,26 @@ pub async fn insert(
     Ok(inserted == 1)
 }
 
+/// Whether a step of the appointment later than `at` is already planned:
+/// then a step at `at` arrived out of order and tells nothing current.
+pub async fn later_step_planned(
+    c: &mut Conn<'_>,
+    appointment_id: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let n: i64 = c
+        .scalar(
+            Stmt::new(
+                "SELECT COUNT(*) FROM notices WHERE subject_ref = $1 AND event_at > $2 \
+                 AND kind IN ('appointment_booked', 'appointment_moved', 'appointment_cancelled')",
+            )
+            .bind(appointment_id)
+            .bind(at),
+        )
+        .await?;
+    Ok(n > 0)
+}
+
 /// Cancels the queued reminders of an appointment, but the one for
 /// `keep` (the reminder of its current time, if any).
 pub async fn cancel_reminders(
