@@ -164,15 +164,13 @@ pub struct NoticeJson {
     pub next_try_at: Option<String>,
 }
 
-/// `GET /api/v1/dossiers/{reference}/notices`: what the person was sent
-/// about their file (receipt, attestation, ...), by which medium, and
-/// whether it reached them: for the agents who answer them.
-pub async fn list_notices(
-    State(state): State<AppState>,
-    access: crate::policy::Access,
-    reference: ReferenceParam,
-) -> Result<Json<Vec<NoticeJson>>, ApiError> {
-    let reference = reference.parse()?;
+/// Judges the caller on the dossier's facts (its prefecture), asked of
+/// instruction: a reference that names nothing is a 404.
+async fn allow_on_dossier(
+    state: &AppState,
+    access: &crate::policy::Access,
+    reference: &guichet_dossier::Reference,
+) -> Result<(), ApiError> {
     let facts = state
         .desk
         .clone()
@@ -186,6 +184,19 @@ pub async fn list_notices(
             .dossier(&facts.reference)
             .prefecture(&facts.prefecture),
     )?;
+    Ok(())
+}
+
+/// `GET /api/v1/dossiers/{reference}/notices`: what the person was sent
+/// about their file (receipt, attestation, ...), by which medium, and
+/// whether it reached them: for the agents who answer them.
+pub async fn list_notices(
+    State(state): State<AppState>,
+    access: crate::policy::Access,
+    reference: ReferenceParam,
+) -> Result<Json<Vec<NoticeJson>>, ApiError> {
+    let reference = reference.parse()?;
+    allow_on_dossier(&state, &access, &reference).await?;
     let notices = state
         .notifier
         .clone()
@@ -235,19 +246,7 @@ pub async fn get_dossier(
             "sign in as an agent; a person sees their file by reference and birth date (/status)",
         ));
     }
-    let facts = state
-        .desk
-        .clone()
-        .case_facts(pb::CaseFactsRequest {
-            reference: reference.to_string(),
-        })
-        .await?
-        .into_inner();
-    access.allow(
-        &guichet_access::Facts::none()
-            .dossier(&facts.reference)
-            .prefecture(&facts.prefecture),
-    )?;
+    allow_on_dossier(&state, &access, &reference).await?;
     let mut client = state.instruction.clone();
     let view = client
         .get_dossier(pb::GetDossierRequest {

@@ -12,7 +12,9 @@ use chrono::{Days, NaiveDate, Utc};
 use common::notify::{
     NEVER_DELIVERED, NOT_A_MOBILE, SMS_ACCOUNT, SMS_TOKEN, SmsDouble, SmtpInbox, daytime_clock,
 };
-use common::{App, Backend, PREFECTURE_AGENT, ShiftedClock, TestEnv, count, eventually, example};
+use common::{
+    App, Backend, PREFECTURE_AGENT, ShiftedClock, TestEnv, count, eventually, example, pdf_text,
+};
 use guichet_kit::Clock as _;
 use guichet_kit::bus::{EVENTS_EXCHANGE, OutgoingMessage};
 use guichet_proto::v1 as pb;
@@ -43,26 +45,6 @@ fn paris_today(clock: &ShiftedClock) -> NaiveDate {
     guichet_dossier::calendar::paris_date(clock.now())
 }
 
-/// The text of a PDF, through `pdftotext` (poppler-utils), words joined by
-/// single spaces.
-fn pdf_text(pdf: &[u8]) -> String {
-    use std::io::Write;
-    let mut child = std::process::Command::new("pdftotext")
-        .args(["-", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("pdftotext (poppler-utils) runs");
-    child.stdin.take().unwrap().write_all(pdf).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 async fn notices(env: &TestEnv, reference: &str, medium: &str, state: &str) -> i64 {
     let db = env.db("notifier").await;
     let n = count(
@@ -75,6 +57,30 @@ async fn notices(env: &TestEnv, reference: &str, medium: &str, state: &str) -> i
     .await;
     db.close().await;
     n
+}
+
+/// A case event as instruction publishes it, for a web filer answered by
+/// e-mail at `email`.
+fn case_event(kind: &str, reference: &str, email: &str) -> OutgoingMessage {
+    let event = pb::CaseEvent {
+        reference: reference.into(),
+        kind: kind.into(),
+        channel: pb::Channel::Web as i32,
+        at: Some(guichet_proto::convert::timestamp_to_pb(Utc::now())),
+        contact: Some(pb::Contact {
+            email: email.into(),
+            answer_channel: pb::AnswerChannel::Email as i32,
+            ..Default::default()
+        }),
+        given_names: "Test".into(),
+        family_name: "Person".into(),
+        ..Default::default()
+    };
+    OutgoingMessage::traced(
+        EVENTS_EXCHANGE,
+        format!("case.{kind}.web"),
+        event.encode_to_vec(),
+    )
 }
 
 on_both_backends!(a_web_filing_hears_back_by_mail_and_sms_with_its_receipt_and_attestation);
@@ -482,24 +488,10 @@ async fn the_smtp_server_down_for_two_minutes_delays_500_mails_and_loses_none() 
 
     let events: Vec<OutgoingMessage> = (0..500)
         .map(|i| {
-            let event = pb::CaseEvent {
-                reference: format!("W26-TEST-{i:04}-X"),
-                kind: "found_complete".into(),
-                channel: pb::Channel::Web as i32,
-                at: Some(guichet_proto::convert::timestamp_to_pb(Utc::now())),
-                contact: Some(pb::Contact {
-                    email: format!("person-{i}@example.org"),
-                    answer_channel: pb::AnswerChannel::Email as i32,
-                    ..Default::default()
-                }),
-                given_names: "Test".into(),
-                family_name: format!("Person {i}"),
-                ..Default::default()
-            };
-            OutgoingMessage::traced(
-                EVENTS_EXCHANGE,
-                "case.found_complete.web".into(),
-                event.encode_to_vec(),
+            case_event(
+                "found_complete",
+                &format!("W26-TEST-{i:04}-X"),
+                &format!("person-{i}@example.org"),
             )
         })
         .collect();
@@ -573,22 +565,10 @@ async fn the_notifier_queue_stays_within_its_bound_through_10000_events(backend:
         } else {
             "taken"
         };
-        let event = pb::CaseEvent {
-            reference: format!("W26-BULK-{i:05}-X"),
-            kind: kind.into(),
-            channel: pb::Channel::Web as i32,
-            at: Some(guichet_proto::convert::timestamp_to_pb(Utc::now())),
-            contact: Some(pb::Contact {
-                email: format!("bulk-{i}@example.org"),
-                answer_channel: pb::AnswerChannel::Email as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        OutgoingMessage::traced(
-            EVENTS_EXCHANGE,
-            format!("case.{kind}.web"),
-            event.encode_to_vec(),
+        case_event(
+            kind,
+            &format!("W26-BULK-{i:05}-X"),
+            &format!("bulk-{i}@example.org"),
         )
     };
     let mut pending: Vec<OutgoingMessage> = (0..EVENTS).map(event).collect();
@@ -864,21 +844,7 @@ async fn an_appointment_step_delivered_after_a_later_one_changes_nothing(backend
     // The move (10 s ago) arrives first, then the booking (60 s ago), then
     // a receipt: the one consumer takes them in order, so once the
     // receipt is planned, the booking has been handled.
-    let sentinel = pb::CaseEvent {
-        reference: "W26-SENT-INEL-X".into(),
-        kind: "found_complete".into(),
-        at: Some(guichet_proto::convert::timestamp_to_pb(now)),
-        contact: Some(pb::Contact {
-            email: "sentinel@example.org".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let sentinel = OutgoingMessage::traced(
-        EVENTS_EXCHANGE,
-        "case.found_complete.web".into(),
-        sentinel.encode_to_vec(),
-    );
+    let sentinel = case_event("found_complete", "W26-SENT-INEL-X", "sentinel@example.org");
     for r in app
         .mesh
         .bus

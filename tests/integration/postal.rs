@@ -569,25 +569,9 @@ async fn letter_text(app: &App, id: &str) -> String {
         .await
         .unwrap()
         .to_vec();
-    let output = tokio::task::spawn_blocking(move || {
-        let mut child = std::process::Command::new("pdftotext")
-            .args(["-", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("pdftotext (poppler-utils) runs");
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(&pdf).unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(output.status.success());
-    String::from_utf8(output.stdout)
+    tokio::task::spawn_blocking(move || common::pdf_text(&pdf))
+        .await
         .unwrap()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The letters of `reference` once `kind` is among them.

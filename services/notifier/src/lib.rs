@@ -281,21 +281,24 @@ impl Notifier for NotifierService {
             .await
             .map_err(|e| ServiceError::database("notifier", "listing notices", &e).to_status())?;
         let ts = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(convert::timestamp_to_pb);
-        Ok(Response::new(pb::ListNoticesResponse {
-            notices: rows
-                .into_iter()
-                .map(|r| pb::NoticeView {
-                    kind: r.kind,
-                    medium: r.medium,
-                    state: r.state,
-                    failure: r.failure.unwrap_or_default(),
-                    attempts: u32::try_from(r.attempts).unwrap_or_default(),
-                    created_at: ts(Some(r.created_at)),
-                    sent_at: ts(r.sent_at),
-                    delivered_at: ts(r.delivered_at),
-                    not_before: ts(Some(r.not_before)),
-                })
-                .collect(),
-        }))
+        let mut notices = Vec::with_capacity(rows.len());
+        for r in rows {
+            // Only ever counted up: a negative count is damaged data.
+            let attempts = u32::try_from(r.attempts).map_err(|e| {
+                ServiceError::internal("a notice's attempts cannot be read", &e).to_status()
+            })?;
+            notices.push(pb::NoticeView {
+                kind: r.kind.to_string(),
+                medium: r.medium.to_string(),
+                state: r.state,
+                failure: r.failure.unwrap_or_default(),
+                attempts,
+                created_at: ts(Some(r.created_at)),
+                sent_at: ts(r.sent_at),
+                delivered_at: ts(r.delivered_at),
+                not_before: ts(Some(r.not_before)),
+            });
+        }
+        Ok(Response::new(pb::ListNoticesResponse { notices }))
     }
 }

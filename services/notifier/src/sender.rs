@@ -122,8 +122,7 @@ impl Sender {
 
     async fn try_one(&self, row: &NoticeRow) -> Result<(), sqlx::Error> {
         let now = self.clock.now();
-        let medium = Medium::parse(&row.medium).unwrap_or(Medium::Paper);
-        let kind = NoticeKind::parse(&row.kind).unwrap_or(NoticeKind::Receipt);
+        let (medium, kind) = (row.medium, row.kind);
         let rendered = Event::decode(&row.routing_key, &row.event).ok().map(|e| {
             let person = e.person();
             let r = templates::render(kind, &e, &person);
@@ -151,6 +150,7 @@ impl Sender {
                 &row.subject_ref,
                 &d.title,
                 d.paragraphs.clone(),
+                self.clock.now(),
             )),
         });
         let message = email::message(
@@ -233,10 +233,10 @@ impl Sender {
         let (letter_kind, prefecture) = match event {
             // The mailroom files a case's letters under the step's own name.
             Event::Case(e) => (e.kind.clone(), e.prefecture.clone()),
-            Event::Title(t) => (row.kind.clone(), t.prefecture.clone()),
-            Event::Report { report, .. } => (row.kind.clone(), report.prefecture.clone()),
+            Event::Title(t) => (row.kind.to_string(), t.prefecture.clone()),
+            Event::Report { report, .. } => (row.kind.to_string(), report.prefecture.clone()),
             Event::Appointment { appointment, .. } => {
-                (row.kind.clone(), appointment.prefecture.clone())
+                (row.kind.to_string(), appointment.prefecture.clone())
             }
         };
         let request = pb::LetterRequest {
@@ -360,7 +360,7 @@ impl Sender {
             let letter = NewNotice {
                 notice_key: row.notice_key.clone(),
                 medium: Medium::Paper,
-                kind: NoticeKind::parse(&row.kind).unwrap_or(NoticeKind::Receipt),
+                kind: row.kind,
                 subject_ref: row.subject_ref.clone(),
                 recipient: String::new(),
                 language: row.language.clone(),
@@ -394,7 +394,7 @@ impl Sender {
             let Some(id) = row.provider_id.as_deref() else {
                 continue;
             };
-            let kind = NoticeKind::parse(&row.kind).unwrap_or(NoticeKind::Receipt);
+            let kind = row.kind;
             self.store.mark_checked(&row.id, now).await?;
             match self.sms.report(id).await {
                 Ok(Report::Delivered) => {
@@ -441,8 +441,10 @@ pub fn letter_text(
     reference: &str,
     title: &str,
     paragraphs: Vec<String>,
+    now: DateTime<Utc>,
 ) -> LetterText {
-    let today = guichet_dossier::calendar::paris_date(Utc::now());
+    // Dated on the service's clock, as everything else it writes.
+    let today = guichet_dossier::calendar::paris_date(now);
     LetterText {
         addressee: std::iter::once(person.full_name())
             .chain(person.address.iter().cloned())

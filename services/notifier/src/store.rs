@@ -25,8 +25,12 @@ pub struct NewNotice {
 pub struct NoticeRow {
     pub id: String,
     pub notice_key: String,
-    pub medium: String,
-    pub kind: String,
+    /// Codes read back through their list: damaged data is an error, not
+    /// a plausible medium or kind.
+    #[sqlx(try_from = "String")]
+    pub medium: Medium,
+    #[sqlx(try_from = "String")]
+    pub kind: NoticeKind,
     pub subject_ref: String,
     pub recipient: String,
     pub language: String,
@@ -306,10 +310,9 @@ impl Store {
                     .bind(notice_key),
             )
             .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(m, s)| Some((Medium::parse(&m)?, DeliveryState::parse(&s)?)))
-            .collect())
+        rows.into_iter()
+            .map(|(m, s)| Ok((stored(m)?, stored(s)?)))
+            .collect()
     }
 
     /// Every message about a dossier, report or appointment, oldest first.
@@ -376,4 +379,11 @@ impl Store {
             ))
             .await
     }
+}
+
+/// A code read back from the table; one not in its list is damaged data.
+fn stored<T: TryFrom<String, Error = guichet_dossier::codes::UnknownCode>>(
+    value: String,
+) -> Result<T, sqlx::Error> {
+    T::try_from(value).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }

@@ -960,3 +960,28 @@ pub async fn count(db: &Database, sql: &str) -> i64 {
         Database::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await.expect(sql),
     }
 }
+
+/// The text of a PDF, through `pdftotext` (poppler-utils), words joined by
+/// single spaces.
+pub fn pdf_text(pdf: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("pdftotext")
+        .args(["-", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("pdftotext (poppler-utils) runs");
+    child
+        .stdin
+        .take()
+        .expect("pdftotext's input")
+        .write_all(pdf)
+        .expect("the PDF written to pdftotext");
+    let out = child.wait_with_output().expect("pdftotext's output");
+    assert!(out.status.success(), "pdftotext failed");
+    String::from_utf8(out.stdout)
+        .expect("pdftotext writes UTF-8")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
