@@ -21,7 +21,7 @@ use guichet_identity as identity;
 use guichet_identity::{KeyCache, KeyPolicy, MAX_CLOCK_SKEW, ProviderMetadata, Validator};
 use guichet_kit::clock::SharedClock;
 
-use crate::directory::Directory;
+use crate::directory::{Directory, constant_time_eq};
 use crate::error::ApiError;
 use crate::settings::{AccessSettings, BadMachineClient, ClientRole};
 
@@ -278,10 +278,6 @@ impl Authenticator {
             }
         }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn unavailable() -> ApiError {

@@ -462,8 +462,86 @@ impl Directory {
                 Stmt::new("DELETE FROM pending_logins WHERE created_at < $1").bind(logins_before),
             )
             .await?;
-        Ok(sessions + logins)
+        let codes = self
+            .db
+            .execute(Stmt::new("DELETE FROM person_codes WHERE expires_at <= $1").bind(now))
+            .await?;
+        Ok(sessions + logins + codes)
     }
+
+    /// Keeps the code just sent for `reference`, in place of any earlier one.
+    pub async fn save_person_code(
+        &self,
+        reference: &str,
+        code_hash: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        self.db
+            .execute(
+                Stmt::new(
+                    "INSERT INTO person_codes (reference, code_hash, wrong_tries, sent_at, expires_at) \
+                     VALUES ($1, $2, 0, $3, $4) \
+                     ON CONFLICT (reference) DO UPDATE SET code_hash = excluded.code_hash, \
+                     wrong_tries = 0, sent_at = excluded.sent_at, expires_at = excluded.expires_at",
+                )
+                .bind(reference)
+                .bind(code_hash)
+                .bind(now)
+                .bind(expires_at),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Whether `code_hash` is the live code of `reference`. A wrong one
+    /// counts; past `max_wrong` the code is dead even if right.
+    pub async fn check_person_code(
+        &self,
+        reference: &str,
+        code_hash: &str,
+        max_wrong: i32,
+        now: DateTime<Utc>,
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.db.begin_write().await?;
+        let mut c = tx.conn();
+        let row: Option<CodeRow> = c
+            .fetch_optional(
+                Stmt::new(
+                    "SELECT code_hash, wrong_tries, expires_at FROM person_codes WHERE reference = $1",
+                )
+                .bind(reference),
+            )
+            .await?;
+        let Some(row) = row.filter(|r| r.expires_at > now && r.wrong_tries < max_wrong) else {
+            return Ok(false);
+        };
+        let right = constant_time_eq(row.code_hash.as_bytes(), code_hash.as_bytes());
+        if !right {
+            c.execute(
+                Stmt::new(
+                    "UPDATE person_codes SET wrong_tries = wrong_tries + 1 WHERE reference = $1",
+                )
+                .bind(reference),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(right)
+    }
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct CodeRow {
+    code_hash: String,
+    wrong_tries: i32,
+    expires_at: DateTime<Utc>,
+}
+
+/// Compares two secrets without telling, by the time taken, how much of
+/// them matched.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn grant_entry(

@@ -1,10 +1,12 @@
 //! `/api/v1`: filing a dossier, reading where it stands, and the queue.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use guichet_dossier::RawFiling;
 use guichet_proto::{convert, v1 as pb};
 use serde::Serialize;
@@ -25,6 +27,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/dossiers/{reference}", get(get_dossier))
         .route("/api/v1/dossiers/{reference}/notices", get(list_notices))
         .route("/api/v1/dossiers/{reference}/status", get(status::status))
+        .route(
+            "/api/v1/dossiers/{reference}/code",
+            post(crate::person_code::ask),
+        )
         .route("/api/v1/queue", get(status::queue))
         .route("/api/v1/processing-times", get(status::processing_times))
         .route(
@@ -144,9 +150,6 @@ pub async fn submit(
     Ok(response)
 }
 
-/// `GET /api/v1/dossiers/{reference}`: where a dossier stands, with its
-/// history: for the agents who deal with it (the person's own view, after
-/// the one-time code, is to come; they have the status look-up).
 /// One message sent to the person about their file, as an agent sees it:
 /// what and how, where it stands; never the address it went to.
 #[derive(Debug, Serialize)]
@@ -170,6 +173,7 @@ async fn allow_on_dossier(
     state: &AppState,
     access: &crate::policy::Access,
     reference: &guichet_dossier::Reference,
+    person: Option<guichet_access::Person>,
 ) -> Result<(), ApiError> {
     let facts = state
         .desk
@@ -179,7 +183,8 @@ async fn allow_on_dossier(
         })
         .await?
         .into_inner();
-    access.allow(
+    access.allow_person(
+        person,
         &guichet_access::Facts::none()
             .dossier(&facts.reference)
             .prefecture(&facts.prefecture),
@@ -196,7 +201,7 @@ pub async fn list_notices(
     reference: ReferenceParam,
 ) -> Result<Json<Vec<NoticeJson>>, ApiError> {
     let reference = reference.parse()?;
-    allow_on_dossier(&state, &access, &reference).await?;
+    allow_on_dossier(&state, &access, &reference, None).await?;
     let notices = state
         .notifier
         .clone()
@@ -233,20 +238,33 @@ pub async fn list_notices(
     ))
 }
 
+/// `GET /api/v1/dossiers/{reference}`: where a dossier stands, with its
+/// history and the whole filing, for the agents who deal with it. A person
+/// sees their own the same way, with the code sent to them
+/// (`X-Person-Code`, asked for at `POST …/code`).
 pub async fn get_dossier(
     State(state): State<AppState>,
     access: crate::policy::Access,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     reference: ReferenceParam,
 ) -> Result<Json<DossierView>, ApiError> {
     let reference = reference.parse()?;
-    if matches!(access.caller(), guichet_access::Caller::Anonymous) {
+    let anonymous = matches!(access.caller(), guichet_access::Caller::Anonymous);
+    let person = if anonymous {
+        crate::person_code::proof(&state, &headers, peer.as_ref(), &reference).await?
+    } else {
+        None
+    };
+    if anonymous && person.is_none() {
         return Err(ApiError::new(
             axum::http::StatusCode::UNAUTHORIZED,
             Some("Authorization"),
-            "sign in as an agent; a person sees their file by reference and birth date (/status)",
+            "sign in as an agent; a person gives the code sent to them (X-Person-Code, \
+             asked for at POST /api/v1/dossiers/{reference}/code)",
         ));
     }
-    allow_on_dossier(&state, &access, &reference).await?;
+    allow_on_dossier(&state, &access, &reference, person).await?;
     let mut client = state.instruction.clone();
     let view = client
         .get_dossier(pb::GetDossierRequest {

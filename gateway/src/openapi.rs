@@ -24,6 +24,7 @@ mod tests {
             ("/healthz", "get"),
             ("/readyz", "get"),
             ("/api/v1/dossiers/{reference}/status", "get"),
+            ("/api/v1/dossiers/{reference}/code", "post"),
             ("/api/v1/processing-times", "get"),
             ("/api/v1/attestations/{code}", "get"),
             ("/api/v1/agent/queue/next", "post"),

@@ -63,6 +63,8 @@ pub struct AppState {
     pub status_tries: Arc<Tries>,
     /// Unknown attestation codes per client address.
     pub attestation_tries: Arc<Tries>,
+    /// Persons' codes sent per file (so a phone cannot be flooded).
+    pub code_sends: Arc<Tries>,
     /// Who is asking: tokens, agents' roles, the audit log.
     pub auth: Arc<Authenticator>,
     /// The key of persons' own links (appointments, reports).
@@ -113,6 +115,10 @@ impl AppState {
             metrics,
             status_tries,
             attestation_tries,
+            code_sends: Arc::new(Tries::new(
+                crate::person_code::SENDS_PER_WINDOW,
+                crate::person_code::SENDS_WINDOW,
+            )),
             auth,
             links,
         })

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use axum::extract::ConnectInfo;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::{Extension, Json};
 use guichet_dossier::{CaseState, Channel, Motif, Procedure, Reference, Violations};
 use guichet_proto::{convert, v1 as pb};
@@ -159,9 +160,12 @@ pub struct StatusJson {
     /// decisions were observed for a figure worth giving.
     pub estimated_days_to_decision: Option<u32>,
     pub decisions_observed: u32,
-    pub linked: Vec<String>,
-    /// Whom the attestations name, as an employer or benefits office needs it.
-    pub holder: HolderJson,
+    /// Other filings of the same request: with the person's code only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linked: Option<Vec<String>>,
+    /// Whom the file names: with the person's code only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder: Option<HolderJson>,
     /// Days since the title expired that nothing covered.
     pub uncovered: Vec<PeriodJson>,
 }
@@ -249,26 +253,29 @@ pub async fn verify_attestation(
     }))
 }
 
-/// `GET /api/v1/dossiers/{reference}/status?birth_date=YYYY-MM-DD`: where my
-/// file stands. The birth date is the identity check.
-pub async fn status(
-    State(state): State<AppState>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    reference: ReferenceParam,
-    QueryParams(q): QueryParams<StatusQuery>,
-) -> Result<Json<StatusJson>, ApiError> {
-    let reference = reference.parse()?;
-    let birth_date = date_param("birth_date", &q.birth_date)?.ok_or_else(|| {
-        ApiError::from(Violations::one(
-            "birth_date",
-            "is required, as an identity check",
-        ))
-    })?;
-    // Wrong birth dates count per reference and per client address.
+/// What wrong birth dates and wrong codes count against: the file, and the
+/// client's address.
+pub fn try_keys(
+    peer: Option<&Extension<ConnectInfo<SocketAddr>>>,
+    reference: &Reference,
+) -> Vec<String> {
     let mut keys = vec![format!("reference:{reference}")];
     if let Some(Extension(ConnectInfo(peer))) = peer {
         keys.push(format!("client:{}", peer.ip()));
     }
+    keys
+}
+
+/// The status of `reference` if `birth_date` is its holder's: the identity
+/// check of the status look-up and of asking for a code. Wrong birth dates
+/// count per file and per client address; past the limit, a 429.
+pub async fn check_birth_date(
+    state: &AppState,
+    peer: Option<&Extension<ConnectInfo<SocketAddr>>>,
+    reference: &Reference,
+    birth_date: pb::CalendarDate,
+) -> Result<pb::StatusView, ApiError> {
+    let keys = try_keys(peer, reference);
     let now = state.clock.now();
     if let Some(wait) = state.status_tries.wait(&keys, now) {
         return Err(ApiError::too_many(
@@ -288,14 +295,43 @@ pub async fn status(
     if answer
         .as_ref()
         .is_err_and(|e| e.code() == tonic::Code::NotFound)
-        && dossier_exists(&state, &reference).await
+        && dossier_exists(state, reference).await
     {
         // A wrong birth date for a file that exists. A file not recorded
         // yet (asked right after filing) or a reference nobody has is not a
         // try: the reference alone says no more than `GET /dossiers/{ref}`.
         state.status_tries.fail(&keys, now);
     }
-    let s = answer?.into_inner();
+    Ok(answer?.into_inner())
+}
+
+/// `GET /api/v1/dossiers/{reference}/status?birth_date=YYYY-MM-DD`: where my
+/// file stands. The birth date is the identity check; it shows the state,
+/// the cover, the attestations and the delays. With the code sent to the
+/// person (`X-Person-Code`), also whom the file names and the filings
+/// linked to it.
+pub async fn status(
+    State(state): State<AppState>,
+    access: crate::policy::Access,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    reference: ReferenceParam,
+    QueryParams(q): QueryParams<StatusQuery>,
+) -> Result<Json<StatusJson>, ApiError> {
+    let reference = reference.parse()?;
+    let birth_date = date_param("birth_date", &q.birth_date)?.ok_or_else(|| {
+        ApiError::from(Violations::one(
+            "birth_date",
+            "is required, as an identity check",
+        ))
+    })?;
+    let s = check_birth_date(&state, peer.as_ref(), &reference, birth_date).await?;
+    let person = crate::person_code::proof(&state, &headers, peer.as_ref(), &reference).await?;
+    let grant = access.allow_person(
+        person,
+        &guichet_access::Facts::none().dossier(reference.as_str()),
+    )?;
+    let with_code = grant.who == guichet_access::Who::PersonWithCode;
     Ok(Json(StatusJson {
         channel: channel_text(s.channel),
         state: convert::case_state_text(s.state).unwrap_or_default(),
@@ -308,8 +344,8 @@ pub async fn status(
         estimated_days_to_decision: (s.decisions_observed > 0 && s.estimated_days_to_decision > 0)
             .then_some(s.estimated_days_to_decision),
         decisions_observed: s.decisions_observed,
-        linked: s.linked,
-        holder: holder_json(s.holder),
+        linked: with_code.then_some(s.linked),
+        holder: with_code.then(|| holder_json(s.holder)),
         uncovered: periods_json(s.uncovered),
         reference: s.reference,
     }))

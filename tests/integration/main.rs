@@ -26,6 +26,7 @@ mod harness;
 mod instruction;
 mod notices;
 mod observability;
+mod person_code;
 mod postal;
 mod schema_parity;
 mod secrets;

@@ -5,12 +5,11 @@
 use crate::common;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Days, NaiveDate, Utc};
 use common::notify::{
-    NEVER_DELIVERED, NOT_A_MOBILE, SMS_ACCOUNT, SMS_TOKEN, SmsDouble, SmtpInbox, daytime_clock,
+    NEVER_DELIVERED, NOT_A_MOBILE, SmsDouble, SmtpInbox, daytime_clock, notified_app,
 };
 use common::{
     App, Backend, PREFECTURE_AGENT, ShiftedClock, TestEnv, count, eventually, example, pdf_text,
@@ -23,23 +22,6 @@ use prost::Message as _;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// The mesh, its notifier sending to `inbox` and `sms`, on `clock`.
-async fn notified(
-    env: &TestEnv,
-    inbox: &SmtpInbox,
-    sms: &SmsDouble,
-    clock: Arc<ShiftedClock>,
-) -> App {
-    let mut config = env.config();
-    config.notifier.smtp_url = Some(inbox.url());
-    config.notifier.sms_url = Some(sms.url());
-    config.notifier.sms_account = SMS_ACCOUNT.into();
-    config.notifier.sms_token = SMS_TOKEN.into();
-    config.notifier.notify_retry_seconds = 1;
-    config.sweep_interval_s = 1;
-    App::builder(&config).clock(clock).start().await
-}
 
 fn paris_today(clock: &ShiftedClock) -> NaiveDate {
     guichet_dossier::calendar::paris_date(clock.now())
@@ -91,7 +73,7 @@ async fn a_web_filing_hears_back_by_mail_and_sms_with_its_receipt_and_attestatio
     let inbox = SmtpInbox::start().await;
     let sms = SmsDouble::start().await;
     let clock = daytime_clock();
-    let app = notified(&env, &inbox, &sms, clock.clone()).await;
+    let app = notified_app(env.config(), &inbox, &sms, clock.clone()).await;
 
     // A renewal whose title ends in ten days: complete on arrival, and owed
     // an attestation at once (the horizon is 15 days).
@@ -235,7 +217,7 @@ async fn a_call_centre_filer_answered_by_post_gets_a_letter_on_the_print_list(ba
     let env = TestEnv::on(backend).await;
     let inbox = SmtpInbox::start().await;
     let sms = SmsDouble::start().await;
-    let app = notified(&env, &inbox, &sms, daytime_clock()).await;
+    let app = notified_app(env.config(), &inbox, &sms, daytime_clock()).await;
 
     let mut body = example("renewal-employee.json");
     body["applicant"]["family_name"] = json!("Papier");
@@ -305,7 +287,7 @@ async fn when_every_electronic_medium_fails_for_good_paper_follows(backend: Back
     let env = TestEnv::on(backend).await;
     let inbox = SmtpInbox::start().await;
     let sms = SmsDouble::start().await;
-    let app = notified(&env, &inbox, &sms, daytime_clock()).await;
+    let app = notified_app(env.config(), &inbox, &sms, daytime_clock()).await;
 
     // The SMS provider refuses this number for good; the relay refuses
     // nothing, so the e-mail address is one no relay takes: no e-mail given.
@@ -380,7 +362,7 @@ async fn an_expiry_alert_is_sent_once_however_often_it_is_swept_or_delivered(bac
     let inbox = SmtpInbox::start().await;
     let sms = SmsDouble::start().await;
     let clock = daytime_clock();
-    let app = notified(&env, &inbox, &sms, clock.clone()).await;
+    let app = notified_app(env.config(), &inbox, &sms, clock.clone()).await;
 
     // A title recorded as imported, expiring in 60 days: the sweep warns.
     let in_60 = paris_today(&clock) + Days::new(60);
@@ -482,7 +464,7 @@ async fn the_smtp_server_down_for_two_minutes_delays_500_mails_and_loses_none() 
     let env = TestEnv::on(Backend::Servers).await;
     let mut inbox = SmtpInbox::start().await;
     let sms = SmsDouble::start().await;
-    let app = notified(&env, &inbox, &sms, daytime_clock()).await;
+    let app = notified_app(env.config(), &inbox, &sms, daytime_clock()).await;
     inbox.stop().await;
     let stopped = tokio::time::Instant::now();
 
@@ -630,7 +612,7 @@ async fn appointments_and_reports_are_told_and_the_reminder_follows_the_appointm
     let inbox = SmtpInbox::start().await;
     let sms = SmsDouble::start().await;
     let clock = daytime_clock();
-    let app = notified(&env, &inbox, &sms, clock.clone()).await;
+    let app = notified_app(env.config(), &inbox, &sms, clock.clone()).await;
     let mut desk = DeskClient::new(app.grpc_as(PREFECTURE_AGENT).await);
     desk.upsert_site(pb::Site {
         id: "59-lille".into(),

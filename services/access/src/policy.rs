@@ -191,6 +191,14 @@ const DOCUMENT_RECEIVERS: &[Grant] = &[
     role(DeskAgent, OwnPrefecture),
     role(MailroomOperator, Any),
 ];
+/// Where a file stands: anyone with its reference and birth date; whom it
+/// names too, for its person with the code.
+const STATUS: &[Grant] = &[
+    grant(Who::PersonWithCode, OwnDossier),
+    grant(Who::Anyone, Any),
+];
+/// The person of a dossier, by what they proved of it.
+const PERSON: &[Grant] = &[grant(Who::Person, OwnDossier)];
 /// An appointment: its person by their link, and the agents who book.
 const APPOINTMENT: &[Grant] = &[
     grant(Who::Person, OwnAppointment),
@@ -273,8 +281,13 @@ pub const TABLE: &[Rule] = &[
     ),
     rule(
         get("/api/v1/dossiers/{reference}/status"),
+        STATUS,
+        "the birth date is the check; wrong ones are rate-limited; state, cover, attestations and delay only (whom the file names too, with the person's code)",
+    ),
+    rule(
+        post("/api/v1/dossiers/{reference}/code"),
         ANYONE,
-        "the birth date is the check; wrong ones are rate-limited; state, cover, attestations and delay only",
+        "the birth date is the check; the code goes only to the contact on the file, three per 15 minutes",
     ),
     rule(
         get("/api/v1/queue"),
@@ -622,6 +635,11 @@ pub const TABLE: &[Rule] = &[
         NOTICE_READERS,
         "the messages sent about a file, without their addresses",
     ),
+    rule(
+        grpc("guichet.v1.Notifier/SendCode"),
+        PERSON,
+        "sent by the gateway once the person gave the file's reference and birth date, to that file's contact",
+    ),
     // -- gRPC: instruction (on instruction's own address today, not passed on)
     rule(
         grpc("guichet.v1.InstructionReader/GetDossier"),
@@ -766,7 +784,9 @@ mod tests {
             for g in r.grants {
                 let fits = match g.who {
                     Who::Anyone | Who::Station => g.scope == Any,
-                    Who::Person => matches!(g.scope, OwnAppointment | OwnReport),
+                    // A person's own dossier by reference and birth date
+                    // alone: only to be sent the code (nothing is shown).
+                    Who::Person => matches!(g.scope, OwnDossier | OwnAppointment | OwnReport),
                     Who::PersonWithCode => {
                         matches!(g.scope, OwnDossier | OwnAppointment | OwnReport)
                     }

@@ -109,22 +109,25 @@ fn every_route_in_the_openapi_document_has_a_rule() {
 /// its rule: no sign-in where anyone is admitted and an agent sees no more;
 /// sign-in optional where anonymous callers get a public view or prove
 /// they are the person (a secret link) and agents see more; a bearer token
-/// otherwise (a person's one-time code is not an API sign-in yet).
+/// otherwise; and the person's code (`personCode`) as one more way in where
+/// the table admits a person with it.
 fn security_of(rule: &policy::Rule) -> serde_json::Value {
     use guichet_access::Who;
-    let anonymous = rule
-        .grants
-        .iter()
-        .any(|g| matches!(g.who, Who::Anyone | Who::Person));
-    let agents = rule
-        .grants
-        .iter()
-        .any(|g| matches!(g.who, Who::Role(_) | Who::Station));
-    match (anonymous, agents) {
-        (true, false) => serde_json::json!([]),
-        (true, true) => serde_json::json!([{}, {"bearerAuth": []}]),
-        (false, _) => serde_json::json!([{"bearerAuth": []}]),
+    let has = |f: fn(&Who) -> bool| rule.grants.iter().any(|g| f(&g.who));
+    let mut ways = Vec::new();
+    if has(|w| matches!(w, Who::Anyone | Who::Person)) {
+        ways.push(serde_json::json!({}));
     }
+    if has(|w| matches!(w, Who::Role(_) | Who::Station)) {
+        ways.push(serde_json::json!({"bearerAuth": []}));
+    }
+    if has(|w| *w == Who::PersonWithCode) {
+        ways.push(serde_json::json!({"personCode": []}));
+    }
+    if ways == [serde_json::json!({})] {
+        ways.clear();
+    }
+    serde_json::Value::Array(ways)
 }
 
 #[test]

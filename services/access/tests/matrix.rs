@@ -62,6 +62,7 @@ const MATRIX: &[(&str, &str)] = &[
     ("POST /api/v1/dossiers",                                  "ok   ok   ok   ok   ok   ok   ok   403  ok   ok   ok"),
     ("GET /api/v1/dossiers/{reference}",                       "401  401  ok   ok   403  ok   ok   403  ok   403  403"),
     ("GET /api/v1/dossiers/{reference}/status",                "ok   ok   ok   ok   ok   ok   ok   403  ok   ok   ok"),
+    ("POST /api/v1/dossiers/{reference}/code",                 "ok   ok   ok   ok   ok   ok   ok   403  ok   ok   ok"),
     ("GET /api/v1/queue",                                      "ok   ok   ok   ok   ok   ok   ok   403  ok   ok   ok"),
     ("GET /api/v1/processing-times",                           "ok   ok   ok   ok   ok   ok   ok   403  ok   ok   ok"),
     ("GET /api/v1/attestations/{code}",                        "ok   ok   ok   ok   ok   ok   ok   403  ok   ok   ok"),
@@ -134,6 +135,7 @@ const MATRIX: &[(&str, &str)] = &[
     ("guichet.v1.Postal/GetPage",                              "401  403  403  403  403  403  403  403  403  403  ok"),
     ("guichet.v1.Postal/ListLetters",                          "401  403  403  403  403  403  403  403  403  403  ok"),
     ("guichet.v1.Postal/GetLetter",                            "401  403  403  403  403  403  403  403  403  403  ok"),
+    ("guichet.v1.Notifier/SendCode",                           "401  ok   ok   403  403  403  403  403  403  403  403"),
     ("guichet.v1.Notifier/ListNotices",                        "401  403  403  ok   403  ok   ok   403  ok   ok   403"),
     ("guichet.v1.InstructionReader/GetDossier",                "401  403  403  ok   403  403  403  403  ok   403  403"),
     ("guichet.v1.InstructionReader/ListQueue",                 "401  403  403  ok   403  403  403  403  ok   403  403"),
@@ -239,7 +241,23 @@ fn machine_clients_answer_as_their_acting_agent() {
             );
             let nobody = decide(&via(None), rule, &f);
             let anonymous = decide(&Caller::Anonymous, rule, &f);
-            assert_eq!(nobody, anonymous, "{} naming nobody", rule.operation);
+            let for_agents = rule.grants.iter().any(|g| {
+                matches!(
+                    g.who,
+                    guichet_access::Who::Role(_) | guichet_access::Who::Anyone
+                )
+            });
+            if for_agents {
+                assert_eq!(nobody, anonymous, "{} naming nobody", rule.operation);
+            } else {
+                // Software is never the person: naming someone would not help.
+                assert_eq!(
+                    nobody,
+                    Decision::Forbidden,
+                    "{} naming nobody",
+                    rule.operation
+                );
+            }
         }
     }
 }

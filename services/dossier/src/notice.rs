@@ -33,6 +33,8 @@ codes!(
         AppointmentReminder => "appointment_reminder",
         ReportReceived => "report_received",
         AlternativeOffered => "alternative_offered",
+        // The code a person asked for to see their own file.
+        AccessCode => "access_code",
     }
 );
 
@@ -199,15 +201,16 @@ pub fn paris_when(at: DateTime<Utc>, language: Language) -> String {
 pub const SMS_MAX_CHARS: usize = 160;
 
 /// The SMS of a notice. It names the person by first name only, with the
-/// reference of the file (or report, or appointment) and, where the notice
-/// is about a date, that date; everything else goes by e-mail or paper.
+/// reference of the file (or report, or appointment) and `detail`: the date
+/// the notice is about, or the access code; everything else goes by e-mail
+/// or paper.
 /// Always GSM-7 and one segment: a long first name is shortened first.
 pub fn sms_text(
     kind: NoticeKind,
     language: Language,
     first_name: &str,
     reference: &str,
-    when: Option<&str>,
+    detail: Option<&str>,
 ) -> String {
     let first = first_name.split_whitespace().next().unwrap_or_default();
     let candidates = [first.to_string(), initial(first), String::new()];
@@ -218,7 +221,7 @@ pub fn sms_text(
             language,
             &name,
             reference,
-            when.unwrap_or(""),
+            detail.unwrap_or(""),
         ));
         if text.chars().count() <= SMS_MAX_CHARS {
             return text;
@@ -271,6 +274,9 @@ fn sms_template(kind: NoticeKind, language: Language, name: &str, r: &str, when:
             K::AlternativeOffered => format!(
                 "une solution est proposée pour le signalement {r}. Détails par e-mail ou courrier."
             ),
+            K::AccessCode => format!(
+                "votre code pour consulter le dossier {r} : {when}. Ne le donnez à personne."
+            ),
         },
         Language::En => match kind {
             K::Receipt => format!("your application {r} is recorded. Keep this number."),
@@ -294,6 +300,9 @@ fn sms_template(kind: NoticeKind, language: Language, name: &str, r: &str, when:
             K::ReportReceived => format!("your report {r} is recorded. We will get back to you."),
             K::AlternativeOffered => {
                 format!("a solution is offered for report {r}. Details by e-mail or post.")
+            }
+            K::AccessCode => {
+                format!("your code to see file {r}: {when}. Do not give it to anyone.")
             }
         },
     };
@@ -497,6 +506,27 @@ mod tests {
             t,
             "Bonjour Zoe, rappel : RDV en préfecture le 12/03/2027 à 09h30. Réf. A-1"
         );
+    }
+
+    #[test]
+    fn an_access_code_sms_carries_the_whole_code_whatever_the_name() {
+        let long = "Maximiliana-Esperanza-Dolores-Concepción-Guadalupe-Alejandrina-Fernanda";
+        for language in Language::ALL {
+            for name in ["Amina", long, ""] {
+                let text = sms_text(
+                    NoticeKind::AccessCode,
+                    *language,
+                    name,
+                    "W26-ABCD-EFGH-K",
+                    Some("048213"),
+                );
+                assert!(
+                    text.contains("W26-ABCD-EFGH-K : 048213")
+                        || text.contains("W26-ABCD-EFGH-K: 048213"),
+                    "{text}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! delivered, failed), is retried with backoff, and is sent once per
 //! (event, medium) however often the event is delivered.
 
+pub mod code;
 pub mod email;
 pub mod event;
 pub mod figures;
@@ -98,6 +99,14 @@ pub async fn start(
         wake: wake.clone(),
         relay: relay.waker(),
     };
+    let codes = code::CodeSender {
+        store: store.clone(),
+        mailer: sender.mailer.clone(),
+        from: sender.from.clone(),
+        sms: sender.sms.clone(),
+        clock: shared.clock.clone(),
+        figures: sender.figures.clone(),
+    };
     let mut tasks = Tasks::new();
     tasks.spawn("outbox relay", relay.run(shared.shutdown.clone()));
     tasks.spawn("sender", sender.run(shared.shutdown.clone()));
@@ -133,7 +142,7 @@ pub async fn start(
         )
         .await;
     });
-    let routes = tonic::service::Routes::new(NotifierServer::new(NotifierService { store }));
+    let routes = tonic::service::Routes::new(NotifierServer::new(NotifierService { store, codes }));
     Ok(base
         .serve(tasks, routes, "guichet.v1.Notifier", &shared.shutdown)
         .await)
@@ -258,6 +267,7 @@ async fn observe_forever(
 #[derive(Clone)]
 struct NotifierService {
     store: Store,
+    codes: code::CodeSender,
 }
 
 #[tonic::async_trait]
@@ -300,5 +310,19 @@ impl Notifier for NotifierService {
             });
         }
         Ok(Response::new(pb::ListNoticesResponse { notices }))
+    }
+
+    async fn send_code(
+        &self,
+        request: Request<pb::SendCodeRequest>,
+    ) -> Result<Response<pb::SendCodeResponse>, Status> {
+        let media = self
+            .codes
+            .send(request.into_inner())
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::SendCodeResponse {
+            media: media.iter().map(|m| m.as_str().to_string()).collect(),
+        }))
     }
 }

@@ -91,6 +91,48 @@ pub async fn insert(
     Ok(inserted == 1)
 }
 
+impl Store {
+    /// A message sent at once rather than queued (an access code): recorded
+    /// as it went, sent or failed for good, with no event kept.
+    pub async fn record_immediate(
+        &self,
+        n: &NewNotice,
+        failure: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        let state = if failure.is_some() {
+            DeliveryState::Failed
+        } else {
+            DeliveryState::Sent
+        };
+        self.db
+            .execute(
+                Stmt::new(
+                    "INSERT INTO notices (id, notice_key, medium, kind, subject_ref, recipient, \
+                     language, routing_key, event, has_address, state, failure, attempts, \
+                     not_before, event_at, created_at, first_try_at, sent_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $13, $13, $13, $14)",
+                )
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(&n.notice_key)
+                .bind(n.medium.as_str())
+                .bind(n.kind.as_str())
+                .bind(&n.subject_ref)
+                .bind(&n.recipient)
+                .bind(&n.language)
+                .bind(&n.routing_key)
+                .bind(n.event.as_slice())
+                .bind(n.has_address)
+                .bind(state.as_str())
+                .bind(failure.clone())
+                .bind(now)
+                .bind(failure.is_none().then_some(now)),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
 /// Whether a step of the appointment later than `at` is already planned:
 /// then a step at `at` arrived out of order and tells nothing current.
 pub async fn later_step_planned(

@@ -617,6 +617,81 @@ pub fn email_html(r: &Rendered, person: &Person) -> String {
     html
 }
 
+/// The access code's subject and paragraphs. Nothing of the file is said:
+/// whoever reads the mailbox learns only that a code was asked for.
+pub fn access_code(
+    l: Language,
+    reference: &str,
+    code: &str,
+    minutes: u32,
+) -> (String, Vec<String>) {
+    (
+        t(
+            l,
+            format!("Votre code pour consulter le dossier {reference}"),
+            format!("Your code to see file {reference}"),
+        ),
+        vec![
+            t(
+                l,
+                format!("Votre code : {code}"),
+                format!("Your code: {code}"),
+            ),
+            t(
+                l,
+                format!(
+                    "Il permet de consulter le dossier {reference} pendant {minutes} minutes. Ne le donnez à personne : aucun agent ne vous le demandera."
+                ),
+                format!(
+                    "It lets you see file {reference} for {minutes} minutes. Do not give it to anyone: no agent will ask you for it."
+                ),
+            ),
+            t(
+                l,
+                "Si vous n'avez pas demandé ce code, ignorez ce message : personne ne peut voir votre dossier sans lui.",
+                "If you did not ask for this code, ignore this message: nobody can see your file without it.",
+            ),
+        ],
+    )
+}
+
+/// A message's plain-text body when no name goes with it.
+pub fn plain_email_text(l: Language, paragraphs: &[String]) -> String {
+    let mut text = t(l, "Bonjour,\n\n", "Hello,\n\n");
+    for p in paragraphs {
+        text.push_str(p);
+        text.push_str("\n\n");
+    }
+    text.push_str(&t(
+        l,
+        "Ce message est envoyé automatiquement : n'y répondez pas.\nPréfecture - Service des étrangers\n",
+        "This message is sent automatically: please do not reply.\nPrefecture - Foreign nationals' department\n",
+    ));
+    text
+}
+
+/// The same as HTML.
+pub fn plain_email_html(l: Language, subject: &str, paragraphs: &[String]) -> String {
+    let mut html = format!(
+        "<!DOCTYPE html><html lang=\"{}\"><head><meta charset=\"utf-8\"><title>{}</title></head><body><p>{}</p>",
+        l.as_str(),
+        escape(subject),
+        escape(&t(l, "Bonjour,", "Hello,")),
+    );
+    for p in paragraphs {
+        html.push_str(&format!("<p>{}</p>", escape(p)));
+    }
+    html.push_str(&format!(
+        "<p><small>{}</small></p></body></html>",
+        escape(&t(
+            l,
+            "Ce message est envoyé automatiquement : n'y répondez pas. Préfecture - Service des étrangers",
+            "This message is sent automatically: please do not reply. Prefecture - Foreign nationals' department",
+        ))
+    ));
+    html
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")

@@ -282,6 +282,42 @@ async fn report(
     }
 }
 
+/// The mesh on `config`, its notifier sending to `inbox` and `sms`, on
+/// `clock`.
+pub async fn notified_app(
+    mut config: guichet::Settings,
+    inbox: &SmtpInbox,
+    sms: &SmsDouble,
+    clock: Arc<super::ShiftedClock>,
+) -> super::App {
+    config.notifier.smtp_url = Some(inbox.url());
+    config.notifier.sms_url = Some(sms.url());
+    config.notifier.sms_account = SMS_ACCOUNT.into();
+    config.notifier.sms_token = SMS_TOKEN.into();
+    config.notifier.notify_retry_seconds = 1;
+    config.sweep_interval_s = 1;
+    super::App::builder(&config).clock(clock).start().await
+}
+
+/// A clock at the next 23:00 in Paris, when notices' SMS wait for morning.
+pub fn night_clock() -> Arc<super::ShiftedClock> {
+    use chrono::TimeZone;
+    let clock = Arc::new(super::ShiftedClock::default());
+    let now = chrono::Utc::now();
+    let paris = now.with_timezone(&chrono_tz::Europe::Paris);
+    let eleven = chrono_tz::Europe::Paris
+        .from_local_datetime(&paris.date_naive().and_hms_opt(23, 0, 0).expect("23:00"))
+        .earliest()
+        .expect("23:00 exists");
+    let at = if eleven > now {
+        eleven
+    } else {
+        eleven + chrono::Duration::days(1)
+    };
+    clock.advance(at.with_timezone(&chrono::Utc) - now);
+    clock
+}
+
 /// A clock in the daytime in Paris, when SMS may be sent: the system's, or
 /// moved forward to the next noon when the tests run at night.
 pub fn daytime_clock() -> Arc<super::ShiftedClock> {
