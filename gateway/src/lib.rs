@@ -20,7 +20,6 @@ pub mod extract;
 pub mod grpc_access;
 pub mod grpc_proxy;
 pub mod health;
-pub mod links;
 pub mod openapi;
 pub mod ops;
 pub mod origin;
@@ -35,6 +34,7 @@ pub mod status;
 pub mod tries;
 pub mod views;
 
+pub use guichet_kit::links;
 pub use server::{Running, start};
 pub use settings::AccessSettings;
 pub use state::{AppState, Targets};

@@ -170,7 +170,7 @@ pub async fn start(
         std::sync::Arc::new(Tries::new(config.attestation_tries, window)),
         auth,
         std::sync::Arc::new(crate::links::LinkKey::load(
-            access.link_key.as_deref(),
+            config.link_key.as_deref(),
             &config.data_dir,
         )?),
     )?;

@@ -53,11 +53,6 @@ pub struct AccessSettings {
         default_value = "guichet-ccc-software=call_centre_software,guichet-desk-software=desk_software,guichet-scanner-1=scanning_station"
     )]
     pub machine_clients: Vec<String>,
-    /// The key persons' own links (to an appointment, a report) are signed
-    /// with: at least 32 characters, the same for every gateway instance.
-    /// Unset: one is made once and kept in the data folder.
-    #[arg(long, env = "GUICHET_LINK_KEY", hide_env_values = true)]
-    pub link_key: Option<String>,
     /// Days the audit log keeps a row.
     #[arg(long, env = "GUICHET_AUDIT_RETENTION_DAYS", default_value_t = crate::directory::DEFAULT_AUDIT_RETENTION_DAYS)]
     pub audit_retention_days: u32,

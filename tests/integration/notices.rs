@@ -667,10 +667,19 @@ async fn appointments_and_reports_are_told_and_the_reminder_follows_the_appointm
                 .find(|m| m.to == "a.diallo@example.org" && m.raw.contains(&words))
         }
     };
-    eventually(WAIT, "the confirmation e-mail", || {
+    let confirmation = eventually(WAIT, "the confirmation e-mail", || {
         mail_saying(format!("{id})"))
     })
     .await;
+    // It gives the person the follow-up code the booking answered.
+    assert_eq!(
+        confirmation
+            .word_after("code de suivi personnel : ")
+            .as_deref(),
+        Some(secret.as_str()),
+        "{}",
+        confirmation.raw
+    );
     let sms_saying = |words: String| {
         let sms = &sms;
         async move {
@@ -783,6 +792,32 @@ async fn appointments_and_reports_are_told_and_the_reminder_follows_the_appointm
     })
     .await;
     assert!(ack.raw.contains("Ahmad HAIDARI"), "{}", ack.raw);
+    // Opened for them by the call centre, the report is theirs to follow
+    // with the code the acknowledgement gives.
+    let code = ack
+        .word_after("code de suivi personnel : ")
+        .expect("a follow-up code");
+    let report_path = format!("{}/api/v1/reports/{}", app.base, report.id);
+    let followed = app
+        .http
+        .get(&report_path)
+        .header("X-Link-Secret", &code)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(followed.status(), 200, "{:?}", followed.text().await);
+    let refused = app
+        .http
+        .get(&report_path)
+        .header("X-Link-Secret", &secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        401,
+        "another resource's code opens nothing"
+    );
     db.close().await;
     common::stop(app, env).await;
 }

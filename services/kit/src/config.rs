@@ -35,6 +35,13 @@ pub struct Config {
     #[arg(long, env = "GUICHET_DATA_DIR", default_value = "./.guichet")]
     pub data_dir: PathBuf,
 
+    /// The key persons' own links (to an appointment, a report) and their
+    /// codes are signed with: at least 32 characters, the same for every
+    /// gateway instance and the notifier (which sends the links). Unset:
+    /// one is made once and kept in the data folder.
+    #[arg(long, env = "GUICHET_LINK_KEY", hide_env_values = true)]
+    pub link_key: Option<String>,
+
     /// Gateway HTTP address: REST, pages, gRPC.
     #[arg(long, env = "GUICHET_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
@@ -207,6 +214,7 @@ impl std::fmt::Debug for Config {
                 &self.database_url.as_deref().map(redact_url),
             )
             .field("data_dir", &self.data_dir)
+            .field("link_key", &self.link_key.as_ref().map(|_| "(set)"))
             .field("http_addr", &self.http_addr)
             .field("intake_web_addr", &self.intake_web_addr)
             .field("instruction_addr", &self.instruction_addr)

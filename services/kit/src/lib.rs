@@ -13,6 +13,7 @@ pub mod error;
 pub mod grpc;
 pub mod grpc_check;
 pub mod inbox;
+pub mod links;
 pub mod metrics;
 pub mod outbox;
 pub mod pdf;

@@ -98,6 +98,10 @@ pub async fn start(
         figures: figures.clone(),
         wake: wake.clone(),
         relay: relay.waker(),
+        links: Arc::new(
+            guichet_kit::links::LinkKey::load(config.link_key.as_deref(), &config.data_dir)
+                .map_err(|e| target("GUICHET_LINK_KEY", &e))?,
+        ),
     };
     let codes = code::CodeSender {
         store: store.clone(),

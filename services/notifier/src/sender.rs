@@ -12,6 +12,7 @@ use guichet_dossier::Language;
 use guichet_dossier::notice::{self, DeliveryState, Medium, NoticeKind};
 use guichet_kit::bus::{EVENTS_EXCHANGE, OutgoingMessage};
 use guichet_kit::clock::SharedClock;
+use guichet_kit::links::LinkKey;
 use guichet_kit::pdf::{LetterText, letter_pdf};
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::sql::Stmt;
@@ -47,6 +48,8 @@ pub struct Sender {
     pub wake: Arc<Notify>,
     /// Rung when a letter is in the outbox.
     pub relay: Arc<Notify>,
+    /// Signs the person's own link to an appointment or a report.
+    pub links: Arc<LinkKey>,
 }
 
 /// How one try went.
@@ -125,7 +128,18 @@ impl Sender {
         let (medium, kind) = (row.medium, row.kind);
         let rendered = Event::decode(&row.routing_key, &row.event).ok().map(|e| {
             let person = e.person();
-            let r = templates::render(kind, &e, &person);
+            let r = templates::render(kind, &e, &person).map(|mut r| {
+                // Whoever booked for them (the call centre, a desk), the
+                // person gets what lets them see, move or cancel it.
+                if let Some(of) = templates::follow_up_of(kind) {
+                    r.paragraphs.push(templates::follow_up(
+                        person.language,
+                        of,
+                        &self.links.secret(of, &row.subject_ref),
+                    ));
+                }
+                r
+            });
             (e, person, r)
         });
         let tried = match rendered {

@@ -617,6 +617,41 @@ pub fn email_html(r: &Rendered, person: &Person) -> String {
     html
 }
 
+/// The kind of the person's own link a notice carries (`appointment`,
+/// `report`, as the gateway checks it), if any: the booking and each move
+/// of an appointment, and a report received.
+pub fn follow_up_of(kind: NoticeKind) -> Option<&'static str> {
+    match kind {
+        NoticeKind::AppointmentBooked | NoticeKind::AppointmentMoved => Some("appointment"),
+        NoticeKind::ReportReceived => Some("report"),
+        _ => None,
+    }
+}
+
+/// The paragraph that gives the person their follow-up code.
+pub fn follow_up(l: Language, of: &str, secret: &str) -> String {
+    match of {
+        "report" => t(
+            l,
+            format!(
+                "Pour suivre ce signalement, votre code de suivi personnel : {secret}. Ne le donnez à personne."
+            ),
+            format!(
+                "To follow this report, your personal follow-up code: {secret}. Do not give it to anyone."
+            ),
+        ),
+        _ => t(
+            l,
+            format!(
+                "Pour voir, déplacer ou annuler ce rendez-vous, votre code de suivi personnel : {secret}. Ne le donnez à personne."
+            ),
+            format!(
+                "To see, move or cancel this appointment, your personal follow-up code: {secret}. Do not give it to anyone."
+            ),
+        ),
+    }
+}
+
 /// The access code's subject and paragraphs. Nothing of the file is said:
 /// whoever reads the mailbox learns only that a code was asked for.
 pub fn access_code(

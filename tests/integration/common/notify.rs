@@ -46,6 +46,24 @@ impl Mail {
             .collect();
         base64::engine::general_purpose::STANDARD.decode(body).ok()
     }
+
+    /// The raw message with quoted-printable soft line breaks joined, so a
+    /// long word (a follow-up code) reads whole.
+    pub fn unfolded(&self) -> String {
+        self.raw.replace("=\r\n", "").replace("=\n", "")
+    }
+
+    /// The word following `label` in the text, up to a space or a dot.
+    pub fn word_after(&self, label: &str) -> Option<String> {
+        let text = self.unfolded();
+        let at = text.find(label)? + label.len();
+        Some(
+            text[at..]
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '.')
+                .collect(),
+        )
+    }
 }
 
 impl SmtpInbox {
