@@ -53,6 +53,16 @@ enum Command {
         #[command(subcommand)]
         command: AgentsCommand,
     },
+    /// Is this receipt or attestation genuine? Reads its signed 2D code
+    /// (PDF, or a scan or photo), checks the signature with the published
+    /// keys, and that the paper prints what the code says. Exit status 0
+    /// genuine, 1 altered or refused, 2 no code found.
+    Verify(guichet_tools::verify::VerifyArgs),
+    /// The keys persons' documents are signed with.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// The dead-letter queue (guichet.dead.letters): what is in it and why,
     /// replay to where it came from, or drop.
     Dlq {
@@ -139,6 +149,16 @@ enum AgentsCommand {
 }
 
 #[derive(Subcommand)]
+enum KeysCommand {
+    /// A new key signs from now on; earlier keys stay published, so papers
+    /// they signed still check. Restart the notifier afterwards: it signs
+    /// with the key it loaded (the gateway publishes the new set at once).
+    Rotate,
+    /// The published keys (the JWKS the gateway serves).
+    Show,
+}
+
+#[derive(Subcommand)]
 enum TitlesCommand {
     /// Import titles from the legacy system: a CSV file with a header line,
     /// or a JSON array, one title per row (see examples/titles/).
@@ -155,9 +175,11 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = match cli.command {
         // Their standard output is the answer (a table, or JSON): logs go to
         // standard error, warnings only unless RUST_LOG says otherwise.
-        Command::Dlq { .. } | Command::Bench(_) | Command::BenchPostal(_) => {
-            telemetry::init_for_tool(cli.config.log_format)
-        }
+        Command::Dlq { .. }
+        | Command::Bench(_)
+        | Command::BenchPostal(_)
+        | Command::Verify(_)
+        | Command::Keys { .. } => telemetry::init_for_tool(cli.config.log_format),
         _ => telemetry::init(&cli.config, service_name),
     };
     let shutdown = Shutdown::new();
@@ -264,6 +286,30 @@ async fn main() -> anyhow::Result<()> {
             return import_titles(&config, &file, clock.as_ref()).await;
         }
         Command::Dlq { command } => return dead_letters(&config, command).await,
+        Command::Verify(args) => {
+            let code = guichet_tools::verify::run(args, config.access.public_url.as_deref())
+                .await
+                .context("verifying")?;
+            std::process::exit(i32::from(code));
+        }
+        Command::Keys { command } => {
+            let path = config.signing_keys_path();
+            match command {
+                KeysCommand::Rotate => {
+                    guichet_kit::seal::KeySet::load_or_create(&path, clock.now())?;
+                    let kid = guichet_kit::seal::KeySet::rotate(&path, clock.now())?;
+                    println!(
+                        "{kid} signs from now on (in {}); earlier keys stay published. Restart the notifier.",
+                        path.display()
+                    );
+                }
+                KeysCommand::Show => {
+                    let keys = guichet_kit::seal::KeySet::load(&path)?;
+                    println!("{}", serde_json::to_string_pretty(&keys.jwks())?);
+                }
+            }
+            return Ok(());
+        }
         Command::Agents { command } => return agents(&config, command, clock.as_ref()).await,
         Command::Serve { service } => {
             let service = guichet::service(&service).context("no such service")?;

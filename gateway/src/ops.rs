@@ -30,6 +30,26 @@ pub fn routes() -> Router<AppState> {
         .route("/metrics", get(metrics))
         .route("/healthz", get(crate::health::healthz))
         .route("/readyz", get(crate::health::readyz))
+        .route("/.well-known/jwks.json", get(jwks))
+}
+
+/// `GET /.well-known/jwks.json`: the public keys persons' documents are
+/// signed with, the earlier ones included, for anyone to check a paper
+/// offline (`guichet verify --keys`).
+pub async fn jwks(State(state): State<AppState>) -> Result<Response, crate::error::ApiError> {
+    let keys = guichet_kit::seal::KeySet::load(&state.signing_keys).map_err(|e| {
+        tracing::error!(error = %e, "cannot read the signing keys");
+        crate::error::ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            "the signing keys cannot be read just now",
+        )
+    })?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/jwk-set+json")],
+        keys.jwks().to_string(),
+    )
+        .into_response())
 }
 
 /// `GET /metrics`: this process's figures in the Prometheus text format.

@@ -62,7 +62,7 @@ fn document(d: pb::PrintedDocument, filename: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(&d.media_type) {
         headers.insert(header::CONTENT_TYPE, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{filename}\"")) {
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
     if let Ok(v) = HeaderValue::from_str(&d.id) {

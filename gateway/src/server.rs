@@ -39,6 +39,8 @@ pub enum StartError {
     MachineClients(#[from] crate::settings::BadMachineClient),
     #[error(transparent)]
     LinkKey(#[from] crate::links::LinkKeyError),
+    #[error(transparent)]
+    SigningKeys(#[from] guichet_kit::seal::KeyError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -162,6 +164,10 @@ pub async fn start(
         .unwrap_or_else(|| format!("http://{http_addr}"));
     let auth =
         crate::caller::Authenticator::new(access, &public_url, directory.clone(), clock.clone())?;
+    // Made here if no service made it yet, so the keys are published from
+    // the start.
+    let signing_keys = config.signing_keys_path();
+    guichet_kit::seal::KeySet::load_or_create(&signing_keys, clock.now())?;
     let state = AppState::connect(
         &targets,
         clock,
@@ -169,10 +175,13 @@ pub async fn start(
         std::sync::Arc::new(Tries::new(config.status_tries, window)),
         std::sync::Arc::new(Tries::new(config.attestation_tries, window)),
         auth,
-        std::sync::Arc::new(crate::links::LinkKey::load(
-            config.link_key.as_deref(),
-            &config.data_dir,
-        )?),
+        crate::state::Keys {
+            links: std::sync::Arc::new(crate::links::LinkKey::load(
+                config.link_key.as_deref(),
+                &config.data_dir,
+            )?),
+            signing_keys,
+        },
     )?;
     let state_clock = state.clock.clone();
     let health = grpc_proxy::GatewayHealth::server(state.clone(), shutdown.clone());

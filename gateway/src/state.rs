@@ -41,6 +41,12 @@ pub struct BadTarget {
     pub source: tonic::transport::Error,
 }
 
+/// The gateway's keys: the persons' links' and the documents' (public).
+pub struct Keys {
+    pub links: Arc<crate::links::LinkKey>,
+    pub signing_keys: std::path::PathBuf,
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub intake: OnlineIntakeClient<TracedChannel>,
@@ -69,6 +75,9 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// The key of persons' own links (appointments, reports).
     pub links: Arc<crate::links::LinkKey>,
+    /// The documents' signing key set, read at each request for its public
+    /// keys: a rotation is published without a restart.
+    pub signing_keys: std::path::PathBuf,
 }
 
 impl AppState {
@@ -82,7 +91,7 @@ impl AppState {
         status_tries: Arc<Tries>,
         attestation_tries: Arc<Tries>,
         auth: Arc<Authenticator>,
-        links: Arc<crate::links::LinkKey>,
+        keys: Keys,
     ) -> Result<Self, BadTarget> {
         let connect = |url: &str| {
             grpc::channel(url).map_err(|source| BadTarget {
@@ -120,7 +129,8 @@ impl AppState {
                 crate::person_code::SENDS_WINDOW,
             )),
             auth,
-            links,
+            links: keys.links,
+            signing_keys: keys.signing_keys,
         })
     }
 }

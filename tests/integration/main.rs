@@ -17,6 +17,7 @@ mod bus_tls;
 mod bus_users;
 mod channels;
 mod dates;
+mod documents;
 mod edge;
 mod embedded_crash;
 mod faults;

@@ -308,6 +308,16 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
         ))
         .await;
     assert_eq!(pdf.headers()["content-type"], "application/pdf");
+    // Downloaded, never rendered in the gateway's origin as something else.
+    assert!(
+        pdf.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment;"),
+        "{:?}",
+        pdf.headers()
+    );
+    assert_eq!(pdf.headers()["x-content-type-options"], "nosniff");
     assert!(pdf.bytes().await.unwrap().starts_with(b"%PDF-"));
     // The notifier e-mails them too (the embedded default's .eml files).
     eventually(WAIT, "e-mails for the postal filers", || async {

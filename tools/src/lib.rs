@@ -8,3 +8,4 @@ pub mod bench;
 pub mod dlq;
 pub mod progress;
 pub mod simulate;
+pub mod verify;

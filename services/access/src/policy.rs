@@ -498,6 +498,11 @@ pub const TABLE: &[Rule] = &[
         "figures for the scraper, no personal data; keep the port inside the network",
     ),
     rule(get("/healthz"), ANYONE, "liveness for the orchestrator"),
+    rule(
+        get("/.well-known/jwks.json"),
+        ANYONE,
+        "the public keys persons' documents are signed with: anyone checks a paper",
+    ),
     rule(get("/readyz"), ANYONE, "readiness for the orchestrator"),
     // -- gRPC: call centre
     rule(

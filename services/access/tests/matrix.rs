@@ -107,6 +107,7 @@ const MATRIX: &[(&str, &str)] = &[
     ("GET /ops",                                               "ok   ok   ok   ok   ok   ok   ok   403  ok   ok   ok"),
     ("GET /metrics",                                           "ok   ok   ok   ok   ok   ok   ok   403  ok   ok   ok"),
     ("GET /healthz",                                           "ok   ok   ok   ok   ok   ok   ok   403  ok   ok   ok"),
+    ("GET /.well-known/jwks.json",                             "ok   ok   ok   ok   ok   ok   ok   403  ok   ok   ok"),
     ("GET /readyz",                                            "ok   ok   ok   ok   ok   ok   ok   403  ok   ok   ok"),
     ("guichet.v1.CallCentre/FileOnBehalf",                     "401  403  403  403  403  403  ok   403  403  403  403"),
     ("guichet.v1.CallCentre/OpenReport",                       "401  403  403  403  403  403  ok   403  403  403  403"),

@@ -140,6 +140,14 @@ pub fn receipt_wording(envelope_postmark: Option<&str>, receipt: &pb::Receipt) -
     ]
 }
 
+/// What a letter says: its subject, its paragraphs, and the signed 2D code
+/// of the document it is, if it is one.
+struct Body<'a> {
+    subject: &'a str,
+    paragraphs: Vec<String>,
+    seal: Option<&'a str>,
+}
+
 impl Letters {
     /// The receipt, when an envelope has just become a dossier.
     pub async fn receipt(
@@ -153,8 +161,11 @@ impl Letters {
             &receipt.reference,
             "receipt",
             &format!("{}|receipt", receipt.reference),
-            "récépissé de dépôt",
-            paragraphs,
+            Body {
+                subject: "récépissé de dépôt",
+                paragraphs,
+                seal: None,
+            },
         )
         .await
     }
@@ -211,8 +222,11 @@ impl Letters {
             &request.reference,
             &request.kind,
             &request.key,
-            &request.subject,
-            request.paragraphs.clone(),
+            Body {
+                subject: &request.subject,
+                paragraphs: request.paragraphs.clone(),
+                seal: Some(request.seal.as_str()).filter(|s| !s.is_empty()),
+            },
         )
         .await
     }
@@ -352,14 +366,13 @@ impl Letters {
         reference: &str,
         kind: &str,
         event_key: &str,
-        subject: &str,
-        paragraphs: Vec<String>,
+        body: Body<'_>,
     ) -> Result<(), LetterError> {
         if self.store.letter_made(event_key).await? {
             return Ok(());
         }
-        let text = self.dated(to.lines.clone(), subject, paragraphs, reference);
-        let pdf = letter_pdf(&text);
+        let text = self.dated(to.lines.clone(), body.subject, body.paragraphs, reference);
+        let pdf = guichet_kit::pdf::sealed_letter_pdf(&text, body.seal);
         self.post(to, reference, kind, event_key, pdf).await
     }
 

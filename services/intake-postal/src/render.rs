@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use guichet_dossier::postal::FORM_FIELDS;
-use guichet_kit::pdf::{A4, Page, document, letter_page};
+use guichet_kit::pdf::{A4, Page, document, draw_qr, letter_page};
 pub use guichet_kit::pdf::{LetterText, letter_pdf};
-use qrcode::{Color, EcLevel, QrCode};
+use qrcode::{EcLevel, QrCode};
 
 /// The form's code is 70 mm wide: about a millimetre per module even with
 /// several pre-filled fields, which a 200 dpi scan of a skewed, speckled page
@@ -17,26 +17,6 @@ const SEPARATOR_CODE_SIZE: f32 = 260.0;
 #[derive(Debug, thiserror::Error)]
 #[error("the code cannot hold this much text ({0} bytes): pre-fill fewer or shorter fields")]
 pub struct TooLong(usize);
-
-/// A QR code with its top-left corner at (x, top), `size` points wide
-/// including the quiet zone of four modules the standard asks for.
-fn draw_qr(page: &mut Page, code: &QrCode, x: f32, top: f32, size: f32) {
-    let n = code.width();
-    let module = size / (n + 8) as f32;
-    let colors = code.to_colors();
-    let c = &mut page.content;
-    c.set_fill_gray(0.0);
-    for row in 0..n {
-        for col in 0..n {
-            if colors[row * n + col] == Color::Dark {
-                let px = x + (col + 4) as f32 * module;
-                let py = top - (row + 5) as f32 * module;
-                c.rect(px, py, module, module);
-            }
-        }
-    }
-    c.fill_nonzero();
-}
 
 fn qr(text: &str, level: EcLevel) -> Result<QrCode, TooLong> {
     QrCode::with_error_correction_level(text.as_bytes(), level).map_err(|_| TooLong(text.len()))

@@ -42,6 +42,14 @@ pub struct Config {
     #[arg(long, env = "GUICHET_LINK_KEY", hide_env_values = true)]
     pub link_key: Option<String>,
 
+    /// The key set persons' documents (receipts, attestations) are signed
+    /// with: a JSON file holding the current Ed25519 key and the public
+    /// halves of earlier ones (`guichet keys rotate`). The gateway publishes
+    /// the public keys at /.well-known/jwks.json. Unset: <data>/signing-keys.json,
+    /// made on first use.
+    #[arg(long, env = "GUICHET_SIGNING_KEYS")]
+    pub signing_keys: Option<PathBuf>,
+
     /// Gateway HTTP address: REST, pages, gRPC.
     #[arg(long, env = "GUICHET_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
@@ -202,6 +210,15 @@ pub struct Config {
 
 /// Written out by hand so that a password in a URL never reaches a log line
 /// or a panic message.
+impl Config {
+    /// Where the document signing keys are.
+    pub fn signing_keys_path(&self) -> PathBuf {
+        self.signing_keys
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("signing-keys.json"))
+    }
+}
+
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
@@ -215,6 +232,7 @@ impl std::fmt::Debug for Config {
             )
             .field("data_dir", &self.data_dir)
             .field("link_key", &self.link_key.as_ref().map(|_| "(set)"))
+            .field("signing_keys", &self.signing_keys)
             .field("http_addr", &self.http_addr)
             .field("intake_web_addr", &self.intake_web_addr)
             .field("instruction_addr", &self.instruction_addr)

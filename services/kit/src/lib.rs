@@ -17,6 +17,7 @@ pub mod links;
 pub mod metrics;
 pub mod outbox;
 pub mod pdf;
+pub mod seal;
 pub mod service;
 pub mod shutdown;
 pub mod sql;

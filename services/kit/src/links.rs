@@ -104,7 +104,7 @@ impl LinkKey {
 /// Writes `bytes` to a file that must not exist yet, readable by its owner
 /// only; written whole to a temporary file first, so a reader never sees a
 /// part of it.
-fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     // Its own name: services of one process race here too.
     let tmp = path.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));

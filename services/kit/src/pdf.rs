@@ -97,6 +97,46 @@ pub fn letter_pdf(letter: &LetterText) -> Vec<u8> {
     )])
 }
 
+/// The signed 2D code's width on a document: about 0.8 mm a module for the
+/// longest codes, which a phone or a 150 dpi rendering reads.
+const SEAL_SIZE: f32 = 150.0;
+
+/// A letter that carries its signed 2D code (`guichet_kit::seal`) at the
+/// bottom right, below the text, with what it is for beneath. Without a code that fits a QR
+/// code, the letter alone.
+pub fn sealed_letter_pdf(letter: &LetterText, seal: Option<&str>) -> Vec<u8> {
+    let mut page = letter_page(letter, &format!("Dossier {}", letter.reference));
+    if let Some(code) = seal.and_then(|s| {
+        qrcode::QrCode::with_error_correction_level(s.as_bytes(), qrcode::EcLevel::M).ok()
+    }) {
+        let (x, top) = (A4.0 - 50.0 - SEAL_SIZE, 60.0 + SEAL_SIZE);
+        draw_qr(&mut page, &code, x, top, SEAL_SIZE);
+        page.text(x + 12.0, 52.0, 6.5, false, "Code signé / signed code:");
+        page.text(x + 12.0, 44.0, 6.5, false, "guichet verify");
+    }
+    document(vec![page])
+}
+
+/// A QR code with its top-left corner at (x, top), `size` points wide
+/// including the quiet zone of four modules the standard asks for.
+pub fn draw_qr(page: &mut Page, code: &qrcode::QrCode, x: f32, top: f32, size: f32) {
+    let n = code.width();
+    let module = size / (n + 8) as f32;
+    let colors = code.to_colors();
+    let c = &mut page.content;
+    c.set_fill_gray(0.0);
+    for row in 0..n {
+        for col in 0..n {
+            if colors[row * n + col] == qrcode::Color::Dark {
+                let px = x + (col + 4) as f32 * module;
+                let py = top - (row + 5) as f32 * module;
+                c.rect(px, py, module, module);
+            }
+        }
+    }
+    c.fill_nonzero();
+}
+
 /// The letter's page; `reference_line` names what it is about.
 pub fn letter_page(letter: &LetterText, reference_line: &str) -> Page {
     let mut page = Page::new();

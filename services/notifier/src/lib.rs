@@ -102,6 +102,13 @@ pub async fn start(
             guichet_kit::links::LinkKey::load(config.link_key.as_deref(), &config.data_dir)
                 .map_err(|e| target("GUICHET_LINK_KEY", &e))?,
         ),
+        keys: Arc::new(
+            guichet_kit::seal::KeySet::load_or_create(
+                &config.signing_keys_path(),
+                shared.clock.now(),
+            )
+            .map_err(|e| target("GUICHET_SIGNING_KEYS", &e))?,
+        ),
     };
     let codes = code::CodeSender {
         store: store.clone(),

@@ -13,7 +13,8 @@ use guichet_dossier::notice::{self, DeliveryState, Medium, NoticeKind};
 use guichet_kit::bus::{EVENTS_EXCHANGE, OutgoingMessage};
 use guichet_kit::clock::SharedClock;
 use guichet_kit::links::LinkKey;
-use guichet_kit::pdf::{LetterText, letter_pdf};
+use guichet_kit::pdf::{LetterText, sealed_letter_pdf};
+use guichet_kit::seal::KeySet;
 use guichet_kit::shutdown::Shutdown;
 use guichet_kit::sql::Stmt;
 use guichet_proto::v1 as pb;
@@ -50,6 +51,8 @@ pub struct Sender {
     pub relay: Arc<Notify>,
     /// Signs the person's own link to an appointment or a report.
     pub links: Arc<LinkKey>,
+    /// Signs the documents' 2D codes.
+    pub keys: Arc<KeySet>,
 }
 
 /// How one try went.
@@ -159,13 +162,16 @@ impl Sender {
     async fn email(&self, row: &NoticeRow, person: &Person, r: &Rendered) -> Tried {
         let attached = r.document.as_ref().map(|d| Attached {
             file_name: d.file_name.clone(),
-            pdf: letter_pdf(&letter_text(
-                person,
-                &row.subject_ref,
-                &d.title,
-                d.paragraphs.clone(),
-                self.clock.now(),
-            )),
+            pdf: sealed_letter_pdf(
+                &letter_text(
+                    person,
+                    &row.subject_ref,
+                    &d.title,
+                    d.paragraphs.clone(),
+                    self.clock.now(),
+                ),
+                self.seal(d).as_deref(),
+            ),
         });
         let message = email::message(
             &self.from,
@@ -239,10 +245,14 @@ impl Sender {
         kind: NoticeKind,
     ) -> Result<(), sqlx::Error> {
         let now = self.clock.now();
-        // The attestation on paper is the document itself.
-        let (subject, paragraphs) = match (&r.document, kind) {
-            (Some(d), NoticeKind::AttestationIssued) => (d.title.clone(), d.paragraphs.clone()),
-            _ => (r.subject.clone(), r.paragraphs.clone()),
+        // The attestation on paper is the document itself, signed code and all.
+        let (subject, paragraphs, seal) = match (&r.document, kind) {
+            (Some(d), NoticeKind::AttestationIssued) => (
+                d.title.clone(),
+                d.paragraphs.clone(),
+                self.seal(d).unwrap_or_default(),
+            ),
+            _ => (r.subject.clone(), r.paragraphs.clone(), String::new()),
         };
         let (letter_kind, prefecture) = match event {
             // The mailroom files a case's letters under the step's own name.
@@ -263,6 +273,7 @@ impl Sender {
             subject,
             paragraphs,
             language: person.language.as_str().to_string(),
+            seal,
         };
         let message = OutgoingMessage::traced(
             EVENTS_EXCHANGE,
@@ -425,6 +436,19 @@ impl Sender {
             }
         }
         Ok(())
+    }
+
+    /// The document's signed 2D code; without one (no key to sign with)
+    /// the document still goes, and the log says why.
+    fn seal(&self, d: &templates::Document) -> Option<String> {
+        let s = d.seal.as_ref()?;
+        match self.keys.seal(s.kind, s.fields.clone()) {
+            Ok(code) => Some(code),
+            Err(e) => {
+                tracing::error!(error = %e, "a document goes without its signed code");
+                None
+            }
+        }
     }
 
     fn count(&self, medium: Medium, kind: NoticeKind, outcome: &'static str) {

@@ -28,6 +28,19 @@ pub struct Document {
     pub file_name: String,
     pub title: String,
     pub paragraphs: Vec<String>,
+    /// What its signed 2D code says: the kind and the fields, each value
+    /// exactly as the document prints it (so a checker can compare).
+    pub seal: Option<SealFields>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SealFields {
+    pub kind: &'static str,
+    pub fields: Vec<(String, String)>,
+}
+
+fn field(name: &str, value: impl Into<String>) -> (String, String) {
+    (name.to_string(), value.into())
 }
 
 fn t(language: Language, fr: impl Into<String>, en: impl Into<String>) -> String {
@@ -263,13 +276,26 @@ fn receipt(e: &pb::CaseEvent, person: &Person) -> Rendered {
             format!("Prefecture in charge: {}.", e.prefecture),
         ));
     }
+    let title = t(l, "récépissé de dépôt", "filing receipt");
+    let mut sealed = vec![
+        field("document", title.clone()),
+        field("reference", e.reference.clone()),
+        field("holder", person.full_name()),
+    ];
+    if let Some(d) = legal {
+        sealed.push(field("legal_filing_date", d));
+    }
     Rendered {
         subject: t(l, "demande enregistrée", "application recorded"),
         paragraphs,
         document: Some(Document {
             file_name: format!("recepisse-{}.pdf", e.reference),
-            title: t(l, "récépissé de dépôt", "filing receipt"),
+            title,
             paragraphs: document,
+            seal: Some(SealFields {
+                kind: "receipt",
+                fields: sealed,
+            }),
         }),
         when: None,
     }
@@ -289,6 +315,25 @@ fn attestation(e: &pb::CaseEvent, person: &Person) -> Rendered {
             l,
             format!("à partir du {from} et jusqu'à la remise de votre titre"),
             format!("from {from} until your permit is handed to you"),
+        ),
+    };
+    // What the paper is, by the attestation's kind: the title printed and
+    // signed.
+    let title = match a.kind.as_str() {
+        "favourable_decision" => t(
+            l,
+            "attestation de décision favorable",
+            "attestation of a favourable decision",
+        ),
+        "rights_creating" => t(
+            l,
+            "attestation de dépôt créatrice de droits",
+            "attestation of a rights-creating application",
+        ),
+        _ => t(
+            l,
+            "attestation de prolongation d'instruction",
+            "attestation of lawful stay",
         ),
     };
     let proof = vec![
@@ -347,11 +392,23 @@ fn attestation(e: &pb::CaseEvent, person: &Person) -> Rendered {
         ],
         document: Some(Document {
             file_name: format!("attestation-{}.pdf", e.reference),
-            title: t(
-                l,
-                "attestation de prolongation d'instruction",
-                "attestation of lawful stay",
-            ),
+            seal: Some(SealFields {
+                kind: "attestation",
+                fields: {
+                    let mut f = vec![
+                        field("document", title.clone()),
+                        field("reference", e.reference.clone()),
+                        field("holder", person.full_name()),
+                        field("valid_from", from.clone()),
+                    ];
+                    if let Some(until) = a.valid_until.as_ref() {
+                        f.push(field("valid_until", date(until)));
+                    }
+                    f.push(field("verification_code", a.verification_code.clone()));
+                    f
+                },
+            }),
+            title,
             paragraphs: proof,
         }),
         when: None,
