@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(60);
 
 /// `guichet verify FILE --keys KEYS --json`: its verdict and exit status.
-fn verify(file: &Path, keys: &Path) -> (Value, i32) {
+pub fn verify(file: &Path, keys: &Path) -> (Value, i32) {
     let out = Command::new(env!("CARGO_BIN_EXE_guichet"))
         .arg("verify")
         .arg(file)

@@ -319,6 +319,41 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
     );
     assert_eq!(pdf.headers()["x-content-type-options"], "nosniff");
     assert!(pdf.bytes().await.unwrap().starts_with(b"%PDF-"));
+    // The mailroom's receipt is signed like the other channels' papers.
+    let receipt = letters
+        .iter()
+        .find(|l| l["kind"] == "receipt")
+        .expect("a receipt letter");
+    let receipt_pdf = app
+        .mailroom_get(&format!(
+            "/api/v1/postal/letters/{}",
+            receipt["id"].as_str().unwrap()
+        ))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let papers = env.data_dir.join("papers");
+    std::fs::create_dir_all(&papers).unwrap();
+    let file = papers.join("receipt.pdf");
+    std::fs::write(&file, &receipt_pdf).unwrap();
+    let keys = papers.join("jwks.json");
+    std::fs::write(
+        &keys,
+        app.get("/.well-known/jwks.json")
+            .await
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let (verdict, status) = crate::documents::verify(&file, &keys);
+    assert_eq!(
+        (verdict["verdict"].as_str(), status),
+        (Some("genuine"), 0),
+        "{verdict}"
+    );
+    assert_eq!(verdict["kind"], "receipt", "{verdict}");
     // The notifier e-mails them too (the embedded default's .eml files).
     eventually(WAIT, "e-mails for the postal filers", || async {
         let mails = std::fs::read_dir(env.data_dir.join("mail")).ok()?.count();

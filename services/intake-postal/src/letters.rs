@@ -43,6 +43,8 @@ pub struct Letters {
     pub clock: SharedClock,
     /// Signs the code of the forms sent in paper kits.
     pub signing_key: Arc<Vec<u8>>,
+    /// Signs the 2D code of the receipts it posts (`guichet_kit::seal`).
+    pub keys: Arc<guichet_kit::seal::KeySet>,
 }
 
 /// Whom a letter goes to: the lines of the address block, and the envelope
@@ -156,15 +158,36 @@ impl Letters {
         receipt: &pb::Receipt,
     ) -> Result<(), LetterError> {
         let paragraphs = receipt_wording(envelope.postmark_date.as_deref(), receipt);
+        let to = Addressee::of_envelope(envelope);
+        // The receipt is a paper to keep: signed like the other channels'.
+        let mut fields = vec![
+            ("document".to_string(), "récépissé de dépôt".to_string()),
+            ("reference".to_string(), receipt.reference.clone()),
+        ];
+        if let Some(name) = to.lines.first().filter(|n| !n.is_empty()) {
+            fields.push(("holder".to_string(), name.clone()));
+        }
+        if let Some(d) = receipt.legal_filing_date.as_ref() {
+            fields.push(("legal_filing_date".to_string(), date_fr(d)));
+        }
+        fields.push((
+            "verification_code".to_string(),
+            receipt.verification_code.clone(),
+        ));
+        let seal = self
+            .keys
+            .seal("receipt", fields)
+            .map_err(|e| tracing::error!(error = %e, "a receipt goes without its signed code"))
+            .ok();
         self.write(
-            &Addressee::of_envelope(envelope),
+            &to,
             &receipt.reference,
             "receipt",
             &format!("{}|receipt", receipt.reference),
             Body {
                 subject: "récépissé de dépôt",
                 paragraphs,
-                seal: None,
+                seal: seal.as_deref(),
             },
         )
         .await

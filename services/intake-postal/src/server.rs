@@ -81,6 +81,18 @@ pub async fn start(
         metrics: shared.metrics.clone(),
         clock: shared.clock.clone(),
         signing_key: signing_key.clone(),
+        keys: Arc::new(
+            guichet_kit::seal::KeySet::load_or_create(
+                &config.signing_keys_path(),
+                shared.clock.now(),
+            )
+            .map_err(|e| {
+                StartError::Target(
+                    "GUICHET_SIGNING_KEYS".into(),
+                    guichet_kit::error::error_chain(&e),
+                )
+            })?,
+        ),
     };
     let reader = Reader {
         store: store.clone(),
