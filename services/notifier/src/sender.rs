@@ -245,15 +245,30 @@ impl Sender {
         kind: NoticeKind,
     ) -> Result<(), sqlx::Error> {
         let now = self.clock.now();
-        // The attestation on paper is the document itself, signed code and all.
+        // An attestation or an appointment notice on paper is the document
+        // itself, signed code and all.
         let (subject, paragraphs, seal) = match (&r.document, kind) {
-            (Some(d), NoticeKind::AttestationIssued) => (
+            (
+                Some(d),
+                NoticeKind::AttestationIssued
+                | NoticeKind::AppointmentBooked
+                | NoticeKind::AppointmentMoved,
+            ) => (
                 d.title.clone(),
                 d.paragraphs.clone(),
                 self.seal(d).unwrap_or_default(),
             ),
             _ => (r.subject.clone(), r.paragraphs.clone(), String::new()),
         };
+        let mut paragraphs = paragraphs;
+        if let (Some(_), Some(of)) = (&r.document, templates::follow_up_of(kind)) {
+            // The notice on paper still gives the person their follow-up code.
+            paragraphs.push(templates::follow_up(
+                person.language,
+                of,
+                &self.links.secret(of, &row.subject_ref),
+            ));
+        }
         let (letter_kind, prefecture) = match event {
             // The mailroom files a case's letters under the step's own name.
             Event::Case(e) => (e.kind.clone(), e.prefecture.clone()),

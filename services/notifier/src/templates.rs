@@ -164,7 +164,7 @@ pub fn render(kind: NoticeKind, event: &Event, person: &Person) -> Option<Render
             | NoticeKind::AppointmentCancelled
             | NoticeKind::AppointmentReminder,
             Event::Appointment { appointment, .. },
-        ) => appointment_notice(kind, appointment, l),
+        ) => appointment_notice(kind, appointment, person),
         _ => None,
     }
 }
@@ -542,7 +542,8 @@ fn expiry(a: &pb::TitleExpiryAlert, l: Language) -> Option<Rendered> {
     })
 }
 
-fn appointment_notice(kind: NoticeKind, a: &pb::Appointment, l: Language) -> Option<Rendered> {
+fn appointment_notice(kind: NoticeKind, a: &pb::Appointment, person: &Person) -> Option<Rendered> {
+    let l = person.language;
     let starts = a.starts_at.as_ref().and_then(convert::timestamp_from_pb)?;
     let when = notice::paris_when(starts, l);
     let (subject, text) = match kind {
@@ -603,10 +604,56 @@ fn appointment_notice(kind: NoticeKind, a: &pb::Appointment, l: Language) -> Opt
             ),
         ),
     };
+    // A booking or a move comes with the notice to show at the desk: a
+    // paper to keep, signed like the others.
+    let document = matches!(
+        kind,
+        NoticeKind::AppointmentBooked | NoticeKind::AppointmentMoved
+    )
+    .then(|| {
+        let title = t(l, "convocation au guichet", "appointment notice");
+        Document {
+            file_name: format!("convocation-{}.pdf", a.id),
+            title: title.clone(),
+            paragraphs: vec![
+                t(
+                    l,
+                    format!(
+                        "{} est attendu(e) au guichet de la préfecture le {when}.",
+                        person.full_name()
+                    ),
+                    format!(
+                        "{} is expected at the prefecture's desk on {when}.",
+                        person.full_name()
+                    ),
+                ),
+                t(
+                    l,
+                    format!("Site : {}. Référence du rendez-vous : {}.", a.site_id, a.id),
+                    format!("Site: {}. Appointment reference: {}.", a.site_id, a.id),
+                ),
+                t(
+                    l,
+                    "Présentez cette convocation et les originaux de vos pièces.",
+                    "Show this notice and the originals of your documents.",
+                ),
+            ],
+            seal: Some(SealFields {
+                kind: "appointment",
+                fields: vec![
+                    field("document", title),
+                    field("appointment", a.id.clone()),
+                    field("holder", person.full_name()),
+                    field("when", when.clone()),
+                    field("site", a.site_id.clone()),
+                ],
+            }),
+        }
+    });
     Some(Rendered {
         subject,
         paragraphs: vec![text],
-        document: None,
+        document,
         when: Some(when),
     })
 }

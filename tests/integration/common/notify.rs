@@ -35,7 +35,11 @@ pub struct Mail {
 impl Mail {
     /// The attachment called `file_name`, decoded.
     pub fn attachment(&self, file_name: &str) -> Option<Vec<u8>> {
-        let at = self.raw.find(&format!("filename=\"{file_name}\""))?;
+        // A long name is sent as an RFC 2231 parameter (`filename*0=`).
+        let at = self
+            .raw
+            .find(&format!("filename=\"{file_name}\""))
+            .or_else(|| self.raw.find(&format!("filename*0=\"{file_name}\"")))?;
         let rest = &self.raw[at..];
         let body_start = rest.find("\n\n").or_else(|| rest.find("\r\n\r\n"))?;
         let body: String = rest[body_start..]
