@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(60);
 
 /// `guichet verify FILE --keys KEYS --json`: its verdict and exit status.
-pub fn verify(file: &Path, keys: &Path) -> (Value, i32) {
+fn verify(file: &Path, keys: &Path) -> (Value, i32) {
     let out = Command::new(env!("CARGO_BIN_EXE_guichet"))
         .arg("verify")
         .arg(file)
@@ -36,6 +36,17 @@ pub fn verify(file: &Path, keys: &Path) -> (Value, i32) {
         )
     });
     (verdict, out.status.code().unwrap_or(-1))
+}
+
+/// `guichet verify` on the paper `bytes`, with the keys `app` publishes
+/// now: both written under `data_dir/papers`.
+pub async fn check_paper(app: &App, data_dir: &Path, name: &str, bytes: &[u8]) -> (Value, i32) {
+    let dir = data_dir.join("papers");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(name);
+    std::fs::write(&file, bytes).unwrap();
+    let keys = published_keys(app, &dir, &format!("{name}.jwks.json")).await;
+    verify(&file, &keys)
 }
 
 /// The first page of `pdf` as a 150 dpi PNG, as a scanner or a printer

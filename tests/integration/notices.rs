@@ -672,27 +672,11 @@ async fn appointments_and_reports_are_told_and_the_reminder_follows_the_appointm
     })
     .await;
     // With the notice to show at the desk, signed like every paper.
-    let papers = env.data_dir.join("papers");
-    std::fs::create_dir_all(&papers).unwrap();
-    let notice = papers.join("convocation.pdf");
-    std::fs::write(
-        &notice,
-        confirmation
-            .attachment(&format!("convocation-{id}.pdf"))
-            .expect("the appointment notice attached"),
-    )
-    .unwrap();
-    let keys = papers.join("jwks.json");
-    std::fs::write(
-        &keys,
-        app.get("/.well-known/jwks.json")
-            .await
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    let (verdict, status) = crate::documents::verify(&notice, &keys);
+    let notice = confirmation
+        .attachment(&format!("convocation-{id}.pdf"))
+        .expect("the appointment notice attached");
+    let (verdict, status) =
+        crate::documents::check_paper(&app, &env.data_dir, "convocation.pdf", &notice).await;
     assert_eq!(
         (verdict["verdict"].as_str(), status),
         (Some("genuine"), 0),

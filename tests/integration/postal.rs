@@ -333,21 +333,8 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
         .bytes()
         .await
         .unwrap();
-    let papers = env.data_dir.join("papers");
-    std::fs::create_dir_all(&papers).unwrap();
-    let file = papers.join("receipt.pdf");
-    std::fs::write(&file, &receipt_pdf).unwrap();
-    let keys = papers.join("jwks.json");
-    std::fs::write(
-        &keys,
-        app.get("/.well-known/jwks.json")
-            .await
-            .bytes()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    let (verdict, status) = crate::documents::verify(&file, &keys);
+    let (verdict, status) =
+        crate::documents::check_paper(&app, &env.data_dir, "receipt.pdf", &receipt_pdf).await;
     assert_eq!(
         (verdict["verdict"].as_str(), status),
         (Some("genuine"), 0),

@@ -673,13 +673,40 @@ pub fn email_subject(r: &Rendered, reference: &str, l: Language) -> String {
 
 /// The plain-text body of the e-mail.
 pub fn email_text(r: &Rendered, person: &Person) -> String {
-    let l = person.language;
-    let mut text = t(
-        l,
-        format!("Bonjour {},\n\n", person.full_name()),
-        format!("Dear {},\n\n", person.full_name()),
-    );
-    for p in &r.paragraphs {
+    text_body(person.language, &greeting(person), &r.paragraphs)
+}
+
+/// The HTML body of the e-mail: the same text, in the person's language.
+pub fn email_html(r: &Rendered, person: &Person) -> String {
+    html_body(
+        person.language,
+        &r.subject,
+        &greeting(person),
+        &r.paragraphs,
+    )
+}
+
+/// A message's plain-text body when no name goes with it.
+pub fn plain_email_text(l: Language, paragraphs: &[String]) -> String {
+    text_body(l, &t(l, "Bonjour,", "Hello,"), paragraphs)
+}
+
+/// The same as HTML.
+pub fn plain_email_html(l: Language, subject: &str, paragraphs: &[String]) -> String {
+    html_body(l, subject, &t(l, "Bonjour,", "Hello,"), paragraphs)
+}
+
+fn greeting(person: &Person) -> String {
+    t(
+        person.language,
+        format!("Bonjour {},", person.full_name()),
+        format!("Dear {},", person.full_name()),
+    )
+}
+
+fn text_body(l: Language, greeting: &str, paragraphs: &[String]) -> String {
+    let mut text = format!("{greeting}\n\n");
+    for p in paragraphs {
         text.push_str(p);
         text.push_str("\n\n");
     }
@@ -691,23 +718,14 @@ pub fn email_text(r: &Rendered, person: &Person) -> String {
     text
 }
 
-/// The HTML body of the e-mail: the same text, in the person's language.
-pub fn email_html(r: &Rendered, person: &Person) -> String {
-    let l = person.language;
+fn html_body(l: Language, subject: &str, greeting: &str, paragraphs: &[String]) -> String {
     let mut html = format!(
-        "<!DOCTYPE html><html lang=\"{}\"><head><meta charset=\"utf-8\"><title>{}</title></head><body>",
+        "<!DOCTYPE html><html lang=\"{}\"><head><meta charset=\"utf-8\"><title>{}</title></head><body><p>{}</p>",
         l.as_str(),
-        escape(&r.subject)
+        escape(subject),
+        escape(greeting),
     );
-    html.push_str(&format!(
-        "<p>{}</p>",
-        escape(&t(
-            l,
-            format!("Bonjour {},", person.full_name()),
-            format!("Dear {},", person.full_name()),
-        ))
-    ));
-    for p in &r.paragraphs {
+    for p in paragraphs {
         html.push_str(&format!("<p>{}</p>", escape(p)));
     }
     html.push_str(&format!(
@@ -792,43 +810,6 @@ pub fn access_code(
             ),
         ],
     )
-}
-
-/// A message's plain-text body when no name goes with it.
-pub fn plain_email_text(l: Language, paragraphs: &[String]) -> String {
-    let mut text = t(l, "Bonjour,\n\n", "Hello,\n\n");
-    for p in paragraphs {
-        text.push_str(p);
-        text.push_str("\n\n");
-    }
-    text.push_str(&t(
-        l,
-        "Ce message est envoyé automatiquement : n'y répondez pas.\nPréfecture - Service des étrangers\n",
-        "This message is sent automatically: please do not reply.\nPrefecture - Foreign nationals' department\n",
-    ));
-    text
-}
-
-/// The same as HTML.
-pub fn plain_email_html(l: Language, subject: &str, paragraphs: &[String]) -> String {
-    let mut html = format!(
-        "<!DOCTYPE html><html lang=\"{}\"><head><meta charset=\"utf-8\"><title>{}</title></head><body><p>{}</p>",
-        l.as_str(),
-        escape(subject),
-        escape(&t(l, "Bonjour,", "Hello,")),
-    );
-    for p in paragraphs {
-        html.push_str(&format!("<p>{}</p>", escape(p)));
-    }
-    html.push_str(&format!(
-        "<p><small>{}</small></p></body></html>",
-        escape(&t(
-            l,
-            "Ce message est envoyé automatiquement : n'y répondez pas. Préfecture - Service des étrangers",
-            "This message is sent automatically: please do not reply. Prefecture - Foreign nationals' department",
-        ))
-    ));
-    html
 }
 
 fn escape(s: &str) -> String {
