@@ -63,12 +63,7 @@ pub async fn start(
 ) -> Result<Running, StartError> {
     let channel =
         prepare_channel(config, SCHEMA, &MIGRATIONS, listen, shared, Channel::Postal).await?;
-    let documents = DocumentStore::open(config).map_err(|e| {
-        StartError::Target(
-            "the document store".into(),
-            guichet_kit::error::error_chain(&e),
-        )
-    })?;
+    let documents = DocumentStore::open(config)?;
     let signing_key = Arc::new(
         signing_key(settings.form_signing_key.as_deref(), &config.data_dir).map_err(|e| {
             StartError::Target(
