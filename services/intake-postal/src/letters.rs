@@ -18,10 +18,10 @@ use guichet_dossier::postal::{FORM_VERSION, FormCode, form_code_text};
 use guichet_kit::Metrics;
 use guichet_kit::bus::Delivery;
 use guichet_kit::clock::SharedClock;
+use guichet_kit::documents::{DocumentError, DocumentStore};
 use guichet_proto::{convert, v1 as pb};
 use prost::Message as _;
 
-use crate::documents::Documents;
 use crate::figures::{LetterLabels, PostalFigures};
 use crate::render::{LetterText, kit_pdf, letter_pdf};
 use crate::store::{EnvelopeRow, NewLetter, Store, StoreError};
@@ -32,13 +32,13 @@ pub enum LetterError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("keeping the letter in the document store")]
-    Documents(#[from] std::io::Error),
+    Documents(#[from] DocumentError),
 }
 
 #[derive(Clone)]
 pub struct Letters {
     pub store: Store,
-    pub documents: Documents,
+    pub documents: DocumentStore,
     pub metrics: Metrics,
     pub clock: SharedClock,
     /// Signs the code of the forms sent in paper kits.
@@ -217,7 +217,10 @@ impl Letters {
         let acked = match outcome {
             Ok(()) => delivery.ack().await,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot write a letter yet, retrying");
+                tracing::warn!(
+                    error = %guichet_kit::error::error_chain(&e),
+                    "cannot write a letter yet, retrying"
+                );
                 delivery.retry_later().await
             }
         };

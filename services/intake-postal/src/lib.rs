@@ -6,7 +6,6 @@
 #![forbid(unsafe_code)]
 
 pub mod corpus;
-pub mod documents;
 pub mod figures;
 pub mod letters;
 pub mod reader;

@@ -16,10 +16,10 @@ use guichet_dossier::postal::{
 };
 use guichet_kit::Metrics;
 use guichet_kit::clock::SharedClock;
+use guichet_kit::documents::{DocumentError, DocumentStore};
 use guichet_kit::shutdown::Shutdown;
 use tokio::sync::Notify;
 
-use crate::documents::Documents;
 use crate::figures::{PageLabels, PostalFigures};
 use crate::scan;
 use crate::store::{NewEnvelope, PageReading, PageRow, Store, StoreError, StoredField};
@@ -31,7 +31,7 @@ const IDLE_POLL: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct Reader {
     pub store: Store,
-    pub documents: Documents,
+    pub documents: DocumentStore,
     pub signing_key: Arc<Vec<u8>>,
     pub metrics: Metrics,
     pub clock: SharedClock,
@@ -46,7 +46,9 @@ pub enum ReadError {
     Store(#[from] StoreError),
     #[error("page {0} of the batch is missing from the document store")]
     MissingPage(String),
-    #[error("reading the document store: {0}")]
+    #[error("reading the document store")]
+    Documents(#[from] DocumentError),
+    #[error("reading a page")]
     Io(#[from] std::io::Error),
 }
 
@@ -93,7 +95,10 @@ impl Reader {
                 Ok(true) => continue,
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "reading a batch failed; it will be read again")
+                    tracing::warn!(
+                        error = %guichet_kit::error::error_chain(&e),
+                        "reading a batch failed; it will be read again"
+                    )
                 }
             }
             tokio::select! {

@@ -17,6 +17,7 @@ use guichet_dossier::{Channel, FieldViolation, Violations};
 use guichet_intake::{Intake, prepare_channel};
 use guichet_kit::bus::{POSTAL_LETTERS_QUEUE, consume_batches};
 use guichet_kit::db::Migrations;
+use guichet_kit::documents::{DocumentError, DocumentStore};
 use guichet_kit::metrics::StateLabels;
 use guichet_kit::service::{Listen, Running, Shared, StartError, Tasks};
 use guichet_kit::shutdown::Shutdown;
@@ -29,7 +30,6 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
-use crate::documents::Documents;
 use crate::figures::PostalFigures;
 use crate::letters::Letters;
 use crate::reader::Reader;
@@ -63,8 +63,7 @@ pub async fn start(
 ) -> Result<Running, StartError> {
     let channel =
         prepare_channel(config, SCHEMA, &MIGRATIONS, listen, shared, Channel::Postal).await?;
-    let documents = Documents::open(&config.data_dir.join("documents"))
-        .map_err(|e| StartError::Target("the document store".into(), e.to_string()))?;
+    let documents = DocumentStore::open(config)?;
     let signing_key = Arc::new(
         signing_key(settings.form_signing_key.as_deref(), &config.data_dir).map_err(|e| {
             StartError::Target(
@@ -223,7 +222,7 @@ async fn sample_forever(service: PostalService, shutdown: Shutdown) {
 struct PostalService {
     intake: Intake,
     store: Store,
-    documents: Documents,
+    documents: DocumentStore,
     signing_key: Arc<Vec<u8>>,
     letters: Letters,
     wake: Arc<Notify>,
@@ -258,6 +257,15 @@ fn err(e: StoreError) -> Status {
 
 fn io_err(context: &str, e: std::io::Error) -> Status {
     ServiceError::unavailable(format!("{context}: {e}; try again")).into()
+}
+
+/// The store down is worth another try; a digest read from a row that is
+/// no digest is damaged data, and fails as such.
+fn documents_err(e: DocumentError) -> Status {
+    match e {
+        DocumentError::BadDigest(_) => ServiceError::internal("a stored digest", &e).into(),
+        e => ServiceError::from(e).into(),
+    }
 }
 
 fn invalid(v: Violations) -> Status {
@@ -511,11 +519,7 @@ impl Postal for PostalService {
         let mut stored = Vec::with_capacity(pages.len());
         for png in pages {
             let size = png.len() as u64;
-            let sha = self
-                .documents
-                .put(png)
-                .await
-                .map_err(|e| io_err("storing a page", e))?;
+            let sha = self.documents.put(png).await.map_err(documents_err)?;
             stored.push((sha, "image/png".to_string(), size));
         }
         let batch = NewBatch {
@@ -885,16 +889,18 @@ impl Postal for PostalService {
         request: Request<pb::GetPageRequest>,
     ) -> Result<Response<pb::PrintedDocument>, Status> {
         let sha = request.into_inner().sha256.trim().to_lowercase();
-        let content = self
-            .documents
-            .get(&sha)
-            .await
-            .map_err(|e| io_err("reading the document store", e))?
-            .ok_or_else(|| Status::from(ServiceError::not_found(format!("no page {sha}"))))?;
+        let content = match self.documents.get(&sha).await {
+            Ok(Some(content)) => content,
+            Ok(None) => return Err(ServiceError::not_found(format!("no page {sha}")).into()),
+            Err(e @ DocumentError::BadDigest(_)) => {
+                return Err(invalid(Violations::one("sha256", e.to_string())));
+            }
+            Err(e) => return Err(documents_err(e)),
+        };
         Ok(Response::new(pb::PrintedDocument {
             id: sha,
             media_type: "image/png".into(),
-            content,
+            content: content.into(),
         }))
     }
 
@@ -938,10 +944,10 @@ impl Postal for PostalService {
             .documents
             .get(&letter.sha256)
             .await
-            .map_err(|e| io_err("reading the document store", e))?
+            .map_err(documents_err)?
             .ok_or_else(|| {
                 Status::from(ServiceError::not_found(format!("letter {id} has no PDF")))
             })?;
-        Ok(pdf(letter.id, content))
+        Ok(pdf(letter.id, content.into()))
     }
 }

@@ -35,6 +35,11 @@ pub struct Config {
     #[arg(long, env = "GUICHET_DATA_DIR", default_value = "./.guichet")]
     pub data_dir: PathBuf,
 
+    /// Where documents are kept: `GUICHET_DOCUMENT_STORE` (S3), or the
+    /// `documents` folder of the data folder.
+    #[command(flatten)]
+    pub documents: crate::documents::DocumentSettings,
+
     /// The key persons' own links (to an appointment, a report) and their
     /// codes are signed with: at least 32 characters, the same for every
     /// gateway instance and the notifier (which sends the links). Unset:
@@ -231,6 +236,7 @@ impl std::fmt::Debug for Config {
                 &self.database_url.as_deref().map(redact_url),
             )
             .field("data_dir", &self.data_dir)
+            .field("documents", &self.documents)
             .field("link_key", &self.link_key.as_ref().map(|_| "(set)"))
             .field("signing_keys", &self.signing_keys)
             .field("http_addr", &self.http_addr)
@@ -336,9 +342,14 @@ mod tests {
         let mut config: Config = from_env().expect("defaults");
         config.database_url = Some("postgres://guichet:s3cret@db/guichet".into());
         config.amqp_url = Some("amqp://svc:hunter2@rabbit/guichet".into());
+        config.documents.s3_access_key_id = Some("AKIDEXAMPLE".into());
+        config.documents.s3_secret_access_key = Some("wJalrXUtnFEMI".into());
         let debug = format!("{config:?}");
         assert!(
-            !debug.contains("s3cret") && !debug.contains("hunter2"),
+            !debug.contains("s3cret")
+                && !debug.contains("hunter2")
+                && !debug.contains("AKIDEXAMPLE")
+                && !debug.contains("wJalrXUtnFEMI"),
             "{debug}"
         );
         assert!(

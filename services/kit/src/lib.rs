@@ -1,14 +1,15 @@
 //! Guichet's runtime kit: everything a service needs to run, and no business
 //! rule. Configuration, telemetry, shutdown, the clock, PostgreSQL pools and
 //! migrations, the AMQP bus with its topology, the transactional outbox and
-//! its relay, the inbox, the Prometheus figures, and the one table that maps
-//! errors to HTTP and gRPC.
+//! its relay, the inbox, the Prometheus figures, the document store, and the
+//! one table that maps errors to HTTP and gRPC.
 #![forbid(unsafe_code)]
 
 pub mod bus;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod documents;
 pub mod error;
 pub mod grpc;
 pub mod grpc_check;

@@ -25,6 +25,8 @@ pub enum StartError {
     Db(#[from] DbError),
     #[error("cannot open the in-process bus")]
     Bus(#[from] crate::bus::BusError),
+    #[error("cannot open the document store")]
+    Documents(#[from] crate::documents::OpenError),
     #[error("cannot create the data folder {0}")]
     DataDir(std::path::PathBuf, #[source] std::io::Error),
     #[error("cannot listen on {addr}")]

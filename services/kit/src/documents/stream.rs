@@ -1,0 +1,111 @@
+//! A document too large to hold in memory (a web upload), stored as it
+//! arrives: hashed while it is written to a key of its own by a multipart
+//! upload, then moved under its digest once the digest is known.
+
+use std::pin::pin;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, WriteMultipart};
+use sha2::{Digest, Sha256};
+
+use super::{DocumentError, DocumentStore, key_of};
+
+/// Bytes per uploaded part: S3's smallest part (but the last).
+const PART_BYTES: usize = 5 * 1024 * 1024;
+/// Parts on their way at once. With the part being filled, this bounds what
+/// a streamed document holds in memory (about 15 MiB), whatever its size.
+const PARTS_IN_FLIGHT: usize = 2;
+/// Where documents are written while their digest is not yet known.
+const UPLOADS: &str = "uploads";
+
+/// A document stored from a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl DocumentStore {
+    /// Stores what `content` yields, refusing it past `max_bytes`. Nothing
+    /// stays in the store when it fails: not the parts sent, nor the
+    /// temporary object. S3 copies one object of 5 GiB at most, which bounds
+    /// `max_bytes` there.
+    pub async fn put_stream<S, E>(
+        &self,
+        content: S,
+        max_bytes: u64,
+    ) -> Result<Stored, DocumentError>
+    where
+        S: Stream<Item = Result<Bytes, E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let upload_key = Path::from(format!("{UPLOADS}/{}", uuid::Uuid::new_v4()));
+        let upload = self.objects.put_multipart(&upload_key).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let mut hasher = Sha256::new();
+        let mut size: u64 = 0;
+        let mut content = pin!(content);
+        while let Some(chunk) = content.next().await {
+            let failed = match chunk {
+                Err(e) => Some(DocumentError::Content(e.into())),
+                Ok(bytes) if size.saturating_add(bytes.len() as u64) > max_bytes => {
+                    Some(DocumentError::TooLarge { limit: max_bytes })
+                }
+                Ok(bytes) => {
+                    hasher.update(&bytes);
+                    size += bytes.len() as u64;
+                    writer.put(bytes);
+                    // Back pressure: the stream is read no faster than
+                    // parts are sent.
+                    writer
+                        .wait_for_capacity(PARTS_IN_FLIGHT)
+                        .await
+                        .err()
+                        .map(DocumentError::from)
+                }
+            };
+            if let Some(e) = failed {
+                // Aborting drops the parts already sent: no object was made.
+                if let Err(abort) = writer.abort().await {
+                    tracing::warn!(error = %abort, "a failed upload's parts could not be dropped");
+                }
+                return Err(e);
+            }
+        }
+        // `finish` aborts when the completion fails but not when a part
+        // does: wait for the parts first, to abort them on failure.
+        if let Err(e) = writer.wait_for_capacity(0).await {
+            if let Err(abort) = writer.abort().await {
+                tracing::warn!(error = %abort, "a failed upload's parts could not be dropped");
+            }
+            return Err(e.into());
+        }
+        writer.finish().await?;
+        let sha256 = hex::encode(hasher.finalize());
+        let placed = self.place(&upload_key, &sha256).await;
+        if placed.is_err() {
+            let _ = self.objects.delete(&upload_key).await;
+        }
+        placed?;
+        Ok(Stored { sha256, size })
+    }
+
+    /// Moves the object written under `upload_key` under its digest, or
+    /// drops it when that content is stored already.
+    async fn place(&self, upload_key: &Path, sha256: &str) -> Result<(), DocumentError> {
+        let key = key_of(sha256)?;
+        match self.objects.head(&key).await {
+            Ok(_) => self.objects.delete(upload_key).await?,
+            // A rename on disk; a copy then a delete on S3. Two writers of
+            // the same content may both get here: the second replaces the
+            // same bytes with the same bytes.
+            Err(object_store::Error::NotFound { .. }) => {
+                self.objects.rename(upload_key, &key).await?
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.flush(&key).await
+    }
+}
