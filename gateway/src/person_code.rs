@@ -87,11 +87,18 @@ pub async fn ask(
         })
         .await?
         .into_inner();
-    let contact = view
-        .dossier
-        .and_then(|d| d.filing)
-        .and_then(|f| f.contact)
-        .unwrap_or_default();
+    // A recorded dossier always has its filing: one without is damaged
+    // data, not a file without contact.
+    let Some(filing) = view.dossier.and_then(|d| d.filing) else {
+        tracing::error!(%reference, "instruction answered a dossier without its filing");
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            None,
+            "this file cannot be read just now",
+        ));
+    };
+    // No contact at all is the same as an empty one: nothing to send to.
+    let contact = filing.contact.unwrap_or_default();
     if contact.email.trim().is_empty() && contact.phone.trim().is_empty() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -155,6 +155,12 @@ fn new_key(now: chrono::DateTime<chrono::Utc>) -> Jwk {
     }
 }
 
+/// The key file's bytes; an empty file written in place of keys would
+/// leave nothing to sign or check with, so a failure is an error.
+fn to_json(path: &Path, file: &KeyFile) -> Result<Vec<u8>, KeyError> {
+    serde_json::to_vec_pretty(file).map_err(|e| KeyError::Format(path.to_path_buf(), e.to_string()))
+}
+
 impl KeySet {
     fn from_jwks_keys(current: Option<String>, jwks: Vec<Jwk>) -> Result<KeySet, String> {
         let mut keys = Vec::new();
@@ -202,7 +208,7 @@ impl KeySet {
                 current: Some(key.kid.clone()),
                 keys: vec![key],
             };
-            let json = serde_json::to_vec_pretty(&file).unwrap_or_default();
+            let json = to_json(path, &file)?;
             match crate::links::write_new_private(path, &json) {
                 Ok(()) => {
                     tracing::warn!(path = %path.display(), "made a new key set for signing persons' documents")
@@ -236,7 +242,7 @@ impl KeySet {
         let kid = key.kid.clone();
         file.current = Some(kid.clone());
         file.keys.insert(0, key);
-        let json = serde_json::to_vec_pretty(&file).unwrap_or_default();
+        let json = to_json(path, &file)?;
         // Written aside and renamed: a reader sees the old set or the new.
         let tmp = path.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
         std::fs::write(&tmp, json).map_err(fail)?;
