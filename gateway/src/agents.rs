@@ -59,6 +59,8 @@ pub fn routes() -> Router<AppState> {
 #[derive(Debug, Serialize)]
 pub struct CaseJson {
     pub dossier: DossierView,
+    /// A receipt for each document received.
+    pub documents: Vec<crate::uploads::ReceiptJson>,
     pub applicant: ApplicantJson,
     pub missing: Vec<String>,
     pub documents_deadline: Option<String>,
@@ -94,6 +96,7 @@ fn case_json(c: pb::CaseView) -> CaseJson {
     let a = filing.applicant.unwrap_or_default();
     let answer = filing.contact.map(|c| c.answer_channel).unwrap_or(0);
     CaseJson {
+        documents: c.documents.iter().map(crate::uploads::receipt_json).collect(),
         dossier: dossier_view(view),
         applicant: ApplicantJson {
             family_name: a.family_name,

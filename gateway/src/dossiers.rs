@@ -12,7 +12,7 @@ use guichet_proto::{convert, v1 as pb};
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::extract::{JsonBody, ReferenceParam};
+use crate::extract::ReferenceParam;
 use crate::state::AppState;
 use crate::status;
 use crate::views::{DossierView, channel_text, date_text, dossier_view, time_text};
@@ -23,7 +23,6 @@ pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 /// Filing, and what anyone may look up about a file.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/dossiers", post(submit))
         .route("/api/v1/dossiers/{reference}", get(get_dossier))
         .route("/api/v1/dossiers/{reference}/notices", get(list_notices))
         .route("/api/v1/dossiers/{reference}/status", get(status::status))
@@ -65,11 +64,12 @@ pub struct Links {
     pub this: String,
 }
 
-/// `POST /api/v1/dossiers`: file a dossier online.
-pub async fn submit(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    JsonBody(mut raw): JsonBody<RawFiling>,
+/// Files a dossier online (`POST /api/v1/dossiers`, in `uploads`: the body
+/// is JSON, or multipart with the files).
+pub async fn file_online(
+    state: &AppState,
+    headers: &HeaderMap,
+    mut raw: RawFiling,
 ) -> Result<Response, ApiError> {
     let header_key = match headers.get(IDEMPOTENCY_KEY) {
         None => None,

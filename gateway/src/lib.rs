@@ -24,6 +24,7 @@ pub mod openapi;
 pub mod ops;
 pub mod origin;
 pub mod person_code;
+pub mod uploads;
 pub mod policy;
 pub mod postal;
 pub mod server;

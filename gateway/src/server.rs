@@ -41,6 +41,8 @@ pub enum StartError {
     LinkKey(#[from] crate::links::LinkKeyError),
     #[error(transparent)]
     SigningKeys(#[from] guichet_kit::seal::KeyError),
+    #[error(transparent)]
+    Documents(#[from] guichet_kit::documents::OpenError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -56,6 +58,7 @@ pub fn router(
     request_timeout: Duration,
     grpc_health: tonic_health::pb::health_server::HealthServer<grpc_proxy::GatewayHealth>,
 ) -> Router {
+    let upload_bytes = state.uploads.max_request_bytes();
     let stack = ServiceBuilder::new()
         // On every answer, errors and panics included: no type sniffing, no
         // framing by another site, and nothing kept by a browser or a proxy
@@ -101,6 +104,7 @@ pub fn router(
         .route_layer(timeout(request_timeout))
         // Routes that set their own limits and time, after the common timeout.
         .merge(postal::upload_routes())
+        .merge(crate::uploads::routes(upload_bytes))
         // Every route above, judged against the policy table.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -182,6 +186,13 @@ pub async fn start(
             )?),
             signing_keys,
         },
+        std::sync::Arc::new(crate::uploads::Uploads {
+            store: guichet_kit::documents::DocumentStore::open(config)?,
+            scanner: config.documents.virus_scanner()?,
+            rules: config.documents.upload_rules(),
+            max_files: config.documents.upload_max_files,
+            max_dossier_bytes: config.documents.upload_max_dossier_bytes(),
+        }),
     )?;
     let state_clock = state.clock.clone();
     let health = grpc_proxy::GatewayHealth::server(state.clone(), shutdown.clone());

@@ -78,6 +78,8 @@ pub struct AppState {
     /// The documents' signing key set, read at each request for its public
     /// keys: a rotation is published without a restart.
     pub signing_keys: std::path::PathBuf,
+    /// Where uploads go, and what they may be.
+    pub uploads: Arc<crate::uploads::Uploads>,
 }
 
 impl AppState {
@@ -92,6 +94,7 @@ impl AppState {
         attestation_tries: Arc<Tries>,
         auth: Arc<Authenticator>,
         keys: Keys,
+        uploads: Arc<crate::uploads::Uploads>,
     ) -> Result<Self, BadTarget> {
         let connect = |url: &str| {
             grpc::channel(url).map_err(|source| BadTarget {
@@ -131,6 +134,7 @@ impl AppState {
             auth,
             links: keys.links,
             signing_keys: keys.signing_keys,
+            uploads,
         })
     }
 }

@@ -148,6 +148,8 @@ pub struct StatusQuery {
 #[derive(Debug, Serialize)]
 pub struct StatusJson {
     pub reference: String,
+    /// A receipt for each document received.
+    pub documents: Vec<crate::uploads::ReceiptJson>,
     pub channel: &'static str,
     pub state: String,
     pub legal_filing_date: String,
@@ -333,6 +335,7 @@ pub async fn status(
     )?;
     let with_code = grant.who == guichet_access::Who::PersonWithCode;
     Ok(Json(StatusJson {
+        documents: s.documents.iter().map(crate::uploads::receipt_json).collect(),
         channel: channel_text(s.channel),
         state: convert::case_state_text(s.state).unwrap_or_default(),
         legal_filing_date: date_text(&s.legal_filing_date),

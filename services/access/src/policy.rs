@@ -191,6 +191,23 @@ const DOCUMENT_RECEIVERS: &[Grant] = &[
     role(DeskAgent, OwnPrefecture),
     role(MailroomOperator, Any),
 ];
+/// Documents sent later for a dossier: its person with their code, or the
+/// agent who received them.
+const DOCUMENT_SENDERS: &[Grant] = &[
+    grant(Who::PersonWithCode, OwnDossier),
+    role(Instructor, OwnPrefecture),
+    role(Supervisor, OwnPrefecture),
+    role(DeskAgent, OwnPrefecture),
+    role(MailroomOperator, Any),
+];
+/// A document's bytes: its person with their code, and the agents of its
+/// prefecture who instruct it or meet the person.
+const DOCUMENT_READERS: &[Grant] = &[
+    grant(Who::PersonWithCode, OwnDossier),
+    role(Instructor, OwnPrefecture),
+    role(Supervisor, OwnPrefecture),
+    role(DeskAgent, OwnPrefecture),
+];
 /// Where a file stands: anyone with its reference and birth date; whom it
 /// names too, for its person with the code.
 const STATUS: &[Grant] = &[
@@ -283,6 +300,16 @@ pub const TABLE: &[Rule] = &[
         get("/api/v1/dossiers/{reference}/status"),
         STATUS,
         "the birth date is the check; wrong ones are rate-limited; state, cover, attestations and delay only (whom the file names too, with the person's code)",
+    ),
+    rule(
+        post("/api/v1/dossiers/{reference}/documents"),
+        DOCUMENT_SENDERS,
+        "files for a dossier, each screened and virus-scanned; a receipt each, completeness recomputed",
+    ),
+    rule(
+        get("/api/v1/dossiers/{reference}/documents/{sha256}"),
+        DOCUMENT_READERS,
+        "a document's bytes, only of the dossier it was received for, as an attachment",
     ),
     rule(
         post("/api/v1/dossiers/{reference}/code"),

@@ -61,6 +61,8 @@ fn facts() -> Facts<'static> {
 const MATRIX: &[(&str, &str)] = &[
     ("POST /api/v1/dossiers",                                  "ok   ok   ok   ok   ok   ok   ok   403  ok   ok   ok"),
     ("GET /api/v1/dossiers/{reference}",                       "401  401  ok   ok   403  ok   ok   403  ok   403  403"),
+    ("POST /api/v1/dossiers/{reference}/documents",            "401  401  ok   ok   403  ok   403  403  ok   403  ok"),
+    ("GET /api/v1/dossiers/{reference}/documents/{sha256}",    "401  401  ok   ok   403  ok   403  403  ok   403  403"),
     ("GET /api/v1/dossiers/{reference}/status",                "ok   ok   ok   ok   ok   ok   ok   403  ok   ok   ok"),
     ("POST /api/v1/dossiers/{reference}/code",                 "ok   ok   ok   ok   ok   ok   ok   403  ok   ok   ok"),
     ("GET /api/v1/queue",                                      "ok   ok   ok   ok   ok   ok   ok   403  ok   ok   ok"),

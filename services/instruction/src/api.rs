@@ -19,7 +19,8 @@ use tonic::{Request, Response, Status};
 
 use crate::cases::{self, MIN_DECISIONS_FOR_ESTIMATE, percentile};
 use crate::store::{
-    AttestationRow, CaseError, CaseRow, CaseSnapshot, CodedAttestation, EventRow, QueueFilter,
+    AttestationRow, CaseError, CaseRow, CaseSnapshot, CodedAttestation, DocumentRow, EventRow,
+    QueueFilter,
     StepDetails, Store,
 };
 
@@ -200,11 +201,13 @@ impl Api {
             attestations,
             linked,
             near_matches,
+            documents,
         } = self
             .snapshot(reference.as_str())
             .await?
             .ok_or_else(|| not_in_instruction(reference))?;
         Ok(pb::CaseView {
+            documents: receipts(&row, &documents),
             missing: row
                 .missing()
                 .map_err(|e| unreadable(&e))?
@@ -366,6 +369,7 @@ impl InstructionReader for Api {
             row: place,
             attestations,
             mut linked,
+            documents,
             ..
         } = self.snapshot(primary).await?.ok_or_else(|| {
             // The foreign key makes this impossible; say so if it happens.
@@ -399,6 +403,7 @@ impl InstructionReader for Api {
         let uncovered = self.uncovered(&place, &attestations)?;
         let holder = holder_of(&row.dossier);
         Ok(Response::new(pb::StatusView {
+            documents: receipts(&place, &documents),
             holder: Some(holder),
             reference: row.reference.clone(),
             state: cases::state_to_pb(row.state) as i32,
@@ -832,7 +837,13 @@ impl InstructionDesk for Api {
                 .and_then(|p| p.taken_by),
             None => row.taken_by.clone(),
         };
+        let later = self
+            .store
+            .documents(row.linked_to.as_deref().unwrap_or(&row.reference))
+            .await
+            .map_err(|e| db_error("reading a dossier's documents", &e))?;
         Ok(Response::new(pb::CaseFactsView {
+            documents: receipts(&row, &later),
             reference: row.reference.clone(),
             prefecture: row.prefecture.clone(),
             taken_by: taken_by.unwrap_or_default(),
@@ -840,4 +851,28 @@ impl InstructionDesk for Api {
             linked_to: row.linked_to.clone().unwrap_or_default(),
         }))
     }
+}
+
+/// A receipt for each document of a case: those filed with it (received when
+/// it was filed), then those received since, in the order they came.
+fn receipts(row: &CaseRow, later: &[DocumentRow]) -> Vec<pb::DocumentReceipt> {
+    let filed = row.dossier.filing.iter().flat_map(|f| &f.documents);
+    filed
+        .map(|d| pb::DocumentReceipt {
+            kind: d.kind,
+            sha256: d.sha256.clone(),
+            size_bytes: d.size_bytes,
+            media_type: d.media_type.clone(),
+            received_at: Some(convert::timestamp_to_pb(row.filed_at)),
+            channel: row.dossier.channel,
+        })
+        .chain(later.iter().map(|d| pb::DocumentReceipt {
+            kind: convert::document_kind_to_pb(d.kind),
+            sha256: d.sha256.clone(),
+            size_bytes: u64::try_from(d.size_bytes).unwrap_or(0),
+            media_type: d.media_type.clone(),
+            received_at: Some(convert::timestamp_to_pb(d.received_at)),
+            channel: convert::channel_to_pb(d.channel) as i32,
+        }))
+        .collect()
 }

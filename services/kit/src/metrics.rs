@@ -39,6 +39,12 @@ pub struct ServiceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UploadLabels {
+    /// `accepted`, or why the file was refused (`virus`, `type`, ...).
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ExchangeLabels {
     pub exchange: String,
 }
@@ -308,6 +314,16 @@ impl Metrics {
         }
         own.insert(name, Box::new(family.clone()));
         family
+    }
+
+    /// Counts an uploaded file by its outcome.
+    pub fn count_upload(&self, outcome: &'static str) {
+        let uploads: Family<UploadLabels, Counter> = self.family(
+            "uploads",
+            "Files uploaded, by outcome: accepted, or why they were refused",
+            None,
+        );
+        uploads.get_or_create(&UploadLabels { outcome }).inc();
     }
 
     /// The same for a service's own histograms, with their buckets (in

@@ -66,6 +66,7 @@ impl Backend {
             s3_access_key_id: Some("testing".into()),
             s3_secret_access_key: Some("testing".into()),
             s3_allow_http: true,
+            ..DocumentSettings::default()
         };
         let store = DocumentStore::open_with(&settings, &std::env::temp_dir()).unwrap();
         Backend {

@@ -3,6 +3,7 @@
 //! the mesh started in-process on free ports, and `eventually`.
 #![allow(dead_code)]
 
+pub mod clamd;
 pub mod notify;
 pub mod proxy;
 
@@ -299,6 +300,7 @@ impl TestEnv {
         config.data_dir = self.data_dir.clone();
         config.delivery_limit = 3;
         config.db_pool_size = 5;
+        config.documents.clamd = Some(format!("unix:{}", clamd::socket().display()));
         config
     }
 

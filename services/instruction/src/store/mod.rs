@@ -24,7 +24,7 @@ use guichet_kit::db::Database;
 use guichet_kit::sql::{Backend, Stmt};
 
 pub use rows::{
-    AttestationRow, CaseError, CaseRow, CaseSnapshot, CodedAttestation, EventRow, Incoming,
+    AttestationRow, CaseError, CaseRow, CaseSnapshot, CodedAttestation, DocumentRow, EventRow, Incoming,
     QueueFilter, QueueRow, StepDetails,
 };
 use rows::{CASE_COLUMNS, OPEN};

@@ -10,7 +10,8 @@ use guichet_kit::sql::Stmt;
 
 use super::Store;
 use super::rows::{
-    ATTESTATIONS_SQL, AttestationRow, CASE_COLUMNS, CaseRow, CaseSnapshot, CodedAttestation,
+    ATTESTATIONS_SQL, AttestationRow, CASE_COLUMNS, CaseRow, CaseSnapshot, CodedAttestation, DOCUMENTS_SQL,
+    DocumentRow,
     EVENTS_SQL, EventRow, LINKED_SQL, NEAR_MATCHES_SHOWN, OPEN, QueueFilter, QueueRow,
 };
 
@@ -80,6 +81,7 @@ impl Store {
                 near_matches: c
                     .scalars(Stmt::new(near_matches_sql()).bind(reference))
                     .await?,
+                documents: c.fetch_all(Stmt::new(DOCUMENTS_SQL).bind(reference)).await?,
                 row,
             }),
         };
@@ -96,6 +98,13 @@ impl Store {
     pub async fn attestations(&self, reference: &str) -> Result<Vec<AttestationRow>, sqlx::Error> {
         self.db
             .fetch_all(Stmt::new(ATTESTATIONS_SQL).bind(reference))
+            .await
+    }
+
+    /// The documents received after filing.
+    pub async fn documents(&self, reference: &str) -> Result<Vec<DocumentRow>, sqlx::Error> {
+        self.db
+            .fetch_all(Stmt::new(DOCUMENTS_SQL).bind(reference))
             .await
     }
 

@@ -21,6 +21,8 @@ pub(super) const EVENTS_SQL: &str = "SELECT id, kind, actor, at, reason, trace_i
     FROM dossier_events WHERE reference = $1 ORDER BY id";
 pub(super) const ATTESTATIONS_SQL: &str = "SELECT id, kind, valid_from, valid_until, issued_at, \
     verification_code FROM attestations WHERE reference = $1 ORDER BY id";
+pub(super) const DOCUMENTS_SQL: &str = "SELECT kind, sha256, media_type, size_bytes, channel, \
+    received_at FROM dossier_documents WHERE reference = $1 ORDER BY id";
 pub(super) const LINKED_SQL: &str =
     "SELECT reference FROM dossiers WHERE linked_to = $1 ORDER BY reference";
 
@@ -173,6 +175,21 @@ pub struct CaseSnapshot {
     pub attestations: Vec<AttestationRow>,
     pub linked: Vec<String>,
     pub near_matches: Vec<String>,
+    /// Documents received after filing.
+    pub documents: Vec<DocumentRow>,
+}
+
+/// A document received after filing.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DocumentRow {
+    #[sqlx(try_from = "String")]
+    pub kind: DocumentKind,
+    pub sha256: String,
+    pub media_type: String,
+    pub size_bytes: i64,
+    #[sqlx(try_from = "String")]
+    pub channel: Channel,
+    pub received_at: DateTime<Utc>,
 }
 
 /// Filters of the queue; `None` is "any".

@@ -268,6 +268,23 @@ impl Store {
             .linked_to
             .clone()
             .unwrap_or_else(|| reference.to_string());
+        // The same bytes as the same kind, sent again (a retried upload):
+        // one receipt, and nothing to recompute.
+        let known: Vec<i64> = self
+            .db
+            .scalars(
+                Stmt::new(
+                    "SELECT id FROM dossier_documents WHERE reference = $1 AND sha256 = $2 \
+                     AND kind = $3",
+                )
+                .bind(primary.as_str())
+                .bind(document.sha256.as_str())
+                .bind(document.kind.as_str()),
+            )
+            .await?;
+        if !known.is_empty() {
+            return Ok(row.state);
+        }
         self.db
             .execute(
                 Stmt::new(

@@ -4,11 +4,15 @@
 //! Content is kept once, under `sha256/ab/abcdef…`; rows and messages carry
 //! the digest, never the bytes.
 
+pub mod clamav;
+pub mod screen;
 mod settings;
 mod stream;
+mod upload;
 
 pub use settings::{DocumentSettings, OpenError, S3Location};
-pub use stream::Stored;
+pub use stream::{Inspector, Staged, Stored};
+pub use upload::{Accepted, CheckedUpload, UploadError, UploadRules, VirusScanner};
 
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;

@@ -10,8 +10,11 @@ use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, RetryConfig};
 
 use super::DocumentStore;
+use super::clamav::{Clamd, ClamdAddress};
+use super::screen::ScreenLimits;
+use super::upload::{UploadRules, VirusScanner};
 
-#[derive(Clone, Default, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct DocumentSettings {
     /// Where documents (scans, letters, uploads) are kept:
     /// `s3://bucket/prefix` for S3 (or a server speaking its API). Unset:
@@ -40,6 +43,85 @@ pub struct DocumentSettings {
     /// Accept an `http://` endpoint (no TLS): a test server on this machine.
     #[arg(long, env = "GUICHET_S3_ALLOW_HTTP", default_value_t = false)]
     pub s3_allow_http: bool,
+
+    /// ClamAV's daemon, which scans every upload: `unix:/path/clamd.ctl`
+    /// or `host:port`. `off` keeps uploads unscanned (a demonstration,
+    /// never in service). Unset: Debian's socket when clamd runs there,
+    /// else uploads are refused.
+    #[arg(long, env = "GUICHET_CLAMD")]
+    pub clamd: Option<String>,
+
+    /// The largest file uploaded, in MiB.
+    #[arg(long, env = "GUICHET_UPLOAD_MAX_FILE_MIB", default_value_t = 20)]
+    pub upload_max_file_mib: u64,
+
+    /// The most a dossier's uploads may add up to, in MiB.
+    #[arg(long, env = "GUICHET_UPLOAD_MAX_DOSSIER_MIB", default_value_t = 100)]
+    pub upload_max_dossier_mib: u64,
+
+    /// The most files in one upload request.
+    #[arg(long, env = "GUICHET_UPLOAD_MAX_FILES", default_value_t = 10)]
+    pub upload_max_files: usize,
+
+    /// The most pages in an uploaded PDF.
+    #[arg(long, env = "GUICHET_UPLOAD_MAX_PAGES", default_value_t = 100)]
+    pub upload_max_pages: u32,
+}
+
+/// The same values as the flags' defaults.
+impl Default for DocumentSettings {
+    fn default() -> Self {
+        Self {
+            document_store: None,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_allow_http: false,
+            clamd: None,
+            upload_max_file_mib: 20,
+            upload_max_dossier_mib: 100,
+            upload_max_files: 10,
+            upload_max_pages: 100,
+        }
+    }
+}
+
+/// Where Debian's clamd listens by default.
+const DEBIAN_CLAMD: [&str; 2] = ["/run/clamav/clamd.ctl", "/var/run/clamav/clamd.ctl"];
+
+impl DocumentSettings {
+    /// Who scans uploads, from GUICHET_CLAMD.
+    pub fn virus_scanner(&self) -> Result<VirusScanner, OpenError> {
+        match self.clamd.as_deref().map(str::trim) {
+            Some("off") => Ok(VirusScanner::Off),
+            Some(text) if !text.is_empty() => ClamdAddress::parse(text)
+                .map(|a| VirusScanner::Clamd(Clamd::new(a)))
+                .map_err(|problem| setting("GUICHET_CLAMD", problem)),
+            _ => Ok(DEBIAN_CLAMD
+                .iter()
+                .map(FsPath::new)
+                .find(|p| p.exists())
+                .map(|p| VirusScanner::Clamd(Clamd::new(ClamdAddress::Unix(p.to_path_buf()))))
+                .unwrap_or(VirusScanner::Missing)),
+        }
+    }
+
+    /// What one uploaded file may be.
+    pub fn upload_rules(&self) -> UploadRules {
+        UploadRules {
+            max_file_bytes: self.upload_max_file_mib.saturating_mul(1024 * 1024),
+            screen: ScreenLimits {
+                max_pages: self.upload_max_pages,
+                ..ScreenLimits::default()
+            },
+        }
+    }
+
+    /// The most a dossier's uploads may add up to, in bytes.
+    pub fn upload_max_dossier_bytes(&self) -> u64 {
+        self.upload_max_dossier_mib.saturating_mul(1024 * 1024)
+    }
 }
 
 /// Written out by hand so that the S3 credentials never reach a log line.
@@ -53,6 +135,11 @@ impl std::fmt::Debug for DocumentSettings {
             .field("s3_access_key_id", &set(&self.s3_access_key_id))
             .field("s3_secret_access_key", &set(&self.s3_secret_access_key))
             .field("s3_allow_http", &self.s3_allow_http)
+            .field("clamd", &self.clamd)
+            .field("upload_max_file_mib", &self.upload_max_file_mib)
+            .field("upload_max_dossier_mib", &self.upload_max_dossier_mib)
+            .field("upload_max_files", &self.upload_max_files)
+            .field("upload_max_pages", &self.upload_max_pages)
             .finish()
     }
 }
@@ -211,6 +298,7 @@ mod tests {
             s3_access_key_id: Some("AKIDEXAMPLE".into()),
             s3_secret_access_key: Some("wJalrXUtnFEMI-secret".into()),
             s3_allow_http: false,
+            ..DocumentSettings::default()
         }
     }
 

@@ -27,6 +27,33 @@ pub struct Stored {
     pub size: u64,
 }
 
+/// Looks at each chunk of a streamed document as it is stored, and may stop
+/// it: the content screening and the virus scan of an upload.
+pub trait Inspector {
+    type Error: From<DocumentError>;
+    fn chunk(&mut self, bytes: &Bytes) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// No inspection: what the caller streams is stored as it is.
+struct AsIs;
+
+impl Inspector for AsIs {
+    type Error = DocumentError;
+    async fn chunk(&mut self, _: &Bytes) -> Result<(), DocumentError> {
+        Ok(())
+    }
+}
+
+/// A document written but not yet under its digest: committed once every
+/// check passed, discarded otherwise, so nothing refused stays stored.
+#[derive(Debug)]
+#[must_use = "a staged document is committed or discarded"]
+pub struct Staged {
+    key: Path,
+    pub sha256: String,
+    pub size: u64,
+}
+
 impl DocumentStore {
     /// Stores what `content` yields, refusing it past `max_bytes`. Nothing
     /// stays in the store when it fails: not the parts sent, nor the
@@ -41,30 +68,54 @@ impl DocumentStore {
         S: Stream<Item = Result<Bytes, E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let staged = self.stage_stream(content, max_bytes, &mut AsIs).await?;
+        self.commit(staged).await
+    }
+
+    /// Writes what `content` yields to a key of its own, showing each chunk
+    /// to `inspector` first; nothing stays when it fails.
+    pub async fn stage_stream<S, E, I>(
+        &self,
+        content: S,
+        max_bytes: u64,
+        inspector: &mut I,
+    ) -> Result<Staged, I::Error>
+    where
+        S: Stream<Item = Result<Bytes, E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+        I: Inspector,
+    {
         let upload_key = Path::from(format!("{UPLOADS}/{}", uuid::Uuid::new_v4()));
-        let upload = self.objects.put_multipart(&upload_key).await?;
+        let upload = self
+            .objects
+            .put_multipart(&upload_key)
+            .await
+            .map_err(DocumentError::from)?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
         let mut content = pin!(content);
         while let Some(chunk) = content.next().await {
             let failed = match chunk {
-                Err(e) => Some(DocumentError::Content(e.into())),
+                Err(e) => Some(I::Error::from(DocumentError::Content(e.into()))),
                 Ok(bytes) if size.saturating_add(bytes.len() as u64) > max_bytes => {
-                    Some(DocumentError::TooLarge { limit: max_bytes })
+                    Some(DocumentError::TooLarge { limit: max_bytes }.into())
                 }
-                Ok(bytes) => {
-                    hasher.update(&bytes);
-                    size += bytes.len() as u64;
-                    writer.put(bytes);
-                    // Back pressure: the stream is read no faster than
-                    // parts are sent.
-                    writer
-                        .wait_for_capacity(PARTS_IN_FLIGHT)
-                        .await
-                        .err()
-                        .map(DocumentError::from)
-                }
+                Ok(bytes) => match inspector.chunk(&bytes).await {
+                    Err(e) => Some(e),
+                    Ok(()) => {
+                        hasher.update(&bytes);
+                        size += bytes.len() as u64;
+                        writer.put(bytes);
+                        // Back pressure: the stream is read no faster than
+                        // parts are sent.
+                        writer
+                            .wait_for_capacity(PARTS_IN_FLIGHT)
+                            .await
+                            .err()
+                            .map(|e| DocumentError::from(e).into())
+                    }
+                },
             };
             if let Some(e) = failed {
                 // Aborting drops the parts already sent: no object was made.
@@ -80,16 +131,34 @@ impl DocumentStore {
             if let Err(abort) = writer.abort().await {
                 tracing::warn!(error = %abort, "a failed upload's parts could not be dropped");
             }
-            return Err(e.into());
+            return Err(DocumentError::from(e).into());
         }
-        writer.finish().await?;
-        let sha256 = hex::encode(hasher.finalize());
-        let placed = self.place(&upload_key, &sha256).await;
+        writer.finish().await.map_err(DocumentError::from)?;
+        Ok(Staged {
+            key: upload_key,
+            sha256: hex::encode(hasher.finalize()),
+            size,
+        })
+    }
+
+    /// Moves a staged document under its digest.
+    pub async fn commit(&self, staged: Staged) -> Result<Stored, DocumentError> {
+        let placed = self.place(&staged.key, &staged.sha256).await;
         if placed.is_err() {
-            let _ = self.objects.delete(&upload_key).await;
+            let _ = self.objects.delete(&staged.key).await;
         }
         placed?;
-        Ok(Stored { sha256, size })
+        Ok(Stored {
+            sha256: staged.sha256,
+            size: staged.size,
+        })
+    }
+
+    /// Drops a staged document that was refused.
+    pub async fn discard(&self, staged: Staged) {
+        if let Err(e) = self.objects.delete(&staged.key).await {
+            tracing::warn!(error = %e, key = %staged.key, "a refused upload could not be deleted");
+        }
     }
 
     /// Moves the object written under `upload_key` under its digest, or

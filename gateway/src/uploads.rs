@@ -1,0 +1,583 @@
+//! Documents uploaded on every channel: with an online filing, or later for
+//! a dossier (by its person with their one-time code, or by the agent who
+//! received them at a desk or in the mailroom). Each file streams to the
+//! document store through the checks of `guichet_kit::documents` (type by
+//! content, image size, PDF active content and pages, ClamAV); the files of
+//! one request are kept together or not at all; each one kept gets a
+//! receipt, and instruction recomputes what is still missing.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::multipart::{Field, Multipart, MultipartError};
+use axum::extract::{ConnectInfo, FromRequest, RawPathParams, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use futures_util::TryStreamExt;
+use guichet_access::{Caller, Facts, Role, Who};
+use guichet_dossier::filing::RawDocument;
+use guichet_dossier::{Channel, DocumentKind, RawFiling};
+use guichet_kit::documents::{
+    CheckedUpload, DocumentStore, UploadError, UploadRules, VirusScanner,
+};
+use guichet_proto::{convert, v1 as pb};
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::extract::ReferenceParam;
+use crate::state::AppState;
+use crate::views::time_text;
+
+/// A request of files may take this long (a slow line, a large scan).
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
+/// The filing's own JSON part, at most.
+const FILING_PART_BYTES: usize = 256 * 1024;
+
+/// What the gateway needs to take uploads.
+pub struct Uploads {
+    pub store: DocumentStore,
+    pub scanner: VirusScanner,
+    pub rules: UploadRules,
+    pub max_files: usize,
+    pub max_dossier_bytes: u64,
+}
+
+impl Uploads {
+    /// The largest request of files: every file at its limit, and room for
+    /// the parts' headers and the filing.
+    pub fn max_request_bytes(&self) -> usize {
+        let files = self.rules.max_file_bytes.saturating_mul(self.max_files as u64);
+        usize::try_from(files).unwrap_or(usize::MAX).saturating_add(1024 * 1024)
+    }
+}
+
+/// Routes that take files: their own body limit and time.
+pub fn routes(max_request_bytes: usize) -> Router<AppState> {
+    use axum::extract::DefaultBodyLimit;
+    Router::new()
+        .route(
+            "/api/v1/dossiers",
+            post(submit)
+                .layer::<_, Infallible>(DefaultBodyLimit::max(max_request_bytes))
+                .layer::<_, Infallible>(crate::server::timeout(UPLOAD_TIMEOUT)),
+        )
+        .route(
+            "/api/v1/dossiers/{reference}/documents",
+            post(add_documents)
+                .layer::<_, Infallible>(DefaultBodyLimit::max(max_request_bytes))
+                .layer::<_, Infallible>(crate::server::timeout(UPLOAD_TIMEOUT)),
+        )
+        .route(
+            "/api/v1/dossiers/{reference}/documents/{sha256}",
+            get(download).layer::<_, Infallible>(crate::server::timeout(UPLOAD_TIMEOUT)),
+        )
+}
+
+fn is_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        })
+}
+
+/// A document kept, as its receipt says it.
+#[derive(Debug, Serialize)]
+pub struct ReceiptJson {
+    pub kind: String,
+    pub sha256: String,
+    pub size_bytes: u64,
+    pub media_type: String,
+    pub received_at: Option<String>,
+    pub channel: String,
+}
+
+pub fn receipt_json(r: &pb::DocumentReceipt) -> ReceiptJson {
+    ReceiptJson {
+        kind: convert::document_kind_text(r.kind).unwrap_or_default(),
+        sha256: r.sha256.clone(),
+        size_bytes: r.size_bytes,
+        media_type: r.media_type.clone(),
+        received_at: r.received_at.is_some().then(|| time_text(&r.received_at)),
+        channel: crate::views::channel_text(r.channel).to_string(),
+    }
+}
+
+/// `POST /api/v1/dossiers`: a filing as JSON (documents declared by their
+/// digest), or as `multipart/form-data`: its JSON in a first part named
+/// `filing`, then one file part per document, named by its kind.
+async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    if !is_multipart(&headers) {
+        // The JSON body keeps the small limit of every other route.
+        let (parts, body) = request.into_parts();
+        let limited = Body::new(http_body_util::Limited::new(body, crate::server::MAX_BODY_BYTES));
+        let request = Request::from_parts(parts, limited);
+        let crate::extract::JsonBody(raw) =
+            crate::extract::JsonBody::<RawFiling>::from_request(request, &state).await?;
+        return crate::dossiers::file_online(&state, &headers, raw).await;
+    }
+    let mut multipart = multipart_of(request, &state).await?;
+    let first = multipart.next_field().await.map_err(|e| bad_body("body", &e))?;
+    let Some(first) = first.filter(|f| f.name() == Some("filing")) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Some("filing"),
+            "the first part is the filing's JSON, named `filing`; the files follow",
+        ));
+    };
+    let json = text_part(first, "filing", FILING_PART_BYTES).await?;
+    let mut json_headers = HeaderMap::new();
+    json_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut raw: RawFiling = crate::extract::parse_json(&json_headers, json.as_bytes())?;
+    if !raw.documents.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Some("filing.documents"),
+            "send the documents as file parts, not listed in the filing",
+        ));
+    }
+    let files = read_files(&state, &mut multipart, 0).await?;
+    raw.documents = files
+            .iter()
+            .map(|f| RawDocument {
+                kind: Some(f.kind.as_str().to_string()),
+                sha256: Some(f.checked.sha256().to_string()),
+                media_type: Some(f.checked.media_type.as_str().to_string()),
+                size_bytes: Some(f.checked.size()),
+                filename: f.filename.clone(),
+            })
+            .collect();
+    // Kept only once the filing is: a refused filing leaves no document.
+    let filed = crate::dossiers::file_online(&state, &headers, raw).await;
+    match filed {
+        Ok(answer) if answer.status().is_success() => {
+            for file in files {
+                if let Err(e) = state.uploads.store.commit_upload(file.checked).await {
+                    // The dossier exists and names the digest: said loudly,
+                    // for an operator to restore from the staged copy.
+                    tracing::error!(error = %e, "a filed document could not be kept");
+                }
+            }
+            Ok(answer)
+        }
+        other => {
+            discard(&state, files).await;
+            other
+        }
+    }
+}
+
+async fn multipart_of(request: Request, state: &AppState) -> Result<Multipart, ApiError> {
+    Multipart::from_request(request, state).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Some("body"),
+            format!("send the files as multipart/form-data with its boundary ({e})"),
+        )
+    })
+}
+
+fn bad_body(field: &str, e: &MultipartError) -> ApiError {
+    ApiError::new(e.status(), Some(field), e.body_text())
+}
+
+async fn text_part(field: Field<'_>, name: &str, max: usize) -> Result<String, ApiError> {
+    let mut text = Vec::new();
+    let mut field = field;
+    while let Some(chunk) = field.chunk().await.map_err(|e| bad_body(name, &e))? {
+        if text.len() + chunk.len() > max {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Some(name),
+                format!("at most {max} bytes"),
+            ));
+        }
+        text.extend_from_slice(&chunk);
+    }
+    String::from_utf8(text)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, Some(name), "must be UTF-8 text"))
+}
+
+/// A file checked and written aside, not yet kept.
+struct File {
+    kind: DocumentKind,
+    filename: Option<String>,
+    checked: CheckedUpload,
+}
+
+async fn discard(state: &AppState, files: Vec<File>) {
+    for file in files {
+        state.uploads.store.discard_upload(file.checked).await;
+    }
+}
+
+/// The name a file was sent under, for showing only (it never becomes a
+/// path): a plain name, or a refusal that says what is wrong with it.
+fn display_name(name: Option<&str>) -> Result<Option<String>, &'static str> {
+    let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    if name.contains(['/', '\\']) || name == "." || name == ".." {
+        return Err("the file name must be a plain name, without folders");
+    }
+    if name.chars().any(char::is_control) {
+        return Err("the file name must not hold control characters");
+    }
+    if name.chars().count() > 200 {
+        return Err("the file name is longer than 200 characters");
+    }
+    Ok(Some(name.to_string()))
+}
+
+/// Reads every file part, each through the checks; on the first refusal
+/// the files already checked are dropped and the refusal names the file.
+/// `already` is what the dossier's documents add up to.
+async fn read_files(
+    state: &AppState,
+    multipart: &mut Multipart,
+    already: u64,
+) -> Result<Vec<File>, ApiError> {
+    let uploads = &state.uploads;
+    let mut files: Vec<File> = Vec::new();
+    let mut total = already;
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => {
+                discard(state, files).await;
+                return Err(bad_body("body", &e));
+            }
+        };
+        let at = format!("files[{}]", files.len());
+        let refused = |status: StatusCode, problem: String| {
+            ApiError::new(status, Some(&at), problem)
+        };
+        let outcome = async {
+            if files.len() >= uploads.max_files {
+                return Err(refused(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("at most {} files in one request", uploads.max_files),
+                ));
+            }
+            let name = field.name().unwrap_or_default().to_string();
+            let kind = DocumentKind::parse(&name).ok_or_else(|| {
+                refused(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("{name:?} is not a document kind; name each file part by its kind"),
+                )
+            })?;
+            let filename = display_name(field.file_name())
+                .map_err(|p| refused(StatusCode::UNPROCESSABLE_ENTITY, p.to_string()))?;
+            let mut rules = uploads.rules;
+            let room = uploads.max_dossier_bytes.saturating_sub(total);
+            if room == 0 {
+                return Err(refused(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the dossier's documents would pass the {} bytes accepted",
+                        uploads.max_dossier_bytes
+                    ),
+                ));
+            }
+            rules.max_file_bytes = rules.max_file_bytes.min(room);
+            let content = field.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>);
+            let checked = uploads
+                .store
+                .check_upload(content, &rules, &uploads.scanner)
+                .await
+                .map_err(|e| {
+                    state.metrics.count_upload(e.code());
+                    upload_refusal(&at, filename.as_deref(), &e)
+                })?;
+            state.metrics.count_upload("accepted");
+            Ok(File {
+                kind,
+                filename,
+                checked,
+            })
+        }
+        .await;
+        match outcome {
+            Ok(file) => {
+                total = total.saturating_add(file.checked.size());
+                files.push(file);
+            }
+            Err(e) => {
+                discard(state, files).await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// An upload's refusal as an answer: the file at fault is a 413 or a 422
+/// naming it; the scanner or the store failing is a 503.
+fn upload_refusal(at: &str, filename: Option<&str>, e: &UploadError) -> ApiError {
+    let named = match filename {
+        Some(f) => format!("{f:?}: {e}"),
+        None => e.to_string(),
+    };
+    let status = match e {
+        UploadError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        UploadError::Interrupted(_) => StatusCode::BAD_REQUEST,
+        _ if e.is_the_files() => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => {
+            tracing::error!(error = %e, "an upload could not be checked or stored");
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    };
+    ApiError::new(status, Some(at), named)
+}
+
+/// Who may send documents for a dossier, and what they are acting as.
+struct Sender {
+    actor: String,
+    channel: Channel,
+    facts: pb::CaseFactsView,
+}
+
+async fn sender(
+    state: &AppState,
+    access: &crate::policy::Access,
+    headers: &HeaderMap,
+    peer: Option<&Extension<ConnectInfo<SocketAddr>>>,
+    reference: &guichet_dossier::Reference,
+) -> Result<Sender, ApiError> {
+    let anonymous = matches!(access.caller(), Caller::Anonymous);
+    let person = if anonymous {
+        crate::person_code::proof(state, headers, peer, reference).await?
+    } else {
+        None
+    };
+    if anonymous && person.is_none() {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            Some("Authorization"),
+            "sign in as an agent; a person gives the code sent to them (X-Person-Code, \
+             asked for at POST /api/v1/dossiers/{reference}/code)",
+        ));
+    }
+    let facts = state
+        .desk
+        .clone()
+        .case_facts(pb::CaseFactsRequest {
+            reference: reference.to_string(),
+        })
+        .await?
+        .into_inner();
+    let grant = access.allow_person(
+        person,
+        &Facts::none()
+            .dossier(&facts.reference)
+            .prefecture(&facts.prefecture),
+    )?;
+    let (actor, channel) = match grant.who {
+        Who::Role(Role::MailroomOperator) => (access.acting_agent()?, Channel::Postal),
+        Who::Role(Role::DeskAgent) => (access.acting_agent()?, Channel::Pan),
+        Who::Role(Role::CallCentreAgent) => (access.acting_agent()?, Channel::Ccc),
+        Who::Role(_) => (access.acting_agent()?, Channel::Web),
+        _ => ("person".to_string(), Channel::Web),
+    };
+    Ok(Sender {
+        actor,
+        channel,
+        facts,
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct DocumentsAnswer {
+    pub reference: String,
+    /// The files of this request, each with its receipt.
+    pub received: Vec<ReceiptJson>,
+    /// Every document of the dossier.
+    pub documents: Vec<ReceiptJson>,
+    /// What is still missing, recomputed.
+    pub missing: Vec<String>,
+    pub state: String,
+}
+
+/// `POST /api/v1/dossiers/{reference}/documents`, multipart: one file part
+/// per document, named by its kind.
+async fn add_documents(
+    State(state): State<AppState>,
+    access: crate::policy::Access,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    reference: ReferenceParam,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let reference = reference.parse()?;
+    let sender = sender(&state, &access, &headers, peer.as_ref(), &reference).await?;
+    if !is_multipart(&headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Some("content-type"),
+            "send the files as multipart/form-data, one part per document named by its kind",
+        ));
+    }
+    let already: u64 = sender.facts.documents.iter().map(|d| d.size_bytes).sum();
+    let mut multipart = multipart_of(request, &state).await?;
+    let files = read_files(&state, &mut multipart, already).await?;
+    if files.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Some("files"),
+            "no file: send one part per document, named by its kind",
+        ));
+    }
+    let mut kept = Vec::with_capacity(files.len());
+    for file in files {
+        let kind = file.kind;
+        let filename = file.filename.clone().unwrap_or_default();
+        let accepted = state
+            .uploads
+            .store
+            .commit_upload(file.checked)
+            .await
+            .map_err(|e| upload_refusal("files", None, &e))?;
+        kept.push((kind, filename, accepted));
+    }
+    let mut case = None;
+    let mut received = Vec::new();
+    for (kind, filename, accepted) in kept {
+        let view = state
+            .desk
+            .clone()
+            .add_document(pb::AddDocumentRequest {
+                actor: sender.actor.clone(),
+                reference: reference.to_string(),
+                document: Some(pb::DocumentRef {
+                    kind: convert::document_kind_to_pb(kind),
+                    sha256: accepted.sha256.clone(),
+                    media_type: accepted.media_type.as_str().to_string(),
+                    size_bytes: accepted.size,
+                    filename,
+                }),
+                channel: convert::channel_to_pb(sender.channel) as i32,
+            })
+            .await?
+            .into_inner();
+        if let Some(r) = view
+            .documents
+            .iter()
+            .rev()
+            .find(|d| d.sha256 == accepted.sha256 && d.kind == convert::document_kind_to_pb(kind))
+        {
+            received.push(receipt_json(r));
+        }
+        case = Some(view);
+    }
+    let case = case.unwrap_or_default();
+    let answer = DocumentsAnswer {
+        reference: reference.to_string(),
+        received,
+        documents: case.documents.iter().map(receipt_json).collect(),
+        missing: crate::views::kinds_text(&case.missing),
+        state: case
+            .dossier
+            .as_ref()
+            .and_then(|d| convert::case_state_text(d.state))
+            .unwrap_or_default(),
+    };
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// `GET /api/v1/dossiers/{reference}/documents/{sha256}`: a document of the
+/// dossier, for its person (with their code) and the agents of its
+/// prefecture; always as an attachment, never shown inline.
+async fn download(
+    State(state): State<AppState>,
+    access: crate::policy::Access,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    reference: ReferenceParam,
+    params: RawPathParams,
+) -> Result<Response, ApiError> {
+    let reference = reference.parse()?;
+    let sha256 = params
+        .iter()
+        .find(|(name, _)| *name == "sha256")
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default();
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Some("sha256"),
+            "is the document's sha256, 64 hexadecimal characters",
+        ));
+    }
+    let sender = sender(&state, &access, &headers, peer.as_ref(), &reference).await?;
+    let sha256 = sha256.to_ascii_lowercase();
+    let Some(receipt) = sender.facts.documents.iter().find(|d| d.sha256 == sha256) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            Some("sha256"),
+            "no document of this dossier has this digest",
+        ));
+    };
+    let bytes = state.uploads.store.get(&sha256).await.map_err(|e| {
+        tracing::error!(error = %e, "a document could not be read");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, None, "the document store is unavailable")
+    })?;
+    let Some(bytes) = bytes else {
+        // Declared with the filing, never uploaded (a JSON filing).
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            Some("sha256"),
+            "this document was declared but its file was never received",
+        ));
+    };
+    let kind = convert::document_kind_text(receipt.kind).unwrap_or_else(|| "document".into());
+    let extension = match receipt.media_type.as_str() {
+        "application/pdf" => "pdf",
+        "image/jpeg" => "jpg",
+        "image/png" => "png",
+        _ => "bin",
+    };
+    let media_type = HeaderValue::from_str(&receipt.media_type)
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    let disposition = format!("attachment; filename=\"{reference}-{kind}.{extension}\"");
+    let mut response = bytes.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, media_type);
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_shown_never_followed() {
+        for (name, expected) in [
+            (None, Ok(None)),
+            (Some("  "), Ok(None)),
+            (Some("passeport.pdf"), Ok(Some("passeport.pdf".to_string()))),
+            (Some("../../etc/passwd"), Err("the file name must be a plain name, without folders")),
+            (Some("C:\\Users\\a.pdf"), Err("the file name must be a plain name, without folders")),
+            (Some(".."), Err("the file name must be a plain name, without folders")),
+            (Some("a\u{0}.pdf"), Err("the file name must not hold control characters")),
+        ] {
+            assert_eq!(display_name(name), expected, "{name:?}");
+        }
+    }
+}
