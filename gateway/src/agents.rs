@@ -96,7 +96,11 @@ fn case_json(c: pb::CaseView) -> CaseJson {
     let a = filing.applicant.unwrap_or_default();
     let answer = filing.contact.map(|c| c.answer_channel).unwrap_or(0);
     CaseJson {
-        documents: c.documents.iter().map(crate::uploads::receipt_json).collect(),
+        documents: c
+            .documents
+            .iter()
+            .map(crate::uploads::receipt_json)
+            .collect(),
         dossier: dossier_view(view),
         applicant: ApplicantJson {
             family_name: a.family_name,

@@ -24,7 +24,6 @@ pub mod openapi;
 pub mod ops;
 pub mod origin;
 pub mod person_code;
-pub mod uploads;
 pub mod policy;
 pub mod postal;
 pub mod server;
@@ -33,6 +32,7 @@ pub mod settings;
 pub mod state;
 pub mod status;
 pub mod tries;
+pub mod uploads;
 pub mod views;
 
 pub use guichet_kit::links;

@@ -335,7 +335,11 @@ pub async fn status(
     )?;
     let with_code = grant.who == guichet_access::Who::PersonWithCode;
     Ok(Json(StatusJson {
-        documents: s.documents.iter().map(crate::uploads::receipt_json).collect(),
+        documents: s
+            .documents
+            .iter()
+            .map(crate::uploads::receipt_json)
+            .collect(),
         channel: channel_text(s.channel),
         state: convert::case_state_text(s.state).unwrap_or_default(),
         legal_filing_date: date_text(&s.legal_filing_date),

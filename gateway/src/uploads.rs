@@ -50,8 +50,13 @@ impl Uploads {
     /// The largest request of files: every file at its limit, and room for
     /// the parts' headers and the filing.
     pub fn max_request_bytes(&self) -> usize {
-        let files = self.rules.max_file_bytes.saturating_mul(self.max_files as u64);
-        usize::try_from(files).unwrap_or(usize::MAX).saturating_add(1024 * 1024)
+        let files = self
+            .rules
+            .max_file_bytes
+            .saturating_mul(self.max_files as u64);
+        usize::try_from(files)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1024 * 1024)
     }
 }
 
@@ -121,14 +126,20 @@ async fn submit(
     if !is_multipart(&headers) {
         // The JSON body keeps the small limit of every other route.
         let (parts, body) = request.into_parts();
-        let limited = Body::new(http_body_util::Limited::new(body, crate::server::MAX_BODY_BYTES));
+        let limited = Body::new(http_body_util::Limited::new(
+            body,
+            crate::server::MAX_BODY_BYTES,
+        ));
         let request = Request::from_parts(parts, limited);
         let crate::extract::JsonBody(raw) =
             crate::extract::JsonBody::<RawFiling>::from_request(request, &state).await?;
         return crate::dossiers::file_online(&state, &headers, raw).await;
     }
     let mut multipart = multipart_of(request, &state).await?;
-    let first = multipart.next_field().await.map_err(|e| bad_body("body", &e))?;
+    let first = multipart
+        .next_field()
+        .await
+        .map_err(|e| bad_body("body", &e))?;
     let Some(first) = first.filter(|f| f.name() == Some("filing")) else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -138,7 +149,10 @@ async fn submit(
     };
     let json = text_part(first, "filing", FILING_PART_BYTES).await?;
     let mut json_headers = HeaderMap::new();
-    json_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    json_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     let mut raw: RawFiling = crate::extract::parse_json(&json_headers, json.as_bytes())?;
     if !raw.documents.is_empty() {
         return Err(ApiError::new(
@@ -149,20 +163,21 @@ async fn submit(
     }
     let files = read_files(&state, &mut multipart, 0).await?;
     raw.documents = files
-            .iter()
-            .map(|f| RawDocument {
-                kind: Some(f.kind.as_str().to_string()),
-                sha256: Some(f.checked.sha256().to_string()),
-                media_type: Some(f.checked.media_type.as_str().to_string()),
-                size_bytes: Some(f.checked.size()),
-                filename: f.filename.clone(),
-            })
-            .collect();
+        .iter()
+        .map(|f| RawDocument {
+            kind: Some(f.kind.as_str().to_string()),
+            sha256: Some(f.checked.sha256().to_string()),
+            media_type: Some(f.checked.media_type.as_str().to_string()),
+            size_bytes: Some(f.checked.size()),
+            filename: f.filename.clone(),
+        })
+        .collect();
     // Kept only once the filing is: a refused filing leaves no document.
     let filed = crate::dossiers::file_online(&state, &headers, raw).await;
     match filed {
         Ok(answer) if answer.status().is_success() => {
             for file in files {
+                state.metrics.count_upload("accepted");
                 if let Err(e) = state.uploads.store.commit_upload(file.checked).await {
                     // The dossier exists and names the digest: said loudly,
                     // for an operator to restore from the staged copy.
@@ -261,9 +276,8 @@ async fn read_files(
             }
         };
         let at = format!("files[{}]", files.len());
-        let refused = |status: StatusCode, problem: String| {
-            ApiError::new(status, Some(&at), problem)
-        };
+        let refused =
+            |status: StatusCode, problem: String| ApiError::new(status, Some(&at), problem);
         let outcome = async {
             if files.len() >= uploads.max_files {
                 return Err(refused(
@@ -292,7 +306,8 @@ async fn read_files(
                 ));
             }
             rules.max_file_bytes = rules.max_file_bytes.min(room);
-            let content = field.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>);
+            let content =
+                field.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>);
             let checked = uploads
                 .store
                 .check_upload(content, &rules, &uploads.scanner)
@@ -301,7 +316,6 @@ async fn read_files(
                     state.metrics.count_upload(e.code());
                     upload_refusal(&at, filename.as_deref(), &e)
                 })?;
-            state.metrics.count_upload("accepted");
             Ok(File {
                 kind,
                 filename,
@@ -449,6 +463,7 @@ async fn add_documents(
             .commit_upload(file.checked)
             .await
             .map_err(|e| upload_refusal("files", None, &e))?;
+        state.metrics.count_upload("accepted");
         kept.push((kind, filename, accepted));
     }
     let mut case = None;
@@ -471,11 +486,10 @@ async fn add_documents(
             })
             .await?
             .into_inner();
-        if let Some(r) = view
-            .documents
-            .iter()
-            .rev()
-            .find(|d| d.sha256 == accepted.sha256 && d.kind == convert::document_kind_to_pb(kind))
+        if let Some(r) =
+            view.documents.iter().rev().find(|d| {
+                d.sha256 == accepted.sha256 && d.kind == convert::document_kind_to_pb(kind)
+            })
         {
             received.push(receipt_json(r));
         }
@@ -531,7 +545,11 @@ async fn download(
     };
     let bytes = state.uploads.store.get(&sha256).await.map_err(|e| {
         tracing::error!(error = %e, "a document could not be read");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, None, "the document store is unavailable")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            "the document store is unavailable",
+        )
     })?;
     let Some(bytes) = bytes else {
         // Declared with the filing, never uploaded (a JSON filing).
@@ -557,8 +575,14 @@ async fn download(
     if let Ok(v) = HeaderValue::from_str(&disposition) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
     Ok(response)
 }
 
@@ -572,10 +596,22 @@ mod tests {
             (None, Ok(None)),
             (Some("  "), Ok(None)),
             (Some("passeport.pdf"), Ok(Some("passeport.pdf".to_string()))),
-            (Some("../../etc/passwd"), Err("the file name must be a plain name, without folders")),
-            (Some("C:\\Users\\a.pdf"), Err("the file name must be a plain name, without folders")),
-            (Some(".."), Err("the file name must be a plain name, without folders")),
-            (Some("a\u{0}.pdf"), Err("the file name must not hold control characters")),
+            (
+                Some("../../etc/passwd"),
+                Err("the file name must be a plain name, without folders"),
+            ),
+            (
+                Some("C:\\Users\\a.pdf"),
+                Err("the file name must be a plain name, without folders"),
+            ),
+            (
+                Some(".."),
+                Err("the file name must be a plain name, without folders"),
+            ),
+            (
+                Some("a\u{0}.pdf"),
+                Err("the file name must not hold control characters"),
+            ),
         ] {
             assert_eq!(display_name(name), expected, "{name:?}");
         }

@@ -34,3 +34,4 @@ mod secrets;
 mod storage_contract;
 mod store_contracts;
 mod supervision;
+mod uploads;

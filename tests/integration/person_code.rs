@@ -33,7 +33,7 @@ async fn with_code(app: &App, path: &str, code: &str) -> reqwest::Response {
 }
 
 /// The code in the `n`th SMS sent about `reference` (0 first).
-async fn nth_code(sms: &SmsDouble, reference: &str, n: usize) -> String {
+pub(crate) async fn nth_code(sms: &SmsDouble, reference: &str, n: usize) -> String {
     let body = eventually(WAIT, "the code's SMS", || async {
         sms.messages()
             .into_iter()

@@ -20,8 +20,7 @@ use tonic::{Request, Response, Status};
 use crate::cases::{self, MIN_DECISIONS_FOR_ESTIMATE, percentile};
 use crate::store::{
     AttestationRow, CaseError, CaseRow, CaseSnapshot, CodedAttestation, DocumentRow, EventRow,
-    QueueFilter,
-    StepDetails, Store,
+    QueueFilter, StepDetails, Store,
 };
 
 const MAX_QUEUE_PAGE: u32 = 500;

@@ -24,8 +24,8 @@ use guichet_kit::db::Database;
 use guichet_kit::sql::{Backend, Stmt};
 
 pub use rows::{
-    AttestationRow, CaseError, CaseRow, CaseSnapshot, CodedAttestation, DocumentRow, EventRow, Incoming,
-    QueueFilter, QueueRow, StepDetails,
+    AttestationRow, CaseError, CaseRow, CaseSnapshot, CodedAttestation, DocumentRow, EventRow,
+    Incoming, QueueFilter, QueueRow, StepDetails,
 };
 use rows::{CASE_COLUMNS, OPEN};
 

@@ -10,9 +10,9 @@ use guichet_kit::sql::Stmt;
 
 use super::Store;
 use super::rows::{
-    ATTESTATIONS_SQL, AttestationRow, CASE_COLUMNS, CaseRow, CaseSnapshot, CodedAttestation, DOCUMENTS_SQL,
-    DocumentRow,
-    EVENTS_SQL, EventRow, LINKED_SQL, NEAR_MATCHES_SHOWN, OPEN, QueueFilter, QueueRow,
+    ATTESTATIONS_SQL, AttestationRow, CASE_COLUMNS, CaseRow, CaseSnapshot, CodedAttestation,
+    DOCUMENTS_SQL, DocumentRow, EVENTS_SQL, EventRow, LINKED_SQL, NEAR_MATCHES_SHOWN, OPEN,
+    QueueFilter, QueueRow,
 };
 
 /// The open filings that may be the same person as `$1` (see
@@ -81,7 +81,9 @@ impl Store {
                 near_matches: c
                     .scalars(Stmt::new(near_matches_sql()).bind(reference))
                     .await?,
-                documents: c.fetch_all(Stmt::new(DOCUMENTS_SQL).bind(reference)).await?,
+                documents: c
+                    .fetch_all(Stmt::new(DOCUMENTS_SQL).bind(reference))
+                    .await?,
                 row,
             }),
         };

@@ -213,9 +213,18 @@ mod tests {
     #[test]
     fn addresses() {
         for (text, expected) in [
-            ("unix:/run/clamav/clamd.ctl", Some(ClamdAddress::Unix("/run/clamav/clamd.ctl".into()))),
-            ("/tmp/clamd.sock", Some(ClamdAddress::Unix("/tmp/clamd.sock".into()))),
-            ("tcp://127.0.0.1:3310", Some(ClamdAddress::Tcp("127.0.0.1:3310".into()))),
+            (
+                "unix:/run/clamav/clamd.ctl",
+                Some(ClamdAddress::Unix("/run/clamav/clamd.ctl".into())),
+            ),
+            (
+                "/tmp/clamd.sock",
+                Some(ClamdAddress::Unix("/tmp/clamd.sock".into())),
+            ),
+            (
+                "tcp://127.0.0.1:3310",
+                Some(ClamdAddress::Tcp("127.0.0.1:3310".into())),
+            ),
             ("clamav:3310", Some(ClamdAddress::Tcp("clamav:3310".into()))),
             ("clamav", None),
             ("clamav:port", None),

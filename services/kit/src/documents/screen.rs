@@ -186,7 +186,9 @@ fn sniff(head: &[u8]) -> Result<Kind, Refusal> {
         "a Windows program"
     } else if head.starts_with(b"\x7fELF") {
         "a Linux program"
-    } else if head.starts_with(&[0xCF, 0xFA, 0xED, 0xFE]) || head.starts_with(&[0xCA, 0xFE, 0xBA, 0xBE]) {
+    } else if head.starts_with(&[0xCF, 0xFA, 0xED, 0xFE])
+        || head.starts_with(&[0xCA, 0xFE, 0xBA, 0xBE])
+    {
         "a macOS program"
     } else if head.starts_with(b"#!") {
         "a script"
@@ -200,7 +202,10 @@ fn sniff(head: &[u8]) -> Result<Kind, Refusal> {
         "a RIFF file (WebP, audio or video)"
     } else if head.starts_with(&[0xD0, 0xCF, 0x11, 0xE0]) {
         "an old office document"
-    } else if head.iter().all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace()) {
+    } else if head
+        .iter()
+        .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+    {
         "text"
     } else {
         "of an unknown type"
@@ -243,10 +248,14 @@ impl PngScan {
             return Ok(());
         }
         if &self.head[12..16] != b"IHDR" {
-            return Err(Refusal::BadImage("the PNG does not start with its header chunk"));
+            return Err(Refusal::BadImage(
+                "the PNG does not start with its header chunk",
+            ));
         }
-        let width = u32::from_be_bytes([self.head[16], self.head[17], self.head[18], self.head[19]]);
-        let height = u32::from_be_bytes([self.head[20], self.head[21], self.head[22], self.head[23]]);
+        let width =
+            u32::from_be_bytes([self.head[16], self.head[17], self.head[18], self.head[19]]);
+        let height =
+            u32::from_be_bytes([self.head[20], self.head[21], self.head[22], self.head[23]]);
         check_pixels(width, height, limits)?;
         self.sized = true;
         Ok(())
@@ -410,7 +419,10 @@ enum Seen {
 }
 
 fn is_delimiter(b: u8) -> bool {
-    matches!(b, b'(' | b')' | b'<' | b'>' | b'[' | b']' | b'{' | b'}' | b'/' | b'%')
+    matches!(
+        b,
+        b'(' | b')' | b'<' | b'>' | b'[' | b']' | b'{' | b'}' | b'/' | b'%'
+    )
 }
 
 fn is_space(b: u8) -> bool {
@@ -804,7 +816,12 @@ mod tests {
 
     #[test]
     fn images_are_sized_from_their_header() {
-        let ok = |media_type| Ok(Screened { media_type, pages: 1 });
+        let ok = |media_type| {
+            Ok(Screened {
+                media_type,
+                pages: 1,
+            })
+        };
         assert_eq!(screen(&png(2480, 3508)), ok(MediaType::Png));
         assert_eq!(
             screen(&png(30_000, 30_000)),
@@ -814,8 +831,14 @@ mod tests {
                 limit: 40_000_000
             })
         );
-        assert_eq!(screen(&png(0, 10)), Err(Refusal::BadImage("a side of zero pixels")));
-        assert!(matches!(screen(&png(10, 10)[..20]), Err(Refusal::BadImage(_))));
+        assert_eq!(
+            screen(&png(0, 10)),
+            Err(Refusal::BadImage("a side of zero pixels"))
+        );
+        assert!(matches!(
+            screen(&png(10, 10)[..20]),
+            Err(Refusal::BadImage(_))
+        ));
         assert_eq!(screen(&jpeg(2480, 3508, 5000)), ok(MediaType::Jpeg));
         assert_eq!(screen(&jpeg(640, 480, 0)), ok(MediaType::Jpeg));
         assert!(matches!(
@@ -831,10 +854,19 @@ mod tests {
     fn the_type_is_read_from_the_content() {
         let not = |found| Err(Refusal::NotAccepted { found });
         for (bytes, expected) in [
-            (b"MZ\x90\0\x03\0\0\0\x04\0".to_vec(), not("a Windows program")),
-            (b"\x7fELF\x02\x01\x01\0\0\0".to_vec(), not("a Linux program")),
+            (
+                b"MZ\x90\0\x03\0\0\0\x04\0".to_vec(),
+                not("a Windows program"),
+            ),
+            (
+                b"\x7fELF\x02\x01\x01\0\0\0".to_vec(),
+                not("a Linux program"),
+            ),
             (b"#!/bin/sh\nrm -rf /\n".to_vec(), not("a script")),
-            (b"PK\x03\x04\x14\0\0\0".to_vec(), not("a ZIP archive (or an office document)")),
+            (
+                b"PK\x03\x04\x14\0\0\0".to_vec(),
+                not("a ZIP archive (or an office document)"),
+            ),
             (b"II*\0\x08\0\0\0".to_vec(), not("a TIFF image")),
             (b"GIF89a\x01\0".to_vec(), not("a GIF image")),
             (b"hello, world\n".to_vec(), not("text")),
@@ -865,7 +897,10 @@ mod tests {
         });
         assert_eq!(screen(&letter).map(|s| s.pages), Ok(1));
         // Pages inside an object stream count too.
-        assert_eq!(screen(&pdf_with_object_stream("<< /Length 0 >>")).map(|s| s.pages), Ok(1));
+        assert_eq!(
+            screen(&pdf_with_object_stream("<< /Length 0 >>")).map(|s| s.pages),
+            Ok(1)
+        );
         assert_eq!(screen(&pdf(&[CATALOG, PAGES])), Err(Refusal::NoPage));
         let many: Vec<&str> = std::iter::repeat_n(PAGE, 6).collect();
         assert_eq!(
@@ -896,7 +931,12 @@ mod tests {
                 active("a launch action"),
             ),
             (
-                vec![CATALOG, PAGES, PAGE, "<< /Names << /EmbeddedFiles 5 0 R >> >>"],
+                vec![
+                    CATALOG,
+                    PAGES,
+                    PAGE,
+                    "<< /Names << /EmbeddedFiles 5 0 R >> >>",
+                ],
                 active("embedded files"),
             ),
             (
@@ -912,7 +952,13 @@ mod tests {
         );
         // A name inside a string is text, not syntax.
         assert_eq!(
-            screen(&pdf(&[CATALOG, PAGES, PAGE, "<< /Title (see /JavaScript) >>"])).map(|s| s.pages),
+            screen(&pdf(&[
+                CATALOG,
+                PAGES,
+                PAGE,
+                "<< /Title (see /JavaScript) >>"
+            ]))
+            .map(|s| s.pages),
             Ok(1)
         );
     }
@@ -924,9 +970,6 @@ mod tests {
         let mut bomb = b"%PDF-1.7\n1 0 obj\n<< /Filter /FlateDecode >>\nstream\n".to_vec();
         bomb.extend_from_slice(&packed);
         bomb.extend_from_slice(b"\nendstream\nendobj\n%%EOF\n");
-        assert_eq!(
-            screen(&bomb),
-            Err(Refusal::CompressionBomb { ratio: 100 })
-        );
+        assert_eq!(screen(&bomb), Err(Refusal::CompressionBomb { ratio: 100 }));
     }
 }
