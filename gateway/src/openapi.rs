@@ -25,6 +25,7 @@ mod tests {
             ("/readyz", "get"),
             ("/api/v1/dossiers/{reference}/status", "get"),
             ("/api/v1/dossiers/{reference}/code", "post"),
+            ("/api/v1/postal/envelopes/{id}/attachment", "post"),
             ("/api/v1/dossiers/{reference}/documents", "post"),
             ("/api/v1/dossiers/{reference}/documents/{sha256}", "get"),
             ("/api/v1/processing-times", "get"),

@@ -35,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/postal/envelopes/{id}", get(envelope))
         .route("/api/v1/postal/envelopes/{id}/confirmation", post(confirm))
         .route("/api/v1/postal/envelopes/{id}/routing", post(route))
+        .route("/api/v1/postal/envelopes/{id}/attachment", post(attach))
         .route("/api/v1/postal/pages/{sha256}", get(page))
         .route("/api/v1/postal/letters", get(letters))
         .route("/api/v1/postal/letters/{id}", get(letter))
@@ -462,6 +463,137 @@ pub async fn confirm(
         StatusCode::OK
     };
     Ok((status, Json(envelope_json(e))))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachJson {
+    /// The operator signed in; may be left out.
+    pub operator_id: Option<String>,
+    /// The dossier the envelope's pages are documents of.
+    pub reference: String,
+    /// What each page is (pages not named are not recorded: a cover letter).
+    pub pages: Vec<AttachedPageJson>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachedPageJson {
+    pub sha256: String,
+    pub kind: String,
+}
+
+/// `POST /api/v1/postal/envelopes/{id}/attachment`: an envelope that
+/// answers a request for documents. Its pages are recorded as documents of
+/// the dossier (a receipt each, completeness recomputed), then the envelope
+/// is closed as attached. Recording is idempotent, so a retry after a
+/// failure in between does no harm.
+pub async fn attach(
+    State(state): State<AppState>,
+    access: crate::policy::Access,
+    PathParam(id): PathParam,
+    JsonBody(a): JsonBody<AttachJson>,
+) -> Result<Json<EnvelopeJson>, ApiError> {
+    let operator_id = operator(&access, a.operator_id)?;
+    let bad =
+        |field: &str, problem: &str| ApiError::new(StatusCode::BAD_REQUEST, Some(field), problem);
+    let reference = guichet_dossier::Reference::parse(a.reference.trim())
+        .map_err(|e| bad("reference", &e.to_string()))?;
+    if a.pages.is_empty() {
+        return Err(bad(
+            "pages",
+            "name at least one page and what document it is",
+        ));
+    }
+    let envelope = state
+        .postal
+        .clone()
+        .get_envelope(pb::GetEnvelopeRequest {
+            envelope_id: id.clone(),
+        })
+        .await?
+        .into_inner();
+    if !matches!(envelope.state.as_str(), "keying" | "postmark_check") {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            Some("state"),
+            format!(
+                "this envelope is {}, not waiting for keying",
+                envelope.state
+            ),
+        ));
+    }
+    let mut documents = Vec::with_capacity(a.pages.len());
+    for (i, page) in a.pages.iter().enumerate() {
+        let sha256 = page.sha256.trim().to_ascii_lowercase();
+        if !envelope.page_sha256.contains(&sha256) {
+            return Err(bad(
+                &format!("pages[{i}].sha256"),
+                "is not a page of this envelope",
+            ));
+        }
+        let kind = guichet_dossier::DocumentKind::parse(page.kind.trim())
+            .ok_or_else(|| bad(&format!("pages[{i}].kind"), "is not a document kind"))?;
+        let size = state.uploads.store.head(&sha256).await.map_err(|e| {
+            tracing::error!(error = %e, "a page could not be looked up");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                "the document store is unavailable",
+            )
+        })?;
+        let Some(size) = size else {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                Some(&format!("pages[{i}].sha256")),
+                "this page's scan is not in the document store",
+            ));
+        };
+        documents.push(pb::DocumentRef {
+            kind: guichet_proto::convert::document_kind_to_pb(kind),
+            sha256,
+            media_type: "image/png".into(),
+            size_bytes: size,
+            filename: format!("envelope {id}, page {}", i + 1),
+        });
+    }
+    // The dossier exists, and the operator may act on it.
+    let facts = state
+        .desk
+        .clone()
+        .case_facts(pb::CaseFactsRequest {
+            reference: reference.to_string(),
+        })
+        .await?
+        .into_inner();
+    access.allow(
+        &guichet_access::Facts::none()
+            .dossier(&facts.reference)
+            .prefecture(&facts.prefecture),
+    )?;
+    for document in documents {
+        state
+            .desk
+            .clone()
+            .add_document(pb::AddDocumentRequest {
+                actor: operator_id.clone(),
+                reference: reference.to_string(),
+                document: Some(document),
+                channel: pb::Channel::Postal as i32,
+            })
+            .await?;
+    }
+    let e = state
+        .postal
+        .clone()
+        .attach_envelope(pb::AttachEnvelopeRequest {
+            envelope_id: id,
+            operator_id,
+            reference: reference.to_string(),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(envelope_json(e)))
 }
 
 #[derive(Debug, Deserialize)]

@@ -179,20 +179,20 @@ pub async fn start(
         std::sync::Arc::new(Tries::new(config.status_tries, window)),
         std::sync::Arc::new(Tries::new(config.attestation_tries, window)),
         auth,
-        crate::state::Keys {
+        crate::state::Resources {
             links: std::sync::Arc::new(crate::links::LinkKey::load(
                 config.link_key.as_deref(),
                 &config.data_dir,
             )?),
             signing_keys,
+            uploads: std::sync::Arc::new(crate::uploads::Uploads {
+                store: guichet_kit::documents::DocumentStore::open(config)?,
+                scanner: config.documents.virus_scanner()?,
+                rules: config.documents.upload_rules(),
+                max_files: config.documents.upload_max_files,
+                max_dossier_bytes: config.documents.upload_max_dossier_bytes(),
+            }),
         },
-        std::sync::Arc::new(crate::uploads::Uploads {
-            store: guichet_kit::documents::DocumentStore::open(config)?,
-            scanner: config.documents.virus_scanner()?,
-            rules: config.documents.upload_rules(),
-            max_files: config.documents.upload_max_files,
-            max_dossier_bytes: config.documents.upload_max_dossier_bytes(),
-        }),
     )?;
     let state_clock = state.clock.clone();
     let health = grpc_proxy::GatewayHealth::server(state.clone(), shutdown.clone());

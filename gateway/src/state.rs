@@ -41,10 +41,12 @@ pub struct BadTarget {
     pub source: tonic::transport::Error,
 }
 
-/// The gateway's keys: the persons' links' and the documents' (public).
-pub struct Keys {
+/// What the gateway holds besides its clients: the persons' links' key,
+/// the documents' (public) signing keys, and where uploads go.
+pub struct Resources {
     pub links: Arc<crate::links::LinkKey>,
     pub signing_keys: std::path::PathBuf,
+    pub uploads: Arc<crate::uploads::Uploads>,
 }
 
 #[derive(Clone)]
@@ -93,8 +95,7 @@ impl AppState {
         status_tries: Arc<Tries>,
         attestation_tries: Arc<Tries>,
         auth: Arc<Authenticator>,
-        keys: Keys,
-        uploads: Arc<crate::uploads::Uploads>,
+        keys: Resources,
     ) -> Result<Self, BadTarget> {
         let connect = |url: &str| {
             grpc::channel(url).map_err(|source| BadTarget {
@@ -134,7 +135,7 @@ impl AppState {
             auth,
             links: keys.links,
             signing_keys: keys.signing_keys,
-            uploads,
+            uploads: keys.uploads,
         })
     }
 }

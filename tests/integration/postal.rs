@@ -861,3 +861,93 @@ async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_t
     );
     common::stop(app, env).await;
 }
+
+/// An envelope that answers a request for documents is not a new filing:
+/// the operator attaches its pages to the dossier, each page a document with
+/// its receipt, and what is missing is recomputed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envelope_of_documents_is_attached_to_its_dossier() {
+    let (env, app) = common::mesh_on(Backend::Servers).await;
+    let mut filing = crate::common::example("renewal-employee.json");
+    filing["documents"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|d| d["kind"] != "current_title");
+    let reference = app.file_accepted(&filing).await;
+    let status_path = format!("/api/v1/dossiers/{reference}/status?birth_date=1991-03-02");
+    let before: Value = eventually(WAIT, "the dossier in instruction", || async {
+        let r = app.get(&status_path).await;
+        (r.status() == 200).then_some(r.json().await.ok()).flatten()
+    })
+    .await;
+    assert_eq!(before["missing"], json!(["current_title"]), "{before}");
+
+    let copy = scanned(
+        &text_page_pdf(
+            "copie du titre de séjour",
+            &format!("Suite à votre demande, veuillez trouver la copie de mon titre. Dossier {reference}."),
+        ),
+        11,
+    )
+    .await;
+    let received = chrono::Utc::now().date_naive();
+    let uploaded = upload(&app, "station-59-1", received, &[], &copy).await;
+    let batch = read_batch(&app, uploaded["batch_id"].as_str().unwrap()).await;
+    let envelope = &batch["envelopes"][0];
+    assert_eq!(envelope["state"], "keying", "{envelope}");
+    let id = envelope["id"].as_str().unwrap().to_string();
+    let page = envelope["pages"][0].as_str().unwrap().to_string();
+    let path = format!("/api/v1/postal/envelopes/{id}/attachment");
+
+    // A page of another envelope, or a kind that is none, is named.
+    let wrong = app
+        .mailroom_post(
+            &path,
+            &json!({"reference": reference, "pages": [{"sha256": "ab".repeat(32), "kind": "current_title"}]}),
+        )
+        .await;
+    assert_eq!(wrong.status(), 400);
+    let body: Value = wrong.json().await.unwrap();
+    assert_eq!(common::error_fields(&body), ["pages[0].sha256"], "{body}");
+
+    let attached = app
+        .mailroom_post(
+            &path,
+            &json!({"reference": reference, "pages": [{"sha256": page, "kind": "current_title"}]}),
+        )
+        .await;
+    assert_eq!(attached.status(), 200, "{:?}", attached.text().await);
+    let attached: Value = attached.json().await.unwrap();
+    assert_eq!(attached["state"], "attached", "{attached}");
+    assert_eq!(attached["reference"], json!(reference));
+
+    let after: Value = app.get(&status_path).await.json().await.unwrap();
+    assert_eq!(after["missing"], json!([]), "{after}");
+    let receipt = after["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "current_title")
+        .unwrap_or_else(|| panic!("a receipt for the title: {after}"))
+        .clone();
+    assert_eq!(receipt["sha256"], json!(page));
+    assert_eq!(receipt["channel"], "postal");
+    assert_eq!(receipt["media_type"], "image/png");
+    assert!(receipt["size_bytes"].as_u64().unwrap() > 0);
+
+    // Once is enough.
+    let again = app
+        .mailroom_post(
+            &path,
+            &json!({"reference": reference, "pages": [{"sha256": page, "kind": "current_title"}]}),
+        )
+        .await;
+    assert_eq!(again.status(), 409);
+    let batch = read_batch(&app, uploaded["batch_id"].as_str().unwrap()).await;
+    assert_eq!(
+        batch["pages"][0]["outcome"],
+        json!(format!("documents of dossier {reference}")),
+        "{batch}"
+    );
+    common::stop(app, env).await;
+}

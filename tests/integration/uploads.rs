@@ -347,7 +347,9 @@ async fn the_upload_campaign_is_refused_file_by_file_and_nothing_is_kept() {
     let mut too_large = page.clone();
     too_large.extend(std::iter::repeat_n(b'%', 3 * 1024 * 1024));
 
-    let cases: Vec<(&str, Vec<(&str, Part)>, u16, &str)> = vec![
+    // What is sent, the files, the status and the reason expected.
+    type Case<'a> = (&'a str, Vec<(&'a str, Part)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "an executable renamed .pdf",
             vec![(

@@ -494,6 +494,11 @@ pub const TABLE: &[Rule] = &[
         "sends on what is not a filing",
     ),
     rule(
+        post("/api/v1/postal/envelopes/{id}/attachment"),
+        MAILROOM,
+        "an envelope answering a request for documents: its pages become the dossier's documents",
+    ),
+    rule(
         get("/api/v1/postal/pages/{sha256}"),
         MAILROOM,
         "a scanned page",
@@ -649,6 +654,11 @@ pub const TABLE: &[Rule] = &[
         grpc("guichet.v1.Postal/RouteEnvelope"),
         MAILROOM,
         "as over REST",
+    ),
+    rule(
+        grpc("guichet.v1.Postal/AttachEnvelope"),
+        MAILROOM,
+        "closes the envelope only: a gRPC client records the pages first with InstructionDesk/AddDocument, as the REST route does",
     ),
     rule(grpc("guichet.v1.Postal/GetPage"), MAILROOM, "as over REST"),
     rule(

@@ -304,8 +304,10 @@ pub fn split_at_separators(is_separator: &[bool]) -> Vec<Vec<usize>> {
 
 // ---- envelopes -------------------------------------------------------------
 
-/// Where an envelope stands. Every envelope ends `Filed` (a dossier) or
-/// `Routed` (not a filing, with the reason and where it went): none is dropped.
+/// Where an envelope stands. Every envelope ends `Filed` (a dossier),
+/// `Attached` (documents for a dossier already filed, answering a request
+/// for documents) or `Routed` (not a filing, with the reason and where it
+/// went): none is dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnvelopeState {
     /// Read; waits for a mailroom operator to confirm or correct its fields.
@@ -314,6 +316,7 @@ pub enum EnvelopeState {
     /// (`postmark_doubt`): waits for a second operator's confirmation.
     PostmarkCheck,
     Filed,
+    Attached,
     Routed,
 }
 
@@ -322,6 +325,8 @@ pub enum EnvelopeAction {
     Confirm,
     /// A first confirmation of a doubtful postmark.
     HoldPostmark,
+    /// Its pages are documents of a dossier already filed.
+    Attach,
     Route,
 }
 
@@ -331,12 +336,18 @@ impl EnvelopeState {
             EnvelopeState::Keying => "keying",
             EnvelopeState::PostmarkCheck => "postmark_check",
             EnvelopeState::Filed => "filed",
+            EnvelopeState::Attached => "attached",
             EnvelopeState::Routed => "routed",
         }
     }
 
-    pub const ALL: [EnvelopeState; 4] =
-        [Self::Keying, Self::PostmarkCheck, Self::Filed, Self::Routed];
+    pub const ALL: [EnvelopeState; 5] = [
+        Self::Keying,
+        Self::PostmarkCheck,
+        Self::Filed,
+        Self::Attached,
+        Self::Routed,
+    ];
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|x| x.as_str() == s)
@@ -352,7 +363,9 @@ impl EnvelopeState {
         match (self, action) {
             (EnvelopeState::Filed, _) => Err("this envelope is already a dossier"),
             (EnvelopeState::Routed, _) => Err("this envelope was already routed"),
+            (EnvelopeState::Attached, _) => Err("this envelope was already attached to a dossier"),
             (_, EnvelopeAction::Confirm) => Ok(EnvelopeState::Filed),
+            (_, EnvelopeAction::Attach) => Ok(EnvelopeState::Attached),
             (_, EnvelopeAction::HoldPostmark) => Ok(EnvelopeState::PostmarkCheck),
             (_, EnvelopeAction::Route) => Ok(EnvelopeState::Routed),
         }
@@ -792,7 +805,7 @@ mod tests {
     }
 
     #[test]
-    fn envelopes_end_filed_or_routed_once() {
+    fn envelopes_end_filed_attached_or_routed_once() {
         use EnvelopeAction::*;
         use EnvelopeState::*;
         let cases = [
@@ -810,6 +823,20 @@ mod tests {
                 Err("this envelope is already a dossier"),
             ),
             (Routed, Confirm, Err("this envelope was already routed")),
+            (Keying, Attach, Ok(Attached)),
+            (PostmarkCheck, Attach, Ok(Attached)),
+            (Filed, Attach, Err("this envelope is already a dossier")),
+            (Routed, Attach, Err("this envelope was already routed")),
+            (
+                Attached,
+                Confirm,
+                Err("this envelope was already attached to a dossier"),
+            ),
+            (
+                Attached,
+                Attach,
+                Err("this envelope was already attached to a dossier"),
+            ),
         ];
         for (state, action, want) in cases {
             assert_eq!(state.after(action), want, "{state:?} {action:?}");

@@ -365,6 +365,10 @@ fn outcome(page: &PageRow, envelope: Option<&EnvelopeRow>) -> String {
         (_, None) => "no envelope".into(),
         (_, Some(e)) => match e.state {
             EnvelopeState::Filed => format!("dossier {}", e.reference.as_deref().unwrap_or("")),
+            EnvelopeState::Attached => format!(
+                "documents of dossier {}",
+                e.reference.as_deref().unwrap_or("")
+            ),
             EnvelopeState::Routed => format!(
                 "routed to {}: {}",
                 e.routed_to.as_deref().unwrap_or(""),
@@ -876,6 +880,44 @@ impl Postal for PostalService {
                     postmark_date: None,
                     reason: r.reason.trim(),
                     reference: None,
+                }],
+                self.intake.clock.now(),
+            )
+            .await
+            .map_err(err)?;
+        Ok(Response::new(self.envelope_pb(&row).await?))
+    }
+
+    async fn attach_envelope(
+        &self,
+        request: Request<pb::AttachEnvelopeRequest>,
+    ) -> Result<Response<pb::Envelope>, Status> {
+        let r = request.into_inner();
+        let mut v = Violations::new();
+        if r.operator_id.trim().is_empty() {
+            v.add("operator_id", "is required: who attached the envelope");
+        }
+        if guichet_dossier::Reference::parse(r.reference.trim()).is_err() {
+            v.add("reference", "is not a dossier reference");
+        }
+        if !v.is_empty() {
+            return Err(invalid(v));
+        }
+        let reason = format!("documents for dossier {}", r.reference.trim());
+        let row = self
+            .store
+            .close(
+                r.envelope_id.trim(),
+                EnvelopeAction::Attach,
+                r.operator_id.trim(),
+                Some(r.reference.trim()),
+                None,
+                &[NewEnvelopeEvent {
+                    kind: "attached",
+                    operator_id: r.operator_id.trim(),
+                    postmark_date: None,
+                    reason: &reason,
+                    reference: Some(r.reference.trim()),
                 }],
                 self.intake.clock.now(),
             )

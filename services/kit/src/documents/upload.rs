@@ -177,10 +177,10 @@ impl DocumentStore {
             .await?;
         let verdict = async {
             let screened = checks.screen.finish()?;
-            if let Some(scan) = checks.scan {
-                if let Verdict::Infected(signature) = scan.finish().await? {
-                    return Err(UploadError::Infected(signature));
-                }
+            if let Some(scan) = checks.scan
+                && let Verdict::Infected(signature) = scan.finish().await?
+            {
+                return Err(UploadError::Infected(signature));
             }
             Ok(screened)
         }
