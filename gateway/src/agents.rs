@@ -54,6 +54,10 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/agent/dossiers/{reference}/takeover",
             post(take_over),
         )
+        .route(
+            "/api/v1/agent/dossiers/{reference}/card-handover",
+            post(hand_over_card),
+        )
 }
 
 #[derive(Debug, Serialize)]
@@ -418,6 +422,38 @@ pub async fn withdraw(
                 actor: agent_id,
                 reference: reference.to_string(),
                 reason: body.reason.unwrap_or_default(),
+            })
+            .await,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardHandoverBody {
+    pub card_number: Option<String>,
+    /// The card's last day of validity (YYYY-MM-DD).
+    pub valid_until: Option<String>,
+}
+
+/// `POST /api/v1/agent/dossiers/{reference}/card-handover`: the card a
+/// favourable decision granted is in the person's hands.
+pub async fn hand_over_card(
+    State(state): State<AppState>,
+    access: Access,
+    reference: ReferenceParam,
+    JsonBody(body): JsonBody<CardHandoverBody>,
+) -> Result<Json<CaseJson>, ApiError> {
+    let (agent_id, reference) = on_case(&state, &access, reference).await?;
+    let valid_until = date_param("valid_until", &body.valid_until)?;
+    case_answer(
+        state
+            .desk
+            .clone()
+            .hand_over_card(pb::HandOverCardRequest {
+                agent_id,
+                reference: reference.to_string(),
+                card_number: body.card_number.unwrap_or_default(),
+                valid_until,
             })
             .await,
     )

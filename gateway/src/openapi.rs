@@ -41,6 +41,7 @@ mod tests {
             ("/api/v1/agent/dossiers/{reference}/withdrawal", "post"),
             ("/api/v1/agent/dossiers/{reference}/link", "post"),
             ("/api/v1/agent/dossiers/{reference}/takeover", "post"),
+            ("/api/v1/agent/dossiers/{reference}/card-handover", "post"),
             ("/api/v1/admin/agents", "get"),
             (
                 "/api/v1/admin/agents/{uid}/grants/{role}/{prefecture}",

@@ -89,7 +89,8 @@ pub fn dossier_view(view: pb::DossierView) -> DossierView {
 #[derive(Debug, Serialize)]
 pub struct CoverView {
     /// What proves legal stay: current_title, legal_extension, prolongation,
-    /// rights_creating, favourable_decision; null when nothing does.
+    /// rights_creating, favourable_decision, new_card (handed over); null
+    /// when nothing does.
     pub basis: Option<String>,
     pub until: Option<String>,
     pub open_ended: bool,

@@ -818,3 +818,98 @@ async fn twins_are_proposed_to_an_agent_not_linked(backend: Backend) {
     assert_eq!(case["linked_to"], a.as_str());
     common::stop(app, env).await;
 }
+
+/// The favourable-decision attestation proves legal stay until the card is
+/// in the person's hands; a desk records the handover, the attestation ends
+/// that day, and the cover rests on the card until its last day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_card_handed_over_ends_the_favourable_decision_attestation() {
+    let (env, app) = start(Backend::Servers).await;
+    let reference = file(&app, &example("renewal-employee.json")).await;
+    let handover = format!("/api/v1/agent/dossiers/{reference}/card-handover");
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Paris)
+        .date_naive();
+    let card_until = (today + chrono::Days::new(4 * 365)).to_string();
+    let card = json!({"card_number": "FR59A0012345", "valid_until": card_until});
+
+    // No card before a favourable decision.
+    let early = app.agent_post("agent-1", &handover, card.clone()).await;
+    assert_eq!(early.status(), 409, "{:?}", early.text().await);
+
+    let taken = app
+        .agent_post(
+            "agent-1",
+            "/api/v1/agent/queue/next",
+            json!({"prefecture": "59"}),
+        )
+        .await;
+    assert_eq!(taken.status(), 200);
+    let decided = app
+        .agent_post(
+            "agent-1",
+            &format!("/api/v1/agent/dossiers/{reference}/decision"),
+            json!({"favourable": true}),
+        )
+        .await;
+    assert_eq!(decided.status(), 200);
+    let decided: Value = decided.json().await.unwrap();
+    assert_eq!(decided["cover"]["basis"], "favourable_decision");
+    assert_eq!(decided["cover"]["open_ended"], true);
+
+    // A card already past, and a card without its number, are named.
+    let past = app
+        .agent_post(
+            "agent-1",
+            &handover,
+            json!({"card_number": "FR59A0012345", "valid_until": "2020-01-31"}),
+        )
+        .await;
+    assert_eq!(past.status(), 409);
+    let unnamed = app
+        .agent_post("agent-1", &handover, json!({"valid_until": card_until}))
+        .await;
+    assert_eq!(unnamed.status(), 400);
+    let body: Value = unnamed.json().await.unwrap();
+    assert_eq!(common::error_fields(&body), ["card_number"], "{body}");
+
+    // A supervisor of the prefecture records it (the instructor who decided
+    // is a desk agent too in the tests' grants).
+    let handed = app
+        .agent_post(common::PREFECTURE_AGENT, &handover, card.clone())
+        .await;
+    assert_eq!(handed.status(), 200, "{:?}", handed.text().await);
+    let case: Value = handed.json().await.unwrap();
+    assert_eq!(case["cover"]["basis"], "new_card", "{case}");
+    assert_eq!(case["cover"]["until"], json!(card_until));
+    assert_eq!(case["cover"]["open_ended"], false);
+    let attestation = case["attestations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "favourable_decision")
+        .unwrap_or_else(|| panic!("the decision's attestation: {case}"));
+    assert_eq!(attestation["valid_until"], json!(today.to_string()));
+    assert!(
+        case["dossier"]["events"]
+            .to_string()
+            .contains("card_handed_over"),
+        "{case}"
+    );
+    // Once.
+    let again = app.agent_post("agent-1", &handover, card).await;
+    assert_eq!(again.status(), 409);
+
+    // The person sees the same, and the sweep issues nothing more.
+    let status = status_of(&app, &reference, "1991-03-02").await;
+    assert_eq!(status["cover"]["basis"], "new_card", "{status}");
+    app.two_more_sweeps().await;
+    let status = status_of(&app, &reference, "1991-03-02").await;
+    assert_eq!(
+        status["attestations"].as_array().unwrap().len(),
+        1,
+        "{status}"
+    );
+    assert_eq!(status["cover"]["basis"], "new_card");
+    common::stop(app, env).await;
+}

@@ -262,6 +262,8 @@ fn postal_transit_uncovered_days(population: &Population) -> u64 {
             state: CaseState::Filed,
             title: f.title,
             filed_on: f.legal_filing_date,
+            // The simulation ends at the decision: no card yet.
+            card_until: None,
         };
         let mut day = f.legal_filing_date;
         while day < f.arrives_on {

@@ -191,6 +191,12 @@ const DOCUMENT_RECEIVERS: &[Grant] = &[
     role(DeskAgent, OwnPrefecture),
     role(MailroomOperator, Any),
 ];
+/// The card handed over at a desk: the desk agents and supervisors of its
+/// prefecture.
+const CARD_DESKS: &[Grant] = &[
+    role(DeskAgent, OwnPrefecture),
+    role(Supervisor, OwnPrefecture),
+];
 /// Documents sent later for a dossier: its person with their code, or the
 /// agent who received them.
 const DOCUMENT_SENDERS: &[Grant] = &[
@@ -357,6 +363,11 @@ pub const TABLE: &[Rule] = &[
         post("/api/v1/agent/dossiers/{reference}/decision"),
         HOLDER,
         "a decision issues attestations: its holder only, after a recorded take-over if another held it",
+    ),
+    rule(
+        post("/api/v1/agent/dossiers/{reference}/card-handover"),
+        CARD_DESKS,
+        "the card in the person's hands ends the favourable-decision attestation; the desks of its prefecture",
     ),
     rule(
         post("/api/v1/agent/dossiers/{reference}/withdrawal"),
@@ -736,6 +747,11 @@ pub const TABLE: &[Rule] = &[
     rule(
         grpc("guichet.v1.InstructionDesk/Decide"),
         HOLDER,
+        "as over REST",
+    ),
+    rule(
+        grpc("guichet.v1.InstructionDesk/HandOverCard"),
+        CARD_DESKS,
         "as over REST",
     ),
     rule(

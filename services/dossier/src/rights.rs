@@ -82,6 +82,8 @@ pub enum CoverBasis {
     /// CESEDA L.433-3.
     LegalExtension,
     Attestation(AttestationKind),
+    /// The card the decision granted, handed over.
+    NewCard,
 }
 
 impl CoverBasis {
@@ -90,6 +92,7 @@ impl CoverBasis {
             CoverBasis::CurrentTitle => "current_title",
             CoverBasis::LegalExtension => "legal_extension",
             CoverBasis::Attestation(k) => k.as_str(),
+            CoverBasis::NewCard => "new_card",
         }
     }
 }
@@ -162,6 +165,9 @@ pub struct CaseFacts {
     /// The legal filing date (the postmark for post): L.433-3 needs the
     /// renewal asked for before the title expired.
     pub filed_on: NaiveDate,
+    /// The new card's last day, once it was handed over: the cover then
+    /// rests on it, and the favourable-decision attestation has ended.
+    pub card_until: Option<NaiveDate>,
 }
 
 /// `date` plus `months`, clamped to the month's last day (31 Jan + 1 month
@@ -197,6 +203,12 @@ pub fn cover(facts: &CaseFacts, attestations: &[Attestation], today: NaiveDate) 
             });
         }
     }
+    if let Some(date) = facts.card_until {
+        best = best.max(Cover::Until {
+            date,
+            basis: CoverBasis::NewCard,
+        });
+    }
     for a in attestations.iter().filter(|a| a.valid_from <= today) {
         let basis = CoverBasis::Attestation(a.kind);
         best = best.max(match a.valid_until {
@@ -223,7 +235,9 @@ pub fn attestation_due(
 ) -> Option<Attestation> {
     let has = |kind| attestations.iter().any(|a| a.kind == kind);
     if facts.state == CaseState::Favourable {
-        return (!has(AttestationKind::FavourableDecision)).then_some(Attestation {
+        // Once the card is in hand, it is the proof: no attestation again.
+        let owed = !has(AttestationKind::FavourableDecision) && facts.card_until.is_none();
+        return owed.then_some(Attestation {
             kind: AttestationKind::FavourableDecision,
             valid_from: today,
             valid_until: None,
@@ -319,6 +333,7 @@ mod tests {
             state,
             title,
             filed_on: d(2026, 1, 2),
+            card_until: None,
         }
     }
 
@@ -446,6 +461,19 @@ mod tests {
                 Cover::Open {
                     basis: CoverBasis::Attestation(AttestationKind::FavourableDecision),
                 },
+            ),
+            (
+                "card handed over: the attestation ended that day, the card covers",
+                CaseFacts {
+                    card_until: Some(d(2030, 11, 19)),
+                    ..facts(Procedure::Renewal, Favourable, temp)
+                },
+                vec![attestation(
+                    AttestationKind::FavourableDecision,
+                    d(2026, 10, 1),
+                    Some(today),
+                )],
+                until(d(2030, 11, 19), CoverBasis::NewCard),
             ),
         ];
         for (name, f, atts, expected) in table {
@@ -580,6 +608,16 @@ mod tests {
                     d(2026, 12, 1),
                     None,
                 )],
+                d(2026, 12, 2),
+                None,
+            ),
+            (
+                "card handed over before any attestation: none owed",
+                CaseFacts {
+                    card_until: Some(d(2030, 12, 1)),
+                    ..facts(Procedure::Renewal, Favourable, temp(d(2026, 11, 30)))
+                },
+                vec![],
                 d(2026, 12, 2),
                 None,
             ),

@@ -776,6 +776,44 @@ impl InstructionDesk for Api {
         self.step(&reference, Step::Withdraw, details).await
     }
 
+    async fn hand_over_card(
+        &self,
+        request: Request<pb::HandOverCardRequest>,
+    ) -> Result<Response<pb::CaseView>, Status> {
+        let r = request.into_inner();
+        let agent = agent(&r.agent_id, "agent_id")?;
+        let reference = parse_reference(&r.reference)?;
+        let number = r.card_number.trim();
+        if number.is_empty() || number.chars().count() > 32 {
+            return Err(invalid(
+                "card_number",
+                "is the number printed on the card (1 to 32 characters)",
+            ));
+        }
+        let until = r
+            .valid_until
+            .as_ref()
+            .and_then(convert::date_from_pb)
+            .ok_or_else(|| {
+                invalid(
+                    "valid_until",
+                    "is required: the card's last day of validity",
+                )
+            })?;
+        self.store
+            .hand_over_card(
+                reference.as_str(),
+                &agent,
+                number,
+                until,
+                self.clock.now(),
+                self.clock.today(),
+            )
+            .await
+            .map_err(case_error)?;
+        Ok(Response::new(self.case_view(&reference).await?))
+    }
+
     async fn confirm_link(
         &self,
         request: Request<pb::ConfirmLinkRequest>,

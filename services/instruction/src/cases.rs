@@ -36,6 +36,7 @@ pub fn facts_of(
     procedure: Procedure,
     state: CaseState,
     filed_on: NaiveDate,
+    card_until: Option<NaiveDate>,
 ) -> Result<CaseFacts, Unreadable> {
     let title = match dossier
         .filing
@@ -60,6 +61,7 @@ pub fn facts_of(
         state,
         title,
         filed_on,
+        card_until,
     })
 }
 
@@ -105,6 +107,7 @@ fn domain_facts(dossier: &Dossier, state: CaseState) -> CaseFacts {
             .as_ref()
             .map(|t| (t.kind, t.expires_on)),
         filed_on: dossier.legal_filing_date,
+        card_until: None,
     }
 }
 

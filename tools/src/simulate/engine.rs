@@ -185,6 +185,8 @@ impl<'a> Engine<'a> {
             state: self.cases[i].state,
             title: f.title,
             filed_on: f.legal_filing_date,
+            // The simulation ends at the decision: no card yet.
+            card_until: None,
         }
     }
 

@@ -120,6 +120,105 @@ pub(super) async fn set_cover(
 }
 
 impl Store {
+    /// The card a favourable decision granted was handed over at a desk:
+    /// the favourable-decision attestation ends today, and from now on the
+    /// person's cover rests on the card, until `card_until`.
+    pub async fn hand_over_card(
+        &self,
+        reference: &str,
+        agent: &str,
+        card_number: &str,
+        card_until: NaiveDate,
+        now: DateTime<Utc>,
+        today: NaiveDate,
+    ) -> Result<CaseState, CaseError> {
+        let mut tx = self.db.begin_write().await?;
+        let mut c = tx.conn();
+        let row: CaseRow = c
+            .fetch_optional(Stmt::new(self.sql.case_for_update.clone()).bind(reference))
+            .await?
+            .ok_or_else(|| CaseError::NotFound(reference.to_string()))?;
+        if row.state != CaseState::Favourable {
+            return Err(CaseError::Invalid(format!(
+                "a card is handed over after a favourable decision; this case is {}",
+                row.state.as_str()
+            )));
+        }
+        if row.card_until.is_some() {
+            return Err(CaseError::Invalid(
+                "the card of this case was already handed over".into(),
+            ));
+        }
+        if card_until < today {
+            return Err(CaseError::Invalid(format!(
+                "the card's last day ({card_until}) is already past"
+            )));
+        }
+        c.execute(
+            Stmt::new(
+                "UPDATE attestations SET valid_until = $2 WHERE reference = $1 \
+                 AND kind = 'favourable_decision' AND valid_until IS NULL",
+            )
+            .bind(reference)
+            .bind(today),
+        )
+        .await?;
+        c.execute(
+            Stmt::new(
+                "UPDATE dossiers SET card_number = $2, card_handed_over_on = $3, card_until = $4, \
+                 updated_at = $5 WHERE reference = $1",
+            )
+            .bind(reference)
+            .bind(card_number)
+            .bind(today)
+            .bind(card_until)
+            .bind(now),
+        )
+        .await?;
+        let reason = format!("card {card_number}, valid until {card_until}");
+        c.execute(
+            Stmt::new(
+                "INSERT INTO dossier_events (reference, kind, actor, at, reason, trace_id) \
+                 VALUES ($1, 'card_handed_over', $2, $3, $4, $5)",
+            )
+            .bind(reference)
+            .bind(agent)
+            .bind(now)
+            .bind(reason.as_str())
+            .bind(guichet_kit::telemetry::current_trace_id()),
+        )
+        .await?;
+        let row = CaseRow {
+            card_until: Some(card_until),
+            ..row
+        };
+        let held: Vec<AttestationRow> = c
+            .fetch_all(Stmt::new(ATTESTATIONS_SQL).bind(reference))
+            .await?;
+        let attestations: Vec<Attestation> = held.iter().map(AttestationRow::attestation).collect();
+        let facts = row.facts(row.state)?;
+        set_cover(
+            &mut c,
+            reference,
+            rights::cover(&facts, &attestations, today),
+        )
+        .await?;
+        c.enqueue(&cases::event_message(EventFacts {
+            reference,
+            kind: "card_handed_over",
+            dossier: &row.dossier,
+            state: row.state,
+            at: now,
+            reason: &reason,
+            attestation: None,
+            missing: &[],
+            documents_deadline: None,
+        }))
+        .await?;
+        tx.commit().await?;
+        Ok(row.state)
+    }
+
     /// Issues every attestation due today and closes the dossiers whose
     /// deadline for documents passed. Returns (attestations issued, closed).
     pub async fn sweep(
@@ -136,7 +235,7 @@ impl Store {
                        (state IN ('complete', 'under_review') \
                           AND procedure IN ('renewal', 'regularisation') \
                           AND (cover_until IS NULL OR cover_until <= $1)) \
-                       OR (state = 'favourable' \
+                       OR (state = 'favourable' AND card_until IS NULL \
                           AND (cover_basis IS NULL OR cover_basis <> 'favourable_decision')) \
                        OR (state = 'documents_requested' AND documents_deadline < $2))"
                 ))

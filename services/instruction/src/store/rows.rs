@@ -15,7 +15,7 @@ pub(super) const OPEN: &str = "state NOT IN ('favourable', 'unfavourable', 'clos
 
 pub(super) const CASE_COLUMNS: &str = "reference, state, dossier, recorded_at, legal_filing_date, \
     filed_at, prefecture, procedure, cover_until, cover_basis, trace_id, missing, documents_deadline, \
-    linked_to, link_confirmed, queue_date, taken_by";
+    linked_to, link_confirmed, queue_date, taken_by, card_until";
 
 pub(super) const EVENTS_SQL: &str = "SELECT id, kind, actor, at, reason, trace_id \
     FROM dossier_events WHERE reference = $1 ORDER BY id";
@@ -78,6 +78,8 @@ pub struct CaseRow {
     pub link_confirmed: bool,
     pub queue_date: Option<NaiveDate>,
     pub taken_by: Option<String>,
+    /// The new card's last day, once it was handed over.
+    pub card_until: Option<NaiveDate>,
 }
 
 impl CaseRow {
@@ -93,6 +95,7 @@ impl CaseRow {
             self.procedure,
             state,
             self.legal_filing_date,
+            self.card_until,
         )
     }
 }
