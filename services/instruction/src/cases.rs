@@ -181,6 +181,19 @@ pub fn event_message(e: EventFacts<'_>) -> OutgoingMessage {
         legal_filing_date: e.dossier.legal_filing_date,
         prefecture: e.dossier.prefecture.clone(),
         procedure: filing.map_or(0, |f| f.procedure),
+        documents: filing
+            .map(|f| f.documents.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|d| pb::DocumentReceipt {
+                kind: d.kind,
+                sha256: d.sha256.clone(),
+                size_bytes: d.size_bytes,
+                media_type: d.media_type.clone(),
+                received_at: e.dossier.filed_at,
+                channel: e.dossier.channel,
+            })
+            .collect(),
     };
     OutgoingMessage::traced(
         EVENTS_EXCHANGE,

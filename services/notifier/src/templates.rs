@@ -178,6 +178,32 @@ fn plain(subject: String, paragraphs: Vec<String>) -> Rendered {
     }
 }
 
+/// A line per document received with the filing: what it is, and the
+/// start of its digest, size and type, which identify the very file.
+fn documents_received(e: &pb::CaseEvent, l: Language) -> Vec<String> {
+    if e.documents.is_empty() {
+        return Vec::new();
+    }
+    let mut lines = vec![t(
+        l,
+        format!("Documents reçus ({}) :", e.documents.len()),
+        format!("Documents received ({}):", e.documents.len()),
+    )];
+    for d in &e.documents {
+        let name = pb::DocumentKind::try_from(d.kind)
+            .map(|k| document_name(k, l))
+            .unwrap_or("?");
+        let digest: String = d.sha256.chars().take(16).collect();
+        let kib = d.size_bytes.div_ceil(1024);
+        lines.push(t(
+            l,
+            format!("– {name} : {} Kio, {}, empreinte SHA-256 {digest}…", kib, d.media_type),
+            format!("– {name}: {} KiB, {}, SHA-256 {digest}…", kib, d.media_type),
+        ));
+    }
+    lines
+}
+
 fn missing_list(e: &pb::CaseEvent, l: Language) -> String {
     e.missing
         .iter()
@@ -276,6 +302,7 @@ fn receipt(e: &pb::CaseEvent, person: &Person) -> Rendered {
             format!("Prefecture in charge: {}.", e.prefecture),
         ));
     }
+    document.extend(documents_received(e, l));
     let title = t(l, "récépissé de dépôt", "filing receipt");
     let mut sealed = vec![
         field("document", title.clone()),
@@ -921,6 +948,39 @@ mod tests {
         let d = r.document.unwrap();
         assert_eq!(d.file_name, "recepisse-W-2026-ABCD-EFGH-K.pdf");
         assert!(d.paragraphs.iter().any(|p| p.contains("Amina BENALI")));
+        // The documents received, each identified by its digest.
+        let with_documents = pb::CaseEvent {
+            documents: vec![pb::DocumentReceipt {
+                kind: pb::DocumentKind::Passport as i32,
+                sha256: "32b7b0a233ed8fadd282726a2c8a55e41d4226".into(),
+                size_bytes: 180_000,
+                media_type: "application/pdf".into(),
+                ..Default::default()
+            }],
+            ..case("filed")
+        };
+        for (language, heading, line) in [
+            (
+                Language::Fr,
+                "Documents reçus (1) :",
+                "– passeport : 176 Kio, application/pdf, empreinte SHA-256 32b7b0a233ed8fad…",
+            ),
+            (
+                Language::En,
+                "Documents received (1):",
+                "– passport: 176 KiB, application/pdf, SHA-256 32b7b0a233ed8fad…",
+            ),
+        ] {
+            let r = render(
+                NoticeKind::Receipt,
+                &Event::Case(with_documents.clone()),
+                &person(language),
+            )
+            .unwrap();
+            let d = r.document.unwrap();
+            assert!(d.paragraphs.iter().any(|p| p == heading), "{:?}", d.paragraphs);
+            assert!(d.paragraphs.iter().any(|p| p == line), "{:?}", d.paragraphs);
+        }
         let r = render(
             NoticeKind::AttestationIssued,
             &Event::Case(case("attestation_issued")),
