@@ -28,6 +28,8 @@ mod tests {
             ("/api/v1/postal/envelopes/{id}/attachment", "post"),
             ("/api/v1/dossiers/{reference}/documents", "post"),
             ("/api/v1/dossiers/{reference}/documents/{sha256}", "get"),
+            ("/api/v1/dossiers/{reference}/papers", "get"),
+            ("/api/v1/dossiers/{reference}/papers/{id}", "get"),
             ("/api/v1/processing-times", "get"),
             ("/api/v1/attestations/{code}", "get"),
             ("/api/v1/agent/queue/next", "post"),

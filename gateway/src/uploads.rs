@@ -80,6 +80,8 @@ pub fn routes(max_request_bytes: usize) -> Router<AppState> {
             "/api/v1/dossiers/{reference}/documents/{sha256}",
             get(download).layer::<_, Infallible>(crate::server::timeout(UPLOAD_TIMEOUT)),
         )
+        .route("/api/v1/dossiers/{reference}/papers", get(list_papers))
+        .route("/api/v1/dossiers/{reference}/papers/{id}", get(paper))
 }
 
 fn is_multipart(headers: &HeaderMap) -> bool {
@@ -579,6 +581,120 @@ async fn download(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    Ok(response)
+}
+
+/// A document the person keeps, as listed.
+#[derive(Debug, Serialize)]
+pub struct PaperJson {
+    pub id: String,
+    /// receipt, attestation_issued, appointment_booked, ...
+    pub kind: String,
+    pub title: String,
+    pub issued_at: String,
+    /// Where to download it (add `?language=en` for English).
+    pub href: String,
+}
+
+/// `GET /api/v1/dossiers/{reference}/papers`: the filing receipt and the
+/// attestations of a dossier, for its person (with their code) and the
+/// agents of its prefecture.
+async fn list_papers(
+    State(state): State<AppState>,
+    access: crate::policy::Access,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    reference: ReferenceParam,
+) -> Result<Json<Vec<PaperJson>>, ApiError> {
+    let reference = reference.parse()?;
+    sender(&state, &access, &headers, peer.as_ref(), &reference).await?;
+    let papers = state
+        .notifier
+        .clone()
+        .list_papers(pb::ListPapersRequest {
+            subject_ref: reference.to_string(),
+        })
+        .await?
+        .into_inner()
+        .papers;
+    Ok(Json(
+        papers
+            .into_iter()
+            .map(|p| PaperJson {
+                href: format!("/api/v1/dossiers/{reference}/papers/{}", p.id),
+                id: p.id,
+                kind: p.kind,
+                title: p.title,
+                issued_at: time_text(&p.issued_at),
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaperQuery {
+    /// fr or en; unset: the person's language.
+    pub language: Option<String>,
+}
+
+/// `GET /api/v1/dossiers/{reference}/papers/{id}`: one of them, as a PDF
+/// with its signed 2D code.
+async fn paper(
+    State(state): State<AppState>,
+    access: crate::policy::Access,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    reference: ReferenceParam,
+    params: RawPathParams,
+    crate::extract::QueryParams(query): crate::extract::QueryParams<PaperQuery>,
+) -> Result<Response, ApiError> {
+    let reference = reference.parse()?;
+    let id = params
+        .iter()
+        .find(|(name, _)| *name == "id")
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default();
+    let language = match query.language.as_deref().map(str::trim) {
+        None | Some("") => String::new(),
+        Some(l @ ("fr" | "en")) => l.to_string(),
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                Some("language"),
+                "is fr or en",
+            ));
+        }
+    };
+    sender(&state, &access, &headers, peer.as_ref(), &reference).await?;
+    let file = state
+        .notifier
+        .clone()
+        .get_paper(pb::GetPaperRequest {
+            subject_ref: reference.to_string(),
+            id,
+            language,
+        })
+        .await?
+        .into_inner();
+    let mut response = file.content.into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/pdf"),
+    );
+    let safe: String = file
+        .file_name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{safe}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-store"),

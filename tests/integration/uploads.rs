@@ -78,6 +78,16 @@ fn pdf_with(object: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The text of a PDF, by pdftotext (poppler-utils).
+fn pdf_text(pdf: &Path) -> String {
+    let out = std::process::Command::new("pdftotext")
+        .arg(pdf)
+        .arg("-")
+        .output()
+        .expect("pdftotext (poppler-utils) runs");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -316,6 +326,55 @@ async fn a_web_filing_with_three_documents_one_sent_later(backend: Backend) {
         .unwrap();
     assert_eq!(by_agent.status(), 200);
     assert_eq!(by_agent.bytes().await.unwrap().as_ref(), picture.as_slice());
+
+    // The receipt the person keeps, downloaded in English: it lists the
+    // documents filed, and its signed code checks offline.
+    let papers: Value = eventually(WAIT, "the receipt among the papers", || async {
+        let r = app
+            .http
+            .get(format!("{}/api/v1/dossiers/{reference}/papers", app.base))
+            .header("X-Person-Code", &code)
+            .send()
+            .await
+            .ok()?;
+        let list: Value = r.json().await.ok()?;
+        list.as_array()?
+            .iter()
+            .any(|p| p["kind"] == "receipt")
+            .then_some(list)
+    })
+    .await;
+    let receipt_paper = papers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "receipt")
+        .unwrap();
+    let href = receipt_paper["href"].as_str().unwrap();
+    let pdf_bytes = app
+        .http
+        .get(format!("{}{href}?language=en", app.base))
+        .header("X-Person-Code", &code)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pdf_bytes.status(), 200);
+    assert_eq!(pdf_bytes.headers()["content-type"], "application/pdf");
+    let pdf_bytes = pdf_bytes.bytes().await.unwrap();
+    let (verdict, status) =
+        crate::documents::check_paper(&app, &env.data_dir, "receipt.pdf", &pdf_bytes).await;
+    assert_eq!(status, 0, "{verdict}");
+    let text = pdf_text(&env.data_dir.join("papers").join("receipt.pdf"));
+    assert!(text.contains("Documents received (2):"), "{text}");
+    assert!(text.contains("passport"), "{text}");
+    assert!(text.contains(&sha256(&passport)[..16]), "{text}");
+    let without_code = app
+        .http
+        .get(format!("{}{href}", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(without_code.status(), 401);
 
     // The store holds the three documents, under their digests, and nothing else.
     let mut stored: Vec<String> = files_under(&env.data_dir.join("documents"))

@@ -318,6 +318,16 @@ pub const TABLE: &[Rule] = &[
         "a document's bytes, only of the dossier it was received for, as an attachment",
     ),
     rule(
+        get("/api/v1/dossiers/{reference}/papers"),
+        DOCUMENT_READERS,
+        "the receipt and attestations the person keeps: listed",
+    ),
+    rule(
+        get("/api/v1/dossiers/{reference}/papers/{id}"),
+        DOCUMENT_READERS,
+        "one of them as a PDF with its signed code, in French or English",
+    ),
+    rule(
         post("/api/v1/dossiers/{reference}/code"),
         ANYONE,
         "the birth date is the check; the code goes only to the contact on the file, three per 15 minutes",
@@ -687,6 +697,16 @@ pub const TABLE: &[Rule] = &[
         grpc("guichet.v1.Notifier/ListNotices"),
         NOTICE_READERS,
         "the messages sent about a file, without their addresses",
+    ),
+    rule(
+        grpc("guichet.v1.Notifier/ListPapers"),
+        DOCUMENT_READERS,
+        "as over REST",
+    ),
+    rule(
+        grpc("guichet.v1.Notifier/GetPaper"),
+        DOCUMENT_READERS,
+        "as over REST",
     ),
     rule(
         grpc("guichet.v1.Notifier/SendCode"),

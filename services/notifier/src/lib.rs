@@ -11,6 +11,7 @@ pub mod code;
 pub mod email;
 pub mod event;
 pub mod figures;
+pub mod papers;
 pub mod plan;
 pub mod sender;
 pub mod settings;
@@ -110,6 +111,7 @@ pub async fn start(
             .map_err(|e| target("GUICHET_SIGNING_KEYS", &e))?,
         ),
     };
+    let sender_keys = sender.keys.clone();
     let codes = code::CodeSender {
         store: store.clone(),
         mailer: sender.mailer.clone(),
@@ -153,7 +155,16 @@ pub async fn start(
         )
         .await;
     });
-    let routes = tonic::service::Routes::new(NotifierServer::new(NotifierService { store, codes }));
+    let papers = papers::Papers {
+        store: store.clone(),
+        keys: sender_keys,
+        clock: shared.clock.clone(),
+    };
+    let routes = tonic::service::Routes::new(NotifierServer::new(NotifierService {
+        store,
+        codes,
+        papers,
+    }));
     Ok(base
         .serve(tasks, routes, "guichet.v1.Notifier", &shared.shutdown)
         .await)
@@ -279,10 +290,76 @@ async fn observe_forever(
 struct NotifierService {
     store: Store,
     codes: code::CodeSender,
+    papers: papers::Papers,
+}
+
+/// A subject reference as the notifier takes it, or the refusal naming it.
+fn subject_ref(text: &str) -> Result<&str, Status> {
+    let subject = text.trim();
+    if subject.is_empty() || subject.len() > 100 {
+        return Err(ServiceError::on_field(
+            ErrorKind::InvalidInput,
+            "subject_ref",
+            "is required: a dossier reference, a report id or an appointment id (100 characters at most)",
+        )
+        .to_status());
+    }
+    Ok(subject)
 }
 
 #[tonic::async_trait]
 impl Notifier for NotifierService {
+    async fn list_papers(
+        &self,
+        request: Request<pb::ListPapersRequest>,
+    ) -> Result<Response<pb::ListPapersResponse>, Status> {
+        let r = request.into_inner();
+        let subject = subject_ref(&r.subject_ref)?;
+        let papers =
+            self.papers.list(subject).await.map_err(|e| {
+                ServiceError::database("notifier", "listing documents", &e).to_status()
+            })?;
+        Ok(Response::new(pb::ListPapersResponse {
+            papers: papers
+                .into_iter()
+                .map(|p| pb::PaperView {
+                    id: p.id,
+                    kind: p.kind,
+                    title: p.title,
+                    file_name: p.file_name,
+                    issued_at: Some(convert::timestamp_to_pb(p.issued_at)),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_paper(
+        &self,
+        request: Request<pb::GetPaperRequest>,
+    ) -> Result<Response<pb::PaperFile>, Status> {
+        let r = request.into_inner();
+        let subject = subject_ref(&r.subject_ref)?;
+        let language = match r.language.trim() {
+            "" => None,
+            l => Some(guichet_dossier::Language::parse(l).ok_or_else(|| {
+                ServiceError::on_field(ErrorKind::InvalidInput, "language", "is fr or en")
+                    .to_status()
+            })?),
+        };
+        let found = self
+            .papers
+            .pdf(subject, r.id.trim(), language)
+            .await
+            .map_err(|e| {
+                ServiceError::database("notifier", "reading a document", &e).to_status()
+            })?;
+        let (file_name, content) = found.ok_or_else(|| {
+            ServiceError::not_found(format!("no document {} for {subject}", r.id.trim()))
+                .to_status()
+        })?;
+        Ok(Response::new(pb::PaperFile { file_name, content }))
+    }
+
     async fn list_notices(
         &self,
         request: Request<pb::ListNoticesRequest>,

@@ -162,16 +162,7 @@ impl Sender {
     async fn email(&self, row: &NoticeRow, person: &Person, r: &Rendered) -> Tried {
         let attached = r.document.as_ref().map(|d| Attached {
             file_name: d.file_name.clone(),
-            pdf: sealed_letter_pdf(
-                &letter_text(
-                    person,
-                    &row.subject_ref,
-                    &d.title,
-                    d.paragraphs.clone(),
-                    self.clock.now(),
-                ),
-                self.seal(d).as_deref(),
-            ),
+            pdf: document_pdf(&self.keys, person, &row.subject_ref, d, self.clock.now()),
         });
         let message = email::message(
             &self.from,
@@ -453,17 +444,8 @@ impl Sender {
         Ok(())
     }
 
-    /// The document's signed 2D code; without one (no key to sign with)
-    /// the document still goes, and the log says why.
     fn seal(&self, d: &templates::Document) -> Option<String> {
-        let s = d.seal.as_ref()?;
-        match self.keys.seal(s.kind, s.fields.clone()) {
-            Ok(code) => Some(code),
-            Err(e) => {
-                tracing::error!(error = %e, "a document goes without its signed code");
-                None
-            }
-        }
+        seal(&self.keys, d)
     }
 
     fn count(&self, medium: Medium, kind: NoticeKind, outcome: &'static str) {
@@ -489,6 +471,35 @@ impl Sender {
 }
 
 /// A document as a one-page letter to its holder.
+/// The document's signed 2D code; without one (no key to sign with)
+/// the document still goes, and the log says why.
+fn seal(keys: &KeySet, d: &templates::Document) -> Option<String> {
+    let s = d.seal.as_ref()?;
+    match keys.seal(s.kind, s.fields.clone()) {
+        Ok(code) => Some(code),
+        Err(e) => {
+            tracing::error!(error = %e, "a document goes without its signed code");
+            None
+        }
+    }
+}
+
+/// A notice's document as the person keeps it: a letter, dated `now`,
+/// with its signed 2D code. The e-mail attaches it; the person downloads
+/// the same again.
+pub fn document_pdf(
+    keys: &KeySet,
+    person: &Person,
+    subject_ref: &str,
+    d: &templates::Document,
+    now: DateTime<Utc>,
+) -> Vec<u8> {
+    sealed_letter_pdf(
+        &letter_text(person, subject_ref, &d.title, d.paragraphs.clone(), now),
+        seal(keys, d).as_deref(),
+    )
+}
+
 pub fn letter_text(
     person: &Person,
     reference: &str,

@@ -197,7 +197,10 @@ fn documents_received(e: &pb::CaseEvent, l: Language) -> Vec<String> {
         let kib = d.size_bytes.div_ceil(1024);
         lines.push(t(
             l,
-            format!("– {name} : {} Kio, {}, empreinte SHA-256 {digest}…", kib, d.media_type),
+            format!(
+                "– {name} : {} Kio, {}, empreinte SHA-256 {digest}…",
+                kib, d.media_type
+            ),
             format!("– {name}: {} KiB, {}, SHA-256 {digest}…", kib, d.media_type),
         ));
     }
@@ -978,7 +981,11 @@ mod tests {
             )
             .unwrap();
             let d = r.document.unwrap();
-            assert!(d.paragraphs.iter().any(|p| p == heading), "{:?}", d.paragraphs);
+            assert!(
+                d.paragraphs.iter().any(|p| p == heading),
+                "{:?}",
+                d.paragraphs
+            );
             assert!(d.paragraphs.iter().any(|p| p == line), "{:?}", d.paragraphs);
         }
         let r = render(
