@@ -34,4 +34,5 @@ mod secrets;
 mod storage_contract;
 mod store_contracts;
 mod supervision;
+mod upload_memory;
 mod uploads;

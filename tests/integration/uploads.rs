@@ -131,23 +131,6 @@ async fn file_with(app: &App, form: Form) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-/// Every file under `dir`, however deep.
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(files_under(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
-}
-
 fn texts(list: &Value) -> Vec<String> {
     list.as_array()
         .unwrap_or_else(|| panic!("a list: {list}"))
@@ -377,7 +360,7 @@ async fn a_web_filing_with_three_documents_one_sent_later(backend: Backend) {
     assert_eq!(without_code.status(), 401);
 
     // The store holds the three documents, under their digests, and nothing else.
-    let mut stored: Vec<String> = files_under(&env.data_dir.join("documents"))
+    let mut stored: Vec<String> = common::files_under(&env.data_dir.join("documents"))
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
         .collect();
@@ -505,9 +488,9 @@ async fn the_upload_campaign_is_refused_file_by_file_and_nothing_is_kept() {
         );
     }
     // Nothing kept, not even a part of an upload.
-    let kept = files_under(&env.data_dir.join("documents"));
+    let kept = common::files_under(&env.data_dir.join("documents"));
     assert!(kept.is_empty(), "{kept:?}");
-    let strays: Vec<_> = files_under(&env.data_dir)
+    let strays: Vec<_> = common::files_under(&env.data_dir)
         .into_iter()
         .filter(|p| p.to_string_lossy().contains("passwd"))
         .collect();
@@ -538,7 +521,10 @@ async fn the_upload_campaign_is_refused_file_by_file_and_nothing_is_kept() {
     )
     .await;
     assert_eq!(got, 201, "{body}");
-    assert_eq!(files_under(&env.data_dir.join("documents")).len(), 1);
+    assert_eq!(
+        common::files_under(&env.data_dir.join("documents")).len(),
+        1
+    );
     assert_eq!(
         app.metric("guichet_uploads_total{outcome=\"accepted\"}")
             .await,

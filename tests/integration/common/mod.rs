@@ -955,6 +955,20 @@ pub fn example(name: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no example {name}"))
 }
 
+/// Every file under `dir`, however deep (none when it does not exist).
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
 /// One number from either backend (plain SQL both understand).
 pub async fn count(db: &Database, sql: &str) -> i64 {
     match db {
