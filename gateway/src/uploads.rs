@@ -143,6 +143,7 @@ async fn submit(
         .await
         .map_err(|e| bad_body("body", &e))?;
     let Some(first) = first.filter(|f| f.name() == Some("filing")) else {
+        drain(&mut multipart).await;
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             Some("filing"),
@@ -231,6 +232,15 @@ struct File {
     kind: DocumentKind,
     filename: Option<String>,
     checked: CheckedUpload,
+}
+
+/// Reads what is left of a refused request's body, so that the client,
+/// still sending, gets the answer rather than a connection reset. Bounded
+/// by the route's body limit.
+async fn drain(multipart: &mut Multipart) {
+    while let Ok(Some(mut field)) = multipart.next_field().await {
+        while let Ok(Some(_)) = field.chunk().await {}
+    }
 }
 
 async fn discard(state: &AppState, files: Vec<File>) {
@@ -332,6 +342,7 @@ async fn read_files(
             }
             Err(e) => {
                 discard(state, files).await;
+                drain(multipart).await;
                 return Err(e);
             }
         }
