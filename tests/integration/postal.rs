@@ -591,6 +591,139 @@ async fn bad_uploads_are_refused_with_the_field_at_fault() {
     common::stop(app, env).await;
 }
 
+/// A TIFF of `pages` pages of `side` × `side` grey pixels, as small as a
+/// few megabytes: every page points at the same PackBits strip of zeros.
+fn huge_tiff(pages: usize, side: u32) -> Vec<u8> {
+    let row: Vec<u8> = (0..side.div_ceil(128))
+        .flat_map(|_| [0x81u8, 0x00])
+        .collect();
+    let strip: Vec<u8> = (0..side).flat_map(|_| row.iter().copied()).collect();
+    let mut tiff = b"II*\0".to_vec();
+    let first_ifd = 8 + strip.len() as u32;
+    tiff.extend_from_slice(&first_ifd.to_le_bytes());
+    tiff.extend_from_slice(&strip);
+    const ENTRIES: u16 = 9;
+    let ifd_len = 2 + 12 * u32::from(ENTRIES) + 4;
+    for page in 0..pages {
+        let at = first_ifd + ifd_len * page as u32;
+        let next = if page + 1 == pages { 0 } else { at + ifd_len };
+        tiff.extend_from_slice(&ENTRIES.to_le_bytes());
+        let mut entry = |tag: u16, kind: u16, value: u32| {
+            tiff.extend_from_slice(&tag.to_le_bytes());
+            tiff.extend_from_slice(&kind.to_le_bytes());
+            tiff.extend_from_slice(&1u32.to_le_bytes());
+            tiff.extend_from_slice(&value.to_le_bytes());
+        };
+        let (short, long) = (3, 4);
+        entry(256, long, side); // width
+        entry(257, long, side); // height
+        entry(258, short, 8); // bits per sample
+        entry(259, short, 32773); // PackBits
+        entry(262, short, 1); // black is zero
+        entry(273, long, 8); // the strip's offset
+        entry(277, short, 1); // samples per pixel
+        entry(278, long, side); // rows per strip
+        entry(279, long, strip.len() as u32);
+        tiff.extend_from_slice(&next.to_le_bytes());
+    }
+    tiff
+}
+
+/// The mailroom's upload campaign: what would exhaust the postal service's
+/// memory or hold the other stations back is refused before any page is
+/// decoded, with the reason; another station's batch is then read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_that_would_exhaust_the_mailroom_are_refused_before_decoding() {
+    let (env, app) = common::mesh_on(Backend::Servers).await;
+    let send = |station: &str, files: Vec<Part>| {
+        let mut form = Form::new().text("station_id", station.to_string()).text(
+            "reception_date",
+            chrono::Utc::now().date_naive().to_string(),
+        );
+        for f in files {
+            form = form.part("page", f);
+        }
+        app.http
+            .post(format!("{}/api/v1/postal/batches", app.base))
+            .header(
+                "Authorization",
+                crate::common::client_bearer("guichet-scanner-1"),
+            )
+            .multipart(form)
+            .send()
+    };
+    let part = |bytes: Vec<u8>, name: &str, media_type: &str| {
+        Part::bytes(bytes)
+            .file_name(name.to_string())
+            .mime_str(media_type)
+            .unwrap()
+    };
+    let tiff = huge_tiff(8, 16_000);
+    assert!(tiff.len() < 5_000_000, "{} bytes", tiff.len());
+    let tiny = {
+        let mut out = std::io::Cursor::new(Vec::new());
+        image::GrayImage::from_pixel(4, 4, image::Luma([255]))
+            .write_to(&mut out, image::ImageFormat::Png)
+            .unwrap();
+        out.into_inner()
+    };
+    let cases: Vec<(&str, Vec<Part>, &str, &str)> = vec![
+        (
+            "8 pages of 16,000 × 16,000",
+            vec![part(tiff, "pile.tif", "image/tiff")],
+            "files[0]",
+            "page 1 is 16000 × 16000 pixels",
+        ),
+        (
+            "a 30,000 × 30,000 PNG page",
+            vec![part(crate::uploads::huge_png(30_000), "p.png", "image/png")],
+            "files[0]",
+            "30000 × 30000 pixels",
+        ),
+        (
+            "3,000 tiny pages in one request",
+            (0..3000)
+                .map(|i| part(tiny.clone(), &format!("p{i}.png"), "image/png"))
+                .collect(),
+            "files",
+            "a batch holds at most 500 pages",
+        ),
+    ];
+    for (what, files, field, reason) in cases {
+        let r = send("station-59-1", files).await.unwrap();
+        assert_eq!(r.status(), 400, "{what}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["errors"][0]["field"], field, "{what}: {body}");
+        assert!(
+            common::first_problem(&body).contains(reason),
+            "{what}: {body}"
+        );
+    }
+    // Nothing was kept of them.
+    assert!(
+        common::files_under(&env.data_dir.join("documents")).is_empty(),
+        "no page stored"
+    );
+
+    // Another station's one-envelope batch goes through and is read.
+    let page = scanned(
+        &text_page_pdf("courrier", "Madame, Monsieur, je vous écris."),
+        2,
+    )
+    .await;
+    let uploaded = upload(
+        &app,
+        "station-59-2",
+        chrono::Utc::now().date_naive(),
+        &[],
+        &page,
+    )
+    .await;
+    let batch = read_batch(&app, uploaded["batch_id"].as_str().unwrap()).await;
+    assert_eq!(batch["envelopes"].as_array().unwrap().len(), 1, "{batch}");
+    common::stop(app, env).await;
+}
+
 /// A letter's text as printed: its PDF through `pdftotext` (poppler-utils),
 /// words joined by single spaces so a wrapped sentence reads whole.
 async fn letter_text(app: &App, id: &str) -> String {

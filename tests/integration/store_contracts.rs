@@ -866,6 +866,39 @@ async fn a_batch_is_recorded_once_per_key_and_read_once(backend: Backend) {
     env.cleanup().await;
 }
 
+on_both_backends!(batches_are_read_fairly_between_stations);
+async fn batches_are_read_fairly_between_stations(backend: Backend) {
+    let env = TestEnv::on(backend).await;
+    let (s, db) = postal(&env).await;
+    let now = Utc::now();
+    let of = |key: &str, station: &str| NewBatch {
+        station_id: station.into(),
+        ..batch(key, key, 1)
+    };
+    let (a1, _) = s.create_batch(&of("a-1", "station-a"), now).await.unwrap();
+    let (a2, _) = s
+        .create_batch(&of("a-2", "station-a"), now + Duration::seconds(1))
+        .await
+        .unwrap();
+    let (b1, _) = s
+        .create_batch(&of("b-1", "station-b"), now + Duration::seconds(2))
+        .await
+        .unwrap();
+    let lease = Duration::minutes(5);
+    let at = now + Duration::seconds(3);
+    let first = s.claim_batch(at, lease).await.unwrap().unwrap();
+    assert_eq!(first.id, a1, "the oldest first");
+    // Station a's first batch is being read (a large one, say): station b's
+    // goes next, though a's second came before it.
+    let second = s.claim_batch(at, lease).await.unwrap().unwrap();
+    assert_eq!(second.id, b1, "another station's batch is not held back");
+    let third = s.claim_batch(at, lease).await.unwrap().unwrap();
+    assert_eq!(third.id, a2);
+    assert!(s.claim_batch(at, lease).await.unwrap().is_none());
+    db.close().await;
+    env.cleanup().await;
+}
+
 on_both_backends!(an_envelope_is_held_then_closed_once_with_its_history);
 async fn an_envelope_is_held_then_closed_once_with_its_history(backend: Backend) {
     let env = TestEnv::on(backend).await;

@@ -7,7 +7,6 @@
 use crate::common;
 
 use std::io::Write;
-use std::path::Path;
 use std::time::Duration;
 
 use common::notify::{SmsDouble, SmtpInbox, night_clock, notified_app};
@@ -42,7 +41,7 @@ fn photo() -> Vec<u8> {
 
 /// A real PNG of `side` × `side` one-bit pixels: a few hundred kilobytes
 /// that would decode to `side²` bytes and more.
-fn huge_png(side: u32) -> Vec<u8> {
+pub(crate) fn huge_png(side: u32) -> Vec<u8> {
     fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
         out.extend_from_slice(&(data.len() as u32).to_be_bytes());
         let mut crc = flate2::Crc::new();
@@ -76,16 +75,6 @@ fn pdf_with(object: &str) -> Vec<u8> {
          4 0 obj\n{object}\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n"
     )
     .into_bytes()
-}
-
-/// The text of a PDF, by pdftotext (poppler-utils).
-fn pdf_text(pdf: &Path) -> String {
-    let out = std::process::Command::new("pdftotext")
-        .arg(pdf)
-        .arg("-")
-        .output()
-        .expect("pdftotext (poppler-utils) runs");
-    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -347,7 +336,7 @@ async fn a_web_filing_with_three_documents_one_sent_later(backend: Backend) {
     let (verdict, status) =
         crate::documents::check_paper(&app, &env.data_dir, "receipt.pdf", &pdf_bytes).await;
     assert_eq!(status, 0, "{verdict}");
-    let text = pdf_text(&env.data_dir.join("papers").join("receipt.pdf"));
+    let text = common::pdf_text(&pdf_bytes);
     assert!(text.contains("Documents received (2):"), "{text}");
     assert!(text.contains("passport"), "{text}");
     assert!(text.contains(&sha256(&passport)[..16]), "{text}");

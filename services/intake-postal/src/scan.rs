@@ -19,6 +19,13 @@ pub const PDF_DPI: u32 = 200;
 /// looking for its code: a crooked 300 dpi page is halved, a 200 dpi one
 /// kept whole (its canvas grows with the angle).
 const DECODE_MAX_SIDE: u32 = 3600;
+/// The most pixels a scanned page may have: an A4 page at 600 dpi has 35
+/// million. Checked from the file's header, before anything is decoded: a
+/// page decodes to a byte a pixel (grey) and more.
+pub const MAX_PAGE_PIXELS: u64 = 40_000_000;
+/// The most pages one batch may hold: a stack a station scans in one go,
+/// read in a few minutes, so that no batch holds a reader for long.
+pub const MAX_BATCH_PAGES: usize = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
@@ -50,13 +57,39 @@ pub enum PageError {
     Samples,
     #[error("{0}")]
     Png(#[from] image::ImageError),
+    #[error(
+        "page {page} is {width} × {height} pixels; at most {MAX_PAGE_PIXELS} pixels a page are accepted"
+    )]
+    TooLarge {
+        page: usize,
+        width: u32,
+        height: u32,
+    },
+    #[error(
+        "more pages than the {room} this batch still has room for (at most {MAX_BATCH_PAGES} a batch): split the stack"
+    )]
+    TooMany { room: usize },
+}
+
+fn check_page(page: usize, width: u32, height: u32) -> Result<(), PageError> {
+    if u64::from(width) * u64::from(height) > MAX_PAGE_PIXELS {
+        return Err(PageError::TooLarge {
+            page,
+            width,
+            height,
+        });
+    }
+    Ok(())
 }
 
 /// The page images (greyscale PNG) of one uploaded file.
+/// `room`: how many pages the batch may still take; a file with more is
+/// refused before its pages are decoded.
 pub async fn pages_of(
     index: usize,
     media_type: &str,
     content: Vec<u8>,
+    room: usize,
 ) -> Result<Vec<Vec<u8>>, ScanError> {
     let unreadable = |problem: String| ScanError::Unreadable {
         index,
@@ -64,26 +97,40 @@ pub async fn pages_of(
         problem,
     };
     match media_type {
-        "application/pdf" => pdf_pages(&content, PDF_DPI).await.map_err(|e| match e {
-            PdfError::Missing => ScanError::ToolMissing {
-                tool: "pdftoppm",
-                install: "apt-get install poppler-utils; or send PNG or TIFF pages",
-            },
-            PdfError::Failed(m) => unreadable(m),
-            PdfError::Io(e) => ScanError::Io(e),
-        }),
-        // A PNG page is kept as the station sent it, once its header reads.
-        "image/png" => image::ImageReader::with_format(Cursor::new(&content), ImageFormat::Png)
-            .into_dimensions()
-            .map(|_| vec![content])
-            .map_err(|e| unreadable(format!("not a readable PNG: {e}"))),
-        "image/tiff" => {
-            let kind = media_type.to_string();
-            tokio::task::spawn_blocking(move || image_pages(&kind, &content))
+        "application/pdf" => {
+            // One page past the room is enough to know there are too many.
+            let pages = pdf_pages_upto(&content, PDF_DPI, room.saturating_add(1))
                 .await
-                .map_err(|e| unreadable(e.to_string()))?
-                .map_err(|e| unreadable(e.to_string()))
+                .map_err(|e| match e {
+                    PdfError::Missing => ScanError::ToolMissing {
+                        tool: "pdftoppm",
+                        install: "apt-get install poppler-utils; or send PNG or TIFF pages",
+                    },
+                    PdfError::Failed(m) => unreadable(m),
+                    PdfError::Io(e) => ScanError::Io(e),
+                })?;
+            if pages.len() > room {
+                return Err(unreadable(PageError::TooMany { room }.to_string()));
+            }
+            Ok(pages)
         }
+        // A PNG page is kept as the station sent it, once its header reads
+        // and says a size that can be decoded.
+        "image/png" => {
+            let (width, height) =
+                image::ImageReader::with_format(Cursor::new(&content), ImageFormat::Png)
+                    .into_dimensions()
+                    .map_err(|e| unreadable(format!("not a readable PNG: {e}")))?;
+            check_page(1, width, height).map_err(|e| unreadable(e.to_string()))?;
+            if room == 0 {
+                return Err(unreadable(PageError::TooMany { room }.to_string()));
+            }
+            Ok(vec![content])
+        }
+        "image/tiff" => tokio::task::spawn_blocking(move || tiff_png_pages(&content, room))
+            .await
+            .map_err(|e| unreadable(e.to_string()))?
+            .map_err(|e| unreadable(e.to_string())),
         other => Err(ScanError::MediaType {
             index,
             media_type: other.to_string(),
@@ -91,17 +138,42 @@ pub async fn pages_of(
     }
 }
 
-fn image_pages(media_type: &str, content: &[u8]) -> Result<Vec<Vec<u8>>, PageError> {
-    debug_assert_eq!(media_type, "image/tiff");
-    tiff_pages(content)?.iter().map(encode_png).collect()
+/// Every page of a (possibly multi-page) TIFF as a greyscale PNG. The
+/// pages' sizes and number are read from the file's directories first, and
+/// nothing is decoded if one is too large or they are too many; then pages
+/// are decoded one at a time, each encoded before the next is read.
+fn tiff_png_pages(content: &[u8], room: usize) -> Result<Vec<Vec<u8>>, PageError> {
+    let mut decoder = tiff::decoder::Decoder::new(Cursor::new(content))?;
+    let mut count = 0;
+    loop {
+        count += 1;
+        if count > room {
+            return Err(PageError::TooMany { room });
+        }
+        let (width, height) = decoder.dimensions()?;
+        check_page(count, width, height)?;
+        if !decoder.more_images() {
+            break;
+        }
+        decoder.next_image()?;
+    }
+    let mut pngs = Vec::with_capacity(count);
+    tiff_pages(content, |page| {
+        pngs.push(encode_png(&page)?);
+        Ok(())
+    })?;
+    Ok(pngs)
 }
 
-/// Every page of a (possibly multi-page) TIFF, in greyscale.
-fn tiff_pages(content: &[u8]) -> Result<Vec<GrayImage>, PageError> {
+/// Calls `each` with every page of a (possibly multi-page) TIFF in
+/// greyscale, one page in memory at a time.
+fn tiff_pages(
+    content: &[u8],
+    mut each: impl FnMut(GrayImage) -> Result<(), PageError>,
+) -> Result<(), PageError> {
     use tiff::ColorType;
     use tiff::decoder::{Decoder, DecodingResult};
     let mut decoder = Decoder::new(Cursor::new(content))?;
-    let mut pages = Vec::new();
     loop {
         let (w, h) = decoder.dimensions()?;
         let colour = decoder.colortype()?;
@@ -127,13 +199,14 @@ fn tiff_pages(content: &[u8]) -> Result<Vec<GrayImage>, PageError> {
             };
             *px = Luma([grey as u8]);
         }
-        pages.push(page);
+        drop(data);
+        each(page)?;
         if !decoder.more_images() {
             break;
         }
         decoder.next_image()?;
     }
-    Ok(pages)
+    Ok(())
 }
 
 pub fn encode_png(img: &GrayImage) -> Result<Vec<u8>, PageError> {
@@ -154,10 +227,19 @@ pub enum PdfError {
 
 /// A PDF's pages as greyscale PNG images at `dpi`.
 pub async fn pdf_pages(pdf: &[u8], dpi: u32) -> Result<Vec<Vec<u8>>, PdfError> {
+    pdf_pages_upto(pdf, dpi, usize::MAX).await
+}
+
+/// The same, up to page `last` at most.
+pub async fn pdf_pages_upto(pdf: &[u8], dpi: u32, last: usize) -> Result<Vec<Vec<u8>>, PdfError> {
     let dir = ScratchDir::new()?;
     let input = dir.path().join("in.pdf");
     tokio::fs::write(&input, pdf).await?;
-    let output = tokio::process::Command::new("pdftoppm")
+    let mut command = tokio::process::Command::new("pdftoppm");
+    if last < usize::MAX {
+        command.arg("-l").arg(last.to_string());
+    }
+    let output = command
         .arg("-r")
         .arg(dpi.to_string())
         .args(["-gray", "-png"])

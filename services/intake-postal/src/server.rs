@@ -112,7 +112,9 @@ pub async fn start(
         postmark_max_age_days: settings.postmark_max_age_days,
     };
     let mut tasks = Tasks::new();
-    tasks.spawn("batch reader", reader.run(shared.shutdown.clone()));
+    for _ in 0..settings.postal_batches_at_once.max(1) {
+        tasks.spawn("batch reader", reader.clone().run(shared.shutdown.clone()));
+    }
     tasks.spawn(
         "figures",
         sample_forever(service.clone(), shared.shutdown.clone()),
@@ -470,6 +472,16 @@ impl Postal for PostalService {
         if r.files.is_empty() {
             v.add("files", "at least one scanned file is required");
         }
+        if r.files.len() > scan::MAX_BATCH_PAGES {
+            v.add(
+                "files",
+                format!(
+                    "{} files: a batch holds at most {} pages; split the stack",
+                    r.files.len(),
+                    scan::MAX_BATCH_PAGES
+                ),
+            );
+        }
         if !v.is_empty() {
             return Err(invalid(v));
         }
@@ -507,7 +519,8 @@ impl Postal for PostalService {
         };
         let mut pages = Vec::new();
         for (i, file) in r.files.into_iter().enumerate() {
-            let images = scan::pages_of(i, file.media_type.trim(), file.content)
+            let room = scan::MAX_BATCH_PAGES.saturating_sub(pages.len());
+            let images = scan::pages_of(i, file.media_type.trim(), file.content, room)
                 .await
                 .map_err(|e| match e {
                     ScanError::Unreadable { .. } | ScanError::MediaType { .. } => {

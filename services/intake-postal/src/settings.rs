@@ -12,6 +12,11 @@ pub struct MailroomSettings {
     /// Pages the postal service reads (QR decoding, OCR) at once.
     #[arg(long, env = "GUICHET_POSTAL_READERS", default_value_t = 2)]
     pub postal_readers: usize,
+    /// Batches the postal service reads at once, each station's in turn:
+    /// a large batch takes one reader and the other stations' batches go on
+    /// through the others.
+    #[arg(long, env = "GUICHET_POSTAL_BATCHES_AT_ONCE", default_value_t = 2)]
+    pub postal_batches_at_once: usize,
     /// Days before its reception date a postmark is still taken on one
     /// mailroom operator's word; an older one (or one after the reception
     /// date) needs a second operator's confirmation with a reason.
@@ -28,6 +33,7 @@ impl std::fmt::Debug for MailroomSettings {
                 &self.form_signing_key.as_ref().map(|_| "***"),
             )
             .field("postal_readers", &self.postal_readers)
+            .field("postal_batches_at_once", &self.postal_batches_at_once)
             .field("postmark_max_age_days", &self.postmark_max_age_days)
             .finish()
     }

@@ -81,9 +81,14 @@ impl Store {
         let candidate: Option<String> = self
             .db
             .scalar_optional(
+                // Fair between stations: the batch of the station with the
+                // fewest batches being read goes first, then the oldest.
                 Stmt::new(
-                    "SELECT id FROM postal_batches WHERE state = 'stored' \
-                     AND (lease_until IS NULL OR lease_until < $1) ORDER BY received_at LIMIT 1",
+                    "SELECT b.id FROM postal_batches b WHERE b.state = 'stored' \
+                     AND (b.lease_until IS NULL OR b.lease_until < $1) \
+                     ORDER BY (SELECT count(*) FROM postal_batches r \
+                       WHERE r.station_id = b.station_id AND r.state = 'stored' \
+                       AND r.lease_until >= $1), b.received_at LIMIT 1",
                 )
                 .bind(now),
             )
