@@ -14,6 +14,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::TryStreamExt;
 use guichet_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
@@ -150,53 +151,102 @@ pub async fn upload(
         )
     })?;
     let mut request = pb::UploadBatchRequest::default();
+    let mut received: u64 = 0;
+    let mut kept = Vec::new();
     let bad = |field: &str, e: axum::extract::multipart::MultipartError| {
         ApiError::new(e.status(), Some(field), e.body_text())
     };
-    while let Some(part) = multipart.next_field().await.map_err(|e| bad("body", e))? {
-        let name = part.name().unwrap_or_default().to_string();
-        let filename = part.file_name().map(str::to_string);
-        let media_type = part.content_type().map(str::to_string);
-        match (name.as_str(), filename) {
-            (_, Some(filename)) => {
-                let media_type = media_type.unwrap_or_else(|| guess(&filename).to_string());
-                let content = part.bytes().await.map_err(|e| bad(&name, e))?;
-                request.files.push(pb::ScanFile {
-                    media_type,
-                    content: content.to_vec(),
-                    filename,
-                });
-            }
-            ("station_id" | "reception_date" | "postmark_date" | "idempotency_key", None) => {
-                let text = part.text().await.map_err(|e| bad(&name, e))?;
-                if let Some(problem) =
-                    guichet_dossier::text::problem(&text, guichet_dossier::text::kind_of(&name))
-                {
-                    return Err(ApiError::new(StatusCode::BAD_REQUEST, Some(&name), problem));
+    // Every file stored so far is taken back if the request fails here.
+    let collected: Result<(), ApiError> = async {
+        while let Some(part) = multipart.next_field().await.map_err(|e| bad("body", e))? {
+            let name = part.name().unwrap_or_default().to_string();
+            let filename = part.file_name().map(str::to_string);
+            let media_type = part.content_type().map(str::to_string);
+            match (name.as_str(), filename) {
+                (_, Some(filename)) => {
+                    let media_type = media_type.unwrap_or_else(|| guess(&filename).to_string());
+                    // Streamed to the document store: the batch is never whole
+                    // in the gateway's memory, nor in the message to the postal
+                    // service, which fetches each file in turn.
+                    let at = format!("files[{}]", request.files.len());
+                    let room = (MAX_UPLOAD_BYTES as u64).saturating_sub(received);
+                    let content = part.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>);
+                    let stored = state
+                        .uploads
+                        .store
+                        .put_stream(content, room)
+                        .await
+                        .map_err(|e| match e {
+                            guichet_kit::documents::DocumentError::TooLarge { limit } => ApiError::new(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                Some(&at),
+                                format!("the batch is over {limit} bytes"),
+                            ),
+                            guichet_kit::documents::DocumentError::Content(e) => {
+                                ApiError::new(StatusCode::BAD_REQUEST, Some(&at), e.to_string())
+                            }
+                            other => {
+                                tracing::error!(error = %other, "a scanned file could not be stored");
+                                ApiError::new(
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    None,
+                                    "the document store is unavailable",
+                                )
+                            }
+                        })?;
+                    received += stored.size;
+                    request.files.push(pb::ScanFile {
+                        media_type,
+                        content: Vec::new(),
+                        filename,
+                        sha256: stored.sha256.clone(),
+                    });
+                    kept.push(stored);
                 }
-                match name.as_str() {
-                    "station_id" => request.station_id = text,
-                    "reception_date" => request.reception_date = text,
-                    "postmark_date" => request.postmark_dates.push(text),
-                    _ => request.idempotency_key = text,
+                ("station_id" | "reception_date" | "postmark_date" | "idempotency_key", None) => {
+                    let text = part.text().await.map_err(|e| bad(&name, e))?;
+                    if let Some(problem) =
+                        guichet_dossier::text::problem(&text, guichet_dossier::text::kind_of(&name))
+                    {
+                        return Err(ApiError::new(StatusCode::BAD_REQUEST, Some(&name), problem));
+                    }
+                    match name.as_str() {
+                        "station_id" => request.station_id = text,
+                        "reception_date" => request.reception_date = text,
+                        "postmark_date" => request.postmark_dates.push(text),
+                        _ => request.idempotency_key = text,
+                    }
                 }
-            }
-            (other, None) => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    Some(other),
-                    "unknown part: send station_id, reception_date, postmark_date, \
-                     idempotency_key and files",
-                ));
+                (other, None) => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        Some(other),
+                        "unknown part: send station_id, reception_date, postmark_date, \
+                         idempotency_key and files",
+                    ));
+                }
             }
         }
+        Ok(())
     }
-    let r = state
-        .postal
-        .clone()
-        .upload_batch(request)
-        .await?
-        .into_inner();
+    .await;
+    if let Err(e) = collected {
+        for stored in &kept {
+            state.uploads.store.withdraw(stored).await;
+        }
+        return Err(e);
+    }
+    let answer = state.postal.clone().upload_batch(request).await;
+    let r = match answer {
+        Ok(r) => r.into_inner(),
+        Err(refused) => {
+            // The batch was not taken: its files do not stay.
+            for stored in &kept {
+                state.uploads.store.withdraw(stored).await;
+            }
+            return Err(refused.into());
+        }
+    };
     let status = if r.created {
         StatusCode::CREATED
     } else {

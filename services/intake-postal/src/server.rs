@@ -485,11 +485,26 @@ impl Postal for PostalService {
         if !v.is_empty() {
             return Err(invalid(v));
         }
-        let digests: Vec<[u8; 32]> = r
-            .files
-            .iter()
-            .map(|f| Sha256::digest(&f.content).into())
-            .collect();
+        // A file in the document store already is named by its digest; one
+        // sent in the request, by the digest of its bytes.
+        let mut digests: Vec<[u8; 32]> = Vec::with_capacity(r.files.len());
+        let mut bad = Violations::new();
+        for (i, f) in r.files.iter().enumerate() {
+            if f.content.is_empty() && !f.sha256.is_empty() {
+                match hex::decode(f.sha256.trim())
+                    .ok()
+                    .and_then(|d| <[u8; 32]>::try_from(d).ok())
+                {
+                    Some(d) => digests.push(d),
+                    None => bad.add(format!("files[{i}].sha256"), "is not a sha256 digest"),
+                }
+            } else {
+                digests.push(Sha256::digest(&f.content).into());
+            }
+        }
+        if !bad.is_empty() {
+            return Err(invalid(bad));
+        }
         // What this upload sent: a key used again for another upload is
         // refused, not answered with the first batch.
         let fingerprint = {
@@ -517,10 +532,27 @@ impl Postal for PostalService {
         } else {
             r.idempotency_key.trim().to_string()
         };
-        let mut pages = Vec::new();
+        // One file at a time: fetched (when the gateway stored it), split
+        // into pages, each page stored as it comes.
+        let mut stored = Vec::new();
         for (i, file) in r.files.into_iter().enumerate() {
-            let room = scan::MAX_BATCH_PAGES.saturating_sub(pages.len());
-            let images = scan::pages_of(i, file.media_type.trim(), file.content, room)
+            let content = if file.content.is_empty() && !file.sha256.is_empty() {
+                self.documents
+                    .get(file.sha256.trim())
+                    .await
+                    .map_err(documents_err)?
+                    .ok_or_else(|| {
+                        invalid(Violations::one(
+                            format!("files[{i}].sha256"),
+                            "is not in the document store",
+                        ))
+                    })?
+                    .to_vec()
+            } else {
+                file.content
+            };
+            let room = scan::MAX_BATCH_PAGES.saturating_sub(stored.len());
+            let images = scan::pages_of(i, file.media_type.trim(), content, room)
                 .await
                 .map_err(|e| match e {
                     ScanError::Unreadable { .. } | ScanError::MediaType { .. } => {
@@ -531,13 +563,11 @@ impl Postal for PostalService {
                     }
                     ScanError::Io(e) => io_err("splitting the scan", e),
                 })?;
-            pages.extend(images);
-        }
-        let mut stored = Vec::with_capacity(pages.len());
-        for png in pages {
-            let size = png.len() as u64;
-            let sha = self.documents.put(png).await.map_err(documents_err)?;
-            stored.push((sha, "image/png".to_string(), size));
+            for png in images {
+                let size = png.len() as u64;
+                let sha = self.documents.put(png).await.map_err(documents_err)?;
+                stored.push((sha, "image/png".to_string(), size));
+            }
         }
         let batch = NewBatch {
             idempotency_key: key,

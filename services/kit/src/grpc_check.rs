@@ -262,6 +262,7 @@ mod tests {
                 // Bytes are not text: a NUL there is fine.
                 content: vec![0, 1, 2],
                 filename: "a\u{1}.png".into(),
+                ..Default::default()
             }],
             ..Default::default()
         };

@@ -25,6 +25,8 @@ const UPLOADS: &str = "uploads";
 pub struct Stored {
     pub sha256: String,
     pub size: u64,
+    /// Whether this content was new to the store (not there before).
+    pub new: bool,
 }
 
 /// Looks at each chunk of a streamed document as it is stored, and may stop
@@ -147,11 +149,28 @@ impl DocumentStore {
         if placed.is_err() {
             let _ = self.objects.delete(&staged.key).await;
         }
-        placed?;
+        let new = placed?;
         Ok(Stored {
             sha256: staged.sha256,
             size: staged.size,
+            new,
         })
+    }
+
+    /// Takes back a document just stored as new content, when what it was
+    /// stored for was refused (a batch the postal service turned down), so
+    /// that nothing refused stays. Content that was there before is left.
+    pub async fn withdraw(&self, stored: &Stored) {
+        if !stored.new {
+            return;
+        }
+        let deleted = match key_of(&stored.sha256) {
+            Ok(key) => self.objects.delete(&key).await.map_err(DocumentError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = deleted {
+            tracing::warn!(error = %e, sha256 = %stored.sha256, "a refused document could not be deleted");
+        }
     }
 
     /// Drops a staged document that was refused.
@@ -162,19 +181,24 @@ impl DocumentStore {
     }
 
     /// Moves the object written under `upload_key` under its digest, or
-    /// drops it when that content is stored already.
-    async fn place(&self, upload_key: &Path, sha256: &str) -> Result<(), DocumentError> {
+    /// drops it when that content is stored already; says whether it moved.
+    async fn place(&self, upload_key: &Path, sha256: &str) -> Result<bool, DocumentError> {
         let key = key_of(sha256)?;
-        match self.objects.head(&key).await {
-            Ok(_) => self.objects.delete(upload_key).await?,
+        let new = match self.objects.head(&key).await {
+            Ok(_) => {
+                self.objects.delete(upload_key).await?;
+                false
+            }
             // A rename on disk; a copy then a delete on S3. Two writers of
             // the same content may both get here: the second replaces the
             // same bytes with the same bytes.
             Err(object_store::Error::NotFound { .. }) => {
-                self.objects.rename(upload_key, &key).await?
+                self.objects.rename(upload_key, &key).await?;
+                true
             }
             Err(e) => return Err(e.into()),
-        }
-        self.flush(&key).await
+        };
+        self.flush(&key).await?;
+        Ok(new)
     }
 }
