@@ -30,6 +30,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/appointments", post(book))
         .route("/api/v1/appointments/{id}", routing::get(get))
         .route("/api/v1/appointments/{id}/move", post(move_to))
+        .route("/api/v1/appointments/{id}/notice", routing::get(notice))
         .route("/api/v1/appointments/{id}/cancellation", post(cancel))
         .route("/api/v1/reports/{id}", routing::get(report))
         .route(
@@ -310,6 +311,47 @@ pub async fn get(
 ) -> Result<Json<AppointmentJson>, ApiError> {
     let a = appointment_for(&state, &access, &headers, id).await?;
     Ok(Json(appointment_json(a)))
+}
+
+/// `GET /api/v1/appointments/{id}/notice`: the appointment's notice (its
+/// convocation) as a PDF with its signed 2D code, for its person by their
+/// link and the agents who book: the latest, after a move.
+pub async fn notice(
+    State(state): State<AppState>,
+    access: Access,
+    headers: HeaderMap,
+    PathParam(id): PathParam,
+    QueryParams(query): QueryParams<crate::uploads::PaperQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    let language = crate::uploads::language_of(&query)?;
+    let id = appointment_for(&state, &access, &headers, id).await?.id;
+    let papers = state
+        .notifier
+        .clone()
+        .list_papers(pb::ListPapersRequest {
+            subject_ref: id.clone(),
+        })
+        .await?
+        .into_inner()
+        .papers;
+    let Some(latest) = papers.into_iter().last() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            None,
+            "no notice was made for this appointment yet",
+        ));
+    };
+    let file = state
+        .notifier
+        .clone()
+        .get_paper(pb::GetPaperRequest {
+            subject_ref: id,
+            id: latest.id,
+            language,
+        })
+        .await?
+        .into_inner();
+    Ok(crate::uploads::pdf_answer(file))
 }
 
 #[derive(Debug, Deserialize)]

@@ -62,6 +62,7 @@ mod tests {
             ("/api/v1/appointments", "post"),
             ("/api/v1/appointments/{id}", "get"),
             ("/api/v1/appointments/{id}/move", "post"),
+            ("/api/v1/appointments/{id}/notice", "get"),
             ("/api/v1/appointments/{id}/cancellation", "post"),
             ("/api/v1/reports/{id}", "get"),
             ("/api/v1/agent/reports/{id}/alternative", "post"),
@@ -183,6 +184,7 @@ mod tests {
         for (path, method) in [
             ("/api/v1/appointments/{id}", "get"),
             ("/api/v1/appointments/{id}/move", "post"),
+            ("/api/v1/appointments/{id}/notice", "get"),
             ("/api/v1/appointments/{id}/cancellation", "post"),
             ("/api/v1/reports/{id}", "get"),
         ] {

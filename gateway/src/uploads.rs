@@ -670,17 +670,7 @@ async fn paper(
         .find(|(name, _)| *name == "id")
         .map(|(_, v)| v.to_string())
         .unwrap_or_default();
-    let language = match query.language.as_deref().map(str::trim) {
-        None | Some("") => String::new(),
-        Some(l @ ("fr" | "en")) => l.to_string(),
-        Some(_) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                Some("language"),
-                "is fr or en",
-            ));
-        }
-    };
+    let language = language_of(&query)?;
     sender(&state, &access, &headers, peer.as_ref(), &reference).await?;
     let file = state
         .notifier
@@ -692,6 +682,24 @@ async fn paper(
         })
         .await?
         .into_inner();
+    Ok(pdf_answer(file))
+}
+
+/// `?language=`: fr, en, or the person's own when unset.
+pub fn language_of(query: &PaperQuery) -> Result<String, ApiError> {
+    match query.language.as_deref().map(str::trim) {
+        None | Some("") => Ok(String::new()),
+        Some(l @ ("fr" | "en")) => Ok(l.to_string()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Some("language"),
+            "is fr or en",
+        )),
+    }
+}
+
+/// A person's paper as a PDF download.
+pub fn pdf_answer(file: pb::PaperFile) -> Response {
     let mut response = file.content.into_response();
     let h = response.headers_mut();
     h.insert(
@@ -710,7 +718,7 @@ async fn paper(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-store"),
     );
-    Ok(response)
+    response
 }
 
 #[cfg(test)]

@@ -683,6 +683,39 @@ async fn appointments_and_reports_are_told_and_the_reminder_follows_the_appointm
         "{verdict}"
     );
     assert_eq!(verdict["kind"], "appointment", "{verdict}");
+    // The person downloads it again by their link, in English, just as
+    // genuine; the id alone gets nothing.
+    let again = app
+        .http
+        .get(format!(
+            "{}/api/v1/appointments/{id}/notice?language=en",
+            app.base
+        ))
+        .header("X-Link-Secret", &secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["content-type"], "application/pdf");
+    let again = again.bytes().await.unwrap();
+    let (verdict, status) =
+        crate::documents::check_paper(&app, &env.data_dir, "convocation-en.pdf", &again).await;
+    assert_eq!(
+        (verdict["verdict"].as_str(), status),
+        (Some("genuine"), 0),
+        "{verdict}"
+    );
+    assert!(
+        common::pdf_text(&again).contains("appointment"),
+        "in English"
+    );
+    let by_id = app
+        .http
+        .get(format!("{}/api/v1/appointments/{id}/notice", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_id.status(), 401);
     // It gives the person the follow-up code the booking answered.
     assert_eq!(
         confirmation

@@ -454,6 +454,11 @@ pub const TABLE: &[Rule] = &[
         "names and contact: the person's link or a booking agent, not the id alone",
     ),
     rule(
+        get("/api/v1/appointments/{id}/notice"),
+        APPOINTMENT,
+        "the convocation as a sealed PDF: its person by their link, or a booking agent",
+    ),
+    rule(
         post("/api/v1/appointments/{id}/move"),
         APPOINTMENT,
         "the person's link or a booking agent, not the id alone",

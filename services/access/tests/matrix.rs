@@ -93,6 +93,7 @@ const MATRIX: &[(&str, &str)] = &[
     ("GET /api/v1/sites/{site}/slots",                         "ok   ok   ok   ok   ok   ok   ok   403  ok   ok   ok"),
     ("POST /api/v1/appointments",                              "ok   ok   ok   ok   ok   ok   ok   403  ok   ok   ok"),
     ("GET /api/v1/appointments/{id}",                          "401  ok   ok   403  403  ok   ok   403  403  403  403"),
+    ("GET /api/v1/appointments/{id}/notice",                   "401  ok   ok   403  403  ok   ok   403  403  403  403"),
     ("POST /api/v1/appointments/{id}/move",                    "401  ok   ok   403  403  ok   ok   403  403  403  403"),
     ("POST /api/v1/appointments/{id}/cancellation",            "401  ok   ok   403  403  ok   ok   403  403  403  403"),
     ("GET /api/v1/reports/{id}",                               "401  ok   ok   ok   403  ok   ok   403  ok   403  403"),
