@@ -914,13 +914,16 @@ async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_t
     }
 
     // The receipts say which date counts and why.
-    let text = letter_text(
-        &app,
-        letter_of(&app, &references[0], "receipt").await["id"]
-            .as_str()
-            .unwrap(),
-    )
-    .await;
+    let receipt = letter_of(&app, &references[0], "receipt").await;
+    let text = letter_text(&app, receipt["id"].as_str().unwrap()).await;
+    // A letter is served by the letters route only, never as a page.
+    let as_page = app
+        .mailroom_get(&format!(
+            "/api/v1/postal/pages/{}",
+            receipt["sha256"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(as_page.status(), 404);
     assert!(
         text.contains("Elle compte à la date du 02/01/2001, date du cachet de la poste."),
         "{text}"

@@ -974,6 +974,16 @@ impl Postal for PostalService {
         request: Request<pb::GetPageRequest>,
     ) -> Result<Response<pb::PrintedDocument>, Status> {
         let sha = request.into_inner().sha256.trim().to_lowercase();
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(invalid(Violations::one(
+                "sha256",
+                "is a page's sha256, 64 hexadecimal characters",
+            )));
+        }
+        // Pages only: a letter is served by the letters route, as a PDF.
+        if !self.store.is_page(&sha).await.map_err(err)? {
+            return Err(ServiceError::not_found(format!("no page {sha}")).into());
+        }
         let content = match self.documents.get(&sha).await {
             Ok(Some(content)) => content,
             Ok(None) => return Err(ServiceError::not_found(format!("no page {sha}")).into()),

@@ -321,7 +321,11 @@ impl Store {
         let details = StepDetails {
             actor: actor.to_string(),
             holder_only: false,
-            reason: format!("{} received", document.kind),
+            // The receipt, in the history: what, which bytes, how large.
+            reason: format!(
+                "{} received: {}, {} bytes, sha256 {}",
+                document.kind, document.media_type, document.size_bytes, document.sha256
+            ),
             documents: missing.clone(),
             deadline: primary_row.documents_deadline,
         };

@@ -124,6 +124,18 @@ impl Store {
         .await
     }
 
+    /// Whether `sha256` is a scanned page (and not a letter or an upload,
+    /// which the document store also holds).
+    pub async fn is_page(&self, sha256: &str) -> Result<bool, StoreError> {
+        let found: Option<String> = self
+            .db
+            .scalar_optional(
+                Stmt::new("SELECT sha256 FROM postal_pages WHERE sha256 = $1 LIMIT 1").bind(sha256),
+            )
+            .await?;
+        Ok(found.is_some())
+    }
+
     pub async fn pages_of_batch(&self, id: &str) -> Result<Vec<PageRow>, StoreError> {
         self.rows(
             || format!("a page of batch {id}"),
