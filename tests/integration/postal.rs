@@ -593,7 +593,7 @@ async fn bad_uploads_are_refused_with_the_field_at_fault() {
 
 /// A TIFF of `pages` pages of `side` × `side` grey pixels, as small as a
 /// few megabytes: every page points at the same PackBits strip of zeros.
-fn huge_tiff(pages: usize, side: u32) -> Vec<u8> {
+pub(crate) fn huge_tiff(pages: usize, side: u32) -> Vec<u8> {
     let row: Vec<u8> = (0..side.div_ceil(128))
         .flat_map(|_| [0x81u8, 0x00])
         .collect();

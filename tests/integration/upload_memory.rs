@@ -48,29 +48,30 @@ fn big_pdf(size: usize) -> Vec<u8> {
     pdf
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_256_mib_upload_streams_through_the_gateway_in_bounded_memory() {
-    let data_dir = std::env::temp_dir().join(format!("guichet-upload-{}", uuid::Uuid::new_v4()));
+/// `guichet up` on a data folder of its own and a free port, with the
+/// tests' clamd; ready when this returns.
+async fn guichet_up(
+    data_dir: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> (std::process::Child, String) {
     let port = common::free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_guichet"))
+    let child = Command::new(env!("CARGO_BIN_EXE_guichet"))
         .arg("up")
         .env_remove("GUICHET_DATABASE_URL")
         .env_remove("GUICHET_AMQP_URL")
-        .env("GUICHET_DATA_DIR", &data_dir)
+        .env("GUICHET_DATA_DIR", data_dir)
         .env("GUICHET_HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env(
             "GUICHET_CLAMD",
             format!("unix:{}", common::clamd::socket().display()),
         )
-        .env("GUICHET_UPLOAD_MAX_FILE_MIB", "300")
-        .env("GUICHET_UPLOAD_MAX_DOSSIER_MIB", "300")
+        .envs(extra.iter().copied())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start guichet up");
-    let pid = child.id();
     let http = reqwest::Client::new();
     eventually(
         Duration::from_secs(60),
@@ -81,18 +82,144 @@ async fn a_256_mib_upload_streams_through_the_gateway_in_bounded_memory() {
         },
     )
     .await;
-    let idle = rss(pid).expect("the process's memory");
+    (child, base)
+}
 
+/// Samples the resident memory of `pid` until aborted; the peak in `peak`.
+fn sample(pid: u32, peak: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(bytes) = rss(pid) {
+            peak.fetch_max(bytes, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+}
+
+/// The mailroom's campaign against `guichet up`: a TIFF of 8 pages of
+/// 16,000 × 16,000 and 3,000 tiny pages in one request are refused before
+/// anything is decoded, the process stays under the 300 MB, and
+/// another station's one-envelope batch is then read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mailroom_campaign_leaves_the_postal_service_within_its_memory() {
+    let data_dir = std::env::temp_dir().join(format!("guichet-mailroom-{}", uuid::Uuid::new_v4()));
+    let (mut child, base) = guichet_up(&data_dir, &[]).await;
+    let pid = child.id();
+    let token = std::fs::read_to_string(data_dir.join("dev-tokens/guichet-scanner-1"))
+        .expect("guichet up writes the scanning station's development token");
+    let idle = rss(pid).expect("the process's memory");
     let peak = Arc::new(AtomicU64::new(idle));
-    let sampling = {
-        let peak = peak.clone();
-        tokio::spawn(async move {
-            while let Some(bytes) = rss(pid) {
-                peak.fetch_max(bytes, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
+    let sampling = sample(pid, peak.clone());
+    let http = reqwest::Client::new();
+    let send = |station: &'static str, files: Vec<(Vec<u8>, &'static str)>| {
+        let mut form = Form::new().text("station_id", station).text(
+            "reception_date",
+            chrono::Utc::now().date_naive().to_string(),
+        );
+        for (i, (bytes, media_type)) in files.into_iter().enumerate() {
+            form = form.part(
+                "page",
+                Part::bytes(bytes)
+                    .file_name(format!("scan-{i}"))
+                    .mime_str(media_type)
+                    .unwrap(),
+            );
+        }
+        http.post(format!("{base}/api/v1/postal/batches"))
+            .bearer_auth(token.trim())
+            .multipart(form)
+            .send()
     };
+    let tiny = {
+        let mut out = std::io::Cursor::new(Vec::new());
+        image::GrayImage::from_pixel(4, 4, image::Luma([255]))
+            .write_to(&mut out, image::ImageFormat::Png)
+            .unwrap();
+        out.into_inner()
+    };
+    let tiff = send(
+        "station-a",
+        vec![(crate::postal::huge_tiff(8, 16_000), "image/tiff")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(tiff.status(), 400);
+    let many = send(
+        "station-a",
+        (0..3000).map(|_| (tiny.clone(), "image/png")).collect(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(many.status(), 400);
+
+    // Another station's envelope: a typed letter, scanned.
+    let letter = guichet_kit::pdf::letter_pdf(&guichet_kit::pdf::LetterText {
+        addressee: vec!["Préfecture du Nord".into()],
+        place_and_date: "Lille, le 2 novembre 2026".into(),
+        subject: "courrier".into(),
+        paragraphs: vec!["Madame, Monsieur, je vous écris.".into()],
+        reference: "-".into(),
+    });
+    let page = guichet_intake_postal::scan::pdf_pages(&letter, 150)
+        .await
+        .expect("pdftoppm renders it")
+        .remove(0);
+    let sent = send("station-b", vec![(page, "image/png")]).await.unwrap();
+    assert_eq!(sent.status(), 201);
+    let batch: serde_json::Value = sent.json().await.unwrap();
+    let id = batch["batch_id"].as_str().unwrap().to_string();
+    eventually(
+        Duration::from_secs(240),
+        "station b's batch read",
+        || async {
+            let b: serde_json::Value = http
+                .get(format!("{base}/api/v1/postal/batches/{id}"))
+                .bearer_auth(
+                    std::fs::read_to_string(data_dir.join("dev-tokens/mailroom-1"))
+                        .unwrap_or_default()
+                        .trim(),
+                )
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (b["state"] == "read").then_some(())
+        },
+    )
+    .await;
+    sampling.abort();
+    let peak = peak.load(Ordering::SeqCst);
+    let _ = child.kill();
+    let _ = child.wait();
+    eprintln!(
+        "mailroom campaign through guichet up: resident memory idle {:.1} MB, peak {:.1} MB",
+        idle as f64 / 1e6,
+        peak as f64 / 1e6
+    );
+    assert!(
+        peak < 300 * 1000 * 1000,
+        "peak resident memory {peak} bytes"
+    );
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_256_mib_upload_streams_through_the_gateway_in_bounded_memory() {
+    let data_dir = std::env::temp_dir().join(format!("guichet-upload-{}", uuid::Uuid::new_v4()));
+    let (mut child, base) = guichet_up(
+        &data_dir,
+        &[
+            ("GUICHET_UPLOAD_MAX_FILE_MIB", "300"),
+            ("GUICHET_UPLOAD_MAX_DOSSIER_MIB", "300"),
+        ],
+    )
+    .await;
+    let pid = child.id();
+    let http = reqwest::Client::new();
+    let idle = rss(pid).expect("the process's memory");
+    let peak = Arc::new(AtomicU64::new(idle));
+    let sampling = sample(pid, peak.clone());
     let pdf = big_pdf(FILE_BYTES);
     let mut filing = example("renewal-employee.json");
     filing.as_object_mut().unwrap().remove("documents");
