@@ -334,12 +334,14 @@ pub async fn status(
         &guichet_access::Facts::none().dossier(reference.as_str()),
     )?;
     let with_code = grant.who == guichet_access::Who::PersonWithCode;
+    let mut documents: Vec<crate::uploads::ReceiptJson> = s
+        .documents
+        .iter()
+        .map(crate::uploads::receipt_json)
+        .collect();
+    crate::uploads::look_up_files(&state.uploads.store, &mut documents).await;
     Ok(Json(StatusJson {
-        documents: s
-            .documents
-            .iter()
-            .map(crate::uploads::receipt_json)
-            .collect(),
+        documents,
         channel: channel_text(s.channel),
         state: convert::case_state_text(s.state).unwrap_or_default(),
         legal_filing_date: date_text(&s.legal_filing_date),

@@ -104,6 +104,11 @@ pub struct ReceiptJson {
     pub media_type: String,
     pub received_at: Option<String>,
     pub channel: String,
+    /// Whether the file itself is in the document store: a JSON filing
+    /// declares its documents by digest, and their files may never have
+    /// been sent. Absent where it was not looked up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_received: Option<bool>,
 }
 
 pub fn receipt_json(r: &pb::DocumentReceipt) -> ReceiptJson {
@@ -114,6 +119,21 @@ pub fn receipt_json(r: &pb::DocumentReceipt) -> ReceiptJson {
         media_type: r.media_type.clone(),
         received_at: r.received_at.is_some().then(|| time_text(&r.received_at)),
         channel: crate::views::channel_text(r.channel).to_string(),
+        file_received: None,
+    }
+}
+
+/// Says of each receipt whether its file is in the document store (left
+/// unsaid when the store cannot be asked).
+pub async fn look_up_files(store: &DocumentStore, receipts: &mut [ReceiptJson]) {
+    for r in receipts {
+        r.file_received = match store.head(&r.sha256).await {
+            Ok(found) => Some(found.is_some()),
+            Err(e) => {
+                tracing::warn!(error = %e, "the document store cannot say whether a file is there");
+                None
+            }
+        };
     }
 }
 
@@ -509,10 +529,12 @@ async fn add_documents(
         case = Some(view);
     }
     let case = case.unwrap_or_default();
+    let mut documents: Vec<ReceiptJson> = case.documents.iter().map(receipt_json).collect();
+    look_up_files(&state.uploads.store, &mut documents).await;
     let answer = DocumentsAnswer {
         reference: reference.to_string(),
         received,
-        documents: case.documents.iter().map(receipt_json).collect(),
+        documents,
         missing: crate::views::kinds_text(&case.missing),
         state: case
             .dossier

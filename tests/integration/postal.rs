@@ -1069,6 +1069,16 @@ async fn an_envelope_of_documents_is_attached_to_its_dossier() {
     assert_eq!(receipt["sha256"], json!(page));
     assert_eq!(receipt["channel"], "postal");
     assert_eq!(receipt["media_type"], "image/png");
+    // The scanned page is kept; the JSON filing's documents were declared
+    // by their digest, and the answer says their files never came.
+    assert_eq!(receipt["file_received"], true, "{after}");
+    let passport = after["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "passport")
+        .unwrap();
+    assert_eq!(passport["file_received"], false, "{after}");
     assert!(receipt["size_bytes"].as_u64().unwrap() > 0);
 
     // Once is enough.

@@ -226,6 +226,14 @@ async fn a_web_filing_with_three_documents_one_sent_later(backend: Backend) {
     assert_eq!(received["size_bytes"], bill.len() as u64);
     assert_eq!(received["media_type"], "application/pdf");
     assert_eq!(received["channel"], "web");
+    assert!(
+        sent["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["file_received"] == true),
+        "{sent}"
+    );
     assert!(received["received_at"].is_string(), "{sent}");
     let missing_after = texts(&sent["missing"]);
     assert!(
