@@ -148,6 +148,7 @@ async fn on_case(
         .clone()
         .case_facts(pb::CaseFactsRequest {
             reference: reference.to_string(),
+            with_documents: false,
         })
         .await?
         .into_inner();

@@ -168,28 +168,54 @@ pub struct NoticeJson {
 }
 
 /// Judges the caller on the dossier's facts (its prefecture), asked of
-/// instruction: a reference that names nothing is a 404.
-async fn allow_on_dossier(
+/// instruction: a reference that names nothing is a 404. The documents
+/// received come with the facts when `with_documents` (a read more).
+pub(crate) async fn allow_on_dossier(
     state: &AppState,
     access: &crate::policy::Access,
     reference: &guichet_dossier::Reference,
     person: Option<guichet_access::Person>,
-) -> Result<(), ApiError> {
+    with_documents: bool,
+) -> Result<(guichet_access::Grant, pb::CaseFactsView), ApiError> {
     let facts = state
         .desk
         .clone()
         .case_facts(pb::CaseFactsRequest {
             reference: reference.to_string(),
+            with_documents,
         })
         .await?
         .into_inner();
-    access.allow_person(
+    let grant = access.allow_person(
         person,
         &guichet_access::Facts::none()
             .dossier(&facts.reference)
             .prefecture(&facts.prefecture),
     )?;
-    Ok(())
+    Ok((grant, facts))
+}
+
+/// Who asks about a dossier's own content: a signed-in agent (`None`), or
+/// its person with the code sent to them; anyone else is a 401.
+pub(crate) async fn person_with_code(
+    state: &AppState,
+    access: &crate::policy::Access,
+    headers: &HeaderMap,
+    peer: Option<&Extension<ConnectInfo<SocketAddr>>>,
+    reference: &guichet_dossier::Reference,
+) -> Result<Option<guichet_access::Person>, ApiError> {
+    if !matches!(access.caller(), guichet_access::Caller::Anonymous) {
+        return Ok(None);
+    }
+    match crate::person_code::proof(state, headers, peer, reference).await? {
+        Some(person) => Ok(Some(person)),
+        None => Err(ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            Some("Authorization"),
+            "sign in as an agent; a person gives the code sent to them (X-Person-Code, \
+             asked for at POST /api/v1/dossiers/{reference}/code)",
+        )),
+    }
 }
 
 /// `GET /api/v1/dossiers/{reference}/notices`: what the person was sent
@@ -201,7 +227,7 @@ pub async fn list_notices(
     reference: ReferenceParam,
 ) -> Result<Json<Vec<NoticeJson>>, ApiError> {
     let reference = reference.parse()?;
-    allow_on_dossier(&state, &access, &reference, None).await?;
+    allow_on_dossier(&state, &access, &reference, None, false).await?;
     let notices = state
         .notifier
         .clone()
@@ -250,21 +276,8 @@ pub async fn get_dossier(
     reference: ReferenceParam,
 ) -> Result<Json<DossierView>, ApiError> {
     let reference = reference.parse()?;
-    let anonymous = matches!(access.caller(), guichet_access::Caller::Anonymous);
-    let person = if anonymous {
-        crate::person_code::proof(&state, &headers, peer.as_ref(), &reference).await?
-    } else {
-        None
-    };
-    if anonymous && person.is_none() {
-        return Err(ApiError::new(
-            axum::http::StatusCode::UNAUTHORIZED,
-            Some("Authorization"),
-            "sign in as an agent; a person gives the code sent to them (X-Person-Code, \
-             asked for at POST /api/v1/dossiers/{reference}/code)",
-        ));
-    }
-    allow_on_dossier(&state, &access, &reference, person).await?;
+    let person = person_with_code(&state, &access, &headers, peer.as_ref(), &reference).await?;
+    allow_on_dossier(&state, &access, &reference, person, false).await?;
     let mut client = state.instruction.clone();
     let view = client
         .get_dossier(pb::GetDossierRequest {

@@ -170,29 +170,28 @@ pub async fn upload(
                     // service, which fetches each file in turn.
                     let at = format!("files[{}]", request.files.len());
                     let room = (MAX_UPLOAD_BYTES as u64).saturating_sub(received);
-                    let content = part.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>);
+                    let content =
+                        part.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>);
                     let stored = state
                         .uploads
                         .store
                         .put_stream(content, room)
                         .await
                         .map_err(|e| match e {
-                            guichet_kit::documents::DocumentError::TooLarge { limit } => ApiError::new(
-                                StatusCode::PAYLOAD_TOO_LARGE,
-                                Some(&at),
-                                format!("the batch is over {limit} bytes"),
-                            ),
+                            guichet_kit::documents::DocumentError::TooLarge { limit } => {
+                                ApiError::new(
+                                    StatusCode::PAYLOAD_TOO_LARGE,
+                                    Some(&at),
+                                    format!("the batch is over {limit} bytes"),
+                                )
+                            }
                             guichet_kit::documents::DocumentError::Content(e) => {
                                 ApiError::new(StatusCode::BAD_REQUEST, Some(&at), e.to_string())
                             }
-                            other => {
-                                tracing::error!(error = %other, "a scanned file could not be stored");
-                                ApiError::new(
-                                    StatusCode::SERVICE_UNAVAILABLE,
-                                    None,
-                                    "the document store is unavailable",
-                                )
-                            }
+                            other => crate::uploads::store_unavailable(
+                                "a scanned file could not be stored",
+                                &other,
+                            ),
                         })?;
                     received += stored.size;
                     request.files.push(pb::ScanFile {
@@ -584,14 +583,10 @@ pub async fn attach(
         }
         let kind = guichet_dossier::DocumentKind::parse(page.kind.trim())
             .ok_or_else(|| bad(&format!("pages[{i}].kind"), "is not a document kind"))?;
-        let size = state.uploads.store.head(&sha256).await.map_err(|e| {
-            tracing::error!(error = %e, "a page could not be looked up");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                None,
-                "the document store is unavailable",
-            )
-        })?;
+        let size =
+            state.uploads.store.head(&sha256).await.map_err(|e| {
+                crate::uploads::store_unavailable("a page could not be looked up", &e)
+            })?;
         let Some(size) = size else {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -608,19 +603,7 @@ pub async fn attach(
         });
     }
     // The dossier exists, and the operator may act on it.
-    let facts = state
-        .desk
-        .clone()
-        .case_facts(pb::CaseFactsRequest {
-            reference: reference.to_string(),
-        })
-        .await?
-        .into_inner();
-    access.allow(
-        &guichet_access::Facts::none()
-            .dossier(&facts.reference)
-            .prefecture(&facts.prefecture),
-    )?;
+    crate::dossiers::allow_on_dossier(&state, &access, &reference, None, false).await?;
     for document in documents {
         state
             .desk

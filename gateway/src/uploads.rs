@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use futures_util::TryStreamExt;
-use guichet_access::{Caller, Facts, Role, Who};
+use guichet_access::{Role, Who};
 use guichet_dossier::filing::RawDocument;
 use guichet_dossier::{Channel, DocumentKind, RawFiling};
 use guichet_kit::documents::{
@@ -389,11 +389,35 @@ fn upload_refusal(at: &str, filename: Option<&str>, e: &UploadError) -> ApiError
     ApiError::new(status, Some(at), named)
 }
 
+/// The document store failing: logged with `what`, a 503 for the caller.
+pub fn store_unavailable(what: &str, e: &dyn std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "{what}");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        None,
+        "the document store is unavailable",
+    )
+}
+
 /// Who may send documents for a dossier, and what they are acting as.
 struct Sender {
     actor: String,
     channel: Channel,
     facts: pb::CaseFactsView,
+}
+
+/// The caller on a dossier's documents: an agent judged on its facts, or
+/// its person with their code (a 401 for anyone else).
+async fn on_dossier(
+    state: &AppState,
+    access: &crate::policy::Access,
+    headers: &HeaderMap,
+    peer: Option<&Extension<ConnectInfo<SocketAddr>>>,
+    reference: &guichet_dossier::Reference,
+    with_documents: bool,
+) -> Result<(guichet_access::Grant, pb::CaseFactsView), ApiError> {
+    let person = crate::dossiers::person_with_code(state, access, headers, peer, reference).await?;
+    crate::dossiers::allow_on_dossier(state, access, reference, person, with_documents).await
 }
 
 async fn sender(
@@ -403,34 +427,7 @@ async fn sender(
     peer: Option<&Extension<ConnectInfo<SocketAddr>>>,
     reference: &guichet_dossier::Reference,
 ) -> Result<Sender, ApiError> {
-    let anonymous = matches!(access.caller(), Caller::Anonymous);
-    let person = if anonymous {
-        crate::person_code::proof(state, headers, peer, reference).await?
-    } else {
-        None
-    };
-    if anonymous && person.is_none() {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            Some("Authorization"),
-            "sign in as an agent; a person gives the code sent to them (X-Person-Code, \
-             asked for at POST /api/v1/dossiers/{reference}/code)",
-        ));
-    }
-    let facts = state
-        .desk
-        .clone()
-        .case_facts(pb::CaseFactsRequest {
-            reference: reference.to_string(),
-        })
-        .await?
-        .into_inner();
-    let grant = access.allow_person(
-        person,
-        &Facts::none()
-            .dossier(&facts.reference)
-            .prefecture(&facts.prefecture),
-    )?;
+    let (grant, facts) = on_dossier(state, access, headers, peer, reference, true).await?;
     let (actor, channel) = match grant.who {
         Who::Role(Role::MailroomOperator) => (access.acting_agent()?, Channel::Postal),
         Who::Role(Role::DeskAgent) => (access.acting_agent()?, Channel::Pan),
@@ -479,13 +476,6 @@ async fn add_documents(
     let already: u64 = sender.facts.documents.iter().map(|d| d.size_bytes).sum();
     let mut multipart = multipart_of(request, &state).await?;
     let files = read_files(&state, &mut multipart, already).await?;
-    if files.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            Some("files"),
-            "no file: send one part per document, named by its kind",
-        ));
-    }
     let mut kept = Vec::with_capacity(files.len());
     for file in files {
         let kind = file.kind;
@@ -528,7 +518,14 @@ async fn add_documents(
         }
         case = Some(view);
     }
-    let case = case.unwrap_or_default();
+    // No file, no answer from instruction: nothing was sent.
+    let Some(case) = case else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Some("files"),
+            "no file: send one part per document, named by its kind",
+        ));
+    };
     let mut documents: Vec<ReceiptJson> = case.documents.iter().map(receipt_json).collect();
     look_up_files(&state.uploads.store, &mut documents).await;
     let answer = DocumentsAnswer {
@@ -562,30 +559,28 @@ async fn download(
         .find(|(name, _)| *name == "sha256")
         .map(|(_, v)| v.to_string())
         .unwrap_or_default();
-    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !guichet_dossier::filing::is_sha256(&sha256) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             Some("sha256"),
             "is the document's sha256, 64 hexadecimal characters",
         ));
     }
-    let sender = sender(&state, &access, &headers, peer.as_ref(), &reference).await?;
+    let (_, facts) = on_dossier(&state, &access, &headers, peer.as_ref(), &reference, true).await?;
     let sha256 = sha256.to_ascii_lowercase();
-    let Some(receipt) = sender.facts.documents.iter().find(|d| d.sha256 == sha256) else {
+    let Some(receipt) = facts.documents.iter().find(|d| d.sha256 == sha256) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             Some("sha256"),
             "no document of this dossier has this digest",
         ));
     };
-    let bytes = state.uploads.store.get(&sha256).await.map_err(|e| {
-        tracing::error!(error = %e, "a document could not be read");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            None,
-            "the document store is unavailable",
-        )
-    })?;
+    let bytes = state
+        .uploads
+        .store
+        .get(&sha256)
+        .await
+        .map_err(|e| store_unavailable("a document could not be read", &e))?;
     let Some(bytes) = bytes else {
         // Declared with the filing, never uploaded (a JSON filing).
         return Err(ApiError::new(
@@ -644,7 +639,7 @@ async fn list_papers(
     reference: ReferenceParam,
 ) -> Result<Json<Vec<PaperJson>>, ApiError> {
     let reference = reference.parse()?;
-    sender(&state, &access, &headers, peer.as_ref(), &reference).await?;
+    on_dossier(&state, &access, &headers, peer.as_ref(), &reference, false).await?;
     let papers = state
         .notifier
         .clone()
@@ -693,7 +688,7 @@ async fn paper(
         .map(|(_, v)| v.to_string())
         .unwrap_or_default();
     let language = language_of(&query)?;
-    sender(&state, &access, &headers, peer.as_ref(), &reference).await?;
+    on_dossier(&state, &access, &headers, peer.as_ref(), &reference, false).await?;
     let file = state
         .notifier
         .clone()

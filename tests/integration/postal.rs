@@ -660,13 +660,7 @@ async fn scans_that_would_exhaust_the_mailroom_are_refused_before_decoding() {
     };
     let tiff = huge_tiff(8, 16_000);
     assert!(tiff.len() < 5_000_000, "{} bytes", tiff.len());
-    let tiny = {
-        let mut out = std::io::Cursor::new(Vec::new());
-        image::GrayImage::from_pixel(4, 4, image::Luma([255]))
-            .write_to(&mut out, image::ImageFormat::Png)
-            .unwrap();
-        out.into_inner()
-    };
+    let tiny = common::tiny_png();
     let cases: Vec<(&str, Vec<Part>, &str, &str)> = vec![
         (
             "8 pages of 16,000 × 16,000",

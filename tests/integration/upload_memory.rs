@@ -129,13 +129,7 @@ async fn the_mailroom_campaign_leaves_the_postal_service_within_its_memory() {
             .multipart(form)
             .send()
     };
-    let tiny = {
-        let mut out = std::io::Cursor::new(Vec::new());
-        image::GrayImage::from_pixel(4, 4, image::Luma([255]))
-            .write_to(&mut out, image::ImageFormat::Png)
-            .unwrap();
-        out.into_inner()
-    };
+    let tiny = common::tiny_png();
     let tiff = send(
         "station-a",
         vec![(crate::postal::huge_tiff(8, 16_000), "image/tiff")],

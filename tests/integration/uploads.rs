@@ -196,28 +196,18 @@ async fn a_web_filing_with_three_documents_one_sent_later(backend: Backend) {
     let code = crate::person_code::nth_code(&sms, &reference, 0).await;
     let bill = pdf("Facture d'électricité");
     let documents_path = format!("{}/api/v1/dossiers/{reference}/documents", app.base);
-    let without_code = app
-        .http
-        .post(&documents_path)
-        .multipart(Form::new().part(
+    let send_bill = |code: Option<&str>| {
+        let mut request = app.http.post(&documents_path).multipart(Form::new().part(
             "proof_of_address",
             file(bill.clone(), "edf.pdf", "application/pdf"),
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(without_code.status(), 401);
-    let sent = app
-        .http
-        .post(&documents_path)
-        .header("X-Person-Code", &code)
-        .multipart(Form::new().part(
-            "proof_of_address",
-            file(bill.clone(), "edf.pdf", "application/pdf"),
-        ))
-        .send()
-        .await
-        .unwrap();
+        ));
+        if let Some(code) = code {
+            request = request.header("X-Person-Code", code);
+        }
+        request.send()
+    };
+    assert_eq!(send_bill(None).await.unwrap().status(), 401);
+    let sent = send_bill(Some(&code)).await.unwrap();
     assert_eq!(sent.status(), 201);
     let sent: Value = sent.json().await.unwrap();
     let received = &sent["received"][0];

@@ -17,6 +17,12 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 pub const MAX_DOCUMENTS: usize = 40;
 pub const MAX_DOCUMENT_BYTES: u64 = 20 * 1024 * 1024;
+
+/// A document's digest as written everywhere: 64 hexadecimal characters.
+/// Anything else is refused before it names a stored object.
+pub fn is_sha256(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
 pub const ACCEPTED_MEDIA_TYPES: [&str; 4] =
     ["application/pdf", "image/jpeg", "image/png", "image/tiff"];
 const MAX_NAME_CHARS: usize = 100;
@@ -963,7 +969,7 @@ fn document(v: &mut Violations, at: &str, d: &RawDocument) -> Option<DocumentRef
     );
     let sha256 = required(v, &f("sha256"), &d.sha256).map(|s| s.to_ascii_lowercase());
     if let Some(s) = &sha256
-        && (s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()))
+        && !is_sha256(s)
     {
         v.add(f("sha256"), "must be 64 hexadecimal characters");
     }

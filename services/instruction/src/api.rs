@@ -861,7 +861,8 @@ impl InstructionDesk for Api {
         &self,
         request: Request<pb::CaseFactsRequest>,
     ) -> Result<Response<pb::CaseFactsView>, Status> {
-        let reference = parse_reference(&request.into_inner().reference)?;
+        let r = request.into_inner();
+        let reference = parse_reference(&r.reference)?;
         let row = self.row(&reference).await?;
         // A linked second filing is acted on through its first: whoever
         // holds the first answers for both.
@@ -874,13 +875,18 @@ impl InstructionDesk for Api {
                 .and_then(|p| p.taken_by),
             None => row.taken_by.clone(),
         };
-        let later = self
-            .store
-            .documents(row.linked_to.as_deref().unwrap_or(&row.reference))
-            .await
-            .map_err(|e| db_error("reading a dossier's documents", &e))?;
+        let documents = if r.with_documents {
+            let later = self
+                .store
+                .documents(row.linked_to.as_deref().unwrap_or(&row.reference))
+                .await
+                .map_err(|e| db_error("reading a dossier's documents", &e))?;
+            receipts(&row, &later)
+        } else {
+            Vec::new()
+        };
         Ok(Response::new(pb::CaseFactsView {
-            documents: receipts(&row, &later),
+            documents,
             reference: row.reference.clone(),
             prefecture: row.prefecture.clone(),
             taken_by: taken_by.unwrap_or_default(),
@@ -906,7 +912,7 @@ fn receipts(row: &CaseRow, later: &[DocumentRow]) -> Vec<pb::DocumentReceipt> {
         .chain(later.iter().map(|d| pb::DocumentReceipt {
             kind: convert::document_kind_to_pb(d.kind),
             sha256: d.sha256.clone(),
-            size_bytes: u64::try_from(d.size_bytes).unwrap_or(0),
+            size_bytes: d.size_bytes,
             media_type: d.media_type.clone(),
             received_at: Some(convert::timestamp_to_pb(d.received_at)),
             channel: convert::channel_to_pb(d.channel) as i32,

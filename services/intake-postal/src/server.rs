@@ -974,7 +974,7 @@ impl Postal for PostalService {
         request: Request<pb::GetPageRequest>,
     ) -> Result<Response<pb::PrintedDocument>, Status> {
         let sha = request.into_inner().sha256.trim().to_lowercase();
-        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !guichet_dossier::filing::is_sha256(&sha) {
             return Err(invalid(Violations::one(
                 "sha256",
                 "is a page's sha256, 64 hexadecimal characters",

@@ -955,6 +955,15 @@ pub fn example(name: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no example {name}"))
 }
 
+/// A 4 × 4 white PNG: a page with nothing on it.
+pub fn tiny_png() -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::GrayImage::from_pixel(4, 4, image::Luma([255]))
+        .write_to(&mut out, image::ImageFormat::Png)
+        .expect("encode a PNG");
+    out.into_inner()
+}
+
 /// Every file under `dir`, however deep (none when it does not exist).
 pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();

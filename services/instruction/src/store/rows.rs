@@ -189,7 +189,9 @@ pub struct DocumentRow {
     pub kind: DocumentKind,
     pub sha256: String,
     pub media_type: String,
-    pub size_bytes: i64,
+    /// A negative size is damaged data: the read fails.
+    #[sqlx(try_from = "i64")]
+    pub size_bytes: u64,
     #[sqlx(try_from = "String")]
     pub channel: Channel,
     pub received_at: DateTime<Utc>,

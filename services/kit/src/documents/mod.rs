@@ -210,7 +210,7 @@ impl DocumentStore {
 /// Where the document with this sha256 lives. Anything but 64 hexadecimal
 /// characters is refused here, so no caller's text ever becomes a key.
 fn key_of(sha256: &str) -> Result<Path, DocumentError> {
-    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !guichet_dossier::filing::is_sha256(sha256) {
         return Err(DocumentError::BadDigest(shown(sha256)));
     }
     let sha256 = sha256.to_ascii_lowercase();
