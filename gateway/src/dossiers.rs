@@ -69,8 +69,30 @@ pub struct Links {
 pub async fn file_online(
     state: &AppState,
     headers: &HeaderMap,
-    mut raw: RawFiling,
+    raw: RawFiling,
 ) -> Result<Response, ApiError> {
+    let (view, created) = file(state, headers, raw).await?;
+    let location = view.links.this.clone();
+    let mut response = (StatusCode::CREATED, Json(view)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    if !created {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// Files a dossier with the intake service: its receipt, and whether it
+/// was made now (not a retry under the same key). The web pages file
+/// through here too.
+pub async fn file(
+    state: &AppState,
+    headers: &HeaderMap,
+    mut raw: RawFiling,
+) -> Result<(ReceiptView, bool), ApiError> {
     let header_key = match headers.get(IDEMPOTENCY_KEY) {
         None => None,
         Some(v) => Some(v.to_str().map(str::to_string).map_err(|_| {
@@ -138,16 +160,7 @@ pub async fn file_online(
         },
         reference: receipt.reference,
     };
-    let mut response = (StatusCode::CREATED, Json(view)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, v);
-    }
-    if !answer.created {
-        response
-            .headers_mut()
-            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    Ok((view, answer.created))
 }
 
 /// One message sent to the person about their file, as an agent sees it:

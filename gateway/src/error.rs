@@ -51,6 +51,13 @@ impl ApiError {
         self.status
     }
 
+    /// Each problem: the field at fault (if one is) and what is wrong.
+    pub fn problems(&self) -> impl Iterator<Item = (Option<&str>, &str)> {
+        self.errors
+            .iter()
+            .map(|p| (p.field.as_deref(), p.problem.as_str()))
+    }
+
     /// The same refusal as a gRPC status, for a call passed on.
     pub fn into_grpc(self) -> tonic::Status {
         let message = self

@@ -66,6 +66,11 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
 pub struct ReferenceParam(String);
 
 impl ReferenceParam {
+    /// A reference as a page's form gave it.
+    pub fn new(text: impl Into<String>) -> Self {
+        ReferenceParam(text.into())
+    }
+
     pub fn parse(&self) -> Result<Reference, ApiError> {
         Reference::parse(&self.0).map_err(|e| Violations::one("reference", e.to_string()).into())
     }

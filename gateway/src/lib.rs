@@ -34,6 +34,7 @@ pub mod status;
 pub mod tries;
 pub mod uploads;
 pub mod views;
+pub mod web;
 
 pub use guichet_kit::links;
 pub use server::{Running, start};

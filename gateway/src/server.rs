@@ -105,6 +105,8 @@ pub fn router(
         // Routes that set their own limits and time, after the common timeout.
         .merge(postal::upload_routes())
         .merge(crate::uploads::routes(upload_bytes))
+        // The persons' pages, with their own headers and compression.
+        .merge(crate::web::routes(upload_bytes))
         // Every route above, judged against the policy table.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

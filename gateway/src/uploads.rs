@@ -216,7 +216,10 @@ async fn submit(
     }
 }
 
-async fn multipart_of(request: Request, state: &AppState) -> Result<Multipart, ApiError> {
+pub(crate) async fn multipart_of(
+    request: Request,
+    state: &AppState,
+) -> Result<Multipart, ApiError> {
     Multipart::from_request(request, state).await.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -230,7 +233,11 @@ fn bad_body(field: &str, e: &MultipartError) -> ApiError {
     ApiError::new(e.status(), Some(field), e.body_text())
 }
 
-async fn text_part(field: Field<'_>, name: &str, max: usize) -> Result<String, ApiError> {
+pub(crate) async fn text_part(
+    field: Field<'_>,
+    name: &str,
+    max: usize,
+) -> Result<String, ApiError> {
     let mut text = Vec::new();
     let mut field = field;
     while let Some(chunk) = field.chunk().await.map_err(|e| bad_body(name, &e))? {
@@ -248,22 +255,22 @@ async fn text_part(field: Field<'_>, name: &str, max: usize) -> Result<String, A
 }
 
 /// A file checked and written aside, not yet kept.
-struct File {
-    kind: DocumentKind,
-    filename: Option<String>,
-    checked: CheckedUpload,
+pub(crate) struct File {
+    pub kind: DocumentKind,
+    pub filename: Option<String>,
+    pub checked: CheckedUpload,
 }
 
 /// Reads what is left of a refused request's body, so that the client,
 /// still sending, gets the answer rather than a connection reset. Bounded
 /// by the route's body limit.
-async fn drain(multipart: &mut Multipart) {
+pub(crate) async fn drain(multipart: &mut Multipart) {
     while let Ok(Some(mut field)) = multipart.next_field().await {
         while let Ok(Some(_)) = field.chunk().await {}
     }
 }
 
-async fn discard(state: &AppState, files: Vec<File>) {
+pub(crate) async fn discard(state: &AppState, files: Vec<File>) {
     for file in files {
         state.uploads.store.discard_upload(file.checked).await;
     }
@@ -308,53 +315,15 @@ async fn read_files(
             }
         };
         let at = format!("files[{}]", files.len());
-        let refused =
-            |status: StatusCode, problem: String| ApiError::new(status, Some(&at), problem);
-        let outcome = async {
-            if files.len() >= uploads.max_files {
-                return Err(refused(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("at most {} files in one request", uploads.max_files),
-                ));
-            }
-            let name = field.name().unwrap_or_default().to_string();
-            let kind = DocumentKind::parse(&name).ok_or_else(|| {
-                refused(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("{name:?} is not a document kind; name each file part by its kind"),
-                )
-            })?;
-            let filename = display_name(field.file_name())
-                .map_err(|p| refused(StatusCode::UNPROCESSABLE_ENTITY, p.to_string()))?;
-            let mut rules = uploads.rules;
-            let room = uploads.max_dossier_bytes.saturating_sub(total);
-            if room == 0 {
-                return Err(refused(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!(
-                        "the dossier's documents would pass the {} bytes accepted",
-                        uploads.max_dossier_bytes
-                    ),
-                ));
-            }
-            rules.max_file_bytes = rules.max_file_bytes.min(room);
-            let content =
-                field.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>);
-            let checked = uploads
-                .store
-                .check_upload(content, &rules, &uploads.scanner)
-                .await
-                .map_err(|e| {
-                    state.metrics.count_upload(e.code());
-                    upload_refusal(&at, filename.as_deref(), &e)
-                })?;
-            Ok(File {
-                kind,
-                filename,
-                checked,
-            })
-        }
-        .await;
+        let outcome = if files.len() >= uploads.max_files {
+            Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Some(&at),
+                format!("at most {} files in one request", uploads.max_files),
+            ))
+        } else {
+            check_part(state, field, &at, total).await
+        };
         match outcome {
             Ok(file) => {
                 total = total.saturating_add(file.checked.size());
@@ -368,6 +337,55 @@ async fn read_files(
         }
     }
     Ok(files)
+}
+
+/// One file part through the checks (kind by the part's name, file name,
+/// size within what the dossier has room for, content, viruses), written
+/// aside; a refusal names the file as `at`. `total` is what the dossier's
+/// documents add up to so far.
+pub(crate) async fn check_part(
+    state: &AppState,
+    field: Field<'_>,
+    at: &str,
+    total: u64,
+) -> Result<File, ApiError> {
+    let uploads = &state.uploads;
+    let refused = |status: StatusCode, problem: String| ApiError::new(status, Some(at), problem);
+    let name = field.name().unwrap_or_default().to_string();
+    let kind = DocumentKind::parse(&name).ok_or_else(|| {
+        refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{name:?} is not a document kind; name each file part by its kind"),
+        )
+    })?;
+    let filename = display_name(field.file_name())
+        .map_err(|p| refused(StatusCode::UNPROCESSABLE_ENTITY, p.to_string()))?;
+    let mut rules = uploads.rules;
+    let room = uploads.max_dossier_bytes.saturating_sub(total);
+    if room == 0 {
+        return Err(refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the dossier's documents would pass the {} bytes accepted",
+                uploads.max_dossier_bytes
+            ),
+        ));
+    }
+    rules.max_file_bytes = rules.max_file_bytes.min(room);
+    let content = field.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>);
+    let checked = uploads
+        .store
+        .check_upload(content, &rules, &uploads.scanner)
+        .await
+        .map_err(|e| {
+            state.metrics.count_upload(e.code());
+            upload_refusal(at, filename.as_deref(), &e)
+        })?;
+    Ok(File {
+        kind,
+        filename,
+        checked,
+    })
 }
 
 /// An upload's refusal as an answer: the file at fault is a 413 or a 422

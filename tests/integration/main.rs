@@ -36,3 +36,4 @@ mod store_contracts;
 mod supervision;
 mod upload_memory;
 mod uploads;
+mod web_pages;

@@ -394,6 +394,134 @@ pub const TABLE: &[Rule] = &[
         INSTRUCTION,
         "takes a case held by another agent, or by nobody: recorded with its reason",
     ),
+    // -- the persons' pages (`/`, and the same under `/en` in English). A
+    // page shows what the API route it fronts shows, under the same grants.
+    rule(
+        get("/"),
+        ANYONE,
+        "home: what one can do here and every other way to file",
+    ),
+    rule(
+        get("/static/{file}"),
+        ANYONE,
+        "the pages' stylesheet (DSFR and Guichet's rules)",
+    ),
+    rule(
+        get("/dsfr/{version}/{*path}"),
+        ANYONE,
+        "the design system's fonts and icons",
+    ),
+    rule(
+        get("/deposer"),
+        ANYONE,
+        "how filing online goes, and resuming a saved filing",
+    ),
+    rule(
+        post("/deposer"),
+        ANYONE,
+        "starts a draft filing, kept by the hash of its link's secret",
+    ),
+    rule(
+        post("/deposer/reprendre"),
+        ANYONE,
+        "back to a draft by the secret of its link",
+    ),
+    rule(
+        get("/deposer/{draft}/etape/{step}"),
+        ANYONE,
+        "a step of a draft: its link's secret is the check",
+    ),
+    rule(
+        post("/deposer/{draft}/etape/{step}"),
+        ANYONE,
+        "saves a step of a draft, checked by intake's rules: its link's secret is the check",
+    ),
+    rule(
+        post("/deposer/{draft}/documents"),
+        ANYONE,
+        "a draft's documents, screened and virus-scanned as they stream: its link's secret is the check",
+    ),
+    rule(
+        post("/deposer/{draft}/envoi"),
+        ANYONE,
+        "files the draft with intake, as POST /api/v1/dossiers does",
+    ),
+    rule(
+        get("/deposer/{draft}/recepisse"),
+        ANYONE,
+        "the receipt's page: what the filing's answer said, by the draft's link",
+    ),
+    rule(
+        get("/deposer/{draft}/recepisse/pdf"),
+        PERSON,
+        "the sealed receipt: the draft's link proves the person who filed",
+    ),
+    rule(
+        get("/mon-dossier"),
+        ANYONE,
+        "asks for a reference and a birth date",
+    ),
+    rule(
+        post("/mon-dossier"),
+        STATUS,
+        "as GET /api/v1/dossiers/{reference}/status: the birth date is the check, with the code the file's details",
+    ),
+    rule(
+        post("/mon-dossier/code"),
+        ANYONE,
+        "as POST /api/v1/dossiers/{reference}/code: the code goes only to the contact on the file",
+    ),
+    rule(
+        post("/mon-dossier/papier"),
+        DOCUMENT_READERS,
+        "a receipt or attestation as a PDF, with the person's code (posted, never in an address)",
+    ),
+    rule(get("/rendez-vous"), ANYONE, "the desks of a département"),
+    rule(
+        get("/rendez-vous/lieu/{site}"),
+        ANYONE,
+        "a desk's free slots on a day",
+    ),
+    rule(
+        post("/rendez-vous/lieu/{site}"),
+        ANYONE,
+        "books online, as POST /api/v1/appointments",
+    ),
+    rule(
+        get("/rendez-vous/suivi/{id}"),
+        APPOINTMENT,
+        "an appointment, by its person's link",
+    ),
+    rule(
+        post("/rendez-vous/suivi/{id}/annulation"),
+        APPOINTMENT,
+        "cancels an appointment, by its person's link",
+    ),
+    rule(
+        get("/bloque"),
+        ANYONE,
+        "how to say the site failed, and what will be offered",
+    ),
+    rule(
+        post("/bloque"),
+        ANYONE,
+        "opens a report on the call centre's clock for a person the site failed",
+    ),
+    rule(
+        get("/bloque/{id}"),
+        REPORT_READERS,
+        "a report, by its person's link",
+    ),
+    rule(
+        get("/verifier"),
+        ANYONE,
+        "checking an attestation: the form",
+    ),
+    rule(
+        post("/verifier"),
+        ANYONE,
+        "as GET /api/v1/attestations/{code}, or by a 2D code's signed text; rate-limited the same",
+    ),
     // -- agents' browser sign-in
     rule(
         get("/auth/login"),
@@ -832,9 +960,36 @@ pub const TABLE: &[Rule] = &[
 /// route's template (`MatchedPath`), not the path requested.
 pub fn rest(method: &str, path: &str) -> Option<&'static Rule> {
     let method = Method::parse(method)?;
+    let path = page_in_french(path);
     TABLE.iter().find(|r| {
         matches!(r.operation, Operation::Rest { method: m, path: p } if m == method && p == path)
     })
+}
+
+/// The first segments of the persons' HTML pages and their files: not
+/// API, so not in the OpenAPI document (the table still owns them).
+pub const PAGE_ROOTS: &[&str] = &[
+    "/deposer",
+    "/mon-dossier",
+    "/rendez-vous",
+    "/bloque",
+    "/verifier",
+    "/static/",
+    "/dsfr/",
+];
+
+/// Whether `path` (a route's template) is one of the persons' pages.
+pub fn is_page(path: &str) -> bool {
+    let path = page_in_french(path);
+    path == "/" || PAGE_ROOTS.iter().any(|root| path.starts_with(root))
+}
+
+/// An English page (`/en/...`) is judged as its French one: one row each.
+pub fn page_in_french(path: &str) -> &str {
+    match path.strip_prefix("/en") {
+        Some(rest) if rest.starts_with('/') && !rest.starts_with("/api/") => rest,
+        _ => path,
+    }
 }
 
 /// The rule of a gRPC method, by its full name (`guichet.v1.Desk/Book`) or
@@ -900,6 +1055,14 @@ mod tests {
         let r = rest("get", "/api/v1/appointments/{id}").expect("a rule");
         assert_eq!(r.grants, APPOINTMENT);
         assert!(rest("HEAD", "/healthz").is_some(), "HEAD is judged as GET");
+        let english = rest("POST", "/en/deposer/{draft}/envoi").expect("an English page's rule");
+        assert_eq!(english.operation.to_string(), "POST /deposer/{draft}/envoi");
+        assert!(rest("GET", "/en/").is_some_and(|r| r.operation.to_string() == "GET /"));
+        assert!(
+            rest("GET", "/en/api/v1/queue").is_none(),
+            "only pages have an English twin"
+        );
+        assert!(is_page("/en/mon-dossier") && is_page("/") && !is_page("/api/v1/queue"));
         assert!(
             rest("GET", "/api/v1/appointments/42").is_none(),
             "templates only"

@@ -10,6 +10,14 @@ pub fn paris_date(at: DateTime<Utc>) -> NaiveDate {
 }
 
 /// Parses `YYYY-MM-DD`, the only date form the APIs accept.
+/// The time of day in Paris at instant `at` (`09:30`), as desks and
+/// convocations give it.
+pub fn paris_time_of_day(at: DateTime<Utc>) -> String {
+    at.with_timezone(&chrono_tz::Europe::Paris)
+        .format("%H:%M")
+        .to_string()
+}
+
 pub fn parse_iso_date(s: &str) -> Option<NaiveDate> {
     if s.len() != 10 {
         return None;

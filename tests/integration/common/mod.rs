@@ -955,6 +955,17 @@ pub fn example(name: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no example {name}"))
 }
 
+/// A one-page PDF as Guichet prints them, saying `text`.
+pub fn letter_pdf(text: &str) -> Vec<u8> {
+    guichet_kit::pdf::letter_pdf(&guichet_kit::pdf::LetterText {
+        addressee: vec!["Mme Amina Benali".into()],
+        place_and_date: "Lille, le 2 mars 2027".into(),
+        subject: text.into(),
+        paragraphs: vec![text.into()],
+        reference: "scan".into(),
+    })
+}
+
 /// A 4 × 4 white PNG: a page with nothing on it.
 pub fn tiny_png() -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());

@@ -1,0 +1,493 @@
+//! The persons' pages, against a whole Guichet on PostgreSQL and RabbitMQ:
+//! first as plain HTTP (what every page answers and carries, forms without
+//! their token refused, a filing without JavaScript), then in Debian's
+//! Chromium driven by Playwright with axe-core (`tests/browser/run.mjs`):
+//! every page in both languages with no violation, the whole filing path
+//! with the mouse in French and English and with the keyboard alone, and
+//! each filing found in instruction with its documents.
+
+use crate::common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{App, Backend, TestEnv, bearer, eventually};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The pages a person can open without anything in hand, both languages.
+const PAGES: &[&str] = &[
+    "/",
+    "/deposer",
+    "/mon-dossier",
+    "/rendez-vous",
+    "/bloque",
+    "/verifier",
+    "/en/",
+    "/en/deposer",
+    "/en/mon-dossier",
+    "/en/rendez-vous",
+    "/en/bloque",
+    "/en/verifier",
+];
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The CSRF cookie and token a page gives its visitor.
+async fn token(http: &reqwest::Client, base: &str, path: &str) -> (String, String) {
+    let r = http.get(format!("{base}{path}")).send().await.unwrap();
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("guichet_csrf="))
+        .expect("a CSRF cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let html = r.text().await.unwrap();
+    let at = html.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    let token = html[at..].split('"').next().unwrap().to_string();
+    assert_eq!(cookie, format!("guichet_csrf={token}"));
+    (cookie, token)
+}
+
+#[tokio::test]
+async fn every_page_answers_styled_with_its_headers_in_both_languages() {
+    let env = TestEnv::new().await;
+    let app = App::start(&env.config()).await;
+    let http = no_redirects();
+    for path in PAGES {
+        let r = http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let h = r.headers().clone();
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'none'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+        let html = r.text().await.unwrap();
+        let lang = if path.starts_with("/en") { "en" } else { "fr" };
+        assert!(html.contains(&format!("<html lang=\"{lang}\"")), "{path}");
+        assert!(!html.contains("<script"), "{path} runs no script");
+        assert!(!html.contains(" style=\""), "{path} has no inline style");
+        // Every form that posts carries its token.
+        assert_eq!(
+            html.matches("method=\"post\"").count(),
+            html.matches("name=\"csrf\"").count(),
+            "{path}"
+        );
+        let sheet = html
+            .split("rel=\"stylesheet\" href=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .expect("a stylesheet")
+            .to_string();
+        let css = http
+            .get(format!("{}{sheet}", app.base))
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(css.status(), 200, "{sheet}");
+        assert_eq!(css.headers()["content-encoding"], "gzip", "{sheet}");
+        assert!(
+            css.headers()["cache-control"]
+                .to_str()
+                .unwrap()
+                .contains("immutable")
+        );
+    }
+    // The fonts the stylesheet names are served.
+    let font = http
+        .get(format!(
+            "{}/dsfr/{}/fonts/Marianne-Regular.woff2",
+            app.base,
+            guichet_gateway::web::assets::DSFR_VERSION
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(font.status(), 200);
+    assert_eq!(font.headers()["content-type"], "font/woff2");
+    // No page for what does not exist.
+    let r = http
+        .get(format!("{}/deposer/nope/etape/demarche", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    app.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_form_without_its_token_or_from_another_site_changes_nothing() {
+    let env = TestEnv::new().await;
+    let app = App::start(&env.config()).await;
+    let http = no_redirects();
+    // No token, a wrong token, a token without its cookie: refused, no draft.
+    let (cookie, token) = token(&http, &app.base, "/deposer").await;
+    for (cookie, body) in [
+        (Some(cookie.as_str()), String::new()),
+        (
+            Some(cookie.as_str()),
+            "csrf=wrong-token-of-twenty-chars".to_string(),
+        ),
+        (None, format!("csrf={token}")),
+    ] {
+        let mut r = http
+            .post(format!("{}/deposer", app.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.clone());
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 403, "{cookie:?} {body}");
+        assert!(r.text().await.unwrap().contains("<h1>"), "a page, in words");
+    }
+    // A browser marking the form as another site's: refused before the page.
+    let r = http
+        .post(format!("{}/deposer", app.base))
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "cross-site")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // With both: a draft, and its first step.
+    let r = http
+        .post(format!("{}/deposer", app.base))
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let to = r.headers()["location"].to_str().unwrap();
+    assert!(
+        to.starts_with("/deposer/") && to.ends_with("/etape/demarche"),
+        "{to}"
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// Posts a form as a browser without JavaScript would.
+async fn post_form(
+    http: &reqwest::Client,
+    base: &str,
+    cookie: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    http.post(format!("{base}{path}"))
+        .header("cookie", cookie)
+        .form(fields)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_filing_made_with_forms_alone_reaches_instruction_with_its_documents() {
+    let env = TestEnv::new().await;
+    let app = App::start(&env.config()).await;
+    let http = no_redirects();
+    let (cookie, csrf) = token(&http, &app.base, "/en/deposer").await;
+    let r = post_form(&http, &app.base, &cookie, "/en/deposer", &[("csrf", &csrf)]).await;
+    let first = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(first.starts_with("/en/deposer/"), "{first}");
+    let draft = first.split('/').nth(3).unwrap().to_string();
+    let step = |s: &str| format!("/en/deposer/{draft}/etape/{s}");
+    let steps: [(&str, Vec<(&str, &str)>); 4] = [
+        (
+            "demarche",
+            vec![("procedure", "first_application"), ("motif", "student")],
+        ),
+        (
+            "identite",
+            vec![
+                ("applicant.family_name", "Nguyen"),
+                ("applicant.given_names", "Thi Lan"),
+                ("applicant.birth_date", "17/05/2001"),
+                ("applicant.nationality", "VNM"),
+            ],
+        ),
+        (
+            "contact",
+            vec![
+                ("contact.email", "lan.nguyen@example.org"),
+                ("contact.address.line1", "1 rue de Béthune"),
+                ("contact.address.postal_code", "59000"),
+                ("contact.address.city", "Lille"),
+                ("contact.answer_channel", "email"),
+            ],
+        ),
+        ("titre", vec![]),
+    ];
+    for (name, fields) in &steps {
+        // A birth date in the future is refused on its step, in words.
+        if *name == "identite" {
+            let mut wrong = fields.clone();
+            wrong[2] = ("applicant.birth_date", "01/01/2999");
+            wrong.push(("csrf", &csrf));
+            let r = post_form(&http, &app.base, &cookie, &step(name), &wrong).await;
+            assert_eq!(r.status(), 422);
+            let html = r.text().await.unwrap();
+            assert!(html.contains("id=\"applicant-birth_date-error\""), "{html}");
+            assert!(
+                html.contains("href=\"#applicant-birth_date\""),
+                "the summary links to it"
+            );
+        }
+        let mut fields = fields.clone();
+        fields.push(("csrf", &csrf));
+        let r = post_form(&http, &app.base, &cookie, &step(name), &fields).await;
+        assert_eq!(r.status(), 303, "{name}: {}", r.text().await.unwrap());
+    }
+    // The documents step names what a first application as a student needs.
+    let html = http
+        .get(format!("{}{}", app.base, step("documents")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for kind in [
+        "passport",
+        "photo",
+        "proof_of_address",
+        "birth_certificate",
+        "enrolment_certificate",
+        "proof_of_resources",
+    ] {
+        assert!(
+            html.contains(&format!("name=\"{kind}\"")),
+            "{kind} asked for"
+        );
+    }
+    let photo = common::tiny_png();
+    let form = reqwest::multipart::Form::new()
+        .text("csrf", csrf.clone())
+        .part(
+            "passport",
+            reqwest::multipart::Part::bytes(Vec::new()).file_name(""),
+        )
+        .part(
+            "photo",
+            reqwest::multipart::Part::bytes(photo.clone())
+                .file_name("photo.png")
+                .mime_str("image/png")
+                .unwrap(),
+        );
+    let r = http
+        .post(format!("{}/en/deposer/{draft}/documents", app.base))
+        .header("cookie", &cookie)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    let r = post_form(
+        &http,
+        &app.base,
+        &cookie,
+        &format!("/en/deposer/{draft}/envoi"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let receipt = http
+        .get(format!("{}/en/deposer/{draft}/recepisse", app.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let marker = "<strong class=\"guichet-code\">";
+    let at = receipt.find(marker).expect("a reference") + marker.len();
+    let reference = receipt[at..].split('<').next().unwrap().to_string();
+    // Sending again files nothing more: the same receipt.
+    let r = post_form(
+        &http,
+        &app.base,
+        &cookie,
+        &format!("/en/deposer/{draft}/envoi"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(
+        r.headers()["location"],
+        format!("/en/deposer/{draft}/recepisse")
+    );
+    // In instruction, with the photo's file received and the rest missing.
+    let case: Value = eventually(WAIT, "the dossier in instruction", || async {
+        let r = app
+            .http
+            .get(format!("{}/api/v1/agent/dossiers/{reference}", app.base))
+            .header("authorization", bearer("instructor-59"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            Some(r.json::<Value>().await.unwrap())
+        } else {
+            None
+        }
+    })
+    .await;
+    let documents = case["documents"].as_array().expect("documents");
+    assert_eq!(documents.len(), 1, "{case}");
+    assert_eq!(documents[0]["kind"], "photo");
+    assert_eq!(case["dossier"]["channel"], "web", "{case}");
+    assert_eq!(case["dossier"]["procedure"], "first_application", "{case}");
+    // The receipt's PDF, by the draft's link, in English.
+    let pdf = eventually(WAIT, "the receipt PDF", || async {
+        let r = http
+            .get(format!("{}/en/deposer/{draft}/recepisse/pdf", app.base))
+            .send()
+            .await
+            .unwrap();
+        (r.status() == 200).then_some(r)
+    })
+    .await
+    .bytes()
+    .await
+    .unwrap();
+    assert!(pdf.starts_with(b"%PDF-"));
+    assert!(
+        common::pdf_text(&pdf).contains(&reference),
+        "the receipt names the file"
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
+
+fn browser_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+#[tokio::test]
+async fn in_chromium_every_page_passes_axe_and_the_filing_path_works_by_mouse_and_keyboard() {
+    let modules = browser_dir().join("node_modules/playwright-core");
+    assert!(
+        modules.exists(),
+        "the browser tests need `npm ci` in tests/browser (.ci/run does it) and Debian's chromium"
+    );
+    let env = TestEnv::on(Backend::Servers).await;
+    let app = App::start(&env.config()).await;
+    // A desk of 59 for the booking.
+    use guichet_proto::v1 as pb;
+    let mut desk = pb::desk_client::DeskClient::new(app.grpc().await);
+    let mut request = tonic::Request::new(pb::Site {
+        id: "59-lille".into(),
+        name: "Préfecture du Nord – Lille".into(),
+        prefecture: "59".into(),
+        kind: pb::SiteKind::Prefecture as i32,
+        address: None,
+        opening_hours: (1..=5)
+            .map(|d| pb::OpeningHours {
+                weekday: d,
+                opens: "09:00".into(),
+                closes: "12:00".into(),
+            })
+            .collect(),
+        desks: 2,
+        slot_minutes: 30,
+        places_per_slot: 2,
+        places_for_reports: 0,
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", bearer("supervisor-59").parse().unwrap());
+    desk.upsert_site(request).await.expect("a desk of 59");
+    let files =
+        std::env::temp_dir().join(format!("guichet-browser-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("passport.pdf"), common::letter_pdf("Passeport")).unwrap();
+    std::fs::write(files.join("photo.png"), common::tiny_png()).unwrap();
+    let out = tokio::task::spawn_blocking({
+        let base = app.base.clone();
+        let files = files.clone();
+        move || {
+            Command::new("node")
+                .arg("run.mjs")
+                .current_dir(browser_dir())
+                .env("GUICHET_URL", base)
+                .env("GUICHET_FILES", files)
+                .env("GUICHET_SITE", "59-lille")
+                .output()
+                .expect("node, to drive Chromium")
+        }
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("the browser run's report ({e}): {stderr}"));
+    assert!(out.status.success(), "{report:#}\n{stderr}");
+    assert_eq!(
+        report["violations"],
+        serde_json::json!([]),
+        "axe-core: {report:#}"
+    );
+    let filed = report["filed"].as_array().unwrap();
+    assert_eq!(filed.len(), 3, "French, English, keyboard: {report:#}");
+    for f in filed {
+        let reference = f["reference"].as_str().unwrap();
+        let case: Value = eventually(WAIT, "the dossier in instruction", || async {
+            let r = app
+                .http
+                .get(format!("{}/api/v1/agent/dossiers/{reference}", app.base))
+                .header("authorization", bearer("instructor-59"))
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 200 {
+                Some(r.json::<Value>().await.unwrap())
+            } else {
+                None
+            }
+        })
+        .await;
+        let kinds: Vec<&str> = case["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["kind"].as_str().unwrap())
+            .collect();
+        assert!(kinds.contains(&"passport"), "{reference}: {case}");
+        assert_eq!(case["dossier"]["procedure"], "renewal", "{case}");
+        assert_eq!(case["dossier"]["channel"], "web", "{case}");
+    }
+    for w in report["weights"].as_array().unwrap() {
+        assert!(w["wire_total"].as_u64().unwrap() > 1000, "{w}");
+    }
+    let _ = std::fs::remove_dir_all(&files);
+    app.stop().await;
+    env.cleanup().await;
+}
