@@ -113,6 +113,7 @@ pub fn router(
             policy::enforce,
         ))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(crate::web::refusals_as_pages))
         .layer(axum::middleware::from_fn(origin::refuse_cross_site))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -314,6 +314,12 @@ async fn read_files(
                 return Err(bad_body("body", &e));
             }
         };
+        // A file input left empty: a browser still sends its part, unnamed.
+        if field.file_name() == Some("") {
+            let mut field = field;
+            while let Ok(Some(_)) = field.chunk().await {}
+            continue;
+        }
         let at = format!("files[{}]", files.len());
         let outcome = if files.len() >= uploads.max_files {
             Err(ApiError::new(
@@ -418,7 +424,7 @@ pub fn store_unavailable(what: &str, e: &dyn std::fmt::Display) -> ApiError {
 }
 
 /// Who may send documents for a dossier, and what they are acting as.
-struct Sender {
+pub(crate) struct Sender {
     actor: String,
     channel: Channel,
     facts: pb::CaseFactsView,
@@ -491,9 +497,34 @@ async fn add_documents(
             "send the files as multipart/form-data, one part per document named by its kind",
         ));
     }
-    let already: u64 = sender.facts.documents.iter().map(|d| d.size_bytes).sum();
     let mut multipart = multipart_of(request, &state).await?;
-    let files = read_files(&state, &mut multipart, already).await?;
+    let answer = receive_documents(&state, &sender, &reference, &mut multipart).await?;
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// The caller on a dossier's documents, judged before any file is read.
+pub(crate) async fn documents_sender(
+    state: &AppState,
+    access: &crate::policy::Access,
+    headers: &HeaderMap,
+    peer: Option<&Extension<ConnectInfo<SocketAddr>>>,
+    reference: &guichet_dossier::Reference,
+) -> Result<Sender, ApiError> {
+    sender(state, access, headers, peer, reference).await
+}
+
+/// The file parts left in `multipart`, each checked, kept and recorded on
+/// the dossier with its receipt: the answer of `POST .../documents`, which
+/// the person's page uses too.
+pub(crate) async fn receive_documents(
+    state: &AppState,
+    sender: &Sender,
+    reference: &guichet_dossier::Reference,
+    multipart: &mut Multipart,
+) -> Result<DocumentsAnswer, ApiError> {
+    let state = state.clone();
+    let already: u64 = sender.facts.documents.iter().map(|d| d.size_bytes).sum();
+    let files = read_files(&state, multipart, already).await?;
     let mut kept = Vec::with_capacity(files.len());
     for file in files {
         let kind = file.kind;
@@ -546,7 +577,7 @@ async fn add_documents(
     };
     let mut documents: Vec<ReceiptJson> = case.documents.iter().map(receipt_json).collect();
     look_up_files(&state.uploads.store, &mut documents).await;
-    let answer = DocumentsAnswer {
+    Ok(DocumentsAnswer {
         reference: reference.to_string(),
         received,
         documents,
@@ -556,8 +587,7 @@ async fn add_documents(
             .as_ref()
             .and_then(|d| convert::case_state_text(d.state))
             .unwrap_or_default(),
-    };
-    Ok((StatusCode::CREATED, Json(answer)).into_response())
+    })
 }
 
 /// `GET /api/v1/dossiers/{reference}/documents/{sha256}`: a document of the

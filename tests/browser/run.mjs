@@ -17,6 +17,7 @@ import { BASE, launch, audit, weigh, check } from './lib.mjs';
 const FILES = process.env.GUICHET_FILES;
 const SITE = process.env.GUICHET_SITE;
 const violations = [];
+const BOOKED_DAY = { value: '' };
 const filed = [];
 const steps = [];
 
@@ -249,12 +250,23 @@ async function otherPages(page, lang, reference, born) {
     await page.goto(BASE + p + '/rendez-vous?departement=59');
     await page.click(`a[href="${p}/rendez-vous/lieu/${SITE}"]`);
     await audit(page, `${lang} slots`, violations);
+    BOOKED_DAY.value = await page.inputValue('#jour');
     await page.locator('input[name=starts_at] + label').first().click();
     await page.fill('#family_name', 'Diallo');
     await page.fill('#phone', '0612345678');
     await page.click('form[method=post] button[type=submit]');
     check(page.url().includes('/rendez-vous/suivi/'), `the appointment's page, not ${page.url()}`);
     await audit(page, `${lang} appointment`, violations);
+    // Moved to another time the same day, then cancelled.
+    const when = await page.textContent('main');
+    await page.fill('#jour', BOOKED_DAY.value);
+    await page.click('form[method=get] button[type=submit]');
+    await audit(page, `${lang} appointment move`, violations);
+    await page.locator('input[name=starts_at] + label').last().click();
+    await page.click('form[action$="/deplacement"] button[type=submit]');
+    const moved = (await page.textContent('main')).replace(/\s+/g, ' ');
+    check(moved !== when.replace(/\s+/g, ' ') && (await page.locator('form[action$="/annulation"]').count()) === 1,
+      `the appointment moved: ${moved.slice(0, 300)}`);
     await page.click('form[action$="/annulation"] button');
     check((await page.locator('form[action$="/annulation"]').count()) === 0, 'cancelled');
   }

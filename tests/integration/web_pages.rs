@@ -125,6 +125,17 @@ async fn every_page_answers_styled_with_its_headers_in_both_languages() {
         .unwrap();
     assert_eq!(font.status(), 200);
     assert_eq!(font.headers()["content-type"], "font/woff2");
+    // The paper form, blank, to print and post.
+    for path in ["/formulaire", "/en/formulaire"] {
+        let r = http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/pdf");
+        assert!(r.bytes().await.unwrap().starts_with(b"%PDF-"));
+    }
     // No page for what does not exist.
     let r = http
         .get(format!("{}/deposer/nope/etape/demarche", app.base))
@@ -488,6 +499,163 @@ async fn in_chromium_every_page_passes_axe_and_the_filing_path_works_by_mouse_an
         assert!(w["wire_total"].as_u64().unwrap() > 1000, "{w}");
     }
     let _ = std::fs::remove_dir_all(&files);
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// The value of the first hidden or text input named `name` in `html`.
+fn input_value(html: &str, name: &str) -> Option<String> {
+    let at = html.find(&format!("name=\"{name}\" value=\""))? + name.len() + 15;
+    Some(html[at..].split('"').next()?.to_string())
+}
+
+#[tokio::test]
+async fn my_file_shows_the_status_then_with_the_code_the_papers_and_takes_missing_documents() {
+    use common::notify::{SmsDouble, SmtpInbox, night_clock, notified_app};
+    let env = TestEnv::new().await;
+    let inbox = SmtpInbox::start().await;
+    let sms = SmsDouble::start().await;
+    let app = notified_app(env.config(), &inbox, &sms, night_clock()).await;
+    // Filed with no document: every one is missing.
+    let mut filing = common::example("renewal-employee.json");
+    filing["documents"] = serde_json::json!([]);
+    let reference = app.file_accepted(&filing).await;
+    let http = no_redirects();
+    let (cookie, csrf) = token(&http, &app.base, "/mon-dossier").await;
+    let ask = |fields: Vec<(&'static str, String)>| {
+        let http = http.clone();
+        let cookie = cookie.clone();
+        let url = format!("{}/mon-dossier", app.base);
+        async move {
+            http.post(url)
+                .header("cookie", cookie)
+                .form(&fields)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let base = vec![
+        ("csrf", csrf.clone()),
+        ("reference", reference.clone()),
+        ("birth_date", "02/03/1991".to_string()),
+    ];
+    // The birth date as people type it: the state, the cover, no name.
+    let page = eventually(WAIT, "the file in instruction", || async {
+        let r = ask(base.clone()).await;
+        if r.status() == 200 {
+            Some(r.text().await.unwrap())
+        } else {
+            None
+        }
+    })
+    .await;
+    assert!(page.contains("fr-callout__title"), "{page}");
+    assert!(!page.contains("Benali"), "no name without the code");
+    // A wrong birth date: a page naming the field, not the file.
+    let mut wrong = base.clone();
+    wrong[2].1 = "01/01/1950".into();
+    let r = ask(wrong).await;
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("href=\"#reference\""));
+    // The code, sent to the phone on the file.
+    let r = http
+        .post(format!("{}/mon-dossier/code", app.base))
+        .header("cookie", &cookie)
+        .form(&base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let code = crate::person_code::nth_code(&sms, &reference, 0).await;
+    let mut with_code = base.clone();
+    with_code.push(("code", code.clone()));
+    let page = ask(with_code.clone()).await.text().await.unwrap();
+    assert!(page.contains("Benali"), "the name with the code");
+    assert!(
+        page.contains("/mon-dossier/documents"),
+        "a form for what is missing"
+    );
+    // A missing document sent from the page: received, with its receipt.
+    let form = reqwest::multipart::Form::new()
+        .text("csrf", csrf.clone())
+        .text("reference", reference.clone())
+        .text("birth_date", "1991-03-02")
+        .text("code", code.clone())
+        .part(
+            "employment_contract",
+            reqwest::multipart::Part::bytes(common::letter_pdf("Contrat de travail"))
+                .file_name("contrat.pdf")
+                .mime_str("application/pdf")
+                .unwrap(),
+        )
+        .part(
+            "proof_of_address",
+            reqwest::multipart::Part::bytes(Vec::new()).file_name(""),
+        );
+    let r = http
+        .post(format!("{}/mon-dossier/documents", app.base))
+        .header("cookie", &cookie)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("fr-alert--success"), "{page}");
+    let case: Value = app
+        .agent_get(
+            "instructor-59",
+            &format!("/api/v1/agent/dossiers/{reference}"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        case["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["kind"] == "employment_contract" && d["channel"] == "web"),
+        "{case}"
+    );
+    // A paper to download, by a form (the code never in an address).
+    let page = eventually(WAIT, "the receipt among the papers", || async {
+        let page = ask(with_code.clone()).await.text().await.unwrap();
+        input_value(&page, "paper").map(|_| page)
+    })
+    .await;
+    let paper = input_value(&page, "paper").unwrap();
+    let mut fields = with_code.clone();
+    fields.push(("paper", paper));
+    let r = http
+        .post(format!("{}/mon-dossier/papier", app.base))
+        .header("cookie", &cookie)
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/pdf");
+    assert!(r.bytes().await.unwrap().starts_with(b"%PDF-"));
+    // Without the code, the same form is refused in words.
+    let mut fields = base.clone();
+    fields.push(("paper", "whatever".into()));
+    let r = http
+        .post(format!("{}/mon-dossier/papier", app.base))
+        .header("cookie", &cookie)
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     app.stop().await;
     env.cleanup().await;
 }

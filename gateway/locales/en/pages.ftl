@@ -58,7 +58,7 @@ home-desk-title = At a desk:
 home-desk-text = at the prefecture, by appointment, an agent helps you and scans your documents.
 home-desk-link = Book an appointment
 home-post-title = By post:
-home-post-text = send the paper form and copies of your documents to your prefecture. Ask the contact centre for the form.
+home-post-text = send the filled-in paper form and copies of your documents to your prefecture. The contact centre can also post it to you.
 home-blocked-title = The site does not work for you?
 home-blocked-link = Tell us: a solution must be offered to you.
 home-check-title = Employers, benefits offices
@@ -354,3 +354,13 @@ field-check-unknown = No attestation matches this code.
 field-booking-departement = Give a département number (for example: 59, 75, 2A, 974).
 field-booking-starts-at = Choose a time.
 field-booking-taken = This time is no longer free. Choose another.
+
+## Additions
+error-too-large-title = File too large
+error-too-large-body = What you sent is larger than accepted. Send lighter files, or fewer files at once.
+home-post-form = Download the paper form (PDF)
+booking-move-title = Change the time
+booking-move = Move my appointment
+booking-cancel-title = Cancel
+status-send-title = Send the missing documents
+status-documents-received = Documents received:

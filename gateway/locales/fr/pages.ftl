@@ -58,7 +58,7 @@ home-desk-title = Au guichet :
 home-desk-text = à la préfecture, sur rendez-vous, un agent vous aide et numérise vos documents.
 home-desk-link = Prendre rendez-vous
 home-post-title = Par courrier :
-home-post-text = envoyez le formulaire papier et les copies de vos documents à votre préfecture. Demandez le formulaire au centre de contact.
+home-post-text = envoyez le formulaire papier rempli et les copies de vos documents à votre préfecture. Le centre de contact peut aussi vous l’envoyer.
 home-blocked-title = Le site ne marche pas pour vous ?
 home-blocked-link = Dites-le-nous : une solution doit vous être proposée.
 home-check-title = Employeurs, organismes sociaux
@@ -354,3 +354,13 @@ field-check-unknown = Aucune attestation ne correspond à ce code.
 field-booking-departement = Indiquez un numéro de département (exemples : 59, 75, 2A, 974).
 field-booking-starts-at = Choisissez un créneau.
 field-booking-taken = Ce créneau n’est plus libre. Choisissez-en un autre.
+
+## Ajouts
+error-too-large-title = Fichier trop lourd
+error-too-large-body = Ce que vous avez envoyé dépasse la taille acceptée. Envoyez des fichiers plus légers, ou moins de fichiers à la fois.
+home-post-form = Télécharger le formulaire papier (PDF)
+booking-move-title = Changer de créneau
+booking-move = Déplacer mon rendez-vous
+booking-cancel-title = Annuler
+status-send-title = Envoyer les documents qui manquent
+status-documents-received = Documents reçus :

@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 
 use super::{Form, Page, Visitor, date_words};
 use crate::appointments::{
-    AppointmentJson, BookJson, CancelJson, PersonJson, SiteJson, SitesQuery, SlotJson, SlotsQuery,
+    AppointmentJson, BookJson, CancelJson, MoveJson, PersonJson, SiteJson, SitesQuery, SlotJson,
+    SlotsQuery,
 };
 use crate::extract::{JsonBody, OptionalJsonBody, PathParam, QueryParams};
 use crate::policy::Access;
@@ -25,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/rendez-vous/lieu/{site}", get(slots).post(book))
         .route("/rendez-vous/suivi/{id}", get(follow))
         .route("/rendez-vous/suivi/{id}/annulation", post(cancel))
+        .route("/rendez-vous/suivi/{id}/deplacement", post(move_to))
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -273,6 +275,8 @@ async fn book(
 #[derive(serde::Deserialize, Default)]
 struct Key {
     cle: Option<String>,
+    /// A day to move the appointment to: its free slots are shown.
+    jour: Option<String>,
 }
 
 #[derive(askama::Template)]
@@ -282,6 +286,15 @@ struct FollowPage {
     appointment: AppointmentJson,
     key: String,
     when: String,
+    /// The day asked for a move, and its free slots.
+    day: String,
+    slots: Vec<Slot>,
+}
+
+impl FollowPage {
+    fn day_typed(&self) -> String {
+        super::typed_date(&self.day)
+    }
 }
 
 fn link_headers(key: &Option<String>) -> HeaderMap {
@@ -307,6 +320,8 @@ fn follow_page(visitor: &Visitor, appointment: AppointmentJson, key: String) -> 
         appointment,
         key,
         when,
+        day: String::new(),
+        slots: Vec::new(),
     }
 }
 
@@ -317,10 +332,69 @@ async fn follow(
     Path(id): Path<String>,
     Query(key): Query<Key>,
 ) -> Response {
-    match crate::appointments::get(State(state), access, link_headers(&key.cle), PathParam(id))
-        .await
+    let a = match crate::appointments::get(
+        State(state.clone()),
+        access,
+        link_headers(&key.cle),
+        PathParam(id),
+    )
+    .await
     {
-        Ok(Json(a)) => visitor.html(&follow_page(&visitor, a, key.cle.unwrap_or_default())),
+        Ok(Json(a)) => a,
+        Err(e) => return visitor.api_problem(&e),
+    };
+    let site = a.site_id.clone();
+    let mut page = follow_page(&visitor, a, key.cle.unwrap_or_default());
+    let day = key
+        .jour
+        .map(|d| super::iso_date_of(&d))
+        .filter(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok());
+    if let Some(day) = day {
+        match slots_page(&state, &visitor, &site, day.clone(), Form::default()).await {
+            Ok(slots) => page.slots = slots.slots,
+            Err(r) => return r,
+        }
+        page.day = day;
+    }
+    visitor.html(&page)
+}
+
+/// `POST /rendez-vous/suivi/{id}/deplacement`: to the slot chosen.
+async fn move_to(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    access: Access,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let form = Form::parse(&body);
+    if let Err(r) = visitor.check_csrf(form.csrf().as_deref()) {
+        return *r;
+    }
+    let key = form.get("cle");
+    let Some(starts_at) = form.get("starts_at") else {
+        return visitor.refusal(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "error-invalid-title",
+            "field-booking-starts-at",
+        );
+    };
+    match crate::appointments::move_to(
+        State(state),
+        access,
+        link_headers(&key),
+        PathParam(id),
+        JsonBody(MoveJson { starts_at }),
+    )
+    .await
+    {
+        Ok(Json(a)) => visitor.html(&follow_page(&visitor, a, key.unwrap_or_default())),
+        Err(e) if e.status().is_client_error() && e.status() != StatusCode::FORBIDDEN => visitor
+            .refusal(
+                StatusCode::CONFLICT,
+                "error-invalid-title",
+                "field-booking-taken",
+            ),
         Err(e) => visitor.api_problem(&e),
     }
 }

@@ -371,6 +371,72 @@ struct HomePage {
     p: Page,
 }
 
+/// `GET /formulaire`: the blank paper form, to print and send by post with
+/// copies of the documents. Nothing is kept: each print has its own id in
+/// its signed code, which the mailroom reads back.
+async fn paper_form(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    visitor: Visitor,
+) -> Response {
+    match crate::postal::print_form(
+        axum::extract::State(state),
+        crate::extract::JsonBody(crate::postal::FormJson {
+            procedure: String::new(),
+            prefill: Default::default(),
+        }),
+    )
+    .await
+    {
+        Ok(mut pdf) => {
+            pdf.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            pdf
+        }
+        Err(e) => visitor.api_problem(&e),
+    }
+}
+
+/// A refusal the policy table made before a page's handler ran (JSON, as
+/// for the API) becomes a page in words, in the visitor's language.
+pub async fn refusals_as_pages(request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_string();
+    if !guichet_access::policy::is_page(&path) {
+        return next.run(request).await;
+    }
+    let lang = Lang::of_path(&path);
+    let token = cookie(request.headers(), CSRF_COOKIE).filter(|t| is_token(t));
+    let response = next.run(request).await;
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !json || !response.status().is_client_error() {
+        return response;
+    }
+    let visitor = Visitor {
+        lang,
+        here: "/".to_string(),
+        query: None,
+        new_token: token.is_none(),
+        csrf: token.unwrap_or_else(crate::session::random_secret),
+    };
+    let status = response.status();
+    let (title, body) = match status.as_u16() {
+        401 | 403 => ("error-refused-title", "error-refused-body"),
+        404 => ("error-not-found-title", "error-not-found-body"),
+        413 => ("error-too-large-title", "error-too-large-body"),
+        429 => ("error-too-many-title", "error-too-many-body"),
+        _ => ("error-invalid-title", "error-invalid-body"),
+    };
+    let mut page = visitor.refusal(status, title, body);
+    for name in [header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
+        if let Some(v) = response.headers().get(&name) {
+            page.headers_mut().insert(name, v.clone());
+        }
+    }
+    page
+}
+
 async fn home(visitor: Visitor) -> Response {
     visitor.html(&HomePage {
         p: visitor.page("home-title"),
@@ -393,6 +459,10 @@ impl Form {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.trim().to_string())
             .filter(|v| !v.is_empty())
+    }
+
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Form {
+        Form(pairs)
     }
 
     /// Every field as sent.
@@ -449,6 +519,8 @@ pub fn routes(upload_bytes: usize) -> Router<AppState> {
     Router::new()
         .route("/", get(home))
         .route("/en/", get(home))
+        .route("/formulaire", get(paper_form))
+        .route("/en/formulaire", get(paper_form))
         .merge(pages())
         .nest("/en", pages())
         .route("/static/{file}", get(assets::static_file))

@@ -27,8 +27,9 @@ pub fn routes() -> Router<AppState> {
         .route("/mon-dossier/papier", post(paper))
 }
 
+/// Missing documents sent from the page: their own body limit.
 pub fn upload_routes() -> Router<AppState> {
-    Router::new()
+    Router::new().route("/mon-dossier/documents", post(send_documents))
 }
 
 #[derive(askama::Template)]
@@ -41,6 +42,8 @@ struct MyFilePage {
     status: Option<StatusJson>,
     papers: Vec<pb::PaperView>,
     code_sent: bool,
+    /// The documents just received, by kind.
+    received: Vec<String>,
 }
 
 impl MyFilePage {
@@ -77,6 +80,7 @@ fn page(visitor: &Visitor, form: &Form) -> MyFilePage {
         status: None,
         papers: Vec::new(),
         code_sent: false,
+        received: Vec::new(),
     }
 }
 
@@ -138,7 +142,20 @@ async fn look_up(
     if let Err(r) = visitor.check_csrf(form.csrf().as_deref()) {
         return *r;
     }
-    let mut page = page(&visitor, &form);
+    let page = page(&visitor, &form);
+    show(&state, &visitor, access, peer, page).await
+}
+
+/// The status page, with the papers when the code was right.
+async fn show(
+    state: &AppState,
+    visitor: &Visitor,
+    access: Access,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    mut page: MyFilePage,
+) -> Response {
+    let visitor = visitor.clone();
+    let state = state.clone();
     match status_of(&state, access, peer, &page).await {
         Ok(status) => {
             if status.holder.is_some() {
@@ -192,6 +209,87 @@ async fn send_code(
         }
         Err(e) => refused(&visitor, page, &e),
     }
+}
+
+/// `POST /mon-dossier/documents` (multipart: the token, the reference, the
+/// birth date and the code first, then one file input per missing
+/// document): sent as `POST /api/v1/dossiers/{reference}/documents` sends
+/// them, each screened and virus-scanned, a receipt each.
+async fn send_documents(
+    State(state): State<AppState>,
+    visitor: Visitor,
+    access: Access,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    request: axum::extract::Request,
+) -> Response {
+    let mut multipart = match crate::uploads::multipart_of(request, &state).await {
+        Ok(m) => m,
+        Err(e) => return visitor.api_problem(&e),
+    };
+    let mut fields = Vec::new();
+    for name in ["csrf", "reference", "birth_date", "code"] {
+        let value = match multipart.next_field().await {
+            Ok(Some(f)) if f.name() == Some(name) => crate::uploads::text_part(f, name, 200)
+                .await
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        fields.push((name.to_string(), value));
+    }
+    let form = Form::from_pairs(fields);
+    if let Err(r) = visitor.check_csrf(form.csrf().as_deref()) {
+        crate::uploads::drain(&mut multipart).await;
+        return *r;
+    }
+    let mut page = page(&visitor, &form);
+    let reference = match ReferenceParam::new(page.reference.to_ascii_uppercase()).parse() {
+        Ok(r) => r,
+        Err(e) => {
+            crate::uploads::drain(&mut multipart).await;
+            return refused(&visitor, page, &e);
+        }
+    };
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&page.code) {
+        headers.insert(crate::person_code::PERSON_CODE_HEADER, v);
+    }
+    let sent = async {
+        let sender =
+            crate::uploads::documents_sender(&state, &access, &headers, peer.as_ref(), &reference)
+                .await?;
+        crate::uploads::receive_documents(&state, &sender, &reference, &mut multipart).await
+    }
+    .await;
+    match sent {
+        Ok(answer) => {
+            page.received = answer.received.into_iter().map(|r| r.kind).collect();
+            show(&state, &visitor, access, peer, page).await
+        }
+        Err(e) => {
+            crate::uploads::drain(&mut multipart).await;
+            if e.status().is_client_error() && e.status() != StatusCode::UNAUTHORIZED {
+                page.p.add_error("documents", "upload-refused");
+                return show_refused(&state, &visitor, access, peer, page, e.status()).await;
+            }
+            refused(&visitor, page, &e)
+        }
+    }
+}
+
+/// The status page again, with a refusal of the files sent.
+async fn show_refused(
+    state: &AppState,
+    visitor: &Visitor,
+    access: Access,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    page: MyFilePage,
+    status: StatusCode,
+) -> Response {
+    let mut response = show(state, visitor, access, peer, page).await;
+    if response.status().is_success() {
+        *response.status_mut() = status;
+    }
+    response
 }
 
 /// `POST /mon-dossier/papier`: one of the file's papers as a PDF, with the

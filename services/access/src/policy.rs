@@ -402,6 +402,11 @@ pub const TABLE: &[Rule] = &[
         "home: what one can do here and every other way to file",
     ),
     rule(
+        get("/formulaire"),
+        ANYONE,
+        "the blank paper form, to file by post; nothing kept",
+    ),
+    rule(
         get("/static/{file}"),
         ANYONE,
         "the pages' stylesheet (DSFR and Guichet's rules)",
@@ -472,6 +477,11 @@ pub const TABLE: &[Rule] = &[
         "as POST /api/v1/dossiers/{reference}/code: the code goes only to the contact on the file",
     ),
     rule(
+        post("/mon-dossier/documents"),
+        DOCUMENT_SENDERS,
+        "missing documents, with the person's code, as POST /api/v1/dossiers/{reference}/documents",
+    ),
+    rule(
         post("/mon-dossier/papier"),
         DOCUMENT_READERS,
         "a receipt or attestation as a PDF, with the person's code (posted, never in an address)",
@@ -496,6 +506,11 @@ pub const TABLE: &[Rule] = &[
         post("/rendez-vous/suivi/{id}/annulation"),
         APPOINTMENT,
         "cancels an appointment, by its person's link",
+    ),
+    rule(
+        post("/rendez-vous/suivi/{id}/deplacement"),
+        APPOINTMENT,
+        "moves an appointment, by its person's link",
     ),
     rule(
         get("/bloque"),
@@ -970,6 +985,7 @@ pub fn rest(method: &str, path: &str) -> Option<&'static Rule> {
 /// API, so not in the OpenAPI document (the table still owns them).
 pub const PAGE_ROOTS: &[&str] = &[
     "/deposer",
+    "/formulaire",
     "/mon-dossier",
     "/rendez-vous",
     "/bloque",
