@@ -226,6 +226,7 @@ async fn main() -> anyhow::Result<()> {
                 backends(&config),
                 started.elapsed().as_millis()
             );
+            println!("  persons' pages:  {url}/ (French) and {url}/en/ (English)");
             println!("  API description: {url}/api/openapi.json");
             println!("  operators:       {url}/ops and {url}/metrics");
             println!(

@@ -276,6 +276,30 @@ async fn a_filing_made_with_forms_alone_reaches_instruction_with_its_documents()
         let r = post_form(&http, &app.base, &cookie, &step(name), &fields).await;
         assert_eq!(r.status(), 303, "{name}: {}", r.text().await.unwrap());
     }
+    // Saved: the code written down, typed back in small letters, resumes it.
+    let typed = draft.to_lowercase().replace('-', " ");
+    let r = post_form(
+        &http,
+        &app.base,
+        &cookie,
+        "/en/deposer/reprendre",
+        &[("csrf", &csrf), ("code", &typed)],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        format!("/en/deposer/{draft}/etape/recapitulatif")
+    );
+    let r = post_form(
+        &http,
+        &app.base,
+        &cookie,
+        "/en/deposer/reprendre",
+        &[("csrf", &csrf), ("code", "0000-0000-0000-0000")],
+    )
+    .await;
+    assert_eq!(r.status(), 404);
     // The documents step names what a first application as a student needs.
     let html = http
         .get(format!("{}{}", app.base, step("documents")))

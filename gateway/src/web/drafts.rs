@@ -50,11 +50,50 @@ fn key(secret: &str) -> String {
         .collect()
 }
 
+/// Crockford's base 32: no I, L, O or U, so a code read aloud or copied
+/// by hand is not misread.
+const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// A new draft's code: 16 characters (80 random bits) in groups of four,
+/// short enough to write down, too many to guess.
+pub fn new_secret() -> String {
+    let mut out = String::with_capacity(19);
+    for i in 0..16 {
+        if i > 0 && i % 4 == 0 {
+            out.push('-');
+        }
+        out.push(char::from(ALPHABET[rand::random_range(0..32usize)]));
+    }
+    out
+}
+
+/// A code as a person typed it (spaces, small letters, O for 0, I or L
+/// for 1), in the form links hold; `None` when it cannot be one.
+pub fn normalize(typed: &str) -> Option<String> {
+    let chars: Vec<char> = typed
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| match c.to_ascii_uppercase() {
+            'O' => '0',
+            'I' | 'L' => '1',
+            c => c,
+        })
+        .collect();
+    if chars.len() != 16 || chars.iter().any(|c| !ALPHABET.contains(&(*c as u8))) {
+        return None;
+    }
+    Some(
+        chars
+            .chunks(4)
+            .map(|g| g.iter().collect::<String>())
+            .collect::<Vec<_>>()
+            .join("-"),
+    )
+}
+
 /// A draft's secret: what its link holds.
 pub fn is_secret(s: &str) -> bool {
-    (20..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    normalize(s).as_deref() == Some(s)
 }
 
 #[derive(sqlx::FromRow)]
@@ -64,7 +103,7 @@ struct Row {
 
 /// Starts a draft; returns its secret.
 pub async fn create(dir: &Directory, now: DateTime<Utc>) -> Result<String, sqlx::Error> {
-    let secret = crate::session::random_secret();
+    let secret = new_secret();
     let draft = Draft {
         idempotency_key: format!("web-draft:{}", uuid::Uuid::new_v4()),
         ..Draft::default()
@@ -133,4 +172,32 @@ pub async fn save(
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_read_back_as_written() {
+        let code = new_secret();
+        assert!(is_secret(&code), "{code}");
+        assert_eq!(code.len(), 19);
+        let table = [
+            ("ABCD-EFGH-JKMN-PQRS", Some("ABCD-EFGH-JKMN-PQRS")),
+            ("abcd efgh jkmn pqrs", Some("ABCD-EFGH-JKMN-PQRS")),
+            ("ABCDEFGHJKMNPQRS", Some("ABCD-EFGH-JKMN-PQRS")),
+            ("O0Il-0000-0000-0000", Some("0011-0000-0000-0000")),
+            ("ABCD-EFGH-JKMN-PQRU", None),
+            ("ABCD-EFGH-JKMN", None),
+            ("", None),
+        ];
+        for (typed, expected) in table {
+            assert_eq!(normalize(typed).as_deref(), expected, "{typed:?}");
+        }
+        assert!(
+            !is_secret("abcd-efgh-jkmn-pqrs"),
+            "links hold the canonical form"
+        );
+    }
 }

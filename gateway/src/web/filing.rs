@@ -336,7 +336,10 @@ async fn resume(State(state): State<AppState>, visitor: Visitor, body: Bytes) ->
     if let Err(r) = visitor.check_csrf(form.csrf().as_deref()) {
         return *r;
     }
-    let code = form.get("code").unwrap_or_default();
+    let code = form
+        .get("code")
+        .and_then(|c| drafts::normalize(&c))
+        .unwrap_or_default();
     match drafts::load(state.auth.directory(), &code, state.clock.now()).await {
         Ok(Some(d)) if d.filed.is_some() => visitor.redirect(&format!("/deposer/{code}/recepisse")),
         Ok(Some(_)) => visitor.redirect(&format!("/deposer/{code}/etape/recapitulatif")),
