@@ -125,7 +125,7 @@ async function fileWithMouse(page, lang, person) {
   // The receipt's PDF: made once instruction recorded the dossier.
   const pdfUrl = page.url() + '/pdf';
   let pdf = null;
-  for (let i = 0; i < 60 && !pdf; i++) {
+  for (let i = 0; i < 240 && !pdf; i++) {
     const r = await page.request.get(pdfUrl);
     if (r.status() === 200) pdf = await r.body();
     else await new Promise((ok) => setTimeout(ok, 500));

@@ -614,24 +614,12 @@ async fn appointments_and_reports_are_told_and_the_reminder_follows_the_appointm
     let clock = daytime_clock();
     let app = notified_app(env.config(), &inbox, &sms, clock.clone()).await;
     let mut desk = DeskClient::new(app.grpc_as(PREFECTURE_AGENT).await);
-    desk.upsert_site(pb::Site {
-        id: "59-lille".into(),
-        name: "Préfecture du Nord, Lille".into(),
-        prefecture: "59".into(),
-        kind: pb::SiteKind::Prefecture as i32,
-        address: None,
-        opening_hours: (1..=5)
-            .map(|d| pb::OpeningHours {
-                weekday: d,
-                opens: "08:30".into(),
-                closes: "12:00".into(),
-            })
-            .collect(),
-        desks: 2,
-        slot_minutes: 30,
-        places_per_slot: 2,
-        places_for_reports: 0,
-    })
+    desk.upsert_site(common::weekday_site(
+        "59-lille",
+        "Préfecture du Nord, Lille",
+        "59",
+        "08:30",
+    ))
     .await
     .unwrap();
     let mut day = paris_today(&clock) + Days::new(3);

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{App, Backend, TestEnv, bearer, eventually};
+use common::{App, Backend, TestEnv, eventually};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -203,6 +203,24 @@ async fn a_form_without_its_token_or_from_another_site_changes_nothing() {
     env.cleanup().await;
 }
 
+/// The case as an instructor of 59 reads it, once instruction has it.
+async fn case_in_instruction(app: &App, reference: &str) -> Value {
+    eventually(WAIT, "the dossier in instruction", || async {
+        let r = app
+            .agent_get(
+                "instructor-59",
+                &format!("/api/v1/agent/dossiers/{reference}"),
+            )
+            .await;
+        if r.status() == 200 {
+            r.json::<Value>().await.ok()
+        } else {
+            None
+        }
+    })
+    .await
+}
+
 /// Posts a form as a browser without JavaScript would.
 async fn post_form(
     http: &reqwest::Client,
@@ -380,21 +398,7 @@ async fn a_filing_made_with_forms_alone_reaches_instruction_with_its_documents()
         format!("/en/deposer/{draft}/recepisse")
     );
     // In instruction, with the photo's file received and the rest missing.
-    let case: Value = eventually(WAIT, "the dossier in instruction", || async {
-        let r = app
-            .http
-            .get(format!("{}/api/v1/agent/dossiers/{reference}", app.base))
-            .header("authorization", bearer("instructor-59"))
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            Some(r.json::<Value>().await.unwrap())
-        } else {
-            None
-        }
-    })
-    .await;
+    let case = case_in_instruction(&app, &reference).await;
     let documents = case["documents"].as_array().expect("documents");
     assert_eq!(documents.len(), 1, "{case}");
     assert_eq!(documents[0]["kind"], "photo");
@@ -436,30 +440,16 @@ async fn in_chromium_every_page_passes_axe_and_the_filing_path_works_by_mouse_an
     let env = TestEnv::on(Backend::Servers).await;
     let app = App::start(&env.config()).await;
     // A desk of 59 for the booking.
-    use guichet_proto::v1 as pb;
-    let mut desk = pb::desk_client::DeskClient::new(app.grpc().await);
-    let mut request = tonic::Request::new(pb::Site {
-        id: "59-lille".into(),
-        name: "Préfecture du Nord – Lille".into(),
-        prefecture: "59".into(),
-        kind: pb::SiteKind::Prefecture as i32,
-        address: None,
-        opening_hours: (1..=5)
-            .map(|d| pb::OpeningHours {
-                weekday: d,
-                opens: "09:00".into(),
-                closes: "12:00".into(),
-            })
-            .collect(),
-        desks: 2,
-        slot_minutes: 30,
-        places_per_slot: 2,
-        places_for_reports: 0,
-    });
-    request
-        .metadata_mut()
-        .insert("authorization", bearer("supervisor-59").parse().unwrap());
-    desk.upsert_site(request).await.expect("a desk of 59");
+    let mut desk =
+        guichet_proto::v1::desk_client::DeskClient::new(app.grpc_as("supervisor-59").await);
+    desk.upsert_site(common::weekday_site(
+        "59-lille",
+        "Préfecture du Nord – Lille",
+        "59",
+        "09:00",
+    ))
+    .await
+    .expect("a desk of 59");
     let files =
         std::env::temp_dir().join(format!("guichet-browser-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&files).unwrap();
@@ -494,21 +484,7 @@ async fn in_chromium_every_page_passes_axe_and_the_filing_path_works_by_mouse_an
     assert_eq!(filed.len(), 3, "French, English, keyboard: {report:#}");
     for f in filed {
         let reference = f["reference"].as_str().unwrap();
-        let case: Value = eventually(WAIT, "the dossier in instruction", || async {
-            let r = app
-                .http
-                .get(format!("{}/api/v1/agent/dossiers/{reference}", app.base))
-                .header("authorization", bearer("instructor-59"))
-                .send()
-                .await
-                .unwrap();
-            if r.status() == 200 {
-                Some(r.json::<Value>().await.unwrap())
-            } else {
-                None
-            }
-        })
-        .await;
+        let case = case_in_instruction(&app, reference).await;
         let kinds: Vec<&str> = case["documents"]
             .as_array()
             .unwrap()

@@ -150,9 +150,7 @@ async fn open(State(state): State<AppState>, visitor: Visitor, body: Bytes) -> R
             .await
             .map(|r| r.into_inner())
     } else {
-        let mut response = visitor.html(&page);
-        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-        return response;
+        return visitor.html_with(StatusCode::UNPROCESSABLE_ENTITY, &page);
     };
     match answer {
         Ok(report) => {
@@ -172,9 +170,7 @@ async fn open(State(state): State<AppState>, visitor: Visitor, body: Bytes) -> R
                         ("contact.address", "line1"),
                     ],
                 );
-                let mut response = visitor.html(&page);
-                *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-                response
+                visitor.html_with(StatusCode::UNPROCESSABLE_ENTITY, &page)
             } else {
                 visitor.api_problem(&e)
             }

@@ -56,9 +56,7 @@ async fn sites(
     if !prefecture.is_empty() {
         if !crate::directory::is_department_code(&prefecture) {
             page.p.add_error("departement", "booking.departement");
-            let mut response = visitor.html(&page);
-            *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-            return response;
+            return visitor.html_with(StatusCode::UNPROCESSABLE_ENTITY, &page);
         }
         match crate::appointments::sites(
             State(state),
@@ -267,9 +265,7 @@ async fn book(
             page.p.add_error("starts_at", "booking.taken");
         }
     }
-    let mut response = visitor.html(&page);
-    *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-    response
+    visitor.html_with(StatusCode::UNPROCESSABLE_ENTITY, &page)
 }
 
 #[derive(serde::Deserialize, Default)]

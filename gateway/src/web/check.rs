@@ -85,17 +85,13 @@ async fn check(
             }
             None => {
                 page.p.add_error("scanned", "check.scanned");
-                let mut response = visitor.html(&page);
-                *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-                return response;
+                return visitor.html_with(StatusCode::UNPROCESSABLE_ENTITY, &page);
             }
         }
     }
     if code.is_empty() {
         page.p.add_error("code", "check.code");
-        let mut response = visitor.html(&page);
-        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-        return response;
+        return visitor.html_with(StatusCode::UNPROCESSABLE_ENTITY, &page);
     }
     match crate::status::verify_attestation(State(state), peer, PathParam(code)).await {
         Ok(Json(result)) => {
@@ -104,9 +100,7 @@ async fn check(
         }
         Err(e) if e.status() == StatusCode::NOT_FOUND || e.status() == StatusCode::BAD_REQUEST => {
             page.p.add_error("code", "check.unknown");
-            let mut response = visitor.html(&page);
-            *response.status_mut() = e.status();
-            response
+            visitor.html_with(e.status(), &page)
         }
         Err(e) => visitor.api_problem(&e),
     }

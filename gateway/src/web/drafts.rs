@@ -124,14 +124,27 @@ async fn save_new(
     draft: &Draft,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    write(
+        dir,
+        "INSERT INTO web_drafts (id, data, updated_at) VALUES ($1, $2, $3)",
+        secret,
+        draft,
+        now,
+    )
+    .await
+}
+
+/// `sql` with the draft's key, its JSON and the time, in that order.
+async fn write(
+    dir: &Directory,
+    sql: &'static str,
+    secret: &str,
+    draft: &Draft,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
     let data = serde_json::to_string(draft).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     dir.db()
-        .execute(
-            Stmt::new("INSERT INTO web_drafts (id, data, updated_at) VALUES ($1, $2, $3)")
-                .bind(key(secret))
-                .bind(data)
-                .bind(now),
-        )
+        .execute(Stmt::new(sql).bind(key(secret)).bind(data).bind(now))
         .await?;
     Ok(())
 }
@@ -162,16 +175,14 @@ pub async fn save(
     draft: &Draft,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let data = serde_json::to_string(draft).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    dir.db()
-        .execute(
-            Stmt::new("UPDATE web_drafts SET data = $2, updated_at = $3 WHERE id = $1")
-                .bind(key(secret))
-                .bind(data)
-                .bind(now),
-        )
-        .await?;
-    Ok(())
+    write(
+        dir,
+        "UPDATE web_drafts SET data = $2, updated_at = $3 WHERE id = $1",
+        secret,
+        draft,
+        now,
+    )
+    .await
 }
 
 #[cfg(test)]

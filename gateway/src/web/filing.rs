@@ -346,9 +346,7 @@ async fn resume(State(state): State<AppState>, visitor: Visitor, body: Bytes) ->
         Ok(None) => {
             let mut p = visitor.page("filing-start-title");
             p.add_error("code", "draft-code");
-            let mut response = visitor.html(&StartPage { p });
-            *response.status_mut() = StatusCode::NOT_FOUND;
-            response
+            visitor.html_with(StatusCode::NOT_FOUND, &StartPage { p })
         }
         Err(e) => store_down(&visitor, &e),
     }
@@ -545,9 +543,7 @@ async fn save_step(
     for field in &problems {
         page.p.add_error(&input_id(field), field);
     }
-    let mut response = visitor.html(&page);
-    *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-    response
+    visitor.html_with(StatusCode::UNPROCESSABLE_ENTITY, &page)
 }
 
 /// `POST /deposer/{draft}/documents` (multipart: the CSRF token first, then
@@ -656,9 +652,7 @@ async fn upload(
         "upload-refused"
     };
     page.p.add_error(&id, reason);
-    let mut response = visitor.html(&page);
-    *response.status_mut() = e.status();
-    response
+    visitor.html_with(e.status(), &page)
 }
 
 /// `POST /deposer/{draft}/envoi`: the filing, with its documents, to intake.
@@ -712,9 +706,7 @@ async fn send(
         {
             let mut page = step_page(&state, &visitor, &secret, Step::Summary, draft);
             page.p.add_api_errors(&e, &[]);
-            let mut response = visitor.html(&page);
-            *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-            response
+            visitor.html_with(StatusCode::UNPROCESSABLE_ENTITY, &page)
         }
         Err(e) => visitor.api_problem(&e),
     }

@@ -156,9 +156,7 @@ impl Visitor {
     pub fn refusal(&self, status: StatusCode, title: &str, body: &str) -> Response {
         let page = self.page(title);
         let message = texts::text(self.lang, body, None);
-        let mut response = self.html(&ProblemPage { p: page, message });
-        *response.status_mut() = status;
-        response
+        self.html_with(status, &ProblemPage { p: page, message })
     }
 
     /// The template rendered as this visitor's page (and their CSRF cookie
@@ -175,6 +173,16 @@ impl Visitor {
             }
         };
         self.set_cookie(&mut response);
+        response
+    }
+
+    /// The template as this visitor's page, answered with `status` (a form
+    /// sent back with its problems, say).
+    pub fn html_with<T: askama::Template>(&self, status: StatusCode, template: &T) -> Response {
+        let mut response = self.html(template);
+        if response.status().is_success() {
+            *response.status_mut() = status;
+        }
         response
     }
 

@@ -99,9 +99,7 @@ fn refused(visitor: &Visitor, mut page: MyFilePage, e: &ApiError) -> Response {
         page.p.add_api_errors(e, &[("X-Person-Code", "code")]);
     }
     let status = e.status();
-    let mut response = visitor.html(&page);
-    *response.status_mut() = status;
-    response
+    visitor.html_with(status, &page)
 }
 
 async fn status_of(
@@ -202,13 +200,7 @@ async fn send_code(
         return refused(&visitor, page, &e);
     }
     page.code_sent = true;
-    match status_of(&state, access, peer, &page).await {
-        Ok(status) => {
-            page.status = Some(status);
-            visitor.html(&page)
-        }
-        Err(e) => refused(&visitor, page, &e),
-    }
+    show(&state, &visitor, access, peer, page).await
 }
 
 /// `POST /mon-dossier/documents` (multipart: the token, the reference, the

@@ -955,6 +955,35 @@ pub fn example(name: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no example {name}"))
 }
 
+/// A desk open Monday to Friday from `opens` to noon: two desks, slots of
+/// 30 minutes with two places each.
+pub fn weekday_site(
+    id: &str,
+    name: &str,
+    prefecture: &str,
+    opens: &str,
+) -> guichet_proto::v1::Site {
+    use guichet_proto::v1 as pb;
+    pb::Site {
+        id: id.into(),
+        name: name.into(),
+        prefecture: prefecture.into(),
+        kind: pb::SiteKind::Prefecture as i32,
+        address: None,
+        opening_hours: (1..=5)
+            .map(|d| pb::OpeningHours {
+                weekday: d,
+                opens: opens.into(),
+                closes: "12:00".into(),
+            })
+            .collect(),
+        desks: 2,
+        slot_minutes: 30,
+        places_per_slot: 2,
+        places_for_reports: 0,
+    }
+}
+
 /// A one-page PDF as Guichet prints them, saying `text`.
 pub fn letter_pdf(text: &str) -> Vec<u8> {
     guichet_kit::pdf::letter_pdf(&guichet_kit::pdf::LetterText {
