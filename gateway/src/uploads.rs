@@ -444,7 +444,8 @@ async fn on_dossier(
     crate::dossiers::allow_on_dossier(state, access, reference, person, with_documents).await
 }
 
-async fn sender(
+/// The caller on a dossier's documents, judged before any file is read.
+pub(crate) async fn sender(
     state: &AppState,
     access: &crate::policy::Access,
     headers: &HeaderMap,
@@ -500,17 +501,6 @@ async fn add_documents(
     let mut multipart = multipart_of(request, &state).await?;
     let answer = receive_documents(&state, &sender, &reference, &mut multipart).await?;
     Ok((StatusCode::CREATED, Json(answer)).into_response())
-}
-
-/// The caller on a dossier's documents, judged before any file is read.
-pub(crate) async fn documents_sender(
-    state: &AppState,
-    access: &crate::policy::Access,
-    headers: &HeaderMap,
-    peer: Option<&Extension<ConnectInfo<SocketAddr>>>,
-    reference: &guichet_dossier::Reference,
-) -> Result<Sender, ApiError> {
-    sender(state, access, headers, peer, reference).await
 }
 
 /// The file parts left in `multipart`, each checked, kept and recorded on

@@ -5,7 +5,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -199,14 +199,7 @@ async fn follow(
     Path(id): Path<String>,
     Query(key): Query<Key>,
 ) -> Response {
-    let mut headers = HeaderMap::new();
-    if let Some(v) = key
-        .cle
-        .as_deref()
-        .and_then(|k| HeaderValue::from_str(k).ok())
-    {
-        headers.insert(guichet_kit::links::LINK_SECRET_HEADER, v);
-    }
+    let headers = super::link_headers(&key.cle);
     match crate::appointments::report(State(state), access, headers, PathParam(id)).await {
         Ok(Json(report)) => {
             let p = visitor.page("blocked-follow-title");

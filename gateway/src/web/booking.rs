@@ -293,14 +293,6 @@ impl FollowPage {
     }
 }
 
-fn link_headers(key: &Option<String>) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    if let Some(v) = key.as_deref().and_then(|k| HeaderValue::from_str(k).ok()) {
-        headers.insert(guichet_kit::links::LINK_SECRET_HEADER, v);
-    }
-    headers
-}
-
 fn follow_page(visitor: &Visitor, appointment: AppointmentJson, key: String) -> FollowPage {
     let p = visitor.page("booking-follow-title");
     let when = appointment
@@ -331,7 +323,7 @@ async fn follow(
     let a = match crate::appointments::get(
         State(state.clone()),
         access,
-        link_headers(&key.cle),
+        super::link_headers(&key.cle),
         PathParam(id),
     )
     .await
@@ -378,7 +370,7 @@ async fn move_to(
     match crate::appointments::move_to(
         State(state),
         access,
-        link_headers(&key),
+        super::link_headers(&key),
         PathParam(id),
         JsonBody(MoveJson { starts_at }),
     )
@@ -410,7 +402,7 @@ async fn cancel(
     match crate::appointments::cancel(
         State(state),
         access,
-        link_headers(&key),
+        super::link_headers(&key),
         PathParam(id),
         OptionalJsonBody(CancelJson {
             reason: "cancelled by the person on the web".to_string(),

@@ -537,6 +537,16 @@ pub fn routes(upload_bytes: usize) -> Router<AppState> {
         .layer(CompressionLayer::new())
 }
 
+/// A person's link's secret (`?cle=` on their appointment's or report's
+/// page) as the API's routes take it.
+pub fn link_headers(key: &Option<String>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(v) = key.as_deref().and_then(|k| HeaderValue::from_str(k).ok()) {
+        headers.insert(guichet_kit::links::LINK_SECRET_HEADER, v);
+    }
+    headers
+}
+
 /// Today in Paris, as the services date things.
 pub fn today(state: &AppState) -> chrono::NaiveDate {
     guichet_dossier::calendar::paris_date(state.clock.now())

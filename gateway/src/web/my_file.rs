@@ -247,8 +247,7 @@ async fn send_documents(
     }
     let sent = async {
         let sender =
-            crate::uploads::documents_sender(&state, &access, &headers, peer.as_ref(), &reference)
-                .await?;
+            crate::uploads::sender(&state, &access, &headers, peer.as_ref(), &reference).await?;
         crate::uploads::receive_documents(&state, &sender, &reference, &mut multipart).await
     }
     .await;
