@@ -682,7 +682,7 @@ async fn a_person_needs_their_own_link(backend: Backend) {
     desk.upsert_site(as_agent("supervisor-59", site.clone()))
         .await
         .expect("the supervisor of 59 opens a site of 59");
-    let mut day = chrono::Utc::now().date_naive() + chrono::Days::new(2);
+    let mut day = guichet_dossier::calendar::paris_date(chrono::Utc::now()) + chrono::Days::new(2);
     while !guichet_dossier::calendar::is_working_day(day) {
         day = day + chrono::Days::new(1);
     }

@@ -32,7 +32,7 @@ fn wire_filing(body: &Value) -> pb::Filing {
     let filing = guichet_dossier::Filing::parse(
         &raw,
         &guichet_dossier::filing::RawProvenance::Web { account_id: None },
-        Utc::now().date_naive(),
+        guichet_dossier::calendar::paris_date(Utc::now()),
     )
     .unwrap();
     guichet_proto::convert::filing_to_pb(&filing)
@@ -220,7 +220,7 @@ async fn book_by_rest(
 
 /// 09:00 (Paris) on the first working day after tomorrow.
 fn next_slot() -> chrono::DateTime<Utc> {
-    let mut day = Utc::now().date_naive() + Days::new(2);
+    let mut day = guichet_dossier::calendar::paris_date(Utc::now()) + Days::new(2);
     while !guichet_dossier::calendar::is_working_day(day) {
         day = day + Days::new(1);
     }
@@ -295,7 +295,7 @@ pub async fn four_channels_sort_by_legal_filing_date(app: &App) {
         .into_inner();
     let pan_ref = assisted.receipt.unwrap().reference;
 
-    let today = Utc::now().date_naive();
+    let today = guichet_dossier::calendar::paris_date(Utc::now());
     let postal_ref = app
         .file_by_post(&person("Lettre"), today - Days::new(3), today)
         .await;
@@ -577,7 +577,7 @@ async fn a_report_unanswered_past_its_deadline_is_escalated_and_shows_as_overdue
         .into_inner();
     assert_eq!(late.prefecture, "59");
     assert_eq!(late.state, pb::ReportState::Open as i32);
-    let opened: NaiveDate = Utc::now().date_naive();
+    let opened: NaiveDate = guichet_dossier::calendar::paris_date(Utc::now());
     let deadline = guichet_proto::convert::date_from_pb(late.deadline.as_ref().unwrap()).unwrap();
     assert_eq!(
         deadline,

@@ -457,7 +457,7 @@ fn site() -> pb::Site {
 
 /// `hour`:00 (Paris) on the first working day after tomorrow.
 fn slot(hour: u32) -> String {
-    let mut day = chrono::Utc::now().date_naive() + chrono::Days::new(2);
+    let mut day = guichet_dossier::calendar::paris_date(chrono::Utc::now()) + chrono::Days::new(2);
     while !guichet_dossier::calendar::is_working_day(day) {
         day = day + chrono::Days::new(1);
     }
@@ -536,7 +536,7 @@ async fn a_key_used_again_with_another_request_is_a_409(backend: Backend) {
     assert_eq!(nine["free"], 3, "one place taken, not two: {slots:?}");
 
     // Postal batches.
-    let today = chrono::Utc::now().date_naive();
+    let today = guichet_dossier::calendar::paris_date(chrono::Utc::now());
     let upload = |key: &'static str, postmark: String| {
         let app = &app;
         async move {

@@ -231,7 +231,7 @@ async fn a_call_centre_filer_answered_by_post_gets_a_letter_on_the_print_list(ba
     let filing = guichet_dossier::Filing::parse(
         &raw,
         &guichet_dossier::filing::RawProvenance::Web { account_id: None },
-        Utc::now().date_naive(),
+        guichet_dossier::calendar::paris_date(Utc::now()),
     )
     .unwrap();
     let mut ccc = CallCentreClient::new(app.grpc_as(PREFECTURE_AGENT).await);

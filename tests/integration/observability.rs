@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 on_both_backends!(metrics_move_by_exactly_the_filings_of_each_channel);
 async fn metrics_move_by_exactly_the_filings_of_each_channel(backend: Backend) {
     let (env, app) = common::mesh_on(backend).await;
-    let today = Utc::now().date_naive();
+    let today = guichet_dossier::calendar::paris_date(Utc::now());
     let series = [
         r#"guichet_filings_accepted_total{channel="web"}"#,
         r#"guichet_dossiers_recorded_total{channel="web"}"#,

@@ -153,7 +153,7 @@ fn field<'a>(envelope: &'a Value, key: &str) -> Option<&'a Value> {
 on_both_backends!(a_stack_of_twenty_envelopes_becomes_twenty_dossiers);
 async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
     let (env, app) = common::mesh_on(backend).await;
-    let today = chrono::Utc::now().date_naive();
+    let today = guichet_dossier::calendar::paris_date(chrono::Utc::now());
     let received = today.checked_sub_days(Days::new(1)).unwrap();
 
     // Twenty envelopes: a pre-filled form each, then 0 to 2 enclosures; a
@@ -376,7 +376,7 @@ async fn a_stack_of_twenty_envelopes_becomes_twenty_dossiers(backend: Backend) {
 on_both_backends!(a_forged_code_and_a_plain_letter_go_to_keying_with_their_reason);
 async fn a_forged_code_and_a_plain_letter_go_to_keying_with_their_reason(backend: Backend) {
     let (env, app) = common::mesh_on(backend).await;
-    let received = chrono::Utc::now().date_naive();
+    let received = guichet_dossier::calendar::paris_date(chrono::Utc::now());
 
     // A genuine pre-filled form's code, read, then altered: the name is
     // changed, the signature kept.
@@ -638,7 +638,7 @@ async fn scans_that_would_exhaust_the_mailroom_are_refused_before_decoding() {
     let send = |station: &str, files: Vec<Part>| {
         let mut form = Form::new().text("station_id", station.to_string()).text(
             "reception_date",
-            chrono::Utc::now().date_naive().to_string(),
+            guichet_dossier::calendar::paris_date(chrono::Utc::now()).to_string(),
         );
         for f in files {
             form = form.part("page", f);
@@ -708,7 +708,7 @@ async fn scans_that_would_exhaust_the_mailroom_are_refused_before_decoding() {
     let uploaded = upload(
         &app,
         "station-59-2",
-        chrono::Utc::now().date_naive(),
+        guichet_dossier::calendar::paris_date(chrono::Utc::now()),
         &[],
         &page,
     )
@@ -772,7 +772,7 @@ async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_t
     backend: Backend,
 ) {
     let (env, app) = common::mesh_on(backend).await;
-    let today = chrono::Utc::now().date_naive();
+    let today = guichet_dossier::calendar::paris_date(chrono::Utc::now());
     let tomorrow = today.checked_add_days(Days::new(1)).unwrap();
 
     // Two envelopes received today: one stamped 2001-01-02 (decades before
@@ -1020,7 +1020,7 @@ async fn an_envelope_of_documents_is_attached_to_its_dossier() {
         11,
     )
     .await;
-    let received = chrono::Utc::now().date_naive();
+    let received = guichet_dossier::calendar::paris_date(chrono::Utc::now());
     let uploaded = upload(&app, "station-59-1", received, &[], &copy).await;
     let batch = read_batch(&app, uploaded["batch_id"].as_str().unwrap()).await;
     let envelope = &batch["envelopes"][0];

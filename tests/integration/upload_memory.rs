@@ -113,7 +113,7 @@ async fn the_mailroom_campaign_leaves_the_postal_service_within_its_memory() {
     let send = |station: &'static str, files: Vec<(Vec<u8>, &'static str)>| {
         let mut form = Form::new().text("station_id", station).text(
             "reception_date",
-            chrono::Utc::now().date_naive().to_string(),
+            guichet_dossier::calendar::paris_date(chrono::Utc::now()).to_string(),
         );
         for (i, (bytes, media_type)) in files.into_iter().enumerate() {
             form = form.part(
