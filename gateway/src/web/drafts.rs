@@ -166,7 +166,11 @@ pub async fn load(
                 .bind(now - Duration::days(KEPT_DAYS)),
         )
         .await?;
-    Ok(row.and_then(|r| serde_json::from_str(&r.data).ok()))
+    // A stored draft that no longer reads is damaged data: said, not
+    // taken for a draft that does not exist.
+    row.map(|r| serde_json::from_str(&r.data))
+        .transpose()
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
 pub async fn save(

@@ -206,28 +206,29 @@ struct StepPage {
 impl StepPage {
     fn value(&self, field: &str) -> String {
         let f = &self.f.filing;
-        let a = f.applicant.clone().unwrap_or_default();
-        let c = f.contact.clone().unwrap_or_default();
-        let addr = c.address.clone().unwrap_or_default();
-        let t = f.current_title.clone().unwrap_or_default();
+        let a = f.applicant.as_ref();
+        let c = f.contact.as_ref();
+        let addr = c.and_then(|c| c.address.as_ref());
+        let t = f.current_title.as_ref();
         let v = match field {
-            "applicant.family_name" => a.family_name,
-            "applicant.given_names" => a.given_names,
-            "applicant.birth_date" => a.birth_date,
-            "applicant.birth_place" => a.birth_place,
-            "applicant.nationality" => a.nationality,
-            "applicant.foreigner_number" => a.foreigner_number,
-            "contact.email" => c.email,
-            "contact.phone" => c.phone,
-            "contact.address.line1" => addr.line1,
-            "contact.address.line2" => addr.line2,
-            "contact.address.postal_code" => addr.postal_code,
-            "contact.address.city" => addr.city,
-            "current_title.number" => t.number,
-            "current_title.expires_on" => t.expires_on,
+            "applicant.family_name" => a.and_then(|a| a.family_name.as_ref()),
+            "applicant.given_names" => a.and_then(|a| a.given_names.as_ref()),
+            "applicant.birth_date" => a.and_then(|a| a.birth_date.as_ref()),
+            "applicant.birth_place" => a.and_then(|a| a.birth_place.as_ref()),
+            "applicant.nationality" => a.and_then(|a| a.nationality.as_ref()),
+            "applicant.foreigner_number" => a.and_then(|a| a.foreigner_number.as_ref()),
+            "contact.email" => c.and_then(|c| c.email.as_ref()),
+            "contact.phone" => c.and_then(|c| c.phone.as_ref()),
+            "contact.address.line1" => addr.and_then(|a| a.line1.as_ref()),
+            "contact.address.line2" => addr.and_then(|a| a.line2.as_ref()),
+            "contact.address.postal_code" => addr.and_then(|a| a.postal_code.as_ref()),
+            "contact.address.city" => addr.and_then(|a| a.city.as_ref()),
+            "current_title.number" => t.and_then(|t| t.number.as_ref()),
+            "current_title.expires_on" => t.and_then(|t| t.expires_on.as_ref()),
             _ => None,
         };
-        let v = v.unwrap_or_default();
+        // A field not filled yet is shown empty.
+        let v = v.cloned().unwrap_or_default();
         if field.ends_with("birth_date") || field.ends_with("expires_on") {
             super::typed_date(&v)
         } else {
@@ -248,15 +249,21 @@ impl StepPage {
     }
 
     fn answer_text(&self) -> String {
-        let c = self.f.filing.contact.clone().unwrap_or_default();
-        c.answer_channel
-            .map_or_else(String::new, |c| self.p.code_text("answer", &c))
+        self.f
+            .filing
+            .contact
+            .as_ref()
+            .and_then(|c| c.answer_channel.as_deref())
+            .map_or_else(String::new, |c| self.p.code_text("answer", c))
     }
 
     fn title_text(&self) -> String {
-        let t = self.f.filing.current_title.clone().unwrap_or_default();
-        t.kind
-            .map_or_else(|| self.p.t("title-none"), |c| self.p.code_text("title", &c))
+        self.f
+            .filing
+            .current_title
+            .as_ref()
+            .and_then(|t| t.kind.as_deref())
+            .map_or_else(|| self.p.t("title-none"), |c| self.p.code_text("title", c))
     }
 
     fn date_text(&self, field: &str) -> String {
