@@ -134,6 +134,17 @@ pub struct TakeNextBody {
     pub prefecture: Option<String>,
 }
 
+/// How a refusal on a case held by another agent begins.
+const HELD_BY: &str = "held by ";
+
+/// Whether `e` refused an act because another agent holds the case (and
+/// not because the case cannot take that step).
+pub fn is_held_by_another(e: &ApiError) -> bool {
+    e.status() == axum::http::StatusCode::CONFLICT
+        && e.problems()
+            .any(|(field, problem)| field == Some("reference") && problem.starts_with(HELD_BY))
+}
+
 /// The case `reference` is about, judged against the table on its
 /// prefecture and holder (asked of instruction, no personal data): the
 /// acting agent's uid and the reference, or the refusal.
@@ -168,7 +179,7 @@ async fn on_case(
             return ApiError::new(
                 axum::http::StatusCode::CONFLICT,
                 Some("reference"),
-                format!("held by {}: take it over first", facts.taken_by),
+                format!("{HELD_BY}{}: take it over first", facts.taken_by),
             );
         }
         refused

@@ -71,6 +71,11 @@ impl ReferenceParam {
         ReferenceParam(text.into())
     }
 
+    /// The reference as the path gave it, unchecked.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     pub fn parse(&self) -> Result<Reference, ApiError> {
         Reference::parse(&self.0).map_err(|e| Violations::one("reference", e.to_string()).into())
     }

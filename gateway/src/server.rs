@@ -113,6 +113,8 @@ pub fn router(
             policy::enforce,
         ))
         .fallback(not_found)
+        // The workspace's forms carry the session's CSRF token as a field.
+        .layer(axum::middleware::from_fn(crate::web::agents::form_token))
         .layer(axum::middleware::from_fn(crate::web::refusals_as_pages))
         .layer(axum::middleware::from_fn(origin::refuse_cross_site))
         .layer(axum::middleware::from_fn_with_state(

@@ -31,6 +31,9 @@ use crate::state::AppState;
 /// The session cookie. `__Host-`: only set over HTTPS-or-loopback, for this
 /// host alone, path `/`.
 pub const SESSION_COOKIE: &str = "__Host-guichet-session";
+/// The same cookie, expired: what signing out sets.
+pub const SESSION_COOKIE_CLEARED: &str =
+    "__Host-guichet-session=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0";
 /// The header a state-changing request made with a session must carry.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// A sign-in not finished within this time is forgotten.
@@ -163,7 +166,8 @@ pub async fn callback(
         "{SESSION_COOKIE}={id}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={}",
         hours * 3600
     );
-    let mut response = Redirect::to("/auth/session").into_response();
+    // To the workspace's door, which now shows what the roles open.
+    let mut response = Redirect::to("/agents").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_str(&cookie).map_err(|_| refused("cannot set the session"))?,
@@ -231,9 +235,7 @@ pub async fn logout(
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static(
-            "__Host-guichet-session=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0",
-        ),
+        HeaderValue::from_static(SESSION_COOKIE_CLEARED),
     );
     Ok(response)
 }

@@ -8,7 +8,7 @@ use axum::extract::ConnectInfo;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::{Extension, Json};
-use guichet_dossier::{CaseState, Channel, Motif, Procedure, Reference, Violations};
+use guichet_dossier::{CaseState, Channel, Motif, Procedure, Reference, UrgencyClass, Violations};
 use guichet_proto::{convert, v1 as pb};
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +22,7 @@ use crate::views::{
 
 // ---- the queue -----------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueQuery {
     pub prefecture: Option<String>,
@@ -32,6 +32,8 @@ pub struct QueueQuery {
     pub state: Option<String>,
     /// Only files whose proof of stay ends on or before this date.
     pub cover_ends_before: Option<String>,
+    /// critical, soon or routine: today's class, from the cover's end.
+    pub urgency: Option<String>,
     pub limit: Option<u32>,
 }
 
@@ -93,6 +95,12 @@ pub async fn queue(
             convert::case_state_to_pb(s) as i32
         })?,
         cover_ends_before: date_param("cover_ends_before", &q.cover_ends_before)?,
+        urgency: code_value(
+            "urgency",
+            &q.urgency,
+            UrgencyClass::parse,
+            convert::urgency_to_pb,
+        )?,
     };
     let entries = state
         .instruction

@@ -591,6 +591,53 @@ async fn download(
     reference: ReferenceParam,
     params: RawPathParams,
 ) -> Result<Response, ApiError> {
+    let file = document_file(
+        &state,
+        &access,
+        peer.as_ref(),
+        &headers,
+        &reference,
+        &params,
+    )
+    .await?;
+    let disposition = format!("attachment; filename=\"{}\"", file.filename);
+    let mut response = file.bytes.into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, file.media_type);
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    Ok(response)
+}
+
+/// A document of a dossier, read from the store once the caller was
+/// judged on the dossier.
+pub(crate) struct DocumentFile {
+    /// Only the types the uploads accept (PDF, JPEG, PNG); anything else
+    /// is `application/octet-stream`.
+    pub media_type: HeaderValue,
+    pub filename: String,
+    pub bytes: axum::body::Bytes,
+}
+
+/// The receipt of document `{sha256}` of the dossier `{reference}`, for
+/// the caller the policy admits on that dossier.
+pub(crate) async fn document_receipt(
+    state: &AppState,
+    access: &crate::policy::Access,
+    peer: Option<&Extension<ConnectInfo<SocketAddr>>>,
+    headers: &HeaderMap,
+    reference: &ReferenceParam,
+    params: &RawPathParams,
+) -> Result<(guichet_dossier::Reference, pb::DocumentReceipt), ApiError> {
     let reference = reference.parse()?;
     let sha256 = params
         .iter()
@@ -604,19 +651,34 @@ async fn download(
             "is the document's sha256, 64 hexadecimal characters",
         ));
     }
-    let (_, facts) = on_dossier(&state, &access, &headers, peer.as_ref(), &reference, true).await?;
+    let (_, facts) = on_dossier(state, access, headers, peer, &reference, true).await?;
     let sha256 = sha256.to_ascii_lowercase();
-    let Some(receipt) = facts.documents.iter().find(|d| d.sha256 == sha256) else {
+    let Some(receipt) = facts.documents.into_iter().find(|d| d.sha256 == sha256) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             Some("sha256"),
             "no document of this dossier has this digest",
         ));
     };
+    Ok((reference, receipt))
+}
+
+/// The document `{sha256}` of the dossier `{reference}` and its bytes, for
+/// the caller the policy admits on that dossier.
+pub(crate) async fn document_file(
+    state: &AppState,
+    access: &crate::policy::Access,
+    peer: Option<&Extension<ConnectInfo<SocketAddr>>>,
+    headers: &HeaderMap,
+    reference: &ReferenceParam,
+    params: &RawPathParams,
+) -> Result<DocumentFile, ApiError> {
+    let (reference, receipt) =
+        document_receipt(state, access, peer, headers, reference, params).await?;
     let bytes = state
         .uploads
         .store
-        .get(&sha256)
+        .get(&receipt.sha256)
         .await
         .map_err(|e| store_unavailable("a document could not be read", &e))?;
     let Some(bytes) = bytes else {
@@ -628,30 +690,17 @@ async fn download(
         ));
     };
     let kind = convert::document_kind_text(receipt.kind).unwrap_or_else(|| "document".into());
-    let extension = match receipt.media_type.as_str() {
-        "application/pdf" => "pdf",
-        "image/jpeg" => "jpg",
-        "image/png" => "png",
-        _ => "bin",
+    let (extension, media_type) = match receipt.media_type.as_str() {
+        "application/pdf" => ("pdf", "application/pdf"),
+        "image/jpeg" => ("jpg", "image/jpeg"),
+        "image/png" => ("png", "image/png"),
+        _ => ("bin", "application/octet-stream"),
     };
-    let media_type = HeaderValue::from_str(&receipt.media_type)
-        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    let disposition = format!("attachment; filename=\"{reference}-{kind}.{extension}\"");
-    let mut response = bytes.into_response();
-    let h = response.headers_mut();
-    h.insert(header::CONTENT_TYPE, media_type);
-    if let Ok(v) = HeaderValue::from_str(&disposition) {
-        h.insert(header::CONTENT_DISPOSITION, v);
-    }
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-store"),
-    );
-    Ok(response)
+    Ok(DocumentFile {
+        filename: format!("{reference}-{kind}.{extension}"),
+        media_type: HeaderValue::from_static(media_type),
+        bytes,
+    })
 }
 
 /// A document the person keeps, as listed.

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 /// The real OpenID provider of the identity crate's tests (oidc-provider).
 #[allow(dead_code)]
 #[path = "../../services/identity/tests/support/mod.rs"]
-mod real_provider;
+pub(crate) mod real_provider;
 
 use crate::common::{self, App, Backend, TestEnv, bearer, client_bearer, dev_issuer, example};
 

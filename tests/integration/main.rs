@@ -11,6 +11,7 @@
 mod common;
 
 mod access;
+mod agents_pages;
 mod bus_bounds;
 mod bus_contract;
 mod bus_tls;

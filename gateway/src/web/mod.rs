@@ -8,6 +8,7 @@
 //! Every form carries a CSRF token that must match the visitor's cookie,
 //! on top of the gateway's cross-site check.
 
+pub mod agents;
 pub mod assets;
 mod blocked;
 mod booking;
@@ -209,20 +210,28 @@ impl Visitor {
     /// An answer of the API refused: a page saying why, in words, with
     /// the fields named when the request was the visitor's form's.
     pub fn api_problem(&self, e: &ApiError) -> Response {
-        let (title, body) = match e.status().as_u16() {
-            404 => ("error-not-found-title", "error-not-found-body"),
-            401 | 403 => ("error-refused-title", "error-refused-body"),
-            429 => ("error-too-many-title", "error-too-many-body"),
-            400..=499 => ("error-invalid-title", "error-invalid-body"),
-            _ => ("error-unavailable-title", "error-unavailable-body"),
-        };
-        let status = if e.status().is_server_error() {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            e.status()
-        };
+        let (status, title, body) = problem_of(e.status());
         self.refusal(status, title, body)
     }
+}
+
+/// How a page words a refusal with `status`: the status it answers (a
+/// server's failure is "unavailable, try again"), its title and its text.
+pub fn problem_of(status: StatusCode) -> (StatusCode, &'static str, &'static str) {
+    let (title, body) = match status.as_u16() {
+        404 => ("error-not-found-title", "error-not-found-body"),
+        401 | 403 => ("error-refused-title", "error-refused-body"),
+        413 => ("error-too-large-title", "error-too-large-body"),
+        429 => ("error-too-many-title", "error-too-many-body"),
+        400..=499 => ("error-invalid-title", "error-invalid-body"),
+        _ => ("error-unavailable-title", "error-unavailable-body"),
+    };
+    let status = if status.is_server_error() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        status
+    };
+    (status, title, body)
 }
 
 /// A field at fault, as the page shows it: its input's id and what to do.
@@ -428,15 +437,12 @@ pub async fn refusals_as_pages(request: Request, next: Next) -> Response {
         new_token: token.is_none(),
         csrf: token.unwrap_or_else(crate::session::random_secret),
     };
-    let status = response.status();
-    let (title, body) = match status.as_u16() {
-        401 | 403 => ("error-refused-title", "error-refused-body"),
-        404 => ("error-not-found-title", "error-not-found-body"),
-        413 => ("error-too-large-title", "error-too-large-body"),
-        429 => ("error-too-many-title", "error-too-many-body"),
-        _ => ("error-invalid-title", "error-invalid-body"),
+    let (status, title, body) = problem_of(response.status());
+    let mut page = if agents::is_workspace(&path) {
+        agents::refusal(&visitor, status, title, body)
+    } else {
+        visitor.refusal(status, title, body)
     };
-    let mut page = visitor.refusal(status, title, body);
     for name in [header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
         if let Some(v) = response.headers().get(&name) {
             page.headers_mut().insert(name, v.clone());
@@ -483,19 +489,24 @@ impl Form {
     }
 }
 
+/// What a page may load: its own styles, images and fonts; no script, no
+/// frame, forms posted to Guichet only.
+pub const PAGE_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
+     font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
 /// The headers every page carries on top of the gateway's: a policy that
 /// runs no script and loads nothing from elsewhere, no referrer (persons'
 /// links hold secrets), and no framing.
 async fn page_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; img-src 'self' data:; font-src 'self'; \
-             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
+    // A page that needs more (the document viewer) sets its own.
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(PAGE_POLICY),
+        );
+    }
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
@@ -531,6 +542,7 @@ pub fn routes(upload_bytes: usize) -> Router<AppState> {
         .route("/en/formulaire", get(paper_form))
         .merge(pages())
         .nest("/en", pages())
+        .merge(agents::routes())
         .route("/static/{file}", get(assets::static_file))
         .route("/dsfr/{version}/{*path}", get(assets::dsfr_file))
         .layer(axum::middleware::from_fn(page_headers))

@@ -9,24 +9,34 @@ use fluent_bundle::{FluentArgs, FluentResource};
 
 use super::Lang;
 
-pub const FR_SOURCE: &str = include_str!("../../locales/fr/pages.ftl");
-pub const EN_SOURCE: &str = include_str!("../../locales/en/pages.ftl");
+/// The message files of each language: the persons' pages, the agents'.
+pub const FR_SOURCES: [(&str, &str); 2] = [
+    ("pages.ftl", include_str!("../../locales/fr/pages.ftl")),
+    ("agents.ftl", include_str!("../../locales/fr/agents.ftl")),
+];
+pub const EN_SOURCES: [(&str, &str); 2] = [
+    ("pages.ftl", include_str!("../../locales/en/pages.ftl")),
+    ("agents.ftl", include_str!("../../locales/en/agents.ftl")),
+];
 
 type Bundle = FluentBundle<FluentResource>;
 
-static FR: LazyLock<Bundle> = LazyLock::new(|| bundle("fr", FR_SOURCE));
-static EN: LazyLock<Bundle> = LazyLock::new(|| bundle("en", EN_SOURCE));
+static FR: LazyLock<Bundle> = LazyLock::new(|| bundle("fr", &FR_SOURCES));
+static EN: LazyLock<Bundle> = LazyLock::new(|| bundle("en", &EN_SOURCES));
 
-fn bundle(lang: &str, source: &str) -> Bundle {
-    // A message file that does not parse is a defect the tests catch.
-    let resource = FluentResource::try_new(source.to_string())
-        .unwrap_or_else(|(_, errors)| panic!("locales/{lang}/pages.ftl: {errors:?}"));
+fn bundle(lang: &str, sources: &[(&str, &str)]) -> Bundle {
     let mut bundle = FluentBundle::new_concurrent(vec![lang.parse().expect("a language tag")]);
     // The pages are HTML, escaped by the templates: no bidi isolation marks.
     bundle.set_use_isolating(false);
-    bundle
-        .add_resource(resource)
-        .unwrap_or_else(|errors| panic!("locales/{lang}/pages.ftl: {errors:?}"));
+    for (file, source) in sources {
+        // A message file that does not parse, or that defines a message
+        // another file has, is a defect the tests catch.
+        let resource = FluentResource::try_new((*source).to_string())
+            .unwrap_or_else(|(_, errors)| panic!("locales/{lang}/{file}: {errors:?}"));
+        bundle
+            .add_resource(resource)
+            .unwrap_or_else(|errors| panic!("locales/{lang}/{file}: {errors:?}"));
+    }
     bundle
 }
 
@@ -79,8 +89,8 @@ mod tests {
 
     #[test]
     fn both_message_files_parse_and_define_the_same_messages() {
-        let fr = ids(FR_SOURCE);
-        let en = ids(EN_SOURCE);
+        let fr: Vec<String> = FR_SOURCES.iter().flat_map(|(_, s)| ids(s)).collect();
+        let en: Vec<String> = EN_SOURCES.iter().flat_map(|(_, s)| ids(s)).collect();
         assert!(fr.len() > 100, "{} French messages", fr.len());
         let only_fr: Vec<_> = fr.iter().filter(|i| !en.contains(i)).collect();
         let only_en: Vec<_> = en.iter().filter(|i| !fr.contains(i)).collect();

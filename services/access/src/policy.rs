@@ -264,6 +264,14 @@ const FORM_PRINTERS: &[Grant] = &[
     role(DeskAgent, Any),
 ];
 
+/// A document shown in the agents' workspace: the agents of its
+/// prefecture who instruct it or meet the person.
+const AGENT_DOCUMENT_READERS: &[Grant] = &[
+    role(Instructor, OwnPrefecture),
+    role(Supervisor, OwnPrefecture),
+    role(DeskAgent, OwnPrefecture),
+];
+
 /// What was sent to a person and where it stands: the agents who answer
 /// them, and the operators who chase what failed.
 const NOTICE_READERS: &[Grant] = &[
@@ -393,6 +401,69 @@ pub const TABLE: &[Rule] = &[
         post("/api/v1/agent/dossiers/{reference}/takeover"),
         INSTRUCTION,
         "takes a case held by another agent, or by nobody: recorded with its reason",
+    ),
+    // -- the agents' workspace (`/agents`, and under `/en` in English): the
+    // same operations as the agents' API, under the same grants, signed in
+    // by the browser session.
+    rule(
+        get("/agents"),
+        ANYONE,
+        "the workspace's door: sign in, then what the agent's roles open",
+    ),
+    rule(
+        post("/agents/deconnexion"),
+        ANYONE,
+        "ends the browser session, whoever holds it",
+    ),
+    rule(
+        get("/agents/instruction"),
+        INSTRUCTION,
+        "the queue of the agent's prefectures with its filters, as GET /api/v1/queue in full",
+    ),
+    rule(
+        post("/agents/instruction/suivant"),
+        INSTRUCTION,
+        "as POST /api/v1/agent/queue/next",
+    ),
+    rule(
+        get("/agents/dossiers/{reference}"),
+        INSTRUCTION,
+        "as GET /api/v1/agent/dossiers/{reference}: the whole case; every read audited",
+    ),
+    rule(
+        get("/agents/dossiers/{reference}/documents/{sha256}"),
+        AGENT_DOCUMENT_READERS,
+        "a document beside its case, in the browser's own viewer",
+    ),
+    rule(
+        get("/agents/dossiers/{reference}/documents/{sha256}/fichier"),
+        AGENT_DOCUMENT_READERS,
+        "the document's bytes inline for that viewer: exact type, no sniffing, framed by Guichet only",
+    ),
+    rule(
+        post("/agents/dossiers/{reference}/reprise"),
+        INSTRUCTION,
+        "as POST /api/v1/agent/dossiers/{reference}/takeover",
+    ),
+    rule(
+        post("/agents/dossiers/{reference}/pieces"),
+        HOLDER,
+        "as POST /api/v1/agent/dossiers/{reference}/document-requests",
+    ),
+    rule(
+        post("/agents/dossiers/{reference}/decision"),
+        HOLDER,
+        "as POST /api/v1/agent/dossiers/{reference}/decision",
+    ),
+    rule(
+        post("/agents/dossiers/{reference}/desistement"),
+        HOLDER,
+        "as POST /api/v1/agent/dossiers/{reference}/withdrawal",
+    ),
+    rule(
+        post("/agents/dossiers/{reference}/rapprochement"),
+        HOLDER,
+        "as POST /api/v1/agent/dossiers/{reference}/link",
     ),
     // -- the persons' pages (`/`, and the same under `/en` in English). A
     // page shows what the API route it fronts shows, under the same grants.
@@ -990,6 +1061,7 @@ pub const PAGE_ROOTS: &[&str] = &[
     "/rendez-vous",
     "/bloque",
     "/verifier",
+    "/agents",
     "/static/",
     "/dsfr/",
 ];

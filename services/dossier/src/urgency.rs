@@ -49,6 +49,17 @@ impl UrgencyClass {
         }
     }
 
+    /// The class named as `as_str` names it.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            UrgencyClass::Critical,
+            UrgencyClass::Soon,
+            UrgencyClass::Routine,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             UrgencyClass::Critical => "critical",
@@ -91,6 +102,7 @@ mod tests {
             UrgencyClass::Routine,
         ] {
             assert_eq!(UrgencyClass::from_rank(c.rank()), c);
+            assert_eq!(UrgencyClass::parse(c.as_str()), Some(c));
         }
         assert!(UrgencyClass::Critical.rank() < UrgencyClass::Soon.rank());
         assert!(UrgencyClass::Soon.rank() < UrgencyClass::Routine.rank());

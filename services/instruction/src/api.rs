@@ -293,6 +293,12 @@ impl InstructionReader for Api {
                 r.cover_ends_before.as_ref(),
             )
             .map_err(|v| Status::from(ServiceError::invalid(v)))?,
+            urgency: enum_filter(
+                "urgency",
+                r.urgency,
+                convert::urgency_text,
+                UrgencyClass::parse,
+            )?,
         };
         let rows = self
             .store
@@ -854,6 +860,18 @@ impl InstructionDesk for Api {
             .record_read(reference.as_str(), &agent, self.clock.now())
             .await
             .map_err(|e| db_error("recording a read", &e))?;
+        // A complete file taken (from another, or again by its holder once
+        // the documents asked for arrived) is under review, as one taken
+        // from the queue: that is what lets it be decided.
+        let row = self.row(&reference).await?;
+        if row.state == CaseState::Complete {
+            let details = StepDetails {
+                actor: agent,
+                reason: "taken over for review".into(),
+                ..Default::default()
+            };
+            return self.step(&reference, Step::StartReview, details).await;
+        }
         Ok(Response::new(self.case_view(&reference).await?))
     }
 

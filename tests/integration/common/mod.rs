@@ -456,6 +456,8 @@ pub struct AppBuilder<'a> {
     only: &'a [&'a str],
     clock: guichet_kit::clock::SharedClock,
     bus: Option<guichet_kit::bus::SharedBus>,
+    /// 0: any free port.
+    gateway_port: u16,
 }
 
 impl<'a> AppBuilder<'a> {
@@ -478,9 +480,16 @@ impl<'a> AppBuilder<'a> {
         self
     }
 
+    /// The gateway on this loopback port (where a provider sends the
+    /// browser back), instead of any free one.
+    pub fn gateway_port(mut self, port: u16) -> Self {
+        self.gateway_port = port;
+        self
+    }
+
     pub async fn start(self) -> App {
         let shutdown = Shutdown::new();
-        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let any: SocketAddr = ([127, 0, 0, 1], self.gateway_port).into();
         let shared = guichet_kit::service::Shared {
             bus: match self.bus {
                 Some(bus) => bus,
@@ -631,6 +640,7 @@ impl App {
             only: &guichet::SERVICE_NAMES,
             clock: guichet_kit::clock::system(),
             bus: None,
+            gateway_port: 0,
         }
     }
 

@@ -43,12 +43,22 @@ fn oidc_dir() -> PathBuf {
 
 impl Provider {
     pub fn start() -> Provider {
-        Provider::start_with_keys(None)
+        Provider::start_for(GATEWAY_REDIRECT)
     }
 
     /// With the signing keys of `keys_file` (written there if it does not
     /// exist yet), so two issuers can share keys.
     pub fn start_with_keys(keys_file: Option<&Path>) -> Provider {
+        Provider::launch(keys_file, GATEWAY_REDIRECT)
+    }
+
+    /// With the gateway's sign-in coming back to `redirect` (a gateway
+    /// listening elsewhere than the development default).
+    pub fn start_for(redirect: &str) -> Provider {
+        Provider::launch(None, redirect)
+    }
+
+    fn launch(keys_file: Option<&Path>, redirect: &str) -> Provider {
         let dir = oidc_dir();
         assert!(
             dir.join("node_modules/oidc-provider").is_dir(),
@@ -60,7 +70,7 @@ impl Provider {
             .arg("server.mjs")
             .current_dir(&dir)
             .env("OIDC_PORT", "0")
-            .env("OIDC_GATEWAY_REDIRECT_URIS", GATEWAY_REDIRECT)
+            .env("OIDC_GATEWAY_REDIRECT_URIS", redirect)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -267,7 +277,9 @@ pub async fn sign_in(start: &reqwest::Url, login: &str, password: &str) -> reqwe
             .and_then(|l| l.to_str().ok())
             .expect("a redirect");
         url = url.join(location).expect("the redirect URL");
-        if url.as_str().starts_with(GATEWAY_REDIRECT) {
+        // Back at a gateway's callback (the development default, or the
+        // one a test registered).
+        if url.path() == "/auth/callback" {
             return url;
         }
     }

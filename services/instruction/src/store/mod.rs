@@ -57,7 +57,8 @@ impl Statements {
                    AND ($7 IS NULL OR prefecture = $7) AND ($8 IS NULL OR procedure = $8) \
                    AND ($9 IS NULL OR motif = $9) AND ($10 IS NULL OR channel = $10) \
                    AND ($11 IS NULL OR state = $11) AND ($12 IS NULL OR cover_until <= $12) \
-                 ORDER BY urgency, queue_date, filed_at, reference LIMIT $13"
+                   AND ($13 IS NULL OR {urgency} = $13) \
+                 ORDER BY urgency, queue_date, filed_at, reference LIMIT $14"
             ),
             files_ahead: format!(
                 "SELECT count(*) FROM dossiers WHERE {OPEN} AND linked_to IS NULL \

@@ -149,6 +149,7 @@ impl Store {
                     .bind(filter.channel.map(|c| c.as_str()))
                     .bind(filter.state.map(|s| s.as_str()))
                     .bind(filter.cover_ends_before)
+                    .bind(filter.urgency.map(UrgencyClass::rank))
                     .bind(limit),
             )
             .await

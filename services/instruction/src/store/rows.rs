@@ -206,6 +206,7 @@ pub struct QueueFilter {
     pub channel: Option<Channel>,
     pub state: Option<CaseState>,
     pub cover_ends_before: Option<NaiveDate>,
+    pub urgency: Option<guichet_dossier::UrgencyClass>,
 }
 
 /// What a step carries besides its kind.

@@ -1,0 +1,277 @@
+//! The agents' workspace (`/agents`, and `/en/agents` in English): the same
+//! DSFR pages as the persons', for the people who work the files, signed in
+//! through the OpenID provider (`/auth/login`) with the browser session.
+//!
+//! Each page is another face of the agents' API: its handler calls the same
+//! function the JSON route calls, with the same [`Access`], under its own
+//! row of the policy table. Forms post without JavaScript; the session's
+//! CSRF token travels in a hidden field, which [`form_token`] hands to the
+//! policy layer as the header it checks.
+
+mod instruction;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use guichet_access::{Caller, Role};
+
+use super::{Form, Page, Visitor};
+use crate::policy::Access;
+use crate::session::{CSRF_HEADER, SESSION_COOKIE_CLEARED, session_id};
+use crate::state::AppState;
+
+/// A form the workspace posts is small: its fields, never a file.
+const FORM_LIMIT: usize = 64 * 1024;
+
+pub fn routes() -> Router<AppState> {
+    let pages = || {
+        Router::new()
+            .route("/agents", get(home))
+            .route("/agents/deconnexion", post(sign_out))
+            .merge(instruction::routes())
+    };
+    Router::new().merge(pages()).nest("/en", pages())
+}
+
+/// Whether `path` is one of the workspace's pages.
+pub fn is_workspace(path: &str) -> bool {
+    let path = guichet_access::policy::page_in_french(path);
+    path == "/agents" || path.starts_with("/agents/")
+}
+
+/// A workspace form's CSRF field, moved into the header the session check
+/// reads, before the policy layer judges the request. Only for the
+/// workspace's URL-encoded forms; anything else passes as it came.
+pub async fn form_token(request: Request, next: Next) -> Response {
+    let form = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| {
+            v.as_bytes()
+                .starts_with(b"application/x-www-form-urlencoded")
+        });
+    if request.method() != Method::POST
+        || !form
+        || !is_workspace(request.uri().path())
+        || request.headers().contains_key(CSRF_HEADER)
+    {
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, FORM_LIMIT).await else {
+        return crate::error::ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+            "this form is larger than the workspace's forms can be",
+        )
+        .into_response();
+    };
+    if let Some(v) = Form::parse(&bytes)
+        .csrf()
+        .and_then(|t| HeaderValue::from_str(&t).ok())
+    {
+        parts.headers.insert(CSRF_HEADER, v);
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+/// Who is at the workspace: the visitor, what the policy made of them, and
+/// their session's CSRF token (the one their forms carry).
+pub struct Workspace {
+    pub visitor: Visitor,
+    pub access: Access,
+    /// The signed-in agent's uid; `None` when nobody is signed in.
+    pub uid: Option<String>,
+    csrf: String,
+}
+
+impl FromRequestParts<AppState> for Workspace {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let Ok(visitor) = Visitor::from_request_parts(parts, state).await;
+        let access = Access::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let session = match session_id(&parts.headers) {
+            None => None,
+            Some(id) => state
+                .auth
+                .directory()
+                .session(&id, state.clock.now())
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "cannot read a session");
+                    refusal(
+                        &visitor,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "error-unavailable-title",
+                        "error-unavailable-body",
+                    )
+                })?,
+        };
+        let (uid, csrf) = match (session, access.caller()) {
+            (Some(s), Caller::Agent(_)) => (Some(s.uid), s.csrf_token),
+            _ => (None, String::new()),
+        };
+        Ok(Workspace {
+            visitor,
+            access,
+            uid,
+            csrf,
+        })
+    }
+}
+
+/// A section of the workspace, as the menu lists it.
+#[derive(Debug, Clone)]
+pub struct Section {
+    pub path: &'static str,
+    pub label: &'static str,
+}
+
+impl Workspace {
+    /// A page of the workspace, titled by the message `title`, whose forms
+    /// carry the session's token.
+    pub fn page(&self, title: &str) -> AgentPage {
+        let mut p = self.visitor.page(title);
+        p.csrf = self.csrf.clone();
+        AgentPage {
+            p,
+            uid: self.uid.clone().unwrap_or_default(),
+            sections: self.sections(),
+        }
+    }
+
+    /// A page saying why nothing was done, in the workspace.
+    pub fn refusal(&self, status: StatusCode, title: &str, body: &str) -> Response {
+        let a = self.page(title);
+        problem_page(&self.visitor, a, status, body)
+    }
+
+    /// An answer of the API refused, as a page of the workspace.
+    pub fn api_problem(&self, e: &crate::error::ApiError) -> Response {
+        let (status, title, body) = super::problem_of(e.status());
+        self.refusal(status, title, body)
+    }
+
+    fn roles(&self) -> Vec<Role> {
+        match self.access.caller() {
+            Caller::Agent(agent) => agent.grants.keys().copied().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The sections the agent's roles open.
+    fn sections(&self) -> Vec<Section> {
+        let roles = self.roles();
+        let mut sections = Vec::new();
+        if roles
+            .iter()
+            .any(|r| matches!(r, Role::Instructor | Role::Supervisor))
+        {
+            sections.push(Section {
+                path: "/agents/instruction",
+                label: "agents-nav-instruction",
+            });
+        }
+        sections
+    }
+}
+
+/// What every workspace template holds: the page, who is signed in, and
+/// the sections their roles open.
+pub struct AgentPage {
+    pub p: Page,
+    pub uid: String,
+    pub sections: Vec<Section>,
+}
+
+#[derive(askama::Template)]
+#[template(path = "agents/home.html")]
+struct HomePage {
+    a: AgentPage,
+    p: Page,
+    roles: Vec<(String, String)>,
+}
+
+/// `GET /agents`: sign in, or what the agent's roles open.
+async fn home(w: Workspace) -> Response {
+    let a = w.page("agents-home-title");
+    let roles = match w.access.caller() {
+        Caller::Agent(agent) if w.uid.is_some() => agent
+            .grants
+            .iter()
+            .map(|(role, places)| {
+                let places: Vec<&str> = places.iter().map(String::as_str).collect();
+                (
+                    a.p.code_text("role", role.as_str()),
+                    if places.is_empty() {
+                        a.p.t("agents-role-everywhere")
+                    } else {
+                        places.join(", ")
+                    },
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let p = a.p.clone();
+    w.visitor.html(&HomePage { a, p, roles })
+}
+
+/// `POST /agents/deconnexion`: the session ends; back to the door.
+async fn sign_out(State(state): State<AppState>, w: Workspace, headers: HeaderMap) -> Response {
+    if let Some(id) = session_id(&headers)
+        && let Err(e) = state.auth.directory().close_session(&id).await
+    {
+        tracing::error!(error = %e, "cannot close a session");
+        return w.refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "error-unavailable-title",
+            "error-unavailable-body",
+        );
+    }
+    let mut response = w.visitor.redirect("/agents");
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static(SESSION_COOKIE_CLEARED),
+    );
+    response
+}
+
+#[derive(askama::Template)]
+#[template(path = "agents/problem.html")]
+struct ProblemPage {
+    a: AgentPage,
+    p: Page,
+    message: String,
+    /// Nobody is signed in: the way to is offered.
+    sign_in: bool,
+}
+
+fn problem_page(visitor: &Visitor, a: AgentPage, status: StatusCode, body: &str) -> Response {
+    let page = ProblemPage {
+        p: a.p.clone(),
+        message: a.p.t(body),
+        sign_in: a.uid.is_empty(),
+        a,
+    };
+    visitor.html_with(status, &page)
+}
+
+/// A refusal the policy made before a workspace page's handler ran.
+pub fn refusal(visitor: &Visitor, status: StatusCode, title: &str, body: &str) -> Response {
+    let a = AgentPage {
+        p: visitor.page(title),
+        uid: String::new(),
+        sections: Vec::new(),
+    };
+    problem_page(visitor, a, status, body)
+}

@@ -1,0 +1,152 @@
+// The agents' workspace in Chromium, signed in at the real OpenID
+// provider's own login page (infra/oidc): the instructor of 59 opens the
+// queue, takes the next case with the keyboard shortcut, asks for a
+// document and decides with the mouse; a case of 75 is refused. axe-core
+// runs on every page met, in French and in English.
+//
+// Environment: GUICHET_URL (the gateway), GUICHET_OTHER_CASE (a case of
+// prefecture 75), GUICHET_PASSWORD (the provider's test password).
+// Prints one JSON report on stdout: {taken, refused_status, violations}.
+import { BASE, launch, audit, check } from './lib.mjs';
+
+const OTHER = process.env.GUICHET_OTHER_CASE;
+const PASSWORD = process.env.GUICHET_PASSWORD;
+
+const violations = [];
+const report = { violations, audited: [] };
+
+async function axe(page, label) {
+  report.audited.push(label);
+  await audit(page, label, violations);
+}
+
+/// Presses Tab until `selector` has the focus; how many presses it took.
+async function tabTo(page, selector) {
+  for (let n = 1; n <= 40; n++) {
+    await page.keyboard.press('Tab');
+    if (await page.evaluate((s) => document.activeElement?.matches(s), selector)) return n;
+  }
+  throw new Error(`${selector} never took the focus`);
+}
+
+const browser = await launch();
+try {
+  const context = await browser.newContext({ locale: 'fr-FR' });
+  const page = await context.newPage();
+
+  // The door, signed out, in both languages.
+  await page.goto(BASE + '/agents');
+  await axe(page, 'door, signed out');
+  await page.goto(BASE + '/en/agents');
+  await axe(page, 'door, signed out, English');
+  await page.goto(BASE + '/agents');
+
+  // Sign in at the provider's login page.
+  await page.getByRole('link', { name: 'Se connecter' }).click();
+  await page.waitForURL((u) => u.pathname.startsWith('/interaction/'));
+  await page.getByLabel('Login').fill('instructor-59');
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button').first().click();
+  // The provider may ask for consent once.
+  for (let i = 0; i < 3 && !page.url().startsWith(BASE); i++) {
+    const button = page.getByRole('button').first();
+    if (await button.count()) await button.click();
+    await page.waitForLoadState('load');
+  }
+  await page.waitForURL(BASE + '/agents');
+  check((await page.textContent('main')).includes('instructor-59'), 'the door names the agent');
+  await axe(page, 'door, signed in');
+
+  // The queue, its filters, and take-next by its keyboard shortcut.
+  await page.getByRole('link', { name: 'Instruction' }).first().click();
+  await page.waitForURL(BASE + '/agents/instruction');
+  await axe(page, 'queue');
+  await page.selectOption('#f-urgency', 'soon');
+  await page.getByRole('button', { name: 'Filtrer' }).click();
+  await page.waitForURL((u) => u.search.includes('urgency=soon'));
+  await axe(page, 'queue, filtered');
+  await page.goto(BASE + '/en/agents/instruction');
+  await axe(page, 'queue, English');
+  // Take-next with the keyboard alone: Tab from the top of the page to the
+  // button, then Enter. (Its access key, Alt+N, is the browser's own and
+  // cannot be pressed through the DevTools protocol.)
+  await page.goto(BASE + '/agents/instruction');
+  report.tabs_to_next = await tabTo(page, 'button[accesskey="n"]');
+  await page.keyboard.press('Enter');
+  await page.waitForURL((u) => u.pathname.startsWith('/agents/dossiers/'));
+  report.taken = decodeURIComponent(page.url().split('/agents/dossiers/')[1]);
+  await axe(page, 'case, held');
+
+  // A request without a document is refused in words (and axe-checked).
+  await page.getByRole('button', { name: 'Demander ces documents' }).click();
+  await page.waitForLoadState('load');
+  check(await page.isVisible('#request-kinds-error'), 'the missing choice is named');
+  await axe(page, 'case, request refused');
+
+  // Ask for a proof of address within a month.
+  const due = new Date(Date.now() + 30 * 86400e3);
+  const typed = `${String(due.getDate()).padStart(2, '0')}/${String(due.getMonth() + 1).padStart(2, '0')}/${due.getFullYear()}`;
+  // DSFR draws its own box over the input: the label is what one clicks.
+  await page.locator('label[for="kind-proof_of_address"]').click();
+  await page.getByLabel('Date limite').fill(typed);
+  await page.getByRole('button', { name: 'Demander ces documents' }).click();
+  await page.waitForLoadState('load');
+  check(
+    (await page.textContent('main')).includes('Documents demandés'),
+    'the case shows the documents asked for',
+  );
+
+  // The document arrives (by post, say: recorded through the agents' API
+  // with the session's token); the file is complete, and its holder
+  // resumes the review.
+  const token = await page.getAttribute('input[name="csrf"]', 'value');
+  const arrived = await page.request.post(
+    `${BASE}/api/v1/agent/dossiers/${report.taken}/documents`,
+    {
+      headers: { 'x-csrf-token': token },
+      data: {
+        kind: 'proof_of_address',
+        sha256: 'ab'.repeat(32),
+        media_type: 'application/pdf',
+        size_bytes: 1024,
+        filename: 'justificatif.pdf',
+        channel: 'postal',
+      },
+    },
+  );
+  check(arrived.ok(), `the document recorded: ${arrived.status()} ${await arrived.text()}`);
+  await page.goto(BASE + '/agents/dossiers/' + report.taken);
+  await axe(page, 'case, complete again');
+  await page.getByRole('button', { name: 'Reprendre l’examen' }).click();
+  await page.waitForLoadState('load');
+
+  // Decide favourably, with the grounds.
+  await page.locator('label[for="outcome-favourable"]').click();
+  await page.getByLabel('Motif de la décision').fill('Conditions remplies');
+  await page.getByRole('button', { name: 'Enregistrer la décision' }).click();
+  await page.waitForLoadState('load');
+  check((await page.textContent('main')).includes('Décision favorable'), 'the decision shows');
+  await axe(page, 'case, decided');
+  await page.goto(BASE + '/en/agents/dossiers/' + report.taken);
+  await axe(page, 'case, English');
+
+  // A case of 75: refused, and nothing of it shows.
+  const refused = await page.goto(BASE + '/agents/dossiers/' + OTHER);
+  report.refused_status = refused.status();
+  check(!(await page.textContent('main')).includes('Ailleurs'), 'nothing of 75 shows');
+  await axe(page, 'case of 75, refused');
+
+  // Sign out.
+  await page.goto(BASE + '/agents');
+  await page.getByRole('button', { name: 'Se déconnecter' }).click();
+  await page.waitForURL(BASE + '/agents');
+  check(await page.getByRole('link', { name: 'Se connecter' }).isVisible(), 'signed out');
+  await context.close();
+} catch (e) {
+  report.error = String(e.stack || e);
+  console.log(JSON.stringify(report));
+  await browser.close();
+  process.exit(1);
+}
+await browser.close();
+console.log(JSON.stringify(report));

@@ -1,0 +1,464 @@
+//! The agents' workspace (`/agents`), against a whole Guichet and the real
+//! OpenID provider (oidc-provider from npm, `infra/oidc`): first as plain
+//! HTTP, a browser without JavaScript (sign-in, the queue, take-next, a
+//! document request, a decision, a case of another prefecture refused and
+//! recorded in the audit log, forms without their token refused), then in
+//! Debian's Chromium with axe-core (`tests/browser/agents.mjs`).
+
+use crate::common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{App, Backend, TestEnv, eventually};
+use serde_json::{Value, json};
+
+use crate::access::real_provider;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A gateway on a port of its own and a provider that sends the browser
+/// back to it.
+async fn start(backend: Backend) -> (TestEnv, App, real_provider::Provider) {
+    let port = common::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let provider = real_provider::Provider::start_for(&format!("{base}/auth/callback"));
+    let env = TestEnv::on(backend).await;
+    let mut config = env.config();
+    config.access.oidc_issuer = Some(provider.issuer.clone());
+    config.access.public_url = Some(base);
+    let app = App::builder(&config).gateway_port(port).start().await;
+    (env, app, provider)
+}
+
+/// A filing of `postal_code`'s prefecture, recorded by instruction.
+async fn filed(app: &App, family_name: &str, postal_code: &str) -> String {
+    let mut filing = common::example("renewal-employee.json");
+    filing["applicant"]["family_name"] = json!(family_name);
+    filing["contact"]["address"]["postal_code"] = json!(postal_code);
+    // Covered for 30 more days whatever the day the test runs: "soon".
+    let expires =
+        guichet_dossier::calendar::paris_date(chrono::Utc::now()) + chrono::Duration::days(30);
+    filing["current_title"]["expires_on"] = json!(expires.to_string());
+    let born = filing["applicant"]["birth_date"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reference = app.file_accepted(&filing).await;
+    eventually(WAIT, "the dossier in instruction", || async {
+        let r = app
+            .get(&format!(
+                "/api/v1/dossiers/{reference}/status?birth_date={born}"
+            ))
+            .await;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    reference
+}
+
+/// An agent's browser session: its cookie and the token its forms carry.
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+/// Signs `uid` in at the provider through the gateway, as a browser does,
+/// and lands on the workspace's door.
+async fn sign_in(app: &App, uid: &str) -> Session {
+    let http = no_redirects();
+    let r = http
+        .get(format!("{}/auth/login", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let authorize = reqwest::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let back = real_provider::sign_in(&authorize, uid, real_provider::DEV_PASSWORD).await;
+    assert!(back.as_str().starts_with(&app.base), "{back}");
+    let r = http.get(back).send().await.unwrap();
+    assert_eq!(r.status(), 303, "{:?}", r.text().await);
+    assert_eq!(r.headers()["location"], "/agents", "to the workspace");
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let door = http
+        .get(format!("{}/agents", app.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(door.status(), 200);
+    let html = door.text().await.unwrap();
+    assert!(html.contains(uid), "the door names who signed in");
+    let at = html
+        .find("name=\"csrf\" value=\"")
+        .expect("the sign-out form")
+        + 19;
+    let csrf = html[at..].split('"').next().unwrap().to_string();
+    assert!(csrf.len() > 20, "the session's token: {csrf}");
+    Session { cookie, csrf }
+}
+
+impl Session {
+    async fn get(&self, app: &App, path: &str) -> (u16, String) {
+        let r = no_redirects()
+            .get(format!("{}{path}", app.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// Posts a form as the browser would; the status and where it leads.
+    async fn post(&self, app: &App, path: &str, fields: &[(&str, &str)]) -> (u16, String) {
+        let mut all = vec![("csrf", self.csrf.as_str())];
+        all.extend_from_slice(fields);
+        let r = no_redirects()
+            .post(format!("{}{path}", app.base))
+            .header("cookie", &self.cookie)
+            .form(&all)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let to = r
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string());
+        (status, to.unwrap_or(r.text().await.unwrap()))
+    }
+}
+
+/// The case as instruction's API shows it to an agent's session.
+async fn case_json(app: &App, s: &Session, reference: &str) -> Value {
+    no_redirects()
+        .get(format!("{}/api/v1/agent/dossiers/{reference}", app.base))
+        .header("cookie", &s.cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn an_instructor_works_a_case_in_pages(backend: Backend) {
+    let (env, app, _provider) = start(backend).await;
+    let ours = filed(&app, "Ourfile", "59000").await;
+    let theirs = filed(&app, "Theirfile", "75011").await;
+    let anonymous = no_redirects()
+        .get(format!("{}/agents/instruction", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401, "the queue needs a signed-in agent");
+    assert!(
+        anonymous
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.to_str().unwrap().starts_with("text/html")),
+        "a refused page is a page"
+    );
+    let me = sign_in(&app, "instructor-59").await;
+
+    // The queue of 59 names our file, not theirs; filters narrow it.
+    let (status, queue) = me.get(&app, "/agents/instruction").await;
+    assert_eq!(status, 200);
+    assert!(queue.contains(&ours), "our file in the queue");
+    assert!(!queue.contains(&theirs), "75's file is not in 59's queue");
+    let (status, filtered) = me
+        .get(&app, "/agents/instruction?channel=postal&urgency=")
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        !filtered.contains(&ours),
+        "a web filing is not a postal one"
+    );
+    let (status, english) = me.get(&app, "/en/agents/instruction?urgency=soon").await;
+    assert_eq!(status, 200);
+    assert!(english.contains("Instruction queue") && english.contains(&ours));
+    let (status, critical) = me.get(&app, "/agents/instruction?urgency=critical").await;
+    assert_eq!(status, 200);
+    assert!(
+        !critical.contains(&ours),
+        "30 days of cover left is not critical"
+    );
+    let (status, bad) = me
+        .get(&app, "/agents/instruction?cover_ends_before=31/02/2027")
+        .await;
+    assert_eq!(status, 422, "a date that is no date is named");
+    assert!(bad.contains("cover_ends_before-error"), "{bad}");
+
+    // A form without the session's token changes nothing.
+    let forged = no_redirects()
+        .post(format!("{}/agents/instruction/suivant", app.base))
+        .header("cookie", &me.cookie)
+        .form(&[("prefecture", "59")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert!(case_json(&app, &me, &ours).await["taken_by"].is_null());
+
+    // Take-next gives the oldest free file of 59: ours.
+    let (status, to) = me.post(&app, "/agents/instruction/suivant", &[]).await;
+    assert_eq!(status, 303, "{to}");
+    assert_eq!(to, format!("/agents/dossiers/{ours}"));
+    let (status, case) = me.get(&app, &to).await;
+    assert_eq!(status, 200);
+    assert!(case.contains("Ourfile") && case.contains("Vous traitez ce dossier"));
+
+    // A request without a document is refused in words, then made.
+    let pieces = format!("/agents/dossiers/{ours}/pieces");
+    let (status, page) = me.post(&app, &pieces, &[("deadline", "")]).await;
+    assert_eq!(status, 422);
+    assert!(page.contains("request-kinds-error"), "{page}");
+    let deadline = (guichet_dossier::calendar::paris_date(chrono::Utc::now())
+        + chrono::Duration::days(30))
+    .format("%d/%m/%Y")
+    .to_string();
+    let (status, to) = me
+        .post(
+            &app,
+            &pieces,
+            &[
+                ("kinds", "proof_of_address"),
+                ("deadline", &deadline),
+                ("reason", "Justificatif de moins de trois mois"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303, "{to}");
+    let after = case_json(&app, &me, &ours).await;
+    assert_eq!(after["dossier"]["state"], "documents_requested", "{after}");
+    assert_eq!(after["missing"], json!(["proof_of_address"]), "{after}");
+
+    // Deciding now is refused in words: the file waits for a document.
+    let (status, page) = me
+        .post(
+            &app,
+            &format!("/agents/dossiers/{ours}/decision"),
+            &[("outcome", "favourable"), ("decision_reason", "Trop tôt")],
+        )
+        .await;
+    assert_eq!(status, 409);
+    assert!(page.contains("pas possible dans l’état actuel"), "{page}");
+    // The document arrives (recorded through the agents' API, as the
+    // mailroom would): the file is complete, and its holder resumes the
+    // review.
+    let arrived = no_redirects()
+        .post(format!(
+            "{}/api/v1/agent/dossiers/{ours}/documents",
+            app.base
+        ))
+        .header("cookie", &me.cookie)
+        .header("x-csrf-token", &me.csrf)
+        .json(&json!({
+            "kind": "proof_of_address",
+            "sha256": "ab".repeat(32),
+            "media_type": "application/pdf",
+            "size_bytes": 1024,
+            "filename": "justificatif.pdf",
+            "channel": "postal",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(arrived.status(), 200, "{:?}", arrived.text().await);
+    let (status, case) = me.get(&app, &format!("/agents/dossiers/{ours}")).await;
+    assert_eq!(status, 200);
+    assert!(
+        case.contains("Reprendre l’examen"),
+        "the holder resumes the review"
+    );
+    let (status, to) = me
+        .post(
+            &app,
+            &format!("/agents/dossiers/{ours}/reprise"),
+            &[("reason", "Documents reçus")],
+        )
+        .await;
+    assert_eq!(status, 303, "{to}");
+
+    // A decision needs its outcome; then it is recorded.
+    let decision = format!("/agents/dossiers/{ours}/decision");
+    let (status, page) = me
+        .post(
+            &app,
+            &decision,
+            &[("decision_reason", "Conditions remplies")],
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(page.contains("decision-outcome-error"), "{page}");
+    let (status, to) = me
+        .post(
+            &app,
+            &decision,
+            &[
+                ("outcome", "favourable"),
+                ("decision_reason", "Conditions remplies"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303, "{to}");
+    let decided = case_json(&app, &me, &ours).await;
+    assert_eq!(decided["dossier"]["state"], "favourable", "{decided}");
+
+    // 75's case is refused, in a page, and the refusal is in the audit log.
+    let (status, page) = me.get(&app, &format!("/agents/dossiers/{theirs}")).await;
+    assert_eq!(status, 403);
+    assert!(!page.contains("Theirfile"), "nothing of the case shows");
+    let operator = sign_in(&app, "operator-1").await;
+    let (status, log) = operator
+        .get(&app, &format!("/api/v1/admin/audit?dossier={theirs}"))
+        .await;
+    assert_eq!(status, 200, "{log}");
+    let log: Value = serde_json::from_str(&log).unwrap();
+    let refused: Vec<&Value> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["agent"] == "instructor-59" && e["status"] == 403)
+        .collect();
+    assert_eq!(refused.len(), 1, "{log:#}");
+    assert_eq!(refused[0]["prefecture"], "75");
+    assert_eq!(
+        refused[0]["operation"], "GET /agents/dossiers/{reference}",
+        "{log:#}"
+    );
+
+    // Signing out ends the session: the queue is closed again.
+    let (status, to) = me.post(&app, "/agents/deconnexion", &[]).await;
+    assert_eq!((status, to.as_str()), (303, "/agents"));
+    let (status, _) = me.get(&app, "/agents/instruction").await;
+    assert_eq!(status, 401);
+    app.stop().await;
+    env.cleanup().await;
+}
+on_both_backends!(an_instructor_works_a_case_in_pages);
+
+/// Another agent's case is taken over explicitly, with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_held_by_another_is_taken_over_with_a_reason() {
+    let (env, app, _provider) = start(Backend::Servers).await;
+    let reference = filed(&app, "Heldfile", "59000").await;
+    let first = sign_in(&app, "instructor-59").await;
+    let (status, _) = first.post(&app, "/agents/instruction/suivant", &[]).await;
+    assert_eq!(status, 303);
+    let second = sign_in(&app, "supervisor-59").await;
+    let (status, page) = second
+        .get(&app, &format!("/agents/dossiers/{reference}"))
+        .await;
+    assert_eq!(status, 200);
+    assert!(page.contains("instructor-59"), "says who holds it");
+    let (status, page) = second
+        .post(
+            &app,
+            &format!("/agents/dossiers/{reference}/decision"),
+            &[("outcome", "unfavourable"), ("decision_reason", "x")],
+        )
+        .await;
+    assert_eq!(status, 409, "held by another: {page}");
+    let (status, to) = second
+        .post(
+            &app,
+            &format!("/agents/dossiers/{reference}/reprise"),
+            &[("reason", "Agent absent")],
+        )
+        .await;
+    assert_eq!(status, 303, "{to}");
+    let case = case_json(&app, &second, &reference).await;
+    assert_eq!(case["taken_by"], "supervisor-59", "{case}");
+    let events = case["dossier"]["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["kind"] == "taken_over"
+            && e["actor"] == "supervisor-59"
+            && e["reason"].as_str().unwrap().contains("Agent absent")),
+        "the take-over and its reason are in the history: {case}"
+    );
+    app.stop().await;
+    env.cleanup().await;
+}
+
+fn browser_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// In Chromium, signed in at the real provider's own login page: the
+/// instructor of 59 takes the next case with the keyboard, asks for a
+/// document and decides; a case of 75 is refused; every page passes axe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_chromium_an_instructor_signs_in_takes_requests_and_decides() {
+    assert!(
+        browser_dir().join("node_modules/playwright-core").exists(),
+        "the browser tests need `npm ci` in tests/browser (.ci/run does it) and Debian's chromium"
+    );
+    let (env, app, _provider) = start(Backend::Servers).await;
+    let ours = filed(&app, "Navigateur", "59000").await;
+    let theirs = filed(&app, "Ailleurs", "75011").await;
+    let out = tokio::task::spawn_blocking({
+        let base = app.base.clone();
+        let theirs = theirs.clone();
+        move || {
+            Command::new("node")
+                .arg("agents.mjs")
+                .current_dir(browser_dir())
+                .env("GUICHET_URL", base)
+                .env("GUICHET_OTHER_CASE", theirs)
+                .env("GUICHET_PASSWORD", real_provider::DEV_PASSWORD)
+                .output()
+                .expect("node, to drive Chromium")
+        }
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("the browser run's report ({e}): {stderr}"));
+    assert!(out.status.success(), "{report:#}\n{stderr}");
+    assert_eq!(report["violations"], json!([]), "axe-core: {report:#}");
+    assert_eq!(report["taken"], json!(ours), "{report:#}");
+    assert_eq!(report["refused_status"], 403, "{report:#}");
+    let operator = sign_in(&app, "operator-1").await;
+    let (status, log) = operator
+        .get(&app, &format!("/api/v1/admin/audit?dossier={theirs}"))
+        .await;
+    assert_eq!(status, 200);
+    assert!(log.contains("\"status\":403"), "{log}");
+    let (status, log) = operator
+        .get(&app, &format!("/api/v1/admin/audit?dossier={ours}"))
+        .await;
+    assert_eq!(status, 200);
+    for operation in [
+        "POST /agents/dossiers/{reference}/pieces",
+        "POST /agents/dossiers/{reference}/decision",
+    ] {
+        assert!(log.contains(operation), "{operation}: {log}");
+    }
+    let decided = app
+        .get(&format!(
+            "/api/v1/dossiers/{ours}/status?birth_date=1991-03-02"
+        ))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(decided["state"], "favourable", "{decided}");
+    app.stop().await;
+    env.cleanup().await;
+}
