@@ -29,6 +29,23 @@ async function tabTo(page, selector) {
   throw new Error(`${selector} never took the focus`);
 }
 
+/// Signs `login` in at the provider's own login page, from the door.
+async function signIn(page, login) {
+  await page.goto(BASE + '/agents');
+  await page.getByRole('link', { name: 'Se connecter' }).click();
+  await page.waitForURL((u) => u.pathname.startsWith('/interaction/'));
+  await page.getByLabel('Login').fill(login);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button').first().click();
+  // The provider may ask for consent once.
+  for (let i = 0; i < 3 && !page.url().startsWith(BASE); i++) {
+    const button = page.getByRole('button').first();
+    if (await button.count()) await button.click();
+    await page.waitForLoadState('load');
+  }
+  await page.waitForURL(BASE + '/agents');
+}
+
 const browser = await launch();
 try {
   const context = await browser.newContext({ locale: 'fr-FR' });
@@ -41,19 +58,7 @@ try {
   await axe(page, 'door, signed out, English');
   await page.goto(BASE + '/agents');
 
-  // Sign in at the provider's login page.
-  await page.getByRole('link', { name: 'Se connecter' }).click();
-  await page.waitForURL((u) => u.pathname.startsWith('/interaction/'));
-  await page.getByLabel('Login').fill('instructor-59');
-  await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button').first().click();
-  // The provider may ask for consent once.
-  for (let i = 0; i < 3 && !page.url().startsWith(BASE); i++) {
-    const button = page.getByRole('button').first();
-    if (await button.count()) await button.click();
-    await page.waitForLoadState('load');
-  }
-  await page.waitForURL(BASE + '/agents');
+  await signIn(page, 'instructor-59');
   check((await page.textContent('main')).includes('instructor-59'), 'the door names the agent');
   await axe(page, 'door, signed in');
 
@@ -142,6 +147,40 @@ try {
   await page.waitForURL(BASE + '/agents');
   check(await page.getByRole('link', { name: 'Se connecter' }).isVisible(), 'signed out');
   await context.close();
+
+  // The call centre, in a browser of its own (the provider remembers who
+  // signed in last): a report opened for a caller, answered with a desk
+  // appointment booked on the phone.
+  const ccc = await browser.newContext({ locale: 'fr-FR' });
+  const desk = await ccc.newPage();
+  await signIn(desk, 'ccc-1');
+  await desk.getByRole('link', { name: 'Centre d’appels' }).first().click();
+  await desk.waitForURL(BASE + '/agents/centre-appels');
+  await axe(desk, 'call centre');
+  await desk.getByRole('button', { name: 'Ouvrir le signalement' }).click();
+  await desk.waitForLoadState('load');
+  check(await desk.isVisible('#category-error'), 'the missing category is named');
+  await axe(desk, 'call centre, report refused');
+  await desk.selectOption('#category', 'appointment_impossible');
+    await desk.fill('#what_was_tried', 'Aucun créneau depuis six semaines');
+  await desk.fill('#family_name', 'Kone');
+  await desk.fill('#given_names', 'Awa');
+  await desk.fill('#phone', '0612345678');
+  await desk.fill('#line1', '3 rue Nationale');
+  await desk.fill('#postal_code', '59000');
+  await desk.fill('#city', 'Lille');
+  await desk.getByRole('button', { name: 'Ouvrir le signalement' }).click();
+  await desk.waitForURL((u) => u.pathname.startsWith('/agents/signalements/'));
+  report.report = desk.url().split('/agents/signalements/')[1];
+  await axe(desk, 'report');
+  await desk.locator('label[for="slot-1"]').click();
+  await desk.getByRole('button', { name: 'Réserver et proposer ce rendez-vous' }).click();
+  await desk.waitForLoadState('load');
+  check((await desk.textContent('main')).includes('Un rendez-vous au guichet'), 'the appointment offered');
+  await axe(desk, 'report, answered');
+  await desk.goto(BASE + '/en/agents/signalements/' + report.report);
+  await axe(desk, 'report, English');
+  await ccc.close();
 } catch (e) {
   report.error = String(e.stack || e);
   console.log(JSON.stringify(report));

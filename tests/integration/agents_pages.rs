@@ -401,14 +401,16 @@ fn browser_dir() -> PathBuf {
 
 /// In Chromium, signed in at the real provider's own login page: the
 /// instructor of 59 takes the next case with the keyboard, asks for a
-/// document and decides; a case of 75 is refused; every page passes axe.
+/// document and decides; a case of 75 is refused; the call centre opens a
+/// report and offers a desk appointment; every page passes axe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_chromium_an_instructor_signs_in_takes_requests_and_decides() {
+async fn in_chromium_an_instructor_decides_and_the_call_centre_offers_an_appointment() {
     assert!(
         browser_dir().join("node_modules/playwright-core").exists(),
         "the browser tests need `npm ci` in tests/browser (.ci/run does it) and Debian's chromium"
     );
     let (env, app, _provider) = start(Backend::Servers).await;
+    desk_of_59(&app).await;
     let ours = filed(&app, "Navigateur", "59000").await;
     let theirs = filed(&app, "Ailleurs", "75011").await;
     let out = tokio::task::spawn_blocking({
@@ -434,6 +436,35 @@ async fn in_chromium_an_instructor_signs_in_takes_requests_and_decides() {
     assert_eq!(report["violations"], json!([]), "axe-core: {report:#}");
     assert_eq!(report["taken"], json!(ours), "{report:#}");
     assert_eq!(report["refused_status"], 403, "{report:#}");
+    let id = report["report"].as_str().expect("a report opened");
+    let operator_view = sign_in(&app, "operator-1").await;
+    let (status, _) = operator_view
+        .get(&app, &format!("/agents/signalements/{id}"))
+        .await;
+    assert_eq!(status, 403, "operators read no report");
+    let answered: Value = {
+        let channel =
+            common::grpc_channel(&guichet_kit::grpc::url_of(app.mesh.intake_ccc_addr)).await;
+        let r = guichet_proto::v1::call_centre_client::CallCentreClient::new(channel)
+            .get_report(guichet_proto::v1::GetReportRequest { id: id.into() })
+            .await
+            .expect("the report")
+            .into_inner();
+        json!({
+            "state": r.state,
+            "kind": r.alternative.map(|a| a.kind),
+            "by": r.history.last().map(|e| e.actor.clone()),
+        })
+    };
+    assert_eq!(
+        answered,
+        json!({
+            "state": guichet_proto::v1::ReportState::AlternativeOffered as i32,
+            "kind": guichet_proto::v1::AlternativeKind::PanAppointment as i32,
+            "by": "ccc-1",
+        }),
+        "{report:#}"
+    );
     let operator = sign_in(&app, "operator-1").await;
     let (status, log) = operator
         .get(&app, &format!("/api/v1/admin/audit?dossier={theirs}"))
@@ -462,3 +493,122 @@ async fn in_chromium_an_instructor_signs_in_takes_requests_and_decides() {
     app.stop().await;
     env.cleanup().await;
 }
+
+/// A desk of prefecture 59 open on working days, set at the desk service
+/// itself (this gateway trusts the real provider only).
+async fn desk_of_59(app: &App) {
+    let channel = common::grpc_channel(&guichet_kit::grpc::url_of(app.mesh.intake_pan_addr)).await;
+    guichet_proto::v1::desk_client::DeskClient::new(channel)
+        .upsert_site(common::weekday_site(
+            "59-lille",
+            "Préfecture du Nord – Lille",
+            "59",
+            "09:00",
+        ))
+        .await
+        .expect("a desk of 59");
+}
+
+/// The first value of the radio buttons named `name` in `html`.
+fn first_radio(html: &str, name: &str) -> Option<String> {
+    let at = html.find(&format!("name=\"{name}\" value=\""))? + name.len() + 15;
+    Some(html[at..].split('"').next()?.to_string())
+}
+
+/// The call centre looks a file up, opens a report for a blocked caller,
+/// and answers it with a desk appointment booked on the phone; the
+/// prefecture's instructor sees the report, another prefecture's does not.
+async fn the_call_centre_opens_a_report_and_offers_an_appointment(backend: Backend) {
+    let (env, app, _provider) = start(backend).await;
+    desk_of_59(&app).await;
+    let reference = filed(&app, "Appelante", "59000").await;
+    let ccc = sign_in(&app, "ccc-1").await;
+    let (status, hub) = ccc.get(&app, "/agents/centre-appels").await;
+    assert_eq!(status, 200);
+    assert!(hub.contains("Ouvrir un signalement"));
+
+    // The look-up: the birth date is the check.
+    let (status, page) = ccc
+        .post(
+            &app,
+            "/agents/centre-appels/consultation",
+            &[("reference", &reference), ("birth_date", "02/03/1991")],
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains(&reference) && page.contains("role=\"status\""));
+    let (status, page) = ccc
+        .post(
+            &app,
+            "/agents/centre-appels/consultation",
+            &[("reference", &reference), ("birth_date", "03/03/1991")],
+        )
+        .await;
+    assert!((400..500).contains(&status), "{status}");
+    assert!(page.contains("reference-error"), "{page}");
+
+    // A report without its essentials is refused field by field.
+    let (status, page) = ccc
+        .post(&app, "/agents/signalements", &[("family_name", "Kone")])
+        .await;
+    assert!((400..500).contains(&status), "{status}");
+    assert!(page.contains("category-error"), "{page}");
+    let fields = [
+        ("category", "appointment_impossible"),
+        ("procedure", "renewal"),
+        ("what_was_tried", "Aucun créneau depuis six semaines"),
+        ("family_name", "Kone"),
+        ("given_names", "Awa"),
+        ("phone", "0612345678"),
+        ("line1", "3 rue Nationale"),
+        ("postal_code", "59000"),
+        ("city", "Lille"),
+        ("call_id", "call-42"),
+    ];
+    let (status, to) = ccc.post(&app, "/agents/signalements", &fields).await;
+    assert_eq!(status, 303, "{to}");
+    let id = to
+        .strip_prefix("/agents/signalements/")
+        .unwrap()
+        .to_string();
+    let (again_status, again) = ccc.post(&app, "/agents/signalements", &fields).await;
+    assert_eq!(
+        (again_status, again.as_str()),
+        (303, to.as_str()),
+        "the same form twice is one report"
+    );
+
+    // The report on its clock, with the desk's slots.
+    let (status, page) = ccc.get(&app, &to).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Préfecture du Nord – Lille") && page.contains("Kone"));
+    let (status, refused) = ccc
+        .post(&app, &format!("{to}/rendez-vous"), &[("site", "59-lille")])
+        .await;
+    assert_eq!(status, 422, "no slot chosen: {refused}");
+    let slot = first_radio(&page, "starts_at").expect("a free slot on the next working day");
+    let (status, back) = ccc
+        .post(
+            &app,
+            &format!("{to}/rendez-vous"),
+            &[("site", "59-lille"), ("starts_at", &slot)],
+        )
+        .await;
+    assert_eq!((status, back.as_str()), (303, to.as_str()));
+    let (_, page) = ccc.get(&app, &to).await;
+    assert!(page.contains("Un rendez-vous au guichet"), "{page}");
+    let answered = app.get(&format!("/api/v1/reports/{id}")).await.status();
+    assert_eq!(answered, 401, "a report is not public");
+
+    // The prefecture that must answer sees it; another does not.
+    let instructor = sign_in(&app, "instructor-59").await;
+    let (status, _) = instructor.get(&app, &to).await;
+    assert_eq!(status, 200);
+    let other = sign_in(&app, "instructor-75").await;
+    let (status, page) = other.get(&app, &to).await;
+    assert_eq!(status, 403);
+    assert!(!page.contains("Kone"));
+    app.stop().await;
+    env.cleanup().await;
+}
+on_both_backends!(the_call_centre_opens_a_report_and_offers_an_appointment);

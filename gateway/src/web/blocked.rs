@@ -46,7 +46,7 @@ fn same_form_key(form: &Form) -> String {
 }
 
 /// What the person can say went wrong, as the call centre files it.
-const CATEGORIES: &[(&str, pb::ReportCategory)] = &[
+pub(crate) const CATEGORIES: &[(&str, pb::ReportCategory)] = &[
     (
         "cannot_create_account",
         pb::ReportCategory::CannotCreateAccount,

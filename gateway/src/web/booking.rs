@@ -105,7 +105,7 @@ impl SlotsPage {
 }
 
 /// An instant as the page shows it: its date and time in Paris.
-fn paris_words(lang: super::Lang, starts_at: &str) -> (String, String) {
+pub(crate) fn paris_words(lang: super::Lang, starts_at: &str) -> (String, String) {
     match DateTime::parse_from_rfc3339(starts_at) {
         Ok(t) => {
             let t = t.with_timezone(&Utc);
@@ -154,7 +154,7 @@ async fn slots_page(
 }
 
 /// The first working day after `today`: what the slots page opens on.
-fn next_working_day(today: chrono::NaiveDate) -> chrono::NaiveDate {
+pub(crate) fn next_working_day(today: chrono::NaiveDate) -> chrono::NaiveDate {
     let mut day = today + chrono::Days::new(1);
     while !guichet_dossier::calendar::is_working_day(day) {
         day = day + chrono::Days::new(1);

@@ -10,8 +10,8 @@
 
 pub mod agents;
 pub mod assets;
-mod blocked;
-mod booking;
+pub(crate) mod blocked;
+pub(crate) mod booking;
 mod check;
 pub mod drafts;
 mod filing;

@@ -244,8 +244,11 @@ const REPORT_AGENTS: &[Grant] = &[
     role(Instructor, OwnPrefecture),
     role(Supervisor, OwnPrefecture),
 ];
-/// The prefecture answers a report with an alternative.
-const PREFECTURE_ANSWERS: &[Grant] = &[
+/// A report answered with an alternative: the call centre, which books a
+/// desk appointment on the phone (the decree's non-digital route), or the
+/// prefecture that must answer.
+const REPORT_ANSWERS: &[Grant] = &[
+    role(CallCentreAgent, Any),
     role(DeskAgent, OwnPrefecture),
     role(Instructor, OwnPrefecture),
     role(Supervisor, OwnPrefecture),
@@ -464,6 +467,36 @@ pub const TABLE: &[Rule] = &[
         post("/agents/dossiers/{reference}/rapprochement"),
         HOLDER,
         "as POST /api/v1/agent/dossiers/{reference}/link",
+    ),
+    rule(
+        get("/agents/centre-appels"),
+        CALL_CENTRE,
+        "the call centre's desk: look-up, new report, reports waiting on their clock",
+    ),
+    rule(
+        post("/agents/centre-appels/consultation"),
+        CALL_CENTRE,
+        "as the call centre's status look-up: the caller's birth date is the check",
+    ),
+    rule(
+        post("/agents/signalements"),
+        CALL_CENTRE,
+        "opens a report for a blocked caller, as guichet.v1.CallCentre/OpenReport",
+    ),
+    rule(
+        get("/agents/signalements/{id}"),
+        REPORT_AGENTS,
+        "a report with the person's contact, on its clock",
+    ),
+    rule(
+        post("/agents/signalements/{id}/rendez-vous"),
+        REPORT_ANSWERS,
+        "books a desk appointment of the report's prefecture by phone and offers it",
+    ),
+    rule(
+        post("/agents/signalements/{id}/kit"),
+        REPORT_ANSWERS,
+        "offers a paper filing kit sent to the report's address",
     ),
     // -- the persons' pages (`/`, and the same under `/en` in English). A
     // page shows what the API route it fronts shows, under the same grants.
@@ -689,8 +722,8 @@ pub const TABLE: &[Rule] = &[
     ),
     rule(
         post("/api/v1/agent/reports/{id}/alternative"),
-        PREFECTURE_ANSWERS,
-        "the prefecture of residence answers the report",
+        REPORT_ANSWERS,
+        "the prefecture of residence answers the report, or the call centre with a desk appointment it books",
     ),
     // -- the postal channel
     rule(
@@ -799,8 +832,8 @@ pub const TABLE: &[Rule] = &[
     ),
     rule(
         grpc("guichet.v1.CallCentre/OfferAlternative"),
-        PREFECTURE_ANSWERS,
-        "the prefecture of residence answers the report",
+        REPORT_ANSWERS,
+        "the prefecture of residence answers the report, or the call centre with a desk appointment it books",
     ),
     rule(
         grpc("guichet.v1.CallCentre/RecordOutcome"),

@@ -8,6 +8,7 @@
 //! CSRF token travels in a hidden field, which [`form_token`] hands to the
 //! policy layer as the header it checks.
 
+mod call_centre;
 mod instruction;
 
 use axum::Router;
@@ -34,6 +35,7 @@ pub fn routes() -> Router<AppState> {
             .route("/agents", get(home))
             .route("/agents/deconnexion", post(sign_out))
             .merge(instruction::routes())
+            .merge(call_centre::routes())
     };
     Router::new().merge(pages()).nest("/en", pages())
 }
@@ -179,6 +181,12 @@ impl Workspace {
             sections.push(Section {
                 path: "/agents/instruction",
                 label: "agents-nav-instruction",
+            });
+        }
+        if roles.contains(&Role::CallCentreAgent) {
+            sections.push(Section {
+                path: "/agents/centre-appels",
+                label: "agents-nav-call-centre",
             });
         }
         sections
