@@ -686,6 +686,31 @@ pub struct LetterJson {
     pub created_at: String,
     pub emailed_to: Option<String>,
     pub sha256: String,
+    pub printed_at: Option<String>,
+    pub printed_by: Option<String>,
+    pub posted_at: Option<String>,
+    pub posted_by: Option<String>,
+}
+
+pub fn letter_json(l: pb::Letter) -> LetterJson {
+    let time = |t: &Option<prost_types::Timestamp>| {
+        t.as_ref()
+            .and_then(guichet_proto::convert::timestamp_from_pb)
+            .map(|t| t.to_rfc3339())
+    };
+    LetterJson {
+        created_at: time(&l.created_at).unwrap_or_default(),
+        printed_at: time(&l.printed_at),
+        posted_at: time(&l.posted_at),
+        printed_by: some(l.printed_by),
+        posted_by: some(l.posted_by),
+        id: l.id,
+        reference: l.reference,
+        envelope_id: some(l.envelope_id),
+        kind: l.kind,
+        emailed_to: some(l.emailed_to),
+        sha256: l.sha256,
+    }
 }
 
 /// `GET /api/v1/postal/letters?reference=...`: letters to print, newest first.
@@ -702,25 +727,7 @@ pub async fn letters(
         })
         .await?
         .into_inner();
-    Ok(Json(
-        r.letters
-            .into_iter()
-            .map(|l| LetterJson {
-                created_at: l
-                    .created_at
-                    .as_ref()
-                    .and_then(guichet_proto::convert::timestamp_from_pb)
-                    .map(|t| t.to_rfc3339())
-                    .unwrap_or_default(),
-                id: l.id,
-                reference: l.reference,
-                envelope_id: some(l.envelope_id),
-                kind: l.kind,
-                emailed_to: some(l.emailed_to),
-                sha256: l.sha256,
-            })
-            .collect(),
-    ))
+    Ok(Json(r.letters.into_iter().map(letter_json).collect()))
 }
 
 /// `GET /api/v1/postal/letters/{id}`: the print-ready PDF.

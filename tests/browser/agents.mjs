@@ -12,6 +12,21 @@ import { BASE, launch, audit, check } from './lib.mjs';
 const OTHER = process.env.GUICHET_OTHER_CASE;
 const PASSWORD = process.env.GUICHET_PASSWORD;
 
+// What the operator reads off the letter's page and types.
+const due = new Date(Date.now() + 40 * 86400e3);
+const KEYED = {
+  family_name: 'Diallo',
+  given_names: 'Mariama',
+  birth_date: '14/05/1990',
+  birth_place: 'Dakar',
+  nationality: 'SEN',
+  address_line1: '12 rue Nationale',
+  postal_code: '59000',
+  city: 'Lille',
+  title_number: 'FR59B7654321',
+  title_expires_on: `${String(due.getDate()).padStart(2, '0')}/${String(due.getMonth() + 1).padStart(2, '0')}/${due.getFullYear()}`,
+};
+
 const violations = [];
 const report = { violations, audited: [] };
 
@@ -181,6 +196,33 @@ try {
   await desk.goto(BASE + '/en/agents/signalements/' + report.report);
   await axe(desk, 'report, English');
   await ccc.close();
+
+  // The mailroom keys a letter from its page image into a dossier.
+  const mail = await browser.newContext({ locale: 'fr-FR' });
+  const room = await mail.newPage();
+  await signIn(room, 'mailroom-1');
+  await room.getByRole('link', { name: 'Courrier' }).first().click();
+  await room.waitForURL(BASE + '/agents/courrier');
+  await axe(room, 'mailroom');
+  await room.locator('a[href^="/agents/courrier/plis/"]').first().click();
+  await room.waitForURL((u) => u.pathname.startsWith('/agents/courrier/plis/'));
+  const image = room.locator('img[src^="/api/v1/postal/pages/"]').first();
+  check(
+    await image.evaluate((img) => img.complete && img.naturalWidth > 100),
+    'the page image shows',
+  );
+  await axe(room, 'keying');
+  await room.selectOption('#f-procedure', 'renewal');
+  await room.selectOption('#f-motif', 'family');
+  for (const [key, value] of Object.entries(KEYED)) await room.fill(`#f-${key}`, value);
+  await room.selectOption('#f-title_kind', 'temporary_card');
+  await room.getByRole('button', { name: 'Confirmer la saisie et déposer' }).click();
+  await room.waitForLoadState('load');
+  const filed = (await room.textContent('main')).match(/Déposé : dossier (P[0-9A-Z-]+)/);
+  check(filed, 'the envelope became a dossier');
+  report.keyed = filed[1];
+  await axe(room, 'keying, filed');
+  await mail.close();
 } catch (e) {
   report.error = String(e.stack || e);
   console.log(JSON.stringify(report));

@@ -402,7 +402,8 @@ fn browser_dir() -> PathBuf {
 /// In Chromium, signed in at the real provider's own login page: the
 /// instructor of 59 takes the next case with the keyboard, asks for a
 /// document and decides; a case of 75 is refused; the call centre opens a
-/// report and offers a desk appointment; every page passes axe.
+/// report and offers a desk appointment; the mailroom keys a letter from
+/// its page image into a dossier; every page passes axe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_chromium_an_instructor_decides_and_the_call_centre_offers_an_appointment() {
     assert!(
@@ -411,7 +412,25 @@ async fn in_chromium_an_instructor_decides_and_the_call_centre_offers_an_appoint
     );
     let (env, app, _provider) = start(Backend::Servers).await;
     desk_of_59(&app).await;
+    letter_scanned(
+        &app,
+        guichet_dossier::calendar::paris_date(chrono::Utc::now()),
+    )
+    .await;
     let ours = filed(&app, "Navigateur", "59000").await;
+    // The letter read and waiting for keying before the browser opens.
+    let postal =
+        common::grpc_channel(&guichet_kit::grpc::url_of(app.mesh.intake_postal_addr)).await;
+    eventually(Duration::from_secs(240), "the envelope to key", || async {
+        let waiting = guichet_proto::v1::postal_client::PostalClient::new(postal.clone())
+            .list_keying(guichet_proto::v1::ListKeyingRequest { limit: 10 })
+            .await
+            .ok()?
+            .into_inner()
+            .envelopes;
+        (!waiting.is_empty()).then_some(())
+    })
+    .await;
     let theirs = filed(&app, "Ailleurs", "75011").await;
     let out = tokio::task::spawn_blocking({
         let base = app.base.clone();
@@ -481,6 +500,16 @@ async fn in_chromium_an_instructor_decides_and_the_call_centre_offers_an_appoint
     ] {
         assert!(log.contains(operation), "{operation}: {log}");
     }
+    let keyed = report["keyed"].as_str().expect("a dossier keyed");
+    eventually(WAIT, "the keyed dossier in instruction", || async {
+        let r = app
+            .get(&format!(
+                "/api/v1/dossiers/{keyed}/status?birth_date=1990-05-14"
+            ))
+            .await;
+        (r.status() == 200).then_some(())
+    })
+    .await;
     let decided = app
         .get(&format!(
             "/api/v1/dossiers/{ours}/status?birth_date=1991-03-02"
@@ -612,3 +641,140 @@ async fn the_call_centre_opens_a_report_and_offers_an_appointment(backend: Backe
     env.cleanup().await;
 }
 on_both_backends!(the_call_centre_opens_a_report_and_offers_an_appointment);
+
+/// A letter a person wrote instead of the form: a PDF the scanning station
+/// sends as it is, straight to the postal service (this gateway trusts
+/// the real provider only, and stations sign in with the development one).
+async fn letter_scanned(app: &App, received: chrono::NaiveDate) -> String {
+    use guichet_proto::v1 as pb;
+    let pdf = common::letter_pdf(
+        "Madame, Monsieur, je demande le renouvellement de mon titre de séjour. \
+         Diallo Mariama, née le 14/05/1990 à Dakar, sénégalaise, 12 rue Nationale 59000 Lille.",
+    );
+    let channel =
+        common::grpc_channel(&guichet_kit::grpc::url_of(app.mesh.intake_postal_addr)).await;
+    let uploaded = pb::postal_client::PostalClient::new(channel)
+        .upload_batch(pb::UploadBatchRequest {
+            station_id: "station-59-1".into(),
+            reception_date: received.to_string(),
+            postmark_dates: vec![received.to_string()],
+            files: vec![pb::ScanFile {
+                media_type: "application/pdf".into(),
+                content: pdf,
+                filename: "lettre.pdf".into(),
+                sha256: String::new(),
+            }],
+            idempotency_key: uuid::Uuid::new_v4().to_string(),
+        })
+        .await
+        .expect("the stack uploaded")
+        .into_inner();
+    uploaded.batch_id
+}
+
+/// The mailroom keys a letter from its page image into a dossier, then
+/// prints and posts the receipt letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mailroom_keys_an_envelope_from_its_page_into_a_dossier() {
+    let (env, app, _provider) = start(Backend::Servers).await;
+    let received = guichet_dossier::calendar::paris_date(chrono::Utc::now());
+    letter_scanned(&app, received).await;
+    let operator = sign_in(&app, "mailroom-1").await;
+    let envelope = eventually(Duration::from_secs(240), "the envelope to key", || async {
+        let (_, hub) = operator.get(&app, "/agents/courrier").await;
+        let at = hub.find("/agents/courrier/plis/")? + "/agents/courrier/plis/".len();
+        Some(hub[at..].split('"').next()?.to_string())
+    })
+    .await;
+    let screen = format!("/agents/courrier/plis/{envelope}");
+    let (status, page) = operator.get(&app, &screen).await;
+    assert_eq!(status, 200);
+    let at = page
+        .find("src=\"/api/v1/postal/pages/")
+        .expect("the page image")
+        + 5;
+    let image = page[at..].split('"').next().unwrap().to_string();
+    let r = no_redirects()
+        .get(format!("{}{image}", app.base))
+        .header("cookie", &operator.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/png");
+    assert!(
+        page.contains("name=\"f.family_name\""),
+        "a field a form field"
+    );
+
+    // Keyed without a birth date: refused, the field named, nothing filed.
+    let mut fields = vec![
+        ("f.procedure", "renewal"),
+        ("f.motif", "family"),
+        ("f.family_name", "Diallo"),
+        ("f.given_names", "Mariama"),
+        ("f.birth_place", "Dakar"),
+        ("f.nationality", "SEN"),
+        ("f.address_line1", "12 rue Nationale"),
+        ("f.postal_code", "59000"),
+        ("f.city", "Lille"),
+        ("f.title_kind", "temporary_card"),
+        ("f.title_number", "FR59B7654321"),
+    ];
+    let expires = (received + chrono::Duration::days(40))
+        .format("%d/%m/%Y")
+        .to_string();
+    fields.push(("f.title_expires_on", &expires));
+    let (status, refused) = operator
+        .post(&app, &format!("{screen}/saisie"), &fields)
+        .await;
+    assert!((400..500).contains(&status), "{status}: {refused}");
+    assert!(refused.contains("f-birth_date-error"), "{refused}");
+    fields.push(("f.birth_date", "14/05/1990"));
+    let (status, to) = operator
+        .post(&app, &format!("{screen}/saisie"), &fields)
+        .await;
+    assert_eq!((status, to.as_str()), (303, screen.as_str()));
+    let (_, page) = operator.get(&app, &screen).await;
+    let filed = "Déposé : dossier ";
+    let at = page
+        .find(filed)
+        .unwrap_or_else(|| panic!("the dossier's reference: {page}"))
+        + filed.len();
+    let reference = page[at..at + 15].to_string();
+    eventually(WAIT, "the postal dossier in instruction", || async {
+        let r = app
+            .get(&format!(
+                "/api/v1/dossiers/{reference}/status?birth_date=1990-05-14"
+            ))
+            .await;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+
+    // Its receipt letter is printed, then posted.
+    let letter = eventually(WAIT, "the receipt letter", || async {
+        let (_, hub) = operator.get(&app, "/agents/courrier").await;
+        let row = hub.split("<tr>").find(|row| row.contains(&reference))?;
+        let at = row.find("/agents/courrier/lettres/")? + "/agents/courrier/lettres/".len();
+        Some(row[at..].split('/').next()?.to_string())
+    })
+    .await;
+    for (step, shown) in [
+        ("impression", "Imprimé par mailroom-1"),
+        ("envoi", "Posté par mailroom-1"),
+    ] {
+        let (status, _) = operator
+            .post(
+                &app,
+                &format!("/agents/courrier/lettres/{letter}/{step}"),
+                &[],
+            )
+            .await;
+        assert_eq!(status, 303);
+        let (_, hub) = operator.get(&app, "/agents/courrier").await;
+        assert!(hub.contains(shown), "{shown}");
+    }
+    app.stop().await;
+    env.cleanup().await;
+}

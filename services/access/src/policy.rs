@@ -498,6 +498,41 @@ pub const TABLE: &[Rule] = &[
         REPORT_ANSWERS,
         "offers a paper filing kit sent to the report's address",
     ),
+    rule(
+        get("/agents/courrier"),
+        MAILROOM,
+        "envelopes waiting for keying, letters to print and post",
+    ),
+    rule(
+        get("/agents/courrier/plis/{id}"),
+        MAILROOM,
+        "the keying screen: page images beside the fields read",
+    ),
+    rule(
+        post("/agents/courrier/plis/{id}/saisie"),
+        MAILROOM,
+        "as POST /api/v1/postal/envelopes/{id}/confirmation",
+    ),
+    rule(
+        post("/agents/courrier/plis/{id}/orientation"),
+        MAILROOM,
+        "as POST /api/v1/postal/envelopes/{id}/routing",
+    ),
+    rule(
+        post("/agents/courrier/plis/{id}/rattachement"),
+        MAILROOM,
+        "as POST /api/v1/postal/envelopes/{id}/attachment",
+    ),
+    rule(
+        post("/agents/courrier/lettres/{id}/impression"),
+        MAILROOM,
+        "a letter marked printed, as guichet.v1.Postal/MarkLetter",
+    ),
+    rule(
+        post("/agents/courrier/lettres/{id}/envoi"),
+        MAILROOM,
+        "a letter marked posted, as guichet.v1.Postal/MarkLetter",
+    ),
     // -- the persons' pages (`/`, and the same under `/en` in English). A
     // page shows what the API route it fronts shows, under the same grants.
     rule(
@@ -943,6 +978,11 @@ pub const TABLE: &[Rule] = &[
         grpc("guichet.v1.Postal/GetLetter"),
         MAILROOM,
         "as over REST",
+    ),
+    rule(
+        grpc("guichet.v1.Postal/MarkLetter"),
+        MAILROOM,
+        "a letter printed, then posted, by the operator named",
     ),
     // -- gRPC: notifier (on the notifier's own address, not passed on)
     rule(

@@ -126,6 +126,10 @@ pub const FORM_FIELDS: [FormField; 17] = [
     },
 ];
 
+/// Why an envelope with no Guichet form goes to keying: not a problem with
+/// a code, only its absence (a letter, a form of another administration).
+pub const NO_FORM: &str = "no Guichet form in this envelope: key it from the pages, or route it";
+
 pub fn form_field(key: &str) -> Option<&'static FormField> {
     FORM_FIELDS.iter().find(|f| f.key == key)
 }

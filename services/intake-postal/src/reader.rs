@@ -162,14 +162,7 @@ impl Reader {
             let (form_id, code, problem) = match form_page.map(|p| &findings[p]) {
                 Some(Finding::Form(code)) => (Some(code.form_id.clone()), Some(code), None),
                 Some(Finding::Problem(p)) => (None, None, Some(p.to_string())),
-                _ => (
-                    None,
-                    None,
-                    Some(
-                        "no Guichet form in this envelope: key it from the pages, or route it"
-                            .into(),
-                    ),
-                ),
+                _ => (None, None, Some(guichet_dossier::postal::NO_FORM.into())),
             };
             // OCR'd fields: the form page first, then the rest in order.
             let mut order: Vec<usize> = form_page.into_iter().collect();

@@ -1014,19 +1014,31 @@ impl Postal for PostalService {
             .await
             .map_err(err)?;
         Ok(Response::new(pb::ListLettersResponse {
-            letters: rows
-                .into_iter()
-                .map(|l| pb::Letter {
-                    id: l.id,
-                    reference: l.reference,
-                    envelope_id: l.envelope_id,
-                    kind: l.kind,
-                    created_at: Some(convert::timestamp_to_pb(l.created_at)),
-                    emailed_to: l.emailed_to.unwrap_or_default(),
-                    sha256: l.sha256,
-                })
-                .collect(),
+            letters: rows.into_iter().map(letter_pb).collect(),
         }))
+    }
+
+    async fn mark_letter(
+        &self,
+        request: Request<pb::MarkLetterRequest>,
+    ) -> Result<Response<pb::Letter>, Status> {
+        let r = request.into_inner();
+        for (field, value) in [("operator_id", &r.operator_id), ("letter_id", &r.letter_id)] {
+            if value.trim().is_empty() {
+                return Err(invalid(Violations::one(field, "is required")));
+            }
+        }
+        let row = self
+            .store
+            .mark_letter(
+                r.letter_id.trim(),
+                r.posted,
+                r.operator_id.trim(),
+                self.intake.clock.now(),
+            )
+            .await
+            .map_err(err)?;
+        Ok(Response::new(letter_pb(row)))
     }
 
     async fn get_letter(
@@ -1044,5 +1056,21 @@ impl Postal for PostalService {
                 Status::from(ServiceError::not_found(format!("letter {id} has no PDF")))
             })?;
         Ok(pdf(letter.id, content.into()))
+    }
+}
+
+fn letter_pb(l: crate::store::LetterRow) -> pb::Letter {
+    pb::Letter {
+        id: l.id,
+        reference: l.reference,
+        envelope_id: l.envelope_id,
+        kind: l.kind,
+        created_at: Some(convert::timestamp_to_pb(l.created_at)),
+        emailed_to: l.emailed_to.unwrap_or_default(),
+        sha256: l.sha256,
+        printed_at: l.printed_at.map(convert::timestamp_to_pb),
+        printed_by: l.printed_by.unwrap_or_default(),
+        posted_at: l.posted_at.map(convert::timestamp_to_pb),
+        posted_by: l.posted_by.unwrap_or_default(),
     }
 }

@@ -10,6 +10,7 @@
 
 mod call_centre;
 mod instruction;
+mod mailroom;
 
 use axum::Router;
 use axum::body::Body;
@@ -36,6 +37,7 @@ pub fn routes() -> Router<AppState> {
             .route("/agents/deconnexion", post(sign_out))
             .merge(instruction::routes())
             .merge(call_centre::routes())
+            .merge(mailroom::routes())
     };
     Router::new().merge(pages()).nest("/en", pages())
 }
@@ -181,6 +183,12 @@ impl Workspace {
             sections.push(Section {
                 path: "/agents/instruction",
                 label: "agents-nav-instruction",
+            });
+        }
+        if roles.contains(&Role::MailroomOperator) {
+            sections.push(Section {
+                path: "/agents/courrier",
+                label: "agents-nav-mailroom",
             });
         }
         if roles.contains(&Role::CallCentreAgent) {

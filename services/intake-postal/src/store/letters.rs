@@ -61,18 +61,46 @@ impl Store {
         Ok(())
     }
 
-    /// The latest letters, of one dossier or (`reference` empty) of all.
+    /// The latest letters, of one dossier or (`reference` empty) of all;
+    /// those not posted yet first.
     pub async fn letters(&self, reference: &str, limit: u32) -> Result<Vec<LetterRow>, StoreError> {
         self.rows(
             || format!("a letter of {reference:?}"),
             Stmt::new(format!(
                 "SELECT {LETTER_COLUMNS} FROM postal_letters \
-                 WHERE ($1 = '' OR reference = $1) ORDER BY created_at DESC, id DESC LIMIT $2"
+                 WHERE ($1 = '' OR reference = $1) \
+                 ORDER BY posted_at IS NOT NULL, created_at DESC, id DESC LIMIT $2"
             ))
             .bind(reference)
             .bind(i64::from(limit)),
         )
         .await
+    }
+
+    /// Marks the letter printed (`posted` false) or posted, by `operator`;
+    /// posting marks it printed too when it was not. A mark already made
+    /// stays as it was (a second click changes nothing).
+    pub async fn mark_letter(
+        &self,
+        id: &str,
+        posted: bool,
+        operator: &str,
+        now: DateTime<Utc>,
+    ) -> Result<LetterRow, StoreError> {
+        let sql = if posted {
+            "UPDATE postal_letters SET \
+             printed_at = COALESCE(printed_at, $3), printed_by = COALESCE(printed_by, $2), \
+             posted_at = COALESCE(posted_at, $3), posted_by = COALESCE(posted_by, $2) \
+             WHERE id = $1"
+        } else {
+            "UPDATE postal_letters SET \
+             printed_at = COALESCE(printed_at, $3), printed_by = COALESCE(printed_by, $2) \
+             WHERE id = $1"
+        };
+        self.db
+            .execute(Stmt::new(sql).bind(id).bind(operator).bind(now))
+            .await?;
+        self.letter(id).await
     }
 
     pub async fn letter(&self, id: &str) -> Result<LetterRow, StoreError> {

@@ -19,8 +19,8 @@ pub(super) const ENVELOPE_COLUMNS: &str = "id, batch_id, seq, page_count, state,
     routed_to, keyed_by, created_at";
 pub(super) const EVENT_COLUMNS: &str =
     "id, envelope_id, kind, operator_id, at, postmark_date, reason, reference";
-pub(super) const LETTER_COLUMNS: &str =
-    "id, reference, envelope_id, kind, sha256, emailed_to, email_state, created_at";
+pub(super) const LETTER_COLUMNS: &str = "id, reference, envelope_id, kind, sha256, emailed_to, email_state, created_at, \
+     printed_at, printed_by, posted_at, posted_by";
 
 /// A value kept as JSON text, read back as `T`.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,6 +103,10 @@ pub struct LetterRow {
     /// pending, none, sent, or why the e-mail failed.
     pub email_state: String,
     pub created_at: DateTime<Utc>,
+    pub printed_at: Option<DateTime<Utc>>,
+    pub printed_by: Option<String>,
+    pub posted_at: Option<DateTime<Utc>>,
+    pub posted_by: Option<String>,
 }
 
 /// One thing an operator did with an envelope.
