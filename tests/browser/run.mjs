@@ -38,6 +38,7 @@ const PAGES = [
   ['appointments-59', '/rendez-vous?departement=59'],
   ['blocked', '/bloque'],
   ['check', '/verifier'],
+  ['open-data', '/donnees'],
 ];
 
 /// 1991-03-02 as a person types it: 02/03/1991.

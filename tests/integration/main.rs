@@ -28,6 +28,7 @@ mod harness;
 mod instruction;
 mod notices;
 mod observability;
+mod open_data;
 mod person_code;
 mod postal;
 mod schema_parity;

@@ -25,12 +25,14 @@ const PAGES: &[&str] = &[
     "/rendez-vous",
     "/bloque",
     "/verifier",
+    "/donnees",
     "/en/",
     "/en/deposer",
     "/en/mon-dossier",
     "/en/rendez-vous",
     "/en/bloque",
     "/en/verifier",
+    "/en/donnees",
 ];
 
 fn no_redirects() -> reqwest::Client {

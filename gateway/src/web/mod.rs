@@ -16,6 +16,7 @@ mod check;
 pub mod drafts;
 mod filing;
 mod my_file;
+mod open_data;
 pub mod texts;
 
 use axum::Router;
@@ -528,6 +529,7 @@ pub fn routes(upload_bytes: usize) -> Router<AppState> {
             .merge(booking::routes())
             .merge(blocked::routes())
             .merge(check::routes())
+            .merge(open_data::routes())
             .merge(
                 Router::new()
                     .merge(filing::upload_routes())

@@ -533,6 +533,27 @@ pub const TABLE: &[Rule] = &[
         MAILROOM,
         "a letter marked posted, as guichet.v1.Postal/MarkLetter",
     ),
+    // -- the open data of the independent evaluation
+    rule(
+        get("/donnees"),
+        ANYONE,
+        "the evaluation's figures with charts, and their downloads",
+    ),
+    rule(
+        get("/donnees/schema.json"),
+        ANYONE,
+        "the downloads' documented schema",
+    ),
+    rule(
+        get("/donnees/{year}/evaluation.csv"),
+        ANYONE,
+        "open data, no personal data: cells under the minimum count withheld",
+    ),
+    rule(
+        get("/donnees/{year}/evaluation.json"),
+        ANYONE,
+        "the same, with each month's national totals",
+    ),
     // -- the persons' pages (`/`, and the same under `/en` in English). A
     // page shows what the API route it fronts shows, under the same grants.
     rule(
@@ -1032,6 +1053,11 @@ pub const TABLE: &[Rule] = &[
         "as over REST",
     ),
     rule(
+        grpc("guichet.v1.InstructionReader/Evaluation"),
+        ANYONE,
+        "open data: counts per month, prefecture and channel, small cells withheld",
+    ),
+    rule(
         grpc("guichet.v1.InstructionReader/Equity"),
         ANYONE,
         "published figures",
@@ -1135,6 +1161,7 @@ pub const PAGE_ROOTS: &[&str] = &[
     "/bloque",
     "/verifier",
     "/agents",
+    "/donnees",
     "/static/",
     "/dsfr/",
 ];

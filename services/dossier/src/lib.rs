@@ -9,6 +9,7 @@ pub mod channel;
 pub mod codes;
 pub mod desk;
 pub mod equity;
+pub mod evaluation;
 pub mod filing;
 pub mod idempotency;
 pub mod lifecycle;

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use guichet_dossier::filing::RawDocument;
-use guichet_dossier::rights;
 use guichet_dossier::{
     CaseState, Channel, DocumentKind, Motif, Procedure, Reference, Step, UrgencyClass, Violations,
 };
+use guichet_dossier::{evaluation, rights};
 use guichet_kit::clock::SharedClock;
 use guichet_kit::{ErrorKind, ServiceError};
 use guichet_proto::v1::instruction_desk_server::InstructionDesk;
@@ -34,6 +34,11 @@ pub struct Api {
     /// Pokes the events relay after a change wrote to the outbox.
     pub wake: Arc<Notify>,
     pub equity: crate::equity::EquitySettings,
+    /// The open data's minimum count (statistical secrecy).
+    pub open_data_min_count: u32,
+    /// Each year's evaluation, as computed on its day: recomputed on the
+    /// first request of a new day.
+    pub evaluations: Arc<tokio::sync::Mutex<std::collections::HashMap<i32, pb::EvaluationReport>>>,
 }
 
 fn db_error(context: &str, e: &sqlx::Error) -> Status {
@@ -508,6 +513,73 @@ impl InstructionReader for Api {
         )
         .await
         .map_err(|e| db_error("reading the equity figures", &e))?;
+        Ok(Response::new(report))
+    }
+
+    async fn evaluation(
+        &self,
+        request: Request<pb::EvaluationRequest>,
+    ) -> Result<Response<pb::EvaluationReport>, Status> {
+        let year = request.into_inner().year;
+        let today = self.clock.today();
+        let (Some(from), Some(until)) = (
+            NaiveDate::from_ymd_opt(year, 1, 1),
+            NaiveDate::from_ymd_opt(year + 1, 1, 1),
+        ) else {
+            return Err(invalid("year", "is not a year"));
+        };
+        if from > today || year < 2000 {
+            return Err(invalid("year", "must be from 2000 to this year"));
+        }
+        // One computation at a time, and once a day per year.
+        let mut cache = self.evaluations.lock().await;
+        let fresh = cache
+            .get(&year)
+            .filter(|r| r.computed_on.as_ref().and_then(convert::date_from_pb) == Some(today));
+        if let Some(report) = fresh {
+            return Ok(Response::new(report.clone()));
+        }
+        let facts = self
+            .store
+            .evaluation_facts(from, until, today)
+            .await
+            .map_err(|e| db_error("reading the evaluation's figures", &e))?;
+        let min_count = u64::from(self.open_data_min_count);
+        let published = evaluation::publish(&evaluation::cells(&facts), min_count);
+        let counts = |m: &std::collections::BTreeMap<&'static str, Option<u64>>| {
+            evaluation::COUNTS
+                .iter()
+                .map(|name| pb::EvaluationCount {
+                    name: (*name).to_string(),
+                    value: m.get(name).copied().flatten(),
+                })
+                .collect()
+        };
+        let report = pb::EvaluationReport {
+            year,
+            min_count: self.open_data_min_count,
+            computed_on: Some(convert::date_to_pb(today)),
+            cells: published
+                .cells
+                .iter()
+                .map(|c| pb::EvaluationCell {
+                    month: c.month.clone(),
+                    prefecture: c.prefecture.clone(),
+                    channel: convert::channel_to_pb(c.channel) as i32,
+                    counts: counts(&c.counts),
+                    median_days_to_decision: c.median_days_to_decision,
+                })
+                .collect(),
+            month_totals: published
+                .month_totals
+                .iter()
+                .map(|(month, totals)| pb::EvaluationTotal {
+                    month: month.clone(),
+                    counts: counts(totals),
+                })
+                .collect(),
+        };
+        cache.insert(year, report.clone());
         Ok(Response::new(report))
     }
 

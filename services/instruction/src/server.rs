@@ -130,6 +130,8 @@ pub async fn start(
         clock,
         wake,
         equity,
+        open_data_min_count: settings.open_data_min_count.max(1),
+        evaluations: Arc::default(),
     };
     let routes = tonic::service::Routes::new(InstructionReaderServer::new(api.clone()))
         .add_service(InstructionDeskServer::new(api));

@@ -24,6 +24,10 @@ pub struct InstructionSettings {
     /// Figures resting on fewer dossiers are not compared for equity.
     #[arg(long, env = "GUICHET_EQUITY_MIN_SAMPLE", default_value_t = 5)]
     pub equity_min_sample: u32,
+    /// The open data's statistical secrecy: a cell standing on fewer
+    /// dossiers is withheld (and any that would give it away).
+    #[arg(long, env = "GUICHET_OPEN_DATA_MIN_COUNT", default_value_t = 11)]
+    pub open_data_min_count: u32,
     /// Minutes after its holder's last act at which a held case goes back
     /// to the queue, so a case is never stuck with an absent agent.
     #[arg(long, env = "GUICHET_HOLD_IDLE_MINUTES", default_value_t = 240)]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use guichet_dossier::calendar::paris_date;
-use guichet_dossier::{CaseState, Channel, UrgencyClass, equity};
+use guichet_dossier::{CaseState, Channel, UrgencyClass, equity, evaluation};
 use guichet_kit::sql::Stmt;
 
 use super::Store;
@@ -41,6 +41,22 @@ struct EquityRow {
     state: CaseState,
     title_expires_on: Option<NaiveDate>,
     cover_until: Option<NaiveDate>,
+}
+
+/// What the evaluation reads of one dossier.
+#[derive(sqlx::FromRow)]
+struct EvaluationRow {
+    #[sqlx(try_from = "String")]
+    channel: Channel,
+    prefecture: String,
+    legal_filing_date: NaiveDate,
+    #[sqlx(try_from = "String")]
+    state: CaseState,
+    decided_at: Option<DateTime<Utc>>,
+    title_expires_on: Option<NaiveDate>,
+    withdrawn: bool,
+    attested: bool,
+    ended_at: Option<DateTime<Utc>>,
 }
 
 impl Store {
@@ -232,6 +248,61 @@ impl Store {
                 complete_at_filing: r.complete_at_filing,
                 needs_cover: r.state.is_open() && r.title_expires_on.is_some_and(|e| e < today),
                 covered: r.cover_until.is_some_and(|c| c >= today),
+            })
+            .collect())
+    }
+
+    /// What the evaluation reads of each dossier filed (by legal filing
+    /// date) from `from` to before `until`; a linked second filing is not
+    /// a dossier of its own.
+    pub async fn evaluation_facts(
+        &self,
+        from: NaiveDate,
+        until: NaiveDate,
+        today: NaiveDate,
+    ) -> Result<Vec<evaluation::DossierFacts>, sqlx::Error> {
+        let rows: Vec<EvaluationRow> = self
+            .db
+            .fetch_all(
+                Stmt::new(
+                    "SELECT d.channel, d.prefecture, d.legal_filing_date, d.state, d.decided_at, \
+                     d.title_expires_on, \
+                     EXISTS (SELECT 1 FROM dossier_events e WHERE e.reference = d.reference \
+                             AND e.kind = 'withdrawn') AS withdrawn, \
+                     EXISTS (SELECT 1 FROM attestations a WHERE a.reference = d.reference) \
+                       AS attested, \
+                     (SELECT MIN(e.at) FROM dossier_events e WHERE e.reference = d.reference \
+                      AND e.kind IN ('decided_favourable', 'decided_unfavourable', 'withdrawn', \
+                                     'closed_deadline_passed')) AS ended_at \
+                     FROM dossiers d WHERE d.linked_to IS NULL \
+                     AND d.legal_filing_date >= $1 AND d.legal_filing_date < $2",
+                )
+                .bind(from)
+                .bind(until),
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                use evaluation::Outcome;
+                let outcome = match r.state {
+                    CaseState::Favourable => Outcome::Favourable,
+                    CaseState::Unfavourable => Outcome::Unfavourable,
+                    CaseState::Closed if r.withdrawn => Outcome::Withdrawn,
+                    CaseState::Closed => Outcome::ClosedMissingDocuments,
+                    _ => Outcome::Pending,
+                };
+                // Until the outcome, or today for a file still pending.
+                let until = r.ended_at.map_or(today, paris_date);
+                evaluation::DossierFacts {
+                    channel: r.channel,
+                    prefecture: r.prefecture,
+                    legal_filing_date: r.legal_filing_date,
+                    outcome,
+                    decided_on: r.decided_at.map(paris_date),
+                    needed_cover: r.title_expires_on.is_some_and(|e| e < until),
+                    attested: r.attested,
+                }
             })
             .collect())
     }
