@@ -184,6 +184,14 @@ pub async fn judge(
             allow_appointment(state, access, &r.id).await?;
             frame(&r)
         }
+        ("guichet.v1.Desk", "ListAppointments") => {
+            let r: pb::ListAppointmentsRequest = decode(m)?;
+            match site_prefecture(state, &r.site_id).await? {
+                Some(prefecture) => allow(access, &Facts::none().prefecture(&prefecture))?,
+                None => return Err(Status::not_found("no such site")),
+            }
+            frame(&r)
+        }
         ("guichet.v1.Desk", "FileAssisted") => {
             let mut r: pb::FileAssistedRequest = decode(m)?;
             allow_site(state, access, &r.site_id).await?;

@@ -223,6 +223,25 @@ try {
   report.keyed = filed[1];
   await axe(room, 'keying, filed');
   await mail.close();
+
+  // Every other screen, as the agent who opens it: axe-core on each.
+  const visits = [
+    ['supervisor-59', ['/agents/supervision', '/agents/journal', '/agents/guichet', '/en/agents/supervision']],
+    ['desk-59', ['/agents/guichet', '/en/agents/guichet']],
+    ['operator-1', ['/agents/journal', '/agents/supervision']],
+  ];
+  for (const [login, paths] of visits) {
+    const ctx = await browser.newContext({ locale: 'fr-FR' });
+    const tab = await ctx.newPage();
+    await signIn(tab, login);
+    await axe(tab, `door, ${login}`);
+    for (const path of paths) {
+      const r = await tab.goto(BASE + path);
+      check(r.status() === 200, `${login} ${path}: HTTP ${r.status()}`);
+      await axe(tab, `${login} ${path}`);
+    }
+    await ctx.close();
+  }
 } catch (e) {
   report.error = String(e.stack || e);
   console.log(JSON.stringify(report));

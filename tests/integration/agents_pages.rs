@@ -778,3 +778,140 @@ async fn the_mailroom_keys_an_envelope_from_its_page_into_a_dossier() {
     app.stop().await;
     env.cleanup().await;
 }
+
+/// A supervisor grants and withdraws roles in their prefecture only, and
+/// reads the audit log; a desk agent sees their site's day.
+async fn supervisors_and_desks_work_their_prefecture(backend: Backend) {
+    let (env, app, _provider) = start(backend).await;
+    desk_of_59(&app).await;
+    let supervisor = sign_in(&app, "supervisor-59").await;
+    let (status, page) = supervisor.get(&app, "/agents/supervision").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("instructor-59"), "the team of 59");
+    let grant = [
+        ("uid", "new-agent-1"),
+        ("role", "desk_agent"),
+        ("prefecture", "59"),
+    ];
+    let (status, to) = supervisor
+        .post(&app, "/agents/supervision/habilitations", &grant)
+        .await;
+    assert_eq!((status, to.as_str()), (303, "/agents/supervision"));
+    let (_, page) = supervisor.get(&app, "/agents/supervision").await;
+    assert!(page.contains("new-agent-1"));
+    let (status, _) = supervisor
+        .post(
+            &app,
+            "/agents/supervision/habilitations",
+            &[
+                ("uid", "new-agent-1"),
+                ("role", "desk_agent"),
+                ("prefecture", "75"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 403, "not in another prefecture");
+    let (status, _) = supervisor
+        .post(&app, "/agents/supervision/habilitations/retrait", &grant)
+        .await;
+    assert_eq!(status, 303);
+    let (_, page) = supervisor.get(&app, "/agents/supervision").await;
+    assert!(!page.contains("new-agent-1"), "withdrawn");
+    let (status, journal) = supervisor
+        .get(&app, "/agents/journal?agent=supervisor-59")
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        journal.contains("POST /agents/supervision/habilitations"),
+        "{journal}"
+    );
+    // The refusal in 75 is in the log, for the operators who see every
+    // prefecture (a supervisor reads their own prefectures' entries).
+    let operator = sign_in(&app, "operator-1").await;
+    let (status, journal) = operator
+        .get(&app, "/agents/journal?agent=supervisor-59")
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        journal.contains("Refusé (403)"),
+        "the refusal is in the log"
+    );
+    let instructor = sign_in(&app, "instructor-59").await;
+    let (status, _) = instructor.get(&app, "/agents/journal").await;
+    assert_eq!(status, 403, "instructors read no audit log");
+
+    // The desk's day: an appointment booked by phone, listed with its
+    // person; attendance before its time is refused in words.
+    let channel = common::grpc_channel(&guichet_kit::grpc::url_of(app.mesh.intake_pan_addr)).await;
+    let mut pan = guichet_proto::v1::desk_client::DeskClient::new(channel);
+    let day = {
+        let mut d =
+            guichet_dossier::calendar::paris_date(chrono::Utc::now()) + chrono::Days::new(1);
+        while !guichet_dossier::calendar::is_working_day(d) {
+            d = d + chrono::Days::new(1);
+        }
+        d
+    };
+    let slot = pan
+        .list_slots(guichet_proto::v1::ListSlotsRequest {
+            site_id: "59-lille".into(),
+            date: Some(guichet_proto::convert::date_to_pb(day)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .slots
+        .remove(0);
+    pan.book(guichet_proto::v1::BookRequest {
+        site_id: "59-lille".into(),
+        starts_at: slot.starts_at,
+        person: Some(guichet_proto::v1::Person {
+            family_name: "Guichetiere".into(),
+            given_names: "Lina".into(),
+            phone: "0611223344".into(),
+            email: String::new(),
+        }),
+        route: guichet_proto::v1::BookingRoute::Phone as i32,
+        booked_by: "ccc-1".into(),
+        report_id: String::new(),
+        idempotency_key: "desk-test".into(),
+    })
+    .await
+    .expect("booked");
+    let desk = sign_in(&app, "desk-59").await;
+    let typed = day.format("%d/%m/%Y").to_string();
+    let (status, page) = desk
+        .get(&app, &format!("/agents/guichet?site=59-lille&jour={typed}"))
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("Guichetiere Lina") && page.contains("0611223344"),
+        "{page}"
+    );
+    let at =
+        page.find("/agents/guichet/rendez-vous/").unwrap() + "/agents/guichet/rendez-vous/".len();
+    let id = page[at..].split('/').next().unwrap().to_string();
+    let (status, refused) = desk
+        .post(
+            &app,
+            &format!("/agents/guichet/rendez-vous/{id}/presence"),
+            &[("present", "yes"), ("day", &day.to_string())],
+        )
+        .await;
+    assert_eq!(status, 409, "too early: {refused}");
+    let (status, page) = desk
+        .post(
+            &app,
+            "/agents/guichet/remise",
+            &[("card-reference", "W26-0000-0000-0"), ("card-number", "X1")],
+        )
+        .await;
+    assert!((400..500).contains(&status), "{status}");
+    assert!(page.contains("card-reference-error"), "{page}");
+    let other = sign_in(&app, "instructor-75").await;
+    let (status, _) = other.get(&app, "/agents/guichet?site=59-lille").await;
+    assert_eq!(status, 403, "no desk role");
+    app.stop().await;
+    env.cleanup().await;
+}
+on_both_backends!(supervisors_and_desks_work_their_prefecture);

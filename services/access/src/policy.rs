@@ -533,6 +533,41 @@ pub const TABLE: &[Rule] = &[
         MAILROOM,
         "a letter marked posted, as guichet.v1.Postal/MarkLetter",
     ),
+    rule(
+        get("/agents/supervision"),
+        AGENT_ADMINS,
+        "agents and roles of the supervisor's prefectures, reports past their deadline",
+    ),
+    rule(
+        post("/agents/supervision/habilitations"),
+        AGENT_GRANTORS,
+        "as PUT /api/v1/admin/agents/{uid}/grants/{role}/{prefecture}",
+    ),
+    rule(
+        post("/agents/supervision/habilitations/retrait"),
+        AGENT_GRANTORS,
+        "as DELETE /api/v1/admin/agents/{uid}/grants/{role}/{prefecture}",
+    ),
+    rule(
+        get("/agents/journal"),
+        AUDITORS,
+        "as GET /api/v1/admin/audit",
+    ),
+    rule(
+        get("/agents/guichet"),
+        CARD_DESKS,
+        "a site's appointments of the day, with names and contacts",
+    ),
+    rule(
+        post("/agents/guichet/rendez-vous/{id}/presence"),
+        CARD_DESKS,
+        "came or did not, as guichet.v1.Desk/RecordAttendance",
+    ),
+    rule(
+        post("/agents/guichet/remise"),
+        CARD_DESKS,
+        "as POST /api/v1/agent/dossiers/{reference}/card-handover",
+    ),
     // -- the open data of the independent evaluation
     rule(
         get("/donnees"),
@@ -941,6 +976,11 @@ pub const TABLE: &[Rule] = &[
         grpc("guichet.v1.Desk/GetAppointment"),
         BOOKING_AGENTS,
         "names and contact",
+    ),
+    rule(
+        grpc("guichet.v1.Desk/ListAppointments"),
+        CARD_DESKS,
+        "a site's day, with names and contacts: the desks of its prefecture",
     ),
     rule(
         grpc("guichet.v1.Desk/FileAssisted"),

@@ -603,6 +603,30 @@ impl Desks {
         self.record_step(c, id, step, now).await
     }
 
+    /// The site's appointments of `day` (Paris), in time order.
+    pub async fn appointments_of_day(
+        &self,
+        site_id: &str,
+        day: NaiveDate,
+    ) -> Result<Vec<AppointmentRow>, DeskError> {
+        let (from, to) = (start_of(day), start_of(day + Duration::days(1)));
+        self.db
+            .fetch_all(
+                Stmt::new(format!(
+                    "SELECT {COLUMNS} FROM appointments \
+                     WHERE site_id = $1 AND starts_at >= $2 AND starts_at < $3 \
+                     ORDER BY starts_at, id"
+                ))
+                .bind(site_id)
+                .bind(from)
+                .bind(to),
+            )
+            .await
+            .map_err(db::reading::<DeskError>(|| {
+                format!("an appointment of site {site_id}")
+            }))
+    }
+
     pub async fn appointment(&self, id: &str) -> Result<AppointmentRow, DeskError> {
         let sql = format!("SELECT {COLUMNS} FROM appointments WHERE id = $1");
         appointment_in(&mut self.db.acquire().await?.conn(), &sql, id).await

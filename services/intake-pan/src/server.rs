@@ -398,6 +398,31 @@ impl Desk for DeskService {
         Ok(Response::new(desks::to_pb(&row)))
     }
 
+    async fn list_appointments(
+        &self,
+        request: Request<pb::ListAppointmentsRequest>,
+    ) -> Result<Response<pb::ListAppointmentsResponse>, Status> {
+        let r = request.into_inner();
+        let day = r
+            .date
+            .as_ref()
+            .and_then(convert::date_from_pb)
+            .ok_or_else(|| {
+                Status::from(ServiceError::invalid(guichet_dossier::Violations::one(
+                    "date",
+                    "is required: the day to list",
+                )))
+            })?;
+        let rows = self
+            .desks
+            .appointments_of_day(&r.site_id, day)
+            .await
+            .map_err(err)?;
+        Ok(Response::new(pb::ListAppointmentsResponse {
+            appointments: rows.iter().map(desks::to_pb).collect(),
+        }))
+    }
+
     async fn file_assisted(
         &self,
         request: Request<pb::FileAssistedRequest>,

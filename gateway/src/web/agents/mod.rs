@@ -9,8 +9,10 @@
 //! policy layer as the header it checks.
 
 mod call_centre;
+mod desk;
 mod instruction;
 mod mailroom;
+mod supervision;
 
 use axum::Router;
 use axum::body::Body;
@@ -38,6 +40,8 @@ pub fn routes() -> Router<AppState> {
             .merge(instruction::routes())
             .merge(call_centre::routes())
             .merge(mailroom::routes())
+            .merge(supervision::routes())
+            .merge(desk::routes())
     };
     Router::new().merge(pages()).nest("/en", pages())
 }
@@ -183,6 +187,28 @@ impl Workspace {
             sections.push(Section {
                 path: "/agents/instruction",
                 label: "agents-nav-instruction",
+            });
+        }
+        if roles
+            .iter()
+            .any(|r| matches!(r, Role::Supervisor | Role::Operator))
+        {
+            sections.push(Section {
+                path: "/agents/supervision",
+                label: "agents-nav-supervision",
+            });
+            sections.push(Section {
+                path: "/agents/journal",
+                label: "agents-nav-journal",
+            });
+        }
+        if roles
+            .iter()
+            .any(|r| matches!(r, Role::DeskAgent | Role::Supervisor))
+        {
+            sections.push(Section {
+                path: "/agents/guichet",
+                label: "agents-nav-desk",
             });
         }
         if roles.contains(&Role::MailroomOperator) {
