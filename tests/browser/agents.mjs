@@ -228,7 +228,7 @@ try {
   const visits = [
     ['supervisor-59', ['/agents/supervision', '/agents/journal', '/agents/guichet', '/en/agents/supervision']],
     ['desk-59', ['/agents/guichet', '/en/agents/guichet']],
-    ['operator-1', ['/agents/journal', '/agents/supervision']],
+    ['operator-1', ['/agents/journal', '/agents/supervision', '/ops', '/en/ops']],
   ];
   for (const [login, paths] of visits) {
     const ctx = await browser.newContext({ locale: 'fr-FR' });

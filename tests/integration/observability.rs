@@ -172,11 +172,13 @@ async fn the_equity_report_compares_every_channel_on_the_same_measures(backend: 
     let page = app.get("/ops").await;
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
-    assert!(html.contains("Equity between channels"), "{html}");
+    assert!(html.contains("Équité entre les canaux"), "{html}");
     assert!(
-        html.contains("class=\"flag\""),
+        html.contains("class=\"guichet-flag\""),
         "the flagged cell is marked: {html}"
     );
+    let english = app.get("/en/ops").await.text().await.unwrap();
+    assert!(english.contains("Equity between channels"), "{english}");
 
     common::stop(app, env).await;
 }

@@ -12,6 +12,7 @@ mod call_centre;
 mod desk;
 mod instruction;
 mod mailroom;
+mod ops;
 mod supervision;
 
 use axum::Router;
@@ -42,6 +43,7 @@ pub fn routes() -> Router<AppState> {
             .merge(mailroom::routes())
             .merge(supervision::routes())
             .merge(desk::routes())
+            .merge(ops::routes())
     };
     Router::new().merge(pages()).nest("/en", pages())
 }
@@ -209,6 +211,12 @@ impl Workspace {
             sections.push(Section {
                 path: "/agents/guichet",
                 label: "agents-nav-desk",
+            });
+        }
+        if roles.contains(&Role::Operator) {
+            sections.push(Section {
+                path: "/ops",
+                label: "agents-nav-ops",
             });
         }
         if roles.contains(&Role::MailroomOperator) {

@@ -1,0 +1,250 @@
+//! The operators' page (`/ops`, `/en/ops`): the equity between channels
+//! with the channels doing worse flagged, the delays per channel as a
+//! chart, a prefecture's filings per channel month by month, and this
+//! process's own figures. No personal data: anyone may read it.
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use axum::routing::get;
+use guichet_kit::metrics::{ChannelLabels, DeadLetterLabels, QueueLabels, ServiceLabels};
+use guichet_proto::v1 as pb;
+use serde::Deserialize;
+
+use super::{AgentPage, Workspace};
+use crate::ops::{EquityJson, EquityQuery, FigureJson};
+use crate::state::AppState;
+use crate::web::{Page, today};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/ops", get(page))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct OpsQuery {
+    prefecture: Option<String>,
+}
+
+/// A bar: its label, its text, where it stands and how high.
+struct Bar {
+    label: String,
+    text: String,
+    x: usize,
+    height: usize,
+    fill: &'static str,
+}
+
+/// The colours of the channels, the same on every chart (DSFR's
+/// illustrative palette, each with a contrast of 3:1 or more on white).
+fn colour(channel: &str) -> &'static str {
+    match channel {
+        "web" => "#000091",
+        "ccc" => "#a94645",
+        "pan" => "#18753c",
+        _ => "#716043",
+    }
+}
+
+#[derive(askama::Template)]
+#[template(path = "agents/ops.html")]
+struct OpsPage {
+    a: AgentPage,
+    p: Page,
+    equity: Option<EquityJson>,
+    delay_bars: Vec<Bar>,
+    prefecture: String,
+    prefectures: Vec<String>,
+    months: Vec<(String, Vec<Bar>)>,
+    process: Vec<(&'static str, u64, u64)>,
+    backlog: (i64, i64, i64, u64),
+}
+
+impl OpsPage {
+    fn flagged(&self, channel: &str, measure: &str) -> bool {
+        self.equity.as_ref().is_some_and(|e| {
+            e.flags
+                .iter()
+                .any(|f| f.channel == channel && f.measure == measure)
+        })
+    }
+
+    fn days(&self, f: &Option<FigureJson>) -> String {
+        f.as_ref()
+            .map_or("–".into(), |f| format!("{:.1} ({})", f.value, f.sample))
+    }
+
+    fn share(&self, f: &Option<FigureJson>) -> String {
+        f.as_ref().map_or("–".into(), |f| {
+            format!("{:.0} % ({})", f.value * 100.0, f.sample)
+        })
+    }
+}
+
+/// `GET /ops`
+async fn page(
+    State(state): State<AppState>,
+    w: Workspace,
+    axum::extract::Query(q): Query<OpsQuery>,
+) -> Response {
+    let equity = crate::ops::equity_report(
+        &state,
+        EquityQuery {
+            prefecture: None,
+            margin: None,
+        },
+    )
+    .await
+    .ok();
+    // Delays per channel: the median days to decision, as bars.
+    let delay_bars = equity.as_ref().map_or_else(Vec::new, |e| {
+        let max = e
+            .channels
+            .iter()
+            .filter_map(|c| c.median_days_to_decision.as_ref().map(|f| f.value))
+            .fold(1.0_f64, f64::max);
+        e.channels
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let v = c.median_days_to_decision.as_ref().map_or(0.0, |f| f.value);
+                Bar {
+                    label: c.channel.to_string(),
+                    text: c
+                        .median_days_to_decision
+                        .as_ref()
+                        .map_or("–".into(), |f| format!("{:.0}", f.value)),
+                    x: 40 + i * 70,
+                    height: (v / max * 150.0) as usize,
+                    fill: colour(c.channel),
+                }
+            })
+            .collect()
+    });
+    // A prefecture's filings per channel, month by month (this year's
+    // evaluation, before secrecy is of no use here: the counts published).
+    let year = chrono::Datelike::year(&today(&state));
+    let cells = state
+        .instruction
+        .clone()
+        .evaluation(pb::EvaluationRequest { year })
+        .await
+        .map(|r| r.into_inner().cells)
+        .unwrap_or_default();
+    let mut prefectures: Vec<String> = cells.iter().map(|c| c.prefecture.clone()).collect();
+    prefectures.sort();
+    prefectures.dedup();
+    let prefecture = q
+        .prefecture
+        .filter(|p| prefectures.contains(p))
+        .or_else(|| prefectures.first().cloned())
+        .unwrap_or_default();
+    let mut month_names: Vec<String> = cells
+        .iter()
+        .filter(|c| c.prefecture == prefecture)
+        .map(|c| c.month.clone())
+        .collect();
+    month_names.sort();
+    month_names.dedup();
+    let filed = |c: &pb::EvaluationCell| {
+        c.counts
+            .iter()
+            .find(|n| n.name == "filed")
+            .and_then(|n| n.value)
+            .unwrap_or(0)
+    };
+    let max = cells
+        .iter()
+        .filter(|c| c.prefecture == prefecture)
+        .map(filed)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let months = month_names
+        .iter()
+        .map(|m| {
+            let bars = ["web", "ccc", "pan", "postal"]
+                .iter()
+                .enumerate()
+                .map(|(i, ch)| {
+                    let v = cells
+                        .iter()
+                        .find(|c| {
+                            c.prefecture == prefecture
+                                && &c.month == m
+                                && crate::views::channel_text(c.channel) == *ch
+                        })
+                        .map_or(0, filed);
+                    Bar {
+                        label: (*ch).to_string(),
+                        text: v.to_string(),
+                        x: 10 + i * 22,
+                        height: (v * 120 / max) as usize,
+                        fill: colour(ch),
+                    }
+                })
+                .collect();
+            (m.clone(), bars)
+        })
+        .collect();
+    let m = &state.metrics;
+    let process = guichet_dossier::Channel::ALL
+        .iter()
+        .map(|c| {
+            let labels = ChannelLabels {
+                channel: c.as_str(),
+            };
+            (
+                c.as_str(),
+                m.filings_accepted.get_or_create(&labels).get(),
+                m.dossiers_recorded.get_or_create(&labels).get(),
+            )
+        })
+        .collect();
+    let dead: u64 = [
+        "no_message_id",
+        "undecodable",
+        "unknown_schema",
+        "breaks_rule",
+        "rejected",
+    ]
+    .into_iter()
+    .map(|reason| {
+        m.dead_letters
+            .get_or_create(&DeadLetterLabels {
+                queue: guichet_kit::bus::INSTRUCTION_QUEUE,
+                reason,
+            })
+            .get()
+    })
+    .sum();
+    let backlog = (
+        m.outbox_backlog
+            .get_or_create(&ServiceLabels {
+                service: "intake_web",
+            })
+            .get(),
+        m.queue_depth
+            .get_or_create(&QueueLabels {
+                queue: guichet_kit::bus::INSTRUCTION_QUEUE,
+            })
+            .get(),
+        m.queue_depth
+            .get_or_create(&QueueLabels {
+                queue: guichet_kit::bus::DEAD_LETTER_QUEUE,
+            })
+            .get(),
+        dead,
+    );
+    let a = w.page("ops-title");
+    w.visitor.html(&OpsPage {
+        p: a.p.clone(),
+        a,
+        equity,
+        delay_bars,
+        prefecture,
+        prefectures,
+        months,
+        process,
+        backlog,
+    })
+}
