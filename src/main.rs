@@ -228,6 +228,8 @@ async fn main() -> anyhow::Result<()> {
             );
             println!("  persons' pages:  {url}/ (French) and {url}/en/ (English)");
             println!("  API description: {url}/api/openapi.json");
+            println!("  agents:          {url}/agents (sign in as a development agent)");
+            println!("  open data:       {url}/donnees");
             println!("  operators:       {url}/ops and {url}/metrics");
             println!(
                 "  mailroom:        {url}/api/v1/postal/keying (forms: POST {url}/api/v1/postal/forms)"
