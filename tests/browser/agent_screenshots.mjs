@@ -127,6 +127,8 @@ try {
     await shot(page, 'report');
     await page.goto(BASE + '/agents/centre-appels');
     await shot(page, 'call-centre');
+    await page.goto(BASE + '/agents/centre-appels/depot');
+    await shot(page, 'on-behalf');
   });
   await session('mailroom-1', async (page) => {
     for (let i = 0; i < 60; i++) {
@@ -146,6 +148,8 @@ try {
     await shot(page, 'journal');
     await page.goto(BASE + '/agents/guichet');
     await shot(page, 'desk');
+    await page.goto(BASE + '/agents/guichet/depot');
+    await shot(page, 'assisted');
   });
   await session('operator-1', async (page) => {
     await page.goto(BASE + '/ops');

@@ -227,7 +227,8 @@ try {
   // Every other screen, as the agent who opens it: axe-core on each.
   const visits = [
     ['supervisor-59', ['/agents/supervision', '/agents/journal', '/agents/guichet', '/en/agents/supervision']],
-    ['desk-59', ['/agents/guichet', '/en/agents/guichet']],
+    ['desk-59', ['/agents/guichet', '/en/agents/guichet', '/agents/guichet/depot']],
+    ['ccc-1', ['/agents/centre-appels/depot', '/en/agents/centre-appels/depot']],
     ['operator-1', ['/agents/journal', '/agents/supervision', '/ops', '/en/ops']],
   ];
   for (const [login, paths] of visits) {

@@ -576,6 +576,55 @@ async fn the_call_centre_opens_a_report_and_offers_an_appointment(backend: Backe
     assert!((400..500).contains(&status), "{status}");
     assert!(page.contains("reference-error"), "{page}");
 
+    // Filing for the caller: refused without their recorded consent, then
+    // filed, the same dossier as any channel's.
+    let (status, form) = ccc.get(&app, "/agents/centre-appels/depot").await;
+    assert_eq!(status, 200);
+    assert!(form.contains("name=\"consent\""));
+    let expires = (guichet_dossier::calendar::paris_date(chrono::Utc::now())
+        + chrono::Duration::days(20))
+    .format("%d/%m/%Y")
+    .to_string();
+    let mut filing = vec![
+        ("procedure", "renewal"),
+        ("motif", "employee"),
+        ("applicant.family_name", "Telephone"),
+        ("applicant.given_names", "Mariam"),
+        ("applicant.birth_date", "07/08/1988"),
+        ("applicant.nationality", "MLI"),
+        ("contact.phone", "0611112222"),
+        ("contact.address.line1", "8 place du Théâtre"),
+        ("contact.address.postal_code", "59000"),
+        ("contact.address.city", "Lille"),
+        ("contact.answer_channel", "sms"),
+        ("current_title.kind", "temporary_card"),
+        ("current_title.number", "FR59C1112223"),
+        ("current_title.expires_on", &expires),
+        ("call_id", "call-7"),
+    ];
+    let (status, page) = ccc.post(&app, "/agents/centre-appels/depot", &filing).await;
+    assert_eq!(status, 422);
+    assert!(page.contains("consent-error"), "{page}");
+    filing.push(("consent", "yes"));
+    let (status, page) = ccc.post(&app, "/agents/centre-appels/depot", &filing).await;
+    assert_eq!(status, 200, "{page}");
+    let marker = "Demande déposée : dossier ";
+    let at = page.find(marker).unwrap_or_else(|| panic!("{page}")) + marker.len();
+    let on_behalf = page[at..at + 15].to_string();
+    eventually(WAIT, "the call centre's filing in instruction", || async {
+        let r = app
+            .get(&format!(
+                "/api/v1/dossiers/{on_behalf}/status?birth_date=1988-08-07"
+            ))
+            .await;
+        if r.status() != 200 {
+            return None;
+        }
+        let status: Value = r.json().await.ok()?;
+        (status["channel"] == "ccc").then_some(())
+    })
+    .await;
+
     // A report without its essentials is refused field by field.
     let (status, page) = ccc
         .post(&app, "/agents/signalements", &[("family_name", "Kone")])
@@ -915,3 +964,95 @@ async fn supervisors_and_desks_work_their_prefecture(backend: Backend) {
     env.cleanup().await;
 }
 on_both_backends!(supervisors_and_desks_work_their_prefecture);
+
+/// A desk files with the person present, with a document scanned at the
+/// desk: its token first in the multipart form, the file checked and kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desk_files_with_the_documents_scanned_there() {
+    use reqwest::multipart::{Form as Multipart, Part};
+    let (env, app, _provider) = start(Backend::Servers).await;
+    desk_of_59(&app).await;
+    let desk = sign_in(&app, "desk-59").await;
+    let (status, page) = desk.get(&app, "/agents/guichet/depot").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("enctype=\"multipart/form-data\""));
+    let expires = (guichet_dossier::calendar::paris_date(chrono::Utc::now())
+        + chrono::Duration::days(25))
+    .format("%d/%m/%Y")
+    .to_string();
+    let form = |csrf: Option<&str>, identity: bool| {
+        let mut f = Multipart::new();
+        if let Some(t) = csrf {
+            f = f.text("csrf", t.to_string());
+        }
+        for (k, v) in [
+            ("site_id", "59-lille"),
+            ("procedure", "renewal"),
+            ("motif", "employee"),
+            ("applicant.family_name", "Auguichet"),
+            ("applicant.given_names", "Sami"),
+            ("applicant.birth_date", "03/04/1985"),
+            ("applicant.nationality", "TUN"),
+            ("contact.phone", "0622334455"),
+            ("contact.address.line1", "1 rue Esquermoise"),
+            ("contact.address.postal_code", "59000"),
+            ("contact.address.city", "Lille"),
+            ("contact.answer_channel", "sms"),
+            ("current_title.kind", "temporary_card"),
+            ("current_title.number", "FR59D9998887"),
+            ("current_title.expires_on", expires.as_str()),
+        ] {
+            f = f.text(k, v.to_string());
+        }
+        if identity {
+            f = f.text("identity_checked", "yes");
+        }
+        f.part(
+            "passport",
+            Part::bytes(common::letter_pdf("Passeport"))
+                .file_name("passeport.pdf")
+                .mime_str("application/pdf")
+                .unwrap(),
+        )
+    };
+    let send = |f: Multipart| {
+        no_redirects()
+            .post(format!("{}/agents/guichet/depot", app.base))
+            .header("cookie", &desk.cookie)
+            .multipart(f)
+            .send()
+    };
+    let r = send(form(None, true)).await.unwrap();
+    assert_eq!(r.status(), 403, "no token, nothing filed");
+    let r = send(form(Some(&desk.csrf), false)).await.unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("identity_checked-error"));
+    let r = send(form(Some(&desk.csrf), true)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    let marker = "Demande déposée : dossier ";
+    let at = page.find(marker).unwrap_or_else(|| panic!("{page}")) + marker.len();
+    let reference = page[at..at + 15].to_string();
+    let status: Value = eventually(WAIT, "the desk's filing in instruction", || async {
+        let r = app
+            .get(&format!(
+                "/api/v1/dossiers/{reference}/status?birth_date=1985-04-03"
+            ))
+            .await;
+        if r.status() != 200 {
+            return None;
+        }
+        r.json().await.ok()
+    })
+    .await;
+    assert_eq!(status["channel"], "pan", "{status}");
+    let kinds: Vec<&str> = status["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["passport"], "{status}");
+    app.stop().await;
+    env.cleanup().await;
+}

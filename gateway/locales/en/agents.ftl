@@ -330,3 +330,26 @@ ops-outbox = Messages waiting to be sent (online intake): { $n }
 ops-queue = Messages waiting in instruction.dossiers: { $n }
 ops-dlq = Messages in the dead-letter queue: { $n }
 ops-dead = Messages dead-lettered by instruction: { $n }
+
+agents-behalf-title = File for the caller
+agents-behalf-link = File for the person calling
+agents-behalf-lead = The same dossier as through any other channel, with the same legal filing date. The person sends their documents afterwards, and gets their receipt the way they chose.
+agents-behalf-request = The request
+agents-behalf-contact = How to reach them
+agents-behalf-answer = How the person wants the answers
+agents-behalf-consent = The person agreed, on the recorded call, that I file for them
+agents-behalf-button = File the application
+agents-behalf-filed = Application filed: file { $reference }
+agents-behalf-filed-text = Legal filing date: { $date }. Give the reference to the person.
+field-consent = Filing for the person needs their recorded consent.
+agents-keys-behalf = Alt + D: file for the caller.
+
+agents-assisted-title = File at the desk
+agents-assisted-link = File
+agents-assisted-lead = The person is here: their application is filed with the documents scanned at the desk, the same dossier as through any other channel.
+agents-assisted-for = For { $name }, at their appointment
+agents-assisted-documents = Documents scanned at the desk
+agents-assisted-file-hint = PDF, JPEG or PNG
+agents-assisted-identity = I checked the person's identity on their original documents
+field-identity-checked = Check the person's identity before filing.
+field-site = Choose the desk.

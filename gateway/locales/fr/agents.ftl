@@ -330,3 +330,26 @@ ops-outbox = Messages en attente d’envoi (dépôt en ligne) : { $n }
 ops-queue = Messages en attente dans instruction.dossiers : { $n }
 ops-dlq = Messages dans la file des rejets : { $n }
 ops-dead = Messages rejetés par l’instruction : { $n }
+
+agents-behalf-title = Déposer pour la personne
+agents-behalf-link = Déposer pour la personne qui appelle
+agents-behalf-lead = Le même dossier que par tout autre canal, avec la même date légale de dépôt. La personne enverra ses documents ensuite ; elle reçoit son récépissé par le moyen choisi.
+agents-behalf-request = La demande
+agents-behalf-contact = Pour la joindre
+agents-behalf-answer = Comment la personne veut recevoir les réponses
+agents-behalf-consent = La personne a accepté, pendant l’appel enregistré, que je dépose pour elle
+agents-behalf-button = Déposer la demande
+agents-behalf-filed = Demande déposée : dossier { $reference }
+agents-behalf-filed-text = Date légale de dépôt : { $date }. Donnez la référence à la personne.
+field-consent = Le dépôt pour la personne exige son accord enregistré.
+agents-keys-behalf = Alt + D : déposer pour la personne.
+
+agents-assisted-title = Déposer au guichet
+agents-assisted-link = Déposer
+agents-assisted-lead = La personne est là : sa demande est déposée avec les documents numérisés au guichet, le même dossier que par tout autre canal.
+agents-assisted-for = Pour { $name }, à son rendez-vous
+agents-assisted-documents = Documents numérisés au guichet
+agents-assisted-file-hint = PDF, JPEG ou PNG
+agents-assisted-identity = J’ai vérifié l’identité de la personne sur ses documents originaux
+field-identity-checked = Vérifiez l’identité de la personne avant de déposer.
+field-site = Choisissez le guichet.

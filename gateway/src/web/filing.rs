@@ -111,7 +111,7 @@ impl Step {
 
 /// The input showing `field`: a whole part's problem ("contact is
 /// required") goes on its first input.
-fn input_id(field: &str) -> String {
+pub(crate) fn input_id(field: &str) -> String {
     let first = match field {
         "applicant" => "applicant.family_name",
         "contact" => "contact.email",
@@ -467,6 +467,16 @@ fn problems_of(state: &AppState, draft: &Draft, step: Step) -> Vec<String> {
 
 fn text(form: &Form, name: &str) -> Option<String> {
     form.get(name)
+}
+
+/// A filing as one form gives it whole (the call centre's, the desk's),
+/// with the same field names as the steps.
+pub(crate) fn raw_filing_of(form: &Form, lang: super::Lang) -> guichet_dossier::RawFiling {
+    let mut draft = Draft::default();
+    for step in [Step::Procedure, Step::Identity, Step::Contact, Step::Title] {
+        apply(&mut draft, step, form, lang);
+    }
+    draft.filing
 }
 
 /// Writes the step's fields into the draft.

@@ -14,7 +14,7 @@ pub(crate) mod blocked;
 pub(crate) mod booking;
 mod check;
 pub mod drafts;
-mod filing;
+pub(crate) mod filing;
 mod my_file;
 mod open_data;
 pub mod texts;
@@ -544,7 +544,7 @@ pub fn routes(upload_bytes: usize) -> Router<AppState> {
         .route("/en/formulaire", get(paper_form))
         .merge(pages())
         .nest("/en", pages())
-        .merge(agents::routes())
+        .merge(agents::routes(upload_bytes))
         .route("/static/{file}", get(assets::static_file))
         .route("/dsfr/{version}/{*path}", get(assets::dsfr_file))
         .layer(axum::middleware::from_fn(page_headers))

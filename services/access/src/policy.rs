@@ -479,6 +479,16 @@ pub const TABLE: &[Rule] = &[
         "as the call centre's status look-up: the caller's birth date is the check",
     ),
     rule(
+        get("/agents/centre-appels/depot"),
+        CALL_CENTRE,
+        "the filing form the agent fills in on the phone",
+    ),
+    rule(
+        post("/agents/centre-appels/depot"),
+        CALL_CENTRE,
+        "files for the caller with their recorded consent, as guichet.v1.CallCentre/FileOnBehalf",
+    ),
+    rule(
         post("/agents/signalements"),
         CALL_CENTRE,
         "opens a report for a blocked caller, as guichet.v1.CallCentre/OpenReport",
@@ -562,6 +572,16 @@ pub const TABLE: &[Rule] = &[
         post("/agents/guichet/rendez-vous/{id}/presence"),
         CARD_DESKS,
         "came or did not, as guichet.v1.Desk/RecordAttendance",
+    ),
+    rule(
+        get("/agents/guichet/depot"),
+        DESK,
+        "the filing form the desk fills in with the person present",
+    ),
+    rule(
+        post("/agents/guichet/depot"),
+        DESK,
+        "files at the desk with the documents scanned there, as guichet.v1.Desk/FileAssisted",
     ),
     rule(
         post("/agents/guichet/remise"),

@@ -27,6 +27,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/agents/centre-appels", get(hub))
         .route("/agents/centre-appels/consultation", post(look_up))
+        .route(
+            "/agents/centre-appels/depot",
+            get(on_behalf_form).post(file_on_behalf),
+        )
         .route("/agents/signalements", post(open_report))
         .route("/agents/signalements/{id}", get(report))
         .route(
@@ -599,5 +603,124 @@ async fn offer(state: &AppState, w: &Workspace, request: pb::OfferAlternativeReq
     match state.ccc.clone().offer_alternative(request).await {
         Ok(_) => w.visitor.redirect(&format!("/agents/signalements/{id}")),
         Err(status) => w.api_problem(&ApiError::from(status)),
+    }
+}
+
+#[derive(askama::Template)]
+#[template(path = "agents/on_behalf.html")]
+struct OnBehalfPage {
+    a: AgentPage,
+    p: Page,
+    form: Form,
+    procedures: Vec<&'static str>,
+    motifs: Vec<&'static str>,
+    titles: Vec<&'static str>,
+    answers: Vec<&'static str>,
+    /// The receipt, once filed.
+    filed: Option<(String, String)>,
+}
+
+impl OnBehalfPage {
+    fn value(&self, name: &str) -> String {
+        self.form.get(name).unwrap_or_default()
+    }
+}
+
+fn on_behalf_page(w: &Workspace, form: Form) -> OnBehalfPage {
+    use guichet_dossier::{AnswerChannel, Motif, Procedure, TitleKind};
+    let a = w.page("agents-behalf-title");
+    OnBehalfPage {
+        p: a.p.clone(),
+        a,
+        form,
+        procedures: Procedure::ALL.iter().map(|c| c.as_str()).collect(),
+        motifs: Motif::ALL.iter().map(|c| c.as_str()).collect(),
+        titles: TitleKind::ALL.iter().map(|c| c.as_str()).collect(),
+        answers: AnswerChannel::ALL.iter().map(|c| c.as_str()).collect(),
+        filed: None,
+    }
+}
+
+/// `GET /agents/centre-appels/depot`: the whole filing on one page, for
+/// the agent who fills it in on the phone.
+async fn on_behalf_form(w: Workspace) -> Response {
+    let page = on_behalf_page(&w, Form::default());
+    w.visitor.html(&page)
+}
+
+/// `POST /agents/centre-appels/depot`: files for the caller, once they
+/// agreed on the recorded call; the same dossier as every channel's.
+async fn file_on_behalf(State(state): State<AppState>, w: Workspace, body: Bytes) -> Response {
+    let form = Form::parse(&body);
+    let agent_id = match w.access.acting_agent() {
+        Ok(uid) => uid,
+        Err(e) => return w.api_problem(&e),
+    };
+    let mut raw = crate::web::filing::raw_filing_of(&form, w.visitor.lang);
+    // The same form sent twice (a double click) files once.
+    raw.idempotency_key = Some(form_key(&agent_id, &form));
+    let consent = form.get("consent").as_deref() == Some("yes");
+    let call_id = form.get("call_id");
+    let provenance = guichet_dossier::filing::RawProvenance::Ccc {
+        agent_id: Some(agent_id.clone()),
+        call_id: call_id.clone(),
+        consent_recorded: consent,
+    };
+    let mut page = on_behalf_page(&w, form);
+    let parsed = guichet_dossier::Filing::parse(&raw, &provenance, today(&state));
+    let filing = match parsed {
+        Ok(filing) => filing,
+        Err(v) => {
+            for problem in v.iter() {
+                let id = crate::web::filing::input_id(&problem.field);
+                page.p.add_error(&id, &problem.field);
+            }
+            if !consent {
+                page.p.add_error("consent", "consent");
+            }
+            return w.visitor.html_with(StatusCode::UNPROCESSABLE_ENTITY, &page);
+        }
+    };
+    if !consent {
+        page.p.add_error("consent", "consent");
+        return w.visitor.html_with(StatusCode::UNPROCESSABLE_ENTITY, &page);
+    }
+    let answer = state
+        .ccc
+        .clone()
+        .file_on_behalf(pb::FileOnBehalfRequest {
+            filing: Some(convert::filing_to_pb(&filing)),
+            agent_id,
+            call_id: call_id.unwrap_or_default(),
+            consent_recorded: consent,
+        })
+        .await;
+    match answer {
+        Ok(r) => {
+            let receipt = r.into_inner().receipt.unwrap_or_default();
+            page.filed = Some((
+                receipt.reference,
+                receipt
+                    .legal_filing_date
+                    .as_ref()
+                    .and_then(convert::date_from_pb)
+                    .map(|d| d.to_string())
+                    .unwrap_or_default(),
+            ));
+            page.form = Form::default();
+            w.visitor.html(&page)
+        }
+        Err(status) => {
+            let e = ApiError::from(status);
+            if !e.status().is_client_error() {
+                return w.api_problem(&e);
+            }
+            for (field, _) in e.problems() {
+                let field = field.unwrap_or_default().trim_start_matches("filing.");
+                page.p
+                    .add_error(&crate::web::filing::input_id(field), field);
+            }
+            w.visitor.html_with(StatusCode::UNPROCESSABLE_ENTITY, &page)
+        }
     }
 }

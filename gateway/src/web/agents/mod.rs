@@ -33,7 +33,7 @@ use crate::state::AppState;
 /// A form the workspace posts is small: its fields, never a file.
 const FORM_LIMIT: usize = 64 * 1024;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes(upload_bytes: usize) -> Router<AppState> {
     let pages = || {
         Router::new()
             .route("/agents", get(home))
@@ -44,6 +44,7 @@ pub fn routes() -> Router<AppState> {
             .merge(supervision::routes())
             .merge(desk::routes())
             .merge(ops::routes())
+            .merge(desk::upload_routes().layer(axum::extract::DefaultBodyLimit::max(upload_bytes)))
     };
     Router::new().merge(pages()).nest("/en", pages())
 }
@@ -55,21 +56,27 @@ pub fn is_workspace(path: &str) -> bool {
 }
 
 /// A workspace form's CSRF field, moved into the header the session check
-/// reads, before the policy layer judges the request. Only for the
-/// workspace's URL-encoded forms; anything else passes as it came.
+/// reads, before the policy layer judges the request: a URL-encoded form's
+/// `csrf` field, or a multipart form's first part (`csrf`, placed first so
+/// that the files behind it stream on untouched). Anything else passes as
+/// it came.
 pub async fn form_token(request: Request, next: Next) -> Response {
-    let form = request
+    let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| {
-            v.as_bytes()
-                .starts_with(b"application/x-www-form-urlencoded")
-        });
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     if request.method() != Method::POST
-        || !form
         || !is_workspace(request.uri().path())
         || request.headers().contains_key(CSRF_HEADER)
     {
+        return next.run(request).await;
+    }
+    if let Some(boundary) = multipart_boundary(&content_type) {
+        return multipart_token(request, next, &boundary).await;
+    }
+    if !content_type.starts_with("application/x-www-form-urlencoded") {
         return next.run(request).await;
     }
     let (mut parts, body) = request.into_parts();
@@ -89,6 +96,80 @@ pub async fn form_token(request: Request, next: Next) -> Response {
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+/// The boundary of a `multipart/form-data` body, if that is what it is.
+fn multipart_boundary(content_type: &str) -> Option<String> {
+    let (kind, params) = content_type.split_once(';')?;
+    if !kind.trim().eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    params.split(';').find_map(|p| {
+        let (name, value) = p.trim().split_once('=')?;
+        name.eq_ignore_ascii_case("boundary")
+            .then(|| value.trim_matches('"').to_string())
+    })
+}
+
+/// How far into a multipart body its first part (the token) must end.
+const FIRST_PART_LIMIT: usize = 8 * 1024;
+
+/// The value of the first part when it is the `csrf` field, once `prefix`
+/// holds all of it.
+fn first_part_token(prefix: &[u8], boundary: &str) -> Option<String> {
+    let head = &prefix[..prefix.len().min(FIRST_PART_LIMIT)];
+    // Files may follow: only what reads as text counts.
+    let text = match std::str::from_utf8(head) {
+        Ok(t) => t,
+        Err(e) => std::str::from_utf8(&head[..e.valid_up_to()]).ok()?,
+    };
+    let start = text.find(&format!("--{boundary}"))?;
+    let part = &text[start..];
+    let head_end = part.find("\r\n\r\n")?;
+    if !part[..head_end].contains("name=\"csrf\"") {
+        return None;
+    }
+    let value = &part[head_end + 4..];
+    let end = value.find(&format!("\r\n--{boundary}"))?;
+    Some(value[..end].trim().to_string())
+}
+
+async fn multipart_token(request: Request, next: Next, boundary: &str) -> Response {
+    use futures_util::StreamExt;
+    let (mut parts, body) = request.into_parts();
+    let mut stream = body.into_data_stream();
+    let mut prefix: Vec<u8> = Vec::new();
+    let mut token = None;
+    while prefix.len() < FIRST_PART_LIMIT {
+        match stream.next().await {
+            Some(Ok(chunk)) => {
+                prefix.extend_from_slice(&chunk);
+                token = first_part_token(&prefix, boundary);
+                if token.is_some() {
+                    break;
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "a workspace upload broke off");
+                return crate::error::ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    None,
+                    "the form's body broke off",
+                )
+                .into_response();
+            }
+            None => break,
+        }
+    }
+    if let Some(v) = token.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        parts.headers.insert(CSRF_HEADER, v);
+    }
+    let head =
+        futures_util::stream::once(
+            async move { Ok::<_, axum::Error>(axum::body::Bytes::from(prefix)) },
+        );
+    let body = Body::from_stream(head.chain(stream));
+    next.run(Request::from_parts(parts, body)).await
 }
 
 /// Who is at the workspace: the visitor, what the policy made of them, and
@@ -324,4 +405,29 @@ pub fn refusal(visitor: &Visitor, status: StatusCode, title: &str, body: &str) -
         sections: Vec::new(),
     };
     problem_page(visitor, a, status, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_multipart_forms_first_part_gives_its_token() {
+        let b = "XyZ";
+        assert_eq!(
+            multipart_boundary("multipart/form-data; boundary=XyZ").as_deref(),
+            Some(b)
+        );
+        assert_eq!(multipart_boundary("application/json"), None);
+        let body = "--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\ntok-123\r\n\
+                    --XyZ\r\nContent-Disposition: form-data; name=\"passport\"; filename=\"p.pdf\"\r\n\r\n%PDF";
+        assert_eq!(
+            first_part_token(body.as_bytes(), b).as_deref(),
+            Some("tok-123")
+        );
+        // Not all there yet, or another field first: no token.
+        assert_eq!(first_part_token(&body.as_bytes()[..60], b), None);
+        let other = body.replace("name=\"csrf\"", "name=\"other\"");
+        assert_eq!(first_part_token(other.as_bytes(), b), None);
+    }
 }
