@@ -45,6 +45,46 @@ fn same_form_key(form: &Form) -> String {
     format!("web:{digest}")
 }
 
+/// A report as the form (the person's, or the call centre's) describes it,
+/// opened by `agent_id` under `idempotency_key`.
+pub(crate) fn report_request(
+    form: &Form,
+    lang: super::Lang,
+    agent_id: &str,
+    idempotency_key: String,
+) -> pb::OpenReportRequest {
+    let get = |n: &str| form.get(n).unwrap_or_default();
+    pb::OpenReportRequest {
+        category: form
+            .get("category")
+            .and_then(|c| CATEGORIES.iter().find(|(code, _)| *code == c))
+            .map_or(0, |(_, c)| *c as i32),
+        what_was_tried: get("what_was_tried"),
+        family_name: get("family_name"),
+        given_names: get("given_names"),
+        contact: Some(pb::Contact {
+            email: get("email"),
+            phone: get("phone"),
+            address: Some(pb::PostalAddress {
+                line1: get("line1"),
+                line2: String::new(),
+                postal_code: get("postal_code"),
+                city: get("city"),
+                country: "FR".to_string(),
+            }),
+            answer_channel: 0,
+            language: lang.code().to_string(),
+        }),
+        procedure: form
+            .get("procedure")
+            .and_then(|p| guichet_dossier::Procedure::parse(&p))
+            .map_or(0, guichet_proto::convert::procedure_to_pb),
+        agent_id: agent_id.to_string(),
+        call_id: get("call_id"),
+        idempotency_key,
+    }
+}
+
 /// What the person can say went wrong, as the call centre files it.
 pub(crate) const CATEGORIES: &[(&str, pb::ReportCategory)] = &[
     (
@@ -119,34 +159,12 @@ async fn open(State(state): State<AppState>, visitor: Visitor, body: Bytes) -> R
     }
     let answer = if page.p.errors.is_empty() {
         let f = &page.form;
-        let get = |n: &str| f.get(n).unwrap_or_default();
+        // Opened by the person themselves, on the pages.
+        let request = report_request(f, visitor.lang, SELF_SERVICE, same_form_key(f));
         state
             .ccc
             .clone()
-            .open_report(pb::OpenReportRequest {
-                category: category.map_or(0, |c| c as i32),
-                what_was_tried: get("what_was_tried"),
-                family_name: get("family_name"),
-                given_names: get("given_names"),
-                contact: Some(pb::Contact {
-                    email: get("email"),
-                    phone: get("phone"),
-                    address: Some(pb::PostalAddress {
-                        line1: get("line1"),
-                        line2: String::new(),
-                        postal_code: get("postal_code"),
-                        city: get("city"),
-                        country: "FR".to_string(),
-                    }),
-                    answer_channel: 0,
-                    language: visitor.lang.code().to_string(),
-                }),
-                procedure: 0,
-                // Opened by the person themselves, on the pages.
-                agent_id: SELF_SERVICE.to_string(),
-                call_id: String::new(),
-                idempotency_key: same_form_key(f),
-            })
+            .open_report(request)
             .await
             .map(|r| r.into_inner())
     } else {

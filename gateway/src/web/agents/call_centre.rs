@@ -266,42 +266,12 @@ fn form_key(uid: &str, form: &Form) -> String {
 /// `POST /agents/signalements`: opens a report for the caller, then its page.
 async fn open_report(State(state): State<AppState>, w: Workspace, body: Bytes) -> Response {
     let form = Form::parse(&body);
-    let get = |n: &str| form.get(n).unwrap_or_default();
-    let category = form
-        .get("category")
-        .and_then(|c| CATEGORIES.iter().find(|(code, _)| *code == c))
-        .map(|(_, c)| *c);
-    let procedure = form
-        .get("procedure")
-        .and_then(|p| guichet_dossier::Procedure::parse(&p))
-        .map_or(0, convert::procedure_to_pb);
     let agent_id = match w.access.acting_agent() {
         Ok(uid) => uid,
         Err(e) => return w.api_problem(&e),
     };
-    let request = pb::OpenReportRequest {
-        category: category.map_or(0, |c| c as i32),
-        what_was_tried: get("what_was_tried"),
-        family_name: get("family_name"),
-        given_names: get("given_names"),
-        contact: Some(pb::Contact {
-            email: get("email"),
-            phone: get("phone"),
-            address: Some(pb::PostalAddress {
-                line1: get("line1"),
-                line2: String::new(),
-                postal_code: get("postal_code"),
-                city: get("city"),
-                country: "FR".to_string(),
-            }),
-            answer_channel: 0,
-            language: "fr".to_string(),
-        }),
-        procedure,
-        idempotency_key: form_key(&agent_id, &form),
-        agent_id,
-        call_id: get("call_id"),
-    };
+    let key = form_key(&agent_id, &form);
+    let request = crate::web::blocked::report_request(&form, w.visitor.lang, &agent_id, key);
     match state.ccc.clone().open_report(request).await {
         Ok(r) => w
             .visitor
@@ -697,16 +667,7 @@ async fn file_on_behalf(State(state): State<AppState>, w: Workspace, body: Bytes
         .await;
     match answer {
         Ok(r) => {
-            let receipt = r.into_inner().receipt.unwrap_or_default();
-            page.filed = Some((
-                receipt.reference,
-                receipt
-                    .legal_filing_date
-                    .as_ref()
-                    .and_then(convert::date_from_pb)
-                    .map(|d| d.to_string())
-                    .unwrap_or_default(),
-            ));
+            page.filed = Some(super::filed_of(r.into_inner().receipt));
             page.form = Form::default();
             w.visitor.html(&page)
         }
@@ -715,11 +676,7 @@ async fn file_on_behalf(State(state): State<AppState>, w: Workspace, body: Bytes
             if !e.status().is_client_error() {
                 return w.api_problem(&e);
             }
-            for (field, _) in e.problems() {
-                let field = field.unwrap_or_default().trim_start_matches("filing.");
-                page.p
-                    .add_error(&crate::web::filing::input_id(field), field);
-            }
+            super::add_filing_problems(&mut page.p, &e);
             w.visitor.html_with(StatusCode::UNPROCESSABLE_ENTITY, &page)
         }
     }

@@ -573,16 +573,7 @@ async fn file_assisted(
         .await;
     match answer {
         Ok(r) => {
-            let receipt = r.into_inner().receipt.unwrap_or_default();
-            page.filed = Some((
-                receipt.reference,
-                receipt
-                    .legal_filing_date
-                    .as_ref()
-                    .and_then(convert::date_from_pb)
-                    .map(|d| d.to_string())
-                    .unwrap_or_default(),
-            ));
+            page.filed = Some(super::filed_of(r.into_inner().receipt));
             page.form = Form::default();
             w.visitor.html(&page)
         }
@@ -591,11 +582,7 @@ async fn file_assisted(
             if !e.status().is_client_error() {
                 return w.api_problem(&e);
             }
-            for (field, _) in e.problems() {
-                let field = field.unwrap_or_default().trim_start_matches("filing.");
-                page.p
-                    .add_error(&crate::web::filing::input_id(field), field);
-            }
+            super::add_filing_problems(&mut page.p, &e);
             w.visitor.html_with(StatusCode::UNPROCESSABLE_ENTITY, &page)
         }
     }

@@ -316,6 +316,28 @@ impl Workspace {
     }
 }
 
+/// A receipt as the filing pages show it: the reference and the legal
+/// filing date.
+pub fn filed_of(receipt: Option<guichet_proto::v1::Receipt>) -> (String, String) {
+    let receipt = receipt.unwrap_or_default();
+    let date = receipt
+        .legal_filing_date
+        .as_ref()
+        .and_then(guichet_proto::convert::date_from_pb)
+        .map(|d| d.to_string())
+        .unwrap_or_default();
+    (receipt.reference, date)
+}
+
+/// A filing refused by its channel's service: each field at fault next to
+/// its input.
+pub fn add_filing_problems(p: &mut Page, e: &crate::error::ApiError) {
+    for (field, _) in e.problems() {
+        let field = field.unwrap_or_default().trim_start_matches("filing.");
+        p.add_error(&crate::web::filing::input_id(field), field);
+    }
+}
+
 /// What every workspace template holds: the page, who is signed in, and
 /// the sections their roles open.
 pub struct AgentPage {
