@@ -353,3 +353,4 @@ agents-assisted-file-hint = PDF, JPEG or PNG
 agents-assisted-identity = I checked the person's identity on their original documents
 field-identity-checked = Check the person's identity before filing.
 field-site = Choose the desk.
+ops-delays-title = Days to decision per month of filing and channel (median), prefecture { $prefecture }

@@ -353,3 +353,4 @@ agents-assisted-file-hint = PDF, JPEG ou PNG
 agents-assisted-identity = J’ai vérifié l’identité de la personne sur ses documents originaux
 field-identity-checked = Vérifiez l’identité de la personne avant de déposer.
 field-site = Choisissez le guichet.
+ops-delays-title = Jours jusqu’à la décision par mois de dépôt et par canal (médiane), préfecture { $prefecture }

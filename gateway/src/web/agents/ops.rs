@@ -45,6 +45,12 @@ fn colour(channel: &str) -> &'static str {
     }
 }
 
+/// A month's bars, one per channel.
+type Month = (String, Vec<Bar>);
+
+/// A chart of a bar per channel each month: its id, its title, its months.
+type Chart = (&'static str, String, Vec<Month>);
+
 #[derive(askama::Template)]
 #[template(path = "agents/ops.html")]
 struct OpsPage {
@@ -54,7 +60,7 @@ struct OpsPage {
     delay_bars: Vec<Bar>,
     prefecture: String,
     prefectures: Vec<String>,
-    months: Vec<(String, Vec<Bar>)>,
+    charts: Vec<Chart>,
     process: Vec<(&'static str, u64, u64)>,
     backlog: (i64, i64, i64, u64),
 }
@@ -159,33 +165,44 @@ async fn page(
         .max()
         .unwrap_or(0)
         .max(1);
-    let months = month_names
-        .iter()
-        .map(|m| {
-            let bars = ["web", "ccc", "pan", "postal"]
-                .iter()
-                .enumerate()
-                .map(|(i, ch)| {
-                    let v = cells
-                        .iter()
-                        .find(|c| {
-                            c.prefecture == prefecture
-                                && &c.month == m
-                                && crate::views::channel_text(c.channel) == *ch
-                        })
-                        .map_or(0, filed);
-                    Bar {
-                        label: (*ch).to_string(),
-                        text: v.to_string(),
-                        x: 10 + i * 22,
-                        height: (v * 120 / max) as usize,
-                        fill: colour(ch),
-                    }
-                })
-                .collect();
-            (m.clone(), bars)
+    let cell_of = |m: &str, ch: &str| {
+        cells.iter().find(|c| {
+            c.prefecture == prefecture
+                && c.month == m
+                && crate::views::channel_text(c.channel) == ch
         })
-        .collect();
+    };
+    // Per month, a bar per channel: its filings, and (a second chart) its
+    // median days to decision, where enough decisions stand behind it.
+    let per_channel = |value: &dyn Fn(&pb::EvaluationCell) -> Option<f64>, max: f64| {
+        month_names
+            .iter()
+            .map(|m| {
+                let bars = ["web", "ccc", "pan", "postal"]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, ch)| {
+                        let v = cell_of(m, ch).and_then(value);
+                        Bar {
+                            label: (*ch).to_string(),
+                            text: v.map_or("–".into(), |v| format!("{v:.0}")),
+                            x: 10 + i * 22,
+                            height: (v.unwrap_or(0.0) * 120.0 / max.max(1.0)) as usize,
+                            fill: colour(ch),
+                        }
+                    })
+                    .collect();
+                (m.clone(), bars)
+            })
+            .collect::<Vec<_>>()
+    };
+    let months = per_channel(&|c| Some(filed(c) as f64), max as f64);
+    let max_days = cells
+        .iter()
+        .filter(|c| c.prefecture == prefecture)
+        .filter_map(|c| c.median_days_to_decision)
+        .fold(1.0_f64, f64::max);
+    let month_delays = per_channel(&|c| c.median_days_to_decision, max_days);
     let m = &state.metrics;
     let process = guichet_dossier::Channel::ALL
         .iter()
@@ -236,6 +253,22 @@ async fn page(
         dead,
     );
     let a = w.page("ops-title");
+    let charts = if month_names.is_empty() {
+        Vec::new()
+    } else {
+        vec![
+            (
+                "months-chart",
+                a.p.t1("ops-months-title", "prefecture", &prefecture),
+                months,
+            ),
+            (
+                "delays-by-month",
+                a.p.t1("ops-delays-title", "prefecture", &prefecture),
+                month_delays,
+            ),
+        ]
+    };
     w.visitor.html(&OpsPage {
         p: a.p.clone(),
         a,
@@ -243,7 +276,7 @@ async fn page(
         delay_bars,
         prefecture,
         prefectures,
-        months,
+        charts,
         process,
         backlog,
     })
