@@ -7,6 +7,9 @@
 // Environment: GUICHET_URL (the gateway), GUICHET_OTHER_CASE (a case of
 // prefecture 75), GUICHET_PASSWORD (the provider's test password).
 // Prints one JSON report on stdout: {taken, refused_status, violations}.
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { BASE, launch, audit, check } from './lib.mjs';
 
 const OTHER = process.env.GUICHET_OTHER_CASE;
@@ -26,6 +29,21 @@ const KEYED = {
   title_number: 'FR59B7654321',
   title_expires_on: `${String(due.getDate()).padStart(2, '0')}/${String(due.getMonth() + 1).padStart(2, '0')}/${due.getFullYear()}`,
 };
+
+// What the desk agent types with the person in front of them.
+const AT_DESK = {
+  'applicant-family_name': 'Guichet',
+  'applicant-given_names': 'Farid',
+  'applicant-birth_date': '11/11/1979',
+  'applicant-nationality': 'MAR',
+  'contact-phone': '0633445566',
+  'contact-address-line1': '5 rue de Paris',
+  'contact-address-postal_code': '59000',
+  'contact-address-city': 'Lille',
+  'current_title-number': 'FR59E5556667',
+  'current_title-expires_on': KEYED.title_expires_on,
+};
+const PHOTO = join(process.env.GUICHET_FILES || '.', 'photo.png');
 
 const violations = [];
 const report = { violations, audited: [] };
@@ -223,6 +241,42 @@ try {
   report.keyed = filed[1];
   await axe(room, 'keying, filed');
   await mail.close();
+
+  // A desk files with the person present and a photo scanned at the desk
+  // (the multipart form's token is its first part); the photo then shows
+  // in the document viewer.
+  const deskCtx = await browser.newContext({ locale: 'fr-FR' });
+  const counter = await deskCtx.newPage();
+  await signIn(counter, 'desk-59');
+  await counter.goto(BASE + '/agents/guichet/depot');
+  await axe(counter, 'filing at the desk');
+  await counter.selectOption('#procedure', 'renewal');
+  await counter.selectOption('#motif', 'employee');
+  for (const [id, value] of Object.entries(AT_DESK)) await counter.fill(`#${id}`, value);
+  await counter.selectOption('#contact-answer_channel', 'sms');
+  await counter.selectOption('#current_title-kind', 'temporary_card');
+  await counter.setInputFiles('#file-photo', PHOTO);
+  await counter.locator('label[for="identity_checked"]').click();
+  await counter.getByRole('button', { name: 'Déposer la demande' }).click();
+  await counter.waitForLoadState('load');
+  const atDesk = (await counter.textContent('main')).match(/Demande déposée : dossier ([A-Z0-9-]+)/);
+  check(atDesk, 'filed at the desk');
+  report.at_desk = atDesk[1];
+  await axe(counter, 'filing at the desk, filed');
+  const sha = createHash('sha256').update(readFileSync(PHOTO)).digest('hex');
+  let viewer;
+  for (let i = 0; i < 60; i++) {
+    viewer = await counter.goto(`${BASE}/agents/dossiers/${report.at_desk}/documents/${sha}`);
+    if (viewer.status() === 200) break;
+    await counter.waitForTimeout(500);
+  }
+  check(viewer.status() === 200, `the viewer: HTTP ${viewer.status()}`);
+  check(
+    await counter.locator('img.guichet-document').evaluate((img) => img.complete && img.naturalWidth > 0),
+    'the photo shows in the viewer',
+  );
+  await axe(counter, 'document viewer');
+  await deskCtx.close();
 
   // Every other screen, as the agent who opens it: axe-core on each.
   const visits = [

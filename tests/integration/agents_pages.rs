@@ -432,14 +432,20 @@ async fn in_chromium_an_instructor_decides_and_the_call_centre_offers_an_appoint
     })
     .await;
     let theirs = filed(&app, "Ailleurs", "75011").await;
+    let files =
+        std::env::temp_dir().join(format!("guichet-agents-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("photo.png"), common::tiny_png()).unwrap();
     let out = tokio::task::spawn_blocking({
         let base = app.base.clone();
         let theirs = theirs.clone();
+        let files = files.clone();
         move || {
             Command::new("node")
                 .arg("agents.mjs")
                 .current_dir(browser_dir())
                 .env("GUICHET_URL", base)
+                .env("GUICHET_FILES", files)
                 .env("GUICHET_OTHER_CASE", theirs)
                 .env("GUICHET_PASSWORD", real_provider::DEV_PASSWORD)
                 .output()
@@ -519,6 +525,8 @@ async fn in_chromium_an_instructor_decides_and_the_call_centre_offers_an_appoint
         .await
         .unwrap();
     assert_eq!(decided["state"], "favourable", "{decided}");
+    assert!(report["at_desk"].is_string(), "{report:#}");
+    let _ = std::fs::remove_dir_all(&files);
     app.stop().await;
     env.cleanup().await;
 }
