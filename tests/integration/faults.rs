@@ -22,6 +22,33 @@ use serde_json::Value;
 
 /// Generous: these bound a hang, they do not measure speed.
 const DRAIN: Duration = Duration::from_secs(240);
+/// A drain that makes no progress for this long has stalled: a defect.
+/// One that progresses slowly (the machine busy with other tests) is not.
+const STALL: Duration = Duration::from_secs(120);
+
+/// Waits until `remaining` reaches 0, failing only when it stops going
+/// down for `STALL`: a bound on a hang, not on the machine's speed.
+async fn until_drained<F, Fut>(what: &str, mut remaining: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = i64>,
+{
+    let mut least = i64::MAX;
+    let mut moved = tokio::time::Instant::now();
+    loop {
+        let left = remaining().await;
+        if left <= 0 {
+            return;
+        }
+        if left < least {
+            least = left;
+            moved = tokio::time::Instant::now();
+        } else if moved.elapsed() > STALL {
+            panic!("{what}: stalled with {left} left for {STALL:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
 
 // ---- the pieces every fault test uses ----------------------------------------
 
@@ -122,8 +149,8 @@ struct Tally {
 /// lost is accepted and not in instruction, doubled is recorded more than once.
 async fn tally(instruction: &Database, accepted: &BTreeSet<String>) -> Tally {
     let n = accepted.len() as i64;
-    eventually(DRAIN, "every accepted filing in instruction", || async {
-        (count(instruction, "SELECT count(*) FROM dossiers").await >= n).then_some(())
+    until_drained("every accepted filing in instruction", || async {
+        n - count(instruction, "SELECT count(*) FROM dossiers").await
     })
     .await;
     let pool = instruction.postgres().unwrap();
@@ -163,8 +190,8 @@ fn assert_exactly_once(fault: &str, tally: &Tally) {
 
 /// Nothing left to publish in intake's outbox.
 async fn outbox_drained(db: &Database) {
-    eventually(DRAIN, "intake's outbox drained", || async {
-        (count(db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL").await == 0).then_some(())
+    until_drained("intake's outbox drained", || async {
+        count(db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL").await
     })
     .await;
 }
