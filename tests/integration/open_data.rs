@@ -200,6 +200,8 @@ async fn a_seeded_year_is_published_with_its_small_cells_withheld(backend: Backe
     assert_eq!(page.status(), 200);
     let r = app.get("/donnees/1999/evaluation.json").await;
     assert_eq!(r.status(), 400);
+    let refusal: Value = r.json().await.expect("a program gets its refusal in JSON");
+    assert!(refusal.to_string().contains("year"), "{refusal}");
     let r = app
         .get(&format!("/donnees/{}/evaluation.csv", year + 1))
         .await;

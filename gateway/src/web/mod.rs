@@ -418,7 +418,10 @@ async fn paper_form(
 /// for the API) becomes a page in words, in the visitor's language.
 pub async fn refusals_as_pages(request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
-    if !guichet_access::policy::is_page(&path) {
+    // Data files under a page's root (the open data's CSV and JSON) are
+    // read by programs: their refusals stay JSON.
+    let data_file = path.ends_with(".json") || path.ends_with(".csv");
+    if !guichet_access::policy::is_page(&path) || data_file {
         return next.run(request).await;
     }
     let lang = Lang::of_path(&path);
