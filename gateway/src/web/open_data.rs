@@ -68,34 +68,50 @@ async fn report(state: &AppState, year: i32) -> Result<pb::EvaluationReport, Api
         .into_inner())
 }
 
-/// One row of the downloads: a cell, its withheld counts as `None`.
+/// The counts of a cell or a month, a withheld one as `None`.
+#[derive(Debug, Serialize)]
+pub struct CountsJson {
+    pub filed: Option<u64>,
+    pub favourable: Option<u64>,
+    pub unfavourable: Option<u64>,
+    pub withdrawn: Option<u64>,
+    pub closed_missing_documents: Option<u64>,
+    pub pending: Option<u64>,
+    pub needed_cover: Option<u64>,
+    pub attested_when_needed: Option<u64>,
+}
+
+fn counts_json(counts: &[pb::EvaluationCount]) -> CountsJson {
+    let count = |name: &str| counts.iter().find(|c| c.name == name).and_then(|c| c.value);
+    CountsJson {
+        filed: count("filed"),
+        favourable: count("favourable"),
+        unfavourable: count("unfavourable"),
+        withdrawn: count("withdrawn"),
+        closed_missing_documents: count("closed_missing_documents"),
+        pending: count("pending"),
+        needed_cover: count("needed_cover"),
+        attested_when_needed: count("attested_when_needed"),
+    }
+}
+
+/// One row of the downloads: a cell.
 #[derive(Debug, Serialize)]
 pub struct CellJson {
     pub month: String,
     pub prefecture: String,
     pub channel: String,
-    pub filed: Option<u64>,
-    pub favourable: Option<u64>,
-    pub unfavourable: Option<u64>,
-    pub withdrawn: Option<u64>,
-    pub closed_missing_documents: Option<u64>,
-    pub pending: Option<u64>,
-    pub needed_cover: Option<u64>,
-    pub attested_when_needed: Option<u64>,
+    #[serde(flatten)]
+    pub counts: CountsJson,
     pub median_days_to_decision: Option<f64>,
 }
 
+/// A month's national totals.
 #[derive(Debug, Serialize)]
 pub struct TotalJson {
     pub month: String,
-    pub filed: Option<u64>,
-    pub favourable: Option<u64>,
-    pub unfavourable: Option<u64>,
-    pub withdrawn: Option<u64>,
-    pub closed_missing_documents: Option<u64>,
-    pub pending: Option<u64>,
-    pub needed_cover: Option<u64>,
-    pub attested_when_needed: Option<u64>,
+    #[serde(flatten)]
+    pub counts: CountsJson,
 }
 
 #[derive(Debug, Serialize)]
@@ -106,10 +122,6 @@ pub struct EvaluationJson {
     pub schema: &'static str,
     pub cells: Vec<CellJson>,
     pub month_totals: Vec<TotalJson>,
-}
-
-fn count(counts: &[pb::EvaluationCount], name: &str) -> Option<u64> {
-    counts.iter().find(|c| c.name == name).and_then(|c| c.value)
 }
 
 fn evaluation_json(r: pb::EvaluationReport) -> EvaluationJson {
@@ -128,14 +140,7 @@ fn evaluation_json(r: pb::EvaluationReport) -> EvaluationJson {
             .into_iter()
             .map(|c| CellJson {
                 channel: crate::views::channel_text(c.channel).to_string(),
-                filed: count(&c.counts, "filed"),
-                favourable: count(&c.counts, "favourable"),
-                unfavourable: count(&c.counts, "unfavourable"),
-                withdrawn: count(&c.counts, "withdrawn"),
-                closed_missing_documents: count(&c.counts, "closed_missing_documents"),
-                pending: count(&c.counts, "pending"),
-                needed_cover: count(&c.counts, "needed_cover"),
-                attested_when_needed: count(&c.counts, "attested_when_needed"),
+                counts: counts_json(&c.counts),
                 median_days_to_decision: c.median_days_to_decision,
                 month: c.month,
                 prefecture: c.prefecture,
@@ -145,14 +150,7 @@ fn evaluation_json(r: pb::EvaluationReport) -> EvaluationJson {
             .month_totals
             .into_iter()
             .map(|t| TotalJson {
-                filed: count(&t.counts, "filed"),
-                favourable: count(&t.counts, "favourable"),
-                unfavourable: count(&t.counts, "unfavourable"),
-                withdrawn: count(&t.counts, "withdrawn"),
-                closed_missing_documents: count(&t.counts, "closed_missing_documents"),
-                pending: count(&t.counts, "pending"),
-                needed_cover: count(&t.counts, "needed_cover"),
-                attested_when_needed: count(&t.counts, "attested_when_needed"),
+                counts: counts_json(&t.counts),
                 month: t.month,
             })
             .collect(),
@@ -204,14 +202,14 @@ pub fn csv_text(e: &EvaluationJson) -> String {
             c.month.clone(),
             c.prefecture.clone(),
             c.channel.clone(),
-            field(c.filed),
-            field(c.favourable),
-            field(c.unfavourable),
-            field(c.withdrawn),
-            field(c.closed_missing_documents),
-            field(c.pending),
-            field(c.needed_cover),
-            field(c.attested_when_needed),
+            field(c.counts.filed),
+            field(c.counts.favourable),
+            field(c.counts.unfavourable),
+            field(c.counts.withdrawn),
+            field(c.counts.closed_missing_documents),
+            field(c.counts.pending),
+            field(c.counts.needed_cover),
+            field(c.counts.attested_when_needed),
             field(c.median_days_to_decision),
         ];
         out.push_str(&row.join(","));
@@ -306,7 +304,7 @@ async fn page(
     let filed_bars = bars(
         &e.month_totals
             .iter()
-            .map(|t| (month_label(&t.month), t.filed.unwrap_or(0)))
+            .map(|t| (month_label(&t.month), t.counts.filed.unwrap_or(0)))
             .collect::<Vec<_>>(),
     );
     let decided_bars = bars(
@@ -315,7 +313,7 @@ async fn page(
             .map(|t| {
                 (
                     month_label(&t.month),
-                    t.favourable.unwrap_or(0) + t.unfavourable.unwrap_or(0),
+                    t.counts.favourable.unwrap_or(0) + t.counts.unfavourable.unwrap_or(0),
                 )
             })
             .collect::<Vec<_>>(),
@@ -327,7 +325,10 @@ async fn page(
                 .cells
                 .iter()
                 .filter(|c| c.channel == *ch)
-                .filter_map(|c| Some((c.favourable?, c.favourable? + c.unfavourable?)))
+                .filter_map(|c| {
+                    let (f, u) = (c.counts.favourable?, c.counts.unfavourable?);
+                    Some((f, f + u))
+                })
                 .fold((0, 0), |(a, b), (f, d)| (a + f, b + d));
             ((*ch).to_string(), fav, decided)
         })
@@ -358,14 +359,16 @@ mod tests {
                 month: "2026-03".into(),
                 prefecture: "59".into(),
                 channel: "web".into(),
-                filed: Some(35),
-                favourable: Some(20),
-                unfavourable: None,
-                withdrawn: Some(0),
-                closed_missing_documents: Some(0),
-                pending: None,
-                needed_cover: Some(0),
-                attested_when_needed: Some(0),
+                counts: CountsJson {
+                    filed: Some(35),
+                    favourable: Some(20),
+                    unfavourable: None,
+                    withdrawn: Some(0),
+                    closed_missing_documents: Some(0),
+                    pending: None,
+                    needed_cover: Some(0),
+                    attested_when_needed: Some(0),
+                },
                 median_days_to_decision: Some(30.5),
             }],
             month_totals: Vec::new(),
