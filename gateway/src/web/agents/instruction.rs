@@ -202,6 +202,24 @@ impl CasePage {
         date_words(self.p.lang, iso)
     }
 
+    /// An instant of the history, in Paris, to the minute.
+    fn when(&self, at: &str) -> String {
+        match chrono::DateTime::parse_from_rfc3339(at) {
+            Ok(t) => {
+                let t = t.with_timezone(&chrono::Utc);
+                format!(
+                    "{} {}",
+                    date_words(
+                        self.p.lang,
+                        &guichet_dossier::calendar::paris_date(t).to_string()
+                    ),
+                    guichet_dossier::calendar::paris_time_of_day(t)
+                )
+            }
+            Err(_) => at.to_string(),
+        }
+    }
+
     fn document_href(&self, sha256: &str) -> String {
         self.p.href(&format!(
             "/agents/dossiers/{}/documents/{sha256}",
