@@ -371,3 +371,4 @@ event-card-handed-over = Card handed over
 event-near-match = Similar file flagged
 event-link-confirmed = Link confirmed
 event-link-undone = Link undone
+ops-chart-empty = not enough files yet for a figure that can be published.

@@ -371,3 +371,4 @@ event-card-handed-over = Carte remise
 event-near-match = Dossier proche signalé
 event-link-confirmed = Rattachement confirmé
 event-link-undone = Rattachement annulé
+ops-chart-empty = pas encore assez de dossiers pour un chiffre publiable.

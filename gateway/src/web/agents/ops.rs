@@ -66,6 +66,15 @@ struct OpsPage {
 }
 
 impl OpsPage {
+    /// Whether bars have anything to show (a figure above 0).
+    fn drawn(&self, bars: &[Bar]) -> bool {
+        bars.iter().any(|b| b.height > 0)
+    }
+
+    fn any_drawn(&self, months: &[Month]) -> bool {
+        months.iter().any(|(_, bars)| self.drawn(bars))
+    }
+
     fn flagged(&self, channel: &str, measure: &str) -> bool {
         self.equity.as_ref().is_some_and(|e| {
             e.flags
