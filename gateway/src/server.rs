@@ -56,6 +56,7 @@ pub enum StartError {
 pub fn router(
     state: AppState,
     request_timeout: Duration,
+    max_in_flight: usize,
     grpc_health: tonic_health::pb::health_server::HealthServer<grpc_proxy::GatewayHealth>,
 ) -> Router {
     let upload_bytes = state.uploads.max_request_bytes();
@@ -118,12 +119,51 @@ pub fn router(
         .layer(axum::middleware::from_fn(crate::web::refusals_as_pages))
         .layer(axum::middleware::from_fn(origin::refuse_cross_site))
         .layer(axum::middleware::from_fn_with_state(
+            std::sync::Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1))),
+            shed,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ops::count_request,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(stack)
         .with_state(state)
+}
+
+/// Work in flight is bounded: past the limit, a request is refused at once
+/// (503 with `Retry-After`, or gRPC `UNAVAILABLE`) instead of waiting in
+/// line into seconds of latency. Health checks and metrics always answer,
+/// so an orchestrator does not restart a gateway for being busy.
+pub(crate) async fn shed(
+    axum::extract::State(limit): axum::extract::State<std::sync::Arc<tokio::sync::Semaphore>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics") {
+        return next.run(request).await;
+    }
+    let Ok(permit) = limit.try_acquire_owned() else {
+        let full = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            "the gateway is at capacity: try again in a moment",
+        );
+        if grpc_proxy::is_grpc(&request) {
+            return full
+                .into_grpc()
+                .into_http::<axum::body::Body>()
+                .into_response();
+        }
+        let mut response = full.into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    let response = next.run(request).await;
+    drop(permit);
+    response
 }
 
 /// A request that takes longer than `t` is answered 504.
@@ -201,7 +241,12 @@ pub async fn start(
     )?;
     let state_clock = state.clock.clone();
     let health = grpc_proxy::GatewayHealth::server(state.clone(), shutdown.clone());
-    let app = router(state, config.request_timeout(), health);
+    let app = router(
+        state,
+        config.request_timeout(),
+        config.max_in_flight,
+        health,
+    );
     let mut tasks = guichet_kit::service::Tasks::new();
     tasks.spawn(
         "audit-retention",

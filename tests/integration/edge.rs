@@ -839,3 +839,54 @@ async fn a_request_head_not_finished_in_time_closes_the_connection() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     common::stop(app, env).await;
 }
+
+/// A gateway at capacity refuses at once, with `Retry-After`, instead of
+/// queueing: one filing whose body is still coming holds the only place;
+/// health still answers; once it completes, requests are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_at_capacity_refuses_at_once_and_recovers() {
+    let env = TestEnv::on(Backend::Embedded).await;
+    let mut config = env.config();
+    config.max_in_flight = 1;
+    let app = App::builder(&config).only(ONLINE).start().await;
+    let body = serde_json::to_vec(&example("renewal-employee.json")).unwrap();
+    let (send, receive) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    send.send(Ok(body[..10].to_vec())).await.unwrap();
+    let slow = tokio::spawn({
+        let http = app.http.clone();
+        let url = format!("{}/api/v1/dossiers", app.base);
+        async move {
+            let stream = futures_util::stream::unfold(receive, |mut r| async move {
+                r.recv().await.map(|chunk| (chunk, r))
+            });
+            http.post(url)
+                .header("content-type", "application/json")
+                .body(reqwest::Body::wrap_stream(stream))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    let refused = common::eventually(Duration::from_secs(20), "the place taken", || async {
+        let r = app.get("/api/openapi.json").await;
+        (r.status() == 503).then_some(r)
+    })
+    .await;
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let problem: Value = refused.json().await.unwrap();
+    assert!(problem.to_string().contains("capacity"), "{problem}");
+    assert_eq!(
+        app.get("/healthz").await.status(),
+        200,
+        "health is never refused"
+    );
+    assert_eq!(app.get("/metrics").await.status(), 200);
+    // The filing in flight completes, and the place is free again.
+    send.send(Ok(body[10..].to_vec())).await.unwrap();
+    drop(send);
+    assert_eq!(slow.await.unwrap(), 201);
+    assert_eq!(app.get("/api/openapi.json").await.status(), 200);
+    app.stop().await;
+    env.cleanup().await;
+}

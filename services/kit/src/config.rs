@@ -111,6 +111,12 @@ pub struct Config {
     #[arg(long, env = "GUICHET_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
 
+    /// Requests the gateway works on at once; one more is refused at once
+    /// (503 with `Retry-After`, gRPC `UNAVAILABLE`) rather than queued.
+    /// Health checks and metrics are never refused.
+    #[arg(long, env = "GUICHET_MAX_IN_FLIGHT", default_value_t = 512)]
+    pub max_in_flight: usize,
+
     /// Wrong birth dates the status look-up takes per reference, and per
     /// client address, within `GUICHET_STATUS_WINDOW_S`; then 429.
     #[arg(long, env = "GUICHET_STATUS_TRIES", default_value_t = 5)]
@@ -249,6 +255,7 @@ impl std::fmt::Debug for Config {
             .field("outbox_batch", &self.outbox_batch)
             .field("db_pool_size", &self.db_pool_size)
             .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("max_in_flight", &self.max_in_flight)
             .field("status_tries", &self.status_tries)
             .field("attestation_tries", &self.attestation_tries)
             .field("status_window_s", &self.status_window_s)
