@@ -159,10 +159,16 @@ impl Authenticator {
             .await
     }
 
-    /// Who sent `headers`; a token that does not check is a 401, a
-    /// provider that cannot be reached a 503. A browser session must send
-    /// its CSRF token with every request that changes something.
-    pub async fn caller(&self, method: &Method, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    /// Who sent `headers`, and the CSRF token of the browser session they
+    /// came with (what the workspace's forms carry); a token that does not
+    /// check is a 401, a provider that cannot be reached a 503. A browser
+    /// session must send its CSRF token with every request that changes
+    /// something.
+    pub async fn caller(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Result<(Caller, Option<String>), ApiError> {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return self.session_caller(method, headers).await;
         };
@@ -199,19 +205,19 @@ impl Authenticator {
                 }
             })?;
         if claims.is_client_token() {
-            return self.machine(&claims.sub, headers).await;
+            return Ok((self.machine(&claims.sub, headers).await?, None));
         }
         let uid = claims.uid.clone().unwrap_or_else(|| claims.sub.clone());
-        Ok(Caller::Agent(self.agent(&uid).await?))
+        Ok((Caller::Agent(self.agent(&uid).await?), None))
     }
 
     async fn session_caller(
         &self,
         method: &Method,
         headers: &HeaderMap,
-    ) -> Result<Caller, ApiError> {
+    ) -> Result<(Caller, Option<String>), ApiError> {
         let Some(id) = crate::session::session_id(headers) else {
-            return Ok(Caller::Anonymous);
+            return Ok((Caller::Anonymous, None));
         };
         let Some(session) = self
             .directory
@@ -223,7 +229,7 @@ impl Authenticator {
             })?
         else {
             // Ended or unknown: as if there were none.
-            return Ok(Caller::Anonymous);
+            return Ok((Caller::Anonymous, None));
         };
         let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
         if !safe {
@@ -239,7 +245,8 @@ impl Authenticator {
                 ));
             }
         }
-        Ok(Caller::Agent(self.agent(&session.uid).await?))
+        let agent = self.agent(&session.uid).await?;
+        Ok((Caller::Agent(agent), Some(session.csrf_token)))
     }
 
     async fn agent(&self, uid: &str) -> Result<guichet_access::Agent, ApiError> {

@@ -68,7 +68,10 @@ fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, Status> {
 /// `None`: no such site. Nothing can be booked or filed there, so the call
 /// goes on unjudged for the service to refuse it, naming what is wrong (the
 /// policy layer refuses it should it ever succeed).
-async fn site_prefecture(state: &AppState, site_id: &str) -> Result<Option<String>, Status> {
+pub(crate) async fn site_prefecture(
+    state: &AppState,
+    site_id: &str,
+) -> Result<Option<String>, Status> {
     let sites = state
         .pan
         .clone()

@@ -37,6 +37,8 @@ pub struct Access {
 
 struct Inner {
     caller: Caller,
+    /// The CSRF token of the browser session the caller came with.
+    session_csrf: Option<String>,
     rule: &'static Rule,
     judged: Mutex<Judged>,
 }
@@ -53,6 +55,12 @@ struct Judged {
 impl Access {
     pub fn caller(&self) -> &Caller {
         &self.inner.caller
+    }
+
+    /// The CSRF token of the browser session this request came with (none
+    /// for a token, a machine client or nobody): what pages put in forms.
+    pub fn session_csrf(&self) -> Option<&str> {
+        self.inner.session_csrf.as_deref()
     }
 
     /// The agent acting, as recorded on the case: the signed-in agent, or
@@ -227,8 +235,9 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
             ));
         }
     };
-    let caller = match state.auth.caller(request.method(), request.headers()).await {
-        Ok(caller) => caller,
+    let (caller, session_csrf) = match state.auth.caller(request.method(), request.headers()).await
+    {
+        Ok(found) => found,
         Err(e) => return answer(e),
     };
     // A caller no fact could admit is refused before anything is looked up.
@@ -238,6 +247,7 @@ pub async fn enforce(State(state): State<AppState>, request: Request, next: Next
     let access = Access {
         inner: Arc::new(Inner {
             caller,
+            session_csrf,
             rule,
             judged: Mutex::new(Judged::default()),
         }),

@@ -27,24 +27,6 @@ pub fn routes() -> Router<AppState> {
 /// agent's uid otherwise).
 pub const SELF_SERVICE: &str = "online-self-service";
 
-/// The same form sent twice (a double click, a retry) is one report; a
-/// different one from the same visitor is another.
-fn same_form_key(form: &Form) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for (k, v) in form.pairs() {
-        h.update(k.as_bytes());
-        h.update([0]);
-        h.update(v.as_bytes());
-        h.update([0]);
-    }
-    let digest: String = h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("web:{digest}")
-}
-
 /// A report as the form (the person's, or the call centre's) describes it,
 /// opened by `agent_id` under `idempotency_key`.
 pub(crate) fn report_request(
@@ -160,7 +142,14 @@ async fn open(State(state): State<AppState>, visitor: Visitor, body: Bytes) -> R
     let answer = if page.p.errors.is_empty() {
         let f = &page.form;
         // Opened by the person themselves, on the pages.
-        let request = report_request(f, visitor.lang, SELF_SERVICE, same_form_key(f));
+        let request = report_request(
+            f,
+            visitor.lang,
+            SELF_SERVICE,
+            // The same form sent twice (a double click, a retry) is one
+            // report; a different one from the same visitor is another.
+            f.idempotency_key("web", "", &[]),
+        );
         state
             .ccc
             .clone()

@@ -488,6 +488,29 @@ impl Form {
         &self.0
     }
 
+    /// A key naming this form's content (and `salt`, who sent it), the
+    /// fields `leave_out` aside: the same form sent twice gives the same key.
+    pub fn idempotency_key(&self, prefix: &str, salt: &str, leave_out: &[&str]) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(salt.as_bytes());
+        for (k, v) in self
+            .0
+            .iter()
+            .filter(|(k, _)| !leave_out.contains(&k.as_str()))
+        {
+            h.update(k.as_bytes());
+            h.update([0]);
+            h.update(v.as_bytes());
+            h.update([0]);
+        }
+        let digest: String = h.finalize()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("{prefix}:{digest}")
+    }
+
     pub fn csrf(&self) -> Option<String> {
         self.get("csrf")
     }

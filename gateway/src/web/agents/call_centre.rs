@@ -245,22 +245,10 @@ async fn look_up(
     }
 }
 
-/// The same form sent twice (a double click) is one report.
+/// The same form sent twice by the same agent (a double click) is one
+/// report, or one filing.
 fn form_key(uid: &str, form: &Form) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(uid.as_bytes());
-    for (k, v) in form.pairs().iter().filter(|(k, _)| k != "csrf") {
-        h.update(k.as_bytes());
-        h.update([0]);
-        h.update(v.as_bytes());
-        h.update([0]);
-    }
-    let digest: String = h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("ccc-page:{digest}")
+    form.idempotency_key("ccc-page", uid, &["csrf"])
 }
 
 /// `POST /agents/signalements`: opens a report for the caller, then its page.
@@ -641,10 +629,7 @@ async fn file_on_behalf(State(state): State<AppState>, w: Workspace, body: Bytes
     let filing = match parsed {
         Ok(filing) => filing,
         Err(v) => {
-            for problem in v.iter() {
-                let id = crate::web::filing::input_id(&problem.field);
-                page.p.add_error(&id, &problem.field);
-            }
+            super::add_filing_violations(&mut page.p, &v);
             if !consent {
                 page.p.add_error("consent", "consent");
             }

@@ -478,20 +478,8 @@ async fn file_assisted(
         return w.visitor.html_with(e.status(), &page);
     }
     let site_id = page.form.get("site_id").unwrap_or_default();
-    let prefecture = match state
-        .pan
-        .clone()
-        .list_sites(pb::ListSitesRequest {
-            prefecture: String::new(),
-        })
-        .await
-    {
-        Ok(r) => r
-            .into_inner()
-            .sites
-            .into_iter()
-            .find(|s| s.id == site_id)
-            .map(|s| s.prefecture),
+    let prefecture = match crate::grpc_access::site_prefecture(&state, &site_id).await {
+        Ok(prefecture) => prefecture,
         Err(s) => {
             crate::uploads::discard(&state, files).await;
             return w.api_problem(&ApiError::from(s));
@@ -536,12 +524,7 @@ async fn file_assisted(
         Ok(f) if identity_checked => f,
         parsed => {
             if let Err(v) = parsed {
-                for problem in v.iter() {
-                    page.p.add_error(
-                        &crate::web::filing::input_id(&problem.field),
-                        &problem.field,
-                    );
-                }
+                super::add_filing_violations(&mut page.p, &v);
             }
             if !identity_checked {
                 page.p.add_error("identity_checked", "identity_checked");

@@ -190,25 +190,9 @@ impl FromRequestParts<AppState> for Workspace {
         let access = Access::from_request_parts(parts, state)
             .await
             .map_err(IntoResponse::into_response)?;
-        let session = match session_id(&parts.headers) {
-            None => None,
-            Some(id) => state
-                .auth
-                .directory()
-                .session(&id, state.clock.now())
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "cannot read a session");
-                    refusal(
-                        &visitor,
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "error-unavailable-title",
-                        "error-unavailable-body",
-                    )
-                })?,
-        };
-        let (uid, csrf) = match (session, access.caller()) {
-            (Some(s), Caller::Agent(_)) => (Some(s.uid), s.csrf_token),
+        // The session the policy layer read: its agent and form token.
+        let (uid, csrf) = match (access.session_csrf(), access.caller()) {
+            (Some(csrf), Caller::Agent(agent)) => (Some(agent.uid.clone()), csrf.to_string()),
             _ => (None, String::new()),
         };
         Ok(Workspace {
@@ -327,6 +311,16 @@ pub fn filed_of(receipt: Option<guichet_proto::v1::Receipt>) -> (String, String)
         .map(|d| d.to_string())
         .unwrap_or_default();
     (receipt.reference, date)
+}
+
+/// A filing the rules refused: each field at fault next to its input.
+pub fn add_filing_violations(p: &mut Page, v: &guichet_dossier::Violations) {
+    for problem in v.iter() {
+        p.add_error(
+            &crate::web::filing::input_id(&problem.field),
+            &problem.field,
+        );
+    }
 }
 
 /// A filing refused by its channel's service: each field at fault next to

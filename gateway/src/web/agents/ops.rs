@@ -61,6 +61,8 @@ struct OpsPage {
     prefecture: String,
     prefectures: Vec<String>,
     charts: Vec<Chart>,
+    /// Instruction did not answer for the month charts.
+    months_unavailable: bool,
     process: Vec<(&'static str, u64, u64)>,
     backlog: (i64, i64, i64, u64),
 }
@@ -138,13 +140,19 @@ async fn page(
     // A prefecture's filings per channel, month by month (this year's
     // evaluation, before secrecy is of no use here: the counts published).
     let year = chrono::Datelike::year(&today(&state));
-    let cells = state
+    // Instruction not answering is said on the page, not drawn as no data.
+    let (cells, months_unavailable) = match state
         .instruction
         .clone()
         .evaluation(pb::EvaluationRequest { year })
         .await
-        .map(|r| r.into_inner().cells)
-        .unwrap_or_default();
+    {
+        Ok(r) => (r.into_inner().cells, false),
+        Err(status) => {
+            tracing::warn!(error = %status, "the evaluation's figures cannot be read");
+            (Vec::new(), true)
+        }
+    };
     let mut prefectures: Vec<String> = cells.iter().map(|c| c.prefecture.clone()).collect();
     prefectures.sort();
     prefectures.dedup();
@@ -286,6 +294,7 @@ async fn page(
         prefecture,
         prefectures,
         charts,
+        months_unavailable,
         process,
         backlog,
     })
