@@ -116,7 +116,16 @@ impl From<tonic::Status> for ApiError {
         if e.kind == ErrorKind::Unavailable && e.message.contains("tcp connect error") {
             e.message = "the service is unavailable; try again shortly".into();
         }
-        e.into()
+        // A service at capacity says when to come back; the caller hears it.
+        let retry_after = status
+            .metadata()
+            .get(guichet_kit::capacity::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let mut error: Self = e.into();
+        if retry_after.is_some() {
+            error.retry_after = retry_after;
+        }
+        error
     }
 }
 
@@ -153,5 +162,29 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_at_capacity_is_a_503_that_says_when_to_come_back() {
+        let response = ApiError::from(guichet_kit::capacity::at_capacity(
+            "guichet.v1.OnlineIntake",
+        ))
+        .into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from_static("1"))
+        );
+        // Unavailable for another reason: the general advice.
+        let response = ApiError::from(tonic::Status::unavailable("down")).into_response();
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from_static("5"))
+        );
     }
 }

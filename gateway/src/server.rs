@@ -60,6 +60,11 @@ pub fn router(
     grpc_health: tonic_health::pb::health_server::HealthServer<grpc_proxy::GatewayHealth>,
 ) -> Router {
     let upload_bytes = state.uploads.max_request_bytes();
+    let refused = state
+        .metrics
+        .requests_shed
+        .get_or_create(&guichet_kit::metrics::ServiceLabels { service: "gateway" })
+        .clone();
     let stack = ServiceBuilder::new()
         // On every answer, errors and panics included: no type sniffing, no
         // framing by another site, and nothing kept by a browser or a proxy
@@ -119,7 +124,10 @@ pub fn router(
         .layer(axum::middleware::from_fn(crate::web::refusals_as_pages))
         .layer(axum::middleware::from_fn(origin::refuse_cross_site))
         .layer(axum::middleware::from_fn_with_state(
-            std::sync::Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1))),
+            InFlight {
+                permits: std::sync::Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1))),
+                refused,
+            },
             shed,
         ))
         .layer(axum::middleware::from_fn_with_state(
@@ -131,19 +139,27 @@ pub fn router(
         .with_state(state)
 }
 
+/// The gateway's places for work in flight, and the count of refusals.
+#[derive(Clone)]
+pub(crate) struct InFlight {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    refused: guichet_kit::metrics::Counter,
+}
+
 /// Work in flight is bounded: past the limit, a request is refused at once
 /// (503 with `Retry-After`, or gRPC `UNAVAILABLE`) instead of waiting in
 /// line into seconds of latency. Health checks and metrics always answer,
 /// so an orchestrator does not restart a gateway for being busy.
 pub(crate) async fn shed(
-    axum::extract::State(limit): axum::extract::State<std::sync::Arc<tokio::sync::Semaphore>>,
+    axum::extract::State(limit): axum::extract::State<InFlight>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     if matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics") {
         return next.run(request).await;
     }
-    let Ok(permit) = limit.try_acquire_owned() else {
+    let Ok(permit) = limit.permits.try_acquire_owned() else {
+        limit.refused.inc();
         let full = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             None,

@@ -60,6 +60,31 @@ pub struct BenchArgs {
     /// Print the figures as one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// How many times the maximum-rate phase runs, each paired with a bare
+    /// pipeline run just before it: the figures given are the medians, with
+    /// their spread.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub repeat: u32,
+    /// A last phase offered this many times the measured maximum rate, to
+    /// see the mesh shed what it cannot take (0: no such phase).
+    #[arg(long, default_value_t = 2.0)]
+    pub overload: f64,
+    /// Requests in flight the load generator allows itself in the overload
+    /// phase: high, so that the mesh's own bounds do the refusing.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub overload_concurrency: u32,
+    /// Most other work on the machine (busy CPU, in cores, that none of the
+    /// run's processes account for) under which the ratio is reported.
+    #[arg(long, default_value_t = 0.1)]
+    pub max_other_work: f64,
+    /// Report the ratio even when other work went above `--max-other-work`.
+    #[arg(long)]
+    pub allow_noise: bool,
+    /// Run the mesh from another `guichet` binary (an earlier build), driven
+    /// by this one's load generator: a before and after from one machine
+    /// state.
+    #[arg(long)]
+    pub mesh_binary: Option<std::path::PathBuf>,
     /// Log filter of the mesh's processes (their logs go to files).
     #[arg(long, default_value = "info")]
     pub service_log: String,
@@ -82,6 +107,10 @@ impl BenchArgs {
         } else {
             self.rate.iter().map(|r| r.max(0.0)).collect()
         }
+    }
+
+    fn repeat(&self) -> usize {
+        if self.smoke { 1 } else { self.repeat as usize }
     }
 }
 
@@ -139,52 +168,72 @@ async fn run_in(
         }
     };
 
-    progress("bare pipeline, first run");
-    let mut bare_runs = vec![
-        bare::run(
-            &bare_scratch.amqp_url,
-            &bare_scratch.database_url,
-            &bare_settings,
-        )
-        .await?,
-    ];
-
     progress("starting the mesh");
     let mesh = mesh::Mesh::start(
         &mesh_scratch.database_url,
         &mesh_scratch.amqp_url,
         work,
         &args.service_log,
+        args.mesh_binary.as_deref(),
     )
     .await?;
-    let phases = run_phases(args, mesh_scratch, &mesh, filings, today, &progress).await;
+    let runs = Runs {
+        args,
+        mesh_scratch,
+        bare_scratch,
+        bare_settings: &bare_settings,
+        mesh: &mesh,
+        filings,
+        today,
+        progress: &progress,
+    };
+    let measured = runs.all().await;
     mesh.stop();
-    let phases = phases?;
+    let (bare_runs, phases) = measured?;
 
-    progress("bare pipeline, second run");
-    bare_runs.push(
-        bare::run(
-            &bare_scratch.amqp_url,
-            &bare_scratch.database_url,
-            &bare_settings,
-        )
-        .await?,
-    );
-
-    let bare_per_s = bare_runs.iter().map(|r| r.per_s).sum::<f64>() / bare_runs.len() as f64;
-    let filings_per_s = phases
+    // Each maximum-rate phase against the bare run just before it.
+    let max_phases: Vec<&Phase> = phases
         .iter()
-        .find(|p| p.offered_per_s == 0.0)
-        .or(phases.first())
-        .map_or(0.0, |p| p.end_to_end_per_s);
+        .filter(|p| p.offered_per_s == 0.0 && p.concurrency == args.concurrency as usize)
+        .collect();
+    let ratios: Vec<f64> = max_phases
+        .iter()
+        .zip(&bare_runs)
+        .filter(|(_, b)| b.per_s > 0.0)
+        .map(|(p, b)| p.end_to_end_per_s / b.per_s)
+        .collect();
+    let noisiest = max_phases
+        .iter()
+        .map(|p| p.others_cores_busy)
+        .chain(bare_runs.iter().map(|b| b.others_cores_busy))
+        .fold(0.0_f64, f64::max);
+    let ratio_spread = report::Spread::of(ratios);
+    let (ratio_to_bare, ratio_withheld) = if ratio_spread.runs == 0 {
+        (None, Some("no maximum-rate phase was run".to_string()))
+    } else if noisiest > args.max_other_work && !args.allow_noise {
+        (
+            None,
+            Some(format!(
+                "other work on the machine took {noisiest:.2} cores in a measured run, more than \
+                 the {:.2} allowed (--max-other-work); the figures below are not comparable \
+                 (--allow-noise gives the ratio anyway)",
+                args.max_other_work
+            )),
+        )
+    } else {
+        (Some(ratio_spread.median), None)
+    };
+    let filings_per_s_spread =
+        report::Spread::of(max_phases.iter().map(|p| p.end_to_end_per_s).collect());
+    let bare_pipeline_spread = report::Spread::of(bare_runs.iter().map(|r| r.per_s).collect());
     Ok(Report {
-        filings_per_s,
-        bare_pipeline_per_s: bare_per_s,
-        ratio_to_bare: if bare_per_s > 0.0 {
-            filings_per_s / bare_per_s
-        } else {
-            0.0
-        },
+        filings_per_s: filings_per_s_spread.median,
+        bare_pipeline_per_s: bare_pipeline_spread.median,
+        ratio_to_bare,
+        ratio_withheld,
+        ratio_spread,
+        filings_per_s_spread,
+        bare_pipeline_spread,
         bare_pipeline_runs: bare_runs,
         message_bytes,
         mix: args.mix.to_string(),
@@ -196,6 +245,7 @@ async fn run_in(
         },
         machine: Machine {
             cores: procfs::cores(),
+            other_work_limit_cores: args.max_other_work,
             load_average_before: load_before,
             load_average_after: procfs::load_average(),
         },
@@ -203,51 +253,232 @@ async fn run_in(
     })
 }
 
-async fn run_phases(
-    args: &BenchArgs,
-    scratch: &Scratch,
-    mesh: &mesh::Mesh,
+/// Everything one run measures, in order.
+struct Runs<'a> {
+    args: &'a BenchArgs,
+    mesh_scratch: &'a Scratch,
+    bare_scratch: &'a Scratch,
+    bare_settings: &'a bare::Settings,
+    mesh: &'a mesh::Mesh,
     filings: usize,
     today: chrono::NaiveDate,
-    progress: &dyn Fn(&str),
-) -> anyhow::Result<Vec<Phase>> {
-    let targets = load::Targets::connect(&mesh.gateway_url, &mesh.intake_web_url).await?;
-    let instruction = guichet_kit::db::postgres_pool(&scratch.database_url, "instruction", 2)
-        .await
-        .context("reading the instruction database")?;
-    let routes = args.mix.plan(filings);
-    let mut phases = Vec::new();
-    let mut expected_total = 0;
-    for (k, rate) in args.rates().into_iter().enumerate() {
-        let offered = if rate > 0.0 {
-            format!("{rate} filings/s")
-        } else {
-            "maximum rate".into()
+    progress: &'a dyn Fn(&str),
+}
+
+impl Runs<'_> {
+    /// The maximum-rate phase `--repeat` times, each just after a bare
+    /// pipeline run (the mesh idle meanwhile), so each pair saw the same
+    /// machine; then the fixed-rate phases; then the overload phase at
+    /// `--overload` times the median maximum.
+    async fn all(&self) -> anyhow::Result<(Vec<bare::BareRun>, Vec<Phase>)> {
+        let args = self.args;
+        let targets =
+            load::Targets::connect(&self.mesh.gateway_url, &self.mesh.intake_web_url).await?;
+        let instruction =
+            guichet_kit::db::postgres_pool(&self.mesh_scratch.database_url, "instruction", 2)
+                .await
+                .context("reading the instruction database")?;
+        let mut bare_runs = Vec::new();
+        let mut phases = Vec::new();
+        let mut numbered = Numbered {
+            next_applicant: 0,
+            expected_total: 0,
         };
-        progress(&format!("phase {}: {filings} filings at {offered}", k + 1));
-        let prepared = load::prepare(&scratch.name, &routes, k * filings, today)?;
-        let before = Sample::take(scratch, mesh).await;
-        let driven = load::drive(&targets, prepared, rate, args.concurrency as usize).await;
+        let rates = args.rates();
+        let concurrency = args.concurrency as usize;
+        if rates.contains(&0.0) {
+            for k in 0..self.repeat() {
+                (self.progress)(&format!("bare pipeline, run {}", k + 1));
+                bare_runs.push(self.bare().await?);
+                (self.progress)(&format!(
+                    "maximum rate, run {}: {} filings",
+                    k + 1,
+                    self.filings
+                ));
+                phases.push(
+                    self.phase(&targets, &instruction, &mut numbered, 0.0, concurrency)
+                        .await?,
+                );
+            }
+        } else {
+            for k in 0..self.repeat() {
+                (self.progress)(&format!("bare pipeline, run {}", k + 1));
+                bare_runs.push(self.bare().await?);
+            }
+        }
+        for rate in rates.into_iter().filter(|r| *r > 0.0) {
+            (self.progress)(&format!("{} filings at {rate} filings/s", self.filings));
+            phases.push(
+                self.phase(&targets, &instruction, &mut numbered, rate, concurrency)
+                    .await?,
+            );
+        }
+        let maximum = report::Spread::of(
+            phases
+                .iter()
+                .filter(|p| p.offered_per_s == 0.0)
+                .map(|p| p.end_to_end_per_s)
+                .collect(),
+        )
+        .median;
+        if args.overload > 0.0 && maximum > 0.0 {
+            let rate = (maximum * args.overload).round();
+            (self.progress)(&format!(
+                "overload: {} filings at {rate} filings/s ({}x the maximum)",
+                self.filings, args.overload
+            ));
+            phases.push(
+                self.phase(
+                    &targets,
+                    &instruction,
+                    &mut numbered,
+                    rate,
+                    args.overload_concurrency as usize,
+                )
+                .await?,
+            );
+        }
+        instruction.close().await;
+        Ok((bare_runs, phases))
+    }
+
+    fn repeat(&self) -> usize {
+        self.args.repeat()
+    }
+
+    /// One bare pipeline run, with the other work on the machine meanwhile.
+    /// The mesh first finishes what the last phase left it (receipts to
+    /// mail, events to publish): the bare run has the machine to itself.
+    async fn bare(&self) -> anyhow::Result<bare::BareRun> {
+        self.mesh_settled().await;
+        // The idle mesh's own ticks (sweeps, samplers) are the run's, not
+        // other work.
+        let before = Sample::take(None, Some(self.mesh)).await;
+        let mut run = bare::run(
+            &self.bare_scratch.amqp_url,
+            &self.bare_scratch.database_url,
+            self.bare_settings,
+        )
+        .await?;
+        let after = Sample::take(None, Some(self.mesh)).await;
+        run.others_cores_busy = after.others_since(&before);
+        Ok(run)
+    }
+
+    async fn phase(
+        &self,
+        targets: &load::Targets,
+        instruction: &sqlx::PgPool,
+        numbered: &mut Numbered,
+        rate: f64,
+        concurrency: usize,
+    ) -> anyhow::Result<Phase> {
+        let routes = self.args.mix.plan(self.filings);
+        let prepared = load::prepare(
+            &self.mesh_scratch.name,
+            &routes,
+            numbered.next_applicant,
+            self.today,
+        )?;
+        numbered.next_applicant += self.filings;
+        let work_before = self.mesh_scratch.work_done(instruction).await;
+        let before = Sample::take(Some(self.mesh_scratch), Some(self.mesh)).await;
+        let driven = load::drive(targets, prepared, rate, concurrency).await;
         let references: Vec<String> = driven
             .outcomes
             .iter()
             .filter_map(|o| o.reference.clone())
             .collect();
-        expected_total += references.len() as i64;
-        let times = committed(&instruction, &references, expected_total).await?;
-        let after = Sample::take(scratch, mesh).await;
-        phases.push(phase_figures(
-            rate, filings, &driven, &times, &before, &after,
-        ));
+        numbered.expected_total += references.len() as i64;
+        let times = committed(instruction, &references, numbered.expected_total).await?;
+        let wall = before.at.elapsed();
+        // What the filings set off after their commit (receipts mailed,
+        // events published) is theirs too: wait for it before counting.
+        self.mesh_settled().await;
+        let after = Sample::take(Some(self.mesh_scratch), Some(self.mesh)).await;
+        tokio::time::sleep(BROKER_STATS_EVERY).await;
+        let work = self.mesh_scratch.work_done(instruction).await;
+        let offered = Offered {
+            rate,
+            concurrency,
+            filings: self.filings,
+        };
+        let mut phase = phase_figures(offered, &driven, &times, &before, &after, wall);
+        phase.work_per_filing = work_per_filing(&work_before, &work, times.len());
+        Ok(phase)
     }
-    instruction.close().await;
-    Ok(phases)
+}
+
+impl Runs<'_> {
+    /// Waits (a minute at most) until the mesh's processes use less than
+    /// 5 % of a core over a second.
+    async fn mesh_settled(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let before = Sample::take(None, Some(self.mesh)).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let after = Sample::take(None, Some(self.mesh)).await;
+            let wall = after.at.duration_since(before.at).as_secs_f64().max(1e-6);
+            let mesh: f64 = after
+                .used_since(&before)
+                .iter()
+                .filter(|(name, _, _)| self.mesh.services.iter().any(|s| s.name == *name))
+                .map(|(_, _, cpu)| cpu)
+                .sum();
+            if mesh / wall < 0.05 {
+                return;
+            }
+        }
+    }
+}
+
+/// RabbitMQ's management figures are sampled this often (its default).
+const BROKER_STATS_EVERY: Duration = Duration::from_millis(5_500);
+
+fn work_per_filing(
+    before: &scratch::WorkDone,
+    after: &scratch::WorkDone,
+    filings: usize,
+) -> report::WorkPerFiling {
+    let n = filings.max(1) as f64;
+    let per = |a: i64, b: i64| (a - b).max(0) as f64 / n;
+    report::WorkPerFiling {
+        commits: per(after.commits, before.commits),
+        rows: after
+            .rows
+            .iter()
+            .map(|(table, now)| {
+                let was = before.rows.get(table).copied().unwrap_or_default();
+                (
+                    table.clone(),
+                    [
+                        per(now[0], was[0]),
+                        per(now[1], was[1]),
+                        per(now[2], was[2]),
+                    ],
+                )
+            })
+            .filter(|(_, r)| r.iter().any(|v| *v > 0.0))
+            .collect(),
+        published: per(after.published, before.published),
+        confirmed: per(after.confirmed, before.confirmed),
+        delivered: per(after.delivered, before.delivered),
+        acked: per(after.acked, before.acked),
+    }
+}
+
+/// Applicants are numbered across the run, so no phase files again for an
+/// earlier phase's applicants; dossiers are counted across the run too.
+struct Numbered {
+    next_applicant: usize,
+    expected_total: i64,
 }
 
 /// Waits until every referenced dossier is committed in instruction, then
 /// gives each one's receipt time and commit time (seconds since the epoch).
 /// The database is this run's alone, so waiting only counts its rows: the
-/// bench must not load the database it measures.
+/// bench must not load the database it measures. Past the deadline it gives
+/// what is there: the phase then counts the missing ones as lost.
 async fn committed(
     db: &sqlx::PgPool,
     references: &[String],
@@ -263,11 +494,12 @@ async fn committed(
         if total >= expected_total {
             break;
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "only {} of {expected_total} accepted filings reached instruction in time",
-            total
-        );
+        if Instant::now() >= deadline {
+            eprintln!(
+                "bench: only {total} of {expected_total} accepted filings reached instruction in time"
+            );
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(sqlx::query_as(
@@ -279,7 +511,7 @@ async fn committed(
     .await?)
 }
 
-/// CPU times of everything that works for the mesh, at one moment.
+/// CPU times of everything that works for the run, at one moment.
 struct Sample {
     at: Instant,
     machine: procfs::MachineCpu,
@@ -288,18 +520,32 @@ struct Sample {
 }
 
 impl Sample {
-    async fn take(scratch: &Scratch, mesh: &mesh::Mesh) -> Self {
+    /// The mesh's processes and this run's PostgreSQL backends when given;
+    /// always the broker, PostgreSQL's own helpers (WAL writer,
+    /// checkpointer, ...) and the bench itself.
+    async fn take(scratch: Option<&Scratch>, mesh: Option<&mesh::Mesh>) -> Self {
         let mut processes = Vec::new();
         let mut add = |name: String, pid: u32| {
             if let Some(cpu) = procfs::cpu_time(pid) {
                 processes.push((name, pid, cpu.as_secs_f64()));
             }
         };
-        for s in &mesh.services {
+        for s in mesh.iter().flat_map(|m| &m.services) {
             add(s.name.to_string(), s.pid());
         }
-        for pid in scratch.backend_pids().await {
-            add("postgresql (this run's backends)".into(), pid);
+        let backends = match scratch {
+            Some(scratch) => scratch.backend_pids().await,
+            None => Vec::new(),
+        };
+        for pid in procfs::pids_named("postgres") {
+            if backends.contains(&pid) {
+                add("postgresql (this run's backends)".into(), pid);
+            } else if scratch.is_none() || procfs::is_postgres_helper(pid) {
+                // Without a mesh (the bare run), every PostgreSQL process
+                // is counted as the run's: its backends come and go with
+                // its pool.
+                add("postgresql (shared helpers)".into(), pid);
+            }
         }
         for pid in procfs::pids_named("beam.smp") {
             add("rabbitmq (whole broker, shared)".into(), pid);
@@ -311,22 +557,64 @@ impl Sample {
             processes,
         }
     }
+
+    /// CPU seconds each process used since `earlier` (a process that
+    /// started meanwhile counts from zero).
+    fn used_since(&self, earlier: &Sample) -> Vec<(&str, u32, f64)> {
+        let before: HashMap<u32, f64> =
+            earlier.processes.iter().map(|(_, p, c)| (*p, *c)).collect();
+        self.processes
+            .iter()
+            .map(|(name, pid, cpu)| {
+                (
+                    name.as_str(),
+                    *pid,
+                    (cpu - before.get(pid).copied().unwrap_or(0.0)).max(0.0),
+                )
+            })
+            .collect()
+    }
+
+    /// Busy CPU, in cores, that none of the sampled processes account for.
+    fn others_since(&self, earlier: &Sample) -> f64 {
+        let wall = self.at.duration_since(earlier.at).as_secs_f64().max(1e-6);
+        let accounted: f64 = self.used_since(earlier).iter().map(|(_, _, c)| c).sum();
+        let (busy, _) = self.machine.since(&earlier.machine);
+        ((busy - accounted) / wall).max(0.0)
+    }
 }
 
-fn phase_figures(
+/// What a phase offered.
+struct Offered {
+    /// Filings per second; 0 is as fast as the mesh answers.
     rate: f64,
+    /// Requests in flight at most.
+    concurrency: usize,
     filings: usize,
+}
+
+/// `wall`: from the phase's start to its last commit; `after` may be
+/// later (the mesh's work after the commits is counted in its CPU).
+fn phase_figures(
+    offered: Offered,
     driven: &load::Driven,
     times: &[(f64, f64)],
     before: &Sample,
     after: &Sample,
+    wall: Duration,
 ) -> Phase {
+    let Offered {
+        rate,
+        concurrency,
+        filings,
+    } = offered;
     let accepted: Vec<&load::Outcome> = driven
         .outcomes
         .iter()
         .filter(|o| o.reference.is_some())
         .collect();
-    let failed = driven.outcomes.len() - accepted.len() + (filings - driven.outcomes.len());
+    let shed = driven.outcomes.iter().filter(|o| o.shed).count();
+    let failed = driven.outcomes.len() - accepted.len() - shed + (filings - driven.outcomes.len());
     let mut by_channel: Vec<(String, Latency)> = Vec::new();
     let mut channels: Vec<_> = accepted.iter().map(|o| o.route).collect();
     channels.sort();
@@ -342,14 +630,12 @@ fn phase_figures(
     let first_received = times.iter().map(|t| t.0).fold(f64::INFINITY, f64::min);
     let last_recorded = times.iter().map(|t| t.1).fold(f64::NEG_INFINITY, f64::max);
     let span = (last_recorded - first_received).max(1e-6);
-    let wall = after.at.duration_since(before.at).as_secs_f64().max(1e-6);
+    let wall = wall.as_secs_f64().max(1e-6);
 
     // CPU per process name (PostgreSQL has one backend per connection).
-    let earlier: HashMap<u32, f64> = before.processes.iter().map(|(_, p, c)| (*p, *c)).collect();
     let mut per_name: Vec<(String, f64, Option<u64>)> = Vec::new();
-    for (name, pid, cpu) in &after.processes {
-        let used = cpu - earlier.get(pid).copied().unwrap_or(0.0);
-        let peak = procfs::peak_rss(*pid);
+    for (name, pid, used) in after.used_since(before) {
+        let peak = procfs::peak_rss(pid);
         match per_name.iter_mut().find(|(n, _, _)| n == name) {
             Some(entry) => {
                 entry.1 += used;
@@ -358,11 +644,10 @@ fn phase_figures(
                     (a, b) => a.or(b),
                 };
             }
-            None => per_name.push((name.clone(), used, peak)),
+            None => per_name.push((name.to_string(), used, peak)),
         }
     }
-    let accounted: f64 = per_name.iter().map(|(_, c, _)| c).sum();
-    let (machine_busy_s, machine_busy) = after.machine.since(&before.machine);
+    let (_, machine_busy) = after.machine.since(&before.machine);
     let committed = times.len().max(1) as f64;
     let processes = per_name
         .into_iter()
@@ -380,10 +665,17 @@ fn phase_figures(
         .collect();
     Phase {
         offered_per_s: rate,
+        concurrency,
         filings,
         accepted: accepted.len(),
+        shed,
         failed,
-        first_error: driven.outcomes.iter().find_map(|o| o.error.clone()),
+        lost: accepted.len().saturating_sub(times.len()),
+        first_error: driven
+            .outcomes
+            .iter()
+            .filter(|o| !o.shed)
+            .find_map(|o| o.error.clone()),
         intake_per_s: accepted.len() as f64 / driven.elapsed.as_secs_f64().max(1e-6),
         end_to_end_per_s: times.len() as f64 / span,
         end_to_end_seconds: span,
@@ -396,7 +688,8 @@ fn phase_figures(
                 .collect(),
         ),
         processes,
+        work_per_filing: report::WorkPerFiling::default(),
         machine_busy,
-        others_cores_busy: ((machine_busy_s - accounted) / wall).max(0.0),
+        others_cores_busy: after.others_since(before),
     }
 }

@@ -54,7 +54,7 @@ pub async fn start(
         shutdown,
         metrics,
     } = shared.clone();
-    let base = service::prepare(config, SCHEMA, &MIGRATIONS, listen).await?;
+    let base = service::prepare(config, SCHEMA, &MIGRATIONS, listen, &metrics).await?;
     let db = base.db.clone();
     let store = Store::new(db.clone(), settings.attestation_horizon_days);
     let relay = OutboxRelay::new(db.clone(), bus.clone(), config.outbox_batch)

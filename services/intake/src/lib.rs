@@ -60,7 +60,7 @@ pub async fn prepare_channel(
     shared: &Shared,
     channel: Channel,
 ) -> Result<ChannelFoundations, StartError> {
-    let base = service::prepare(config, schema, migrations, listen).await?;
+    let base = service::prepare(config, schema, migrations, listen, &shared.metrics).await?;
     let db = base.db.clone();
     let relay = OutboxRelay::new(db.clone(), shared.bus.clone(), config.outbox_batch)
         .with_metrics(shared.metrics.clone(), schema);

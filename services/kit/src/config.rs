@@ -117,6 +117,13 @@ pub struct Config {
     #[arg(long, env = "GUICHET_MAX_IN_FLIGHT", default_value_t = 512)]
     pub max_in_flight: usize,
 
+    /// Calls each gRPC service (intake, instruction, notifier) works on at
+    /// once; one more is refused at once with `UNAVAILABLE` and a
+    /// `retry-after` of one second. Sized so that the calls accepted keep a
+    /// short latency at full load (see BENCHMARKS.md).
+    #[arg(long, env = "GUICHET_GRPC_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub grpc_max_in_flight: usize,
+
     /// Wrong birth dates the status look-up takes per reference, and per
     /// client address, within `GUICHET_STATUS_WINDOW_S`; then 429.
     #[arg(long, env = "GUICHET_STATUS_TRIES", default_value_t = 5)]
@@ -256,6 +263,7 @@ impl std::fmt::Debug for Config {
             .field("db_pool_size", &self.db_pool_size)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("max_in_flight", &self.max_in_flight)
+            .field("grpc_max_in_flight", &self.grpc_max_in_flight)
             .field("status_tries", &self.status_tries)
             .field("attestation_tries", &self.attestation_tries)
             .field("status_window_s", &self.status_window_s)

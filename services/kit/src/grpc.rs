@@ -158,11 +158,13 @@ pub const REFLECTION_SERVICES: [&str; 2] = [
 ];
 
 /// Serves `routes` (plus health and reflection) on `listener` until
-/// `shutdown`, one span per call linked to the caller's trace.
+/// `shutdown`, one span per call linked to the caller's trace, with at most
+/// `capacity`'s calls in flight.
 pub async fn serve(
     listener: TcpListener,
     routes: tonic::service::Routes,
     max_message_bytes: usize,
+    capacity: crate::capacity::CapacityLayer,
     shutdown: crate::shutdown::Shutdown,
 ) -> Result<(), tonic::transport::Error> {
     let trace = tower_http::trace::TraceLayer::new_for_grpc()
@@ -170,6 +172,9 @@ pub async fn serve(
         .on_failure(log_failure);
     tonic::transport::Server::builder()
         .layer(trace)
+        // Refused before the request is read, decoded or checked: shedding
+        // must be cheap (the call's span stays, so a refusal is traced).
+        .layer(capacity)
         .layer(crate::grpc_check::TextCheckLayer::new(max_message_bytes))
         .add_routes(routes)
         .serve_with_incoming_shutdown(
@@ -202,34 +207,15 @@ pub async fn health(
 
 /// Serves `routes`, with the standard health (reporting `service_name` as
 /// serving) and reflection services, as the task `grpc` of a service. Every
-/// request's texts are checked first (`grpc_check`). Returns the service's
-/// health, for its supervisor to turn off.
+/// request's texts are checked first (`grpc_check`); `max_message_bytes` is
+/// the most the service decodes. Returns the service's health, for its
+/// supervisor to turn off.
 pub async fn spawn_server(
     tasks: &mut crate::service::Tasks,
     listener: TcpListener,
     routes: tonic::service::Routes,
     service_name: &'static str,
-    shutdown: crate::shutdown::Shutdown,
-) -> crate::service::Health {
-    spawn_server_with_limit(
-        tasks,
-        listener,
-        routes,
-        service_name,
-        crate::grpc_check::DEFAULT_MAX_MESSAGE_BYTES,
-        shutdown,
-    )
-    .await
-}
-
-/// The same, for a service that decodes requests larger than tonic's
-/// default (`max_message_bytes`, as given to its tonic server).
-pub async fn spawn_server_with_limit(
-    tasks: &mut crate::service::Tasks,
-    listener: TcpListener,
-    routes: tonic::service::Routes,
-    service_name: &'static str,
-    max_message_bytes: usize,
+    limits: Limits,
     shutdown: crate::shutdown::Shutdown,
 ) -> crate::service::Health {
     let (health, health_service) = health(service_name).await;
@@ -238,11 +224,26 @@ pub async fn spawn_server_with_limit(
         .add_service(reflection())
         .add_service(reflection_v1alpha());
     tasks.spawn("grpc", async move {
-        if let Err(e) = serve(listener, routes, max_message_bytes, shutdown).await {
+        if let Err(e) = serve(
+            listener,
+            routes,
+            limits.max_message_bytes,
+            limits.capacity,
+            shutdown,
+        )
+        .await
+        {
             tracing::error!(error = %e, service = service_name, "gRPC server stopped");
         }
     });
     health
+}
+
+/// What a gRPC server takes at most: the size of one request, and the
+/// calls in flight.
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub capacity: crate::capacity::CapacityLayer,
 }
 
 /// A refusal (not found, invalid argument, wrong state) is the service doing

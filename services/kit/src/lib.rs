@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+pub mod capacity;
 pub mod clock;
 pub mod config;
 pub mod db;

@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+pub use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -155,6 +155,9 @@ pub struct Inner {
     /// Rounds of a service's periodic sweep that ran to the end without an
     /// error: what a test waits for to know a sweep has been and done nothing.
     pub sweeps_completed: Family<ServiceLabels, Counter>,
+    /// Requests refused at once because the service (or the gateway) was at
+    /// capacity: a sign to add instances, or of a client retrying too fast.
+    pub requests_shed: Family<ServiceLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -186,6 +189,7 @@ impl Metrics {
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(Buckets(receipt_buckets)),
             sweeps_completed: Family::default(),
+            requests_shed: Family::default(),
             registry: Mutex::new(Registry::default()),
             own: Mutex::default(),
         };
@@ -287,6 +291,11 @@ impl Metrics {
             "sweeps_completed",
             "Rounds of a periodic sweep that ran to the end without an error",
             inner.sweeps_completed.clone(),
+        );
+        r.register(
+            "requests_shed",
+            "Requests refused at once because the service was at capacity",
+            inner.requests_shed.clone(),
         );
         Metrics(Arc::new(Inner {
             registry: Mutex::new(registry),

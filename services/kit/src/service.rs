@@ -125,6 +125,9 @@ pub struct Foundations {
     pub db: Database,
     pub listener: TcpListener,
     pub grpc_addr: SocketAddr,
+    /// The bound on calls in flight (`GUICHET_GRPC_MAX_IN_FLIGHT`), counting
+    /// its refusals in the process's figures.
+    capacity: (usize, crate::Metrics),
 }
 
 impl Foundations {
@@ -158,12 +161,20 @@ impl Foundations {
         max_message_bytes: usize,
         shutdown: &Shutdown,
     ) -> Running {
-        let health = grpc::spawn_server_with_limit(
+        let (limit, metrics) = self.capacity;
+        let refused = metrics
+            .requests_shed
+            .get_or_create(&crate::metrics::ServiceLabels { service: name })
+            .clone();
+        let health = grpc::spawn_server(
             &mut tasks,
             self.listener,
             routes,
             name,
-            max_message_bytes,
+            grpc::Limits {
+                max_message_bytes,
+                capacity: crate::capacity::CapacityLayer::new(limit, name, refused),
+            },
             shutdown.clone(),
         )
         .await;
@@ -187,6 +198,7 @@ pub async fn prepare(
     schema: &str,
     migrations: &Migrations,
     listen: impl Into<Listen>,
+    metrics: &crate::Metrics,
 ) -> Result<Foundations, StartError> {
     let db = Database::open(
         config.database_url.as_deref(),
@@ -205,6 +217,7 @@ pub async fn prepare(
         db,
         listener,
         grpc_addr,
+        capacity: (config.grpc_max_in_flight, metrics.clone()),
     })
 }
 

@@ -108,8 +108,17 @@ fn install(
     }
     let provider = builder.build();
     let tracer = provider.tracer("guichet");
+    // Only what a trace needs is built per span: no busy/idle timings, no
+    // thread or source location attributes, and no OpenTelemetry context
+    // made current on every poll (nothing here reads `Context::current`;
+    // propagation goes through the span itself). The profile showed these
+    // in every request's path even with nothing exported (BENCHMARKS.md).
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_threads(false)
+        .with_location(false)
+        .with_context_activation(false)
         .with_filter(LevelFilter::INFO);
     let writer = match output {
         Output::Stdout => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout),

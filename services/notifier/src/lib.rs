@@ -57,7 +57,7 @@ pub async fn start(
     listen: impl Into<Listen>,
     shared: &Shared,
 ) -> Result<Running, StartError> {
-    let base = service::prepare(config, SCHEMA, &MIGRATIONS, listen).await?;
+    let base = service::prepare(config, SCHEMA, &MIGRATIONS, listen, &shared.metrics).await?;
     let db = base.db.clone();
     fn target(what: &str, e: &(dyn std::error::Error + 'static)) -> StartError {
         StartError::Target(what.to_string(), guichet_kit::error::error_chain(e))

@@ -26,6 +26,9 @@ pub struct BareRun {
     pub messages: usize,
     pub seconds: f64,
     pub per_s: f64,
+    /// Busy CPU (in cores) during the run that neither the bench, the
+    /// broker nor PostgreSQL account for: other work on the machine.
+    pub others_cores_busy: f64,
 }
 
 pub struct Settings {
@@ -119,6 +122,7 @@ pub async fn run(
         messages: settings.messages,
         seconds,
         per_s: settings.messages as f64 / seconds,
+        others_cores_busy: 0.0,
     })
 }
 

@@ -130,6 +130,24 @@ pub struct Outcome {
     /// The dossier reference of the receipt; `None` if the filing failed.
     pub reference: Option<String>,
     pub error: Option<String>,
+    /// Refused at once to be tried again later (503 with `Retry-After`, or
+    /// gRPC `UNAVAILABLE` with `retry-after`): the mesh was full.
+    pub shed: bool,
+}
+
+/// Why a filing got no receipt.
+struct Failure {
+    shed: bool,
+    message: String,
+}
+
+impl Failure {
+    fn other(message: impl ToString) -> Self {
+        Self {
+            shed: false,
+            message: message.to_string(),
+        }
+    }
 }
 
 /// Where the load goes.
@@ -154,7 +172,7 @@ impl Targets {
         })
     }
 
-    async fn send(&self, filing: Prepared) -> (Route, Result<String, String>) {
+    async fn send(&self, filing: Prepared) -> (Route, Result<String, Failure>) {
         match filing {
             Prepared::Web {
                 idempotency_key,
@@ -165,19 +183,23 @@ impl Targets {
                 let answer = client
                     .submit_filing(*request)
                     .await
-                    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+                    .map_err(|s| Failure {
+                        shed: s.code() == tonic::Code::Unavailable
+                            && s.metadata().contains_key("retry-after"),
+                        message: format!("{:?}: {}", s.code(), s.message()),
+                    })
                     .and_then(|r| {
                         r.into_inner()
                             .receipt
                             .map(|r| r.reference)
-                            .ok_or_else(|| "no receipt".to_string())
+                            .ok_or_else(|| Failure::other("no receipt"))
                     });
                 (Route::Grpc, answer)
             }
         }
     }
 
-    async fn send_web(&self, idempotency_key: String, body: Vec<u8>) -> Result<String, String> {
+    async fn send_web(&self, idempotency_key: String, body: Vec<u8>) -> Result<String, Failure> {
         #[derive(serde::Deserialize)]
         struct Receipt {
             reference: String,
@@ -190,15 +212,20 @@ impl Targets {
             .body(body)
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(Failure::other)?;
         let status = answer.status();
-        let bytes = answer.bytes().await.map_err(|e| e.to_string())?;
+        let shed = status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+            && answer.headers().contains_key(reqwest::header::RETRY_AFTER);
+        let bytes = answer.bytes().await.map_err(Failure::other)?;
         if status != reqwest::StatusCode::CREATED {
-            return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
+            return Err(Failure {
+                shed,
+                message: format!("{status}: {}", String::from_utf8_lossy(&bytes)),
+            });
         }
         serde_json::from_slice::<Receipt>(&bytes)
             .map(|r| r.reference)
-            .map_err(|e| e.to_string())
+            .map_err(Failure::other)
     }
 }
 
@@ -237,15 +264,16 @@ pub async fn drive(
             let (route, answer) = targets.send(filing).await;
             let latency = due.map_or_else(|| sent.elapsed(), |d| d.elapsed());
             drop(slot);
-            let (reference, error) = match answer {
-                Ok(r) => (Some(r), None),
-                Err(e) => (None, Some(e)),
+            let (reference, error, shed) = match answer {
+                Ok(r) => (Some(r), None, false),
+                Err(e) => (None, Some(e.message), e.shed),
             };
             Outcome {
                 route,
                 latency,
                 reference,
                 error,
+                shed,
             }
         });
     }

@@ -50,8 +50,12 @@ impl Mesh {
         amqp_url: &str,
         work: &Path,
         log_filter: &str,
+        binary: Option<&Path>,
     ) -> anyhow::Result<Mesh> {
-        let exe = std::env::current_exe().context("finding the guichet binary")?;
+        let exe = match binary {
+            Some(path) => path.to_path_buf(),
+            None => std::env::current_exe().context("finding the guichet binary")?,
+        };
         let http = free_port()?;
         let intake_web = free_port()?;
         let instruction = free_port()?;

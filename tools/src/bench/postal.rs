@@ -133,6 +133,7 @@ async fn run_in(
         &scratch.amqp_url,
         work,
         &args.service_log,
+        None,
     )
     .await?;
     let outcome = async {

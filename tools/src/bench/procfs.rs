@@ -59,6 +59,30 @@ pub fn pids_named(name: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Whether a PostgreSQL process works for every database (the postmaster,
+/// WAL writer, checkpointer, background writer, autovacuum), not one client.
+pub fn is_postgres_helper(pid: u32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    if !cmdline.starts_with("postgres: ") {
+        return true; // the postmaster: its command line is its binary
+    }
+    [
+        "walwriter",
+        "checkpointer",
+        "background writer",
+        "autovacuum",
+        "logical replication launcher",
+        "archiver",
+        "walsummarizer",
+        "io worker",
+    ]
+    .iter()
+    .any(|helper| cmdline.contains(helper))
+}
+
 /// Cumulative busy and total CPU time of the whole machine, all cores.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MachineCpu {

@@ -38,6 +38,51 @@ impl Latency {
     }
 }
 
+/// The smallest, middle and largest of a figure measured several times.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Spread {
+    pub runs: usize,
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(mut values: Vec<f64>) -> Self {
+        values.retain(|v| v.is_finite());
+        if values.is_empty() {
+            return Self::default();
+        }
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        let median = if n % 2 == 1 {
+            values[n / 2]
+        } else {
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
+        };
+        Self {
+            runs: n,
+            min: values[0],
+            median,
+            max: values[n - 1],
+        }
+    }
+}
+
+/// The servers' work per filing committed, over one phase: where the
+/// commits, row writes and messages go.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorkPerFiling {
+    pub commits: f64,
+    /// Per `schema.table` with any writes: rows inserted, updated, deleted
+    /// per filing.
+    pub rows: Vec<(String, [f64; 3])>,
+    pub published: f64,
+    pub confirmed: f64,
+    pub delivered: f64,
+    pub acked: f64,
+}
+
 /// CPU and memory of one process over one phase.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcessFigures {
@@ -57,9 +102,18 @@ pub struct ProcessFigures {
 pub struct Phase {
     /// Filings per second offered; 0 means as fast as the mesh answers.
     pub offered_per_s: f64,
+    /// Requests in flight the load generator allowed itself.
+    pub concurrency: usize,
     pub filings: usize,
     pub accepted: usize,
+    /// Refused at once because the mesh was at capacity (503 with
+    /// `Retry-After`, gRPC `UNAVAILABLE`): not lost, the sender knows.
+    pub shed: usize,
+    /// Neither accepted nor shed.
     pub failed: usize,
+    /// Accepted (a receipt was given) but not in instruction when the
+    /// phase's wait ended. Must be 0.
+    pub lost: usize,
     /// The first failure's message, if any.
     pub first_error: Option<String>,
     /// Receipts per second given by intake over the load.
@@ -73,6 +127,7 @@ pub struct Phase {
     /// Receipt to commit in instruction, per dossier.
     pub filing_to_instruction: Latency,
     pub processes: Vec<ProcessFigures>,
+    pub work_per_filing: WorkPerFiling,
     /// Share of the whole machine's CPU (all cores) busy during the phase.
     pub machine_busy: f64,
     /// Busy CPU (in cores) not accounted for by the mesh, its database
@@ -83,15 +138,29 @@ pub struct Phase {
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
     pub cores: usize,
+    /// Most other work (in cores) a measured run may see for its ratio to
+    /// be reported (`--max-other-work`).
+    pub other_work_limit_cores: f64,
     pub load_average_before: Option<f64>,
     pub load_average_after: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// Median end to end rate of the maximum-rate phases.
     pub filings_per_s: f64,
+    /// Median of the bare pipeline runs.
     pub bare_pipeline_per_s: f64,
-    pub ratio_to_bare: f64,
+    /// Median of each maximum-rate phase over the bare run just before it;
+    /// `None` when other work on the machine was above the limit in one of
+    /// them (see `ratio_withheld`), unless `--allow-noise`.
+    pub ratio_to_bare: Option<f64>,
+    /// Why the ratio is not given.
+    pub ratio_withheld: Option<String>,
+    /// Every paired ratio, and the two rates they come from.
+    pub ratio_spread: Spread,
+    pub filings_per_s_spread: Spread,
+    pub bare_pipeline_spread: Spread,
     pub bare_pipeline_runs: Vec<BareRun>,
     /// Bytes of each bare-pipeline message: an encoded dossier's size.
     pub message_bytes: usize,
@@ -117,10 +186,11 @@ impl Report {
             opt(self.machine.load_average_after),
         );
         let _ = writeln!(w);
+        let f = &self.filings_per_s_spread;
         let _ = writeln!(
             w,
-            "end to end              {:>9.0} filings/s (maximum-rate phase, else the first)",
-            self.filings_per_s
+            "end to end              {:>9.0} filings/s (median of {} maximum-rate phases: min {:.0}, max {:.0})",
+            self.filings_per_s, f.runs, f.min, f.max
         );
         let runs: Vec<String> = self
             .bare_pipeline_runs
@@ -129,16 +199,31 @@ impl Report {
             .collect();
         let _ = writeln!(
             w,
-            "bare pipeline           {:>9.0} msg/s     (runs: {}; {} B messages)",
+            "bare pipeline           {:>9.0} msg/s     (median; runs: {}; {} B messages)",
             self.bare_pipeline_per_s,
             runs.join(", "),
             self.message_bytes
         );
-        let _ = writeln!(
-            w,
-            "ratio to bare           {:>9.1} %",
-            self.ratio_to_bare * 100.0
-        );
+        let r = &self.ratio_spread;
+        match (self.ratio_to_bare, &self.ratio_withheld) {
+            (Some(ratio), _) => {
+                let _ = writeln!(
+                    w,
+                    "ratio to bare           {:>9.1} % (median of {} paired runs: min {:.1} %, max {:.1} %)",
+                    ratio * 100.0,
+                    r.runs,
+                    r.min * 100.0,
+                    r.max * 100.0
+                );
+            }
+            (None, why) => {
+                let _ = writeln!(
+                    w,
+                    "ratio to bare           withheld: {}",
+                    why.as_deref().unwrap_or("no maximum-rate phase")
+                );
+            }
+        }
         for p in &self.phases {
             let _ = writeln!(w);
             let offered = if p.offered_per_s > 0.0 {
@@ -148,10 +233,13 @@ impl Report {
             };
             let _ = writeln!(
                 w,
-                "-- {} filings at {offered}: {} accepted, {} failed{}",
+                "-- {} filings at {offered}, {} in flight at most: {} accepted, {} shed, {} failed, {} lost{}",
                 p.filings,
+                p.concurrency,
                 p.accepted,
+                p.shed,
                 p.failed,
+                p.lost,
                 p.first_error
                     .as_ref()
                     .map(|e| format!(" (first: {e})"))
@@ -197,6 +285,18 @@ impl Report {
                         .unwrap_or_else(|| "-".into())
                 );
             }
+            let work = &p.work_per_filing;
+            let _ = writeln!(
+                w,
+                "   per filing: {:.2} PostgreSQL commits; messages {:.2} published, {:.2} confirmed, {:.2} delivered, {:.2} acked",
+                work.commits, work.published, work.confirmed, work.delivered, work.acked
+            );
+            for (table, [ins, upd, del]) in &work.rows {
+                let _ = writeln!(
+                    w,
+                    "   {table:<34} {ins:>6.2} inserted {upd:>6.2} updated {del:>6.2} deleted"
+                );
+            }
             let _ = writeln!(
                 w,
                 "   machine {:.0} % busy; other work on the machine: {:.2} cores",
@@ -215,6 +315,20 @@ fn opt(v: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spreads() {
+        for (values, (min, median, max)) in [
+            (vec![3.0, 1.0, 2.0], (1.0, 2.0, 3.0)),
+            (vec![4.0, 1.0, 2.0, 3.0], (1.0, 2.5, 4.0)),
+            (vec![5.0], (5.0, 5.0, 5.0)),
+            (vec![f64::NAN, 2.0], (2.0, 2.0, 2.0)),
+        ] {
+            let s = Spread::of(values.clone());
+            assert_eq!((s.min, s.median, s.max), (min, median, max), "{values:?}");
+        }
+        assert_eq!(Spread::of(vec![]).runs, 0);
+    }
 
     #[test]
     fn nearest_rank_percentiles() {

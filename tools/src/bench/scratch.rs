@@ -36,6 +36,18 @@ pub struct Servers {
     pub broker_password: String,
 }
 
+/// Counters of the work the servers did for a run, at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct WorkDone {
+    pub commits: i64,
+    /// Per `schema.table`: rows inserted, updated, deleted.
+    pub rows: std::collections::BTreeMap<String, [i64; 3]>,
+    pub published: i64,
+    pub confirmed: i64,
+    pub delivered: i64,
+    pub acked: i64,
+}
+
 /// One vhost and one database, both named `name`.
 pub struct Scratch {
     pub name: String,
@@ -126,6 +138,55 @@ impl Scratch {
         pids.into_iter()
             .filter_map(|p| u32::try_from(p).ok())
             .collect()
+    }
+
+    /// What the run's database and vhost have done so far: transactions
+    /// committed, rows written per table, and the broker's message counts.
+    /// `db` is a connection to the run's database (table figures are per
+    /// database). The broker samples its figures every 5 s: read them once
+    /// it has had the time.
+    pub async fn work_done(&self, db: &PgPool) -> WorkDone {
+        let commits: i64 =
+            sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = $1")
+                .bind(&self.name)
+                .fetch_one(&self.admin)
+                .await
+                .unwrap_or(0);
+        let tables: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT schemaname || '.' || relname, n_tup_ins, n_tup_upd, n_tup_del \
+             FROM pg_stat_user_tables",
+        )
+        .fetch_all(db)
+        .await
+        .unwrap_or_default();
+        let stats: serde_json::Value = match self
+            .http
+            .get(format!(
+                "{}/api/vhosts/{}",
+                self.servers.broker_api, self.name
+            ))
+            .basic_auth(
+                &self.servers.broker_user,
+                Some(&self.servers.broker_password),
+            )
+            .send()
+            .await
+        {
+            Ok(answer) => answer.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        let count = |name: &str| stats["message_stats"][name].as_i64().unwrap_or(0);
+        WorkDone {
+            commits,
+            rows: tables
+                .into_iter()
+                .map(|(table, ins, upd, del)| (table, [ins, upd, del]))
+                .collect(),
+            published: count("publish"),
+            confirmed: count("confirm"),
+            delivered: count("deliver_get"),
+            acked: count("ack"),
+        }
     }
 
     /// Deletes the vhost (with its queues) and drops the database.
