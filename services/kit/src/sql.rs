@@ -107,6 +107,9 @@ impl From<&Option<String>> for Arg {
 pub struct Stmt {
     sql: Cow<'static, str>,
     args: Vec<Arg>,
+    /// Kept prepared on the connection (PostgreSQL may then settle on one
+    /// generic plan for it), or planned again at each run.
+    persistent: bool,
 }
 
 impl Stmt {
@@ -114,7 +117,19 @@ impl Stmt {
         Self {
             sql: sql.into(),
             args: Vec::new(),
+            persistent: true,
         }
+    }
+
+    /// Planned at each run with its arguments, never kept prepared. For a
+    /// statement that finds one row by its key but also names the state a
+    /// partial index covers (`WHERE id = $1 AND state = 'queued'`): a
+    /// connection that prepared it while the table was empty keeps a
+    /// generic plan that walks the partial index, which costs one step per
+    /// queued row, for the connection's life (BENCHMARKS.md).
+    pub fn planned_each_time(mut self) -> Self {
+        self.persistent = false;
+        self
     }
 
     pub fn bind(mut self, arg: impl Into<Arg>) -> Self {
@@ -193,16 +208,20 @@ macro_rules! bind_all {
     };
 }
 
-fn pg_query(sql: &str, args: Vec<Arg>) -> Query<'_, Postgres, PgArguments> {
-    bind_all!(sqlx::query(sql), args)
+fn pg_query(sql: &str, args: Vec<Arg>, persistent: bool) -> Query<'_, Postgres, PgArguments> {
+    bind_all!(sqlx::query(sql), args).persistent(persistent)
 }
 
 fn lite_query(sql: &str, args: Vec<Arg>) -> Query<'_, Sqlite, SqliteArguments<'_>> {
     bind_all!(sqlx::query(sql), args)
 }
 
-fn pg_query_as<T: AnyRow>(sql: &str, args: Vec<Arg>) -> QueryAs<'_, Postgres, T, PgArguments> {
-    bind_all!(sqlx::query_as(sql), args)
+fn pg_query_as<T: AnyRow>(
+    sql: &str,
+    args: Vec<Arg>,
+    persistent: bool,
+) -> QueryAs<'_, Postgres, T, PgArguments> {
+    bind_all!(sqlx::query_as(sql), args).persistent(persistent)
 }
 
 fn lite_query_as<T: AnyRow>(
@@ -212,8 +231,12 @@ fn lite_query_as<T: AnyRow>(
     bind_all!(sqlx::query_as(sql), args)
 }
 
-fn pg_scalar<T: AnyValue>(sql: &str, args: Vec<Arg>) -> QueryScalar<'_, Postgres, T, PgArguments> {
-    bind_all!(sqlx::query_scalar(sql), args)
+fn pg_scalar<T: AnyValue>(
+    sql: &str,
+    args: Vec<Arg>,
+    persistent: bool,
+) -> QueryScalar<'_, Postgres, T, PgArguments> {
+    bind_all!(sqlx::query_scalar(sql), args).persistent(persistent)
 }
 
 fn lite_scalar<T: AnyValue>(
@@ -248,9 +271,13 @@ impl<'c> Conn<'c> {
 
     /// Runs a statement; the number of rows it changed.
     pub async fn execute(&mut self, s: Stmt) -> Result<u64, sqlx::Error> {
-        let Stmt { sql, args } = s;
+        let Stmt {
+            sql,
+            args,
+            persistent,
+        } = s;
         Ok(match self {
-            Conn::Postgres(c) => pg_query(&sql, args)
+            Conn::Postgres(c) => pg_query(&sql, args, persistent)
                 .execute(&mut **c)
                 .await?
                 .rows_affected(),
@@ -262,34 +289,62 @@ impl<'c> Conn<'c> {
     }
 
     pub async fn fetch_all<T: AnyRow>(&mut self, s: Stmt) -> Result<Vec<T>, sqlx::Error> {
-        let Stmt { sql, args } = s;
+        let Stmt {
+            sql,
+            args,
+            persistent,
+        } = s;
         match self {
-            Conn::Postgres(c) => pg_query_as(&sql, args).fetch_all(&mut **c).await,
+            Conn::Postgres(c) => {
+                pg_query_as(&sql, args, persistent)
+                    .fetch_all(&mut **c)
+                    .await
+            }
             Conn::Sqlite(c) => lite_query_as(&sql, args).fetch_all(&mut **c).await,
         }
     }
 
     pub async fn fetch_optional<T: AnyRow>(&mut self, s: Stmt) -> Result<Option<T>, sqlx::Error> {
-        let Stmt { sql, args } = s;
+        let Stmt {
+            sql,
+            args,
+            persistent,
+        } = s;
         match self {
-            Conn::Postgres(c) => pg_query_as(&sql, args).fetch_optional(&mut **c).await,
+            Conn::Postgres(c) => {
+                pg_query_as(&sql, args, persistent)
+                    .fetch_optional(&mut **c)
+                    .await
+            }
             Conn::Sqlite(c) => lite_query_as(&sql, args).fetch_optional(&mut **c).await,
         }
     }
 
     pub async fn fetch_one<T: AnyRow>(&mut self, s: Stmt) -> Result<T, sqlx::Error> {
-        let Stmt { sql, args } = s;
+        let Stmt {
+            sql,
+            args,
+            persistent,
+        } = s;
         match self {
-            Conn::Postgres(c) => pg_query_as(&sql, args).fetch_one(&mut **c).await,
+            Conn::Postgres(c) => {
+                pg_query_as(&sql, args, persistent)
+                    .fetch_one(&mut **c)
+                    .await
+            }
             Conn::Sqlite(c) => lite_query_as(&sql, args).fetch_one(&mut **c).await,
         }
     }
 
     /// The first column of every row.
     pub async fn scalars<T: AnyValue>(&mut self, s: Stmt) -> Result<Vec<T>, sqlx::Error> {
-        let Stmt { sql, args } = s;
+        let Stmt {
+            sql,
+            args,
+            persistent,
+        } = s;
         match self {
-            Conn::Postgres(c) => pg_scalar(&sql, args).fetch_all(&mut **c).await,
+            Conn::Postgres(c) => pg_scalar(&sql, args, persistent).fetch_all(&mut **c).await,
             Conn::Sqlite(c) => lite_scalar(&sql, args).fetch_all(&mut **c).await,
         }
     }
@@ -298,17 +353,29 @@ impl<'c> Conn<'c> {
         &mut self,
         s: Stmt,
     ) -> Result<Option<T>, sqlx::Error> {
-        let Stmt { sql, args } = s;
+        let Stmt {
+            sql,
+            args,
+            persistent,
+        } = s;
         match self {
-            Conn::Postgres(c) => pg_scalar(&sql, args).fetch_optional(&mut **c).await,
+            Conn::Postgres(c) => {
+                pg_scalar(&sql, args, persistent)
+                    .fetch_optional(&mut **c)
+                    .await
+            }
             Conn::Sqlite(c) => lite_scalar(&sql, args).fetch_optional(&mut **c).await,
         }
     }
 
     pub async fn scalar<T: AnyValue>(&mut self, s: Stmt) -> Result<T, sqlx::Error> {
-        let Stmt { sql, args } = s;
+        let Stmt {
+            sql,
+            args,
+            persistent,
+        } = s;
         match self {
-            Conn::Postgres(c) => pg_scalar(&sql, args).fetch_one(&mut **c).await,
+            Conn::Postgres(c) => pg_scalar(&sql, args, persistent).fetch_one(&mut **c).await,
             Conn::Sqlite(c) => lite_scalar(&sql, args).fetch_one(&mut **c).await,
         }
     }

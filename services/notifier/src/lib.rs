@@ -179,11 +179,14 @@ struct Consumer {
 }
 
 impl Consumer {
+    /// A delivery batch is recorded in one transaction (one commit for up
+    /// to a prefetch of events, not one each); if that fails, each event on
+    /// its own, so one that cannot be recorded does not hold back the rest.
     async fn handle(&self, batch: Vec<Delivery>) {
+        let mut planned = Vec::with_capacity(batch.len());
         for delivery in &batch {
-            let outcome = match plan::plan(&delivery.routing_key, &delivery.body, self.clock.now())
-            {
-                Ok(plan) => self.record(plan).await,
+            match plan::plan(&delivery.routing_key, &delivery.body, self.clock.now()) {
+                Ok(plan) => planned.push((delivery, plan)),
                 Err(e) => {
                     // Retried up to the delivery limit, then dead-lettered
                     // with the rest for an operator.
@@ -191,8 +194,15 @@ impl Consumer {
                     if let Err(e) = delivery.retry_later().await {
                         tracing::warn!(error = %e, "giving back an unreadable event failed");
                     }
-                    continue;
                 }
+            }
+        }
+        let plans: Vec<&plan::Plan> = planned.iter().map(|(_, plan)| plan).collect();
+        let together = self.record(&plans).await;
+        for (delivery, plan) in &planned {
+            let outcome = match &together {
+                Ok(()) => Ok(()),
+                Err(_) => self.record(&[plan]).await,
             };
             let acked = match outcome {
                 Ok(()) => delivery.ack().await,
@@ -209,24 +219,33 @@ impl Consumer {
         self.wake.notify_one();
     }
 
-    async fn record(&self, plan: plan::Plan) -> Result<(), sqlx::Error> {
-        if plan.notices.is_empty() && plan.cancel_reminders.is_none() {
+    /// Records the messages of `plans` in one transaction, in order.
+    async fn record(&self, plans: &[&plan::Plan]) -> Result<(), sqlx::Error> {
+        if plans
+            .iter()
+            .all(|p| p.notices.is_empty() && p.cancel_reminders.is_none())
+        {
             return Ok(());
         }
         let now = self.clock.now();
         let mut tx = self.db.begin_write().await?;
         let mut c = tx.conn();
-        if let Some((appointment, at)) = &plan.appointment_step
-            && store::later_step_planned(&mut c, appointment, *at).await?
-        {
-            tracing::info!(appointment = %appointment, "a step older than one already told: skipped");
-            return Ok(());
-        }
-        if let Some((appointment, keep)) = &plan.cancel_reminders {
-            store::cancel_reminders(&mut c, appointment, keep).await?;
-        }
-        for n in &plan.notices {
-            store::insert(&mut c, n, now).await?;
+        for plan in plans {
+            if plan.notices.is_empty() && plan.cancel_reminders.is_none() {
+                continue;
+            }
+            if let Some((appointment, at)) = &plan.appointment_step
+                && store::later_step_planned(&mut c, appointment, *at).await?
+            {
+                tracing::info!(appointment = %appointment, "a step older than one already told: skipped");
+                continue;
+            }
+            if let Some((appointment, keep)) = &plan.cancel_reminders {
+                store::cancel_reminders(&mut c, appointment, keep).await?;
+            }
+            for n in &plan.notices {
+                store::insert(&mut c, n, now).await?;
+            }
         }
         tx.commit().await
     }

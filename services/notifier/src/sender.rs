@@ -304,7 +304,8 @@ impl Sender {
                  WHERE id = $1 AND state = 'queued'",
             )
             .bind(&row.id)
-            .bind(now),
+            .bind(now)
+            .planned_each_time(),
         )
         .await?;
         tx.commit().await?;
@@ -354,7 +355,8 @@ impl Sender {
                              WHERE id = $1 AND state = 'queued'",
                         )
                         .bind(&row.id)
-                        .bind(at),
+                        .bind(at)
+                        .planned_each_time(),
                     )
                     .await?;
             }

@@ -167,7 +167,8 @@ pub async fn cancel_reminders(
         )
         .bind(appointment_id)
         .bind(NoticeKind::AppointmentReminder.as_str())
-        .bind(keep),
+        .bind(keep)
+        .planned_each_time(),
     )
     .await
 }
@@ -209,7 +210,8 @@ impl Store {
                 )
                 .bind(id)
                 .bind(now)
-                .bind(until),
+                .bind(until)
+                .planned_each_time(),
             )
             .await?;
         Ok(n == 1)
@@ -239,7 +241,8 @@ impl Store {
                 .bind(id)
                 .bind(state.as_str())
                 .bind(now)
-                .bind(provider_id.map(str::to_string)),
+                .bind(provider_id.map(str::to_string))
+                .planned_each_time(),
             )
             .await?;
         Ok(())
@@ -269,7 +272,8 @@ impl Store {
                 .bind(state.as_str())
                 .bind(why)
                 .bind(not_before)
-                .bind(now),
+                .bind(now)
+                .planned_each_time(),
             )
             .await?;
         Ok(())
