@@ -550,6 +550,9 @@ impl Sample {
         for pid in procfs::pids_named("beam.smp") {
             add("rabbitmq (whole broker, shared)".into(), pid);
         }
+        for pid in procfs::kernel_workers() {
+            add("kernel workers (network, disk)".into(), pid);
+        }
         add("bench load generator".into(), std::process::id());
         Self {
             at: Instant::now(),

@@ -48,13 +48,24 @@ fn status_kib(pid: u32, key: &str) -> Option<u64> {
 
 /// Processes whose command name (`/proc/<pid>/comm`) is `name`.
 pub fn pids_named(name: &str) -> Vec<u32> {
+    pids_where(|comm| comm == name)
+}
+
+/// The kernel's worker threads that do a run's network and disk work on
+/// its behalf (loopback traffic, WAL flushes), so it is the run's CPU and
+/// not other work: `ksoftirqd/N` and `kworker/...`.
+pub fn kernel_workers() -> Vec<u32> {
+    pids_where(|comm| comm.starts_with("ksoftirqd/") || comm.starts_with("kworker/"))
+}
+
+fn pids_where(keep: impl Fn(&str) -> bool) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == name)
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| keep(c.trim_end()))
         })
         .collect()
 }
