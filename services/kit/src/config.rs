@@ -119,8 +119,7 @@ pub struct Config {
 
     /// Calls each gRPC service (intake, instruction, notifier) works on at
     /// once; one more is refused at once with `UNAVAILABLE` and a
-    /// `retry-after` of one second. Sized so that the calls accepted keep a
-    /// short latency at full load (see BENCHMARKS.md).
+    /// `retry-after` of one second, instead of waiting in line.
     #[arg(long, env = "GUICHET_GRPC_MAX_IN_FLIGHT", default_value_t = 64)]
     pub grpc_max_in_flight: usize,
 
