@@ -159,19 +159,7 @@ impl Scratch {
         .fetch_all(db)
         .await
         .unwrap_or_default();
-        let stats: serde_json::Value = match self
-            .http
-            .get(format!(
-                "{}/api/vhosts/{}",
-                self.servers.broker_api, self.name
-            ))
-            .basic_auth(
-                &self.servers.broker_user,
-                Some(&self.servers.broker_password),
-            )
-            .send()
-            .await
-        {
+        let stats: serde_json::Value = match self.vhost(reqwest::Method::GET).send().await {
             Ok(answer) => answer.json().await.unwrap_or_default(),
             Err(_) => serde_json::Value::Null,
         };
@@ -189,20 +177,22 @@ impl Scratch {
         }
     }
 
-    /// Deletes the vhost (with its queues) and drops the database.
-    pub async fn drop_all(&self) {
-        let _ = self
-            .http
-            .delete(format!(
-                "{}/api/vhosts/{}",
-                self.servers.broker_api, self.name
-            ))
+    /// A call on the run's vhost in the management API.
+    fn vhost(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
+        self.http
+            .request(
+                method,
+                format!("{}/api/vhosts/{}", self.servers.broker_api, self.name),
+            )
             .basic_auth(
                 &self.servers.broker_user,
                 Some(&self.servers.broker_password),
             )
-            .send()
-            .await;
+    }
+
+    /// Deletes the vhost (with its queues) and drops the database.
+    pub async fn drop_all(&self) {
+        let _ = self.vhost(reqwest::Method::DELETE).send().await;
         let _ = sqlx::query(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.name
