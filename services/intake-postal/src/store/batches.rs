@@ -105,7 +105,10 @@ impl Store {
                 )
                 .bind(now + lease)
                 .bind(&id)
-                .bind(now),
+                .bind(now)
+                // The partial index of stored batches must not become the
+                // plan for a claim by id (see `Stmt::planned_each_time`).
+                .planned_each_time(),
             )
             .await?;
         if claimed == 0 {
