@@ -287,7 +287,7 @@ impl Runs<'_> {
         let rates = args.rates();
         let concurrency = args.concurrency as usize;
         if rates.contains(&0.0) {
-            for k in 0..self.repeat() {
+            for k in 0..args.repeat() {
                 (self.progress)(&format!("bare pipeline, run {}", k + 1));
                 bare_runs.push(self.bare().await?);
                 (self.progress)(&format!(
@@ -301,7 +301,7 @@ impl Runs<'_> {
                 );
             }
         } else {
-            for k in 0..self.repeat() {
+            for k in 0..args.repeat() {
                 (self.progress)(&format!("bare pipeline, run {}", k + 1));
                 bare_runs.push(self.bare().await?);
             }
@@ -342,10 +342,6 @@ impl Runs<'_> {
         Ok((bare_runs, phases))
     }
 
-    fn repeat(&self) -> usize {
-        self.args.repeat()
-    }
-
     /// One bare pipeline run, with the other work on the machine meanwhile.
     /// The mesh first finishes what the last phase left it (receipts to
     /// mail, events to publish): the bare run has the machine to itself.
@@ -381,7 +377,7 @@ impl Runs<'_> {
             self.today,
         )?;
         numbered.next_applicant += self.filings;
-        let work_before = self.mesh_scratch.work_done(instruction).await;
+        let work_before = self.mesh_scratch.work_done(instruction).await?;
         let before = Sample::take(Some(self.mesh_scratch), Some(self.mesh)).await;
         let driven = load::drive(targets, prepared, rate, concurrency).await;
         let references: Vec<String> = driven
@@ -397,7 +393,7 @@ impl Runs<'_> {
         self.mesh_settled().await;
         let after = Sample::take(Some(self.mesh_scratch), Some(self.mesh)).await;
         tokio::time::sleep(BROKER_STATS_EVERY).await;
-        let work = self.mesh_scratch.work_done(instruction).await;
+        let work = self.mesh_scratch.work_done(instruction).await?;
         let offered = Offered {
             rate,
             concurrency,
@@ -413,19 +409,21 @@ impl Runs<'_> {
     /// Waits (a minute at most) until the mesh's processes use less than
     /// 5 % of a core over a second.
     async fn mesh_settled(&self) {
+        // Only the mesh's own processes are read: no scan of /proc.
+        let mesh_cpu = || -> f64 {
+            self.mesh
+                .services
+                .iter()
+                .filter_map(|s| procfs::cpu_time(s.pid()))
+                .map(|t| t.as_secs_f64())
+                .sum()
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            let before = Sample::take(None, Some(self.mesh)).await;
+            let (at, before) = (Instant::now(), mesh_cpu());
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let after = Sample::take(None, Some(self.mesh)).await;
-            let wall = after.at.duration_since(before.at).as_secs_f64().max(1e-6);
-            let mesh: f64 = after
-                .used_since(&before)
-                .iter()
-                .filter(|(name, _, _)| self.mesh.services.iter().any(|s| s.name == *name))
-                .map(|(_, _, cpu)| cpu)
-                .sum();
-            if mesh / wall < 0.05 {
+            let used = (mesh_cpu() - before).max(0.0);
+            if used / at.elapsed().as_secs_f64().max(1e-6) < 0.05 {
                 return;
             }
         }

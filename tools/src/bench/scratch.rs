@@ -145,26 +145,34 @@ impl Scratch {
     /// `db` is a connection to the run's database (table figures are per
     /// database). The broker samples its figures every 5 s: read them once
     /// it has had the time.
-    pub async fn work_done(&self, db: &PgPool) -> WorkDone {
+    /// A figure that cannot be read fails the run: a count read as zero
+    /// would give plausible but false figures per filing.
+    pub async fn work_done(&self, db: &PgPool) -> anyhow::Result<WorkDone> {
         let commits: i64 =
             sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = $1")
                 .bind(&self.name)
                 .fetch_one(&self.admin)
                 .await
-                .unwrap_or(0);
+                .context("reading the run's transactions from pg_stat_database")?;
         let tables: Vec<(String, i64, i64, i64)> = sqlx::query_as(
             "SELECT schemaname || '.' || relname, n_tup_ins, n_tup_upd, n_tup_del \
              FROM pg_stat_user_tables",
         )
         .fetch_all(db)
         .await
-        .unwrap_or_default();
-        let stats: serde_json::Value = match self.vhost(reqwest::Method::GET).send().await {
-            Ok(answer) => answer.json().await.unwrap_or_default(),
-            Err(_) => serde_json::Value::Null,
-        };
+        .context("reading the run's row writes from pg_stat_user_tables")?;
+        let stats: serde_json::Value = self
+            .vhost(reqwest::Method::GET)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .context("reading the vhost's message figures from the RabbitMQ management API")?
+            .json()
+            .await
+            .context("the vhost's message figures")?;
+        // A counter is absent until its first message: zero, truly.
         let count = |name: &str| stats["message_stats"][name].as_i64().unwrap_or(0);
-        WorkDone {
+        Ok(WorkDone {
             commits,
             rows: tables
                 .into_iter()
@@ -174,7 +182,7 @@ impl Scratch {
             confirmed: count("confirm"),
             delivered: count("deliver_get"),
             acked: count("ack"),
-        }
+        })
     }
 
     /// A call on the run's vhost in the management API.
