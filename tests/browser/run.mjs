@@ -158,6 +158,22 @@ async function fileWithKeyboard(page, person) {
     check(page.url().includes(pattern), `keyboard: on ${page.url()}, not ${pattern}`);
   };
   const typeIn = async (selector, text) => { await tabTo(selector); await kb.type(text); };
+  // Space on the focused file input opens the chooser. A listener set before
+  // the first page keeps interception on for the whole run (adding one just
+  // before the key races with the browser turning it on), and a key that a
+  // page still being painted dropped is pressed again rather than waited on
+  // for the whole timeout.
+  page.on('filechooser', () => {});
+  const chooserBySpace = async () => {
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const chooser = page.waitForEvent('filechooser', { timeout: 5000 }).catch(() => null);
+      await kb.press('Space');
+      const opened = await chooser;
+      if (opened) return opened;
+      say(`keyboard: no file chooser after Space (attempt ${attempt})`);
+    }
+    throw new Error('keyboard: Space on the file input never opened a file chooser');
+  };
   await page.goto(BASE + '/');
   await tabTo('a.fr-btn[href="/deposer"]');
   await enterTo('/deposer');
@@ -198,9 +214,7 @@ async function fileWithKeyboard(page, person) {
   await tabTo('button[type=submit]');
   await enterTo('/etape/documents');
   await tabTo('#file-passport');
-  const chooser = page.waitForEvent('filechooser');
-  await kb.press('Space');
-  await (await chooser).setFiles(join(FILES, 'passport.pdf'));
+  await (await chooserBySpace()).setFiles(join(FILES, 'passport.pdf'));
   await tabTo('form[enctype="multipart/form-data"] button[type=submit]');
   await enterTo('/etape/documents');
   check((await page.locator('.fr-hint-text', { hasText: 'passport.pdf' }).count()) === 1, 'the passport received');

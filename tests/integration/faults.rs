@@ -21,14 +21,14 @@ use guichet_kit::db::Database;
 use serde_json::Value;
 
 /// Generous: these bound a hang, they do not measure speed.
-const DRAIN: Duration = Duration::from_secs(240);
+pub(crate) const DRAIN: Duration = Duration::from_secs(240);
 /// A drain that makes no progress for this long has stalled: a defect.
 /// One that progresses slowly (the machine busy with other tests) is not.
 const STALL: Duration = Duration::from_secs(120);
 
 /// Waits until `remaining` reaches 0, failing only when it stops going
 /// down for `STALL`: a bound on a hang, not on the machine's speed.
-async fn until_drained<F, Fut>(what: &str, mut remaining: F)
+pub(crate) async fn until_drained<F, Fut>(what: &str, mut remaining: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = i64>,
@@ -53,7 +53,7 @@ where
 // ---- the pieces every fault test uses ----------------------------------------
 
 /// What the person got back for one filing.
-struct Answer {
+pub(crate) struct Answer {
     key: String,
     status: u16,
     reference: Option<String>,
@@ -66,7 +66,7 @@ struct Answer {
 /// Files `keys` through the gateway, `concurrency` at a time; every answer is
 /// kept. Each key always goes with the same example filing (chosen by the
 /// number it ends with), so filing a key again is the same filing again.
-async fn file_all(
+pub(crate) async fn file_all(
     http: &reqwest::Client,
     base: &str,
     keys: Vec<String>,
@@ -132,13 +132,13 @@ async fn file_one(http: &reqwest::Client, url: &str, body: &Value, key: String) 
     }
 }
 
-fn keys(prefix: &str, n: usize) -> Vec<String> {
+pub(crate) fn keys(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
 
 /// The counts the README reports for each fault.
 #[derive(Debug)]
-struct Tally {
+pub(crate) struct Tally {
     accepted: usize,
     delivered: usize,
     lost: usize,
@@ -147,7 +147,7 @@ struct Tally {
 
 /// Waits until instruction holds every accepted reference, then counts:
 /// lost is accepted and not in instruction, doubled is recorded more than once.
-async fn tally(instruction: &Database, accepted: &BTreeSet<String>) -> Tally {
+pub(crate) async fn tally(instruction: &Database, accepted: &BTreeSet<String>) -> Tally {
     let n = accepted.len() as i64;
     until_drained("every accepted filing in instruction", || async {
         n - count(instruction, "SELECT count(*) FROM dossiers").await
@@ -178,7 +178,7 @@ async fn tally(instruction: &Database, accepted: &BTreeSet<String>) -> Tally {
     tally
 }
 
-fn assert_exactly_once(fault: &str, tally: &Tally) {
+pub(crate) fn assert_exactly_once(fault: &str, tally: &Tally) {
     eprintln!(
         "reliability: {fault}: accepted {}, delivered {}, lost {}, doubled {}",
         tally.accepted, tally.delivered, tally.lost, tally.doubled
@@ -189,7 +189,7 @@ fn assert_exactly_once(fault: &str, tally: &Tally) {
 }
 
 /// Nothing left to publish in intake's outbox.
-async fn outbox_drained(db: &Database) {
+pub(crate) async fn outbox_drained(db: &Database) {
     until_drained("intake's outbox drained", || async {
         count(db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL").await
     })
@@ -231,11 +231,11 @@ async fn close_connections(http: &reqwest::Client, vhost: &str) -> usize {
     closed
 }
 
-fn accepted_references(answers: &[Answer]) -> BTreeSet<String> {
+pub(crate) fn accepted_references(answers: &[Answer]) -> BTreeSet<String> {
     answers.iter().filter_map(|a| a.reference.clone()).collect()
 }
 
-fn statuses(answers: &[Answer]) -> BTreeMap<u16, usize> {
+pub(crate) fn statuses(answers: &[Answer]) -> BTreeMap<u16, usize> {
     let mut by = BTreeMap::new();
     for a in answers {
         *by.entry(a.status).or_insert(0) += 1;
@@ -332,11 +332,11 @@ const KILL_LOAD: usize = 2000;
 
 /// A child process that is killed when the test lets go of it, even by a
 /// failed assertion: no stray consumer outlives its test.
-struct Process(Child);
+pub(crate) struct Process(Child);
 
 impl Process {
     /// SIGKILL: no drain, no goodbye to the broker.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -349,7 +349,7 @@ impl Drop for Process {
 }
 
 /// `guichet serve instruction` as its own process, on this test's database and vhost.
-fn spawn_instruction(env: &TestEnv, prefetch: u16) -> Process {
+pub(crate) fn spawn_instruction(env: &TestEnv, prefetch: u16) -> Process {
     let child = Command::new(env!("CARGO_BIN_EXE_guichet"))
         .args(["serve", "instruction"])
         .env("GUICHET_DATABASE_URL", env.database_url.as_deref().unwrap())
@@ -650,7 +650,7 @@ async fn intake_without_its_database_answers_503_and_never_half_records_a_filing
 const POISON_LOAD: usize = 200;
 
 /// A valid web dossier, as intake would publish it.
-fn dossier_message() -> (String, guichet_kit::bus::OutgoingMessage) {
+pub(crate) fn dossier_message() -> (String, guichet_kit::bus::OutgoingMessage) {
     use guichet_dossier::filing::RawProvenance;
     use guichet_dossier::{Channel, Dossier, Filing, RawFiling, Reference};
     let today = guichet_dossier::calendar::paris_date(chrono::Utc::now());

@@ -25,6 +25,7 @@ mod faults;
 mod foundation;
 mod gateway_grpc;
 mod harness;
+mod instances;
 mod instruction;
 mod notices;
 mod observability;

@@ -33,7 +33,7 @@ use guichet_kit::{ErrorKind, clock};
 use guichet_proto::v1 as pb;
 
 /// A store's database, migrated as its service migrates it.
-async fn open(env: &TestEnv, schema: &str, migrations: &Migrations) -> Database {
+pub(crate) async fn open(env: &TestEnv, schema: &str, migrations: &Migrations) -> Database {
     Database::open(
         env.database_url.as_deref(),
         &env.data_dir,
@@ -161,7 +161,7 @@ async fn reports(env: &TestEnv) -> Reports {
     )
 }
 
-fn new_report(key: &str, what_was_tried: &str, deadline: NaiveDate) -> NewReport {
+pub(crate) fn new_report(key: &str, what_was_tried: &str, deadline: NaiveDate) -> NewReport {
     NewReport {
         id: uuid::Uuid::now_v7().to_string(),
         idempotency_key: key.into(),
@@ -193,7 +193,7 @@ fn home() -> pb::PostalAddress {
     }
 }
 
-async fn event_kinds(r: &Reports, id: &str) -> Vec<String> {
+pub(crate) async fn event_kinds(r: &Reports, id: &str) -> Vec<String> {
     r.events(id)
         .await
         .unwrap()

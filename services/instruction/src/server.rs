@@ -7,6 +7,7 @@ use std::time::Duration;
 use guichet_kit::bus::{INSTRUCTION_QUEUE, consume_batches};
 use guichet_kit::clock::SharedClock;
 use guichet_kit::db::Migrations;
+use guichet_kit::lease::{self, Lease};
 use guichet_kit::metrics::ServiceLabels;
 use guichet_kit::outbox::OutboxRelay;
 use guichet_kit::service::{self, Listen, Running, Shared, StartError, Tasks};
@@ -165,53 +166,88 @@ async fn sweep_forever(
     metrics: Metrics,
     shutdown: Shutdown,
 ) {
+    // Several instances share the database: one sweeps at a time.
+    let lease = Lease::new(
+        store.db().clone(),
+        "instruction-sweep",
+        lease::ttl_for(every),
+    );
+    let mut holding = false;
     loop {
-        let mut failed = false;
-        match crate::titles::send_due_alerts(store.db(), &alert_offsets, clock.now(), clock.today())
-            .await
-        {
-            Ok(0) => {}
-            Ok(sent) => {
-                tracing::info!(sent, "expiry alerts");
-                wake.notify_one();
-            }
-            Err(e) => {
-                failed = true;
-                tracing::warn!(error = %e, "expiry alerts failed, will retry");
-            }
-        }
-        match store.sweep(clock.now(), clock.today()).await {
-            Ok((issued, closed)) => {
-                if issued + closed > 0 {
-                    tracing::info!(issued, closed, "rights sweep");
-                    wake.notify_one();
+        match lease.hold().await {
+            Ok(held) => {
+                if held != holding {
+                    tracing::info!(holder = lease.holder(), held, "instruction sweep lease");
+                    holding = held;
+                }
+                if held {
+                    sweep_once(&store, &clock, &wake, &alert_offsets, hold_idle, &metrics).await;
                 }
             }
-            Err(e) => {
-                failed = true;
-                tracing::warn!(error = %e, "rights sweep failed, will retry");
-            }
-        }
-        match store
-            .release_idle(clock.now() - hold_idle, clock.now())
-            .await
-        {
-            Ok(0) => {}
-            Ok(released) => tracing::info!(released, "idle held cases back in the queue"),
-            Err(e) => {
-                failed = true;
-                tracing::warn!(error = %e, "releasing idle cases failed, will retry");
-            }
-        }
-        if !failed {
-            metrics
-                .sweeps_completed
-                .get_or_create(&ServiceLabels { service: SCHEMA })
-                .inc();
+            Err(e) => tracing::warn!(error = %e, "cannot ask for the sweep lease, will retry"),
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
         }
+    }
+    if holding && let Err(e) = lease.release().await {
+        tracing::debug!(error = %e, "sweep lease not given up; it runs out by itself");
+    }
+}
+
+/// One round of the sweep. Every step is safe to repeat: an alert is marked
+/// sent in the transaction that queues it, an attestation is issued under
+/// the case's row lock, a case moved meanwhile is left alone.
+async fn sweep_once(
+    store: &Store,
+    clock: &SharedClock,
+    wake: &tokio::sync::Notify,
+    alert_offsets: &[i64],
+    hold_idle: chrono::Duration,
+    metrics: &Metrics,
+) {
+    let mut failed = false;
+    match crate::titles::send_due_alerts(store.db(), alert_offsets, clock.now(), clock.today())
+        .await
+    {
+        Ok(0) => {}
+        Ok(sent) => {
+            tracing::info!(sent, "expiry alerts");
+            wake.notify_one();
+        }
+        Err(e) => {
+            failed = true;
+            tracing::warn!(error = %e, "expiry alerts failed, will retry");
+        }
+    }
+    match store.sweep(clock.now(), clock.today()).await {
+        Ok((issued, closed)) => {
+            if issued + closed > 0 {
+                tracing::info!(issued, closed, "rights sweep");
+                wake.notify_one();
+            }
+        }
+        Err(e) => {
+            failed = true;
+            tracing::warn!(error = %e, "rights sweep failed, will retry");
+        }
+    }
+    match store
+        .release_idle(clock.now() - hold_idle, clock.now())
+        .await
+    {
+        Ok(0) => {}
+        Ok(released) => tracing::info!(released, "idle held cases back in the queue"),
+        Err(e) => {
+            failed = true;
+            tracing::warn!(error = %e, "releasing idle cases failed, will retry");
+        }
+    }
+    if !failed {
+        metrics
+            .sweeps_completed
+            .get_or_create(&ServiceLabels { service: SCHEMA })
+            .inc();
     }
 }

@@ -12,6 +12,7 @@ use guichet_intake::{Intake, prepare_channel};
 use guichet_kit::clock::SharedClock;
 use guichet_kit::db::Migrations;
 use guichet_kit::grpc::TracedChannel;
+use guichet_kit::lease::{self, Lease};
 use guichet_kit::metrics::GaugeF64;
 use guichet_kit::service::{Listen, Running, Shared, StartError, Tasks, client_channel};
 use guichet_kit::shutdown::Shutdown;
@@ -196,22 +197,35 @@ impl CallCentreService {
 
 /// Escalates reports past their deadline and refreshes the figures, at
 /// start and then every `every`.
+/// With several instances, one escalates at a time (the lease); escalating
+/// stays safe to repeat, a report already escalated being left alone. Every
+/// instance samples its own figures.
 async fn watch_deadlines(service: CallCentreService, every: Duration, shutdown: Shutdown) {
+    let lease = Lease::new(
+        service.reports.db().clone(),
+        "report-deadlines",
+        lease::ttl_for(every),
+    );
     loop {
         let (now, today) = (service.clock().now(), service.clock().today());
-        match service.reports.escalate_overdue(now, today).await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(escalated = n, "reports past their deadline escalated"),
-            Err(e) => tracing::warn!(error = %e, "cannot escalate overdue reports, will retry"),
+        match lease.hold().await {
+            Ok(true) => match service.reports.escalate_overdue(now, today).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(escalated = n, "reports past their deadline escalated"),
+                Err(e) => tracing::warn!(error = %e, "cannot escalate overdue reports, will retry"),
+            },
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot ask for the deadlines lease, will retry"),
         }
         if let Err(e) = service.sample().await {
             tracing::debug!(error = %e, "cannot sample the report figures");
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
         }
     }
+    let _ = lease.release().await;
 }
 
 fn invalid(field: &str, problem: &str) -> Status {

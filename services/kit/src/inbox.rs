@@ -11,11 +11,15 @@ pub async fn claim_postgres(
     conn: &mut PgConnection,
     message_ids: &[String],
 ) -> Result<HashSet<String>, sqlx::Error> {
+    // Sorted: consumers claiming overlapping batches (a redelivery after an
+    // instance died) wait on each other's ids in one order, never in a cycle.
+    let mut sorted: Vec<&str> = message_ids.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
     let claimed: Vec<(String,)> = sqlx::query_as(
         "INSERT INTO inbox (message_id) SELECT * FROM UNNEST($1::text[]) \
          ON CONFLICT DO NOTHING RETURNING message_id",
     )
-    .bind(message_ids)
+    .bind(&sorted)
     .fetch_all(conn)
     .await?;
     Ok(claimed.into_iter().map(|(id,)| id).collect())

@@ -15,6 +15,7 @@ pub mod error;
 pub mod grpc;
 pub mod grpc_check;
 pub mod inbox;
+pub mod lease;
 pub mod links;
 pub mod metrics;
 pub mod outbox;

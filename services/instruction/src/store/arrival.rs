@@ -175,7 +175,17 @@ async fn insert_postgres(
     let mut opt_dates: [Vec<Option<NaiveDate>>; 2] = Default::default();
     let mut opt_text: Vec<Option<String>> = Vec::with_capacity(n);
     let mut encoded = Vec::with_capacity(n);
-    for i in fresh {
+    // In the order of their references: several instances recording batches
+    // that share a dossier (a redelivery, a republished message) then wait on
+    // each other's rows in one order, instead of deadlocking.
+    let mut ordered: Vec<&Incoming> = fresh.to_vec();
+    ordered.sort_unstable_by(|a, b| {
+        a.dossier
+            .reference
+            .as_str()
+            .cmp(b.dossier.reference.as_str())
+    });
+    for i in ordered {
         let d = &i.dossier;
         let arrival = cases::on_arrival(d, today, horizon_days);
         cols[0].push(d.reference.to_string());
@@ -268,7 +278,18 @@ async fn after_insert(
             (all.clone(), all)
         }
     };
-    for (i, arrival) in &arrivals {
+    // Linking updates the person's first filing. Taken person by person, in
+    // one order, so two instances whose batches hold filings of the same
+    // people lock those first filings in the same order and never deadlock.
+    // The outcome does not depend on the order (see `link_to_first`).
+    let mut ordered: Vec<&(&Incoming, Arrival)> = arrivals.iter().collect();
+    ordered.sort_by_cached_key(|(i, _)| {
+        (
+            i.dossier.filing.applicant.person_key(),
+            i.dossier.reference.to_string(),
+        )
+    });
+    for (i, arrival) in ordered {
         let reference = i.dossier.reference.as_str();
         let linked = to_link.contains(reference) && link_to_first(c, i, now).await?;
         attest_on_arrival(c, &i.dossier, arrival, linked, now, today).await?;

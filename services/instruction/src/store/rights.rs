@@ -253,9 +253,17 @@ impl Store {
                     documents: row.missing()?,
                     deadline: row.documents_deadline,
                 };
-                self.step(&row.reference, Step::DeadlinePassed, &details, now, today)
-                    .await?;
-                closed += 1;
+                match self
+                    .step(&row.reference, Step::DeadlinePassed, &details, now, today)
+                    .await
+                {
+                    Ok(_) => closed += 1,
+                    // Moved since it was read (documents received, or another
+                    // instance's sweep closed it first): nothing left to do,
+                    // and the rest of the round goes on.
+                    Err(CaseError::Impossible(_)) => {}
+                    Err(e) => return Err(e),
+                }
                 continue;
             }
             // Read again under the lock: an agent may have acted since.

@@ -1,5 +1,8 @@
 //! RabbitMQ through lapin. One connection per bus, re-established on demand
 //! after the broker goes away; the topology is declared on every connect.
+//! The URL may name several nodes of one cluster, comma-separated: each
+//! connect tries them in turn from the one after the last used, so a service
+//! whose node went away reconnects to another that is up.
 //! Publishing is persistent and mandatory with publisher confirms: a message
 //! counts as published only once the broker has confirmed it and did not
 //! return it as unroutable.
@@ -11,7 +14,7 @@
 //! others have no right to, and find it declared.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -53,9 +56,11 @@ struct Link {
 }
 
 pub struct AmqpBus {
-    /// The broker, with the credentials to log in with; why not, when the
-    /// URL is not usable.
-    uri: Result<AMQPUri, String>,
+    /// The broker's nodes (one or more), with the credentials to log in
+    /// with; why not, when the URL is not usable.
+    uri: Result<Vec<AMQPUri>, String>,
+    /// The node the next connect tries first.
+    next_node: AtomicUsize,
     /// Who the broker knows this connection as, stamped on every message
     /// (`None` when the transport authenticates, e.g. TLS client certificates).
     user_id: Option<String>,
@@ -75,13 +80,15 @@ impl AmqpBus {
     /// A bus for `url`; nothing is connected until first use. `name` shows in
     /// the broker's connection list.
     pub fn new(url: &str, name: &str, delivery_limit: u32) -> Self {
-        // The parser's message may quote the URL, password and all: not kept.
-        let uri = url.parse::<AMQPUri>().map_err(|_| {
-            "GUICHET_AMQP_URL is not an AMQP URL (amqp://user:password@host:port/vhost)".to_string()
-        });
-        let user_id = uri.as_ref().ok().and_then(login_name);
+        let uri = parse_nodes(url);
+        let user_id = uri
+            .as_ref()
+            .ok()
+            .and_then(|nodes| nodes.first())
+            .and_then(login_name);
         Self {
             uri,
+            next_node: AtomicUsize::new(0),
             user_id,
             declares_topology: true,
             name: name.to_string(),
@@ -111,27 +118,51 @@ impl AmqpBus {
     /// `owns_topology`: whether it declares the topology (the others have no
     /// permission to configure anything).
     pub fn as_service(mut self, credentials: Credentials, owns_topology: bool) -> Self {
-        if let Ok(uri) = &mut self.uri {
-            uri.authority.userinfo.username = credentials.user;
-            uri.authority.userinfo.password = credentials.password;
-            self.user_id = login_name(uri);
+        if let Ok(nodes) = &mut self.uri {
+            for uri in nodes.iter_mut() {
+                uri.authority.userinfo.username = credentials.user.clone();
+                uri.authority.userinfo.password = credentials.password.clone();
+            }
+            self.user_id = nodes.first().and_then(login_name);
         }
         self.declares_topology = owns_topology;
         self
     }
 
+    /// A connection to the first node that takes one, starting after the
+    /// node used last; the last node's error when none does.
+    async fn connect(&self) -> Result<Connection, BusError> {
+        let nodes = self.uri.clone().map_err(BusError::Unavailable)?;
+        let first = self.next_node.fetch_add(1, Ordering::Relaxed);
+        let mut failure = None;
+        for i in 0..nodes.len() {
+            let uri = nodes[(first + i) % nodes.len()].clone();
+            let host = format!("{}:{}", uri.authority.host, uri.authority.port);
+            let props = ConnectionProperties::default()
+                .with_connection_name(LongString::from(self.name.clone()));
+            let tls = lapin::tcp::OwnedTLSConfig {
+                identity: None,
+                cert_chain: self.ca_pem.clone(),
+            };
+            let runtime = lapin::runtime::default_runtime().map_err(BusError::Connect)?;
+            match Connection::connect_uri_with_config(uri, props, tls, runtime).await {
+                Ok(connection) => return Ok(connection),
+                Err(e) => {
+                    if nodes.len() > 1 {
+                        tracing::warn!(bus = %self.name, node = %host, error = %e, "broker node unreachable, trying the next");
+                    }
+                    failure = Some(e);
+                }
+            }
+        }
+        Err(failure.map_or_else(
+            || BusError::Unavailable("GUICHET_AMQP_URL names no broker".into()),
+            BusError::Connect,
+        ))
+    }
+
     async fn open(&self) -> Result<Link, BusError> {
-        let uri = self.uri.clone().map_err(BusError::Unavailable)?;
-        let props = ConnectionProperties::default()
-            .with_connection_name(LongString::from(self.name.clone()));
-        let tls = lapin::tcp::OwnedTLSConfig {
-            identity: None,
-            cert_chain: self.ca_pem.clone(),
-        };
-        let runtime = lapin::runtime::default_runtime().map_err(BusError::Connect)?;
-        let connection = Connection::connect_uri_with_config(uri, props, tls, runtime)
-            .await
-            .map_err(BusError::Connect)?;
+        let connection = self.connect().await?;
         if self.declares_topology {
             let setup = connection
                 .create_channel()
@@ -365,15 +396,42 @@ async fn close_quietly(connection: &Connection, reason: &str) {
 /// machine: credentials and dossiers would cross a network in clear. An
 /// unreadable URL is not judged here (connecting says what is wrong).
 pub fn plaintext_to_another_host(url: &str) -> bool {
-    let Ok(uri) = url.parse::<AMQPUri>() else {
+    let Ok(nodes) = parse_nodes(url) else {
         return false;
     };
-    let host = uri
-        .authority
-        .host
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    uri.scheme == lapin::uri::AMQPScheme::AMQP && !matches!(host, "localhost" | "127.0.0.1" | "::1")
+    nodes.iter().any(|uri| {
+        let host = uri
+            .authority
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        uri.scheme == lapin::uri::AMQPScheme::AMQP
+            && !matches!(host, "localhost" | "127.0.0.1" | "::1")
+    })
+}
+
+/// The nodes of `url`: one AMQP URL, or several separated by commas (the
+/// nodes of one cluster, each with its user and vhost).
+fn parse_nodes(url: &str) -> Result<Vec<AMQPUri>, String> {
+    let nodes: Vec<&str> = url.split(',').map(str::trim).collect();
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            // The parser's message may quote the URL, password and all: not kept.
+            node.parse::<AMQPUri>().map_err(|_| {
+                let which = if nodes.len() > 1 {
+                    format!(" (node {} of {})", i + 1, nodes.len())
+                } else {
+                    String::new()
+                };
+                format!(
+                    "GUICHET_AMQP_URL{which} is not an AMQP URL \
+                     (amqp://user:password@host:port/vhost, several separated by commas)"
+                )
+            })
+        })
+        .collect()
 }
 
 fn login_name(uri: &AMQPUri) -> Option<String> {
@@ -652,7 +710,7 @@ async fn settled(acker: &AmqpAcker) -> Result<(), BusError> {
 
 #[cfg(test)]
 mod tls_tests {
-    use super::plaintext_to_another_host;
+    use super::*;
 
     #[test]
     fn plain_amqp_is_for_this_machine_only() {
@@ -664,9 +722,47 @@ mod tls_tests {
             ("amqp://u:p@10.0.0.7/guichet", true),
             ("amqps://u:p@rabbitmq.example.org:5671/%2f", false),
             ("not a url", false),
+            // A cluster: refused when any node would be reached in clear.
+            (
+                "amqp://u:p@127.0.0.1:5672/v,amqp://u:p@127.0.0.1:5673/v",
+                false,
+            ),
+            ("amqps://u:p@r1:5671/v, amqp://u:p@r2:5672/v", true),
+            ("amqps://u:p@r1:5671/v,amqps://u:p@r2:5671/v", false),
         ];
         for (url, plaintext) in table {
             assert_eq!(plaintext_to_another_host(url), plaintext, "{url}");
         }
+    }
+
+    #[test]
+    fn a_cluster_is_its_nodes_in_order_and_a_bad_node_is_named_without_its_password() {
+        let nodes =
+            parse_nodes("amqp://u:p@n1:5672/g, amqp://u:p@n2:5673/g,amqp://u:p@n3/g").unwrap();
+        let hosts: Vec<(String, u16)> = nodes
+            .iter()
+            .map(|n| (n.authority.host.clone(), n.authority.port))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("n1".to_string(), 5672),
+                ("n2".to_string(), 5673),
+                ("n3".to_string(), 5672)
+            ]
+        );
+        let bad = parse_nodes("amqp://u:p@n1/g,http://u:s3cret@n2/g").unwrap_err();
+        assert!(bad.contains("node 2 of 2"), "{bad}");
+        assert!(!bad.contains("s3cret"), "{bad}");
+    }
+
+    #[tokio::test]
+    async fn connecting_skips_a_node_that_is_down_and_says_why_when_all_are() {
+        // Nothing listens on these ports: both refused, the last error kept.
+        let dead = |port: u16| format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+        let bus = AmqpBus::new(&format!("{},{}", dead(1), dead(2)), "test", 3);
+        assert!(matches!(bus.connect().await, Err(BusError::Connect(_))));
+        // Each connect starts one node further.
+        assert_eq!(bus.next_node.load(Ordering::Relaxed), 1);
     }
 }

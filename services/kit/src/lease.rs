@@ -1,0 +1,128 @@
+//! One instance at a time for a service's periodic work. Several instances of
+//! a service share its database; a sweep or a clock (attestations due, expiry
+//! alerts, overdue reports) is done by the instance that holds its named
+//! lease, a row in the service's own schema. The holder renews the lease at
+//! each round; an instance that dies stops renewing, and once the lease has
+//! run out the next instance to ask takes it over.
+//!
+//! A lease is a row, not a PostgreSQL advisory lock, so it works the same
+//! through a pooler in transaction mode (where a session lock would be held
+//! by whichever client last used the server connection); on SQLite, which one
+//! process uses, it is always the asker's. The work it guards stays
+//! idempotent all the same: two holders can overlap for a moment when a round
+//! outlasts the lease.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::db::Database;
+use crate::sql::{Backend, Stmt};
+
+/// A named lease as one instance asks for it.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    db: Database,
+    name: &'static str,
+    holder: String,
+    ttl: Duration,
+}
+
+/// The lease is taken when nobody holds it or the holder let it run out,
+/// renewed when the asker already holds it, and left alone otherwise; the row
+/// comes back only when the asker holds it afterwards. Expiry is the
+/// database's clock, the one every instance shares.
+const TAKE_POSTGRES: &str = "INSERT INTO leases (name, holder, expires_at) \
+     VALUES ($1, $2, now() + make_interval(secs => $3::double precision / 1000)) \
+     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+     WHERE leases.holder = excluded.holder OR leases.expires_at < now() \
+     RETURNING holder";
+/// One process uses a SQLite file (the embedded default), so a row found there
+/// is a past run's: the asker always holds the lease.
+const TAKE_SQLITE: &str = "INSERT INTO leases (name, holder, expires_at) \
+     VALUES ($1, $2, strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || ($3 / 1000.0) || ' seconds')) \
+     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+     RETURNING holder";
+const RELEASE: &str = "DELETE FROM leases WHERE name = $1 AND holder = $2";
+
+impl Lease {
+    /// The lease `name` for this instance, held for `ttl` after each renewal.
+    /// `ttl` must outlast a round of the work plus the pause between rounds,
+    /// or the lease changes hands while its holder is alive.
+    pub fn new(db: Database, name: &'static str, ttl: Duration) -> Self {
+        Self {
+            db,
+            name,
+            holder: instance_id(),
+            ttl,
+        }
+    }
+
+    /// Who this instance is, as the `leases` table shows it.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// Takes or renews the lease; true when this instance holds it now.
+    pub async fn hold(&self) -> Result<bool, sqlx::Error> {
+        let sql = match self.db.sql_backend() {
+            Backend::Postgres => TAKE_POSTGRES,
+            Backend::Sqlite => TAKE_SQLITE,
+        };
+        let millis = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
+        let held: Option<String> = self
+            .db
+            .scalar_optional(
+                Stmt::new(sql)
+                    .bind(self.name)
+                    .bind(self.holder.as_str())
+                    .bind(millis),
+            )
+            .await?;
+        Ok(held.is_some())
+    }
+
+    /// Gives the lease up (a clean shutdown), so another instance need not
+    /// wait for it to run out.
+    pub async fn release(&self) -> Result<(), sqlx::Error> {
+        self.db
+            .execute(
+                Stmt::new(RELEASE)
+                    .bind(self.name)
+                    .bind(self.holder.as_str()),
+            )
+            .await
+            .map(|_| ())
+    }
+}
+
+/// Host, process and a number unique in the process: two instances started
+/// in one process (the tests do) are still two holders.
+fn instance_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    format!(
+        "{host}/{}/{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The lease time for work repeated every `every`: three rounds, so one slow
+/// round does not hand the work over, and at least 30 seconds.
+pub fn ttl_for(every: Duration) -> Duration {
+    (every * 3).max(Duration::from_secs(30))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_outlasts_three_rounds_and_half_a_minute() {
+        assert_eq!(ttl_for(Duration::from_secs(1)), Duration::from_secs(30));
+        assert_eq!(ttl_for(Duration::from_secs(60)), Duration::from_secs(180));
+    }
+}

@@ -1,0 +1,327 @@
+//! Several instances of a service on one PostgreSQL and one RabbitMQ, as a
+//! deployment runs them: competing consumers on the instruction queue, one
+//! instance killed without warning, and the periodic work (expiry alerts,
+//! overdue reports, the sweep) done once however many instances sweep. Each
+//! test has its own database and vhost; counts are exact.
+
+use crate::common;
+use crate::faults::{
+    DRAIN, accepted_references, assert_exactly_once, dossier_message, file_all, keys,
+    outbox_drained, spawn_instruction, statuses, tally,
+};
+use crate::store_contracts::{event_kinds, new_report, open};
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{Days, Utc};
+use common::{Services, TestEnv, count, eventually};
+use guichet_dossier::calendar::paris_date;
+use guichet_intake_ccc::reports::Reports;
+use guichet_kit::db::{Database, Migrations};
+use guichet_kit::lease::Lease;
+
+/// The servers only: instances share a database between processes, which
+/// the embedded default (one process per file) never does.
+async fn postgres_env() -> TestEnv {
+    TestEnv::on(common::Backend::Servers).await
+}
+
+/// A second pool on the same schema: what another instance holds.
+async fn instance(env: &TestEnv, schema: &str, migrations: &Migrations) -> Database {
+    open(env, schema, migrations).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_has_one_holder_and_passes_on_when_its_holder_stops_renewing() {
+    let env = postgres_env().await;
+    let kit_only = Migrations {
+        postgres: &[],
+        sqlite: &[],
+    };
+    let (a_db, b_db) = (
+        instance(&env, "leases", &kit_only).await,
+        instance(&env, "leases", &kit_only).await,
+    );
+    let ttl = Duration::from_millis(1500);
+    let a = Lease::new(a_db.clone(), "sweep", ttl);
+    let b = Lease::new(b_db.clone(), "sweep", ttl);
+    assert_ne!(a.holder(), b.holder());
+
+    // Both ask at once, many times: exactly one holds it each time.
+    for round in 0..20 {
+        let (ha, hb) = tokio::join!(a.hold(), b.hold());
+        let (ha, hb) = (ha.unwrap(), hb.unwrap());
+        assert!(ha ^ hb, "round {round}: one holder, not {ha} and {hb}");
+    }
+    let (first, second) = if a.hold().await.unwrap() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    // Another name is another lease, free.
+    assert!(Lease::new(b_db.clone(), "purge", ttl).hold().await.unwrap());
+
+    // The holder stops renewing (it died): the other takes over once the
+    // lease has run out, not before.
+    assert!(!second.hold().await.unwrap());
+    eventually(Duration::from_secs(10), "the lease taken over", || async {
+        second.hold().await.unwrap().then_some(())
+    })
+    .await;
+    assert!(!first.hold().await.unwrap(), "the old holder lost it");
+    let holder: String = sqlx::query_scalar("SELECT holder FROM leases WHERE name = 'sweep'")
+        .fetch_one(a_db.postgres().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(holder, second.holder());
+
+    // Given up on a clean stop: free at once.
+    second.release().await.unwrap();
+    assert!(
+        first.hold().await.unwrap(),
+        "a lease given up is free at once"
+    );
+
+    a_db.close().await;
+    b_db.close().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_sending_expiry_alerts_at_once_send_each_alert_once() {
+    const TITLES: usize = 120;
+    let env = postgres_env().await;
+    let migrations = &guichet_instruction::server::MIGRATIONS;
+    let schema = guichet_instruction::server::SCHEMA;
+    let (a, b) = (
+        instance(&env, schema, migrations).await,
+        instance(&env, schema, migrations).await,
+    );
+    // Titles expiring within the next 60 days: one alert each at 60 days.
+    let now = Utc::now();
+    let today = paris_date(now);
+    std::fs::create_dir_all(&env.data_dir).unwrap();
+    let csv = env.data_dir.join("titles.csv");
+    let mut text = String::from(
+        "kind,number,expires_on,family_name,given_names,birth_date,nationality,email,phone,address_line1,postal_code,city,answer_channel\n",
+    );
+    for i in 0..TITLES {
+        let expires = today + Days::new(10 + (i % 50) as u64);
+        text.push_str(&format!(
+            "temporary_card,FR59T{i:04},{expires},Benali,Samira,1991-03-02,DZA,s{i}@example.org,+3361234{i:04},12 rue Solférino,59000,Lille,email\n"
+        ));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let (records, rejected) = guichet_instruction::titles::read_file(&csv, today).unwrap();
+    assert!(rejected.is_empty(), "{rejected:?}");
+    assert_eq!(records.len(), TITLES);
+    guichet_instruction::titles::record(&a, &records, "imported", None, now)
+        .await
+        .unwrap();
+
+    // Both instances sweep at once, three rounds each, as two instances
+    // whose leases overlapped would.
+    let offsets = [60_i64];
+    let mut sent = 0;
+    for _ in 0..3 {
+        let (x, y) = tokio::join!(
+            guichet_instruction::titles::send_due_alerts(&a, &offsets, now, today),
+            guichet_instruction::titles::send_due_alerts(&b, &offsets, now, today),
+        );
+        sent += x.unwrap() + y.unwrap();
+    }
+    eprintln!("instances: {sent} expiry alerts sent by two instances for {TITLES} titles");
+    assert_eq!(sent, TITLES, "each alert sent once");
+    assert_eq!(
+        count(&a, "SELECT count(*) FROM title_alerts").await,
+        TITLES as i64
+    );
+    assert_eq!(
+        count(&a, "SELECT count(*) FROM outbox").await,
+        TITLES as i64,
+        "one message queued per alert"
+    );
+
+    a.close().await;
+    b.close().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_escalating_at_once_escalate_each_overdue_report_once() {
+    const REPORTS: usize = 60;
+    let env = postgres_env().await;
+    let migrations = &guichet_intake_ccc::server::MIGRATIONS;
+    let schema = guichet_intake_ccc::server::SCHEMA;
+    let a = Reports::new(instance(&env, schema, migrations).await);
+    let b = Reports::new(instance(&env, schema, migrations).await);
+    let now = Utc::now();
+    let today = paris_date(now);
+    let mut ids = Vec::new();
+    for i in 0..REPORTS {
+        let deadline = today - chrono::Duration::days(1 + (i % 3) as i64);
+        let opened = a
+            .open(
+                new_report(&format!("late-{i}"), "no receipt", deadline),
+                now,
+                today,
+            )
+            .await
+            .unwrap();
+        ids.push(opened.id);
+    }
+    let mut escalated = 0;
+    for _ in 0..3 {
+        let (x, y) = tokio::join!(
+            a.escalate_overdue(now, today),
+            b.escalate_overdue(now, today)
+        );
+        escalated += x.unwrap() + y.unwrap();
+    }
+    eprintln!("instances: {escalated} escalations by two instances for {REPORTS} overdue reports");
+    assert_eq!(escalated, REPORTS, "each report escalated once");
+    for id in &ids {
+        assert_eq!(event_kinds(&a, id).await, ["opened", "escalated"], "{id}");
+    }
+    assert_eq!(
+        count(
+            a.db(),
+            "SELECT count(*) FROM outbox WHERE routing_key LIKE 'report.escalated.%'"
+        )
+        .await,
+        REPORTS as i64,
+        "one event published per escalation"
+    );
+    a.db().close().await;
+    b.db().close().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_given_several_broker_nodes_publishes_through_one_that_is_up() {
+    use guichet_kit::bus::{AmqpBus, Bus, INSTRUCTION_QUEUE};
+    let env = postgres_env().await;
+    let live = env.amqp_url.clone().unwrap();
+    // A node that refuses connections (nothing listens there), then the
+    // broker: the services take the nodes of a cluster in one variable.
+    let dead = format!(
+        "amqp://guest:guest@127.0.0.1:{}/{}",
+        common::free_port(),
+        env.name
+    );
+    let bus = AmqpBus::new(&format!("{dead},{live}"), "cluster-test", 3);
+    let messages: Vec<_> = (0..5).map(|_| dossier_message().1).collect();
+    for (i, r) in bus.publish(&messages).await.into_iter().enumerate() {
+        r.unwrap_or_else(|e| panic!("message {i}: {e}"));
+    }
+    assert_eq!(bus.queue_depth(INSTRUCTION_QUEUE).await.unwrap(), 5);
+    bus.close().await;
+    env.cleanup().await;
+}
+
+const LOAD: usize = 5000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_of_each_online_service_and_one_killed_lose_and_double_nothing() {
+    let env = postgres_env().await;
+    let config = env.config();
+    // Two whole online stacks (gateway, web intake, instruction), each with
+    // its own connections, on one database and one vhost; and a third
+    // instruction, a process of its own, killed without warning mid-run.
+    let first = Services::start(
+        (&config, env.open_bus().await),
+        (&config, env.open_bus().await),
+        &config,
+    )
+    .await;
+    let second = Services::start(
+        (&config, env.open_bus().await),
+        (&config, env.open_bus().await),
+        &config,
+    )
+    .await;
+    let instruction = env.db("instruction").await;
+    let mut third = spawn_instruction(&env, 64);
+    // The three instructions all consume before the load starts, so the
+    // killed one is killed with work in hand.
+    let api = common::rabbitmq_api();
+    let queue = format!("{api}/api/queues/{}/instruction.dossiers", env.name);
+    eventually(
+        DRAIN,
+        "three consumers on the instruction queue",
+        || async {
+            let q: serde_json::Value = first
+                .http
+                .get(&queue)
+                .basic_auth("guest", Some("guest"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (q["consumers"].as_u64() == Some(3)).then_some(())
+        },
+    )
+    .await;
+
+    let (half_a, half_b) = {
+        let all = keys("instances", LOAD);
+        let (a, b) = all.split_at(LOAD / 2);
+        (a.to_vec(), b.to_vec())
+    };
+    let killer = {
+        let instruction = instruction.clone();
+        async move {
+            // Once a fifth of the load is recorded, by whichever instances.
+            eventually(DRAIN, "the instances to get going", || async {
+                (count(&instruction, "SELECT count(*) FROM dossiers").await >= (LOAD / 5) as i64)
+                    .then_some(())
+            })
+            .await;
+            third.kill();
+            count(&instruction, "SELECT count(*) FROM dossiers").await
+        }
+    };
+    let (answers_a, answers_b, killed_at) = tokio::join!(
+        file_all(&first.http, &first.base, half_a, 16),
+        file_all(&second.http, &second.base, half_b, 16),
+        killer,
+    );
+    eprintln!("instances: the third instruction SIGKILLed with {killed_at} dossiers recorded");
+    let mut answers = answers_a;
+    answers.extend(answers_b);
+    assert_eq!(statuses(&answers), BTreeMap::from([(201, LOAD)]));
+    let accepted = accepted_references(&answers);
+    assert_eq!(accepted.len(), LOAD);
+
+    let tally = tally(&instruction, &accepted).await;
+    assert_exactly_once("two instances of each, a third instruction killed", &tally);
+    assert_eq!(
+        count(&instruction, "SELECT count(*) FROM inbox").await,
+        LOAD as i64,
+        "one inbox claim per message"
+    );
+    let intake = env.db("intake_web").await;
+    outbox_drained(&intake).await;
+    assert_eq!(
+        count(&intake, "SELECT count(*) FROM filings").await,
+        LOAD as i64
+    );
+    // The instances sweep under one lease: one row, one holder.
+    assert_eq!(
+        count(
+            &instruction,
+            "SELECT count(*) FROM leases WHERE name = 'instruction-sweep'"
+        )
+        .await,
+        1
+    );
+
+    first.stop().await;
+    second.stop().await;
+    intake.close().await;
+    instruction.close().await;
+    env.cleanup().await;
+}
