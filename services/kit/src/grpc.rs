@@ -70,13 +70,26 @@ impl tower::Service<http::Request<tonic::body::Body>> for TracedChannel {
 
 /// A lazy client channel to `url` (`http://host:port`): it connects on first
 /// use and reconnects by itself, so a gateway can start before its services.
+/// Several instances, their URLs separated by commas: calls are spread over
+/// those that answer (one HTTP/2 connection to a single address would carry
+/// every call to one instance).
 pub fn channel(url: &str) -> Result<TracedChannel, tonic::transport::Error> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())?
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .tcp_nodelay(true);
-    Ok(TracedChannel {
-        inner: endpoint.connect_lazy(),
-    })
+    let endpoint = |url: &str| {
+        tonic::transport::Endpoint::from_shared(url.trim().to_string()).map(|e| {
+            e.connect_timeout(std::time::Duration::from_secs(2))
+                .tcp_nodelay(true)
+        })
+    };
+    let inner = if url.contains(',') {
+        let endpoints = url
+            .split(',')
+            .map(endpoint)
+            .collect::<Result<Vec<_>, _>>()?;
+        tonic::transport::Channel::balance_list(endpoints.into_iter())
+    } else {
+        endpoint(url)?.connect_lazy()
+    };
+    Ok(TracedChannel { inner })
 }
 
 /// The URL of a gRPC server listening on `addr`.
@@ -263,5 +276,63 @@ fn log_failure(
             tracing::debug!(code = code.get(), ?latency, "grpc call refused")
         }
         GrpcFailureClass::Error(e) => tracing::error!(error = %e, ?latency, "grpc call failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_health::ServingStatus;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    /// A health server that reports `status` for the service "instance".
+    async fn instance(status: ServingStatus) -> SocketAddr {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter.set_service_status("instance", status).await;
+        let (listener, addr) = bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        addr
+    }
+
+    #[tokio::test]
+    async fn calls_to_several_instances_are_spread_over_them() {
+        // Each instance answers differently, so the answers say who served.
+        let a = instance(ServingStatus::Serving).await;
+        let b = instance(ServingStatus::NotServing).await;
+        let both = format!("{}, {}", url_of(a), url_of(b));
+        let mut client = HealthClient::new(channel(&both).unwrap());
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..40 {
+            let status = client
+                .check(HealthCheckRequest {
+                    service: "instance".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status;
+            *seen.entry(status).or_insert(0) += 1;
+        }
+        assert_eq!(seen.len(), 2, "both instances served calls: {seen:?}");
+        // One address stays one connection, to that one instance.
+        let mut one = HealthClient::new(channel(&url_of(a)).unwrap());
+        for _ in 0..5 {
+            let status = one
+                .check(HealthCheckRequest {
+                    service: "instance".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status;
+            assert_eq!(status, ServingStatus::Serving as i32);
+        }
+        // A URL that is not one is refused, naming nothing secret.
+        assert!(channel("http://ok:1,not a url").is_err());
     }
 }
