@@ -8,7 +8,7 @@ use guichet_dossier::filing::{
 };
 use guichet_dossier::{
     AnswerChannel, Applicant, Channel, Contact, DocumentKind, Dossier, Filing, Motif, Procedure,
-    Provenance, RawFiling, Reference, SCHEMA_VERSION, TitleKind, Violations,
+    Provenance, RawFiling, Reference, SCHEMA_VERSION, TitleKind, Violations, reads_schema_version,
 };
 
 use guichet_dossier::desk::{AppointmentState, BookingRoute};
@@ -511,11 +511,12 @@ fn raw_provenance_from_pb(p: &pb::provenance::Channel) -> RawProvenance {
 
 /// Parses a dossier read off the bus. `today` is the date in Paris.
 pub fn dossier_from_pb(d: &pb::Dossier, today: NaiveDate) -> Result<Dossier, Violations> {
-    if d.schema_version != SCHEMA_VERSION {
+    if !reads_schema_version(d.schema_version) {
         return Err(Violations::one(
             "schema_version",
             format!(
-                "version {} is not known here (this service reads version {SCHEMA_VERSION})",
+                "version {} is not known here (this service writes version {SCHEMA_VERSION} \
+                 and reads one version either side)",
                 d.schema_version
             ),
         ));
@@ -828,7 +829,8 @@ mod tests {
         let today = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
         type Breaker = fn(&mut pb::Dossier);
         let table: Vec<(Breaker, &str)> = vec![
-            (|d| d.schema_version = 2, "schema_version"),
+            (|d| d.schema_version = SCHEMA_VERSION + 2, "schema_version"),
+            (|d| d.schema_version = 0, "schema_version"),
             (|d| d.reference = "nope".into(), "reference"),
             (|d| d.channel = pb::Channel::Web as i32, "channel"),
             (

@@ -325,3 +325,174 @@ async fn two_instances_of_each_online_service_and_one_killed_lose_and_double_not
     instruction.close().await;
     env.cleanup().await;
 }
+
+/// A dossier message of `version`, as a build writing that version would
+/// publish it; `extra` is a field this build does not know (field 900).
+fn dossier_of_version(
+    version: u32,
+    extra: Option<&str>,
+) -> (String, guichet_kit::bus::OutgoingMessage) {
+    use prost::Message;
+    let (reference, message) = dossier_message();
+    let mut wire = guichet_proto::v1::Dossier::decode(message.body.as_slice()).unwrap();
+    wire.schema_version = version;
+    let mut body = wire.encode_to_vec();
+    if let Some(extra) = extra {
+        prost::encoding::string::encode(900, &extra.to_string(), &mut body);
+    }
+    let message = guichet_kit::bus::OutgoingMessage { body, ..message }
+        .with_header("x-guichet-schema-version", version.to_string());
+    (reference, message)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_rolling_upgrade_dossiers_one_version_either_side_are_recorded_and_read() {
+    use guichet_dossier::SCHEMA_VERSION;
+    use guichet_kit::bus::{DEAD_LETTER_QUEUE, INSTRUCTION_QUEUE};
+    let env = postgres_env().await;
+    let config = env.config();
+    let app = common::App::builder(&config)
+        .only(&["gateway", "instruction"])
+        .start()
+        .await;
+    // What this build writes, what the next build writes (a field added,
+    // which this build skips), and, once there is one, what the build before
+    // wrote: old and new instances side by side read each other's dossiers.
+    let mut readable = vec![
+        dossier_of_version(SCHEMA_VERSION, None),
+        dossier_of_version(SCHEMA_VERSION + 1, Some("a field the next version added")),
+    ];
+    if SCHEMA_VERSION > 1 {
+        readable.push(dossier_of_version(SCHEMA_VERSION - 1, None));
+    }
+    // Two steps ahead is not this build's to read: dead-lettered, not lost.
+    let (far_reference, far) = dossier_of_version(SCHEMA_VERSION + 2, None);
+    let mut messages: Vec<_> = readable.iter().map(|(_, m)| m.clone()).collect();
+    messages.push(far);
+    for r in app.mesh.bus.publish(&messages).await {
+        r.unwrap();
+    }
+    let instruction = env.db("instruction").await;
+    eventually(DRAIN, "the readable dossiers recorded", || async {
+        (count(&instruction, "SELECT count(*) FROM dossiers").await == readable.len() as i64)
+            .then_some(())
+    })
+    .await;
+    eventually(DRAIN, "the far one dead-lettered", || async {
+        (app.mesh.bus.queue_depth(DEAD_LETTER_QUEUE).await.ok()? == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.mesh.bus.queue_depth(INSTRUCTION_QUEUE).await.unwrap(),
+        0
+    );
+    // Each recorded dossier reads back through the API, the newer one too.
+    for (reference, _) in &readable {
+        let response = app.dossier(reference).await;
+        assert_eq!(response.status(), 200, "{reference}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["reference"], reference.as_str(), "{body}");
+    }
+    assert_eq!(
+        count(
+            &instruction,
+            &format!("SELECT count(*) FROM dossiers WHERE reference = '{far_reference}'")
+        )
+        .await,
+        0
+    );
+    instruction.close().await;
+    common::stop(app, env).await;
+}
+
+/// What a migration may do while old instances still run on the schema:
+/// add (tables, nullable columns or columns with a default, indexes). A
+/// change the old code would trip on (a drop, a rename, a new type, a new
+/// NOT NULL without default) is a contraction: it goes in a migration named
+/// `*_contract_*`, released once no running build uses the old shape.
+fn contractions(sql: &str) -> Vec<String> {
+    let text: String = sql
+        .lines()
+        .map(|l| l.split("--").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_uppercase();
+    let mut found = Vec::new();
+    for statement in text.split(';') {
+        let words: Vec<&str> = statement.split_whitespace().collect();
+        let s = words.join(" ");
+        if !s.starts_with("ALTER TABLE") && !s.starts_with("DROP") {
+            continue;
+        }
+        for pattern in [
+            "DROP COLUMN",
+            "DROP TABLE",
+            "RENAME ",
+            " TYPE ",
+            "SET NOT NULL",
+        ] {
+            if s.contains(pattern) {
+                found.push(format!("{pattern}: {s}"));
+            }
+        }
+        for added in s.split("ADD COLUMN").skip(1) {
+            let column = added.split(',').next().unwrap_or(added);
+            if column.contains("NOT NULL") && !column.contains("DEFAULT") {
+                found.push(format!("NOT NULL without DEFAULT: {column}"));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_migration_expands_and_a_contraction_says_so() {
+    // The rule itself, on what it must catch and what it must let through.
+    assert!(contractions("ALTER TABLE t ADD COLUMN a TEXT; CREATE INDEX i ON t (a);").is_empty());
+    assert!(
+        contractions("ALTER TABLE t ADD COLUMN a TEXT NOT NULL DEFAULT '', ADD COLUMN b DATE;")
+            .is_empty()
+    );
+    assert!(contractions("CREATE TABLE t (a TEXT NOT NULL);").is_empty());
+    for bad in [
+        "ALTER TABLE t DROP COLUMN a;",
+        "ALTER TABLE t RENAME COLUMN a TO b;",
+        "ALTER TABLE t ALTER COLUMN a TYPE BIGINT;",
+        "ALTER TABLE t ALTER COLUMN a SET NOT NULL;",
+        "ALTER TABLE t ADD COLUMN b DATE, ADD COLUMN a TEXT NOT NULL;",
+        "DROP TABLE t;",
+    ] {
+        assert!(!contractions(bad).is_empty(), "{bad}");
+    }
+    // Every service's migrations, PostgreSQL and SQLite.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("services");
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for service in std::fs::read_dir(&root).unwrap() {
+        for backend in ["postgres", "sqlite"] {
+            let dir = service
+                .as_ref()
+                .unwrap()
+                .path()
+                .join("migrations")
+                .join(backend);
+            let Ok(files) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for file in files {
+                let path = file.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().to_string();
+                let found = contractions(&std::fs::read_to_string(&path).unwrap());
+                checked += 1;
+                if !found.is_empty() && !name.contains("_contract_") {
+                    wrong.push(format!("{}: {found:?}", path.display()));
+                }
+            }
+        }
+    }
+    assert!(checked > 20, "the migrations were found ({checked})");
+    assert!(
+        wrong.is_empty(),
+        "contractions in expanding migrations: {wrong:#?}"
+    );
+}

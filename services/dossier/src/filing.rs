@@ -12,8 +12,18 @@ use crate::codes::{AnswerChannel, DocumentKind, Language, Motif, Procedure, Titl
 use crate::prefecture::department_of_postal_code;
 use crate::{Channel, Reference, Violations};
 
-/// The version of the dossier's shape on the bus; consumers refuse others.
+/// The version of the dossier's shape on the bus that this build writes.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// Whether this build reads a dossier of `version`: its own, and one step
+/// either side, so that old and new instances read each other's dossiers
+/// while a rolling upgrade runs. A step may only add fields, with a default
+/// that means "not given": the older reader skips what it does not know, the
+/// newer finds the default. Any other change takes two steps. Version 0 is
+/// a dossier that says none (protobuf's default), never a real one.
+pub fn reads_schema_version(version: u32) -> bool {
+    version >= 1 && version + 1 >= SCHEMA_VERSION && version <= SCHEMA_VERSION + 1
+}
 
 pub const MAX_DOCUMENTS: usize = 40;
 pub const MAX_DOCUMENT_BYTES: u64 = 20 * 1024 * 1024;
@@ -1006,6 +1016,22 @@ fn document(v: &mut Violations, at: &str, d: &RawDocument) -> Option<DocumentRef
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_build_reads_its_own_dossier_version_and_one_step_either_side() {
+        let v = SCHEMA_VERSION;
+        let table = [
+            (0, false), // says no version: never written by any build
+            (v.saturating_sub(1), v > 1),
+            (v, true),
+            (v + 1, true),
+            (v + 2, false),
+            (99, false),
+        ];
+        for (version, read) in table {
+            assert_eq!(reads_schema_version(version), read, "version {version}");
+        }
+    }
     use chrono::TimeZone;
 
     fn today() -> NaiveDate {

@@ -28,7 +28,7 @@ pub use channel::Channel;
 pub use codes::{AnswerChannel, DocumentKind, Language, Motif, Procedure, TitleKind};
 pub use filing::{
     Applicant, Contact, CurrentTitle, DocumentRef, Dossier, Filing, PostalAddress, Provenance,
-    RawFiling, RawTitleRecord, SCHEMA_VERSION, TitleRecord,
+    RawFiling, RawTitleRecord, SCHEMA_VERSION, TitleRecord, reads_schema_version,
 };
 pub use lifecycle::{CaseState, Step};
 pub use reference::Reference;

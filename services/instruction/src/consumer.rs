@@ -112,7 +112,7 @@ pub fn decode(
         .ok_or(Poison::NoMessageId)?;
     let wire = pb::Dossier::decode(delivery.body.as_slice())
         .map_err(|e| Poison::Undecodable(e.to_string()))?;
-    if wire.schema_version != guichet_dossier::SCHEMA_VERSION {
+    if !guichet_dossier::reads_schema_version(wire.schema_version) {
         return Err(Poison::UnknownSchemaVersion(wire.schema_version));
     }
     let dossier =
