@@ -17,6 +17,7 @@ mod bus_contract;
 mod bus_tls;
 mod bus_users;
 mod channels;
+mod cluster;
 mod dates;
 mod documents;
 mod edge;

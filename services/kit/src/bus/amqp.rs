@@ -47,6 +47,29 @@ fn amqp(operation: &'static str) -> impl FnOnce(lapin::Error) -> BusError {
     move |source| BusError::Amqp { operation, source }
 }
 
+/// A consumer's channel, closed when its stream is dropped. A consumer given
+/// up on (it stalled, see `worker`) must not go on receiving messages that
+/// nobody reads: they would stay unacknowledged until the connection closes.
+/// Closing the channel hands them back to the queue at once.
+struct ClosedOnDrop(Channel);
+
+impl Drop for ClosedOnDrop {
+    fn drop(&mut self) {
+        let channel = self.0.clone();
+        if channel.status().connected()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(
+                    CLOSE_TIMEOUT,
+                    channel.close(200, "consumer given up".into()),
+                )
+                .await;
+            });
+        }
+    }
+}
+
 struct Link {
     connection: Connection,
     publisher: Channel,
@@ -329,7 +352,9 @@ impl Bus for AmqpBus {
             )
             .await
             .map_err(amqp("consume"))?;
-        // The stream owns the channel so it lives as long as the consumer.
+        // The stream owns the channel so it lives as long as the consumer,
+        // and closes it when dropped.
+        let channel = ClosedOnDrop(channel);
         Ok(consumer
             .map(move |d| {
                 let _keep = &channel;
