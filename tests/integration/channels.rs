@@ -25,7 +25,7 @@ fn person(name: &str) -> Value {
 }
 
 /// The filing as a channel's software sends it over gRPC.
-fn wire_filing(body: &Value) -> pb::Filing {
+pub(crate) fn wire_filing(body: &Value) -> pb::Filing {
     let raw: guichet_dossier::RawFiling = serde_json::from_value(body.clone()).unwrap();
     let mut raw = raw;
     raw.idempotency_key = Some(uuid::Uuid::new_v4().to_string());
@@ -39,7 +39,7 @@ fn wire_filing(body: &Value) -> pb::Filing {
 }
 
 /// A prefecture site open on weekdays, 08:30-12:00 and 13:30-16:00.
-fn lille(places: u32, for_reports: u32) -> pb::Site {
+pub(crate) fn lille(places: u32, for_reports: u32) -> pb::Site {
     pb::Site {
         id: "59-lille".into(),
         name: "Préfecture du Nord, Lille".into(),

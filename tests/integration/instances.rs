@@ -496,3 +496,229 @@ fn every_migration_expands_and_a_contraction_says_so() {
         "contractions in expanding migrations: {wrong:#?}"
     );
 }
+
+/// Filings per channel in the four-channel run.
+const PER_CHANNEL: usize = 1250;
+
+/// Postal dossiers as the postal service publishes them, `n` of them.
+fn postal_dossiers(n: usize) -> Vec<(String, guichet_kit::bus::OutgoingMessage)> {
+    use guichet_dossier::filing::RawProvenance;
+    use guichet_dossier::{Channel, Dossier, Filing, RawFiling, Reference};
+    let bodies = common::example_filings();
+    let today = paris_date(Utc::now());
+    (0..n)
+        .map(|i| {
+            let mut raw: RawFiling = serde_json::from_value(bodies[i % bodies.len()].1.clone())
+                .expect("an example filing");
+            raw.idempotency_key = Some(uuid::Uuid::new_v4().to_string());
+            let provenance = RawProvenance::Postal {
+                station_id: Some("station-59-1".into()),
+                envelope_id: Some(uuid::Uuid::new_v4().to_string()),
+                postmark_date: Some((today - Days::new(2)).to_string()),
+                reception_date: Some(today.to_string()),
+            };
+            let filing = Filing::parse(&raw, &provenance, today).expect("a postal filing");
+            let now = Utc::now();
+            let reference = Reference::generate(Channel::Postal, 2026, &mut rand::rng());
+            let dossier = Dossier::new(reference.clone(), filing, now, now);
+            (
+                reference.to_string(),
+                guichet_intake::ledger::dossier_message(&dossier),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_whole_meshes_filing_on_the_four_channels_with_an_instruction_killed_lose_and_double_nothing()
+ {
+    use crate::channels::{lille, wire_filing};
+    use futures_util::StreamExt;
+    use guichet_proto::v1 as pb;
+    use guichet_proto::v1::call_centre_client::CallCentreClient;
+    use guichet_proto::v1::desk_client::DeskClient;
+
+    let env = postgres_env().await;
+    let config = env.config();
+    // Every service twice (two gateways, two of each intake, two
+    // instructions, two notifiers), on one database and one vhost; and a
+    // third instruction, a process of its own, killed mid-run.
+    let apps = [
+        common::App::start(&config).await,
+        common::App::start(&config).await,
+    ];
+    DeskClient::new(apps[0].grpc_as(common::PREFECTURE_AGENT).await)
+        .upsert_site(lille(4, 1))
+        .await
+        .unwrap();
+    let instruction = env.db("instruction").await;
+    let mut third = spawn_instruction(&env, 64);
+    let queue = format!(
+        "{}/api/queues/{}/instruction.dossiers",
+        common::rabbitmq_api(),
+        env.name
+    );
+    eventually(
+        DRAIN,
+        "three consumers on the instruction queue",
+        || async {
+            let q: serde_json::Value = apps[0]
+                .http
+                .get(&queue)
+                .basic_auth("guest", Some("guest"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (q["consumers"].as_u64() == Some(3)).then_some(())
+        },
+    )
+    .await;
+
+    let bodies: Vec<serde_json::Value> = common::example_filings()
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
+    // Each channel's filings, half through each mesh.
+    let web = async {
+        let (a, b) = tokio::join!(
+            file_all(
+                &apps[0].http,
+                &apps[0].base,
+                keys("web-a", PER_CHANNEL / 2),
+                8
+            ),
+            file_all(
+                &apps[1].http,
+                &apps[1].base,
+                keys("web-b", PER_CHANNEL / 2),
+                8
+            ),
+        );
+        let mut answers = a;
+        answers.extend(b);
+        assert_eq!(statuses(&answers), BTreeMap::from([(201, PER_CHANNEL)]));
+        accepted_references(&answers)
+    };
+    let on_behalf = async {
+        let clients = [
+            CallCentreClient::new(apps[0].grpc_as(common::PREFECTURE_AGENT).await),
+            CallCentreClient::new(apps[1].grpc_as(common::PREFECTURE_AGENT).await),
+        ];
+        futures_util::stream::iter(0..PER_CHANNEL)
+            .map(|i| {
+                let mut client = clients[i % 2].clone();
+                let filing = wire_filing(&bodies[i % bodies.len()]);
+                async move {
+                    client
+                        .file_on_behalf(pb::FileOnBehalfRequest {
+                            filing: Some(filing),
+                            agent_id: "ccc-agent-7".into(),
+                            call_id: format!("call-{i}"),
+                            consent_recorded: true,
+                        })
+                        .await
+                        .unwrap_or_else(|e| panic!("call-centre filing {i}: {e}"))
+                        .into_inner()
+                        .receipt
+                        .unwrap()
+                        .reference
+                }
+            })
+            .buffer_unordered(8)
+            .collect::<Vec<String>>()
+            .await
+    };
+    let at_the_desk = async {
+        let clients = [
+            DeskClient::new(apps[0].grpc_as(common::PREFECTURE_AGENT).await),
+            DeskClient::new(apps[1].grpc_as(common::PREFECTURE_AGENT).await),
+        ];
+        futures_util::stream::iter(0..PER_CHANNEL)
+            .map(|i| {
+                let mut client = clients[i % 2].clone();
+                let filing = wire_filing(&bodies[i % bodies.len()]);
+                async move {
+                    client
+                        .file_assisted(pb::FileAssistedRequest {
+                            filing: Some(filing),
+                            site_id: "59-lille".into(),
+                            desk_agent_id: "pan-agent-2".into(),
+                            appointment_id: String::new(),
+                            identity_checked: true,
+                        })
+                        .await
+                        .unwrap_or_else(|e| panic!("desk filing {i}: {e}"))
+                        .into_inner()
+                        .receipt
+                        .unwrap()
+                        .reference
+                }
+            })
+            .buffer_unordered(8)
+            .collect::<Vec<String>>()
+            .await
+    };
+    let by_post = async {
+        let dossiers = postal_dossiers(PER_CHANNEL);
+        for (n, chunk) in dossiers.chunks(50).enumerate() {
+            let messages: Vec<_> = chunk.iter().map(|(_, m)| m.clone()).collect();
+            for r in apps[n % 2].postal_bus.publish(&messages).await {
+                r.unwrap();
+            }
+        }
+        dossiers
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect::<Vec<String>>()
+    };
+    let killer = async {
+        eventually(DRAIN, "the instances to get going", || async {
+            (count(&instruction, "SELECT count(*) FROM dossiers").await
+                >= (4 * PER_CHANNEL / 5) as i64)
+                .then_some(())
+        })
+        .await;
+        third.kill();
+        count(&instruction, "SELECT count(*) FROM dossiers").await
+    };
+    let (web, on_behalf, at_the_desk, by_post, killed_at) =
+        tokio::join!(web, on_behalf, at_the_desk, by_post, killer);
+    eprintln!(
+        "instances: four channels, the third instruction SIGKILLed with {killed_at} recorded"
+    );
+
+    let mut accepted = web;
+    for (channel, references) in [
+        ("call centre", on_behalf),
+        ("desk", at_the_desk),
+        ("post", by_post),
+    ] {
+        assert_eq!(references.len(), PER_CHANNEL, "{channel}");
+        accepted.extend(references);
+    }
+    assert_eq!(accepted.len(), 4 * PER_CHANNEL, "every reference distinct");
+    let tally = tally(&instruction, &accepted).await;
+    assert_exactly_once(
+        "two of every service, four channels, a third instruction killed",
+        &tally,
+    );
+    let by_channel: Vec<(String, i64)> =
+        sqlx::query_as("SELECT channel, count(*) FROM dossiers GROUP BY channel ORDER BY channel")
+            .fetch_all(instruction.postgres().unwrap())
+            .await
+            .unwrap();
+    eprintln!("instances: recorded by channel {by_channel:?}");
+    assert_eq!(by_channel.len(), 4, "{by_channel:?}");
+    assert!(
+        by_channel.iter().all(|(_, n)| *n == PER_CHANNEL as i64),
+        "{by_channel:?}"
+    );
+    instruction.close().await;
+    let [first, second] = apps;
+    first.stop().await;
+    second.stop().await;
+    env.cleanup().await;
+}
