@@ -358,6 +358,11 @@ pub(crate) fn spawn_instruction(env: &TestEnv, prefetch: u16) -> Process {
             "GUICHET_INSTRUCTION_ADDR",
             format!("127.0.0.1:{}", common::free_port()),
         )
+        // Its own /metrics port: tests that spawn one run side by side.
+        .env(
+            "GUICHET_METRICS_ADDR",
+            format!("127.0.0.1:{}", common::free_port()),
+        )
         .env(
             "GUICHET_DELIVERY_LIMIT",
             env.config().delivery_limit.to_string(),

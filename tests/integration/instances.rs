@@ -27,6 +27,47 @@ async fn postgres_env() -> TestEnv {
     TestEnv::on(common::Backend::Servers).await
 }
 
+/// Waits until three consumers take from the instruction queue, as the
+/// broker's management API counts them.
+async fn three_instruction_consumers(env: &TestEnv, http: &reqwest::Client) {
+    let queue = format!(
+        "{}/api/queues/{}/instruction.dossiers",
+        common::rabbitmq_api(),
+        env.name
+    );
+    eventually(
+        DRAIN,
+        "three consumers on the instruction queue",
+        || async {
+            let q: serde_json::Value = http
+                .get(&queue)
+                .basic_auth("guest", Some("guest"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (q["consumers"].as_u64() == Some(3)).then_some(())
+        },
+    )
+    .await;
+}
+
+/// `n` filings made by `file(i)`, eight at a time: their references.
+async fn filed_by<F, Fut>(n: usize, file: F) -> Vec<String>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = String>,
+{
+    use futures_util::StreamExt;
+    futures_util::stream::iter(0..n)
+        .map(file)
+        .buffer_unordered(8)
+        .collect()
+        .await
+}
+
 /// A second pool on the same schema: what another instance holds.
 async fn instance(env: &TestEnv, schema: &str, migrations: &Migrations) -> Database {
     open(env, schema, migrations).await
@@ -245,26 +286,7 @@ async fn two_instances_of_each_online_service_and_one_killed_lose_and_double_not
     let mut third = spawn_instruction(&env, 64);
     // The three instructions all consume before the load starts, so the
     // killed one is killed with work in hand.
-    let api = common::rabbitmq_api();
-    let queue = format!("{api}/api/queues/{}/instruction.dossiers", env.name);
-    eventually(
-        DRAIN,
-        "three consumers on the instruction queue",
-        || async {
-            let q: serde_json::Value = first
-                .http
-                .get(&queue)
-                .basic_auth("guest", Some("guest"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (q["consumers"].as_u64() == Some(3)).then_some(())
-        },
-    )
-    .await;
+    three_instruction_consumers(&env, &first.http).await;
 
     let (half_a, half_b) = {
         let all = keys("instances", LOAD);
@@ -533,7 +555,6 @@ fn postal_dossiers(n: usize) -> Vec<(String, guichet_kit::bus::OutgoingMessage)>
 async fn two_whole_meshes_filing_on_the_four_channels_with_an_instruction_killed_lose_and_double_nothing()
  {
     use crate::channels::{lille, wire_filing};
-    use futures_util::StreamExt;
     use guichet_proto::v1 as pb;
     use guichet_proto::v1::call_centre_client::CallCentreClient;
     use guichet_proto::v1::desk_client::DeskClient;
@@ -553,29 +574,7 @@ async fn two_whole_meshes_filing_on_the_four_channels_with_an_instruction_killed
         .unwrap();
     let instruction = env.db("instruction").await;
     let mut third = spawn_instruction(&env, 64);
-    let queue = format!(
-        "{}/api/queues/{}/instruction.dossiers",
-        common::rabbitmq_api(),
-        env.name
-    );
-    eventually(
-        DRAIN,
-        "three consumers on the instruction queue",
-        || async {
-            let q: serde_json::Value = apps[0]
-                .http
-                .get(&queue)
-                .basic_auth("guest", Some("guest"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (q["consumers"].as_u64() == Some(3)).then_some(())
-        },
-    )
-    .await;
+    three_instruction_consumers(&env, &apps[0].http).await;
 
     let bodies: Vec<serde_json::Value> = common::example_filings()
         .into_iter()
@@ -607,59 +606,43 @@ async fn two_whole_meshes_filing_on_the_four_channels_with_an_instruction_killed
             CallCentreClient::new(apps[0].grpc_as(common::PREFECTURE_AGENT).await),
             CallCentreClient::new(apps[1].grpc_as(common::PREFECTURE_AGENT).await),
         ];
-        futures_util::stream::iter(0..PER_CHANNEL)
-            .map(|i| {
-                let mut client = clients[i % 2].clone();
-                let filing = wire_filing(&bodies[i % bodies.len()]);
-                async move {
-                    client
-                        .file_on_behalf(pb::FileOnBehalfRequest {
-                            filing: Some(filing),
-                            agent_id: "ccc-agent-7".into(),
-                            call_id: format!("call-{i}"),
-                            consent_recorded: true,
-                        })
-                        .await
-                        .unwrap_or_else(|e| panic!("call-centre filing {i}: {e}"))
-                        .into_inner()
-                        .receipt
-                        .unwrap()
-                        .reference
-                }
-            })
-            .buffer_unordered(8)
-            .collect::<Vec<String>>()
-            .await
+        filed_by(PER_CHANNEL, |i| {
+            let mut client = clients[i % 2].clone();
+            let request = pb::FileOnBehalfRequest {
+                filing: Some(wire_filing(&bodies[i % bodies.len()])),
+                agent_id: "ccc-agent-7".into(),
+                call_id: format!("call-{i}"),
+                consent_recorded: true,
+            };
+            async move {
+                let answer = client.file_on_behalf(request).await;
+                let answer = answer.unwrap_or_else(|e| panic!("call-centre filing {i}: {e}"));
+                answer.into_inner().receipt.unwrap().reference
+            }
+        })
+        .await
     };
     let at_the_desk = async {
         let clients = [
             DeskClient::new(apps[0].grpc_as(common::PREFECTURE_AGENT).await),
             DeskClient::new(apps[1].grpc_as(common::PREFECTURE_AGENT).await),
         ];
-        futures_util::stream::iter(0..PER_CHANNEL)
-            .map(|i| {
-                let mut client = clients[i % 2].clone();
-                let filing = wire_filing(&bodies[i % bodies.len()]);
-                async move {
-                    client
-                        .file_assisted(pb::FileAssistedRequest {
-                            filing: Some(filing),
-                            site_id: "59-lille".into(),
-                            desk_agent_id: "pan-agent-2".into(),
-                            appointment_id: String::new(),
-                            identity_checked: true,
-                        })
-                        .await
-                        .unwrap_or_else(|e| panic!("desk filing {i}: {e}"))
-                        .into_inner()
-                        .receipt
-                        .unwrap()
-                        .reference
-                }
-            })
-            .buffer_unordered(8)
-            .collect::<Vec<String>>()
-            .await
+        filed_by(PER_CHANNEL, |i| {
+            let mut client = clients[i % 2].clone();
+            let request = pb::FileAssistedRequest {
+                filing: Some(wire_filing(&bodies[i % bodies.len()])),
+                site_id: "59-lille".into(),
+                desk_agent_id: "pan-agent-2".into(),
+                appointment_id: String::new(),
+                identity_checked: true,
+            };
+            async move {
+                let answer = client.file_assisted(request).await;
+                let answer = answer.unwrap_or_else(|e| panic!("desk filing {i}: {e}"));
+                answer.into_inner().receipt.unwrap().reference
+            }
+        })
+        .await
     };
     let by_post = async {
         let dossiers = postal_dossiers(PER_CHANNEL);

@@ -299,6 +299,14 @@ mod tests {
         addr
     }
 
+    /// What the instance that answered says of "instance".
+    async fn status_from(client: &mut HealthClient<TracedChannel>) -> i32 {
+        let request = HealthCheckRequest {
+            service: "instance".into(),
+        };
+        client.check(request).await.unwrap().into_inner().status
+    }
+
     #[tokio::test]
     async fn calls_to_several_instances_are_spread_over_them() {
         // Each instance answers differently, so the answers say who served.
@@ -308,29 +316,13 @@ mod tests {
         let mut client = HealthClient::new(channel(&both).unwrap());
         let mut seen = std::collections::BTreeMap::new();
         for _ in 0..40 {
-            let status = client
-                .check(HealthCheckRequest {
-                    service: "instance".into(),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .status;
-            *seen.entry(status).or_insert(0) += 1;
+            *seen.entry(status_from(&mut client).await).or_insert(0) += 1;
         }
         assert_eq!(seen.len(), 2, "both instances served calls: {seen:?}");
         // One address stays one connection, to that one instance.
         let mut one = HealthClient::new(channel(&url_of(a)).unwrap());
         for _ in 0..5 {
-            let status = one
-                .check(HealthCheckRequest {
-                    service: "instance".into(),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .status;
-            assert_eq!(status, ServingStatus::Serving as i32);
+            assert_eq!(status_from(&mut one).await, ServingStatus::Serving as i32);
         }
         // A URL that is not one is refused, naming nothing secret.
         assert!(channel("http://ok:1,not a url").is_err());
