@@ -88,6 +88,11 @@ pub struct BenchArgs {
     /// Log filter of the mesh's processes (their logs go to files).
     #[arg(long, default_value = "info")]
     pub service_log: String,
+    /// Processes of intake-web and of instruction in the mesh (1 to 4): the
+    /// scaling figure. The gateway balances over the intake-web ones; the
+    /// load generator's direct gRPC share goes to the first.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4))]
+    pub instances: u32,
     #[command(flatten)]
     pub servers: Servers,
 }
@@ -175,6 +180,7 @@ async fn run_in(
         work,
         &args.service_log,
         args.mesh_binary.as_deref(),
+        args.instances as usize,
     )
     .await?;
     let runs = Runs {
@@ -238,6 +244,7 @@ async fn run_in(
         message_bytes,
         mix: args.mix.to_string(),
         concurrency: args.concurrency as usize,
+        instances: args.instances as usize,
         build: if cfg!(debug_assertions) {
             "debug"
         } else {

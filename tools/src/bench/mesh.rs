@@ -35,6 +35,14 @@ pub struct Mesh {
     data_dir: PathBuf,
 }
 
+/// A process to start: its name in the mesh, the service it serves, and the
+/// address variable it listens on when it is one of several instances.
+type Process = (
+    &'static str,
+    &'static str,
+    Option<(&'static str, SocketAddr)>,
+);
+
 /// A free loopback port, found by binding port 0 and letting it go. Another
 /// process could take it in between; start-up then fails and says which.
 fn free_port() -> anyhow::Result<SocketAddr> {
@@ -43,22 +51,50 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 }
 
 impl Mesh {
-    /// Starts the three services and waits until the gateway's `/readyz`
-    /// answers 200 (every service behind it answering its health check).
+    /// Starts the services and waits until the gateway's `/readyz` answers
+    /// 200 (every service behind it answering its health check). With
+    /// `instances` above 1, that many processes of intake-web and of
+    /// instruction: the gateway balances its calls over the intake-web ones,
+    /// the instructions compete for the queue.
     pub async fn start(
         database_url: &str,
         amqp_url: &str,
         work: &Path,
         log_filter: &str,
         binary: Option<&Path>,
+        instances: usize,
     ) -> anyhow::Result<Mesh> {
+        const INSTRUCTIONS: [&str; 4] = [
+            "instruction",
+            "instruction-2",
+            "instruction-3",
+            "instruction-4",
+        ];
+        const INTAKES: [&str; 4] = ["intake-web", "intake-web-2", "intake-web-3", "intake-web-4"];
+        anyhow::ensure!(
+            (1..=INSTRUCTIONS.len()).contains(&instances),
+            "--instances: 1 to {}",
+            INSTRUCTIONS.len()
+        );
         let exe = match binary {
             Some(path) => path.to_path_buf(),
             None => std::env::current_exe().context("finding the guichet binary")?,
         };
         let http = free_port()?;
-        let intake_web = free_port()?;
-        let instruction = free_port()?;
+        let intake_webs = (0..instances)
+            .map(|_| free_port())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let instructions = (0..instances)
+            .map(|_| free_port())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let (intake_web, instruction) = (intake_webs[0], instructions[0]);
+        let list = |ports: &[SocketAddr]| {
+            ports
+                .iter()
+                .map(|p| format!("http://{p}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         let intake_ccc = free_port()?;
         let intake_pan = free_port()?;
         let intake_postal = free_port()?;
@@ -84,8 +120,8 @@ impl Mesh {
             ("GUICHET_HTTP_ADDR", http.to_string()),
             ("GUICHET_INTAKE_WEB_ADDR", intake_web.to_string()),
             ("GUICHET_INSTRUCTION_ADDR", instruction.to_string()),
-            ("GUICHET_INTAKE_WEB_URL", format!("http://{intake_web}")),
-            ("GUICHET_INSTRUCTION_URL", format!("http://{instruction}")),
+            ("GUICHET_INTAKE_WEB_URL", list(&intake_webs)),
+            ("GUICHET_INSTRUCTION_URL", list(&instructions)),
             ("GUICHET_INTAKE_CCC_ADDR", intake_ccc.to_string()),
             ("GUICHET_INTAKE_PAN_ADDR", intake_pan.to_string()),
             ("GUICHET_INTAKE_CCC_URL", format!("http://{intake_ccc}")),
@@ -101,9 +137,22 @@ impl Mesh {
         ];
         let mut services = Vec::new();
         // Instruction first: it declares the topology its queue needs.
+        let mut processes: Vec<Process> = Vec::new();
+        for (i, addr) in instructions.iter().enumerate() {
+            processes.push((
+                INSTRUCTIONS[i],
+                "instruction",
+                Some(("GUICHET_INSTRUCTION_ADDR", *addr)),
+            ));
+        }
+        for (i, addr) in intake_webs.iter().enumerate() {
+            processes.push((
+                INTAKES[i],
+                "intake-web",
+                Some(("GUICHET_INTAKE_WEB_ADDR", *addr)),
+            ));
+        }
         for (name, service) in [
-            ("instruction", "instruction"),
-            ("intake-web", "intake-web"),
             // Not loaded yet, but the gateway is ready only when every
             // channel service behind it answers.
             ("intake-ccc", "intake-ccc"),
@@ -113,6 +162,9 @@ impl Mesh {
             ("notifier", "notifier"),
             ("gateway", "gateway"),
         ] {
+            processes.push((name, service, None));
+        }
+        for (name, service, own_addr) in processes {
             let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
             let mut command = Command::new(&exe);
             command
@@ -123,6 +175,9 @@ impl Mesh {
                 .stderr(log);
             if service != "gateway" {
                 command.env("GUICHET_METRICS_ADDR", free_port()?.to_string());
+            }
+            if let Some((variable, addr)) = own_addr {
+                command.env(variable, addr.to_string());
             }
             let child = command
                 .spawn()

@@ -134,6 +134,7 @@ async fn run_in(
         work,
         &args.service_log,
         None,
+        1,
     )
     .await?;
     let outcome = async {

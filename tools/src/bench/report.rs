@@ -166,6 +166,8 @@ pub struct Report {
     pub message_bytes: usize,
     pub mix: String,
     pub concurrency: usize,
+    /// Processes of intake-web and of instruction in the mesh.
+    pub instances: usize,
     pub build: &'static str,
     pub machine: Machine,
     pub phases: Vec<Phase>,
@@ -177,9 +179,10 @@ impl Report {
         let w = &mut out;
         let _ = writeln!(
             w,
-            "Guichet bench: mix {}, {} in flight at most, {} build, {} cores, load average {} before, {} after",
+            "Guichet bench: mix {}, {} in flight at most, {} instance(s) of intake-web and instruction, {} build, {} cores, load average {} before, {} after",
             self.mix,
             self.concurrency,
+            self.instances,
             self.build,
             self.machine.cores,
             opt(self.machine.load_average_before),
