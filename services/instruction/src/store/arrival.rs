@@ -264,10 +264,15 @@ async fn after_insert(
         .iter()
         .map(|(i, _)| i.dossier.reference.to_string())
         .collect();
+    // Each person's key (a digest), worked out once for the batch.
+    let keys: Vec<String> = arrivals
+        .iter()
+        .map(|(i, _)| i.dossier.filing.applicant.person_key())
+        .collect();
     let (to_link, to_propose) = match c.postgres() {
         Some(pg) => {
             first_events_postgres(pg, &arrivals, now).await?;
-            candidates_postgres(pg, &arrivals).await?
+            candidates_postgres(pg, &arrivals, &keys).await?
         }
         None => {
             for (i, arrival) in &arrivals {
@@ -282,16 +287,16 @@ async fn after_insert(
     // one order, so two instances whose batches hold filings of the same
     // people lock those first filings in the same order and never deadlock.
     // The outcome does not depend on the order (see `link_to_first`).
-    let mut ordered: Vec<&(&Incoming, Arrival)> = arrivals.iter().collect();
-    ordered.sort_by_cached_key(|(i, _)| {
-        (
-            i.dossier.filing.applicant.person_key(),
-            i.dossier.reference.to_string(),
-        )
+    let mut ordered: Vec<(&(&Incoming, Arrival), &str)> = arrivals
+        .iter()
+        .zip(keys.iter().map(String::as_str))
+        .collect();
+    ordered.sort_by(|((a, _), ka), ((b, _), kb)| {
+        (ka, a.dossier.reference.as_str()).cmp(&(kb, b.dossier.reference.as_str()))
     });
-    for (i, arrival) in ordered {
+    for ((i, arrival), key) in ordered {
         let reference = i.dossier.reference.as_str();
-        let linked = to_link.contains(reference) && link_to_first(c, i, now).await?;
+        let linked = to_link.contains(reference) && link_to_first(c, i, key, now).await?;
         attest_on_arrival(c, &i.dossier, arrival, linked, now, today).await?;
         if to_propose.contains(reference) {
             propose_near_matches(c, i, now).await?;
@@ -369,13 +374,12 @@ async fn first_events_postgres(
 async fn candidates_postgres(
     pg: &mut PgConnection,
     arrivals: &[(&Incoming, Arrival)],
+    keys: &[String],
 ) -> Result<(HashSet<String>, HashSet<String>), sqlx::Error> {
-    let (mut refs, mut keys, mut near, mut procedures, mut filed) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let (mut refs, mut near, mut procedures, mut filed) = (vec![], vec![], vec![], vec![]);
     for (i, _) in arrivals {
         let d = &i.dossier;
         refs.push(d.reference.to_string());
-        keys.push(d.filing.applicant.person_key());
         near.push(d.filing.applicant.near_key());
         procedures.push(d.filing.procedure.as_str().to_string());
         filed.push(d.filed_at);
@@ -394,7 +398,7 @@ async fn candidates_postgres(
          AS u(r, pk, nk, p, fa)"
     ))
     .bind(&refs)
-    .bind(&keys)
+    .bind(keys)
     .bind(&near)
     .bind(&procedures)
     .bind(&filed)
@@ -419,6 +423,7 @@ async fn candidates_postgres(
 async fn link_to_first(
     c: &mut Conn<'_>,
     i: &Incoming,
+    person_key: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let d = &i.dossier;
@@ -431,7 +436,7 @@ async fn link_to_first(
                  AND (filed_at < $4 OR (filed_at = $4 AND reference < $3)) \
                  ORDER BY filed_at, reference LIMIT 1"
             ))
-            .bind(d.filing.applicant.person_key())
+            .bind(person_key)
             .bind(d.filing.procedure.as_str())
             .bind(reference)
             .bind(d.filed_at),

@@ -157,18 +157,20 @@ impl AmqpBus {
     async fn connect(&self) -> Result<Connection, BusError> {
         let nodes = self.uri.clone().map_err(BusError::Unavailable)?;
         let first = self.next_node.fetch_add(1, Ordering::Relaxed);
+        let props = ConnectionProperties::default()
+            .with_connection_name(LongString::from(self.name.clone()));
+        let tls = lapin::tcp::OwnedTLSConfig {
+            identity: None,
+            cert_chain: self.ca_pem.clone(),
+        };
         let mut failure = None;
         for i in 0..nodes.len() {
             let uri = nodes[(first + i) % nodes.len()].clone();
             let host = format!("{}:{}", uri.authority.host, uri.authority.port);
-            let props = ConnectionProperties::default()
-                .with_connection_name(LongString::from(self.name.clone()));
-            let tls = lapin::tcp::OwnedTLSConfig {
-                identity: None,
-                cert_chain: self.ca_pem.clone(),
-            };
             let runtime = lapin::runtime::default_runtime().map_err(BusError::Connect)?;
-            match Connection::connect_uri_with_config(uri, props, tls, runtime).await {
+            match Connection::connect_uri_with_config(uri, props.clone(), tls.clone(), runtime)
+                .await
+            {
                 Ok(connection) => return Ok(connection),
                 Err(e) => {
                     if nodes.len() > 1 {
