@@ -6,8 +6,8 @@
 
 use crate::common;
 use crate::faults::{
-    DRAIN, accepted_references, assert_exactly_once, file_all, keys, outbox_drained, statuses,
-    tally,
+    DRAIN, accepted_references, assert_exactly_once, file_all_answered, keys, outbox_drained,
+    statuses, tally,
 };
 
 use std::collections::BTreeMap;
@@ -174,7 +174,7 @@ async fn a_node_of_a_three_node_cluster_killed_and_restarted_under_5000_filings_
         }
     };
     let (answers, (killed_at, restarted_at)) = tokio::join!(
-        file_all(&services.http, &services.base, keys("cluster", LOAD), 32),
+        file_all_answered(&services.http, &services.base, keys("cluster", LOAD), 32),
         chaos
     );
     eprintln!("cluster: node b killed at {killed_at} recorded, started again at {restarted_at}");

@@ -132,6 +132,32 @@ async fn file_one(http: &reqwest::Client, url: &str, body: &Value, key: String) 
     }
 }
 
+/// `file_all`, where a filing that got no answer at all (the connection
+/// failed, status 0) is filed again with the same key, as its filer would:
+/// the key makes a second try of an accepted filing return the same receipt.
+pub(crate) async fn file_all_answered(
+    http: &reqwest::Client,
+    base: &str,
+    keys: Vec<String>,
+    concurrency: usize,
+) -> Vec<Answer> {
+    let mut answers = file_all(http, base, keys, concurrency).await;
+    for _ in 0..3 {
+        let (unanswered, answered): (Vec<Answer>, Vec<Answer>) =
+            answers.into_iter().partition(|a| a.status == 0);
+        answers = answered;
+        if unanswered.is_empty() {
+            break;
+        }
+        for a in &unanswered {
+            eprintln!("no answer for {}, filed again: {}", a.key, a.body);
+        }
+        let again = unanswered.into_iter().map(|a| a.key).collect();
+        answers.extend(file_all(http, base, again, concurrency).await);
+    }
+    answers
+}
+
 pub(crate) fn keys(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }

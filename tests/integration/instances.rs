@@ -6,7 +6,7 @@
 
 use crate::common;
 use crate::faults::{
-    DRAIN, accepted_references, assert_exactly_once, dossier_message, file_all, keys,
+    DRAIN, accepted_references, assert_exactly_once, dossier_message, file_all_answered, keys,
     outbox_drained, spawn_instruction, statuses, tally,
 };
 use crate::store_contracts::{event_kinds, new_report, open};
@@ -307,8 +307,8 @@ async fn two_instances_of_each_online_service_and_one_killed_lose_and_double_not
         }
     };
     let (answers_a, answers_b, killed_at) = tokio::join!(
-        file_all(&first.http, &first.base, half_a, 16),
-        file_all(&second.http, &second.base, half_b, 16),
+        file_all_answered(&first.http, &first.base, half_a, 16),
+        file_all_answered(&second.http, &second.base, half_b, 16),
         killer,
     );
     eprintln!("instances: the third instruction SIGKILLed with {killed_at} dossiers recorded");
@@ -583,13 +583,13 @@ async fn two_whole_meshes_filing_on_the_four_channels_with_an_instruction_killed
     // Each channel's filings, half through each mesh.
     let web = async {
         let (a, b) = tokio::join!(
-            file_all(
+            file_all_answered(
                 &apps[0].http,
                 &apps[0].base,
                 keys("web-a", PER_CHANNEL / 2),
                 8
             ),
-            file_all(
+            file_all_answered(
                 &apps[1].http,
                 &apps[1].base,
                 keys("web-b", PER_CHANNEL / 2),
