@@ -32,6 +32,7 @@ mod notices;
 mod observability;
 mod open_data;
 mod person_code;
+mod pooler;
 mod postal;
 mod schema_parity;
 mod secrets;

@@ -47,6 +47,17 @@ pub enum DbError {
     DataDir(PathBuf, #[source] std::io::Error),
     #[error("migrations failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error(
+        "connections land in schema {found:?}, not {schema:?}: through a pooler, this \
+         service's pooler database must set search_path to {schema} (connect_query)"
+    )]
+    WrongSchema { schema: String, found: String },
+    #[error("cannot take the migration lock of schema {schema}")]
+    MigrationLock {
+        schema: String,
+        #[source]
+        source: sqlx::Error,
+    },
 }
 
 impl Database {
@@ -62,7 +73,7 @@ impl Database {
         match database_url {
             Some(url) => {
                 let pool = postgres_pool(url, schema, pool_size).await?;
-                run(&pool, &KIT_POSTGRES, migrations.postgres).await?;
+                migrate_postgres(url, schema, &pool, migrations.postgres).await?;
                 Ok(Database::Postgres(pool))
             }
             None => {
@@ -72,7 +83,7 @@ impl Database {
                     sqlite_pool(&data_dir.join(format!("{schema}.sqlite")), pool_size.min(4))
                         .await
                         .map_err(DbError::Connect)?;
-                run(&pool, &KIT_SQLITE, migrations.sqlite).await?;
+                run(&pool, &KIT_SQLITE, migrations.sqlite, true).await?;
                 Ok(Database::Sqlite(pool))
             }
         }
@@ -128,12 +139,73 @@ pub async fn postgres_pool(
     let options = options
         .application_name(&application_name(schema))
         .options([("search_path", schema)]);
-    PgPoolOptions::new()
+    let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await
-        .map_err(DbError::Connect)
+        .map_err(DbError::Connect)?;
+    // A pooler drops the startup `options` (PgBouncer is told to ignore
+    // them) and sets the schema itself. One that does not would put the
+    // service's tables in another schema: refuse to start instead.
+    let found: Option<String> = sqlx::query_scalar("SELECT current_schema()")
+        .fetch_one(&pool)
+        .await
+        .map_err(DbError::Connect)?;
+    let found = found.unwrap_or_default();
+    if found != schema {
+        pool.close().await;
+        return Err(DbError::WrongSchema {
+            schema: schema.to_string(),
+            found,
+        });
+    }
+    Ok(pool)
+}
+
+/// How long an instance waits between two tries at the migration lock.
+const MIGRATION_LOCK_RETRY: Duration = Duration::from_millis(200);
+
+/// Runs the migrations while holding a transaction-scoped advisory lock on
+/// its own connection, so that instances starting together migrate one at a
+/// time. sqlx's own lock is session-scoped, and through a pooler in
+/// transaction mode its unlock may reach another server connection than its
+/// lock did; a transaction keeps one server connection until it ends. The
+/// lock is tried rather than waited for, so an instance waiting for it holds
+/// no server connection of the pooler's.
+async fn migrate_postgres(
+    url: &str,
+    schema: &str,
+    pool: &PgPool,
+    own: &[&'static Migrator],
+) -> Result<(), DbError> {
+    let lock_failed = |source| DbError::MigrationLock {
+        schema: schema.to_string(),
+        source,
+    };
+    let options = PgConnectOptions::from_str(url).map_err(DbError::BadUrl)?;
+    let mut conn = sqlx::PgConnection::connect_with(&options)
+        .await
+        .map_err(DbError::Connect)?;
+    let key = format!("guichet.migrations.{schema}");
+    let lock = loop {
+        let mut tx = conn.begin().await.map_err(lock_failed)?;
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext($1))")
+            .bind(&key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(lock_failed)?;
+        if held {
+            break tx;
+        }
+        tx.rollback().await.map_err(lock_failed)?;
+        tokio::time::sleep(MIGRATION_LOCK_RETRY).await;
+    };
+    let ran = run(pool, &KIT_POSTGRES, own, false).await;
+    // Ending the transaction gives the lock up, whatever the migrations did.
+    let _ = lock.rollback().await;
+    let _ = conn.close().await;
+    ran
 }
 
 /// The `application_name` a service's connections carry: `guichet/<schema>`.
@@ -183,6 +255,7 @@ async fn run<DB>(
     pool: &sqlx::Pool<DB>,
     kit: &'static Migrator,
     own: &[&'static Migrator],
+    locking: bool,
 ) -> Result<(), DbError>
 where
     DB: sqlx::Database,
@@ -195,6 +268,7 @@ where
             ..Migrator::DEFAULT
         };
         m.set_ignore_missing(true);
+        m.set_locking(locking);
         m.run(pool).await.map_err(DbError::Migrate)?;
     }
     Ok(())
