@@ -232,9 +232,13 @@ service_ports = {name(s): {p["port"] for p in s["spec"]["ports"]} for _, s in se
 for cm in of_kind("ConfigMap"):
     for key, value in cm[1].get("data", {}).items():
         if re.fullmatch(r"GUICHET_[A-Z_]+_URL", key) and key not in ("GUICHET_AMQP_URL", "GUICHET_PUBLIC_URL", "GUICHET_SMS_URL", "GUICHET_SMTP_URL"):
-            u = urlparse(value)
+            # dns:///host:port (gRPC's naming, every address of a headless
+            # Service) or http://host:port.
+            u = urlparse(value.replace("dns:///", "http://", 1))
             if u.hostname not in service_ports or u.port not in service_ports[u.hostname]:
                 fail(f"ConfigMap {name(cm[1])}: {key}={value} is not a Service of the base and one of its ports")
+            elif value.startswith("dns:///") and next(s for _, s in services if name(s) == u.hostname)["spec"].get("clusterIP") != "None":
+                fail(f"ConfigMap {name(cm[1])}: {key}={value} looks up a Service that is not headless (one address, one pod)")
 
 for e in errors:
     print("FAIL", e)

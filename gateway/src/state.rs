@@ -38,7 +38,7 @@ pub struct Targets {
 pub struct BadTarget {
     pub url: String,
     #[source]
-    pub source: tonic::transport::Error,
+    pub source: guichet_kit::grpc::TargetError,
 }
 
 /// What the gateway holds besides its clients: the persons' links' key,

@@ -2,10 +2,14 @@
 //! standard health and reflection, a span per call linked to the caller's
 //! trace, and trace context injected into every outgoing call.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tonic::transport::Channel;
+use tokio::net::{TcpListener, TcpStream};
+use tonic::transport::channel::Change;
+use tonic::transport::{Channel, Endpoint};
 use tracing::Instrument as _;
 
 /// A client channel that makes a client span for every call, child of the
@@ -68,28 +72,186 @@ impl tower::Service<http::Request<tonic::body::Body>> for TracedChannel {
     }
 }
 
-/// A lazy client channel to `url` (`http://host:port`): it connects on first
-/// use and reconnects by itself, so a gateway can start before its services.
-/// Several instances, their URLs separated by commas: calls are spread over
-/// those that answer (one HTTP/2 connection to a single address would carry
-/// every call to one instance).
-pub fn channel(url: &str) -> Result<TracedChannel, tonic::transport::Error> {
-    let endpoint = |url: &str| {
-        tonic::transport::Endpoint::from_shared(url.trim().to_string()).map(|e| {
-            e.connect_timeout(std::time::Duration::from_secs(2))
-                .tcp_nodelay(true)
+/// How often a balanced channel looks its instances up again (a `dns:///`
+/// name's addresses, a list's names) and tries each: calls follow the
+/// instances as they come and go, within this much.
+pub const RESOLVE_EVERY: Duration = Duration::from_secs(5);
+
+/// How long trying an instance's port may take before it counts as down.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A `GUICHET_*_URL` that names no target a channel can be made to.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error(transparent)]
+    Url(#[from] tonic::transport::Error),
+    #[error("{target}: {why}")]
+    Unusable { target: String, why: &'static str },
+}
+
+/// Looks instances up: every address they have now.
+pub type Resolve = Arc<
+    dyn Fn() -> futures_util::future::BoxFuture<'static, std::io::Result<Vec<SocketAddr>>>
+        + Send
+        + Sync,
+>;
+
+/// The system's resolver on `names` (`host:port` each; in Kubernetes, the
+/// cluster's DNS, where a headless Service's name has one address per
+/// ready pod).
+fn system_resolver(names: Vec<String>) -> Resolve {
+    Arc::new(move || {
+        let names = names.clone();
+        Box::pin(async move {
+            let mut all = Vec::new();
+            for name in names {
+                all.extend(tokio::net::lookup_host(name).await?);
+            }
+            Ok(all)
         })
-    };
-    let inner = if url.contains(',') {
-        let endpoints = url
+    })
+}
+
+fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Endpoint::from_shared(url.trim().to_string())
+        .map(|e| e.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true))
+}
+
+/// A lazy client channel to `url`: it connects on first use and reconnects
+/// by itself, so a gateway can start before its services.
+/// - `http://host:port`: one HTTP/2 connection, so one instance.
+/// - several such URLs, separated by commas, or `dns:///host:port` (gRPC's
+///   own naming: every address the name has): calls are spread over the
+///   instances that accept connections, looked up and tried again every
+///   `RESOLVE_EVERY`. `dns:///` is how a gateway reaches every pod behind a
+///   headless Service.
+pub fn channel(url: &str) -> Result<TracedChannel, TargetError> {
+    let url = url.trim();
+    let inner = if let Some(rest) = url.strip_prefix("dns:") {
+        let name = dns_name(url, rest)?;
+        resolving(url.to_string(), RESOLVE_EVERY, system_resolver(vec![name]))
+    } else if url.contains(',') {
+        let names = url
             .split(',')
-            .map(endpoint)
+            .map(|one| host_and_port(one.trim()))
             .collect::<Result<Vec<_>, _>>()?;
-        tonic::transport::Channel::balance_list(endpoints.into_iter())
+        resolving(url.to_string(), RESOLVE_EVERY, system_resolver(names))
     } else {
         endpoint(url)?.connect_lazy()
     };
     Ok(TracedChannel { inner })
+}
+
+/// The `host:port` of one URL of a list (`http://host:port`).
+fn host_and_port(url: &str) -> Result<String, TargetError> {
+    let uri = endpoint(url)?.uri().clone();
+    let refused = |why| TargetError::Unusable {
+        target: url.to_string(),
+        why,
+    };
+    if uri.scheme_str() != Some("http") {
+        return Err(refused("a URL of a list is http://host:port"));
+    }
+    match (uri.host(), uri.port_u16()) {
+        (Some(host), Some(port)) => Ok(format!("{host}:{port}")),
+        _ => Err(refused("a URL of a list names its port: http://host:port")),
+    }
+}
+
+/// The `host:port` of a `dns:` target (`dns:///host:port` or `dns:host:port`).
+fn dns_name(target: &str, rest: &str) -> Result<String, TargetError> {
+    let refused = |why| TargetError::Unusable {
+        target: target.to_string(),
+        why,
+    };
+    let name = match rest.strip_prefix("//") {
+        Some(after) => after
+            .strip_prefix('/')
+            .ok_or_else(|| refused("a DNS server of its own is not supported: dns:///host:port"))?,
+        None => rest,
+    };
+    match name.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(name.to_string())
+        }
+        _ => Err(refused("names a host and its port: dns:///host:port")),
+    }
+}
+
+/// A channel balanced over the instances `resolve` finds that accept a
+/// connection, found and tried again every `every` until the channel is
+/// dropped. tonic's balancer sends calls to an instance it was given even
+/// once that instance stops answering (each such call fails), so the ones
+/// that refuse connections are taken out here, and put back when they
+/// answer. When none answers, all are kept, so that calls fail at once
+/// rather than wait. A failed or empty lookup keeps the instances of the
+/// last one: a DNS hiccup does not cut a service off from those still up.
+pub fn resolving(what: String, every: Duration, resolve: Resolve) -> Channel {
+    let (channel, changes) = Channel::balance_channel::<SocketAddr>(16);
+    tokio::spawn(follow(what, every, resolve, changes));
+    channel
+}
+
+async fn follow(
+    what: String,
+    every: Duration,
+    resolve: Resolve,
+    changes: tokio::sync::mpsc::Sender<Change<SocketAddr, Endpoint>>,
+) {
+    let mut found = BTreeSet::new();
+    let mut given = BTreeSet::new();
+    loop {
+        match resolve().await {
+            Ok(now) if !now.is_empty() => found = now.into_iter().collect(),
+            Ok(_) => tracing::warn!(
+                target_name = %what,
+                "no instance found: calls keep going to those found last"
+            ),
+            Err(e) => tracing::warn!(
+                target_name = %what,
+                error = %e,
+                "cannot look the instances up: calls keep going to those found last"
+            ),
+        }
+        let tries = found.iter().map(|addr| async move {
+            let answered = tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(*addr)).await;
+            matches!(answered, Ok(Ok(_))).then_some(*addr)
+        });
+        let up: BTreeSet<SocketAddr> = futures_util::future::join_all(tries)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let wanted = if up.is_empty() { found.clone() } else { up };
+        let gone: Vec<_> = given.difference(&wanted).copied().collect();
+        let new: Vec<_> = wanted.difference(&given).copied().collect();
+        for addr in &gone {
+            if changes.send(Change::Remove(*addr)).await.is_err() {
+                return;
+            }
+        }
+        for addr in &new {
+            let Ok(to) = endpoint(&url_of(*addr)) else {
+                continue;
+            };
+            if changes.send(Change::Insert(*addr, to)).await.is_err() {
+                return;
+            }
+        }
+        if !gone.is_empty() || !new.is_empty() {
+            tracing::info!(
+                target_name = %what,
+                instances = wanted.len(),
+                found = found.len(),
+                "calls go to the instances that answer"
+            );
+        }
+        given = wanted;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = changes.closed() => return,
+        }
+    }
 }
 
 /// The URL of a gRPC server listening on `addr`.
@@ -324,7 +486,143 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(status_from(&mut one).await, ServingStatus::Serving as i32);
         }
+        // An instance of the list that is down gets no call: none fails.
+        let down = {
+            let (listener, addr) = bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+            drop(listener);
+            addr
+        };
+        let with_one_down = format!("{},{}", url_of(down), url_of(b));
+        let mut client = HealthClient::new(channel(&with_one_down).unwrap());
+        assert_eq!(
+            answers(&mut client, 20).await,
+            [(ServingStatus::NotServing as i32, 20)].into()
+        );
         // A URL that is not one is refused, naming nothing secret.
         assert!(channel("http://ok:1,not a url").is_err());
+        assert!(channel("http://ok:1,https://other:2").is_err());
+    }
+
+    /// A name whose addresses the test sets, as a cluster's DNS would.
+    fn names(addresses: &Arc<std::sync::Mutex<Option<Vec<SocketAddr>>>>) -> Resolve {
+        let addresses = addresses.clone();
+        Arc::new(move || {
+            let now = addresses.lock().unwrap().clone();
+            Box::pin(async move {
+                now.ok_or_else(|| std::io::Error::other("the name server does not answer"))
+            })
+        })
+    }
+
+    /// The statuses of `n` calls, by how many times each came.
+    async fn answers(
+        client: &mut HealthClient<TracedChannel>,
+        n: usize,
+    ) -> std::collections::BTreeMap<i32, usize> {
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..n {
+            *seen.entry(status_from(client).await).or_insert(0) += 1;
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn calls_to_a_name_follow_its_addresses_as_instances_come_and_go() {
+        let a = instance(ServingStatus::Serving).await;
+        let b = instance(ServingStatus::NotServing).await;
+        let (serving, not_serving) = (
+            ServingStatus::Serving as i32,
+            ServingStatus::NotServing as i32,
+        );
+        let addresses = Arc::new(std::sync::Mutex::new(Some(vec![a, b])));
+        let every = Duration::from_millis(50);
+        let channel = TracedChannel {
+            inner: resolving("guichet-test".into(), every, names(&addresses)),
+        };
+        let mut client = HealthClient::new(channel);
+        assert_eq!(
+            answers(&mut client, 40).await.len(),
+            2,
+            "both instances served"
+        );
+
+        // Instance a goes (its pod is no longer ready): calls go to b alone.
+        *addresses.lock().unwrap() = Some(vec![b]);
+        let mut only_b = false;
+        for _ in 0..100 {
+            tokio::time::sleep(every).await;
+            if answers(&mut client, 20).await == [(not_serving, 20)].into() {
+                only_b = true;
+                break;
+            }
+        }
+        assert!(only_b, "calls left the instance that went");
+
+        // An address with nothing behind it (a pod gone before the name
+        // caught up): calls go to the instance that answers, and none fails.
+        let nobody = {
+            let (listener, addr) = bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+            drop(listener);
+            addr
+        };
+        *addresses.lock().unwrap() = Some(vec![b, nobody]);
+        tokio::time::sleep(every * 4).await;
+        assert_eq!(answers(&mut client, 20).await, [(not_serving, 20)].into());
+
+        // The name server stops answering: calls keep going to b.
+        *addresses.lock().unwrap() = None;
+        tokio::time::sleep(every * 4).await;
+        assert_eq!(answers(&mut client, 10).await, [(not_serving, 10)].into());
+
+        // Instance a comes back: calls reach it again.
+        *addresses.lock().unwrap() = Some(vec![a, b]);
+        let mut both = false;
+        for _ in 0..100 {
+            tokio::time::sleep(every).await;
+            if answers(&mut client, 20).await.contains_key(&serving) {
+                both = true;
+                break;
+            }
+        }
+        assert!(both, "calls reached the instance that came back");
+    }
+
+    #[tokio::test]
+    async fn a_dns_target_is_looked_up_by_the_system_and_reaches_the_instance() {
+        let a = instance(ServingStatus::Serving).await;
+        let target = format!("dns:///localhost:{}", a.port());
+        let mut client = HealthClient::new(channel(&target).unwrap());
+        assert_eq!(
+            answers(&mut client, 5).await,
+            [(ServingStatus::Serving as i32, 5)].into()
+        );
+    }
+
+    #[test]
+    fn a_dns_target_names_a_host_and_a_port_and_no_server_of_its_own() {
+        for (target, name) in [
+            ("dns:///intake-web:50061", "intake-web:50061"),
+            (
+                "dns:intake-web.guichet.svc:50061",
+                "intake-web.guichet.svc:50061",
+            ),
+            ("dns:///[::1]:50061", "[::1]:50061"),
+        ] {
+            let rest = target.strip_prefix("dns:").unwrap();
+            assert_eq!(dns_name(target, rest).unwrap(), name, "{target}");
+        }
+        for target in [
+            "dns:///intake-web",
+            "dns:///intake-web:http",
+            "dns:///:50061",
+            "dns://10.0.0.10/intake-web:50061",
+        ] {
+            let rest = target.strip_prefix("dns:").unwrap();
+            let refused = dns_name(target, rest).unwrap_err().to_string();
+            assert!(
+                refused.starts_with(target) && refused.contains("dns:///host:port"),
+                "{refused}"
+            );
+        }
     }
 }
