@@ -130,6 +130,71 @@ async fn a_lease_has_one_holder_and_passes_on_when_its_holder_stops_renewing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_lease_has_one_holder_and_passes_on_at_once_when_its_holder_stops() {
+    let env = postgres_env().await;
+    let kit_only = Migrations {
+        postgres: &[],
+        sqlite: &[],
+    };
+    let (a_db, b_db) = (
+        instance(&env, "keepers", &kit_only).await,
+        instance(&env, "keepers", &kit_only).await,
+    );
+    let (ttl, renew) = (Duration::from_secs(2), Duration::from_millis(150));
+    let (stop_a, stop_b) = (
+        guichet_kit::shutdown::Shutdown::new(),
+        guichet_kit::shutdown::Shutdown::new(),
+    );
+    let a = Lease::new(a_db.clone(), "sweep", ttl).keep(renew, stop_a.clone());
+    let b = Lease::new(b_db.clone(), "sweep", ttl).keep(renew, stop_b.clone());
+
+    // One of them holds it; then, for a lease time and a half, never both.
+    eventually(Duration::from_secs(10), "a holder", || async {
+        (*a.borrow() || *b.borrow()).then_some(())
+    })
+    .await;
+    let (mut samples, mut both) = (0, 0);
+    let watched = std::time::Instant::now();
+    while watched.elapsed() < ttl * 3 / 2 {
+        if *a.borrow() && *b.borrow() {
+            both += 1;
+        }
+        samples += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(both, 0, "two holders in {samples} looks");
+    let (holder_stop, mut other) = if *a.borrow() {
+        (stop_a.clone(), b.clone())
+    } else {
+        (stop_b.clone(), a.clone())
+    };
+    assert!(!*other.borrow_and_update());
+
+    // The holder stops cleanly: the other one is told it holds the lease
+    // at its next renewal, not once the lease has run out.
+    let stopped = std::time::Instant::now();
+    holder_stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), other.wait_for(|held| *held))
+        .await
+        .expect("the lease passed on")
+        .unwrap();
+    eprintln!(
+        "lease: passed on {:?} after its holder stopped",
+        stopped.elapsed()
+    );
+    assert_eq!(
+        count(&a_db, "SELECT count(*) FROM leases WHERE name = 'sweep'").await,
+        1
+    );
+
+    stop_a.cancel();
+    stop_b.cancel();
+    a_db.close().await;
+    b_db.close().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_sending_expiry_alerts_at_once_send_each_alert_once() {
     const TITLES: usize = 120;
     let env = postgres_env().await;

@@ -166,33 +166,25 @@ async fn sweep_forever(
     metrics: Metrics,
     shutdown: Shutdown,
 ) {
-    // Several instances share the database: one sweeps at a time.
-    let lease = Lease::new(
-        store.db().clone(),
-        "instruction-sweep",
-        lease::ttl_for(every),
-    );
-    let mut holding = false;
+    // Several instances share the database: one sweeps at a time, and
+    // another starts as soon as the lease comes to it.
+    let lease = Lease::new(store.db().clone(), "instruction-sweep", lease::TTL);
+    let holder = lease.holder().to_string();
+    let mut held = lease.keep(lease::RENEW_EVERY, shutdown.clone());
     loop {
-        match lease.hold().await {
-            Ok(held) => {
-                if held != holding {
-                    tracing::info!(holder = lease.holder(), held, "instruction sweep lease");
-                    holding = held;
-                }
-                if held {
-                    sweep_once(&store, &clock, &wake, &alert_offsets, hold_idle, &metrics).await;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot ask for the sweep lease, will retry"),
+        if *held.borrow_and_update() {
+            sweep_once(&store, &clock, &wake, &alert_offsets, hold_idle, &metrics).await;
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            changed = held.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                tracing::info!(holder, held = *held.borrow(), "instruction sweep lease");
+            }
             _ = shutdown.cancelled() => break,
         }
-    }
-    if holding && let Err(e) = lease.release().await {
-        tracing::debug!(error = %e, "sweep lease not given up; it runs out by itself");
     }
 }
 

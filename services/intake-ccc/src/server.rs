@@ -201,31 +201,30 @@ impl CallCentreService {
 /// stays safe to repeat, a report already escalated being left alone. Every
 /// instance samples its own figures.
 async fn watch_deadlines(service: CallCentreService, every: Duration, shutdown: Shutdown) {
-    let lease = Lease::new(
-        service.reports.db().clone(),
-        "report-deadlines",
-        lease::ttl_for(every),
-    );
+    let lease = Lease::new(service.reports.db().clone(), "report-deadlines", lease::TTL);
+    let mut held = lease.keep(lease::RENEW_EVERY, shutdown.clone());
     loop {
         let (now, today) = (service.clock().now(), service.clock().today());
-        match lease.hold().await {
-            Ok(true) => match service.reports.escalate_overdue(now, today).await {
+        if *held.borrow_and_update() {
+            match service.reports.escalate_overdue(now, today).await {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(escalated = n, "reports past their deadline escalated"),
                 Err(e) => tracing::warn!(error = %e, "cannot escalate overdue reports, will retry"),
-            },
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot ask for the deadlines lease, will retry"),
+            }
         }
         if let Err(e) = service.sample().await {
             tracing::debug!(error = %e, "cannot sample the report figures");
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            changed = held.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
             _ = shutdown.cancelled() => break,
         }
     }
-    let _ = lease.release().await;
 }
 
 fn invalid(field: &str, problem: &str) -> Status {

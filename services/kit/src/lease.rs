@@ -1,9 +1,11 @@
 //! One instance at a time for a service's periodic work. Several instances of
 //! a service share its database; a sweep or a clock (attestations due, expiry
 //! alerts, overdue reports) is done by the instance that holds its named
-//! lease, a row in the service's own schema. The holder renews the lease at
-//! each round; an instance that dies stops renewing, and once the lease has
-//! run out the next instance to ask takes it over.
+//! lease, a row in the service's own schema. A task of the holder's renews
+//! it every `RENEW_EVERY`, whatever the work is doing; an instance that dies
+//! stops renewing, and once the lease has run out (`TTL`) the next instance
+//! to ask takes it over and starts its round at once. So the work moves on
+//! within half a minute, however long the pause between its rounds.
 //!
 //! A lease is a row, not a PostgreSQL advisory lock, so it works the same
 //! through a pooler in transaction mode (where a session lock would be held
@@ -15,7 +17,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use crate::db::Database;
+use crate::shutdown::Shutdown;
 use crate::sql::{Backend, Stmt};
 
 /// A named lease as one instance asks for it.
@@ -95,6 +100,48 @@ impl Lease {
     }
 }
 
+/// How often a kept lease is renewed, or asked for by an instance that does
+/// not hold it.
+pub const RENEW_EVERY: Duration = Duration::from_secs(10);
+
+/// How long a kept lease lasts unrenewed: three renewals, so one slow
+/// renewal does not hand the work over.
+pub const TTL: Duration = Duration::from_secs(30);
+
+impl Lease {
+    /// Keeps asking for the lease every `renew_every` until `shutdown`, then
+    /// gives it up if held. The answer says, at each moment, whether this
+    /// instance holds it; it changes when the lease changes hands, so the
+    /// work can start at once. A renewal that fails counts as not held: the
+    /// work pauses rather than risk running beside another holder for long.
+    pub fn keep(self, renew_every: Duration, shutdown: Shutdown) -> watch::Receiver<bool> {
+        let (held_now, held) = watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let held = match self.hold().await {
+                    Ok(held) => held,
+                    Err(e) => {
+                        tracing::warn!(lease = self.name, error = %e, "cannot renew the lease, will retry");
+                        false
+                    }
+                };
+                held_now.send_if_modified(|was| std::mem::replace(was, held) != held);
+                tokio::select! {
+                    _ = tokio::time::sleep(renew_every) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+            if *held_now.borrow()
+                && let Err(e) = self.release().await
+            {
+                tracing::debug!(lease = self.name, error = %e, "lease not given up; it runs out by itself");
+            }
+            held_now.send_replace(false);
+        });
+        held
+    }
+}
+
 /// Host, process and a number unique in the process: two instances started
 /// in one process (the tests do) are still two holders.
 fn instance_id() -> String {
@@ -108,21 +155,4 @@ fn instance_id() -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-/// The lease time for work repeated every `every`: three rounds, so one slow
-/// round does not hand the work over, and at least 30 seconds.
-pub fn ttl_for(every: Duration) -> Duration {
-    (every * 3).max(Duration::from_secs(30))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_lease_outlasts_three_rounds_and_half_a_minute() {
-        assert_eq!(ttl_for(Duration::from_secs(1)), Duration::from_secs(30));
-        assert_eq!(ttl_for(Duration::from_secs(60)), Duration::from_secs(180));
-    }
 }
