@@ -18,6 +18,9 @@ use tracing::Instrument as _;
 #[derive(Debug, Clone)]
 pub struct TracedChannel {
     inner: Channel,
+    /// For a balanced channel: told when a call could not reach an
+    /// instance, so the instances are tried again at once.
+    recheck: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl tower::Service<http::Request<tonic::body::Body>> for TracedChannel {
@@ -55,9 +58,15 @@ impl tower::Service<http::Request<tonic::body::Body>> for TracedChannel {
             }
         }
         let call = self.inner.call(request);
+        let recheck = self.recheck.clone();
         Box::pin(
             async move {
                 let response = call.await;
+                if response.is_err()
+                    && let Some(recheck) = recheck
+                {
+                    recheck.notify_one();
+                }
                 if let Ok(r) = &response
                     && let Some(code) = r.headers().get("grpc-status")
                 {
@@ -127,19 +136,23 @@ fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
 ///   headless Service.
 pub fn channel(url: &str) -> Result<TracedChannel, TargetError> {
     let url = url.trim();
-    let inner = if let Some(rest) = url.strip_prefix("dns:") {
-        let name = dns_name(url, rest)?;
-        resolving(url.to_string(), RESOLVE_EVERY, system_resolver(vec![name]))
+    let names = if let Some(rest) = url.strip_prefix("dns:") {
+        vec![dns_name(url, rest)?]
     } else if url.contains(',') {
-        let names = url
-            .split(',')
+        url.split(',')
             .map(|one| host_and_port(one.trim()))
-            .collect::<Result<Vec<_>, _>>()?;
-        resolving(url.to_string(), RESOLVE_EVERY, system_resolver(names))
+            .collect::<Result<Vec<_>, _>>()?
     } else {
-        endpoint(url)?.connect_lazy()
+        return Ok(TracedChannel {
+            inner: endpoint(url)?.connect_lazy(),
+            recheck: None,
+        });
     };
-    Ok(TracedChannel { inner })
+    Ok(resolving(
+        url.to_string(),
+        RESOLVE_EVERY,
+        system_resolver(names),
+    ))
 }
 
 /// The `host:port` of one URL of a list (`http://host:port`).
@@ -180,23 +193,32 @@ fn dns_name(target: &str, rest: &str) -> Result<String, TargetError> {
 
 /// A channel balanced over the instances `resolve` finds that accept a
 /// connection, found and tried again every `every` until the channel is
-/// dropped. tonic's balancer sends calls to an instance it was given even
+/// dropped, and at once when a call could not reach its instance. tonic's balancer sends calls to an instance it was given even
 /// once that instance stops answering (each such call fails), so the ones
 /// that refuse connections are taken out here, and put back when they
 /// answer. When none answers, all are kept, so that calls fail at once
 /// rather than wait. A failed or empty lookup keeps the instances of the
 /// last one: a DNS hiccup does not cut a service off from those still up.
-pub fn resolving(what: String, every: Duration, resolve: Resolve) -> Channel {
-    let (channel, changes) = Channel::balance_channel::<SocketAddr>(16);
-    tokio::spawn(follow(what, every, resolve, changes));
-    channel
+pub fn resolving(what: String, every: Duration, resolve: Resolve) -> TracedChannel {
+    let (inner, changes) = Channel::balance_channel::<SocketAddr>(16);
+    let recheck = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(follow(what, every, resolve, changes, recheck.clone()));
+    TracedChannel {
+        inner,
+        recheck: Some(recheck),
+    }
 }
+
+/// The least time between two rounds, however often calls fail: a burst of
+/// failed calls makes one more round, not one each.
+const RECHECK_AT_MOST_EVERY: Duration = Duration::from_millis(200);
 
 async fn follow(
     what: String,
     every: Duration,
     resolve: Resolve,
     changes: tokio::sync::mpsc::Sender<Change<SocketAddr, Endpoint>>,
+    recheck: Arc<tokio::sync::Notify>,
 ) {
     let mut found = BTreeSet::new();
     let mut given = BTreeSet::new();
@@ -249,6 +271,10 @@ async fn follow(
         given = wanted;
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
+            _ = async {
+                tokio::time::sleep(RECHECK_AT_MOST_EVERY.min(every)).await;
+                recheck.notified().await
+            } => {}
             _ = changes.closed() => return,
         }
     }
@@ -536,9 +562,7 @@ mod tests {
         );
         let addresses = Arc::new(std::sync::Mutex::new(Some(vec![a, b])));
         let every = Duration::from_millis(50);
-        let channel = TracedChannel {
-            inner: resolving("guichet-test".into(), every, names(&addresses)),
-        };
+        let channel = resolving("guichet-test".into(), every, names(&addresses));
         let mut client = HealthClient::new(channel);
         assert_eq!(
             answers(&mut client, 40).await.len(),
@@ -585,6 +609,64 @@ mod tests {
             }
         }
         assert!(both, "calls reached the instance that came back");
+    }
+
+    #[tokio::test]
+    async fn a_call_that_cannot_reach_its_instance_makes_the_caller_try_them_again_at_once() {
+        let a = instance(ServingStatus::Serving).await;
+        let (listener, b) = bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter
+            .set_service_status("instance", ServingStatus::NotServing)
+            .await;
+        let stop_b = tokio_util::sync::CancellationToken::new();
+        let b_server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    stop_b.clone().cancelled_owned(),
+                ),
+        );
+        // Looked up once an hour: only a failed call can make it look again.
+        let addresses = Arc::new(std::sync::Mutex::new(Some(vec![a, b])));
+        let channel = resolving(
+            "guichet-test".into(),
+            Duration::from_secs(3600),
+            names(&addresses),
+        );
+        let mut client = HealthClient::new(channel);
+        assert_eq!(
+            answers(&mut client, 40).await.len(),
+            2,
+            "both instances served"
+        );
+
+        stop_b.cancel();
+        b_server.await.unwrap().unwrap();
+        let mut failed = 0;
+        let mut from_a_in_a_row = 0;
+        for _ in 0..200 {
+            let request = HealthCheckRequest {
+                service: "instance".into(),
+            };
+            match client.check(request).await {
+                Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => {
+                    from_a_in_a_row += 1
+                }
+                Ok(_) => from_a_in_a_row = 0,
+                Err(_) => {
+                    failed += 1;
+                    from_a_in_a_row = 0;
+                }
+            }
+            if from_a_in_a_row == 20 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(from_a_in_a_row, 20, "calls left the instance that stopped");
+        eprintln!("calls failed before the caller left the stopped instance: {failed}");
     }
 
     #[tokio::test]
