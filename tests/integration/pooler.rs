@@ -162,6 +162,24 @@ impl Pooler {
     }
 }
 
+/// A service's database opened through the pooler database of `schema`, as
+/// an instance opens it at start.
+async fn open_through(
+    pooler: &Pooler,
+    env: &TestEnv,
+    schema: &str,
+    migrations: &Migrations,
+) -> Result<Database, DbError> {
+    Database::open(
+        Some(&pooler.url(schema)),
+        &env.data_dir,
+        schema,
+        2,
+        migrations,
+    )
+    .await
+}
+
 /// A column of a row of the admin console, as a number.
 fn number(row: &BTreeMap<String, String>, column: &str) -> u64 {
     row.get(column)
@@ -307,15 +325,9 @@ async fn a_lease_through_pgbouncer_has_one_holder_and_is_given_up_on_a_clean_sto
         sqlite: &[],
     };
     let open = || async {
-        Database::open(
-            Some(&pooler.url("leases")),
-            &env.data_dir,
-            "leases",
-            4,
-            &kit_only,
-        )
-        .await
-        .expect("open through the pooler")
+        open_through(&pooler, &env, "leases", &kit_only)
+            .await
+            .expect("open through the pooler")
     };
     let (a_db, b_db) = tokio::join!(open(), open());
     let ttl = Duration::from_secs(30);
@@ -349,13 +361,11 @@ async fn a_lease_through_pgbouncer_has_one_holder_and_is_given_up_on_a_clean_sto
 async fn four_instances_starting_at_once_through_pgbouncer_migrate_one_at_a_time() {
     let env = TestEnv::new().await;
     let pooler = Pooler::start(&env, &["instruction"]);
-    let url = pooler.url("instruction");
     let open = || {
-        Database::open(
-            Some(&url),
-            &env.data_dir,
+        open_through(
+            &pooler,
+            &env,
             "instruction",
-            2,
             &guichet_instruction::server::MIGRATIONS,
         )
     };
