@@ -19,6 +19,7 @@ pub mod error;
 pub mod extract;
 pub mod grpc_access;
 pub mod grpc_proxy;
+mod head_deadline;
 pub mod health;
 pub mod openapi;
 pub mod ops;

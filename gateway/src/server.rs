@@ -278,9 +278,15 @@ pub async fn start(
     Ok(Running { http_addr, tasks })
 }
 
-/// A client must have sent a request's head within this time, or its
-/// connection is closed: a slow sender cannot hold connections open.
+/// A client must have sent a request's head within this time of its first
+/// byte (of connecting, for the first request), or its connection is
+/// closed: a slow sender cannot hold connections open.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an HTTP/1.1 connection may wait, idle, for its next request:
+/// longer than the proxies and clients that keep connections (nginx 60 s,
+/// most HTTP clients 90 s) wait before reusing one, so the gateway is not
+/// closing a connection just as a request is sent on it.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(100);
 /// How long open requests may run on after shutdown is asked.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -294,10 +300,12 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: Shutdow
     use hyper_util::service::TowerToHyperService;
 
     let mut builder = Builder::new(TokioExecutor::new());
+    // hyper's one clock runs from the moment a connection waits for a
+    // request, so it is the idle time; `HeadDeadline` times the head itself.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(IDLE_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
@@ -326,11 +334,22 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: Shutdow
             },
         ));
         tokio::spawn(async move {
-            if !protocol_known_in_time(&stream, HEADER_READ_TIMEOUT).await {
-                return;
-            }
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(connection).await {
+            let ended = match protocol_in_time(&stream, HEADER_READ_TIMEOUT).await {
+                None => return,
+                Some(Protocol::Http1) => {
+                    let stream =
+                        crate::head_deadline::HeadDeadline::new(stream, HEADER_READ_TIMEOUT);
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection).await
+                }
+                Some(Protocol::Http2) => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection).await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
@@ -347,7 +366,13 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: Shutdow
 /// hyper's timeout starts once it knows the protocol, and it knows it from
 /// the first bytes (the HTTP/2 preface or not): a connection that sends
 /// nothing, or a preface cut short, is closed here after the same time.
-async fn protocol_known_in_time(stream: &tokio::net::TcpStream, within: Duration) -> bool {
+enum Protocol {
+    Http1,
+    /// HTTP/2 with prior knowledge (gRPC): its frames have no heads to time.
+    Http2,
+}
+
+async fn protocol_in_time(stream: &tokio::net::TcpStream, within: Duration) -> Option<Protocol> {
     const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
     let deadline = tokio::time::Instant::now() + within;
     let mut buf = [0u8; 24];
@@ -355,17 +380,20 @@ async fn protocol_known_in_time(stream: &tokio::net::TcpStream, within: Duration
         let peeked = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
             Ok(Ok(n)) => n,
             // Closed, broken, or silent until the deadline.
-            Ok(Err(_)) | Err(_) => return false,
+            Ok(Err(_)) | Err(_) => return None,
         };
         if peeked == 0 {
-            return false;
+            return None;
         }
-        if peeked >= H2_PREFACE.len() || buf[..peeked] != H2_PREFACE[..peeked] {
-            return true;
+        if buf[..peeked] != H2_PREFACE[..peeked] {
+            return Some(Protocol::Http1);
+        }
+        if peeked >= H2_PREFACE.len() {
+            return Some(Protocol::Http2);
         }
         // A prefix of the preface so far: wait for more bytes to come.
         if tokio::time::Instant::now() >= deadline {
-            return false;
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -840,6 +840,78 @@ async fn a_request_head_not_finished_in_time_closes_the_connection() {
     common::stop(app, env).await;
 }
 
+/// Reads one answer of a kept-alive connection: its head, and the body its
+/// `content-length` gives.
+async fn one_answer(stream: &mut tokio::net::TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(20), stream.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .expect("the connection still open");
+        assert!(
+            n > 0,
+            "closed before the answer: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return text;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_idle_longer_than_a_head_may_take_is_still_answered() {
+    let env = TestEnv::on(Backend::Embedded).await;
+    let app = App::builder(&env.config()).only(&["gateway"]).start().await;
+    let limit = guichet_gateway::server::HEADER_READ_TIMEOUT;
+    let request = b"GET /healthz HTTP/1.1\r\nHost: guichet\r\n\r\n";
+    let mut stream = tokio::net::TcpStream::connect(app.mesh.http_addr)
+        .await
+        .unwrap();
+    stream.write_all(request).await.unwrap();
+    assert!(one_answer(&mut stream).await.starts_with("HTTP/1.1 200"));
+
+    // Idle for longer than a head may take, as a proxy's or a client's kept
+    // connection is between two requests: the next request is answered.
+    tokio::time::sleep(limit + Duration::from_secs(2)).await;
+    stream.write_all(request).await.unwrap();
+    assert!(one_answer(&mut stream).await.starts_with("HTTP/1.1 200"));
+
+    // A head begun on it and never finished still closes it in time.
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: guichet\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+        "still open after 30 s"
+    );
+    assert!(
+        started.elapsed() < limit + Duration::from_secs(3),
+        "an unfinished head held the connection {:?}",
+        started.elapsed()
+    );
+    common::stop(app, env).await;
+}
+
 /// A gateway at capacity refuses at once, with `Retry-After`, instead of
 /// queueing: one filing whose body is still coming holds the only place;
 /// health still answers; once it completes, requests are served again.
