@@ -86,6 +86,19 @@ impl<S> HeadDeadline<S> {
     }
 }
 
+impl<S> HeadDeadline<S> {
+    /// An answer going out (`data` its first bytes): the request it answers
+    /// has had its head, and the next bytes read begin a new one. Not so for
+    /// an interim answer (`100 Continue`, which a client sending a large
+    /// body with `Expect` waits for): the body comes after it.
+    fn answering(&mut self, data: &[u8], written: &Poll<io::Result<usize>>) {
+        let interim = data.starts_with(b"HTTP/1.1 1") || data.starts_with(b"HTTP/1.0 1");
+        if matches!(written, Poll::Ready(Ok(n)) if *n > 0) && self.turn == Turn::Rest && !interim {
+            self.turn = Turn::BetweenRequests;
+        }
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for HeadDeadline<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -124,11 +137,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadDeadline<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.inner).poll_write(cx, data);
-        // An answer going out: the request it answers has its head, and the
-        // next bytes read begin a new one.
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) && this.turn == Turn::Rest {
-            this.turn = Turn::BetweenRequests;
-        }
+        this.answering(data, &written);
         written
     }
 
@@ -147,9 +156,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadDeadline<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(written, Poll::Ready(Ok(n)) if n > 0) && this.turn == Turn::Rest {
-            this.turn = Turn::BetweenRequests;
-        }
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        this.answering(first, &written);
         written
     }
 
@@ -210,6 +221,41 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         drop(next.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_body_sent_after_100_continue_is_not_taken_for_a_head() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut server = HeadDeadline::new(server, WITHIN);
+        client
+            .write_all(
+                b"POST / HTTP/1.1\r\nHost: g\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        assert!(read_some(&mut server).await.unwrap() > 0);
+        server
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .unwrap();
+        // The body comes slowly, and holds no blank line: still no error.
+        let body = tokio::spawn(async move {
+            for byte in [b"a", b"b", b"c", b"d"] {
+                tokio::time::sleep(WITHIN).await;
+                client.write_all(byte).await.unwrap();
+            }
+            client
+        });
+        let mut got = 0;
+        while got < 4 {
+            got += read_some(&mut server).await.expect("the body is not timed");
+        }
+        let _client = body.await.unwrap();
+        server
+            .write_all(b"HTTP/1.1 201 Created\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(server.turn, Turn::BetweenRequests);
     }
 
     #[tokio::test]
