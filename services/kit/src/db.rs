@@ -72,9 +72,18 @@ impl Database {
     ) -> Result<Self, DbError> {
         match database_url {
             Some(url) => {
-                let pool = postgres_pool(url, schema, pool_size).await?;
-                migrate_postgres(url, schema, &pool, migrations.postgres).await?;
-                Ok(Database::Postgres(pool))
+                // One connection of its own creates the schema, then holds
+                // the migration lock while the pool migrates.
+                let options = PgConnectOptions::from_str(url).map_err(DbError::BadUrl)?;
+                let mut own = create_schema(&options, schema).await?;
+                let migrated = match pool_in_schema(options, schema, pool_size).await {
+                    Ok(pool) => migrate_postgres(&mut own, schema, &pool, migrations.postgres)
+                        .await
+                        .map(|()| pool),
+                    Err(e) => Err(e),
+                };
+                let _ = own.close().await;
+                Ok(Database::Postgres(migrated?))
             }
             None => {
                 std::fs::create_dir_all(data_dir)
@@ -119,7 +128,17 @@ pub async fn postgres_pool(
     max_connections: u32,
 ) -> Result<PgPool, DbError> {
     let options = PgConnectOptions::from_str(url).map_err(DbError::BadUrl)?;
-    let mut conn = sqlx::PgConnection::connect_with(&options)
+    let _ = create_schema(&options, schema).await?.close().await;
+    pool_in_schema(options, schema, max_connections).await
+}
+
+/// Creates `schema` if it is not there yet, on a connection of its own,
+/// which it hands back.
+async fn create_schema(
+    options: &PgConnectOptions,
+    schema: &str,
+) -> Result<sqlx::PgConnection, DbError> {
+    let mut conn = sqlx::PgConnection::connect_with(options)
         .await
         .map_err(DbError::Connect)?;
     let create = format!(
@@ -134,7 +153,15 @@ pub async fn postgres_pool(
             source,
         });
     }
-    let _ = conn.close().await;
+    Ok(conn)
+}
+
+/// A pool of `options` whose connections see only `schema`, which exists.
+async fn pool_in_schema(
+    options: PgConnectOptions,
+    schema: &str,
+    max_connections: u32,
+) -> Result<PgPool, DbError> {
     // Named after the service, so `pg_stat_activity` says who holds what.
     let options = options
         .application_name(&application_name(schema))
@@ -152,6 +179,8 @@ pub async fn postgres_pool(
         .fetch_one(&pool)
         .await
         .map_err(DbError::Connect)?;
+    // NULL: no schema of the search path exists. Refused below all the
+    // same, the service's schema never being the empty name.
     let found = found.unwrap_or_default();
     if found != schema {
         pool.close().await;
@@ -167,14 +196,14 @@ pub async fn postgres_pool(
 const MIGRATION_LOCK_RETRY: Duration = Duration::from_millis(200);
 
 /// Runs the migrations while holding a transaction-scoped advisory lock on
-/// its own connection, so that instances starting together migrate one at a
-/// time. sqlx's own lock is session-scoped, and through a pooler in
-/// transaction mode its unlock may reach another server connection than its
-/// lock did; a transaction keeps one server connection until it ends. The
-/// lock is tried rather than waited for, so an instance waiting for it holds
-/// no server connection of the pooler's.
+/// `conn`, a connection apart from the pool, so that instances starting
+/// together migrate one at a time. sqlx's own lock is session-scoped, and
+/// through a pooler in transaction mode its unlock may reach another server
+/// connection than its lock did; a transaction keeps one server connection
+/// until it ends. The lock is tried rather than waited for, so an instance
+/// waiting for it holds no server connection of the pooler's.
 async fn migrate_postgres(
-    url: &str,
+    conn: &mut sqlx::PgConnection,
     schema: &str,
     pool: &PgPool,
     own: &[&'static Migrator],
@@ -183,10 +212,6 @@ async fn migrate_postgres(
         schema: schema.to_string(),
         source,
     };
-    let options = PgConnectOptions::from_str(url).map_err(DbError::BadUrl)?;
-    let mut conn = sqlx::PgConnection::connect_with(&options)
-        .await
-        .map_err(DbError::Connect)?;
     let key = format!("guichet.migrations.{schema}");
     let lock = loop {
         let mut tx = conn.begin().await.map_err(lock_failed)?;
@@ -204,7 +229,6 @@ async fn migrate_postgres(
     let ran = run(pool, &KIT_POSTGRES, own, false).await;
     // Ending the transaction gives the lock up, whatever the migrations did.
     let _ = lock.rollback().await;
-    let _ = conn.close().await;
     ran
 }
 
