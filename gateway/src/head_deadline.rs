@@ -109,8 +109,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for HeadDeadline<S> {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                let filled = buf.filled()[before..].to_vec();
-                this.saw(&filled);
+                // Bodies pass untouched: only a head's bytes are looked at.
+                if this.turn != Turn::Rest {
+                    this.saw(&buf.filled()[before..]);
+                }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
