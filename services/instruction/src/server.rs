@@ -7,7 +7,7 @@ use std::time::Duration;
 use guichet_kit::bus::{INSTRUCTION_QUEUE, consume_batches};
 use guichet_kit::clock::SharedClock;
 use guichet_kit::db::Migrations;
-use guichet_kit::lease::{self, Lease};
+use guichet_kit::lease;
 use guichet_kit::metrics::ServiceLabels;
 use guichet_kit::outbox::OutboxRelay;
 use guichet_kit::service::{self, Listen, Running, Shared, StartError, Tasks};
@@ -168,24 +168,20 @@ async fn sweep_forever(
 ) {
     // Several instances share the database: one sweeps at a time, and
     // another starts as soon as the lease comes to it.
-    let lease = Lease::new(store.db().clone(), "instruction-sweep", lease::TTL);
-    let holder = lease.holder().to_string();
-    let mut held = lease.keep(lease::RENEW_EVERY, shutdown.clone());
-    loop {
-        if *held.borrow_and_update() {
-            sweep_once(&store, &clock, &wake, &alert_offsets, hold_idle, &metrics).await;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            changed = held.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                tracing::info!(holder, held = *held.borrow(), "instruction sweep lease");
+    let (store, clock, wake, alert_offsets, metrics) =
+        (&store, &clock, &*wake, &alert_offsets[..], &metrics);
+    lease::in_rounds(
+        store.db().clone(),
+        "instruction-sweep",
+        every,
+        shutdown,
+        |held| async move {
+            if held {
+                sweep_once(store, clock, wake, alert_offsets, hold_idle, metrics).await;
             }
-            _ = shutdown.cancelled() => break,
-        }
-    }
+        },
+    )
+    .await;
 }
 
 /// One round of the sweep. Every step is safe to repeat: an alert is marked

@@ -12,7 +12,7 @@ use guichet_intake::{Intake, prepare_channel};
 use guichet_kit::clock::SharedClock;
 use guichet_kit::db::Migrations;
 use guichet_kit::grpc::TracedChannel;
-use guichet_kit::lease::{self, Lease};
+use guichet_kit::lease;
 use guichet_kit::metrics::GaugeF64;
 use guichet_kit::service::{Listen, Running, Shared, StartError, Tasks, client_channel};
 use guichet_kit::shutdown::Shutdown;
@@ -201,30 +201,29 @@ impl CallCentreService {
 /// stays safe to repeat, a report already escalated being left alone. Every
 /// instance samples its own figures.
 async fn watch_deadlines(service: CallCentreService, every: Duration, shutdown: Shutdown) {
-    let lease = Lease::new(service.reports.db().clone(), "report-deadlines", lease::TTL);
-    let mut held = lease.keep(lease::RENEW_EVERY, shutdown.clone());
-    loop {
-        let (now, today) = (service.clock().now(), service.clock().today());
-        if *held.borrow_and_update() {
-            match service.reports.escalate_overdue(now, today).await {
-                Ok(0) => {}
-                Ok(n) => tracing::warn!(escalated = n, "reports past their deadline escalated"),
-                Err(e) => tracing::warn!(error = %e, "cannot escalate overdue reports, will retry"),
-            }
-        }
-        if let Err(e) = service.sample().await {
-            tracing::debug!(error = %e, "cannot sample the report figures");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            changed = held.changed() => {
-                if changed.is_err() {
-                    break;
+    let service = &service;
+    lease::in_rounds(
+        service.reports.db().clone(),
+        "report-deadlines",
+        every,
+        shutdown,
+        |held| async move {
+            if held {
+                let (now, today) = (service.clock().now(), service.clock().today());
+                match service.reports.escalate_overdue(now, today).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(escalated = n, "reports past their deadline escalated"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot escalate overdue reports, will retry")
+                    }
                 }
             }
-            _ = shutdown.cancelled() => break,
-        }
-    }
+            if let Err(e) = service.sample().await {
+                tracing::debug!(error = %e, "cannot sample the report figures");
+            }
+        },
+    )
+    .await;
 }
 
 fn invalid(field: &str, problem: &str) -> Status {

@@ -193,10 +193,10 @@ fn dns_name(target: &str, rest: &str) -> Result<String, TargetError> {
 
 /// A channel balanced over the instances `resolve` finds that accept a
 /// connection, found and tried again every `every` until the channel is
-/// dropped, and at once when a call could not reach its instance. tonic's balancer sends calls to an instance it was given even
-/// once that instance stops answering (each such call fails), so the ones
-/// that refuse connections are taken out here, and put back when they
-/// answer. When none answers, all are kept, so that calls fail at once
+/// dropped, and at once when a call could not reach its instance. tonic's
+/// balancer sends calls to an instance it was given even once that instance
+/// stops answering (each such call fails), so the ones that refuse
+/// connections are taken out here, and put back when they answer. When none answers, all are kept, so that calls fail at once
 /// rather than wait. A failed or empty lookup keeps the instances of the
 /// last one: a DNS hiccup does not cut a service off from those still up.
 pub fn resolving(what: String, every: Duration, resolve: Resolve) -> TracedChannel {

@@ -142,6 +142,39 @@ impl Lease {
     }
 }
 
+/// A service's periodic work under the lease `name` of `db`: `round(held)`
+/// runs at start, then every `every`, and at once whenever the lease changes
+/// hands, until `shutdown`. `held` says whether this instance holds the
+/// lease now; what only one instance may do runs only then.
+pub async fn in_rounds<F, Fut>(
+    db: Database,
+    name: &'static str,
+    every: Duration,
+    shutdown: Shutdown,
+    mut round: F,
+) where
+    F: FnMut(bool) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let lease = Lease::new(db, name, TTL);
+    let holder = lease.holder().to_string();
+    let mut held = lease.keep(RENEW_EVERY, shutdown.clone());
+    loop {
+        let now_held = *held.borrow_and_update();
+        round(now_held).await;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            changed = held.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                tracing::info!(lease = name, holder, held = *held.borrow(), "lease changed hands");
+            }
+            _ = shutdown.cancelled() => break,
+        }
+    }
+}
+
 /// Host, process and a number unique in the process: two instances started
 /// in one process (the tests do) are still two holders.
 fn instance_id() -> String {
