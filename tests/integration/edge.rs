@@ -922,29 +922,43 @@ async fn a_gateway_at_capacity_refuses_at_once_and_recovers() {
     config.max_in_flight = 1;
     let app = App::builder(&config).only(ONLINE).start().await;
     let body = serde_json::to_vec(&example("renewal-employee.json")).unwrap();
-    let (send, receive) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
-    send.send(Ok(body[..10].to_vec())).await.unwrap();
-    let slow = tokio::spawn({
-        let http = app.http.clone();
-        let url = format!("{}/api/v1/dossiers", app.base);
-        async move {
-            let stream = futures_util::stream::unfold(receive, |mut r| async move {
-                r.recv().await.map(|chunk| (chunk, r))
-            });
-            http.post(url)
-                .header("content-type", "application/json")
-                .body(reqwest::Body::wrap_stream(stream))
-                .send()
-                .await
-                .unwrap()
-                .status()
+    // The filing that is to hold the place may itself be refused, when a
+    // look below takes the place first: it is then sent again.
+    let mut attempts = 0;
+    let (send, slow, refused) = loop {
+        attempts += 1;
+        assert!(attempts <= 5, "the filing never held the place");
+        let (send, receive) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+        send.send(Ok(body[..10].to_vec())).await.unwrap();
+        let slow = tokio::spawn({
+            let http = app.http.clone();
+            let url = format!("{}/api/v1/dossiers", app.base);
+            async move {
+                let stream = futures_util::stream::unfold(receive, |mut r| async move {
+                    r.recv().await.map(|chunk| (chunk, r))
+                });
+                http.post(url)
+                    .header("content-type", "application/json")
+                    .body(reqwest::Body::wrap_stream(stream))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            }
+        });
+        let refused = common::eventually(Duration::from_secs(20), "the place taken", || async {
+            if slow.is_finished() {
+                return Some(None);
+            }
+            let r = app.get("/api/openapi.json").await;
+            (r.status() == 503).then_some(Some(r))
+        })
+        .await;
+        if let Some(refused) = refused {
+            break (send, slow, refused);
         }
-    });
-    let refused = common::eventually(Duration::from_secs(20), "the place taken", || async {
-        let r = app.get("/api/openapi.json").await;
-        (r.status() == 503).then_some(r)
-    })
-    .await;
+        assert_eq!(slow.await.unwrap(), 503, "refused, not served, while taken");
+    };
     assert_eq!(refused.headers()["retry-after"], "1");
     let problem: Value = refused.json().await.unwrap();
     assert!(problem.to_string().contains("capacity"), "{problem}");
