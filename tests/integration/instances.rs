@@ -309,20 +309,27 @@ async fn a_bus_given_several_broker_nodes_publishes_through_one_that_is_up() {
     use guichet_kit::bus::{AmqpBus, Bus, INSTRUCTION_QUEUE};
     let env = postgres_env().await;
     let live = env.amqp_url.clone().unwrap();
-    // A node that refuses connections (nothing listens there), then the
+    // A node that takes TCP connections and never answers (a host whose
+    // broker hangs), one that refuses them (nothing listens there), then the
     // broker: the services take the nodes of a cluster in one variable.
-    let dead = format!(
-        "amqp://guest:guest@127.0.0.1:{}/{}",
-        common::free_port(),
-        env.name
-    );
-    let bus = AmqpBus::new(&format!("{dead},{live}"), "cluster-test", 3);
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let node = |port: u16| format!("amqp://guest:guest@127.0.0.1:{port}/{}", env.name);
+    let (silent, dead) = (node(silent_port), node(common::free_port()));
+    let bus = AmqpBus::new(&format!("{silent},{dead},{live}"), "cluster-test", 3);
     let messages: Vec<_> = (0..5).map(|_| dossier_message().1).collect();
     for (i, r) in bus.publish(&messages).await.into_iter().enumerate() {
         r.unwrap_or_else(|e| panic!("message {i}: {e}"));
     }
     assert_eq!(bus.queue_depth(INSTRUCTION_QUEUE).await.unwrap(), 5);
     bus.close().await;
+    held.abort();
     env.cleanup().await;
 }
 

@@ -37,9 +37,15 @@ use super::{
 
 /// Longest wait for the broker's confirms of one batch before giving up on it.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(15);
-/// Longest wait to connect and declare the topology. Without it a broker that
-/// accepts TCP but never answers would hold every caller waiting on the link.
+/// Longest wait for one node to take a connection. Without it a node that
+/// accepts TCP but never answers (or drops the packets) would hold every
+/// caller waiting on the link, and the next node would never be tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait, once connected, to declare the topology and open the
+/// publishing channel. Declaring a fresh vhost's quorum queues starts a
+/// replicated log per queue, which takes seconds on a busy broker: this
+/// bound is for a broker that stopped answering, not a slow one.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for the broker to acknowledge closing a connection.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -168,26 +174,52 @@ impl AmqpBus {
             let uri = nodes[(first + i) % nodes.len()].clone();
             let host = format!("{}:{}", uri.authority.host, uri.authority.port);
             let runtime = lapin::runtime::default_runtime().map_err(BusError::Connect)?;
-            match Connection::connect_uri_with_config(uri, props.clone(), tls.clone(), runtime)
-                .await
-            {
-                Ok(connection) => return Ok(connection),
-                Err(e) => {
-                    if nodes.len() > 1 {
-                        tracing::warn!(bus = %self.name, node = %host, error = %e, "broker node unreachable, trying the next");
-                    }
-                    failure = Some(e);
-                }
+            let connecting =
+                Connection::connect_uri_with_config(uri, props.clone(), tls.clone(), runtime);
+            let error = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+                Ok(Ok(connection)) => return Ok(connection),
+                Ok(Err(e)) => BusError::Connect(e),
+                Err(_) => BusError::Unavailable(format!(
+                    "broker node {host} did not take the connection within {}s",
+                    CONNECT_TIMEOUT.as_secs()
+                )),
+            };
+            if nodes.len() > 1 {
+                tracing::warn!(bus = %self.name, node = %host, error = %error, "broker node unreachable, trying the next");
             }
+            failure = Some(error);
         }
-        Err(failure.map_or_else(
-            || BusError::Unavailable("GUICHET_AMQP_URL names no broker".into()),
-            BusError::Connect,
-        ))
+        Err(failure
+            .unwrap_or_else(|| BusError::Unavailable("GUICHET_AMQP_URL names no broker".into())))
     }
 
     async fn open(&self) -> Result<Link, BusError> {
         let connection = self.connect().await?;
+        let publisher = match tokio::time::timeout(SETUP_TIMEOUT, self.set_up(&connection)).await {
+            Ok(Ok(publisher)) => publisher,
+            Ok(Err(e)) => {
+                close_quietly(&connection, "set-up failed").await;
+                return Err(e);
+            }
+            Err(_) => {
+                close_quietly(&connection, "set-up timed out").await;
+                return Err(BusError::Unavailable(format!(
+                    "the broker did not finish declaring the topology within {}s",
+                    SETUP_TIMEOUT.as_secs()
+                )));
+            }
+        };
+        tracing::info!(bus = %self.name, "connected to the broker");
+        Ok(Link {
+            connection,
+            publisher,
+            generation: self.generations.fetch_add(1, Ordering::SeqCst) + 1,
+        })
+    }
+
+    /// Declares the topology if this bus owns it, and opens the publishing
+    /// channel in confirm mode.
+    async fn set_up(&self, connection: &Connection) -> Result<Channel, BusError> {
         if self.declares_topology {
             let setup = connection
                 .create_channel()
@@ -204,12 +236,7 @@ impl AmqpBus {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(amqp("confirm select"))?;
-        tracing::info!(bus = %self.name, "connected to the broker");
-        Ok(Link {
-            connection,
-            publisher,
-            generation: self.generations.fetch_add(1, Ordering::SeqCst) + 1,
-        })
+        Ok(publisher)
     }
 
     /// The publishing channel and its link's generation, connecting first
@@ -225,9 +252,7 @@ impl AmqpBus {
         if let Some(old) = link.take() {
             close_quietly(&old.connection, "reconnecting").await;
         }
-        let fresh = tokio::time::timeout(CONNECT_TIMEOUT, self.open())
-            .await
-            .map_err(|_| BusError::Unavailable("connecting to the broker timed out".into()))??;
+        let fresh = self.open().await?;
         let current = (fresh.publisher.clone(), fresh.generation);
         *link = Some(fresh);
         Ok(current)
