@@ -56,15 +56,21 @@ pub enum StartError {
 pub fn router(
     state: AppState,
     request_timeout: Duration,
-    max_in_flight: usize,
+    (max_in_flight, latency_target): (usize, Duration),
     grpc_health: tonic_health::pb::health_server::HealthServer<grpc_proxy::GatewayHealth>,
 ) -> Router {
     let upload_bytes = state.uploads.max_request_bytes();
-    let refused = state
-        .metrics
-        .requests_shed
-        .get_or_create(&guichet_kit::metrics::ServiceLabels { service: "gateway" })
-        .clone();
+    let gateway = guichet_kit::metrics::ServiceLabels { service: "gateway" };
+    let refused = state.metrics.requests_shed.get_or_create(&gateway).clone();
+    let limit = guichet_kit::capacity::adaptive(
+        max_in_flight,
+        latency_target,
+        state
+            .metrics
+            .in_flight_limit
+            .get_or_create(&gateway)
+            .clone(),
+    );
     let stack = ServiceBuilder::new()
         // On every answer, errors and panics included: no type sniffing, no
         // framing by another site, and nothing kept by a browser or a proxy
@@ -124,10 +130,7 @@ pub fn router(
         .layer(axum::middleware::from_fn(crate::web::refusals_as_pages))
         .layer(axum::middleware::from_fn(origin::refuse_cross_site))
         .layer(axum::middleware::from_fn_with_state(
-            InFlight {
-                permits: std::sync::Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1))),
-                refused,
-            },
+            InFlight { limit, refused },
             shed,
         ))
         .layer(axum::middleware::from_fn_with_state(
@@ -139,27 +142,58 @@ pub fn router(
         .with_state(state)
 }
 
+/// A request body up to this size is read in the time the machine takes;
+/// a larger one (a document, a scanned batch) in the time the client's link
+/// takes, which says nothing about load here.
+const SMALL_BODY: u64 = 64 * 1024;
+
 /// The gateway's places for work in flight, and the count of refusals.
 #[derive(Clone)]
 pub(crate) struct InFlight {
-    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    limit: std::sync::Arc<guichet_kit::capacity::AdaptiveLimit>,
     refused: guichet_kit::metrics::Counter,
 }
 
-/// Work in flight is bounded: past the limit, a request is refused at once
+/// Whether the time to answer `request` measures this machine: no body, or
+/// a small one whose length is declared, or a gRPC call other than the
+/// mailroom's uploads.
+fn times_the_machine(request: &axum::extract::Request) -> bool {
+    if grpc_proxy::is_grpc(request) {
+        return guichet_kit::capacity::timed_call(request.uri().path());
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match declared {
+        Some(length) => length <= SMALL_BODY,
+        None => {
+            !request.headers().contains_key(header::TRANSFER_ENCODING)
+                && matches!(
+                    *request.method(),
+                    axum::http::Method::GET
+                        | axum::http::Method::HEAD
+                        | axum::http::Method::OPTIONS
+                )
+        }
+    }
+}
+
+/// Work in flight is bounded: past the bound, a request is refused at once
 /// (503 with `Retry-After`, or gRPC `UNAVAILABLE`) instead of waiting in
-/// line into seconds of latency. Health checks and metrics always answer,
-/// so an orchestrator does not restart a gateway for being busy.
+/// line into seconds of latency. The bound follows the answers' latency
+/// (`AdaptiveLimit`). Health checks and metrics always answer, so an
+/// orchestrator does not restart a gateway for being busy.
 pub(crate) async fn shed(
-    axum::extract::State(limit): axum::extract::State<InFlight>,
+    axum::extract::State(bound): axum::extract::State<InFlight>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     if matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics") {
         return next.run(request).await;
     }
-    let Ok(permit) = limit.permits.try_acquire_owned() else {
-        limit.refused.inc();
+    let Some(place) = bound.limit.try_acquire() else {
+        bound.refused.inc();
         let full = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             None,
@@ -177,8 +211,15 @@ pub(crate) async fn shed(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     };
+    let timed = times_the_machine(&request);
     let response = next.run(request).await;
-    drop(permit);
+    if timed {
+        // A service behind that was full: the machine is overloaded
+        // however fast that answer came.
+        place.answered(guichet_kit::capacity::refused(&response));
+    } else {
+        drop(place);
+    }
     response
 }
 
@@ -260,7 +301,7 @@ pub async fn start(
     let app = router(
         state,
         config.request_timeout(),
-        config.max_in_flight,
+        (config.max_in_flight, config.latency_target()),
         health,
     );
     let mut tasks = guichet_kit::service::Tasks::new();
@@ -396,5 +437,56 @@ async fn protocol_in_time(stream: &tokio::net::TcpStream, within: Duration) -> O
             return None;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_answers_whose_time_is_the_machines_are_timed() {
+        let request = |method: &str, path: &str, headers: &[(&str, &str)]| {
+            let mut r = axum::http::Request::builder().method(method).uri(path);
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.body(axum::body::Body::empty()).unwrap()
+        };
+        let grpc = [("content-type", "application/grpc")];
+        for (what, r, timed) in [
+            ("a look", request("GET", "/api/v1/dossiers/X", &[]), true),
+            (
+                "a filing",
+                request("POST", "/api/v1/dossiers", &[("content-length", "4200")]),
+                true,
+            ),
+            (
+                "a document",
+                request("POST", "/api/v1/uploads", &[("content-length", "3000000")]),
+                false,
+            ),
+            (
+                "a body of unknown length",
+                request(
+                    "POST",
+                    "/api/v1/dossiers",
+                    &[("transfer-encoding", "chunked")],
+                ),
+                false,
+            ),
+            (
+                "a call-centre call",
+                request("POST", "/guichet.v1.CallCentre/File", &grpc),
+                true,
+            ),
+            (
+                "a scanned batch",
+                request("POST", "/guichet.v1.Postal/Upload", &grpc),
+                false,
+            ),
+        ] {
+            assert_eq!(times_the_machine(&r), timed, "{what}");
+        }
     }
 }

@@ -912,6 +912,40 @@ async fn a_kept_alive_connection_idle_longer_than_a_head_may_take_is_still_answe
     common::stop(app, env).await;
 }
 
+/// The gateway's bound follows its answers: with a latency target no filing
+/// can meet, it takes fewer requests at once after each tenth of a second
+/// of slow answers, and shows the bound in `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_answers_are_slow_takes_fewer_requests_at_once() {
+    let env = TestEnv::on(Backend::Embedded).await;
+    let mut config = env.config();
+    config.latency_target_ms = 1;
+    let app = App::builder(&config).only(ONLINE).start().await;
+    let bound = || async {
+        let text = app.get("/metrics").await.text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("guichet_in_flight_limit{service=\"gateway\"} "))
+            .unwrap_or_else(|| panic!("no gateway bound in /metrics:\n{text}"))
+            .parse::<u32>()
+            .unwrap()
+    };
+    assert_eq!(bound().await, 64, "where it starts");
+    let filings = common::example_filings();
+    // Two windows' worth of answers, each window over a tenth of a second.
+    for round in 0..2 {
+        tokio::time::sleep(Duration::from_millis(110)).await;
+        for (name, body) in filings.iter().cycle().take(10) {
+            let r = app.file(body, Some(&format!("slow-{round}-{name}"))).await;
+            assert!(r.status().is_success(), "{name}: {}", r.status());
+        }
+    }
+    let after = bound().await;
+    assert!(after <= 51, "64, less a fifth at least once: {after}");
+    assert!(after >= 8, "never under the floor: {after}");
+    app.stop().await;
+    env.cleanup().await;
+}
+
 /// A gateway at capacity refuses at once, with `Retry-After`, instead of
 /// queueing: one filing whose body is still coming holds the only place;
 /// health still answers; once it completes, requests are served again.

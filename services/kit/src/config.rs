@@ -111,14 +111,23 @@ pub struct Config {
     #[arg(long, env = "GUICHET_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
 
-    /// Requests the gateway works on at once; one more is refused at once
-    /// (503 with `Retry-After`, gRPC `UNAVAILABLE`) rather than queued.
-    /// Health checks and metrics are never refused.
+    /// Most requests the gateway works on at once; one more is refused at
+    /// once (503 with `Retry-After`, gRPC `UNAVAILABLE`) rather than queued.
+    /// Under it the bound adapts to `GUICHET_LATENCY_TARGET_MS`. Health
+    /// checks and metrics are never refused.
     #[arg(long, env = "GUICHET_MAX_IN_FLIGHT", default_value_t = 512)]
     pub max_in_flight: usize,
 
-    /// Calls each gRPC service (intake, instruction, notifier) works on at
-    /// once; one more is refused at once with `UNAVAILABLE` and a
+    /// The answer time the gateway and each gRPC service keep nine answers
+    /// in ten under, in milliseconds: while more take longer, they take
+    /// fewer requests at once and refuse the rest (503, `UNAVAILABLE`);
+    /// while they are fast they take more, up to their maximum.
+    #[arg(long, env = "GUICHET_LATENCY_TARGET_MS", default_value_t = 50)]
+    pub latency_target_ms: u64,
+
+    /// Most calls each gRPC service (intake, instruction, notifier) works on
+    /// at once (under it the bound adapts to `GUICHET_LATENCY_TARGET_MS`); one
+    /// more is refused at once with `UNAVAILABLE` and a
     /// `retry-after` of one second, instead of waiting in line.
     #[arg(long, env = "GUICHET_GRPC_MAX_IN_FLIGHT", default_value_t = 64)]
     pub grpc_max_in_flight: usize,
@@ -262,6 +271,7 @@ impl std::fmt::Debug for Config {
             .field("db_pool_size", &self.db_pool_size)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("max_in_flight", &self.max_in_flight)
+            .field("latency_target_ms", &self.latency_target_ms)
             .field("grpc_max_in_flight", &self.grpc_max_in_flight)
             .field("status_tries", &self.status_tries)
             .field("attestation_tries", &self.attestation_tries)
@@ -325,6 +335,10 @@ impl Config {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn latency_target(&self) -> Duration {
+        Duration::from_millis(self.latency_target_ms.max(1))
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -158,6 +158,9 @@ pub struct Inner {
     /// Requests refused at once because the service (or the gateway) was at
     /// capacity: a sign to add instances, or of a client retrying too fast.
     pub requests_shed: Family<ServiceLabels, Counter>,
+    /// The bound on requests in flight now, where it adapts to latency
+    /// (`GUICHET_LATENCY_TARGET_MS`): low means the machine is slow.
+    pub in_flight_limit: Family<ServiceLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -190,6 +193,7 @@ impl Metrics {
             http_duration: Family::new_with_constructor(Buckets(receipt_buckets)),
             sweeps_completed: Family::default(),
             requests_shed: Family::default(),
+            in_flight_limit: Family::default(),
             registry: Mutex::new(Registry::default()),
             own: Mutex::default(),
         };
@@ -296,6 +300,11 @@ impl Metrics {
             "requests_shed",
             "Requests refused at once because the service was at capacity",
             inner.requests_shed.clone(),
+        );
+        r.register(
+            "in_flight_limit",
+            "Requests taken at once, as the bound adapted to latency stands now",
+            inner.in_flight_limit.clone(),
         );
         Metrics(Arc::new(Inner {
             registry: Mutex::new(registry),

@@ -125,9 +125,10 @@ pub struct Foundations {
     pub db: Database,
     pub listener: TcpListener,
     pub grpc_addr: SocketAddr,
-    /// The bound on calls in flight (`GUICHET_GRPC_MAX_IN_FLIGHT`), counting
-    /// its refusals in the process's figures.
-    capacity: (usize, crate::Metrics),
+    /// The most calls in flight (`GUICHET_GRPC_MAX_IN_FLIGHT`), the latency
+    /// the bound under it keeps to (`GUICHET_LATENCY_TARGET_MS`), and the
+    /// process's figures, where refusals and the bound are shown.
+    capacity: (usize, std::time::Duration, crate::Metrics),
 }
 
 impl Foundations {
@@ -161,11 +162,14 @@ impl Foundations {
         max_message_bytes: usize,
         shutdown: &Shutdown,
     ) -> Running {
-        let (limit, metrics) = self.capacity;
-        let refused = metrics
-            .requests_shed
-            .get_or_create(&crate::metrics::ServiceLabels { service: name })
-            .clone();
+        let (ceiling, target, metrics) = self.capacity;
+        let labels = crate::metrics::ServiceLabels { service: name };
+        let refused = metrics.requests_shed.get_or_create(&labels).clone();
+        let limit = crate::capacity::adaptive(
+            ceiling,
+            target,
+            metrics.in_flight_limit.get_or_create(&labels).clone(),
+        );
         let health = grpc::spawn_server(
             &mut tasks,
             self.listener,
@@ -217,7 +221,11 @@ pub async fn prepare(
         db,
         listener,
         grpc_addr,
-        capacity: (config.grpc_max_in_flight, metrics.clone()),
+        capacity: (
+            config.grpc_max_in_flight,
+            config.latency_target(),
+            metrics.clone(),
+        ),
     })
 }
 
