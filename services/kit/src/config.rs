@@ -122,7 +122,7 @@ pub struct Config {
     /// in ten under, in milliseconds: while more take longer, they take
     /// fewer requests at once and refuse the rest (503, `UNAVAILABLE`);
     /// while they are fast they take more, up to their maximum.
-    #[arg(long, env = "GUICHET_LATENCY_TARGET_MS", default_value_t = 50)]
+    #[arg(long, env = "GUICHET_LATENCY_TARGET_MS", default_value_t = 200)]
     pub latency_target_ms: u64,
 
     /// Most calls each gRPC service (intake, instruction, notifier) works on
