@@ -14,7 +14,7 @@ use crate::store_contracts::{event_kinds, new_report, open};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{Days, Utc};
+use chrono::{Days, SubsecRound as _, Utc};
 use common::{Services, TestEnv, count, eventually};
 use guichet_dossier::calendar::paris_date;
 use guichet_intake_ccc::reports::Reports;
@@ -301,6 +301,96 @@ async fn two_instances_escalating_at_once_escalate_each_overdue_report_once() {
     );
     a.db().close().await;
     b.db().close().await;
+    env.cleanup().await;
+}
+
+/// Two notifiers taking their batches of messages due at the same moment
+/// take each message once; a lease is extended only by the sender that
+/// holds it, and a message whose lease ran out is taken by the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_notifiers_take_each_message_due_once() {
+    use guichet_dossier::notice::{Medium, NoticeKind};
+    use guichet_notifier::store::{NewNotice, Store, insert};
+    const MESSAGES: usize = 100;
+    let env = postgres_env().await;
+    let (schema, migrations) = (guichet_notifier::SCHEMA, &guichet_notifier::MIGRATIONS);
+    let a = Store {
+        db: instance(&env, schema, migrations).await,
+    };
+    let b = Store {
+        db: instance(&env, schema, migrations).await,
+    };
+    let now = Utc::now();
+    let mut c = a.db.acquire().await.unwrap();
+    for i in 0..MESSAGES {
+        let notice = NewNotice {
+            notice_key: format!("receipt:W26-{i}"),
+            medium: Medium::Email,
+            kind: NoticeKind::Receipt,
+            subject_ref: format!("W26-{i}"),
+            recipient: format!("person{i}@example.org"),
+            language: "fr".into(),
+            routing_key: "case.found_complete".into(),
+            event: vec![],
+            has_address: false,
+            not_before: now - chrono::Duration::seconds((MESSAGES - i) as i64),
+            event_at: now,
+        };
+        assert!(insert(&mut c.conn(), &notice, now).await.unwrap());
+    }
+    drop(c);
+    // Both take batches of 32 at once until nothing is left.
+    let until = (now + chrono::Duration::minutes(5)).trunc_subsecs(6);
+    let (mut by_a, mut by_b) = (Vec::new(), Vec::new());
+    loop {
+        let (x, y) = tokio::join!(a.lease_due(now, until, 32), b.lease_due(now, until, 32));
+        let (x, y) = (x.unwrap(), y.unwrap());
+        if x.is_empty() && y.is_empty() {
+            break;
+        }
+        assert!(
+            x.windows(2).all(|w| w[0].not_before <= w[1].not_before),
+            "oldest first"
+        );
+        by_a.extend(x.into_iter().map(|r| r.id));
+        by_b.extend(y.into_iter().map(|r| r.id));
+    }
+    eprintln!(
+        "instances: {} messages taken by one notifier, {} by the other",
+        by_a.len(),
+        by_b.len()
+    );
+    let mut all: Vec<_> = by_a.iter().chain(&by_b).cloned().collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), MESSAGES, "each taken once, none twice");
+    assert_eq!(by_a.len() + by_b.len(), MESSAGES);
+
+    // Extending takes the holder's lease end; another one is refused.
+    let id = &by_a[0];
+    let later = until + chrono::Duration::minutes(5);
+    assert!(
+        !b.extend_lease(id, now, later).await.unwrap(),
+        "not its lease"
+    );
+    assert!(
+        a.extend_lease(id, until, later).await.unwrap(),
+        "its holder's"
+    );
+    // Once the lease has run out, the other notifier takes the message,
+    // and the first can no longer extend what it held.
+    let after = later + chrono::Duration::seconds(1);
+    let retaken = b
+        .lease_due(after, after + chrono::Duration::minutes(5), MESSAGES as i64)
+        .await
+        .unwrap();
+    assert!(
+        retaken.iter().any(|r| &r.id == id),
+        "taken again after its lease"
+    );
+    assert!(!a.extend_lease(id, later, after).await.unwrap());
+    a.db.close().await;
+    b.db.close().await;
     env.cleanup().await;
 }
 

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SubsecRound as _, Utc};
 use futures_util::FutureExt as _;
 use guichet_dossier::Language;
 use guichet_dossier::notice::{self, DeliveryState, Medium, NoticeKind};
@@ -107,16 +107,24 @@ impl Sender {
 
     /// One pass over the messages due; how many were tried.
     pub async fn send_due(&self) -> Result<usize, sqlx::Error> {
-        let due = self.store.due(self.clock.now(), BATCH).await?;
+        let lease = Duration::seconds(LEASE_SECONDS);
+        // The lease's end is also its holder's token (`extend_lease`): kept
+        // to the microsecond, as the database keeps it.
+        let until = |now: DateTime<Utc>| (now + lease).trunc_subsecs(6);
+        let now = self.clock.now();
+        let held_until = until(now);
+        let due = self.store.lease_due(now, held_until, BATCH).await?;
         let mut tried = 0;
         for row in due {
-            // Each its own lease from now: slow sends before it do not eat
-            // into its time.
+            // Slow sends before it (a relay that times out) must not let its
+            // lease run out under it: past half the batch's lease, each
+            // message still to send gets its own.
             let now = self.clock.now();
-            if !self
-                .store
-                .lease(&row.id, now, now + Duration::seconds(LEASE_SECONDS))
-                .await?
+            if now + lease / 2 > held_until
+                && !self
+                    .store
+                    .extend_lease(&row.id, held_until, until(now))
+                    .await?
             {
                 continue;
             }

@@ -179,37 +179,56 @@ pub struct Store {
 }
 
 impl Store {
-    /// Queued messages due at `now` that no sender holds, oldest first.
-    pub async fn due(&self, now: DateTime<Utc>, limit: i64) -> Result<Vec<NoticeRow>, sqlx::Error> {
-        self.db
+    /// Takes the queued messages due at `now` that no sender holds, up to
+    /// `limit`, oldest first, for this sender until `until`: one statement
+    /// for the whole batch, where a lease per message was a transaction
+    /// (and a WAL flush) per message. Two senders never take the same one
+    /// (`SKIP LOCKED` on PostgreSQL; SQLite has one writer at a time).
+    pub async fn lease_due(
+        &self,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<NoticeRow>, sqlx::Error> {
+        let lock = self.db.sql_backend().for_update_skip_locked();
+        let mut rows: Vec<NoticeRow> = self
+            .db
             .fetch_all(
                 Stmt::new(format!(
-                    "SELECT {COLUMNS} FROM notices WHERE state = 'queued' AND not_before <= $1 \
-                     AND (lease_until IS NULL OR lease_until < $1) ORDER BY not_before LIMIT $2"
+                    "UPDATE notices SET lease_until = $2 WHERE id IN (SELECT id FROM notices \
+                     WHERE state = 'queued' AND not_before <= $1 \
+                     AND (lease_until IS NULL OR lease_until < $1) \
+                     ORDER BY not_before LIMIT $3 {lock}) RETURNING {COLUMNS}"
                 ))
                 .bind(now)
-                .bind(limit),
+                .bind(until)
+                .bind(limit)
+                .planned_each_time(),
             )
-            .await
+            .await?;
+        // RETURNING keeps no order.
+        rows.sort_by_key(|r| r.not_before);
+        Ok(rows)
     }
 
-    /// Takes a message for this sender until `until`; false when another
-    /// sender took it first.
-    pub async fn lease(
+    /// Holds a message this sender leased until `held_until` for longer,
+    /// until `until`; false when its lease is no longer this sender's (it
+    /// ran out and another sender took it, or it was settled).
+    pub async fn extend_lease(
         &self,
         id: &str,
-        now: DateTime<Utc>,
+        held_until: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<bool, sqlx::Error> {
         let n = self
             .db
             .execute(
                 Stmt::new(
-                    "UPDATE notices SET lease_until = $3 WHERE id = $1 AND state = 'queued' \
-                     AND not_before <= $2 AND (lease_until IS NULL OR lease_until < $2)",
+                    "UPDATE notices SET lease_until = $3 \
+                     WHERE id = $1 AND state = 'queued' AND lease_until = $2",
                 )
                 .bind(id)
-                .bind(now)
+                .bind(held_until)
                 .bind(until)
                 .planned_each_time(),
             )
