@@ -214,9 +214,7 @@ pub(crate) async fn shed(
     let timed = times_the_machine(&request);
     let response = next.run(request).await;
     if timed {
-        // A service behind that was full: the machine is overloaded
-        // however fast that answer came.
-        place.answered(guichet_kit::capacity::refused(&response));
+        place.answered();
     } else {
         drop(place);
     }

@@ -52,16 +52,6 @@ pub fn timed_call(path: &str) -> bool {
     !path.starts_with("/guichet.v1.Postal/")
 }
 
-/// Whether an answer says a service was full: HTTP 503, or gRPC
-/// `UNAVAILABLE` given in the head (a refusal has no body).
-pub fn refused<B>(response: &http::Response<B>) -> bool {
-    response.status() == http::StatusCode::SERVICE_UNAVAILABLE
-        || response
-            .headers()
-            .get("grpc-status")
-            .is_some_and(|s| s == "14")
-}
-
 /// Layer of a gRPC server: calls in flight under an adaptive bound.
 #[derive(Clone)]
 pub struct CapacityLayer {
@@ -140,7 +130,7 @@ where
             let response = call.await;
             // Unary calls: the answer is whole once it is here.
             match &response {
-                Ok(answer) if timed => place.answered(refused(answer)),
+                Ok(_) if timed => place.answered(),
                 _ => drop(place),
             }
             response
@@ -265,14 +255,14 @@ impl AdaptiveLimit {
         self.state().limit as usize
     }
 
-    fn release(&self, answer: Option<(std::time::Duration, bool)>) {
+    fn release(&self, answer: Option<std::time::Duration>) {
         let mut state = self.state();
         state.in_flight = state.in_flight.saturating_sub(1);
-        let Some((latency, refused_behind)) = answer else {
+        let Some(latency) = answer else {
             return;
         };
         state.window.answers += 1;
-        if refused_behind || latency > self.target {
+        if latency > self.target {
             state.window.slow += 1;
         }
         let now = std::time::Instant::now();
@@ -292,14 +282,18 @@ pub struct Place {
 }
 
 impl Place {
-    /// Gives the place back with the request's answer counted:
-    /// `refused_behind` when the service behind was full. A request whose
-    /// time says nothing about the machine (a large upload, which takes the
-    /// client's link's time) is simply dropped instead.
-    pub fn answered(mut self, refused_behind: bool) {
+    /// Gives the place back with the request's answer time counted. A
+    /// request whose time says nothing about the machine (a large upload,
+    /// which takes the client's link's time) is simply dropped instead.
+    ///
+    /// A refusal from a full service behind is counted as the quick answer
+    /// it is: that service's own bound deals with its load. Counted as slow,
+    /// it made a dependency's outage (a database down, answered 503 at
+    /// once) shrink every bound in front to its floor, which then refused
+    /// the people coming back once the database was up.
+    pub fn answered(mut self) {
         self.measured = true;
-        self.limit
-            .release(Some((self.started.elapsed(), refused_behind)));
+        self.limit.release(Some(self.started.elapsed()));
     }
 }
 
@@ -466,21 +460,28 @@ mod tests {
         for _ in 0..WINDOW_SAMPLES {
             let place = limit.try_acquire().expect("a place");
             std::thread::sleep(std::time::Duration::from_millis(2));
-            place.answered(false);
+            place.answered();
         }
         assert_eq!(limit.current(), 3, "4 × 0.8");
         assert_eq!(shown.get(), 3, "shown to operators");
-        // Refusals behind count as slow, however fast they come.
+        // Fast answers while the bound turned work away: it grows.
         let fast = Arc::new(AdaptiveLimit::new(
-            (1, 10, 64),
+            (1, 4, 64),
             std::time::Duration::from_secs(60),
             Default::default(),
         ));
+        let places: Vec<_> = (0..4)
+            .map(|_| fast.try_acquire().expect("a place"))
+            .collect();
+        assert!(fast.try_acquire().is_none(), "the fifth is refused");
         std::thread::sleep(WINDOW);
-        for _ in 0..WINDOW_SAMPLES {
-            fast.try_acquire().expect("a place").answered(true);
+        for place in places {
+            place.answered();
         }
-        assert_eq!(fast.current(), 8);
+        for _ in 4..WINDOW_SAMPLES {
+            fast.try_acquire().expect("a place").answered();
+        }
+        assert_eq!(fast.current(), 5, "4 × 1.1 + 1");
     }
 
     #[test]
