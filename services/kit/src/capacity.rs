@@ -147,9 +147,9 @@ const WINDOW_SAMPLES: u32 = 8;
 const SLOW_SHARE: f64 = 0.1;
 
 /// A bound on the work in flight that follows the latency of the answers:
-/// it shrinks while more than a tenth of them take longer than `target`
-/// (or are refused by the service behind), and grows back while it is the
-/// bound that holds work back and the answers are fast. A fixed bound large
+/// it shrinks while more than a tenth of them take longer than `target`,
+/// and grows back while it is the bound that holds work back and the
+/// answers are fast. A fixed bound large
 /// enough for a quiet machine lets an overloaded one queue requests into
 /// seconds; one small enough for the worst moment wastes the good ones.
 /// By Little's law the work in flight a machine serves within `target` is
