@@ -60,17 +60,13 @@ pub fn router(
     grpc_health: tonic_health::pb::health_server::HealthServer<grpc_proxy::GatewayHealth>,
 ) -> Router {
     let upload_bytes = state.uploads.max_request_bytes();
-    let gateway = guichet_kit::metrics::ServiceLabels { service: "gateway" };
-    let refused = state.metrics.requests_shed.get_or_create(&gateway).clone();
-    let limit = guichet_kit::capacity::adaptive(
-        max_in_flight,
-        latency_target,
-        state
-            .metrics
-            .in_flight_limit
-            .get_or_create(&gateway)
-            .clone(),
-    );
+    let refused = state
+        .metrics
+        .requests_shed
+        .get_or_create(&guichet_kit::metrics::ServiceLabels { service: "gateway" })
+        .clone();
+    let limit =
+        guichet_kit::capacity::adaptive("gateway", (max_in_flight, latency_target), &state.metrics);
     let stack = ServiceBuilder::new()
         // On every answer, errors and panics included: no type sniffing, no
         // framing by another site, and nothing kept by a browser or a proxy

@@ -33,12 +33,17 @@ pub const MIN_IN_FLIGHT: usize = 8;
 /// The bound a service or the gateway starts at, before any answer is seen.
 pub const FIRST_IN_FLIGHT: usize = 64;
 
-/// The bound for at most `ceiling` requests at once, adapting to `target`.
+/// The bound of `service` for at most `ceiling` requests at once, adapting
+/// to `target`, shown in the process's `guichet_in_flight_limit{service}`.
 pub fn adaptive(
-    ceiling: usize,
-    target: std::time::Duration,
-    shown: prometheus_client::metrics::gauge::Gauge,
+    service: &'static str,
+    (ceiling, target): (usize, std::time::Duration),
+    metrics: &crate::Metrics,
 ) -> Arc<AdaptiveLimit> {
+    let shown = metrics
+        .in_flight_limit
+        .get_or_create(&crate::metrics::ServiceLabels { service })
+        .clone();
     Arc::new(AdaptiveLimit::new(
         (MIN_IN_FLIGHT, FIRST_IN_FLIGHT, ceiling),
         target,

@@ -163,13 +163,11 @@ impl Foundations {
         shutdown: &Shutdown,
     ) -> Running {
         let (ceiling, target, metrics) = self.capacity;
-        let labels = crate::metrics::ServiceLabels { service: name };
-        let refused = metrics.requests_shed.get_or_create(&labels).clone();
-        let limit = crate::capacity::adaptive(
-            ceiling,
-            target,
-            metrics.in_flight_limit.get_or_create(&labels).clone(),
-        );
+        let refused = metrics
+            .requests_shed
+            .get_or_create(&crate::metrics::ServiceLabels { service: name })
+            .clone();
+        let limit = crate::capacity::adaptive(name, (ceiling, target), &metrics);
         let health = grpc::spawn_server(
             &mut tasks,
             self.listener,
