@@ -378,11 +378,16 @@ pub async fn serve(
         .layer(capacity)
         .layer(crate::grpc_check::TextCheckLayer::new(max_message_bytes))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown.cancelled_owned(),
-        )
+        .serve_with_incoming_shutdown(incoming(listener), shutdown.cancelled_owned())
         .await
+}
+
+/// The connections `listener` accepts, with Nagle's algorithm off. Tonic's
+/// own `tcp_nodelay` applies only to listeners it binds itself; without it,
+/// a call on a quiet connection waited for the peer's delayed ACK before
+/// the rest of its answer went out (tens of milliseconds, BENCHMARKS.md).
+pub fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// A health service that reports `service_name` as serving, and the handle
@@ -493,6 +498,16 @@ mod tests {
             service: "instance".into(),
         };
         client.check(request).await.unwrap().into_inner().status
+    }
+
+    #[tokio::test]
+    async fn the_connections_a_service_accepts_send_at_once() {
+        use tokio_stream::StreamExt as _;
+        let (listener, addr) = bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+        let mut accepted = incoming(listener);
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let stream = accepted.next().await.expect("a connection").unwrap();
+        assert!(stream.nodelay().unwrap(), "Nagle's algorithm is still on");
     }
 
     #[tokio::test]
