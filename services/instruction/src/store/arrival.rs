@@ -402,6 +402,11 @@ async fn candidates_postgres(
     .bind(&near)
     .bind(&procedures)
     .bind(&filed)
+    // Planned at each run, on the table as it is: a plan kept from the
+    // first batches, made on a nearly empty table, looks for near matches
+    // by procedure alone and reads every open dossier of it, for every
+    // dossier recorded (BENCHMARKS.md, "A plan kept from the empty table").
+    .persistent(false)
     .fetch_all(&mut *pg)
     .await?;
     let (mut to_link, mut to_propose) = (HashSet::new(), HashSet::new());
@@ -439,7 +444,8 @@ async fn link_to_first(
             .bind(person_key)
             .bind(d.filing.procedure.as_str())
             .bind(reference)
-            .bind(d.filed_at),
+            .bind(d.filed_at)
+            .planned_each_time(),
         )
         .await?;
     let Some((primary, queue_date)) = first else {
@@ -525,7 +531,8 @@ async fn propose_near_matches(
             .bind(d.filing.procedure.as_str())
             .bind(d.filing.applicant.person_key())
             .bind(reference)
-            .bind(d.filed_at),
+            .bind(d.filed_at)
+            .planned_each_time(),
         )
         .await?;
     for other in &near {
