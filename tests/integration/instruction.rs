@@ -914,19 +914,6 @@ async fn the_card_handed_over_ends_the_favourable_decision_attestation() {
     common::stop(app, env).await;
 }
 
-/// `i` in base 26, as letters: a family name of its own for each filing.
-fn letters(mut i: usize) -> String {
-    let mut s = Vec::new();
-    loop {
-        s.push(b'a' + (i % 26) as u8);
-        i /= 26;
-        if i == 0 {
-            break;
-        }
-    }
-    s.iter().rev().map(|&b| b as char).collect()
-}
-
 /// A web filing of the renewal example by a person of their own, as the
 /// consumer hands it to the store.
 fn incoming(i: usize, today: NaiveDate) -> guichet_instruction::store::Incoming {
@@ -934,7 +921,13 @@ fn incoming(i: usize, today: NaiveDate) -> guichet_instruction::store::Incoming 
     use guichet_dossier::{Dossier, Filing, RawFiling, Reference};
     use prost::Message as _;
     let mut body = example("renewal-employee.json");
-    body["applicant"]["family_name"] = format!("Plan {}", letters(i)).into();
+    // Names are letters: each digit of `i` spelled as one.
+    let own: String = i
+        .to_string()
+        .bytes()
+        .map(|d| char::from(b'a' + (d - b'0')))
+        .collect();
+    body["applicant"]["family_name"] = format!("Plan {own}").into();
     body["idempotency_key"] = format!("plan-{i}").into();
     let raw: RawFiling = serde_json::from_value(body).unwrap();
     let filing = Filing::parse(&raw, &RawProvenance::Web { account_id: None }, today).unwrap();
