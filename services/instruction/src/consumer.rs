@@ -185,8 +185,9 @@ impl Consumer {
                 drop(writes);
                 self.count_recorded(&good, &new);
                 self.wake.notify_one();
-                for (delivery, span) in held {
-                    self.settle(delivery.ack().instrument(span).await);
+                let deliveries: Vec<&Delivery> = held.iter().map(|(d, _)| d).collect();
+                for acked in Delivery::ack_all(&deliveries).await {
+                    self.settle(acked);
                 }
             }
             Recorded::ShuttingDown => {} // unacked deliveries come back to the next consumer

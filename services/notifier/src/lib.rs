@@ -198,13 +198,18 @@ impl Consumer {
             }
         }
         let plans: Vec<&plan::Plan> = planned.iter().map(|(_, plan)| plan).collect();
-        let together = self.record(&plans).await;
+        if self.record(&plans).await.is_ok() {
+            let deliveries: Vec<&Delivery> = planned.iter().map(|(d, _)| *d).collect();
+            for acked in Delivery::ack_all(&deliveries).await {
+                if let Err(e) = acked {
+                    tracing::warn!(error = %e, "ack of an event failed");
+                }
+            }
+            self.wake.notify_one();
+            return;
+        }
         for (delivery, plan) in &planned {
-            let outcome = match &together {
-                Ok(()) => Ok(()),
-                Err(_) => self.record(&[plan]).await,
-            };
-            let acked = match outcome {
+            let acked = match self.record(&[plan]).await {
                 Ok(()) => delivery.ack().await,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot record the messages of an event yet; retrying");

@@ -86,9 +86,9 @@ pub async fn run(
                         tracing::warn!(error = %e, "bare pipeline insert failed");
                         return; // unacked: the broker gives them back
                     }
-                    for d in &batch {
-                        let _ = d.ack().await;
-                    }
+                    // As instruction and the notifier ack a batch.
+                    let deliveries: Vec<&Delivery> = batch.iter().collect();
+                    Delivery::ack_all(&deliveries).await;
                     if recorded.fetch_add(batch.len(), Ordering::SeqCst) + batch.len() >= expected {
                         stop.cancel();
                     }

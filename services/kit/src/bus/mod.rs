@@ -400,6 +400,22 @@ impl Delivery {
         }
     }
 
+    /// Acks a batch, the results in its order. Over AMQP all at once: the
+    /// client then writes the acks together, where one after the other each
+    /// waited for its own turn of the connection's loop (a batch is up to
+    /// the prefetch). On the in-process bus one after the other: each is a
+    /// write of the bus file, which takes one writer at a time.
+    pub async fn ack_all(batch: &[&Delivery]) -> Vec<Result<(), BusError>> {
+        if batch.iter().all(|d| matches!(d.acker, Acker::Amqp(_))) {
+            return futures_util::future::join_all(batch.iter().map(|d| d.ack())).await;
+        }
+        let mut results = Vec::with_capacity(batch.len());
+        for d in batch {
+            results.push(d.ack().await);
+        }
+        results
+    }
+
     /// Gives the message back for another try; the bus counts the delivery
     /// and dead-letters it past the delivery limit.
     pub async fn retry_later(&self) -> Result<(), BusError> {
