@@ -180,25 +180,12 @@ async fn prefetch_bounds_what_a_consumer_holds(backend: Backend) {
 /// The instruction queue's unacknowledged messages, as the broker's
 /// management API counts them (it samples every few seconds).
 async fn unacknowledged_becomes(env: &TestEnv, n: u64) {
-    let url = format!(
-        "{}/api/queues/{}/{INSTRUCTION_QUEUE}",
-        common::rabbitmq_api(),
-        env.name
-    );
     let http = reqwest::Client::new();
     common::eventually(
         Duration::from_secs(30),
         &format!("{n} unacknowledged on {INSTRUCTION_QUEUE}"),
         || async {
-            let q: serde_json::Value = http
-                .get(&url)
-                .basic_auth("guest", Some("guest"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let q = common::management_queue(&http, &env.name, INSTRUCTION_QUEUE).await?;
             (q["messages_unacknowledged"].as_u64() == Some(n)).then_some(())
         },
     )

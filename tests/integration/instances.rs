@@ -30,24 +30,11 @@ async fn postgres_env() -> TestEnv {
 /// Waits until three consumers take from the instruction queue, as the
 /// broker's management API counts them.
 async fn three_instruction_consumers(env: &TestEnv, http: &reqwest::Client) {
-    let queue = format!(
-        "{}/api/queues/{}/instruction.dossiers",
-        common::rabbitmq_api(),
-        env.name
-    );
     eventually(
         DRAIN,
         "three consumers on the instruction queue",
         || async {
-            let q: serde_json::Value = http
-                .get(&queue)
-                .basic_auth("guest", Some("guest"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let q = common::management_queue(http, &env.name, "instruction.dossiers").await?;
             (q["consumers"].as_u64() == Some(3)).then_some(())
         },
     )

@@ -175,6 +175,24 @@ pub fn rabbitmq_api() -> String {
     std::env::var("GUICHET_TEST_RABBITMQ_API").unwrap_or_else(|_| "http://127.0.0.1:15672".into())
 }
 
+/// Queue `queue` of vhost `vhost` as the broker's management API describes
+/// it (consumers, messages ready and unacknowledged; sampled every few
+/// seconds); `None` while it cannot say.
+pub async fn management_queue(
+    http: &reqwest::Client,
+    vhost: &str,
+    queue: &str,
+) -> Option<serde_json::Value> {
+    http.get(format!("{}/api/queues/{vhost}/{queue}", rabbitmq_api()))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
 /// Which backends a test runs on: the production servers, or the embedded
 /// default (SQLite files and the in-process bus).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
