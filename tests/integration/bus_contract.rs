@@ -207,8 +207,7 @@ async fn a_batch_acked_at_once_removes_those_messages_and_no_other(backend: Back
             held.push(next(&mut stream).await);
         }
         // The first 150 acked at once; the next 50 stay held.
-        let acked: Vec<&Delivery> = held[..150].iter().collect();
-        let results = Delivery::ack_all(&acked).await;
+        let results = Delivery::ack_all(&held[..150]).await;
         assert_eq!(results.len(), 150);
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         match backend {

@@ -185,8 +185,7 @@ impl Consumer {
                 drop(writes);
                 self.count_recorded(&good, &new);
                 self.wake.notify_one();
-                let deliveries: Vec<&Delivery> = held.iter().map(|(d, _)| d).collect();
-                for acked in Delivery::ack_all(&deliveries).await {
+                for acked in Delivery::ack_all(held.iter().map(|(d, _)| d)).await {
                     self.settle(acked);
                 }
             }

@@ -199,8 +199,7 @@ impl Consumer {
         }
         let plans: Vec<&plan::Plan> = planned.iter().map(|(_, plan)| plan).collect();
         if self.record(&plans).await.is_ok() {
-            let deliveries: Vec<&Delivery> = planned.iter().map(|(d, _)| *d).collect();
-            for acked in Delivery::ack_all(&deliveries).await {
+            for acked in Delivery::ack_all(planned.iter().map(|(d, _)| *d)).await {
                 if let Err(e) = acked {
                     tracing::warn!(error = %e, "ack of an event failed");
                 }

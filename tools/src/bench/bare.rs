@@ -87,8 +87,7 @@ pub async fn run(
                         return; // unacked: the broker gives them back
                     }
                     // As instruction and the notifier ack a batch.
-                    let deliveries: Vec<&Delivery> = batch.iter().collect();
-                    Delivery::ack_all(&deliveries).await;
+                    Delivery::ack_all(&batch).await;
                     if recorded.fetch_add(batch.len(), Ordering::SeqCst) + batch.len() >= expected {
                         stop.cancel();
                     }

@@ -405,7 +405,10 @@ impl Delivery {
     /// waited for its own turn of the connection's loop (a batch is up to
     /// the prefetch). On the in-process bus one after the other: each is a
     /// write of the bus file, which takes one writer at a time.
-    pub async fn ack_all(batch: &[&Delivery]) -> Vec<Result<(), BusError>> {
+    pub async fn ack_all<'a>(
+        batch: impl IntoIterator<Item = &'a Delivery>,
+    ) -> Vec<Result<(), BusError>> {
+        let batch: Vec<&Delivery> = batch.into_iter().collect();
         if batch.iter().all(|d| matches!(d.acker, Acker::Amqp(_))) {
             return futures_util::future::join_all(batch.iter().map(|d| d.ack())).await;
         }
