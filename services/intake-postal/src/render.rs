@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use fast_qr::ECL;
 use guichet_dossier::postal::FORM_FIELDS;
-use guichet_kit::pdf::{A4, Page, document, draw_qr, letter_page};
+use guichet_kit::pdf::{A4, Page, document, draw_qr, letter_page, qr_code};
 pub use guichet_kit::pdf::{LetterText, letter_pdf};
-use qrcode::{EcLevel, QrCode};
 
 /// The form's code is 70 mm wide: about a millimetre per module even with
 /// several pre-filled fields, which a 200 dpi scan of a skewed, speckled page
@@ -18,8 +18,8 @@ const SEPARATOR_CODE_SIZE: f32 = 260.0;
 #[error("the code cannot hold this much text ({0} bytes): pre-fill fewer or shorter fields")]
 pub struct TooLong(usize);
 
-fn qr(text: &str, level: EcLevel) -> Result<QrCode, TooLong> {
-    QrCode::with_error_correction_level(text.as_bytes(), level).map_err(|_| TooLong(text.len()))
+fn qr(text: &str, level: ECL) -> Result<fast_qr::QRCode, TooLong> {
+    qr_code(text, level).ok_or(TooLong(text.len()))
 }
 
 /// An application form: the code at the top right, then each field's label
@@ -42,7 +42,7 @@ fn form_page(
     printed: &BTreeMap<String, String>,
     note: Option<&str>,
 ) -> Result<Page, TooLong> {
-    let code = qr(code_text, EcLevel::M)?;
+    let code = qr(code_text, ECL::M)?;
     let mut page = Page::new();
     let top = A4.1 - 40.0;
     draw_qr(
@@ -109,7 +109,7 @@ pub fn kit_pdf(
 
 /// `count` separator sheets, one page each.
 pub fn separators_pdf(code_text: &str, count: u32) -> Result<Vec<u8>, TooLong> {
-    let code = qr(code_text, EcLevel::Q)?;
+    let code = qr(code_text, ECL::Q)?;
     let pages = (0..count.max(1))
         .map(|_| {
             let mut page = Page::new();

@@ -97,18 +97,19 @@ pub fn letter_pdf(letter: &LetterText) -> Vec<u8> {
     )])
 }
 
-/// The signed 2D code's width on a document: about 0.8 mm a module for the
-/// longest codes, which a phone or a 150 dpi rendering reads.
-const SEAL_SIZE: f32 = 150.0;
+/// The signed 2D code's width on a document: 0.75 to 0.85 mm a module for
+/// the codes of receipts and attestations (versions 11 to 15), about five
+/// pixels at 150 dpi. At 150 points (four pixels a module) one 150 dpi
+/// rendering in twelve did not decode; at 180, none of 100 (random codes of
+/// those versions, rendered by `pdftoppm`, read as `guichet verify` reads).
+const SEAL_SIZE: f32 = 180.0;
 
 /// A letter that carries its signed 2D code (`guichet_kit::seal`) at the
 /// bottom right, below the text, with what it is for beneath. Without a code that fits a QR
 /// code, the letter alone.
 pub fn sealed_letter_pdf(letter: &LetterText, seal: Option<&str>) -> Vec<u8> {
     let mut page = letter_page(letter, &format!("Dossier {}", letter.reference));
-    if let Some(code) = seal.and_then(|s| {
-        qrcode::QrCode::with_error_correction_level(s.as_bytes(), qrcode::EcLevel::M).ok()
-    }) {
+    if let Some(code) = seal.and_then(|s| qr_code(s, fast_qr::ECL::M)) {
         let (x, top) = (A4.0 - 50.0 - SEAL_SIZE, 60.0 + SEAL_SIZE);
         draw_qr(&mut page, &code, x, top, SEAL_SIZE);
         page.text(x + 12.0, 52.0, 6.5, false, "Code signé / signed code:");
@@ -117,21 +118,39 @@ pub fn sealed_letter_pdf(letter: &LetterText, seal: Option<&str>) -> Vec<u8> {
     document(vec![page])
 }
 
+/// The QR code of `text` at error-correction level `ecl`; `None` when the
+/// text is too long for the largest code.
+pub fn qr_code(text: &str, ecl: fast_qr::ECL) -> Option<fast_qr::QRCode> {
+    fast_qr::QRBuilder::new(text.as_bytes())
+        .ecl(ecl)
+        .build()
+        .ok()
+}
+
 /// A QR code with its top-left corner at (x, top), `size` points wide
-/// including the quiet zone of four modules the standard asks for.
-pub fn draw_qr(page: &mut Page, code: &qrcode::QrCode, x: f32, top: f32, size: f32) {
-    let n = code.width();
+/// including the quiet zone of four modules the standard asks for. Each
+/// row's run of dark modules is one rectangle: a fraction of the operands
+/// (and of the numbers to format) of one per module.
+pub fn draw_qr(page: &mut Page, code: &fast_qr::QRCode, x: f32, top: f32, size: f32) {
+    let n = code.size;
     let module = size / (n + 8) as f32;
-    let colors = code.to_colors();
     let c = &mut page.content;
     c.set_fill_gray(0.0);
     for row in 0..n {
-        for col in 0..n {
-            if colors[row * n + col] == qrcode::Color::Dark {
-                let px = x + (col + 4) as f32 * module;
-                let py = top - (row + 5) as f32 * module;
-                c.rect(px, py, module, module);
+        let modules = &code[row];
+        let py = top - (row + 5) as f32 * module;
+        let mut col = 0;
+        while col < n {
+            if !modules[col].value() {
+                col += 1;
+                continue;
             }
+            let start = col;
+            while col < n && modules[col].value() {
+                col += 1;
+            }
+            let px = x + (start + 4) as f32 * module;
+            c.rect(px, py, module * (col - start) as f32, module);
         }
     }
     c.fill_nonzero();
