@@ -297,7 +297,7 @@ async fn two_instances_escalating_at_once_escalate_each_overdue_report_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_notifiers_take_each_message_due_once() {
     use guichet_dossier::notice::{Medium, NoticeKind};
-    use guichet_notifier::store::{NewNotice, Store, insert};
+    use guichet_notifier::store::{NewNotice, SentMark, Store, insert};
     const MESSAGES: usize = 100;
     let env = postgres_env().await;
     let (schema, migrations) = (guichet_notifier::SCHEMA, &guichet_notifier::MIGRATIONS);
@@ -376,6 +376,55 @@ async fn two_notifiers_take_each_message_due_once() {
         "taken again after its lease"
     );
     assert!(!a.extend_lease(id, later, after).await.unwrap());
+
+    // What a sender handed over is marked in one go: sent, or delivered
+    // with the provider's id; a message settled meanwhile stays as it is,
+    // and nothing marked is due again.
+    let settled = &retaken[3];
+    b.db.execute(
+        guichet_kit::sql::Stmt::new("UPDATE notices SET state = 'cancelled' WHERE id = $1")
+            .bind(settled.id.as_str()),
+    )
+    .await
+    .unwrap();
+    let marks: Vec<SentMark> = retaken[..4]
+        .iter()
+        .enumerate()
+        .map(|(n, r)| SentMark {
+            id: r.id.clone(),
+            at: after,
+            provider_id: (n == 1).then(|| "provider-1".to_string()),
+            delivered: n == 1,
+        })
+        .collect();
+    b.mark_sent(&marks).await.unwrap();
+    let state_of = |r: &guichet_notifier::store::NoticeRow| {
+        let (b, key) = (&b, r.notice_key.clone());
+        async move { b.states_of(&key).await.unwrap()[0].1 }
+    };
+    use guichet_dossier::notice::DeliveryState;
+    assert_eq!(state_of(&retaken[0]).await, DeliveryState::Sent);
+    assert_eq!(state_of(&retaken[1]).await, DeliveryState::Delivered);
+    assert_eq!(state_of(&retaken[2]).await, DeliveryState::Sent);
+    assert_eq!(state_of(settled).await, DeliveryState::Cancelled);
+    let due_again = b
+        .lease_due(
+            after + chrono::Duration::minutes(20),
+            after + chrono::Duration::minutes(25),
+            MESSAGES as i64,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        due_again.len(),
+        MESSAGES - 4,
+        "the four settled are not due again"
+    );
+    assert!(
+        due_again
+            .iter()
+            .all(|r| !marks.iter().any(|m| m.id == r.id))
+    );
     a.db.close().await;
     b.db.close().await;
     env.cleanup().await;

@@ -4,7 +4,7 @@
 //! paper follow when every electronic message of the notice failed.
 
 use std::sync::Arc;
-use std::time::Duration as StdDuration;
+use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{DateTime, Duration, SubsecRound as _, Utc};
 use futures_util::FutureExt as _;
@@ -35,6 +35,10 @@ const BATCH: i64 = 32;
 const LEASE_SECONDS: i64 = 300;
 /// SMS whose report is still awaited after this long are left as sent.
 const REPORT_WINDOW_HOURS: i64 = 48;
+/// Messages sent are marked so together, at the end of a pass or once the
+/// first has waited this long: a crash between a send and its mark sends
+/// the message again when its lease runs out, so the wait stays short.
+const MARK_WITHIN: StdDuration = StdDuration::from_secs(1);
 
 #[derive(Clone)]
 pub struct Sender {
@@ -53,6 +57,15 @@ pub struct Sender {
     pub links: Arc<LinkKey>,
     /// Signs the documents' 2D codes.
     pub keys: Arc<KeySet>,
+}
+
+/// A message sent, to be marked so with the others of its pass.
+struct Sent {
+    mark: store::SentMark,
+    medium: Medium,
+    kind: NoticeKind,
+    event_at: DateTime<Utc>,
+    since: Instant,
 }
 
 /// How one try went.
@@ -107,13 +120,25 @@ impl Sender {
 
     /// One pass over the messages due; how many were tried.
     pub async fn send_due(&self) -> Result<usize, sqlx::Error> {
-        let lease = Duration::seconds(LEASE_SECONDS);
-        // The lease's end is also its holder's token (`extend_lease`): kept
-        // to the microsecond, as the database keeps it.
-        let until = |now: DateTime<Utc>| (now + lease).trunc_subsecs(6);
         let now = self.clock.now();
-        let held_until = until(now);
+        let held_until = lease_end(now);
         let due = self.store.lease_due(now, held_until, BATCH).await?;
+        let mut sent = Vec::new();
+        let tried = self.send_leased(due, held_until, &mut sent).await;
+        // Whatever ended the pass, what went out is marked so.
+        self.mark_sent(sent).await?;
+        tried
+    }
+
+    /// Tries each message leased until `held_until`; those sent join
+    /// `sent`, marked once the first has waited `MARK_WITHIN`.
+    async fn send_leased(
+        &self,
+        due: Vec<NoticeRow>,
+        held_until: DateTime<Utc>,
+        sent: &mut Vec<Sent>,
+    ) -> Result<usize, sqlx::Error> {
+        let lease = Duration::seconds(LEASE_SECONDS);
         let mut tried = 0;
         for row in due {
             // Slow sends before it (a relay that times out) must not let its
@@ -123,18 +148,28 @@ impl Sender {
             if now + lease / 2 > held_until
                 && !self
                     .store
-                    .extend_lease(&row.id, held_until, until(now))
+                    .extend_lease(&row.id, held_until, lease_end(now))
                     .await?
             {
                 continue;
             }
             tried += 1;
-            self.try_one(&row).await?;
+            if let Some(s) = self.try_one(&row).await? {
+                sent.push(s);
+            }
+            if sent
+                .first()
+                .is_some_and(|s| s.since.elapsed() >= MARK_WITHIN)
+            {
+                self.mark_sent(std::mem::take(sent)).await?;
+            }
         }
         Ok(tried)
     }
 
-    async fn try_one(&self, row: &NoticeRow) -> Result<(), sqlx::Error> {
+    /// Sends one message; what was sent is returned to be marked, any
+    /// other outcome is recorded here.
+    async fn try_one(&self, row: &NoticeRow) -> Result<Option<Sent>, sqlx::Error> {
         let now = self.clock.now();
         let (medium, kind) = (row.medium, row.kind);
         let rendered = Event::decode(&row.routing_key, &row.event).ok().map(|e| {
@@ -157,14 +192,65 @@ impl Sender {
             Some((event, person, Some(r))) => match medium {
                 Medium::Email => self.email(row, &person, &r).await,
                 Medium::Sms => self.sms(row, kind, &person, &r, now).await,
-                Medium::Paper => return self.letter(row, &event, &person, &r, kind).await,
+                Medium::Paper => {
+                    self.letter(row, &event, &person, &r, kind).await?;
+                    return Ok(None);
+                }
             },
             _ => Tried::Failed {
                 why: "the event cannot be read back or lacks what the notice says".into(),
                 permanent: true,
             },
         };
-        self.record(row, medium, kind, tried, now).await
+        if let Tried::Sent {
+            provider_id,
+            delivered,
+        } = tried
+        {
+            return Ok(Some(Sent {
+                mark: store::SentMark {
+                    id: row.id.clone(),
+                    at: now,
+                    provider_id,
+                    delivered,
+                },
+                medium,
+                kind,
+                event_at: row.event_at,
+                since: Instant::now(),
+            }));
+        }
+        self.record(row, medium, kind, tried, now).await?;
+        Ok(None)
+    }
+
+    /// Marks the messages of `sent` so, in one transaction. Sent is sent:
+    /// the mark is tried again rather than the messages, which a lost mark
+    /// would send a second time.
+    async fn mark_sent(&self, sent: Vec<Sent>) -> Result<(), sqlx::Error> {
+        if sent.is_empty() {
+            return Ok(());
+        }
+        let marks: Vec<store::SentMark> = sent.iter().map(|s| s.mark.clone()).collect();
+        let mut tries = 0u64;
+        while let Err(e) = self.store.mark_sent(&marks).await {
+            tries += 1;
+            if tries >= 10 {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "cannot record messages as sent yet; trying again");
+            tokio::time::sleep(StdDuration::from_millis(500 * tries)).await;
+        }
+        for s in &sent {
+            let outcome = if s.mark.delivered {
+                "delivered"
+            } else {
+                "sent"
+            };
+            self.count(s.medium, s.kind, outcome);
+            self.observe_sent(s.event_at, s.medium, s.mark.at);
+        }
+        Ok(())
     }
 
     async fn email(&self, row: &NoticeRow, person: &Person, r: &Rendered) -> Tried {
@@ -319,7 +405,7 @@ impl Sender {
         tx.commit().await?;
         self.relay.notify_one();
         self.count(Medium::Paper, kind, "sent");
-        self.observe_sent(row, Medium::Paper, now);
+        self.observe_sent(row.event_at, Medium::Paper, now);
         Ok(())
     }
 
@@ -332,28 +418,8 @@ impl Sender {
         now: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
         match tried {
-            Tried::Sent {
-                provider_id,
-                delivered,
-            } => {
-                // Sent is sent: the mark is tried again rather than the
-                // message, which a lost mark would send a second time.
-                let mut tries = 0u64;
-                while let Err(e) = self
-                    .store
-                    .mark_sent(&row.id, now, provider_id.as_deref(), delivered)
-                    .await
-                {
-                    tries += 1;
-                    if tries >= 10 {
-                        return Err(e);
-                    }
-                    tracing::warn!(error = %e, "cannot record a message as sent yet; trying again");
-                    tokio::time::sleep(StdDuration::from_millis(500 * tries)).await;
-                }
-                self.count(medium, kind, if delivered { "delivered" } else { "sent" });
-                self.observe_sent(row, medium, now);
-            }
+            // Marked with the others of its pass (`mark_sent`).
+            Tried::Sent { .. } => {}
             Tried::Later(at) => {
                 self.store
                     .db
@@ -469,8 +535,8 @@ impl Sender {
             .inc();
     }
 
-    fn observe_sent(&self, row: &NoticeRow, medium: Medium, now: DateTime<Utc>) {
-        let seconds = (now - row.event_at).num_milliseconds().max(0) as f64 / 1000.0;
+    fn observe_sent(&self, event_at: DateTime<Utc>, medium: Medium, now: DateTime<Utc>) {
+        let seconds = (now - event_at).num_milliseconds().max(0) as f64 / 1000.0;
         self.figures
             .event_to_sent
             .get_or_create(&MediumLabels {
@@ -478,6 +544,12 @@ impl Sender {
             })
             .observe(seconds);
     }
+}
+
+/// Where a lease taken at `now` ends. The end is also its holder's token
+/// (`extend_lease`): kept to the microsecond, as the database keeps it.
+fn lease_end(now: DateTime<Utc>) -> DateTime<Utc> {
+    (now + Duration::seconds(LEASE_SECONDS)).trunc_subsecs(6)
 }
 
 /// A document as a one-page letter to its holder.

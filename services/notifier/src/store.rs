@@ -173,6 +173,18 @@ pub async fn cancel_reminders(
     .await
 }
 
+/// A message handed over, to be marked so.
+#[derive(Debug, Clone)]
+pub struct SentMark {
+    pub id: String,
+    /// When it was handed over.
+    pub at: DateTime<Utc>,
+    /// The SMS provider's id for it, to ask for its report.
+    pub provider_id: Option<String>,
+    /// The provider said it reached the person (not only that it took it).
+    pub delivered: bool,
+}
+
 #[derive(Clone)]
 pub struct Store {
     pub db: Database,
@@ -236,20 +248,22 @@ impl Store {
         Ok(n == 1)
     }
 
-    pub async fn mark_sent(
-        &self,
-        id: &str,
-        now: DateTime<Utc>,
-        provider_id: Option<&str>,
-        delivered: bool,
-    ) -> Result<(), sqlx::Error> {
-        let state = if delivered {
-            DeliveryState::Delivered
-        } else {
-            DeliveryState::Sent
-        };
-        self.db
-            .execute(
+    /// Messages handed over (to the relay, the SMS provider), marked in ONE
+    /// transaction: one commit, and one WAL flush, for a sender's batch
+    /// rather than one per message.
+    pub async fn mark_sent(&self, sent: &[SentMark]) -> Result<(), sqlx::Error> {
+        if sent.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.db.begin_write().await?;
+        let mut c = tx.conn();
+        for m in sent {
+            let state = if m.delivered {
+                DeliveryState::Delivered
+            } else {
+                DeliveryState::Sent
+            };
+            c.execute(
                 Stmt::new(
                     "UPDATE notices SET state = $2, sent_at = $3, \
                      delivered_at = CASE WHEN $2 = 'delivered' THEN $3 ELSE NULL END, \
@@ -257,14 +271,15 @@ impl Store {
                      first_try_at = COALESCE(first_try_at, $3), lease_until = NULL, failure = NULL \
                      WHERE id = $1 AND state = 'queued'",
                 )
-                .bind(id)
+                .bind(m.id.as_str())
                 .bind(state.as_str())
-                .bind(now)
-                .bind(provider_id.map(str::to_string))
+                .bind(m.at)
+                .bind(&m.provider_id)
                 .planned_each_time(),
             )
             .await?;
-        Ok(())
+        }
+        tx.commit().await
     }
 
     /// A failed try: queued again at `retry_at`, or failed for good when
