@@ -2,9 +2,9 @@
 //! filing to be committed, and a commit waits for the database to flush its
 //! log to disk: one transaction per filing makes that flush the ceiling of
 //! intake (BENCHMARKS.md). So one writer task takes the filings that arrived
-//! while the previous commit was in flight, writes them with one statement
-//! for `filings` and one for `outbox`, commits once, and only then answers
-//! each request. Nothing waits for a batch to fill: a filing alone is
+//! while the previous commit was in flight, writes them and their outbox
+//! rows with one statement (its own transaction, one commit), and only then
+//! answers each request. Nothing waits for a batch to fill: a filing alone is
 //! written at once, as before.
 
 use std::collections::HashSet;
@@ -85,22 +85,34 @@ async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Pending>) {
 }
 
 /// Inserts the filings whose key and reference are both free, and their
-/// outbox rows, in one transaction. Returns the (key, reference) inserted.
+/// outbox rows, in ONE statement: a statement is its own transaction, so
+/// the batch is one round trip and one commit, where `BEGIN`, two inserts
+/// and `COMMIT` were four round trips, each a turn of a busy backend.
+/// Returns the (key, reference) inserted.
 async fn write(pool: &PgPool, batch: &[Pending]) -> Result<HashSet<(String, String)>, sqlx::Error> {
     /// One column of the batch, as an array parameter.
     fn column<'a, T>(batch: &'a [Pending], value: impl Fn(&'a NewFiling) -> T) -> Vec<T> {
         batch.iter().map(|p| value(&p.filing)).collect()
     }
-    let mut tx = pool.begin().await?;
+    let messages = outbox::OutboxColumns::of(batch.iter().map(|p| &p.message));
     // DO NOTHING on any conflict: a taken key is a retry (the caller answers
     // the saved receipt), a taken reference is drawn again by the caller.
-    // Two filings with one key in the same batch: the first one wins.
-    let inserted: HashSet<(String, String)> = sqlx::query_as(
-        "INSERT INTO filings (idempotency_key, fingerprint, reference, legal_filing_date, \
-         filed_at, receipt, trace_id) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::date[], \
-         $5::timestamptz[], $6::bytea[], $7::text[]) \
-         ON CONFLICT DO NOTHING RETURNING idempotency_key, reference",
+    // Two filings with one key in the same batch: the first one wins. Only
+    // the filings inserted get their message, matched on key and reference.
+    let inserted = sqlx::query_as(
+        "WITH filed AS (\
+           INSERT INTO filings (idempotency_key, fingerprint, reference, legal_filing_date, \
+           filed_at, receipt, trace_id) \
+           SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::date[], \
+           $5::timestamptz[], $6::bytea[], $7::text[]) \
+           ON CONFLICT DO NOTHING RETURNING idempotency_key, reference), \
+         queued AS (\
+           INSERT INTO outbox (message_id, exchange, routing_key, headers, body) \
+           SELECT m.i, m.e, m.k, m.h::jsonb, m.b \
+           FROM UNNEST($1::text[], $3::text[], $8::text[], $9::text[], $10::text[], \
+           $11::text[], $12::bytea[]) AS m(key, reference, i, e, k, h, b) \
+           JOIN filed ON filed.idempotency_key = m.key AND filed.reference = m.reference) \
+         SELECT idempotency_key, reference FROM filed",
     )
     .bind(column(batch, |f| f.idempotency_key.as_str()))
     .bind(column(batch, |f| f.fingerprint.as_str()))
@@ -109,16 +121,14 @@ async fn write(pool: &PgPool, batch: &[Pending]) -> Result<HashSet<(String, Stri
     .bind(column(batch, |f| f.filed_at))
     .bind(column(batch, |f| f.receipt.as_slice()))
     .bind(column(batch, |f| f.trace_id.as_str()))
-    .fetch_all(&mut *tx)
+    .bind(&messages.message_ids)
+    .bind(&messages.exchanges)
+    .bind(&messages.routing_keys)
+    .bind(&messages.headers)
+    .bind(&messages.bodies)
+    .fetch_all(pool)
     .await?
     .into_iter()
     .collect();
-    let messages: Vec<OutgoingMessage> = batch
-        .iter()
-        .filter(|p| inserted.contains(&p.key()))
-        .map(|p| p.message.clone())
-        .collect();
-    outbox::enqueue_all_postgres(&mut tx, &messages).await?;
-    tx.commit().await?;
     Ok(inserted)
 }

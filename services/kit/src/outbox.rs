@@ -36,6 +36,38 @@ pub async fn enqueue_postgres(
     enqueue_all_postgres(conn, std::slice::from_ref(message)).await
 }
 
+/// The outbox's columns of a batch of messages, each as an array parameter
+/// (`UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])`
+/// gives the rows), for a statement that inserts them with other rows.
+pub struct OutboxColumns<'a> {
+    pub message_ids: Vec<&'a str>,
+    pub exchanges: Vec<&'a str>,
+    pub routing_keys: Vec<&'a str>,
+    /// JSON objects, cast with `::jsonb`.
+    pub headers: Vec<String>,
+    pub bodies: Vec<&'a [u8]>,
+}
+
+impl<'a> OutboxColumns<'a> {
+    pub fn of(messages: impl IntoIterator<Item = &'a OutgoingMessage>) -> Self {
+        let mut c = OutboxColumns {
+            message_ids: Vec::new(),
+            exchanges: Vec::new(),
+            routing_keys: Vec::new(),
+            headers: Vec::new(),
+            bodies: Vec::new(),
+        };
+        for m in messages {
+            c.message_ids.push(m.message_id.as_str());
+            c.exchanges.push(m.exchange.as_str());
+            c.routing_keys.push(m.routing_key.as_str());
+            c.headers.push(headers_json(m));
+            c.bodies.push(m.body.as_slice());
+        }
+        c
+    }
+}
+
 /// Records every message for publication in one statement, in the caller's
 /// PostgreSQL transaction: a batch of N costs one round trip, not N.
 pub async fn enqueue_all_postgres(
@@ -45,28 +77,17 @@ pub async fn enqueue_all_postgres(
     if messages.is_empty() {
         return Ok(());
     }
-    let mut ids = Vec::with_capacity(messages.len());
-    let mut exchanges = Vec::with_capacity(messages.len());
-    let mut keys = Vec::with_capacity(messages.len());
-    let mut headers = Vec::with_capacity(messages.len());
-    let mut bodies = Vec::with_capacity(messages.len());
-    for m in messages {
-        ids.push(m.message_id.as_str());
-        exchanges.push(m.exchange.as_str());
-        keys.push(m.routing_key.as_str());
-        headers.push(headers_json(m));
-        bodies.push(m.body.as_slice());
-    }
+    let c = OutboxColumns::of(messages);
     sqlx::query(
         "INSERT INTO outbox (message_id, exchange, routing_key, headers, body) \
          SELECT i, e, k, h::jsonb, b FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], \
          $5::bytea[]) AS u(i, e, k, h, b)",
     )
-    .bind(&ids)
-    .bind(&exchanges)
-    .bind(&keys)
-    .bind(&headers)
-    .bind(&bodies)
+    .bind(&c.message_ids)
+    .bind(&c.exchanges)
+    .bind(&c.routing_keys)
+    .bind(&c.headers)
+    .bind(&c.bodies)
     .execute(conn)
     .await?;
     Ok(())
