@@ -65,7 +65,24 @@ struct Sent {
     medium: Medium,
     kind: NoticeKind,
     event_at: DateTime<Utc>,
-    since: Instant,
+}
+
+/// What a pass sent and has not marked so yet.
+#[derive(Default)]
+struct Unmarked {
+    marks: Vec<store::SentMark>,
+    /// For the figures, once marked: medium, kind, when the event was.
+    figures: Vec<(Medium, NoticeKind, DateTime<Utc>)>,
+    /// When the first of them went.
+    since: Option<Instant>,
+}
+
+impl Unmarked {
+    fn push(&mut self, s: Sent) {
+        self.since.get_or_insert_with(Instant::now);
+        self.marks.push(s.mark);
+        self.figures.push((s.medium, s.kind, s.event_at));
+    }
 }
 
 /// How one try went.
@@ -123,7 +140,7 @@ impl Sender {
         let now = self.clock.now();
         let held_until = lease_end(now);
         let due = self.store.lease_due(now, held_until, BATCH).await?;
-        let mut sent = Vec::new();
+        let mut sent = Unmarked::default();
         let tried = self.send_leased(due, held_until, &mut sent).await;
         // Whatever ended the pass, what went out is marked so.
         self.mark_sent(sent).await?;
@@ -136,7 +153,7 @@ impl Sender {
         &self,
         due: Vec<NoticeRow>,
         held_until: DateTime<Utc>,
-        sent: &mut Vec<Sent>,
+        sent: &mut Unmarked,
     ) -> Result<usize, sqlx::Error> {
         let lease = Duration::seconds(LEASE_SECONDS);
         let mut tried = 0;
@@ -157,10 +174,7 @@ impl Sender {
             if let Some(s) = self.try_one(&row).await? {
                 sent.push(s);
             }
-            if sent
-                .first()
-                .is_some_and(|s| s.since.elapsed() >= MARK_WITHIN)
-            {
+            if sent.since.is_some_and(|t| t.elapsed() >= MARK_WITHIN) {
                 self.mark_sent(std::mem::take(sent)).await?;
             }
         }
@@ -217,7 +231,6 @@ impl Sender {
                 medium,
                 kind,
                 event_at: row.event_at,
-                since: Instant::now(),
             }));
         }
         self.record(row, medium, kind, tried, now).await?;
@@ -227,13 +240,12 @@ impl Sender {
     /// Marks the messages of `sent` so, in one transaction. Sent is sent:
     /// the mark is tried again rather than the messages, which a lost mark
     /// would send a second time.
-    async fn mark_sent(&self, sent: Vec<Sent>) -> Result<(), sqlx::Error> {
-        if sent.is_empty() {
+    async fn mark_sent(&self, sent: Unmarked) -> Result<(), sqlx::Error> {
+        if sent.marks.is_empty() {
             return Ok(());
         }
-        let marks: Vec<store::SentMark> = sent.iter().map(|s| s.mark.clone()).collect();
         let mut tries = 0u64;
-        while let Err(e) = self.store.mark_sent(&marks).await {
+        while let Err(e) = self.store.mark_sent(&sent.marks).await {
             tries += 1;
             if tries >= 10 {
                 return Err(e);
@@ -241,14 +253,10 @@ impl Sender {
             tracing::warn!(error = %e, "cannot record messages as sent yet; trying again");
             tokio::time::sleep(StdDuration::from_millis(500 * tries)).await;
         }
-        for s in &sent {
-            let outcome = if s.mark.delivered {
-                "delivered"
-            } else {
-                "sent"
-            };
-            self.count(s.medium, s.kind, outcome);
-            self.observe_sent(s.event_at, s.medium, s.mark.at);
+        for (mark, (medium, kind, event_at)) in sent.marks.iter().zip(sent.figures) {
+            let outcome = if mark.delivered { "delivered" } else { "sent" };
+            self.count(medium, kind, outcome);
+            self.observe_sent(event_at, medium, mark.at);
         }
         Ok(())
     }

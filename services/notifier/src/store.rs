@@ -174,7 +174,7 @@ pub async fn cancel_reminders(
 }
 
 /// A message handed over, to be marked so.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SentMark {
     pub id: String,
     /// When it was handed over.
