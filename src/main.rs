@@ -259,9 +259,9 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("benchmarking")?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                guichet_tools::print(&serde_json::to_string_pretty(&report)?)?;
             } else {
-                println!("{}", report.table());
+                guichet_tools::print(&report.table())?;
             }
             return Ok(());
         }
@@ -270,17 +270,14 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("benchmarking the postal stations")?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                guichet_tools::print(&serde_json::to_string_pretty(&report)?)?;
             } else {
-                println!("{}", report.table());
+                guichet_tools::print(&report.table())?;
             }
             return Ok(());
         }
         Command::Simulate(args) => {
-            println!(
-                "{}",
-                guichet_tools::simulate::run(&args).context("simulating")?
-            );
+            guichet_tools::print(&guichet_tools::simulate::run(&args).context("simulating")?)?;
             return Ok(());
         }
         Command::Titles {

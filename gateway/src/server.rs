@@ -56,17 +56,11 @@ pub enum StartError {
 pub fn router(
     state: AppState,
     request_timeout: Duration,
-    (max_in_flight, latency_target): (usize, Duration),
+    bounds: Bounds,
     grpc_health: tonic_health::pb::health_server::HealthServer<grpc_proxy::GatewayHealth>,
 ) -> Router {
     let upload_bytes = state.uploads.max_request_bytes();
-    let refused = state
-        .metrics
-        .requests_shed
-        .get_or_create(&guichet_kit::metrics::ServiceLabels { service: "gateway" })
-        .clone();
-    let limit =
-        guichet_kit::capacity::adaptive("gateway", (max_in_flight, latency_target), &state.metrics);
+    let in_flight = InFlight::new(bounds, &state.metrics);
     let stack = ServiceBuilder::new()
         // On every answer, errors and panics included: no type sniffing, no
         // framing by another site, and nothing kept by a browser or a proxy
@@ -125,10 +119,7 @@ pub fn router(
         .layer(axum::middleware::from_fn(crate::web::agents::form_token))
         .layer(axum::middleware::from_fn(crate::web::refusals_as_pages))
         .layer(axum::middleware::from_fn(origin::refuse_cross_site))
-        .layer(axum::middleware::from_fn_with_state(
-            InFlight { limit, refused },
-            shed,
-        ))
+        .layer(axum::middleware::from_fn_with_state(in_flight, shed))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             ops::count_request,
@@ -143,11 +134,60 @@ pub fn router(
 /// takes, which says nothing about load here.
 const SMALL_BODY: u64 = 64 * 1024;
 
+/// How much work the gateway takes at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Requests whose time is the machine's (`GUICHET_MAX_IN_FLIGHT`),
+    /// under a bound that adapts to `latency_target`.
+    pub max_in_flight: usize,
+    pub latency_target: Duration,
+    /// Requests whose time is the client's link: documents, scanned
+    /// batches, bodies of unknown length (`GUICHET_MAX_UPLOADS_IN_FLIGHT`).
+    pub max_uploads_in_flight: usize,
+}
+
 /// The gateway's places for work in flight, and the count of refusals.
+///
+/// Two sets of places: an upload holds its place for as long as the
+/// person's connection takes to send the document, minutes on a poor line.
+/// Sharing one bound, a few dozen slow uploads would lock every filing and
+/// every look out; a bound large enough for them let an overloaded
+/// machine's requests queue into hundreds of milliseconds. So the machine's
+/// requests have a small bound that follows their latency, and the uploads
+/// a fixed one of their own.
 #[derive(Clone)]
 pub(crate) struct InFlight {
     limit: std::sync::Arc<guichet_kit::capacity::AdaptiveLimit>,
+    uploads: std::sync::Arc<tokio::sync::Semaphore>,
     refused: guichet_kit::metrics::Counter,
+}
+
+impl InFlight {
+    fn new(bounds: Bounds, metrics: &guichet_kit::Metrics) -> Self {
+        let refused = metrics
+            .requests_shed
+            .get_or_create(&guichet_kit::metrics::ServiceLabels { service: "gateway" })
+            .clone();
+        let limit = guichet_kit::capacity::adaptive(
+            "gateway",
+            (bounds.max_in_flight, bounds.latency_target),
+            metrics,
+        );
+        let uploads = tokio::sync::Semaphore::new(bounds.max_uploads_in_flight.max(1));
+        Self {
+            limit,
+            uploads: std::sync::Arc::new(uploads),
+            refused,
+        }
+    }
+}
+
+/// A request's place, given back when it is answered.
+enum Held {
+    /// Under the machine's bound: the answer's time is counted.
+    Timed(guichet_kit::capacity::Place),
+    /// Among the uploads.
+    Upload(tokio::sync::OwnedSemaphorePermit),
 }
 
 /// Whether the time to answer `request` measures this machine: no body, or
@@ -177,8 +217,9 @@ fn times_the_machine(request: &axum::extract::Request) -> bool {
 
 /// Work in flight is bounded: past the bound, a request is refused at once
 /// (503 with `Retry-After`, or gRPC `UNAVAILABLE`) instead of waiting in
-/// line into seconds of latency. The bound follows the answers' latency
-/// (`AdaptiveLimit`). Health checks and metrics always answer, so an
+/// line into seconds of latency. The machine's bound follows the answers'
+/// latency (`AdaptiveLimit`); uploads have their own (`InFlight`). Health
+/// checks and metrics always answer, so an
 /// orchestrator does not restart a gateway for being busy.
 pub(crate) async fn shed(
     axum::extract::State(bound): axum::extract::State<InFlight>,
@@ -188,7 +229,17 @@ pub(crate) async fn shed(
     if matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics") {
         return next.run(request).await;
     }
-    let Some(place) = bound.limit.try_acquire() else {
+    let place = if times_the_machine(&request) {
+        bound.limit.try_acquire().map(Held::Timed)
+    } else {
+        bound
+            .uploads
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(Held::Upload)
+    };
+    let Some(place) = place else {
         bound.refused.inc();
         let full = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -207,12 +258,10 @@ pub(crate) async fn shed(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     };
-    let timed = times_the_machine(&request);
     let response = next.run(request).await;
-    if timed {
-        place.answered();
-    } else {
-        drop(place);
+    match place {
+        Held::Timed(place) => place.answered(),
+        Held::Upload(permit) => drop(permit),
     }
     response
 }
@@ -295,7 +344,11 @@ pub async fn start(
     let app = router(
         state,
         config.request_timeout(),
-        (config.max_in_flight, config.latency_target()),
+        Bounds {
+            max_in_flight: config.max_in_flight,
+            latency_target: config.latency_target(),
+            max_uploads_in_flight: config.max_uploads_in_flight,
+        },
         health,
     );
     let mut tasks = guichet_kit::service::Tasks::new();

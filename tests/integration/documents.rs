@@ -120,6 +120,23 @@ async fn an_attestation_checks_offline_and_an_altered_copy_is_named(backend: Bac
         .expect("a validity")
         .to_string();
 
+    // Read by a reader that has already gone (`| head -0`): the verdict's
+    // exit status, not a panic on the closed pipe.
+    let mut gone = Command::new(env!("CARGO_BIN_EXE_guichet"))
+        .arg("verify")
+        .arg(&pdf)
+        .arg("--keys")
+        .arg(&keys)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("guichet verify runs");
+    drop(gone.stdout.take());
+    let out = gone.wait_with_output().expect("guichet verify ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
     // The same paper as an image: its code read back from the pixels.
     let png = to_png(&pdf);
     let (verdict, status) = verify(&png, &keys);

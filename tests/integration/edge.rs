@@ -946,6 +946,80 @@ async fn a_gateway_whose_answers_are_slow_takes_fewer_requests_at_once() {
     env.cleanup().await;
 }
 
+/// A request to `path` whose body is sent in two parts: the first ten
+/// bytes now, the rest when the returned sender is given them. With
+/// `declared`, the body's length is declared up front; without, it is sent
+/// chunked, of a length unknown until it ends.
+fn sent_slowly(
+    app: &App,
+    path: &str,
+    body: &[u8],
+    declared: bool,
+) -> (
+    tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    tokio::task::JoinHandle<reqwest::StatusCode>,
+) {
+    let (send, receive) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    send.try_send(Ok(body[..10].to_vec())).unwrap();
+    let mut request = app
+        .http
+        .post(format!("{}{path}", app.base))
+        .header("content-type", "application/json");
+    if declared {
+        request = request.header("content-length", body.len().to_string());
+    }
+    let stream = futures_util::stream::unfold(receive, |mut r| async move {
+        r.recv().await.map(|chunk| (chunk, r))
+    });
+    let slow = tokio::spawn(async move {
+        request
+            .body(reqwest::Body::wrap_stream(stream))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    (send, slow)
+}
+
+/// A request sent slowly (as `sent_slowly`) that holds the only place of
+/// its kind: `probe` is refused 503 meanwhile, and that refusal is given
+/// back. The slow request may itself be refused, when a probe takes the
+/// place first: it is then sent again.
+async fn holding_the_place<P, F>(
+    app: &App,
+    body: &[u8],
+    declared: bool,
+    probe: P,
+) -> (
+    tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    tokio::task::JoinHandle<reqwest::StatusCode>,
+    reqwest::Response,
+)
+where
+    P: Fn() -> F,
+    F: std::future::Future<Output = reqwest::Response>,
+{
+    for _ in 0..20 {
+        let (send, slow) = sent_slowly(app, "/api/v1/dossiers", body, declared);
+        // Its head first, most times; a probe that wins the race is retried.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let refused = common::eventually(Duration::from_secs(20), "the place taken", || async {
+            if slow.is_finished() {
+                return Some(None);
+            }
+            let r = probe().await;
+            (r.status() == 503).then_some(Some(r))
+        })
+        .await;
+        if let Some(refused) = refused {
+            return (send, slow, refused);
+        }
+        assert_eq!(slow.await.unwrap(), 503, "refused, not served, while taken");
+    }
+    panic!("the slow request never held the place");
+}
+
 /// A gateway at capacity refuses at once, with `Retry-After`, instead of
 /// queueing: one filing whose body is still coming holds the only place;
 /// health still answers; once it completes, requests are served again.
@@ -956,43 +1030,9 @@ async fn a_gateway_at_capacity_refuses_at_once_and_recovers() {
     config.max_in_flight = 1;
     let app = App::builder(&config).only(ONLINE).start().await;
     let body = serde_json::to_vec(&example("renewal-employee.json")).unwrap();
-    // The filing that is to hold the place may itself be refused, when a
-    // look below takes the place first: it is then sent again.
-    let mut attempts = 0;
-    let (send, slow, refused) = loop {
-        attempts += 1;
-        assert!(attempts <= 5, "the filing never held the place");
-        let (send, receive) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
-        send.send(Ok(body[..10].to_vec())).await.unwrap();
-        let slow = tokio::spawn({
-            let http = app.http.clone();
-            let url = format!("{}/api/v1/dossiers", app.base);
-            async move {
-                let stream = futures_util::stream::unfold(receive, |mut r| async move {
-                    r.recv().await.map(|chunk| (chunk, r))
-                });
-                http.post(url)
-                    .header("content-type", "application/json")
-                    .body(reqwest::Body::wrap_stream(stream))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-            }
-        });
-        let refused = common::eventually(Duration::from_secs(20), "the place taken", || async {
-            if slow.is_finished() {
-                return Some(None);
-            }
-            let r = app.get("/api/openapi.json").await;
-            (r.status() == 503).then_some(Some(r))
-        })
-        .await;
-        if let Some(refused) = refused {
-            break (send, slow, refused);
-        }
-        assert_eq!(slow.await.unwrap(), 503, "refused, not served, while taken");
-    };
+    // Of declared length under 64 KiB: a filing, not an upload.
+    let (send, slow, refused) =
+        holding_the_place(&app, &body, true, || app.get("/api/openapi.json")).await;
     assert_eq!(refused.headers()["retry-after"], "1");
     let problem: Value = refused.json().await.unwrap();
     assert!(problem.to_string().contains("capacity"), "{problem}");
@@ -1007,6 +1047,64 @@ async fn a_gateway_at_capacity_refuses_at_once_and_recovers() {
     drop(send);
     assert_eq!(slow.await.unwrap(), 201);
     assert_eq!(app.get("/api/openapi.json").await.status(), 200);
+    app.stop().await;
+    env.cleanup().await;
+}
+
+/// Uploads, whose time is the person's line, have their own places: while
+/// slow uploads hold all of them, filings and looks are served, and one
+/// upload more is refused at once with `Retry-After`; once an upload ends,
+/// its place is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_uploads_hold_their_own_places_not_the_filings() {
+    let env = TestEnv::on(Backend::Embedded).await;
+    let mut config = env.config();
+    config.max_in_flight = 1;
+    config.max_uploads_in_flight = 1;
+    let app = App::builder(&config).only(ONLINE).start().await;
+    let body = serde_json::to_vec(&example("renewal-employee.json")).unwrap();
+    let shed = || app.metric("guichet_requests_shed_total{service=\"gateway\"}");
+    // A body of unknown length is an upload; so is the probe, whole but
+    // of unknown length too.
+    let probe = || {
+        app.http
+            .post(format!("{}/api/v1/dossiers", app.base))
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter([
+                Ok::<_, std::io::Error>(b"{}".to_vec()),
+            ])))
+            .send()
+    };
+    let (send, slow, refused) =
+        holding_the_place(&app, &body, false, || async { probe().await.unwrap() }).await;
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let problem: Value = refused.json().await.unwrap();
+    assert!(problem.to_string().contains("capacity"), "{problem}");
+    let shed_before = shed().await;
+    assert!(shed_before >= 1.0, "the refusal is counted: {shed_before}");
+
+    // The machine's only place is free: a filing and a look are served,
+    // one after the other, while the upload is still coming.
+    let reference = app
+        .file_accepted(&example("change-of-status-student-to-employee.json"))
+        .await;
+    assert_eq!(app.get("/api/openapi.json").await.status(), 200);
+    assert!(!slow.is_finished(), "the upload is still coming");
+    assert_eq!(shed().await, shed_before, "nothing refused meanwhile");
+
+    // The upload completes; its place is free for the next one.
+    send.send(Ok(body[10..].to_vec())).await.unwrap();
+    drop(send);
+    assert_eq!(slow.await.unwrap(), 201);
+    let other = serde_json::to_vec(&example("first-application-student.json")).unwrap();
+    let (send, next) = sent_slowly(&app, "/api/v1/dossiers", &other, false);
+    send.send(Ok(other[10..].to_vec())).await.unwrap();
+    drop(send);
+    assert_eq!(next.await.unwrap(), 201, "the place came back");
+    assert!(
+        reference.starts_with('W'),
+        "an online reference: {reference}"
+    );
     app.stop().await;
     env.cleanup().await;
 }

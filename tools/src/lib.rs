@@ -9,3 +9,15 @@ pub mod dlq;
 pub mod progress;
 pub mod simulate;
 pub mod verify;
+
+/// Writes `text` and a line end to standard output. A reader that stopped
+/// reading (`guichet verify ... | head -1`) is not an error: it has what it
+/// wanted. Rust ignores SIGPIPE, so `println!` would panic there instead.
+pub fn print(text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        done => done,
+    }
+}

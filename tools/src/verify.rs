@@ -111,36 +111,40 @@ pub async fn run(args: VerifyArgs, public_url: Option<&str>) -> anyhow::Result<u
     };
     let verdict = judge(&keys, &codes, &printed, reading);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&verdict)?);
+        crate::print(&serde_json::to_string_pretty(&verdict)?)?;
     } else {
-        print_verdict(&verdict);
+        crate::print(&verdict_text(&verdict))?;
     }
     Ok(verdict.exit_code())
 }
 
-fn print_verdict(v: &Verdict) {
+/// The verdict as a person reads it.
+fn verdict_text(v: &Verdict) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::new();
     match v {
         Verdict::Genuine { kind, kid, fields } => {
-            println!(
+            text.push_str(&format!(
                 "GENUINE: a {kind} signed by Guichet (key {kid}), and the paper prints what it signed:"
-            );
+            ));
             for (name, value) in fields {
-                println!("  {name}: {value}");
+                let _ = write!(text, "\n  {name}: {value}");
             }
         }
         Verdict::Altered { kind, kid, fields } => {
-            println!(
+            text.push_str(&format!(
                 "ALTERED: the {kind}'s code is genuine (key {kid}) but the printed text does not say what it signed:"
-            );
+            ));
             for (name, value) in fields {
-                println!("  {name}: signed as \"{value}\", not printed so");
+                let _ = write!(text, "\n  {name}: signed as \"{value}\", not printed so");
             }
         }
-        Verdict::Refused { reason } => println!("REFUSED: {reason}"),
+        Verdict::Refused { reason } => text = format!("REFUSED: {reason}"),
         Verdict::NoCode => {
-            println!("NO CODE: no Guichet signed code could be read on this document")
+            text.push_str("NO CODE: no Guichet signed code could be read on this document");
         }
     }
+    text
 }
 
 async fn read_keys(given: Option<&str>, public_url: Option<&str>) -> anyhow::Result<KeySet> {

@@ -111,12 +111,21 @@ pub struct Config {
     #[arg(long, env = "GUICHET_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
 
-    /// Most requests the gateway works on at once; one more is refused at
-    /// once (503 with `Retry-After`, gRPC `UNAVAILABLE`) rather than queued.
-    /// Under it the bound adapts to `GUICHET_LATENCY_TARGET_MS`. Health
-    /// checks and metrics are never refused.
+    /// Most requests the gateway works on at once, uploads apart; one more
+    /// is refused at once (503 with `Retry-After`, gRPC `UNAVAILABLE`)
+    /// rather than queued. Under it the bound adapts to
+    /// `GUICHET_LATENCY_TARGET_MS`. Health checks and metrics are never
+    /// refused.
     #[arg(long, env = "GUICHET_MAX_IN_FLIGHT", default_value_t = 512)]
     pub max_in_flight: usize,
+
+    /// Most uploads the gateway takes at once: requests with a body over
+    /// 64 KiB or of unknown length, and the mailroom's scanned batches,
+    /// whose time is the client's link. They have their own places, so
+    /// slow lines never hold the filings' and looks' places; one more is
+    /// refused at once (503 with `Retry-After`).
+    #[arg(long, env = "GUICHET_MAX_UPLOADS_IN_FLIGHT", default_value_t = 128)]
+    pub max_uploads_in_flight: usize,
 
     /// The answer time the gateway and each gRPC service keep nine answers
     /// in ten under, in milliseconds: while more take longer, they take
@@ -271,6 +280,7 @@ impl std::fmt::Debug for Config {
             .field("db_pool_size", &self.db_pool_size)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("max_in_flight", &self.max_in_flight)
+            .field("max_uploads_in_flight", &self.max_uploads_in_flight)
             .field("latency_target_ms", &self.latency_target_ms)
             .field("grpc_max_in_flight", &self.grpc_max_in_flight)
             .field("status_tries", &self.status_tries)
