@@ -115,8 +115,9 @@ pub struct Config {
     /// is refused at once (503 with `Retry-After`, gRPC `UNAVAILABLE`)
     /// rather than queued. Under it the bound adapts to
     /// `GUICHET_LATENCY_TARGET_MS`. Health checks and metrics are never
-    /// refused.
-    #[arg(long, env = "GUICHET_MAX_IN_FLIGHT", default_value_t = 512)]
+    /// refused. Past what the machine serves, more places only make the
+    /// requests accepted wait longer (see BENCHMARKS.md).
+    #[arg(long, env = "GUICHET_MAX_IN_FLIGHT", default_value_t = 64)]
     pub max_in_flight: usize,
 
     /// Most uploads the gateway takes at once: requests with a body over
