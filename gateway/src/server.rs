@@ -219,8 +219,8 @@ fn times_the_machine(request: &axum::extract::Request) -> bool {
 /// (503 with `Retry-After`, or gRPC `UNAVAILABLE`) instead of waiting in
 /// line into seconds of latency. The machine's bound follows the answers'
 /// latency (`AdaptiveLimit`); uploads have their own (`InFlight`). Health
-/// checks and metrics always answer, so an
-/// orchestrator does not restart a gateway for being busy.
+/// checks and metrics always answer, so an orchestrator does not restart a
+/// gateway for being busy.
 pub(crate) async fn shed(
     axum::extract::State(bound): axum::extract::State<InFlight>,
     request: axum::extract::Request,
