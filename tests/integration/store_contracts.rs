@@ -65,6 +65,69 @@ fn names_the_row(e: &Unreadable, row: &str) {
     assert_eq!(e.row, row, "{e:?}");
 }
 
+// ---- the outbox ----------------------------------------------------------------
+
+/// The outbox relay takes its batch by walking the unsent rows' index in
+/// order, whatever PostgreSQL believes of the table. Here its statistics
+/// are taken while it is empty, then thousands of rows come and most are
+/// sent, as in a busy minute before autovacuum: the pick must neither read
+/// every unsent entry (bitmap scan) nor sort them.
+#[tokio::test]
+async fn the_outbox_relay_walks_its_index_however_stale_the_statistics() {
+    let env = TestEnv::on(Backend::Servers).await;
+    let db = open(
+        &env,
+        guichet_intake_pan::server::SCHEMA,
+        &guichet_intake_pan::server::MIGRATIONS,
+    )
+    .await;
+    db.execute(Stmt::new("ANALYZE outbox")).await.unwrap();
+    db.execute(Stmt::new(
+        "INSERT INTO outbox (message_id, exchange, routing_key, body) \
+         SELECT 'm-' || n, 'guichet.dossiers', 'dossier.submitted.pan', '\\x00' \
+         FROM generate_series(1, 5000) AS n",
+    ))
+    .await
+    .unwrap();
+    db.execute(Stmt::new(
+        "UPDATE outbox SET sent_at = now(), attempts = 1 \
+         WHERE substr(message_id, 3)::int % 50 <> 0",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL").await,
+        100
+    );
+
+    let mut tx = db.begin_write().await.unwrap();
+    tx.conn().walk_queue_in_order().await.unwrap();
+    let pick = guichet_kit::outbox::OutboxRelay::PICK_PG.replace("$1", "256");
+    let explain = format!("EXPLAIN (FORMAT JSON) {pick}");
+    let plan: serde_json::Value = sqlx::query_scalar(&explain)
+        .fetch_one(tx.conn().postgres().unwrap())
+        .await
+        .unwrap();
+    let plan = plan.to_string();
+    assert!(plan.contains("\"Index Scan\""), "{plan}");
+    assert!(plan.contains("outbox_unsent_order"), "{plan}");
+    assert!(!plan.contains("Bitmap"), "{plan}");
+    assert!(!plan.contains("\"Sort\""), "{plan}");
+    // And it takes the unsent rows, least tried first.
+    let first_three = guichet_kit::outbox::OutboxRelay::PICK_PG
+        .replacen(
+            "id, message_id, exchange, routing_key, headers::text, body",
+            "message_id",
+            1,
+        )
+        .replace("$1", "3");
+    let taken: Vec<String> = sqlx::query_scalar(&first_three)
+        .fetch_all(tx.conn().postgres().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(taken, ["m-50", "m-100", "m-150"]);
+}
+
 // ---- the filing ledger -------------------------------------------------------
 
 /// An example filing, parsed as the web channel would, under `key`.

@@ -226,20 +226,25 @@ impl OutboxRelay {
         }
     }
 
+    /// The relay's pick on PostgreSQL: `$1` unsent rows, least tried first.
+    pub const PICK_PG: &str = "SELECT id, message_id, exchange, routing_key, headers::text, body \
+         FROM outbox WHERE sent_at IS NULL ORDER BY attempts, id LIMIT $1 FOR UPDATE SKIP LOCKED";
+
     /// Publishes one batch of unsent rows, those tried least first, so a row
     /// that keeps failing never holds back the ones behind it. On PostgreSQL the rows stay locked
     /// (SKIP LOCKED) while they are published, so several relays can share one
     /// table. SQLite has one writer, and one relay per file: no lock is held
     /// while publishing, so filings are never blocked behind the bus.
     pub async fn relay_once(&self) -> Result<RelayOutcome, RelayError> {
-        const PICK_PG: &str = "SELECT id, message_id, exchange, routing_key, headers::text, body \
-             FROM outbox WHERE sent_at IS NULL ORDER BY attempts, id LIMIT $1 FOR UPDATE SKIP LOCKED";
         const PICK_SQLITE: &str = "SELECT id, message_id, exchange, routing_key, headers, body \
              FROM outbox WHERE sent_at IS NULL ORDER BY attempts, id LIMIT ?";
         match &self.db {
             Database::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                let rows: Vec<Row> = sqlx::query_as(PICK_PG)
+                sqlx::query(crate::sql::WALK_QUEUE_IN_ORDER)
+                    .execute(&mut *tx)
+                    .await?;
+                let rows: Vec<Row> = sqlx::query_as(Self::PICK_PG)
                     .bind(self.batch)
                     .fetch_all(&mut *tx)
                     .await?;

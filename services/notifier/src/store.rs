@@ -203,8 +203,10 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<NoticeRow>, sqlx::Error> {
         let lock = self.db.sql_backend().for_update_skip_locked();
-        let mut rows: Vec<NoticeRow> = self
-            .db
+        let mut tx = self.db.begin_write().await?;
+        tx.conn().walk_queue_in_order().await?;
+        let mut rows: Vec<NoticeRow> = tx
+            .conn()
             .fetch_all(
                 Stmt::new(format!(
                     "UPDATE notices SET lease_until = $2 WHERE id IN (SELECT id FROM notices \
@@ -218,6 +220,7 @@ impl Store {
                 .planned_each_time(),
             )
             .await?;
+        tx.commit().await?;
         // RETURNING keeps no order.
         rows.sort_by_key(|r| r.not_before);
         Ok(rows)
