@@ -43,11 +43,23 @@ type Process = (
     Option<(&'static str, SocketAddr)>,
 );
 
-/// A free loopback port, found by binding port 0 and letting it go. Another
-/// process could take it in between; start-up then fails and says which.
-fn free_port() -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?)
+/// Loopback ports picked for the mesh's processes. Each stays bound here
+/// until the processes start, so that no two picks, and nothing else this
+/// process binds meanwhile (the development issuer, on port 0), get the
+/// same port: a port let go at once could be handed out again, and the
+/// service given it failed to start. Another program could still take one
+/// between the release and the service's bind; start-up then fails and
+/// says which.
+#[derive(Default)]
+struct Ports(Vec<TcpListener>);
+
+impl Ports {
+    fn pick(&mut self) -> anyhow::Result<SocketAddr> {
+        let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+        let addr = listener.local_addr()?;
+        self.0.push(listener);
+        Ok(addr)
+    }
 }
 
 impl Mesh {
@@ -80,12 +92,13 @@ impl Mesh {
             Some(path) => path.to_path_buf(),
             None => std::env::current_exe().context("finding the guichet binary")?,
         };
-        let http = free_port()?;
+        let mut ports = Ports::default();
+        let http = ports.pick()?;
         let intake_webs = (0..instances)
-            .map(|_| free_port())
+            .map(|_| ports.pick())
             .collect::<anyhow::Result<Vec<_>>>()?;
         let instructions = (0..instances)
-            .map(|_| free_port())
+            .map(|_| ports.pick())
             .collect::<anyhow::Result<Vec<_>>>()?;
         let (intake_web, instruction) = (intake_webs[0], instructions[0]);
         let list = |ports: &[SocketAddr]| {
@@ -95,10 +108,10 @@ impl Mesh {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        let intake_ccc = free_port()?;
-        let intake_pan = free_port()?;
-        let intake_postal = free_port()?;
-        let notifier = free_port()?;
+        let intake_ccc = ports.pick()?;
+        let intake_pan = ports.pick()?;
+        let intake_postal = ports.pick()?;
+        let notifier = ports.pick()?;
         let logs = work.join("logs");
         std::fs::create_dir_all(&logs)?;
         let issuer_stop = guichet_kit::shutdown::Shutdown::new();
@@ -164,7 +177,14 @@ impl Mesh {
         ] {
             processes.push((name, service, None));
         }
-        for (name, service, own_addr) in processes {
+        // The gateway serves its metrics on its own address.
+        let metrics_addrs = processes
+            .iter()
+            .map(|(_, service, _)| (*service != "gateway").then(|| ports.pick()).transpose())
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        // Let the ports go: the services bind them now.
+        drop(ports);
+        for ((name, service, own_addr), metrics_addr) in processes.into_iter().zip(metrics_addrs) {
             let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
             let mut command = Command::new(&exe);
             command
@@ -173,8 +193,8 @@ impl Mesh {
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log);
-            if service != "gateway" {
-                command.env("GUICHET_METRICS_ADDR", free_port()?.to_string());
+            if let Some(addr) = metrics_addr {
+                command.env("GUICHET_METRICS_ADDR", addr.to_string());
             }
             if let Some((variable, addr)) = own_addr {
                 command.env(variable, addr.to_string());
