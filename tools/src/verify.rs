@@ -118,33 +118,37 @@ pub async fn run(args: VerifyArgs, public_url: Option<&str>) -> anyhow::Result<u
     Ok(verdict.exit_code())
 }
 
-/// The verdict as a person reads it.
+/// The verdict as a person reads it: a headline, then one line per field.
 fn verdict_text(v: &Verdict) -> String {
-    use std::fmt::Write as _;
-    let mut text = String::new();
-    match v {
-        Verdict::Genuine { kind, kid, fields } => {
-            text.push_str(&format!(
+    let (headline, lines): (String, Vec<String>) = match v {
+        Verdict::Genuine { kind, kid, fields } => (
+            format!(
                 "GENUINE: a {kind} signed by Guichet (key {kid}), and the paper prints what it signed:"
-            ));
-            for (name, value) in fields {
-                let _ = write!(text, "\n  {name}: {value}");
-            }
-        }
-        Verdict::Altered { kind, kid, fields } => {
-            text.push_str(&format!(
+            ),
+            fields
+                .iter()
+                .map(|(name, value)| format!("  {name}: {value}"))
+                .collect(),
+        ),
+        Verdict::Altered { kind, kid, fields } => (
+            format!(
                 "ALTERED: the {kind}'s code is genuine (key {kid}) but the printed text does not say what it signed:"
-            ));
-            for (name, value) in fields {
-                let _ = write!(text, "\n  {name}: signed as \"{value}\", not printed so");
-            }
-        }
-        Verdict::Refused { reason } => text = format!("REFUSED: {reason}"),
-        Verdict::NoCode => {
-            text.push_str("NO CODE: no Guichet signed code could be read on this document");
-        }
-    }
-    text
+            ),
+            fields
+                .iter()
+                .map(|(name, value)| format!("  {name}: signed as \"{value}\", not printed so"))
+                .collect(),
+        ),
+        Verdict::Refused { reason } => (format!("REFUSED: {reason}"), Vec::new()),
+        Verdict::NoCode => (
+            "NO CODE: no Guichet signed code could be read on this document".to_string(),
+            Vec::new(),
+        ),
+    };
+    std::iter::once(headline)
+        .chain(lines)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 async fn read_keys(given: Option<&str>, public_url: Option<&str>) -> anyhow::Result<KeySet> {
@@ -231,6 +235,44 @@ fn read_image(file: &Path, bytes: &[u8]) -> anyhow::Result<(Vec<String>, String)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_verdict_reads_as_a_headline_then_one_line_per_field() {
+        let fields = vec![
+            ("reference".to_string(), "W26-AAAA-BBBB-C".to_string()),
+            ("holder".to_string(), "Samira BENALI".to_string()),
+        ];
+        for (verdict, text) in [
+            (
+                Verdict::Genuine {
+                    kind: "attestation".into(),
+                    kid: "k1".into(),
+                    fields: fields.clone(),
+                },
+                "GENUINE: a attestation signed by Guichet (key k1), and the paper prints what it signed:\n  reference: W26-AAAA-BBBB-C\n  holder: Samira BENALI",
+            ),
+            (
+                Verdict::Altered {
+                    kind: "receipt".into(),
+                    kid: "k2".into(),
+                    fields: fields[..1].to_vec(),
+                },
+                "ALTERED: the receipt's code is genuine (key k2) but the printed text does not say what it signed:\n  reference: signed as \"W26-AAAA-BBBB-C\", not printed so",
+            ),
+            (
+                Verdict::Refused {
+                    reason: "unknown key".into(),
+                },
+                "REFUSED: unknown key",
+            ),
+            (
+                Verdict::NoCode,
+                "NO CODE: no Guichet signed code could be read on this document",
+            ),
+        ] {
+            assert_eq!(verdict_text(&verdict), text);
+        }
+    }
 
     #[test]
     fn a_verdict_for_each_kind_of_paper() {

@@ -241,8 +241,8 @@ impl OutboxRelay {
         match &self.db {
             Database::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                sqlx::query(crate::sql::WALK_QUEUE_IN_ORDER)
-                    .execute(&mut *tx)
+                crate::sql::Conn::Postgres(&mut tx)
+                    .walk_queue_in_order()
                     .await?;
                 let rows: Vec<Row> = sqlx::query_as(Self::PICK_PG)
                     .bind(self.batch)
