@@ -126,10 +126,8 @@ async fn the_gateway_advertises_what_it_serves_and_nothing_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_health_tells_the_state_of_each_service_behind() {
     let (env, app) = common::mesh_on(Backend::Embedded).await;
-    let gone = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // A port nothing listens on (nor will: see `free_port`).
+    let gone: std::net::SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
     let url = guichet_kit::grpc::url_of;
     let targets = guichet_gateway::Targets {
         intake_web: url(app.mesh.intake_web_addr),

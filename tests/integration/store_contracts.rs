@@ -1188,3 +1188,144 @@ async fn a_damaged_batch_or_envelope_is_an_error_not_a_default(backend: Backend)
     db.close().await;
     env.cleanup().await;
 }
+
+// ---- the notifier's figures ------------------------------------------------------
+
+/// The gauges and alerts count the last 30 days' notices, and the purge
+/// forgets what is final and older than its limit: each reads its window of
+/// rows by when they were made, nothing older.
+async fn the_notifier_figures_count_their_window_only(backend: Backend) {
+    use guichet_dossier::notice::{Medium, NoticeKind};
+    use guichet_notifier::store::{NewNotice, Store, insert};
+    let env = TestEnv::on(backend).await;
+    let db = open(
+        &env,
+        guichet_notifier::SCHEMA,
+        &guichet_notifier::MIGRATIONS,
+    )
+    .await;
+    let store = Store { db: db.clone() };
+    let now = DateTime::parse_from_rfc3339("2027-03-14T10:00:00Z")
+        .unwrap()
+        .to_utc();
+    let (recent, old) = (now - Duration::days(2), now - Duration::days(45));
+    // (made at, key, kind, medium, state)
+    let messages = [
+        (
+            old,
+            "attestation:A1",
+            NoticeKind::AttestationIssued,
+            Medium::Email,
+            "failed",
+        ),
+        (
+            old,
+            "receipt:R1",
+            NoticeKind::Receipt,
+            Medium::Email,
+            "sent",
+        ),
+        // Told by SMS only: an SMS says a document waits, it does not carry it.
+        (
+            recent,
+            "attestation:A2",
+            NoticeKind::AttestationIssued,
+            Medium::Email,
+            "failed",
+        ),
+        (
+            recent,
+            "attestation:A2",
+            NoticeKind::AttestationIssued,
+            Medium::Sms,
+            "sent",
+        ),
+        (
+            recent,
+            "receipt:R2",
+            NoticeKind::Receipt,
+            Medium::Email,
+            "failed",
+        ),
+        (
+            recent,
+            "receipt:R3",
+            NoticeKind::Receipt,
+            Medium::Email,
+            "sent",
+        ),
+    ];
+    let mut c = db.acquire().await.unwrap();
+    for (made, key, kind, medium, state) in messages {
+        let notice = NewNotice {
+            notice_key: key.into(),
+            medium,
+            kind,
+            subject_ref: key.split(':').nth(1).unwrap().into(),
+            recipient: "someone".into(),
+            language: "fr".into(),
+            routing_key: "case.found_complete".into(),
+            event: vec![],
+            has_address: false,
+            not_before: made,
+            event_at: made,
+        };
+        assert!(insert(&mut c.conn(), &notice, made).await.unwrap());
+        c.conn()
+            .execute(
+                Stmt::new("UPDATE notices SET state = $1 WHERE notice_key = $2 AND medium = $3")
+                    .bind(state)
+                    .bind(key)
+                    .bind(medium.as_str()),
+            )
+            .await
+            .unwrap();
+    }
+    drop(c);
+    let window = now - Duration::days(30);
+    let mut counts = store.counts(window).await.unwrap();
+    counts.sort();
+    let counts: Vec<_> = counts
+        .iter()
+        .map(|(m, s, n)| (m.as_str(), s.as_str(), *n))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("email", "failed", 2),
+            ("email", "sent", 1),
+            ("sms", "sent", 1)
+        ],
+        "the last 30 days' messages, not the 45-day-old ones"
+    );
+    assert_eq!(
+        store
+            .unreached(NoticeKind::AttestationIssued, window)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.lost(window).await.unwrap(), 1, "receipt R2");
+    // A wider window takes the old ones in.
+    let wider = now - Duration::days(60);
+    assert_eq!(
+        store
+            .unreached(NoticeKind::AttestationIssued, wider)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.lost(wider).await.unwrap(), 2, "R2 and A1");
+    assert_eq!(store.purge(window).await.unwrap(), 2, "the two old ones");
+    let left: i64 = store
+        .counts(wider)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, _, n)| n)
+        .sum();
+    assert_eq!(left, 4);
+    db.close().await;
+    env.cleanup().await;
+}
+on_both_backends!(the_notifier_figures_count_their_window_only);

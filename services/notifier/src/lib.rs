@@ -281,7 +281,7 @@ async fn observe_forever(
             }
             last_purge = Some(now);
         }
-        if let Ok(rows) = store.counts().await {
+        if let Ok(rows) = store.counts(since).await {
             figures.by_state.clear();
             for (medium, state, n) in rows {
                 figures

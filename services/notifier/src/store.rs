@@ -454,12 +454,20 @@ impl Store {
             .await
     }
 
-    /// Messages by medium and state, for the figures.
-    pub async fn counts(&self) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+    /// Messages made since `since`, by medium and state, for the figures:
+    /// the recent rows only, not the 400 days kept.
+    pub async fn counts(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
         self.db
-            .fetch_all(Stmt::new(
-                "SELECT medium, state, COUNT(*) FROM notices GROUP BY medium, state",
-            ))
+            .fetch_all(
+                Stmt::new(
+                    "SELECT medium, state, COUNT(*) FROM notices WHERE created_at >= $1 \
+                     GROUP BY medium, state",
+                )
+                .bind(since),
+            )
             .await
     }
 }

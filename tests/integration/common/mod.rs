@@ -920,11 +920,32 @@ pub fn refused_fields(status: &tonic::Status) -> Vec<String> {
 }
 
 /// A loopback port free now, for a child process to listen on.
+///
+/// Taken below the kernel's ephemeral range: a port the kernel picked for a
+/// bind to port 0 and that was released could be handed to a client's
+/// connection, or to another bind to port 0, before the child binds it.
+/// Nothing picks from below that range on its own; within this process each
+/// call takes the next port, and each process starts at an offset of its own.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const SPAN: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_from: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let first = ephemeral_from.checked_sub(SPAN).filter(|f| *f >= 1_024).unwrap_or_else(|| {
+        panic!("the ephemeral range starts at {ephemeral_from}: no room below it for the tests' ports")
+    });
+    let offset = std::process::id() * 7_919 % SPAN;
+    for _ in 0..SPAN {
+        let port = first + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+        let port = u16::try_from(port).expect("a port");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port from {first} to {}", first + SPAN - 1)
 }
 
 /// The fields a JSON error body names, in its order.
