@@ -1329,3 +1329,127 @@ async fn the_notifier_figures_count_their_window_only(backend: Backend) {
     env.cleanup().await;
 }
 on_both_backends!(the_notifier_figures_count_their_window_only);
+
+/// A batch's messages go in together, once per notice and medium however
+/// often an event came, and what a pass sent is marked in one go.
+async fn notices_go_in_once_and_are_marked_sent_together(backend: Backend) {
+    use guichet_dossier::notice::{DeliveryState, Medium, NoticeKind};
+    use guichet_notifier::store::{NewNotice, SentMark, Store, insert_all};
+    let env = TestEnv::on(backend).await;
+    let db = open(
+        &env,
+        guichet_notifier::SCHEMA,
+        &guichet_notifier::MIGRATIONS,
+    )
+    .await;
+    let store = Store { db: db.clone() };
+    let now = DateTime::parse_from_rfc3339("2027-03-14T10:00:00Z")
+        .unwrap()
+        .to_utc();
+    let notice = |key: &str, medium: Medium| NewNotice {
+        notice_key: key.into(),
+        medium,
+        kind: NoticeKind::Receipt,
+        subject_ref: key.into(),
+        recipient: "someone".into(),
+        language: "fr".into(),
+        routing_key: "case.found_complete".into(),
+        event: vec![1, 2, 3],
+        has_address: true,
+        not_before: now,
+        event_at: now,
+    };
+    let (a_mail, a_sms, b_mail) = (
+        notice("receipt:A", Medium::Email),
+        notice("receipt:A", Medium::Sms),
+        notice("receipt:B", Medium::Email),
+    );
+    let mut c = db.acquire().await.unwrap();
+    // The event of A delivered twice in the batch.
+    let batch = [&a_mail, &a_sms, &a_mail, &b_mail];
+    assert_eq!(insert_all(&mut c.conn(), &batch, now).await.unwrap(), 3);
+    assert_eq!(
+        insert_all(&mut c.conn(), &batch, now).await.unwrap(),
+        0,
+        "already there"
+    );
+    drop(c);
+    let due = store
+        .lease_due(now, now + Duration::minutes(5), 10)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 3);
+    assert!(due.iter().all(|r| r.event == [1, 2, 3] && r.has_address));
+    let id_of = |key: &str, medium: Medium| {
+        due.iter()
+            .find(|r| r.notice_key == key && r.medium == medium)
+            .unwrap()
+            .id
+            .clone()
+    };
+    let sent_at = now + Duration::seconds(3);
+    store
+        .mark_sent(&[
+            SentMark {
+                id: id_of("receipt:A", Medium::Email),
+                at: sent_at,
+                provider_id: None,
+                delivered: false,
+            },
+            SentMark {
+                id: id_of("receipt:A", Medium::Sms),
+                at: sent_at,
+                provider_id: Some("provider-7".into()),
+                delivered: true,
+            },
+        ])
+        .await
+        .unwrap();
+    let states = store.states_of("receipt:A").await.unwrap();
+    assert_eq!(states.len(), 2);
+    assert!(states.contains(&(Medium::Email, DeliveryState::Sent)));
+    assert!(states.contains(&(Medium::Sms, DeliveryState::Delivered)));
+    let row: Option<(i32, Option<String>, bool, bool)> = db
+        .fetch_optional(Stmt::new(
+            "SELECT attempts, provider_id, first_try_at IS NOT NULL, lease_until IS NULL \
+             FROM notices WHERE notice_key = 'receipt:A' AND medium = 'sms'",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(row, Some((1, Some("provider-7".into()), true, true)));
+    // Marked is marked: a second mark of a message no longer queued
+    // changes nothing, and B is still due.
+    store
+        .mark_sent(&[SentMark {
+            id: id_of("receipt:A", Medium::Email),
+            at: sent_at + Duration::minutes(1),
+            provider_id: None,
+            delivered: true,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .states_of("receipt:A")
+            .await
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| *s == DeliveryState::Delivered)
+            .count(),
+        1
+    );
+    let later = now + Duration::minutes(10);
+    let due = store
+        .lease_due(later, later + Duration::minutes(5), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        due.iter()
+            .map(|r| r.notice_key.as_str())
+            .collect::<Vec<_>>(),
+        ["receipt:B"]
+    );
+    db.close().await;
+    env.cleanup().await;
+}
+on_both_backends!(notices_go_in_once_and_are_marked_sent_together);

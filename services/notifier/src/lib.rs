@@ -234,9 +234,16 @@ impl Consumer {
         let now = self.clock.now();
         let mut tx = self.db.begin_write().await?;
         let mut c = tx.conn();
+        // The messages of the events in a row are inserted together; those
+        // before an appointment's step go in first, since the step reads
+        // and cancels what is planned.
+        let mut pending: Vec<&store::NewNotice> = Vec::new();
         for plan in plans {
             if plan.notices.is_empty() && plan.cancel_reminders.is_none() {
                 continue;
+            }
+            if plan.appointment_step.is_some() || plan.cancel_reminders.is_some() {
+                store::insert_all(&mut c, &std::mem::take(&mut pending), now).await?;
             }
             if let Some((appointment, at)) = &plan.appointment_step
                 && store::later_step_planned(&mut c, appointment, *at).await?
@@ -247,10 +254,9 @@ impl Consumer {
             if let Some((appointment, keep)) = &plan.cancel_reminders {
                 store::cancel_reminders(&mut c, appointment, keep).await?;
             }
-            for n in &plan.notices {
-                store::insert(&mut c, n, now).await?;
-            }
+            pending.extend(&plan.notices);
         }
+        store::insert_all(&mut c, &pending, now).await?;
         tx.commit().await
     }
 }

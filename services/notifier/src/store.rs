@@ -53,6 +53,13 @@ const COLUMNS: &str = "id, notice_key, medium, kind, subject_ref, recipient, lan
     routing_key, event, has_address, state, failure, attempts, not_before, event_at, \
     created_at, first_try_at, sent_at, delivered_at, provider_id";
 
+/// What a row already there does when a notice comes again on its medium:
+/// nothing, except an appointment moved back to a time it had, whose
+/// reminder (cancelled by the move away) is planned again.
+const ON_CONFLICT: &str = "ON CONFLICT (notice_key, medium) DO UPDATE SET state = 'queued', \
+     not_before = excluded.not_before \
+     WHERE notices.state = 'cancelled' AND notices.kind = 'appointment_reminder'";
+
 /// Inserts a message unless the same notice already has one on that
 /// medium; whether it was new.
 pub async fn insert(
@@ -60,35 +67,96 @@ pub async fn insert(
     n: &NewNotice,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = c
-        .execute(
-            Stmt::new(
-                "INSERT INTO notices (id, notice_key, medium, kind, subject_ref, recipient, \
-                 language, routing_key, event, has_address, state, attempts, not_before, \
-                 event_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', 0, $11, $12, $13) \
-                 ON CONFLICT (notice_key, medium) DO UPDATE SET state = 'queued', \
-                 not_before = excluded.not_before \
-                 WHERE notices.state = 'cancelled' AND notices.kind = 'appointment_reminder'",
-                // An appointment moved back to a time it had: its reminder,
-                // cancelled by the move away, is planned again.
-            )
-            .bind(uuid::Uuid::now_v7().to_string())
-            .bind(&n.notice_key)
-            .bind(n.medium.as_str())
-            .bind(n.kind.as_str())
-            .bind(&n.subject_ref)
-            .bind(&n.recipient)
-            .bind(&n.language)
-            .bind(&n.routing_key)
-            .bind(n.event.as_slice())
-            .bind(n.has_address)
-            .bind(n.not_before)
-            .bind(n.event_at)
-            .bind(now),
-        )
-        .await?;
-    Ok(inserted == 1)
+    Ok(insert_all(c, &[n], now).await? == 1)
+}
+
+/// Inserts the messages of a batch of events, as [`insert`] each: on
+/// PostgreSQL in one statement (a batch's events cost one round trip, not
+/// one per message); how many were new.
+pub async fn insert_all(
+    c: &mut Conn<'_>,
+    notices: &[&NewNotice],
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    // A notice twice in one statement would be a second conflict on a row
+    // the statement wrote, which PostgreSQL refuses: the first one counts,
+    // as it would one statement after the other.
+    let mut seen = std::collections::HashSet::new();
+    let notices: Vec<&NewNotice> = notices
+        .iter()
+        .copied()
+        .filter(|n| seen.insert((n.notice_key.as_str(), n.medium)))
+        .collect();
+    let Some(pg) = c.postgres() else {
+        let mut inserted = 0;
+        for n in notices {
+            inserted += c
+                .execute(
+                    Stmt::new(format!(
+                        "INSERT INTO notices (id, notice_key, medium, kind, subject_ref, \
+                         recipient, language, routing_key, event, has_address, state, attempts, \
+                         not_before, event_at, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', 0, $11, $12, \
+                         $13) {ON_CONFLICT}"
+                    ))
+                    .bind(uuid::Uuid::now_v7().to_string())
+                    .bind(&n.notice_key)
+                    .bind(n.medium.as_str())
+                    .bind(n.kind.as_str())
+                    .bind(&n.subject_ref)
+                    .bind(&n.recipient)
+                    .bind(&n.language)
+                    .bind(&n.routing_key)
+                    .bind(n.event.as_slice())
+                    .bind(n.has_address)
+                    .bind(n.not_before)
+                    .bind(n.event_at)
+                    .bind(now),
+                )
+                .await?;
+        }
+        return Ok(inserted);
+    };
+    if notices.is_empty() {
+        return Ok(0);
+    }
+    let column = |f: fn(&NewNotice) -> &str| notices.iter().map(|n| f(n)).collect::<Vec<_>>();
+    let ids: Vec<String> = notices
+        .iter()
+        .map(|_| uuid::Uuid::now_v7().to_string())
+        .collect();
+    let inserted = sqlx::query(&format!(
+        "INSERT INTO notices (id, notice_key, medium, kind, subject_ref, recipient, language, \
+         routing_key, event, has_address, state, attempts, not_before, event_at, created_at) \
+         SELECT id, notice_key, medium, kind, subject_ref, recipient, language, routing_key, \
+         event, has_address, 'queued', 0, not_before, event_at, $13 \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+         $7::text[], $8::text[], $9::bytea[], $10::bool[], $11::timestamptz[], \
+         $12::timestamptz[]) AS u(id, notice_key, medium, kind, subject_ref, recipient, \
+         language, routing_key, event, has_address, not_before, event_at) {ON_CONFLICT}"
+    ))
+    .bind(&ids)
+    .bind(column(|n| &n.notice_key))
+    .bind(column(|n| n.medium.as_str()))
+    .bind(column(|n| n.kind.as_str()))
+    .bind(column(|n| &n.subject_ref))
+    .bind(column(|n| &n.recipient))
+    .bind(column(|n| &n.language))
+    .bind(column(|n| &n.routing_key))
+    .bind(
+        notices
+            .iter()
+            .map(|n| n.event.as_slice())
+            .collect::<Vec<_>>(),
+    )
+    .bind(notices.iter().map(|n| n.has_address).collect::<Vec<_>>())
+    .bind(notices.iter().map(|n| n.not_before).collect::<Vec<_>>())
+    .bind(notices.iter().map(|n| n.event_at).collect::<Vec<_>>())
+    .bind(now)
+    .execute(pg)
+    .await?
+    .rows_affected();
+    Ok(inserted)
 }
 
 impl Store {
@@ -258,29 +326,55 @@ impl Store {
         if sent.is_empty() {
             return Ok(());
         }
-        let mut tx = self.db.begin_write().await?;
-        let mut c = tx.conn();
-        for m in sent {
-            let state = if m.delivered {
+        const SET: &str = "state = m.state, sent_at = m.at, \
+             delivered_at = CASE WHEN m.state = 'delivered' THEN m.at ELSE NULL END, \
+             provider_id = m.provider_id, attempts = attempts + 1, \
+             first_try_at = COALESCE(first_try_at, m.at), lease_until = NULL, \
+             failure = NULL";
+        let state = |m: &SentMark| {
+            if m.delivered {
                 DeliveryState::Delivered
             } else {
                 DeliveryState::Sent
-            };
-            c.execute(
-                Stmt::new(
-                    "UPDATE notices SET state = $2, sent_at = $3, \
-                     delivered_at = CASE WHEN $2 = 'delivered' THEN $3 ELSE NULL END, \
-                     provider_id = $4, attempts = attempts + 1, \
-                     first_try_at = COALESCE(first_try_at, $3), lease_until = NULL, failure = NULL \
-                     WHERE id = $1 AND state = 'queued'",
-                )
-                .bind(m.id.as_str())
-                .bind(state.as_str())
-                .bind(m.at)
-                .bind(&m.provider_id)
-                .planned_each_time(),
+            }
+        };
+        let mut tx = self.db.begin_write().await?;
+        let mut c = tx.conn();
+        if let Some(pg) = c.postgres() {
+            // One statement for the batch; planned with its arrays each
+            // time (see `Stmt::planned_each_time`).
+            sqlx::query(&format!(
+                "UPDATE notices SET {SET} \
+                 FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[]) \
+                 AS m(id, state, at, provider_id) \
+                 WHERE notices.id = m.id AND notices.state = 'queued'"
+            ))
+            .bind(sent.iter().map(|m| m.id.as_str()).collect::<Vec<_>>())
+            .bind(sent.iter().map(|m| state(m).as_str()).collect::<Vec<_>>())
+            .bind(sent.iter().map(|m| m.at).collect::<Vec<_>>())
+            .bind(
+                sent.iter()
+                    .map(|m| m.provider_id.as_deref())
+                    .collect::<Vec<_>>(),
             )
+            .persistent(false)
+            .execute(pg)
             .await?;
+        } else {
+            for m in sent {
+                c.execute(
+                    Stmt::new(format!(
+                        "UPDATE notices SET {SET} \
+                         FROM (SELECT $1 AS id, $2 AS state, $3 AS at, $4 AS provider_id) AS m \
+                         WHERE notices.id = m.id AND notices.state = 'queued'"
+                    ))
+                    .bind(m.id.as_str())
+                    .bind(state(m).as_str())
+                    .bind(m.at)
+                    .bind(&m.provider_id),
+                )
+                .await?;
+            }
         }
         tx.commit().await
     }
