@@ -397,7 +397,7 @@ async fn two_notifiers_take_each_message_due_once() {
             delivered: n == 1,
         })
         .collect();
-    b.mark_sent(&marks).await.unwrap();
+    b.mark_sent(&marks, &[]).await.unwrap();
     let state_of = |r: &guichet_notifier::store::NoticeRow| {
         let (b, key) = (&b, r.notice_key.clone());
         async move { b.states_of(&key).await.unwrap()[0].1 }

@@ -1388,23 +1388,36 @@ async fn notices_go_in_once_and_are_marked_sent_together(backend: Backend) {
             .clone()
     };
     let sent_at = now + Duration::seconds(3);
+    // A paper message's request to the mailroom goes in with the marks.
+    let letter = guichet_kit::bus::OutgoingMessage::traced(
+        guichet_kit::bus::EVENTS_EXCHANGE,
+        "letter.found_complete.75".into(),
+        vec![7],
+    );
     store
-        .mark_sent(&[
-            SentMark {
-                id: id_of("receipt:A", Medium::Email),
-                at: sent_at,
-                provider_id: None,
-                delivered: false,
-            },
-            SentMark {
-                id: id_of("receipt:A", Medium::Sms),
-                at: sent_at,
-                provider_id: Some("provider-7".into()),
-                delivered: true,
-            },
-        ])
+        .mark_sent(
+            &[
+                SentMark {
+                    id: id_of("receipt:A", Medium::Email),
+                    at: sent_at,
+                    provider_id: None,
+                    delivered: false,
+                },
+                SentMark {
+                    id: id_of("receipt:A", Medium::Sms),
+                    at: sent_at,
+                    provider_id: Some("provider-7".into()),
+                    delivered: true,
+                },
+            ],
+            std::slice::from_ref(&letter),
+        )
         .await
         .unwrap();
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM outbox WHERE routing_key = 'letter.found_complete.75' AND sent_at IS NULL").await,
+        1
+    );
     let states = store.states_of("receipt:A").await.unwrap();
     assert_eq!(states.len(), 2);
     assert!(states.contains(&(Medium::Email, DeliveryState::Sent)));
@@ -1420,12 +1433,15 @@ async fn notices_go_in_once_and_are_marked_sent_together(backend: Backend) {
     // Marked is marked: a second mark of a message no longer queued
     // changes nothing, and B is still due.
     store
-        .mark_sent(&[SentMark {
-            id: id_of("receipt:A", Medium::Email),
-            at: sent_at + Duration::minutes(1),
-            provider_id: None,
-            delivered: true,
-        }])
+        .mark_sent(
+            &[SentMark {
+                id: id_of("receipt:A", Medium::Email),
+                at: sent_at + Duration::minutes(1),
+                provider_id: None,
+                delivered: true,
+            }],
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(

@@ -410,6 +410,20 @@ impl<'c> Conn<'c> {
         }
     }
 
+    /// Records every message for publication; on PostgreSQL in one
+    /// statement.
+    pub async fn enqueue_all(&mut self, messages: &[OutgoingMessage]) -> Result<(), sqlx::Error> {
+        match self {
+            Conn::Postgres(c) => crate::outbox::enqueue_all_postgres(c, messages).await,
+            Conn::Sqlite(c) => {
+                for message in messages {
+                    c.enqueue(message).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Claims message ids in the inbox; the ones seen before are left out.
     pub async fn claim(
         &mut self,

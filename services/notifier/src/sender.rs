@@ -62,6 +62,8 @@ pub struct Sender {
 /// A message sent, to be marked so with the others of its pass.
 struct Sent {
     mark: store::SentMark,
+    /// A paper one's request to the mailroom, put in the outbox with the mark.
+    letter: Option<OutgoingMessage>,
     medium: Medium,
     kind: NoticeKind,
     event_at: DateTime<Utc>,
@@ -71,6 +73,7 @@ struct Sent {
 #[derive(Default)]
 struct Unmarked {
     marks: Vec<store::SentMark>,
+    letters: Vec<OutgoingMessage>,
     /// For the figures, once marked: medium, kind, when the event was.
     figures: Vec<(Medium, NoticeKind, DateTime<Utc>)>,
     /// When the first of them went.
@@ -81,6 +84,7 @@ impl Unmarked {
     fn push(&mut self, s: Sent) {
         self.since.get_or_insert_with(Instant::now);
         self.marks.push(s.mark);
+        self.letters.extend(s.letter);
         self.figures.push((s.medium, s.kind, s.event_at));
     }
 }
@@ -202,13 +206,17 @@ impl Sender {
             });
             (e, person, r)
         });
+        let mut letter = None;
         let tried = match rendered {
             Some((event, person, Some(r))) => match medium {
                 Medium::Email => self.email(row, &person, &r).await,
                 Medium::Sms => self.sms(row, kind, &person, &r, now).await,
                 Medium::Paper => {
-                    self.letter(row, &event, &person, &r, kind).await?;
-                    return Ok(None);
+                    letter = Some(self.letter(row, &event, &person, &r, kind));
+                    Tried::Sent {
+                        provider_id: None,
+                        delivered: false,
+                    }
                 }
             },
             _ => Tried::Failed {
@@ -228,6 +236,7 @@ impl Sender {
                     provider_id,
                     delivered,
                 },
+                letter,
                 medium,
                 kind,
                 event_at: row.event_at,
@@ -245,13 +254,16 @@ impl Sender {
             return Ok(());
         }
         let mut tries = 0u64;
-        while let Err(e) = self.store.mark_sent(&sent.marks).await {
+        while let Err(e) = self.store.mark_sent(&sent.marks, &sent.letters).await {
             tries += 1;
             if tries >= 10 {
                 return Err(e);
             }
             tracing::warn!(error = %e, "cannot record messages as sent yet; trying again");
             tokio::time::sleep(StdDuration::from_millis(500 * tries)).await;
+        }
+        if !sent.letters.is_empty() {
+            self.relay.notify_one();
         }
         for (mark, (medium, kind, event_at)) in sent.marks.iter().zip(sent.figures) {
             let outcome = if mark.delivered { "delivered" } else { "sent" };
@@ -327,17 +339,16 @@ impl Sender {
         }
     }
 
-    /// A letter: in ONE transaction, the request to the mailroom in the
-    /// outbox and the message marked sent.
-    async fn letter(
+    /// A letter's request to the mailroom; it goes in the outbox in the
+    /// transaction that marks the pass's messages sent.
+    fn letter(
         &self,
         row: &NoticeRow,
         event: &Event,
         person: &Person,
         r: &Rendered,
         kind: NoticeKind,
-    ) -> Result<(), sqlx::Error> {
-        let now = self.clock.now();
+    ) -> OutgoingMessage {
         // An attestation or an appointment notice on paper is the document
         // itself, signed code and all.
         let (subject, paragraphs, seal) = match (&r.document, kind) {
@@ -383,7 +394,7 @@ impl Sender {
             language: person.language.as_str().to_string(),
             seal,
         };
-        let message = OutgoingMessage::traced(
+        OutgoingMessage::traced(
             EVENTS_EXCHANGE,
             format!(
                 "letter.{letter_kind}.{}",
@@ -395,26 +406,7 @@ impl Sender {
             ),
             request.encode_to_vec(),
         )
-        .with_header("x-guichet-reference", row.subject_ref.clone());
-        let mut tx = self.store.db.begin_write().await?;
-        let mut c = tx.conn();
-        c.enqueue(&message).await?;
-        c.execute(
-            Stmt::new(
-                "UPDATE notices SET state = 'sent', sent_at = $2, attempts = attempts + 1, \
-                 first_try_at = COALESCE(first_try_at, $2), lease_until = NULL \
-                 WHERE id = $1 AND state = 'queued'",
-            )
-            .bind(&row.id)
-            .bind(now)
-            .planned_each_time(),
-        )
-        .await?;
-        tx.commit().await?;
-        self.relay.notify_one();
-        self.count(Medium::Paper, kind, "sent");
-        self.observe_sent(row.event_at, Medium::Paper, now);
-        Ok(())
+        .with_header("x-guichet-reference", row.subject_ref.clone())
     }
 
     async fn record(

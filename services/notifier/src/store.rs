@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use guichet_dossier::notice::{DeliveryState, Medium, NoticeKind};
+use guichet_kit::bus::OutgoingMessage;
 use guichet_kit::db::Database;
 use guichet_kit::sql::{Conn, Stmt};
 
@@ -319,10 +320,15 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Messages handed over (to the relay, the SMS provider), marked in ONE
-    /// transaction: one commit, and one WAL flush, for a sender's batch
-    /// rather than one per message.
-    pub async fn mark_sent(&self, sent: &[SentMark]) -> Result<(), sqlx::Error> {
+    /// Messages handed over (to the relay, the SMS provider, the mailroom),
+    /// marked in ONE transaction: one commit, and one WAL flush, for a
+    /// sender's batch rather than one per message. `letters` are the requests for the paper ones, put in the outbox in
+    /// the same transaction: a letter is sent once its request is there.
+    pub async fn mark_sent(
+        &self,
+        sent: &[SentMark],
+        letters: &[OutgoingMessage],
+    ) -> Result<(), sqlx::Error> {
         if sent.is_empty() {
             return Ok(());
         }
@@ -376,6 +382,7 @@ impl Store {
                 .await?;
             }
         }
+        c.enqueue_all(letters).await?;
         tx.commit().await
     }
 
