@@ -1089,6 +1089,61 @@ async fn a_letter_is_made_once_per_event(backend: Backend) {
         s.letter("no-such").await,
         Err(StoreError::NoLetter(_))
     ));
+
+    // A later letter names the envelope its dossier was filed from: found
+    // through the ledger for a postal reference; a reference of another
+    // channel came in no envelope, whatever the ledger says.
+    let (batch_id, _) = s
+        .create_batch(&batch("b-letters", "f-letters", 2), now)
+        .await
+        .unwrap();
+    let envelope = read_one_envelope(&s, &batch_id).await;
+    let (other_batch, _) = s
+        .create_batch(&batch("b-letters-2", "f-letters-2", 2), now)
+        .await
+        .unwrap();
+    let other = read_one_envelope(&s, &other_batch).await;
+    let mut rng = rand::rng();
+    let postal_ref =
+        guichet_dossier::Reference::generate(guichet_dossier::Channel::Postal, 2026, &mut rng);
+    let web_ref =
+        guichet_dossier::Reference::generate(guichet_dossier::Channel::Web, 2026, &mut rng);
+    for (key, reference) in [
+        (format!("postal-{envelope}"), postal_ref.as_str()),
+        (format!("postal-{other}"), web_ref.as_str()),
+    ] {
+        db.execute(
+            Stmt::new(
+                "INSERT INTO filings (idempotency_key, fingerprint, reference, legal_filing_date, \
+                 filed_at, receipt, trace_id) VALUES ($1, 'f', $2, '2026-11-18', $3, $4, 't')",
+            )
+            .bind(key.as_str())
+            .bind(reference)
+            .bind(now)
+            .bind(Vec::<u8>::new()),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        s.envelope_of_reference(postal_ref.as_str())
+            .await
+            .unwrap()
+            .map(|e| e.id),
+        Some(envelope)
+    );
+    assert!(
+        s.envelope_of_reference(web_ref.as_str())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.envelope_of_reference("not a reference")
+            .await
+            .unwrap()
+            .is_none()
+    );
     db.close().await;
     env.cleanup().await;
 }

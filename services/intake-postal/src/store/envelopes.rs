@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use guichet_dossier::postal::{EnvelopeAction, EnvelopeState};
+use guichet_dossier::{Channel, Reference};
 use guichet_kit::sql::Stmt;
 
 use super::rows::{ENVELOPE_COLUMNS, EVENT_COLUMNS, EnvelopeEventRow, EnvelopeRow, StateCount};
@@ -43,6 +44,11 @@ impl Store {
         &self,
         reference: &str,
     ) -> Result<Option<EnvelopeRow>, StoreError> {
+        // A reference names its channel: a dossier filed elsewhere came
+        // in no envelope, and most letters are for those.
+        if Reference::parse(reference).is_ok_and(|r| r.channel() != Channel::Postal) {
+            return Ok(None);
+        }
         let key: Option<String> = self
             .db
             .scalar_optional(
