@@ -1091,3 +1091,64 @@ async fn an_envelope_of_documents_is_attached_to_its_dossier() {
     );
     common::stop(app, env).await;
 }
+
+/// The letters the notifier asks for are made a batch at a time: a request
+/// delivered twice in a batch (a republished event) is one letter, and
+/// each other request has its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_letter_requested_twice_in_a_batch_is_listed_once() {
+    use guichet_kit::bus::{EVENTS_EXCHANGE, OutgoingMessage};
+    use guichet_proto::v1 as pb;
+    use prost::Message as _;
+    let (env, app) = common::mesh_on(Backend::Servers).await;
+    let mut rng = rand::rng();
+    let reference = |rng: &mut rand::rngs::ThreadRng| {
+        guichet_dossier::Reference::generate(guichet_dossier::Channel::Web, 2026, rng)
+            .as_str()
+            .to_string()
+    };
+    let (first, second) = (reference(&mut rng), reference(&mut rng));
+    let request = |reference: &str| {
+        OutgoingMessage::traced(
+            EVENTS_EXCHANGE,
+            "letter.decided_favourable.75".into(),
+            pb::LetterRequest {
+                key: format!("decision:{reference}|paper"),
+                reference: reference.to_string(),
+                kind: "decided_favourable".into(),
+                addressee: vec![
+                    "Amina BENALI".into(),
+                    "12 rue Solférino".into(),
+                    "59000 Lille".into(),
+                ],
+                subject: "décision".into(),
+                paragraphs: vec!["Votre titre de séjour vous sera délivré.".into()],
+                language: "fr".into(),
+                seal: String::new(),
+            }
+            .encode_to_vec(),
+        )
+    };
+    // The first request twice, each its own message, then the second.
+    let messages = [request(&first), request(&first), request(&second)];
+    for r in app.mesh.bus.publish(&messages).await {
+        r.unwrap();
+    }
+    // Delivered in order: once the second's letter is there, both copies of
+    // the first have been handled.
+    letter_of(&app, &second, "decided_favourable").await;
+    let letters: Vec<Value> = app
+        .mailroom_get(&format!("/api/v1/postal/letters?reference={first}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["kind"], "decided_favourable");
+    assert!(
+        letter_text(&app, letters[0]["id"].as_str().unwrap())
+            .await
+            .contains("Votre titre de séjour vous sera délivré.")
+    );
+    common::stop(app, env).await;
+}

@@ -1090,6 +1090,18 @@ async fn a_letter_is_made_once_per_event(backend: Backend) {
         Err(StoreError::NoLetter(_))
     ));
 
+    // A batch's letters: those already made are known in one look, and the
+    // rest go in together, each once per event.
+    let made = s.letters_made(&["k-1", "k-2", "k-3"]).await.unwrap();
+    assert_eq!(made, ["k-1", "k-2"].map(String::from).into_iter().collect());
+    let new = s
+        .insert_letters(&[letter("k-2"), letter("k-3"), letter("k-4")], now)
+        .await
+        .unwrap();
+    assert_eq!(new, ["receipt", "receipt"], "k-3 and k-4");
+    assert_eq!(s.letters("P-2026-ABCD-EFGH-X", 10).await.unwrap().len(), 4);
+    assert!(s.letter_made("k-4").await.unwrap());
+
     // A later letter names the envelope its dossier was filed from: found
     // through the ledger for a postal reference; a reference of another
     // channel came in no envelope, whatever the ledger says.

@@ -193,6 +193,75 @@ impl Letters {
         .await
     }
 
+    /// A delivery batch of `postal.letters`. The letters the notifier asks
+    /// for are made together: one look for those already made, one insert,
+    /// the acks sent together. A report's kit goes on its own, and so does
+    /// every request if the batch cannot be recorded.
+    pub async fn handle_batch(&self, batch: &[Delivery]) {
+        let mut requests = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            match (!delivery.routing_key.starts_with("report."))
+                .then(|| pb::LetterRequest::decode(delivery.body.as_slice()).ok())
+                .flatten()
+            {
+                Some(request) => requests.push((delivery, request)),
+                // A report, or a request that does not decode (dead-lettered there).
+                None => self.handle(delivery).await,
+            }
+        }
+        if requests.is_empty() {
+            return;
+        }
+        match self.for_requests(&requests).await {
+            Ok(()) => {
+                for acked in Delivery::ack_all(requests.iter().map(|(d, _)| *d)).await {
+                    if let Err(e) = acked {
+                        tracing::warn!(error = %e, "ack of a letter request failed");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %guichet_kit::error::error_chain(&e),
+                    requests = requests.len(),
+                    "cannot record a batch of letters; one by one"
+                );
+                for (delivery, _) in &requests {
+                    self.handle(delivery).await;
+                }
+            }
+        }
+    }
+
+    /// The letters of a batch of requests, each made once per key.
+    async fn for_requests(
+        &self,
+        requests: &[(&Delivery, pb::LetterRequest)],
+    ) -> Result<(), LetterError> {
+        let keys: Vec<&str> = requests.iter().map(|(_, r)| r.key.as_str()).collect();
+        let mut made = self.store.letters_made(&keys).await?;
+        let mut letters = Vec::with_capacity(requests.len());
+        for (_, request) in requests {
+            if !postable(request) || !made.insert(request.key.clone()) {
+                continue;
+            }
+            let (to, body) = self.request_parts(request).await?;
+            let pdf = self.rendered(&to, &request.reference, body);
+            letters.push(
+                self.kept(&to, &request.reference, &request.kind, &request.key, pdf)
+                    .await?,
+            );
+        }
+        let new = self
+            .store
+            .insert_letters(&letters, self.clock.now())
+            .await?;
+        for kind in new {
+            self.count(kind);
+        }
+        Ok(())
+    }
+
     /// One delivery of `postal.letters`: the letter it calls for, then ack.
     pub async fn handle(&self, delivery: &Delivery) {
         let outcome = if delivery.routing_key.starts_with("report.") {
@@ -232,29 +301,35 @@ impl Letters {
     /// A letter the notifier asks for: the envelope it answers, when the
     /// dossier came by post, is named beside it.
     async fn for_request(&self, request: &pb::LetterRequest) -> Result<(), LetterError> {
-        if request.addressee.len() < 2 || request.key.is_empty() {
-            tracing::warn!(reference = %request.reference, kind = %request.kind, "a letter request without an address: nothing to post");
+        if !postable(request) {
             return Ok(());
         }
+        let (to, body) = self.request_parts(request).await?;
+        self.write(&to, &request.reference, &request.kind, &request.key, body)
+            .await
+    }
+
+    /// Whom a requested letter goes to, and what it says; the envelope it
+    /// answers, when the dossier came by post, is named beside it.
+    async fn request_parts<'r>(
+        &self,
+        request: &'r pb::LetterRequest,
+    ) -> Result<(Addressee, Body<'r>), LetterError> {
         let envelope_id = match self.store.envelope_of_reference(&request.reference).await? {
             Some(envelope) => envelope.id,
             None => String::new(),
         };
-        self.write(
-            &Addressee {
+        Ok((
+            Addressee {
                 lines: request.addressee.clone(),
                 envelope_id,
             },
-            &request.reference,
-            &request.kind,
-            &request.key,
             Body {
                 subject: &request.subject,
                 paragraphs: request.paragraphs.clone(),
                 seal: Some(request.seal.as_str()).filter(|s| !s.is_empty()),
             },
-        )
-        .await
+        ))
     }
 
     /// A report's alternative: a paper kit gets its letter and form, once
@@ -397,9 +472,34 @@ impl Letters {
         if self.store.letter_made(event_key).await? {
             return Ok(());
         }
-        let text = self.dated(to.lines.clone(), body.subject, body.paragraphs, reference);
-        let pdf = guichet_kit::pdf::sealed_letter_pdf(&text, body.seal);
+        let pdf = self.rendered(to, reference, body);
         self.post(to, reference, kind, event_key, pdf).await
+    }
+
+    fn rendered(&self, to: &Addressee, reference: &str, body: Body<'_>) -> Vec<u8> {
+        let text = self.dated(to.lines.clone(), body.subject, body.paragraphs, reference);
+        guichet_kit::pdf::sealed_letter_pdf(&text, body.seal)
+    }
+
+    /// Keeps a letter's PDF, to be listed for the mailroom once per key.
+    async fn kept(
+        &self,
+        to: &Addressee,
+        reference: &str,
+        kind: &str,
+        event_key: &str,
+        pdf: Vec<u8>,
+    ) -> Result<NewLetter, LetterError> {
+        Ok(NewLetter {
+            event_key: event_key.to_string(),
+            reference: reference.to_string(),
+            envelope_id: to.envelope_id.clone(),
+            kind: kind.to_string(),
+            sha256: self.documents.put(pdf).await?,
+            // E-mail is the notifier's now.
+            emailed_to: None,
+            email_state: "none".into(),
+        })
     }
 
     /// Keeps a letter's PDF and lists it for the mailroom, once per key.
@@ -411,28 +511,33 @@ impl Letters {
         event_key: &str,
         pdf: Vec<u8>,
     ) -> Result<(), LetterError> {
-        let now = self.clock.now();
-        let sha = self.documents.put(pdf).await?;
-        let letter = NewLetter {
-            event_key: event_key.to_string(),
-            reference: reference.to_string(),
-            envelope_id: to.envelope_id.clone(),
-            kind: kind.to_string(),
-            sha256: sha,
-            // E-mail is the notifier's now.
-            emailed_to: None,
-            email_state: "none".into(),
-        };
-        if self.store.insert_letter(&letter, now).await?.is_some() {
-            PostalFigures::of(&self.metrics)
-                .letters
-                .get_or_create(&LetterLabels {
-                    kind: kind.to_string(),
-                })
-                .inc();
+        let letter = self.kept(to, reference, kind, event_key, pdf).await?;
+        if self
+            .store
+            .insert_letter(&letter, self.clock.now())
+            .await?
+            .is_some()
+        {
+            self.count(letter.kind);
         }
         Ok(())
     }
+
+    fn count(&self, kind: String) {
+        PostalFigures::of(&self.metrics)
+            .letters
+            .get_or_create(&LetterLabels { kind })
+            .inc();
+    }
+}
+
+/// Whether a requested letter can be posted at all.
+fn postable(request: &pb::LetterRequest) -> bool {
+    if request.addressee.len() < 2 || request.key.is_empty() {
+        tracing::warn!(reference = %request.reference, kind = %request.kind, "a letter request without an address: nothing to post");
+        return false;
+    }
+    true
 }
 
 #[cfg(test)]

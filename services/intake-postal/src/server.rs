@@ -132,11 +132,7 @@ pub async fn start(
             consume_shutdown,
             |batch| {
                 let letters = letters.clone();
-                async move {
-                    for delivery in &batch {
-                        letters.handle(delivery).await;
-                    }
-                }
+                async move { letters.handle_batch(&batch).await }
             },
         )
         .await;

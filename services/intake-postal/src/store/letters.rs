@@ -7,6 +7,24 @@ use guichet_kit::sql::Stmt;
 use super::rows::{LETTER_COLUMNS, LetterRow};
 use super::{NewLetter, Store, StoreError};
 
+/// One letter, unless its event already has one.
+fn insert_letter(id: &str, l: &NewLetter, now: DateTime<Utc>) -> Stmt {
+    Stmt::new(
+        "INSERT INTO postal_letters (id, event_key, reference, envelope_id, kind, sha256, \
+         emailed_to, email_state, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (event_key) DO NOTHING",
+    )
+    .bind(id)
+    .bind(&l.event_key)
+    .bind(&l.reference)
+    .bind(&l.envelope_id)
+    .bind(&l.kind)
+    .bind(&l.sha256)
+    .bind(&l.emailed_to)
+    .bind(&l.email_state)
+    .bind(now)
+}
+
 impl Store {
     /// Records a letter once per event: its id, or `None` if it was already
     /// made.
@@ -16,27 +34,88 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<String>, StoreError> {
         let id = uuid::Uuid::now_v7().to_string();
-        let n = self
-            .db
-            .execute(
-                Stmt::new(
-                    "INSERT INTO postal_letters (id, event_key, reference, envelope_id, kind, \
-                     sha256, emailed_to, email_state, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                     ON CONFLICT (event_key) DO NOTHING",
-                )
-                .bind(&id)
-                .bind(&l.event_key)
-                .bind(&l.reference)
-                .bind(&l.envelope_id)
-                .bind(&l.kind)
-                .bind(&l.sha256)
-                .bind(&l.emailed_to)
-                .bind(&l.email_state)
-                .bind(now),
-            )
-            .await?;
+        let n = self.db.execute(insert_letter(&id, l, now)).await?;
         Ok((n == 1).then_some(id))
+    }
+
+    /// Records the letters of a delivery batch, each once per event, in one
+    /// transaction (on PostgreSQL one statement); the kinds of those that
+    /// were new.
+    pub async fn insert_letters(
+        &self,
+        letters: &[NewLetter],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        if letters.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = letters
+            .iter()
+            .map(|_| uuid::Uuid::now_v7().to_string())
+            .collect();
+        let mut tx = self.db.begin_write().await?;
+        let mut c = tx.conn();
+        let new = if let Some(pg) = c.postgres() {
+            let column = |f: fn(&NewLetter) -> &str| letters.iter().map(f).collect::<Vec<_>>();
+            sqlx::query_scalar(
+                "INSERT INTO postal_letters (id, event_key, reference, envelope_id, kind, sha256, \
+                 emailed_to, email_state, created_at) \
+                 SELECT i, e, r, v, k, s, m, st, $9 FROM UNNEST($1::text[], $2::text[], \
+                 $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) \
+                 AS u(i, e, r, v, k, s, m, st) \
+                 ON CONFLICT (event_key) DO NOTHING RETURNING kind",
+            )
+            .bind(&ids)
+            .bind(column(|l| &l.event_key))
+            .bind(column(|l| &l.reference))
+            .bind(column(|l| &l.envelope_id))
+            .bind(column(|l| &l.kind))
+            .bind(column(|l| &l.sha256))
+            .bind(
+                letters
+                    .iter()
+                    .map(|l| l.emailed_to.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(column(|l| &l.email_state))
+            .bind(now)
+            .fetch_all(pg)
+            .await?
+        } else {
+            let mut new = Vec::new();
+            for (id, l) in ids.iter().zip(letters) {
+                let n = c.execute(insert_letter(id, l, now)).await?;
+                if n == 1 {
+                    new.push(l.kind.clone());
+                }
+            }
+            new
+        };
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    /// Which of `event_keys` already have their letter.
+    pub async fn letters_made(
+        &self,
+        event_keys: &[&str],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        if let Some(pool) = self.db.postgres() {
+            let made: Vec<String> = sqlx::query_scalar(
+                "SELECT event_key FROM postal_letters WHERE event_key = ANY($1)",
+            )
+            .bind(event_keys)
+            .fetch_all(pool)
+            .await?;
+            return Ok(made.into_iter().collect());
+        }
+        let mut made = std::collections::HashSet::new();
+        for key in event_keys {
+            if self.letter_made(key).await? {
+                made.insert(key.to_string());
+            }
+        }
+        Ok(made)
     }
 
     pub async fn letter_made(&self, event_key: &str) -> Result<bool, StoreError> {
