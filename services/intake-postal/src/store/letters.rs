@@ -101,10 +101,13 @@ impl Store {
         event_keys: &[&str],
     ) -> Result<std::collections::HashSet<String>, StoreError> {
         if let Some(pool) = self.db.postgres() {
+            // Planned at each run: prepared while the table was empty, the
+            // plan kept would read the whole table for every batch.
             let made: Vec<String> = sqlx::query_scalar(
                 "SELECT event_key FROM postal_letters WHERE event_key = ANY($1)",
             )
             .bind(event_keys)
+            .persistent(false)
             .fetch_all(pool)
             .await?;
             return Ok(made.into_iter().collect());
