@@ -1258,23 +1258,49 @@ async fn a_damaged_batch_or_envelope_is_an_error_not_a_default(backend: Backend)
 
 // ---- the notifier's figures ------------------------------------------------------
 
+async fn notifier(env: &TestEnv) -> (guichet_notifier::store::Store, Database) {
+    let db = open(env, guichet_notifier::SCHEMA, &guichet_notifier::MIGRATIONS).await;
+    (guichet_notifier::store::Store { db: db.clone() }, db)
+}
+
+/// The notifiers' tests' clock: a day no fixed table covers.
+fn notifier_now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2027-03-14T10:00:00Z")
+        .unwrap()
+        .to_utc()
+}
+
+/// A message of notice `key` by `medium`, made and due at `at`.
+fn new_notice(
+    key: &str,
+    kind: guichet_dossier::notice::NoticeKind,
+    medium: guichet_dossier::notice::Medium,
+    at: DateTime<Utc>,
+) -> guichet_notifier::store::NewNotice {
+    guichet_notifier::store::NewNotice {
+        notice_key: key.into(),
+        medium,
+        kind,
+        subject_ref: key.split(':').next_back().unwrap().into(),
+        recipient: "someone".into(),
+        language: "fr".into(),
+        routing_key: "case.found_complete".into(),
+        event: vec![1, 2, 3],
+        has_address: true,
+        not_before: at,
+        event_at: at,
+    }
+}
+
 /// The gauges and alerts count the last 30 days' notices, and the purge
 /// forgets what is final and older than its limit: each reads its window of
 /// rows by when they were made, nothing older.
 async fn the_notifier_figures_count_their_window_only(backend: Backend) {
     use guichet_dossier::notice::{Medium, NoticeKind};
-    use guichet_notifier::store::{NewNotice, Store, insert};
+    use guichet_notifier::store::insert;
     let env = TestEnv::on(backend).await;
-    let db = open(
-        &env,
-        guichet_notifier::SCHEMA,
-        &guichet_notifier::MIGRATIONS,
-    )
-    .await;
-    let store = Store { db: db.clone() };
-    let now = DateTime::parse_from_rfc3339("2027-03-14T10:00:00Z")
-        .unwrap()
-        .to_utc();
+    let (store, db) = notifier(&env).await;
+    let now = notifier_now();
     let (recent, old) = (now - Duration::days(2), now - Duration::days(45));
     // (made at, key, kind, medium, state)
     let messages = [
@@ -1324,19 +1350,7 @@ async fn the_notifier_figures_count_their_window_only(backend: Backend) {
     ];
     let mut c = db.acquire().await.unwrap();
     for (made, key, kind, medium, state) in messages {
-        let notice = NewNotice {
-            notice_key: key.into(),
-            medium,
-            kind,
-            subject_ref: key.split(':').nth(1).unwrap().into(),
-            recipient: "someone".into(),
-            language: "fr".into(),
-            routing_key: "case.found_complete".into(),
-            event: vec![],
-            has_address: false,
-            not_before: made,
-            event_at: made,
-        };
+        let notice = new_notice(key, kind, medium, made);
         assert!(insert(&mut c.conn(), &notice, made).await.unwrap());
         c.conn()
             .execute(
@@ -1401,31 +1415,11 @@ on_both_backends!(the_notifier_figures_count_their_window_only);
 /// often an event came, and what a pass sent is marked in one go.
 async fn notices_go_in_once_and_are_marked_sent_together(backend: Backend) {
     use guichet_dossier::notice::{DeliveryState, Medium, NoticeKind};
-    use guichet_notifier::store::{NewNotice, SentMark, Store, insert_all};
+    use guichet_notifier::store::{SentMark, insert_all};
     let env = TestEnv::on(backend).await;
-    let db = open(
-        &env,
-        guichet_notifier::SCHEMA,
-        &guichet_notifier::MIGRATIONS,
-    )
-    .await;
-    let store = Store { db: db.clone() };
-    let now = DateTime::parse_from_rfc3339("2027-03-14T10:00:00Z")
-        .unwrap()
-        .to_utc();
-    let notice = |key: &str, medium: Medium| NewNotice {
-        notice_key: key.into(),
-        medium,
-        kind: NoticeKind::Receipt,
-        subject_ref: key.into(),
-        recipient: "someone".into(),
-        language: "fr".into(),
-        routing_key: "case.found_complete".into(),
-        event: vec![1, 2, 3],
-        has_address: true,
-        not_before: now,
-        event_at: now,
-    };
+    let (store, db) = notifier(&env).await;
+    let now = notifier_now();
+    let notice = |key: &str, medium: Medium| new_notice(key, NoticeKind::Receipt, medium, now);
     let (a_mail, a_sms, b_mail) = (
         notice("receipt:A", Medium::Email),
         notice("receipt:A", Medium::Sms),
