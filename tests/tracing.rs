@@ -129,26 +129,40 @@ async fn one_trace_runs_from_the_gateway_to_the_instruction_write() {
     )
     .await;
 
-    // The write span ends after the commit; flush until it has arrived.
-    let spans = eventually(Duration::from_secs(20), "the write span exported", || {
-        let receiver = receiver.clone();
-        let trace_id = trace_id.clone();
-        async move {
-            guichet_kit::telemetry::flush();
-            let spans: Vec<ReceivedSpan> = receiver
-                .spans
-                .lock()
-                .expect("receiver lock")
-                .iter()
-                .filter(|s| s.trace_id == trace_id)
-                .cloned()
-                .collect();
-            spans
-                .iter()
-                .any(|s| s.name == "INSERT dossiers")
-                .then_some(spans)
-        }
-    })
+    // Each span is exported when it ends: the write's after the commit, the
+    // consumer's (its parent) only after the batch is acked. Flush until
+    // every span the test reads has arrived.
+    const AWAITED: [(&str, SpanKind); 6] = [
+        ("POST /api/v1/dossiers", SpanKind::Server),
+        ("guichet.v1.OnlineIntake/SubmitFiling", SpanKind::Client),
+        ("guichet.v1.OnlineIntake/SubmitFiling", SpanKind::Server),
+        ("publish guichet.dossiers", SpanKind::Producer),
+        ("process instruction.dossiers", SpanKind::Consumer),
+        ("INSERT dossiers", SpanKind::Client),
+    ];
+    let spans = eventually(
+        Duration::from_secs(20),
+        "every span of the trace exported",
+        || {
+            let receiver = receiver.clone();
+            let trace_id = trace_id.clone();
+            async move {
+                guichet_kit::telemetry::flush();
+                let spans: Vec<ReceivedSpan> = receiver
+                    .spans
+                    .lock()
+                    .expect("receiver lock")
+                    .iter()
+                    .filter(|s| s.trace_id == trace_id)
+                    .cloned()
+                    .collect();
+                AWAITED
+                    .iter()
+                    .all(|(name, kind)| spans.iter().any(|s| s.name == *name && s.kind == *kind))
+                    .then_some(spans)
+            }
+        },
+    )
     .await;
 
     let by_id: HashMap<&str, &ReceivedSpan> =
