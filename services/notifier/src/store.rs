@@ -54,6 +54,11 @@ const COLUMNS: &str = "id, notice_key, medium, kind, subject_ref, recipient, lan
     routing_key, event, has_address, state, failure, attempts, not_before, event_at, \
     created_at, first_try_at, sent_at, delivered_at, provider_id";
 
+/// The columns a new message is inserted with, in the order of the values
+/// of both ways of inserting it (one row, or a batch's arrays).
+const INSERTED: &str = "id, notice_key, medium, kind, subject_ref, recipient, language, \
+    routing_key, event, has_address, state, attempts, not_before, event_at, created_at";
+
 /// What a row already there does when a notice comes again on its medium:
 /// nothing, except an appointment moved back to a time it had, whose
 /// reminder (cancelled by the move away) is planned again.
@@ -94,9 +99,7 @@ pub async fn insert_all(
             inserted += c
                 .execute(
                     Stmt::new(format!(
-                        "INSERT INTO notices (id, notice_key, medium, kind, subject_ref, \
-                         recipient, language, routing_key, event, has_address, state, attempts, \
-                         not_before, event_at, created_at) \
+                        "INSERT INTO notices ({INSERTED}) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', 0, $11, $12, \
                          $13) {ON_CONFLICT}"
                     ))
@@ -127,8 +130,7 @@ pub async fn insert_all(
         .map(|_| uuid::Uuid::now_v7().to_string())
         .collect();
     let inserted = sqlx::query(&format!(
-        "INSERT INTO notices (id, notice_key, medium, kind, subject_ref, recipient, language, \
-         routing_key, event, has_address, state, attempts, not_before, event_at, created_at) \
+        "INSERT INTO notices ({INSERTED}) \
          SELECT id, notice_key, medium, kind, subject_ref, recipient, language, routing_key, \
          event, has_address, 'queued', 0, not_before, event_at, $13 \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
@@ -322,8 +324,9 @@ impl Store {
 
     /// Messages handed over (to the relay, the SMS provider, the mailroom),
     /// marked in ONE transaction: one commit, and one WAL flush, for a
-    /// sender's batch rather than one per message. `letters` are the requests for the paper ones, put in the outbox in
-    /// the same transaction: a letter is sent once its request is there.
+    /// sender's batch rather than one per message. `letters` are the
+    /// requests for the paper ones, put in the outbox in the same
+    /// transaction: a letter is sent once its request is there.
     pub async fn mark_sent(
         &self,
         sent: &[SentMark],

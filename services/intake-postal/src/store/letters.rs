@@ -7,13 +7,17 @@ use guichet_kit::sql::Stmt;
 use super::rows::{LETTER_COLUMNS, LetterRow};
 use super::{NewLetter, Store, StoreError};
 
+/// The columns a new letter is inserted with, in the order of the values
+/// of both ways of inserting it (one row, or a batch's arrays).
+const INSERTED: &str =
+    "id, event_key, reference, envelope_id, kind, sha256, emailed_to, email_state, created_at";
+
 /// One letter, unless its event already has one.
 fn insert_letter(id: &str, l: &NewLetter, now: DateTime<Utc>) -> Stmt {
-    Stmt::new(
-        "INSERT INTO postal_letters (id, event_key, reference, envelope_id, kind, sha256, \
-         emailed_to, email_state, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-         ON CONFLICT (event_key) DO NOTHING",
-    )
+    Stmt::new(format!(
+        "INSERT INTO postal_letters ({INSERTED}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (event_key) DO NOTHING"
+    ))
     .bind(id)
     .bind(&l.event_key)
     .bind(&l.reference)
@@ -57,14 +61,13 @@ impl Store {
         let mut c = tx.conn();
         let new = if let Some(pg) = c.postgres() {
             let column = |f: fn(&NewLetter) -> &str| letters.iter().map(f).collect::<Vec<_>>();
-            sqlx::query_scalar(
-                "INSERT INTO postal_letters (id, event_key, reference, envelope_id, kind, sha256, \
-                 emailed_to, email_state, created_at) \
+            sqlx::query_scalar(&format!(
+                "INSERT INTO postal_letters ({INSERTED}) \
                  SELECT i, e, r, v, k, s, m, st, $9 FROM UNNEST($1::text[], $2::text[], \
                  $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) \
                  AS u(i, e, r, v, k, s, m, st) \
-                 ON CONFLICT (event_key) DO NOTHING RETURNING kind",
-            )
+                 ON CONFLICT (event_key) DO NOTHING RETURNING kind"
+            ))
             .bind(&ids)
             .bind(column(|l| &l.event_key))
             .bind(column(|l| &l.reference))
