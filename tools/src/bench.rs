@@ -166,6 +166,7 @@ async fn run_in(
         message_bytes,
         publish_batch: defaults.outbox_batch.max(1) as usize,
         prefetch: defaults.consumer_prefetch,
+        batches_at_once: guichet_kit::bus::DOSSIER_BATCHES_AT_ONCE,
     };
     let progress = |what: &str| {
         if !args.json {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use guichet_kit::bus::{INSTRUCTION_QUEUE, consume_batches};
+use guichet_kit::bus::{INSTRUCTION_QUEUE, Subscription, consume_batches};
 use guichet_kit::clock::SharedClock;
 use guichet_kit::db::Migrations;
 use guichet_kit::lease;
@@ -82,6 +82,7 @@ pub async fn start(
             .and_then(|_| config.bus_users.publishers()),
     });
     let prefetch = config.consumer_prefetch;
+    let batches_at_once = settings.dossier_batches_at_once;
     let consume_shutdown = shutdown.clone();
     tasks.spawn(
         "figures",
@@ -97,10 +98,10 @@ pub async fn start(
     tasks.spawn("consumer", async move {
         consume_batches(
             bus,
-            INSTRUCTION_QUEUE,
-            "instruction",
-            prefetch,
-            usize::from(prefetch.max(1)),
+            Subscription {
+                batches_at_once,
+                ..Subscription::one_batch_at_a_time(INSTRUCTION_QUEUE, "instruction", prefetch)
+            },
             consume_shutdown,
             |batch| {
                 let consumer = consumer.clone();

@@ -32,6 +32,10 @@ pub struct InstructionSettings {
     /// to the queue, so a case is never stuck with an absent agent.
     #[arg(long, env = "GUICHET_HOLD_IDLE_MINUTES", default_value_t = 240)]
     pub hold_idle_minutes: u32,
+    /// Batches of dossiers recorded at once: the next batch is written
+    /// while the previous one waits on its commit.
+    #[arg(long, env = "GUICHET_DOSSIER_BATCHES_AT_ONCE", default_value_t = guichet_kit::bus::DOSSIER_BATCHES_AT_ONCE)]
+    pub dossier_batches_at_once: usize,
 }
 
 impl InstructionSettings {

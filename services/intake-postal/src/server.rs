@@ -15,7 +15,7 @@ use guichet_dossier::postal::{
 };
 use guichet_dossier::{Channel, FieldViolation, Violations};
 use guichet_intake::{Intake, prepare_channel};
-use guichet_kit::bus::{POSTAL_LETTERS_QUEUE, consume_batches};
+use guichet_kit::bus::{POSTAL_LETTERS_QUEUE, Subscription, consume_batches};
 use guichet_kit::db::Migrations;
 use guichet_kit::documents::{DocumentError, DocumentStore};
 use guichet_kit::metrics::StateLabels;
@@ -125,10 +125,7 @@ pub async fn start(
     tasks.spawn("consumer", async move {
         consume_batches(
             bus,
-            POSTAL_LETTERS_QUEUE,
-            "intake-postal",
-            prefetch,
-            usize::from(prefetch.max(1)),
+            Subscription::one_batch_at_a_time(POSTAL_LETTERS_QUEUE, "intake-postal", prefetch),
             consume_shutdown,
             |batch| {
                 let letters = letters.clone();

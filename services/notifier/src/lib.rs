@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::Duration;
-use guichet_kit::bus::{Delivery, NOTIFIER_QUEUE, consume_batches};
+use guichet_kit::bus::{Delivery, NOTIFIER_QUEUE, Subscription, consume_batches};
 use guichet_kit::clock::SharedClock;
 use guichet_kit::db::{Database, Migrations};
 use guichet_kit::outbox::OutboxRelay;
@@ -143,10 +143,7 @@ pub async fn start(
     tasks.spawn("consumer", async move {
         consume_batches(
             bus,
-            NOTIFIER_QUEUE,
-            "notifier",
-            prefetch,
-            usize::from(prefetch.max(1)),
+            Subscription::one_batch_at_a_time(NOTIFIER_QUEUE, "notifier", prefetch),
             shutdown,
             |batch| {
                 let consumer = consumer.clone();

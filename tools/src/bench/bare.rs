@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use guichet_kit::bus::{
     AmqpBus, DOSSIERS_EXCHANGE, Delivery, INSTRUCTION_QUEUE, OutgoingMessage, SharedBus,
-    consume_batches,
+    Subscription, consume_batches,
 };
 use guichet_kit::shutdown::Shutdown;
 use sqlx::PgPool;
@@ -38,6 +38,8 @@ pub struct Settings {
     pub publish_batch: usize,
     /// Unacknowledged deliveries at once (the instruction consumer's prefetch).
     pub prefetch: u16,
+    /// Batches recorded at once (instruction's default).
+    pub batches_at_once: usize,
 }
 
 /// Runs the bare pipeline once on the vhost at `amqp_url`, writing to the
@@ -67,10 +69,10 @@ pub async fn run(
     let stop = Shutdown::new();
     let consumer = tokio::spawn(consume_batches(
         bus.clone(),
-        INSTRUCTION_QUEUE,
-        "bare",
-        settings.prefetch,
-        usize::from(settings.prefetch.max(1)),
+        Subscription {
+            batches_at_once: settings.batches_at_once,
+            ..Subscription::one_batch_at_a_time(INSTRUCTION_QUEUE, "bare", settings.prefetch)
+        },
         stop.clone(),
         {
             let db = db.clone();

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 
 use super::{Delivery, SharedBus};
@@ -21,41 +22,56 @@ const STALL_CHECK: Duration = Duration::from_secs(10);
 /// nothing, while the queue filled up.
 const STALL_CHECKS: u32 = 3;
 
+/// What a consumer takes from its queue, and how much of it at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Subscription {
+    pub queue: &'static str,
+    pub consumer_tag: &'static str,
+    /// Deliveries the broker lets the consumer hold unacknowledged.
+    pub prefetch: u16,
+    /// Most deliveries in one batch.
+    pub max_batch: usize,
+    /// Batches handled at once. Above one, a batch is taken while another
+    /// waits on its commit: the handler must be safe to run beside itself,
+    /// as two instances of its service are.
+    pub batches_at_once: usize,
+}
+
+impl Subscription {
+    /// One batch at a time, up to the prefetch.
+    pub fn one_batch_at_a_time(
+        queue: &'static str,
+        consumer_tag: &'static str,
+        prefetch: u16,
+    ) -> Self {
+        Self {
+            queue,
+            consumer_tag,
+            prefetch,
+            max_batch: usize::from(prefetch.max(1)),
+            batches_at_once: 1,
+        }
+    }
+}
+
 /// Runs until `shutdown`: every batch is given to `handle`, which acks each
 /// delivery once its effects are committed.
 pub async fn consume_batches<F, Fut>(
     bus: SharedBus,
-    queue: &str,
-    consumer_tag: &str,
-    prefetch: u16,
-    max_batch: usize,
+    subscription: Subscription,
     shutdown: Shutdown,
     handle: F,
 ) where
     F: FnMut(Vec<Delivery>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    consume_checking_every(
-        bus,
-        queue,
-        consumer_tag,
-        prefetch,
-        max_batch,
-        STALL_CHECK,
-        shutdown,
-        handle,
-    )
-    .await;
+    consume_checking_every(bus, subscription, STALL_CHECK, shutdown, handle).await;
 }
 
 /// `consume_batches`, an idle consumer looking at its queue every `check`.
-#[allow(clippy::too_many_arguments)]
 async fn consume_checking_every<F, Fut>(
     bus: SharedBus,
-    queue: &str,
-    consumer_tag: &str,
-    prefetch: u16,
-    max_batch: usize,
+    subscription: Subscription,
     check: Duration,
     shutdown: Shutdown,
     mut handle: F,
@@ -63,6 +79,14 @@ async fn consume_checking_every<F, Fut>(
     F: FnMut(Vec<Delivery>) -> Fut,
     Fut: Future<Output = ()>,
 {
+    let Subscription {
+        queue,
+        consumer_tag,
+        prefetch,
+        max_batch,
+        batches_at_once,
+    } = subscription;
+    let batches_at_once = batches_at_once.max(1);
     let mut backoff = MIN_BACKOFF;
     while !shutdown.is_cancelled() {
         let stream = match bus.consume(queue, consumer_tag, prefetch).await {
@@ -80,10 +104,20 @@ async fn consume_checking_every<F, Fut>(
         tracing::info!(queue, "consuming");
         let mut stream = stream;
         let mut idle_with_work = 0;
+        // The batches being handled; a new one is taken while there is room.
+        let mut handling = FuturesUnordered::new();
         loop {
             let first = tokio::select! {
-                next = stream.next() => next,
-                _ = tokio::time::sleep(check) => {
+                biased;
+                Some(()) = handling.next(), if !handling.is_empty() => continue,
+                _ = shutdown.cancelled() => {
+                    // Each handler sees the shutdown itself; what it has not
+                    // acked comes back from the broker.
+                    while handling.next().await.is_some() {}
+                    return;
+                }
+                next = stream.next(), if handling.len() < batches_at_once => next,
+                _ = tokio::time::sleep(check), if handling.is_empty() => {
                     // Idle is normal with an empty queue. Idle while messages
                     // wait (nothing is in flight here) means the broker no
                     // longer delivers to this subscription: subscribe again.
@@ -97,7 +131,6 @@ async fn consume_checking_every<F, Fut>(
                     }
                     continue;
                 }
-                _ = shutdown.cancelled() => return,
             };
             idle_with_work = 0;
             let Some(first) = first else {
@@ -132,12 +165,15 @@ async fn consume_checking_every<F, Fut>(
                 }
             }
             if !batch.is_empty() {
-                handle(batch).await;
+                handling.push(handle(batch));
             }
             if failed {
                 break;
             }
         }
+        // The batches of a lost subscription end before the next one starts:
+        // their acks fail and the broker gives their deliveries back.
+        while handling.next().await.is_some() {}
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.cancelled() => return,
@@ -194,7 +230,8 @@ mod tests {
         let consumer = tokio::spawn({
             let (bus, shutdown) = (bus.clone() as SharedBus, shutdown.clone());
             async move {
-                consume_checking_every(bus, "q", "t", 1, 1, check, shutdown, |_| async {}).await;
+                let subscription = Subscription::one_batch_at_a_time("q", "t", 1);
+                consume_checking_every(bus, subscription, check, shutdown, |_| async {}).await;
             }
         });
         tokio::time::sleep(check * checks + check / 2).await;
@@ -210,6 +247,93 @@ mod tests {
         shutdown.cancel();
         consumer.await.unwrap();
         bus.subscriptions.load(Ordering::SeqCst)
+    }
+
+    /// Consumes six one-message batches from the in-process bus, at most
+    /// `at_once` handled together; each handler waits until `at_once`
+    /// batches are in hand (or all that remain), so a consumer that takes
+    /// fewer at once never lets them through. Returns the most seen at once.
+    async fn most_batches_in_hand(at_once: usize) -> usize {
+        use crate::bus::{DOSSIERS_EXCHANGE, INSTRUCTION_QUEUE, LocalBus};
+        use tokio::sync::watch;
+
+        const MESSAGES: usize = 6;
+        let dir = std::env::temp_dir().join(format!(
+            "guichet-worker-{}-{at_once}-{}",
+            std::process::id(),
+            uuid::Uuid::now_v7()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bus: SharedBus = Arc::new(LocalBus::open(&dir.join("bus.sqlite"), 3).await.unwrap());
+        let messages: Vec<OutgoingMessage> = (0..MESSAGES)
+            .map(|i| {
+                OutgoingMessage::traced(
+                    DOSSIERS_EXCHANGE,
+                    "dossier.submitted.web".into(),
+                    vec![i as u8],
+                )
+            })
+            .collect();
+        for published in bus.publish(&messages).await {
+            published.unwrap();
+        }
+        let (in_hand, watching) = watch::channel((0usize, 0usize)); // (now, handled)
+        let most = Arc::new(AtomicU32::new(0));
+        let shutdown = Shutdown::new();
+        let subscription = Subscription {
+            max_batch: 1,
+            batches_at_once: at_once,
+            ..Subscription::one_batch_at_a_time(INSTRUCTION_QUEUE, "t", MESSAGES as u16)
+        };
+        let consumer = tokio::spawn({
+            let (bus, shutdown, most) = (bus.clone(), shutdown.clone(), most.clone());
+            let in_hand = Arc::new(in_hand);
+            consume_checking_every(
+                bus,
+                subscription,
+                Duration::from_secs(60),
+                shutdown,
+                move |batch| {
+                    let (in_hand, most) = (in_hand.clone(), most.clone());
+                    let mut watching = in_hand.subscribe();
+                    async move {
+                        in_hand.send_modify(|(now, _)| *now += 1);
+                        let now = in_hand.borrow().0;
+                        most.fetch_max(now as u32, Ordering::SeqCst);
+                        watching
+                            .wait_for(|(now, handled)| *now >= at_once.min(MESSAGES - handled))
+                            .await
+                            .unwrap();
+                        Delivery::ack_all(&batch).await;
+                        in_hand.send_modify(|(now, handled)| {
+                            *now -= 1;
+                            *handled += batch.len();
+                        });
+                    }
+                },
+            )
+        });
+        let mut watching = watching;
+        // A bound on a stuck consumer, not a measure.
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            watching.wait_for(|(_, handled)| *handled == MESSAGES),
+        )
+        .await
+        .expect("every message handled")
+        .unwrap();
+        shutdown.cancel();
+        consumer.await.unwrap();
+        bus.close().await;
+        std::fs::remove_dir_all(&dir).ok();
+        most.load(Ordering::SeqCst) as usize
+    }
+
+    #[tokio::test]
+    async fn a_consumer_handles_as_many_batches_at_once_as_it_is_given() {
+        assert_eq!(most_batches_in_hand(1).await, 1);
+        assert_eq!(most_batches_in_hand(2).await, 2);
+        assert_eq!(most_batches_in_hand(3).await, 3);
     }
 
     #[tokio::test]
