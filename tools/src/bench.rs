@@ -166,7 +166,9 @@ async fn run_in(
         message_bytes,
         publish_batch: defaults.outbox_batch.max(1) as usize,
         prefetch: defaults.consumer_prefetch,
-        batches_at_once: guichet_kit::bus::DOSSIER_BATCHES_AT_ONCE,
+        batches_at_once: guichet_instruction::settings::InstructionSettings::from_env()
+            .context("reading instruction's GUICHET_* settings")?
+            .dossier_batches_at_once,
     };
     let progress = |what: &str| {
         if !args.json {

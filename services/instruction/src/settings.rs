@@ -33,8 +33,9 @@ pub struct InstructionSettings {
     #[arg(long, env = "GUICHET_HOLD_IDLE_MINUTES", default_value_t = 240)]
     pub hold_idle_minutes: u32,
     /// Batches of dossiers recorded at once: the next batch is written
-    /// while the previous one waits on its commit.
-    #[arg(long, env = "GUICHET_DOSSIER_BATCHES_AT_ONCE", default_value_t = guichet_kit::bus::DOSSIER_BATCHES_AT_ONCE)]
+    /// while the previous one waits on its commit. The bench's bare
+    /// pipeline reads the same setting.
+    #[arg(long, env = "GUICHET_DOSSIER_BATCHES_AT_ONCE", default_value_t = 2)]
     pub dossier_batches_at_once: usize,
 }
 

@@ -38,7 +38,7 @@ pub struct Settings {
     pub publish_batch: usize,
     /// Unacknowledged deliveries at once (the instruction consumer's prefetch).
     pub prefetch: u16,
-    /// Batches recorded at once (instruction's default).
+    /// Batches recorded at once (as instruction is set to).
     pub batches_at_once: usize,
 }
 

@@ -28,10 +28,6 @@ pub const EVENTS_EXCHANGE: &str = "guichet.events";
 pub const DEAD_EXCHANGE: &str = "guichet.dead";
 /// The instruction service's queue of submitted dossiers.
 pub const INSTRUCTION_QUEUE: &str = "instruction.dossiers";
-/// Batches of `INSTRUCTION_QUEUE` that instruction records at once, by
-/// default (`GUICHET_DOSSIER_BATCHES_AT_ONCE`); the bare pipeline of
-/// `guichet bench` does as instruction does.
-pub const DOSSIER_BATCHES_AT_ONCE: usize = 2;
 /// Every dead-lettered message, kept for inspection and replay.
 pub const DEAD_LETTER_QUEUE: &str = "guichet.dead.letters";
 /// What happened to each case (routing key `case.<kind>.<channel>`), titles
