@@ -18,6 +18,7 @@
 
 mod bare;
 mod load;
+mod mail_relay;
 mod mesh;
 pub mod mix;
 pub mod postal;
@@ -93,6 +94,10 @@ pub struct BenchArgs {
     /// load generator's direct gRPC share goes to the first.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4))]
     pub instances: u32,
+    /// The mesh's SMTP relay (in the bench) waits this long before each
+    /// answer, as a site's relay across a network would; 0: on this machine.
+    #[arg(long, default_value_t = 0)]
+    pub mail_latency_ms: u64,
     #[command(flatten)]
     pub servers: Servers,
 }
@@ -184,6 +189,7 @@ async fn run_in(
         &args.service_log,
         args.mesh_binary.as_deref(),
         args.instances as usize,
+        Duration::from_millis(args.mail_latency_ms),
     )
     .await?;
     let runs = Runs {
@@ -388,6 +394,7 @@ impl Runs<'_> {
         )?;
         numbered.next_applicant += self.filings;
         let work_before = self.mesh_scratch.work_done(instruction).await?;
+        let emails_before = self.mesh.mail.received();
         let before = Sample::take(Some(self.mesh_scratch), Some(self.mesh)).await;
         let driven = load::drive(targets, prepared, rate, concurrency).await;
         let references: Vec<String> = driven
@@ -410,7 +417,8 @@ impl Runs<'_> {
             filings: self.filings,
         };
         let mut phase = phase_figures(offered, &driven, &times, &before, &after, wall);
-        phase.work_per_filing = work_per_filing(&work_before, &work, times.len());
+        let emails = self.mesh.mail.received() - emails_before;
+        phase.work_per_filing = work_per_filing(&work_before, &work, emails, times.len());
         Ok(phase)
     }
 }
@@ -446,6 +454,7 @@ const BROKER_STATS_EVERY: Duration = Duration::from_millis(5_500);
 fn work_per_filing(
     before: &scratch::WorkDone,
     after: &scratch::WorkDone,
+    emails: u64,
     filings: usize,
 ) -> report::WorkPerFiling {
     let n = filings.max(1) as f64;
@@ -472,6 +481,7 @@ fn work_per_filing(
         confirmed: per(after.confirmed, before.confirmed),
         delivered: per(after.delivered, before.delivered),
         acked: per(after.acked, before.acked),
+        emails: emails as f64 / n,
     }
 }
 

@@ -95,6 +95,12 @@ impl Mailer {
         if !uses_tls(url) && !allow_plaintext && !on_this_machine(url) {
             return Err(MailSetupError::Plaintext(redact(url)));
         }
+        // One connection per message, no pool: lettre (0.11.23) leaves
+        // Nagle's algorithm on, and on a connection kept open the message's
+        // closing dot waits for the relay's delayed acknowledgement (40 ms
+        // on Linux), about 25 messages a second; a new connection is still
+        // in its quick-acknowledgement start. Measured in BENCHMARKS.md
+        // ("The notifier's mail"); lettre sets TCP_NODELAY in a later change.
         let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map_err(|e| MailSetupError::Url(e.to_string()))?;
         Ok(Mailer::Smtp(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{DateTime, Duration, SubsecRound as _, Utc};
-use futures_util::FutureExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use guichet_dossier::Language;
 use guichet_dossier::notice::{self, DeliveryState, Medium, NoticeKind};
 use guichet_kit::bus::{EVENTS_EXCHANGE, OutgoingMessage};
@@ -39,6 +39,11 @@ const REPORT_WINDOW_HOURS: i64 = 48;
 /// first has waited this long: a crash between a send and its mark sends
 /// the message again when its lease runs out, so the wait stays short.
 const MARK_WITHIN: StdDuration = StdDuration::from_secs(1);
+/// Messages of a pass sent at once. An e-mail is several round trips to
+/// the relay and an SMS one to the provider: one at a time, the notifier
+/// would mostly wait on the network (at 2 ms from the relay, about a
+/// hundred e-mails a second). lettre's pool keeps up to ten connections.
+const SENDS_AT_ONCE: usize = 8;
 
 #[derive(Clone)]
 pub struct Sender {
@@ -151,8 +156,10 @@ impl Sender {
         tried
     }
 
-    /// Tries each message leased until `held_until`; those sent join
-    /// `sent`, marked once the first has waited `MARK_WITHIN`.
+    /// Tries each message leased until `held_until`, `SENDS_AT_ONCE` at a
+    /// time; those sent join `sent`, marked once the first has waited
+    /// `MARK_WITHIN`. A database error ends the pass once the sends under
+    /// way are done, so that what they sent is marked.
     async fn send_leased(
         &self,
         due: Vec<NoticeRow>,
@@ -160,29 +167,45 @@ impl Sender {
         sent: &mut Unmarked,
     ) -> Result<usize, sqlx::Error> {
         let lease = Duration::seconds(LEASE_SECONDS);
-        let mut tried = 0;
-        for row in due {
-            // Slow sends before it (a relay that times out) must not let its
-            // lease run out under it: past half the batch's lease, each
-            // message still to send gets its own.
-            let now = self.clock.now();
-            if now + lease / 2 > held_until
-                && !self
-                    .store
-                    .extend_lease(&row.id, held_until, lease_end(now))
-                    .await?
-            {
-                continue;
-            }
-            tried += 1;
-            if let Some(s) = self.try_one(&row).await? {
-                sent.push(s);
+        let mut tries = futures_util::stream::iter(due)
+            .map(|row| async move {
+                // Slow sends before it (a relay that times out) must not let
+                // its lease run out under it: past half the batch's lease,
+                // each message still to send gets its own.
+                let now = self.clock.now();
+                if now + lease / 2 > held_until
+                    && !self
+                        .store
+                        .extend_lease(&row.id, held_until, lease_end(now))
+                        .await?
+                {
+                    return Ok(None);
+                }
+                self.try_one(&row).await.map(Some)
+            })
+            .buffer_unordered(SENDS_AT_ONCE);
+        let (mut tried, mut failed) = (0, None);
+        while let Some(outcome) = tries.next().await {
+            match outcome {
+                Ok(None) => {}
+                Ok(Some(one)) => {
+                    tried += 1;
+                    if let Some(s) = one {
+                        sent.push(s);
+                    }
+                }
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
             }
             if sent.since.is_some_and(|t| t.elapsed() >= MARK_WITHIN) {
                 self.mark_sent(std::mem::take(sent)).await?;
             }
         }
-        Ok(tried)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(tried),
+        }
     }
 
     /// Sends one message; what was sent is returned to be marked, any

@@ -30,6 +30,8 @@ pub struct Mesh {
     pub logs: PathBuf,
     /// The development issuer the gateway checks the bench's tokens against.
     issuer: guichet_identity::dev::DevIssuer,
+    /// Where the notifier sends its e-mail, as to a site's relay.
+    pub mail: super::mail_relay::MailRelay,
     issuer_stop: guichet_kit::shutdown::Shutdown,
     database_url: String,
     data_dir: PathBuf,
@@ -75,6 +77,7 @@ impl Mesh {
         log_filter: &str,
         binary: Option<&Path>,
         instances: usize,
+        mail_latency: Duration,
     ) -> anyhow::Result<Mesh> {
         const INSTRUCTIONS: [&str; 4] = [
             "instruction",
@@ -122,6 +125,7 @@ impl Mesh {
         )
         .await
         .context("starting the development issuer")?;
+        let mail = super::mail_relay::MailRelay::start(issuer_stop.clone(), mail_latency).await?;
         let common = [
             ("GUICHET_OIDC_ISSUER", issuer.issuer().to_string()),
             ("GUICHET_DATABASE_URL", database_url.to_string()),
@@ -146,6 +150,7 @@ impl Mesh {
             ),
             ("GUICHET_NOTIFIER_ADDR", notifier.to_string()),
             ("GUICHET_NOTIFIER_URL", format!("http://{notifier}")),
+            ("GUICHET_SMTP_URL", mail.url()),
             ("RUST_LOG", log_filter.to_string()),
         ];
         let mut services = Vec::new();
@@ -171,7 +176,7 @@ impl Mesh {
             ("intake-ccc", "intake-ccc"),
             ("intake-pan", "intake-pan"),
             ("intake-postal", "intake-postal"),
-            // Tells every filer, as in production (e-mails as .eml files).
+            // Tells every filer, as in production (e-mails to the relay above).
             ("notifier", "notifier"),
             ("gateway", "gateway"),
         ] {
@@ -211,6 +216,7 @@ impl Mesh {
             logs,
             issuer,
             issuer_stop,
+            mail,
             database_url: database_url.to_string(),
             data_dir: work.join("data"),
         };

@@ -135,6 +135,7 @@ async fn run_in(
         &args.service_log,
         None,
         1,
+        std::time::Duration::ZERO,
     )
     .await?;
     let outcome = async {

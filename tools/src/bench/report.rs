@@ -81,6 +81,9 @@ pub struct WorkPerFiling {
     pub confirmed: f64,
     pub delivered: f64,
     pub acked: f64,
+    /// E-mails the notifier handed to the bench's relay (receipts mostly;
+    /// a filing without an address gets a letter or an SMS instead).
+    pub emails: f64,
 }
 
 /// CPU and memory of one process over one phase.
@@ -291,8 +294,13 @@ impl Report {
             let work = &p.work_per_filing;
             let _ = writeln!(
                 w,
-                "   per filing: {:.2} PostgreSQL commits; messages {:.2} published, {:.2} confirmed, {:.2} delivered, {:.2} acked",
-                work.commits, work.published, work.confirmed, work.delivered, work.acked
+                "   per filing: {:.2} PostgreSQL commits; messages {:.2} published, {:.2} confirmed, {:.2} delivered, {:.2} acked; {:.2} e-mails sent",
+                work.commits,
+                work.published,
+                work.confirmed,
+                work.delivered,
+                work.acked,
+                work.emails
             );
             for (table, [ins, upd, del]) in &work.rows {
                 let _ = writeln!(
