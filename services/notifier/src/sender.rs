@@ -39,10 +39,11 @@ const REPORT_WINDOW_HOURS: i64 = 48;
 /// first has waited this long: a crash between a send and its mark sends
 /// the message again when its lease runs out, so the wait stays short.
 const MARK_WITHIN: StdDuration = StdDuration::from_secs(1);
-/// Messages of a pass sent at once. An e-mail is several round trips to
-/// the relay and an SMS one to the provider: one at a time, the notifier
-/// would mostly wait on the network (at 2 ms from the relay, about a
-/// hundred e-mails a second). lettre's pool keeps up to ten connections.
+/// Messages of a pass sent at once. An e-mail waits for about eight
+/// answers from the relay, an SMS for one from the provider: one at a
+/// time, the notifier mostly waits on the network (a relay 2 ms away took
+/// 37 e-mails a second, eight at once about 170: BENCHMARKS.md). Each
+/// e-mail has a connection of its own (`email::Mailer::new` says why).
 const SENDS_AT_ONCE: usize = 8;
 
 #[derive(Clone)]
