@@ -94,11 +94,13 @@ pub fn is_postgres_helper(pid: u32) -> bool {
     .any(|helper| cmdline.contains(helper))
 }
 
-/// Cumulative busy and total CPU time of the whole machine, all cores.
+/// Cumulative busy, idle and I/O-wait CPU time of the whole machine, all
+/// cores.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MachineCpu {
     busy: f64,
-    total: f64,
+    idle: f64,
+    iowait: f64,
 }
 
 impl MachineCpu {
@@ -115,19 +117,22 @@ impl MachineCpu {
             .filter_map(|x| x.parse().ok())
             .collect();
         // user nice system idle iowait irq softirq steal (guest is in user).
-        let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
-        let total: f64 = v.iter().take(8).sum();
+        let field = |i: usize| v.get(i).copied().unwrap_or(0.0) / ticks_per_second();
         Self {
-            busy: (total - idle) / ticks_per_second(),
-            total: total / ticks_per_second(),
+            busy: [0, 1, 2, 5, 6, 7].into_iter().map(field).sum(),
+            idle: field(3),
+            iowait: field(4),
         }
     }
 
     /// Busy CPU seconds (all cores) between `earlier` and `self`, and the
-    /// share of the machine's capacity that was.
+    /// share of the machine's capacity that was. The kernel's I/O-wait
+    /// counter can go back (proc(5)); a fall is no time at all, not negative
+    /// idle time, or two close readings would give a share above one.
     pub fn since(&self, earlier: &MachineCpu) -> (f64, f64) {
         let busy = self.busy - earlier.busy;
-        let total = self.total - earlier.total;
+        let idle = (self.idle - earlier.idle) + (self.iowait - earlier.iowait).max(0.0);
+        let total = busy + idle;
         let share = if total > 0.0 { busy / total } else { 0.0 };
         (busy, share)
     }
