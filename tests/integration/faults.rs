@@ -352,6 +352,45 @@ async fn rabbitmq_going_away_under_5000_filings_loses_and_doubles_nothing() {
     env.cleanup().await;
 }
 
+/// A broker that stops answering without closing anything (a network that
+/// drops packets) costs each caller a bounded wait, never a hang: the method
+/// goes unanswered, the link is dropped, and the next call connects anew.
+/// lapin leaves a method sent as its connection's I/O loop exits waiting
+/// for ever, which once stopped instruction's consumer for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_stops_answering_costs_a_bounded_wait_and_a_new_connection() {
+    use guichet_kit::bus::{Bus, BusError, INSTRUCTION_QUEUE};
+
+    let env = TestEnv::new().await;
+    let proxy = Proxy::to_broker().await;
+    let bus = AmqpBus::new(&proxy.amqp_url(&env), "frozen", env.config().delivery_limit)
+        .with_rpc_timeout(Duration::from_secs(1));
+    assert_eq!(bus.queue_depth(INSTRUCTION_QUEUE).await.unwrap(), 0);
+
+    proxy.freeze();
+    // The bound is on a hang, far above the one-second timeout.
+    let unanswered =
+        tokio::time::timeout(Duration::from_secs(60), bus.queue_depth(INSTRUCTION_QUEUE))
+            .await
+            .expect("an unanswered method ends with an error, not a hang");
+    assert!(
+        matches!(
+            unanswered,
+            Err(BusError::NoAnswer {
+                operation: "create channel"
+            })
+        ),
+        "{unanswered:?}"
+    );
+    assert!(!bus.is_connected().await, "the silent link is dropped");
+
+    proxy.thaw();
+    assert_eq!(bus.queue_depth(INSTRUCTION_QUEUE).await.unwrap(), 0);
+    assert!(bus.is_connected().await, "a new link");
+    bus.close().await;
+    env.cleanup().await;
+}
+
 // ---- 2. the consumer killed mid-batch -------------------------------------------
 
 const KILL_LOAD: usize = 2000;

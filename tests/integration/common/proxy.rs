@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use super::TestEnv;
 use tokio::sync::Mutex;
@@ -14,6 +17,8 @@ use tokio::task::AbortHandle;
 pub struct Proxy {
     pub addr: SocketAddr,
     open: Arc<AtomicBool>,
+    /// False while frozen: the open links pass nothing on either way.
+    flowing: watch::Sender<bool>,
     links: Arc<Mutex<Vec<AbortHandle>>>,
     accept: AbortHandle,
 }
@@ -24,7 +29,8 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy address");
         let open = Arc::new(AtomicBool::new(true));
         let links: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (o, l) = (open.clone(), links.clone());
+        let flowing = watch::Sender::new(true);
+        let (o, l, f) = (open.clone(), links.clone(), flowing.clone());
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
@@ -34,9 +40,16 @@ impl Proxy {
                     drop(inbound);
                     continue;
                 }
+                let (up, down) = (f.subscribe(), f.subscribe());
                 let link = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok(outbound) = TcpStream::connect(upstream).await {
+                        let (from_client, to_client) = inbound.into_split();
+                        let (from_server, to_server) = outbound.into_split();
+                        // One way ending ends the link (both sockets close).
+                        tokio::select! {
+                            _ = pass(from_client, to_server, up) => {}
+                            _ = pass(from_server, to_client, down) => {}
+                        }
                     }
                 });
                 l.lock().await.push(link.abort_handle());
@@ -46,6 +59,7 @@ impl Proxy {
         Self {
             addr,
             open,
+            flowing,
             links,
             accept,
         }
@@ -91,6 +105,30 @@ impl Proxy {
 
     pub fn restore(&self) {
         self.open.store(true, Ordering::SeqCst);
+    }
+
+    /// The open links go silent both ways, their sockets still open: what a
+    /// network that drops packets does (no reset, no end of stream).
+    pub fn freeze(&self) {
+        self.flowing.send_replace(false);
+    }
+
+    pub fn thaw(&self) {
+        self.flowing.send_replace(true);
+    }
+}
+
+/// Copies `from` to `to`, holding what it read while the proxy is frozen.
+async fn pass(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut flowing: watch::Receiver<bool>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if flowing.wait_for(|f| *f).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

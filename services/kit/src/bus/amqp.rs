@@ -14,6 +14,7 @@
 //! others have no right to, and find it declared.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -48,6 +49,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for the broker to acknowledge closing a connection.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for the answer to one method on an open connection (open a
+/// channel, set the prefetch, subscribe, a passive declare, a get). lapin
+/// 4.12 drops a method sent while the connection's I/O loop is exiting, and
+/// its caller then waits for ever: seen as instruction's consumer never
+/// subscribing again after the broker closed its connection. The same
+/// bound covers a broker cut off without a reset (packets dropped), which
+/// heartbeats alone notice only after minutes.
+const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn amqp(operation: &'static str) -> impl FnOnce(lapin::Error) -> BusError {
     move |source| BusError::Amqp { operation, source }
@@ -77,7 +86,8 @@ impl Drop for ClosedOnDrop {
 }
 
 struct Link {
-    connection: Connection,
+    /// Shared so that a channel is opened without holding the link's lock.
+    connection: Arc<Connection>,
     publisher: Channel,
     /// Which link this is: a failure seen on one link must not reset the
     /// fresh one made since.
@@ -103,6 +113,8 @@ pub struct AmqpBus {
     ca_pem: Option<String>,
     link: Mutex<Option<Link>>,
     generations: AtomicU64,
+    /// `RPC_TIMEOUT`, shorter in tests.
+    rpc_timeout: Duration,
 }
 
 impl AmqpBus {
@@ -126,7 +138,15 @@ impl AmqpBus {
             ca_pem: None,
             link: Mutex::new(None),
             generations: AtomicU64::new(0),
+            rpc_timeout: RPC_TIMEOUT,
         }
+    }
+
+    /// The same bus, waiting `timeout` instead of `RPC_TIMEOUT` for the
+    /// answer to a method (tests make a broker that stops answering).
+    pub fn with_rpc_timeout(mut self, timeout: Duration) -> Self {
+        self.rpc_timeout = timeout;
+        self
     }
 
     /// The same bus, declaring its queues with `bounds` instead of the
@@ -211,7 +231,7 @@ impl AmqpBus {
         };
         tracing::info!(bus = %self.name, "connected to the broker");
         Ok(Link {
-            connection,
+            connection: Arc::new(connection),
             publisher,
             generation: self.generations.fetch_add(1, Ordering::SeqCst) + 1,
         })
@@ -258,17 +278,40 @@ impl AmqpBus {
         Ok(current)
     }
 
-    /// A new channel on the current link, connecting first when needed.
-    async fn channel(&self) -> Result<Channel, BusError> {
+    /// A new channel on the current link, connecting first when needed, and
+    /// the link's generation.
+    async fn channel(&self) -> Result<(Channel, u64), BusError> {
         self.publisher().await?;
-        let link = self.link.lock().await;
-        let Some(l) = link.as_ref() else {
-            return Err(BusError::Unavailable("connection lost".into()));
+        let (connection, generation) = match self.link.lock().await.as_ref() {
+            Some(l) => (l.connection.clone(), l.generation),
+            None => return Err(BusError::Unavailable("connection lost".into())),
         };
-        l.connection
-            .create_channel()
-            .await
-            .map_err(amqp("create channel"))
+        // Not under the lock: publishing goes on while the broker answers.
+        let opened = self
+            .answer("create channel", connection.create_channel())
+            .await;
+        self.reset_if_unanswered(&opened, generation).await;
+        opened.map(|channel| (channel, generation))
+    }
+
+    /// The broker's answer to `method`, or `NoAnswer` after the RPC timeout.
+    async fn answer<T>(
+        &self,
+        operation: &'static str,
+        method: impl std::future::Future<Output = Result<T, lapin::Error>>,
+    ) -> Result<T, BusError> {
+        match tokio::time::timeout(self.rpc_timeout, method).await {
+            Ok(answered) => answered.map_err(amqp(operation)),
+            Err(_) => Err(BusError::NoAnswer { operation }),
+        }
+    }
+
+    /// A link that left a method unanswered is taken for broken.
+    async fn reset_if_unanswered<T>(&self, result: &Result<T, BusError>, generation: u64) {
+        if let Err(BusError::NoAnswer { operation }) = result {
+            tracing::warn!(bus = %self.name, operation, "the broker did not answer, reconnecting");
+            self.reset(generation).await;
+        }
     }
 
     /// Drops link `generation` so the next operation reconnects; a newer
@@ -365,20 +408,27 @@ impl Bus for AmqpBus {
         consumer_tag: &str,
         prefetch: u16,
     ) -> Result<DeliveryStream, BusError> {
-        let channel = self.channel().await?;
-        channel
-            .basic_qos(prefetch, BasicQosOptions::default())
-            .await
-            .map_err(amqp("qos"))?;
-        let consumer = channel
-            .basic_consume(
-                queue.into(),
-                consumer_tag.into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
+        let (channel, generation) = self.channel().await?;
+        let subscribed = async {
+            self.answer(
+                "qos",
+                channel.basic_qos(prefetch, BasicQosOptions::default()),
+            )
+            .await?;
+            self.answer(
+                "consume",
+                channel.basic_consume(
+                    queue.into(),
+                    consumer_tag.into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                ),
             )
             .await
-            .map_err(amqp("consume"))?;
+        }
+        .await;
+        self.reset_if_unanswered(&subscribed, generation).await;
+        let consumer = subscribed?;
         // The stream owns the channel so it lives as long as the consumer,
         // and closes it when dropped.
         let channel = ClosedOnDrop(channel);
@@ -396,32 +446,40 @@ impl Bus for AmqpBus {
 
     /// Messages ready in `queue` (a passive declare).
     async fn queue_depth(&self, queue: &str) -> Result<u32, BusError> {
-        let channel = self.channel().await?;
-        let q = channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
+        let (channel, generation) = self.channel().await?;
+        let declared = self
+            .answer(
+                "passive declare",
+                channel.queue_declare(
+                    queue.into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                ),
             )
-            .await
-            .map_err(amqp("passive declare"))?;
-        let _ = channel.close(200, "done".into()).await;
+            .await;
+        self.reset_if_unanswered(&declared, generation).await;
+        let q = declared?;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, "done".into())).await;
         Ok(q.message_count())
     }
 
     /// Gets messages one by one on a channel of their own, which they keep
     /// open until each is settled or dropped.
     async fn take(&self, queue: &str, max: usize) -> Result<Vec<Delivery>, BusError> {
-        let channel = self.channel().await?;
+        let (channel, generation) = self.channel().await?;
         let mut taken = Vec::new();
         while taken.len() < max {
-            let got = channel
-                .basic_get(queue.into(), BasicGetOptions::default())
-                .await
-                .map_err(amqp("get"))?;
+            let got = self
+                .answer(
+                    "get",
+                    channel.basic_get(queue.into(), BasicGetOptions::default()),
+                )
+                .await;
+            self.reset_if_unanswered(&got, generation).await;
+            let got = got?;
             let Some(message) = got else { break };
             taken.push(delivery(message.delivery, Some(channel.clone())));
         }
@@ -752,10 +810,14 @@ pub(super) async fn retry_later(acker: &AmqpAcker) -> Result<(), BusError> {
 /// redelivery, which the inbox absorbs.
 async fn settled(acker: &AmqpAcker) -> Result<(), BusError> {
     if let Some(channel) = &acker.taken_on {
-        channel
-            .basic_qos(1, BasicQosOptions::default())
-            .await
-            .map_err(amqp("settle"))?;
+        let operation = "settle";
+        tokio::time::timeout(
+            RPC_TIMEOUT,
+            channel.basic_qos(1, BasicQosOptions::default()),
+        )
+        .await
+        .map_err(|_| BusError::NoAnswer { operation })?
+        .map_err(amqp(operation))?;
     }
     Ok(())
 }

@@ -259,6 +259,9 @@ pub enum BusError {
     ConfirmTimeout,
     #[error("the bus is not connected: {0}")]
     Unavailable(String),
+    /// The connection is taken for broken: the next operation reconnects.
+    #[error("the broker did not answer {operation} in time")]
+    NoAnswer { operation: &'static str },
 }
 
 /// A message ready to publish: persistent, mandatory, confirmed.

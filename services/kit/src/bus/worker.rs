@@ -173,7 +173,17 @@ async fn consume_checking_every<F, Fut>(
         }
         // The batches of a lost subscription end before the next one starts:
         // their acks fail and the broker gives their deliveries back.
+        tracing::debug!(
+            queue,
+            in_hand = handling.len(),
+            "subscription ended, finishing the batches in hand"
+        );
         while handling.next().await.is_some() {}
+        tracing::debug!(
+            queue,
+            ?backoff,
+            "batches in hand finished, subscribing again after the backoff"
+        );
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.cancelled() => return,
