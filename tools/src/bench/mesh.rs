@@ -32,7 +32,8 @@ pub struct Mesh {
     issuer: guichet_identity::dev::DevIssuer,
     /// Where the notifier sends its e-mail, as to a site's relay.
     pub mail: super::mail_relay::MailRelay,
-    issuer_stop: guichet_kit::shutdown::Shutdown,
+    /// Stops what runs in the bench's own process: the issuer and the relay.
+    in_process_stop: guichet_kit::shutdown::Shutdown,
     database_url: String,
     data_dir: PathBuf,
 }
@@ -117,15 +118,16 @@ impl Mesh {
         let notifier = ports.pick()?;
         let logs = work.join("logs");
         std::fs::create_dir_all(&logs)?;
-        let issuer_stop = guichet_kit::shutdown::Shutdown::new();
+        let in_process_stop = guichet_kit::shutdown::Shutdown::new();
         let issuer = guichet_identity::dev::DevIssuer::start(
             ([127, 0, 0, 1], 0).into(),
             guichet_identity::dev::DevConfig::standard(guichet_kit::clock::system()),
-            issuer_stop.clone(),
+            in_process_stop.clone(),
         )
         .await
         .context("starting the development issuer")?;
-        let mail = super::mail_relay::MailRelay::start(issuer_stop.clone(), mail_latency).await?;
+        let mail =
+            super::mail_relay::MailRelay::start(in_process_stop.clone(), mail_latency).await?;
         let common = [
             ("GUICHET_OIDC_ISSUER", issuer.issuer().to_string()),
             ("GUICHET_DATABASE_URL", database_url.to_string()),
@@ -215,7 +217,7 @@ impl Mesh {
             services,
             logs,
             issuer,
-            issuer_stop,
+            in_process_stop,
             mail,
             database_url: database_url.to_string(),
             data_dir: work.join("data"),
@@ -283,7 +285,7 @@ impl Mesh {
 
     /// Asks every service to stop (SIGTERM, so they drain), then makes sure.
     pub fn stop(mut self) {
-        self.issuer_stop.cancel();
+        self.in_process_stop.cancel();
         for s in self.services.iter().rev() {
             let _ = Command::new("kill")
                 .args(["-TERM", &s.pid().to_string()])
