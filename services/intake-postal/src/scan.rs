@@ -107,6 +107,10 @@ pub async fn pages_of(
                         install: "apt-get install poppler-utils; or send PNG or TIFF pages",
                     },
                     PdfError::Failed(m) => unreadable(m),
+                    // A PDF that takes this long is built to exhaust, or broken.
+                    PdfError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        unreadable(format!("not a readable PDF (pdftoppm {e})"))
+                    }
                     PdfError::Io(e) => ScanError::Io(e),
                 })?;
             if pages.len() > room {
@@ -225,6 +229,30 @@ pub enum PdfError {
     Io(#[from] std::io::Error),
 }
 
+/// Longest `pdftoppm` may take on one upload (a batch of many pages): below
+/// the gateway's 300 s for uploads, so the station hears why.
+const PDFTOPPM_WITHIN: std::time::Duration = std::time::Duration::from_secs(240);
+/// Longest `tesseract` may take on one page (a few seconds as a rule).
+const TESSERACT_WITHIN: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// `command`'s output, the child killed when it runs past `within` (or the
+/// caller gives up): a tool stuck on one page must not stop its reader, or
+/// live on after the request that started it.
+async fn output_within(
+    command: &mut tokio::process::Command,
+    within: std::time::Duration,
+) -> std::io::Result<std::process::Output> {
+    let running = command.stdin(Stdio::null()).kill_on_drop(true).output();
+    tokio::time::timeout(within, running)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("did not finish within {within:?}"),
+            ))
+        })
+}
+
 /// A PDF's pages as greyscale PNG images at `dpi`.
 pub async fn pdf_pages(pdf: &[u8], dpi: u32) -> Result<Vec<Vec<u8>>, PdfError> {
     pdf_pages_upto(pdf, dpi, usize::MAX).await
@@ -239,14 +267,13 @@ pub async fn pdf_pages_upto(pdf: &[u8], dpi: u32, last: usize) -> Result<Vec<Vec
     if last < usize::MAX {
         command.arg("-l").arg(last.to_string());
     }
-    let output = command
+    command
         .arg("-r")
         .arg(dpi.to_string())
         .args(["-gray", "-png"])
         .arg(&input)
-        .arg(dir.path().join("page"))
-        .stdin(Stdio::null())
-        .output()
+        .arg(dir.path().join("page"));
+    let output = output_within(&mut command, PDFTOPPM_WITHIN)
         .await
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => PdfError::Missing,
@@ -354,13 +381,13 @@ pub async fn ocr(png: &[u8]) -> Result<Vec<OcrLine>, OcrError> {
     let dir = ScratchDir::new()?;
     let input = dir.path().join("page.png");
     tokio::fs::write(&input, png).await?;
-    let output = tokio::process::Command::new("tesseract")
+    let mut command = tokio::process::Command::new("tesseract");
+    command
         .arg(&input)
         .args(["stdout", "-l", "fra", "--psm", "3", "tsv"])
         // One thread per page: the service reads several pages at once.
-        .env("OMP_THREAD_LIMIT", "1")
-        .stdin(Stdio::null())
-        .output()
+        .env("OMP_THREAD_LIMIT", "1");
+    let output = output_within(&mut command, TESSERACT_WITHIN)
         .await
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => OcrError::Missing,
@@ -434,6 +461,23 @@ impl Drop for ScratchDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tool that runs past its bound ends with `TimedOut`, and is killed:
+    /// the file it would write after a second never appears.
+    #[tokio::test]
+    async fn a_tool_past_its_bound_is_stopped_and_killed() {
+        let dir = ScratchDir::new().unwrap();
+        let late = dir.path().join("late");
+        let mut command = tokio::process::Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("sleep 1; touch '{}'", late.display()));
+        let ran = output_within(&mut command, std::time::Duration::from_millis(200)).await;
+        let e = ran.expect_err("stopped at its bound");
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        assert!(!late.exists(), "the tool was killed, not left running");
+    }
 
     #[test]
     fn tsv_rows_become_lines_with_their_confidence() {

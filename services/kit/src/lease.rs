@@ -118,10 +118,17 @@ impl Lease {
         let (held_now, held) = watch::channel(false);
         tokio::spawn(async move {
             loop {
-                let held = match self.hold().await {
-                    Ok(held) => held,
-                    Err(e) => {
+                // A renewal that hangs counts as failed too: waiting on it,
+                // this instance would go on working after its lease ran out
+                // and another took it.
+                let held = match tokio::time::timeout(renew_every, self.hold()).await {
+                    Ok(Ok(held)) => held,
+                    Ok(Err(e)) => {
                         tracing::warn!(lease = self.name, error = %e, "cannot renew the lease, will retry");
+                        false
+                    }
+                    Err(_) => {
+                        tracing::warn!(lease = self.name, within = ?renew_every, "the lease's renewal did not finish in time, will retry");
                         false
                     }
                 };

@@ -36,7 +36,16 @@ pub enum MailError {
     Smtp(#[from] SmtpError),
     #[error("the mail folder: {0}")]
     File(#[from] lettre::transport::file::Error),
+    #[error("the SMTP relay did not finish taking the message within {0:?}")]
+    TimedOut(std::time::Duration),
 }
+
+/// Longest a whole SMTP conversation may take: connect, greeting, TLS,
+/// EHLO, the message and QUIT. lettre 0.11.23's own timeout bounds the
+/// connect alone, so a relay that takes the connection and then falls
+/// silent would hold the sender's pass, and every message behind it, for
+/// ever.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl MailError {
     /// A bad address or a relay's permanent refusal (5xx: unknown mailbox,
@@ -45,7 +54,7 @@ impl MailError {
         match self {
             MailError::Address(_) | MailError::Build(_) | MailError::MediaType(_) => true,
             MailError::Smtp(e) => e.is_permanent(),
-            MailError::File(_) => false,
+            MailError::File(_) | MailError::TimedOut(_) => false,
         }
     }
 }
@@ -68,6 +77,7 @@ impl MailError {
                 }
             }
             MailError::File(_) => "the mail folder cannot be written".into(),
+            MailError::TimedOut(_) => "the relay did not answer in time".into(),
         }
     }
 }
@@ -111,9 +121,19 @@ impl Mailer {
     }
 
     pub async fn send(&self, message: Message) -> Result<(), MailError> {
+        self.send_within(message, SEND_TIMEOUT).await
+    }
+
+    async fn send_within(
+        &self,
+        message: Message,
+        within: std::time::Duration,
+    ) -> Result<(), MailError> {
         match self {
             Mailer::Smtp(t) => {
-                t.send(message).await?;
+                tokio::time::timeout(within, t.send(message))
+                    .await
+                    .map_err(|_| MailError::TimedOut(within))??;
             }
             Mailer::Folder(t) => {
                 t.send(message).await?;
@@ -184,6 +204,43 @@ pub fn message(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A relay that takes the connection and never says a word: the send
+    /// ends with `TimedOut`, a failure worth trying again later.
+    #[tokio::test]
+    async fn a_relay_that_falls_silent_costs_a_bounded_wait() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("smtp://{}", listener.local_addr().unwrap());
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((connection, _)) = listener.accept().await {
+                held.push(connection);
+            }
+        });
+        let folder = std::env::temp_dir().join("guichet-notifier-silent-relay");
+        let mailer = Mailer::new(Some(&url), false, folder).unwrap();
+        let message = Message::builder()
+            .from("ne-pas-repondre@guichet.localhost".parse().unwrap())
+            .to("personne@example.org".parse().unwrap())
+            .subject("test")
+            .body(String::from("test"))
+            .unwrap();
+        let within = std::time::Duration::from_millis(300);
+        // The outer bound is on a hang, far above `within`.
+        let sent = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            mailer.send_within(message, within),
+        )
+        .await
+        .expect("the send ends by itself");
+        let Err(e) = sent else {
+            panic!("a silent relay took the message")
+        };
+        assert!(matches!(e, MailError::TimedOut(_)), "{e:?}");
+        assert!(!e.is_permanent());
+        assert_eq!(e.reason(), "the relay did not answer in time");
+        silent.abort();
+    }
 
     #[test]
     fn mail_goes_over_tls_unless_the_relay_is_here_or_plaintext_is_allowed() {
