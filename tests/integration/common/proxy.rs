@@ -33,7 +33,7 @@ impl Proxy {
         let (o, l, f) = (open.clone(), links.clone(), flowing.clone());
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     continue;
                 };
                 if !o.load(Ordering::SeqCst) {
