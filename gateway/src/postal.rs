@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, State};
@@ -20,11 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParam, QueryParams};
-use crate::server::timeout;
+use crate::server::{UPLOAD_TIMEOUT, timeout};
 use crate::state::{AppState, MAX_UPLOAD_BYTES};
-
-/// A stack's pages are stored (and a PDF's rasterised) before the answer.
-const UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The mailroom: forms, separators, batches, keying and letters.
 pub fn routes() -> Router<AppState> {

@@ -108,7 +108,7 @@ pub fn router(
         .merge(postal::upload_routes())
         .merge(crate::uploads::routes(upload_bytes))
         // The persons' pages, with their own headers and compression.
-        .merge(crate::web::routes(upload_bytes))
+        .merge(crate::web::routes(upload_bytes, request_timeout))
         // Every route above, judged against the policy table.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -267,6 +267,10 @@ pub(crate) async fn shed(
 }
 
 /// A request that takes longer than `t` is answered 504.
+/// A request of files may take this long (a slow line, a large scan,
+/// stored and a PDF rasterised before the answer).
+pub(crate) const UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
+
 pub(crate) fn timeout(t: Duration) -> TimeoutLayer {
     TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, t)
 }

@@ -8,7 +8,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::multipart::{Field, Multipart, MultipartError};
@@ -32,8 +31,6 @@ use crate::extract::ReferenceParam;
 use crate::state::AppState;
 use crate::views::time_text;
 
-/// A request of files may take this long (a slow line, a large scan).
-const UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 /// The filing's own JSON part, at most.
 const FILING_PART_BYTES: usize = 256 * 1024;
 
@@ -68,17 +65,18 @@ pub fn routes(max_request_bytes: usize) -> Router<AppState> {
             "/api/v1/dossiers",
             post(submit)
                 .layer::<_, Infallible>(DefaultBodyLimit::max(max_request_bytes))
-                .layer::<_, Infallible>(crate::server::timeout(UPLOAD_TIMEOUT)),
+                .layer::<_, Infallible>(crate::server::timeout(crate::server::UPLOAD_TIMEOUT)),
         )
         .route(
             "/api/v1/dossiers/{reference}/documents",
             post(add_documents)
                 .layer::<_, Infallible>(DefaultBodyLimit::max(max_request_bytes))
-                .layer::<_, Infallible>(crate::server::timeout(UPLOAD_TIMEOUT)),
+                .layer::<_, Infallible>(crate::server::timeout(crate::server::UPLOAD_TIMEOUT)),
         )
         .route(
             "/api/v1/dossiers/{reference}/documents/{sha256}",
-            get(download).layer::<_, Infallible>(crate::server::timeout(UPLOAD_TIMEOUT)),
+            get(download)
+                .layer::<_, Infallible>(crate::server::timeout(crate::server::UPLOAD_TIMEOUT)),
         )
         .route("/api/v1/dossiers/{reference}/papers", get(list_papers))
         .route("/api/v1/dossiers/{reference}/papers/{id}", get(paper))

@@ -661,3 +661,66 @@ async fn my_file_shows_the_status_then_with_the_code_the_papers_and_takes_missin
     app.stop().await;
     env.cleanup().await;
 }
+
+/// A service that takes the connection and never answers (here instruction,
+/// which the open data's page asks): the page says the service is
+/// unavailable once the request's time bound has passed, instead of holding
+/// the person, and a place among the gateway's requests, until the browser
+/// gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_whose_service_falls_silent_says_it_is_unavailable_within_the_bound() {
+    let env = TestEnv::on(Backend::Embedded).await;
+    let mut config = env.config();
+    config.request_timeout_ms = 1_000;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            held.push(connection);
+        }
+    });
+    let shutdown = guichet_kit::shutdown::Shutdown::new();
+    let shared = guichet_kit::service::Shared {
+        bus: guichet_kit::service::open_bus(&config, "guichet")
+            .await
+            .unwrap(),
+        clock: guichet_kit::clock::system(),
+        shutdown: shutdown.clone(),
+        metrics: guichet_kit::Metrics::new(),
+    };
+    let targets = guichet_gateway::Targets {
+        instruction: silent_url,
+        ..common::not_started()
+    };
+    let gateway = common::start_gateway(&config, targets, &shared).await;
+    let base = format!("http://{}", gateway.http_addr);
+    for path in ["/donnees", "/en/donnees"] {
+        // The bound is on a hang, far above the one-second time bound.
+        let page = tokio::time::timeout(
+            Duration::from_secs(60),
+            reqwest::get(format!("{base}{path}")),
+        )
+        .await
+        .expect("the page is answered, not held")
+        .unwrap();
+        assert_eq!(page.status(), 503, "{path}");
+        assert!(
+            page.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{path}"
+        );
+        let body = page.text().await.unwrap();
+        let title = if path.starts_with("/en") {
+            "Service temporarily unavailable"
+        } else {
+            "Service momentanément indisponible"
+        };
+        assert!(body.contains(title), "{path}: {body}");
+    }
+    shutdown.cancel();
+    holding.abort();
+    env.cleanup().await;
+}

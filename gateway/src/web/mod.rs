@@ -19,6 +19,8 @@ mod my_file;
 mod open_data;
 pub mod texts;
 
+use std::time::Duration;
+
 use axum::Router;
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -431,7 +433,11 @@ pub async fn refusals_as_pages(request: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !json || !response.status().is_client_error() {
+    // The time bound's answer has no body: the page says the service is
+    // unavailable, as for any failure past the person's reach.
+    let timed_out = response.status() == StatusCode::GATEWAY_TIMEOUT
+        && !response.headers().contains_key(header::CONTENT_TYPE);
+    if !timed_out && (!json || !response.status().is_client_error()) {
         return response;
     }
     let visitor = Visitor {
@@ -547,7 +553,12 @@ async fn page_headers(request: Request, next: Next) -> Response {
 
 /// Every page, in French and under `/en` in English, with the design
 /// system's files.
-pub fn routes(upload_bytes: usize) -> Router<AppState> {
+///
+/// Every page has a time bound, `request_timeout` as the API's routes, and
+/// uploads the upload bound: a service that takes the call and never
+/// answers must not hold the person's page (and a place among the
+/// gateway's requests in flight) until the browser gives up.
+pub fn routes(upload_bytes: usize, request_timeout: Duration) -> Router<AppState> {
     let pages = || {
         Router::new()
             .merge(filing::routes())
@@ -556,11 +567,13 @@ pub fn routes(upload_bytes: usize) -> Router<AppState> {
             .merge(blocked::routes())
             .merge(check::routes())
             .merge(open_data::routes())
+            .route_layer(crate::server::timeout(request_timeout))
             .merge(
                 Router::new()
                     .merge(filing::upload_routes())
                     .merge(my_file::upload_routes())
-                    .layer(axum::extract::DefaultBodyLimit::max(upload_bytes)),
+                    .layer(axum::extract::DefaultBodyLimit::max(upload_bytes))
+                    .route_layer(crate::server::timeout(crate::server::UPLOAD_TIMEOUT)),
             )
     };
     Router::new()
@@ -568,11 +581,12 @@ pub fn routes(upload_bytes: usize) -> Router<AppState> {
         .route("/en/", get(home))
         .route("/formulaire", get(paper_form))
         .route("/en/formulaire", get(paper_form))
-        .merge(pages())
-        .nest("/en", pages())
-        .merge(agents::routes(upload_bytes))
         .route("/static/{file}", get(assets::static_file))
         .route("/dsfr/{version}/{*path}", get(assets::dsfr_file))
+        .route_layer(crate::server::timeout(request_timeout))
+        .merge(pages())
+        .nest("/en", pages())
+        .merge(agents::routes(upload_bytes, request_timeout))
         .layer(axum::middleware::from_fn(page_headers))
         .layer(CompressionLayer::new())
 }

@@ -33,7 +33,8 @@ use crate::state::AppState;
 /// A form the workspace posts is small: its fields, never a file.
 const FORM_LIMIT: usize = 64 * 1024;
 
-pub fn routes(upload_bytes: usize) -> Router<AppState> {
+/// The workspace's pages, with the time bounds of `web::routes`.
+pub fn routes(upload_bytes: usize, request_timeout: std::time::Duration) -> Router<AppState> {
     let pages = || {
         Router::new()
             .route("/agents", get(home))
@@ -44,7 +45,12 @@ pub fn routes(upload_bytes: usize) -> Router<AppState> {
             .merge(supervision::routes())
             .merge(desk::routes())
             .merge(ops::routes())
-            .merge(desk::upload_routes().layer(axum::extract::DefaultBodyLimit::max(upload_bytes)))
+            .route_layer(crate::server::timeout(request_timeout))
+            .merge(
+                desk::upload_routes()
+                    .layer(axum::extract::DefaultBodyLimit::max(upload_bytes))
+                    .route_layer(crate::server::timeout(crate::server::UPLOAD_TIMEOUT)),
+            )
     };
     Router::new().merge(pages()).nest("/en", pages())
 }
