@@ -1183,14 +1183,7 @@ async fn an_unreachable_peer_makes_an_offer_or_a_kept_booking_unavailable_not_ac
     let env = TestEnv::on(backend).await;
     let config = env.config();
     let shutdown = guichet_kit::shutdown::Shutdown::new();
-    let shared = guichet_kit::service::Shared {
-        bus: guichet_kit::service::open_bus(&config, "guichet")
-            .await
-            .unwrap(),
-        clock: guichet_kit::clock::system(),
-        shutdown: shutdown.clone(),
-        metrics: guichet_kit::Metrics::new(),
-    };
+    let shared = common::shared(&config, &shutdown).await;
     // The two services, each reaching the other through a proxy the test cuts.
     let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
     let (pan_listener, pan_addr) = guichet_kit::grpc::bind(any).await.unwrap();

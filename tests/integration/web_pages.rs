@@ -681,14 +681,7 @@ async fn a_page_whose_service_falls_silent_says_it_is_unavailable_within_the_bou
         }
     });
     let shutdown = guichet_kit::shutdown::Shutdown::new();
-    let shared = guichet_kit::service::Shared {
-        bus: guichet_kit::service::open_bus(&config, "guichet")
-            .await
-            .unwrap(),
-        clock: guichet_kit::clock::system(),
-        shutdown: shutdown.clone(),
-        metrics: guichet_kit::Metrics::new(),
-    };
+    let shared = common::shared(&config, &shutdown).await;
     let targets = guichet_gateway::Targets {
         instruction: silent_url,
         ..common::not_started()

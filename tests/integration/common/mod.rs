@@ -566,6 +566,19 @@ pub fn not_started() -> guichet_gateway::Targets {
     }
 }
 
+/// What services started by hand share: the bus of `config`, the system's
+/// clock, `shutdown` and fresh metrics.
+pub async fn shared(config: &Settings, shutdown: &Shutdown) -> guichet_kit::service::Shared {
+    guichet_kit::service::Shared {
+        bus: guichet_kit::service::open_bus(config, "guichet")
+            .await
+            .expect("open the bus"),
+        clock: guichet_kit::clock::system(),
+        shutdown: shutdown.clone(),
+        metrics: guichet_kit::Metrics::new(),
+    }
+}
+
 /// The gateway alone on a free port, in front of `targets`, stopping with
 /// `shared`'s shutdown.
 pub async fn start_gateway(
