@@ -62,6 +62,18 @@ fn amqp(operation: &'static str) -> impl FnOnce(lapin::Error) -> BusError {
     move |source| BusError::Amqp { operation, source }
 }
 
+/// The broker's answer to `method`, or `NoAnswer` after `limit`.
+async fn answer_within<T>(
+    limit: Duration,
+    operation: &'static str,
+    method: impl std::future::Future<Output = Result<T, lapin::Error>>,
+) -> Result<T, BusError> {
+    match tokio::time::timeout(limit, method).await {
+        Ok(answered) => answered.map_err(amqp(operation)),
+        Err(_) => Err(BusError::NoAnswer { operation }),
+    }
+}
+
 /// A consumer's channel, closed when its stream is dropped. A consumer given
 /// up on (it stalled, see `worker`) must not go on receiving messages that
 /// nobody reads: they would stay unacknowledged until the connection closes.
@@ -300,10 +312,7 @@ impl AmqpBus {
         operation: &'static str,
         method: impl std::future::Future<Output = Result<T, lapin::Error>>,
     ) -> Result<T, BusError> {
-        match tokio::time::timeout(self.rpc_timeout, method).await {
-            Ok(answered) => answered.map_err(amqp(operation)),
-            Err(_) => Err(BusError::NoAnswer { operation }),
-        }
+        answer_within(self.rpc_timeout, operation, method).await
     }
 
     /// A link that left a method unanswered is taken for broken.
@@ -810,14 +819,12 @@ pub(super) async fn retry_later(acker: &AmqpAcker) -> Result<(), BusError> {
 /// redelivery, which the inbox absorbs.
 async fn settled(acker: &AmqpAcker) -> Result<(), BusError> {
     if let Some(channel) = &acker.taken_on {
-        let operation = "settle";
-        tokio::time::timeout(
+        answer_within(
             RPC_TIMEOUT,
+            "settle",
             channel.basic_qos(1, BasicQosOptions::default()),
         )
-        .await
-        .map_err(|_| BusError::NoAnswer { operation })?
-        .map_err(amqp(operation))?;
+        .await?;
     }
     Ok(())
 }
