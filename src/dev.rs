@@ -80,7 +80,12 @@ pub async fn start_issuer(
     )
     .await
     .map_err(DevError::Start)?;
-    let directory = Directory::open(config.database_url.as_deref(), &config.data_dir).await?;
+    let directory = Directory::open(
+        config.database_url.as_deref(),
+        &config.data_dir,
+        config.db_pool(),
+    )
+    .await?;
     grant_standard_roles(&directory, clock.now()).await?;
     directory.db().close().await;
     let token_dir = config.data_dir.join("dev-tokens");

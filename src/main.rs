@@ -331,9 +331,13 @@ async fn agents(
     clock: &dyn guichet_kit::clock::Clock,
 ) -> anyhow::Result<()> {
     use guichet_gateway::directory::{ChangedBy, Directory};
-    let directory = Directory::open(config.database_url.as_deref(), &config.data_dir)
-        .await
-        .context("opening the gateway's store")?;
+    let directory = Directory::open(
+        config.database_url.as_deref(),
+        &config.data_dir,
+        config.db_pool(),
+    )
+    .await
+    .context("opening the gateway's store")?;
     let by = ChangedBy {
         actor: format!(
             "cli:{}",

@@ -156,12 +156,21 @@ fn grant_place(role: Role, prefecture: Option<&str>) -> Result<String, GrantErro
 }
 
 impl Directory {
-    /// Opens (and migrates) the gateway's store.
+    /// Opens (and migrates) the gateway's store, with `pool`'s statement
+    /// bound and 4 connections (a grant or a look at a time).
     pub async fn open(
         database_url: Option<&str>,
         data_dir: &std::path::Path,
+        pool: guichet_kit::db::Pool,
     ) -> Result<Directory, DbError> {
-        let db = Database::open(database_url, data_dir, SCHEMA, 4, &MIGRATIONS).await?;
+        let db = Database::open(
+            database_url,
+            data_dir,
+            SCHEMA,
+            pool.with_size(4),
+            &MIGRATIONS,
+        )
+        .await?;
         Ok(Directory { db })
     }
 

@@ -106,7 +106,7 @@ pub fn router(
         .route_layer(timeout(request_timeout))
         // Routes that set their own limits and time, after the common timeout.
         .merge(postal::upload_routes())
-        .merge(crate::uploads::routes(upload_bytes))
+        .merge(crate::uploads::routes(upload_bytes, request_timeout))
         // The persons' pages, with their own headers and compression.
         .merge(crate::web::routes(upload_bytes, request_timeout))
         // Every route above, judged against the policy table.
@@ -304,8 +304,12 @@ pub async fn start(
     shutdown: Shutdown,
 ) -> Result<Running, StartError> {
     let window = Duration::from_secs(config.status_window_s);
-    let directory =
-        crate::directory::Directory::open(config.database_url.as_deref(), &config.data_dir).await?;
+    let directory = crate::directory::Directory::open(
+        config.database_url.as_deref(),
+        &config.data_dir,
+        config.db_pool(),
+    )
+    .await?;
     let (listener, http_addr) = listen
         .into()
         .open()

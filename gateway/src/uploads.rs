@@ -8,11 +8,13 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::multipart::{Field, Multipart, MultipartError};
 use axum::extract::{ConnectInfo, FromRequest, RawPathParams, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -58,14 +60,18 @@ impl Uploads {
 }
 
 /// Routes that take files: their own body limit and time.
-pub fn routes(max_request_bytes: usize) -> Router<AppState> {
+pub fn routes(max_request_bytes: usize, request_timeout: Duration) -> Router<AppState> {
     use axum::extract::DefaultBodyLimit;
     Router::new()
         .route(
             "/api/v1/dossiers",
             post(submit)
                 .layer::<_, Infallible>(DefaultBodyLimit::max(max_request_bytes))
-                .layer::<_, Infallible>(crate::server::timeout(crate::server::UPLOAD_TIMEOUT)),
+                .layer::<_, Infallible>(axum::middleware::from_fn(
+                    move |request: Request, next: Next| {
+                        bound_by_kind(request, next, request_timeout)
+                    },
+                )),
         )
         .route(
             "/api/v1/dossiers/{reference}/documents",
@@ -80,6 +86,23 @@ pub fn routes(max_request_bytes: usize) -> Router<AppState> {
         )
         .route("/api/v1/dossiers/{reference}/papers", get(list_papers))
         .route("/api/v1/dossiers/{reference}/papers/{id}", get(paper))
+}
+
+/// A filing with files (multipart) has the upload bound: its time is the
+/// client's line. A filing in JSON alone has the request bound, as every
+/// other call: under the upload bound, one held up behind a stuck database
+/// held the person, and a place in flight, for five minutes.
+async fn bound_by_kind(request: Request, next: Next, request_timeout: Duration) -> Response {
+    let bound = if is_multipart(request.headers()) {
+        crate::server::UPLOAD_TIMEOUT
+    } else {
+        request_timeout
+    };
+    match tokio::time::timeout(bound, next.run(request)).await {
+        Ok(response) => response,
+        // What the common bound answers (`server::timeout`).
+        Err(_) => StatusCode::GATEWAY_TIMEOUT.into_response(),
+    }
 }
 
 fn is_multipart(headers: &HeaderMap) -> bool {

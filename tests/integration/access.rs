@@ -854,6 +854,7 @@ async fn the_audit_log_is_append_only() {
         let directory = guichet_gateway::directory::Directory::open(
             config.database_url.as_deref(),
             &config.data_dir,
+            config.db_pool(),
         )
         .await
         .unwrap();

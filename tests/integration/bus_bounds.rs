@@ -120,7 +120,7 @@ async fn a_full_queue_refuses_and_the_outbox_sends_once_it_drains(backend: Backe
         env.database_url.as_deref(),
         &env.data_dir,
         "bounds",
-        2,
+        guichet_kit::db::Pool::sized(2),
         &KIT_ONLY,
     )
     .await

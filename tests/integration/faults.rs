@@ -715,6 +715,60 @@ async fn intake_without_its_database_answers_503_and_never_half_records_a_filing
     env.cleanup().await;
 }
 
+// ---- 6. a lock held for ever -----------------------------------------------------
+
+/// A session outside Guichet takes intake's table and keeps it (an operator's
+/// forgotten transaction, a migration run by hand). The filings that wait on
+/// it are cancelled at intake's statement bound and answered a clear 503,
+/// long before the gateway's own bound (its 504) or the person's patience;
+/// once the lock goes, the same keys are filed, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filing_held_up_by_a_lock_is_refused_at_the_statement_bound_then_filed_once() {
+    use sqlx::Connection;
+    let env = TestEnv::new().await;
+    let mut intake_config = env.config();
+    intake_config.db_statement_timeout_ms = 1_000;
+    let config = env.config();
+    let services = Services::start(
+        (&intake_config, Arc::new(env.amqp_bus())),
+        (&config, Arc::new(env.amqp_bus())),
+        &config,
+    )
+    .await;
+    let all = keys("db-lock", 40);
+    let before = file_all(&services.http, &services.base, all[..8].to_vec(), 8).await;
+    assert_eq!(statuses(&before), BTreeMap::from([(201, 8)]));
+
+    let url = env.database_url.as_deref().expect("a PostgreSQL test");
+    let mut holder = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut held = holder.begin().await.unwrap();
+    sqlx::query("LOCK TABLE intake_web.filings IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    // All at once, as a queue forms at a counter: one statement bound for
+    // the lot, where trying each alone in turn waited a bound per filing,
+    // past the gateway's own (a 504).
+    let during = file_all(&services.http, &services.base, all[8..].to_vec(), 32).await;
+    for a in &during {
+        assert_clear_503(a);
+    }
+    held.rollback().await.unwrap();
+    holder.close().await.unwrap();
+
+    let after = file_all(&services.http, &services.base, all[8..].to_vec(), 8).await;
+    assert_eq!(statuses(&after), BTreeMap::from([(201, 32)]));
+    let answers: Vec<Answer> = before.into_iter().chain(after).collect();
+    let accepted = accepted_references(&answers);
+    assert_eq!(accepted.len(), all.len(), "one receipt per key");
+    let instruction = env.db("instruction").await;
+    let tally = tally(&instruction, &accepted).await;
+    assert_exactly_once("a lock held on intake's table", &tally);
+
+    services.stop().await;
+    env.cleanup().await;
+}
+
 // ---- 4. poison messages, and `guichet dlq` ------------------------------------
 
 const POISON_LOAD: usize = 200;

@@ -976,7 +976,7 @@ async fn finding_earlier_filings_reads_the_persons_entries_only_as_the_table_gro
         env.database_url.as_deref(),
         &env.data_dir,
         guichet_instruction::server::SCHEMA,
-        1,
+        guichet_kit::db::Pool::sized(1),
         &guichet_instruction::server::MIGRATIONS,
     )
     .await

@@ -17,12 +17,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{Services, TestEnv, count, eventually};
-use guichet_kit::db::{Database, DbError, Migrations};
+use guichet_kit::db::{Database, DbError, Migrations, Pool};
 use guichet_kit::lease::Lease;
 
 /// Server connections per pooler database: far fewer than the instances'
 /// client connections, so transactions share them.
 const SERVER_CONNECTIONS: u32 = 4;
+
+/// The statement bound a pooler database sets, as the README's example does
+/// (PgBouncer drops the one the service sends at connect).
+const BOUND_MS: u32 = 30_000;
 
 /// A PgBouncer of the test's own, stopped when the test lets go of it.
 struct Pooler {
@@ -62,7 +66,9 @@ impl Pooler {
         let mut databases = format!("{database}_public = {server}\n");
         for schema in schemas {
             databases.push_str(&format!(
-                "{database}_{schema} = {server} connect_query='SET search_path = {schema}'\n"
+                "{database}_{schema} = {server} connect_query='SET search_path = {schema}; \
+                 SET statement_timeout = {BOUND_MS}; \
+                 SET idle_in_transaction_session_timeout = {BOUND_MS}'\n"
             ));
         }
         let port = common::free_port();
@@ -174,7 +180,7 @@ async fn open_through(
         Some(&pooler.url(schema)),
         &env.data_dir,
         schema,
-        2,
+        Pool::sized(2),
         migrations,
     )
     .await
@@ -373,6 +379,21 @@ async fn four_instances_starting_at_once_through_pgbouncer_migrate_one_at_a_time
     for (i, db) in opened.iter().enumerate() {
         assert!(db.is_ok(), "instance {i}: {:?}", db.as_ref().err());
     }
+    // The pooler's connections carry the statement bound its
+    // connect_query sets, which the service's own startup option cannot.
+    let bounds: Vec<String> = futures_util::future::join_all(opened.iter().flatten().map(|db| {
+        sqlx::query_scalar("SELECT current_setting('statement_timeout')")
+            .fetch_one(db.postgres().expect("PostgreSQL"))
+    }))
+    .await
+    .into_iter()
+    .map(|bound| bound.expect("read the statement bound"))
+    .collect();
+    assert_eq!(
+        bounds,
+        vec!["30s"; 4],
+        "each instance's statements are bound"
+    );
     let direct = env.db("instruction").await;
     let expected = guichet_instruction::server::MIGRATIONS.postgres[0]
         .iter()
@@ -397,7 +418,7 @@ async fn a_pooler_database_that_does_not_set_the_schema_is_refused_before_any_ta
         Some(&pooler.url("public")),
         &env.data_dir,
         "instruction",
-        4,
+        Pool::sized(4),
         &guichet_instruction::server::MIGRATIONS,
     )
     .await

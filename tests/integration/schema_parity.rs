@@ -9,7 +9,7 @@ use crate::common;
 use std::collections::BTreeSet;
 
 use common::{Backend, TestEnv};
-use guichet_kit::db::{Database, Migrations};
+use guichet_kit::db::{Database, Migrations, Pool};
 
 /// (table, column, nullable)
 type Columns = BTreeSet<(String, String, bool)>;
@@ -24,7 +24,7 @@ const IGNORED_TABLES: &[&str] = &["_sqlx_migrations"];
 
 async fn postgres_schema(url: &str, schema: &str, migrations: &Migrations) -> Schema {
     let dir = std::env::temp_dir().join(format!("parity-{schema}"));
-    let db = Database::open(Some(url), &dir, schema, 2, migrations)
+    let db = Database::open(Some(url), &dir, schema, Pool::sized(2), migrations)
         .await
         .unwrap();
     let pool = db.postgres().unwrap();
@@ -68,7 +68,7 @@ async fn sqlite_schema(schema: &str, migrations: &Migrations) -> Schema {
         "guichet-parity-{schema}-{}",
         uuid::Uuid::new_v4().simple()
     ));
-    let db = Database::open(None, &dir, schema, 1, migrations)
+    let db = Database::open(None, &dir, schema, Pool::sized(1), migrations)
         .await
         .unwrap();
     let Database::Sqlite(pool) = &db else {

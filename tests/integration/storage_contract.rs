@@ -23,7 +23,7 @@ async fn database(env: &TestEnv) -> Database {
         env.database_url.as_deref(),
         &env.data_dir,
         "contract",
-        2,
+        guichet_kit::db::Pool::sized(2),
         &KIT_ONLY,
     )
     .await

@@ -38,7 +38,7 @@ pub(crate) async fn open(env: &TestEnv, schema: &str, migrations: &Migrations) -
         env.database_url.as_deref(),
         &env.data_dir,
         schema,
-        2,
+        guichet_kit::db::Pool::sized(2),
         migrations,
     )
     .await

@@ -662,6 +662,20 @@ async fn my_file_shows_the_status_then_with_the_code_the_papers_and_takes_missin
     env.cleanup().await;
 }
 
+/// A service that takes connections and never answers: its URL, and the
+/// task holding its connections (abort it to let them go).
+async fn silent_service() -> (String, tokio::task::JoinHandle<()>) {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            held.push(connection);
+        }
+    });
+    (url, holding)
+}
+
 /// A service that takes the connection and never answers (here instruction,
 /// which the open data's page asks): the page says the service is
 /// unavailable once the request's time bound has passed, instead of holding
@@ -672,14 +686,7 @@ async fn a_page_whose_service_falls_silent_says_it_is_unavailable_within_the_bou
     let env = TestEnv::on(Backend::Embedded).await;
     let mut config = env.config();
     config.request_timeout_ms = 1_000;
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_url = format!("http://{}", silent.local_addr().unwrap());
-    let holding = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((connection, _)) = silent.accept().await {
-            held.push(connection);
-        }
-    });
+    let (silent_url, holding) = silent_service().await;
     let shutdown = guichet_kit::shutdown::Shutdown::new();
     let shared = common::shared(&config, &shutdown).await;
     let targets = guichet_gateway::Targets {
@@ -713,6 +720,40 @@ async fn a_page_whose_service_falls_silent_says_it_is_unavailable_within_the_bou
         };
         assert!(body.contains(title), "{path}: {body}");
     }
+    shutdown.cancel();
+    holding.abort();
+    env.cleanup().await;
+}
+
+/// A filing in JSON alone has the request's time bound, as every other call;
+/// only a filing with files has the upload's (five minutes). Here intake
+/// takes the call and never answers: the filer hears `504` once the bound
+/// has passed, not after five minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_filing_whose_intake_falls_silent_gets_504_at_the_request_bound() {
+    let env = TestEnv::on(Backend::Embedded).await;
+    let mut config = env.config();
+    config.request_timeout_ms = 1_000;
+    let (silent_url, holding) = silent_service().await;
+    let shutdown = guichet_kit::shutdown::Shutdown::new();
+    let shared = common::shared(&config, &shutdown).await;
+    let targets = guichet_gateway::Targets {
+        intake_web: silent_url,
+        ..common::not_started()
+    };
+    let gateway = common::start_gateway(&config, targets, &shared).await;
+    let (_, filing) = common::example_filings().remove(0);
+    let sent = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/dossiers", gateway.http_addr))
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(&filing)
+        .send();
+    // A bound on a hang, well under the upload bound: not a measure.
+    let answer = tokio::time::timeout(Duration::from_secs(60), sent)
+        .await
+        .expect("the filing is answered within the request bound, not the upload bound")
+        .unwrap();
+    assert_eq!(answer.status(), 504);
     shutdown.cancel();
     holding.abort();
     env.cleanup().await;

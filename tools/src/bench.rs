@@ -290,10 +290,13 @@ impl Runs<'_> {
         let args = self.args;
         let targets =
             load::Targets::connect(&self.mesh.gateway_url, &self.mesh.intake_web_url).await?;
-        let instruction =
-            guichet_kit::db::postgres_pool(&self.mesh_scratch.database_url, "instruction", 2)
-                .await
-                .context("reading the instruction database")?;
+        let instruction = guichet_kit::db::postgres_pool(
+            &self.mesh_scratch.database_url,
+            "instruction",
+            guichet_kit::db::Pool::sized(2),
+        )
+        .await
+        .context("reading the instruction database")?;
         let mut bare_runs = Vec::new();
         let mut phases = Vec::new();
         let mut numbered = Numbered {

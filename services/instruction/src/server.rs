@@ -37,7 +37,7 @@ pub async fn open_database(config: &Config) -> Result<guichet_kit::db::Database,
         config.database_url.as_deref(),
         &config.data_dir,
         SCHEMA,
-        2,
+        config.db_pool().with_size(2),
         &MIGRATIONS,
     )
     .await?)

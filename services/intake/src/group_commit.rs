@@ -56,6 +56,13 @@ async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
+        // A request whose caller has gone (the gateway's time bound, a
+        // person who hung up) was answered with an error: it is not written,
+        // and its key files it again.
+        batch.retain(|p| !p.answer.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         match write(&pool, &batch).await {
             Ok(inserted) => {
                 for p in batch {
@@ -64,8 +71,12 @@ async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Pending>) {
                 }
             }
             // One filing the database refuses must not fail the others:
-            // each is tried alone, and gets its own answer.
-            Err(_) if batch.len() > 1 => {
+            // each is tried alone, and gets its own answer (which also tries
+            // again on a new connection after a cut). Not when the batch ran
+            // out of time (a lock held, no connection free): each alone
+            // would wait the same bound again, one after the other, and the
+            // requests queued behind them longer still.
+            Err(e) if batch.len() > 1 && !guichet_kit::db::is_out_of_time(&e) => {
                 for p in batch {
                     let alone = write(&pool, std::slice::from_ref(&p))
                         .await

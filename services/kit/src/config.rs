@@ -107,6 +107,18 @@ pub struct Config {
     #[arg(long, env = "GUICHET_DB_POOL_SIZE", default_value_t = 10)]
     pub db_pool_size: u32,
 
+    /// Longest a PostgreSQL statement may run, lock waits included, and
+    /// longest a transaction may sit idle, in milliseconds; 0 for no bound.
+    /// Past it the server cancels the statement (or ends the session) and
+    /// the caller answers 503 or tries again, instead of waiting for ever on
+    /// a lock or a stuck server. Migrations are not bound.
+    #[arg(
+        long,
+        env = "GUICHET_DB_STATEMENT_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub db_statement_timeout_ms: u64,
+
     /// Longest time a request may take at the gateway, in milliseconds.
     #[arg(long, env = "GUICHET_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_timeout_ms: u64,
@@ -279,6 +291,7 @@ impl std::fmt::Debug for Config {
             .field("consumer_prefetch", &self.consumer_prefetch)
             .field("outbox_batch", &self.outbox_batch)
             .field("db_pool_size", &self.db_pool_size)
+            .field("db_statement_timeout_ms", &self.db_statement_timeout_ms)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("max_in_flight", &self.max_in_flight)
             .field("max_uploads_in_flight", &self.max_uploads_in_flight)
@@ -346,6 +359,15 @@ impl Config {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The database pool this configuration asks for: its size and bound.
+    pub fn db_pool(&self) -> crate::db::Pool {
+        crate::db::Pool {
+            size: self.db_pool_size,
+            statement_timeout: (self.db_statement_timeout_ms > 0)
+                .then(|| Duration::from_millis(self.db_statement_timeout_ms)),
+        }
     }
 
     pub fn latency_target(&self) -> Duration {

@@ -67,29 +67,29 @@ impl Database {
         database_url: Option<&str>,
         data_dir: &Path,
         schema: &str,
-        pool_size: u32,
+        pool: Pool,
         migrations: &Migrations,
     ) -> Result<Self, DbError> {
         match database_url {
             Some(url) => {
                 // One connection of its own creates the schema, then holds
-                // the migration lock while the pool migrates.
+                // the migration lock while a pool with no statement bound
+                // migrates: a long migration (an index on a big table) must
+                // finish. The service's pool comes after, with its bound.
                 let options = PgConnectOptions::from_str(url).map_err(DbError::BadUrl)?;
                 let mut own = create_schema(&options, schema).await?;
-                let migrated = match pool_in_schema(options, schema, pool_size).await {
-                    Ok(pool) => migrate_postgres(&mut own, schema, &pool, migrations.postgres)
-                        .await
-                        .map(|()| pool),
-                    Err(e) => Err(e),
-                };
+                let migrated = migrate_unbound(&mut own, &options, schema, migrations).await;
                 let _ = own.close().await;
-                Ok(Database::Postgres(migrated?))
+                migrated?;
+                Ok(Database::Postgres(
+                    pool_in_schema(options, schema, pool).await?,
+                ))
             }
             None => {
                 std::fs::create_dir_all(data_dir)
                     .map_err(|e| DbError::DataDir(data_dir.to_path_buf(), e))?;
                 let pool =
-                    sqlite_pool(&data_dir.join(format!("{schema}.sqlite")), pool_size.min(4))
+                    sqlite_pool(&data_dir.join(format!("{schema}.sqlite")), pool.size.min(4))
                         .await
                         .map_err(DbError::Connect)?;
                 run(&pool, &KIT_SQLITE, migrations.sqlite, true).await?;
@@ -121,15 +121,58 @@ impl Database {
     }
 }
 
+/// How a service's PostgreSQL pool is made: how many connections, and how
+/// long one statement may hold one (`GUICHET_DB_STATEMENT_TIMEOUT_MS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool {
+    pub size: u32,
+    /// Sent at connect as `statement_timeout` and
+    /// `idle_in_transaction_session_timeout`; `None` for no bound.
+    pub statement_timeout: Option<Duration>,
+}
+
+/// The bound a pool has unless the configuration says otherwise: far longer
+/// than any statement of Guichet's takes, far shorter than for ever.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Pool {
+    /// `size` connections with the default statement bound.
+    pub fn sized(size: u32) -> Self {
+        Pool {
+            size,
+            statement_timeout: Some(DEFAULT_STATEMENT_TIMEOUT),
+        }
+    }
+
+    /// The same bound with another size: a tool that needs few connections.
+    pub fn with_size(self, size: u32) -> Self {
+        Pool { size, ..self }
+    }
+}
+
 /// A pool whose connections see only `schema` (created if needed).
-pub async fn postgres_pool(
-    url: &str,
-    schema: &str,
-    max_connections: u32,
-) -> Result<PgPool, DbError> {
+pub async fn postgres_pool(url: &str, schema: &str, pool: Pool) -> Result<PgPool, DbError> {
     let options = PgConnectOptions::from_str(url).map_err(DbError::BadUrl)?;
     let _ = create_schema(&options, schema).await?.close().await;
-    pool_in_schema(options, schema, max_connections).await
+    pool_in_schema(options, schema, pool).await
+}
+
+/// Migrates `schema` on a pool of one connection with no statement bound,
+/// holding the migration lock on `own` meanwhile.
+async fn migrate_unbound(
+    own: &mut sqlx::PgConnection,
+    options: &PgConnectOptions,
+    schema: &str,
+    migrations: &Migrations,
+) -> Result<(), DbError> {
+    let unbound = Pool {
+        size: 1,
+        statement_timeout: None,
+    };
+    let pool = pool_in_schema(options.clone(), schema, unbound).await?;
+    let ran = migrate_postgres(own, schema, &pool, migrations.postgres).await;
+    pool.close().await;
+    ran
 }
 
 /// Creates `schema` if it is not there yet, on a connection of its own,
@@ -160,14 +203,24 @@ async fn create_schema(
 async fn pool_in_schema(
     options: PgConnectOptions,
     schema: &str,
-    max_connections: u32,
+    pool: Pool,
 ) -> Result<PgPool, DbError> {
     // Named after the service, so `pg_stat_activity` says who holds what.
-    let options = options
+    let mut options = options
         .application_name(&application_name(schema))
         .options([("search_path", schema)]);
-    let pool = PgPoolOptions::new()
-        .max_connections(max_connections)
+    if let Some(bound) = pool.statement_timeout {
+        // Milliseconds, PostgreSQL's unit for both. A stuck statement or a
+        // lock wait is cancelled (57014); a transaction left idle ends its
+        // session (25P03), which lets go of its locks.
+        let ms = bound.as_millis().max(1).to_string();
+        options = options.options([
+            ("statement_timeout", ms.as_str()),
+            ("idle_in_transaction_session_timeout", ms.as_str()),
+        ]);
+    }
+    let connections = PgPoolOptions::new()
+        .max_connections(pool.size)
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await
@@ -175,21 +228,32 @@ async fn pool_in_schema(
     // A pooler drops the startup `options` (PgBouncer is told to ignore
     // them) and sets the schema itself. One that does not would put the
     // service's tables in another schema: refuse to start instead.
-    let found: Option<String> = sqlx::query_scalar("SELECT current_schema()")
-        .fetch_one(&pool)
-        .await
-        .map_err(DbError::Connect)?;
+    let (found, bound): (Option<String>, String) =
+        sqlx::query_as("SELECT current_schema(), current_setting('statement_timeout')")
+            .fetch_one(&connections)
+            .await
+            .map_err(DbError::Connect)?;
+    if pool.statement_timeout.is_some() && bound == "0" {
+        // The same pooler drops the bound: it must set it too. A missing
+        // bound is a risk, not misplaced data, so the service still starts.
+        tracing::warn!(
+            schema,
+            "PostgreSQL statements have no time bound: through a pooler, set \
+             statement_timeout and idle_in_transaction_session_timeout in the \
+             connect_query of this service's pooler database"
+        );
+    }
     // NULL: no schema of the search path exists. Refused below all the
     // same, the service's schema never being the empty name.
     let found = found.unwrap_or_default();
     if found != schema {
-        pool.close().await;
+        connections.close().await;
         return Err(DbError::WrongSchema {
             schema: schema.to_string(),
             found,
         });
     }
-    Ok(pool)
+    Ok(connections)
 }
 
 /// How long an instance waits between two tries at the migration lock.
@@ -342,10 +406,22 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
         // PostgreSQL: admin_shutdown, crash_shutdown, cannot_connect_now,
         // connection failures, too many connections, and the database not
         // accepting connections (55000, what `ALLOW_CONNECTIONS false` answers
-        // at connect). SQLite: busy, locked.
+        // at connect); a statement past its bound (57014), a session ended
+        // for idling in a transaction (25P03), a lock not had in time
+        // (55P03). SQLite: busy, locked.
         if matches!(db.code().as_deref(),
             Some("57P01" | "57P02" | "57P03" | "08006" | "08003" | "08001" | "53300" | "55000"
+                | "57014" | "25P03" | "55P03"
                 | "5" | "6" | "517" | "261")))
+}
+
+/// The statement, or the wait for a connection, ran out of time: trying
+/// again at once would most likely wait as long.
+pub fn is_out_of_time(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::PoolTimedOut)
+        || matches!(err, sqlx::Error::Database(db)
+            // query_canceled (the statement bound), lock_not_available.
+            if matches!(db.code().as_deref(), Some("57014" | "55P03")))
 }
 
 /// Errors where the same transaction may well succeed if tried again:

@@ -121,9 +121,26 @@ fn system_resolver(names: Vec<String>) -> Resolve {
     })
 }
 
+/// How long a connection may stay silent before it is asked for a sign of
+/// life (an HTTP/2 ping), and how long the answer may take. A peer that
+/// took the connection and fell silent (a host gone without a reset, a
+/// network dropping packets, a process stopped) is then found in at most
+/// 15 s: the calls on it fail and the next call connects anew. Without
+/// this they waited for ever, and the calls that carry no deadline of
+/// their own held their caller. 10 s is the least gRPC asks clients to use.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(10);
+const KEEPALIVE_ANSWER: Duration = Duration::from_secs(5);
+
 fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
-    Endpoint::from_shared(url.trim().to_string())
-        .map(|e| e.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true))
+    Endpoint::from_shared(url.trim().to_string()).map(|e| {
+        e.connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE_EVERY)
+            .keep_alive_timeout(KEEPALIVE_ANSWER)
+            // Idle connections too: a call should not be the first to find
+            // its connection dead.
+            .keep_alive_while_idle(true)
+    })
 }
 
 /// A lazy client channel to `url`: it connects on first use and reconnects
@@ -498,6 +515,35 @@ mod tests {
             service: "instance".into(),
         };
         client.check(request).await.unwrap().into_inner().status
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_falls_silent_costs_a_bounded_wait() {
+        // Takes the connection, reads what comes, never writes a byte.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let mut client = HealthClient::new(channel(&format!("http://{addr}")).unwrap());
+        let call = client.check(HealthCheckRequest {
+            service: "instance".into(),
+        });
+        // A bound on a hang, well past the pings' 15 s: not a measure.
+        let ended = tokio::time::timeout(Duration::from_secs(60), call).await;
+        let status = ended
+            .expect("a call to a silent peer ends once its pings go unanswered")
+            .expect_err("a silent peer gives no answer");
+        assert!(
+            matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+            ),
+            "{status:?}"
+        );
     }
 
     #[tokio::test]

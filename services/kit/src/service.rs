@@ -206,7 +206,7 @@ pub async fn prepare(
         config.database_url.as_deref(),
         &config.data_dir,
         schema,
-        config.db_pool_size,
+        config.db_pool(),
         migrations,
     )
     .await?;

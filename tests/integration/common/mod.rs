@@ -80,9 +80,13 @@ pub const PREFECTURE_AGENT: &str = "pref-59";
 pub async fn grant_test_roles(config: &Settings) {
     use guichet_access::Role;
     use guichet_gateway::directory::{ChangedBy, Directory};
-    let directory = Directory::open(config.database_url.as_deref(), &config.data_dir)
-        .await
-        .expect("open the gateway's store");
+    let directory = Directory::open(
+        config.database_url.as_deref(),
+        &config.data_dir,
+        config.db_pool(),
+    )
+    .await
+    .expect("open the gateway's store");
     let now = chrono::Utc::now();
     guichet::dev::grant_standard_roles(&directory, now)
         .await
@@ -334,7 +338,7 @@ impl TestEnv {
     pub async fn db(&self, schema: &str) -> Database {
         match &self.database_url {
             Some(url) => Database::Postgres(
-                guichet_kit::db::postgres_pool(url, schema, 2)
+                guichet_kit::db::postgres_pool(url, schema, guichet_kit::db::Pool::sized(2))
                     .await
                     .expect("connect to the test database"),
             ),

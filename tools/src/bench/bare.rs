@@ -49,7 +49,7 @@ pub async fn run(
     database_url: &str,
     settings: &Settings,
 ) -> anyhow::Result<BareRun> {
-    let db = guichet_kit::db::postgres_pool(database_url, "bare", 4)
+    let db = guichet_kit::db::postgres_pool(database_url, "bare", guichet_kit::db::Pool::sized(4))
         .await
         .context("opening the bare pipeline's database")?;
     sqlx::query(

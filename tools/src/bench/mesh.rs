@@ -239,9 +239,13 @@ impl Mesh {
         prefecture: Option<&str>,
     ) -> anyhow::Result<String> {
         use guichet_gateway::directory::{ChangedBy, Directory};
-        let directory = Directory::open(Some(&self.database_url), &self.data_dir)
-            .await
-            .context("opening the gateway's store")?;
+        let directory = Directory::open(
+            Some(&self.database_url),
+            &self.data_dir,
+            guichet_kit::db::Pool::sized(4),
+        )
+        .await
+        .context("opening the gateway's store")?;
         let by = ChangedBy {
             actor: "bench".into(),
             agent: None,
