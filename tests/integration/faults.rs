@@ -769,6 +769,89 @@ async fn a_filing_held_up_by_a_lock_is_refused_at_the_statement_bound_then_filed
     env.cleanup().await;
 }
 
+/// Intake's database falls silent while a statement is under way, its
+/// connections still open (a host gone without a reset, a network dropping
+/// packets): the server's statement bound acts, but its answer never comes
+/// back, and sqlx alone would wait for ever. Intake's one writer gives up
+/// at its answer bound (1 s of statement bound and 5 s for the answer), so
+/// the filings get a clear 503 instead of the gateway's 504, and the writer
+/// goes on once the database answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filing_whose_database_falls_silent_is_refused_at_the_answer_bound_then_filed_once() {
+    use sqlx::Connection;
+    let env = TestEnv::new().await;
+    let proxy = Proxy::to_database().await;
+    let mut intake_config = env.config();
+    intake_config.database_url = Some(proxy.database_url(&env));
+    intake_config.db_statement_timeout_ms = 1_000;
+    let mut config = env.config();
+    // Far above intake's answer bound, and the batches queued behind it.
+    config.request_timeout_ms = 60_000;
+    let services = Services::start(
+        (&intake_config, Arc::new(env.amqp_bus())),
+        (&config, Arc::new(env.amqp_bus())),
+        &config,
+    )
+    .await;
+    let all = keys("db-silent", 40);
+    let before = file_all(&services.http, &services.base, all[..8].to_vec(), 8).await;
+    assert_eq!(statuses(&before), BTreeMap::from([(201, 8)]));
+
+    // A lock holds the writer's statement on the server, so that the
+    // database falls silent with the statement under way, not between two.
+    let url = env.database_url.as_deref().expect("a PostgreSQL test");
+    let mut holder = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut held = holder.begin().await.unwrap();
+    sqlx::query("LOCK TABLE intake_web.filings IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let during = tokio::spawn({
+        let (http, base, keys) = (
+            services.http.clone(),
+            services.base.clone(),
+            all[8..].to_vec(),
+        );
+        async move { file_all(&http, &base, keys, 32).await }
+    });
+    let admin = sqlx::PgPool::connect(&common::database_admin_url())
+        .await
+        .unwrap();
+    eventually(DRAIN, "intake's writer to wait on the lock", || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+             AND application_name = $2 AND wait_event_type = 'Lock'",
+        )
+        .bind(&env.name)
+        .bind(guichet_kit::db::application_name("intake_web"))
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+        (waiting > 0).then_some(())
+    })
+    .await;
+    proxy.freeze();
+    let during = during.await.unwrap();
+    proxy.thaw();
+    held.rollback().await.unwrap();
+    holder.close().await.unwrap();
+    for a in &during {
+        assert_clear_503(a);
+    }
+
+    let after = file_all(&services.http, &services.base, all[8..].to_vec(), 8).await;
+    assert_eq!(statuses(&after), BTreeMap::from([(201, 32)]));
+    let answers: Vec<Answer> = before.into_iter().chain(after).collect();
+    let accepted = accepted_references(&answers);
+    assert_eq!(accepted.len(), all.len(), "one receipt per key");
+    let instruction = env.db("instruction").await;
+    let tally = tally(&instruction, &accepted).await;
+    assert_exactly_once("intake's database silent", &tally);
+
+    services.stop().await;
+    env.cleanup().await;
+}
+
 // ---- 4. poison messages, and `guichet dlq` ------------------------------------
 
 const POISON_LOAD: usize = 200;

@@ -143,7 +143,11 @@ on_both_backends!(a_filing_is_recorded_once_per_key);
 async fn a_filing_is_recorded_once_per_key(backend: Backend) {
     let env = TestEnv::on(backend).await;
     let db = open(&env, "intake_web", &guichet_intake::MIGRATIONS).await;
-    let ledger = Ledger::new(db.clone(), clock::system());
+    let ledger = Ledger::new(
+        db.clone(),
+        clock::system(),
+        guichet_kit::db::Pool::sized(2).answer_bound(),
+    );
 
     let first = ledger
         .accept(filing("renewal-employee.json", "contract-1"))
@@ -188,7 +192,11 @@ on_both_backends!(a_saved_receipt_that_does_not_decode_is_an_error);
 async fn a_saved_receipt_that_does_not_decode_is_an_error(backend: Backend) {
     let env = TestEnv::on(backend).await;
     let db = open(&env, "intake_web", &guichet_intake::MIGRATIONS).await;
-    let ledger = Ledger::new(db.clone(), clock::system());
+    let ledger = Ledger::new(
+        db.clone(),
+        clock::system(),
+        guichet_kit::db::Pool::sized(2).answer_bound(),
+    );
     let receipt = ledger
         .accept(filing("renewal-employee.json", "contract-damaged"))
         .await

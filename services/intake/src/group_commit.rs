@@ -9,9 +9,10 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use guichet_kit::bus::OutgoingMessage;
-use guichet_kit::outbox;
+use guichet_kit::{db, outbox};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
 
@@ -40,14 +41,17 @@ impl Pending {
     }
 }
 
-/// Starts the writer; it stops when every sender is dropped.
-pub fn spawn(pool: PgPool) -> mpsc::Sender<Pending> {
+/// Starts the writer; it stops when every sender is dropped. A batch
+/// waits `answer_bound` for the database at most: every filing of intake
+/// goes through this one task, so a database that never answers must not
+/// hold it.
+pub fn spawn(pool: PgPool, answer_bound: Duration) -> mpsc::Sender<Pending> {
     let (sender, receiver) = mpsc::channel(QUEUE);
-    tokio::spawn(run(pool, receiver));
+    tokio::spawn(run(pool, answer_bound, receiver));
     sender
 }
 
-async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Pending>) {
+async fn run(pool: PgPool, answer_bound: Duration, mut receiver: mpsc::Receiver<Pending>) {
     while let Some(first) = receiver.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -63,7 +67,7 @@ async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Pending>) {
         if batch.is_empty() {
             continue;
         }
-        match write(&pool, &batch).await {
+        match write(&pool, answer_bound, &batch).await {
             Ok(inserted) => {
                 for p in batch {
                     let done = inserted.contains(&p.key());
@@ -76,9 +80,9 @@ async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Pending>) {
             // out of time (a lock held, no connection free): each alone
             // would wait the same bound again, one after the other, and the
             // requests queued behind them longer still.
-            Err(e) if batch.len() > 1 && !guichet_kit::db::is_out_of_time(&e) => {
+            Err(e) if batch.len() > 1 && !db::is_out_of_time(&e) => {
                 for p in batch {
-                    let alone = write(&pool, std::slice::from_ref(&p))
+                    let alone = write(&pool, answer_bound, std::slice::from_ref(&p))
                         .await
                         .map(|inserted| !inserted.is_empty())
                         .map_err(Arc::new);
@@ -95,12 +99,24 @@ async fn run(pool: PgPool, mut receiver: mpsc::Receiver<Pending>) {
     }
 }
 
+/// `insert`, waiting `bound` for the database at most.
+async fn write(
+    pool: &PgPool,
+    bound: Duration,
+    batch: &[Pending],
+) -> Result<HashSet<(String, String)>, sqlx::Error> {
+    db::answered_within(bound, insert(pool, batch)).await
+}
+
 /// Inserts the filings whose key and reference are both free, and their
 /// outbox rows, in ONE statement: a statement is its own transaction, so
 /// the batch is one round trip and one commit, where `BEGIN`, two inserts
 /// and `COMMIT` were four round trips, each a turn of a busy backend.
 /// Returns the (key, reference) inserted.
-async fn write(pool: &PgPool, batch: &[Pending]) -> Result<HashSet<(String, String)>, sqlx::Error> {
+async fn insert(
+    pool: &PgPool,
+    batch: &[Pending],
+) -> Result<HashSet<(String, String)>, sqlx::Error> {
     /// One column of the batch, as an array parameter.
     fn column<'a, T>(batch: &'a [Pending], value: impl Fn(&'a NewFiling) -> T) -> Vec<T> {
         batch.iter().map(|p| value(&p.filing)).collect()

@@ -78,11 +78,12 @@ fn insert_filing(f: &NewFiling) -> Stmt {
 }
 
 impl Ledger {
-    /// On PostgreSQL this starts the group-commit writer: call it within
-    /// the runtime.
-    pub fn new(db: Database, clock: SharedClock) -> Self {
+    /// On PostgreSQL this starts the group-commit writer, which waits
+    /// `answer_bound` for the database at most (`Pool::answer_bound`): call
+    /// it within the runtime.
+    pub fn new(db: Database, clock: SharedClock, answer_bound: std::time::Duration) -> Self {
         let writer = match &db {
-            Database::Postgres(pool) => Some(group_commit::spawn(pool.clone())),
+            Database::Postgres(pool) => Some(group_commit::spawn(pool.clone(), answer_bound)),
             Database::Sqlite(_) => None,
         };
         Self { db, clock, writer }

@@ -66,7 +66,11 @@ pub async fn prepare_channel(
         .with_metrics(shared.metrics.clone(), schema);
     let intake = Intake {
         channel,
-        ledger: Ledger::new(db.clone(), shared.clock.clone()),
+        ledger: Ledger::new(
+            db.clone(),
+            shared.clock.clone(),
+            config.db_pool().answer_bound(),
+        ),
         clock: shared.clock.clone(),
         metrics: shared.metrics.clone(),
         wake: relay.waker(),

@@ -148,6 +148,38 @@ impl Pool {
     pub fn with_size(self, size: u32) -> Self {
         Pool { size, ..self }
     }
+
+    /// How long a caller waits for the answer to one statement. The server
+    /// ends a statement at its bound; this is for a server that does not
+    /// answer at all (a host gone, a network dropping packets), which sqlx
+    /// would wait on for ever: it sets no TCP keepalive and has no time
+    /// bound of its own.
+    pub fn answer_bound(&self) -> Duration {
+        self.statement_timeout
+            .map_or(UNBOUND_ANSWER, |bound| bound + ANSWER_GRACE)
+    }
+}
+
+/// Beyond the statement bound, for the server's cancellation to come back.
+const ANSWER_GRACE: Duration = Duration::from_secs(5);
+/// The wait for an answer when statements have no bound.
+const UNBOUND_ANSWER: Duration = Duration::from_secs(300);
+
+/// `statement` within `bound`: past it, an I/O error that says so (the
+/// database unavailable, for the caller). The connection it held is
+/// dropped with the future, and the pool tests it before it serves again.
+pub async fn answered_within<T>(
+    bound: Duration,
+    statement: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    tokio::time::timeout(bound, statement)
+        .await
+        .unwrap_or_else(|_| {
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("PostgreSQL did not answer within {bound:?}"),
+            )))
+        })
 }
 
 /// A pool whose connections see only `schema` (created if needed).
@@ -419,6 +451,8 @@ pub fn is_unavailable(err: &sqlx::Error) -> bool {
 /// again at once would most likely wait as long.
 pub fn is_out_of_time(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::PoolTimedOut)
+        // `answered_within`'s.
+        || matches!(err, sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut)
         || matches!(err, sqlx::Error::Database(db)
             // query_canceled (the statement bound), lock_not_available.
             if matches!(db.code().as_deref(), Some("57014" | "55P03")))
