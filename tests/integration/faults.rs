@@ -852,6 +852,104 @@ async fn a_filing_whose_database_falls_silent_is_refused_at_the_answer_bound_the
     env.cleanup().await;
 }
 
+/// The outbox relay's database falls silent with its pick under way: the
+/// round ends at the relay's answer bound (then its backoff), where it
+/// waited for ever and the service published nothing more; once the
+/// database answers again, the row goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_relay_whose_database_falls_silent_gives_up_at_its_answer_bound() {
+    use guichet_kit::db::{Migrations, Pool};
+    use guichet_kit::outbox::{self, OutboxRelay, RelayError};
+    use sqlx::Connection;
+    static KIT_ONLY: Migrations = Migrations {
+        postgres: &[],
+        sqlite: &[],
+    };
+    let env = TestEnv::new().await;
+    let proxy = Proxy::to_database().await;
+    let db = Database::open(
+        Some(&proxy.database_url(&env)),
+        &env.data_dir,
+        "relay",
+        Pool::sized(2),
+        &KIT_ONLY,
+    )
+    .await
+    .unwrap();
+    let bus: SharedBus = Arc::new(env.amqp_bus());
+    bus.ensure_ready().await.unwrap();
+    let (_, message) = dossier_message();
+    let pool = db.postgres().unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    outbox::enqueue_postgres(&mut tx, &message).await.unwrap();
+    tx.commit().await.unwrap();
+    let relay = Arc::new(
+        OutboxRelay::new(db.clone(), bus.clone(), 10).with_answer_bound(Duration::from_secs(1)),
+    );
+
+    // A lock holds the pick on the server, so that the database falls
+    // silent with it under way (the pool's own bound covers a silence met
+    // while taking a connection).
+    let url = env.database_url.as_deref().expect("a PostgreSQL test");
+    let mut holder = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut held = holder.begin().await.unwrap();
+    sqlx::query("LOCK TABLE relay.outbox IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let round = tokio::spawn({
+        let relay = relay.clone();
+        async move { relay.relay_once().await }
+    });
+    let admin = sqlx::PgPool::connect(&common::database_admin_url())
+        .await
+        .unwrap();
+    eventually(DRAIN, "the relay's pick to wait on the lock", || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+             AND application_name = $2 AND wait_event_type = 'Lock'",
+        )
+        .bind(&env.name)
+        .bind(guichet_kit::db::application_name("relay"))
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+        (waiting > 0).then_some(())
+    })
+    .await;
+    proxy.freeze();
+    // A bound on a hang, far above the relay's 1 s: not a measure.
+    let ended = tokio::time::timeout(Duration::from_secs(60), round)
+        .await
+        .expect("the round ends at the relay's answer bound")
+        .unwrap();
+    match ended {
+        Err(RelayError::Db(sqlx::Error::Io(e))) if e.kind() == std::io::ErrorKind::TimedOut => {}
+        other => panic!("the round should end unanswered: {other:?}"),
+    }
+    proxy.thaw();
+    held.rollback().await.unwrap();
+    holder.close().await.unwrap();
+
+    eventually(DRAIN, "the row sent once the database answers", || async {
+        match relay.relay_once().await {
+            Ok(outcome) if outcome.sent == 1 => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(outbox::backlog(&db).await.unwrap(), 0);
+    assert_eq!(
+        bus.queue_depth("instruction.dossiers").await.unwrap(),
+        1,
+        "published once"
+    );
+    bus.close().await;
+    db.close().await;
+    admin.close().await;
+    env.cleanup().await;
+}
+
 // ---- 4. poison messages, and `guichet dlq` ------------------------------------
 
 const POISON_LOAD: usize = 200;

@@ -59,7 +59,8 @@ pub async fn start(
     let db = base.db.clone();
     let store = Store::new(db.clone(), settings.attestation_horizon_days);
     let relay = OutboxRelay::new(db.clone(), bus.clone(), config.outbox_batch)
-        .with_metrics(metrics.clone(), SCHEMA);
+        .with_metrics(metrics.clone(), SCHEMA)
+        .with_answer_bound(config.db_pool().answer_bound());
     let equity = EquitySettings {
         margin: settings.equity_margin,
         min_sample: settings.equity_min_sample,

@@ -136,6 +136,9 @@ pub struct OutboxRelay {
     retention: Duration,
     /// Where to count what is published, and under which service name.
     metrics: Option<(Metrics, &'static str)>,
+    /// How long one statement's answer is waited for (PostgreSQL): a
+    /// database gone silent must not stop the relay for good.
+    answer_bound: Duration,
 }
 
 /// id, message id, exchange, routing key, headers (JSON text), body.
@@ -150,7 +153,24 @@ impl OutboxRelay {
             wake: Arc::new(Notify::new()),
             retention: Duration::from_secs(7 * 24 * 3600),
             metrics: None,
+            answer_bound: crate::db::Pool::sized(1).answer_bound(),
         }
+    }
+
+    /// Waits `bound` for each statement's answer at most: the service's
+    /// `Pool::answer_bound`. Past it the round fails as any database error
+    /// does, and the relay tries again after its backoff.
+    pub fn with_answer_bound(mut self, bound: Duration) -> Self {
+        self.answer_bound = bound;
+        self
+    }
+
+    /// `statement`, answered within the relay's bound.
+    async fn answered<T>(
+        &self,
+        statement: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
+        crate::db::answered_within(self.answer_bound, statement).await
     }
 
     /// Counts confirmed messages and keeps the backlog gauge of `service`.
@@ -163,7 +183,7 @@ impl OutboxRelay {
         let Some((metrics, service)) = &self.metrics else {
             return;
         };
-        match backlog(&self.db).await {
+        match self.answered(backlog(&self.db)).await {
             Ok(n) => {
                 metrics
                     .outbox_backlog
@@ -240,36 +260,44 @@ impl OutboxRelay {
              FROM outbox WHERE sent_at IS NULL ORDER BY attempts, id LIMIT ?";
         match &self.db {
             Database::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                crate::sql::Conn::Postgres(&mut tx)
-                    .walk_queue_in_order()
+                let mut tx = self.answered(pool.begin()).await?;
+                self.answered(crate::sql::Conn::Postgres(&mut tx).walk_queue_in_order())
                     .await?;
-                let rows: Vec<Row> = sqlx::query_as(Self::PICK_PG)
-                    .bind(self.batch)
-                    .fetch_all(&mut *tx)
+                let rows: Vec<Row> = self
+                    .answered(
+                        sqlx::query_as(Self::PICK_PG)
+                            .bind(self.batch)
+                            .fetch_all(&mut *tx),
+                    )
                     .await?;
                 let outcome = self.publish(&rows).await;
                 if !outcome.sent.is_empty() {
-                    sqlx::query(
-                        "UPDATE outbox SET sent_at = now(), attempts = attempts + 1 WHERE id = ANY($1)",
+                    self.answered(
+                        sqlx::query(
+                            "UPDATE outbox SET sent_at = now(), attempts = attempts + 1 \
+                             WHERE id = ANY($1)",
+                        )
+                        .bind(&outcome.sent)
+                        .execute(&mut *tx),
                     )
-                    .bind(&outcome.sent)
-                    .execute(&mut *tx)
                     .await?;
                 }
                 if !outcome.failed.is_empty() {
                     let (ids, errors): (Vec<i64>, Vec<String>) =
                         outcome.failed.iter().cloned().unzip();
-                    sqlx::query(
-                        "UPDATE outbox SET attempts = attempts + 1, last_error = e.err \
-                         FROM UNNEST($1::bigint[], $2::text[]) AS e(id, err) WHERE outbox.id = e.id",
+                    self.answered(
+                        sqlx::query(
+                            "UPDATE outbox SET attempts = attempts + 1, last_error = e.err \
+                             FROM UNNEST($1::bigint[], $2::text[]) AS e(id, err) \
+                             WHERE outbox.id = e.id",
+                        )
+                        .bind(&ids)
+                        .bind(&errors)
+                        .execute(&mut *tx),
                     )
-                    .bind(&ids)
-                    .bind(&errors)
-                    .execute(&mut *tx)
                     .await?;
                 }
-                tx.commit().await?;
+                self.answered(tx.commit()).await?;
                 Ok(outcome.summary())
             }
             Database::Sqlite(pool) => {
@@ -398,13 +426,14 @@ impl OutboxRelay {
         let cutoff = chrono::Utc::now()
             - chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::days(7));
         let purged = match &self.db {
-            Database::Postgres(p) => {
-                sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
-                    .bind(cutoff)
-                    .execute(p)
-                    .await?
-                    .rows_affected()
-            }
+            Database::Postgres(p) => self
+                .answered(
+                    sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
+                        .bind(cutoff)
+                        .execute(p),
+                )
+                .await?
+                .rows_affected(),
             Database::Sqlite(p) => {
                 sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?")
                     .bind(cutoff.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())

@@ -85,7 +85,8 @@ pub async fn start(
         None => SmsProvider::Folder(config.data_dir.join("sms")),
     };
     let relay = OutboxRelay::new(db.clone(), shared.bus.clone(), config.outbox_batch)
-        .with_metrics(shared.metrics.clone(), SCHEMA);
+        .with_metrics(shared.metrics.clone(), SCHEMA)
+        .with_answer_bound(config.db_pool().answer_bound());
     let figures = NotifierFigures::of(&shared.metrics);
     let store = Store { db: db.clone() };
     let wake = Arc::new(Notify::new());
