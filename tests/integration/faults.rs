@@ -715,55 +715,125 @@ async fn intake_without_its_database_answers_503_and_never_half_records_a_filing
     env.cleanup().await;
 }
 
-// ---- 6. a lock held for ever -----------------------------------------------------
+// ---- 6. a lock held for ever, a database gone silent ------------------------------
 
-/// A session outside Guichet takes intake's table and keeps it (an operator's
-/// forgotten transaction, a migration run by hand). The filings that wait on
-/// it are cancelled at intake's statement bound and answered a clear 503,
-/// long before the gateway's own bound (its 504) or the person's patience;
-/// once the lock goes, the same keys are filed, each once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_filing_held_up_by_a_lock_is_refused_at_the_statement_bound_then_filed_once() {
-    use sqlx::Connection;
-    let env = TestEnv::new().await;
+/// A transaction of a session outside Guichet that holds `table` (an
+/// operator's forgotten transaction, a migration run by hand) until
+/// released.
+struct TableLock(sqlx::PgConnection);
+
+impl TableLock {
+    async fn take(env: &TestEnv, table: &str) -> Self {
+        use sqlx::Connection;
+        let url = env.database_url.as_deref().expect("a PostgreSQL test");
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+        sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        Self(conn)
+    }
+
+    async fn release(mut self) {
+        use sqlx::Connection;
+        sqlx::query("ROLLBACK").execute(&mut self.0).await.unwrap();
+        self.0.close().await.unwrap();
+    }
+}
+
+/// Waits until a connection of the service of `schema` waits on a lock:
+/// its statement is then under way on the server.
+async fn until_waiting_on_a_lock(env: &TestEnv, schema: &str) {
+    let admin = sqlx::PgPool::connect(&common::database_admin_url())
+        .await
+        .unwrap();
+    eventually(DRAIN, &format!("{schema} waiting on the lock"), || async {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+             AND application_name = $2 AND wait_event_type = 'Lock'",
+        )
+        .bind(&env.name)
+        .bind(guichet_kit::db::application_name(schema))
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+        (waiting > 0).then_some(())
+    })
+    .await;
+    admin.close().await;
+}
+
+/// Intake with a statement bound of 1 s, and `gateway`'s configuration.
+async fn with_a_short_statement_bound(
+    env: &TestEnv,
+    intake_database: Option<String>,
+    gateway: &guichet::Settings,
+) -> Services {
     let mut intake_config = env.config();
     intake_config.db_statement_timeout_ms = 1_000;
-    let config = env.config();
-    let services = Services::start(
+    if intake_database.is_some() {
+        intake_config.database_url = intake_database;
+    }
+    Services::start(
         (&intake_config, Arc::new(env.amqp_bus())),
-        (&config, Arc::new(env.amqp_bus())),
-        &config,
+        (gateway, Arc::new(env.amqp_bus())),
+        gateway,
     )
-    .await;
+    .await
+}
+
+/// Every filing of `refused` (all answered a clear 503) filed again with its
+/// key: each is accepted, and with those of `before` reaches instruction
+/// exactly once.
+async fn filed_again_once(
+    services: &Services,
+    env: &TestEnv,
+    fault: &str,
+    before: Vec<Answer>,
+    refused: &[Answer],
+) {
+    for a in refused {
+        assert_clear_503(a);
+    }
+    let keys: Vec<String> = refused.iter().map(|a| a.key.clone()).collect();
+    let after = file_all(&services.http, &services.base, keys, 8).await;
+    assert_eq!(statuses(&after), BTreeMap::from([(201, refused.len())]));
+    let expected = before.len() + refused.len();
+    let answers: Vec<Answer> = before.into_iter().chain(after).collect();
+    let accepted = accepted_references(&answers);
+    assert_eq!(accepted.len(), expected, "one receipt per key");
+    let instruction = env.db("instruction").await;
+    let tally = tally(&instruction, &accepted).await;
+    assert_exactly_once(fault, &tally);
+}
+
+/// A lock held on intake's table: the filings that wait on it are cancelled
+/// at intake's statement bound and answered a clear 503, long before the
+/// gateway's own bound (its 504) or the person's patience; once the lock
+/// goes, the same keys are filed, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filing_held_up_by_a_lock_is_refused_at_the_statement_bound_then_filed_once() {
+    let env = TestEnv::new().await;
+    let services = with_a_short_statement_bound(&env, None, &env.config()).await;
     let all = keys("db-lock", 40);
     let before = file_all(&services.http, &services.base, all[..8].to_vec(), 8).await;
     assert_eq!(statuses(&before), BTreeMap::from([(201, 8)]));
 
-    let url = env.database_url.as_deref().expect("a PostgreSQL test");
-    let mut holder = sqlx::PgConnection::connect(url).await.unwrap();
-    let mut held = holder.begin().await.unwrap();
-    sqlx::query("LOCK TABLE intake_web.filings IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *held)
-        .await
-        .unwrap();
+    let lock = TableLock::take(&env, "intake_web.filings").await;
     // All at once, as a queue forms at a counter: one statement bound for
     // the lot, where trying each alone in turn waited a bound per filing,
     // past the gateway's own (a 504).
     let during = file_all(&services.http, &services.base, all[8..].to_vec(), 32).await;
-    for a in &during {
-        assert_clear_503(a);
-    }
-    held.rollback().await.unwrap();
-    holder.close().await.unwrap();
-
-    let after = file_all(&services.http, &services.base, all[8..].to_vec(), 8).await;
-    assert_eq!(statuses(&after), BTreeMap::from([(201, 32)]));
-    let answers: Vec<Answer> = before.into_iter().chain(after).collect();
-    let accepted = accepted_references(&answers);
-    assert_eq!(accepted.len(), all.len(), "one receipt per key");
-    let instruction = env.db("instruction").await;
-    let tally = tally(&instruction, &accepted).await;
-    assert_exactly_once("a lock held on intake's table", &tally);
+    lock.release().await;
+    filed_again_once(
+        &services,
+        &env,
+        "a lock held on intake's table",
+        before,
+        &during,
+    )
+    .await;
 
     services.stop().await;
     env.cleanup().await;
@@ -778,34 +848,20 @@ async fn a_filing_held_up_by_a_lock_is_refused_at_the_statement_bound_then_filed
 /// goes on once the database answers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filing_whose_database_falls_silent_is_refused_at_the_answer_bound_then_filed_once() {
-    use sqlx::Connection;
     let env = TestEnv::new().await;
     let proxy = Proxy::to_database().await;
-    let mut intake_config = env.config();
-    intake_config.database_url = Some(proxy.database_url(&env));
-    intake_config.db_statement_timeout_ms = 1_000;
-    let mut config = env.config();
+    let mut gateway = env.config();
     // Far above intake's answer bound, and the batches queued behind it.
-    config.request_timeout_ms = 60_000;
-    let services = Services::start(
-        (&intake_config, Arc::new(env.amqp_bus())),
-        (&config, Arc::new(env.amqp_bus())),
-        &config,
-    )
-    .await;
+    gateway.request_timeout_ms = 60_000;
+    let services =
+        with_a_short_statement_bound(&env, Some(proxy.database_url(&env)), &gateway).await;
     let all = keys("db-silent", 40);
     let before = file_all(&services.http, &services.base, all[..8].to_vec(), 8).await;
     assert_eq!(statuses(&before), BTreeMap::from([(201, 8)]));
 
     // A lock holds the writer's statement on the server, so that the
     // database falls silent with the statement under way, not between two.
-    let url = env.database_url.as_deref().expect("a PostgreSQL test");
-    let mut holder = sqlx::PgConnection::connect(url).await.unwrap();
-    let mut held = holder.begin().await.unwrap();
-    sqlx::query("LOCK TABLE intake_web.filings IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *held)
-        .await
-        .unwrap();
+    let lock = TableLock::take(&env, "intake_web.filings").await;
     let during = tokio::spawn({
         let (http, base, keys) = (
             services.http.clone(),
@@ -814,39 +870,12 @@ async fn a_filing_whose_database_falls_silent_is_refused_at_the_answer_bound_the
         );
         async move { file_all(&http, &base, keys, 32).await }
     });
-    let admin = sqlx::PgPool::connect(&common::database_admin_url())
-        .await
-        .unwrap();
-    eventually(DRAIN, "intake's writer to wait on the lock", || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
-             AND application_name = $2 AND wait_event_type = 'Lock'",
-        )
-        .bind(&env.name)
-        .bind(guichet_kit::db::application_name("intake_web"))
-        .fetch_one(&admin)
-        .await
-        .unwrap();
-        (waiting > 0).then_some(())
-    })
-    .await;
+    until_waiting_on_a_lock(&env, "intake_web").await;
     proxy.freeze();
     let during = during.await.unwrap();
     proxy.thaw();
-    held.rollback().await.unwrap();
-    holder.close().await.unwrap();
-    for a in &during {
-        assert_clear_503(a);
-    }
-
-    let after = file_all(&services.http, &services.base, all[8..].to_vec(), 8).await;
-    assert_eq!(statuses(&after), BTreeMap::from([(201, 32)]));
-    let answers: Vec<Answer> = before.into_iter().chain(after).collect();
-    let accepted = accepted_references(&answers);
-    assert_eq!(accepted.len(), all.len(), "one receipt per key");
-    let instruction = env.db("instruction").await;
-    let tally = tally(&instruction, &accepted).await;
-    assert_exactly_once("intake's database silent", &tally);
+    lock.release().await;
+    filed_again_once(&services, &env, "intake's database silent", before, &during).await;
 
     services.stop().await;
     env.cleanup().await;
@@ -860,7 +889,6 @@ async fn a_filing_whose_database_falls_silent_is_refused_at_the_answer_bound_the
 async fn an_outbox_relay_whose_database_falls_silent_gives_up_at_its_answer_bound() {
     use guichet_kit::db::{Migrations, Pool};
     use guichet_kit::outbox::{self, OutboxRelay, RelayError};
-    use sqlx::Connection;
     static KIT_ONLY: Migrations = Migrations {
         postgres: &[],
         sqlite: &[],
@@ -879,8 +907,7 @@ async fn an_outbox_relay_whose_database_falls_silent_gives_up_at_its_answer_boun
     let bus: SharedBus = Arc::new(env.amqp_bus());
     bus.ensure_ready().await.unwrap();
     let (_, message) = dossier_message();
-    let pool = db.postgres().unwrap();
-    let mut tx = pool.begin().await.unwrap();
+    let mut tx = db.postgres().unwrap().begin().await.unwrap();
     outbox::enqueue_postgres(&mut tx, &message).await.unwrap();
     tx.commit().await.unwrap();
     let relay = Arc::new(
@@ -890,33 +917,12 @@ async fn an_outbox_relay_whose_database_falls_silent_gives_up_at_its_answer_boun
     // A lock holds the pick on the server, so that the database falls
     // silent with it under way (the pool's own bound covers a silence met
     // while taking a connection).
-    let url = env.database_url.as_deref().expect("a PostgreSQL test");
-    let mut holder = sqlx::PgConnection::connect(url).await.unwrap();
-    let mut held = holder.begin().await.unwrap();
-    sqlx::query("LOCK TABLE relay.outbox IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *held)
-        .await
-        .unwrap();
+    let lock = TableLock::take(&env, "relay.outbox").await;
     let round = tokio::spawn({
         let relay = relay.clone();
         async move { relay.relay_once().await }
     });
-    let admin = sqlx::PgPool::connect(&common::database_admin_url())
-        .await
-        .unwrap();
-    eventually(DRAIN, "the relay's pick to wait on the lock", || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
-             AND application_name = $2 AND wait_event_type = 'Lock'",
-        )
-        .bind(&env.name)
-        .bind(guichet_kit::db::application_name("relay"))
-        .fetch_one(&admin)
-        .await
-        .unwrap();
-        (waiting > 0).then_some(())
-    })
-    .await;
+    until_waiting_on_a_lock(&env, "relay").await;
     proxy.freeze();
     // A bound on a hang, far above the relay's 1 s: not a measure.
     let ended = tokio::time::timeout(Duration::from_secs(60), round)
@@ -928,8 +934,7 @@ async fn an_outbox_relay_whose_database_falls_silent_gives_up_at_its_answer_boun
         other => panic!("the round should end unanswered: {other:?}"),
     }
     proxy.thaw();
-    held.rollback().await.unwrap();
-    holder.close().await.unwrap();
+    lock.release().await;
 
     eventually(DRAIN, "the row sent once the database answers", || async {
         match relay.relay_once().await {
@@ -946,7 +951,6 @@ async fn an_outbox_relay_whose_database_falls_silent_gives_up_at_its_answer_boun
     );
     bus.close().await;
     db.close().await;
-    admin.close().await;
     env.cleanup().await;
 }
 

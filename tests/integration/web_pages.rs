@@ -662,18 +662,46 @@ async fn my_file_shows_the_status_then_with_the_code_the_papers_and_takes_missin
     env.cleanup().await;
 }
 
-/// A service that takes connections and never answers: its URL, and the
-/// task holding its connections (abort it to let them go).
-async fn silent_service() -> (String, tokio::task::JoinHandle<()>) {
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", silent.local_addr().unwrap());
-    let holding = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((connection, _)) = silent.accept().await {
-            held.push(connection);
+/// A gateway with a request bound of 1 s, before a service that takes
+/// connections and never answers (`targets` puts the silent service's URL
+/// where the test wants it).
+struct BeforeASilentService {
+    base: String,
+    _gateway: guichet_gateway::server::Running,
+    shutdown: guichet_kit::shutdown::Shutdown,
+    holding: tokio::task::JoinHandle<()>,
+}
+
+impl BeforeASilentService {
+    async fn start(
+        env: &TestEnv,
+        targets: impl FnOnce(String) -> guichet_gateway::Targets,
+    ) -> Self {
+        let mut config = env.config();
+        config.request_timeout_ms = 1_000;
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", silent.local_addr().unwrap());
+        let holding = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((connection, _)) = silent.accept().await {
+                held.push(connection);
+            }
+        });
+        let shutdown = guichet_kit::shutdown::Shutdown::new();
+        let shared = common::shared(&config, &shutdown).await;
+        let gateway = common::start_gateway(&config, targets(url), &shared).await;
+        Self {
+            base: format!("http://{}", gateway.http_addr),
+            _gateway: gateway,
+            shutdown,
+            holding,
         }
-    });
-    (url, holding)
+    }
+
+    fn stop(self) {
+        self.shutdown.cancel();
+        self.holding.abort();
+    }
 }
 
 /// A service that takes the connection and never answers (here instruction,
@@ -684,17 +712,12 @@ async fn silent_service() -> (String, tokio::task::JoinHandle<()>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_whose_service_falls_silent_says_it_is_unavailable_within_the_bound() {
     let env = TestEnv::on(Backend::Embedded).await;
-    let mut config = env.config();
-    config.request_timeout_ms = 1_000;
-    let (silent_url, holding) = silent_service().await;
-    let shutdown = guichet_kit::shutdown::Shutdown::new();
-    let shared = common::shared(&config, &shutdown).await;
-    let targets = guichet_gateway::Targets {
-        instruction: silent_url,
+    let silent = BeforeASilentService::start(&env, |url| guichet_gateway::Targets {
+        instruction: url,
         ..common::not_started()
-    };
-    let gateway = common::start_gateway(&config, targets, &shared).await;
-    let base = format!("http://{}", gateway.http_addr);
+    })
+    .await;
+    let base = &silent.base;
     for path in ["/donnees", "/en/donnees"] {
         // The bound is on a hang, far above the one-second time bound.
         let page = tokio::time::timeout(
@@ -720,8 +743,7 @@ async fn a_page_whose_service_falls_silent_says_it_is_unavailable_within_the_bou
         };
         assert!(body.contains(title), "{path}: {body}");
     }
-    shutdown.cancel();
-    holding.abort();
+    silent.stop();
     env.cleanup().await;
 }
 
@@ -732,19 +754,15 @@ async fn a_page_whose_service_falls_silent_says_it_is_unavailable_within_the_bou
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_json_filing_whose_intake_falls_silent_gets_504_at_the_request_bound() {
     let env = TestEnv::on(Backend::Embedded).await;
-    let mut config = env.config();
-    config.request_timeout_ms = 1_000;
-    let (silent_url, holding) = silent_service().await;
-    let shutdown = guichet_kit::shutdown::Shutdown::new();
-    let shared = common::shared(&config, &shutdown).await;
-    let targets = guichet_gateway::Targets {
-        intake_web: silent_url,
+    let silent = BeforeASilentService::start(&env, |url| guichet_gateway::Targets {
+        intake_web: url,
         ..common::not_started()
-    };
-    let gateway = common::start_gateway(&config, targets, &shared).await;
+    })
+    .await;
+    let base = &silent.base;
     let (_, filing) = common::example_filings().remove(0);
     let sent = reqwest::Client::new()
-        .post(format!("http://{}/api/v1/dossiers", gateway.http_addr))
+        .post(format!("{base}/api/v1/dossiers"))
         .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
         .json(&filing)
         .send();
@@ -754,7 +772,6 @@ async fn a_json_filing_whose_intake_falls_silent_gets_504_at_the_request_bound()
         .expect("the filing is answered within the request bound, not the upload bound")
         .unwrap();
     assert_eq!(answer.status(), 504);
-    shutdown.cancel();
-    holding.abort();
+    silent.stop();
     env.cleanup().await;
 }
