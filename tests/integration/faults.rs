@@ -954,6 +954,48 @@ async fn an_outbox_relay_whose_database_falls_silent_gives_up_at_its_answer_boun
     env.cleanup().await;
 }
 
+/// Instruction's connection falls silent for good in the middle of a batch
+/// (lost without a reset), while the database itself stays fine: the
+/// consumer gives up on it at its answer bound and records the batch on
+/// another connection, where it waited for ever, holding every delivery in
+/// hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_whose_connection_falls_silent_records_its_batch_on_another() {
+    let env = TestEnv::new().await;
+    let proxy = Proxy::to_database().await;
+    let mut instruction_config = env.config();
+    instruction_config.database_url = Some(proxy.database_url(&env));
+    instruction_config.db_statement_timeout_ms = 1_000;
+    let config = env.config();
+    let services = Services::start(
+        (&config, Arc::new(env.amqp_bus())),
+        (&instruction_config, Arc::new(env.amqp_bus())),
+        &config,
+    )
+    .await;
+    let all = keys("consumer-silent", 16);
+    let before = file_all(&services.http, &services.base, all[..8].to_vec(), 8).await;
+    assert_eq!(statuses(&before), BTreeMap::from([(201, 8)]));
+    let instruction = env.db("instruction").await;
+    tally(&instruction, &accepted_references(&before)).await;
+
+    // A lock holds the batch's first statement on the server, so that its
+    // connection falls silent with the statement under way.
+    let lock = TableLock::take(&env, "instruction.inbox").await;
+    let during = file_all(&services.http, &services.base, all[8..].to_vec(), 8).await;
+    assert_eq!(statuses(&during), BTreeMap::from([(201, 8)]));
+    until_waiting_on_a_lock(&env, "instruction").await;
+    proxy.silence_open();
+    lock.release().await;
+
+    let answers: Vec<Answer> = before.into_iter().chain(during).collect();
+    let tally = tally(&instruction, &accepted_references(&answers)).await;
+    assert_exactly_once("instruction's connection silent", &tally);
+
+    services.stop().await;
+    env.cleanup().await;
+}
+
 // ---- 4. poison messages, and `guichet dlq` ------------------------------------
 
 const POISON_LOAD: usize = 200;

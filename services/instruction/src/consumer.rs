@@ -136,6 +136,10 @@ pub struct Consumer {
     /// Who may publish each channel's dossiers, when the services have
     /// broker users of their own; `None` takes every publisher.
     pub publishers: Option<Publishers>,
+    /// How long a batch's recording waits for the database's answer
+    /// (`Pool::answer_bound`): a database gone silent mid-batch must not
+    /// hold the consumer, and every delivery in hand, for good.
+    pub answer_bound: std::time::Duration,
 }
 
 impl Consumer {
@@ -263,11 +267,10 @@ impl Consumer {
     async fn record_with_retry(&self, batch: &[Incoming]) -> Recorded {
         let mut backoff = MIN_BACKOFF;
         loop {
-            match self
+            let recorded = self
                 .store
-                .record(batch, self.clock.now(), self.clock.today())
-                .await
-            {
+                .record(batch, self.clock.now(), self.clock.today());
+            match db::answered_within(self.answer_bound, recorded).await {
                 Ok(new) => {
                     tracing::debug!(received = batch.len(), new = new.len(), "dossiers recorded");
                     return Recorded::Done(new);

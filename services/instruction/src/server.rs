@@ -81,6 +81,7 @@ pub async fn start(
             .amqp_url
             .as_ref()
             .and_then(|_| config.bus_users.publishers()),
+        answer_bound: config.db_pool().answer_bound(),
     });
     let prefetch = config.consumer_prefetch;
     let batches_at_once = settings.dossier_batches_at_once;

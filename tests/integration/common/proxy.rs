@@ -17,8 +17,12 @@ use tokio::task::AbortHandle;
 pub struct Proxy {
     pub addr: SocketAddr,
     open: Arc<AtomicBool>,
-    /// False while frozen: the open links pass nothing on either way.
-    flowing: watch::Sender<bool>,
+    /// False while frozen: the open links pass nothing on either way. New
+    /// links follow the sender here now.
+    flowing: Arc<std::sync::Mutex<watch::Sender<bool>>>,
+    /// The senders of the links silenced for good (`silence_open`), kept so
+    /// that those links stay open and silent rather than close.
+    silenced: std::sync::Mutex<Vec<watch::Sender<bool>>>,
     links: Arc<Mutex<Vec<AbortHandle>>>,
     accept: AbortHandle,
 }
@@ -29,7 +33,7 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy address");
         let open = Arc::new(AtomicBool::new(true));
         let links: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let flowing = watch::Sender::new(true);
+        let flowing = Arc::new(std::sync::Mutex::new(watch::Sender::new(true)));
         let (o, l, f) = (open.clone(), links.clone(), flowing.clone());
         let accept = tokio::spawn(async move {
             loop {
@@ -40,7 +44,10 @@ impl Proxy {
                     drop(inbound);
                     continue;
                 }
-                let (up, down) = (f.subscribe(), f.subscribe());
+                let (up, down) = {
+                    let f = f.lock().expect("the proxy's flow");
+                    (f.subscribe(), f.subscribe())
+                };
                 let link = tokio::spawn(async move {
                     if let Ok(outbound) = TcpStream::connect(upstream).await {
                         let (from_client, to_client) = inbound.into_split();
@@ -60,6 +67,7 @@ impl Proxy {
             addr,
             open,
             flowing,
+            silenced: Default::default(),
             links,
             accept,
         }
@@ -110,11 +118,29 @@ impl Proxy {
     /// The open links go silent both ways, their sockets still open: what a
     /// network that drops packets does (no reset, no end of stream).
     pub fn freeze(&self) {
-        self.flowing.send_replace(false);
+        self.flowing
+            .lock()
+            .expect("the proxy's flow")
+            .send_replace(false);
     }
 
     pub fn thaw(&self) {
-        self.flowing.send_replace(true);
+        self.flowing
+            .lock()
+            .expect("the proxy's flow")
+            .send_replace(true);
+    }
+
+    /// The links open now go silent for good, their sockets still open,
+    /// while new links pass: one connection lost without a reset (a NAT or
+    /// firewall entry dropped) to a server that is otherwise fine.
+    pub fn silence_open(&self) {
+        let open = std::mem::replace(
+            &mut *self.flowing.lock().expect("the proxy's flow"),
+            watch::Sender::new(true),
+        );
+        open.send_replace(false);
+        self.silenced.lock().expect("the silenced links").push(open);
     }
 }
 

@@ -789,24 +789,34 @@ fn json(value: &AMQPValue) -> serde_json::Value {
     }
 }
 
+/// An ack or a nack waits `RPC_TIMEOUT` at most. lapin resolves it once
+/// the frame is written, but a command queued as the connection's I/O loop
+/// exits is never written nor failed, and its caller waited for ever: here a
+/// consumer's batch in hand, and the consumer behind it, which subscribes
+/// again only once its batches have ended (seen twice in 11 runs of the
+/// fault tests together: a subscription ended, its batches never did).
+/// Past the bound the delivery is
+/// taken for unsettled: the broker gives it back, and the inbox absorbs it.
 pub(super) async fn ack(acker: &AmqpAcker) -> Result<(), BusError> {
-    acker
-        .acker
-        .ack(BasicAckOptions::default())
-        .await
-        .map_err(amqp("ack"))?;
+    answer_within(
+        RPC_TIMEOUT,
+        "ack",
+        acker.acker.ack(BasicAckOptions::default()),
+    )
+    .await?;
     settled(acker).await
 }
 
 pub(super) async fn retry_later(acker: &AmqpAcker) -> Result<(), BusError> {
-    acker
-        .acker
-        .nack(BasicNackOptions {
+    answer_within(
+        RPC_TIMEOUT,
+        "nack",
+        acker.acker.nack(BasicNackOptions {
             requeue: true,
             ..Default::default()
-        })
-        .await
-        .map_err(amqp("nack"))?;
+        }),
+    )
+    .await?;
     settled(acker).await
 }
 
