@@ -402,7 +402,13 @@ async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: Shutdow
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(IDLE_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
+    // gRPC clients (call-centre software) keep their connections: one
+    // whose host went without a reset is found by its unanswered pings.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(guichet_kit::grpc::KEEPALIVE_EVERY)
+        .keep_alive_timeout(guichet_kit::grpc::KEEPALIVE_ANSWER);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {

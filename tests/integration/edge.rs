@@ -840,6 +840,58 @@ async fn a_request_head_not_finished_in_time_closes_the_connection() {
     common::stop(app, env).await;
 }
 
+/// Opens an HTTP/2 connection to `addr` (the preface and empty settings),
+/// then falls silent: reads what comes and answers nothing, pings
+/// included. The types of the frames the server sent before it closed.
+async fn frames_until_let_go(addr: std::net::SocketAddr) -> Vec<u8> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let mut read = Vec::new();
+    // A bound on a hang, well past the pings' 15 s: not a measure.
+    let closed = tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut read)).await;
+    assert!(
+        matches!(closed, Ok(Ok(_)) | Ok(Err(_))),
+        "{addr}: a silent client's connection still open after 60 s"
+    );
+    let mut types = Vec::new();
+    let mut rest = read.as_slice();
+    while rest.len() >= 9 {
+        let length = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+        types.push(rest[3]);
+        rest = &rest[(9 + length).min(rest.len())..];
+    }
+    types
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// A gRPC client that opens a connection and falls silent (call-centre
+/// software whose host went without a reset) is pinged, then let go, by
+/// the gateway and by a service. Unpinged, an idle connection is never
+/// written to, so TCP never finds the peer gone and it stays for good.
+async fn an_http2_client_that_falls_silent_is_pinged_then_let_go() {
+    const PING: u8 = 6;
+    let env = TestEnv::on(Backend::Embedded).await;
+    let app = App::builder(&env.config())
+        .only(&["gateway", "notifier"])
+        .start()
+        .await;
+    let (gateway, notifier) = futures_util::future::join(
+        frames_until_let_go(app.mesh.http_addr),
+        frames_until_let_go(app.mesh.notifier_addr),
+    )
+    .await;
+    for (server, frames) in [("gateway", gateway), ("notifier", notifier)] {
+        assert!(
+            frames.contains(&PING),
+            "{server} closed without a ping first: frames {frames:?}"
+        );
+    }
+    common::stop(app, env).await;
+}
+
 /// Reads one answer of a kept-alive connection: its head, and the body its
 /// `content-length` gives.
 async fn one_answer(stream: &mut tokio::net::TcpStream) -> String {

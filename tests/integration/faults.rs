@@ -745,6 +745,11 @@ impl TableLock {
 /// Waits until a connection of the service of `schema` waits on a lock:
 /// its statement is then under way on the server.
 async fn until_waiting_on_a_lock(env: &TestEnv, schema: &str) {
+    until_waiting_on_the_lock(env, schema, 1).await;
+}
+
+/// Waits until `connections` of the service of `schema` wait on a lock.
+async fn until_waiting_on_the_lock(env: &TestEnv, schema: &str, connections: i64) {
     let admin = sqlx::PgPool::connect(&common::database_admin_url())
         .await
         .unwrap();
@@ -758,7 +763,7 @@ async fn until_waiting_on_a_lock(env: &TestEnv, schema: &str) {
         .fetch_one(&admin)
         .await
         .unwrap();
-        (waiting > 0).then_some(())
+        (waiting >= connections).then_some(())
     })
     .await;
     admin.close().await;
@@ -994,6 +999,71 @@ async fn a_consumer_whose_connection_falls_silent_records_its_batch_on_another()
 
     services.stop().await;
     env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// The notifier's database falls silent while its consumer records events
+/// and its sender leases messages: each gives up at its answer bound and
+/// goes on with a new connection, and every e-mail goes, once.
+async fn a_notifier_whose_database_falls_silent_sends_every_mail_once() {
+    use common::notify::{SmtpInbox, daytime_clock};
+    let env = TestEnv::new().await;
+    let proxy = Proxy::to_database().await;
+    let inbox = SmtpInbox::start().await;
+    let mut config = env.config();
+    config.database_url = Some(proxy.database_url(&env));
+    // Long enough for the silence to come while the server still holds
+    // the statements behind the lock.
+    config.db_statement_timeout_ms = 3_000;
+    config.notifier.smtp_url = Some(inbox.url());
+    let app = common::App::builder(&config)
+        .only(&["notifier"])
+        .clock(daytime_clock())
+        .start()
+        .await;
+    let publish = |range: std::ops::Range<usize>| {
+        let events: Vec<_> = range
+            .map(|i| {
+                crate::notices::case_event(
+                    "found_complete",
+                    &format!("W26-SILENT-{i:04}-X"),
+                    &format!("silent-{i}@example.org"),
+                )
+            })
+            .collect();
+        let bus = app.mesh.bus.clone();
+        async move {
+            for r in bus.publish(&events).await {
+                r.unwrap();
+            }
+        }
+    };
+    let mails = || async { inbox.messages().len() };
+    publish(0..4).await;
+    eventually(DRAIN, "the first 4 e-mails", || async {
+        (mails().await == 4).then_some(())
+    })
+    .await;
+
+    // A lock holds the consumer's insert and the sender's lease on the
+    // server, so that the silence comes with both under way.
+    let lock = TableLock::take(&env, "notifier.notices").await;
+    publish(4..12).await;
+    until_waiting_on_the_lock(&env, "notifier", 2).await;
+    proxy.silence_open();
+    lock.release().await;
+
+    let db = env.db("notifier").await;
+    eventually(STALL, "12 e-mails sent", || async {
+        let sent = count(&db, "SELECT count(*) FROM notices WHERE state = 'sent'").await;
+        (sent == 12 && mails().await == 12).then_some(())
+    })
+    .await;
+    let recipients: BTreeSet<_> = inbox.messages().into_iter().map(|m| m.to).collect();
+    assert_eq!(recipients.len(), 12, "one e-mail each: {recipients:?}");
+    assert_eq!(count(&db, "SELECT count(*) FROM notices").await, 12);
+    db.close().await;
+    common::stop(app, env).await;
 }
 
 // ---- 4. poison messages, and `guichet dlq` ------------------------------------

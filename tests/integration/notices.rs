@@ -43,7 +43,7 @@ async fn notices(env: &TestEnv, reference: &str, medium: &str, state: &str) -> i
 
 /// A case event as instruction publishes it, for a web filer answered by
 /// e-mail at `email`.
-fn case_event(kind: &str, reference: &str, email: &str) -> OutgoingMessage {
+pub(crate) fn case_event(kind: &str, reference: &str, email: &str) -> OutgoingMessage {
     let event = pb::CaseEvent {
         reference: reference.into(),
         kind: kind.into(),

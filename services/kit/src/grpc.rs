@@ -128,8 +128,11 @@ fn system_resolver(names: Vec<String>) -> Resolve {
 /// 15 s: the calls on it fail and the next call connects anew. Without
 /// this they waited for ever, and the calls that carry no deadline of
 /// their own held their caller. 10 s is the least gRPC asks clients to use.
-const KEEPALIVE_EVERY: Duration = Duration::from_secs(10);
-const KEEPALIVE_ANSWER: Duration = Duration::from_secs(5);
+/// Servers ping their clients the same way: a client gone silent would
+/// otherwise keep its connection, and what the server holds for it, for
+/// good (an idle connection is never written to, so TCP never finds out).
+pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(10);
+pub const KEEPALIVE_ANSWER: Duration = Duration::from_secs(5);
 
 fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
     Endpoint::from_shared(url.trim().to_string()).map(|e| {
@@ -389,6 +392,8 @@ pub async fn serve(
         .make_span_with(crate::telemetry::server_span::<tonic::body::Body>)
         .on_failure(log_failure);
     tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_EVERY))
+        .http2_keepalive_timeout(Some(KEEPALIVE_ANSWER))
         .layer(trace)
         // Refused before the request is read, decoded or checked: shedding
         // must be cheap (the call's span stays, so a refusal is traced).
