@@ -127,7 +127,7 @@ async fn a_full_queue_refuses_and_the_outbox_sends_once_it_drains(backend: Backe
     .unwrap();
     let waiting = dossier("waiting");
     match &db {
-        Database::Postgres(p) => {
+        Database::Postgres(p, _) => {
             let mut tx = p.begin().await.unwrap();
             outbox::enqueue_postgres(&mut tx, &waiting).await.unwrap();
             tx.commit().await.unwrap();

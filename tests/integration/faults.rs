@@ -915,9 +915,10 @@ async fn an_outbox_relay_whose_database_falls_silent_gives_up_at_its_answer_boun
     let mut tx = db.postgres().unwrap().begin().await.unwrap();
     outbox::enqueue_postgres(&mut tx, &message).await.unwrap();
     tx.commit().await.unwrap();
-    let relay = Arc::new(
-        OutboxRelay::new(db.clone(), bus.clone(), 10).with_answer_bound(Duration::from_secs(1)),
-    );
+    // The relay waits 1 s for an answer, not the pool's 35 s.
+    let pool = db.postgres().unwrap().clone();
+    let db = Database::Postgres(pool, Duration::from_secs(1));
+    let relay = Arc::new(OutboxRelay::new(db.clone(), bus.clone(), 10));
 
     // A lock holds the pick on the server, so that the database falls
     // silent with it under way (the pool's own bound covers a silence met
@@ -1209,7 +1210,7 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_guichet_dlq_rep
     })
     .await;
     let filed = match &instruction {
-        Database::Postgres(_) => tally(&instruction, &accepted).await,
+        Database::Postgres(..) => tally(&instruction, &accepted).await,
         Database::Sqlite(_) => {
             let n = accepted.len() as i64;
             eventually(DRAIN, "every good filing in instruction", || async {

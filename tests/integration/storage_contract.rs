@@ -46,7 +46,7 @@ fn message(id: &str, routing_key: &str) -> OutgoingMessage {
 /// Enqueues in a transaction, then commits it or rolls it back.
 async fn enqueue(db: &Database, m: &OutgoingMessage, commit: bool) {
     match db {
-        Database::Postgres(p) => {
+        Database::Postgres(p, _) => {
             let mut tx = p.begin().await.unwrap();
             outbox::enqueue_postgres(&mut tx, m).await.unwrap();
             if commit {
@@ -146,7 +146,7 @@ async fn the_inbox_claims_each_message_id_once(backend: Backend) {
         let db = db.clone();
         async move {
             let mut claimed: Vec<String> = match &db {
-                Database::Postgres(p) => {
+                Database::Postgres(p, _) => {
                     let mut tx = p.begin().await.unwrap();
                     let c = inbox::claim_postgres(&mut tx, &batch).await.unwrap();
                     tx.commit().await.unwrap();

@@ -105,7 +105,7 @@ async fn the_outbox_relay_walks_its_index_however_stale_the_statistics() {
     let pick = guichet_kit::outbox::OutboxRelay::PICK_PG.replace("$1", "256");
     let explain = format!("EXPLAIN (FORMAT JSON) {pick}");
     let plan: serde_json::Value = sqlx::query_scalar(&explain)
-        .fetch_one(tx.conn().postgres().unwrap())
+        .fetch_one(tx.conn().postgres().unwrap().0)
         .await
         .unwrap();
     let plan = plan.to_string();
@@ -122,7 +122,7 @@ async fn the_outbox_relay_walks_its_index_however_stale_the_statistics() {
         )
         .replace("$1", "3");
     let taken: Vec<String> = sqlx::query_scalar(&first_three)
-        .fetch_all(tx.conn().postgres().unwrap())
+        .fetch_all(tx.conn().postgres().unwrap().0)
         .await
         .unwrap();
     assert_eq!(taken, ["m-50", "m-100", "m-150"]);
@@ -143,11 +143,7 @@ on_both_backends!(a_filing_is_recorded_once_per_key);
 async fn a_filing_is_recorded_once_per_key(backend: Backend) {
     let env = TestEnv::on(backend).await;
     let db = open(&env, "intake_web", &guichet_intake::MIGRATIONS).await;
-    let ledger = Ledger::new(
-        db.clone(),
-        clock::system(),
-        guichet_kit::db::Pool::sized(2).answer_bound(),
-    );
+    let ledger = Ledger::new(db.clone(), clock::system());
 
     let first = ledger
         .accept(filing("renewal-employee.json", "contract-1"))
@@ -192,11 +188,7 @@ on_both_backends!(a_saved_receipt_that_does_not_decode_is_an_error);
 async fn a_saved_receipt_that_does_not_decode_is_an_error(backend: Backend) {
     let env = TestEnv::on(backend).await;
     let db = open(&env, "intake_web", &guichet_intake::MIGRATIONS).await;
-    let ledger = Ledger::new(
-        db.clone(),
-        clock::system(),
-        guichet_kit::db::Pool::sized(2).answer_bound(),
-    );
+    let ledger = Ledger::new(db.clone(), clock::system());
     let receipt = ledger
         .accept(filing("renewal-employee.json", "contract-damaged"))
         .await

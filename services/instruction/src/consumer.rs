@@ -83,7 +83,7 @@ impl Poison {
 /// a batch is written in one transaction.
 fn write_span(parent: &tracing::Span, db: &Database, batch: usize) -> tracing::Span {
     let system = match db {
-        Database::Postgres(_) => "postgresql",
+        Database::Postgres(..) => "postgresql",
         Database::Sqlite(_) => "sqlite",
     };
     tracing::info_span!(
@@ -136,10 +136,6 @@ pub struct Consumer {
     /// Who may publish each channel's dossiers, when the services have
     /// broker users of their own; `None` takes every publisher.
     pub publishers: Option<Publishers>,
-    /// How long a batch's recording waits for the database's answer
-    /// (`Pool::answer_bound`): a database gone silent mid-batch must not
-    /// hold the consumer, and every delivery in hand, for good.
-    pub answer_bound: std::time::Duration,
 }
 
 impl Consumer {
@@ -267,10 +263,13 @@ impl Consumer {
     async fn record_with_retry(&self, batch: &[Incoming]) -> Recorded {
         let mut backoff = MIN_BACKOFF;
         loop {
+            // Each statement's answer has the database's bound
+            // (`Database::answer_bound`): a connection gone silent mid-batch
+            // fails the batch, which is recorded again on another.
             let recorded = self
                 .store
                 .record(batch, self.clock.now(), self.clock.today());
-            match db::answered_within(self.answer_bound, recorded).await {
+            match recorded.await {
                 Ok(new) => {
                     tracing::debug!(received = batch.len(), new = new.len(), "dossiers recorded");
                     return Recorded::Done(new);

@@ -59,8 +59,7 @@ pub async fn start(
     let db = base.db.clone();
     let store = Store::new(db.clone(), settings.attestation_horizon_days);
     let relay = OutboxRelay::new(db.clone(), bus.clone(), config.outbox_batch)
-        .with_metrics(metrics.clone(), SCHEMA)
-        .with_answer_bound(config.db_pool().answer_bound());
+        .with_metrics(metrics.clone(), SCHEMA);
     let equity = EquitySettings {
         margin: settings.equity_margin,
         min_sample: settings.equity_min_sample,
@@ -81,7 +80,6 @@ pub async fn start(
             .amqp_url
             .as_ref()
             .and_then(|_| config.bus_users.publishers()),
-        answer_bound: config.db_pool().answer_bound(),
     });
     let prefetch = config.consumer_prefetch;
     let batches_at_once = settings.dossier_batches_at_once;

@@ -78,12 +78,12 @@ fn insert_filing(f: &NewFiling) -> Stmt {
 }
 
 impl Ledger {
-    /// On PostgreSQL this starts the group-commit writer, which waits
-    /// `answer_bound` for the database at most (`Pool::answer_bound`): call
-    /// it within the runtime.
-    pub fn new(db: Database, clock: SharedClock, answer_bound: std::time::Duration) -> Self {
+    /// On PostgreSQL this starts the group-commit writer, which waits for
+    /// the database's answer as long as the database's bound at most
+    /// (`Database::answer_bound`): call it within the runtime.
+    pub fn new(db: Database, clock: SharedClock) -> Self {
         let writer = match &db {
-            Database::Postgres(pool) => Some(group_commit::spawn(pool.clone(), answer_bound)),
+            Database::Postgres(pool, bound) => Some(group_commit::spawn(pool.clone(), *bound)),
             Database::Sqlite(_) => None,
         };
         Self { db, clock, writer }

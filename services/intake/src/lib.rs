@@ -63,15 +63,10 @@ pub async fn prepare_channel(
     let base = service::prepare(config, schema, migrations, listen, &shared.metrics).await?;
     let db = base.db.clone();
     let relay = OutboxRelay::new(db.clone(), shared.bus.clone(), config.outbox_batch)
-        .with_metrics(shared.metrics.clone(), schema)
-        .with_answer_bound(config.db_pool().answer_bound());
+        .with_metrics(shared.metrics.clone(), schema);
     let intake = Intake {
         channel,
-        ledger: Ledger::new(
-            db.clone(),
-            shared.clock.clone(),
-            config.db_pool().answer_bound(),
-        ),
+        ledger: Ledger::new(db.clone(), shared.clock.clone()),
         clock: shared.clock.clone(),
         metrics: shared.metrics.clone(),
         wake: relay.waker(),

@@ -19,7 +19,9 @@ static KIT_SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
 /// A service's database: the same store code runs on either.
 #[derive(Clone, Debug)]
 pub enum Database {
-    Postgres(PgPool),
+    /// The pool, and how long a caller waits for a statement's answer
+    /// (`Pool::answer_bound`), which every statement run through `sql` has.
+    Postgres(PgPool, Duration),
     Sqlite(SqlitePool),
 }
 
@@ -83,6 +85,7 @@ impl Database {
                 migrated?;
                 Ok(Database::Postgres(
                     pool_in_schema(options, schema, pool).await?,
+                    pool.answer_bound(),
                 ))
             }
             None => {
@@ -100,7 +103,7 @@ impl Database {
 
     pub fn backend(&self) -> &'static str {
         match self {
-            Database::Postgres(_) => "postgres",
+            Database::Postgres(..) => "postgres",
             Database::Sqlite(_) => "sqlite",
         }
     }
@@ -108,14 +111,24 @@ impl Database {
     /// For tests and tools that look at the tables directly.
     pub fn postgres(&self) -> Option<&PgPool> {
         match self {
-            Database::Postgres(p) => Some(p),
+            Database::Postgres(p, _) => Some(p),
+            Database::Sqlite(_) => None,
+        }
+    }
+
+    /// How long a caller waits for a PostgreSQL statement's answer, for
+    /// the statements run on the pool directly (intake's writer, the
+    /// outbox relays); a SQLite file answers or fails by itself.
+    pub fn answer_bound(&self) -> Option<Duration> {
+        match self {
+            Database::Postgres(_, bound) => Some(*bound),
             Database::Sqlite(_) => None,
         }
     }
 
     pub async fn close(&self) {
         match self {
-            Database::Postgres(p) => p.close().await,
+            Database::Postgres(p, _) => p.close().await,
             Database::Sqlite(p) => p.close().await,
         }
     }

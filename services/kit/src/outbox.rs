@@ -116,7 +116,9 @@ pub async fn enqueue_sqlite(
 pub async fn backlog(db: &Database) -> Result<i64, sqlx::Error> {
     const SQL: &str = "SELECT count(*) FROM outbox WHERE sent_at IS NULL";
     match db {
-        Database::Postgres(p) => sqlx::query_scalar(SQL).fetch_one(p).await,
+        Database::Postgres(p, bound) => {
+            crate::db::answered_within(*bound, sqlx::query_scalar(SQL).fetch_one(p)).await
+        }
         Database::Sqlite(p) => sqlx::query_scalar(SQL).fetch_one(p).await,
     }
 }
@@ -136,9 +138,6 @@ pub struct OutboxRelay {
     retention: Duration,
     /// Where to count what is published, and under which service name.
     metrics: Option<(Metrics, &'static str)>,
-    /// How long one statement's answer is waited for (PostgreSQL): a
-    /// database gone silent must not stop the relay for good.
-    answer_bound: Duration,
 }
 
 /// id, message id, exchange, routing key, headers (JSON text), body.
@@ -153,24 +152,21 @@ impl OutboxRelay {
             wake: Arc::new(Notify::new()),
             retention: Duration::from_secs(7 * 24 * 3600),
             metrics: None,
-            answer_bound: crate::db::Pool::sized(1).answer_bound(),
         }
     }
 
-    /// Waits `bound` for each statement's answer at most: the service's
-    /// `Pool::answer_bound`. Past it the round fails as any database error
-    /// does, and the relay tries again after its backoff.
-    pub fn with_answer_bound(mut self, bound: Duration) -> Self {
-        self.answer_bound = bound;
-        self
-    }
-
-    /// `statement`, answered within the relay's bound.
+    /// `statement`, answered within the database's bound
+    /// (`Database::answer_bound`): a database gone silent must not stop the
+    /// relay for good. Past it the round fails as any database error does,
+    /// and the relay tries again after its backoff.
     async fn answered<T>(
         &self,
         statement: impl std::future::Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, sqlx::Error> {
-        crate::db::answered_within(self.answer_bound, statement).await
+        match self.db.answer_bound() {
+            Some(bound) => crate::db::answered_within(bound, statement).await,
+            None => statement.await,
+        }
     }
 
     /// Counts confirmed messages and keeps the backlog gauge of `service`.
@@ -183,7 +179,7 @@ impl OutboxRelay {
         let Some((metrics, service)) = &self.metrics else {
             return;
         };
-        match self.answered(backlog(&self.db)).await {
+        match backlog(&self.db).await {
             Ok(n) => {
                 metrics
                     .outbox_backlog
@@ -259,9 +255,10 @@ impl OutboxRelay {
         const PICK_SQLITE: &str = "SELECT id, message_id, exchange, routing_key, headers, body \
              FROM outbox WHERE sent_at IS NULL ORDER BY attempts, id LIMIT ?";
         match &self.db {
-            Database::Postgres(pool) => {
+            Database::Postgres(pool, bound) => {
                 let mut tx = self.answered(pool.begin()).await?;
-                self.answered(crate::sql::Conn::Postgres(&mut tx).walk_queue_in_order())
+                crate::sql::Conn::Postgres(&mut tx, *bound)
+                    .walk_queue_in_order()
                     .await?;
                 let rows: Vec<Row> = self
                     .answered(
@@ -426,7 +423,7 @@ impl OutboxRelay {
         let cutoff = chrono::Utc::now()
             - chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::days(7));
         let purged = match &self.db {
-            Database::Postgres(p) => self
+            Database::Postgres(p, _) => self
                 .answered(
                     sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
                         .bind(cutoff)

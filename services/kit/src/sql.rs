@@ -10,6 +10,7 @@
 //! only one backend knows does not compile.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::pool::PoolConnection;
@@ -19,7 +20,7 @@ use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{PgConnection, Postgres, Sqlite, SqliteConnection, Transaction};
 
 use crate::bus::OutgoingMessage;
-use crate::db::Database;
+use crate::db::{Database, answered_within};
 use crate::inbox::Claim;
 use crate::outbox::Enqueue;
 
@@ -259,24 +260,29 @@ fn lite_scalar<T: AnyValue>(
 }
 
 /// A connection of either backend, borrowed from a transaction or a pool.
+/// On PostgreSQL each statement's answer is waited for at most the pool's
+/// answer bound (`db::Pool::answer_bound`): sqlx has no bound of its own,
+/// and a connection gone silent mid-statement would hold its caller for
+/// good. A local SQLite file cannot fall silent that way.
 pub enum Conn<'c> {
-    Postgres(&'c mut PgConnection),
+    Postgres(&'c mut PgConnection, Duration),
     Sqlite(&'c mut SqliteConnection),
 }
 
 impl<'c> Conn<'c> {
     pub fn backend(&self) -> Backend {
         match self {
-            Conn::Postgres(_) => Backend::Postgres,
+            Conn::Postgres(..) => Backend::Postgres,
             Conn::Sqlite(_) => Backend::Sqlite,
         }
     }
 
     /// The PostgreSQL connection, for the few statements only it can run
-    /// (arrays); `None` on SQLite.
-    pub fn postgres(&mut self) -> Option<&mut PgConnection> {
+    /// (arrays), and the answer bound they are to be run within
+    /// (`db::answered_within`); `None` on SQLite.
+    pub fn postgres(&mut self) -> Option<(&mut PgConnection, Duration)> {
         match self {
-            Conn::Postgres(c) => Some(c),
+            Conn::Postgres(c, bound) => Some((c, *bound)),
             Conn::Sqlite(_) => None,
         }
     }
@@ -285,8 +291,8 @@ impl<'c> Conn<'c> {
     /// queue table (`ORDER BY ... LIMIT n` along a partial index): see
     /// [`WALK_QUEUE_IN_ORDER`]. Nothing to do on SQLite.
     pub async fn walk_queue_in_order(&mut self) -> Result<(), sqlx::Error> {
-        if let Conn::Postgres(c) = self {
-            sqlx::query(WALK_QUEUE_IN_ORDER).execute(&mut **c).await?;
+        if let Conn::Postgres(c, bound) = self {
+            answered_within(*bound, sqlx::query(WALK_QUEUE_IN_ORDER).execute(&mut **c)).await?;
         }
         Ok(())
     }
@@ -299,10 +305,11 @@ impl<'c> Conn<'c> {
             persistent,
         } = s;
         Ok(match self {
-            Conn::Postgres(c) => pg_query(&sql, args, persistent)
-                .execute(&mut **c)
-                .await?
-                .rows_affected(),
+            Conn::Postgres(c, bound) => {
+                answered_within(*bound, pg_query(&sql, args, persistent).execute(&mut **c))
+                    .await?
+                    .rows_affected()
+            }
             Conn::Sqlite(c) => lite_query(&sql, args)
                 .execute(&mut **c)
                 .await?
@@ -317,10 +324,9 @@ impl<'c> Conn<'c> {
             persistent,
         } = s;
         match self {
-            Conn::Postgres(c) => {
-                pg_query_as(&sql, args, persistent)
-                    .fetch_all(&mut **c)
-                    .await
+            Conn::Postgres(c, bound) => {
+                let statement = pg_query_as(&sql, args, persistent).fetch_all(&mut **c);
+                answered_within(*bound, statement).await
             }
             Conn::Sqlite(c) => lite_query_as(&sql, args).fetch_all(&mut **c).await,
         }
@@ -333,10 +339,9 @@ impl<'c> Conn<'c> {
             persistent,
         } = s;
         match self {
-            Conn::Postgres(c) => {
-                pg_query_as(&sql, args, persistent)
-                    .fetch_optional(&mut **c)
-                    .await
+            Conn::Postgres(c, bound) => {
+                let statement = pg_query_as(&sql, args, persistent).fetch_optional(&mut **c);
+                answered_within(*bound, statement).await
             }
             Conn::Sqlite(c) => lite_query_as(&sql, args).fetch_optional(&mut **c).await,
         }
@@ -349,10 +354,9 @@ impl<'c> Conn<'c> {
             persistent,
         } = s;
         match self {
-            Conn::Postgres(c) => {
-                pg_query_as(&sql, args, persistent)
-                    .fetch_one(&mut **c)
-                    .await
+            Conn::Postgres(c, bound) => {
+                let statement = pg_query_as(&sql, args, persistent).fetch_one(&mut **c);
+                answered_within(*bound, statement).await
             }
             Conn::Sqlite(c) => lite_query_as(&sql, args).fetch_one(&mut **c).await,
         }
@@ -366,7 +370,10 @@ impl<'c> Conn<'c> {
             persistent,
         } = s;
         match self {
-            Conn::Postgres(c) => pg_scalar(&sql, args, persistent).fetch_all(&mut **c).await,
+            Conn::Postgres(c, bound) => {
+                let statement = pg_scalar(&sql, args, persistent).fetch_all(&mut **c);
+                answered_within(*bound, statement).await
+            }
             Conn::Sqlite(c) => lite_scalar(&sql, args).fetch_all(&mut **c).await,
         }
     }
@@ -381,10 +388,9 @@ impl<'c> Conn<'c> {
             persistent,
         } = s;
         match self {
-            Conn::Postgres(c) => {
-                pg_scalar(&sql, args, persistent)
-                    .fetch_optional(&mut **c)
-                    .await
+            Conn::Postgres(c, bound) => {
+                let statement = pg_scalar(&sql, args, persistent).fetch_optional(&mut **c);
+                answered_within(*bound, statement).await
             }
             Conn::Sqlite(c) => lite_scalar(&sql, args).fetch_optional(&mut **c).await,
         }
@@ -397,7 +403,10 @@ impl<'c> Conn<'c> {
             persistent,
         } = s;
         match self {
-            Conn::Postgres(c) => pg_scalar(&sql, args, persistent).fetch_one(&mut **c).await,
+            Conn::Postgres(c, bound) => {
+                let statement = pg_scalar(&sql, args, persistent).fetch_one(&mut **c);
+                answered_within(*bound, statement).await
+            }
             Conn::Sqlite(c) => lite_scalar(&sql, args).fetch_one(&mut **c).await,
         }
     }
@@ -405,7 +414,7 @@ impl<'c> Conn<'c> {
     /// Puts a message in the outbox, in this transaction.
     pub async fn enqueue(&mut self, message: &OutgoingMessage) -> Result<(), sqlx::Error> {
         match self {
-            Conn::Postgres(c) => c.enqueue(message).await,
+            Conn::Postgres(c, bound) => answered_within(*bound, c.enqueue(message)).await,
             Conn::Sqlite(c) => c.enqueue(message).await,
         }
     }
@@ -414,7 +423,9 @@ impl<'c> Conn<'c> {
     /// statement.
     pub async fn enqueue_all(&mut self, messages: &[OutgoingMessage]) -> Result<(), sqlx::Error> {
         match self {
-            Conn::Postgres(c) => crate::outbox::enqueue_all_postgres(c, messages).await,
+            Conn::Postgres(c, bound) => {
+                answered_within(*bound, crate::outbox::enqueue_all_postgres(c, messages)).await
+            }
             Conn::Sqlite(c) => {
                 for message in messages {
                     c.enqueue(message).await?;
@@ -430,7 +441,7 @@ impl<'c> Conn<'c> {
         message_ids: &[String],
     ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
         match self {
-            Conn::Postgres(c) => c.claim(message_ids).await,
+            Conn::Postgres(c, bound) => answered_within(*bound, c.claim(message_ids)).await,
             Conn::Sqlite(c) => c.claim(message_ids).await,
         }
     }
@@ -438,14 +449,14 @@ impl<'c> Conn<'c> {
 
 /// A connection taken from the pool, for statements outside a transaction.
 pub enum Pooled {
-    Postgres(PoolConnection<Postgres>),
+    Postgres(PoolConnection<Postgres>, Duration),
     Sqlite(PoolConnection<Sqlite>),
 }
 
 impl Pooled {
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
-            Pooled::Postgres(c) => Conn::Postgres(c),
+            Pooled::Postgres(c, bound) => Conn::Postgres(c, *bound),
             Pooled::Sqlite(c) => Conn::Sqlite(c),
         }
     }
@@ -453,21 +464,21 @@ impl Pooled {
 
 /// A transaction of either backend.
 pub enum Tx {
-    Postgres(Transaction<'static, Postgres>),
+    Postgres(Transaction<'static, Postgres>, Duration),
     Sqlite(Transaction<'static, Sqlite>),
 }
 
 impl Tx {
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
-            Tx::Postgres(t) => Conn::Postgres(t),
+            Tx::Postgres(t, bound) => Conn::Postgres(t, *bound),
             Tx::Sqlite(t) => Conn::Sqlite(t),
         }
     }
 
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
-            Tx::Postgres(t) => t.commit().await,
+            Tx::Postgres(t, bound) => answered_within(bound, t.commit()).await,
             Tx::Sqlite(t) => t.commit().await,
         }
     }
@@ -476,7 +487,7 @@ impl Tx {
 impl Database {
     pub fn sql_backend(&self) -> Backend {
         match self {
-            Database::Postgres(_) => Backend::Postgres,
+            Database::Postgres(..) => Backend::Postgres,
             Database::Sqlite(_) => Backend::Sqlite,
         }
     }
@@ -511,7 +522,8 @@ impl Database {
     /// A connection for statements run one by one.
     pub async fn acquire(&self) -> Result<Pooled, sqlx::Error> {
         Ok(match self {
-            Database::Postgres(p) => Pooled::Postgres(p.acquire().await?),
+            // The pool's `acquire_timeout` bounds the wait and its check.
+            Database::Postgres(p, bound) => Pooled::Postgres(p.acquire().await?, *bound),
             Database::Sqlite(p) => Pooled::Sqlite(p.acquire().await?),
         })
     }
@@ -521,7 +533,9 @@ impl Database {
     /// once when another connection wrote in between.
     pub async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
-            Database::Postgres(p) => Tx::Postgres(p.begin().await?),
+            Database::Postgres(p, bound) => {
+                Tx::Postgres(answered_within(*bound, p.begin()).await?, *bound)
+            }
             Database::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
         })
     }
@@ -531,10 +545,10 @@ impl Database {
     /// transaction is a snapshot from its first read).
     pub async fn begin_snapshot(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
-            Database::Postgres(p) => Tx::Postgres(
-                p.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    .await?,
-            ),
+            Database::Postgres(p, bound) => {
+                let begun = p.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+                Tx::Postgres(answered_within(*bound, begun).await?, *bound)
+            }
             Database::Sqlite(p) => Tx::Sqlite(p.begin().await?),
         })
     }

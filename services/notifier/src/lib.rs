@@ -84,10 +84,8 @@ pub async fn start(
         ),
         None => SmsProvider::Folder(config.data_dir.join("sms")),
     };
-    let answer_bound = config.db_pool().answer_bound();
     let relay = OutboxRelay::new(db.clone(), shared.bus.clone(), config.outbox_batch)
-        .with_metrics(shared.metrics.clone(), SCHEMA)
-        .with_answer_bound(answer_bound);
+        .with_metrics(shared.metrics.clone(), SCHEMA);
     let figures = NotifierFigures::of(&shared.metrics);
     let store = Store { db: db.clone() };
     let wake = Arc::new(Notify::new());
@@ -112,7 +110,6 @@ pub async fn start(
             )
             .map_err(|e| target("GUICHET_SIGNING_KEYS", &e))?,
         ),
-        answer_bound,
     };
     let sender_keys = sender.keys.clone();
     let codes = code::CodeSender {
@@ -132,7 +129,6 @@ pub async fn start(
             store.clone(),
             figures,
             shared.clock.clone(),
-            answer_bound,
             shared.shutdown.clone(),
         ),
     );
@@ -140,7 +136,6 @@ pub async fn start(
         db: db.clone(),
         clock: shared.clock.clone(),
         wake,
-        answer_bound,
     };
     let bus = shared.bus.clone();
     let shutdown = shared.shutdown.clone();
@@ -178,9 +173,6 @@ struct Consumer {
     db: Database,
     clock: SharedClock,
     wake: Arc<Notify>,
-    /// How long a batch's recording waits for the database's answer: a
-    /// connection gone silent mid-statement would hold the queue for good.
-    answer_bound: StdDuration,
 }
 
 impl Consumer {
@@ -228,13 +220,8 @@ impl Consumer {
         self.wake.notify_one();
     }
 
-    /// Records the messages of `plans` in one transaction, in order, or
-    /// fails within the answer bound.
+    /// Records the messages of `plans` in one transaction, in order.
     async fn record(&self, plans: &[&plan::Plan]) -> Result<(), sqlx::Error> {
-        guichet_kit::db::answered_within(self.answer_bound, self.record_now(plans)).await
-    }
-
-    async fn record_now(&self, plans: &[&plan::Plan]) -> Result<(), sqlx::Error> {
         if plans
             .iter()
             .all(|p| p.notices.is_empty() && p.cancel_reminders.is_none())
@@ -283,28 +270,21 @@ async fn observe_forever(
     store: Store,
     figures: NotifierFigures,
     clock: SharedClock,
-    answer_bound: StdDuration,
     shutdown: Shutdown,
 ) {
-    use guichet_kit::db::answered_within as within;
     let mut last_purge: Option<chrono::DateTime<chrono::Utc>> = None;
     loop {
         let now = clock.now();
         let since = now - Duration::days(FIGURES_WINDOW_DAYS);
         if last_purge.is_none_or(|at| now - at >= Duration::hours(1)) {
-            match within(
-                answer_bound,
-                store.purge(now - Duration::days(RETENTION_DAYS)),
-            )
-            .await
-            {
+            match store.purge(now - Duration::days(RETENTION_DAYS)).await {
                 Ok(n) if n > 0 => tracing::info!(messages = n, "old messages forgotten"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "cannot forget old messages yet"),
             }
             last_purge = Some(now);
         }
-        if let Ok(rows) = within(answer_bound, store.counts(since)).await {
+        if let Ok(rows) = store.counts(since).await {
             figures.by_state.clear();
             for (medium, state, n) in rows {
                 figures
@@ -313,14 +293,16 @@ async fn observe_forever(
                     .set(n);
             }
         }
-        let unreached = store.unreached(
-            guichet_dossier::notice::NoticeKind::AttestationIssued,
-            since,
-        );
-        if let Ok(n) = within(answer_bound, unreached).await {
+        if let Ok(n) = store
+            .unreached(
+                guichet_dossier::notice::NoticeKind::AttestationIssued,
+                since,
+            )
+            .await
+        {
             figures.attestations_unreached.set(n);
         }
-        if let Ok(n) = within(answer_bound, store.lost(since)).await {
+        if let Ok(n) = store.lost(since).await {
             figures.notices_lost.set(n);
         }
         tokio::select! {

@@ -63,10 +63,6 @@ pub struct Sender {
     pub links: Arc<LinkKey>,
     /// Signs the documents' 2D codes.
     pub keys: Arc<KeySet>,
-    /// How long the sender waits for the database's answer to a step
-    /// (`db::Pool::answer_bound`): a connection gone silent mid-statement
-    /// would otherwise hold every message for good.
-    pub answer_bound: StdDuration,
 }
 
 /// A message sent, to be marked so with the others of its pass.
@@ -153,9 +149,7 @@ impl Sender {
     pub async fn send_due(&self) -> Result<usize, sqlx::Error> {
         let now = self.clock.now();
         let held_until = lease_end(now);
-        let due = self
-            .within(self.store.lease_due(now, held_until, BATCH))
-            .await?;
+        let due = self.store.lease_due(now, held_until, BATCH).await?;
         let mut sent = Unmarked::default();
         let tried = self.send_leased(due, held_until, &mut sent).await;
         // Whatever ended the pass, what went out is marked so.
@@ -182,7 +176,8 @@ impl Sender {
                 let now = self.clock.now();
                 if now + lease / 2 > held_until
                     && !self
-                        .within(self.store.extend_lease(&row.id, held_until, lease_end(now)))
+                        .store
+                        .extend_lease(&row.id, held_until, lease_end(now))
                         .await?
                 {
                     return Ok(None);
@@ -271,8 +266,7 @@ impl Sender {
                 event_at: row.event_at,
             }));
         }
-        self.within(self.record(row, medium, kind, tried, now))
-            .await?;
+        self.record(row, medium, kind, tried, now).await?;
         Ok(None)
     }
 
@@ -284,10 +278,7 @@ impl Sender {
             return Ok(());
         }
         let mut tries = 0u64;
-        while let Err(e) = self
-            .within(self.store.mark_sent(&sent.marks, &sent.letters))
-            .await
-        {
+        while let Err(e) = self.store.mark_sent(&sent.marks, &sent.letters).await {
             tries += 1;
             if tries >= 10 {
                 return Err(e);
@@ -527,42 +518,30 @@ impl Sender {
     pub async fn ask_reports(&self) -> Result<(), sqlx::Error> {
         let now = self.clock.now();
         let awaiting = self
-            .within(
-                self.store
-                    .awaiting_report(now - Duration::hours(REPORT_WINDOW_HOURS), 100),
-            )
+            .store
+            .awaiting_report(now - Duration::hours(REPORT_WINDOW_HOURS), 100)
             .await?;
         for row in awaiting {
             let Some(id) = row.provider_id.as_deref() else {
                 continue;
             };
             let kind = row.kind;
-            self.within(self.store.mark_checked(&row.id, now)).await?;
+            self.store.mark_checked(&row.id, now).await?;
             match self.sms.report(id).await {
                 Ok(Report::Delivered) => {
-                    self.within(self.store.mark_reported(&row.id, now, true))
-                        .await?;
+                    self.store.mark_reported(&row.id, now, true).await?;
                     self.count(Medium::Sms, kind, "delivered");
                 }
                 Ok(Report::Undelivered) => {
-                    self.within(self.store.mark_reported(&row.id, now, false))
-                        .await?;
+                    self.store.mark_reported(&row.id, now, false).await?;
                     self.count(Medium::Sms, kind, "failed");
-                    self.within(self.after_failure(&row)).await?;
+                    self.after_failure(&row).await?;
                 }
                 Ok(Report::Pending) => {}
                 Err(e) => tracing::debug!(error = %e, "no report yet"),
             }
         }
         Ok(())
-    }
-
-    /// `steps` with the database, within the answer bound.
-    async fn within<T>(
-        &self,
-        steps: impl std::future::Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, sqlx::Error> {
-        guichet_kit::db::answered_within(self.answer_bound, steps).await
     }
 
     fn seal(&self, d: &templates::Document) -> Option<String> {

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use guichet_dossier::notice::{DeliveryState, Medium, NoticeKind};
 use guichet_kit::bus::OutgoingMessage;
-use guichet_kit::db::Database;
+use guichet_kit::db::{Database, answered_within};
 use guichet_kit::sql::{Conn, Stmt};
 
 /// A message to send, as the consumer plans it.
@@ -93,7 +93,7 @@ pub async fn insert_all(
         .copied()
         .filter(|n| seen.insert((n.notice_key.as_str(), n.medium)))
         .collect();
-    let Some(pg) = c.postgres() else {
+    let Some((pg, bound)) = c.postgres() else {
         let mut inserted = 0;
         for n in notices {
             inserted += c
@@ -129,7 +129,7 @@ pub async fn insert_all(
         .iter()
         .map(|_| uuid::Uuid::now_v7().to_string())
         .collect();
-    let inserted = sqlx::query(&format!(
+    let sql = format!(
         "INSERT INTO notices ({INSERTED}) \
          SELECT id, notice_key, medium, kind, subject_ref, recipient, language, routing_key, \
          event, has_address, 'queued', 0, not_before, event_at, $13 \
@@ -137,29 +137,28 @@ pub async fn insert_all(
          $7::text[], $8::text[], $9::bytea[], $10::bool[], $11::timestamptz[], \
          $12::timestamptz[]) AS u(id, notice_key, medium, kind, subject_ref, recipient, \
          language, routing_key, event, has_address, not_before, event_at) {ON_CONFLICT}"
-    ))
-    .bind(&ids)
-    .bind(column(|n| &n.notice_key))
-    .bind(column(|n| n.medium.as_str()))
-    .bind(column(|n| n.kind.as_str()))
-    .bind(column(|n| &n.subject_ref))
-    .bind(column(|n| &n.recipient))
-    .bind(column(|n| &n.language))
-    .bind(column(|n| &n.routing_key))
-    .bind(
-        notices
-            .iter()
-            .map(|n| n.event.as_slice())
-            .collect::<Vec<_>>(),
-    )
-    .bind(notices.iter().map(|n| n.has_address).collect::<Vec<_>>())
-    .bind(notices.iter().map(|n| n.not_before).collect::<Vec<_>>())
-    .bind(notices.iter().map(|n| n.event_at).collect::<Vec<_>>())
-    .bind(now)
-    .execute(pg)
-    .await?
-    .rows_affected();
-    Ok(inserted)
+    );
+    let insert = sqlx::query(&sql)
+        .bind(&ids)
+        .bind(column(|n| &n.notice_key))
+        .bind(column(|n| n.medium.as_str()))
+        .bind(column(|n| n.kind.as_str()))
+        .bind(column(|n| &n.subject_ref))
+        .bind(column(|n| &n.recipient))
+        .bind(column(|n| &n.language))
+        .bind(column(|n| &n.routing_key))
+        .bind(
+            notices
+                .iter()
+                .map(|n| n.event.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(notices.iter().map(|n| n.has_address).collect::<Vec<_>>())
+        .bind(notices.iter().map(|n| n.not_before).collect::<Vec<_>>())
+        .bind(notices.iter().map(|n| n.event_at).collect::<Vec<_>>())
+        .bind(now)
+        .execute(pg);
+    Ok(answered_within(bound, insert).await?.rows_affected())
 }
 
 impl Store {
@@ -349,26 +348,27 @@ impl Store {
         };
         let mut tx = self.db.begin_write().await?;
         let mut c = tx.conn();
-        if let Some(pg) = c.postgres() {
+        if let Some((pg, bound)) = c.postgres() {
             // One statement for the batch; planned with its arrays each
             // time (see `Stmt::planned_each_time`).
-            sqlx::query(&format!(
+            let sql = format!(
                 "UPDATE notices SET {SET} \
                  FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[]) \
                  AS m(id, state, at, provider_id) \
                  WHERE notices.id = m.id AND notices.state = 'queued'"
-            ))
-            .bind(sent.iter().map(|m| m.id.as_str()).collect::<Vec<_>>())
-            .bind(sent.iter().map(|m| state(m).as_str()).collect::<Vec<_>>())
-            .bind(sent.iter().map(|m| m.at).collect::<Vec<_>>())
-            .bind(
-                sent.iter()
-                    .map(|m| m.provider_id.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .persistent(false)
-            .execute(pg)
-            .await?;
+            );
+            let update = sqlx::query(&sql)
+                .bind(sent.iter().map(|m| m.id.as_str()).collect::<Vec<_>>())
+                .bind(sent.iter().map(|m| state(m).as_str()).collect::<Vec<_>>())
+                .bind(sent.iter().map(|m| m.at).collect::<Vec<_>>())
+                .bind(
+                    sent.iter()
+                        .map(|m| m.provider_id.as_deref())
+                        .collect::<Vec<_>>(),
+                )
+                .persistent(false)
+                .execute(pg);
+            answered_within(bound, update).await?;
         } else {
             for m in sent {
                 c.execute(

@@ -337,11 +337,15 @@ impl TestEnv {
     /// This test's database for `schema` (its PostgreSQL schema, or its file).
     pub async fn db(&self, schema: &str) -> Database {
         match &self.database_url {
-            Some(url) => Database::Postgres(
-                guichet_kit::db::postgres_pool(url, schema, guichet_kit::db::Pool::sized(2))
-                    .await
-                    .expect("connect to the test database"),
-            ),
+            Some(url) => {
+                let pool = guichet_kit::db::Pool::sized(2);
+                Database::Postgres(
+                    guichet_kit::db::postgres_pool(url, schema, pool)
+                        .await
+                        .expect("connect to the test database"),
+                    pool.answer_bound(),
+                )
+            }
             None => {
                 std::fs::create_dir_all(&self.data_dir).expect("create the data folder");
                 Database::Sqlite(
@@ -1095,7 +1099,7 @@ pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// One number from either backend (plain SQL both understand).
 pub async fn count(db: &Database, sql: &str) -> i64 {
     match db {
-        Database::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await.expect(sql),
+        Database::Postgres(p, _) => sqlx::query_scalar(sql).fetch_one(p).await.expect(sql),
         Database::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await.expect(sql),
     }
 }

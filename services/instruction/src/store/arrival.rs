@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, NaiveDate, Utc};
 use guichet_dossier::{CaseState, Dossier, Step};
 use guichet_kit::bus::OutgoingMessage;
+use guichet_kit::db::answered_within;
 use guichet_kit::outbox;
 use guichet_kit::sql::{Conn, Stmt};
 use guichet_proto::convert;
@@ -33,7 +34,10 @@ impl Store {
         let fresh = claim_fresh(&mut c, batch).await?;
         let horizon = self.horizon_days;
         let inserted = match c.postgres() {
-            Some(pg) => insert_postgres(pg, &fresh, now, today, horizon).await?,
+            Some((pg, bound)) => {
+                let inserted = insert_postgres(pg, &fresh, now, today, horizon);
+                answered_within(bound, inserted).await?
+            }
             None => insert_rows(&mut c, &fresh, now, today, horizon).await?,
         };
         let new = after_insert(&mut c, &fresh, &inserted, now, today, horizon).await?;
@@ -270,9 +274,9 @@ async fn after_insert(
         .map(|(i, _)| i.dossier.filing.applicant.person_key())
         .collect();
     let (to_link, to_propose) = match c.postgres() {
-        Some(pg) => {
-            first_events_postgres(pg, &arrivals, now).await?;
-            candidates_postgres(pg, &arrivals, &keys).await?
+        Some((pg, bound)) => {
+            answered_within(bound, first_events_postgres(pg, &arrivals, now)).await?;
+            answered_within(bound, candidates_postgres(pg, &arrivals, &keys)).await?
         }
         None => {
             for (i, arrival) in &arrivals {

@@ -2,6 +2,7 @@
 //! mailroom, with what became of their e-mail copy.
 
 use chrono::{DateTime, Utc};
+use guichet_kit::db::answered_within;
 use guichet_kit::sql::Stmt;
 
 use super::rows::{LETTER_COLUMNS, LetterRow};
@@ -59,31 +60,32 @@ impl Store {
             .collect();
         let mut tx = self.db.begin_write().await?;
         let mut c = tx.conn();
-        let new = if let Some(pg) = c.postgres() {
+        let new = if let Some((pg, bound)) = c.postgres() {
             let column = |f: fn(&NewLetter) -> &str| letters.iter().map(f).collect::<Vec<_>>();
-            sqlx::query_scalar(&format!(
+            let sql = format!(
                 "INSERT INTO postal_letters ({INSERTED}) \
                  SELECT i, e, r, v, k, s, m, st, $9 FROM UNNEST($1::text[], $2::text[], \
                  $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) \
                  AS u(i, e, r, v, k, s, m, st) \
                  ON CONFLICT (event_key) DO NOTHING RETURNING kind"
-            ))
-            .bind(&ids)
-            .bind(column(|l| &l.event_key))
-            .bind(column(|l| &l.reference))
-            .bind(column(|l| &l.envelope_id))
-            .bind(column(|l| &l.kind))
-            .bind(column(|l| &l.sha256))
-            .bind(
-                letters
-                    .iter()
-                    .map(|l| l.emailed_to.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(column(|l| &l.email_state))
-            .bind(now)
-            .fetch_all(pg)
-            .await?
+            );
+            let insert = sqlx::query_scalar(&sql)
+                .bind(&ids)
+                .bind(column(|l| &l.event_key))
+                .bind(column(|l| &l.reference))
+                .bind(column(|l| &l.envelope_id))
+                .bind(column(|l| &l.kind))
+                .bind(column(|l| &l.sha256))
+                .bind(
+                    letters
+                        .iter()
+                        .map(|l| l.emailed_to.as_deref())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(column(|l| &l.email_state))
+                .bind(now)
+                .fetch_all(pg);
+            answered_within(bound, insert).await?
         } else {
             let mut new = Vec::new();
             for (id, l) in ids.iter().zip(letters) {
@@ -103,16 +105,16 @@ impl Store {
         &self,
         event_keys: &[&str],
     ) -> Result<std::collections::HashSet<String>, StoreError> {
-        if let Some(pool) = self.db.postgres() {
+        if let (Some(pool), Some(bound)) = (self.db.postgres(), self.db.answer_bound()) {
             // Planned at each run: prepared while the table was empty, the
             // plan kept would read the whole table for every batch.
-            let made: Vec<String> = sqlx::query_scalar(
+            let made = sqlx::query_scalar(
                 "SELECT event_key FROM postal_letters WHERE event_key = ANY($1)",
             )
             .bind(event_keys)
             .persistent(false)
-            .fetch_all(pool)
-            .await?;
+            .fetch_all(pool);
+            let made: Vec<String> = answered_within(bound, made).await?;
             return Ok(made.into_iter().collect());
         }
         let mut made = std::collections::HashSet::new();
