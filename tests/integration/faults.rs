@@ -1067,6 +1067,60 @@ async fn a_notifier_whose_database_falls_silent_sends_every_mail_once() {
     common::stop(app, env).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Instruction's sweep reads the cases due while its database falls
+/// silent: the statement gives up at the answer bound, and a later round
+/// issues the attestation the person is owed.
+async fn a_sweep_whose_database_falls_silent_issues_the_attestation_later() {
+    use chrono::Days;
+    let env = TestEnv::new().await;
+    let proxy = Proxy::to_database().await;
+    let mut config = env.config();
+    config.database_url = Some(proxy.database_url(&env));
+    config.db_statement_timeout_ms = 3_000;
+    config.sweep_interval_s = 1;
+    config.instruction.attestation_horizon_days = 15;
+    let clock = Arc::new(common::ShiftedClock::default());
+    let app = common::App::builder(&config)
+        .only(common::ONLINE)
+        .clock(clock.clone())
+        .start()
+        .await;
+    // Cover until 40 days from now: no attestation owed on arrival.
+    let mut renewal = common::example("renewal-employee.json");
+    let expires = guichet_dossier::calendar::paris_date(chrono::Utc::now()) + Days::new(40);
+    renewal["current_title"]["expires_on"] = expires.to_string().into();
+    let reference = app.file_accepted(&renewal).await;
+    let attestations = || async {
+        let r = app
+            .get(&format!(
+                "/api/v1/dossiers/{reference}/status?birth_date=1991-03-02"
+            ))
+            .await;
+        let status: Value = r.json().await.ok()?;
+        Some(status["attestations"].as_array()?.len())
+    };
+    eventually(DRAIN, "the dossier in instruction", || async {
+        attestations().await
+    })
+    .await;
+    assert_eq!(attestations().await, Some(0));
+
+    // A lock holds the sweep's read of the cases on the server, so that
+    // the silence comes with it under way; then the cover is due.
+    let lock = TableLock::take(&env, "instruction.dossiers").await;
+    clock.advance(chrono::Duration::days(30));
+    until_waiting_on_a_lock(&env, "instruction").await;
+    proxy.silence_open();
+    lock.release().await;
+
+    eventually(STALL, "the attestation issued by a later sweep", || async {
+        (attestations().await == Some(1)).then_some(())
+    })
+    .await;
+    common::stop(app, env).await;
+}
+
 // ---- 4. poison messages, and `guichet dlq` ------------------------------------
 
 const POISON_LOAD: usize = 200;
