@@ -468,6 +468,103 @@ async fn the_lifecycle_refuses_what_it_does_not_allow_and_documents_complete_a_f
     common::stop(app, env).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// A round of expiry alerts with none left to send is a handful of
+/// transactions, however many titles expire within the furthest offset: it
+/// reads the titles still owed an alert, not each title near its expiry.
+async fn a_round_with_no_alert_left_is_a_handful_of_transactions_for_2000_titles() {
+    use guichet_instruction::titles;
+    const TITLES: usize = 2_000;
+    let env = TestEnv::on(Backend::Servers).await;
+    std::fs::create_dir_all(&env.data_dir).unwrap();
+    let csv = env.data_dir.join("legacy.csv");
+    let in_50 = today() + Days::new(50);
+    let mut lines = String::from(
+        "kind,number,expires_on,family_name,given_names,birth_date,nationality,email,phone,address_line1,postal_code,city,answer_channel\n",
+    );
+    for i in 0..TITLES {
+        lines.push_str(&format!(
+            "temporary_card,FR59T{i:05},{in_50},Benali,Samira,1991-03-02,DZA,s{i}@example.org,,12 rue Solferino,59000,Lille,email\n"
+        ));
+    }
+    std::fs::write(&csv, lines).unwrap();
+    let (records, rejected) = titles::read_file(&csv, today()).unwrap();
+    assert_eq!((records.len(), rejected.len()), (TITLES, 0));
+    let db = instruction_db(&env).await;
+    titles::record(&db, &records, "imported", None, Utc::now())
+        .await
+        .unwrap();
+    drop(db);
+    assert_eq!(alert_round(&env).await, TITLES, "each title's 60-day alert");
+
+    let before = commits_once_idle(&env).await;
+    let second = alert_round(&env).await;
+    let after = commits_once_idle(&env).await;
+    assert_eq!(second, 0, "nothing left to send");
+    // The figure is for the closing note, not a threshold of time.
+    eprintln!("a round with nothing to send: {} transactions", after - before);
+    // Opening the pool and checking its migrations take a few dozen; one
+    // transaction per title would be 2,000 more.
+    assert!(
+        after - before < 200,
+        "{} transactions for a round with nothing to send",
+        after - before
+    );
+    env.cleanup().await;
+}
+
+async fn instruction_db(env: &TestEnv) -> guichet_kit::db::Database {
+    crate::store_contracts::open(
+        env,
+        guichet_instruction::server::SCHEMA,
+        &guichet_instruction::server::MIGRATIONS,
+    )
+    .await
+}
+
+/// One round of expiry alerts on a pool of its own, gone once the round is
+/// over (so its backends have counted their transactions); how many went.
+async fn alert_round(env: &TestEnv) -> usize {
+    use guichet_dossier::alerts::DEFAULT_ALERT_OFFSETS;
+    let db = instruction_db(env).await;
+    let sent = guichet_instruction::titles::send_due_alerts(
+        &db,
+        &DEFAULT_ALERT_OFFSETS,
+        Utc::now(),
+        today(),
+    )
+    .await
+    .unwrap();
+    db.close().await;
+    sent
+}
+
+/// The transactions committed in this test's database, once none of its
+/// connections is left: a backend counts its own as it ends.
+async fn commits_once_idle(env: &TestEnv) -> i64 {
+    let admin = sqlx::PgPool::connect(&common::database_admin_url())
+        .await
+        .unwrap();
+    eventually(WAIT, "the test database's connections ended", || async {
+        let open: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+                .bind(&env.name)
+                .fetch_one(&admin)
+                .await
+                .unwrap();
+        (open == 0).then_some(())
+    })
+    .await;
+    let commits: i64 =
+        sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = $1")
+            .bind(&env.name)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+    admin.close().await;
+    commits
+}
+
 on_both_backends!(holders_are_warned_once_before_their_title_expires);
 async fn holders_are_warned_once_before_their_title_expires(backend: Backend) {
     let (env, app) = start(backend).await;

@@ -141,13 +141,29 @@ pub async fn send_due_alerts(
         return Ok(0);
     };
     let until = today + chrono::Duration::days(*furthest);
-    const DUE: &str = "SELECT id, kind, number, expires_on, prefecture, holder, contact FROM titles \
-         WHERE expires_on >= $1 AND expires_on <= $2 ORDER BY expires_on, id";
+    // Only the titles whose nearest offset reached has no alert yet, as
+    // `alerts_due` says, which still decides under the transaction: a round
+    // with nothing new to send is one statement, however many titles expire
+    // within the furthest offset (a transaction per title before).
+    let offsets_table = offsets
+        .iter()
+        .map(|o| format!("({o})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let days_left = db.sql_backend().days_from("$1", "titles.expires_on");
+    let due = format!(
+        "SELECT id, kind, number, expires_on, prefecture, holder, contact FROM titles \
+         WHERE expires_on >= $1 AND expires_on <= $2 AND NOT EXISTS (\
+           SELECT 1 FROM title_alerts a WHERE a.title_id = titles.id AND a.offset_days = (\
+             SELECT min(column1) FROM (VALUES {offsets_table}) AS offsets \
+             WHERE column1 >= {days_left})) \
+         ORDER BY expires_on, id"
+    );
     const SENT: &str = "SELECT offset_days FROM title_alerts WHERE title_id = $1";
     const MARK: &str = "INSERT INTO title_alerts (title_id, offset_days, sent_at) VALUES ($1, $2, $3) \
          ON CONFLICT DO NOTHING";
     let mut sent_now = 0;
-    let rows: Vec<TitleRow> = db.fetch_all(Stmt::new(DUE).bind(today).bind(until)).await?;
+    let rows: Vec<TitleRow> = db.fetch_all(Stmt::new(due).bind(today).bind(until)).await?;
     for (id, kind, number, expires_on, prefecture, holder, contact) in rows {
         let mut tx = db.begin_write().await?;
         let mut c = tx.conn();
