@@ -180,7 +180,10 @@ const UNBOUND_ANSWER: Duration = Duration::from_secs(300);
 
 /// `statement` within `bound`: past it, an I/O error that says so (the
 /// database unavailable, for the caller). The connection it held is
-/// dropped with the future, and the pool tests it before it serves again.
+/// dropped with the future; sqlx pings it, with no bound of its own, before
+/// it serves again, so a connection whose peer is gone holds its place in
+/// the pool until the kernel gives up on it (README, "A held lock").
+/// Every statement the kit runs on PostgreSQL goes through here (`sql`).
 pub async fn answered_within<T>(
     bound: Duration,
     statement: impl std::future::Future<Output = Result<T, sqlx::Error>>,
