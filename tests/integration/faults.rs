@@ -960,6 +960,16 @@ async fn an_outbox_relay_whose_database_falls_silent_gives_up_at_its_answer_boun
     env.cleanup().await;
 }
 
+/// A configuration whose database is reached through a new proxy (to make
+/// it fall silent), with a statement bound of `statement_bound_ms`.
+async fn through_a_proxy(env: &TestEnv, statement_bound_ms: u64) -> (Proxy, guichet::Settings) {
+    let proxy = Proxy::to_database().await;
+    let mut config = env.config();
+    config.database_url = Some(proxy.database_url(env));
+    config.db_statement_timeout_ms = statement_bound_ms;
+    (proxy, config)
+}
+
 /// Instruction's connection falls silent for good in the middle of a batch
 /// (lost without a reset), while the database itself stays fine: the
 /// consumer gives up on it at its answer bound and records the batch on
@@ -968,10 +978,7 @@ async fn an_outbox_relay_whose_database_falls_silent_gives_up_at_its_answer_boun
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_whose_connection_falls_silent_records_its_batch_on_another() {
     let env = TestEnv::new().await;
-    let proxy = Proxy::to_database().await;
-    let mut instruction_config = env.config();
-    instruction_config.database_url = Some(proxy.database_url(&env));
-    instruction_config.db_statement_timeout_ms = 1_000;
+    let (proxy, instruction_config) = through_a_proxy(&env, 1_000).await;
     let config = env.config();
     let services = Services::start(
         (&config, Arc::new(env.amqp_bus())),
@@ -1009,13 +1016,10 @@ async fn a_consumer_whose_connection_falls_silent_records_its_batch_on_another()
 async fn a_notifier_whose_database_falls_silent_sends_every_mail_once() {
     use common::notify::{SmtpInbox, daytime_clock};
     let env = TestEnv::new().await;
-    let proxy = Proxy::to_database().await;
     let inbox = SmtpInbox::start().await;
-    let mut config = env.config();
-    config.database_url = Some(proxy.database_url(&env));
     // Long enough for the silence to come while the server still holds
     // the statements behind the lock.
-    config.db_statement_timeout_ms = 3_000;
+    let (proxy, mut config) = through_a_proxy(&env, 3_000).await;
     config.notifier.smtp_url = Some(inbox.url());
     let app = common::App::builder(&config)
         .only(&["notifier"])
@@ -1074,10 +1078,7 @@ async fn a_notifier_whose_database_falls_silent_sends_every_mail_once() {
 async fn a_sweep_whose_database_falls_silent_issues_the_attestation_later() {
     use chrono::Days;
     let env = TestEnv::new().await;
-    let proxy = Proxy::to_database().await;
-    let mut config = env.config();
-    config.database_url = Some(proxy.database_url(&env));
-    config.db_statement_timeout_ms = 3_000;
+    let (proxy, mut config) = through_a_proxy(&env, 3_000).await;
     config.sweep_interval_s = 1;
     config.instruction.attestation_horizon_days = 15;
     let clock = Arc::new(common::ShiftedClock::default());

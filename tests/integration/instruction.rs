@@ -502,7 +502,10 @@ async fn a_round_with_no_alert_left_is_a_handful_of_transactions_for_2000_titles
     let after = commits_once_idle(&env).await;
     assert_eq!(second, 0, "nothing left to send");
     // The figure is for the closing note, not a threshold of time.
-    eprintln!("a round with nothing to send: {} transactions", after - before);
+    eprintln!(
+        "a round with nothing to send: {} transactions",
+        after - before
+    );
     // Opening the pool and checking its migrations take a few dozen; one
     // transaction per title would be 2,000 more.
     assert!(
