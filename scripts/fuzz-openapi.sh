@@ -80,8 +80,10 @@ start() {
         fi
         sleep 1
     done
-    echo "guichet ($label) did not get ready; its log:" >&2
-    tail -50 "$work/$label.log" >&2
+    # Without the frames of a backtrace, which would push the error itself
+    # out of the last lines.
+    echo "guichet ($label) did not get ready; its log (backtrace frames left out):" >&2
+    sed 's/\x1b\[[0-9;]*m//g' "$work/$label.log" | grep -vE '^ +([0-9]+: |at )' | tail -50 >&2
     return 1
 }
 
