@@ -66,24 +66,38 @@ free_port() {
 # Builds once, so the two starts below only start.
 cargo build -q --bin guichet
 
-# start NAME PORT [VAR=VALUE...]: `cargo run -- up` in a process group of its
-# own (so that stopping it stops guichet too), ready when /readyz says so.
+# start NAME [VAR=VALUE...]: `cargo run -- up` on a free port, in a process
+# group of its own (so that stopping it stops guichet too), ready when
+# /readyz says so; the port is left in $started_port. The port is free when
+# picked, not held: when another process took it meanwhile, guichet says
+# "Address already in use" and exits, and it is started again on another.
+# Any other failure is shown and ends the run.
 start() {
-    local label=$1 port=$2
-    shift 2
-    setsid env "$@" GUICHET_HTTP_ADDR="127.0.0.1:$port" GUICHET_DATA_DIR="$work/$label" \
-        cargo run -q -- up >"$work/$label.log" 2>&1 &
-    pgids+=("$!")
-    for _ in $(seq 1 120); do
-        if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then
-            return 0
+    local label=$1 port pid
+    shift
+    for _attempt in 1 2 3; do
+        port=$(free_port)
+        setsid env "$@" GUICHET_HTTP_ADDR="127.0.0.1:$port" GUICHET_DATA_DIR="$work/$label" \
+            cargo run -q -- up >"$work/$label.log" 2>&1 &
+        pid=$!
+        pgids+=("$pid")
+        for _ in $(seq 1 120); do
+            if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then
+                started_port=$port
+                return 0
+            fi
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 1
+        done
+        if kill -0 "$pid" 2>/dev/null || ! grep -q "Address already in use" "$work/$label.log"; then
+            break
         fi
-        sleep 1
+        echo "guichet ($label): port $port taken meanwhile; starting it again on another" >&2
     done
-    # Without the frames of a backtrace, which would push the error itself
-    # out of the last lines.
-    echo "guichet ($label) did not get ready; its log (backtrace frames left out):" >&2
-    sed 's/\x1b\[[0-9;]*m//g' "$work/$label.log" | grep -vE '^ +([0-9]+: |at )' | tail -50 >&2
+    # Up to its backtrace, whose frames would push the error and its
+    # causes out of the last lines.
+    echo "guichet ($label) did not get ready; its log, up to any backtrace:" >&2
+    sed -e 's/\x1b\[[0-9;]*m//g' -e '/^Stack backtrace:/,$d' "$work/$label.log" | tail -50 >&2
     return 1
 }
 
@@ -136,8 +150,8 @@ fuzz() {
 
 failed=0
 
-embedded_port=$(free_port)
-start embedded "$embedded_port"
+start embedded
+embedded_port=$started_port
 fuzz embedded "$embedded_port" || failed=1
 
 psql -h "$pg_host" -U postgres -d postgres -qc "CREATE DATABASE $name"
@@ -146,10 +160,10 @@ curl -fsS -u guest:guest -X PUT "$rabbit_api/api/vhosts/$name" >/dev/null
 created_vhost=$name
 curl -fsS -u guest:guest -X PUT "$rabbit_api/api/permissions/$name/guest" \
     -H 'content-type: application/json' -d '{"configure":".*","write":".*","read":".*"}' >/dev/null
-servers_port=$(free_port)
-start servers "$servers_port" \
+start servers \
     GUICHET_DATABASE_URL="postgres://postgres@$pg_host:5432/$name" \
     GUICHET_AMQP_URL="$amqp_base/$name"
+servers_port=$started_port
 fuzz servers "$servers_port" || failed=1
 
 printf '\n== fuzzing done (at %ss)\n' "$SECONDS"
