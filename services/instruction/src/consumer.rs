@@ -263,9 +263,10 @@ impl Consumer {
     async fn record_with_retry(&self, batch: &[Incoming]) -> Recorded {
         let mut backoff = MIN_BACKOFF;
         loop {
-            // Each statement's answer has the database's bound
-            // (`Database::answer_bound`): a connection gone silent mid-batch
-            // fails the batch, which is recorded again on another.
+            // Each statement's answer has the pool's bound
+            // (`Pool::answer_bound`, carried by `Database::Postgres`): a
+            // connection gone silent mid-batch fails the batch, which is
+            // recorded again on another.
             let recorded = self
                 .store
                 .record(batch, self.clock.now(), self.clock.today());

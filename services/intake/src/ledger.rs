@@ -79,8 +79,9 @@ fn insert_filing(f: &NewFiling) -> Stmt {
 
 impl Ledger {
     /// On PostgreSQL this starts the group-commit writer, which waits for
-    /// the database's answer as long as the database's bound at most
-    /// (`Database::answer_bound`): call it within the runtime.
+    /// the database's answer as long as the pool's bound at most
+    /// (`Pool::answer_bound`, carried by `Database::Postgres`): call it
+    /// within the runtime.
     pub fn new(db: Database, clock: SharedClock) -> Self {
         let writer = match &db {
             Database::Postgres(pool, bound) => Some(group_commit::spawn(pool.clone(), *bound)),

@@ -116,16 +116,6 @@ impl Database {
         }
     }
 
-    /// How long a caller waits for a PostgreSQL statement's answer, for
-    /// the statements run on the pool directly (intake's writer, the
-    /// outbox relays); a SQLite file answers or fails by itself.
-    pub fn answer_bound(&self) -> Option<Duration> {
-        match self {
-            Database::Postgres(_, bound) => Some(*bound),
-            Database::Sqlite(_) => None,
-        }
-    }
-
     pub async fn close(&self) {
         match self {
             Database::Postgres(p, _) => p.close().await,

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tracing::Instrument;
 
 use crate::bus::{OutgoingMessage, SharedBus};
-use crate::db::Database;
+use crate::db::{Database, answered_within};
 use crate::metrics::{ExchangeLabels, Metrics, ServiceLabels};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
@@ -117,7 +117,7 @@ pub async fn backlog(db: &Database) -> Result<i64, sqlx::Error> {
     const SQL: &str = "SELECT count(*) FROM outbox WHERE sent_at IS NULL";
     match db {
         Database::Postgres(p, bound) => {
-            crate::db::answered_within(*bound, sqlx::query_scalar(SQL).fetch_one(p)).await
+            answered_within(*bound, sqlx::query_scalar(SQL).fetch_one(p)).await
         }
         Database::Sqlite(p) => sqlx::query_scalar(SQL).fetch_one(p).await,
     }
@@ -152,20 +152,6 @@ impl OutboxRelay {
             wake: Arc::new(Notify::new()),
             retention: Duration::from_secs(7 * 24 * 3600),
             metrics: None,
-        }
-    }
-
-    /// `statement`, answered within the database's bound
-    /// (`Database::answer_bound`): a database gone silent must not stop the
-    /// relay for good. Past it the round fails as any database error does,
-    /// and the relay tries again after its backoff.
-    async fn answered<T>(
-        &self,
-        statement: impl std::future::Future<Output = Result<T, sqlx::Error>>,
-    ) -> Result<T, sqlx::Error> {
-        match self.db.answer_bound() {
-            Some(bound) => crate::db::answered_within(bound, statement).await,
-            None => statement.await,
         }
     }
 
@@ -255,21 +241,25 @@ impl OutboxRelay {
         const PICK_SQLITE: &str = "SELECT id, message_id, exchange, routing_key, headers, body \
              FROM outbox WHERE sent_at IS NULL ORDER BY attempts, id LIMIT ?";
         match &self.db {
+            // Each statement within the database's answer bound: a database
+            // gone silent fails the round, and the relay tries again after
+            // its backoff instead of stopping for good.
             Database::Postgres(pool, bound) => {
-                let mut tx = self.answered(pool.begin()).await?;
+                let mut tx = answered_within(*bound, pool.begin()).await?;
                 crate::sql::Conn::Postgres(&mut tx, *bound)
                     .walk_queue_in_order()
                     .await?;
-                let rows: Vec<Row> = self
-                    .answered(
-                        sqlx::query_as(Self::PICK_PG)
-                            .bind(self.batch)
-                            .fetch_all(&mut *tx),
-                    )
-                    .await?;
+                let rows: Vec<Row> = answered_within(
+                    *bound,
+                    sqlx::query_as(Self::PICK_PG)
+                        .bind(self.batch)
+                        .fetch_all(&mut *tx),
+                )
+                .await?;
                 let outcome = self.publish(&rows).await;
                 if !outcome.sent.is_empty() {
-                    self.answered(
+                    answered_within(
+                        *bound,
                         sqlx::query(
                             "UPDATE outbox SET sent_at = now(), attempts = attempts + 1 \
                              WHERE id = ANY($1)",
@@ -282,7 +272,8 @@ impl OutboxRelay {
                 if !outcome.failed.is_empty() {
                     let (ids, errors): (Vec<i64>, Vec<String>) =
                         outcome.failed.iter().cloned().unzip();
-                    self.answered(
+                    answered_within(
+                        *bound,
                         sqlx::query(
                             "UPDATE outbox SET attempts = attempts + 1, last_error = e.err \
                              FROM UNNEST($1::bigint[], $2::text[]) AS e(id, err) \
@@ -294,7 +285,7 @@ impl OutboxRelay {
                     )
                     .await?;
                 }
-                self.answered(tx.commit()).await?;
+                answered_within(*bound, tx.commit()).await?;
                 Ok(outcome.summary())
             }
             Database::Sqlite(pool) => {
@@ -423,14 +414,14 @@ impl OutboxRelay {
         let cutoff = chrono::Utc::now()
             - chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::days(7));
         let purged = match &self.db {
-            Database::Postgres(p, _) => self
-                .answered(
-                    sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
-                        .bind(cutoff)
-                        .execute(p),
-                )
-                .await?
-                .rows_affected(),
+            Database::Postgres(p, bound) => answered_within(
+                *bound,
+                sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
+                    .bind(cutoff)
+                    .execute(p),
+            )
+            .await?
+            .rows_affected(),
             Database::Sqlite(p) => {
                 sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?")
                     .bind(cutoff.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())

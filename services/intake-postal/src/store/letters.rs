@@ -2,7 +2,7 @@
 //! mailroom, with what became of their e-mail copy.
 
 use chrono::{DateTime, Utc};
-use guichet_kit::db::answered_within;
+use guichet_kit::db::{Database, answered_within};
 use guichet_kit::sql::Stmt;
 
 use super::rows::{LETTER_COLUMNS, LetterRow};
@@ -105,7 +105,7 @@ impl Store {
         &self,
         event_keys: &[&str],
     ) -> Result<std::collections::HashSet<String>, StoreError> {
-        if let (Some(pool), Some(bound)) = (self.db.postgres(), self.db.answer_bound()) {
+        if let Database::Postgres(pool, bound) = &self.db {
             // Planned at each run: prepared while the table was empty, the
             // plan kept would read the whole table for every batch.
             let made = sqlx::query_scalar(
@@ -114,7 +114,7 @@ impl Store {
             .bind(event_keys)
             .persistent(false)
             .fetch_all(pool);
-            let made: Vec<String> = answered_within(bound, made).await?;
+            let made: Vec<String> = answered_within(*bound, made).await?;
             return Ok(made.into_iter().collect());
         }
         let mut made = std::collections::HashSet::new();
