@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart, header::ContentType};
 use lettre::transport::smtp::Error as SmtpError;
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::relay::Relay;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MailSetupError {
@@ -38,13 +40,14 @@ pub enum MailError {
     File(#[from] lettre::transport::file::Error),
     #[error("the SMTP relay did not finish taking the message within {0:?}")]
     TimedOut(std::time::Duration),
+    #[error("the SMTP relay cannot be reached: {0}")]
+    Unreachable(#[source] std::io::Error),
 }
 
 /// Longest a whole SMTP conversation may take: connect, greeting, TLS,
-/// EHLO, the message and QUIT. lettre 0.11.23's own timeout bounds the
-/// connect alone, so a relay that takes the connection and then falls
-/// silent would hold the sender's pass, and every message behind it, for
-/// ever.
+/// EHLO and the message. lettre 0.11.23 bounds none of its commands, so
+/// a relay that takes the connection and then falls silent would hold the
+/// sender's pass, and every message behind it, for ever.
 const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl MailError {
@@ -54,7 +57,7 @@ impl MailError {
         match self {
             MailError::Address(_) | MailError::Build(_) | MailError::MediaType(_) => true,
             MailError::Smtp(e) => e.is_permanent(),
-            MailError::File(_) | MailError::TimedOut(_) => false,
+            MailError::File(_) | MailError::TimedOut(_) | MailError::Unreachable(_) => false,
         }
     }
 }
@@ -78,6 +81,7 @@ impl MailError {
             }
             MailError::File(_) => "the mail folder cannot be written".into(),
             MailError::TimedOut(_) => "the relay did not answer in time".into(),
+            MailError::Unreachable(_) => "the relay cannot be reached".into(),
         }
     }
 }
@@ -85,7 +89,7 @@ impl MailError {
 /// Where e-mail goes.
 #[derive(Clone)]
 pub enum Mailer {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(Relay),
     Folder(AsyncFileTransport<Tokio1Executor>),
 }
 
@@ -105,19 +109,8 @@ impl Mailer {
         if !uses_tls(url) && !allow_plaintext && !on_this_machine(url) {
             return Err(MailSetupError::Plaintext(redact(url)));
         }
-        // One connection per message, no pool: lettre (0.11.23) leaves
-        // Nagle's algorithm on, and on a connection kept open the message's
-        // closing dot waits for the relay's delayed acknowledgement (40 ms
-        // on Linux), about 25 messages a second; a new connection is still
-        // in its quick-acknowledgement start. Measured in BENCHMARKS.md
-        // ("The notifier's mail"); lettre sets TCP_NODELAY in a later change.
-        let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .map_err(|e| MailSetupError::Url(e.to_string()))?;
-        Ok(Mailer::Smtp(
-            builder
-                .timeout(Some(std::time::Duration::from_secs(30)))
-                .build(),
-        ))
+        let relay = Relay::from_url(url).map_err(MailSetupError::Url)?;
+        Ok(Mailer::Smtp(relay))
     }
 
     pub async fn send(&self, message: Message) -> Result<(), MailError> {
@@ -130,8 +123,10 @@ impl Mailer {
         within: std::time::Duration,
     ) -> Result<(), MailError> {
         match self {
-            Mailer::Smtp(t) => {
-                tokio::time::timeout(within, t.send(message))
+            Mailer::Smtp(relay) => {
+                let formatted = message.formatted();
+                let sent = relay.send(message.envelope(), &formatted);
+                tokio::time::timeout(within, sent)
                     .await
                     .map_err(|_| MailError::TimedOut(within))??;
             }

@@ -13,6 +13,7 @@ pub mod event;
 pub mod figures;
 pub mod papers;
 pub mod plan;
+pub mod relay;
 pub mod sender;
 pub mod settings;
 pub mod sms;

@@ -44,7 +44,7 @@ const MARK_WITHIN: StdDuration = StdDuration::from_secs(1);
 /// time, the notifier mostly waits on the network (a relay 2 ms away took
 /// 37 e-mails a second, eight at once about 170: BENCHMARKS.md). Each
 /// e-mail has a connection of its own (`email::Mailer::new` says why).
-const SENDS_AT_ONCE: usize = 8;
+pub(crate) const SENDS_AT_ONCE: usize = 8;
 
 #[derive(Clone)]
 pub struct Sender {

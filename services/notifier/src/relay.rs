@@ -1,0 +1,551 @@
+//! The site's SMTP relay, with a few connections kept open between
+//! messages.
+//!
+//! lettre's transport opens a connection per message: TCP, the greeting,
+//! EHLO (and TLS, and EHLO again, and AUTH) before MAIL, then QUIT. Its
+//! connection pool would keep them, but lettre 0.11.23 leaves Nagle's
+//! algorithm on, and on a connection kept open the message's closing dot
+//! then waits for the relay's delayed acknowledgement (40 ms on Linux,
+//! BENCHMARKS.md "The notifier's mail"). So the connections are opened
+//! here, with `TCP_NODELAY`, and lettre speaks SMTP over them.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::email::MailError;
+
+/// Connections kept open at most: as many as the sender sends at once.
+const KEPT_AT_MOST: usize = crate::sender::SENDS_AT_ONCE;
+
+/// A connection idle longer than this is closed rather than used: relays
+/// close idle clients after their own delay (Postfix: 300 s), and a burst
+/// of receipts reuses its connections well within it.
+const IDLE_AT_MOST: Duration = Duration::from_secs(30);
+
+/// Longest the TCP connect (and the TLS handshake) may take.
+const CONNECT_WITHIN: Duration = Duration::from_secs(30);
+
+/// How the connection is protected, from the URL.
+enum Security {
+    /// `smtp://host`: only for a relay on this machine or a private network
+    /// (checked by `Mailer::new`).
+    Plain,
+    /// `smtp://host?tls=opportunistic`: STARTTLS when the relay offers it.
+    Opportunistic(TlsParameters),
+    /// `smtp://host?tls=required`: STARTTLS, or no message.
+    StartTls(TlsParameters),
+    /// `smtps://host`: TLS from the first byte.
+    Wrapped(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    ),
+}
+
+struct Idle {
+    connection: AsyncSmtpConnection,
+    since: Instant,
+}
+
+/// The relay named by `GUICHET_SMTP_URL`. Cheap to clone: the kept
+/// connections are shared.
+#[derive(Clone)]
+pub struct Relay {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    host: String,
+    port: u16,
+    security: Security,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    idle: Mutex<Vec<Idle>>,
+}
+
+impl Relay {
+    /// The URL as lettre reads it: `smtp://` or `smtps://`, optional user
+    /// and password, port, `?tls=required|opportunistic`, and a path that
+    /// names this host in EHLO.
+    pub fn from_url(url: &str) -> Result<Self, String> {
+        let parsed = url::Url::parse(url).map_err(|e| e.to_string())?;
+        let host = parsed
+            .host_str()
+            .ok_or("the relay's host is missing")?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let tls = parsed
+            .query_pairs()
+            .find(|(k, _)| k == "tls")
+            .map(|(_, v)| v.into_owned());
+        let parameters = || TlsParameters::new(host.clone()).map_err(|e| e.to_string());
+        let (security, default_port) = match (parsed.scheme(), tls.as_deref()) {
+            ("smtp", None) => (Security::Plain, 25),
+            ("smtp", Some("required")) => (Security::StartTls(parameters()?), 587),
+            ("smtp", Some("opportunistic")) => (Security::Opportunistic(parameters()?), 587),
+            ("smtps", None | Some("required")) => {
+                (Security::Wrapped(tls_connector(), server_name(&host)?), 465)
+            }
+            (scheme, tls) => {
+                return Err(format!(
+                    "unknown scheme {scheme:?} or tls parameter {tls:?}"
+                ));
+            }
+        };
+        let decoded = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|d| d.into_owned())
+                .map_err(|_| "the user or password is not UTF-8".to_string())
+        };
+        let credentials = match parsed.password() {
+            Some(password) => Some(Credentials::new(
+                decoded(parsed.username())?,
+                decoded(password)?,
+            )),
+            None => None,
+        };
+        let name = parsed.path().trim_matches('/');
+        let hello = if name.is_empty() {
+            ClientId::default()
+        } else {
+            ClientId::Domain(name.to_string())
+        };
+        Ok(Relay {
+            inner: Arc::new(Inner {
+                host,
+                port: parsed.port().unwrap_or(default_port),
+                security,
+                credentials,
+                hello,
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Sends one message, over a kept connection when there is one. A kept
+    /// connection that fails with anything but a permanent refusal (the
+    /// relay closed it while it was idle, or answers 421 to say so) is
+    /// dropped and the message goes once more over a new one.
+    pub async fn send(&self, envelope: &Envelope, email: &[u8]) -> Result<(), MailError> {
+        if let Some(mut kept) = self.take_idle() {
+            match kept.send(envelope, email).await {
+                Ok(_) => {
+                    self.keep(kept);
+                    return Ok(());
+                }
+                Err(e) if e.is_permanent() || e.is_client() => return Err(e.into()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "a kept SMTP connection failed; sending over a new one");
+                }
+            }
+        }
+        let mut fresh = self.connect().await?;
+        fresh.send(envelope, email).await?;
+        self.keep(fresh);
+        Ok(())
+    }
+
+    /// The most recently used connection still fresh enough; older ones
+    /// are closed.
+    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(kept) = idle.pop() {
+            if kept.since.elapsed() < IDLE_AT_MOST && !kept.connection.has_broken() {
+                return Some(kept.connection);
+            }
+            tokio::spawn(say_goodbye(kept.connection));
+        }
+        None
+    }
+
+    fn keep(&self, connection: AsyncSmtpConnection) {
+        if connection.has_broken() {
+            return;
+        }
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < KEPT_AT_MOST {
+            idle.push(Idle {
+                connection,
+                since: Instant::now(),
+            });
+        } else {
+            drop(idle);
+            tokio::spawn(say_goodbye(connection));
+        }
+    }
+
+    async fn connect(&self) -> Result<AsyncSmtpConnection, MailError> {
+        let inner = &*self.inner;
+        let tcp = dial(&inner.host, inner.port).await?;
+        let mut connection = match &inner.security {
+            Security::Wrapped(connector, name) => {
+                let tls =
+                    tokio::time::timeout(CONNECT_WITHIN, connector.connect(name.clone(), tcp))
+                        .await
+                        .map_err(|_| MailError::TimedOut(CONNECT_WITHIN))?
+                        .map_err(MailError::Unreachable)?;
+                AsyncSmtpConnection::connect_with_transport(Box::new(Wrapped(tls)), &inner.hello)
+                    .await?
+            }
+            _ => AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &inner.hello).await?,
+        };
+        match &inner.security {
+            Security::StartTls(parameters) => {
+                connection
+                    .starttls(parameters.clone(), &inner.hello)
+                    .await?;
+            }
+            Security::Opportunistic(parameters) if connection.can_starttls() => {
+                connection
+                    .starttls(parameters.clone(), &inner.hello)
+                    .await?;
+            }
+            _ => {}
+        }
+        if let Some(credentials) = &inner.credentials {
+            connection.auth(DEFAULT_MECHANISMS, credentials).await?;
+        }
+        Ok(connection)
+    }
+}
+
+/// A TCP connection to the relay with Nagle's algorithm off: each SMTP
+/// command and the message's closing dot leave at once.
+async fn dial(host: &str, port: u16) -> Result<TcpStream, MailError> {
+    let tcp = tokio::time::timeout(CONNECT_WITHIN, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| MailError::TimedOut(CONNECT_WITHIN))?
+        .map_err(MailError::Unreachable)?;
+    tcp.set_nodelay(true).map_err(MailError::Unreachable)?;
+    Ok(tcp)
+}
+
+/// QUIT on a connection no longer wanted, within a short bound.
+async fn say_goodbye(mut connection: AsyncSmtpConnection) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), connection.quit()).await;
+}
+
+/// TLS as lettre sets it up for STARTTLS: rustls on ring, Mozilla's roots.
+fn tls_connector() -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring offers the default protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+fn server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>, String> {
+    rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|_| format!("{host:?} is not a name TLS can check"))
+}
+
+/// The TLS stream, in the shape lettre speaks SMTP over.
+#[derive(Debug)]
+struct Wrapped(tokio_rustls::client::TlsStream<TcpStream>);
+
+impl AsyncTokioStream for Wrapped {
+    fn peer_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+impl AsyncRead for Wrapped {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Wrapped {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::email::Mailer;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    /// What the relay does once it has taken a message.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Then {
+        WaitForMore,
+        Close,
+        /// Refuses the next transaction with 421 and closes, as a relay
+        /// does when it will take no more on this connection.
+        Say421,
+    }
+
+    #[derive(Default)]
+    struct Seen {
+        connections: AtomicUsize,
+        messages: Mutex<Vec<String>>,
+    }
+
+    /// A relay speaking just enough SMTP, counting connections and keeping
+    /// each message's body; `refuse` names a recipient it refuses with 550.
+    async fn relay(then: Then, refuse: &'static str) -> (String, Arc<Seen>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("smtp://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Seen::default());
+        let counted = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                counted.connections.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(converse(socket, then, refuse, counted.clone()));
+            }
+        });
+        (url, seen)
+    }
+
+    async fn converse(socket: TcpStream, then: Then, refuse: &str, seen: Arc<Seen>) {
+        let (read, mut write) = socket.into_split();
+        let mut lines = BufReader::new(read).lines();
+        let _ = write.write_all(b"220 relay.test ESMTP\r\n").await;
+        let mut taken = 0;
+        while let Ok(Some(line)) = lines.next_line().await {
+            let verb = line.get(..4).unwrap_or_default().to_ascii_uppercase();
+            let answer: &[u8] = match verb.as_str() {
+                "EHLO" => b"250-relay.test\r\n250 8BITMIME\r\n",
+                "MAIL" if taken > 0 && then == Then::Say421 => {
+                    let _ = write.write_all(b"421 4.7.0 enough for now\r\n").await;
+                    return;
+                }
+                "RCPT" if line.contains(refuse) => b"550 5.1.1 no such mailbox\r\n",
+                "DATA" => {
+                    let _ = write.write_all(b"354 go on\r\n").await;
+                    let mut body = String::new();
+                    while let Ok(Some(l)) = lines.next_line().await {
+                        if l == "." {
+                            break;
+                        }
+                        body.push_str(&l);
+                        body.push('\n');
+                    }
+                    seen.messages.lock().unwrap().push(body);
+                    taken += 1;
+                    let _ = write.write_all(b"250 2.0.0 queued\r\n").await;
+                    if then == Then::Close {
+                        return;
+                    }
+                    continue;
+                }
+                "QUIT" => {
+                    let _ = write.write_all(b"221 bye\r\n").await;
+                    return;
+                }
+                _ => b"250 ok\r\n",
+            };
+            if write.write_all(answer).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn message(to: &str, n: usize) -> Message {
+        Message::builder()
+            .from("ne-pas-repondre@guichet.localhost".parse().unwrap())
+            .to(to.parse().unwrap())
+            .subject(format!("message {n}"))
+            .body(format!("message number {n}"))
+            .unwrap()
+    }
+
+    fn mailer(url: &str) -> Mailer {
+        Mailer::new(
+            Some(url),
+            false,
+            std::env::temp_dir().join("guichet-relay-test"),
+        )
+        .unwrap()
+    }
+
+    fn bodies_numbered(seen: &Seen) -> Vec<usize> {
+        let mut numbers: Vec<usize> = seen
+            .messages
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                let at = b.find("message number ").expect("the body arrived");
+                b[at + 15..].trim().parse().unwrap()
+            })
+            .collect();
+        numbers.sort();
+        numbers
+    }
+
+    use lettre::Message;
+
+    #[tokio::test]
+    async fn messages_in_a_row_share_one_connection() {
+        let (url, seen) = relay(Then::WaitForMore, "nobody").await;
+        let mailer = mailer(&url);
+        for n in 0..10 {
+            mailer.send(message("amina@example.org", n)).await.unwrap();
+        }
+        assert_eq!(bodies_numbered(&seen), (0..10).collect::<Vec<_>>());
+        assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
+    }
+
+    /// Whether the relay hangs up after each message or says 421 to the
+    /// next one, every message arrives once, each over a new connection.
+    #[tokio::test]
+    async fn a_connection_the_relay_ends_is_replaced_and_nothing_goes_twice() {
+        for then in [Then::Close, Then::Say421] {
+            let (url, seen) = relay(then, "nobody").await;
+            let mailer = mailer(&url);
+            for n in 0..5 {
+                // The relay's hang-up can reach us before or after the next
+                // send begins; both must end the same.
+                if n % 2 == 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                mailer.send(message("amina@example.org", n)).await.unwrap();
+            }
+            assert_eq!(bodies_numbered(&seen), (0..5).collect::<Vec<_>>());
+            assert_eq!(seen.connections.load(Ordering::SeqCst), 5);
+        }
+    }
+
+    /// A refused recipient is a permanent failure at once, not tried over
+    /// a new connection; the next message still goes.
+    #[tokio::test]
+    async fn a_refused_recipient_is_not_tried_again() {
+        let (url, seen) = relay(Then::WaitForMore, "unknown@example.org").await;
+        let mailer = mailer(&url);
+        mailer.send(message("amina@example.org", 0)).await.unwrap();
+        let refused = mailer
+            .send(message("unknown@example.org", 1))
+            .await
+            .expect_err("the relay refuses this recipient");
+        assert!(refused.is_permanent(), "{refused:?}");
+        assert_eq!(refused.reason(), "refused by the relay (550)");
+        mailer.send(message("amina@example.org", 2)).await.unwrap();
+        assert_eq!(bodies_numbered(&seen), vec![0, 2]);
+        // The refusal ends its connection (lettre sends QUIT after an
+        // error), so the third message opened the second.
+        assert_eq!(seen.connections.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn the_relay_connection_sends_each_write_at_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tcp = dial("127.0.0.1", port).await.unwrap();
+        assert!(tcp.nodelay().unwrap(), "Nagle's algorithm is off");
+    }
+
+    #[tokio::test]
+    async fn a_relay_nobody_listens_on_is_a_failure_worth_trying_again() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("smtp://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let e = mailer(&url)
+            .send(message("amina@example.org", 0))
+            .await
+            .expect_err("nobody listens");
+        assert!(matches!(e, MailError::Unreachable(_)), "{e:?}");
+        assert!(!e.is_permanent());
+        assert_eq!(e.reason(), "the relay cannot be reached");
+    }
+
+    #[test]
+    fn the_url_says_where_how_and_as_whom() {
+        let table: [(&str, &str, u16, &str, Option<(&str, &str)>, &str); 6] = [
+            ("smtp://127.0.0.1", "127.0.0.1", 25, "plain", None, ""),
+            (
+                "smtp://relay.example.org:2525?tls=required",
+                "relay.example.org",
+                2525,
+                "starttls",
+                None,
+                "",
+            ),
+            (
+                "smtp://relay.example.org?tls=required",
+                "relay.example.org",
+                587,
+                "starttls",
+                None,
+                "",
+            ),
+            (
+                "smtp://relay.example.org?tls=opportunistic",
+                "relay.example.org",
+                587,
+                "opportunistic",
+                None,
+                "",
+            ),
+            (
+                "smtps://guichet%40prefecture.example:p%40ss%3Aword@relay.example.org/guichet.prefecture.example",
+                "relay.example.org",
+                465,
+                "wrapped",
+                Some(("guichet@prefecture.example", "p@ss:word")),
+                "guichet.prefecture.example",
+            ),
+            ("smtp://[::1]:2525", "::1", 2525, "plain", None, ""),
+        ];
+        for (url, host, port, security, credentials, hello) in table {
+            let relay = Relay::from_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            let inner = &relay.inner;
+            assert_eq!(inner.host, host, "{url}");
+            assert_eq!(inner.port, port, "{url}");
+            let kind = match inner.security {
+                Security::Plain => "plain",
+                Security::Opportunistic(_) => "opportunistic",
+                Security::StartTls(_) => "starttls",
+                Security::Wrapped(..) => "wrapped",
+            };
+            assert_eq!(kind, security, "{url}");
+            let expected = credentials.map(|(u, p)| Credentials::new(u.into(), p.into()));
+            assert_eq!(inner.credentials, expected, "{url}");
+            if !hello.is_empty() {
+                assert_eq!(inner.hello, ClientId::Domain(hello.into()), "{url}");
+            }
+        }
+        for bad in [
+            "ftp://relay.example.org",
+            "smtp://relay.example.org?tls=maybe",
+            "smtp:relay",
+        ] {
+            assert!(Relay::from_url(bad).is_err(), "{bad}");
+        }
+    }
+}
