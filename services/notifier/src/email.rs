@@ -40,8 +40,10 @@ pub enum MailError {
     File(#[from] lettre::transport::file::Error),
     #[error("the SMTP relay did not finish taking the message within {0:?}")]
     TimedOut(std::time::Duration),
-    #[error("the SMTP relay cannot be reached: {0}")]
+    #[error("the SMTP relay cannot be reached")]
     Unreachable(#[source] std::io::Error),
+    #[error("the SMTP relay refused the connection")]
+    Refused(#[source] SmtpError),
 }
 
 /// Longest a whole SMTP conversation may take: connect, greeting, TLS,
@@ -57,7 +59,10 @@ impl MailError {
         match self {
             MailError::Address(_) | MailError::Build(_) | MailError::MediaType(_) => true,
             MailError::Smtp(e) => e.is_permanent(),
-            MailError::File(_) | MailError::TimedOut(_) | MailError::Unreachable(_) => false,
+            MailError::File(_)
+            | MailError::TimedOut(_)
+            | MailError::Unreachable(_)
+            | MailError::Refused(_) => false,
         }
     }
 }
@@ -82,6 +87,10 @@ impl MailError {
             MailError::File(_) => "the mail folder cannot be written".into(),
             MailError::TimedOut(_) => "the relay did not answer in time".into(),
             MailError::Unreachable(_) => "the relay cannot be reached".into(),
+            MailError::Refused(e) => {
+                let code = e.status().map(|c| format!(" ({c})")).unwrap_or_default();
+                format!("the relay refused the connection{code}")
+            }
         }
     }
 }
@@ -94,8 +103,9 @@ pub enum Mailer {
 }
 
 impl Mailer {
-    /// `url` is lettre's connection URL. TLS is required unless the relay is
-    /// on this machine or `allow_plaintext` says the network is private.
+    /// `url` is read as lettre reads its connection URLs (`relay::Relay`).
+    /// TLS is required unless the relay is on this machine or
+    /// `allow_plaintext` says the network is private.
     pub fn new(
         url: Option<&str>,
         allow_plaintext: bool,
@@ -106,10 +116,10 @@ impl Mailer {
                 .map_err(|e| MailSetupError::Folder(folder.clone(), e))?;
             return Ok(Mailer::Folder(AsyncFileTransport::new(folder)));
         };
-        if !uses_tls(url) && !allow_plaintext && !on_this_machine(url) {
+        let relay = Relay::from_url(url).map_err(MailSetupError::Url)?;
+        if !relay.requires_tls() && !allow_plaintext && !on_this_machine(relay.host()) {
             return Err(MailSetupError::Plaintext(redact(url)));
         }
-        let relay = Relay::from_url(url).map_err(MailSetupError::Url)?;
         Ok(Mailer::Smtp(relay))
     }
 
@@ -138,21 +148,7 @@ impl Mailer {
     }
 }
 
-fn uses_tls(url: &str) -> bool {
-    url.starts_with("smtps://") || url.contains("tls=required")
-}
-
-fn on_this_machine(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let host_port = rest.split(['/', '?']).next().unwrap_or_default();
-    let host_port = host_port.rsplit_once('@').map_or(host_port, |(_, h)| h);
-    let host = host_port
-        .strip_prefix('[')
-        .and_then(|h| h.split_once(']'))
-        .map_or_else(
-            || host_port.split(':').next().unwrap_or_default(),
-            |(h, _)| h,
-        );
+fn on_this_machine(host: &str) -> bool {
     matches!(host, "localhost" | "127.0.0.1" | "::1")
 }
 
@@ -245,6 +241,9 @@ mod tests {
             ("smtp://relay.example.org?tls=required", false, true),
             ("smtp://relay.example.org", false, false),
             ("smtp://user:secret@relay.example.org:25", false, false),
+            // "tls=required" elsewhere than as the `tls` parameter is not TLS.
+            ("smtp://relay.example.org?x=tls=required", false, false),
+            ("smtp://user:tls=required@relay.example.org", false, false),
             ("smtp://relay.example.org", true, true),
             ("smtp://127.0.0.1:2525", false, true),
             ("smtp://localhost", false, true),

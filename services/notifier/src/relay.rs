@@ -32,8 +32,14 @@ const KEPT_AT_MOST: usize = crate::sender::SENDS_AT_ONCE;
 /// of receipts reuses its connections well within it.
 const IDLE_AT_MOST: Duration = Duration::from_secs(30);
 
-/// Longest the TCP connect (and the TLS handshake) may take.
-const CONNECT_WITHIN: Duration = Duration::from_secs(30);
+/// Longest the TCP connect to one of the relay's addresses may take, and
+/// the TLS handshake: an address whose network drops packets (an IPv6
+/// route gone) leaves time for the next within the send's 60 s.
+const CONNECT_WITHIN: Duration = Duration::from_secs(10);
+
+/// Longest a kept connection may take to answer NOOP before it is given up
+/// for a new one: a firewall or NAT may have forgotten it silently.
+const CHECK_WITHIN: Duration = Duration::from_secs(5);
 
 /// How the connection is protected, from the URL.
 enum Security {
@@ -73,6 +79,20 @@ struct Inner {
 }
 
 impl Relay {
+    /// Whether mail goes over TLS (STARTTLS required, or `smtps://`);
+    /// `tls=opportunistic` may end in clear, so it does not count.
+    pub fn requires_tls(&self) -> bool {
+        matches!(
+            self.inner.security,
+            Security::StartTls(_) | Security::Wrapped(..)
+        )
+    }
+
+    /// The relay's host name or address.
+    pub fn host(&self) -> &str {
+        &self.inner.host
+    }
+
     /// The URL as lettre reads it: `smtp://` or `smtps://`, optional user
     /// and password, port, `?tls=required|opportunistic`, and a path that
     /// names this host in EHLO.
@@ -93,9 +113,8 @@ impl Relay {
             ("smtp", None) => (Security::Plain, 25),
             ("smtp", Some("required")) => (Security::StartTls(parameters()?), 587),
             ("smtp", Some("opportunistic")) => (Security::Opportunistic(parameters()?), 587),
-            ("smtps", None | Some("required")) => {
-                (Security::Wrapped(tls_connector(), server_name(&host)?), 465)
-            }
+            // lettre takes `smtps://` with any `tls=`: TLS from the first byte.
+            ("smtps", _) => (Security::Wrapped(tls_connector(), server_name(&host)?), 465),
             (scheme, tls) => {
                 return Err(format!(
                     "unknown scheme {scheme:?} or tls parameter {tls:?}"
@@ -133,21 +152,21 @@ impl Relay {
         })
     }
 
-    /// Sends one message, over a kept connection when there is one. A kept
-    /// connection that fails with anything but a permanent refusal (the
-    /// relay closed it while it was idle, or answers 421 to say so) is
-    /// dropped and the message goes once more over a new one.
+    /// Sends one message, over a kept connection when one answers NOOP
+    /// (as lettre's own pool checks them), else over a new one. A kept
+    /// connection the relay ends with 421 ("closing", the message not
+    /// taken) is replaced and the message sent once more; any other
+    /// failure is the caller's to retry later, so a message the relay may
+    /// have taken is never sent again at once.
     pub async fn send(&self, envelope: &Envelope, email: &[u8]) -> Result<(), MailError> {
-        if let Some(mut kept) = self.take_idle() {
+        if let Some(mut kept) = self.take_checked().await {
             match kept.send(envelope, email).await {
                 Ok(_) => {
                     self.keep(kept);
                     return Ok(());
                 }
-                Err(e) if e.is_permanent() || e.is_client() => return Err(e.into()),
-                Err(e) => {
-                    tracing::debug!(error = %e, "a kept SMTP connection failed; sending over a new one");
-                }
+                Err(e) if !is_closing(&e) => return Err(e.into()),
+                Err(_) => tracing::debug!("the relay closed a kept connection (421)"),
             }
         }
         let mut fresh = self.connect().await?;
@@ -156,17 +175,23 @@ impl Relay {
         Ok(())
     }
 
-    /// The most recently used connection still fresh enough; older ones
-    /// are closed.
-    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
-        let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(kept) = idle.pop() {
-            if kept.since.elapsed() < IDLE_AT_MOST && !kept.connection.has_broken() {
-                return Some(kept.connection);
+    /// The most recently used connection still fresh enough and answering;
+    /// the others are closed.
+    async fn take_checked(&self) -> Option<AsyncSmtpConnection> {
+        while let Some(mut kept) = self.take_idle() {
+            let answered = tokio::time::timeout(CHECK_WITHIN, kept.test_connected()).await;
+            if answered == Ok(true) {
+                return Some(kept);
             }
-            tokio::spawn(say_goodbye(kept.connection));
+            tracing::debug!("a kept SMTP connection did not answer NOOP; trying another");
         }
         None
+    }
+
+    fn take_idle(&self) -> Option<AsyncSmtpConnection> {
+        let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        close_expired(&mut idle);
+        idle.pop().map(|kept| kept.connection)
     }
 
     fn keep(&self, connection: AsyncSmtpConnection) {
@@ -174,6 +199,7 @@ impl Relay {
             return;
         }
         let mut idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        close_expired(&mut idle);
         if idle.len() < KEPT_AT_MOST {
             idle.push(Idle {
                 connection,
@@ -185,7 +211,18 @@ impl Relay {
         }
     }
 
+    /// A new connection, ready for MAIL. A refusal while setting it up
+    /// (a 554 greeting, a 530, a 535 for a changed password) is the
+    /// relay's or its set-up's, never the message's: `Refused`, which is
+    /// tried again later, not a permanent failure of every message.
     async fn connect(&self) -> Result<AsyncSmtpConnection, MailError> {
+        self.set_up().await.map_err(|e| match e {
+            MailError::Smtp(e) => MailError::Refused(e),
+            other => other,
+        })
+    }
+
+    async fn set_up(&self) -> Result<AsyncSmtpConnection, MailError> {
         let inner = &*self.inner;
         let tcp = dial(&inner.host, inner.port).await?;
         let mut connection = match &inner.security {
@@ -193,7 +230,7 @@ impl Relay {
                 let tls =
                     tokio::time::timeout(CONNECT_WITHIN, connector.connect(name.clone(), tcp))
                         .await
-                        .map_err(|_| MailError::TimedOut(CONNECT_WITHIN))?
+                        .map_err(|_| unreachable_within(CONNECT_WITHIN))?
                         .map_err(MailError::Unreachable)?;
                 AsyncSmtpConnection::connect_with_transport(Box::new(Wrapped(tls)), &inner.hello)
                     .await?
@@ -221,14 +258,54 @@ impl Relay {
 }
 
 /// A TCP connection to the relay with Nagle's algorithm off: each SMTP
-/// command and the message's closing dot leave at once.
+/// command and the message's closing dot leave at once. The relay's
+/// addresses are tried in turn, each within `CONNECT_WITHIN`.
 async fn dial(host: &str, port: u16) -> Result<TcpStream, MailError> {
-    let tcp = tokio::time::timeout(CONNECT_WITHIN, TcpStream::connect((host, port)))
+    let addresses = tokio::time::timeout(CONNECT_WITHIN, tokio::net::lookup_host((host, port)))
         .await
-        .map_err(|_| MailError::TimedOut(CONNECT_WITHIN))?
+        .map_err(|_| unreachable_within(CONNECT_WITHIN))?
         .map_err(MailError::Unreachable)?;
-    tcp.set_nodelay(true).map_err(MailError::Unreachable)?;
-    Ok(tcp)
+    let mut last = None;
+    for address in addresses {
+        match tokio::time::timeout(CONNECT_WITHIN, TcpStream::connect(address)).await {
+            Ok(Ok(tcp)) => {
+                tcp.set_nodelay(true).map_err(MailError::Unreachable)?;
+                return Ok(tcp);
+            }
+            Ok(Err(e)) => last = Some(MailError::Unreachable(e)),
+            Err(_) => last = Some(unreachable_within(CONNECT_WITHIN)),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        MailError::Unreachable(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{host} has no address"),
+        ))
+    }))
+}
+
+fn unreachable_within(bound: Duration) -> MailError {
+    MailError::Unreachable(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer within {bound:?}"),
+    ))
+}
+
+/// 421: the relay is closing the connection and did not take the message.
+fn is_closing(e: &lettre::transport::smtp::Error) -> bool {
+    e.status().is_some_and(|code| code.to_string() == "421")
+}
+
+/// Closes the kept connections idle for too long (the relay may be about
+/// to close them itself) or broken.
+fn close_expired(idle: &mut Vec<Idle>) {
+    let (fresh, expired): (Vec<Idle>, Vec<Idle>) = idle
+        .drain(..)
+        .partition(|kept| kept.since.elapsed() < IDLE_AT_MOST && !kept.connection.has_broken());
+    *idle = fresh;
+    for kept in expired {
+        tokio::spawn(say_goodbye(kept.connection));
+    }
 }
 
 /// QUIT on a connection no longer wanted, within a short bound.
@@ -300,7 +377,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-    /// What the relay does once it has taken a message.
+    /// What the relay does once it has taken a message, or how it
+    /// refuses.
     #[derive(Clone, Copy, PartialEq)]
     enum Then {
         WaitForMore,
@@ -308,11 +386,20 @@ mod tests {
         /// Refuses the next transaction with 421 and closes, as a relay
         /// does when it will take no more on this connection.
         Say421,
+        /// Keeps the connection but never answers again (a firewall that
+        /// forgot it).
+        FallSilent,
+        /// Offers AUTH and refuses every password with 535.
+        RefuseLogin,
+        /// Takes the second message, then hangs up before answering: the
+        /// message is the relay's, and the client cannot know it.
+        TakeSecondThenHangUp,
     }
 
     #[derive(Default)]
     struct Seen {
         connections: AtomicUsize,
+        verbs: Mutex<Vec<String>>,
         messages: Mutex<Vec<String>>,
     }
 
@@ -339,7 +426,16 @@ mod tests {
         let mut taken = 0;
         while let Ok(Some(line)) = lines.next_line().await {
             let verb = line.get(..4).unwrap_or_default().to_ascii_uppercase();
+            seen.verbs.lock().unwrap().push(verb.clone());
             let answer: &[u8] = match verb.as_str() {
+                _ if taken > 0 && then == Then::FallSilent => {
+                    std::future::pending::<()>().await;
+                    return;
+                }
+                "EHLO" if then == Then::RefuseLogin => {
+                    b"250-relay.test\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n"
+                }
+                "AUTH" => b"535 5.7.8 authentication failed\r\n",
                 "EHLO" => b"250-relay.test\r\n250 8BITMIME\r\n",
                 "MAIL" if taken > 0 && then == Then::Say421 => {
                     let _ = write.write_all(b"421 4.7.0 enough for now\r\n").await;
@@ -358,6 +454,9 @@ mod tests {
                     }
                     seen.messages.lock().unwrap().push(body);
                     taken += 1;
+                    if taken == 2 && then == Then::TakeSecondThenHangUp {
+                        return;
+                    }
                     let _ = write.write_all(b"250 2.0.0 queued\r\n").await;
                     if then == Then::Close {
                         return;
@@ -422,8 +521,9 @@ mod tests {
         assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
     }
 
-    /// Whether the relay hangs up after each message or says 421 to the
-    /// next one, every message arrives once, each over a new connection.
+    /// Whether the relay hangs up after each message (the NOOP before the
+    /// next finds it gone) or says 421 to the next one, every message
+    /// arrives once, each over a new connection.
     #[tokio::test]
     async fn a_connection_the_relay_ends_is_replaced_and_nothing_goes_twice() {
         for then in [Then::Close, Then::Say421] {
@@ -440,6 +540,55 @@ mod tests {
             assert_eq!(bodies_numbered(&seen), (0..5).collect::<Vec<_>>());
             assert_eq!(seen.connections.load(Ordering::SeqCst), 5);
         }
+    }
+
+    /// A kept connection that no longer answers costs `CHECK_WITHIN`, then
+    /// the message goes over a new one, once.
+    #[tokio::test]
+    async fn a_kept_connection_gone_silent_is_replaced() {
+        let (url, seen) = relay(Then::FallSilent, "nobody").await;
+        let mailer = mailer(&url);
+        mailer.send(message("amina@example.org", 0)).await.unwrap();
+        let second = tokio::time::timeout(
+            Duration::from_secs(30),
+            mailer.send(message("amina@example.org", 1)),
+        );
+        second.await.expect("the check is bounded").unwrap();
+        assert_eq!(bodies_numbered(&seen), vec![0, 1]);
+        assert_eq!(seen.connections.load(Ordering::SeqCst), 2);
+    }
+
+    /// The relay took the message but its answer never came: the send
+    /// fails, to be tried later, and is not sent again at once over a new
+    /// connection (a second copy to the person).
+    #[tokio::test]
+    async fn a_message_whose_answer_is_lost_is_not_sent_again_at_once() {
+        let (url, seen) = relay(Then::TakeSecondThenHangUp, "nobody").await;
+        let mailer = mailer(&url);
+        mailer.send(message("amina@example.org", 0)).await.unwrap();
+        let e = mailer
+            .send(message("amina@example.org", 1))
+            .await
+            .expect_err("no answer to the message");
+        assert!(!e.is_permanent(), "{e:?}");
+        assert_eq!(bodies_numbered(&seen), vec![0, 1]);
+        assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
+    }
+
+    /// A 535 (a password changed at the relay) is the set-up's fault, not
+    /// the message's: tried again later, never a permanent failure.
+    #[tokio::test]
+    async fn a_refused_login_fails_no_message_for_good() {
+        let (url, seen) = relay(Then::RefuseLogin, "nobody").await;
+        let url = url.replace("smtp://", "smtp://guichet:old-password@");
+        let e = mailer(&url)
+            .send(message("amina@example.org", 0))
+            .await
+            .expect_err("the relay refuses the password");
+        assert!(matches!(e, MailError::Refused(_)), "{e:?}");
+        assert!(!e.is_permanent());
+        assert_eq!(e.reason(), "the relay refused the connection (535)");
+        assert!(!seen.verbs.lock().unwrap().contains(&"MAIL".to_string()));
     }
 
     /// A refused recipient is a permanent failure at once, not tried over
@@ -484,60 +633,123 @@ mod tests {
         assert_eq!(e.reason(), "the relay cannot be reached");
     }
 
+    /// `tls=required` and a relay that does not offer STARTTLS: the
+    /// message is not sent in clear, and the failure is worth trying again
+    /// (the relay's set-up may be mended).
+    #[tokio::test]
+    async fn required_tls_sends_nothing_to_a_relay_without_starttls() {
+        let (url, seen) = relay(Then::WaitForMore, "nobody").await;
+        let e = mailer(&format!("{url}?tls=required"))
+            .send(message("amina@example.org", 0))
+            .await
+            .expect_err("no STARTTLS, no message");
+        assert!(!e.is_permanent(), "{e:?}");
+        let verbs = seen.verbs.lock().unwrap().clone();
+        assert_eq!(verbs, vec!["EHLO"], "nothing but EHLO in clear");
+        assert!(seen.messages.lock().unwrap().is_empty());
+    }
+
+    /// `smtps://`: the first bytes on the wire are a TLS handshake, naming
+    /// the relay's host; a relay that does not answer it gets nothing else.
+    #[tokio::test]
+    async fn smtps_speaks_tls_from_the_first_byte() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let first = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut hello = vec![0u8; 512];
+            let n = tokio::io::AsyncReadExt::read(&mut socket, &mut hello)
+                .await
+                .unwrap();
+            hello.truncate(n);
+            hello
+        });
+        let e = mailer(&format!("smtps://localhost:{port}"))
+            .send(message("amina@example.org", 0))
+            .await
+            .expect_err("the relay never finishes the handshake");
+        assert!(!e.is_permanent(), "{e:?}");
+        let hello = first.await.unwrap();
+        assert_eq!(hello.first(), Some(&0x16), "a TLS handshake record");
+        let named = hello.windows(9).any(|w| w == b"localhost");
+        assert!(named, "the ClientHello names the relay (SNI)");
+    }
+
     #[test]
     fn the_url_says_where_how_and_as_whom() {
-        let table: [(&str, &str, u16, &str, Option<(&str, &str)>, &str); 6] = [
-            ("smtp://127.0.0.1", "127.0.0.1", 25, "plain", None, ""),
-            (
+        struct Read {
+            url: &'static str,
+            host: &'static str,
+            port: u16,
+            security: &'static str,
+            credentials: Option<(&'static str, &'static str)>,
+            hello: &'static str,
+        }
+        let read = |url, host, port, security| Read {
+            url,
+            host,
+            port,
+            security,
+            credentials: None,
+            hello: "",
+        };
+        let table = [
+            read("smtp://127.0.0.1", "127.0.0.1", 25, "plain"),
+            read(
                 "smtp://relay.example.org:2525?tls=required",
                 "relay.example.org",
                 2525,
                 "starttls",
-                None,
-                "",
             ),
-            (
+            read(
                 "smtp://relay.example.org?tls=required",
                 "relay.example.org",
                 587,
                 "starttls",
-                None,
-                "",
             ),
-            (
+            read(
                 "smtp://relay.example.org?tls=opportunistic",
                 "relay.example.org",
                 587,
                 "opportunistic",
-                None,
-                "",
             ),
-            (
-                "smtps://guichet%40prefecture.example:p%40ss%3Aword@relay.example.org/guichet.prefecture.example",
+            read(
+                "smtps://relay.example.org?tls=opportunistic",
                 "relay.example.org",
                 465,
                 "wrapped",
-                Some(("guichet@prefecture.example", "p@ss:word")),
-                "guichet.prefecture.example",
             ),
-            ("smtp://[::1]:2525", "::1", 2525, "plain", None, ""),
+            Read {
+                credentials: Some(("guichet@prefecture.example", "p@ss:word")),
+                hello: "guichet.prefecture.example",
+                ..read(
+                    "smtps://guichet%40prefecture.example:p%40ss%3Aword@relay.example.org/guichet.prefecture.example",
+                    "relay.example.org",
+                    465,
+                    "wrapped",
+                )
+            },
+            read("smtp://[::1]:2525", "::1", 2525, "plain"),
         ];
-        for (url, host, port, security, credentials, hello) in table {
+        for row in table {
+            let url = row.url;
             let relay = Relay::from_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
             let inner = &relay.inner;
-            assert_eq!(inner.host, host, "{url}");
-            assert_eq!(inner.port, port, "{url}");
+            assert_eq!(inner.host, row.host, "{url}");
+            assert_eq!(inner.port, row.port, "{url}");
             let kind = match inner.security {
                 Security::Plain => "plain",
                 Security::Opportunistic(_) => "opportunistic",
                 Security::StartTls(_) => "starttls",
                 Security::Wrapped(..) => "wrapped",
             };
-            assert_eq!(kind, security, "{url}");
-            let expected = credentials.map(|(u, p)| Credentials::new(u.into(), p.into()));
+            assert_eq!(kind, row.security, "{url}");
+            let expected = row
+                .credentials
+                .map(|(u, p)| Credentials::new(u.into(), p.into()));
             assert_eq!(inner.credentials, expected, "{url}");
-            if !hello.is_empty() {
-                assert_eq!(inner.hello, ClientId::Domain(hello.into()), "{url}");
+            if !row.hello.is_empty() {
+                assert_eq!(inner.hello, ClientId::Domain(row.hello.into()), "{url}");
             }
         }
         for bad in [

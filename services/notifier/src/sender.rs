@@ -43,7 +43,7 @@ const MARK_WITHIN: StdDuration = StdDuration::from_secs(1);
 /// answers from the relay, an SMS for one from the provider: one at a
 /// time, the notifier mostly waits on the network (a relay 2 ms away took
 /// 37 e-mails a second, eight at once about 170: BENCHMARKS.md). Each
-/// e-mail has a connection of its own (`email::Mailer::new` says why).
+/// of the eight uses a connection the relay keeps (`relay::Relay`).
 pub(crate) const SENDS_AT_ONCE: usize = 8;
 
 #[derive(Clone)]
