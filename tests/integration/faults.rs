@@ -720,10 +720,10 @@ async fn intake_without_its_database_answers_503_and_never_half_records_a_filing
 /// A transaction of a session outside Guichet that holds `table` (an
 /// operator's forgotten transaction, a migration run by hand) until
 /// released.
-struct TableLock(sqlx::PgConnection);
+pub(crate) struct TableLock(sqlx::PgConnection);
 
 impl TableLock {
-    async fn take(env: &TestEnv, table: &str) -> Self {
+    pub(crate) async fn take(env: &TestEnv, table: &str) -> Self {
         use sqlx::Connection;
         let url = env.database_url.as_deref().expect("a PostgreSQL test");
         let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
@@ -735,7 +735,7 @@ impl TableLock {
         Self(conn)
     }
 
-    async fn release(mut self) {
+    pub(crate) async fn release(mut self) {
         use sqlx::Connection;
         sqlx::query("ROLLBACK").execute(&mut self.0).await.unwrap();
         self.0.close().await.unwrap();

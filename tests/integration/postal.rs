@@ -1092,6 +1092,82 @@ async fn an_envelope_of_documents_is_attached_to_its_dossier() {
     common::stop(app, env).await;
 }
 
+/// The receipt letter is a paper filer's only proof of filing. When it
+/// cannot be written as the envelope is confirmed (its table held past the
+/// statement bound), the dossier stands, the operator is told to confirm
+/// again, and confirming again writes it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_letter_not_written_at_confirmation_is_written_when_confirmed_again() {
+    let env = common::TestEnv::on(Backend::Servers).await;
+    let mut config = env.config();
+    config.db_statement_timeout_ms = 3_000;
+    let app = App::start(&config).await;
+    let today = guichet_dossier::calendar::paris_date(chrono::Utc::now());
+    let mut stack = vec![separator_page(&app).await];
+    stack.extend(scanned(&form_pdf(&app, amina("Lettre")).await, 70).await);
+    let uploaded = upload(&app, "station-59-7", today, &[today.to_string()], &stack).await;
+    let batch = read_batch(&app, uploaded["batch_id"].as_str().unwrap()).await;
+    let id = batch["envelopes"][0]["id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/postal/envelopes/{id}/confirmation");
+    let fields = json!({
+        "motif": "employee",
+        "address_line1": "3 rue de Paris",
+        "city": "Lille",
+        "title_kind": "temporary_card",
+        "title_number": "FR59A7654321",
+        "title_expires_on": "15/01/2027",
+        "document_kinds": "passport",
+    });
+
+    let held = crate::faults::TableLock::take(&env, "intake_postal.postal_letters").await;
+    let r = app
+        .mailroom_post(
+            &path,
+            &json!({"operator_id": "mailroom-ana", "fields": fields}),
+        )
+        .await;
+    assert_eq!(r.status(), 503);
+    let told = r.text().await.unwrap();
+    assert!(told.contains("confirm the envelope again"), "{told}");
+    held.release().await;
+
+    // The dossier stands, with no receipt letter yet.
+    let filed: Value = app
+        .mailroom_get(&format!("/api/v1/postal/envelopes/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(filed["state"], "filed", "{filed}");
+    let reference = filed["reference"].as_str().unwrap().to_string();
+    let receipts = |letters: Vec<Value>| letters.iter().filter(|l| l["kind"] == "receipt").count();
+    let letters: Vec<Value> = app
+        .mailroom_get(&format!("/api/v1/postal/letters?reference={reference}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(receipts(letters), 0);
+
+    // Confirming again answers the same dossier and writes the letter.
+    for _ in 0..2 {
+        let r = app
+            .mailroom_post(&path, &json!({"operator_id": "mailroom-ana"}))
+            .await;
+        assert!(r.status().is_success(), "{:?}", r.text().await);
+        let again: Value = r.json().await.unwrap();
+        assert_eq!(again["reference"], json!(reference));
+    }
+    let letters: Vec<Value> = app
+        .mailroom_get(&format!("/api/v1/postal/letters?reference={reference}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(receipts(letters), 1, "one receipt letter, once");
+    common::stop(app, env).await;
+}
+
 /// The letters the notifier asks for are made a batch at a time: a request
 /// delivered twice in a batch (a republished event) is one letter, and
 /// each other request has its own.

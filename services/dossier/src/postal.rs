@@ -12,9 +12,9 @@ use chrono::NaiveDate;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::RawFiling;
 use crate::codes::{codes, from_stored};
 use crate::filing::{RawAddress, RawApplicant, RawContact, RawCurrentTitle, RawDocument};
-use crate::{Procedure, RawFiling};
 
 /// Every code Guichet prints starts with this, so a stray code on an
 /// enclosure (a bank's, a shop's) is not mistaken for a form.
@@ -682,7 +682,10 @@ pub fn raw_filing(
         expires_on: date("title_expires_on"),
     });
     RawFiling {
-        procedure: get("procedure").or_else(|| Some(Procedure::FirstApplication.to_string())),
+        // No default: a renewal filed as a first application would lose
+        // its legal extension and its attestation. Left blank, the
+        // filing's own check names the field for the operator.
+        procedure: get("procedure"),
         motif: get("motif"),
         applicant: Some(RawApplicant {
             family_name: get("family_name"),
@@ -1081,5 +1084,32 @@ mod tests {
             Some("post")
         );
         assert_eq!(raw.idempotency_key.as_deref(), Some("postal-env-1"));
+    }
+
+    /// A form whose procedure box was left blank (not ticked, not read):
+    /// the filing is refused naming the field, never made a first
+    /// application, which would cost a renewal its legal extension.
+    #[test]
+    fn a_blank_procedure_is_refused_not_guessed() {
+        let fields: BTreeMap<String, String> = [("motif", "salarie"), ("family_name", "Benali")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let raw = raw_filing(&fields, &[], &[], "env-2");
+        assert_eq!(raw.procedure, None);
+        let provenance = crate::filing::RawProvenance::Postal {
+            station_id: Some("station-1".into()),
+            envelope_id: Some("env-2".into()),
+            postmark_date: None,
+            reception_date: Some("2026-12-01".into()),
+        };
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        let refused =
+            crate::filing::Filing::parse(&raw, &provenance, today).expect_err("no procedure");
+        assert!(
+            refused.iter().any(|v| v.field == "procedure"),
+            "{:?}",
+            refused.into_vec()
+        );
     }
 }

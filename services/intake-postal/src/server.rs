@@ -14,7 +14,7 @@ use guichet_dossier::postal::{
     PageRole, PostmarkHold, ScannedPage, form_code_text, form_field, separator_code,
 };
 use guichet_dossier::{Channel, FieldViolation, Violations};
-use guichet_intake::{Intake, prepare_channel};
+use guichet_intake::{Accepted, Intake, prepare_channel};
 use guichet_kit::bus::{POSTAL_LETTERS_QUEUE, Subscription, consume_batches};
 use guichet_kit::db::Migrations;
 use guichet_kit::documents::{DocumentError, DocumentStore};
@@ -276,6 +276,71 @@ fn pdf(id: String, content: Vec<u8>) -> Response<pb::PrintedDocument> {
 }
 
 impl PostalService {
+    /// The filing an envelope's confirmed `fields` make, accepted by
+    /// intake. Idempotent under the envelope's key: for an envelope filed
+    /// already, the same dossier and receipt.
+    async fn accept_envelope(
+        &self,
+        row: &EnvelopeRow,
+        fields: &[StoredField],
+        postmark_date: Option<chrono::NaiveDate>,
+        reception: chrono::NaiveDate,
+    ) -> Result<Accepted, Status> {
+        let pages = self.store.pages_of_envelope(&row.id).await.map_err(err)?;
+        let scanned = |p: &PageRow| ScannedPage {
+            sha256: p.sha256.clone(),
+            media_type: p.media_type.clone(),
+            size_bytes: p.size_bytes as u64,
+        };
+        let form: Vec<ScannedPage> = pages
+            .iter()
+            .filter(|p| *p.role == Some(PageRole::Form))
+            .map(scanned)
+            .collect();
+        let enclosures: Vec<ScannedPage> = pages
+            .iter()
+            .filter(|p| *p.role != Some(PageRole::Form))
+            .map(scanned)
+            .collect();
+        let values: BTreeMap<String, String> = fields
+            .iter()
+            .map(|f| (f.key.clone(), f.value.clone()))
+            .collect();
+        let raw = postal::raw_filing(&values, &form, &enclosures, &row.id);
+        let provenance = RawProvenance::Postal {
+            station_id: Some(row.station_id.clone()),
+            envelope_id: Some(row.id.clone()),
+            postmark_date: postal::postmark_to_file(postmark_date, reception)
+                .map(|d| d.to_string()),
+            reception_date: Some(row.reception_date.clone()),
+        };
+        Ok(self.intake.accept(&raw, &provenance).await?)
+    }
+
+    /// The receipt letter of an envelope filed already, written if the
+    /// confirmation that filed it could not write it.
+    async fn receipt_letter_again(&self, row: &EnvelopeRow) -> Result<(), Status> {
+        let unreadable = |what: &str| {
+            Status::from(ServiceError::new(
+                ErrorKind::WrongState,
+                format!("this filed envelope's {what} is unreadable"),
+            ))
+        };
+        let reception =
+            parse_iso_date(&row.reception_date).ok_or_else(|| unreadable("reception date"))?;
+        let postmark_date = match row.postmark_date.as_deref() {
+            None => None,
+            Some(p) => Some(parse_iso_date(p).ok_or_else(|| unreadable("postmark date"))?),
+        };
+        let accepted = self
+            .accept_envelope(row, &row.fields.0, postmark_date, reception)
+            .await?;
+        self.letters
+            .receipt(row, &accepted.receipt)
+            .await
+            .map_err(|e| receipt_letter_failed(&accepted.receipt.reference, e))
+    }
+
     async fn envelope_pb(&self, row: &EnvelopeRow) -> Result<pb::Envelope, Status> {
         let pages = self.store.pages_of_envelope(&row.id).await.map_err(err)?;
         let history = self.store.history(&row.id).await.map_err(err)?;
@@ -286,6 +351,16 @@ impl PostalService {
             self.postmark_max_age_days,
         ))
     }
+}
+
+/// The dossier is filed but its receipt letter is not written: the
+/// operator confirms again (which writes it), told so.
+fn receipt_letter_failed(reference: &str, e: impl std::fmt::Display) -> Status {
+    tracing::warn!(reference, error = %e, "the receipt letter could not be written");
+    ServiceError::unavailable(format!(
+        "dossier {reference} is filed, but its receipt letter could not be written: confirm the envelope again"
+    ))
+    .into()
 }
 
 /// Why an envelope's postmark needs a second operator, in words, if it does.
@@ -707,7 +782,10 @@ impl Postal for PostalService {
             .await
             .map_err(err)?;
         if row.state == EnvelopeState::Filed {
-            // Confirming again (a retry) answers with the dossier already made.
+            // Confirming again (a retry) answers with the dossier already
+            // made, and writes its receipt letter if the first
+            // confirmation could not (a letter is kept once per key).
+            self.receipt_letter_again(&row).await?;
             return Ok(Response::new(self.envelope_pb(&row).await?));
         }
         // The operator's word replaces what was read.
@@ -811,35 +889,9 @@ impl Postal for PostalService {
             return Ok(Response::new(self.envelope_pb(&held).await?));
         }
 
-        let pages = self.store.pages_of_envelope(&row.id).await.map_err(err)?;
-        let scanned = |p: &PageRow| ScannedPage {
-            sha256: p.sha256.clone(),
-            media_type: p.media_type.clone(),
-            size_bytes: p.size_bytes as u64,
-        };
-        let form: Vec<ScannedPage> = pages
-            .iter()
-            .filter(|p| *p.role == Some(PageRole::Form))
-            .map(scanned)
-            .collect();
-        let enclosures: Vec<ScannedPage> = pages
-            .iter()
-            .filter(|p| *p.role != Some(PageRole::Form))
-            .map(scanned)
-            .collect();
-        let values: BTreeMap<String, String> = fields
-            .iter()
-            .map(|f| (f.key.clone(), f.value.clone()))
-            .collect();
-        let raw = postal::raw_filing(&values, &form, &enclosures, &row.id);
-        let provenance = RawProvenance::Postal {
-            station_id: Some(row.station_id.clone()),
-            envelope_id: Some(row.id.clone()),
-            postmark_date: postal::postmark_to_file(postmark_date, reception)
-                .map(|d| d.to_string()),
-            reception_date: Some(row.reception_date.clone()),
-        };
-        let accepted = self.intake.accept(&raw, &provenance).await?;
+        let accepted = self
+            .accept_envelope(&row, &fields, postmark_date, reception)
+            .await?;
         let reference = accepted.receipt.reference.clone();
         let mut events = Vec::new();
         if decision == Confirmation::FileConfirmed {
@@ -876,11 +928,13 @@ impl Postal for PostalService {
             Err(StoreError::WrongState(_)) => self.store.envelope(&row.id).await.map_err(err)?,
             Err(e) => return Err(err(e)),
         };
-        if let Err(e) = self.letters.receipt(&closed, &accepted.receipt).await {
-            // The dossier stands; the receipt letter is written on the next
-            // confirmation attempt or by an operator's reprint.
-            tracing::warn!(reference = %reference, error = %e, "the receipt letter could not be written");
-        }
+        // The dossier stands either way. Without its letter, the operator is
+        // told to confirm again, which writes it (the `Filed` case above):
+        // a paper filer's receipt is their only proof of filing.
+        self.letters
+            .receipt(&closed, &accepted.receipt)
+            .await
+            .map_err(|e| receipt_letter_failed(&reference, e))?;
         Ok(Response::new(self.envelope_pb(&closed).await?))
     }
 

@@ -93,7 +93,7 @@ pub fn render(kind: NoticeKind, event: &Event, person: &Person) -> Option<Render
             t(l, "pièces à fournir", "documents to send"),
             missing_paragraphs(e, l),
         )),
-        (NoticeKind::AttestationIssued, Event::Case(e)) => Some(attestation(e, person)),
+        (NoticeKind::AttestationIssued, Event::Case(e)) => attestation(e, person),
         (NoticeKind::Decision, Event::Case(e)) => Some(decision(e, l)),
         (NoticeKind::Closed, Event::Case(e)) => Some(closed(e, l)),
         (NoticeKind::ExpiryAlert, Event::Title(a)) => expiry(a, l),
@@ -331,10 +331,16 @@ fn receipt(e: &pb::CaseEvent, person: &Person) -> Rendered {
     }
 }
 
-fn attestation(e: &pb::CaseEvent, person: &Person) -> Rendered {
+/// `None` when the event lacks the attestation, its first day or its
+/// verification code: a paper that proves a stay must not go out with a
+/// blank date or a code nobody can check.
+fn attestation(e: &pb::CaseEvent, person: &Person) -> Option<Rendered> {
     let l = person.language;
-    let a = e.attestation.clone().unwrap_or_default();
-    let from = a.valid_from.as_ref().map(date).unwrap_or_default();
+    let a = e.attestation.as_ref()?;
+    let from = date(a.valid_from.as_ref()?);
+    if a.verification_code.trim().is_empty() {
+        return None;
+    }
     let period = match a.valid_until.as_ref() {
         Some(until) => t(
             l,
@@ -391,7 +397,7 @@ fn attestation(e: &pb::CaseEvent, person: &Person) -> Rendered {
             format!("Verification code: {}.", a.verification_code),
         ),
     ];
-    Rendered {
+    Some(Rendered {
         subject: t(
             l,
             "attestation de prolongation d'instruction",
@@ -442,7 +448,7 @@ fn attestation(e: &pb::CaseEvent, person: &Person) -> Rendered {
             paragraphs: proof,
         }),
         when: None,
-    }
+    })
 }
 
 fn decision(e: &pb::CaseEvent, l: Language) -> Rendered {
@@ -1033,6 +1039,34 @@ mod tests {
             )
             .is_none()
         );
+        // An attestation without itself, its first day or its code: a paper
+        // proving a stay "from  until ..." or with no code to check.
+        let without_attestation = pb::CaseEvent {
+            attestation: None,
+            ..case("attestation_issued")
+        };
+        let mut without_first_day = case("attestation_issued");
+        if let Some(a) = without_first_day.attestation.as_mut() {
+            a.valid_from = None;
+        }
+        let mut without_code = case("attestation_issued");
+        if let Some(a) = without_code.attestation.as_mut() {
+            a.verification_code = " ".into();
+        }
+        for e in [without_attestation, without_first_day, without_code] {
+            let rendered = render(
+                NoticeKind::AttestationIssued,
+                &Event::Case(e),
+                &person(Language::Fr),
+            );
+            assert!(rendered.is_none());
+        }
+        let whole = render(
+            NoticeKind::AttestationIssued,
+            &Event::Case(case("attestation_issued")),
+            &person(Language::Fr),
+        );
+        assert!(whole.is_some());
     }
 
     #[test]
