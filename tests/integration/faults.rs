@@ -1122,6 +1122,105 @@ async fn a_sweep_whose_database_falls_silent_issues_the_attestation_later() {
     common::stop(app, env).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// A dossier whose stored filing the rules cannot read (a title kind no
+/// version knows) is left out of the sweep, logged; the dossiers after it
+/// still get the attestations they are owed. The damaged one is recorded
+/// first, so the sweep's read meets it before the others.
+async fn a_damaged_dossier_does_not_stop_the_sweep_for_the_others() {
+    use chrono::Days;
+    use guichet_proto::v1 as pb;
+    use prost::Message;
+    let env = TestEnv::new().await;
+    let mut config = env.config();
+    config.sweep_interval_s = 1;
+    config.instruction.attestation_horizon_days = 15;
+    let clock = Arc::new(common::ShiftedClock::default());
+    let app = common::App::builder(&config)
+        .only(common::ONLINE)
+        .clock(clock.clone())
+        .start()
+        .await;
+    // Covers until 40 days from now: no attestation owed on arrival.
+    let expires = guichet_dossier::calendar::paris_date(chrono::Utc::now()) + Days::new(40);
+    let renewal = |n: usize| {
+        let mut r = common::example("renewal-employee.json");
+        r["current_title"]["expires_on"] = expires.to_string().into();
+        r["applicant"]["family_name"] = format!("Benali{}", "x".repeat(n)).into();
+        r["applicant"]["foreigner_number"] = format!("75031234{n:02}").into();
+        r["contact"]["email"] = format!("samira{n}@example.org").into();
+        r
+    };
+    let attestations = |reference: String| {
+        let app = &app;
+        async move {
+            let r = app
+                .get(&format!(
+                    "/api/v1/dossiers/{reference}/status?birth_date=1991-03-02"
+                ))
+                .await;
+            let status: Value = r.json().await.ok()?;
+            Some(status["attestations"].as_array()?.len())
+        }
+    };
+    let damaged = app.file_accepted(&renewal(0)).await;
+    eventually(DRAIN, "the first dossier in instruction", || {
+        attestations(damaged.clone())
+    })
+    .await;
+    let instruction = env.db("instruction").await;
+    let Database::Postgres(pool, _) = &instruction else {
+        panic!("a PostgreSQL test")
+    };
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT dossier FROM dossiers WHERE reference = $1")
+        .bind(&damaged)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let mut dossier = pb::Dossier::decode(stored.as_slice()).unwrap();
+    let title = dossier
+        .filing
+        .as_mut()
+        .and_then(|f| f.current_title.as_mut())
+        .expect("a renewal names its title");
+    title.kind = 999;
+    sqlx::query("UPDATE dossiers SET dossier = $2 WHERE reference = $1")
+        .bind(&damaged)
+        .bind(dossier.encode_to_vec())
+        .execute(pool)
+        .await
+        .unwrap();
+
+    let mut sound = Vec::new();
+    for n in 1..=3 {
+        sound.push(app.file_accepted(&renewal(n)).await);
+    }
+    for reference in &sound {
+        let seen = eventually(DRAIN, "the dossier in instruction", || {
+            attestations(reference.clone())
+        })
+        .await;
+        assert_eq!(seen, 0);
+    }
+
+    clock.advance(chrono::Duration::days(30));
+    for reference in &sound {
+        eventually(STALL, "the attestation of a sound dossier", || async {
+            (attestations(reference.clone()).await == Some(1)).then_some(())
+        })
+        .await;
+    }
+    // The damaged one has none (its status page cannot be drawn: a stored
+    // dossier the rules cannot read is the server's fault, answered 500).
+    let issued: i64 = sqlx::query_scalar("SELECT count(*) FROM attestations WHERE reference = $1")
+        .bind(&damaged)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(issued, 0);
+    common::stop(app, env).await;
+}
+
 // ---- 4. poison messages, and `guichet dlq` ------------------------------------
 
 const POISON_LOAD: usize = 200;

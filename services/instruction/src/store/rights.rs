@@ -245,44 +245,72 @@ impl Store {
             .await?;
         let (mut issued, mut closed) = (0, 0);
         for row in rows {
-            if row.state == CaseState::DocumentsRequested {
-                let details = StepDetails {
-                    actor: "system".into(),
-                    holder_only: false,
-                    reason: "the deadline for the requested documents passed".into(),
-                    documents: row.missing()?,
-                    deadline: row.documents_deadline,
-                };
-                match self
-                    .step(&row.reference, Step::DeadlinePassed, &details, now, today)
-                    .await
-                {
-                    Ok(_) => closed += 1,
-                    // Moved since it was read (documents received, or another
-                    // instance's sweep closed it first): nothing left to do,
-                    // and the rest of the round goes on.
-                    Err(CaseError::Impossible(_)) => {}
-                    Err(e) => return Err(e),
+            match self.sweep_one(&row, now, today).await {
+                Ok(Swept::Issued) => issued += 1,
+                Ok(Swept::Closed) => closed += 1,
+                Ok(Swept::Nothing) => {}
+                // One damaged dossier must not stop the round for every
+                // dossier after it: the others are owed their attestations.
+                Err(CaseError::Unreadable(e)) => {
+                    tracing::error!(
+                        reference = %row.reference,
+                        error = %e,
+                        "an unreadable dossier is left out of the sweep: mend it; the others go on"
+                    );
                 }
-                continue;
+                Err(e) => return Err(e),
             }
-            // Read again under the lock: an agent may have acted since.
-            let mut tx = self.db.begin_write().await?;
-            let mut c = tx.conn();
-            let current: Option<CaseRow> = c
-                .fetch_optional(
-                    Stmt::new(self.sql.case_for_update.clone()).bind(row.reference.as_str()),
-                )
-                .await?;
-            let done = match current {
-                Some(row) => {
-                    issue_due(&mut c, &row, row.state, now, today, self.horizon_days).await?
-                }
-                None => false,
-            };
-            tx.commit().await?;
-            issued += usize::from(done);
         }
         Ok((issued, closed))
     }
+
+    /// The sweep's work on one dossier it read: close it if its deadline
+    /// for documents passed, else issue the attestation it is owed.
+    async fn sweep_one(
+        &self,
+        row: &CaseRow,
+        now: DateTime<Utc>,
+        today: NaiveDate,
+    ) -> Result<Swept, CaseError> {
+        if row.state == CaseState::DocumentsRequested {
+            let details = StepDetails {
+                actor: "system".into(),
+                holder_only: false,
+                reason: "the deadline for the requested documents passed".into(),
+                documents: row.missing()?,
+                deadline: row.documents_deadline,
+            };
+            return match self
+                .step(&row.reference, Step::DeadlinePassed, &details, now, today)
+                .await
+            {
+                Ok(_) => Ok(Swept::Closed),
+                // Moved since it was read (documents received, or another
+                // instance's sweep closed it first): nothing left to do.
+                Err(CaseError::Impossible(_)) => Ok(Swept::Nothing),
+                Err(e) => Err(e),
+            };
+        }
+        // Read again under the lock: an agent may have acted since.
+        let mut tx = self.db.begin_write().await?;
+        let mut c = tx.conn();
+        let current: Option<CaseRow> = c
+            .fetch_optional(
+                Stmt::new(self.sql.case_for_update.clone()).bind(row.reference.as_str()),
+            )
+            .await?;
+        let done = match current {
+            Some(row) => issue_due(&mut c, &row, row.state, now, today, self.horizon_days).await?,
+            None => false,
+        };
+        tx.commit().await?;
+        Ok(if done { Swept::Issued } else { Swept::Nothing })
+    }
+}
+
+/// What the sweep did to one dossier.
+enum Swept {
+    Issued,
+    Closed,
+    Nothing,
 }
