@@ -446,6 +446,24 @@ async fn appointments_are_made_moved_and_cancelled_online_by_phone_and_at_the_de
         report_id: String::new(),
         idempotency_key: key.into(),
     };
+    // A phone or an e-mail the confirmation could not reach is refused,
+    // naming it: the person would get neither confirmation nor reminder.
+    let unreachable = desk
+        .book(pb::BookRequest {
+            person: Some(pb::Person {
+                phone: "612345678".into(),
+                email: "martin.example.org".into(),
+                ..person("Martin")
+            }),
+            ..phone_booking("phone-0")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unreachable.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        common::refused_fields(&unreachable),
+        ["person.phone", "person.email"]
+    );
     let by_phone = desk.book(phone_booking("phone-1")).await.unwrap_err();
     assert_eq!(by_phone.code(), tonic::Code::FailedPrecondition);
     // ...but the place kept for reports goes to a blocked person's alternative.

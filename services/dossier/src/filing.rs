@@ -549,7 +549,9 @@ pub fn normalize_phone(raw: &str) -> Option<String> {
     ok.then_some(international)
 }
 
-fn looks_like_email(s: &str) -> bool {
+/// Whether `s` has the shape of an e-mail address (one `@`, a dotted
+/// domain); no lookup.
+pub fn looks_like_email(s: &str) -> bool {
     let Some((local, domain)) = s.split_once('@') else {
         return false;
     };

@@ -285,6 +285,32 @@ fn unescape(s: &str) -> Option<String> {
 
 // ---- stacks ----------------------------------------------------------------
 
+/// The postmark of each of `envelopes`, from the dates the scanning station
+/// gave in stack order. They are matched by position, so a count that
+/// differs (a separator sheet not read merges two envelopes, or one too
+/// many) would shift every later postmark to its neighbour, and with it a
+/// legal filing date: then none is taken, and the problem says why, for the
+/// operator to key each postmark from its envelope. No dates given: none.
+pub fn postmarks_by_envelope(
+    given: &[String],
+    envelopes: usize,
+) -> (Vec<Option<String>>, Option<String>) {
+    if given.len() == envelopes {
+        let dates = given
+            .iter()
+            .map(|d| Some(d.trim().to_string()).filter(|d| !d.is_empty()))
+            .collect();
+        return (dates, None);
+    }
+    let problem = (!given.is_empty()).then(|| {
+        format!(
+            "the station gave {} postmarks for {envelopes} envelopes: key the postmark from the envelope",
+            given.len()
+        )
+    });
+    (vec![None; envelopes], problem)
+}
+
 /// Splits a scanned stack into envelopes: a separator sheet closes the
 /// envelope before it. Returns, per envelope, the indexes of its pages
 /// (separators excluded); two separators in a row make no empty envelope.
@@ -1084,6 +1110,30 @@ mod tests {
             Some("post")
         );
         assert_eq!(raw.idempotency_key.as_deref(), Some("postal-env-1"));
+    }
+
+    #[test]
+    fn postmarks_are_taken_only_when_there_is_one_per_envelope() {
+        let dates = |d: &[&str]| d.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let some = |d: &str| Some(d.to_string());
+        let table = [
+            (
+                dates(&["2026-11-28", " ", "2026-11-27"]),
+                3,
+                vec![some("2026-11-28"), None, some("2026-11-27")],
+                false,
+            ),
+            (dates(&[]), 2, vec![None, None], false),
+            // One separator not read: two envelopes became one.
+            (dates(&["2026-11-28", "2026-11-27"]), 1, vec![None], true),
+            (dates(&["2026-11-28"]), 2, vec![None, None], true),
+            (dates(&["2026-11-28"]), 0, vec![], true),
+        ];
+        for (given, envelopes, expected, problem) in table {
+            let (found, why) = postmarks_by_envelope(&given, envelopes);
+            assert_eq!(found, expected, "{given:?} for {envelopes}");
+            assert_eq!(why.is_some(), problem, "{given:?} for {envelopes}: {why:?}");
+        }
     }
 
     /// A form whose procedure box was left blank (not ticked, not read):

@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::{StreamExt, stream};
 use guichet_dossier::postal::{
     CodeProblem, ExtractedField, FormCode, OcrLine, PageCode, PageRole, fields_from_ocr,
-    merge_fields, read_code, split_at_separators,
+    merge_fields, postmarks_by_envelope, read_code, split_at_separators,
 };
 use guichet_kit::Metrics;
 use guichet_kit::clock::SharedClock;
@@ -142,6 +142,7 @@ impl Reader {
             .map(|f| matches!(f, Finding::Separator))
             .collect();
         let groups = split_at_separators(&separators);
+        let (postmarks, postmarks_problem) = postmarks_by_envelope(postmarks, groups.len());
 
         let mut envelopes = Vec::with_capacity(groups.len());
         let mut envelope_of_page: Vec<Option<String>> = vec![None; pages.len()];
@@ -164,6 +165,10 @@ impl Reader {
                 Some(Finding::Problem(p)) => (None, None, Some(p.to_string())),
                 _ => (None, None, Some(guichet_dossier::postal::NO_FORM.into())),
             };
+            let problem = match (problem, &postmarks_problem) {
+                (Some(p), Some(m)) => Some(format!("{p}; {m}")),
+                (p, m) => p.or_else(|| m.clone()),
+            };
             // OCR'd fields: the form page first, then the rest in order.
             let mut order: Vec<usize> = form_page.into_iter().collect();
             order.extend(group.iter().copied().filter(|&p| Some(p) != form_page));
@@ -177,7 +182,7 @@ impl Reader {
                 id,
                 seq: i as i32 + 1,
                 page_count: group.len() as i32,
-                postmark_date: postmarks.get(i).filter(|d| !d.trim().is_empty()).cloned(),
+                postmark_date: postmarks[i].clone(),
                 form_id,
                 code_problem: problem,
                 fields: fields.into_iter().map(StoredField::from).collect(),
