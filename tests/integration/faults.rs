@@ -1078,15 +1078,8 @@ async fn a_notifier_whose_database_falls_silent_sends_every_mail_once() {
 async fn a_sweep_whose_database_falls_silent_issues_the_attestation_later() {
     use chrono::Days;
     let env = TestEnv::new().await;
-    let (proxy, mut config) = through_a_proxy(&env, 3_000).await;
-    config.sweep_interval_s = 1;
-    config.instruction.attestation_horizon_days = 15;
-    let clock = Arc::new(common::ShiftedClock::default());
-    let app = common::App::builder(&config)
-        .only(common::ONLINE)
-        .clock(clock.clone())
-        .start()
-        .await;
+    let (proxy, config) = through_a_proxy(&env, 3_000).await;
+    let (app, clock) = sweeping_online_mesh(config).await;
     // Cover until 40 days from now: no attestation owed on arrival.
     let mut renewal = common::example("renewal-employee.json");
     let expires = guichet_dossier::calendar::paris_date(chrono::Utc::now()) + Days::new(40);
@@ -1122,6 +1115,22 @@ async fn a_sweep_whose_database_falls_silent_issues_the_attestation_later() {
     common::stop(app, env).await;
 }
 
+/// The online channel and instruction on `config`, the sweep every second
+/// with an attestation horizon of 15 days, on a clock the test moves.
+async fn sweeping_online_mesh(
+    mut config: guichet::Settings,
+) -> (common::App, Arc<common::ShiftedClock>) {
+    config.sweep_interval_s = 1;
+    config.instruction.attestation_horizon_days = 15;
+    let clock = Arc::new(common::ShiftedClock::default());
+    let app = common::App::builder(&config)
+        .only(common::ONLINE)
+        .clock(clock.clone())
+        .start()
+        .await;
+    (app, clock)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 /// A dossier whose stored filing the rules cannot read (a title kind no
 /// version knows) is left out of the sweep, logged; the dossiers after it
@@ -1132,15 +1141,7 @@ async fn a_damaged_dossier_does_not_stop_the_sweep_for_the_others() {
     use guichet_proto::v1 as pb;
     use prost::Message;
     let env = TestEnv::new().await;
-    let mut config = env.config();
-    config.sweep_interval_s = 1;
-    config.instruction.attestation_horizon_days = 15;
-    let clock = Arc::new(common::ShiftedClock::default());
-    let app = common::App::builder(&config)
-        .only(common::ONLINE)
-        .clock(clock.clone())
-        .start()
-        .await;
+    let (app, clock) = sweeping_online_mesh(env.config()).await;
     // Covers until 40 days from now: no attestation owed on arrival.
     let expires = guichet_dossier::calendar::paris_date(chrono::Utc::now()) + Days::new(40);
     let renewal = |n: usize| {

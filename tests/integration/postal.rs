@@ -53,6 +53,19 @@ fn amina(family_name: &str) -> Value {
     })
 }
 
+/// What a mailroom operator keys for a renewal read from a pre-filled form.
+fn keyed_fields() -> Value {
+    json!({
+        "motif": "employee",
+        "address_line1": "3 rue de Paris",
+        "city": "Lille",
+        "title_kind": "temporary_card",
+        "title_number": "FR59A7654321",
+        "title_expires_on": "15/01/2027",
+        "document_kinds": "passport",
+    })
+}
+
 async fn form_pdf(app: &App, prefill: Value) -> Vec<u8> {
     let r = app
         .mailroom_post(
@@ -801,15 +814,7 @@ async fn a_doubtful_postmark_waits_for_a_second_operator_and_the_letters_print_t
         "{}",
         envelopes[1]
     );
-    let fields = json!({
-        "motif": "employee",
-        "address_line1": "3 rue de Paris",
-        "city": "Lille",
-        "title_kind": "temporary_card",
-        "title_number": "FR59A7654321",
-        "title_expires_on": "15/01/2027",
-        "document_kinds": "passport",
-    });
+    let fields = keyed_fields();
     let confirm = |id: &str, body: Value| {
         let path = format!("/api/v1/postal/envelopes/{id}/confirmation");
         let app = &app;
@@ -1109,15 +1114,7 @@ async fn a_receipt_letter_not_written_at_confirmation_is_written_when_confirmed_
     let batch = read_batch(&app, uploaded["batch_id"].as_str().unwrap()).await;
     let id = batch["envelopes"][0]["id"].as_str().unwrap().to_string();
     let path = format!("/api/v1/postal/envelopes/{id}/confirmation");
-    let fields = json!({
-        "motif": "employee",
-        "address_line1": "3 rue de Paris",
-        "city": "Lille",
-        "title_kind": "temporary_card",
-        "title_number": "FR59A7654321",
-        "title_expires_on": "15/01/2027",
-        "document_kinds": "passport",
-    });
+    let fields = keyed_fields();
 
     let held = crate::faults::TableLock::take(&env, "intake_postal.postal_letters").await;
     let r = app
