@@ -1308,6 +1308,50 @@ fn dead_letters(env: &TestEnv) -> BTreeMap<String, Value> {
     by_id
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// A paper kit offered to a report with no whole address cannot be posted;
+/// it goes to the dead letters for an operator, not acked away (the person
+/// would wait for a kit nobody sends).
+async fn a_paper_kit_without_a_whole_address_is_dead_lettered_not_dropped() {
+    use guichet_kit::bus::{DEAD_LETTER_QUEUE, EVENTS_EXCHANGE, OutgoingMessage};
+    use guichet_proto::v1 as pb;
+    use prost::Message;
+    let env = TestEnv::new().await;
+    let app = common::App::builder(&env.config())
+        .only(&["intake-postal"])
+        .start()
+        .await;
+    let report = pb::Report {
+        id: "report-no-address".into(),
+        alternative: Some(pb::Alternative {
+            kind: pb::AlternativeKind::PaperKit as i32,
+            kit_sent_to: Some(pb::PostalAddress {
+                line1: "12 rue Solférino".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let message = OutgoingMessage::traced(
+        EVENTS_EXCHANGE,
+        "report.alternative_offered.59".into(),
+        report.encode_to_vec(),
+    );
+    let bus = app.mesh.bus.clone();
+    assert!(bus.publish(std::slice::from_ref(&message)).await[0].is_ok());
+    eventually(DRAIN, "the kit in the dead letters", || async {
+        (bus.queue_depth(DEAD_LETTER_QUEUE).await.unwrap() == 1).then_some(())
+    })
+    .await;
+    let letters = env.db("intake_postal").await;
+    assert_eq!(
+        count(&letters, "SELECT count(*) FROM postal_letters").await,
+        0
+    );
+    common::stop(app, env).await;
+}
+
 on_both_backends!(poison_messages_are_dead_lettered_with_their_reason_and_guichet_dlq_replays_them);
 async fn poison_messages_are_dead_lettered_with_their_reason_and_guichet_dlq_replays_them(
     backend: common::Backend,

@@ -33,6 +33,10 @@ pub enum LetterError {
     Store(#[from] StoreError),
     #[error("keeping the letter in the document store")]
     Documents(#[from] DocumentError),
+    /// Trying again cannot help: the bus dead-letters it at its delivery
+    /// limit, where `guichet dlq` shows it to an operator.
+    #[error("the paper kit offered to report {0} has no whole address to post it to")]
+    NoAddress(String),
 }
 
 #[derive(Clone)]
@@ -285,6 +289,10 @@ impl Letters {
         };
         let acked = match outcome {
             Ok(()) => delivery.ack().await,
+            Err(e @ LetterError::NoAddress(_)) => {
+                tracing::error!(error = %e, "letting the bus dead-letter it");
+                delivery.retry_later().await
+            }
             Err(e) => {
                 tracing::warn!(
                     error = %guichet_kit::error::error_chain(&e),
@@ -348,9 +356,9 @@ impl Letters {
                 .any(|l| l.trim().is_empty())
         }) else {
             // The call centre refuses a kit without a whole address; one
-            // that got through anyway cannot be posted.
-            tracing::warn!(report = %report.id, "a paper kit without a whole address: nothing to post");
-            return Ok(());
+            // that got through anyway cannot be posted, and must not vanish
+            // with an ack: the person would wait for a kit never sent.
+            return Err(LetterError::NoAddress(report.id.clone()));
         };
         // This offer's own event (a report may be offered a kit again).
         let at = report
