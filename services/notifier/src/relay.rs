@@ -37,8 +37,9 @@ const IDLE_AT_MOST: Duration = Duration::from_secs(30);
 /// route gone) leaves time for the next within the send's 60 s.
 const CONNECT_WITHIN: Duration = Duration::from_secs(10);
 
-/// Longest a kept connection may take to answer NOOP before it is given up
-/// for a new one: a firewall or NAT may have forgotten it silently.
+/// Longest the kept connections may take, all told, to answer NOOP before
+/// a new one is opened: a firewall or NAT may have forgotten them silently,
+/// and eight checked one after the other would eat most of a send's 60 s.
 const CHECK_WITHIN: Duration = Duration::from_secs(5);
 
 /// How the connection is protected, from the URL.
@@ -175,15 +176,20 @@ impl Relay {
         Ok(())
     }
 
-    /// The most recently used connection still fresh enough and answering;
-    /// the others are closed.
+    /// The most recently used connection still fresh enough and answering
+    /// within what is left of `CHECK_WITHIN`; those that fail are closed.
     async fn take_checked(&self) -> Option<AsyncSmtpConnection> {
+        let deadline = tokio::time::Instant::now() + CHECK_WITHIN;
         while let Some(mut kept) = self.take_idle() {
-            let answered = tokio::time::timeout(CHECK_WITHIN, kept.test_connected()).await;
-            if answered == Ok(true) {
-                return Some(kept);
+            let answered = tokio::time::timeout_at(deadline, kept.test_connected()).await;
+            match answered {
+                Ok(true) => return Some(kept),
+                Ok(false) => tracing::debug!("a kept SMTP connection is closed; trying another"),
+                Err(_) => {
+                    tracing::debug!("kept SMTP connections did not answer NOOP in time");
+                    return None;
+                }
             }
-            tracing::debug!("a kept SMTP connection did not answer NOOP; trying another");
         }
         None
     }
@@ -556,6 +562,38 @@ mod tests {
         second.await.expect("the check is bounded").unwrap();
         assert_eq!(bodies_numbered(&seen), vec![0, 1]);
         assert_eq!(seen.connections.load(Ordering::SeqCst), 2);
+    }
+
+    /// Two kept connections gone silent: the check gives up once
+    /// `CHECK_WITHIN` is spent, after one NOOP, rather than waiting on
+    /// each in turn; the message goes over a new connection.
+    #[tokio::test]
+    async fn kept_connections_gone_silent_cost_one_check_bound_in_all() {
+        let (url, seen) = relay(Then::FallSilent, "nobody").await;
+        let mailer = mailer(&url);
+        // Two at once: two connections, both kept.
+        let (a, b) = tokio::join!(
+            mailer.send(message("amina@example.org", 0)),
+            mailer.send(message("amina@example.org", 1))
+        );
+        a.unwrap();
+        b.unwrap();
+        assert_eq!(seen.connections.load(Ordering::SeqCst), 2);
+        let third = tokio::time::timeout(
+            Duration::from_secs(30),
+            mailer.send(message("amina@example.org", 2)),
+        );
+        third.await.expect("the check is bounded").unwrap();
+        assert_eq!(bodies_numbered(&seen), vec![0, 1, 2]);
+        assert_eq!(seen.connections.load(Ordering::SeqCst), 3);
+        let noops = seen
+            .verbs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v.as_str() == "NOOP")
+            .count();
+        assert_eq!(noops, 1, "one kept connection checked, not both");
     }
 
     /// The relay took the message but its answer never came: the send
