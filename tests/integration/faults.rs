@@ -1085,15 +1085,7 @@ async fn a_sweep_whose_database_falls_silent_issues_the_attestation_later() {
     let expires = guichet_dossier::calendar::paris_date(chrono::Utc::now()) + Days::new(40);
     renewal["current_title"]["expires_on"] = expires.to_string().into();
     let reference = app.file_accepted(&renewal).await;
-    let attestations = || async {
-        let r = app
-            .get(&format!(
-                "/api/v1/dossiers/{reference}/status?birth_date=1991-03-02"
-            ))
-            .await;
-        let status: Value = r.json().await.ok()?;
-        Some(status["attestations"].as_array()?.len())
-    };
+    let attestations = || attestations_of(&app, &reference);
     eventually(DRAIN, "the dossier in instruction", || async {
         attestations().await
     })
@@ -1113,6 +1105,18 @@ async fn a_sweep_whose_database_falls_silent_issues_the_attestation_later() {
     })
     .await;
     common::stop(app, env).await;
+}
+
+/// The attestations the status page shows for `reference` (an example
+/// renewal's holder), `None` until it can be read.
+async fn attestations_of(app: &common::App, reference: &str) -> Option<usize> {
+    let r = app
+        .get(&format!(
+            "/api/v1/dossiers/{reference}/status?birth_date=1991-03-02"
+        ))
+        .await;
+    let status: Value = r.json().await.ok()?;
+    Some(status["attestations"].as_array()?.len())
 }
 
 /// The online channel and instruction on `config`, the sweep every second
@@ -1154,15 +1158,7 @@ async fn a_damaged_dossier_does_not_stop_the_sweep_for_the_others() {
     };
     let attestations = |reference: String| {
         let app = &app;
-        async move {
-            let r = app
-                .get(&format!(
-                    "/api/v1/dossiers/{reference}/status?birth_date=1991-03-02"
-                ))
-                .await;
-            let status: Value = r.json().await.ok()?;
-            Some(status["attestations"].as_array()?.len())
-        }
+        async move { attestations_of(app, &reference).await }
     };
     let damaged = app.file_accepted(&renewal(0)).await;
     eventually(DRAIN, "the first dossier in instruction", || {

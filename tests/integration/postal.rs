@@ -1130,20 +1130,14 @@ async fn a_receipt_letter_not_written_at_confirmation_is_written_when_confirmed_
 
     // The dossier stands, with no receipt letter yet.
     let filed: Value = app
-        .mailroom_get(&format!("/api/v1/postal/envelopes/{id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .mailroom_get_json(&format!("/api/v1/postal/envelopes/{id}"))
+        .await;
     assert_eq!(filed["state"], "filed", "{filed}");
     let reference = filed["reference"].as_str().unwrap().to_string();
     let receipts = |letters: Vec<Value>| letters.iter().filter(|l| l["kind"] == "receipt").count();
     let letters: Vec<Value> = app
-        .mailroom_get(&format!("/api/v1/postal/letters?reference={reference}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .mailroom_get_json(&format!("/api/v1/postal/letters?reference={reference}"))
+        .await;
     assert_eq!(receipts(letters), 0);
 
     // Confirming again answers the same dossier and writes the letter.
@@ -1156,11 +1150,8 @@ async fn a_receipt_letter_not_written_at_confirmation_is_written_when_confirmed_
         assert_eq!(again["reference"], json!(reference));
     }
     let letters: Vec<Value> = app
-        .mailroom_get(&format!("/api/v1/postal/letters?reference={reference}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .mailroom_get_json(&format!("/api/v1/postal/letters?reference={reference}"))
+        .await;
     assert_eq!(receipts(letters), 1, "one receipt letter, once");
     common::stop(app, env).await;
 }
