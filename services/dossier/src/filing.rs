@@ -549,9 +549,31 @@ pub fn normalize_phone(raw: &str) -> Option<String> {
     ok.then_some(international)
 }
 
-/// Whether `s` has the shape of an e-mail address (one `@`, a dotted
-/// domain); no lookup.
-pub fn looks_like_email(s: &str) -> bool {
+/// `raw` (trimmed, not empty) as a phone number in E.164, or a violation
+/// of `field` naming the forms taken. Shared by filings and bookings.
+pub fn phone_field(v: &mut Violations, field: &str, raw: &str) -> Option<String> {
+    let normalized = normalize_phone(raw);
+    if normalized.is_none() {
+        v.add(
+            field,
+            "is not a phone number (+33612345678 or 06 12 34 56 78)",
+        );
+    }
+    normalized
+}
+
+/// `raw` (trimmed, not empty) if it has the shape of an e-mail address,
+/// else a violation of `field`.
+pub fn email_field(v: &mut Violations, field: &str, raw: &str) -> Option<String> {
+    if looks_like_email(raw) {
+        Some(raw.to_string())
+    } else {
+        v.add(field, "is not an e-mail address");
+        None
+    }
+}
+
+fn looks_like_email(s: &str) -> bool {
     let Some((local, domain)) = s.split_once('@') else {
         return false;
     };
@@ -796,24 +818,10 @@ fn parse_contact(v: &mut Violations, raw: Option<&RawContact>) -> Option<Contact
         return None;
     };
     let email = clean(&raw.email).map(|e| e.to_ascii_lowercase());
-    if let Some(e) = &email
-        && !looks_like_email(e)
-    {
-        v.add("contact.email", "is not an e-mail address");
+    if let Some(e) = &email {
+        email_field(v, "contact.email", e);
     }
-    let phone = match clean(&raw.phone) {
-        Some(p) => {
-            let normalized = normalize_phone(&p);
-            if normalized.is_none() {
-                v.add(
-                    "contact.phone",
-                    "is not a phone number (+33612345678 or 06 12 34 56 78)",
-                );
-            }
-            normalized
-        }
-        None => None,
-    };
+    let phone = clean(&raw.phone).and_then(|p| phone_field(v, "contact.phone", &p));
     let address = parse_address(v, raw.address.as_ref());
     let answer_channel = match clean(&raw.answer_channel) {
         Some(_) => code(

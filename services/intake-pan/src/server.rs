@@ -277,15 +277,12 @@ impl Desk for DeskService {
         // The confirmation and the reminder go to what is given here: one
         // the notifier cannot use would leave the person without either.
         let phone = person.phone.trim();
-        if !phone.is_empty() && guichet_dossier::filing::normalize_phone(phone).is_none() {
-            v.add(
-                "person.phone",
-                "is not a phone number (06 12 34 56 78, or +33 6 12 34 56 78 from abroad)",
-            );
+        if !phone.is_empty() {
+            guichet_dossier::filing::phone_field(&mut v, "person.phone", phone);
         }
         let email = person.email.trim();
-        if !email.is_empty() && !guichet_dossier::filing::looks_like_email(email) {
-            v.add("person.email", "is not an e-mail address");
+        if !email.is_empty() {
+            guichet_dossier::filing::email_field(&mut v, "person.email", email);
         }
         if route != BookingRoute::Online && r.booked_by.trim().is_empty() {
             v.add(

@@ -39,6 +39,11 @@ pub enum LetterError {
     NoAddress(String),
 }
 
+/// The key a dossier's receipt letter is kept under, once.
+fn receipt_key(reference: &str) -> String {
+    format!("{reference}|receipt")
+}
+
 #[derive(Clone)]
 pub struct Letters {
     pub store: Store,
@@ -187,7 +192,7 @@ impl Letters {
             &to,
             &receipt.reference,
             "receipt",
-            &format!("{}|receipt", receipt.reference),
+            &receipt_key(&receipt.reference),
             Body {
                 subject: "récépissé de dépôt",
                 paragraphs,
@@ -338,6 +343,11 @@ impl Letters {
                 seal: Some(request.seal.as_str()).filter(|s| !s.is_empty()),
             },
         ))
+    }
+
+    /// Whether the receipt letter of dossier `reference` is made already.
+    pub async fn receipt_made(&self, reference: &str) -> Result<bool, LetterError> {
+        Ok(self.store.letter_made(&receipt_key(reference)).await?)
     }
 
     /// A report's alternative: a paper kit gets its letter and form, once

@@ -320,6 +320,18 @@ impl PostalService {
     /// The receipt letter of an envelope filed already, written if the
     /// confirmation that filed it could not write it.
     async fn receipt_letter_again(&self, row: &EnvelopeRow) -> Result<(), Status> {
+        // Nearly always made: one read, not the filing built and accepted
+        // again.
+        if let Some(reference) = &row.reference {
+            let made = self
+                .letters
+                .receipt_made(reference)
+                .await
+                .map_err(|e| receipt_letter_failed(reference, e))?;
+            if made {
+                return Ok(());
+            }
+        }
         let unreadable = |what: &str| {
             Status::from(ServiceError::new(
                 ErrorKind::WrongState,
