@@ -75,7 +75,7 @@ impl MailError {
             MailError::Address(_) => "not an e-mail address".into(),
             MailError::Build(_) | MailError::MediaType(_) => "the message cannot be built".into(),
             MailError::Smtp(e) => {
-                let code = e.status().map(|c| format!(" ({c})")).unwrap_or_default();
+                let code = relay_code(e);
                 if e.is_permanent() {
                     format!("refused by the relay{code}")
                 } else if e.is_timeout() {
@@ -88,11 +88,16 @@ impl MailError {
             MailError::TimedOut(_) => "the relay did not answer in time".into(),
             MailError::Unreachable(_) => "the relay cannot be reached".into(),
             MailError::Refused(e) => {
-                let code = e.status().map(|c| format!(" ({c})")).unwrap_or_default();
+                let code = relay_code(e);
                 format!("the relay refused the connection{code}")
             }
         }
     }
+}
+
+/// The relay's reply code, as " (550)", or nothing when it gave none.
+fn relay_code(e: &SmtpError) -> String {
+    e.status().map(|c| format!(" ({c})")).unwrap_or_default()
 }
 
 /// Where e-mail goes.
