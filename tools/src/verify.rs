@@ -175,13 +175,31 @@ async fn read_keys(given: Option<&str>, public_url: Option<&str>) -> anyhow::Res
     Ok(KeySet::from_jwks(&text)?)
 }
 
-/// Every page rendered at 200 dpi and read for codes; the text by pdftotext.
+/// Every page rendered at 200 dpi (300 when no code is found there) and
+/// read for codes; the text by pdftotext.
 fn read_pdf(file: &Path) -> anyhow::Result<(Vec<String>, String)> {
+    // rqrr misses some codes at one resolution that it reads at another
+    // (a module's edge falling between pixels): a paper whose code is not
+    // found at 200 dpi is read once more at 300 before "no code" is said.
+    let mut codes = codes_at(file, 200)?;
+    if codes.is_empty() {
+        codes = codes_at(file, 300)?;
+    }
+    let text = Command::new("pdftotext")
+        .arg(file)
+        .arg("-")
+        .output()
+        .context("pdftotext (poppler-utils) is needed to read a PDF")?;
+    Ok((codes, String::from_utf8_lossy(&text.stdout).into_owned()))
+}
+
+/// The codes read on the pages of the PDF `file` drawn at `dpi`.
+fn codes_at(file: &Path, dpi: u32) -> anyhow::Result<Vec<String>> {
     let dir = std::env::temp_dir().join(format!("guichet-verify-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir)?;
     let prefix = dir.join("page");
     let rendered = Command::new("pdftoppm")
-        .args(["-r", "200", "-png"])
+        .args(["-r", &dpi.to_string(), "-png"])
         .arg(file)
         .arg(&prefix)
         .status()
@@ -201,12 +219,7 @@ fn read_pdf(file: &Path) -> anyhow::Result<(Vec<String>, String)> {
     if !rendered.success() {
         bail!("{} is not a PDF pdftoppm can read", file.display());
     }
-    let text = Command::new("pdftotext")
-        .arg(file)
-        .arg("-")
-        .output()
-        .context("pdftotext (poppler-utils) is needed to read a PDF")?;
-    Ok((codes, String::from_utf8_lossy(&text.stdout).into_owned()))
+    Ok(codes)
 }
 
 /// A scan or photo: its code, and its text read by Tesseract.
