@@ -263,7 +263,7 @@ async function otherPages(page, lang, reference, born) {
   // A booking at the desk of 59, then its page, then cancelled.
   if (SITE) {
     await page.goto(BASE + p + '/rendez-vous?departement=59');
-    await page.click(`a[href="${p}/rendez-vous/lieu/${SITE}"]`);
+    await page.click(`a[href^="${p}/rendez-vous/lieu/${SITE}?jour="]`);
     await audit(page, `${lang} slots`, violations);
     BOOKED_DAY.value = await page.inputValue('#jour');
     await page.locator('input[name=starts_at] + label').first().click();

@@ -683,7 +683,7 @@ async fn a_person_needs_their_own_link(backend: Backend) {
         .await
         .expect("the supervisor of 59 opens a site of 59");
     let mut day = guichet_dossier::calendar::paris_date(chrono::Utc::now()) + chrono::Days::new(2);
-    while !guichet_dossier::calendar::is_working_day(day) {
+    while !guichet_dossier::calendar::is_working_day(day, "59") {
         day = day + chrono::Days::new(1);
     }
     let slots: Value = app

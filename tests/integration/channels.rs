@@ -221,7 +221,7 @@ async fn book_by_rest(
 /// 09:00 (Paris) on the first working day after tomorrow.
 fn next_slot() -> chrono::DateTime<Utc> {
     let mut day = guichet_dossier::calendar::paris_date(Utc::now()) + Days::new(2);
-    while !guichet_dossier::calendar::is_working_day(day) {
+    while !guichet_dossier::calendar::is_working_day(day, "59") {
         day = day + Days::new(1);
     }
     guichet_dossier::desk::from_local(day.and_hms_opt(9, 0, 0).unwrap()).unwrap()
@@ -587,7 +587,21 @@ async fn a_report_unanswered_past_its_deadline_is_escalated_and_shows_as_overdue
         call_id: format!("call-{key}"),
         idempotency_key: key.into(),
     };
+    // A phone or an e-mail nobody could be reached at is refused, naming
+    // it: the notices of the report's steps would go nowhere.
+    let mut unreachable = open("unreachable");
+    let contact = unreachable.contact.as_mut().unwrap();
+    contact.phone = "0700".into();
+    contact.email = "a.haidari.example.org".into();
+    let refused = ccc.open_report(unreachable).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        common::refused_fields(&refused),
+        ["contact.phone", "contact.email"]
+    );
     let late = ccc.open_report(open("late")).await.unwrap().into_inner();
+    // The phone is kept as the notifier dials it.
+    assert_eq!(late.contact.as_ref().unwrap().phone, "+33700000001");
     let answered = ccc
         .open_report(open("answered"))
         .await
@@ -599,7 +613,7 @@ async fn a_report_unanswered_past_its_deadline_is_escalated_and_shows_as_overdue
     let deadline = guichet_proto::convert::date_from_pb(late.deadline.as_ref().unwrap()).unwrap();
     assert_eq!(
         deadline,
-        guichet_dossier::calendar::add_working_days(opened, 5)
+        guichet_dossier::calendar::add_working_days(opened, 5, "59")
     );
     assert!(deadline.weekday().number_from_monday() <= 5);
     // Opening the same report twice (a retried call) is one report.

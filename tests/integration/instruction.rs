@@ -924,7 +924,15 @@ async fn twins_are_proposed_to_an_agent_not_linked(backend: Backend) {
 /// that day, and the cover rests on the card until its last day.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_card_handed_over_ends_the_favourable_decision_attestation() {
-    let (env, app) = start(Backend::Servers).await;
+    let env = TestEnv::on(Backend::Servers).await;
+    let mut config = env.config();
+    config.sweep_interval_s = 1;
+    let clock = std::sync::Arc::new(common::ShiftedClock::default());
+    let app = App::builder(&config)
+        .only(ONLINE)
+        .clock(clock.clone())
+        .start()
+        .await;
     let reference = file(&app, &example("renewal-employee.json")).await;
     let handover = format!("/api/v1/agent/dossiers/{reference}/card-handover");
     let today = chrono::Utc::now()
@@ -1011,6 +1019,19 @@ async fn the_card_handed_over_ends_the_favourable_decision_attestation() {
         "{status}"
     );
     assert_eq!(status["cover"]["basis"], "new_card");
+
+    // Months later, past the old title's end and its three months: the card
+    // covers every day since it was handed over, none is shown uncovered.
+    clock.advance(chrono::Duration::days(160));
+    let later = status_of(&app, &reference, "1991-03-02").await;
+    assert_eq!(later["cover"]["basis"], "new_card", "{later}");
+    for gap in later["uncovered"].as_array().unwrap() {
+        let until: NaiveDate = gap["until"].as_str().unwrap().parse().unwrap();
+        assert!(
+            until < today,
+            "a day after the handover shown uncovered: {later}"
+        );
+    }
     common::stop(app, env).await;
 }
 

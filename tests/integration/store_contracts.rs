@@ -270,7 +270,7 @@ async fn a_report_is_opened_once_per_key(backend: Backend) {
     let env = TestEnv::on(backend).await;
     let r = reports(&env).await;
     let (now, today) = (Utc::now(), paris_date(Utc::now()));
-    let deadline = add_working_days(today, 5);
+    let deadline = add_working_days(today, 5, "59");
 
     let opened = r
         .open(new_report("key-1", "no slot online", deadline), now, today)
@@ -317,7 +317,7 @@ async fn a_report_moves_through_its_states_with_its_events(backend: Backend) {
     let (now, today) = (Utc::now(), paris_date(Utc::now()));
     let id = r
         .open(
-            new_report("key-2", "upload fails", add_working_days(today, 5)),
+            new_report("key-2", "upload fails", add_working_days(today, 5, "59")),
             now,
             today,
         )
@@ -402,7 +402,7 @@ async fn a_report_past_its_deadline_is_escalated_once(backend: Backend) {
         .await
         .unwrap();
     r.open(
-        new_report("key-4", "no receipt", add_working_days(today, 5)),
+        new_report("key-4", "no receipt", add_working_days(today, 5, "59")),
         now,
         today,
     )
@@ -426,7 +426,7 @@ async fn a_damaged_report_is_an_error_not_a_default(backend: Backend) {
     let env = TestEnv::on(backend).await;
     let r = reports(&env).await;
     let (now, today) = (Utc::now(), paris_date(Utc::now()));
-    let deadline = add_working_days(today, 5);
+    let deadline = add_working_days(today, 5, "59");
     // One report per damaged column, so each is the only damage.
     let damages = [
         (
@@ -531,7 +531,7 @@ fn site(places: u32, for_reports: u32) -> pb::Site {
 
 /// A slot of the site a few working days ahead, at `hour:minute` in Paris.
 fn slot(hour: u32, minute: u32) -> (NaiveDate, DateTime<Utc>) {
-    let day = add_working_days(paris_date(Utc::now()), 3);
+    let day = add_working_days(paris_date(Utc::now()), 3, "59");
     (
         day,
         from_local(day.and_hms_opt(hour, minute, 0).unwrap()).unwrap(),

@@ -40,6 +40,8 @@ struct SitesPage {
     p: Page,
     prefecture: String,
     sites: Option<Vec<SiteJson>>,
+    /// The day each site's slots open on: the prefecture's next working day.
+    first_day: String,
 }
 
 async fn sites(
@@ -50,6 +52,7 @@ async fn sites(
     let prefecture = params.departement.unwrap_or_default().trim().to_uppercase();
     let mut page = SitesPage {
         p: visitor.page("booking-title"),
+        first_day: next_working_day(super::today(&state), &prefecture).to_string(),
         prefecture: prefecture.clone(),
         sites: None,
     };
@@ -153,10 +156,11 @@ async fn slots_page(
     })
 }
 
-/// The first working day after `today`: what the slots page opens on.
-pub(crate) fn next_working_day(today: chrono::NaiveDate) -> chrono::NaiveDate {
+/// The first working day of `department` after `today`: what the slots
+/// page opens on.
+pub(crate) fn next_working_day(today: chrono::NaiveDate, department: &str) -> chrono::NaiveDate {
     let mut day = today + chrono::Days::new(1);
-    while !guichet_dossier::calendar::is_working_day(day) {
+    while !guichet_dossier::calendar::is_working_day(day, department) {
         day = day + chrono::Days::new(1);
     }
     day
@@ -172,7 +176,10 @@ async fn slots(
         .jour
         .map(|d| super::iso_date_of(&d))
         .filter(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok())
-        .unwrap_or_else(|| next_working_day(super::today(&state)).to_string());
+        // The sites page's links name the day; a link without one opens on
+        // the next day worked nationally (a local holiday shows no slot, and
+        // the page lets another day be chosen).
+        .unwrap_or_else(|| next_working_day(super::today(&state), "").to_string());
     match slots_page(&state, &visitor, &site, day, Form::default()).await {
         Ok(page) => visitor.html(&page),
         Err(r) => r,

@@ -1,7 +1,7 @@
 //! Dates in law are French calendar dates: an instant becomes a date in
 //! Europe/Paris, whatever the server's time zone.
 
-use chrono::{DateTime, Datelike, Days, NaiveDate, Utc, Weekday};
+use chrono::{DateTime, Datelike, NaiveDate, Utc, Weekday};
 use chrono_tz::Europe::Paris;
 
 /// The calendar date in Paris at this instant.
@@ -9,7 +9,6 @@ pub fn paris_date(at: DateTime<Utc>) -> NaiveDate {
     at.with_timezone(&Paris).date_naive()
 }
 
-/// Parses `YYYY-MM-DD`, the only date form the APIs accept.
 /// The time of day in Paris at instant `at` (`09:30`), as desks and
 /// convocations give it.
 pub fn paris_time_of_day(at: DateTime<Utc>) -> String {
@@ -18,8 +17,19 @@ pub fn paris_time_of_day(at: DateTime<Utc>) -> String {
         .to_string()
 }
 
+/// Parses `YYYY-MM-DD`, the only date form the APIs accept: four digits,
+/// two and two. chrono's `%Y-%m-%d` alone also takes a sign, a space or a
+/// one-digit month (`+2026-1-01`, ` 2026-1-01`).
 pub fn parse_iso_date(s: &str) -> Option<NaiveDate> {
-    if s.len() != 10 {
+    let shaped = s.len() == 10
+        && s.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if !shaped {
         return None;
     }
     NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
@@ -44,8 +54,13 @@ pub fn easter(year: i32) -> NaiveDate {
     NaiveDate::from_ymd_opt(year, month as u32, day as u32).unwrap_or(NaiveDate::MIN)
 }
 
-/// The eleven national public holidays of metropolitan France.
-pub fn is_public_holiday(d: NaiveDate) -> bool {
+/// The public holidays of `department` (a department code, as prefectures
+/// are named): the eleven national ones, and those the law adds locally.
+/// Alsace-Moselle (57, 67, 68) keeps Good Friday and 26 December (Code du
+/// travail L.3134-13); each overseas department marks the abolition of
+/// slavery on its own day (law 83-550). Any other code, or none, has the
+/// national ones alone.
+pub fn is_public_holiday(d: NaiveDate, department: &str) -> bool {
     let fixed = [
         (1, 1),
         (5, 1),
@@ -56,28 +71,41 @@ pub fn is_public_holiday(d: NaiveDate) -> bool {
         (11, 11),
         (12, 25),
     ];
-    if fixed.contains(&(d.month(), d.day())) {
+    let day = (d.month(), d.day());
+    if fixed.contains(&day) {
         return true;
     }
     let easter = easter(d.year());
+    let after_easter = |offset: i64| easter + chrono::Duration::days(offset) == d;
     // Easter Monday, Ascension Thursday, Whit Monday.
-    [1, 39, 50]
-        .iter()
-        .any(|&offset| easter.checked_add_days(Days::new(offset)) == Some(d))
+    if [1, 39, 50].into_iter().any(after_easter) {
+        return true;
+    }
+    match department {
+        "57" | "67" | "68" => after_easter(-2) || day == (12, 26),
+        "971" => day == (5, 27),
+        "972" => day == (5, 22),
+        "973" => day == (6, 10),
+        "974" => day == (12, 20),
+        "976" => day == (4, 27),
+        _ => false,
+    }
 }
 
-/// Monday to Friday, and not a public holiday: a day a prefecture works.
-pub fn is_working_day(d: NaiveDate) -> bool {
-    !matches!(d.weekday(), Weekday::Sat | Weekday::Sun) && !is_public_holiday(d)
+/// Monday to Friday, and not a public holiday of `department`: a day its
+/// prefecture works.
+pub fn is_working_day(d: NaiveDate, department: &str) -> bool {
+    !matches!(d.weekday(), Weekday::Sat | Weekday::Sun) && !is_public_holiday(d, department)
 }
 
-/// The `n`-th working day after `from` (`from` itself does not count).
-pub fn add_working_days(from: NaiveDate, n: u32) -> NaiveDate {
+/// The `n`-th working day of `department` after `from` (`from` itself does
+/// not count).
+pub fn add_working_days(from: NaiveDate, n: u32, department: &str) -> NaiveDate {
     let mut d = from;
     let mut left = n;
     while left > 0 {
         d = d.succ_opt().unwrap_or(d);
-        if is_working_day(d) {
+        if is_working_day(d, department) {
             left -= 1;
         }
     }
@@ -152,8 +180,70 @@ mod tests {
             ),
         ];
         for (from, n, expected, why) in table {
-            assert_eq!(add_working_days(from, n), expected, "{why}");
+            assert_eq!(add_working_days(from, n, "59"), expected, "{why}");
         }
+    }
+
+    #[test]
+    fn local_holidays_table() {
+        // (day, department, a public holiday there, why)
+        let table = [
+            (date(2027, 3, 26), "67", true, "Good Friday in Bas-Rhin"),
+            (date(2027, 3, 26), "57", true, "Good Friday in Moselle"),
+            (
+                date(2027, 3, 26),
+                "59",
+                false,
+                "Good Friday is worked in Nord",
+            ),
+            (
+                date(2026, 4, 3),
+                "68",
+                true,
+                "Good Friday 2026 in Haut-Rhin",
+            ),
+            (date(2029, 12, 26), "68", true, "26 December in Haut-Rhin"),
+            (
+                date(2029, 12, 26),
+                "75",
+                false,
+                "26 December is worked in Paris",
+            ),
+            (date(2027, 5, 27), "971", true, "abolition day, Guadeloupe"),
+            (date(2027, 5, 27), "972", false, "Martinique's is the 22nd"),
+            (
+                date(2027, 5, 21),
+                "972",
+                false,
+                "the day before Martinique's",
+            ),
+            (date(2026, 5, 22), "972", true, "abolition day, Martinique"),
+            (date(2027, 6, 10), "973", true, "abolition day, Guyane"),
+            (date(2026, 12, 20), "974", true, "abolition day, La Réunion"),
+            (date(2027, 4, 27), "976", true, "abolition day, Mayotte"),
+            (
+                date(2027, 4, 27),
+                "",
+                false,
+                "no department: national days alone",
+            ),
+            (date(2027, 3, 29), "", true, "Easter Monday everywhere"),
+            (date(2027, 3, 29), "67", true, "Easter Monday in Alsace too"),
+            (date(2027, 12, 25), "974", true, "Christmas overseas too"),
+        ];
+        for (day, department, holiday, why) in table {
+            assert_eq!(is_public_holiday(day, department), holiday, "{why}");
+        }
+        // A report opened in Strasbourg on Maundy Thursday 2027 waits past
+        // Good Friday and Easter Monday; in Lille, past Easter Monday only.
+        assert_eq!(
+            add_working_days(date(2027, 3, 25), 1, "67"),
+            date(2027, 3, 30)
+        );
+        assert_eq!(
+            add_working_days(date(2027, 3, 25), 1, "59"),
+            date(2027, 3, 26)
+        );
     }
 
     #[test]
@@ -193,6 +283,13 @@ mod tests {
             ("2026-1-1", None),
             ("01/02/2026", None),
             ("", None),
+            // Ten characters, but not the form: a sign, a space, a short month.
+            ("+2026-1-01", None),
+            (" 2026-1-01", None),
+            ("-001-01-01", None),
+            ("2026-01-1 ", None),
+            ("2026/01/01", None),
+            ("２026-01-01", None),
         ];
         for (input, expected) in table {
             let expected = expected.map(|(y, m, d)| NaiveDate::from_ymd_opt(y, m, d).unwrap());

@@ -38,6 +38,8 @@ pub struct OpeningPeriod {
 /// What decides a site's slots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteRules {
+    /// The site's department: whose public holidays close it.
+    pub prefecture: String,
     pub periods: Vec<OpeningPeriod>,
     pub slot_minutes: u32,
     /// People one slot takes.
@@ -128,6 +130,7 @@ impl RawSite {
             v.add("opening_hours", "a site opens at least once a week");
         }
         v.into_result(SiteRules {
+            prefecture: self.prefecture.clone(),
             periods,
             slot_minutes: self.slot_minutes,
             places_per_slot: places,
@@ -158,7 +161,7 @@ impl SiteRules {
     /// slots, on a working day.
     pub fn check_slot(&self, starts_at: DateTime<Utc>) -> Result<(), SlotRefused> {
         let local = to_local(starts_at);
-        if !crate::calendar::is_working_day(local.date()) {
+        if !crate::calendar::is_working_day(local.date(), &self.prefecture) {
             return Err(SlotRefused::NotWorkingDay(local.date()));
         }
         if self.slots_of_day(local.date()).contains(&local) {
@@ -276,6 +279,17 @@ mod tests {
         for (at, ok, why) in table {
             assert_eq!(rules.check_slot(local(at)).is_ok(), ok, "{why}");
         }
+        // Good Friday is worked in Nord, not in Bas-Rhin.
+        let good_friday = local("2027-03-26 09:00");
+        assert!(rules.check_slot(good_friday).is_ok());
+        let strasbourg = RawSite {
+            prefecture: "67".into(),
+            ..site()
+        };
+        assert_eq!(
+            strasbourg.rules().unwrap().check_slot(good_friday),
+            Err(SlotRefused::NotWorkingDay(good_friday.date_naive()))
+        );
     }
 
     #[test]

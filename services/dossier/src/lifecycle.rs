@@ -109,6 +109,30 @@ impl Step {
         }
     }
 
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            FoundComplete,
+            FoundIncomplete,
+            RequestDocuments,
+            StartReview,
+            DecideFavourable,
+            DecideUnfavourable,
+            Withdraw,
+            DeadlinePassed,
+        ]
+        .into_iter()
+        .find(|step| step.as_str() == s)
+    }
+
+    /// Does the case leave the open states by this step (decided,
+    /// withdrawn, closed)?
+    pub fn leaves_open(self) -> bool {
+        matches!(
+            self,
+            DecideFavourable | DecideUnfavourable | Withdraw | DeadlinePassed
+        )
+    }
+
     /// The step in words, for refusals: "cannot be {described}".
     pub fn described(self) -> &'static str {
         match self {
@@ -126,6 +150,10 @@ impl Step {
 
 use CaseState::*;
 use Step::*;
+
+/// The event kind of a new card handed over at a desk (not a step: the
+/// case stays favourable).
+pub const CARD_HANDED_OVER: &str = "card_handed_over";
 
 /// (from, step, to): the whole lifecycle.
 pub const TRANSITIONS: &[(CaseState, Step, CaseState)] = &[
@@ -200,6 +228,17 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_step_leaves_the_open_states_exactly_when_its_transitions_do() {
+        for (from, step, to) in TRANSITIONS {
+            assert_eq!(step.leaves_open(), !to.is_open(), "{from} {step:?} {to}");
+        }
+        for step in STEPS {
+            assert_eq!(Step::parse(step.as_str()), Some(step));
+        }
+        assert_eq!(Step::parse(CARD_HANDED_OVER), None);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use chrono::{Months, NaiveDate};
 use serde::{Deserialize, Serialize};
 
 use crate::codes::{Procedure, TitleKind};
-use crate::lifecycle::CaseState;
+use crate::lifecycle::{CaseState, Step};
 
 /// The extension L.433-3 gives an expired long-stay title, in months.
 pub const LEGAL_EXTENSION_MONTHS: u32 = 3;
@@ -181,8 +181,14 @@ pub fn add_months(date: NaiveDate, months: u32) -> NaiveDate {
 /// title asked for while the title was still valid: its last day counts as
 /// in time, the day after does not.
 pub fn legal_extension_applies(facts: &CaseFacts) -> bool {
+    facts.state.is_open() && extension_was_owed(facts)
+}
+
+/// Was this case's title extended by L.433-3 while the case was open? The
+/// openness aside, the same conditions as `legal_extension_applies`: a
+/// decided or closed case no longer has the extension, but had it.
+fn extension_was_owed(facts: &CaseFacts) -> bool {
     facts.procedure == Procedure::Renewal
-        && facts.state.is_open()
         && facts.title.is_some_and(|(kind, expires)| {
             EXTENDED_TITLES.contains(&kind) && facts.filed_on <= expires
         })
@@ -269,12 +275,44 @@ pub fn attestation_due(
     })
 }
 
+/// What a case went through that the days it covered depend on, from its
+/// history: the cover of the past is read from what happened, not from the
+/// state the case is in today.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaseHistory {
+    /// The day the case was decided, withdrawn or closed: L.433-3 covered
+    /// the expired title up to it.
+    pub left_open_on: Option<NaiveDate>,
+    /// The day the new card was handed over: it covers from then to
+    /// `CaseFacts::card_until`.
+    pub card_handed_over_on: Option<NaiveDate>,
+}
+
+impl CaseHistory {
+    /// From a case's events, each as its kind and the day (Paris) it
+    /// happened.
+    pub fn of<'a>(events: impl IntoIterator<Item = (&'a str, NaiveDate)>) -> CaseHistory {
+        let earliest =
+            |known: Option<NaiveDate>, day: NaiveDate| Some(known.map_or(day, |k| k.min(day)));
+        let mut history = CaseHistory::default();
+        for (kind, day) in events {
+            if kind == crate::lifecycle::CARD_HANDED_OVER {
+                history.card_handed_over_on = earliest(history.card_handed_over_on, day);
+            } else if Step::parse(kind).is_some_and(Step::leaves_open) {
+                history.left_open_on = earliest(history.left_open_on, day);
+            }
+        }
+        history
+    }
+}
+
 /// The days since the title expired, up to `today`, that nothing covered:
 /// each gap as its first and last day. A late renewal's attestation is never
 /// back-dated, so its case shows the time the person was without proof.
 /// Nothing before the title's expiry counts (no title, no gap to show).
 pub fn uncovered_periods(
     facts: &CaseFacts,
+    history: &CaseHistory,
     attestations: &[Attestation],
     today: NaiveDate,
 ) -> Vec<(NaiveDate, NaiveDate)> {
@@ -285,8 +323,13 @@ pub fn uncovered_periods(
         .iter()
         .map(|a| (a.valid_from, a.valid_until))
         .collect();
-    if legal_extension_applies(facts) {
-        covered.push((expires, Some(add_months(expires, LEGAL_EXTENSION_MONTHS))));
+    if extension_was_owed(facts) {
+        let end = add_months(expires, LEGAL_EXTENSION_MONTHS);
+        let end = history.left_open_on.map_or(end, |left| end.min(left));
+        covered.push((expires, Some(end)));
+    }
+    if let (Some(from), Some(until)) = (history.card_handed_over_on, facts.card_until) {
+        covered.push((from, Some(until)));
     }
     covered.sort();
     let mut gaps = Vec::new();
@@ -819,9 +862,34 @@ mod tests {
             d(2026, 11, 28),
         );
         let in_time = filed_on(late, d(2026, 11, 1));
+        let open = CaseHistory::default();
+        let left_open_on = |day| CaseHistory {
+            left_open_on: Some(day),
+            card_handed_over_on: None,
+        };
+        // In time, decided favourably on 10 January (L.433-3 ran until
+        // then), its card handed over on 1 March.
+        let favourable = CaseFacts {
+            state: Favourable,
+            ..in_time
+        };
+        let handed_over = CaseFacts {
+            card_until: Some(d(2031, 2, 28)),
+            ..favourable
+        };
+        let decided_then_card = CaseHistory {
+            left_open_on: Some(d(2027, 1, 10)),
+            card_handed_over_on: Some(d(2027, 3, 1)),
+        };
+        let decision_attestation = attestation(
+            AttestationKind::FavourableDecision,
+            d(2027, 1, 10),
+            Some(d(2027, 3, 1)),
+        );
         type Row = (
             &'static str,
             CaseFacts,
+            CaseHistory,
             Vec<Attestation>,
             NaiveDate,
             Vec<(NaiveDate, NaiveDate)>,
@@ -830,6 +898,7 @@ mod tests {
             (
                 "late, nothing issued yet: uncovered since the day after expiry",
                 late,
+                open,
                 vec![],
                 d(2026, 11, 28),
                 vec![(d(2026, 11, 9), d(2026, 11, 28))],
@@ -837,6 +906,7 @@ mod tests {
             (
                 "late, API from the day it was issued: the days before stay a gap",
                 late,
+                open,
                 vec![api(d(2026, 11, 28), d(2027, 2, 28))],
                 d(2026, 12, 15),
                 vec![(d(2026, 11, 9), d(2026, 11, 27))],
@@ -844,6 +914,7 @@ mod tests {
             (
                 "in time: L.433-3 then an API that joins it, no gap",
                 in_time,
+                open,
                 vec![api(d(2027, 1, 25), d(2027, 5, 8))],
                 d(2027, 3, 1),
                 vec![],
@@ -851,6 +922,7 @@ mod tests {
             (
                 "title still valid: nothing to show",
                 late,
+                open,
                 vec![],
                 d(2026, 11, 1),
                 vec![],
@@ -858,6 +930,7 @@ mod tests {
             (
                 "no title: nothing to show",
                 facts(Procedure::FirstApplication, Filed, None),
+                open,
                 vec![],
                 d(2026, 11, 1),
                 vec![],
@@ -865,6 +938,7 @@ mod tests {
             (
                 "two attestations with a gap between them",
                 late,
+                open,
                 vec![
                     api(d(2026, 11, 28), d(2026, 12, 31)),
                     api(d(2027, 1, 10), d(2027, 4, 10)),
@@ -875,10 +949,111 @@ mod tests {
                     (d(2027, 1, 1), d(2027, 1, 9)),
                 ],
             ),
+            (
+                "in time, decided favourably: L.433-3 covered the days up to the decision",
+                favourable,
+                left_open_on(d(2027, 1, 10)),
+                vec![attestation(
+                    AttestationKind::FavourableDecision,
+                    d(2027, 1, 10),
+                    None,
+                )],
+                d(2027, 2, 1),
+                vec![],
+            ),
+            (
+                "card handed over: it covers from that day, long after the decision's attestation ended",
+                handed_over,
+                decided_then_card,
+                vec![decision_attestation],
+                d(2027, 6, 1),
+                vec![],
+            ),
+            (
+                "card handed over after the old title's three months: still no gap",
+                handed_over,
+                decided_then_card,
+                vec![decision_attestation],
+                d(2031, 2, 28),
+                vec![],
+            ),
+            (
+                "card's last day past: uncovered from the day after",
+                handed_over,
+                decided_then_card,
+                vec![decision_attestation],
+                d(2031, 3, 5),
+                vec![(d(2031, 3, 1), d(2031, 3, 5))],
+            ),
+            (
+                "decided against: L.433-3 covered up to the decision, not after",
+                CaseFacts {
+                    state: Unfavourable,
+                    ..in_time
+                },
+                left_open_on(d(2027, 1, 10)),
+                vec![],
+                d(2027, 1, 20),
+                vec![(d(2027, 1, 11), d(2027, 1, 20))],
+            ),
+            (
+                "withdrawn after the three months: the three months stay covered",
+                CaseFacts {
+                    state: Closed,
+                    ..in_time
+                },
+                left_open_on(d(2027, 3, 20)),
+                vec![],
+                d(2027, 3, 25),
+                vec![(d(2027, 2, 9), d(2027, 3, 25))],
+            ),
+            (
+                "late renewal decided: no L.433-3 before or after",
+                CaseFacts {
+                    state: Unfavourable,
+                    ..late
+                },
+                left_open_on(d(2026, 12, 1)),
+                vec![],
+                d(2026, 12, 3),
+                vec![(d(2026, 11, 9), d(2026, 12, 3))],
+            ),
         ];
-        for (name, f, atts, today, expected) in table {
-            assert_eq!(uncovered_periods(&f, &atts, today), expected, "{name}");
+        for (name, f, history, atts, today, expected) in table {
+            assert_eq!(
+                uncovered_periods(&f, &history, &atts, today),
+                expected,
+                "{name}"
+            );
         }
+    }
+
+    #[test]
+    fn a_case_history_is_read_from_its_events() {
+        let events = [
+            ("found_complete", d(2026, 11, 2)),
+            ("review_started", d(2026, 12, 1)),
+            ("decided_favourable", d(2027, 1, 10)),
+            ("card_handed_over", d(2027, 3, 1)),
+        ];
+        assert_eq!(
+            CaseHistory::of(events),
+            CaseHistory {
+                left_open_on: Some(d(2027, 1, 10)),
+                card_handed_over_on: Some(d(2027, 3, 1)),
+            }
+        );
+        for (kind, leaves) in [
+            ("decided_unfavourable", true),
+            ("withdrawn", true),
+            ("closed_deadline_passed", true),
+            ("documents_requested", false),
+            ("attestation_issued", false),
+        ] {
+            let history = CaseHistory::of([(kind, d(2027, 1, 10))]);
+            assert_eq!(history.left_open_on.is_some(), leaves, "{kind}");
+        }
+        assert_eq!(CaseHistory::of([]), CaseHistory::default());
     }
 
     /// Day by day over two years, a complete renewal pending with the

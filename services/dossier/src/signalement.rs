@@ -177,9 +177,10 @@ pub fn next_state(state: ReportState, step: ReportStep) -> Result<ReportState, S
         })
 }
 
-/// The last day to offer an alternative for a report opened on `opened`.
-pub fn deadline(opened: NaiveDate, working_days: u32) -> NaiveDate {
-    add_working_days(opened, working_days)
+/// The last day to offer an alternative for a report opened on `opened`,
+/// counted in the working days of its prefecture (`department`).
+pub fn deadline(opened: NaiveDate, working_days: u32, department: &str) -> NaiveDate {
+    add_working_days(opened, working_days, department)
 }
 
 /// Past its deadline without an alternative.
@@ -368,7 +369,7 @@ mod tests {
     fn overdue_table() {
         let d = |day| NaiveDate::from_ymd_opt(2026, 11, day).unwrap();
         // Opened Monday 23 November: five working days give Monday 30.
-        assert_eq!(deadline(d(23), 5), d(30));
+        assert_eq!(deadline(d(23), 5, "59"), d(30));
         let table = [
             (Open, d(27), false, "before the deadline"),
             (Open, d(30), false, "on the deadline day: still on time"),

@@ -8,7 +8,7 @@ use guichet_dossier::filing::RawDocument;
 use guichet_dossier::{
     CaseState, Channel, DocumentKind, Motif, Procedure, Reference, Step, UrgencyClass, Violations,
 };
-use guichet_dossier::{evaluation, rights};
+use guichet_dossier::{calendar, evaluation, rights};
 use guichet_kit::clock::SharedClock;
 use guichet_kit::{ErrorKind, ServiceError};
 use guichet_proto::v1::instruction_desk_server::InstructionDesk;
@@ -176,19 +176,33 @@ impl Api {
     }
 
     /// The days since the title expired that nothing covered, from the
-    /// attestations actually issued.
+    /// attestations actually issued and what the case went through.
     fn uncovered(
         &self,
         row: &CaseRow,
+        events: &[EventRow],
         attestations: &[AttestationRow],
     ) -> Result<Vec<pb::Period>, Status> {
         let facts = row.facts(row.state).map_err(|e| unreadable(&e))?;
+        let history = rights::CaseHistory::of(
+            events
+                .iter()
+                .map(|e| (e.kind.as_str(), calendar::paris_date(e.at))),
+        );
+        // Every step writes its event in the step's own transaction: a
+        // decided case without one is damaged, and its past cannot be told.
+        if !row.state.is_open() && history.left_open_on.is_none() {
+            return Err(unreadable(&cases::Unreadable::new(
+                &row.reference,
+                format!("{} with no event of leaving the open states", row.state),
+            )));
+        }
         let issued: Vec<_> = attestations
             .iter()
             .map(AttestationRow::attestation)
             .collect();
         Ok(
-            rights::uncovered_periods(&facts, &issued, self.clock.today())
+            rights::uncovered_periods(&facts, &history, &issued, self.clock.today())
                 .into_iter()
                 .map(|(from, until)| pb::Period {
                     from: Some(convert::date_to_pb(from)),
@@ -223,7 +237,7 @@ impl Api {
                 row.cover_until,
                 row.cover_basis.as_deref(),
             )),
-            uncovered: self.uncovered(&row, &attestations)?,
+            uncovered: self.uncovered(&row, &events, &attestations)?,
             attestations: attestations.iter().map(|a| a.to_pb()).collect(),
             linked_to: row.linked_to.clone().unwrap_or_default(),
             link_confirmed: row.link_confirmed,
@@ -377,6 +391,7 @@ impl InstructionReader for Api {
         let primary = row.linked_to.as_deref().unwrap_or(&row.reference);
         let CaseSnapshot {
             row: place,
+            events: place_events,
             attestations,
             mut linked,
             documents,
@@ -410,7 +425,7 @@ impl InstructionReader for Api {
             linked.retain(|l| *l != row.reference);
             linked.push(place.reference.clone());
         }
-        let uncovered = self.uncovered(&place, &attestations)?;
+        let uncovered = self.uncovered(&place, &place_events, &attestations)?;
         let holder = holder_of(&row.dossier);
         Ok(Response::new(pb::StatusView {
             documents: receipts(&place, &documents),

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use guichet_dossier::desk::AppointmentState;
-use guichet_dossier::filing::RawProvenance;
+use guichet_dossier::filing::{RawProvenance, email_field, phone_field};
 use guichet_dossier::signalement::{
     self, AlternativeKind, OfferedAlternative, OfferedAppointment, ReportState, ReportStep,
 };
@@ -392,12 +392,22 @@ impl CallCentre for CallCentreService {
         let family_name = required(&mut v, "family_name", &r.family_name);
         let agent_id = required(&mut v, "agent_id", &r.agent_id);
         let idempotency_key = required(&mut v, "idempotency_key", &r.idempotency_key);
-        let contact = r.contact.unwrap_or_default();
+        let mut contact = r.contact.unwrap_or_default();
         if contact.phone.trim().is_empty() && contact.email.trim().is_empty() {
             v.add(
                 "contact",
                 "a phone number or an e-mail address is needed to reach the person back",
             );
+        }
+        // A number or address the notifier cannot use would reach nobody,
+        // silently: refused here, as the filings and the bookings refuse it.
+        if !contact.phone.trim().is_empty() {
+            contact.phone =
+                phone_field(&mut v, "contact.phone", &contact.phone).unwrap_or_default();
+        }
+        if !contact.email.trim().is_empty() {
+            contact.email =
+                email_field(&mut v, "contact.email", contact.email.trim()).unwrap_or_default();
         }
         let postal_code = contact
             .address
@@ -424,6 +434,7 @@ impl CallCentre for CallCentreService {
         }
         let now = self.clock().now();
         let today = self.clock().today();
+        let deadline = signalement::deadline(today, self.deadline_days, &prefecture);
         let new = NewReport {
             id: uuid::Uuid::now_v7().to_string(),
             idempotency_key,
@@ -436,7 +447,7 @@ impl CallCentre for CallCentreService {
             prefecture,
             opened_by: agent_id,
             call_id: r.call_id,
-            deadline: signalement::deadline(today, self.deadline_days),
+            deadline,
         };
         let row = self
             .reports

@@ -301,7 +301,7 @@ impl Desks {
                 .bind(to),
             )
             .await?;
-        if !guichet_dossier::calendar::is_working_day(date) {
+        if !guichet_dossier::calendar::is_working_day(date, &rules.prefecture) {
             return Ok(Vec::new());
         }
         Ok(rules
@@ -657,7 +657,7 @@ impl Desks {
             let places_offered: u64 = from_day
                 .iter_days()
                 .take_while(|d| *d < today)
-                .filter(|d| guichet_dossier::calendar::is_working_day(*d))
+                .filter(|d| guichet_dossier::calendar::is_working_day(*d, &site.prefecture))
                 .map(|d| rules.slots_of_day(d).len() as u64 * u64::from(rules.places_per_slot))
                 .sum();
             let count = |states: &[AppointmentState]| -> u64 {

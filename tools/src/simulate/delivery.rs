@@ -156,7 +156,11 @@ impl Delivery {
         if let Some(posted) = posted
             && !fails(rng, self.post_failure_rate)
         {
-            arrived(add_working_days(posted, self.post_delay_days));
+            arrived(add_working_days(
+                posted,
+                self.post_delay_days,
+                super::mixes::DEPARTMENT,
+            ));
         }
         first
     }

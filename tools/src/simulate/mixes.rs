@@ -260,9 +260,15 @@ pub const AGENT_MONTH_FACTOR: [f64; 12] = [
     0.9, // Dec
 ];
 
-/// Agents decide on working days: weekdays that are not French public
-/// holidays (moving ones included), the calendar the rules use.
-pub use guichet_dossier::calendar::is_working_day;
+/// Assumption: the prefecture simulated is a large mainland one (Nord),
+/// with the national public holidays alone.
+pub const DEPARTMENT: &str = "59";
+
+/// Agents decide on working days: weekdays that are not public holidays
+/// (moving ones included), the calendar the rules use.
+pub fn is_working_day(day: chrono::NaiveDate) -> bool {
+    guichet_dossier::calendar::is_working_day(day, DEPARTMENT)
+}
 
 /// Days from an agent taking a case up to the decision (checks with other
 /// services, a work-permit opinion, card ordering), percent.

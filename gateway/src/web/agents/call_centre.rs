@@ -383,7 +383,7 @@ async fn report_page(
         .jour
         .map(|d| iso_date_of(&d))
         .filter(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok())
-        .unwrap_or_else(|| next_working_day(today).to_string());
+        .unwrap_or_else(|| next_working_day(today, &report.prefecture).to_string());
     let site = params
         .site
         .filter(|s| sites.iter().any(|(id, _)| id == s))

@@ -3,6 +3,7 @@
 //! transaction; the sweep issues what falls due while nothing happens.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use guichet_dossier::lifecycle::CARD_HANDED_OVER;
 use guichet_dossier::rights::{self, Attestation, Cover};
 use guichet_dossier::{CaseState, Step};
 use guichet_kit::sql::{Conn, Stmt};
@@ -179,9 +180,10 @@ impl Store {
         c.execute(
             Stmt::new(
                 "INSERT INTO dossier_events (reference, kind, actor, at, reason, trace_id) \
-                 VALUES ($1, 'card_handed_over', $2, $3, $4, $5)",
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(reference)
+            .bind(CARD_HANDED_OVER)
             .bind(agent)
             .bind(now)
             .bind(reason.as_str())
@@ -205,7 +207,7 @@ impl Store {
         .await?;
         c.enqueue(&cases::event_message(EventFacts {
             reference,
-            kind: "card_handed_over",
+            kind: CARD_HANDED_OVER,
             dossier: &row.dossier,
             state: row.state,
             at: now,
