@@ -1138,8 +1138,9 @@ async fn sweeping_online_mesh(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 /// A dossier whose stored filing the rules cannot read (a title kind no
 /// version knows) is left out of the sweep, logged; the dossiers after it
-/// still get the attestations they are owed. The damaged one is recorded
-/// first, so the sweep's read meets it before the others.
+/// still get the attestations they are owed; so is one whose stored bytes
+/// do not decode at all. The damaged ones are recorded first, so the
+/// sweep's read meets them before the others.
 async fn a_damaged_dossier_does_not_stop_the_sweep_for_the_others() {
     use chrono::Days;
     use guichet_proto::v1 as pb;
@@ -1161,10 +1162,15 @@ async fn a_damaged_dossier_does_not_stop_the_sweep_for_the_others() {
         async move { attestations_of(app, &reference).await }
     };
     let damaged = app.file_accepted(&renewal(0)).await;
-    eventually(DRAIN, "the first dossier in instruction", || {
-        attestations(damaged.clone())
-    })
-    .await;
+    // A second one whose stored bytes are no dossier at all: its row does
+    // not decode.
+    let garbled = app.file_accepted(&renewal(4)).await;
+    for reference in [&damaged, &garbled] {
+        eventually(DRAIN, "a damaged-to-be dossier in instruction", || {
+            attestations(reference.clone())
+        })
+        .await;
+    }
     let instruction = env.db("instruction").await;
     let Database::Postgres(pool, _) = &instruction else {
         panic!("a PostgreSQL test")
@@ -1184,6 +1190,12 @@ async fn a_damaged_dossier_does_not_stop_the_sweep_for_the_others() {
     sqlx::query("UPDATE dossiers SET dossier = $2 WHERE reference = $1")
         .bind(&damaged)
         .bind(dossier.encode_to_vec())
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE dossiers SET dossier = $2 WHERE reference = $1")
+        .bind(&garbled)
+        .bind(vec![0xffu8; 16])
         .execute(pool)
         .await
         .unwrap();
@@ -1209,12 +1221,15 @@ async fn a_damaged_dossier_does_not_stop_the_sweep_for_the_others() {
     }
     // The damaged one has none (its status page cannot be drawn: a stored
     // dossier the rules cannot read is the server's fault, answered 500).
-    let issued: i64 = sqlx::query_scalar("SELECT count(*) FROM attestations WHERE reference = $1")
-        .bind(&damaged)
-        .fetch_one(pool)
-        .await
-        .unwrap();
-    assert_eq!(issued, 0);
+    for reference in [&damaged, &garbled] {
+        let issued: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM attestations WHERE reference = $1")
+                .bind(reference)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert_eq!(issued, 0, "{reference}");
+    }
     common::stop(app, env).await;
 }
 

@@ -10,9 +10,7 @@ use guichet_kit::sql::{Conn, Stmt};
 use guichet_proto::v1 as pb;
 
 use super::Store;
-use super::rows::{
-    ATTESTATIONS_SQL, AttestationRow, CASE_COLUMNS, CaseError, CaseRow, StepDetails,
-};
+use super::rows::{ATTESTATIONS_SQL, AttestationRow, CaseError, CaseRow, StepDetails};
 use crate::cases::{self, EventFacts};
 
 /// Records the attestation `a`, issued for `reference` (whose dossier as
@@ -229,34 +227,36 @@ impl Store {
         today: NaiveDate,
     ) -> Result<(usize, usize), CaseError> {
         let soon = today + chrono::Duration::days(self.horizon_days);
-        let rows: Vec<CaseRow> = self
+        // References and states alone: each dossier is read whole under its
+        // own lock, so one that does not decode fails alone, not the round.
+        let rows: Vec<(String, String)> = self
             .db
             .fetch_all(
-                Stmt::new(format!(
-                    "SELECT {CASE_COLUMNS} FROM dossiers WHERE linked_to IS NULL AND (\
+                Stmt::new(
+                    "SELECT reference, state FROM dossiers WHERE linked_to IS NULL AND (\
                        (state IN ('complete', 'under_review') \
                           AND procedure IN ('renewal', 'regularisation') \
                           AND (cover_until IS NULL OR cover_until <= $1)) \
                        OR (state = 'favourable' AND card_until IS NULL \
                           AND (cover_basis IS NULL OR cover_basis <> 'favourable_decision')) \
-                       OR (state = 'documents_requested' AND documents_deadline < $2))"
-                ))
+                       OR (state = 'documents_requested' AND documents_deadline < $2))",
+                )
                 .bind(soon)
                 .bind(today),
             )
             .await?;
         let (mut issued, mut closed) = (0, 0);
-        for row in rows {
-            match self.sweep_one(&row, now, today).await {
+        for (reference, state) in rows {
+            match self.sweep_one(&reference, &state, now, today).await {
                 Ok(Swept::Issued) => issued += 1,
                 Ok(Swept::Closed) => closed += 1,
                 Ok(Swept::Nothing) => {}
                 // One damaged dossier must not stop the round for every
                 // dossier after it: the others are owed their attestations.
-                Err(CaseError::Unreadable(e)) => {
+                Err(e) if damaged(&e) => {
                     tracing::error!(
-                        reference = %row.reference,
-                        error = %e,
+                        %reference,
+                        error = %guichet_kit::error::error_chain(&e),
                         "an unreadable dossier is left out of the sweep: mend it; the others go on"
                     );
                 }
@@ -266,24 +266,27 @@ impl Store {
         Ok((issued, closed))
     }
 
-    /// The sweep's work on one dossier it read: close it if its deadline
+    /// The sweep's work on one dossier it found: close it if its deadline
     /// for documents passed, else issue the attestation it is owed.
     async fn sweep_one(
         &self,
-        row: &CaseRow,
+        reference: &str,
+        state: &str,
         now: DateTime<Utc>,
         today: NaiveDate,
     ) -> Result<Swept, CaseError> {
-        if row.state == CaseState::DocumentsRequested {
+        if state == CaseState::DocumentsRequested.as_str() {
+            // Past its deadline, the step keeps the documents and deadline
+            // the case holds (read again under its lock); none are given.
             let details = StepDetails {
                 actor: "system".into(),
                 holder_only: false,
                 reason: "the deadline for the requested documents passed".into(),
-                documents: row.missing()?,
-                deadline: row.documents_deadline,
+                documents: Vec::new(),
+                deadline: None,
             };
             return match self
-                .step(&row.reference, Step::DeadlinePassed, &details, now, today)
+                .step(reference, Step::DeadlinePassed, &details, now, today)
                 .await
             {
                 Ok(_) => Ok(Swept::Closed),
@@ -297,9 +300,7 @@ impl Store {
         let mut tx = self.db.begin_write().await?;
         let mut c = tx.conn();
         let current: Option<CaseRow> = c
-            .fetch_optional(
-                Stmt::new(self.sql.case_for_update.clone()).bind(row.reference.as_str()),
-            )
+            .fetch_optional(Stmt::new(self.sql.case_for_update.clone()).bind(reference))
             .await?;
         let done = match current {
             Some(row) => issue_due(&mut c, &row, row.state, now, today, self.horizon_days).await?,
@@ -307,6 +308,16 @@ impl Store {
         };
         tx.commit().await?;
         Ok(if done { Swept::Issued } else { Swept::Nothing })
+    }
+}
+
+/// A dossier the rules cannot read (`Unreadable`), or whose stored row
+/// does not decode: its own fault, not the database's.
+fn damaged(e: &CaseError) -> bool {
+    match e {
+        CaseError::Unreadable(_) => true,
+        CaseError::Db(e) => matches!(e, sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)),
+        _ => false,
     }
 }
 
