@@ -175,7 +175,7 @@ async fn slots(
     let day = params
         .jour
         .map(|d| super::iso_date_of(&d))
-        .filter(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok())
+        .filter(|d| guichet_dossier::calendar::parse_iso_date(d).is_some())
         // The sites page's links name the day; a link without one opens on
         // the next day worked nationally (a local holiday shows no slot, and
         // the page lets another day be chosen).
@@ -343,7 +343,7 @@ async fn follow(
     let day = key
         .jour
         .map(|d| super::iso_date_of(&d))
-        .filter(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok());
+        .filter(|d| guichet_dossier::calendar::parse_iso_date(d).is_some());
     if let Some(day) = day {
         match slots_page(&state, &visitor, &site, day.clone(), Form::default()).await {
             Ok(slots) => page.slots = slots.slots,

@@ -76,7 +76,8 @@ pub fn is_public_holiday(d: NaiveDate, department: &str) -> bool {
         return true;
     }
     let easter = easter(d.year());
-    let after_easter = |offset: i64| easter + chrono::Duration::days(offset) == d;
+    let after_easter =
+        |offset: i64| easter.checked_add_signed(chrono::Duration::days(offset)) == Some(d);
     // Easter Monday, Ascension Thursday, Whit Monday.
     if [1, 39, 50].into_iter().any(after_easter) {
         return true;

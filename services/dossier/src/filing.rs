@@ -527,6 +527,26 @@ fn date(v: &mut Violations, field: &str, s: &Option<String>) -> Option<NaiveDate
     parsed
 }
 
+/// Overseas departments' numbers are written as French national ones
+/// (`0692 12 34 56`) but are reached under their own country code
+/// (`+262692123456`): (first digits, country code), landlines and mobiles.
+const OVERSEAS_PREFIXES: &[(&str, &str)] = &[
+    ("0590", "590"), // Guadeloupe
+    ("0690", "590"),
+    ("0691", "590"),
+    ("0594", "594"), // Guyane
+    ("0694", "594"),
+    ("0596", "596"), // Martinique
+    ("0696", "596"),
+    ("0697", "596"),
+    ("0262", "262"), // La Réunion
+    ("0263", "262"),
+    ("0692", "262"),
+    ("0693", "262"),
+    ("0269", "262"), // Mayotte
+    ("0639", "262"),
+];
+
 /// A phone number in E.164 (`+33612345678`), from the ways people write
 /// one (`06 12 34 56 78`, `0033 6…`); `None` when it is not one.
 pub fn normalize_phone(raw: &str) -> Option<String> {
@@ -537,8 +557,13 @@ pub fn normalize_phone(raw: &str) -> Option<String> {
     let international = if let Some(rest) = compact.strip_prefix("00") {
         format!("+{rest}")
     } else if compact.len() == 10 && compact.starts_with('0') {
-        // A French national number.
-        format!("+33{}", &compact[1..])
+        // A French national number: the overseas departments' have their
+        // own country codes, by the number's first digits.
+        let country = OVERSEAS_PREFIXES
+            .iter()
+            .find(|(prefix, _)| compact.starts_with(prefix))
+            .map_or("33", |(_, country)| country);
+        format!("+{country}{}", &compact[1..])
     } else {
         compact
     };
@@ -1050,6 +1075,39 @@ mod tests {
 
     fn web() -> RawProvenance {
         RawProvenance::Web { account_id: None }
+    }
+
+    #[test]
+    fn phone_numbers_table() {
+        let table = [
+            ("06 12 34 56 78", Some("+33612345678"), "a mainland mobile"),
+            (
+                "01.23.45.67.89",
+                Some("+33123456789"),
+                "a Paris landline, dotted",
+            ),
+            ("0033 6 12 34 56 78", Some("+33612345678"), "00 for +"),
+            ("+44 20 7946 0958", Some("+442079460958"), "abroad"),
+            ("0692 12 34 56", Some("+262692123456"), "a Réunion mobile"),
+            ("0262 12 34 56", Some("+262262123456"), "a Réunion landline"),
+            ("0639 12 34 56", Some("+262639123456"), "a Mayotte mobile"),
+            (
+                "0690 12 34 56",
+                Some("+590690123456"),
+                "a Guadeloupe mobile",
+            ),
+            ("0594 12 34 56", Some("+594594123456"), "a Guyane landline"),
+            (
+                "0696 12 34 56",
+                Some("+596696123456"),
+                "a Martinique mobile",
+            ),
+            ("0612", None, "too short"),
+            ("06 12 34 56 7x", None, "not digits"),
+        ];
+        for (raw, expected, why) in table {
+            assert_eq!(normalize_phone(raw).as_deref(), expected, "{why}");
+        }
     }
 
     fn valid() -> RawFiling {

@@ -382,7 +382,7 @@ async fn report_page(
     let day = params
         .jour
         .map(|d| iso_date_of(&d))
-        .filter(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok())
+        .filter(|d| guichet_dossier::calendar::parse_iso_date(d).is_some())
         .unwrap_or_else(|| next_working_day(today, &report.prefecture).to_string());
     let site = params
         .site

@@ -99,7 +99,7 @@ async fn day_page(
     let day = q
         .jour
         .map(|d| iso_date_of(&d))
-        .filter(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok())
+        .filter(|d| guichet_dossier::calendar::parse_iso_date(d).is_some())
         .unwrap_or_else(|| today(state).to_string());
     let site = q
         .site
