@@ -109,19 +109,19 @@ impl Step {
         }
     }
 
+    pub const ALL: [Step; 8] = [
+        FoundComplete,
+        FoundIncomplete,
+        RequestDocuments,
+        StartReview,
+        DecideFavourable,
+        DecideUnfavourable,
+        Withdraw,
+        DeadlinePassed,
+    ];
+
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            FoundComplete,
-            FoundIncomplete,
-            RequestDocuments,
-            StartReview,
-            DecideFavourable,
-            DecideUnfavourable,
-            Withdraw,
-            DeadlinePassed,
-        ]
-        .into_iter()
-        .find(|step| step.as_str() == s)
+        Self::ALL.into_iter().find(|step| step.as_str() == s)
     }
 
     /// Does the case leave the open states by this step (decided,
@@ -201,16 +201,7 @@ pub fn next(from: CaseState, step: Step) -> Result<CaseState, ImpossibleStep> {
 mod tests {
     use super::*;
 
-    const STEPS: [Step; 8] = [
-        FoundComplete,
-        FoundIncomplete,
-        RequestDocuments,
-        StartReview,
-        DecideFavourable,
-        DecideUnfavourable,
-        Withdraw,
-        DeadlinePassed,
-    ];
+    const STEPS: [Step; 8] = Step::ALL;
 
     #[test]
     fn every_state_and_step_is_allowed_exactly_as_the_table_says() {
