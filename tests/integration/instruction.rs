@@ -361,6 +361,86 @@ async fn a_complete_renewal_near_expiry_is_covered_without_asking(backend: Backe
     common::stop(app, env).await;
 }
 
+/// Documents asked for are due by the deadline, sent by then: a reply
+/// posted on the deadline day (the postmark attests it) is still on its
+/// way the day after. The sweep closes the case for the missed deadline
+/// only once such a reply would have been received and keyed, five working
+/// days on; the post has the same days to answer as the web.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_deadline_closes_the_case_once_a_posted_reply_would_be_in() {
+    let env = TestEnv::on(Backend::Servers).await;
+    let mut config = env.config();
+    config.sweep_interval_s = 1;
+    let clock = std::sync::Arc::new(common::ShiftedClock::default());
+    let app = App::builder(&config)
+        .only(ONLINE)
+        .clock(clock.clone())
+        .start()
+        .await;
+    let mut body = renewal("Traoré", today() + Days::new(200));
+    body["documents"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|d| d["kind"] != "employment_contract");
+    let reference = file(&app, &body).await;
+    let taken = app
+        .agent_post(
+            "agent-7",
+            &format!("/api/v1/agent/dossiers/{reference}/takeover"),
+            json!({"reason": "instructing it"}),
+        )
+        .await;
+    assert_eq!(taken.status(), 200, "{:?}", taken.text().await);
+    let deadline = today() + Days::new(1);
+    let asked = app
+        .agent_post(
+            "agent-7",
+            &format!("/api/v1/agent/dossiers/{reference}/document-requests"),
+            json!({"kinds": ["employment_contract"], "deadline": deadline.to_string()}),
+        )
+        .await;
+    assert_eq!(asked.status(), 200, "{:?}", asked.text().await);
+    let db = env.db("instruction").await;
+    let in_state = |state: &'static str| {
+        let (db, reference) = (&db, &reference);
+        async move {
+            count(
+                db,
+                &format!(
+                    "SELECT count(*) FROM dossiers WHERE reference = '{reference}' \
+                     AND state = '{state}'"
+                ),
+            )
+            .await
+                == 1
+        }
+    };
+
+    // The day after the deadline: still waiting for the post.
+    clock.advance(chrono::Duration::days(2));
+    app.two_more_sweeps().await;
+    assert!(in_state("documents_requested").await);
+
+    // Two weeks on, five working days have passed whatever the holidays.
+    clock.advance(chrono::Duration::days(13));
+    eventually(WAIT, "the case closed for the missed deadline", || async {
+        in_state("closed").await.then_some(())
+    })
+    .await;
+    assert_eq!(
+        count(
+            &db,
+            &format!(
+                "SELECT count(*) FROM dossier_events WHERE reference = '{reference}' \
+                 AND kind = 'closed_deadline_passed'"
+            ),
+        )
+        .await,
+        1
+    );
+    common::stop(app, env).await;
+}
+
 on_both_backends!(the_lifecycle_refuses_what_it_does_not_allow_and_documents_complete_a_file);
 async fn the_lifecycle_refuses_what_it_does_not_allow_and_documents_complete_a_file(
     backend: Backend,

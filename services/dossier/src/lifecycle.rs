@@ -7,6 +7,7 @@
 //! any open state ─► closed (withdrawn, or the deadline for documents passed)
 //! ```
 
+use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -181,6 +182,29 @@ pub const TRANSITIONS: &[(CaseState, Step, CaseState)] = &[
     (DocumentsRequested, DeadlinePassed, Closed),
 ];
 
+/// Working days after the deadline for requested documents before the case
+/// is closed for missing it. The documents are due by the deadline, sent by
+/// then: for post the postmark attests it (CRPA L.112-1), as it does for a
+/// filing. A letter posted on the deadline day arrives within three working
+/// days (La Poste's ordinary letter); the mailroom then needs time to scan
+/// and key it. Without this, the postal channel alone would have days less
+/// than the others to answer.
+pub const POSTED_REPLY_WORKING_DAYS: u32 = 5;
+
+/// The latest deadline for requested documents whose case may be closed
+/// `today`: a reply posted on it would have been received and keyed by now.
+/// Counted in La Poste's working days (the national calendar).
+pub fn latest_deadline_to_close(today: NaiveDate) -> NaiveDate {
+    let mut deadline = today.pred_opt().unwrap_or(today);
+    while crate::calendar::add_working_days(deadline, POSTED_REPLY_WORKING_DAYS, "") >= today {
+        match deadline.pred_opt() {
+            Some(day) => deadline = day,
+            None => break,
+        }
+    }
+    deadline
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("a dossier that is {} cannot be {}", from.as_str().replace('_', " "), step.described())]
 pub struct ImpossibleStep {
@@ -230,6 +254,44 @@ mod tests {
             assert_eq!(Step::parse(step.as_str()), Some(step));
         }
         assert_eq!(Step::parse(CARD_HANDED_OVER), None);
+    }
+
+    #[test]
+    fn a_missed_deadline_closes_once_a_posted_reply_would_be_in_table() {
+        let d = |m, day| NaiveDate::from_ymd_opt(2026, m, day).unwrap();
+        // (today, the latest deadline closed that day, why)
+        let table = [
+            (
+                d(11, 30),
+                d(11, 22),
+                "Monday: deadlines up to Sunday 22 had 23-27",
+            ),
+            (
+                d(12, 1),
+                d(11, 23),
+                "Tuesday: Monday 23's five days ended Monday 30",
+            ),
+            (
+                d(12, 5),
+                d(11, 29),
+                "Saturday: Friday 27 to Sunday 29 had 30 Nov-4 Dec",
+            ),
+            (d(12, 7), d(11, 29), "Monday: nothing more since Saturday"),
+            (
+                d(11, 17),
+                d(11, 8),
+                "Friday 6's days skip 11 November: 9, 10, 12, 13, 16",
+            ),
+        ];
+        for (today, latest, why) in table {
+            assert_eq!(latest_deadline_to_close(today), latest, "{why}");
+            // The day after it is not closed yet.
+            let next = latest.succ_opt().unwrap();
+            assert!(
+                crate::calendar::add_working_days(next, POSTED_REPLY_WORKING_DAYS, "") >= today,
+                "{why}"
+            );
+        }
     }
 
     #[test]

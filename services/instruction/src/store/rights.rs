@@ -220,7 +220,9 @@ impl Store {
     }
 
     /// Issues every attestation due today and closes the dossiers whose
-    /// deadline for documents passed. Returns (attestations issued, closed).
+    /// deadline for documents passed, once a reply posted on it would be in
+    /// (`lifecycle::latest_deadline_to_close`). Returns (attestations
+    /// issued, closed).
     pub async fn sweep(
         &self,
         now: DateTime<Utc>,
@@ -239,10 +241,10 @@ impl Store {
                           AND (cover_until IS NULL OR cover_until <= $1)) \
                        OR (state = 'favourable' AND card_until IS NULL \
                           AND (cover_basis IS NULL OR cover_basis <> 'favourable_decision')) \
-                       OR (state = 'documents_requested' AND documents_deadline < $2))",
+                       OR (state = 'documents_requested' AND documents_deadline <= $2))",
                 )
                 .bind(soon)
-                .bind(today),
+                .bind(guichet_dossier::lifecycle::latest_deadline_to_close(today)),
             )
             .await?;
         let (mut issued, mut closed) = (0, 0);
