@@ -509,7 +509,8 @@ fn raw_provenance_from_pb(p: &pb::provenance::Channel) -> RawProvenance {
     }
 }
 
-/// Parses a dossier read off the bus. `today` is the date in Paris.
+/// Parses a dossier read off the bus. `today` is the latest date in France
+/// (`calendar::latest_date_in_france`): nothing is dated after it.
 pub fn dossier_from_pb(d: &pb::Dossier, today: NaiveDate) -> Result<Dossier, Violations> {
     if !reads_schema_version(d.schema_version) {
         return Err(Violations::one(
@@ -569,11 +570,11 @@ pub fn dossier_from_pb(d: &pb::Dossier, today: NaiveDate) -> Result<Dossier, Vio
     let dossier = Dossier::new(reference, filing, filed_at, received_at);
     // No dossier counts from a day still to come, whichever channel it says
     // it came from.
-    if let Err(e) = dossier
-        .filing
-        .provenance
-        .checked_legal_filing_date(dossier.filed_at, today)
-    {
+    if let Err(e) = dossier.filing.provenance.checked_legal_filing_date(
+        dossier.filed_at,
+        &dossier.filing.contact.address.department,
+        today,
+    ) {
         let field = if e.field.starts_with("provenance.") {
             format!("filing.{}", e.field)
         } else {

@@ -358,3 +358,103 @@ async fn a_date_that_is_no_date_is_refused_by_name_in_every_filter() {
     );
     common::stop(app, env).await;
 }
+
+/// The next instant after now at `hour`:00 UTC.
+fn next_utc_hour(hour: u32) -> chrono::DateTime<Utc> {
+    let now = Utc::now();
+    let today = now.date_naive().and_hms_opt(hour, 0, 0).unwrap().and_utc();
+    if today > now {
+        today
+    } else {
+        today + chrono::Duration::days(1)
+    }
+}
+
+/// Overseas, a filing is dated by its department's own clock. Filed at
+/// 23:00 in Cayenne (02:00 UTC), it is that day's filing, though Paris is
+/// already at the next day: a renewal filed on its title's last day stays
+/// in time. Filed at 01:00 in La Réunion (21:00 UTC), still the day before
+/// in Paris, it is dated the Réunion day and recorded by instruction, not
+/// dead-lettered as dated after today.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overseas_filing_is_dated_by_its_departments_clock() {
+    let env = common::TestEnv::on(Backend::Servers).await;
+    let clock = std::sync::Arc::new(common::ShiftedClock::default());
+    let app = common::App::builder(&env.config())
+        .only(common::ONLINE)
+        .clock(clock.clone())
+        .start()
+        .await;
+    let filed_in = |postal_code: &str, city: &str| {
+        let mut body = example("renewal-employee.json");
+        body["contact"]["address"]["postal_code"] = postal_code.into();
+        body["contact"]["address"]["city"] = city.into();
+        body
+    };
+    let legal_date = |body: Value| {
+        let app = &app;
+        async move {
+            let r = app.file(&body, None).await;
+            assert_eq!(r.status(), 201, "{:?}", r.text().await);
+            let receipt: Value = r.json().await.unwrap();
+            let reference = receipt["reference"].as_str().unwrap().to_string();
+            let date: chrono::NaiveDate = receipt["legal_filing_date"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (reference, date)
+        }
+    };
+
+    let at = next_utc_hour(2);
+    clock.advance(at - Utc::now());
+    let (cayenne, date) = legal_date(filed_in("97300", "Cayenne")).await;
+    let day_before = at.date_naive().pred_opt().unwrap();
+    assert_eq!(date, day_before, "23:00 in Cayenne");
+    assert_eq!(
+        paris_date(at),
+        at.date_naive(),
+        "already the next day in Paris"
+    );
+
+    let at = next_utc_hour(21) + chrono::Duration::days(1);
+    clock.advance(at - clock_now(&clock));
+    let (reunion, date) = legal_date(filed_in("97400", "Saint-Denis")).await;
+    assert_eq!(
+        date,
+        at.date_naive().succ_opt().unwrap(),
+        "01:00 in La Réunion"
+    );
+    assert_eq!(
+        paris_date(at),
+        at.date_naive(),
+        "still the day before in Paris"
+    );
+
+    // Both reach instruction, with the dates their receipts gave.
+    for (reference, expected) in [(&cayenne, day_before), (&reunion, date)] {
+        let status = eventually(WAIT, "the overseas dossier in instruction", || async {
+            let r = app
+                .get(&format!(
+                    "/api/v1/dossiers/{reference}/status?birth_date=1991-03-02"
+                ))
+                .await;
+            if r.status() != 200 {
+                return None;
+            }
+            r.json::<Value>().await.ok()
+        })
+        .await;
+        assert_eq!(
+            status["legal_filing_date"],
+            expected.to_string(),
+            "{status}"
+        );
+    }
+    common::stop(app, env).await;
+}
+
+fn clock_now(clock: &common::ShiftedClock) -> chrono::DateTime<Utc> {
+    guichet_kit::Clock::now(clock)
+}

@@ -1,12 +1,41 @@
 //! Dates in law are French calendar dates: an instant becomes a date in
-//! Europe/Paris, whatever the server's time zone.
+//! Europe/Paris, whatever the server's time zone, or in the overseas
+//! department's own time where the person is (`local_date`).
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc, Weekday};
 use chrono_tz::Europe::Paris;
+use chrono_tz::Tz;
 
 /// The calendar date in Paris at this instant.
 pub fn paris_date(at: DateTime<Utc>) -> NaiveDate {
     at.with_timezone(&Paris).date_naive()
+}
+
+/// The legal time of `department`: each overseas department keeps its own;
+/// the mainland and Corsica (and any other code) keep Paris's.
+pub fn time_zone(department: &str) -> Tz {
+    match department {
+        "971" => chrono_tz::America::Guadeloupe,
+        "972" => chrono_tz::America::Martinique,
+        "973" => chrono_tz::America::Cayenne,
+        "974" => chrono_tz::Indian::Reunion,
+        "976" => chrono_tz::Indian::Mayotte,
+        _ => Paris,
+    }
+}
+
+/// The calendar date in `department` at this instant: a renewal filed at
+/// 21:00 in Cayenne on the title's last day is filed that day, though it
+/// is already the next day in Paris.
+pub fn local_date(at: DateTime<Utc>, department: &str) -> NaiveDate {
+    at.with_timezone(&time_zone(department)).date_naive()
+}
+
+/// The latest calendar date anywhere in France at this instant (La
+/// Réunion's, four hours ahead of UTC all year; Paris is at most two):
+/// the bound for "not in the future", whichever department a date is from.
+pub fn latest_date_in_france(at: DateTime<Utc>) -> NaiveDate {
+    local_date(at, "974").max(paris_date(at))
 }
 
 /// The time of day in Paris at instant `at` (`09:30`), as desks and

@@ -7,7 +7,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::calendar::{paris_date, parse_iso_date};
+use crate::calendar::parse_iso_date;
 use crate::codes::{AnswerChannel, DocumentKind, Language, Motif, Procedure, TitleKind};
 use crate::prefecture::department_of_postal_code;
 use crate::{Channel, Reference, Violations};
@@ -286,29 +286,32 @@ impl Provenance {
     }
 
     /// The date that counts in law: the postmark for mail (the reception date
-    /// when there is none), otherwise the day the person filed, in Paris.
-    pub fn legal_filing_date(&self, filed_at: DateTime<Utc>) -> NaiveDate {
+    /// when there is none), otherwise the day the person filed, in the time
+    /// of their `department` (Paris's but overseas).
+    pub fn legal_filing_date(&self, filed_at: DateTime<Utc>, department: &str) -> NaiveDate {
         match self {
             Provenance::Postal {
                 postmark_date,
                 reception_date,
                 ..
             } => postmark_date.unwrap_or(*reception_date),
-            _ => paris_date(filed_at),
+            _ => crate::calendar::local_date(filed_at, department),
         }
     }
 
     /// The legal filing date, or why it cannot be taken: a date after
-    /// `today` (in Paris) is no one's filing date. It is a typing error or a
+    /// `today` (the latest date in France, `calendar::latest_date_in_france`)
+    /// is no one's filing date. It is a typing error or a
     /// forgery, and taken as it is it would sort the file wrongly and change
     /// what the rights rules say. The error names the field the date comes
     /// from.
     pub fn checked_legal_filing_date(
         &self,
         filed_at: DateTime<Utc>,
+        department: &str,
         today: NaiveDate,
     ) -> Result<NaiveDate, crate::FieldViolation> {
-        let date = self.legal_filing_date(filed_at);
+        let date = self.legal_filing_date(filed_at, department);
         let field = match self {
             Provenance::Postal {
                 postmark_date: Some(_),
@@ -352,7 +355,9 @@ impl Dossier {
         filed_at: DateTime<Utc>,
         received_at: DateTime<Utc>,
     ) -> Self {
-        let legal_filing_date = filing.provenance.legal_filing_date(filed_at);
+        let legal_filing_date = filing
+            .provenance
+            .legal_filing_date(filed_at, &filing.contact.address.department);
         Self {
             reference,
             filing,
@@ -1432,9 +1437,70 @@ mod tests {
         ];
         for (provenance, expected) in table {
             assert_eq!(
-                provenance.legal_filing_date(filed_at),
+                provenance.legal_filing_date(filed_at, "59"),
                 expected,
                 "{provenance:?}"
+            );
+        }
+        // Overseas, the day is the department's own: 23:30 UTC on the 23rd
+        // is 19:30 that day in Guadeloupe and Martinique, 20:30 in Cayenne,
+        // 03:30 on the 24th in La Réunion, 02:30 in Mayotte.
+        let web = Provenance::Web { account_id: None };
+        for (department, expected) in [
+            ("971", d(11, 23)),
+            ("972", d(11, 23)),
+            ("973", d(11, 23)),
+            ("974", d(11, 24)),
+            ("976", d(11, 24)),
+            ("2A", d(11, 24)),
+            ("75", d(11, 24)),
+        ] {
+            assert_eq!(
+                web.legal_filing_date(filed_at, department),
+                expected,
+                "{department}"
+            );
+        }
+        // The post's dates are the envelope's, wherever it was posted.
+        let posted = Provenance::Postal {
+            station_id: "s".into(),
+            envelope_id: "e".into(),
+            postmark_date: Some(d(11, 2)),
+            reception_date: d(11, 5),
+        };
+        assert_eq!(posted.legal_filing_date(filed_at, "973"), d(11, 2));
+    }
+
+    #[test]
+    fn the_latest_date_in_france_is_la_reunions() {
+        // (instant, its latest date in France)
+        let table = [
+            (
+                Utc.with_ymd_and_hms(2026, 11, 23, 19, 59, 0).unwrap(),
+                (11, 23),
+            ),
+            (
+                Utc.with_ymd_and_hms(2026, 11, 23, 20, 0, 0).unwrap(),
+                (11, 24),
+            ),
+            (
+                Utc.with_ymd_and_hms(2026, 7, 14, 20, 30, 0).unwrap(),
+                (7, 15),
+            ),
+            (
+                Utc.with_ymd_and_hms(2026, 7, 14, 21, 59, 0).unwrap(),
+                (7, 15),
+            ),
+            (
+                Utc.with_ymd_and_hms(2026, 7, 14, 12, 0, 0).unwrap(),
+                (7, 14),
+            ),
+        ];
+        for (at, (m, day)) in table {
+            assert_eq!(
+                crate::calendar::latest_date_in_france(at),
+                NaiveDate::from_ymd_opt(2026, m, day).unwrap(),
+                "{at}"
             );
         }
     }
@@ -1480,10 +1546,19 @@ mod tests {
         ];
         for (i, (provenance, filed_at, expected)) in table.into_iter().enumerate() {
             let got = provenance
-                .checked_legal_filing_date(filed_at, today)
+                .checked_legal_filing_date(filed_at, "59", today)
                 .map_err(|v| v.field);
             assert_eq!(got, expected.map_err(String::from), "row {i}");
         }
+        // Filed in Cayenne at 20:30 on the 24th: the 24th there, not the 25th.
+        assert_eq!(
+            Provenance::Web { account_id: None }.checked_legal_filing_date(
+                late_evening,
+                "973",
+                today
+            ),
+            Ok(d(11, 24))
+        );
         assert_eq!(future_date_problem(d(11, 24), today), None);
         assert!(future_date_problem(d(11, 25), today).is_some());
     }

@@ -140,7 +140,8 @@ pub struct Consumer {
 
 impl Consumer {
     pub async fn handle(&self, batch: Vec<Delivery>) {
-        let today = self.clock.today();
+        // A dossier filed overseas may be dated a day ahead of Paris.
+        let today = guichet_dossier::calendar::latest_date_in_france(self.clock.now());
         let mut good = Vec::with_capacity(batch.len());
         let mut held = Vec::with_capacity(batch.len());
         for delivery in batch {
