@@ -509,9 +509,16 @@ fn raw_provenance_from_pb(p: &pb::provenance::Channel) -> RawProvenance {
     }
 }
 
-/// Parses a dossier read off the bus. `today` is the latest date in France
-/// (`calendar::latest_date_in_france`): nothing is dated after it.
-pub fn dossier_from_pb(d: &pb::Dossier, today: NaiveDate) -> Result<Dossier, Violations> {
+/// Parses a dossier read off the bus at `now`: nothing in it is dated after
+/// the day it is `now` in the person's department.
+pub fn dossier_from_pb(
+    d: &pb::Dossier,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Dossier, Violations> {
+    // The filing's own dates (birth, postmark) are checked against the
+    // latest date anywhere in France; the dossier's, below, against its
+    // department's.
+    let today = guichet_dossier::calendar::latest_date_in_france(now);
     if !reads_schema_version(d.schema_version) {
         return Err(Violations::one(
             "schema_version",
@@ -567,13 +574,14 @@ pub fn dossier_from_pb(d: &pb::Dossier, today: NaiveDate) -> Result<Dossier, Vio
     else {
         return Err(v);
     };
-    let dossier = Dossier::new(reference, filing, filed_at, received_at);
+    let mut dossier = Dossier::new(reference, filing, filed_at, received_at);
+    let department = dossier.filing.contact.address.department.clone();
     // No dossier counts from a day still to come, whichever channel it says
     // it came from.
     if let Err(e) = dossier.filing.provenance.checked_legal_filing_date(
         dossier.filed_at,
-        &dossier.filing.contact.address.department,
-        today,
+        &department,
+        guichet_dossier::calendar::local_date(now, &department),
     ) {
         let field = if e.field.starts_with("provenance.") {
             format!("filing.{}", e.field)
@@ -595,11 +603,23 @@ pub fn dossier_from_pb(d: &pb::Dossier, today: NaiveDate) -> Result<Dossier, Vio
         );
     }
     let stated_date = d.legal_filing_date.as_ref().and_then(date_from_pb);
-    if stated_date != Some(dossier.legal_filing_date) {
-        v.add(
+    let dated_by_clock = dossier.channel() != Channel::Postal;
+    match stated_date {
+        Some(date) if date == dossier.legal_filing_date => {}
+        // A channel from before overseas filings were dated on their own
+        // clock (the same schema version) dated it in Paris: kept as it was
+        // stated, so its messages still queued or replayed are not
+        // dead-lettered, and its receipt stays true.
+        Some(date)
+            if dated_by_clock
+                && date == guichet_dossier::calendar::paris_date(dossier.filed_at) =>
+        {
+            dossier.legal_filing_date = date;
+        }
+        _ => v.add(
             "legal_filing_date",
             "does not follow from the provenance and filing time",
-        );
+        ),
     }
     if d.prefecture != dossier.prefecture() {
         v.add("prefecture", "does not match the residence address");
@@ -787,8 +807,8 @@ mod tests {
         let back = pb::Dossier::decode(bytes.as_slice()).unwrap();
         assert_eq!(back.prefecture, "2B");
         assert_eq!(back.channel, pb::Channel::Postal as i32);
-        let today = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
-        assert_eq!(dossier_from_pb(&back, today).unwrap(), d);
+        let now = Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap();
+        assert_eq!(dossier_from_pb(&back, now).unwrap(), d);
     }
 
     #[test]
@@ -827,7 +847,7 @@ mod tests {
 
     #[test]
     fn inconsistent_wire_dossiers_are_refused() {
-        let today = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap();
         type Breaker = fn(&mut pb::Dossier);
         let table: Vec<(Breaker, &str)> = vec![
             (|d| d.schema_version = SCHEMA_VERSION + 2, "schema_version"),
@@ -885,14 +905,13 @@ mod tests {
         for (breaker, field) in table {
             let mut d = dossier_to_pb(&sample());
             breaker(&mut d);
-            let err = dossier_from_pb(&d, today).expect_err(field);
+            let err = dossier_from_pb(&d, now).expect_err(field);
             assert!(err.iter().any(|v| v.field == field), "{field}: {err}");
         }
     }
 
     #[test]
     fn a_dossier_filed_after_today_is_refused() {
-        let today = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
         let d = sample();
         let web = Filing {
             provenance: Provenance::Web { account_id: None },
@@ -902,9 +921,34 @@ mod tests {
         // 10:00 in Paris on the 25th: tomorrow.
         let tomorrow = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
         let wire = dossier_to_pb(&Dossier::new(reference, web, tomorrow, tomorrow));
-        let err = dossier_from_pb(&wire, today).expect_err("a dossier from tomorrow");
+        let now = Utc.with_ymd_and_hms(2026, 11, 24, 9, 0, 0).unwrap();
+        let err = dossier_from_pb(&wire, now).expect_err("a dossier from tomorrow");
         assert!(err.iter().any(|v| v.field == "filed_at"), "{err}");
-        assert!(dossier_from_pb(&wire, today.succ_opt().unwrap()).is_ok());
+        assert!(dossier_from_pb(&wire, tomorrow).is_ok());
+    }
+
+    #[test]
+    fn an_overseas_dossier_is_dated_on_its_clock_or_as_a_channel_before_did() {
+        let mut filing = sample().filing;
+        filing.provenance = Provenance::Web { account_id: None };
+        filing.contact.address.postal_code = "97300".into();
+        filing.contact.address.department = "973".into();
+        // 23:00 on the 23rd in Cayenne, 03:00 on the 24th in Paris.
+        let at = Utc.with_ymd_and_hms(2026, 11, 24, 2, 0, 0).unwrap();
+        let reference = Reference::generate(Channel::Web, 2026, &mut rand::rng());
+        let dossier = Dossier::new(reference, filing, at, at);
+        let d = |day| NaiveDate::from_ymd_opt(2026, 11, day).unwrap();
+        assert_eq!(dossier.legal_filing_date, d(23));
+        let stated = |day: u32| {
+            let mut wire = dossier_to_pb(&dossier);
+            wire.legal_filing_date = Some(date_to_pb(d(day)));
+            dossier_from_pb(&wire, at).map(|read| read.legal_filing_date)
+        };
+        assert_eq!(stated(23), Ok(d(23)), "dated on Cayenne's clock");
+        // Dated in Paris by a channel from before: kept as stated.
+        assert_eq!(stated(24), Ok(d(24)), "dated in Paris, as before");
+        let err = stated(22).expect_err("neither");
+        assert!(err.iter().any(|v| v.field == "legal_filing_date"), "{err}");
     }
 
     #[test]

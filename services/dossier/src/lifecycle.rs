@@ -191,9 +191,25 @@ pub const TRANSITIONS: &[(CaseState, Step, CaseState)] = &[
 /// than the others to answer.
 pub const POSTED_REPLY_WORKING_DAYS: u32 = 5;
 
+/// Is the deadline for requested documents of a case of `department`
+/// missed at `now`: would a reply posted on the deadline day have been
+/// received and keyed? Counted in the department's working days, on its
+/// clock (a local holiday, or an evening in the Antilles, gives more time).
+pub fn documents_deadline_missed(
+    deadline: NaiveDate,
+    department: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    let keyed_by =
+        crate::calendar::add_working_days(deadline, POSTED_REPLY_WORKING_DAYS, department);
+    keyed_by < crate::calendar::local_date(now, department)
+}
+
 /// The latest deadline for requested documents whose case may be closed
-/// `today`: a reply posted on it would have been received and keyed by now.
-/// Counted in La Poste's working days (the national calendar).
+/// `today` (Paris), on the national calendar: the sweep's first choice of
+/// cases, before `documents_deadline_missed` decides each on its own
+/// department's calendar and clock (never sooner; overseas ahead of Paris,
+/// at most a day later).
 pub fn latest_deadline_to_close(today: NaiveDate) -> NaiveDate {
     let mut deadline = today.pred_opt().unwrap_or(today);
     while crate::calendar::add_working_days(deadline, POSTED_REPLY_WORKING_DAYS, "") >= today {
@@ -289,6 +305,76 @@ mod tests {
             let next = latest.succ_opt().unwrap();
             assert!(
                 crate::calendar::add_working_days(next, POSTED_REPLY_WORKING_DAYS, "") >= today,
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_deadline_is_missed_on_the_departments_calendar_and_clock() {
+        use chrono::TimeZone;
+        let at = |m, day, hour| {
+            chrono::Utc
+                .with_ymd_and_hms(2027, m, day, hour, 0, 0)
+                .unwrap()
+        };
+        let d = |m, day| NaiveDate::from_ymd_opt(2027, m, day).unwrap();
+        // (deadline, department, now, missed, why)
+        let table = [
+            (
+                d(3, 18),
+                "59",
+                at(3, 26, 9),
+                true,
+                "Thursday 18: keyed by Thursday 25",
+            ),
+            (
+                d(3, 22),
+                "59",
+                at(3, 31, 9),
+                true,
+                "Monday 22: keyed by Tuesday 30 in Nord",
+            ),
+            (
+                d(3, 22),
+                "67",
+                at(3, 31, 9),
+                false,
+                "Good Friday closed too in Bas-Rhin",
+            ),
+            (
+                d(3, 22),
+                "67",
+                at(4, 1, 9),
+                true,
+                "keyed by Wednesday 31 there",
+            ),
+            (
+                d(3, 18),
+                "971",
+                at(3, 26, 3),
+                false,
+                "23:00 on the 25th in Guadeloupe",
+            ),
+            (
+                d(3, 18),
+                "971",
+                at(3, 26, 5),
+                true,
+                "01:00 on the 26th in Guadeloupe",
+            ),
+            (
+                d(3, 18),
+                "974",
+                at(3, 25, 21),
+                true,
+                "01:00 on the 26th in La Réunion",
+            ),
+        ];
+        for (deadline, department, now, missed, why) in table {
+            assert_eq!(
+                documents_deadline_missed(deadline, department, now),
+                missed,
                 "{why}"
             );
         }

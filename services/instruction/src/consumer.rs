@@ -102,7 +102,7 @@ fn write_span(parent: &tracing::Span, db: &Database, batch: usize) -> tracing::S
 /// broker-checked `user_id`) files.
 pub fn decode(
     delivery: &Delivery,
-    today: chrono::NaiveDate,
+    now: chrono::DateTime<chrono::Utc>,
     publishers: Option<&Publishers>,
 ) -> Result<(String, guichet_dossier::Dossier), Poison> {
     let message_id = delivery
@@ -116,7 +116,7 @@ pub fn decode(
         return Err(Poison::UnknownSchemaVersion(wire.schema_version));
     }
     let dossier =
-        convert::dossier_from_pb(&wire, today).map_err(|v| Poison::BreaksRule(v.to_string()))?;
+        convert::dossier_from_pb(&wire, now).map_err(|v| Poison::BreaksRule(v.to_string()))?;
     if let Some(publishers) = publishers {
         publishers
             .check(dossier.channel(), delivery.user_id.as_deref())
@@ -140,8 +140,7 @@ pub struct Consumer {
 
 impl Consumer {
     pub async fn handle(&self, batch: Vec<Delivery>) {
-        // A dossier filed overseas may be dated a day ahead of Paris.
-        let today = guichet_dossier::calendar::latest_date_in_france(self.clock.now());
+        let now = self.clock.now();
         let mut good = Vec::with_capacity(batch.len());
         let mut held = Vec::with_capacity(batch.len());
         for delivery in batch {
@@ -157,7 +156,7 @@ impl Consumer {
                 dossier = tracing::field::Empty,
             );
             telemetry::set_parent(&span, &delivery.trace_carrier());
-            match decode(&delivery, today, self.publishers.as_ref()) {
+            match decode(&delivery, now, self.publishers.as_ref()) {
                 Ok((message_id, dossier)) => {
                     span.record("dossier", dossier.reference.as_str());
                     good.push(Incoming {

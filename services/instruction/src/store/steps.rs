@@ -185,6 +185,20 @@ impl Store {
             )));
         }
         let to = lifecycle::next(row.state, step)?;
+        // Checked again under the lock, on the case's own calendar and
+        // clock: an agent may have set a new deadline since the sweep read
+        // the case, and the sweep chose on the national calendar.
+        if step == Step::DeadlinePassed
+            && !row
+                .documents_deadline
+                .is_some_and(|d| lifecycle::documents_deadline_missed(d, &row.prefecture, now))
+        {
+            return Err(lifecycle::ImpossibleStep {
+                from: row.state,
+                step,
+            }
+            .into());
+        }
         let (missing, deadline) = match step {
             Step::RequestDocuments => (details.documents.clone(), details.deadline),
             _ => (row.missing()?, row.documents_deadline),
