@@ -35,6 +35,20 @@ async fn start(backend: Backend) -> (TestEnv, App) {
     (env, app)
 }
 
+/// As `start`, on PostgreSQL, on a clock the test moves forward.
+async fn start_on_clock() -> (TestEnv, App, std::sync::Arc<common::ShiftedClock>) {
+    let env = TestEnv::on(Backend::Servers).await;
+    let mut config = env.config();
+    config.sweep_interval_s = 1;
+    let clock = std::sync::Arc::new(common::ShiftedClock::default());
+    let app = App::builder(&config)
+        .only(ONLINE)
+        .clock(clock.clone())
+        .start()
+        .await;
+    (env, app, clock)
+}
+
 async fn file(app: &App, body: &Value) -> String {
     let reference = app.file_accepted(body).await;
     eventually(WAIT, "the dossier in instruction", || async {
@@ -368,15 +382,7 @@ async fn a_complete_renewal_near_expiry_is_covered_without_asking(backend: Backe
 /// days on; the post has the same days to answer as the web.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missed_deadline_closes_the_case_once_a_posted_reply_would_be_in() {
-    let env = TestEnv::on(Backend::Servers).await;
-    let mut config = env.config();
-    config.sweep_interval_s = 1;
-    let clock = std::sync::Arc::new(common::ShiftedClock::default());
-    let app = App::builder(&config)
-        .only(ONLINE)
-        .clock(clock.clone())
-        .start()
-        .await;
+    let (env, app, clock) = start_on_clock().await;
     let mut body = renewal("Traoré", today() + Days::new(200));
     body["documents"]
         .as_array_mut()
@@ -1004,15 +1010,7 @@ async fn twins_are_proposed_to_an_agent_not_linked(backend: Backend) {
 /// that day, and the cover rests on the card until its last day.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_card_handed_over_ends_the_favourable_decision_attestation() {
-    let env = TestEnv::on(Backend::Servers).await;
-    let mut config = env.config();
-    config.sweep_interval_s = 1;
-    let clock = std::sync::Arc::new(common::ShiftedClock::default());
-    let app = App::builder(&config)
-        .only(ONLINE)
-        .clock(clock.clone())
-        .start()
-        .await;
+    let (env, app, clock) = start_on_clock().await;
     let reference = file(&app, &example("renewal-employee.json")).await;
     let handover = format!("/api/v1/agent/dossiers/{reference}/card-handover");
     let today = chrono::Utc::now()
