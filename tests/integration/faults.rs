@@ -1221,6 +1221,17 @@ async fn a_damaged_dossier_does_not_stop_the_sweep_for_the_others() {
     }
     // The damaged one has none (its status page cannot be drawn: a stored
     // dossier the rules cannot read is the server's fault, answered 500).
+    // Both are counted, for the alert that someone mend them.
+    let labels = guichet_kit::metrics::ServiceLabels {
+        service: guichet_instruction::server::SCHEMA,
+    };
+    let unreadable = app
+        .metrics
+        .sweep_dossiers_unreadable
+        .get_or_create(&labels)
+        .clone();
+    app.two_more_sweeps().await;
+    assert_eq!(unreadable.get(), 2);
     for reference in [&damaged, &garbled] {
         let issued: i64 =
             sqlx::query_scalar("SELECT count(*) FROM attestations WHERE reference = $1")

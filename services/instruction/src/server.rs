@@ -211,9 +211,13 @@ async fn sweep_once(
         }
     }
     match store.sweep(clock.now(), clock.today()).await {
-        Ok((issued, closed)) => {
-            if issued + closed > 0 {
-                tracing::info!(issued, closed, "rights sweep");
+        Ok(round) => {
+            metrics
+                .sweep_dossiers_unreadable
+                .get_or_create(&ServiceLabels { service: SCHEMA })
+                .set(round.unreadable as i64);
+            if round.issued + round.closed > 0 {
+                tracing::info!(round.issued, round.closed, "rights sweep");
                 wake.notify_one();
             }
         }

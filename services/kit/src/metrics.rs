@@ -155,6 +155,10 @@ pub struct Inner {
     /// Rounds of a service's periodic sweep that ran to the end without an
     /// error: what a test waits for to know a sweep has been and done nothing.
     pub sweeps_completed: Family<ServiceLabels, Counter>,
+    /// Dossiers the last round of the sweep left out because they cannot
+    /// be read: each is owed what the sweep gives (an attestation, a
+    /// closing) and gets nothing until it is mended.
+    pub sweep_dossiers_unreadable: Family<ServiceLabels, Gauge>,
     /// Requests refused at once because the service (or the gateway) was at
     /// capacity: a sign to add instances, or of a client retrying too fast.
     pub requests_shed: Family<ServiceLabels, Counter>,
@@ -192,6 +196,7 @@ impl Metrics {
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(Buckets(receipt_buckets)),
             sweeps_completed: Family::default(),
+            sweep_dossiers_unreadable: Family::default(),
             requests_shed: Family::default(),
             in_flight_limit: Family::default(),
             registry: Mutex::new(Registry::default()),
@@ -295,6 +300,11 @@ impl Metrics {
             "sweeps_completed",
             "Rounds of a periodic sweep that ran to the end without an error",
             inner.sweeps_completed.clone(),
+        );
+        r.register(
+            "sweep_dossiers_unreadable",
+            "Dossiers the last round of the sweep left out because they cannot be read",
+            inner.sweep_dossiers_unreadable.clone(),
         );
         r.register(
             "requests_shed",

@@ -221,13 +221,12 @@ impl Store {
 
     /// Issues every attestation due today and closes the dossiers whose
     /// deadline for documents passed, once a reply posted on it would be in
-    /// (`lifecycle::latest_deadline_to_close`). Returns (attestations
-    /// issued, closed).
+    /// (`lifecycle::latest_deadline_to_close`).
     pub async fn sweep(
         &self,
         now: DateTime<Utc>,
         today: NaiveDate,
-    ) -> Result<(usize, usize), CaseError> {
+    ) -> Result<SweepRound, CaseError> {
         let soon = today + chrono::Duration::days(self.horizon_days);
         // References and states alone: each dossier is read whole under its
         // own lock, so one that does not decode fails alone, not the round.
@@ -247,15 +246,16 @@ impl Store {
                 .bind(guichet_dossier::lifecycle::latest_deadline_to_close(today)),
             )
             .await?;
-        let (mut issued, mut closed) = (0, 0);
+        let mut round = SweepRound::default();
         for (reference, state) in rows {
             match self.sweep_one(&reference, &state, now, today).await {
-                Ok(Swept::Issued) => issued += 1,
-                Ok(Swept::Closed) => closed += 1,
+                Ok(Swept::Issued) => round.issued += 1,
+                Ok(Swept::Closed) => round.closed += 1,
                 Ok(Swept::Nothing) => {}
                 // One damaged dossier must not stop the round for every
                 // dossier after it: the others are owed their attestations.
                 Err(e) if damaged(&e) => {
+                    round.unreadable += 1;
                     tracing::error!(
                         %reference,
                         error = %guichet_kit::error::error_chain(&e),
@@ -265,7 +265,7 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
-        Ok((issued, closed))
+        Ok(round)
     }
 
     /// The sweep's work on one dossier it found: close it if its deadline
@@ -321,6 +321,15 @@ fn damaged(e: &CaseError) -> bool {
         CaseError::Db(e) => matches!(e, sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)),
         _ => false,
     }
+}
+
+/// What one round of the sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepRound {
+    pub issued: usize,
+    pub closed: usize,
+    /// Dossiers left out because they cannot be read.
+    pub unreadable: usize,
 }
 
 /// What the sweep did to one dossier.
