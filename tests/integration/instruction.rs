@@ -49,6 +49,28 @@ async fn start_on_clock() -> (TestEnv, App, std::sync::Arc<common::ShiftedClock>
     (env, app, clock)
 }
 
+/// A filing without its employment contract: incomplete for an employee.
+fn without_contract(mut body: Value) -> Value {
+    body["documents"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|d| d["kind"] != "employment_contract");
+    body
+}
+
+/// `agent` takes the case over (an incomplete file is not handed out by
+/// the queue), as an agent's act on it first requires.
+async fn take_over(app: &App, agent: &str, reference: &str) {
+    let taken = app
+        .agent_post(
+            agent,
+            &format!("/api/v1/agent/dossiers/{reference}/takeover"),
+            json!({"reason": "instructing it"}),
+        )
+        .await;
+    assert_eq!(taken.status(), 200, "{:?}", taken.text().await);
+}
+
 async fn file(app: &App, body: &Value) -> String {
     let reference = app.file_accepted(body).await;
     eventually(WAIT, "the dossier in instruction", || async {
@@ -383,20 +405,9 @@ async fn a_complete_renewal_near_expiry_is_covered_without_asking(backend: Backe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missed_deadline_closes_the_case_once_a_posted_reply_would_be_in() {
     let (env, app, clock) = start_on_clock().await;
-    let mut body = renewal("Traoré", today() + Days::new(200));
-    body["documents"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|d| d["kind"] != "employment_contract");
+    let body = without_contract(renewal("Traoré", today() + Days::new(200)));
     let reference = file(&app, &body).await;
-    let taken = app
-        .agent_post(
-            "agent-7",
-            &format!("/api/v1/agent/dossiers/{reference}/takeover"),
-            json!({"reason": "instructing it"}),
-        )
-        .await;
-    assert_eq!(taken.status(), 200, "{:?}", taken.text().await);
+    take_over(&app, "agent-7", &reference).await;
     let deadline = today() + Days::new(1);
     let asked = app
         .agent_post(
@@ -452,12 +463,8 @@ async fn the_lifecycle_refuses_what_it_does_not_allow_and_documents_complete_a_f
     backend: Backend,
 ) {
     let (env, app) = start(backend).await;
-    let mut body = renewal("Diallo", today() + Days::new(200));
     // No employment contract: incomplete.
-    body["documents"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|d| d["kind"] != "employment_contract");
+    let body = without_contract(renewal("Diallo", today() + Days::new(200)));
     let reference = file(&app, &body).await;
     let read = app
         .agent_get("agent-7", &format!("/api/v1/agent/dossiers/{reference}"))
@@ -466,14 +473,7 @@ async fn the_lifecycle_refuses_what_it_does_not_allow_and_documents_complete_a_f
     assert_eq!(case["dossier"]["state"], "incomplete");
     // Acting on a case is its holder's: agent-7 takes it (it is not in the
     // queue's next place: an incomplete file is not taken from the queue).
-    let taken = app
-        .agent_post(
-            "agent-7",
-            &format!("/api/v1/agent/dossiers/{reference}/takeover"),
-            json!({"reason": "instructing it"}),
-        )
-        .await;
-    assert_eq!(taken.status(), 200, "{:?}", taken.text().await);
+    take_over(&app, "agent-7", &reference).await;
     assert_eq!(case["missing"], json!(["employment_contract"]));
     assert_eq!(case["applicant"]["family_name"], "Diallo");
 

@@ -401,13 +401,16 @@ impl CallCentre for CallCentreService {
         }
         // A number or address the notifier cannot use would reach nobody,
         // silently: refused here, as the filings and the bookings refuse it.
-        if !contact.phone.trim().is_empty() {
-            contact.phone =
-                phone_field(&mut v, "contact.phone", &contact.phone).unwrap_or_default();
+        // A refused one stays as typed: the violation refuses the report.
+        if !contact.phone.trim().is_empty()
+            && let Some(phone) = phone_field(&mut v, "contact.phone", &contact.phone)
+        {
+            contact.phone = phone;
         }
-        if !contact.email.trim().is_empty() {
-            contact.email =
-                email_field(&mut v, "contact.email", contact.email.trim()).unwrap_or_default();
+        if !contact.email.trim().is_empty()
+            && let Some(email) = email_field(&mut v, "contact.email", contact.email.trim())
+        {
+            contact.email = email;
         }
         let postal_code = contact
             .address
